@@ -1,0 +1,4 @@
+//! hsm agent library: task execution backends shared by the agent daemon and the coordinator's
+//! local source.
+
+pub mod process;

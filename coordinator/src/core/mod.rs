@@ -1,0 +1,8 @@
+//! The pure core: no IO, no clock, no actix/tokio types. Time is an argument; IO lives in shells.
+
+pub mod command;
+pub mod diag;
+pub mod render;
+pub mod sweep;
+pub mod taskspec;
+pub mod value;

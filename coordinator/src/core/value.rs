@@ -1,0 +1,169 @@
+//! Parameter values and parameter sets: the typed values a sweep assigns to each task, their
+//! canonical text form, and the stable hash that identifies a combination across runs.
+
+use crate::yaml::{Node, Spanned};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One parameter value. Serialized untagged, so JSON and YAML views show plain values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    List(Vec<Value>),
+    Map(IndexMap<String, Value>),
+}
+
+/// A task's parameters in sweep order (grid keys, then paired keys, then random keys).
+pub type Params = IndexMap<String, Value>;
+
+impl Value {
+    /// Converts a YAML node (positions dropped). Mapping keys become their text.
+    pub fn from_node(node: &Spanned) -> Value {
+        match &node.node {
+            Node::Null => Value::Null,
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Int(i) => Value::Int(*i),
+            Node::Float(f) => Value::Float(*f),
+            Node::Str(s) => Value::Str(s.clone()),
+            Node::Seq(items) => Value::List(items.iter().map(Value::from_node).collect()),
+            Node::Map(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.key_text(), Value::from_node(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Equality used by `exclude`: numbers compare by value (`1` matches `1.0`), everything else
+    /// structurally.
+    pub fn matches(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => *a as f64 == *b,
+            (Value::List(a), Value::List(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.matches(y))
+            }
+            _ => self == other,
+        }
+    }
+
+    /// Canonical text used for hashing: JSON with mapping keys sorted, floats in shortest
+    /// round-trip form with a type marker so that `1` and `1.0` hash differently.
+    fn write_canonical(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Float(f) => {
+                out.push_str("f:");
+                out.push_str(&format!("{f:?}"));
+            }
+            Value::Str(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
+            Value::List(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    item.write_canonical(out);
+                }
+                out.push(']');
+            }
+            Value::Map(map) => write_canonical_map(map, out),
+        }
+    }
+}
+
+fn write_canonical_map(map: &IndexMap<String, Value>, out: &mut String) {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.push('{');
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+        out.push(':');
+        map[key].write_canonical(out);
+    }
+    out.push('}');
+}
+
+/// A stable identity of a parameter combination: the first 16 hex digits of the SHA-256 of its
+/// canonical form. Key order does not matter; value types do. Completion matches tasks by this.
+pub fn params_hash(params: &Params) -> String {
+    let mut canonical = String::new();
+    write_canonical_map(params, &mut canonical);
+    let digest = Sha256::digest(canonical.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `task_001` … `task_999`, `task_1000` …: the task id of a 1-based index (Python HSM naming).
+pub fn task_name(index: u64) -> String {
+    format!("task_{index:03}")
+}
+
+/// Parses `task_007` (or `7`) back into its index.
+pub fn parse_task_name(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix("task_").unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&i| i > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, Value)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn hash_ignores_key_order_but_not_types() {
+        let a = params(&[("lr", Value::Float(0.1)), ("seed", Value::Int(1))]);
+        let b = params(&[("seed", Value::Int(1)), ("lr", Value::Float(0.1))]);
+        assert_eq!(params_hash(&a), params_hash(&b));
+        let c = params(&[("seed", Value::Float(1.0)), ("lr", Value::Float(0.1))]);
+        assert_ne!(params_hash(&a), params_hash(&c));
+        let d = params(&[("seed", Value::Str("1".into())), ("lr", Value::Float(0.1))]);
+        assert_ne!(params_hash(&a), params_hash(&d));
+        assert_eq!(params_hash(&a).len(), 16);
+    }
+
+    #[test]
+    fn hash_is_stable_across_releases() {
+        // Pinned: changing the canonical form would make `sweep complete` re-run finished tasks.
+        let p = params(&[
+            ("lr", Value::Float(0.001)),
+            ("model", Value::Str("cnn".into())),
+        ]);
+        assert_eq!(params_hash(&p), "d5b447aae2d3cf0b");
+    }
+
+    #[test]
+    fn task_names_round_trip() {
+        assert_eq!(task_name(7), "task_007");
+        assert_eq!(task_name(1000), "task_1000");
+        assert_eq!(parse_task_name("task_007"), Some(7));
+        assert_eq!(parse_task_name("12"), Some(12));
+        assert_eq!(parse_task_name("task_0"), None);
+        assert_eq!(parse_task_name("task_x"), None);
+    }
+
+    #[test]
+    fn exclude_matching_compares_numbers_by_value() {
+        assert!(Value::Int(1).matches(&Value::Float(1.0)));
+        assert!(!Value::Int(1).matches(&Value::Str("1".into())));
+    }
+}

@@ -1,0 +1,447 @@
+//! Positioned YAML: a YAML 1.2 (core schema) tree that remembers the line and column of every node,
+//! so that config and sweep validation can point at the exact place a problem was written.
+//!
+//! We build the tree from `saphyr-parser` events instead of deserializing with serde because serde
+//! loses positions and mapping order; every user-facing message here needs both.
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use std::collections::HashMap;
+use std::fmt;
+
+/// A 1-based line and column in a YAML file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+/// One YAML node and where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spanned {
+    pub node: Node,
+    pub pos: Pos,
+}
+
+/// A YAML node with scalars resolved by the YAML 1.2 core schema
+/// (`1e-3` is a float, `yes` is a string, `~`/`null`/empty are null).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Spanned>),
+    /// Keys keep the order they were written in.
+    Map(Vec<(Spanned, Spanned)>),
+}
+
+impl Node {
+    /// A short name of the node's kind for messages ("a number", "a mapping", ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::Null => "null",
+            Node::Bool(_) => "a boolean",
+            Node::Int(_) | Node::Float(_) => "a number",
+            Node::Str(_) => "a string",
+            Node::Seq(_) => "a list",
+            Node::Map(_) => "a mapping",
+        }
+    }
+}
+
+impl Spanned {
+    /// The mapping entries, when this node is a mapping.
+    pub fn as_map(&self) -> Option<&[(Spanned, Spanned)]> {
+        match &self.node {
+            Node::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// The string value, when this node is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.node {
+            Node::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A mapping key rendered as text (keys are almost always strings; numbers and booleans are
+    /// accepted as keys and shown as written).
+    pub fn key_text(&self) -> String {
+        match &self.node {
+            Node::Str(s) => s.clone(),
+            Node::Int(i) => i.to_string(),
+            Node::Float(f) => f.to_string(),
+            Node::Bool(b) => b.to_string(),
+            Node::Null => "null".to_string(),
+            Node::Seq(_) | Node::Map(_) => "<complex key>".to_string(),
+        }
+    }
+
+    /// Looks up a key in a mapping node.
+    pub fn get(&self, key: &str) -> Option<&Spanned> {
+        self.as_map()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+}
+
+/// A YAML syntax error with its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{pos}: {message}")]
+pub struct YamlError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// Parses one YAML document. An empty document (or only comments) is `Ok(None)`.
+pub fn parse(text: &str) -> Result<Option<Spanned>, YamlError> {
+    let mut builder = Builder {
+        anchors: HashMap::new(),
+        stack: Vec::new(),
+        root: None,
+        documents: 0,
+    };
+    for item in Parser::new_from_str(text) {
+        let (event, span) = item.map_err(|e| YamlError {
+            pos: Pos {
+                line: e.marker().line(),
+                col: e.marker().col() + 1,
+            },
+            message: e.info().to_string(),
+        })?;
+        builder.handle(event, span)?;
+    }
+    Ok(builder.root)
+}
+
+enum Frame {
+    Seq {
+        anchor: usize,
+        pos: Pos,
+        items: Vec<Spanned>,
+    },
+    Map {
+        anchor: usize,
+        pos: Pos,
+        entries: Vec<(Spanned, Spanned)>,
+        pending_key: Option<Spanned>,
+    },
+}
+
+struct Builder {
+    anchors: HashMap<usize, Spanned>,
+    stack: Vec<Frame>,
+    root: Option<Spanned>,
+    documents: usize,
+}
+
+fn pos_of(span: &Span) -> Pos {
+    Pos {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
+}
+
+impl Builder {
+    fn handle(&mut self, event: Event<'_>, span: Span) -> Result<(), YamlError> {
+        let pos = pos_of(&span);
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(YamlError {
+                        pos,
+                        message: "expected a single YAML document, found a second one (`---`)"
+                            .into(),
+                    });
+                }
+            }
+            Event::Scalar(value, style, anchor, tag) => {
+                let tag_suffix = tag.as_ref().map(|t| t.suffix.clone());
+                let node = resolve_scalar(&value, style, tag_suffix.as_deref(), pos)?;
+                self.push(Spanned { node, pos }, anchor)?;
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                    pos,
+                    message: "alias refers to an unknown anchor".into(),
+                })?;
+                self.push(
+                    Spanned {
+                        node: node.node,
+                        pos,
+                    },
+                    0,
+                )?;
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
+                anchor,
+                pos,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
+                anchor,
+                pos,
+                entries: Vec::new(),
+                pending_key: None,
+            }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq { anchor, pos, items }) => (
+                        Spanned {
+                            node: Node::Seq(items),
+                            pos,
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
+                        anchor,
+                        pos,
+                        entries,
+                        ..
+                    }) => (
+                        Spanned {
+                            node: Node::Map(entries),
+                            pos,
+                        },
+                        anchor,
+                    ),
+                    None => {
+                        return Err(YamlError {
+                            pos,
+                            message: "unbalanced collection end".into(),
+                        })
+                    }
+                };
+                self.push(node, anchor)?;
+            }
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, value: Spanned, anchor: usize) -> Result<(), YamlError> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, value.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(value),
+            Some(Frame::Seq { items, .. }) => items.push(value),
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                None => {
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.node == value.node) {
+                        return Err(YamlError {
+                            pos: value.pos,
+                            message: format!(
+                                "duplicate key `{}` (first written at line {})",
+                                value.key_text(),
+                                first.pos.line
+                            ),
+                        });
+                    }
+                    *pending_key = Some(value);
+                }
+                Some(key) => entries.push((key, value)),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a scalar by the YAML 1.2 core schema. Quoted and block scalars are always strings.
+fn resolve_scalar(
+    text: &str,
+    style: ScalarStyle,
+    tag: Option<&str>,
+    pos: Pos,
+) -> Result<Node, YamlError> {
+    let bad_tag = |what: &str| YamlError {
+        pos,
+        message: format!("`{text}` is not a valid {what}"),
+    };
+    match tag {
+        Some("str") => return Ok(Node::Str(text.to_string())),
+        Some("int") => {
+            return parse_int(text)
+                .map(Node::Int)
+                .ok_or_else(|| bad_tag("!!int"))
+        }
+        Some("float") => {
+            return parse_float(text)
+                .or_else(|| parse_int(text).map(|i| i as f64))
+                .map(Node::Float)
+                .ok_or_else(|| bad_tag("!!float"))
+        }
+        Some("bool") => {
+            return match text {
+                "true" | "True" | "TRUE" => Ok(Node::Bool(true)),
+                "false" | "False" | "FALSE" => Ok(Node::Bool(false)),
+                _ => Err(bad_tag("!!bool")),
+            }
+        }
+        Some("null") => return Ok(Node::Null),
+        _ => {}
+    }
+    if style != ScalarStyle::Plain {
+        return Ok(Node::Str(text.to_string()));
+    }
+    Ok(match text {
+        "" | "~" | "null" | "Null" | "NULL" => Node::Null,
+        "true" | "True" | "TRUE" => Node::Bool(true),
+        "false" | "False" | "FALSE" => Node::Bool(false),
+        _ => {
+            if let Some(i) = parse_int(text) {
+                Node::Int(i)
+            } else if let Some(f) = parse_float(text) {
+                Node::Float(f)
+            } else if looks_like_int(text) {
+                // Too large for i64: keep it as a float rather than failing.
+                Node::Float(text.parse::<f64>().unwrap_or(f64::NAN))
+            } else {
+                Node::Str(text.to_string())
+            }
+        }
+    })
+}
+
+fn looks_like_int(text: &str) -> bool {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Core-schema integers: `[-+]?[0-9]+`, `0o[0-7]+`, `0x[0-9a-fA-F]+`.
+fn parse_int(text: &str) -> Option<i64> {
+    if let Some(oct) = text.strip_prefix("0o") {
+        return i64::from_str_radix(oct, 8).ok();
+    }
+    if let Some(hex) = text.strip_prefix("0x") {
+        return i64::from_str_radix(hex, 16).ok();
+    }
+    if looks_like_int(text) {
+        return text.parse().ok();
+    }
+    None
+}
+
+/// Core-schema floats: `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, `.inf`, `.nan`.
+fn parse_float(text: &str) -> Option<f64> {
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'-') => (-1.0, &text[1..]),
+        Some(b'+') => (1.0, &text[1..]),
+        _ => (1.0, text),
+    };
+    match rest {
+        ".inf" | ".Inf" | ".INF" => return Some(sign * f64::INFINITY),
+        ".nan" | ".NaN" | ".NAN" if sign > 0.0 && !text.starts_with('+') => return Some(f64::NAN),
+        _ => {}
+    }
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    let int_digits = count_digits(&bytes[i..]);
+    i += int_digits;
+    let mut frac_digits = 0;
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        frac_digits = count_digits(&bytes[i..]);
+        i += frac_digits;
+    }
+    if int_digits == 0 && frac_digits == 0 {
+        return None;
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'-' | b'+')) {
+            i += 1;
+        }
+        let exp_digits = count_digits(&bytes[i..]);
+        if exp_digits == 0 {
+            return None;
+        }
+        i += exp_digits;
+    }
+    if i != bytes.len() {
+        return None;
+    }
+    text.parse::<f64>().ok()
+}
+
+fn count_digits(bytes: &[u8]) -> usize {
+    bytes.iter().take_while(|b| b.is_ascii_digit()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(text: &str) -> Spanned {
+        parse(text).unwrap().unwrap()
+    }
+
+    #[test]
+    fn scalars_follow_yaml_1_2_core_schema() {
+        let doc = root(
+            "a: 1e-3\nb: yes\nc: ~\nd: 0x10\ne: '1'\nf: 1.0\ng: .inf\nh: no\ni: True\nj: 1_000\nk: -7\nl:\n",
+        );
+        let get = |k: &str| doc.get(k).unwrap().node.clone();
+        assert_eq!(get("a"), Node::Float(1e-3));
+        assert_eq!(get("b"), Node::Str("yes".into()));
+        assert_eq!(get("c"), Node::Null);
+        assert_eq!(get("d"), Node::Int(16));
+        assert_eq!(get("e"), Node::Str("1".into()));
+        assert_eq!(get("f"), Node::Float(1.0));
+        assert_eq!(get("g"), Node::Float(f64::INFINITY));
+        assert_eq!(get("h"), Node::Str("no".into()));
+        assert_eq!(get("i"), Node::Bool(true));
+        assert_eq!(get("j"), Node::Str("1_000".into()));
+        assert_eq!(get("k"), Node::Int(-7));
+        assert_eq!(get("l"), Node::Null);
+    }
+
+    #[test]
+    fn positions_are_one_based_and_order_is_kept() {
+        let doc = root("# comment\nsweep:\n  grid:\n    zeta: [1, 2]\n    alpha: [3]\n");
+        let grid = doc.get("sweep").unwrap().get("grid").unwrap();
+        let keys: Vec<_> = grid
+            .as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.key_text())
+            .collect();
+        assert_eq!(keys, ["zeta", "alpha"]);
+        let (zeta_key, zeta_val) = &grid.as_map().unwrap()[0];
+        assert_eq!(zeta_key.pos, Pos { line: 4, col: 5 });
+        assert_eq!(zeta_val.pos, Pos { line: 4, col: 11 });
+    }
+
+    #[test]
+    fn duplicate_keys_and_syntax_errors_have_positions() {
+        let err = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(err.pos, Pos { line: 3, col: 1 });
+        assert!(err.message.contains("duplicate key `a`"), "{}", err.message);
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.pos.line >= 1);
+    }
+
+    #[test]
+    fn anchors_aliases_tags_and_empty_documents() {
+        let doc = root("base: &b [1, 2]\ncopy: *b\ns: !!str 12\n");
+        assert_eq!(doc.get("copy").unwrap().node, doc.get("base").unwrap().node);
+        assert_eq!(doc.get("s").unwrap().node, Node::Str("12".into()));
+        assert_eq!(parse("# nothing\n").unwrap(), None);
+        assert!(parse("a: 1\n---\nb: 2\n").is_err());
+    }
+}

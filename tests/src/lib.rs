@@ -1,0 +1,1 @@
+//! Shared helpers for hsm end-to-end tests.
