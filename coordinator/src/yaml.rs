@@ -383,6 +383,163 @@ fn count_digits(bytes: &[u8]) -> usize {
     bytes.iter().take_while(|b| b.is_ascii_digit()).count()
 }
 
+/// Writes a JSON-shaped value as block-style YAML (the human-readable views: params.yaml,
+/// status.yaml, task_mapping.yaml, `config show`). Strings that YAML 1.2 or PyYAML would read as
+/// another type are double-quoted, so the files read back with the intended types.
+pub fn emit_json(value: &serde_json::Value) -> String {
+    let mut out = String::new();
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => emit_map(map, 0, &mut out),
+        serde_json::Value::Array(items) if !items.is_empty() => emit_seq(items, 0, &mut out),
+        other => {
+            out.push_str(&emit_scalar(other));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn emit_map(map: &serde_json::Map<String, serde_json::Value>, indent: usize, out: &mut String) {
+    for (key, value) in map {
+        out.push_str(&" ".repeat(indent));
+        out.push_str(&emit_string(key));
+        out.push(':');
+        emit_child(value, indent, out);
+    }
+}
+
+fn emit_seq(items: &[serde_json::Value], indent: usize, out: &mut String) {
+    for item in items {
+        out.push_str(&" ".repeat(indent));
+        out.push('-');
+        match item {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                // First key on the dash line, the rest aligned under it.
+                let mut first = true;
+                for (key, value) in map {
+                    if first {
+                        out.push(' ');
+                        first = false;
+                    } else {
+                        out.push_str(&" ".repeat(indent + 2));
+                    }
+                    out.push_str(&emit_string(key));
+                    out.push(':');
+                    emit_child(value, indent + 2, out);
+                }
+            }
+            other => emit_child(other, indent, out),
+        }
+    }
+}
+
+fn emit_child(value: &serde_json::Value, indent: usize, out: &mut String) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            out.push('\n');
+            emit_map(map, indent + 2, out);
+        }
+        serde_json::Value::Array(items) if !items.is_empty() && !is_flat_scalar_list(items) => {
+            out.push('\n');
+            emit_seq(items, indent + 2, out);
+        }
+        other => {
+            out.push(' ');
+            out.push_str(&emit_scalar(other));
+            out.push('\n');
+        }
+    }
+}
+
+fn is_flat_scalar_list(items: &[serde_json::Value]) -> bool {
+    items.len() <= 16
+        && items.iter().all(|v| {
+            !matches!(
+                v,
+                serde_json::Value::Object(_) | serde_json::Value::Array(_)
+            )
+        })
+}
+
+/// A scalar, or a flow collection for empty/flat collections (`[1, 2]`, `{}`).
+fn emit_scalar(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                emit_float(f)
+            } else {
+                n.to_string()
+            }
+        }
+        serde_json::Value::String(s) => emit_string(s),
+        serde_json::Value::Array(items) => {
+            let parts: Vec<String> = items.iter().map(emit_scalar).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        serde_json::Value::Object(map) => {
+            let parts: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", emit_string(k), emit_scalar(v)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+    }
+}
+
+/// Floats keep a decimal point or exponent so they read back as floats (`1.0`, `1e-05`).
+fn emit_float(f: f64) -> String {
+    if f.is_nan() {
+        ".nan".into()
+    } else if f.is_infinite() {
+        if f > 0.0 {
+            ".inf".into()
+        } else {
+            "-.inf".into()
+        }
+    } else {
+        let text = format!("{f:?}");
+        if text.contains(['.', 'e', 'E']) {
+            text
+        } else {
+            format!("{text}.0")
+        }
+    }
+}
+
+fn emit_string(s: &str) -> String {
+    let plain_ok = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || "_-./@+".contains(c))
+        && !s.starts_with(['-', '.', '@'])
+        && resolve_plain_is_string(s);
+    if plain_ok {
+        s.to_string()
+    } else {
+        // JSON string syntax is valid YAML double-quoted syntax.
+        serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+    }
+}
+
+/// True when a plain scalar `s` would be read back as the string `s` by YAML 1.2 and by PyYAML
+/// (YAML 1.1: `yes`, `on`, `off`, `y`, `n` are booleans there).
+fn resolve_plain_is_string(s: &str) -> bool {
+    let yaml11_bools = [
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+        "OFF",
+    ];
+    if yaml11_bools.contains(&s) {
+        return false;
+    }
+    matches!(
+        resolve_scalar(s, ScalarStyle::Plain, None, Pos::default()),
+        Ok(Node::Str(_))
+    ) && !s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'_' || b == b'.' || b == b'e' || b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,5 +600,40 @@ mod tests {
         assert_eq!(doc.get("s").unwrap().node, Node::Str("12".into()));
         assert_eq!(parse("# nothing\n").unwrap(), None);
         assert!(parse("a: 1\n---\nb: 2\n").is_err());
+    }
+
+    #[test]
+    fn emitted_yaml_reads_back_with_the_same_types() {
+        let value = serde_json::json!({
+            "task": "task_001",
+            "lr": 0.001,
+            "whole": 1.0,
+            "seed": 3,
+            "flag": true,
+            "none": null,
+            "yes": "yes",
+            "one": "1",
+            "spaced": "a b: c",
+            "list": [1, 2],
+            "nested": {"a": [{"x": 1, "y": "z"}], "empty": {}},
+        });
+        let text = emit_json(&value);
+        let back = parse(&text).unwrap().unwrap();
+        let get = |k: &str| back.get(k).unwrap().node.clone();
+        assert_eq!(get("task"), Node::Str("task_001".into()));
+        assert_eq!(get("lr"), Node::Float(0.001));
+        assert_eq!(get("whole"), Node::Float(1.0));
+        assert_eq!(get("seed"), Node::Int(3));
+        assert_eq!(get("flag"), Node::Bool(true));
+        assert_eq!(get("none"), Node::Null);
+        assert_eq!(get("yes"), Node::Str("yes".into()));
+        assert_eq!(get("one"), Node::Str("1".into()));
+        assert_eq!(get("spaced"), Node::Str("a b: c".into()));
+        let nested = back.get("nested").unwrap();
+        let first = &nested.get("a").unwrap();
+        match &first.node {
+            Node::Seq(items) => assert_eq!(items[0].get("y").unwrap().node, Node::Str("z".into())),
+            other => panic!("expected a list, got {other:?}"),
+        }
     }
 }
