@@ -2,7 +2,9 @@
 
 pub mod command;
 pub mod diag;
+pub mod plan;
 pub mod render;
+pub mod state;
 pub mod sweep;
 pub mod taskspec;
 pub mod value;

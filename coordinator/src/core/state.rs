@@ -1,0 +1,729 @@
+//! The task state machine and dispatch policy of one sweep run: which task goes to which source
+//! next, what an exit means, retries, cancellation, and stale attempts. Pure: time is an argument,
+//! effects come out as `Change`s (to persist) and `Command`s (to carry out).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+
+/// The status vocabulary used everywhere (DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TaskStatus {
+    /// Not started in any run yet (or waiting for a retry).
+    Pending,
+    /// Handed to a source, not yet running.
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Pending,
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Completed,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Pending => "pending",
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Completed, failed and cancelled are final for a run.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TaskStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown task status `{s}`"))
+    }
+}
+
+/// How one attempt ended, as the core needs to know it (backend outcomes map onto this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitKind {
+    Success,
+    /// Failed; the reason is shown to the user (`exit code 3`, `timeout`, `killed by signal 9`).
+    Failure {
+        exit_code: Option<i32>,
+        reason: String,
+    },
+    Cancelled,
+}
+
+/// How tasks are spread over sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Each next task to the next source with a free slot, in turn.
+    #[default]
+    RoundRobin,
+    /// To the source with the lowest fraction of its slots in use.
+    LeastLoaded,
+    /// To the source with the most free slots.
+    Capacity,
+}
+
+/// A compute source as the core sees it.
+#[derive(Debug, Clone)]
+pub struct SourceState {
+    pub name: String,
+    pub slots: usize,
+    pub running: usize,
+    /// Unhealthy sources get no new work.
+    pub healthy: bool,
+}
+
+impl SourceState {
+    pub fn new(name: impl Into<String>, slots: usize) -> Self {
+        SourceState {
+            name: name.into(),
+            slots: slots.max(1),
+            running: 0,
+            healthy: true,
+        }
+    }
+
+    fn free(&self) -> usize {
+        if self.healthy {
+            self.slots.saturating_sub(self.running)
+        } else {
+            0
+        }
+    }
+}
+
+/// One task as the core tracks it. `attempt` is the attempt currently assigned (0 = never run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskState {
+    pub index: u64,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub source: Option<usize>,
+    /// Automatic retries still allowed in this run.
+    pub retries_left: u32,
+}
+
+/// A durable change of one task (the store writes these in batches).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub index: u64,
+    pub attempt: u32,
+    pub status: TaskStatus,
+    /// Source name, when assigned.
+    pub source: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The process id (local) or job id, once known.
+    pub pid: Option<u32>,
+}
+
+/// Something the shells must carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start attempt `attempt` of task `index` on source number `source`.
+    Launch {
+        index: u64,
+        attempt: u32,
+        source: usize,
+    },
+    /// Stop attempt `attempt` of task `index` on source number `source`.
+    Cancel {
+        index: u64,
+        attempt: u32,
+        source: usize,
+    },
+}
+
+/// Counts per status over the tasks of the sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u64,
+    pub queued: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.pending + self.queued + self.running + self.completed + self.failed + self.cancelled
+    }
+
+    pub fn add(&mut self, status: TaskStatus) {
+        *self.slot(status) += 1;
+    }
+
+    fn remove(&mut self, status: TaskStatus) {
+        let slot = self.slot(status);
+        *slot = slot.saturating_sub(1);
+    }
+
+    pub fn get(&self, status: TaskStatus) -> u64 {
+        match status {
+            TaskStatus::Pending => self.pending,
+            TaskStatus::Queued => self.queued,
+            TaskStatus::Running => self.running,
+            TaskStatus::Completed => self.completed,
+            TaskStatus::Failed => self.failed,
+            TaskStatus::Cancelled => self.cancelled,
+        }
+    }
+
+    fn slot(&mut self, status: TaskStatus) -> &mut u64 {
+        match status {
+            TaskStatus::Pending => &mut self.pending,
+            TaskStatus::Queued => &mut self.queued,
+            TaskStatus::Running => &mut self.running,
+            TaskStatus::Completed => &mut self.completed,
+            TaskStatus::Failed => &mut self.failed,
+            TaskStatus::Cancelled => &mut self.cancelled,
+        }
+    }
+}
+
+/// The state of one run over a sweep's tasks.
+///
+/// Only the tasks handed to `enqueue` are run; the others are carried for counting. Every input
+/// is a `handle_*` call; outputs are drained with `poll_*`.
+#[derive(Debug)]
+pub struct SweepCore {
+    /// Indexed by task index - 1.
+    tasks: Vec<TaskState>,
+    sources: Vec<SourceState>,
+    strategy: Strategy,
+    /// Tasks waiting for a slot, in order.
+    queue: VecDeque<u64>,
+    /// Tasks of this run that have not reached a final status.
+    open: u64,
+    dispatching: bool,
+    round_robin_next: usize,
+    counts: Counts,
+    changes: Vec<Change>,
+}
+
+impl SweepCore {
+    /// `tasks` must hold every task of the sweep, with indices 1..=N in order.
+    pub fn new(tasks: Vec<TaskState>, sources: Vec<SourceState>, strategy: Strategy) -> Self {
+        let mut counts = Counts::default();
+        for task in &tasks {
+            counts.add(task.status);
+        }
+        SweepCore {
+            tasks,
+            sources,
+            strategy,
+            queue: VecDeque::new(),
+            open: 0,
+            dispatching: true,
+            round_robin_next: 0,
+            counts,
+            changes: Vec::new(),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn sources(&self) -> &[SourceState] {
+        &self.sources
+    }
+
+    pub fn task(&self, index: u64) -> Option<&TaskState> {
+        self.tasks.get(index.checked_sub(1)? as usize)
+    }
+
+    /// Tasks of this run not yet final.
+    pub fn open(&self) -> u64 {
+        self.open
+    }
+
+    /// True when nothing of this run is left to wait for.
+    pub fn is_finished(&self) -> bool {
+        self.open == 0 || (!self.dispatching && self.n_in_flight() == 0)
+    }
+
+    fn n_in_flight(&self) -> usize {
+        self.sources.iter().map(|s| s.running).sum()
+    }
+
+    /// Adds tasks to this run, in the given order, each allowed `retries` automatic retries.
+    /// Tasks that are already queued or running in this run are left alone.
+    pub fn enqueue(&mut self, indices: &[u64], retries: u32, now: i64) {
+        for &index in indices {
+            let Some(task) = self.task_mut(index) else {
+                continue;
+            };
+            if matches!(task.status, TaskStatus::Queued | TaskStatus::Running)
+                && task.source.is_some()
+            {
+                continue;
+            }
+            task.retries_left = retries;
+            let attempt = task.attempt;
+            self.set_status(index, TaskStatus::Pending, attempt, None, None, now);
+            self.queue.push_back(index);
+            self.open += 1;
+        }
+    }
+
+    /// Assigns queued tasks to sources with free slots, as the strategy says. Each returned
+    /// command starts a new attempt (attempt + 1).
+    pub fn poll_dispatch(&mut self, now: i64) -> Vec<Command> {
+        let mut commands = Vec::new();
+        while self.dispatching {
+            let Some(source) = self.choose_source() else {
+                break;
+            };
+            let Some(index) = self.queue.pop_front() else {
+                break;
+            };
+            let attempt = self.tasks[(index - 1) as usize].attempt + 1;
+            self.sources[source].running += 1;
+            self.tasks[(index - 1) as usize].source = Some(source);
+            self.set_status(index, TaskStatus::Queued, attempt, Some(source), None, now);
+            commands.push(Command::Launch {
+                index,
+                attempt,
+                source,
+            });
+        }
+        commands
+    }
+
+    fn choose_source(&mut self) -> Option<usize> {
+        let n = self.sources.len();
+        if n == 0 {
+            return None;
+        }
+        match self.strategy {
+            Strategy::RoundRobin => {
+                for offset in 0..n {
+                    let candidate = (self.round_robin_next + offset) % n;
+                    if self.sources[candidate].free() > 0 {
+                        self.round_robin_next = (candidate + 1) % n;
+                        return Some(candidate);
+                    }
+                }
+                None
+            }
+            Strategy::LeastLoaded => {
+                (0..n)
+                    .filter(|&i| self.sources[i].free() > 0)
+                    .min_by(|&a, &b| {
+                        let load = |i: usize| {
+                            self.sources[i].running as f64 / self.sources[i].slots as f64
+                        };
+                        load(a).total_cmp(&load(b))
+                    })
+            }
+            Strategy::Capacity => (0..n)
+                .filter(|&i| self.sources[i].free() > 0)
+                .max_by_key(|&i| (self.sources[i].free(), std::cmp::Reverse(i))),
+        }
+    }
+
+    /// The source reports the attempt is running. Stale attempts are ignored.
+    pub fn handle_started(&mut self, index: u64, attempt: u32, pid: Option<u32>, now: i64) {
+        let Some(task) = self.task(index) else {
+            return;
+        };
+        if task.attempt != attempt || task.status != TaskStatus::Queued {
+            return;
+        }
+        let source = task.source;
+        self.set_status(index, TaskStatus::Running, attempt, source, pid, now);
+    }
+
+    /// The source reports the attempt ended. A report for any attempt other than the current
+    /// one, or for a task already final, is ignored: a result is accepted only from the attempt
+    /// currently assigned. Failures with retries left go back to the queue as a new attempt.
+    pub fn handle_exited(&mut self, index: u64, attempt: u32, exit: ExitKind, now: i64) {
+        let Some(task) = self.task(index) else {
+            return;
+        };
+        if task.attempt != attempt
+            || !matches!(task.status, TaskStatus::Queued | TaskStatus::Running)
+        {
+            return;
+        }
+        let source = task.source;
+        if let Some(s) = source {
+            self.sources[s].running = self.sources[s].running.saturating_sub(1);
+        }
+        match exit {
+            ExitKind::Success => self.finish(
+                index,
+                TaskStatus::Completed,
+                attempt,
+                source,
+                None,
+                None,
+                now,
+            ),
+            ExitKind::Cancelled => self.finish(
+                index,
+                TaskStatus::Cancelled,
+                attempt,
+                source,
+                None,
+                None,
+                now,
+            ),
+            ExitKind::Failure { exit_code, reason } => {
+                let task = &mut self.tasks[(index - 1) as usize];
+                if task.retries_left > 0 && self.dispatching {
+                    task.retries_left -= 1;
+                    // Record the failed attempt, then queue the next one.
+                    self.finish(
+                        index,
+                        TaskStatus::Failed,
+                        attempt,
+                        source,
+                        exit_code,
+                        Some(reason),
+                        now,
+                    );
+                    self.open += 1;
+                    self.set_status(index, TaskStatus::Pending, attempt, None, None, now);
+                    self.queue.push_back(index);
+                } else {
+                    self.finish(
+                        index,
+                        TaskStatus::Failed,
+                        attempt,
+                        source,
+                        exit_code,
+                        Some(reason),
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Stop handing out work (Ctrl-C): queued tasks of this run stay pending for a later
+    /// `sweep complete`; the returned commands stop the running ones.
+    pub fn handle_interrupt(&mut self, _now: i64) -> Vec<Command> {
+        self.dispatching = false;
+        let dropped = self.queue.len() as u64;
+        self.queue.clear();
+        self.open = self.open.saturating_sub(dropped);
+        self.cancel_commands()
+    }
+
+    /// Cancel the run (`sweep cancel`): tasks not started end cancelled; the returned commands
+    /// stop the running ones, which end cancelled when their sources report it.
+    pub fn handle_cancel(&mut self, now: i64) -> Vec<Command> {
+        self.dispatching = false;
+        while let Some(index) = self.queue.pop_front() {
+            let attempt = self.tasks[(index - 1) as usize].attempt;
+            self.finish(
+                index,
+                TaskStatus::Cancelled,
+                attempt,
+                None,
+                None,
+                Some("cancelled before start".into()),
+                now,
+            );
+        }
+        self.cancel_commands()
+    }
+
+    fn cancel_commands(&self) -> Vec<Command> {
+        self.tasks
+            .iter()
+            .filter(|t| matches!(t.status, TaskStatus::Queued | TaskStatus::Running))
+            .filter_map(|t| {
+                Some(Command::Cancel {
+                    index: t.index,
+                    attempt: t.attempt,
+                    source: t.source?,
+                })
+            })
+            .collect()
+    }
+
+    /// Durable changes since the last call, in order.
+    pub fn poll_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn task_mut(&mut self, index: u64) -> Option<&mut TaskState> {
+        self.tasks.get_mut(index.checked_sub(1)? as usize)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        index: u64,
+        status: TaskStatus,
+        attempt: u32,
+        source: Option<usize>,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        now: i64,
+    ) {
+        self.open = self.open.saturating_sub(1);
+        self.record(index, status, attempt, source, exit_code, reason, None, now);
+    }
+
+    fn set_status(
+        &mut self,
+        index: u64,
+        status: TaskStatus,
+        attempt: u32,
+        source: Option<usize>,
+        pid: Option<u32>,
+        now: i64,
+    ) {
+        self.record(index, status, attempt, source, None, None, pid, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        index: u64,
+        status: TaskStatus,
+        attempt: u32,
+        source: Option<usize>,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        pid: Option<u32>,
+        now: i64,
+    ) {
+        let slot = (index - 1) as usize;
+        let old = self.tasks[slot].status;
+        self.counts.remove(old);
+        self.counts.add(status);
+        let task = &mut self.tasks[slot];
+        task.status = status;
+        task.attempt = attempt;
+        if source.is_some() {
+            task.source = source;
+        }
+        let source_name = task.source.map(|s| self.sources[s].name.clone());
+        self.changes.push(Change {
+            index,
+            attempt,
+            status,
+            source: source_name,
+            exit_code,
+            reason,
+            at: now,
+            pid,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core_with(n: u64, slots: &[usize], strategy: Strategy) -> SweepCore {
+        let tasks = (1..=n)
+            .map(|index| TaskState {
+                index,
+                status: TaskStatus::Pending,
+                attempt: 0,
+                source: None,
+                retries_left: 0,
+            })
+            .collect();
+        let sources = slots
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| SourceState::new(format!("s{i}"), s))
+            .collect();
+        SweepCore::new(tasks, sources, strategy)
+    }
+
+    fn launches(commands: &[Command]) -> Vec<(u64, u32, usize)> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Launch {
+                    index,
+                    attempt,
+                    source,
+                } => Some((*index, *attempt, *source)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dispatch_fills_slots_in_order_and_refills_on_exit() {
+        let mut core = core_with(5, &[2], Strategy::RoundRobin);
+        core.enqueue(&[1, 2, 3, 4, 5], 0, 0);
+        assert_eq!(launches(&core.poll_dispatch(1)), [(1, 1, 0), (2, 1, 0)]);
+        assert!(core.poll_dispatch(1).is_empty(), "no free slot");
+        core.handle_started(1, 1, Some(100), 2);
+        core.handle_exited(1, 1, ExitKind::Success, 3);
+        assert_eq!(launches(&core.poll_dispatch(3)), [(3, 1, 0)]);
+        let c = core.counts();
+        assert_eq!((c.completed, c.queued, c.pending), (1, 2, 2));
+    }
+
+    #[test]
+    fn a_run_finishes_with_every_task_final() {
+        let mut core = core_with(3, &[4], Strategy::RoundRobin);
+        core.enqueue(&[1, 2, 3], 0, 0);
+        for (index, attempt, _) in launches(&core.poll_dispatch(0)) {
+            core.handle_started(index, attempt, None, 1);
+            let exit = if index == 2 {
+                ExitKind::Failure {
+                    exit_code: Some(3),
+                    reason: "exit code 3".into(),
+                }
+            } else {
+                ExitKind::Success
+            };
+            core.handle_exited(index, attempt, exit, 2);
+        }
+        assert!(core.is_finished());
+        let c = core.counts();
+        assert_eq!((c.completed, c.failed), (2, 1));
+        let failed: Vec<_> = core
+            .poll_changes()
+            .into_iter()
+            .filter(|ch| ch.status == TaskStatus::Failed)
+            .collect();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].exit_code, Some(3));
+        assert_eq!(failed[0].source.as_deref(), Some("s0"));
+    }
+
+    #[test]
+    fn retries_start_a_new_attempt_and_stale_reports_are_ignored() {
+        let mut core = core_with(1, &[1], Strategy::RoundRobin);
+        core.enqueue(&[1], 1, 0);
+        assert_eq!(launches(&core.poll_dispatch(0)), [(1, 1, 0)]);
+        core.handle_exited(
+            1,
+            1,
+            ExitKind::Failure {
+                exit_code: None,
+                reason: "timeout".into(),
+            },
+            1,
+        );
+        assert!(!core.is_finished());
+        assert_eq!(launches(&core.poll_dispatch(2)), [(1, 2, 0)]);
+        // A late report from attempt 1 must not complete attempt 2.
+        core.handle_exited(1, 1, ExitKind::Success, 3);
+        assert_eq!(core.task(1).unwrap().status, TaskStatus::Queued);
+        core.handle_exited(
+            1,
+            2,
+            ExitKind::Failure {
+                exit_code: Some(1),
+                reason: "exit code 1".into(),
+            },
+            4,
+        );
+        assert!(core.is_finished());
+        assert_eq!(core.task(1).unwrap().status, TaskStatus::Failed);
+        assert_eq!(core.task(1).unwrap().attempt, 2);
+    }
+
+    #[test]
+    fn cancel_ends_unstarted_tasks_and_stops_running_ones() {
+        let mut core = core_with(4, &[2], Strategy::RoundRobin);
+        core.enqueue(&[1, 2, 3, 4], 0, 0);
+        core.poll_dispatch(0);
+        core.handle_started(1, 1, None, 0);
+        let commands = core.handle_cancel(1);
+        assert_eq!(commands.len(), 2);
+        assert!(commands.iter().all(|c| matches!(c, Command::Cancel { .. })));
+        assert_eq!(core.counts().cancelled, 2);
+        assert!(!core.is_finished());
+        core.handle_exited(1, 1, ExitKind::Cancelled, 2);
+        core.handle_exited(2, 1, ExitKind::Cancelled, 2);
+        assert!(core.is_finished());
+        assert_eq!(core.counts().cancelled, 4);
+        assert!(core.poll_dispatch(3).is_empty());
+    }
+
+    #[test]
+    fn interrupt_keeps_unstarted_tasks_pending() {
+        let mut core = core_with(4, &[1], Strategy::RoundRobin);
+        core.enqueue(&[1, 2, 3, 4], 0, 0);
+        core.poll_dispatch(0);
+        assert_eq!(core.handle_interrupt(1).len(), 1);
+        core.handle_exited(1, 1, ExitKind::Cancelled, 2);
+        assert!(core.is_finished());
+        let c = core.counts();
+        assert_eq!((c.cancelled, c.pending), (1, 3));
+    }
+
+    #[test]
+    fn strategies_spread_work_as_named() {
+        let mut rr = core_with(4, &[2, 2], Strategy::RoundRobin);
+        rr.enqueue(&[1, 2, 3, 4], 0, 0);
+        let sources: Vec<_> = launches(&rr.poll_dispatch(0)).iter().map(|l| l.2).collect();
+        assert_eq!(sources, [0, 1, 0, 1]);
+
+        let mut cap = core_with(4, &[1, 3], Strategy::Capacity);
+        cap.enqueue(&[1, 2, 3, 4], 0, 0);
+        let sources: Vec<_> = launches(&cap.poll_dispatch(0))
+            .iter()
+            .map(|l| l.2)
+            .collect();
+        assert_eq!(sources, [1, 1, 0, 1]);
+
+        let mut least = core_with(3, &[1, 4], Strategy::LeastLoaded);
+        least.enqueue(&[1, 2, 3], 0, 0);
+        let sources: Vec<_> = launches(&least.poll_dispatch(0))
+            .iter()
+            .map(|l| l.2)
+            .collect();
+        assert_eq!(sources, [0, 1, 1]);
+    }
+
+    #[test]
+    fn unhealthy_sources_get_no_work() {
+        let mut core = core_with(2, &[1, 1], Strategy::RoundRobin);
+        core.sources[0].healthy = false;
+        core.enqueue(&[1, 2], 0, 0);
+        assert_eq!(launches(&core.poll_dispatch(0)), [(1, 1, 1)]);
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in TaskStatus::ALL {
+            assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
+        }
+        assert!("done".parse::<TaskStatus>().is_err());
+    }
+}
