@@ -1,0 +1,509 @@
+//! The sweep's durable state: `sweep.db`, an SQLite database in WAL mode holding tasks, attempts,
+//! status events and control flags. It is the source of truth; the YAML files are views of it.
+
+use crate::core::state::{Change, TaskStatus};
+use crate::core::value::{task_name, Params};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+/// Bumped when the schema changes; older files are refused with a clear message.
+pub const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sweep database {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer hsm.
+    #[error("sweep database {path} has schema version {found}, this hsm understands {SCHEMA_VERSION}: upgrade hsm")]
+    Version { path: String, found: i64 },
+    /// A row holds something this version cannot read.
+    #[error("sweep database {path}: task {index}: {message}")]
+    Corrupt {
+        path: String,
+        index: u64,
+        message: String,
+    },
+}
+
+/// One task row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRow {
+    pub index: u64,
+    pub task_id: String,
+    pub params_hash: String,
+    pub params: Params,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub source: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub pid: Option<u32>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A new task to insert at sweep creation.
+pub struct NewTask {
+    pub index: u64,
+    pub params_hash: String,
+    pub params: Params,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+impl Store {
+    /// Creates a new database with its schema and all tasks (pending), in one transaction.
+    pub fn create(
+        path: &Path,
+        meta: &[(&str, String)],
+        tasks: impl Iterator<Item = NewTask>,
+    ) -> Result<Store, StoreError> {
+        let mut store = Store::connect(path)?;
+        let display = store.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: display.clone(),
+            source,
+        };
+        store
+            .conn
+            .execute_batch(SCHEMA)
+            .and_then(|_| {
+                store
+                    .conn
+                    .pragma_update(None, "user_version", SCHEMA_VERSION)
+            })
+            .map_err(err)?;
+        let tx = store.conn.transaction().map_err(err)?;
+        {
+            let mut insert_meta = tx
+                .prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")
+                .map_err(err)?;
+            for (key, value) in meta {
+                insert_meta.execute(params![key, value]).map_err(err)?;
+            }
+            let mut insert_task = tx
+                .prepare(
+                    "INSERT INTO tasks (idx, task_id, params_hash, params, status, attempt)
+                     VALUES (?1, ?2, ?3, ?4, 'pending', 0)",
+                )
+                .map_err(err)?;
+            for task in tasks {
+                let params_json = serde_json::to_string(&task.params).unwrap_or_default();
+                insert_task
+                    .execute(params![
+                        task.index as i64,
+                        task_name(task.index),
+                        task.params_hash,
+                        params_json
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(store)
+    }
+
+    /// Opens an existing database.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let store = Store::connect(path)?;
+        let found: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|source| store.sqlite(source))?;
+        if found != SCHEMA_VERSION {
+            return Err(StoreError::Version {
+                path: store.path.clone(),
+                found,
+            });
+        }
+        Ok(store)
+    }
+
+    fn connect(path: &Path) -> Result<Store, StoreError> {
+        let display = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+            path: display.clone(),
+            source,
+        })?;
+        let store = Store {
+            conn,
+            path: display,
+        };
+        // WAL: readers (`sweep status` in another terminal) never block the writer.
+        // synchronous=NORMAL in WAL is durable against process crashes (kill -9); a power loss
+        // can lose the last transactions, which `sweep complete` re-runs.
+        store
+            .conn
+            .busy_timeout(Duration::from_secs(10))
+            .and_then(|_| store.conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|_| store.conn.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|_| store.conn.pragma_update(None, "foreign_keys", "ON"))
+            .map_err(|source| store.sqlite(source))?;
+        Ok(store)
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Writes a batch of changes in one transaction: the task rows, the attempt history and the
+    /// event log.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        apply_in(&tx, changes).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Every task, in index order.
+    pub fn tasks(&self) -> Result<Vec<TaskRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT idx, task_id, params_hash, params, status, attempt, source, exit_code,
+                        reason, pid, started_at, finished_at
+                 FROM tasks ORDER BY idx",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, Option<String>>(6)?,
+                    row.get::<_, Option<i64>>(7)?,
+                    row.get::<_, Option<String>>(8)?,
+                    row.get::<_, Option<i64>>(9)?,
+                    row.get::<_, Option<i64>>(10)?,
+                    row.get::<_, Option<i64>>(11)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut tasks = Vec::new();
+        for row in rows {
+            let (
+                index,
+                task_id,
+                params_hash,
+                params_json,
+                status,
+                attempt,
+                source,
+                exit_code,
+                reason,
+                pid,
+                started_at,
+                finished_at,
+            ) = row.map_err(|e| self.sqlite(e))?;
+            let index = index as u64;
+            let corrupt = |message: String| StoreError::Corrupt {
+                path: self.path.clone(),
+                index,
+                message,
+            };
+            let params: Params = serde_json::from_str(&params_json)
+                .map_err(|e| corrupt(format!("unreadable parameters: {e}")))?;
+            let status: TaskStatus = status.parse().map_err(corrupt)?;
+            tasks.push(TaskRow {
+                index,
+                task_id,
+                params_hash,
+                params,
+                status,
+                attempt: attempt as u32,
+                source,
+                exit_code: exit_code.map(|c| c as i32),
+                reason,
+                pid: pid.map(|p| p as u32),
+                started_at,
+                finished_at,
+            });
+        }
+        Ok(tasks)
+    }
+
+    /// Asks the coordinator running this sweep (if any) to cancel it.
+    pub fn request_cancel(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO control (key, value) VALUES ('cancel', '1')
+                 ON CONFLICT(key) DO UPDATE SET value = '1'",
+                [],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Clears a cancel request (a new run or completion starts fresh).
+    pub fn clear_cancel(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM control WHERE key = 'cancel'", [])
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    pub fn cancel_requested(&self) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM control WHERE key = 'cancel'",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()
+            .map(|v| v.as_deref() == Some("1"))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// `PRAGMA integrity_check` result (`ok` when healthy).
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .map_err(|e| self.sqlite(e))
+    }
+}
+
+fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
+    let mut update = tx.prepare_cached(
+        "UPDATE tasks SET status = ?2, attempt = ?3, source = COALESCE(?4, source),
+             exit_code = ?5, reason = ?6, pid = COALESCE(?7, pid),
+             started_at = CASE WHEN ?2 = 'running' THEN ?8
+                               WHEN ?2 IN ('pending', 'queued') THEN NULL ELSE started_at END,
+             finished_at = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled') THEN ?8 ELSE NULL END,
+             updated_at = ?8
+         WHERE idx = ?1",
+    )?;
+    let mut attempt = tx.prepare_cached(
+        "INSERT INTO attempts (idx, attempt, source, status, exit_code, reason, pid, queued_at,
+                               started_at, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                 CASE WHEN ?4 = 'running' THEN ?8 END,
+                 CASE WHEN ?4 IN ('completed', 'failed', 'cancelled') THEN ?8 END)
+         ON CONFLICT(idx, attempt) DO UPDATE SET
+             source = COALESCE(excluded.source, source), status = excluded.status,
+             exit_code = excluded.exit_code, reason = excluded.reason,
+             pid = COALESCE(excluded.pid, pid),
+             started_at = COALESCE(excluded.started_at, started_at),
+             finished_at = COALESCE(excluded.finished_at, finished_at)",
+    )?;
+    let mut event = tx.prepare_cached(
+        "INSERT INTO events (idx, attempt, status, source, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for change in changes {
+        let status = change.status.as_str();
+        update.execute(params![
+            change.index as i64,
+            status,
+            change.attempt,
+            change.source,
+            change.exit_code,
+            change.reason,
+            change.pid,
+            change.at
+        ])?;
+        // Attempt 0 means "never ran": no attempt row, only the task and the event.
+        if change.attempt > 0 {
+            attempt.execute(params![
+                change.index as i64,
+                change.attempt,
+                change.source,
+                status,
+                change.exit_code,
+                change.reason,
+                change.pid,
+                change.at
+            ])?;
+        }
+        event.execute(params![
+            change.index as i64,
+            change.attempt,
+            status,
+            change.source,
+            change.at
+        ])?;
+    }
+    Ok(())
+}
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    idx         INTEGER PRIMARY KEY,
+    task_id     TEXT NOT NULL UNIQUE,
+    params_hash TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL DEFAULT 0,
+    source      TEXT,
+    exit_code   INTEGER,
+    reason      TEXT,
+    pid         INTEGER,
+    started_at  INTEGER,
+    finished_at INTEGER,
+    updated_at  INTEGER
+);
+CREATE INDEX tasks_by_hash ON tasks (params_hash);
+CREATE TABLE attempts (
+    idx         INTEGER NOT NULL REFERENCES tasks (idx),
+    attempt     INTEGER NOT NULL,
+    source      TEXT,
+    status      TEXT NOT NULL,
+    exit_code   INTEGER,
+    reason      TEXT,
+    pid         INTEGER,
+    queued_at   INTEGER,
+    started_at  INTEGER,
+    finished_at INTEGER,
+    PRIMARY KEY (idx, attempt)
+);
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY,
+    idx     INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    status  TEXT NOT NULL,
+    source  TEXT,
+    at      INTEGER NOT NULL
+);
+CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::value::{params_hash, Value};
+
+    fn new_tasks(n: u64) -> impl Iterator<Item = NewTask> {
+        (1..=n).map(|index| {
+            let params: Params = [("seed".to_string(), Value::Int(index as i64))]
+                .into_iter()
+                .collect();
+            NewTask {
+                index,
+                params_hash: params_hash(&params),
+                params,
+            }
+        })
+    }
+
+    fn change(index: u64, attempt: u32, status: TaskStatus, at: i64) -> Change {
+        Change {
+            index,
+            attempt,
+            status,
+            source: Some("local".into()),
+            exit_code: None,
+            reason: None,
+            at,
+            pid: None,
+        }
+    }
+
+    #[test]
+    fn create_apply_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let mut store = Store::create(&path, &[("sweep_id", "s1".into())], new_tasks(3)).unwrap();
+        store
+            .apply(&[
+                change(1, 1, TaskStatus::Queued, 10),
+                Change {
+                    pid: Some(42),
+                    ..change(1, 1, TaskStatus::Running, 11)
+                },
+                change(1, 1, TaskStatus::Completed, 15),
+                Change {
+                    exit_code: Some(3),
+                    reason: Some("exit code 3".into()),
+                    ..change(2, 1, TaskStatus::Failed, 16)
+                },
+            ])
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.meta("sweep_id").unwrap().as_deref(), Some("s1"));
+        let tasks = store.tasks().unwrap();
+        assert_eq!(tasks.len(), 3);
+        assert_eq!(tasks[0].status, TaskStatus::Completed);
+        assert_eq!(tasks[0].pid, Some(42));
+        assert_eq!(tasks[0].started_at, Some(11));
+        assert_eq!(tasks[0].finished_at, Some(15));
+        assert_eq!(tasks[1].exit_code, Some(3));
+        assert_eq!(tasks[2].status, TaskStatus::Pending);
+        assert_eq!(tasks[2].params["seed"], Value::Int(3));
+        let n_events: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n_events, 4);
+        let n_attempts: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n_attempts, 2);
+        assert_eq!(store.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn cancel_flag_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("sweep.db"), &[], new_tasks(1)).unwrap();
+        assert!(!store.cancel_requested().unwrap());
+        store.request_cancel().unwrap();
+        assert!(store.cancel_requested().unwrap());
+        store.clear_cancel().unwrap();
+        assert!(!store.cancel_requested().unwrap());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let store = Store::create(&path, &[], new_tasks(1)).unwrap();
+        store.conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(store);
+        let err = Store::open(&path).err().unwrap();
+        assert!(err.to_string().contains("schema version 99"), "{err}");
+    }
+}
