@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod core;
+pub mod layout;
 pub mod store;
 pub mod yaml;

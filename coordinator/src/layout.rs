@@ -1,0 +1,309 @@
+//! The sweep output layout of DESIGN §7: where every file of a sweep lives, sweep ids, atomic
+//! writes, task directories and the human-readable YAML views of the durable state.
+
+use crate::core::state::TaskStatus;
+use crate::core::value::{task_name, Params};
+use crate::store::TaskRow;
+use crate::yaml::emit_json;
+use serde_json::json;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// `<project>/sweeps/outputs`.
+pub fn outputs_dir(project_root: &Path) -> PathBuf {
+    project_root.join("sweeps").join("outputs")
+}
+
+/// The files of one sweep.
+#[derive(Debug, Clone)]
+pub struct SweepPaths {
+    pub root: PathBuf,
+}
+
+impl SweepPaths {
+    pub fn new(root: PathBuf) -> Self {
+        SweepPaths { root }
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("sweep.db")
+    }
+    /// Held (flock) by the coordinator process running the sweep.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(".coordinator.lock")
+    }
+    pub fn config_copy(&self) -> PathBuf {
+        self.root.join("sweep_config.yaml")
+    }
+    pub fn metadata(&self) -> PathBuf {
+        self.root.join("sweep_metadata.yaml")
+    }
+    pub fn mapping(&self) -> PathBuf {
+        self.root.join("task_mapping.yaml")
+    }
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.root.join("tasks")
+    }
+    pub fn task_dir(&self, index: u64) -> PathBuf {
+        self.tasks_dir().join(task_name(index))
+    }
+    pub fn results_dir(&self, index: u64) -> PathBuf {
+        self.task_dir(index).join("results")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn sweep_log(&self) -> PathBuf {
+        self.logs_dir().join("sweep.log")
+    }
+    pub fn failed_tasks(&self) -> PathBuf {
+        self.logs_dir().join("errors").join("failed_tasks.yaml")
+    }
+}
+
+/// `sweep_YYYYMMDD_HHMMSS` in local time (as Python HSM names them).
+pub fn sweep_id_at(unix_seconds: i64) -> String {
+    let t = unix_seconds as libc::time_t;
+    // SAFETY: localtime_r writes into the zeroed struct we own and reads only `t`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if !ok {
+        return format!("sweep_{unix_seconds}");
+    }
+    format!(
+        "sweep_{:04}{:02}{:02}_{:02}{:02}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// True when `id` is safe as a directory name (user-given `--sweep-id`).
+pub fn valid_sweep_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+/// Creates the sweep directory. With `exact`, the id must be free; otherwise `_2`, `_3`, … are
+/// appended on collision. `create_dir` is atomic, so two coordinators never share a directory.
+pub fn create_sweep_dir(
+    outputs: &Path,
+    base_id: &str,
+    exact: bool,
+) -> io::Result<(String, SweepPaths)> {
+    fs::create_dir_all(outputs)?;
+    for n in 1..10_000 {
+        let id = if n == 1 {
+            base_id.to_string()
+        } else {
+            format!("{base_id}_{n}")
+        };
+        let root = outputs.join(&id);
+        match fs::create_dir(&root) {
+            Ok(()) => return Ok((id, SweepPaths::new(root))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !exact => continue,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("sweep {id} already exists in {}", outputs.display()),
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("too many sweeps with the same id"))
+}
+
+/// Writes a file via a temporary name and rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Unix milliseconds as an RFC 3339 UTC timestamp (`2026-11-28T17:48:55.123Z`).
+pub fn format_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `params.yaml` of a task.
+pub fn params_yaml(params: &Params) -> String {
+    if params.is_empty() {
+        return "{}\n".into();
+    }
+    emit_json(&serde_json::to_value(params).unwrap_or_default())
+}
+
+/// Everything `status.yaml` shows about a task.
+#[derive(Debug, Clone)]
+pub struct StatusView<'a> {
+    pub index: u64,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub source: Option<&'a str>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<&'a str>,
+    pub pid: Option<u32>,
+    pub updated_at: i64,
+}
+
+pub fn status_yaml(view: &StatusView<'_>) -> String {
+    emit_json(&json!({
+        "task": task_name(view.index),
+        "status": view.status.as_str(),
+        "attempt": view.attempt,
+        "source": view.source,
+        "exit_code": view.exit_code,
+        "reason": view.reason,
+        "pid": view.pid,
+        "updated": format_utc(view.updated_at),
+    }))
+}
+
+/// `task_mapping.yaml`: every task with its hash, source, status, attempt and times.
+pub fn mapping_yaml(sweep_id: &str, tasks: &[TaskRow]) -> String {
+    let mut out = format!(
+        "# task -> params hash, source, status, attempt, times (a view of sweep.db)\nsweep_id: {sweep_id}\ntasks:\n"
+    );
+    for task in tasks {
+        let entry = json!({
+            "params_hash": task.params_hash,
+            "status": task.status.as_str(),
+            "attempt": task.attempt,
+            "source": task.source,
+            "exit_code": task.exit_code,
+            "started": task.started_at.map(format_utc),
+            "finished": task.finished_at.map(format_utc),
+        });
+        out.push_str("  ");
+        out.push_str(&task.task_id);
+        out.push_str(":\n");
+        for line in emit_json(&entry).lines() {
+            out.push_str("    ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `logs/errors/failed_tasks.yaml`.
+pub fn failed_tasks_yaml(tasks: &[TaskRow]) -> String {
+    let failed: Vec<_> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Failed)
+        .map(|t| {
+            json!({
+                "task": t.task_id,
+                "attempt": t.attempt,
+                "source": t.source,
+                "exit_code": t.exit_code,
+                "reason": t.reason,
+                "params": t.params,
+            })
+        })
+        .collect();
+    if failed.is_empty() {
+        return "failed_tasks: []\n".into();
+    }
+    emit_json(&json!({ "failed_tasks": failed }))
+}
+
+/// Prepares a task directory for a new attempt: `results/`, `params.yaml`, `command.txt`. Logs of
+/// an earlier attempt are kept as `stdout.attemptN.log` so a re-run never destroys evidence.
+/// Returns the stdout and stderr paths for this attempt.
+pub fn prepare_task_dir(
+    paths: &SweepPaths,
+    index: u64,
+    attempt: u32,
+    params_yaml: &str,
+    command_txt: &str,
+) -> io::Result<(PathBuf, PathBuf)> {
+    let dir = paths.task_dir(index);
+    fs::create_dir_all(dir.join("results"))?;
+    let stdout = dir.join("stdout.log");
+    let stderr = dir.join("stderr.log");
+    if attempt > 1 {
+        for (log, name) in [(&stdout, "stdout"), (&stderr, "stderr")] {
+            if log.exists() {
+                let _ = fs::rename(log, dir.join(format!("{name}.attempt{}.log", attempt - 1)));
+            }
+        }
+    }
+    if attempt <= 1 || !dir.join("params.yaml").exists() {
+        fs::write(dir.join("params.yaml"), params_yaml)?;
+    }
+    fs::write(dir.join("command.txt"), command_txt)?;
+    Ok((stdout, stderr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting_matches_known_instants() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc(1_795_888_135_123), "2026-11-28T17:48:55.123Z");
+        assert_eq!(format_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn sweep_ids_have_the_python_hsm_shape_and_never_collide() {
+        let id = sweep_id_at(1_795_888_135);
+        assert!(id.starts_with("sweep_2026112"), "{id}");
+        assert_eq!(id.len(), "sweep_20261128_174855".len());
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = create_sweep_dir(dir.path(), "sweep_x", false).unwrap();
+        let (b, _) = create_sweep_dir(dir.path(), "sweep_x", false).unwrap();
+        assert_eq!((a.as_str(), b.as_str()), ("sweep_x", "sweep_x_2"));
+        assert!(create_sweep_dir(dir.path(), "sweep_x", true).is_err());
+        assert!(valid_sweep_id("my-sweep.1"));
+        assert!(!valid_sweep_id("../x"));
+        assert!(!valid_sweep_id(""));
+    }
+
+    #[test]
+    fn retries_keep_earlier_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = SweepPaths::new(dir.path().to_path_buf());
+        let (out, _) = prepare_task_dir(&paths, 3, 1, "a: 1\n", "python t.py\n").unwrap();
+        fs::write(&out, "first\n").unwrap();
+        let (out2, _) = prepare_task_dir(&paths, 3, 2, "a: 1\n", "python t.py\n").unwrap();
+        assert_eq!(out, out2);
+        let kept = fs::read_to_string(paths.task_dir(3).join("stdout.attempt1.log")).unwrap();
+        assert_eq!(kept, "first\n");
+        assert!(paths.results_dir(3).is_dir());
+    }
+}
