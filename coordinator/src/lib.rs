@@ -2,7 +2,11 @@
 //! completion planning), the durable store, the actix actors and the CLI.
 
 pub mod config;
+pub mod actors;
+pub mod cli;
 pub mod core;
+pub mod engine;
 pub mod layout;
+pub mod progress;
 pub mod store;
 pub mod yaml;

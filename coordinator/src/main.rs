@@ -1,1 +1,34 @@
-fn main() {}
+//! `hsm-coordinator`: parses the command line, sets up logging, runs the command, and maps the
+//! outcome to the documented exit codes (0 ok, 1 failed/cancelled tasks, 2 bad input, 130 Ctrl-C).
+
+use clap::Parser;
+use hsm_coordinator::cli::{self, Cli};
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    let code = match cli::run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("hsm-coordinator: {error:#}");
+            cli::exit_code_of(&error)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("HSM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,1 +1,209 @@
-fn main() {}
+//! `hsm-bench`: dispatch throughput of the local source against `xargs -P2` and a plain spawn
+//! loop, side by side in one run, over the same N `/bin/true` commands with 2 in flight.
+//! Writes a Markdown results file. A measurement, never a pass/fail test.
+//!
+//! Usage: `cargo run --release -p hsm-tests --bin hsm-bench -- [--tasks N] [--out FILE]`
+
+use anyhow::{bail, Context};
+use clap_free_args::Args;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Minimal flag parsing: the bench has three flags and no need for clap's derive here.
+mod clap_free_args {
+    pub struct Args {
+        pub tasks: u64,
+        pub slots: u64,
+        pub out: std::path::PathBuf,
+    }
+
+    impl Args {
+        pub fn parse() -> anyhow::Result<Args> {
+            let mut args = Args {
+                tasks: 10_000,
+                slots: 2,
+                out: "target/bench/local-dispatch.md".into(),
+            };
+            let mut it = std::env::args().skip(1);
+            while let Some(flag) = it.next() {
+                let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+                match flag.as_str() {
+                    "--tasks" => args.tasks = value()?.parse()?,
+                    "--slots" => args.slots = value()?.parse()?,
+                    "--out" => args.out = value()?.into(),
+                    "-h" | "--help" => {
+                        println!("hsm-bench [--tasks N] [--slots K] [--out FILE]");
+                        std::process::exit(0);
+                    }
+                    other => anyhow::bail!("unknown flag {other}"),
+                }
+            }
+            Ok(args)
+        }
+    }
+}
+
+struct Measurement {
+    name: &'static str,
+    elapsed: Duration,
+    tasks: u64,
+}
+
+impl Measurement {
+    fn rate(&self) -> f64 {
+        self.tasks as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    let true_bin = "/bin/true";
+    if !std::path::Path::new(true_bin).exists() {
+        bail!("{true_bin} not found");
+    }
+    eprintln!("hsm-bench: {} tasks of {true_bin}, {} in flight", args.tasks, args.slots);
+
+    let spawn_loop = measure("plain spawn loop (Rust std, posix_spawn)", args.tasks, || {
+        spawn_loop(true_bin, args.tasks, args.slots)
+    })?;
+    let xargs = measure("xargs -P", args.tasks, || xargs(true_bin, args.tasks, args.slots))?;
+    let local = measure("hsm local source (sweep run, end to end)", args.tasks, || {
+        hsm_local(true_bin, args.tasks, args.slots)
+    })?;
+
+    let mut report = String::new();
+    report.push_str("# Local dispatch benchmark\n\n");
+    report.push_str(&format!(
+        "{} tasks of `{true_bin}`, {} in flight, on {} CPU(s). Measured in one run by `hsm-bench`.\n\n",
+        args.tasks,
+        args.slots,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    ));
+    report.push_str("| runner | seconds | tasks/s |\n|---|---:|---:|\n");
+    for m in [&spawn_loop, &xargs, &local] {
+        report.push_str(&format!(
+            "| {} | {:.2} | {:.0} |\n",
+            m.name,
+            m.elapsed.as_secs_f64(),
+            m.rate()
+        ));
+    }
+    report.push_str(&format!(
+        "\nhsm local / xargs: **{:.2}x** (aim: 0.8x or better)  \nhsm local / spawn loop: {:.2}x\n",
+        local.rate() / xargs.rate(),
+        local.rate() / spawn_loop.rate()
+    ));
+    report.push_str(
+        "\nThe hsm figure is the whole `sweep run`: expanding the sweep, creating sweep.db with every \
+         task, a task directory with params.yaml, command.txt, status.yaml and logs per task, \
+         and every status change written to SQLite.\n",
+    );
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, &report).with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{report}");
+    eprintln!("hsm-bench: results written to {}", args.out.display());
+    Ok(())
+}
+
+fn measure(
+    name: &'static str,
+    tasks: u64,
+    f: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Measurement> {
+    eprintln!("hsm-bench: {name} ...");
+    let started = Instant::now();
+    f().with_context(|| name.to_string())?;
+    let m = Measurement {
+        name,
+        elapsed: started.elapsed(),
+        tasks,
+    };
+    eprintln!("hsm-bench: {name}: {:.0} tasks/s", m.rate());
+    Ok(m)
+}
+
+/// Keeps `slots` children running, waiting for any with `waitpid(-1)`.
+fn spawn_loop(program: &str, tasks: u64, slots: u64) -> anyhow::Result<()> {
+    let mut running = 0;
+    let mut started = 0;
+    let mut finished = 0;
+    while finished < tasks {
+        while running < slots && started < tasks {
+            let child = Command::new(program)
+                .arg(started.to_string())
+                .stdin(Stdio::null())
+                .spawn()?;
+            // Reaped below by waitpid(-1); the handle is not needed.
+            std::mem::forget(child);
+            running += 1;
+            started += 1;
+        }
+        let mut status = 0;
+        // SAFETY: waits for any child of this process; all were started above.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid < 0 {
+            bail!("waitpid failed: {}", std::io::Error::last_os_error());
+        }
+        running -= 1;
+        finished += 1;
+    }
+    Ok(())
+}
+
+fn xargs(program: &str, tasks: u64, slots: u64) -> anyhow::Result<()> {
+    let mut child = Command::new("xargs")
+        .args(["-P", &slots.to_string(), "-n", "1", program])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("starting xargs")?;
+    {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let mut input = String::with_capacity(tasks as usize * 6);
+        for i in 0..tasks {
+            input.push_str(&i.to_string());
+            input.push('\n');
+        }
+        stdin.write_all(input.as_bytes())?;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("xargs exited with {status}");
+    }
+    Ok(())
+}
+
+/// A real `sweep run` in-process (the same code path as the binary) on a throwaway project.
+fn hsm_local(program: &str, tasks: u64, slots: u64) -> anyhow::Result<()> {
+    use clap::Parser;
+    let project = tempfile::tempdir()?;
+    std::fs::create_dir_all(project.path().join(".hsm"))?;
+    std::fs::create_dir_all(project.path().join("sweeps"))?;
+    std::fs::write(
+        project.path().join(".hsm/config.yaml"),
+        format!("command:\n  template: [\"{program}\", \"{{overrides}}\"]\n"),
+    )?;
+    std::fs::write(
+        project.path().join("sweeps/sweep.yaml"),
+        format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
+    )?;
+    let dir = project.path().display().to_string();
+    let slots = slots.to_string();
+    let cli = hsm_coordinator::cli::Cli::parse_from([
+        "hsm-coordinator",
+        "-q",
+        "-C",
+        &dir,
+        "sweep",
+        "run",
+        "--parallel",
+        &slots,
+    ]);
+    let code = hsm_coordinator::cli::run(cli)?;
+    if code != 0 {
+        bail!("sweep run exited with {code}");
+    }
+    Ok(())
+}

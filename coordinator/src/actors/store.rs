@@ -1,0 +1,165 @@
+//! The store actor: runs on a SyncArbiter thread so SQLite transactions and view files never block
+//! the sweep actor. Writes arrive in batches; each batch is one transaction.
+
+use crate::core::state::{Change, TaskStatus};
+use crate::layout::{self, StatusView, SweepPaths};
+use crate::store::Store;
+use actix::{Actor, Handler, Message, SyncContext};
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+
+pub struct StoreActor {
+    store: Option<Store>,
+    paths: SweepPaths,
+    sweep_id: String,
+    /// The first persistence error; reported to the sweep actor, which then stops the run.
+    failure: Option<String>,
+    log: Option<std::fs::File>,
+}
+
+impl StoreActor {
+    /// `store` is the opened database, or why it could not be opened (then every write fails
+    /// and the sweep actor stops the run at its next poll).
+    pub fn new(store: Result<Store, String>, paths: SweepPaths, sweep_id: String) -> Self {
+        let log = std::fs::create_dir_all(paths.logs_dir())
+            .and_then(|_| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(paths.sweep_log())
+            })
+            .ok();
+        let (store, failure) = match store {
+            Ok(store) => (Some(store), None),
+            Err(e) => (None, Some(e)),
+        };
+        StoreActor {
+            store,
+            paths,
+            sweep_id,
+            failure,
+            log,
+        }
+    }
+
+    fn persist(&mut self, changes: &[Change]) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if let Err(e) = store.apply(changes) {
+            tracing::error!(error = %e, "cannot write the sweep state");
+            self.failure.get_or_insert_with(|| e.to_string());
+            return;
+        }
+        // status.yaml shows the latest state: write it once per task per batch.
+        let mut last: HashMap<u64, &Change> = HashMap::with_capacity(changes.len());
+        for change in changes {
+            last.insert(change.index, change);
+        }
+        for change in last.values() {
+            let view = StatusView {
+                index: change.index,
+                status: change.status,
+                attempt: change.attempt,
+                source: change.source.as_deref(),
+                exit_code: change.exit_code,
+                reason: change.reason.as_deref(),
+                pid: change.pid,
+                updated_at: change.at,
+            };
+            let dir = self.paths.task_dir(change.index);
+            let result = std::fs::create_dir_all(&dir).and_then(|_| {
+                layout::write_atomic(&dir.join("status.yaml"), layout::status_yaml(&view).as_bytes())
+            });
+            if let Err(e) = result {
+                tracing::warn!(task = change.index, error = %e, "cannot write status.yaml");
+            }
+        }
+        if let Some(log) = &mut self.log {
+            let mut text = String::new();
+            for c in changes.iter().filter(|c| c.status.is_final() || c.status == TaskStatus::Running) {
+                text.push_str(&format!(
+                    "{} {} attempt {} {}{}{}\n",
+                    layout::format_utc(c.at),
+                    crate::core::value::task_name(c.index),
+                    c.attempt,
+                    c.status,
+                    c.source.as_deref().map(|s| format!(" on {s}")).unwrap_or_default(),
+                    c.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
+                ));
+            }
+            let _ = log.write_all(text.as_bytes());
+        }
+    }
+
+    fn write_views(&mut self) -> Result<(), String> {
+        let store = self.store.as_ref().ok_or("the sweep database is not open")?;
+        let tasks = store.tasks().map_err(|e| e.to_string())?;
+        let mapping = layout::mapping_yaml(&self.sweep_id, &tasks);
+        layout::write_atomic(&self.paths.mapping(), mapping.as_bytes()).map_err(|e| e.to_string())?;
+        let failed = self.paths.failed_tasks();
+        if let Some(dir) = failed.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        layout::write_atomic(&failed, layout::failed_tasks_yaml(&tasks).as_bytes())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = SyncContext<Self>;
+}
+
+/// A batch of changes to write in one transaction.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Persist(pub Vec<Change>);
+
+impl Handler<Persist> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: Persist, _: &mut SyncContext<Self>) {
+        self.persist(&msg.0);
+    }
+}
+
+/// Regenerate `task_mapping.yaml` and `failed_tasks.yaml` from the database.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct WriteViews;
+
+impl Handler<WriteViews> for StoreActor {
+    type Result = Result<(), String>;
+    fn handle(&mut self, _: WriteViews, _: &mut SyncContext<Self>) -> Self::Result {
+        self.write_views()
+    }
+}
+
+/// Periodic check: has `sweep cancel` asked to cancel, and has persistence failed?
+#[derive(Message)]
+#[rtype(result = "Poll")]
+pub struct PollControl;
+
+#[derive(Debug, Clone, Default)]
+pub struct Poll {
+    pub cancel_requested: bool,
+    pub failure: Option<String>,
+}
+
+impl Handler<PollControl> for StoreActor {
+    type Result = actix::MessageResult<PollControl>;
+    fn handle(&mut self, _: PollControl, _: &mut SyncContext<Self>) -> Self::Result {
+        let cancel_requested = match self.store.as_ref().map(Store::cancel_requested) {
+            Some(Ok(v)) => v,
+            None => false,
+            Some(Err(e)) => {
+                self.failure.get_or_insert_with(|| e.to_string());
+                false
+            }
+        };
+        actix::MessageResult(Poll {
+            cancel_requested,
+            failure: self.failure.clone(),
+        })
+    }
+}

@@ -1,0 +1,320 @@
+//! The sweep actor: the only owner of a run's `SweepCore`. It turns source events into core
+//! inputs, carries the core's commands to the source actors, and batches the core's changes to
+//! the store actor.
+
+use super::local::{CancelTask, LaunchTask, LocalSource};
+use super::store::{Persist, PollControl, StoreActor, WriteViews};
+use super::SourceEvent;
+use crate::core::command::{build_argv, shell_display, task_env, CommandSpec, LaunchContext};
+use crate::core::state::{Command, Counts, ExitKind, SweepCore};
+use crate::core::value::{task_name, Params};
+use crate::layout::{self, SweepPaths};
+use crate::progress::Progress;
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture};
+use hsm_agent::process::{Outcome, ProcessEvent, TaskKey};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often changes are flushed to the store (one transaction per flush).
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// How often the control table (`sweep cancel` from another terminal) is read.
+const POLL_CONTROL_EVERY: Duration = Duration::from_millis(300);
+/// How often `task_mapping.yaml` is rewritten while running.
+const VIEWS_EVERY: Duration = Duration::from_secs(3);
+
+/// A local source of this run.
+#[derive(Debug, Clone)]
+pub struct LocalSourceSpec {
+    pub name: String,
+    pub slots: usize,
+}
+
+/// What the sweep actor needs to launch tasks.
+pub struct RunContext {
+    pub sweep_id: String,
+    pub paths: SweepPaths,
+    pub project_root: PathBuf,
+    pub command: CommandSpec,
+    pub script_override: Option<String>,
+    pub group: String,
+    /// Parameters of every task of the sweep, index - 1.
+    pub params: Vec<Params>,
+    pub local_sources: Vec<LocalSourceSpec>,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Counts over every task of the sweep at the end.
+    pub counts: Counts,
+    /// Ctrl-C stopped it.
+    pub interrupted: bool,
+    /// `sweep cancel` stopped it.
+    pub cancelled: bool,
+    /// The state could not be written; the run was stopped.
+    pub failure: Option<String>,
+    pub elapsed: Duration,
+}
+
+pub struct SweepActor {
+    core: SweepCore,
+    run: RunContext,
+    store: Addr<StoreActor>,
+    sources: Vec<Addr<LocalSource>>,
+    progress: Progress,
+    done_tx: Option<tokio::sync::oneshot::Sender<RunSummary>>,
+    interrupted: bool,
+    cancelled: bool,
+    failure: Option<String>,
+    finishing: bool,
+    views_dirty: bool,
+    started: Instant,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ms_of(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl SweepActor {
+    pub fn new(
+        core: SweepCore,
+        run: RunContext,
+        store: Addr<StoreActor>,
+        progress: Progress,
+        done_tx: tokio::sync::oneshot::Sender<RunSummary>,
+    ) -> Self {
+        SweepActor {
+            core,
+            run,
+            store,
+            sources: Vec::new(),
+            progress,
+            done_tx: Some(done_tx),
+            interrupted: false,
+            cancelled: false,
+            failure: None,
+            finishing: false,
+            views_dirty: true,
+            started: Instant::now(),
+        }
+    }
+
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        loop {
+            let commands = self.core.poll_dispatch(now_ms());
+            if commands.is_empty() {
+                break;
+            }
+            for command in commands {
+                self.carry_out(command);
+            }
+        }
+        self.maybe_finish(ctx);
+    }
+
+    fn carry_out(&mut self, command: Command) {
+        match command {
+            Command::Launch {
+                index,
+                attempt,
+                source,
+            } => {
+                let task_id = task_name(index);
+                let output_dir = self.run.paths.results_dir(index).display().to_string();
+                let launch_ctx = LaunchContext {
+                    sweep_id: &self.run.sweep_id,
+                    task_index: index,
+                    task_id: &task_id,
+                    attempt,
+                    output_dir: &output_dir,
+                    group: &self.run.group,
+                    script_override: self.run.script_override.as_deref(),
+                };
+                let params = &self.run.params[(index - 1) as usize];
+                match build_argv(&self.run.command, params, &launch_ctx) {
+                    Ok(argv) => {
+                        let msg = LaunchTask {
+                            key: TaskKey { index, attempt },
+                            command_txt: format!("{}\n", shell_display(&argv)),
+                            env: task_env(&launch_ctx),
+                            params_yaml: layout::params_yaml(params),
+                            argv,
+                        };
+                        self.sources[source].do_send(msg);
+                    }
+                    Err(e) => self.core.handle_exited(
+                        index,
+                        attempt,
+                        ExitKind::Failure {
+                            exit_code: None,
+                            reason: e.to_string(),
+                        },
+                        now_ms(),
+                    ),
+                }
+            }
+            Command::Cancel {
+                index,
+                attempt,
+                source,
+            } => self.sources[source].do_send(CancelTask(TaskKey { index, attempt })),
+        }
+    }
+
+    fn flush(&mut self) {
+        let changes = self.core.poll_changes();
+        if !changes.is_empty() {
+            self.views_dirty = true;
+            self.progress.on_changes(&changes, &self.run.sweep_id);
+            self.store.do_send(Persist(changes));
+        }
+        self.progress.update(self.core.counts());
+    }
+
+    fn stop_running(&mut self, cancel: bool) {
+        let commands = if cancel {
+            self.core.handle_cancel(now_ms())
+        } else {
+            self.core.handle_interrupt(now_ms())
+        };
+        for command in commands {
+            self.carry_out(command);
+        }
+    }
+
+    fn maybe_finish(&mut self, ctx: &mut Context<Self>) {
+        if self.finishing || !self.core.is_finished() {
+            return;
+        }
+        self.finishing = true;
+        self.flush();
+        self.progress.finish(self.core.counts());
+        // The store's mailbox is FIFO: the views are written after the last batch.
+        let views = self.store.send(WriteViews);
+        ctx.wait(views.into_actor(self).map(|result, actor, ctx| {
+            if let Ok(Err(e)) = result {
+                tracing::warn!(error = %e, "cannot write task_mapping.yaml");
+            }
+            let summary = RunSummary {
+                counts: actor.core.counts(),
+                interrupted: actor.interrupted,
+                cancelled: actor.cancelled,
+                failure: actor.failure.clone(),
+                elapsed: actor.started.elapsed(),
+            };
+            if let Some(tx) = actor.done_tx.take() {
+                let _ = tx.send(summary);
+            }
+            ctx.stop();
+        }));
+    }
+}
+
+impl Actor for SweepActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Sources are children of this actor: they report to its address.
+        for (number, spec) in self.run.local_sources.iter().enumerate() {
+            let source = LocalSource::new(
+                number,
+                self.run.paths.clone(),
+                self.run.project_root.clone(),
+                self.run.timeout,
+                self.run.kill_grace,
+                ctx.address().recipient(),
+            );
+            tracing::debug!(source = %spec.name, slots = spec.slots, "local source started");
+            self.sources.push(source.start());
+        }
+        ctx.run_interval(FLUSH_EVERY, |actor, _| actor.flush());
+        ctx.run_interval(VIEWS_EVERY, |actor, _| {
+            if std::mem::take(&mut actor.views_dirty) {
+                actor.store.do_send(WriteViews);
+            }
+        });
+        ctx.run_interval(POLL_CONTROL_EVERY, |actor, ctx| {
+            let poll = actor.store.send(PollControl);
+            ctx.spawn(poll.into_actor(actor).map(|result, actor, ctx| {
+                let Ok(poll) = result else { return };
+                if let Some(failure) = poll.failure {
+                    if actor.failure.is_none() {
+                        actor.failure = Some(failure);
+                        actor.stop_running(false);
+                    }
+                } else if poll.cancel_requested && !actor.cancelled {
+                    actor.cancelled = true;
+                    tracing::info!(sweep_id = %actor.run.sweep_id, "cancel requested: stopping all tasks");
+                    actor.stop_running(true);
+                }
+                actor.maybe_finish(ctx);
+            }));
+        });
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<SourceEvent> for SweepActor {
+    type Result = ();
+    fn handle(&mut self, msg: SourceEvent, ctx: &mut Context<Self>) {
+        match msg.event {
+            ProcessEvent::Started { key, pid, at } => {
+                self.core
+                    .handle_started(key.index, key.attempt, Some(pid), ms_of(at));
+            }
+            ProcessEvent::Exited { key, outcome, at } => {
+                let exit = match outcome {
+                    Outcome::Exited(0) => ExitKind::Success,
+                    Outcome::Exited(code) => ExitKind::Failure {
+                        exit_code: Some(code),
+                        reason: format!("exit code {code}"),
+                    },
+                    Outcome::Signaled(signal) => ExitKind::Failure {
+                        exit_code: None,
+                        reason: format!("killed by signal {signal}"),
+                    },
+                    Outcome::TimedOut => ExitKind::Failure {
+                        exit_code: None,
+                        reason: "timeout".into(),
+                    },
+                    Outcome::Cancelled => ExitKind::Cancelled,
+                    Outcome::SpawnFailed(message) => ExitKind::Failure {
+                        exit_code: None,
+                        reason: format!("could not start: {message}"),
+                    },
+                };
+                self.core
+                    .handle_exited(key.index, key.attempt, exit, ms_of(at));
+            }
+        }
+        self.dispatch(ctx);
+    }
+}
+
+/// Ctrl-C: stop dispatching, stop running tasks, keep the state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Interrupt;
+
+impl Handler<Interrupt> for SweepActor {
+    type Result = ();
+    fn handle(&mut self, _: Interrupt, ctx: &mut Context<Self>) {
+        if !self.interrupted {
+            self.interrupted = true;
+            self.progress.note("interrupted: stopping running tasks (Ctrl-C again to exit now)");
+            self.stop_running(false);
+        }
+        self.maybe_finish(ctx);
+    }
+}

@@ -1,0 +1,155 @@
+//! `init`, `config show` and `config validate`.
+
+use super::{user_error, Global, InitArgs, EXIT_OK};
+use crate::config::{self, ConfigError, ProjectConfig, Scheduler};
+use crate::core::sweep::{load_sweep_text, SweepFile};
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
+
+/// Loads the project config; problems in it are the user's to fix (exit 2).
+pub fn load_config(global: &Global) -> anyhow::Result<ProjectConfig> {
+    config::load_project(&global.project_dir, global.config.as_deref()).map_err(|e| match e {
+        ConfigError::Invalid { .. } => user_error(e.to_string()),
+        ConfigError::Io { .. } => user_error(e.to_string()),
+    })
+}
+
+/// Where a sweep file argument points: as given when it exists relative to the current
+/// directory, else relative to the project directory; default `sweeps/sweep.yaml`.
+pub fn resolve_sweep_path(global: &Global, given: Option<&Path>) -> PathBuf {
+    match given {
+        Some(path) if path.is_absolute() || path.exists() => path.to_path_buf(),
+        Some(path) => global.project_dir.join(path),
+        None => global.project_dir.join("sweeps").join("sweep.yaml"),
+    }
+}
+
+/// A path as the user should see it: relative to the project directory when inside it.
+pub fn display_path(global: &Global, path: &Path) -> String {
+    path.strip_prefix(&global.project_dir)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Reads and validates a sweep file; every problem is reported (exit 2).
+pub fn load_sweep(global: &Global, path: &Path) -> anyhow::Result<(SweepFile, String)> {
+    let shown = display_path(global, path);
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        user_error(format!(
+            "sweep file {shown}: {e} — create one with `hsm-coordinator init` or pass SWEEP_FILE"
+        ))
+    })?;
+    match load_sweep_text(&text) {
+        Ok(file) => Ok((file, text)),
+        Err(problems) => {
+            let lines: Vec<String> = problems.iter().map(|p| p.render(&shown)).collect();
+            Err(user_error(format!(
+                "{} problem{} in {shown}; nothing was started:\n{}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                lines.join("\n")
+            )))
+        }
+    }
+}
+
+pub fn init(global: &Global, args: &InitArgs) -> anyhow::Result<i32> {
+    let config_path = global.project_dir.join(".hsm").join("config.yaml");
+    let sweep_path = global.project_dir.join("sweeps").join("sweep.yaml");
+    if !args.force {
+        let existing: Vec<String> = [&config_path, &sweep_path]
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| display_path(global, p))
+            .collect();
+        if !existing.is_empty() {
+            return Err(user_error(format!(
+                "{} already exist{}; nothing was written — pass --force to overwrite",
+                existing.join(" and "),
+                if existing.len() == 1 { "s" } else { "" }
+            )));
+        }
+    }
+    let detection = config::detect(&global.project_dir);
+    match &detection.python {
+        Some(python) => eprintln!("python: {python}"),
+        None => eprintln!("python: not found on PATH (set command.python in the config)"),
+    }
+    match detection.scripts.as_slice() {
+        [] => eprintln!("training script: none found (set command.script in the config)"),
+        [one] => eprintln!("training script: {}", one.display()),
+        many => {
+            eprintln!(
+                "training script: {} candidates found; using {} — edit command.script to choose:",
+                many.len(),
+                many[0].display()
+            );
+            for candidate in many {
+                eprintln!("  {}", candidate.display());
+            }
+        }
+    }
+    match detection.scheduler {
+        Some(Scheduler::Slurm) => eprintln!("scheduler: Slurm (sbatch found)"),
+        Some(Scheduler::Pbs) => eprintln!("scheduler: PBS (qsub found)"),
+        None => eprintln!("scheduler: none found (local runs only)"),
+    }
+    for (path, text) in [
+        (&config_path, config::init_config_text(&detection)),
+        (&sweep_path, config::init_sweep_text()),
+    ] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", display_path(global, path));
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn show(global: &Global) -> anyhow::Result<i32> {
+    let cfg = load_config(global)?;
+    match &cfg.file {
+        Some(file) => println!("# config: {}", display_path(global, file)),
+        None => println!("# config: none found; defaults"),
+    }
+    print!("{}", config::to_display_yaml(&cfg));
+    Ok(EXIT_OK)
+}
+
+pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i32> {
+    let mut errors = Vec::new();
+    let cfg = match load_config(global) {
+        Ok(cfg) => Some(cfg),
+        Err(e) => {
+            errors.push(format!("{e:#}"));
+            None
+        }
+    };
+    let sweep_path = resolve_sweep_path(global, sweep_file);
+    let mut sweep_summary = None;
+    if sweep_file.is_some() || sweep_path.exists() {
+        match load_sweep(global, &sweep_path) {
+            Ok((file, _)) => sweep_summary = Some(file.spec.count()),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(user_error(errors.join("\n")));
+    }
+    if let Some(cfg) = cfg {
+        match &cfg.file {
+            Some(file) => println!("config {}: ok", display_path(global, file)),
+            None => println!("config: none found; defaults are valid"),
+        }
+    }
+    if let Some(count) = sweep_summary {
+        println!(
+            "sweep {}: ok, {count} task{}",
+            display_path(global, &sweep_path),
+            if count == 1 { "" } else { "s" }
+        );
+    }
+    Ok(EXIT_OK)
+}

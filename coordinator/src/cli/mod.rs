@@ -1,0 +1,220 @@
+//! The `hsm-coordinator` command line: argument definitions, exit codes, and dispatch to the
+//! command implementations.
+
+mod config_cmd;
+mod sweep_cmd;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes of DESIGN §6.
+pub const EXIT_OK: i32 = 0;
+/// The sweep finished with failed or cancelled tasks (or an operation failed at run time).
+pub const EXIT_FAILED: i32 = 1;
+/// Invalid usage, config or sweep file; nothing was started.
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// A problem with what the user gave us (flags, config, sweep file): exit code 2.
+#[derive(Debug)]
+pub struct UserError(pub String);
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// Shorthand for returning a `UserError`.
+pub fn user_error(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UserError(message.into()))
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hsm-coordinator",
+    version,
+    about = "Run parameter sweeps locally, on remote hosts and on HPC clusters",
+    long_about = None
+)]
+pub struct Cli {
+    /// Project directory (default: the current directory).
+    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+    /// Project config file (default: .hsm/config.yaml, sweeps/hsm_config.yaml or hsm_config.yaml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors; no progress display.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write .hsm/config.yaml and sweeps/sweep.yaml from what is detected here.
+    Init(InitArgs),
+    /// Show or validate the project config.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run, complete, inspect and cancel sweeps.
+    #[command(subcommand)]
+    Sweep(SweepCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the resolved config (defaults filled in).
+    Show,
+    /// Check the config and a sweep file; report every problem (exit 2 if any).
+    Validate {
+        /// Sweep file (default: sweeps/sweep.yaml when it exists).
+        sweep_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SweepCommand {
+    /// Expand a sweep file into tasks and run them; blocks until done.
+    Run(RunArgs),
+    /// Run what is missing, failed or cancelled in an existing sweep.
+    Complete(CompleteArgs),
+    /// Show a sweep's counts per status (default: the latest sweep).
+    Status(StatusArgs),
+    /// Cancel a sweep running in another terminal (or mark an abandoned one cancelled).
+    Cancel(CancelArgs),
+}
+
+/// Options shared by `run` and `complete`.
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// Compute sources to use, comma-separated (default: local).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub sources: Vec<String>,
+    /// Tasks running at once on the local source (default: config defaults.parallel, else CPU count).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<i64>,
+    /// Run at most the first N tasks.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub max_runs: Option<i64>,
+    /// Per-task time limit, e.g. 90s, 15m, 2h, 01:30:00.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Automatic retries of a failed task.
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// round-robin, least-loaded or capacity.
+    #[arg(long, value_name = "STRATEGY")]
+    pub strategy: Option<String>,
+    /// Show what would run (ids, parameters, exact argv) and start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Machine-readable output (with --dry-run).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Sweep file (default: sweeps/sweep.yaml).
+    pub sweep_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Print the number of tasks and exit.
+    #[arg(long)]
+    pub count_only: bool,
+    /// W&B group passed as wandb.group (default: the sweep id).
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// Use this sweep id instead of sweep_YYYYMMDD_HHMMSS.
+    #[arg(long, value_name = "ID")]
+    pub sweep_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CompleteArgs {
+    pub sweep_id: String,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Only these tasks: ids and ranges (1,5-8), task names, @file with one id per line.
+    #[arg(long, value_name = "SPEC")]
+    pub task_ids: Option<String>,
+    /// Leave failed tasks alone; run only missing and cancelled ones.
+    #[arg(long)]
+    pub no_retry_failed: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    pub sweep_id: Option<String>,
+    /// List every task, not only the failed and running ones.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    pub sweep_id: String,
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let project_dir = project_dir(cli.directory.as_deref())?;
+    let global = Global {
+        project_dir,
+        config: cli.config.clone(),
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Init(args) => config_cmd::init(&global, &args),
+        Command::Config(ConfigCommand::Show) => config_cmd::show(&global),
+        Command::Config(ConfigCommand::Validate { sweep_file }) => {
+            config_cmd::validate(&global, sweep_file.as_deref())
+        }
+        Command::Sweep(SweepCommand::Run(args)) => sweep_cmd::run(&global, &args),
+        Command::Sweep(SweepCommand::Complete(args)) => sweep_cmd::complete(&global, &args),
+        Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
+        Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
+    }
+}
+
+/// Flags every command sees.
+pub struct Global {
+    pub project_dir: PathBuf,
+    pub config: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+fn project_dir(dir: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
+    let dir = dir.unwrap_or_else(|| std::path::Path::new("."));
+    std::fs::canonicalize(dir).map_err(|e| {
+        user_error(format!(
+            "project directory {}: {e} — pass an existing directory with -C",
+            dir.display()
+        ))
+    })
+}
+
+/// Maps an error to its exit code: `UserError` → 2, anything else → 1.
+pub fn exit_code_of(error: &anyhow::Error) -> i32 {
+    if error.downcast_ref::<UserError>().is_some() {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILED
+    }
+}

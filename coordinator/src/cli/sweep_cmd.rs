@@ -1,0 +1,823 @@
+//! `sweep run`, `sweep complete`, `sweep status` and `sweep cancel`: validate everything first
+//! (exit 2, nothing created), then create or open the sweep's state and hand it to the engine.
+
+use super::config_cmd::{display_path, load_config, load_sweep, resolve_sweep_path};
+use super::{
+    user_error, CancelArgs, CompleteArgs, ExecArgs, Global, RunArgs, StatusArgs, EXIT_FAILED,
+    EXIT_INTERRUPTED, EXIT_OK,
+};
+use crate::actors::local::kill_orphans;
+use crate::actors::sweep::{now_ms, LocalSourceSpec, RunContext, RunSummary};
+use crate::config::{self, ProjectConfig, SourceKind};
+use crate::core::command::{build_argv, CommandSpec, LaunchContext};
+use crate::core::plan::{plan_completion, CompletionRequest, RecordedTask};
+use crate::core::state::{Change, Counts, Strategy, SweepCore, TaskState, TaskStatus};
+use crate::core::taskspec::parse_task_ids;
+use crate::core::value::{params_hash, task_name, Params};
+use crate::engine;
+use crate::layout::{self, SweepPaths};
+use crate::progress::{Progress, ProgressMode};
+use crate::store::{NewTask, Store, TaskRow};
+use crate::yaml::emit_json;
+use anyhow::Context as _;
+use serde_json::json;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated options of a run or completion.
+struct ExecPlan {
+    sources: Vec<LocalSourceSpec>,
+    strategy: Strategy,
+    timeout: Option<Duration>,
+    kill_grace: Duration,
+    retries: u32,
+    max_runs: Option<u64>,
+}
+
+fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPlan> {
+    let max_runs = match args.max_runs {
+        Some(n) if n <= 0 => {
+            return Err(user_error(format!(
+                "--max-runs {n}: expected a positive number of tasks"
+            )))
+        }
+        Some(n) => Some(n as u64),
+        None => None,
+    };
+    let parallel = match args.parallel {
+        Some(n) if n <= 0 => {
+            return Err(user_error(format!(
+                "--parallel {n}: expected a positive number of slots"
+            )))
+        }
+        Some(n) => Some(n as usize),
+        None => None,
+    };
+    let timeout = match &args.timeout {
+        Some(text) => Some(config::parse_duration(text).map_err(|e| {
+            user_error(format!("--timeout {text}: {e} — write e.g. 90s, 15m, 2h or 01:30:00"))
+        })?),
+        None => cfg.defaults.timeout,
+    };
+    let strategy = match args.strategy.as_deref() {
+        None => core_strategy(cfg.defaults.strategy),
+        Some("round-robin") => Strategy::RoundRobin,
+        Some("least-loaded") => Strategy::LeastLoaded,
+        Some("capacity") => Strategy::Capacity,
+        Some(other) => {
+            return Err(user_error(format!(
+                "--strategy {other}: expected round-robin, least-loaded or capacity"
+            )))
+        }
+    };
+    let names: Vec<String> = if args.sources.is_empty() {
+        vec!["local".to_string()]
+    } else {
+        args.sources
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    if names.is_empty() {
+        return Err(user_error("--sources: name at least one source, e.g. --sources local"));
+    }
+    let mut sources = Vec::new();
+    for name in &names {
+        if sources.iter().any(|s: &LocalSourceSpec| &s.name == name) {
+            return Err(user_error(format!("--sources: `{name}` is listed twice")));
+        }
+        let Some(source) = cfg.sources.get(name) else {
+            let known: Vec<&str> = cfg.sources.keys().map(String::as_str).collect();
+            return Err(user_error(format!(
+                "--sources: no source named `{name}` (configured: {}) — add it under `sources:` in the project config",
+                known.join(", ")
+            )));
+        };
+        match &source.kind {
+            SourceKind::Local { slots } => {
+                let slots = parallel
+                    .or(*slots)
+                    .or(cfg.defaults.parallel)
+                    .unwrap_or_else(default_slots);
+                sources.push(LocalSourceSpec {
+                    name: name.clone(),
+                    slots,
+                });
+            }
+            SourceKind::Agent { .. } | SourceKind::Slurm { .. } | SourceKind::Pbs { .. } => {
+                return Err(user_error(format!(
+                    "--sources: `{name}` is an agent/HPC source; this version runs sweeps on local sources only"
+                )))
+            }
+        }
+    }
+    Ok(ExecPlan {
+        sources,
+        strategy,
+        timeout,
+        kill_grace: cfg.defaults.kill_grace,
+        retries: args.retries.unwrap_or(cfg.defaults.retries),
+        max_runs,
+    })
+}
+
+fn core_strategy(strategy: config::Strategy) -> Strategy {
+    match strategy {
+        config::Strategy::RoundRobin => Strategy::RoundRobin,
+        config::Strategy::LeastLoaded => Strategy::LeastLoaded,
+        config::Strategy::Capacity => Strategy::Capacity,
+    }
+}
+
+fn default_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Catches command problems before anything is created: no script, a template error, a script
+/// or interpreter that does not exist.
+fn check_command(
+    cfg: &ProjectConfig,
+    script_override: Option<&str>,
+    sample: &Params,
+) -> anyhow::Result<()> {
+    let ctx = LaunchContext {
+        sweep_id: "check",
+        task_index: 1,
+        task_id: "task_001",
+        attempt: 1,
+        output_dir: "/tmp/check",
+        group: "check",
+        script_override,
+    };
+    let argv = build_argv(&cfg.command, sample, &ctx).map_err(|e| user_error(e.to_string()))?;
+    if cfg.command.template.is_none() {
+        if let Some(script) = script_override.or(cfg.command.script.as_deref()) {
+            let path = cfg.root.join(script);
+            if !path.exists() {
+                return Err(user_error(format!(
+                    "training script {script} not found in {} — set command.script in the project config or script: in the sweep file",
+                    cfg.root.display()
+                )));
+            }
+        }
+    }
+    let program = argv.first().cloned().unwrap_or_default();
+    if !program_exists(&program) {
+        return Err(user_error(format!(
+            "program `{program}` not found (PATH or path) — set command.python in the project config"
+        )));
+    }
+    Ok(())
+}
+
+fn program_exists(program: &str) -> bool {
+    if program.is_empty() {
+        return false;
+    }
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// The per-sweep settings kept in `sweep.db` so `complete` launches tasks the same way.
+struct SweepSettings {
+    script_override: Option<String>,
+    group: String,
+}
+
+pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
+    let cfg = load_config(global)?;
+    let sweep_path = resolve_sweep_path(global, args.sweep_file.as_deref());
+    let (sweep, sweep_text) = load_sweep(global, &sweep_path)?;
+    let exec = validate_exec(&cfg, &args.exec)?;
+    if let Some(id) = &args.sweep_id {
+        if !layout::valid_sweep_id(id) {
+            return Err(user_error(format!(
+                "--sweep-id {id}: use letters, digits, `_`, `-` and `.` only"
+            )));
+        }
+    }
+    let total = sweep.spec.count();
+    let n_tasks = exec.max_runs.map_or(total, |m| m.min(total));
+    if args.count_only {
+        println!("{n_tasks}");
+        return Ok(EXIT_OK);
+    }
+    let first = sweep.spec.iter().next().unwrap_or_default();
+    check_command(&cfg, sweep.script.as_deref(), &first)?;
+
+    let outputs = layout::outputs_dir(&cfg.root);
+    let base_id = args
+        .sweep_id
+        .clone()
+        .unwrap_or_else(|| layout::sweep_id_at(now_ms() / 1000));
+    if args.exec.dry_run {
+        let settings = SweepSettings {
+            script_override: sweep.script.clone(),
+            group: args.group.clone().unwrap_or_else(|| base_id.clone()),
+        };
+        let paths = SweepPaths::new(outputs.join(&base_id));
+        let tasks = sweep
+            .spec
+            .iter()
+            .take(n_tasks as usize)
+            .enumerate()
+            .map(|(i, params)| (i as u64 + 1, params));
+        return print_dry_run(&cfg.command, &settings, &base_id, &paths, tasks, args.exec.json, None);
+    }
+
+    let (sweep_id, paths) = layout::create_sweep_dir(&outputs, &base_id, args.sweep_id.is_some())
+        .map_err(|e| {
+            if args.sweep_id.is_some() && e.kind() == std::io::ErrorKind::AlreadyExists {
+                user_error(format!("--sweep-id: {e} — choose another id or use `sweep complete {base_id}`"))
+            } else {
+                anyhow::Error::new(e).context(format!("creating a sweep directory in {}", outputs.display()))
+            }
+        })?;
+    let settings = SweepSettings {
+        script_override: sweep.script.clone(),
+        group: args.group.clone().unwrap_or_else(|| sweep_id.clone()),
+    };
+    println!("sweep_id: {sweep_id}");
+    let lock = acquire_lock(&paths, &sweep_id)?;
+
+    std::fs::write(paths.config_copy(), &sweep_text)
+        .with_context(|| format!("writing {}", paths.config_copy().display()))?;
+    let all_params: Vec<Params> = sweep.spec.iter().take(n_tasks as usize).collect();
+    let created = now_ms();
+    let meta = vec![
+        ("sweep_id", sweep_id.clone()),
+        ("created", created.to_string()),
+        ("sweep_file", sweep_path.display().to_string()),
+        ("project_root", cfg.root.display().to_string()),
+        ("group", settings.group.clone()),
+        ("script_override", settings.script_override.clone().unwrap_or_default()),
+        ("total_combinations", total.to_string()),
+        ("hsm_version", env!("CARGO_PKG_VERSION").to_string()),
+    ];
+    let store = Store::create(
+        &paths.db(),
+        &meta,
+        all_params.iter().enumerate().map(|(i, params)| NewTask {
+            index: i as u64 + 1,
+            params_hash: params_hash(params),
+            params: params.clone(),
+        }),
+    )?;
+    let rows = store.tasks()?;
+    write_metadata(&paths, &sweep_id, &cfg, &exec, &rows, created, sweep.metadata.as_ref())?;
+    let to_run: Vec<u64> = (1..=n_tasks).collect();
+    eprintln!(
+        "running {} task{} on {}",
+        to_run.len(),
+        if to_run.len() == 1 { "" } else { "s" },
+        describe_sources(&exec.sources)
+    );
+    let summary = execute(global, &cfg, &exec, &settings, &sweep_id, &paths, store, &rows, &to_run, 0)?;
+    drop(lock);
+    finish(global, &sweep_id, &paths, &cfg, &exec, created, &summary, sweep.metadata.as_ref())
+}
+
+fn describe_sources(sources: &[LocalSourceSpec]) -> String {
+    sources
+        .iter()
+        .map(|s| format!("{} ({} slot{})", s.name, s.slots, if s.slots == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    global: &Global,
+    cfg: &ProjectConfig,
+    exec: &ExecPlan,
+    settings: &SweepSettings,
+    sweep_id: &str,
+    paths: &SweepPaths,
+    store: Store,
+    rows: &[TaskRow],
+    to_run: &[u64],
+    n_rerun_final: u64,
+) -> anyhow::Result<RunSummary> {
+    store.clear_cancel()?;
+    let tasks: Vec<TaskState> = rows
+        .iter()
+        .map(|row| TaskState {
+            index: row.index,
+            status: row.status,
+            attempt: row.attempt,
+            source: None,
+            retries_left: 0,
+        })
+        .collect();
+    let sources = exec
+        .sources
+        .iter()
+        .map(|s| crate::core::state::SourceState::new(s.name.clone(), s.slots))
+        .collect();
+    let mut core = SweepCore::new(tasks, sources, exec.strategy);
+    let initial = core.counts();
+    core.enqueue(to_run, exec.retries, now_ms());
+    let mut progress = Progress::new(ProgressMode::detect(global.quiet), to_run.len() as u64, initial);
+    progress.rerunning(n_rerun_final);
+    let run = RunContext {
+        sweep_id: sweep_id.to_string(),
+        paths: paths.clone(),
+        project_root: cfg.root.clone(),
+        command: cfg.command.clone(),
+        script_override: settings.script_override.clone(),
+        group: settings.group.clone(),
+        params: rows.iter().map(|r| r.params.clone()).collect(),
+        local_sources: exec.sources.clone(),
+        timeout: exec.timeout,
+        kill_grace: exec.kill_grace,
+    };
+    engine::execute(run, core, store, progress)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    global: &Global,
+    sweep_id: &str,
+    paths: &SweepPaths,
+    cfg: &ProjectConfig,
+    exec: &ExecPlan,
+    created: i64,
+    summary: &RunSummary,
+    metadata: Option<&crate::core::value::Value>,
+) -> anyhow::Result<i32> {
+    let store = Store::open(&paths.db())?;
+    let rows = store.tasks()?;
+    if let Err(e) = write_metadata(paths, sweep_id, cfg, exec, &rows, created, metadata) {
+        tracing::warn!(error = %e, "cannot update sweep_metadata.yaml");
+    }
+    let c = summary.counts;
+    println!(
+        "{sweep_id}: {} completed, {} failed, {} cancelled, {} not run, of {} task{} ({:.1}s)",
+        c.completed,
+        c.failed,
+        c.cancelled,
+        c.pending + c.queued + c.running,
+        c.total(),
+        if c.total() == 1 { "" } else { "s" },
+        summary.elapsed.as_secs_f64()
+    );
+    let outputs = display_path(global, &paths.root);
+    if !global.quiet {
+        eprintln!("outputs: {outputs}");
+    }
+    if let Some(failure) = &summary.failure {
+        eprintln!("hsm-coordinator: the sweep state could not be written: {failure}");
+        eprintln!("fix the cause, then run `hsm-coordinator sweep complete {sweep_id}`");
+        return Ok(EXIT_FAILED);
+    }
+    if summary.interrupted {
+        eprintln!("interrupted; run `hsm-coordinator sweep complete {sweep_id}` to finish");
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if c.failed + c.cancelled > 0 {
+        eprintln!(
+            "see `hsm-coordinator sweep status {sweep_id}`; `hsm-coordinator sweep complete {sweep_id}` re-runs failed and cancelled tasks"
+        );
+        return Ok(EXIT_FAILED);
+    }
+    Ok(EXIT_OK)
+}
+
+fn write_metadata(
+    paths: &SweepPaths,
+    sweep_id: &str,
+    cfg: &ProjectConfig,
+    exec: &ExecPlan,
+    rows: &[TaskRow],
+    created: i64,
+    metadata: Option<&crate::core::value::Value>,
+) -> anyhow::Result<()> {
+    let mut counts = Counts::default();
+    for row in rows {
+        counts.add(row.status);
+    }
+    let value = json!({
+        "sweep_id": sweep_id,
+        "created": layout::format_utc(created),
+        "updated": layout::format_utc(now_ms()),
+        "project": cfg.name,
+        "project_root": cfg.root.display().to_string(),
+        "sources": exec.sources.iter().map(|s| json!({"name": s.name, "slots": s.slots})).collect::<Vec<_>>(),
+        "strategy": match exec.strategy { Strategy::RoundRobin => "round-robin", Strategy::LeastLoaded => "least-loaded", Strategy::Capacity => "capacity" },
+        "counts": {
+            "total": counts.total(),
+            "completed": counts.completed,
+            "failed": counts.failed,
+            "cancelled": counts.cancelled,
+            "running": counts.running + counts.queued,
+            "pending": counts.pending,
+        },
+        "metadata": metadata,
+        "versions": {"hsm": env!("CARGO_PKG_VERSION"), "schema": crate::store::SCHEMA_VERSION},
+    });
+    layout::write_atomic(&paths.metadata(), emit_json(&value).as_bytes())
+        .with_context(|| format!("writing {}", paths.metadata().display()))
+}
+
+/// Holds the sweep's lock file for as long as this coordinator works on the sweep. The lock is
+/// an OS file lock, so it is released even by `kill -9`.
+fn acquire_lock(paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(paths.lock())
+        .with_context(|| format!("opening {}", paths.lock().display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = std::fs::write(paths.lock(), std::process::id().to_string());
+            Ok(file)
+        }
+        Err(_) => {
+            let pid = std::fs::read_to_string(paths.lock()).unwrap_or_default();
+            Err(user_error(format!(
+                "sweep {sweep_id} is being run by another coordinator (pid {}) — wait for it, or `hsm-coordinator sweep cancel {sweep_id}`",
+                pid.trim()
+            )))
+        }
+    }
+}
+
+/// True when a coordinator currently holds the sweep's lock.
+fn is_active(paths: &SweepPaths) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(paths.lock()) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+/// Finds a sweep by id (under the project's outputs) or by path.
+fn find_sweep(global: &Global, cfg: &ProjectConfig, id: &str) -> anyhow::Result<(String, SweepPaths)> {
+    let as_path = PathBuf::from(id);
+    if as_path.join("sweep.db").is_file() {
+        let root = std::fs::canonicalize(&as_path).unwrap_or(as_path);
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| id.to_string());
+        return Ok((name, SweepPaths::new(root)));
+    }
+    let outputs = layout::outputs_dir(&cfg.root);
+    let paths = SweepPaths::new(outputs.join(id));
+    if layout::valid_sweep_id(id) && paths.db().is_file() {
+        return Ok((id.to_string(), paths));
+    }
+    let recent: Vec<String> = list_sweeps(&outputs).into_iter().rev().take(5).map(|(n, _)| n).collect();
+    Err(user_error(format!(
+        "no sweep `{id}` in {}{}",
+        display_path(global, &outputs),
+        if recent.is_empty() {
+            String::new()
+        } else {
+            format!(" (recent: {})", recent.join(", "))
+        }
+    )))
+}
+
+/// Sweeps under `outputs`, oldest first (by the database's creation order: modification time of
+/// the directory is unreliable, so the `created` meta would need opening every db; names of
+/// default ids sort by time, and the directory mtime breaks ties for custom ids).
+fn list_sweeps(outputs: &Path) -> Vec<(String, SweepPaths)> {
+    let Ok(entries) = std::fs::read_dir(outputs) else {
+        return Vec::new();
+    };
+    let mut sweeps: Vec<(std::time::SystemTime, String, SweepPaths)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("sweep.db").is_file())
+        .map(|e| {
+            let created = e
+                .metadata()
+                .and_then(|m| m.created().or_else(|_| m.modified()))
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (created, e.file_name().to_string_lossy().into_owned(), SweepPaths::new(e.path()))
+        })
+        .collect();
+    sweeps.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    sweeps.into_iter().map(|(_, name, paths)| (name, paths)).collect()
+}
+
+fn open_settings(store: &Store) -> anyhow::Result<SweepSettings> {
+    let script_override = store.meta("script_override")?.filter(|s| !s.is_empty());
+    let group = store.meta("group")?.unwrap_or_default();
+    Ok(SweepSettings {
+        script_override,
+        group,
+    })
+}
+
+pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
+    let cfg = load_config(global)?;
+    let exec = validate_exec(&cfg, &args.exec)?;
+    let (sweep_id, paths) = find_sweep(global, &cfg, &args.sweep_id)?;
+    let lock = if args.exec.dry_run {
+        None
+    } else {
+        Some(acquire_lock(&paths, &sweep_id)?)
+    };
+    let store = Store::open(&paths.db())?;
+    let settings = open_settings(&store)?;
+    let rows = store.tasks()?;
+    let total = rows.len() as u64;
+    let task_ids = match &args.task_ids {
+        Some(spec) => Some(
+            parse_task_ids(spec, total, &|path: &str| {
+                let path = Path::new(path);
+                if path.is_absolute() || path.exists() {
+                    std::fs::read_to_string(path)
+                } else {
+                    std::fs::read_to_string(global.project_dir.join(path))
+                }
+            })
+            .map_err(|e| user_error(format!("--task-ids: {e}")))?,
+        ),
+        None => None,
+    };
+    let recorded: Vec<RecordedTask> = rows
+        .iter()
+        .map(|r| RecordedTask {
+            index: r.index,
+            status: r.status,
+        })
+        .collect();
+    let plan = plan_completion(
+        &recorded,
+        &CompletionRequest {
+            task_ids,
+            retry_failed: !args.no_retry_failed,
+            max_runs: exec.max_runs,
+        },
+    );
+    if let Some(first) = plan.runs.first() {
+        check_command(&cfg, settings.script_override.as_deref(), &rows[(first.0 - 1) as usize].params)?;
+    }
+    if args.exec.dry_run {
+        let reasons: std::collections::HashMap<u64, &str> =
+            plan.runs.iter().map(|(i, r)| (*i, r.as_str())).collect();
+        let tasks = plan
+            .runs
+            .iter()
+            .map(|(i, _)| (*i, rows[(*i - 1) as usize].params.clone()));
+        return print_dry_run(&cfg.command, &settings, &sweep_id, &paths, tasks, args.exec.json, Some(&reasons));
+    }
+    println!("sweep_id: {sweep_id}");
+    if plan.runs.is_empty() {
+        eprintln!(
+            "nothing to run: {} completed{}",
+            plan.n_completed,
+            if plan.n_failed_kept > 0 {
+                format!(", {} failed left alone (--no-retry-failed)", plan.n_failed_kept)
+            } else {
+                String::new()
+            }
+        );
+    }
+    // Tasks still marked running were left by a coordinator that died: end their processes
+    // (verified to be this sweep's) before running them again.
+    let orphans: Vec<(u64, u32)> = rows
+        .iter()
+        .filter(|r| matches!(r.status, TaskStatus::Running | TaskStatus::Queued))
+        .filter_map(|r| Some((r.index, r.pid?)))
+        .collect();
+    let n_killed = kill_orphans(&sweep_id, &orphans);
+    if n_killed > 0 {
+        eprintln!("stopped {n_killed} task process{} left by an earlier coordinator", if n_killed == 1 { "" } else { "es" });
+    }
+    let to_run: Vec<u64> = plan.runs.iter().map(|(i, _)| *i).collect();
+    let n_rerun_final = plan
+        .runs
+        .iter()
+        .filter(|(i, _)| rows[(*i - 1) as usize].status.is_final())
+        .count() as u64;
+    if !to_run.is_empty() {
+        eprintln!(
+            "running {} task{} on {} ({} completed kept)",
+            to_run.len(),
+            if to_run.len() == 1 { "" } else { "s" },
+            describe_sources(&exec.sources),
+            plan.n_completed
+        );
+    }
+    let created = store
+        .meta("created")?
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(now_ms);
+    let summary = execute(global, &cfg, &exec, &settings, &sweep_id, &paths, store, &rows, &to_run, n_rerun_final)?;
+    drop(lock);
+    finish(global, &sweep_id, &paths, &cfg, &exec, created, &summary, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_dry_run(
+    command: &CommandSpec,
+    settings: &SweepSettings,
+    sweep_id: &str,
+    paths: &SweepPaths,
+    tasks: impl Iterator<Item = (u64, Params)>,
+    as_json: bool,
+    reasons: Option<&std::collections::HashMap<u64, &str>>,
+) -> anyhow::Result<i32> {
+    let mut items = Vec::new();
+    let mut n = 0u64;
+    for (index, params) in tasks {
+        n += 1;
+        let task_id = task_name(index);
+        let output_dir = paths.results_dir(index).display().to_string();
+        let ctx = LaunchContext {
+            sweep_id,
+            task_index: index,
+            task_id: &task_id,
+            attempt: 1,
+            output_dir: &output_dir,
+            group: &settings.group,
+            script_override: settings.script_override.as_deref(),
+        };
+        let argv = build_argv(command, &params, &ctx).map_err(|e| user_error(e.to_string()))?;
+        if as_json {
+            let mut item = json!({"task": task_id, "index": index, "params": params, "argv": argv});
+            if let Some(reason) = reasons.and_then(|r| r.get(&index)) {
+                item["reason"] = json!(reason);
+            }
+            items.push(item);
+        } else {
+            let reason = reasons
+                .and_then(|r| r.get(&index))
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            println!("{task_id}{reason}");
+            println!("  params: {}", serde_json::to_string(&params).unwrap_or_default());
+            println!("  argv:   {}", crate::core::command::shell_display(&argv));
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        eprintln!("dry run: {n} task{} would run; nothing was started", if n == 1 { "" } else { "s" });
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
+    let cfg = load_config(global)?;
+    let (sweep_id, paths) = match &args.sweep_id {
+        Some(id) => find_sweep(global, &cfg, id)?,
+        None => list_sweeps(&layout::outputs_dir(&cfg.root))
+            .pop()
+            .ok_or_else(|| user_error(format!(
+                "no sweeps in {} — start one with `hsm-coordinator sweep run`",
+                display_path(global, &layout::outputs_dir(&cfg.root))
+            )))?,
+    };
+    let store = Store::open(&paths.db())?;
+    let rows = store.tasks()?;
+    let mut counts = Counts::default();
+    for row in &rows {
+        counts.add(row.status);
+    }
+    let active = is_active(&paths);
+    if args.json {
+        let tasks: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "task": r.task_id,
+                    "index": r.index,
+                    "status": r.status.as_str(),
+                    "attempt": r.attempt,
+                    "params": r.params,
+                    "params_hash": r.params_hash,
+                    "source": r.source,
+                    "exit_code": r.exit_code,
+                    "reason": r.reason,
+                    "started": r.started_at.map(layout::format_utc),
+                    "finished": r.finished_at.map(layout::format_utc),
+                })
+            })
+            .collect();
+        let value = json!({
+            "sweep_id": sweep_id,
+            "path": paths.root.display().to_string(),
+            "active": active,
+            "total": counts.total(),
+            "completed": counts.completed,
+            "failed": counts.failed,
+            "cancelled": counts.cancelled,
+            "running": counts.running,
+            "queued": counts.queued,
+            "pending": counts.pending,
+            "tasks": tasks,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "{sweep_id} ({})",
+        if active { "running" } else { "not running" }
+    );
+    println!(
+        "  total {} · completed {} · failed {} · cancelled {} · running {} · queued {} · pending {}",
+        counts.total(),
+        counts.completed,
+        counts.failed,
+        counts.cancelled,
+        counts.running,
+        counts.queued,
+        counts.pending
+    );
+    for row in &rows {
+        let show = args.all || matches!(row.status, TaskStatus::Failed | TaskStatus::Running);
+        if !show {
+            continue;
+        }
+        println!(
+            "  {} {} (attempt {}{}){}",
+            row.task_id,
+            row.status,
+            row.attempt,
+            row.source.as_deref().map(|s| format!(", {s}")).unwrap_or_default(),
+            row.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+    }
+    println!("  outputs: {}", display_path(global, &paths.root));
+    Ok(EXIT_OK)
+}
+
+pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
+    let cfg = load_config(global)?;
+    let (sweep_id, paths) = find_sweep(global, &cfg, &args.sweep_id)?;
+    let mut store = Store::open(&paths.db())?;
+    if is_active(&paths) {
+        store.request_cancel()?;
+        eprintln!("asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while is_active(&paths) {
+            if std::time::Instant::now() > deadline {
+                eprintln!("the coordinator has not stopped after 120 s; it will stop its tasks as they end");
+                return Ok(EXIT_FAILED);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    } else {
+        // No coordinator: end what an abandoned run left behind and record it.
+        let rows = store.tasks()?;
+        let orphans: Vec<(u64, u32)> = rows
+            .iter()
+            .filter(|r| matches!(r.status, TaskStatus::Running | TaskStatus::Queued))
+            .filter_map(|r| Some((r.index, r.pid?)))
+            .collect();
+        kill_orphans(&sweep_id, &orphans);
+        let now = now_ms();
+        let changes: Vec<Change> = rows
+            .iter()
+            .filter(|r| !r.status.is_final())
+            .map(|r| Change {
+                index: r.index,
+                attempt: r.attempt,
+                status: TaskStatus::Cancelled,
+                source: r.source.clone(),
+                exit_code: None,
+                reason: Some("cancelled".into()),
+                at: now,
+                pid: None,
+            })
+            .collect();
+        store.apply(&changes)?;
+        let rows = store.tasks()?;
+        let _ = layout::write_atomic(&paths.mapping(), layout::mapping_yaml(&sweep_id, &rows).as_bytes());
+        eprintln!("{sweep_id} was not running; marked {} unfinished task{} cancelled", changes.len(), if changes.len() == 1 { "" } else { "s" });
+    }
+    let rows = Store::open(&paths.db())?.tasks()?;
+    let mut counts = Counts::default();
+    for row in &rows {
+        counts.add(row.status);
+    }
+    println!(
+        "{sweep_id}: {} completed, {} failed, {} cancelled, {} not run, of {}",
+        counts.completed,
+        counts.failed,
+        counts.cancelled,
+        counts.pending + counts.queued + counts.running,
+        counts.total()
+    );
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,58 @@
+//! Runs one sweep run to its end: starts the actor system (store actor, sweep actor, sources),
+//! forwards Ctrl-C, and returns the summary. The shell around the actors.
+
+use crate::actors::store::StoreActor;
+use crate::actors::sweep::{Interrupt, RunContext, RunSummary, SweepActor};
+use crate::core::state::SweepCore;
+use crate::progress::Progress;
+use crate::store::Store;
+use actix::{Actor, SyncArbiter};
+use std::sync::{Arc, Mutex};
+
+/// Blocks until the run ends. A second Ctrl-C exits the process at once with code 130 (the
+/// state written so far is consistent; `sweep complete` picks up from there).
+pub fn execute(
+    run: RunContext,
+    core: SweepCore,
+    store: Store,
+    progress: Progress,
+) -> anyhow::Result<RunSummary> {
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let paths = run.paths.clone();
+        let sweep_id = run.sweep_id.clone();
+        let store_slot = Arc::new(Mutex::new(Some(store)));
+        let store = SyncArbiter::start(1, move || {
+            let store = store_slot.lock().ok().and_then(|mut slot| slot.take());
+            let store = match store {
+                Some(store) => Ok(store),
+                // Only if the arbiter restarts its actor: open the database again.
+                None => Store::open(&paths.db()).map_err(|e| e.to_string()),
+            };
+            StoreActor::new(store, paths.clone(), sweep_id.clone())
+        });
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        let sweep = SweepActor::new(core, run, store, progress, done_tx).start();
+        let mut interrupts = 0;
+        loop {
+            tokio::select! {
+                summary = &mut done_rx => {
+                    return summary.map_err(|_| anyhow::anyhow!("the sweep actor stopped without a summary"));
+                }
+                signal = tokio::signal::ctrl_c() => {
+                    if signal.is_err() {
+                        // No signal handling available: just wait for the run.
+                        return (&mut done_rx).await.map_err(|_| anyhow::anyhow!("the sweep actor stopped without a summary"));
+                    }
+                    interrupts += 1;
+                    if interrupts == 1 {
+                        sweep.do_send(Interrupt);
+                    } else {
+                        eprintln!("hsm-coordinator: interrupted again, exiting now; `sweep complete` finishes the sweep later");
+                        std::process::exit(130);
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,216 @@
+//! Test harness for the `hsm-coordinator` binary: throwaway projects in temp dirs, commands run
+//! with a global timeout, and command/cwd/stdout/stderr printed when something fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every command gets at most this long; a hang fails the test instead of the suite.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hsm-coordinator")
+}
+
+impl Project {
+    /// A project with `.hsm/config.yaml` using `script` (a Python file written here).
+    pub fn new(config: &str, files: &[(&str, &str)]) -> Project {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project = Project { dir };
+        project.write(".hsm/config.yaml", config);
+        for (path, text) in files {
+            project.write(path, text);
+        }
+        project
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("-C").arg(self.path()).args(args);
+        cmd.current_dir(self.path());
+        cmd.env_remove("HSM_LOG");
+        cmd
+    }
+
+    /// Runs to the end (bounded by COMMAND_TIMEOUT).
+    pub fn run(&self, args: &[&str]) -> Run {
+        let cmd = self.command(args);
+        let description = format!("{} -C {} {}", bin(), self.path().display(), args.join(" "));
+        let child = spawn_piped(cmd);
+        Run::wait(child, description)
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        spawn_piped(self.command(args))
+    }
+
+    pub fn outputs(&self) -> PathBuf {
+        self.path().join("sweeps").join("outputs")
+    }
+
+    pub fn sweep_dir(&self, id: &str) -> PathBuf {
+        self.outputs().join(id)
+    }
+
+    /// `sweep status ID --json`, parsed.
+    pub fn status(&self, id: &str) -> serde_json::Value {
+        let run = self.run(&["sweep", "status", id, "--json"]);
+        run.expect_code(0);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| run.fail(&format!("bad JSON: {e}")))
+    }
+}
+
+fn spawn_piped(mut cmd: Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hsm-coordinator")
+}
+
+pub struct Run {
+    pub description: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn wait(child: Child, description: String) -> Run {
+        let started = Instant::now();
+        let output = wait_with_timeout(child, COMMAND_TIMEOUT, &description);
+        Run {
+            description,
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    pub fn fail(&self, why: &str) -> ! {
+        panic!(
+            "{why}\ncommand: {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.description, self.code, self.stdout, self.stderr
+        );
+    }
+
+    pub fn expect_code(&self, code: i32) -> &Run {
+        if self.code != Some(code) {
+            self.fail(&format!("expected exit code {code}"));
+        }
+        self
+    }
+
+    /// The sweep id printed first (`sweep_id: …`).
+    pub fn sweep_id(&self) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("sweep_id: "))
+            .map(str::to_string)
+            .unwrap_or_else(|| self.fail("no `sweep_id:` line on stdout"))
+    }
+}
+
+/// Waits for a child, killing it (by its own pid) after `timeout`.
+pub fn wait_with_timeout(mut child: Child, timeout: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + timeout;
+    // Drain pipes on threads so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = std::io::Read::read_to_end(s, &mut buf);
+        }
+        buf
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = std::io::Read::read_to_end(s, &mut buf);
+        }
+        buf
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let out = out_thread.join().unwrap_or_default();
+            let err = err_thread.join().unwrap_or_default();
+            panic!(
+                "timed out after {timeout:?}: {what}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_thread.join().unwrap_or_default(),
+        stderr: err_thread.join().unwrap_or_default(),
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Task statuses from `sweep status --json`, in task order.
+pub fn statuses(status: &serde_json::Value) -> Vec<(String, String, u64)> {
+    status["tasks"]
+        .as_array()
+        .expect("tasks array")
+        .iter()
+        .map(|t| {
+            (
+                t["task"].as_str().unwrap().to_string(),
+                t["status"].as_str().unwrap().to_string(),
+                t["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// True when a process with this pid exists (and is not a zombie we could reap).
+pub fn pid_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Field 3 is the state; Z = zombie.
+    !stat
+        .rsplit(')')
+        .next()
+        .map(|rest| rest.trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+pub const CONFIG: &str = "command:\n  python: python3\n  script: task.py\ndefaults:\n  parallel: 2\n  kill_grace: 1s\n";
