@@ -20,7 +20,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::future::Future;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -137,7 +136,10 @@ impl ProcessBackend {
         // Checked before spawning: without a runtime the child could not be watched (and tokio
         // would panic while registering it).
         if tokio::runtime::Handle::try_current().is_err() {
-            tracing::error!(?key, "ProcessBackend::launch called outside a tokio runtime");
+            tracing::error!(
+                ?key,
+                "ProcessBackend::launch called outside a tokio runtime"
+            );
             self.inner.send_exit(
                 key,
                 Outcome::SpawnFailed("process backend used outside a tokio runtime".into()),
@@ -302,7 +304,10 @@ impl Drop for Leader {
     /// nobody would ever report or clean up these processes, so end the whole group now.
     fn drop(&mut self) {
         if self.may_signal {
-            tracing::warn!(pgid = self.pgid, "watcher dropped; killing the task's group");
+            tracing::warn!(
+                pgid = self.pgid,
+                "watcher dropped; killing the task's group"
+            );
             self.signal_group(libc::SIGKILL);
         }
     }
@@ -428,12 +433,11 @@ impl Leader {
     }
 }
 
-fn sleep_until_opt(deadline: Option<Instant>) -> impl Future<Output = ()> {
-    async move {
-        match deadline {
-            Some(deadline) => tokio::time::sleep_until(deadline).await,
-            None => std::future::pending().await,
-        }
+/// Sleeps until `deadline`; `None` (a deadline beyond what `Instant` can represent) never ends.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
