@@ -1,7 +1,36 @@
-//! (in progress) The process backend: runs task argv vectors as local processes.
+//! The process backend: runs task argv vectors as local processes, each in its own process group,
+//! enforces timeouts, cancels on request, terminates whole process groups, and reports
+//! `Started`/`Exited` events. Shared by the coordinator's local source and the agent daemon.
+//!
+//! Design notes (the reasons behind the code below):
+//!
+//! * Spawning goes through `tokio::process::Command` (a thin wrapper over std's) with
+//!   `process_group(0)` and plain file redirections only. std then takes its `posix_spawn` fast
+//!   path (vfork-like, independent of our RSS). Anything that needs code in the child between fork
+//!   and exec (`pre_exec`, uid/gid, ...) would force a real `fork` and cost ~3x spawn rate, so none
+//!   of that is used. One more thing disables the fast path in std: setting `PATH` in the extra
+//!   environment while `argv[0]` is a bare name (std must then search the child's PATH itself).
+//! * One tokio task per process, no threads, no polling. Normal exits are observed through tokio's
+//!   `Child::wait`, which uses a pidfd on Linux >= 5.3 (O(1) per exit) and SIGCHLD otherwise.
+//! * Process-group ids can be reused once the group is empty and its leader has been reaped.
+//!   Signalling `-pgid` is therefore only done while our leader is *not yet reaped*: an unreaped
+//!   leader (alive or zombie) keeps its pid allocated, so the number cannot name anybody else's
+//!   group. On timeout/cancel we watch for the leader's exit with `waitid(WNOWAIT)` (which does not
+//!   reap), SIGKILL the group while the zombie still pins the pgid, and only then reap it.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Identifies one attempt of one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,7 +50,9 @@ pub struct TaskLaunch {
     /// Extra environment variables on top of the backend's own environment.
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
-    /// Files that receive the process's stdout and stderr (created or truncated).
+    /// Files that receive the process's stdout and stderr (created or truncated). Relative paths are
+    /// relative to the backend's working directory, not to `cwd`. The same path for both makes them
+    /// share one file description, so the two streams interleave instead of overwriting each other.
     pub stdout: PathBuf,
     pub stderr: PathBuf,
     /// Wall-clock limit; on expiry the process group gets SIGTERM, then SIGKILL after `kill_grace`.
@@ -32,7 +63,8 @@ pub struct TaskLaunch {
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Exited by itself with this code (0 = success).
+    /// Exited by itself with this code (0 = success). `-1` means the exit status could not be
+    /// collected (somebody else reaped the process); it is logged at error level.
     Exited(i32),
     /// Killed by a signal we did not send.
     Signaled(i32),
@@ -57,4 +89,413 @@ pub enum ProcessEvent {
         outcome: Outcome,
         at: SystemTime,
     },
+}
+
+/// Runs tasks as local processes. Cheap to clone; all clones share the same set of running tasks
+/// and the same event channel.
+///
+/// `launch` must be called from inside a tokio runtime with I/O enabled (current-thread, as in
+/// actix-rt, or multi-thread); each process is watched by one task spawned on that runtime. If the
+/// runtime shuts down while tasks run, their process groups are SIGKILLed (no outcome could be
+/// reported for them anyway) and no `Exited` event is sent.
+#[derive(Clone)]
+pub struct ProcessBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    events: mpsc::UnboundedSender<ProcessEvent>,
+    /// Tasks between `launch` and their `Exited` event. The sender is taken by the first `cancel`.
+    tasks: Mutex<HashMap<TaskKey, Option<oneshot::Sender<()>>>>,
+}
+
+impl std::fmt::Debug for ProcessBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessBackend")
+            .field("running", &self.running())
+            .finish()
+    }
+}
+
+impl ProcessBackend {
+    pub fn new() -> (ProcessBackend, mpsc::UnboundedReceiver<ProcessEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            events,
+            tasks: Mutex::new(HashMap::new()),
+        });
+        (ProcessBackend { inner }, rx)
+    }
+
+    /// Spawns the process now and watches it on a tokio task. Emits `Started` then `Exited`; a
+    /// spawn failure is reported as `Exited { SpawnFailed }` (without `Started`) before this
+    /// returns. Launching a key that is still running is a caller bug: it is logged and ignored,
+    /// so that every key still gets exactly one `Started`/`Exited` pair.
+    pub fn launch(&self, launch: TaskLaunch) {
+        let key = launch.key;
+        // Checked before spawning: without a runtime the child could not be watched (and tokio
+        // would panic while registering it).
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::error!(
+                ?key,
+                "ProcessBackend::launch called outside a tokio runtime"
+            );
+            self.inner.send_exit(
+                key,
+                Outcome::SpawnFailed("process backend used outside a tokio runtime".into()),
+            );
+            return;
+        }
+        // Reserve the key before spawning (without holding the lock across the spawn), so a
+        // concurrent duplicate launch cannot slip in and a `cancel` racing with the spawn is not
+        // lost: the watcher finds the cancellation already pending.
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        {
+            let mut tasks = self.inner.lock();
+            if tasks.contains_key(&key) {
+                drop(tasks);
+                tracing::error!(?key, "launch of a task that is already running; ignored");
+                return;
+            }
+            tasks.insert(key, Some(cancel_tx));
+        }
+        let child = match spawn(&launch) {
+            Ok(child) => child,
+            Err(message) => {
+                tracing::warn!(?key, %message, "task could not be started");
+                self.inner.lock().remove(&key);
+                self.inner.send_exit(key, Outcome::SpawnFailed(message));
+                return;
+            }
+        };
+        // A freshly spawned, unreaped child always has an id; 0 is only a defensive placeholder
+        // (and `signal_group` refuses to signal it).
+        let pid = child.id().unwrap_or(0);
+        tracing::debug!(?key, pid, "task started");
+        // Started is sent before the watcher exists, so it always precedes Exited.
+        let _ = self.inner.events.send(ProcessEvent::Started {
+            key,
+            pid,
+            at: SystemTime::now(),
+        });
+        let leader = Leader {
+            child,
+            pgid: libc::pid_t::try_from(pid).unwrap_or(0),
+            may_signal: true,
+        };
+        tokio::spawn(watch(
+            Arc::clone(&self.inner),
+            key,
+            leader,
+            launch.timeout,
+            launch.kill_grace,
+            cancel_rx,
+        ));
+    }
+
+    /// Terminates the task (SIGTERM to its process group, SIGKILL after its `kill_grace`); its
+    /// outcome will be `Cancelled`. Returns false if the task is not running. Calling it again
+    /// while the task is being terminated returns true and changes nothing.
+    pub fn cancel(&self, key: TaskKey) -> bool {
+        let mut tasks = self.inner.lock();
+        match tasks.get_mut(&key) {
+            Some(slot) => {
+                if let Some(tx) = slot.take() {
+                    let _ = tx.send(());
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `cancel` for every running task.
+    pub fn cancel_all(&self) {
+        let mut tasks = self.inner.lock();
+        for slot in tasks.values_mut() {
+            if let Some(tx) = slot.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Tasks launched whose `Exited` event has not been sent yet.
+    pub fn running(&self) -> usize {
+        self.inner.lock().len()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TaskKey, Option<oneshot::Sender<()>>>> {
+        // The map stays consistent even if a holder panicked (every critical section is a single
+        // map operation), so a poisoned lock is safe to keep using.
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn send_exit(&self, key: TaskKey, outcome: Outcome) {
+        // A dropped receiver means nobody listens any more; there is nothing useful to do then.
+        let _ = self.events.send(ProcessEvent::Exited {
+            key,
+            outcome,
+            at: SystemTime::now(),
+        });
+    }
+
+    /// Forgets the task, then reports it: whoever sees `Exited` also sees `running()` without it
+    /// and may relaunch the key.
+    fn finish(&self, key: TaskKey, outcome: Outcome) {
+        tracing::debug!(?key, ?outcome, "task ended");
+        self.lock().remove(&key);
+        self.send_exit(key, outcome);
+    }
+}
+
+fn spawn(launch: &TaskLaunch) -> Result<Child, String> {
+    let Some((program, args)) = launch.argv.split_first() else {
+        return Err("empty argv".into());
+    };
+    let stdout = File::create(&launch.stdout)
+        .map_err(|e| format!("cannot create stdout file {}: {e}", launch.stdout.display()))?;
+    let stderr = if launch.stderr == launch.stdout {
+        stdout.try_clone()
+    } else {
+        File::create(&launch.stderr)
+    }
+    .map_err(|e| format!("cannot create stderr file {}: {e}", launch.stderr.display()))?;
+
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        // Own process group: terminal Ctrl-C does not reach the task, and we can signal all of
+        // its descendants at once. The group id equals the child's pid.
+        .process_group(0);
+    // `cmd` (holding our copies of the output files) is dropped on return, closing them here.
+    cmd.spawn()
+        .map_err(|e| describe_spawn_error(program, &launch.cwd, &e))
+}
+
+/// posix_spawn reports a missing program and a missing working directory with the same errno, so
+/// the message says which one it was (the check only runs on the failure path).
+fn describe_spawn_error(program: &str, cwd: &Path, err: &io::Error) -> String {
+    if cwd.is_dir() {
+        format!("cannot start {program:?} in {}: {err}", cwd.display())
+    } else {
+        format!(
+            "cannot start {program:?}: working directory {} is not an accessible directory ({err})",
+            cwd.display()
+        )
+    }
+}
+
+/// Our child, the leader of its own process group, until it is reaped.
+struct Leader {
+    child: Child,
+    pgid: libc::pid_t,
+    /// True while the leader is unreaped by us, i.e. while `pgid` provably still names our group.
+    may_signal: bool,
+}
+
+impl Drop for Leader {
+    /// Reached with `may_signal` set only if the watcher is dropped mid-flight (runtime shutdown):
+    /// nobody would ever report or clean up these processes, so end the whole group now.
+    fn drop(&mut self) {
+        if self.may_signal {
+            tracing::warn!(
+                pgid = self.pgid,
+                "watcher dropped; killing the task's group"
+            );
+            self.signal_group(libc::SIGKILL);
+        }
+    }
+}
+
+enum LeaderState {
+    Running,
+    /// Exited, not reaped yet (a zombie that still pins the pid and thus the pgid).
+    Exited,
+    /// `waitid` failed (e.g. somebody else reaped it); the pgid may no longer be ours.
+    Unknown(io::Error),
+}
+
+impl Leader {
+    fn signal_group(&self, sig: libc::c_int) {
+        // pgid <= 1 would address our own group (0), init's group or every process (-1).
+        if !self.may_signal || self.pgid <= 1 {
+            return;
+        }
+        // SAFETY: plain syscall without memory arguments.
+        let rc = unsafe { libc::kill(-self.pgid, sig) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            tracing::warn!(pgid = self.pgid, sig, %err, "could not signal task group");
+        }
+    }
+
+    /// Whether the leader has exited, without reaping it.
+    fn state(&self) -> LeaderState {
+        loop {
+            // SAFETY: siginfo_t is plain data for which all-zero is a valid value; waitid only
+            // writes into it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let rc = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    self.pgid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            if rc != 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return LeaderState::Unknown(err);
+            }
+            // With WNOHANG and nothing to report, the kernel leaves the pid field zero.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            // SAFETY: the union field read is the one waitid fills for child events.
+            let found = unsafe { info.si_pid() } != 0;
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            let found = info.si_signo != 0;
+            return if found {
+                LeaderState::Exited
+            } else {
+                LeaderState::Running
+            };
+        }
+    }
+
+    /// SIGTERM (plus SIGCONT, so a stopped group can act on it) to the group; then, once the
+    /// leader has exited or `grace` has passed, whichever comes first, SIGKILL to the group while
+    /// the unreaped leader still pins the pgid; finally reap the leader.
+    ///
+    /// Group members therefore get at most `grace` after SIGTERM, and no more than the leader takes
+    /// to exit: once the leader is gone the task is over, and holding its zombie for the rest of
+    /// the grace (the only way to signal its group safely later) would delay every report.
+    async fn terminate(&mut self, grace: Duration) {
+        // Subscribe before signalling and before the first state check, so the SIGCHLD of the
+        // leader's exit cannot fall between check and wait.
+        let sigchld = signal(SignalKind::child());
+        self.signal_group(libc::SIGTERM);
+        self.signal_group(libc::SIGCONT);
+        let deadline = sleep_until_opt(Instant::now().checked_add(grace));
+        tokio::pin!(deadline);
+        match sigchld {
+            Ok(mut sigchld) => loop {
+                match self.state() {
+                    LeaderState::Running => {}
+                    LeaderState::Exited => break,
+                    LeaderState::Unknown(err) => {
+                        tracing::error!(pgid = self.pgid, %err, "lost track of task leader");
+                        self.may_signal = false;
+                        break;
+                    }
+                }
+                // Every SIGCHLD in the process wakes us (they cannot be told apart); the state
+                // check above filters. Only tasks being terminated listen, so this stays cheap.
+                tokio::select! {
+                    received = sigchld.recv() => {
+                        if received.is_none() {
+                            break; // runtime shutting down
+                        }
+                    }
+                    () = &mut deadline => break,
+                }
+            },
+            Err(err) => {
+                // Cannot happen once a child was spawned (that needed the same driver), but stay
+                // safe: wait for the leader by reaping it; if that wins we must not signal the
+                // group any more.
+                tracing::warn!(%err, "no SIGCHLD stream; cannot kill group members after leader exit");
+                tokio::select! {
+                    status = self.child.wait() => {
+                        self.may_signal = false;
+                        if let Err(err) = status {
+                            tracing::error!(pgid = self.pgid, %err, "waiting for task failed");
+                        }
+                        return;
+                    }
+                    () = &mut deadline => {}
+                }
+            }
+        }
+        self.signal_group(libc::SIGKILL);
+        // From here on the leader may be reaped at any moment.
+        self.may_signal = false;
+        if let Err(err) = self.child.wait().await {
+            tracing::error!(pgid = self.pgid, %err, "waiting for terminated task failed");
+        }
+    }
+}
+
+/// Sleeps until `deadline`; `None` (a deadline beyond what `Instant` can represent) never ends.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn exit_outcome(status: io::Result<ExitStatus>) -> Outcome {
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => Outcome::Exited(code),
+            (None, Some(sig)) => Outcome::Signaled(sig),
+            (None, None) => {
+                tracing::error!(?status, "task ended with an unrecognised status");
+                Outcome::Exited(-1)
+            }
+        },
+        Err(err) => {
+            tracing::error!(%err, "could not collect the task's exit status");
+            Outcome::Exited(-1)
+        }
+    }
+}
+
+/// The one tokio task per process: waits for exit, timeout or cancellation and reports.
+async fn watch(
+    inner: Arc<Inner>,
+    key: TaskKey,
+    mut leader: Leader,
+    timeout: Option<Duration>,
+    grace: Duration,
+    cancel: oneshot::Receiver<()>,
+) {
+    enum Ending {
+        Exited(io::Result<ExitStatus>),
+        Terminate(Outcome),
+    }
+    let expired = sleep_until_opt(timeout.and_then(|t| Instant::now().checked_add(t)));
+    let cancelled = async move {
+        // The sender is only ever dropped unsent together with the task's entry, i.e. never
+        // while we run; treat that as "no cancellation" rather than cancelling.
+        if cancel.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let ending = tokio::select! {
+        status = leader.child.wait() => Ending::Exited(status),
+        () = cancelled => Ending::Terminate(Outcome::Cancelled),
+        () = expired => Ending::Terminate(Outcome::TimedOut),
+    };
+    let outcome = match ending {
+        Ending::Exited(status) => {
+            // `wait` completes exactly when it reaped the leader (or failed to).
+            leader.may_signal = false;
+            exit_outcome(status)
+        }
+        Ending::Terminate(outcome) => {
+            tracing::debug!(?key, ?outcome, pgid = leader.pgid, "terminating task");
+            leader.terminate(grace).await;
+            outcome
+        }
+    };
+    drop(leader);
+    inner.finish(key, outcome);
 }
