@@ -489,3 +489,69 @@ fn key_collisions_match_hydra() {
         failures.join("\n")
     );
 }
+
+/// `python_float_repr` against Python's own `repr(float)` on random bit patterns and edge cases.
+/// Needs only python3; skipped without it.
+#[test]
+fn float_repr_matches_python() {
+    let mut state: u64 = 0xdead_beef_cafe_f00d;
+    let mut floats: Vec<f64> = vec![
+        0.0,
+        -0.0,
+        1.0,
+        0.1,
+        1e-4,
+        9.999999999999999e-5,
+        1e-5,
+        1e16,
+        9999999999999998.0,
+        1e22,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        5e-324,
+        f64::EPSILON,
+        123456789012345680.0,
+    ];
+    while floats.len() < 3000 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let f = if floats.len().is_multiple_of(2) {
+            f64::from_bits(state)
+        } else {
+            // Human-scale values: a few digits at exponents around the notation switch.
+            let digits = (state >> 40) % 100_000;
+            let exponent = ((state >> 20) % 44) as i32 - 22;
+            digits as f64 * 10f64.powi(exponent)
+        };
+        if f.is_finite() {
+            floats.push(f);
+        }
+    }
+    let bits: Vec<String> = floats.iter().map(|f| f.to_bits().to_string()).collect();
+    let script = "import struct, sys\nfor b in sys.argv[1:]:\n    print(repr(struct.unpack('<d', struct.pack('<Q', int(b)))[0]))";
+    let Ok(output) = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(&bits)
+        .output()
+    else {
+        println!("SKIPPED: python3 not found");
+        return;
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let reprs: Vec<&str> = stdout.lines().collect();
+    assert_eq!(reprs.len(), floats.len());
+    let mismatches: Vec<String> = floats
+        .iter()
+        .zip(&reprs)
+        .filter(|(f, repr)| python_float_repr(**f) != **repr)
+        .map(|(f, repr)| format!("{f:?}: ours {}, Python {repr}", python_float_repr(*f)))
+        .collect();
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}

@@ -531,7 +531,7 @@ mod tests {
             (-0.0, "-0.0"),
             (0.0, "0.0"),
             (-2.5, "-2.5"),
-            (3.14159, "3.14159"),
+            (2.71, "2.71"),
             (100.0, "100.0"),
             (1e100, "1e+100"),
             (-1e-300, "-1e-300"),
@@ -687,6 +687,11 @@ mod tests {
             assert_eq!(check_hydra_value(&map(&[(key, Value::Int(1))])), Ok(()));
         }
         assert_eq!(check_hydra_value(&s("${x} it's")), Ok(()));
+        assert_eq!(
+            RenderError::UnrepresentableKey { key: "a#b".into() }.to_string(),
+            "mapping key \"a#b\" cannot be passed to Hydra: keys must be non-empty, not `null`, \
+             and use only ASCII letters, digits, spaces and `_-/\\+.$%*@?|()[]{}:=,`"
+        );
     }
 
     #[test]
