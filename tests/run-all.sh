@@ -12,7 +12,7 @@ if [ "$(id -u)" = 0 ]; then
   # hydra-core: the Hydra grammar test checks our rendering against Hydra's own parser.
   if ! python3 -c 'import hydra' 2>/dev/null; then
     say "installing hydra-core (for the Hydra override grammar test)"
-    python3 -m pip install --quiet --disable-pip-version-check 'hydra-core==1.3.2' \
+    python3 -m pip install --quiet --disable-pip-version-check 'hydra-core==1.3.8' \
       || say "could not install hydra-core; the Hydra grammar test will skip"
   fi
 else

@@ -10,7 +10,9 @@ use crate::core::state::{Command, Counts, ExitKind, SweepCore};
 use crate::core::value::{task_name, Params};
 use crate::layout::{self, SweepPaths};
 use crate::progress::Progress;
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
+};
 use hsm_agent::process::{Outcome, ProcessEvent, TaskKey};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
