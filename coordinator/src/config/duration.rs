@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 /// The forms we accept, for error messages.
-const FORMS: &str = "write e.g. 90s, 15m, 2h, 1h30m, 1d, HH:MM:SS, D-HH:MM:SS or a number of seconds";
+const FORMS: &str =
+    "write e.g. 90s, 15m, 2h, 1h30m, 1d, HH:MM:SS, D-HH:MM:SS or a number of seconds";
 
 /// Parses a duration. Errors name the input and the accepted forms.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -25,11 +26,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .map(Duration::from_secs)
             .map_err(|_| fail("too large"));
     }
-    let slurm_days = trimmed.split_once('-').is_some_and(|(days, _)| digits(days).is_some());
+    let slurm_days = trimmed
+        .split_once('-')
+        .is_some_and(|(days, _)| digits(days).is_some());
     let seconds = if trimmed.contains(':') || slurm_days {
-        parse_clock(trimmed).map_err(|why| fail(why))?
+        parse_clock(trimmed).map_err(fail)?
     } else {
-        parse_units(trimmed).map_err(|why| fail(why))?
+        parse_units(trimmed).map_err(fail)?
     };
     Ok(Duration::from_secs(seconds))
 }
@@ -38,7 +41,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// (`05:00`) are refused: Slurm reads them as MM:SS, people often mean HH:MM.
 fn parse_clock(text: &str) -> Result<u64, &'static str> {
     let (days, clock) = match text.split_once('-') {
-        Some((days, clock)) => (Some(digits(days).ok_or("the days before `-` are not a number")?), clock),
+        Some((days, clock)) => (
+            Some(digits(days).ok_or("the days before `-` are not a number")?),
+            clock,
+        ),
         None => (None, text),
     };
     let parts: Vec<&str> = clock.split(':').collect();
@@ -159,8 +165,21 @@ mod tests {
     #[test]
     fn errors_name_the_input_and_the_forms() {
         for bad in [
-            "", "2hours", "1.5h", "h", "5x", "30m1h", "1h1h", "05:00", "1:60:00", "1:00:61",
-            "a:b:c", "-5s", "1:2:3:4", "x-1:00:00", "99999999999999999999",
+            "",
+            "2hours",
+            "1.5h",
+            "h",
+            "5x",
+            "30m1h",
+            "1h1h",
+            "05:00",
+            "1:60:00",
+            "1:00:61",
+            "a:b:c",
+            "-5s",
+            "1:2:3:4",
+            "x-1:00:00",
+            "99999999999999999999",
         ] {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.contains("90s, 15m"), "{bad}: {err}");
@@ -170,7 +189,9 @@ mod tests {
         }
         assert!(parse_duration("1.5h").unwrap_err().contains("1h30m"));
         assert!(parse_duration("05:00").unwrap_err().contains("ambiguous"));
-        assert!(parse_duration("999999999999999d").unwrap_err().contains("too large"));
+        assert!(parse_duration("999999999999999d")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

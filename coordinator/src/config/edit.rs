@@ -22,7 +22,9 @@ pub fn set_agent_source(
 ) -> Result<String, String> {
     validate_source_name(name)?;
     if name == "local" {
-        return Err("`local` is the built-in source for this machine; give the agent another name".into());
+        return Err(
+            "`local` is the built-in source for this machine; give the agent another name".into(),
+        );
     }
     validate_address(address)?;
     validate_fingerprint(fingerprint)?;
@@ -32,7 +34,8 @@ pub fn set_agent_source(
     if project_dir.is_some_and(|dir| dir.trim().is_empty()) {
         return Err("the project directory is empty".into());
     }
-    let root = crate::yaml::parse(text).map_err(|e| format!("the config is not valid YAML: {e}"))?;
+    let root =
+        crate::yaml::parse(text).map_err(|e| format!("the config is not valid YAML: {e}"))?;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let entry_for = |existing: Option<&Spanned>| {
         let mut fields = Map::new();
@@ -48,7 +51,9 @@ pub fn set_agent_source(
         // Re-adding an agent (say after a redeploy changed its identity) keeps what the user
         // set up for it; a non-agent entry of that name is replaced whole.
         let was_agent = existing.is_some_and(|e| {
-            e.get("type").and_then(Spanned::as_str).is_none_or(|t| t == "agent")
+            e.get("type")
+                .and_then(Spanned::as_str)
+                .is_none_or(|t| t == "agent")
         });
         if let (true, Some(Node::Map(entries))) = (was_agent, existing.map(|e| &e.node)) {
             for (key, value) in entries {
@@ -125,10 +130,7 @@ fn edit_block(
         Node::Null => {
             let key_line = key.pos.line;
             let line = lines.get(key_line - 1).copied().unwrap_or("");
-            let after_colon = line
-                .split_once(':')
-                .map_or("", |(_, rest)| rest)
-                .trim();
+            let after_colon = line.split_once(':').map_or("", |(_, rest)| rest).trim();
             let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
             if !after_colon.is_empty() && !after_colon.starts_with('#') {
                 // `sources: ~` or `sources: null`: the value is on the key's line.
@@ -156,7 +158,12 @@ fn edit_block(
                 }
             };
             let existing = value.get(name);
-            Ok(splice(lines, start, end, &block(&entry_for(existing), indent)))
+            Ok(splice(
+                lines,
+                start,
+                end,
+                &block(&entry_for(existing), indent),
+            ))
         }
         Node::Map(_) => {
             // Flow style (`sources: {...}`, possibly over several lines): rewrite the section.
@@ -167,7 +174,10 @@ fn edit_block(
                 map.extend(entry);
             }
             let end = trim_tail(lines, key.pos.line, section_end, 0);
-            let replacement = format!("sources:\n{}", indent_block(&crate::yaml::emit_json(&sources), 2));
+            let replacement = format!(
+                "sources:\n{}",
+                indent_block(&crate::yaml::emit_json(&sources), 2)
+            );
             Ok(splice(lines, key.pos.line, end, &replacement))
         }
         _ => Err(format!(
@@ -256,11 +266,24 @@ fn to_json(node: &Spanned) -> Value {
     }
 }
 
-fn check_reads_back(text: &str, name: &str, address: &str, fingerprint: &str) -> Result<(), String> {
-    let fail = || format!("could not add `{name}` to the config without breaking it; edit the file by hand");
-    let root = crate::yaml::parse(text).map_err(|_| fail())?.ok_or_else(fail)?;
-    let entry = root.get("sources").and_then(|s| s.get(name)).ok_or_else(fail)?;
-    let same = |key: &str, want: &str| entry.get(key).and_then(Spanned::as_str) == Some(want.trim());
+fn check_reads_back(
+    text: &str,
+    name: &str,
+    address: &str,
+    fingerprint: &str,
+) -> Result<(), String> {
+    let fail = || {
+        format!("could not add `{name}` to the config without breaking it; edit the file by hand")
+    };
+    let root = crate::yaml::parse(text)
+        .map_err(|_| fail())?
+        .ok_or_else(fail)?;
+    let entry = root
+        .get("sources")
+        .and_then(|s| s.get(name))
+        .ok_or_else(fail)?;
+    let same =
+        |key: &str, want: &str| entry.get(key).and_then(Spanned::as_str) == Some(want.trim());
     if same("address", address) && same("fingerprint", fingerprint) && same("type", "agent") {
         Ok(())
     } else {

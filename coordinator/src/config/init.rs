@@ -155,7 +155,10 @@ pub fn init_config_text(d: &Detection) -> String {
     );
     match &d.python {
         Some(python) => {
-            let _ = writeln!(out, "  # The interpreter that runs every task (found on this machine).");
+            let _ = writeln!(
+                out,
+                "  # The interpreter that runs every task (found on this machine)."
+            );
             let _ = writeln!(out, "  python: {}", scalar(python));
         }
         None => {
@@ -179,7 +182,10 @@ pub fn init_config_text(d: &Detection) -> String {
              \x20 # script: train.py\n",
         ),
         [only] => {
-            let _ = writeln!(out, "  # The training script, relative to the project root (found: {only}).");
+            let _ = writeln!(
+                out,
+                "  # The training script, relative to the project root (found: {only})."
+            );
             let _ = writeln!(out, "  script: {}", scalar(only));
         }
         [first, ..] => {
@@ -349,7 +355,10 @@ mod tests {
         }
         std::fs::create_dir_all(dir.path().join("scripts/train_dir.py")).unwrap();
         let found = find_scripts(dir.path());
-        let found: Vec<_> = found.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let found: Vec<_> = found
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(
             found,
             [
@@ -379,13 +388,19 @@ mod tests {
         let mut vars: HashMap<&str, OsString> = HashMap::from([("PATH", path.clone())]);
         let found = detect_with(dir.path(), |k| vars.get(k).cloned());
         // python3 anywhere on PATH wins over python earlier on PATH.
-        assert_eq!(found.python.as_deref(), Some(&*bin2.join("python3").to_string_lossy()));
+        assert_eq!(
+            found.python.as_deref(),
+            Some(&*bin2.join("python3").to_string_lossy())
+        );
         assert_eq!(found.scheduler, Some(Scheduler::Pbs));
 
         touch(&bin2.join("sbatch"), true);
         vars.insert("VIRTUAL_ENV", venv.clone().into_os_string());
         let found = detect_with(dir.path(), |k| vars.get(k).cloned());
-        assert_eq!(found.python.as_deref(), Some(&*venv.join("bin/python").to_string_lossy()));
+        assert_eq!(
+            found.python.as_deref(),
+            Some(&*venv.join("bin/python").to_string_lossy())
+        );
         assert_eq!(found.scheduler, Some(Scheduler::Slurm));
 
         let found = detect_with(dir.path(), |_| None);

@@ -211,7 +211,12 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub const ALL: [Backend; 4] = [Backend::Process, Backend::Slurm, Backend::Pbs, Backend::Auto];
+    pub const ALL: [Backend; 4] = [
+        Backend::Process,
+        Backend::Slurm,
+        Backend::Pbs,
+        Backend::Auto,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -230,7 +235,9 @@ impl FromStr for Backend {
         Backend::ALL
             .into_iter()
             .find(|b| b.as_str() == text.trim())
-            .ok_or_else(|| format!("unknown backend `{text}`; expected process, slurm, pbs or auto"))
+            .ok_or_else(|| {
+                format!("unknown backend `{text}`; expected process, slurm, pbs or auto")
+            })
     }
 }
 
@@ -326,11 +333,19 @@ pub fn locate_config(project_dir: &Path, explicit: Option<&Path>) -> Option<Path
 
 /// Finds, reads and validates the project config. No file found (and none asked for) means
 /// all defaults; an explicit path that cannot be read is an [`ConfigError::Io`].
-pub fn load_project(project_dir: &Path, explicit: Option<&Path>) -> Result<ProjectConfig, ConfigError> {
-    let root = std::path::absolute(project_dir).map_err(|source| ConfigError::Io {
+pub fn load_project(
+    project_dir: &Path,
+    explicit: Option<&Path>,
+) -> Result<ProjectConfig, ConfigError> {
+    let io_error = |source| ConfigError::Io {
         path: project_dir.to_path_buf(),
         source,
-    })?;
+    };
+    let mut root = std::path::absolute(project_dir).map_err(io_error)?;
+    // `absolute` keeps `..`, which would leave the project without a directory name.
+    if root.file_name().is_none() {
+        root = root.canonicalize().map_err(io_error)?;
+    }
     let Some(file) = locate_config(&root, explicit) else {
         return Ok(ProjectConfig::defaults_for(&root));
     };

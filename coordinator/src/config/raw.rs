@@ -38,14 +38,31 @@ pub(super) const V1_TOP_KEYS: [&str; 6] = [
 
 /// Blocks of later Python HSM versions, which moved the same ideas elsewhere.
 const NEWER_PYTHON_BLOCKS: [(&str, &str); 3] = [
-    ("local", "Python HSM's `local:` block is `sources.local` here (and `defaults:`)"),
-    ("slurm", "Python HSM's `slurm:` block is `hpc:` here, with a `sources:` entry of type slurm"),
-    ("distributed", "Python HSM's `distributed.remotes` are `sources:` of type agent here"),
+    (
+        "local",
+        "Python HSM's `local:` block is `sources.local` here (and `defaults:`)",
+    ),
+    (
+        "slurm",
+        "Python HSM's `slurm:` block is `hpc:` here, with a `sources:` entry of type slurm",
+    ),
+    (
+        "distributed",
+        "Python HSM's `distributed.remotes` are `sources:` of type agent here",
+    ),
 ];
 
+/// `root` is accepted and ignored: v1 wrote the absolute path at init time (stale once a project
+/// is copied or synced), and `config show` prints the resolved root there.
 pub(super) const PROJECT_KEYS: [&str; 2] = ["name", "root"];
-pub(super) const COMMAND_KEYS: [&str; 6] =
-    ["python", "script", "template", "style", "conda_env", "wandb_group"];
+pub(super) const COMMAND_KEYS: [&str; 6] = [
+    "python",
+    "script",
+    "template",
+    "style",
+    "conda_env",
+    "wandb_group",
+];
 pub(super) const DEFAULTS_KEYS: [&str; 5] =
     ["parallel", "timeout", "retries", "kill_grace", "strategy"];
 pub(super) const HPC_KEYS: [&str; 15] = [
@@ -552,8 +569,9 @@ impl<'a> Section<'a> {
             Node::Int(i) => Some(self.at(key, node, i.to_string())),
             _ => {
                 problems.push(
-                    self.wrong(key, node, "a duration")
-                        .with_hint("write e.g. 90s, 15m, 2h, 1h30m, HH:MM:SS or a number of seconds"),
+                    self.wrong(key, node, "a duration").with_hint(
+                        "write e.g. 90s, 15m, 2h, 1h30m, HH:MM:SS or a number of seconds",
+                    ),
                 );
                 None
             }
@@ -567,7 +585,11 @@ impl<'a> Section<'a> {
 }
 
 /// A list of strings; each bad item is reported at its own position.
-fn string_list(node: &Spanned, path: String, problems: &mut Vec<Problem>) -> Option<At<Vec<String>>> {
+fn string_list(
+    node: &Spanned,
+    path: String,
+    problems: &mut Vec<Problem>,
+) -> Option<At<Vec<String>>> {
     let Node::Seq(items) = &node.node else {
         let mut problem = Problem::new(
             Some(node.pos),
@@ -575,7 +597,10 @@ fn string_list(node: &Spanned, path: String, problems: &mut Vec<Problem>) -> Opt
             format!("expected a list of strings, got {}", describe(node)),
         );
         if let Node::Str(s) = &node.node {
-            problem = problem.with_hint(format!("write [{}]", crate::yaml::emit_json(&serde_json::Value::String(s.clone())).trim_end()));
+            problem = problem.with_hint(format!(
+                "write [{}]",
+                crate::yaml::emit_json(&serde_json::Value::String(s.clone())).trim_end()
+            ));
         }
         problems.push(problem);
         return None;
@@ -598,7 +623,7 @@ fn string_list(node: &Spanned, path: String, problems: &mut Vec<Problem>) -> Opt
             }
         }
     }
-    ok.then(|| At {
+    ok.then_some(At {
         value: values,
         pos: node.pos,
         path,

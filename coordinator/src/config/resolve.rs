@@ -3,7 +3,9 @@
 //! key and its current name with different values is a problem: which one did the user mean?),
 //! a source's `hpc:` laid over the project's, and the built-in `local` source added.
 
-use super::raw::{At, RawCommand, RawConfig, RawDefaults, RawHpc, RawPaths, RawSource, SOURCE_KEYS};
+use super::raw::{
+    At, RawCommand, RawConfig, RawDefaults, RawHpc, RawPaths, RawSource, SOURCE_KEYS,
+};
 use super::{
     default_name, parse_duration, Backend, HpcOptions, ProjectConfig, RunDefaults, SourceConfig,
     SourceKind, Strategy,
@@ -76,13 +78,13 @@ fn resolve_command(raw: RawCommand, paths: RawPaths, problems: &mut Vec<Problem>
 }
 
 fn resolve_defaults(raw: RawDefaults, problems: &mut Vec<Problem>) -> RunDefaults {
-    let mut defaults = RunDefaults::default();
-    defaults.parallel = raw
-        .parallel
-        .and_then(|n| ranged(&n, 1, "a positive integer", problems));
-    defaults.timeout = raw
-        .timeout
-        .and_then(|t| duration(&t, false, problems));
+    let mut defaults = RunDefaults {
+        parallel: raw
+            .parallel
+            .and_then(|n| ranged(&n, 1, "a positive integer", problems)),
+        timeout: raw.timeout.and_then(|t| duration(&t, false, problems)),
+        ..RunDefaults::default()
+    };
     if let Some(retries) = raw.retries {
         defaults.retries = ranged(&retries, 0, "a non-negative integer", problems).unwrap_or(0);
     }
@@ -180,7 +182,11 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
         }
     });
     if let Some(directives) = &raw.directives {
-        if let Some(line) = directives.value.iter().find(|d| d.trim_start().starts_with('#')) {
+        if let Some(line) = directives
+            .value
+            .iter()
+            .find(|d| d.trim_start().starts_with('#'))
+        {
             problems.push(
                 directives
                     .problem(format!("`{line}`: write the option only"))
@@ -189,7 +195,10 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
         }
     }
     HpcOptions {
-        walltime: raw.walltime.as_ref().and_then(|at| duration(at, false, problems)),
+        walltime: raw
+            .walltime
+            .as_ref()
+            .and_then(|at| duration(at, false, problems)),
         partition: text(&raw.partition, problems),
         queue: text(&raw.queue, problems),
         account: text(&raw.account, problems),
@@ -302,7 +311,9 @@ fn resolve_source(
                 type_path,
                 format!("the source named `local` must have type local, not {type_name}"),
             )
-            .with_hint("`local` is the built-in source for this machine; give this source another name"),
+            .with_hint(
+                "`local` is the built-in source for this machine; give this source another name",
+            ),
         );
         return None;
     }
@@ -328,7 +339,10 @@ fn resolve_source(
         if SOURCE_KEYS.contains(&key.value.as_str()) && !allowed.contains(&key.value.as_str()) {
             problems.push(
                 key.problem(format!("not a setting of a {type_name} source"))
-                    .with_hint(format!("a {type_name} source takes: {}", allowed.join(", "))),
+                    .with_hint(format!(
+                        "a {type_name} source takes: {}",
+                        allowed.join(", ")
+                    )),
             );
         }
     }
@@ -352,7 +366,10 @@ fn resolve_source(
             };
             let address = match &raw.address {
                 None => {
-                    problems.push(missing("address", "add address: host:port (where `hsm-agent serve` listens)"));
+                    problems.push(missing(
+                        "address",
+                        "add address: host:port (where `hsm-agent serve` listens)",
+                    ));
                     String::new()
                 }
                 Some(at) => {
@@ -380,7 +397,10 @@ fn resolve_source(
                     at.value.trim().to_string()
                 }
             };
-            let project_dir = raw.project_dir.as_ref().and_then(|at| non_empty(at, problems));
+            let project_dir = raw
+                .project_dir
+                .as_ref()
+                .and_then(|at| non_empty(at, problems));
             let backend = match &raw.backend {
                 Some(at) => {
                     let options = Backend::ALL.map(|b| (b.as_str(), b));
@@ -452,7 +472,10 @@ pub fn validate_address(address: &str) -> Result<(), String> {
     if host.is_empty() {
         return fail("the host is empty");
     }
-    if host.chars().any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#')) {
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '/' | '@' | '?' | '#'))
+    {
         return fail("the host has characters a host name cannot have");
     }
     match port.parse::<u16>() {
@@ -470,7 +493,9 @@ pub fn validate_fingerprint(fingerprint: &str) -> Result<(), String> {
     };
     let n_digits = hex.chars().count();
     if n_digits != 64 {
-        return fail(format!("expected 64 hex digits after `sha256:`, found {n_digits}"));
+        return fail(format!(
+            "expected 64 hex digits after `sha256:`, found {n_digits}"
+        ));
     }
     if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return fail("only hex digits 0-9, a-f may follow `sha256:`".into());
@@ -526,7 +551,10 @@ fn choice<T: Copy>(
         Some(near) => format!("did you mean `{near}`?"),
         None => format!("expected one of: {}", words.join(", ")),
     };
-    problems.push(at.problem(format!("unknown {what} `{}`", at.value)).with_hint(hint));
+    problems.push(
+        at.problem(format!("unknown {what} `{}`", at.value))
+            .with_hint(hint),
+    );
     None
 }
 

@@ -29,7 +29,17 @@ fn rendered(text: &str) -> Vec<String> {
     problems(text).iter().map(|p| p.render("c.yaml")).collect()
 }
 
-fn agent(cfg: &ProjectConfig, name: &str) -> (String, String, Option<usize>, Option<String>, Backend, HpcOptions) {
+fn agent(
+    cfg: &ProjectConfig,
+    name: &str,
+) -> (
+    String,
+    String,
+    Option<usize>,
+    Option<String>,
+    Backend,
+    HpcOptions,
+) {
     match &cfg.sources[name].kind {
         SourceKind::Agent {
             address,
@@ -61,7 +71,13 @@ fn full_config_reads_every_key() {
     assert_eq!(command.script.as_deref(), Some("train.py"));
     assert_eq!(
         command.template.as_deref().unwrap(),
-        ["python", "-m", "pkg.train", "{overrides}", "out={output_dir}"]
+        [
+            "python",
+            "-m",
+            "pkg.train",
+            "{overrides}",
+            "out={output_dir}"
+        ]
     );
     assert_eq!(command.style, ArgStyle::Argparse);
     assert_eq!(command.conda_env.as_deref(), Some("myenv"));
@@ -95,7 +111,10 @@ fn full_config_reads_every_key() {
 
     let names: Vec<&str> = cfg.sources.keys().map(String::as_str).collect();
     assert_eq!(names, ["local", "gpu1", "hpc-login", "cluster", "torque"]);
-    assert!(matches!(cfg.sources["local"].kind, SourceKind::Local { slots: Some(4) }));
+    assert!(matches!(
+        cfg.sources["local"].kind,
+        SourceKind::Local { slots: Some(4) }
+    ));
     assert_eq!(cfg.local_slots(), 4);
 
     let (address, fingerprint, slots, project_dir, backend, _) = agent(&cfg, "gpu1");
@@ -140,18 +159,30 @@ fn empty_and_minimal_files_give_defaults() {
         assert_eq!(cfg.defaults.strategy, Strategy::RoundRobin);
         assert_eq!(cfg.hpc, HpcOptions::default());
         assert_eq!(cfg.sources.len(), 1);
-        assert!(matches!(cfg.sources["local"].kind, SourceKind::Local { slots: None }));
+        assert!(matches!(
+            cfg.sources["local"].kind,
+            SourceKind::Local { slots: None }
+        ));
     }
-    assert_eq!(parse("defaults: {parallel: 3}\n").sources["local"].name, "local");
+    assert_eq!(
+        parse("defaults: {parallel: 3}\n").sources["local"].name,
+        "local"
+    );
     assert!(matches!(
         parse("defaults: {parallel: 3}\n").sources["local"].kind,
         SourceKind::Local { slots: Some(3) }
     ));
     // An explicit local source keeps its own slots over defaults.parallel.
     let cfg = parse("defaults: {parallel: 3}\nsources:\n  local: {slots: 8}\n");
-    assert!(matches!(cfg.sources["local"].kind, SourceKind::Local { slots: Some(8) }));
+    assert!(matches!(
+        cfg.sources["local"].kind,
+        SourceKind::Local { slots: Some(8) }
+    ));
     let cfg = parse("sources:\n  local:\n");
-    assert!(matches!(cfg.sources["local"].kind, SourceKind::Local { slots: None }));
+    assert!(matches!(
+        cfg.sources["local"].kind,
+        SourceKind::Local { slots: None }
+    ));
 }
 
 #[test]
@@ -163,7 +194,10 @@ fn command_may_be_just_the_template() {
     );
     assert_eq!(cfg.command.python, "python3");
     let found = rendered("command: []\n");
-    assert!(found[0].contains("expected a non-empty list of strings"), "{found:?}");
+    assert!(
+        found[0].contains("expected a non-empty list of strings"),
+        "{found:?}"
+    );
     let found = rendered("command:\n  template: [\"\", x]\n");
     assert!(found[0].contains("the first item"), "{found:?}");
     let found = rendered("command:\n  template: [python, 3]\n");
@@ -179,6 +213,17 @@ fn load_finds_each_candidate_in_order() {
     assert_eq!(cfg.file, None);
     assert!(cfg.root.is_absolute());
     assert_eq!(cfg.sources.len(), 1);
+    // A project directory given as `sub/..` still has a name.
+    std::fs::create_dir_all(project.join("sub")).unwrap();
+    let cfg = load_project(&project.join("sub/.."), None).unwrap();
+    assert_eq!(
+        Some(cfg.name.as_str()),
+        project
+            .canonicalize()
+            .unwrap()
+            .file_name()
+            .and_then(|n| n.to_str())
+    );
 
     // Written last-to-first, so each new file must win over the ones already there.
     for (i, candidate) in CONFIG_CANDIDATES.iter().enumerate().rev() {
@@ -221,7 +266,9 @@ fn invalid_file_error_renders_every_problem_with_the_file() {
     );
     assert_eq!(
         lines[1],
-        format!("{shown}:3:13: defaults.parallel: expected a positive integer, got a string (\"four\")")
+        format!(
+            "{shown}:3:13: defaults.parallel: expected a positive integer, got a string (\"four\")"
+        )
     );
 }
 
@@ -231,18 +278,30 @@ fn v1_init_file_maps_to_current_keys() {
     assert_eq!(cfg.name, "nca-sweeps");
     // The root is where the file was found, not v1's recorded absolute path.
     assert_eq!(cfg.root, root());
-    assert_eq!(cfg.command.python, "/home/me/miniconda3/envs/nca/bin/python");
-    assert_eq!(cfg.command.script.as_deref(), Some("/home/me/proj/scripts/train.py"));
+    assert_eq!(
+        cfg.command.python,
+        "/home/me/miniconda3/envs/nca/bin/python"
+    );
+    assert_eq!(
+        cfg.command.script.as_deref(),
+        Some("/home/me/proj/scripts/train.py")
+    );
     assert_eq!(cfg.hpc.walltime, Some(Duration::from_secs(4 * 3_600)));
     assert_eq!(cfg.hpc.max_array_size, Some(10_000));
-    assert_eq!(cfg.hpc.resources.as_deref(), Some("select=1:ncpus=4:mem=16gb"));
+    assert_eq!(
+        cfg.hpc.resources.as_deref(),
+        Some("select=1:ncpus=4:mem=16gb")
+    );
 }
 
 #[test]
 fn v1_hsm_config_template_maps_to_current_keys() {
     let cfg = parse(include_str!("testdata/v1_hsm_config.yaml"));
     assert_eq!(cfg.name, "proj");
-    assert_eq!(cfg.command.python, "/home/me/miniconda3/envs/nca/bin/python");
+    assert_eq!(
+        cfg.command.python,
+        "/home/me/miniconda3/envs/nca/bin/python"
+    );
     assert_eq!(cfg.command.script.as_deref(), Some("/home/me/proj/main.py"));
     assert_eq!(cfg.command.conda_env.as_deref(), Some("nca"));
     assert_eq!(cfg.hpc.walltime, Some(Duration::from_secs(86_399)));
@@ -262,9 +321,13 @@ fn v1_keys_that_disagree_with_current_ones_are_problems() {
         found,
         ["c.yaml:5:23: paths.python_interpreter: `/usr/bin/python` conflicts with `command.python: python3` (line 2) — keep one of them; `command.python` is the current name"]
     );
-    let found = rendered("hpc:\n  walltime: 4h\n  default_walltime: '05:00:00'\n  queue: a\n  default_queue: b\n");
+    let found = rendered(
+        "hpc:\n  walltime: 4h\n  default_walltime: '05:00:00'\n  queue: a\n  default_queue: b\n",
+    );
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(found[0].starts_with("c.yaml:3:21: hpc.default_walltime: `05:00:00` conflicts with `hpc.walltime: 4h`"));
+    assert!(found[0].starts_with(
+        "c.yaml:3:21: hpc.default_walltime: `05:00:00` conflicts with `hpc.walltime: 4h`"
+    ));
     assert!(found[1].starts_with("c.yaml:5:18: hpc.default_queue:"));
     // Same meaning, different spelling: fine.
     let cfg = parse("hpc:\n  walltime: 4h\n  default_walltime: '04:00:00'\n  pre_script: [b]\n  module_commands: [a]\n");
@@ -275,21 +338,42 @@ fn v1_keys_that_disagree_with_current_ones_are_problems() {
         "sources:\n  a:\n    type: agent\n    address: a:1\n    fingerprint: {FP}\n    hpc: {{default_walltime: 1h}}\n"
     ));
     assert_eq!(found.len(), 1);
-    assert!(found[0].contains("sources.a.hpc.default_walltime: unknown key — Python HSM v1 keys"), "{found:?}");
+    assert!(
+        found[0].contains("sources.a.hpc.default_walltime: unknown key — Python HSM v1 keys"),
+        "{found:?}"
+    );
 }
 
 #[test]
 fn unknown_keys_point_at_the_key_with_a_suggestion() {
     let found = rendered("project:\n  name: x\nsorces:\n  local: {type: local}\n");
-    assert_eq!(found, ["c.yaml:3:1: sorces: unknown key — did you mean `sources`?"]);
+    assert_eq!(
+        found,
+        ["c.yaml:3:1: sorces: unknown key — did you mean `sources`?"]
+    );
     let found = rendered("defaults:\n  paralel: 4\n");
-    assert_eq!(found, ["c.yaml:2:3: defaults.paralel: unknown key — did you mean `parallel`?"]);
+    assert_eq!(
+        found,
+        ["c.yaml:2:3: defaults.paralel: unknown key — did you mean `parallel`?"]
+    );
     let found = rendered("hpc:\n  zzz: 1\n");
-    assert!(found[0].starts_with("c.yaml:2:3: hpc.zzz: unknown key — expected one of: walltime, partition"), "{found:?}");
+    assert!(
+        found[0]
+            .starts_with("c.yaml:2:3: hpc.zzz: unknown key — expected one of: walltime, partition"),
+        "{found:?}"
+    );
     let found = rendered("slurm:\n  walltime: 1h\n");
-    assert!(found[0].contains("slurm: unknown key — Python HSM's `slurm:` block is `hpc:` here"), "{found:?}");
+    assert!(
+        found[0].contains("slurm: unknown key — Python HSM's `slurm:` block is `hpc:` here"),
+        "{found:?}"
+    );
     let found = rendered("sources:\n  gpu:\n    type: agent\n    adress: x:1\n");
-    assert!(found.iter().any(|p| p == "c.yaml:4:5: sources.gpu.adress: unknown key — did you mean `address`?"), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|p| p == "c.yaml:4:5: sources.gpu.adress: unknown key — did you mean `address`?"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -319,28 +403,71 @@ command:
         ]
     );
     assert_eq!(shown[1], "c.yaml:4:13: defaults.parallel: expected a positive integer, got a string (\"4\") — write parallel: 4 without quotes");
-    assert!(shown[2].contains("`2hours` is not a duration"), "{}", shown[2]);
+    assert!(
+        shown[2].contains("`2hours` is not a duration"),
+        "{}",
+        shown[2]
+    );
     assert_eq!(shown[3], "c.yaml:6:13: defaults.strategy: unknown strategy `round-robbin` — did you mean `round-robin`?");
-    assert_eq!(shown[4], "c.yaml:8:10: command.style: unknown style `hydro` — did you mean `hydra`?");
+    assert_eq!(
+        shown[4],
+        "c.yaml:8:10: command.style: unknown style `hydro` — did you mean `hydra`?"
+    );
 }
 
 #[test]
 fn wrong_types_and_ranges_say_what_was_expected() {
     let cases = [
-        ("defaults: {parallel: 0}\n", "defaults.parallel: expected a positive integer, got 0"),
-        ("defaults: {parallel: 1.5}\n", "defaults.parallel: expected a positive integer, got a number (1.5)"),
-        ("defaults: {retries: -1}\n", "defaults.retries: expected a non-negative integer, got -1"),
-        ("defaults: {timeout: 0}\n", "defaults.timeout: must be longer than zero"),
-        ("defaults: {timeout: [1]}\n", "defaults.timeout: expected a duration, got a list"),
-        ("defaults: 3\n", "defaults: expected a mapping, got a number (3)"),
-        ("command: {wandb_group: yes}\n", "command.wandb_group: expected true or false, got a string (\"yes\") — YAML 1.2"),
+        (
+            "defaults: {parallel: 0}\n",
+            "defaults.parallel: expected a positive integer, got 0",
+        ),
+        (
+            "defaults: {parallel: 1.5}\n",
+            "defaults.parallel: expected a positive integer, got a number (1.5)",
+        ),
+        (
+            "defaults: {retries: -1}\n",
+            "defaults.retries: expected a non-negative integer, got -1",
+        ),
+        (
+            "defaults: {timeout: 0}\n",
+            "defaults.timeout: must be longer than zero",
+        ),
+        (
+            "defaults: {timeout: [1]}\n",
+            "defaults.timeout: expected a duration, got a list",
+        ),
+        (
+            "defaults: 3\n",
+            "defaults: expected a mapping, got a number (3)",
+        ),
+        (
+            "command: {wandb_group: yes}\n",
+            "command.wandb_group: expected true or false, got a string (\"yes\") — YAML 1.2",
+        ),
         ("command: {python: ''}\n", "command.python: is empty"),
-        ("hpc: {mem: 16}\n", "hpc.mem: expected a memory size with a unit, got a number (16) — write e.g. mem: 16G"),
+        (
+            "hpc: {mem: 16}\n",
+            "hpc.mem: expected a memory size with a unit, got a number (16) — write e.g. mem: 16G",
+        ),
         ("hpc: {mem: lots}\n", "hpc.mem: `lots` is not a memory size"),
-        ("hpc: {cpus: 0}\n", "hpc.cpus: expected a positive integer, got 0"),
-        ("hpc: {modules: cuda}\n", "hpc.modules: expected a list of strings, got a string (\"cuda\") — write [cuda]"),
-        ("hpc: {directives: ['#SBATCH -N 1']}\n", "hpc.directives: `#SBATCH -N 1`: write the option only"),
-        ("hpc: {walltime: 1.5h}\n", "hpc.walltime: `1.5h` is not a duration: fractions"),
+        (
+            "hpc: {cpus: 0}\n",
+            "hpc.cpus: expected a positive integer, got 0",
+        ),
+        (
+            "hpc: {modules: cuda}\n",
+            "hpc.modules: expected a list of strings, got a string (\"cuda\") — write [cuda]",
+        ),
+        (
+            "hpc: {directives: ['#SBATCH -N 1']}\n",
+            "hpc.directives: `#SBATCH -N 1`: write the option only",
+        ),
+        (
+            "hpc: {walltime: 1.5h}\n",
+            "hpc.walltime: `1.5h` is not a duration: fractions",
+        ),
         ("[1, 2]\n", "expected a mapping of sections, got a list"),
         ("a: [1\n", "c.yaml:"),
     ];
@@ -396,7 +523,10 @@ fn source_problems_name_the_source_and_the_fix() {
         "c.yaml:13:6: sources.i: expected a mapping with a `type:`, got a number (5)",
     ];
     for want in wants {
-        assert!(found.iter().any(|p| p.contains(want)), "wanted {want:?} in {found:#?}");
+        assert!(
+            found.iter().any(|p| p.contains(want)),
+            "wanted {want:?} in {found:#?}"
+        );
     }
     assert_eq!(found.len(), wants.len() - 1, "{found:#?}");
 }
@@ -406,11 +536,23 @@ fn checks_of_addresses_fingerprints_and_names() {
     for ok in ["h:1", "gpu1.lab:7300", "10.0.0.1:65535", "[::1]:7300"] {
         assert_eq!(validate_address(ok), Ok(()), "{ok}");
     }
-    for bad in ["", ":7300", "h:", "h:0", "h:x", "[::1]7300", "[::1:7300", "a b:1", "a/b:1"] {
+    for bad in [
+        "",
+        ":7300",
+        "h:",
+        "h:0",
+        "h:x",
+        "[::1]7300",
+        "[::1:7300",
+        "a b:1",
+        "a/b:1",
+    ] {
         assert!(validate_address(bad).is_err(), "{bad}");
     }
     assert_eq!(validate_fingerprint(FP), Ok(()));
-    assert!(validate_fingerprint(&FP[..FP.len() - 1]).unwrap_err().contains("found 63"));
+    assert!(validate_fingerprint(&FP[..FP.len() - 1])
+        .unwrap_err()
+        .contains("found 63"));
     assert!(validate_fingerprint(&FP.replace('a', "g")).is_err());
     for ok in ["gpu1", "hpc-login", "a_b.c"] {
         assert_eq!(validate_source_name(ok), Ok(()), "{ok}");
@@ -426,12 +568,20 @@ fn strategy_and_backend_words() {
         assert_eq!(s.as_str().parse::<Strategy>(), Ok(s));
     }
     assert_eq!("round_robin".parse::<Strategy>(), Ok(Strategy::RoundRobin));
-    assert!("fastest".parse::<Strategy>().unwrap_err().contains("round-robin"));
+    assert!("fastest"
+        .parse::<Strategy>()
+        .unwrap_err()
+        .contains("round-robin"));
     for b in Backend::ALL {
         assert_eq!(b.to_string().parse::<Backend>(), Ok(b));
     }
     assert!("docker".parse::<Backend>().is_err());
-    assert_eq!(parse("defaults: {strategy: round_robin}\n").defaults.strategy, Strategy::RoundRobin);
+    assert_eq!(
+        parse("defaults: {strategy: round_robin}\n")
+            .defaults
+            .strategy,
+        Strategy::RoundRobin
+    );
 }
 
 #[test]
@@ -439,10 +589,15 @@ fn display_yaml_reads_back_as_the_same_config() {
     let mut cfg = parse(include_str!("testdata/full.yaml"));
     cfg.file = Some(PathBuf::from("/work/proj/.hsm/config.yaml"));
     let text = to_display_yaml(&cfg);
-    assert!(text.starts_with("# resolved from /work/proj/.hsm/config.yaml\n"), "{text}");
+    assert!(
+        text.starts_with("# resolved from /work/proj/.hsm/config.yaml\n"),
+        "{text}"
+    );
     let tree = crate::yaml::parse(&text).unwrap().unwrap();
     assert_eq!(
-        tree.get("defaults").and_then(|d| d.get("timeout")).and_then(|t| t.as_str()),
+        tree.get("defaults")
+            .and_then(|d| d.get("timeout"))
+            .and_then(|t| t.as_str()),
         Some("2h")
     );
     let back = parse(&text);
@@ -460,8 +615,14 @@ fn display_yaml_reads_back_as_the_same_config() {
     let defaults = ProjectConfig::defaults_for(&root());
     let text = to_display_yaml(&defaults);
     let tree = crate::yaml::parse(&text).unwrap().unwrap();
-    let slots = tree.get("sources").and_then(|s| s.get("local")).and_then(|l| l.get("slots"));
-    assert!(matches!(slots.map(|s| &s.node), Some(crate::yaml::Node::Int(n)) if *n >= 1), "{text}");
+    let slots = tree
+        .get("sources")
+        .and_then(|s| s.get("local"))
+        .and_then(|l| l.get("slots"));
+    assert!(
+        matches!(slots.map(|s| &s.node), Some(crate::yaml::Node::Int(n)) if *n >= 1),
+        "{text}"
+    );
     parse(&text);
 }
 
@@ -478,7 +639,11 @@ fn init_config_round_trips_for_zero_one_and_several_scripts() {
     let cases = [
         (detection(&[], None, None), None),
         (
-            detection(&["train.py"], Some("/usr/bin/python3"), Some(Scheduler::Slurm)),
+            detection(
+                &["train.py"],
+                Some("/usr/bin/python3"),
+                Some(Scheduler::Slurm),
+            ),
             Some("train.py"),
         ),
         (
@@ -501,10 +666,15 @@ fn init_config_round_trips_for_zero_one_and_several_scripts() {
         }
         match d.scheduler {
             Some(Scheduler::Slurm) => {
-                assert!(matches!(cfg.sources["slurm"].kind, SourceKind::Slurm { .. }));
+                assert!(matches!(
+                    cfg.sources["slurm"].kind,
+                    SourceKind::Slurm { .. }
+                ));
                 assert_eq!(cfg.hpc.walltime, Some(Duration::from_secs(14_400)));
             }
-            Some(Scheduler::Pbs) => assert!(matches!(cfg.sources["pbs"].kind, SourceKind::Pbs { .. })),
+            Some(Scheduler::Pbs) => {
+                assert!(matches!(cfg.sources["pbs"].kind, SourceKind::Pbs { .. }))
+            }
             None => {
                 assert_eq!(cfg.sources.len(), 1);
                 assert_eq!(cfg.hpc.walltime, None);
@@ -527,7 +697,15 @@ fn init_config_round_trips_for_zero_one_and_several_scripts() {
 #[test]
 fn set_agent_source_appends_the_section_when_missing() {
     let text = "# my config\ncommand:\n  script: train.py   # the entry point\n";
-    let out = set_agent_source(text, "gpu1", "gpu1.lab:7300", FP, Some(4), Some("/home/me/proj")).unwrap();
+    let out = set_agent_source(
+        text,
+        "gpu1",
+        "gpu1.lab:7300",
+        FP,
+        Some(4),
+        Some("/home/me/proj"),
+    )
+    .unwrap();
     assert!(out.starts_with(text), "{out}");
     assert_eq!(
         &out[text.len()..],
@@ -539,12 +717,26 @@ fn set_agent_source_appends_the_section_when_missing() {
     assert_eq!(agent(&cfg, "gpu1").3.as_deref(), Some("/home/me/proj"));
 
     // No trailing newline, empty file, `sources:` empty or null.
-    for text in ["command: {script: a.py}", "", "sources:\n", "sources: ~\ndefaults: {retries: 1}\n", "sources:  # none yet\nhpc: {}\n"] {
+    for text in [
+        "command: {script: a.py}",
+        "",
+        "sources:\n",
+        "sources: ~\ndefaults: {retries: 1}\n",
+        "sources:  # none yet\nhpc: {}\n",
+    ] {
         let out = set_agent_source(text, "gpu1", "gpu1.lab:7300", FP, None, None).unwrap();
         let cfg = parse(&out);
         assert_eq!(agent(&cfg, "gpu1").0, "gpu1.lab:7300", "{out}");
     }
-    let out = set_agent_source("sources:  # none yet\nhpc: {}\n", "gpu1", "h:1", FP, None, None).unwrap();
+    let out = set_agent_source(
+        "sources:  # none yet\nhpc: {}\n",
+        "gpu1",
+        "h:1",
+        FP,
+        None,
+        None,
+    )
+    .unwrap();
     assert!(out.starts_with("sources:  # none yet\n  gpu1:\n"), "{out}");
     assert!(out.ends_with("hpc: {}\n"), "{out}");
 }
@@ -594,7 +786,11 @@ hpc:
     let cfg = parse(&out);
     let (address, _, _, _, backend, hpc) = agent(&cfg, "gpu1");
     assert_eq!(address, "new.lab:7300");
-    assert_eq!(backend, Backend::Slurm, "other settings of the agent are kept");
+    assert_eq!(
+        backend,
+        Backend::Slurm,
+        "other settings of the agent are kept"
+    );
     assert_eq!(hpc.partition.as_deref(), Some("a100"));
 
     // A new name goes after the last entry, before the comments that introduce what follows.
@@ -613,8 +809,19 @@ hpc:
     assert!(out.ends_with("defaults: {retries: 1}  # keep\n"), "{out}");
     let cfg = parse(&out);
     assert_eq!(agent(&cfg, "gpu1").0, "h:1");
-    assert!(matches!(cfg.sources["cluster"].kind, SourceKind::Slurm { .. }));
-    let out = set_agent_source("{sources: {}, command: {script: a.py}}\n", "a", "h:1", FP, None, None).unwrap();
+    assert!(matches!(
+        cfg.sources["cluster"].kind,
+        SourceKind::Slurm { .. }
+    ));
+    let out = set_agent_source(
+        "{sources: {}, command: {script: a.py}}\n",
+        "a",
+        "h:1",
+        FP,
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(parse(&out).command.script.as_deref(), Some("a.py"));
 }
 
@@ -623,10 +830,16 @@ fn set_agent_source_refuses_bad_input() {
     let ok = "sources: {}\n";
     assert!(set_agent_source(ok, "local", "h:1", FP, None, None).is_err());
     assert!(set_agent_source(ok, "../x", "h:1", FP, None, None).is_err());
-    assert!(set_agent_source(ok, "a", "h", FP, None, None).unwrap_err().contains("`h`"));
+    assert!(set_agent_source(ok, "a", "h", FP, None, None)
+        .unwrap_err()
+        .contains("`h`"));
     assert!(set_agent_source(ok, "a", "h:1", "sha256:00", None, None).is_err());
     assert!(set_agent_source(ok, "a", "h:1", FP, Some(0), None).is_err());
-    assert!(set_agent_source("a: [1\n", "a", "h:1", FP, None, None).unwrap_err().contains("not valid YAML"));
+    assert!(set_agent_source("a: [1\n", "a", "h:1", FP, None, None)
+        .unwrap_err()
+        .contains("not valid YAML"));
     assert!(set_agent_source("- 1\n", "a", "h:1", FP, None, None).is_err());
-    assert!(set_agent_source("sources: 5\n", "a", "h:1", FP, None, None).unwrap_err().contains("line 1"));
+    assert!(set_agent_source("sources: 5\n", "a", "h:1", FP, None, None)
+        .unwrap_err()
+        .contains("line 1"));
 }
