@@ -1,0 +1,96 @@
+//! `config show`: the resolved project config as YAML, every value filled in. The output is
+//! itself a valid project config (v1 keys already folded into current names), so it can be
+//! saved as `.hsm/config.yaml`.
+
+use super::{cpu_count, format_duration, HpcOptions, ProjectConfig, SourceKind};
+use serde_json::{json, Map, Value};
+
+/// The resolved config for `config show`. Unset optional values are shown as `null`; slots
+/// that default to the CPU count show this machine's count.
+pub fn to_display_yaml(cfg: &ProjectConfig) -> String {
+    let command = &cfg.command;
+    let defaults = &cfg.defaults;
+    let mut sources = Map::new();
+    for (name, source) in &cfg.sources {
+        sources.insert(name.clone(), source_json(cfg, &source.kind));
+    }
+    let value = json!({
+        "project": {
+            "name": cfg.name,
+            "root": cfg.root.display().to_string(),
+        },
+        "command": {
+            "python": command.python,
+            "script": command.script,
+            "template": command.template,
+            "style": match command.style {
+                crate::core::command::ArgStyle::Hydra => "hydra",
+                crate::core::command::ArgStyle::Argparse => "argparse",
+            },
+            "conda_env": command.conda_env,
+            "wandb_group": command.wandb_group,
+        },
+        "defaults": {
+            "parallel": defaults.parallel.unwrap_or_else(cpu_count),
+            "timeout": defaults.timeout.map(format_duration),
+            "retries": defaults.retries,
+            "kill_grace": format_duration(defaults.kill_grace),
+            "strategy": defaults.strategy.as_str(),
+        },
+        "hpc": hpc_json(&cfg.hpc),
+        "sources": sources,
+    });
+    let origin = match &cfg.file {
+        Some(file) => format!("# resolved from {}\n", file.display()),
+        None => "# no config file found: built-in defaults\n".to_string(),
+    };
+    origin + &crate::yaml::emit_json(&value)
+}
+
+fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
+    match kind {
+        SourceKind::Local { slots } => json!({
+            "type": "local",
+            "slots": slots.unwrap_or_else(|| cfg.local_slots()),
+        }),
+        SourceKind::Agent {
+            address,
+            fingerprint,
+            slots,
+            project_dir,
+            backend,
+            hpc,
+        } => json!({
+            "type": "agent",
+            "address": address,
+            "fingerprint": fingerprint,
+            // The agent reports its own slot count when none is configured.
+            "slots": slots,
+            "project_dir": project_dir,
+            "backend": backend.as_str(),
+            "hpc": hpc_json(hpc),
+        }),
+        SourceKind::Slurm { hpc } => json!({"type": "slurm", "hpc": hpc_json(hpc)}),
+        SourceKind::Pbs { hpc } => json!({"type": "pbs", "hpc": hpc_json(hpc)}),
+    }
+}
+
+fn hpc_json(hpc: &HpcOptions) -> Value {
+    json!({
+        "walltime": hpc.walltime.map(format_duration),
+        "partition": hpc.partition,
+        "queue": hpc.queue,
+        "account": hpc.account,
+        "qos": hpc.qos,
+        "cpus": hpc.cpus,
+        "mem": hpc.mem,
+        "gpus": hpc.gpus,
+        "gres": hpc.gres,
+        "modules": hpc.modules,
+        "pre_script": hpc.pre_script,
+        "directives": hpc.directives,
+        "max_array_size": hpc.max_array_size,
+        "array_throttle": hpc.array_throttle,
+        "resources": hpc.resources,
+    })
+}

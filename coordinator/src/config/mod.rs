@@ -1,0 +1,402 @@
+//! The project config (`.hsm/config.yaml`, DESIGN §5): finding it, reading it (Python HSM v1
+//! keys included), validating it with every problem reported at its line and column, showing
+//! it resolved, and writing it (`init`, `agent add`).
+//!
+//! Reading happens in two layers, as STYLE.md asks: `raw` turns the positioned YAML tree into
+//! typed fields exactly as written (unknown keys and wrong types are reported there), and
+//! `resolve` turns those into a [`ProjectConfig`] (durations parsed, enums and formats checked,
+//! v1 keys folded into ours, conflicts and cross-field rules checked, defaults filled in).
+
+mod display;
+mod duration;
+mod edit;
+mod init;
+mod raw;
+mod resolve;
+
+use crate::core::command::CommandSpec;
+use crate::core::diag::Problem;
+use indexmap::IndexMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use display::to_display_yaml;
+pub use duration::{format_duration, parse_duration};
+pub use edit::set_agent_source;
+pub use init::{detect, init_config_text, init_sweep_text, Detection, Scheduler};
+pub use resolve::{validate_address, validate_fingerprint, validate_source_name};
+
+/// Where the project config is looked for, relative to the project directory, in order.
+/// The last two are where Python HSM v1 kept it.
+pub const CONFIG_CANDIDATES: [&str; 3] = [
+    ".hsm/config.yaml",
+    "sweeps/hsm_config.yaml",
+    "hsm_config.yaml",
+];
+
+/// The validated project config.
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    /// The project directory, absolute.
+    pub root: PathBuf,
+    /// The file it was read from; `None` when no config file exists (all defaults).
+    pub file: Option<PathBuf>,
+    /// `project.name`, else the project directory's name.
+    pub name: String,
+    pub command: CommandSpec,
+    pub defaults: RunDefaults,
+    /// Project-wide scheduler options. Each Slurm/PBS/agent source carries its own copy with
+    /// its overrides already applied, so backends read only their source's options.
+    pub hpc: HpcOptions,
+    /// Named compute sources in file order; always contains `local`.
+    pub sources: IndexMap<String, SourceConfig>,
+}
+
+/// `defaults:`: how a sweep runs unless its command line says otherwise.
+#[derive(Debug, Clone)]
+pub struct RunDefaults {
+    /// Local slots; `None` = the number of CPUs.
+    pub parallel: Option<usize>,
+    /// Per-task time limit; `None` = none.
+    pub timeout: Option<Duration>,
+    /// Automatic retries of a failed task.
+    pub retries: u32,
+    /// Time between SIGTERM and SIGKILL when a task is stopped.
+    pub kill_grace: Duration,
+    pub strategy: Strategy,
+}
+
+impl Default for RunDefaults {
+    fn default() -> Self {
+        RunDefaults {
+            parallel: None,
+            timeout: None,
+            retries: 0,
+            kill_grace: Duration::from_secs(10),
+            strategy: Strategy::default(),
+        }
+    }
+}
+
+/// How queued tasks are spread over sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    #[default]
+    RoundRobin,
+    LeastLoaded,
+    Capacity,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 3] = [
+        Strategy::RoundRobin,
+        Strategy::LeastLoaded,
+        Strategy::Capacity,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastLoaded => "least-loaded",
+            Strategy::Capacity => "capacity",
+        }
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+
+    /// Accepts `round_robin` too: Python HSM's distributed mode spelled it that way.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let wanted = text.trim().replace('_', "-");
+        Strategy::ALL
+            .into_iter()
+            .find(|s| s.as_str() == wanted)
+            .ok_or_else(|| {
+                format!("unknown strategy `{text}`; expected round-robin, least-loaded or capacity")
+            })
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Scheduler options for Slurm/PBS (DESIGN §10). Every field is optional; backends fill in
+/// their own defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HpcOptions {
+    pub walltime: Option<Duration>,
+    /// Slurm partition.
+    pub partition: Option<String>,
+    /// PBS queue (Python HSM v1's `default_queue` lands here).
+    pub queue: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// CPUs per task.
+    pub cpus: Option<u32>,
+    /// Memory per task as written (`16G`, `4000M`, `64gb`); backends convert the unit.
+    pub mem: Option<String>,
+    pub gpus: Option<u32>,
+    pub gres: Option<String>,
+    pub modules: Vec<String>,
+    /// Shell lines run before the task (v1's `module_commands` come first).
+    pub pre_script: Vec<String>,
+    /// Extra raw scheduler lines (`--constraint=a100`), written after our own.
+    pub directives: Vec<String>,
+    pub max_array_size: Option<u32>,
+    /// At most this many array elements running at once (`%K`).
+    pub array_throttle: Option<u32>,
+    /// A raw resource string from Python HSM v1 (`select=1:ncpus=4:mem=16gb` for PBS,
+    /// `--nodes=1 --ntasks=4 --mem=16G` for Slurm), passed through as written.
+    pub resources: Option<String>,
+}
+
+/// One named compute source.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+/// What a source is and how to reach it.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// Processes on this machine. `slots: None` = the number of CPUs.
+    Local { slots: Option<usize> },
+    /// A remote `hsm-agent`.
+    Agent {
+        /// `host:port`.
+        address: String,
+        /// `sha256:<64 lowercase hex>`: the agent's pinned certificate.
+        fingerprint: String,
+        slots: Option<usize>,
+        /// Where the project lives on that host.
+        project_dir: Option<String>,
+        backend: Backend,
+        /// The project's `hpc:` with this source's overrides applied.
+        hpc: HpcOptions,
+    },
+    /// Slurm driven from this process (the coordinator runs on a login node).
+    Slurm { hpc: HpcOptions },
+    /// PBS/Torque driven from this process.
+    Pbs { hpc: HpcOptions },
+}
+
+impl SourceKind {
+    /// The `type:` word.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceKind::Local { .. } => "local",
+            SourceKind::Agent { .. } => "agent",
+            SourceKind::Slurm { .. } => "slurm",
+            SourceKind::Pbs { .. } => "pbs",
+        }
+    }
+}
+
+/// How an agent runs the tasks it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    #[default]
+    Process,
+    Slurm,
+    Pbs,
+    /// Slurm if the agent's host has `sbatch`, else PBS if `qsub`, else processes.
+    Auto,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 4] = [
+        Backend::Process,
+        Backend::Slurm,
+        Backend::Pbs,
+        Backend::Auto,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Process => "process",
+            Backend::Slurm => "slurm",
+            Backend::Pbs => "pbs",
+            Backend::Auto => "auto",
+        }
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.as_str() == text.trim())
+            .ok_or_else(|| {
+                format!("unknown backend `{text}`; expected process, slurm, pbs or auto")
+            })
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the project config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading the file failed (including an explicit `--config` that does not exist).
+    #[error("cannot read config file {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has problems; all of them, in file order.
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        file: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(file: &Path, problems: &[Problem]) -> String {
+    let file = file.display().to_string();
+    problems
+        .iter()
+        .map(|p| p.render(&file))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ProjectConfig {
+    /// The config of a project without a config file: everything default.
+    pub fn defaults_for(root: &Path) -> ProjectConfig {
+        let mut sources = IndexMap::new();
+        sources.insert(
+            "local".to_string(),
+            SourceConfig {
+                name: "local".into(),
+                kind: SourceKind::Local { slots: None },
+            },
+        );
+        ProjectConfig {
+            root: root.to_path_buf(),
+            file: None,
+            name: default_name(root),
+            command: CommandSpec::default(),
+            defaults: RunDefaults::default(),
+            hpc: HpcOptions::default(),
+            sources,
+        }
+    }
+
+    /// Slots of the built-in `local` source: its `slots`, else `defaults.parallel` (already
+    /// folded in at validation), else the number of CPUs.
+    pub fn local_slots(&self) -> usize {
+        match self.sources.get("local").map(|s| &s.kind) {
+            Some(SourceKind::Local { slots: Some(n) }) => *n,
+            _ => self.defaults.parallel.unwrap_or_else(cpu_count),
+        }
+    }
+}
+
+/// The number of CPUs this process may use (at least 1).
+pub(crate) fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn default_name(root: &Path) -> String {
+    root.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "project".into())
+}
+
+/// The config file to read: `explicit` when given (relative paths are taken from the project
+/// directory, since `-C DIR` means "as if started in DIR"), else the first of
+/// [`CONFIG_CANDIDATES`] that exists under `project_dir`.
+pub fn locate_config(project_dir: &Path, explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(project_dir.join(path));
+    }
+    CONFIG_CANDIDATES
+        .iter()
+        .map(|candidate| project_dir.join(candidate))
+        .find(|path| path.is_file())
+}
+
+/// Finds, reads and validates the project config. No file found (and none asked for) means
+/// all defaults; an explicit path that cannot be read is an [`ConfigError::Io`].
+pub fn load_project(
+    project_dir: &Path,
+    explicit: Option<&Path>,
+) -> Result<ProjectConfig, ConfigError> {
+    let io_error = |source| ConfigError::Io {
+        path: project_dir.to_path_buf(),
+        source,
+    };
+    let mut root = std::path::absolute(project_dir).map_err(io_error)?;
+    // `absolute` keeps `..`, which would leave the project without a directory name.
+    if root.file_name().is_none() {
+        root = root.canonicalize().map_err(io_error)?;
+    }
+    let Some(file) = locate_config(&root, explicit) else {
+        return Ok(ProjectConfig::defaults_for(&root));
+    };
+    let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    let mut config = parse_config(&text, &root).map_err(|problems| ConfigError::Invalid {
+        file: file.clone(),
+        problems,
+    })?;
+    config.file = Some(file);
+    Ok(config)
+}
+
+/// Validates config text (pure: no IO). `root` is the project directory; it is stored as given
+/// and names the project when `project.name` is absent. All problems are returned, sorted by
+/// position.
+pub fn parse_config(text: &str, root: &Path) -> Result<ProjectConfig, Vec<Problem>> {
+    let tree = match crate::yaml::parse(text) {
+        Ok(tree) => tree,
+        Err(err) => {
+            return Err(vec![Problem::new(Some(err.pos), "", err.message)
+                .with_hint("this is a YAML syntax error")])
+        }
+    };
+    let mut problems = Vec::new();
+    let raw = raw::read(tree.as_ref(), &mut problems);
+    let config = resolve::resolve(raw, root, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(tidy(problems))
+    }
+}
+
+/// Sorts problems by position (position-less last) and drops repeats: a project-wide `hpc:`
+/// value is checked again inside every source that inherits it.
+fn tidy(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut unique: Vec<Problem> = Vec::with_capacity(problems.len());
+    for problem in problems {
+        if !unique.contains(&problem) {
+            unique.push(problem);
+        }
+    }
+    unique.sort_by_key(|p| match p.pos {
+        Some(pos) => (0, pos.line, pos.col),
+        None => (1, 0, 0),
+    });
+    unique
+}
+
+#[cfg(test)]
+mod tests;

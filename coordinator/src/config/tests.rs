@@ -1,0 +1,845 @@
+//! Tests of the project config: reading (current and Python HSM v1 files), every kind of
+//! problem, locating and loading, display, init templates and `agent add` edits.
+
+use super::*;
+use crate::core::command::ArgStyle;
+use crate::yaml::Pos;
+
+const FP: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn root() -> PathBuf {
+    PathBuf::from("/work/proj")
+}
+
+fn parse(text: &str) -> ProjectConfig {
+    parse_config(text, &root()).unwrap_or_else(|problems| {
+        let shown: Vec<String> = problems.iter().map(|p| p.render("config")).collect();
+        panic!("unexpected problems:\n{}", shown.join("\n"))
+    })
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse_config(text, &root()) {
+        Ok(cfg) => panic!("expected problems, got {cfg:#?}"),
+        Err(problems) => problems,
+    }
+}
+
+fn rendered(text: &str) -> Vec<String> {
+    problems(text).iter().map(|p| p.render("c.yaml")).collect()
+}
+
+fn agent(
+    cfg: &ProjectConfig,
+    name: &str,
+) -> (
+    String,
+    String,
+    Option<usize>,
+    Option<String>,
+    Backend,
+    HpcOptions,
+) {
+    match &cfg.sources[name].kind {
+        SourceKind::Agent {
+            address,
+            fingerprint,
+            slots,
+            project_dir,
+            backend,
+            hpc,
+        } => (
+            address.clone(),
+            fingerprint.clone(),
+            *slots,
+            project_dir.clone(),
+            *backend,
+            hpc.clone(),
+        ),
+        other => panic!("{name} is not an agent: {other:?}"),
+    }
+}
+
+#[test]
+fn full_config_reads_every_key() {
+    let cfg = parse(include_str!("testdata/full.yaml"));
+    assert_eq!(cfg.name, "my-project");
+    assert_eq!(cfg.root, root());
+    assert_eq!(cfg.file, None);
+    let command = &cfg.command;
+    assert_eq!(command.python, "/opt/conda/bin/python");
+    assert_eq!(command.script.as_deref(), Some("train.py"));
+    assert_eq!(
+        command.template.as_deref().unwrap(),
+        [
+            "python",
+            "-m",
+            "pkg.train",
+            "{overrides}",
+            "out={output_dir}"
+        ]
+    );
+    assert_eq!(command.style, ArgStyle::Argparse);
+    assert_eq!(command.conda_env.as_deref(), Some("myenv"));
+    assert!(!command.wandb_group);
+
+    let defaults = &cfg.defaults;
+    assert_eq!(defaults.parallel, Some(4));
+    assert_eq!(defaults.timeout, Some(Duration::from_secs(7_200)));
+    assert_eq!(defaults.retries, 2);
+    assert_eq!(defaults.kill_grace, Duration::from_secs(30));
+    assert_eq!(defaults.strategy, Strategy::LeastLoaded);
+
+    let expected_hpc = HpcOptions {
+        walltime: Some(Duration::from_secs(4 * 3_600)),
+        partition: Some("gpu".into()),
+        queue: Some("workq".into()),
+        account: Some("proj123".into()),
+        qos: Some("normal".into()),
+        cpus: Some(4),
+        mem: Some("16G".into()),
+        gpus: Some(1),
+        gres: Some("gpu:a100:1".into()),
+        modules: vec!["cuda/12.1".into()],
+        pre_script: vec!["source ~/.bashrc".into()],
+        directives: vec!["--constraint=a100".into()],
+        max_array_size: Some(1000),
+        array_throttle: Some(50),
+        resources: None,
+    };
+    assert_eq!(cfg.hpc, expected_hpc);
+
+    let names: Vec<&str> = cfg.sources.keys().map(String::as_str).collect();
+    assert_eq!(names, ["local", "gpu1", "hpc-login", "cluster", "torque"]);
+    assert!(matches!(
+        cfg.sources["local"].kind,
+        SourceKind::Local { slots: Some(4) }
+    ));
+    assert_eq!(cfg.local_slots(), 4);
+
+    let (address, fingerprint, slots, project_dir, backend, _) = agent(&cfg, "gpu1");
+    assert_eq!(address, "gpu1.lab:7300");
+    assert_eq!(fingerprint, FP);
+    assert_eq!(slots, Some(4));
+    assert_eq!(project_dir.as_deref(), Some("/home/me/proj"));
+    assert_eq!(backend, Backend::Process);
+
+    // A source's hpc: replaces the project's values key by key; lists are replaced too.
+    let (address, _, slots, _, backend, hpc) = agent(&cfg, "hpc-login");
+    assert_eq!(address, "[2001:db8::1]:7301");
+    assert_eq!(slots, None);
+    assert_eq!(backend, Backend::Slurm);
+    assert_eq!(hpc.partition.as_deref(), Some("a100"));
+    assert_eq!(hpc.mem.as_deref(), Some("32G"));
+    assert!(hpc.modules.is_empty());
+    assert_eq!(hpc.account.as_deref(), Some("proj123"));
+    assert_eq!(hpc.pre_script, expected_hpc.pre_script);
+
+    match &cfg.sources["cluster"].kind {
+        SourceKind::Slurm { hpc } => {
+            assert_eq!(hpc.walltime, Some(Duration::from_secs(86_400)));
+            assert_eq!(hpc.partition.as_deref(), Some("gpu"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &cfg.sources["torque"].kind {
+        SourceKind::Pbs { hpc } => assert_eq!(hpc, &expected_hpc),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn empty_and_minimal_files_give_defaults() {
+    for text in ["", "# only a comment\n", "project:\ncommand:\nsources:\n"] {
+        let cfg = parse(text);
+        assert_eq!(cfg.name, "proj");
+        assert_eq!(cfg.command, CommandSpec::default());
+        assert_eq!(cfg.defaults.kill_grace, Duration::from_secs(10));
+        assert_eq!(cfg.defaults.retries, 0);
+        assert_eq!(cfg.defaults.strategy, Strategy::RoundRobin);
+        assert_eq!(cfg.hpc, HpcOptions::default());
+        assert_eq!(cfg.sources.len(), 1);
+        assert!(matches!(
+            cfg.sources["local"].kind,
+            SourceKind::Local { slots: None }
+        ));
+    }
+    assert_eq!(
+        parse("defaults: {parallel: 3}\n").sources["local"].name,
+        "local"
+    );
+    assert!(matches!(
+        parse("defaults: {parallel: 3}\n").sources["local"].kind,
+        SourceKind::Local { slots: Some(3) }
+    ));
+    // An explicit local source keeps its own slots over defaults.parallel.
+    let cfg = parse("defaults: {parallel: 3}\nsources:\n  local: {slots: 8}\n");
+    assert!(matches!(
+        cfg.sources["local"].kind,
+        SourceKind::Local { slots: Some(8) }
+    ));
+    let cfg = parse("sources:\n  local:\n");
+    assert!(matches!(
+        cfg.sources["local"].kind,
+        SourceKind::Local { slots: None }
+    ));
+}
+
+#[test]
+fn command_may_be_just_the_template() {
+    let cfg = parse("command: [\"python\", \"-m\", \"pkg.train\", \"{overrides}\"]\n");
+    assert_eq!(
+        cfg.command.template.as_deref().unwrap(),
+        ["python", "-m", "pkg.train", "{overrides}"]
+    );
+    assert_eq!(cfg.command.python, "python3");
+    let found = rendered("command: []\n");
+    assert!(
+        found[0].contains("expected a non-empty list of strings"),
+        "{found:?}"
+    );
+    let found = rendered("command:\n  template: [\"\", x]\n");
+    assert!(found[0].contains("the first item"), "{found:?}");
+    let found = rendered("command:\n  template: [python, 3]\n");
+    assert_eq!(found, ["c.yaml:2:22: command.template[1]: expected a string, got a number (3) — put it in quotes"]);
+}
+
+#[test]
+fn load_finds_each_candidate_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path();
+    assert_eq!(locate_config(project, None), None);
+    let cfg = load_project(project, None).unwrap();
+    assert_eq!(cfg.file, None);
+    assert!(cfg.root.is_absolute());
+    assert_eq!(cfg.sources.len(), 1);
+    // A project directory given as `sub/..` still has a name.
+    std::fs::create_dir_all(project.join("sub")).unwrap();
+    let cfg = load_project(&project.join("sub/.."), None).unwrap();
+    assert_eq!(
+        Some(cfg.name.as_str()),
+        project
+            .canonicalize()
+            .unwrap()
+            .file_name()
+            .and_then(|n| n.to_str())
+    );
+
+    // Written last-to-first, so each new file must win over the ones already there.
+    for (i, candidate) in CONFIG_CANDIDATES.iter().enumerate().rev() {
+        let path = project.join(candidate);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("project: {{name: found-{i}}}\n")).unwrap();
+        assert_eq!(locate_config(project, None), Some(path.clone()));
+        let cfg = load_project(project, None).unwrap();
+        assert_eq!(cfg.name, format!("found-{i}"));
+        assert_eq!(cfg.file.as_deref(), Some(path.as_path()));
+    }
+
+    // An explicit file wins; relative means relative to the project directory.
+    std::fs::write(project.join("other.yaml"), "project: {name: explicit}\n").unwrap();
+    let cfg = load_project(project, Some(Path::new("other.yaml"))).unwrap();
+    assert_eq!(cfg.name, "explicit");
+    let err = load_project(project, Some(Path::new("missing.yaml"))).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("missing.yaml"), "{err}");
+}
+
+#[test]
+fn invalid_file_error_renders_every_problem_with_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hsm_config.yaml");
+    std::fs::write(&path, "sorces: {}\ndefaults:\n  parallel: four\n").unwrap();
+    let err = load_project(dir.path(), None).unwrap_err();
+    let ConfigError::Invalid { file, problems } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(file, &path);
+    assert_eq!(problems.len(), 2);
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let shown = path.display().to_string();
+    assert_eq!(
+        lines[0],
+        format!("{shown}:1:1: sorces: unknown key — did you mean `sources`?")
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "{shown}:3:13: defaults.parallel: expected a positive integer, got a string (\"four\")"
+        )
+    );
+}
+
+#[test]
+fn v1_init_file_maps_to_current_keys() {
+    let cfg = parse(include_str!("testdata/v1_init.yaml"));
+    assert_eq!(cfg.name, "nca-sweeps");
+    // The root is where the file was found, not v1's recorded absolute path.
+    assert_eq!(cfg.root, root());
+    assert_eq!(
+        cfg.command.python,
+        "/home/me/miniconda3/envs/nca/bin/python"
+    );
+    assert_eq!(
+        cfg.command.script.as_deref(),
+        Some("/home/me/proj/scripts/train.py")
+    );
+    assert_eq!(cfg.hpc.walltime, Some(Duration::from_secs(4 * 3_600)));
+    assert_eq!(cfg.hpc.max_array_size, Some(10_000));
+    assert_eq!(
+        cfg.hpc.resources.as_deref(),
+        Some("select=1:ncpus=4:mem=16gb")
+    );
+}
+
+#[test]
+fn v1_hsm_config_template_maps_to_current_keys() {
+    let cfg = parse(include_str!("testdata/v1_hsm_config.yaml"));
+    assert_eq!(cfg.name, "proj");
+    assert_eq!(
+        cfg.command.python,
+        "/home/me/miniconda3/envs/nca/bin/python"
+    );
+    assert_eq!(cfg.command.script.as_deref(), Some("/home/me/proj/main.py"));
+    assert_eq!(cfg.command.conda_env.as_deref(), Some("nca"));
+    assert_eq!(cfg.hpc.walltime, Some(Duration::from_secs(86_399)));
+    assert_eq!(cfg.hpc.max_array_size, None);
+    assert_eq!(cfg.hpc.pre_script, ["module load cuda/11.8"]);
+    // compute: belongs to the Python tool and is ignored, so defaults stay ours.
+    assert_eq!(cfg.defaults.retries, 0);
+    assert_eq!(cfg.defaults.parallel, None);
+}
+
+#[test]
+fn v1_keys_that_disagree_with_current_ones_are_problems() {
+    let found = rendered(
+        "command:\n  python: python3\n  script: a.py\npaths:\n  python_interpreter: /usr/bin/python\n  train_script: a.py\n",
+    );
+    assert_eq!(
+        found,
+        ["c.yaml:5:23: paths.python_interpreter: `/usr/bin/python` conflicts with `command.python: python3` (line 2) — keep one of them; `command.python` is the current name"]
+    );
+    let found = rendered(
+        "hpc:\n  walltime: 4h\n  default_walltime: '05:00:00'\n  queue: a\n  default_queue: b\n",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with(
+        "c.yaml:3:21: hpc.default_walltime: `05:00:00` conflicts with `hpc.walltime: 4h`"
+    ));
+    assert!(found[1].starts_with("c.yaml:5:18: hpc.default_queue:"));
+    // Same meaning, different spelling: fine.
+    let cfg = parse("hpc:\n  walltime: 4h\n  default_walltime: '04:00:00'\n  pre_script: [b]\n  module_commands: [a]\n");
+    assert_eq!(cfg.hpc.walltime, Some(Duration::from_secs(14_400)));
+    assert_eq!(cfg.hpc.pre_script, ["a", "b"]);
+    // v1 keys are for the top-level hpc: only.
+    let found = rendered(&format!(
+        "sources:\n  a:\n    type: agent\n    address: a:1\n    fingerprint: {FP}\n    hpc: {{default_walltime: 1h}}\n"
+    ));
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].contains("sources.a.hpc.default_walltime: unknown key — Python HSM v1 keys"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn unknown_keys_point_at_the_key_with_a_suggestion() {
+    let found = rendered("project:\n  name: x\nsorces:\n  local: {type: local}\n");
+    assert_eq!(
+        found,
+        ["c.yaml:3:1: sorces: unknown key — did you mean `sources`?"]
+    );
+    let found = rendered("defaults:\n  paralel: 4\n");
+    assert_eq!(
+        found,
+        ["c.yaml:2:3: defaults.paralel: unknown key — did you mean `parallel`?"]
+    );
+    let found = rendered("hpc:\n  zzz: 1\n");
+    assert!(
+        found[0]
+            .starts_with("c.yaml:2:3: hpc.zzz: unknown key — expected one of: walltime, partition"),
+        "{found:?}"
+    );
+    let found = rendered("slurm:\n  walltime: 1h\n");
+    assert!(
+        found[0].contains("slurm: unknown key — Python HSM's `slurm:` block is `hpc:` here"),
+        "{found:?}"
+    );
+    let found = rendered("sources:\n  gpu:\n    type: agent\n    adress: x:1\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p == "c.yaml:4:5: sources.gpu.adress: unknown key — did you mean `address`?"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn five_mistakes_give_five_problems() {
+    let text = "\
+sorces:
+  x: {}
+defaults:
+  parallel: \"4\"
+  timeout: 2hours
+  strategy: round-robbin
+command:
+  style: hydro
+";
+    let found = problems(text);
+    let shown: Vec<String> = found.iter().map(|p| p.render("c.yaml")).collect();
+    assert_eq!(found.len(), 5, "{shown:#?}");
+    let at: Vec<Pos> = found.iter().map(|p| p.pos.unwrap()).collect();
+    assert_eq!(
+        at,
+        [
+            Pos { line: 1, col: 1 },
+            Pos { line: 4, col: 13 },
+            Pos { line: 5, col: 12 },
+            Pos { line: 6, col: 13 },
+            Pos { line: 8, col: 10 },
+        ]
+    );
+    assert_eq!(shown[1], "c.yaml:4:13: defaults.parallel: expected a positive integer, got a string (\"4\") — write parallel: 4 without quotes");
+    assert!(
+        shown[2].contains("`2hours` is not a duration"),
+        "{}",
+        shown[2]
+    );
+    assert_eq!(shown[3], "c.yaml:6:13: defaults.strategy: unknown strategy `round-robbin` — did you mean `round-robin`?");
+    assert_eq!(
+        shown[4],
+        "c.yaml:8:10: command.style: unknown style `hydro` — did you mean `hydra`?"
+    );
+}
+
+#[test]
+fn wrong_types_and_ranges_say_what_was_expected() {
+    let cases = [
+        (
+            "defaults: {parallel: 0}\n",
+            "defaults.parallel: expected a positive integer, got 0",
+        ),
+        (
+            "defaults: {parallel: 1.5}\n",
+            "defaults.parallel: expected a positive integer, got a number (1.5)",
+        ),
+        (
+            "defaults: {retries: -1}\n",
+            "defaults.retries: expected a non-negative integer, got -1",
+        ),
+        (
+            "defaults: {timeout: 0}\n",
+            "defaults.timeout: must be longer than zero",
+        ),
+        (
+            "defaults: {timeout: [1]}\n",
+            "defaults.timeout: expected a duration, got a list",
+        ),
+        (
+            "defaults: 3\n",
+            "defaults: expected a mapping, got a number (3)",
+        ),
+        (
+            "command: {wandb_group: yes}\n",
+            "command.wandb_group: expected true or false, got a string (\"yes\") — YAML 1.2",
+        ),
+        ("command: {python: ''}\n", "command.python: is empty"),
+        (
+            "hpc: {mem: 16}\n",
+            "hpc.mem: expected a memory size with a unit, got a number (16) — write e.g. mem: 16G",
+        ),
+        ("hpc: {mem: lots}\n", "hpc.mem: `lots` is not a memory size"),
+        (
+            "hpc: {cpus: 0}\n",
+            "hpc.cpus: expected a positive integer, got 0",
+        ),
+        (
+            "hpc: {modules: cuda}\n",
+            "hpc.modules: expected a list of strings, got a string (\"cuda\") — write [cuda]",
+        ),
+        (
+            "hpc: {directives: ['#SBATCH -N 1']}\n",
+            "hpc.directives: `#SBATCH -N 1`: write the option only",
+        ),
+        (
+            "hpc: {walltime: 1.5h}\n",
+            "hpc.walltime: `1.5h` is not a duration: fractions",
+        ),
+        ("[1, 2]\n", "expected a mapping of sections, got a list"),
+        ("a: [1\n", "c.yaml:"),
+    ];
+    for (text, want) in cases {
+        let found = rendered(text);
+        assert!(
+            found.iter().any(|p| p.contains(want)),
+            "{text:?}: wanted {want:?} in {found:#?}"
+        );
+    }
+    // Numbers are fine where names may be numeric.
+    let cfg = parse("hpc: {account: 12345, gpus: 0}\n");
+    assert_eq!(cfg.hpc.account.as_deref(), Some("12345"));
+    assert_eq!(cfg.hpc.gpus, Some(0));
+}
+
+#[test]
+fn source_problems_name_the_source_and_the_fix() {
+    let bad_fp = "sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef";
+    let text = format!(
+        "sources:
+  a: {{type: agent, address: 'gpu1.lab', fingerprint: {FP}}}
+  b: {{type: agent, address: 'h:99999', fingerprint: 'md5:00'}}
+  c: {{type: agent, address: '::1:7300', fingerprint: {bad_fp}}}
+  d: {{type: agent, address: 'h:1', fingerprint: {FP}, backend: slurn}}
+  e: {{type: agnet}}
+  f: {{slots: 2}}
+  g: {{type: agent}}
+  local: {{type: agent, address: 'h:1', fingerprint: {FP}}}
+  mine: {{type: local}}
+  h: {{type: slurm, address: 'h:1'}}
+  'bad name': {{type: slurm}}
+  i: 5
+"
+    );
+    let found = rendered(&text);
+    let wants = [
+        "c.yaml:2:29: sources.a.address: `gpu1.lab` is not a host:port address: missing `:port` — write e.g. gpu1.lab:7300",
+        "c.yaml:3:29: sources.b.address: `h:99999` is not a host:port address: the port must be a number 1-65535",
+        "c.yaml:3:53: sources.b.fingerprint: `md5:00` is not a fingerprint: it must start with `sha256:`",
+        "c.yaml:4:29: sources.c.address: `::1:7300` is not a host:port address: an IPv6 address needs brackets",
+        "sources.c.fingerprint: `sha256:0123456789ABCDEF",
+        "write the hex digits in lowercase",
+        "c.yaml:5:131: sources.d.backend: unknown backend `slurn` — did you mean `slurm`?",
+        "c.yaml:6:13: sources.e.type: unknown source type `agnet` — did you mean `agent`?",
+        "c.yaml:7:6: sources.f: missing `type` — add type: agent",
+        "c.yaml:8:6: sources.g: an agent source needs `address`",
+        "c.yaml:8:6: sources.g: an agent source needs `fingerprint`",
+        "c.yaml:9:17: sources.local.type: the source named `local` must have type local, not agent",
+        "c.yaml:10:16: sources.mine.type: only the source named `local` can have type local",
+        "c.yaml:11:20: sources.h.address: not a setting of a slurm source — a slurm source takes: type, hpc",
+        "c.yaml:12:3: sources.bad name: `bad name` is not a usable source name",
+        "c.yaml:13:6: sources.i: expected a mapping with a `type:`, got a number (5)",
+    ];
+    for want in wants {
+        assert!(
+            found.iter().any(|p| p.contains(want)),
+            "wanted {want:?} in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), wants.len() - 1, "{found:#?}");
+}
+
+#[test]
+fn checks_of_addresses_fingerprints_and_names() {
+    for ok in ["h:1", "gpu1.lab:7300", "10.0.0.1:65535", "[::1]:7300"] {
+        assert_eq!(validate_address(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "",
+        ":7300",
+        "h:",
+        "h:0",
+        "h:x",
+        "[::1]7300",
+        "[::1:7300",
+        "a b:1",
+        "a/b:1",
+    ] {
+        assert!(validate_address(bad).is_err(), "{bad}");
+    }
+    assert_eq!(validate_fingerprint(FP), Ok(()));
+    assert!(validate_fingerprint(&FP[..FP.len() - 1])
+        .unwrap_err()
+        .contains("found 63"));
+    assert!(validate_fingerprint(&FP.replace('a', "g")).is_err());
+    for ok in ["gpu1", "hpc-login", "a_b.c"] {
+        assert_eq!(validate_source_name(ok), Ok(()), "{ok}");
+    }
+    for bad in ["", "../x", ".hidden", "-x", "a/b", &"x".repeat(65)] {
+        assert!(validate_source_name(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn strategy_and_backend_words() {
+    for s in Strategy::ALL {
+        assert_eq!(s.as_str().parse::<Strategy>(), Ok(s));
+    }
+    assert_eq!("round_robin".parse::<Strategy>(), Ok(Strategy::RoundRobin));
+    assert!("fastest"
+        .parse::<Strategy>()
+        .unwrap_err()
+        .contains("round-robin"));
+    for b in Backend::ALL {
+        assert_eq!(b.to_string().parse::<Backend>(), Ok(b));
+    }
+    assert!("docker".parse::<Backend>().is_err());
+    assert_eq!(
+        parse("defaults: {strategy: round_robin}\n")
+            .defaults
+            .strategy,
+        Strategy::RoundRobin
+    );
+}
+
+#[test]
+fn display_yaml_reads_back_as_the_same_config() {
+    let mut cfg = parse(include_str!("testdata/full.yaml"));
+    cfg.file = Some(PathBuf::from("/work/proj/.hsm/config.yaml"));
+    let text = to_display_yaml(&cfg);
+    assert!(
+        text.starts_with("# resolved from /work/proj/.hsm/config.yaml\n"),
+        "{text}"
+    );
+    let tree = crate::yaml::parse(&text).unwrap().unwrap();
+    assert_eq!(
+        tree.get("defaults")
+            .and_then(|d| d.get("timeout"))
+            .and_then(|t| t.as_str()),
+        Some("2h")
+    );
+    let back = parse(&text);
+    assert_eq!(back.name, cfg.name);
+    assert_eq!(back.command, cfg.command);
+    assert_eq!(back.hpc, cfg.hpc);
+    assert_eq!(back.defaults.timeout, cfg.defaults.timeout);
+    assert_eq!(back.defaults.kill_grace, cfg.defaults.kill_grace);
+    assert_eq!(back.defaults.strategy, cfg.defaults.strategy);
+    assert_eq!(agent(&back, "hpc-login"), agent(&cfg, "hpc-login"));
+    let names: Vec<_> = back.sources.keys().collect();
+    assert_eq!(names, cfg.sources.keys().collect::<Vec<_>>());
+
+    // Defaults filled in: the local slots and parallel show a number, not null.
+    let defaults = ProjectConfig::defaults_for(&root());
+    let text = to_display_yaml(&defaults);
+    let tree = crate::yaml::parse(&text).unwrap().unwrap();
+    let slots = tree
+        .get("sources")
+        .and_then(|s| s.get("local"))
+        .and_then(|l| l.get("slots"));
+    assert!(
+        matches!(slots.map(|s| &s.node), Some(crate::yaml::Node::Int(n)) if *n >= 1),
+        "{text}"
+    );
+    parse(&text);
+}
+
+fn detection(scripts: &[&str], python: Option<&str>, scheduler: Option<Scheduler>) -> Detection {
+    Detection {
+        python: python.map(str::to_string),
+        scripts: scripts.iter().map(PathBuf::from).collect(),
+        scheduler,
+    }
+}
+
+#[test]
+fn init_config_round_trips_for_zero_one_and_several_scripts() {
+    let cases = [
+        (detection(&[], None, None), None),
+        (
+            detection(
+                &["train.py"],
+                Some("/usr/bin/python3"),
+                Some(Scheduler::Slurm),
+            ),
+            Some("train.py"),
+        ),
+        (
+            detection(
+                &["scripts/train.py", "src/train_lm.py", "main.py"],
+                Some("/home/me/my env/bin/python"),
+                Some(Scheduler::Pbs),
+            ),
+            Some("scripts/train.py"),
+        ),
+    ];
+    for (d, script) in cases {
+        let text = init_config_text(&d);
+        let cfg = parse(&text);
+        assert_eq!(cfg.command.script.as_deref(), script, "{text}");
+        assert_eq!(cfg.command.python, d.python.as_deref().unwrap_or("python3"));
+        assert_eq!(cfg.defaults.kill_grace, Duration::from_secs(10));
+        for candidate in &d.scripts {
+            assert!(text.contains(&format!("#   {}", candidate.display())) || d.scripts.len() == 1);
+        }
+        match d.scheduler {
+            Some(Scheduler::Slurm) => {
+                assert!(matches!(
+                    cfg.sources["slurm"].kind,
+                    SourceKind::Slurm { .. }
+                ));
+                assert_eq!(cfg.hpc.walltime, Some(Duration::from_secs(14_400)));
+            }
+            Some(Scheduler::Pbs) => {
+                assert!(matches!(cfg.sources["pbs"].kind, SourceKind::Pbs { .. }))
+            }
+            None => {
+                assert_eq!(cfg.sources.len(), 1);
+                assert_eq!(cfg.hpc.walltime, None);
+            }
+        }
+        if d.scripts.len() > 1 {
+            assert!(text.contains("SEVERAL CANDIDATES"), "{text}");
+        }
+        if d.scripts.is_empty() {
+            assert!(text.contains("None was found"), "{text}");
+        }
+        // `agent add` works on what init wrote.
+        let added = set_agent_source(&text, "gpu1", "gpu1.lab:7300", FP, Some(2), None).unwrap();
+        let cfg = parse(&added);
+        assert_eq!(agent(&cfg, "gpu1").2, Some(2));
+        assert!(added.contains("# hsm project config"), "comments are kept");
+    }
+}
+
+#[test]
+fn set_agent_source_appends_the_section_when_missing() {
+    let text = "# my config\ncommand:\n  script: train.py   # the entry point\n";
+    let out = set_agent_source(
+        text,
+        "gpu1",
+        "gpu1.lab:7300",
+        FP,
+        Some(4),
+        Some("/home/me/proj"),
+    )
+    .unwrap();
+    assert!(out.starts_with(text), "{out}");
+    assert_eq!(
+        &out[text.len()..],
+        format!(
+            "\nsources:\n  gpu1:\n    type: agent\n    address: \"gpu1.lab:7300\"\n    fingerprint: \"{FP}\"\n    slots: 4\n    project_dir: /home/me/proj\n"
+        )
+    );
+    let cfg = parse(&out);
+    assert_eq!(agent(&cfg, "gpu1").3.as_deref(), Some("/home/me/proj"));
+
+    // No trailing newline, empty file, `sources:` empty or null.
+    for text in [
+        "command: {script: a.py}",
+        "",
+        "sources:\n",
+        "sources: ~\ndefaults: {retries: 1}\n",
+        "sources:  # none yet\nhpc: {}\n",
+    ] {
+        let out = set_agent_source(text, "gpu1", "gpu1.lab:7300", FP, None, None).unwrap();
+        let cfg = parse(&out);
+        assert_eq!(agent(&cfg, "gpu1").0, "gpu1.lab:7300", "{out}");
+    }
+    let out = set_agent_source(
+        "sources:  # none yet\nhpc: {}\n",
+        "gpu1",
+        "h:1",
+        FP,
+        None,
+        None,
+    )
+    .unwrap();
+    assert!(out.starts_with("sources:  # none yet\n  gpu1:\n"), "{out}");
+    assert!(out.ends_with("hpc: {}\n"), "{out}");
+}
+
+#[test]
+fn set_agent_source_adds_or_replaces_within_sources() {
+    let text = "\
+sources:
+  # lab machines
+  gpu1:
+    type: agent
+    address: old.lab:7300   # moved last week
+    fingerprint: sha256:1111111111111111111111111111111111111111111111111111111111111111
+    backend: slurm
+    hpc: {partition: a100}
+    # slots: 2
+  cluster: {type: slurm}
+
+  # more to come
+
+# Scheduler defaults
+hpc:
+  walltime: 1h
+";
+    let out = set_agent_source(text, "gpu1", "new.lab:7300", FP, None, None).unwrap();
+    let expected = text.replace(
+        "  gpu1:
+    type: agent
+    address: old.lab:7300   # moved last week
+    fingerprint: sha256:1111111111111111111111111111111111111111111111111111111111111111
+    backend: slurm
+    hpc: {partition: a100}
+    # slots: 2
+",
+        &format!(
+            "  gpu1:
+    type: agent
+    address: \"new.lab:7300\"
+    fingerprint: \"{FP}\"
+    backend: slurm
+    hpc:
+      partition: a100
+"
+        ),
+    );
+    assert_eq!(out, expected);
+    let cfg = parse(&out);
+    let (address, _, _, _, backend, hpc) = agent(&cfg, "gpu1");
+    assert_eq!(address, "new.lab:7300");
+    assert_eq!(
+        backend,
+        Backend::Slurm,
+        "other settings of the agent are kept"
+    );
+    assert_eq!(hpc.partition.as_deref(), Some("a100"));
+
+    // A new name goes after the last entry, before the comments that introduce what follows.
+    let out = set_agent_source(text, "gpu2", "gpu2.lab:7300", FP, Some(1), None).unwrap();
+    assert!(
+        out.contains(&format!("  cluster: {{type: slurm}}\n  gpu2:\n    type: agent\n    address: \"gpu2.lab:7300\"\n    fingerprint: \"{FP}\"\n    slots: 1\n\n  # more to come\n\n# Scheduler defaults\n")),
+        "{out}"
+    );
+    let cfg = parse(&out);
+    let names: Vec<_> = cfg.sources.keys().map(String::as_str).collect();
+    assert_eq!(names, ["local", "gpu1", "cluster", "gpu2"]);
+
+    // Flow style is rewritten; everything else stays.
+    let text = "sources: {cluster: {type: slurm},\n  gpu1: {type: local}}\ndefaults: {retries: 1}  # keep\n";
+    let out = set_agent_source(text, "gpu1", "h:1", FP, None, None).unwrap();
+    assert!(out.ends_with("defaults: {retries: 1}  # keep\n"), "{out}");
+    let cfg = parse(&out);
+    assert_eq!(agent(&cfg, "gpu1").0, "h:1");
+    assert!(matches!(
+        cfg.sources["cluster"].kind,
+        SourceKind::Slurm { .. }
+    ));
+    let out = set_agent_source(
+        "{sources: {}, command: {script: a.py}}\n",
+        "a",
+        "h:1",
+        FP,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(parse(&out).command.script.as_deref(), Some("a.py"));
+}
+
+#[test]
+fn set_agent_source_refuses_bad_input() {
+    let ok = "sources: {}\n";
+    assert!(set_agent_source(ok, "local", "h:1", FP, None, None).is_err());
+    assert!(set_agent_source(ok, "../x", "h:1", FP, None, None).is_err());
+    assert!(set_agent_source(ok, "a", "h", FP, None, None)
+        .unwrap_err()
+        .contains("`h`"));
+    assert!(set_agent_source(ok, "a", "h:1", "sha256:00", None, None).is_err());
+    assert!(set_agent_source(ok, "a", "h:1", FP, Some(0), None).is_err());
+    assert!(set_agent_source("a: [1\n", "a", "h:1", FP, None, None)
+        .unwrap_err()
+        .contains("not valid YAML"));
+    assert!(set_agent_source("- 1\n", "a", "h:1", FP, None, None).is_err());
+    assert!(set_agent_source("sources: 5\n", "a", "h:1", FP, None, None)
+        .unwrap_err()
+        .contains("line 1"));
+}
