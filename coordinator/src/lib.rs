@@ -1,9 +1,9 @@
 //! hsm coordinator library: the pure core (sweep expansion, rendering, task state machine,
 //! completion planning), the durable store, the actix actors and the CLI.
 
-pub mod config;
 pub mod actors;
 pub mod cli;
+pub mod config;
 pub mod core;
 pub mod engine;
 pub mod layout;

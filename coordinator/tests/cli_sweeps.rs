@@ -32,11 +32,19 @@ if fail and not os.path.exists("fixed"):
 "#;
 
 fn project(sweep: &str) -> Project {
-    Project::new(CONFIG, &[("task.py", TASK_PY), ("sweeps/sweep.yaml", sweep)])
+    Project::new(
+        CONFIG,
+        &[("task.py", TASK_PY), ("sweeps/sweep.yaml", sweep)],
+    )
 }
 
 fn runs(project: &Project, id: &str, task: &str) -> Vec<String> {
-    let path = project.sweep_dir(id).join("tasks").join(task).join("results").join("runs.txt");
+    let path = project
+        .sweep_dir(id)
+        .join("tasks")
+        .join(task)
+        .join("results")
+        .join("runs.txt");
     std::fs::read_to_string(&path)
         .unwrap_or_default()
         .lines()
@@ -50,7 +58,10 @@ fn failed_combinations_then_complete_reruns_only_those() {
     let run = p.run(&["sweep", "run"]);
     run.expect_code(1);
     let id = run.sweep_id();
-    assert!(run.stdout.starts_with("sweep_id: "), "the sweep id comes first");
+    assert!(
+        run.stdout.starts_with("sweep_id: "),
+        "the sweep id comes first"
+    );
     let status = p.status(&id);
     assert_eq!(status["total"], 6);
     assert_eq!(status["completed"], 3);
@@ -59,14 +70,24 @@ fn failed_combinations_then_complete_reruns_only_those() {
     // Last key fastest: tasks 4-6 have fail=3.
     for (i, task) in tasks.iter().enumerate() {
         let expect_fail = i >= 3;
-        assert_eq!(task["status"], if expect_fail { "failed" } else { "completed" }, "{task}");
+        assert_eq!(
+            task["status"],
+            if expect_fail { "failed" } else { "completed" },
+            "{task}"
+        );
         assert_eq!(task["params"]["fail"], if expect_fail { 3 } else { 0 });
         if expect_fail {
             assert_eq!(task["exit_code"], 3);
         }
     }
     let params_before: Vec<String> = (1..=6)
-        .map(|i| std::fs::read_to_string(p.sweep_dir(&id).join(format!("tasks/task_{i:03}/params.yaml"))).unwrap())
+        .map(|i| {
+            std::fs::read_to_string(
+                p.sweep_dir(&id)
+                    .join(format!("tasks/task_{i:03}/params.yaml")),
+            )
+            .unwrap()
+        })
         .collect();
 
     // Fix the script's environment, then complete.
@@ -74,7 +95,12 @@ fn failed_combinations_then_complete_reruns_only_those() {
     let dry = p.run(&["sweep", "complete", &id, "--dry-run", "--json"]);
     dry.expect_code(0);
     let planned: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
-    let planned: Vec<&str> = planned.as_array().unwrap().iter().map(|t| t["task"].as_str().unwrap()).collect();
+    let planned: Vec<&str> = planned
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task"].as_str().unwrap())
+        .collect();
     assert_eq!(planned, ["task_004", "task_005", "task_006"]);
 
     let complete = p.run(&["sweep", "complete", &id]);
@@ -86,17 +112,29 @@ fn failed_combinations_then_complete_reruns_only_those() {
         let n = task[5..].parse::<u32>().unwrap();
         let expected_attempt = if n >= 4 { 2 } else { 1 };
         assert_eq!(attempt, expected_attempt, "{task}");
-        assert_eq!(runs(&p, &id, &task).len() as u64, expected_attempt, "{task} ran again?");
+        assert_eq!(
+            runs(&p, &id, &task).len() as u64,
+            expected_attempt,
+            "{task} ran again?"
+        );
     }
     // Numbers and parameters unchanged; earlier logs kept.
     for i in 1..=6 {
-        let now = std::fs::read_to_string(p.sweep_dir(&id).join(format!("tasks/task_{i:03}/params.yaml"))).unwrap();
+        let now = std::fs::read_to_string(
+            p.sweep_dir(&id)
+                .join(format!("tasks/task_{i:03}/params.yaml")),
+        )
+        .unwrap();
         assert_eq!(now, params_before[i - 1]);
     }
     let task4 = p.sweep_dir(&id).join("tasks/task_004");
     assert!(task4.join("stdout.attempt1.log").exists());
-    assert!(std::fs::read_to_string(task4.join("stdout.log")).unwrap().contains("hello from task_004"));
-    assert!(std::fs::read_to_string(task4.join("stderr.log")).unwrap().contains("a warning"));
+    assert!(std::fs::read_to_string(task4.join("stdout.log"))
+        .unwrap()
+        .contains("hello from task_004"));
+    assert!(std::fs::read_to_string(task4.join("stderr.log"))
+        .unwrap()
+        .contains("a warning"));
 
     // A complete sweep has nothing left to do.
     let again = p.run(&["sweep", "complete", &id]);
@@ -110,7 +148,13 @@ fn layout_views_and_task_environment() {
     let run = p.run(&["sweep", "run", "--sweep-id", "layout_test"]);
     run.expect_code(0);
     let root = p.sweep_dir("layout_test");
-    for file in ["sweep_config.yaml", "sweep_metadata.yaml", "task_mapping.yaml", "sweep.db", "logs/sweep.log"] {
+    for file in [
+        "sweep_config.yaml",
+        "sweep_metadata.yaml",
+        "task_mapping.yaml",
+        "sweep.db",
+        "logs/sweep.log",
+    ] {
         assert!(root.join(file).exists(), "{file} missing");
     }
     assert_eq!(
@@ -118,38 +162,64 @@ fn layout_views_and_task_environment() {
         std::fs::read_to_string(p.path().join("sweeps/sweep.yaml")).unwrap()
     );
     let mapping = std::fs::read_to_string(root.join("task_mapping.yaml")).unwrap();
-    assert!(mapping.contains("task_006:") && mapping.contains("params_hash:"), "{mapping}");
+    assert!(
+        mapping.contains("task_006:") && mapping.contains("params_hash:"),
+        "{mapping}"
+    );
     let metadata = std::fs::read_to_string(root.join("sweep_metadata.yaml")).unwrap();
     assert!(metadata.contains("completed: 6"), "{metadata}");
     for i in 1..=6 {
         let dir = root.join(format!("tasks/task_{i:03}"));
-        for file in ["params.yaml", "status.yaml", "command.txt", "stdout.log", "stderr.log", "results"] {
+        for file in [
+            "params.yaml",
+            "status.yaml",
+            "command.txt",
+            "stdout.log",
+            "stderr.log",
+            "results",
+        ] {
             assert!(dir.join(file).exists(), "task_{i:03}/{file} missing");
         }
         let status = std::fs::read_to_string(dir.join("status.yaml")).unwrap();
         assert!(status.contains("status: completed"), "{status}");
     }
     // Values with spaces, `=`, commas and quotes arrive as one Hydra override each.
-    let argv: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(root.join("tasks/task_001/results/argv.json")).unwrap()).unwrap();
-    let args: Vec<&str> = argv["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let argv: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tasks/task_001/results/argv.json")).unwrap(),
+    )
+    .unwrap();
+    let args: Vec<&str> = argv["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(args[0], "x=1");
-    assert!(args[1].starts_with("label=") && args[1].contains("two words"), "{args:?}");
-    assert!(args.iter().any(|a| a.starts_with("output.dir=") && a.ends_with("tasks/task_001/results")));
+    assert!(
+        args[1].starts_with("label=") && args[1].contains("two words"),
+        "{args:?}"
+    );
+    assert!(args
+        .iter()
+        .any(|a| a.starts_with("output.dir=") && a.ends_with("tasks/task_001/results")));
     assert!(args.contains(&"wandb.group=layout_test"));
     let env = &argv["env"];
     assert_eq!(env["HSM_SWEEP_ID"], "layout_test");
     assert_eq!(env["HSM_TASK_ID"], "task_001");
     assert_eq!(env["HSM_TASK_INDEX"], "1");
     assert_eq!(env["HSM_ATTEMPT"], "1");
-    assert!(env["HSM_OUTPUT_DIR"].as_str().unwrap().ends_with("tasks/task_001/results"));
+    assert!(env["HSM_OUTPUT_DIR"]
+        .as_str()
+        .unwrap()
+        .ends_with("tasks/task_001/results"));
     assert_eq!(
         std::fs::canonicalize(argv["cwd"].as_str().unwrap()).unwrap(),
         std::fs::canonicalize(p.path()).unwrap(),
         "tasks run in the project root"
     );
     // The same id again is refused.
-    p.run(&["sweep", "run", "--sweep-id", "layout_test"]).expect_code(2);
+    p.run(&["sweep", "run", "--sweep-id", "layout_test"])
+        .expect_code(2);
 }
 
 #[test]
@@ -157,7 +227,11 @@ fn timeout_fails_the_task_with_reason_and_retries_count_attempts() {
     let p = project("sweep:\n  grid:\n    sleep: [0, 30]\n");
     let run = p.run(&["sweep", "run", "--timeout", "1s", "--retries", "1"]);
     run.expect_code(1);
-    assert!(run.elapsed < Duration::from_secs(20), "timeout not enforced: {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(20),
+        "timeout not enforced: {:?}",
+        run.elapsed
+    );
     let status = p.status(&run.sweep_id());
     let tasks = status["tasks"].as_array().unwrap();
     assert_eq!(tasks[0]["status"], "completed");
@@ -189,8 +263,18 @@ fn cancel_from_another_terminal_cancels_running_and_pending_tasks() {
     });
     let pids: Vec<i32> = (1..=2)
         .map(|i| {
-            let status = std::fs::read_to_string(p.sweep_dir("to_cancel").join(format!("tasks/task_{i:03}/status.yaml"))).unwrap();
-            status.lines().find_map(|l| l.strip_prefix("pid: ")).unwrap().trim().parse().unwrap()
+            let status = std::fs::read_to_string(
+                p.sweep_dir("to_cancel")
+                    .join(format!("tasks/task_{i:03}/status.yaml")),
+            )
+            .unwrap();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("pid: "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
         })
         .collect();
     let started = Instant::now();
@@ -244,17 +328,26 @@ fn kill_9_mid_sweep_then_complete_never_reruns_completed_tasks() {
         .filter(|(_, st, _)| st == "completed")
         .map(|(t, _, _)| t)
         .collect();
-    assert!(completed_before.len() >= 4 && completed_before.len() < 16, "{before}");
+    assert!(
+        completed_before.len() >= 4 && completed_before.len() < 16,
+        "{before}"
+    );
 
     let complete = p.run(&["sweep", "complete", "killed"]);
     complete.expect_code(0);
     let after = p.status("killed");
     assert_eq!(after["completed"], 16, "{after}");
     for task in &completed_before {
-        assert_eq!(runs(&p, "killed", task).len(), 1, "{task} completed before the kill but ran again");
+        assert_eq!(
+            runs(&p, "killed", task).len(),
+            1,
+            "{task} completed before the kill but ran again"
+        );
     }
     let db = rusqlite::Connection::open(p.sweep_dir("killed").join("sweep.db")).unwrap();
-    let check: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
 }
 
@@ -264,10 +357,23 @@ fn malformed_sweep_files_exit_2_with_positions_and_create_nothing() {
     let p = project(bad);
     let run = p.run(&["sweep", "run"]);
     run.expect_code(2);
-    for needle in ["sweeps/sweep.yaml:3:", "sweeps/sweep.yaml:4:", "grid.lr", "grid.seed", "did you mean"] {
-        assert!(run.stderr.contains(needle), "missing {needle:?} in:\n{}", run.stderr);
+    for needle in [
+        "sweeps/sweep.yaml:3:",
+        "sweeps/sweep.yaml:4:",
+        "grid.lr",
+        "grid.seed",
+        "did you mean",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "missing {needle:?} in:\n{}",
+            run.stderr
+        );
     }
-    assert!(!p.outputs().exists(), "nothing may be created for an invalid sweep");
+    assert!(
+        !p.outputs().exists(),
+        "nothing may be created for an invalid sweep"
+    );
 
     p.write("sweeps/sweep.yaml", "sweep:\n  grid:\n    a: [1, 2\n");
     let run = p.run(&["sweep", "run"]);
@@ -301,8 +407,15 @@ fn bad_flags_and_config_exit_2() {
     p.write(".hsm/config.yaml", "command:\n  pyhton: python3\n");
     let run = p.run(&["sweep", "run"]);
     run.expect_code(2);
-    assert!(run.stderr.contains(".hsm/config.yaml:2:3") && run.stderr.contains("python"), "{}", run.stderr);
-    p.write(".hsm/config.yaml", "command:\n  python: python3\n  script: missing.py\n");
+    assert!(
+        run.stderr.contains(".hsm/config.yaml:2:3") && run.stderr.contains("python"),
+        "{}",
+        run.stderr
+    );
+    p.write(
+        ".hsm/config.yaml",
+        "command:\n  python: python3\n  script: missing.py\n",
+    );
     let run = p.run(&["sweep", "run"]);
     run.expect_code(2);
     assert!(run.stderr.contains("missing.py"), "{}", run.stderr);
@@ -323,11 +436,19 @@ fn dry_run_count_only_and_max_runs() {
     assert_eq!(items[0]["task"], "task_001");
     assert_eq!(items[0]["index"], 1);
     assert_eq!(items[1]["params"]["b"], "1");
-    let argv: Vec<&str> = items[1]["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let argv: Vec<&str> = items[1]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert_eq!(argv[0], "python3");
     assert_eq!(argv[1], "task.py");
     assert_eq!(argv[2], "a=1");
-    assert!(argv[3] == "b='1'" || argv[3] == "b=\"1\"", "a string that looks like a number is quoted: {argv:?}");
+    assert!(
+        argv[3] == "b='1'" || argv[3] == "b=\"1\"",
+        "a string that looks like a number is quoted: {argv:?}"
+    );
     assert!(!p.outputs().exists(), "dry run creates nothing");
     let text = p.run(&["sweep", "run", "--dry-run"]);
     text.expect_code(0);
@@ -350,11 +471,16 @@ fn count_only_is_instant_for_ten_million_tasks() {
 #[test]
 fn status_of_the_latest_sweep_and_text_output() {
     let p = project("sweep:\n  grid:\n    fail: [0, 2]\n");
-    p.run(&["sweep", "run", "--sweep-id", "first"]).expect_code(1);
+    p.run(&["sweep", "run", "--sweep-id", "first"])
+        .expect_code(1);
     let status = p.run(&["sweep", "status"]);
     status.expect_code(0);
     assert!(status.stdout.contains("first"), "{}", status.stdout);
-    assert!(status.stdout.contains("task_002 failed"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("task_002 failed"),
+        "{}",
+        status.stdout
+    );
     let all = p.run(&["sweep", "status", "first", "--all"]);
     assert!(all.stdout.contains("task_001 completed"), "{}", all.stdout);
 }

@@ -69,8 +69,13 @@ impl StoreActor {
                 updated_at: change.at,
             };
             let dir = self.paths.task_dir(change.index);
-            let result = std::fs::create_dir_all(&dir).and_then(|_| {
-                layout::write_atomic(&dir.join("status.yaml"), layout::status_yaml(&view).as_bytes())
+            let text = layout::status_yaml(&view);
+            let path = dir.join("status.yaml");
+            // The task directory normally exists (the source prepared it); create it only when
+            // the first write finds it missing, to keep the common path at one open().
+            let result = layout::overwrite_in_place(&path, text.as_bytes()).or_else(|_| {
+                std::fs::create_dir_all(&dir)
+                    .and_then(|_| layout::overwrite_in_place(&path, text.as_bytes()))
             });
             if let Err(e) = result {
                 tracing::warn!(task = change.index, error = %e, "cannot write status.yaml");
@@ -78,15 +83,24 @@ impl StoreActor {
         }
         if let Some(log) = &mut self.log {
             let mut text = String::new();
-            for c in changes.iter().filter(|c| c.status.is_final() || c.status == TaskStatus::Running) {
+            for c in changes
+                .iter()
+                .filter(|c| c.status.is_final() || c.status == TaskStatus::Running)
+            {
                 text.push_str(&format!(
                     "{} {} attempt {} {}{}{}\n",
                     layout::format_utc(c.at),
                     crate::core::value::task_name(c.index),
                     c.attempt,
                     c.status,
-                    c.source.as_deref().map(|s| format!(" on {s}")).unwrap_or_default(),
-                    c.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default(),
+                    c.source
+                        .as_deref()
+                        .map(|s| format!(" on {s}"))
+                        .unwrap_or_default(),
+                    c.reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default(),
                 ));
             }
             let _ = log.write_all(text.as_bytes());
@@ -94,10 +108,14 @@ impl StoreActor {
     }
 
     fn write_views(&mut self) -> Result<(), String> {
-        let store = self.store.as_ref().ok_or("the sweep database is not open")?;
+        let store = self
+            .store
+            .as_ref()
+            .ok_or("the sweep database is not open")?;
         let tasks = store.tasks().map_err(|e| e.to_string())?;
         let mapping = layout::mapping_yaml(&self.sweep_id, &tasks);
-        layout::write_atomic(&self.paths.mapping(), mapping.as_bytes()).map_err(|e| e.to_string())?;
+        layout::write_atomic(&self.paths.mapping(), mapping.as_bytes())
+            .map_err(|e| e.to_string())?;
         let failed = self.paths.failed_tasks();
         if let Some(dir) = failed.parent() {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -161,5 +179,17 @@ impl Handler<PollControl> for StoreActor {
             cancel_requested,
             failure: self.failure.clone(),
         })
+    }
+}
+
+/// Close the database at the end of a run, so SQLite checkpoints the WAL into `sweep.db`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+impl Handler<Close> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, _: Close, _: &mut SyncContext<Self>) {
+        self.store = None;
     }
 }

@@ -3,7 +3,7 @@
 //! the store actor.
 
 use super::local::{CancelTask, LaunchTask, LocalSource};
-use super::store::{Persist, PollControl, StoreActor, WriteViews};
+use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::SourceEvent;
 use crate::core::command::{build_argv, shell_display, task_env, CommandSpec, LaunchContext};
 use crate::core::state::{Command, Counts, ExitKind, SweepCore};
@@ -204,7 +204,13 @@ impl SweepActor {
         self.progress.finish(self.core.counts());
         // The store's mailbox is FIFO: the views are written after the last batch.
         let views = self.store.send(WriteViews);
-        ctx.wait(views.into_actor(self).map(|result, actor, ctx| {
+        let close = self.store.send(Close);
+        let done = async move {
+            let result = views.await;
+            let _ = close.await;
+            result
+        };
+        ctx.wait(done.into_actor(self).map(|result, actor, ctx| {
             if let Ok(Err(e)) = result {
                 tracing::warn!(error = %e, "cannot write task_mapping.yaml");
             }
@@ -314,7 +320,8 @@ impl Handler<Interrupt> for SweepActor {
     fn handle(&mut self, _: Interrupt, ctx: &mut Context<Self>) {
         if !self.interrupted {
             self.interrupted = true;
-            self.progress.note("interrupted: stopping running tasks (Ctrl-C again to exit now)");
+            self.progress
+                .note("interrupted: stopping running tasks (Ctrl-C again to exit now)");
             self.stop_running(false);
         }
         self.maybe_finish(ctx);

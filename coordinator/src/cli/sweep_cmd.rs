@@ -56,20 +56,17 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
     };
     let timeout = match &args.timeout {
         Some(text) => Some(config::parse_duration(text).map_err(|e| {
-            user_error(format!("--timeout {text}: {e} — write e.g. 90s, 15m, 2h or 01:30:00"))
+            user_error(format!(
+                "--timeout {text}: {e} — write e.g. 90s, 15m, 2h or 01:30:00"
+            ))
         })?),
         None => cfg.defaults.timeout,
     };
     let strategy = match args.strategy.as_deref() {
-        None => core_strategy(cfg.defaults.strategy),
-        Some("round-robin") => Strategy::RoundRobin,
-        Some("least-loaded") => Strategy::LeastLoaded,
-        Some("capacity") => Strategy::Capacity,
-        Some(other) => {
-            return Err(user_error(format!(
-                "--strategy {other}: expected round-robin, least-loaded or capacity"
-            )))
-        }
+        None => cfg.defaults.strategy,
+        Some(text) => text
+            .parse::<Strategy>()
+            .map_err(|e| user_error(format!("--strategy: {e}")))?,
     };
     let names: Vec<String> = if args.sources.is_empty() {
         vec!["local".to_string()]
@@ -81,7 +78,9 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
             .collect()
     };
     if names.is_empty() {
-        return Err(user_error("--sources: name at least one source, e.g. --sources local"));
+        return Err(user_error(
+            "--sources: name at least one source, e.g. --sources local",
+        ));
     }
     let mut sources = Vec::new();
     for name in &names {
@@ -121,14 +120,6 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
         retries: args.retries.unwrap_or(cfg.defaults.retries),
         max_runs,
     })
-}
-
-fn core_strategy(strategy: config::Strategy) -> Strategy {
-    match strategy {
-        config::Strategy::RoundRobin => Strategy::RoundRobin,
-        config::Strategy::LeastLoaded => Strategy::LeastLoaded,
-        config::Strategy::Capacity => Strategy::Capacity,
-    }
 }
 
 fn default_slots() -> usize {
@@ -230,17 +221,30 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             .take(n_tasks as usize)
             .enumerate()
             .map(|(i, params)| (i as u64 + 1, params));
-        return print_dry_run(&cfg.command, &settings, &base_id, &paths, tasks, args.exec.json, None);
+        return print_dry_run(
+            &cfg.command,
+            &settings,
+            &base_id,
+            &paths,
+            tasks,
+            args.exec.json,
+            None,
+        );
     }
 
     let (sweep_id, paths) = layout::create_sweep_dir(&outputs, &base_id, args.sweep_id.is_some())
         .map_err(|e| {
-            if args.sweep_id.is_some() && e.kind() == std::io::ErrorKind::AlreadyExists {
-                user_error(format!("--sweep-id: {e} — choose another id or use `sweep complete {base_id}`"))
-            } else {
-                anyhow::Error::new(e).context(format!("creating a sweep directory in {}", outputs.display()))
-            }
-        })?;
+        if args.sweep_id.is_some() && e.kind() == std::io::ErrorKind::AlreadyExists {
+            user_error(format!(
+                "--sweep-id: {e} — choose another id or use `sweep complete {base_id}`"
+            ))
+        } else {
+            anyhow::Error::new(e).context(format!(
+                "creating a sweep directory in {}",
+                outputs.display()
+            ))
+        }
+    })?;
     let settings = SweepSettings {
         script_override: sweep.script.clone(),
         group: args.group.clone().unwrap_or_else(|| sweep_id.clone()),
@@ -258,7 +262,10 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         ("sweep_file", sweep_path.display().to_string()),
         ("project_root", cfg.root.display().to_string()),
         ("group", settings.group.clone()),
-        ("script_override", settings.script_override.clone().unwrap_or_default()),
+        (
+            "script_override",
+            settings.script_override.clone().unwrap_or_default(),
+        ),
         ("total_combinations", total.to_string()),
         ("hsm_version", env!("CARGO_PKG_VERSION").to_string()),
     ];
@@ -272,7 +279,15 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         }),
     )?;
     let rows = store.tasks()?;
-    write_metadata(&paths, &sweep_id, &cfg, &exec, &rows, created, sweep.metadata.as_ref())?;
+    write_metadata(
+        &paths,
+        &sweep_id,
+        &cfg,
+        &exec,
+        &rows,
+        created,
+        sweep.metadata.as_ref(),
+    )?;
     let to_run: Vec<u64> = (1..=n_tasks).collect();
     eprintln!(
         "running {} task{} on {}",
@@ -280,15 +295,33 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         if to_run.len() == 1 { "" } else { "s" },
         describe_sources(&exec.sources)
     );
-    let summary = execute(global, &cfg, &exec, &settings, &sweep_id, &paths, store, &rows, &to_run, 0)?;
+    let summary = execute(
+        global, &cfg, &exec, &settings, &sweep_id, &paths, store, &rows, &to_run, 0,
+    )?;
     drop(lock);
-    finish(global, &sweep_id, &paths, &cfg, &exec, created, &summary, sweep.metadata.as_ref())
+    finish(
+        global,
+        &sweep_id,
+        &paths,
+        &cfg,
+        &exec,
+        created,
+        &summary,
+        sweep.metadata.as_ref(),
+    )
 }
 
 fn describe_sources(sources: &[LocalSourceSpec]) -> String {
     sources
         .iter()
-        .map(|s| format!("{} ({} slot{})", s.name, s.slots, if s.slots == 1 { "" } else { "s" }))
+        .map(|s| {
+            format!(
+                "{} ({} slot{})",
+                s.name,
+                s.slots,
+                if s.slots == 1 { "" } else { "s" }
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -315,6 +348,7 @@ fn execute(
             attempt: row.attempt,
             source: None,
             retries_left: 0,
+            pid: None,
         })
         .collect();
     let sources = exec
@@ -325,7 +359,11 @@ fn execute(
     let mut core = SweepCore::new(tasks, sources, exec.strategy);
     let initial = core.counts();
     core.enqueue(to_run, exec.retries, now_ms());
-    let mut progress = Progress::new(ProgressMode::detect(global.quiet), to_run.len() as u64, initial);
+    let mut progress = Progress::new(
+        ProgressMode::detect(global.quiet),
+        to_run.len() as u64,
+        initial,
+    );
     progress.rerunning(n_rerun_final);
     let run = RunContext {
         sweep_id: sweep_id.to_string(),
@@ -411,7 +449,7 @@ fn write_metadata(
         "project": cfg.name,
         "project_root": cfg.root.display().to_string(),
         "sources": exec.sources.iter().map(|s| json!({"name": s.name, "slots": s.slots})).collect::<Vec<_>>(),
-        "strategy": match exec.strategy { Strategy::RoundRobin => "round-robin", Strategy::LeastLoaded => "least-loaded", Strategy::Capacity => "capacity" },
+        "strategy": exec.strategy.as_str(),
         "counts": {
             "total": counts.total(),
             "completed": counts.completed,
@@ -455,7 +493,11 @@ fn acquire_lock(paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<File> {
 
 /// True when a coordinator currently holds the sweep's lock.
 fn is_active(paths: &SweepPaths) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(paths.lock()) else {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(paths.lock())
+    else {
         return false;
     };
     match file.try_lock() {
@@ -468,7 +510,11 @@ fn is_active(paths: &SweepPaths) -> bool {
 }
 
 /// Finds a sweep by id (under the project's outputs) or by path.
-fn find_sweep(global: &Global, cfg: &ProjectConfig, id: &str) -> anyhow::Result<(String, SweepPaths)> {
+fn find_sweep(
+    global: &Global,
+    cfg: &ProjectConfig,
+    id: &str,
+) -> anyhow::Result<(String, SweepPaths)> {
     let as_path = PathBuf::from(id);
     if as_path.join("sweep.db").is_file() {
         let root = std::fs::canonicalize(&as_path).unwrap_or(as_path);
@@ -483,7 +529,12 @@ fn find_sweep(global: &Global, cfg: &ProjectConfig, id: &str) -> anyhow::Result<
     if layout::valid_sweep_id(id) && paths.db().is_file() {
         return Ok((id.to_string(), paths));
     }
-    let recent: Vec<String> = list_sweeps(&outputs).into_iter().rev().take(5).map(|(n, _)| n).collect();
+    let recent: Vec<String> = list_sweeps(&outputs)
+        .into_iter()
+        .rev()
+        .take(5)
+        .map(|(n, _)| n)
+        .collect();
     Err(user_error(format!(
         "no sweep `{id}` in {}{}",
         display_path(global, &outputs),
@@ -510,11 +561,18 @@ fn list_sweeps(outputs: &Path) -> Vec<(String, SweepPaths)> {
                 .metadata()
                 .and_then(|m| m.created().or_else(|_| m.modified()))
                 .unwrap_or(std::time::UNIX_EPOCH);
-            (created, e.file_name().to_string_lossy().into_owned(), SweepPaths::new(e.path()))
+            (
+                created,
+                e.file_name().to_string_lossy().into_owned(),
+                SweepPaths::new(e.path()),
+            )
         })
         .collect();
     sweeps.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-    sweeps.into_iter().map(|(_, name, paths)| (name, paths)).collect()
+    sweeps
+        .into_iter()
+        .map(|(_, name, paths)| (name, paths))
+        .collect()
 }
 
 fn open_settings(store: &Store) -> anyhow::Result<SweepSettings> {
@@ -569,7 +627,11 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         },
     );
     if let Some(first) = plan.runs.first() {
-        check_command(&cfg, settings.script_override.as_deref(), &rows[(first.0 - 1) as usize].params)?;
+        check_command(
+            &cfg,
+            settings.script_override.as_deref(),
+            &rows[(first.0 - 1) as usize].params,
+        )?;
     }
     if args.exec.dry_run {
         let reasons: std::collections::HashMap<u64, &str> =
@@ -578,7 +640,15 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             .runs
             .iter()
             .map(|(i, _)| (*i, rows[(*i - 1) as usize].params.clone()));
-        return print_dry_run(&cfg.command, &settings, &sweep_id, &paths, tasks, args.exec.json, Some(&reasons));
+        return print_dry_run(
+            &cfg.command,
+            &settings,
+            &sweep_id,
+            &paths,
+            tasks,
+            args.exec.json,
+            Some(&reasons),
+        );
     }
     println!("sweep_id: {sweep_id}");
     if plan.runs.is_empty() {
@@ -586,7 +656,10 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             "nothing to run: {} completed{}",
             plan.n_completed,
             if plan.n_failed_kept > 0 {
-                format!(", {} failed left alone (--no-retry-failed)", plan.n_failed_kept)
+                format!(
+                    ", {} failed left alone (--no-retry-failed)",
+                    plan.n_failed_kept
+                )
             } else {
                 String::new()
             }
@@ -601,7 +674,10 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         .collect();
     let n_killed = kill_orphans(&sweep_id, &orphans);
     if n_killed > 0 {
-        eprintln!("stopped {n_killed} task process{} left by an earlier coordinator", if n_killed == 1 { "" } else { "es" });
+        eprintln!(
+            "stopped {n_killed} task process{} left by an earlier coordinator",
+            if n_killed == 1 { "" } else { "es" }
+        );
     }
     let to_run: Vec<u64> = plan.runs.iter().map(|(i, _)| *i).collect();
     let n_rerun_final = plan
@@ -622,9 +698,22 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         .meta("created")?
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(now_ms);
-    let summary = execute(global, &cfg, &exec, &settings, &sweep_id, &paths, store, &rows, &to_run, n_rerun_final)?;
+    let summary = execute(
+        global,
+        &cfg,
+        &exec,
+        &settings,
+        &sweep_id,
+        &paths,
+        store,
+        &rows,
+        &to_run,
+        n_rerun_final,
+    )?;
     drop(lock);
-    finish(global, &sweep_id, &paths, &cfg, &exec, created, &summary, None)
+    finish(
+        global, &sweep_id, &paths, &cfg, &exec, created, &summary, None,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -665,14 +754,20 @@ fn print_dry_run(
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default();
             println!("{task_id}{reason}");
-            println!("  params: {}", serde_json::to_string(&params).unwrap_or_default());
+            println!(
+                "  params: {}",
+                serde_json::to_string(&params).unwrap_or_default()
+            );
             println!("  argv:   {}", crate::core::command::shell_display(&argv));
         }
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&items)?);
     } else {
-        eprintln!("dry run: {n} task{} would run; nothing was started", if n == 1 { "" } else { "s" });
+        eprintln!(
+            "dry run: {n} task{} would run; nothing was started",
+            if n == 1 { "" } else { "s" }
+        );
     }
     Ok(EXIT_OK)
 }
@@ -683,10 +778,12 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
         Some(id) => find_sweep(global, &cfg, id)?,
         None => list_sweeps(&layout::outputs_dir(&cfg.root))
             .pop()
-            .ok_or_else(|| user_error(format!(
-                "no sweeps in {} — start one with `hsm-coordinator sweep run`",
-                display_path(global, &layout::outputs_dir(&cfg.root))
-            )))?,
+            .ok_or_else(|| {
+                user_error(format!(
+                    "no sweeps in {} — start one with `hsm-coordinator sweep run`",
+                    display_path(global, &layout::outputs_dir(&cfg.root))
+                ))
+            })?,
     };
     let store = Store::open(&paths.db())?;
     let rows = store.tasks()?;
@@ -754,8 +851,14 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
             row.task_id,
             row.status,
             row.attempt,
-            row.source.as_deref().map(|s| format!(", {s}")).unwrap_or_default(),
-            row.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            row.source
+                .as_deref()
+                .map(|s| format!(", {s}"))
+                .unwrap_or_default(),
+            row.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
     }
     println!("  outputs: {}", display_path(global, &paths.root));
@@ -768,7 +871,9 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
     let mut store = Store::open(&paths.db())?;
     if is_active(&paths) {
         store.request_cancel()?;
-        eprintln!("asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop");
+        eprintln!(
+            "asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop"
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         while is_active(&paths) {
             if std::time::Instant::now() > deadline {
@@ -803,8 +908,15 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
             .collect();
         store.apply(&changes)?;
         let rows = store.tasks()?;
-        let _ = layout::write_atomic(&paths.mapping(), layout::mapping_yaml(&sweep_id, &rows).as_bytes());
-        eprintln!("{sweep_id} was not running; marked {} unfinished task{} cancelled", changes.len(), if changes.len() == 1 { "" } else { "s" });
+        let _ = layout::write_atomic(
+            &paths.mapping(),
+            layout::mapping_yaml(&sweep_id, &rows).as_bytes(),
+        );
+        eprintln!(
+            "{sweep_id} was not running; marked {} unfinished task{} cancelled",
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        );
     }
     let rows = Store::open(&paths.db())?.tasks()?;
     let mut counts = Counts::default();

@@ -80,51 +80,8 @@ impl Default for RunDefaults {
     }
 }
 
-/// How queued tasks are spread over sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    #[default]
-    RoundRobin,
-    LeastLoaded,
-    Capacity,
-}
-
-impl Strategy {
-    pub const ALL: [Strategy; 3] = [
-        Strategy::RoundRobin,
-        Strategy::LeastLoaded,
-        Strategy::Capacity,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::RoundRobin => "round-robin",
-            Strategy::LeastLoaded => "least-loaded",
-            Strategy::Capacity => "capacity",
-        }
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-
-    /// Accepts `round_robin` too: Python HSM's distributed mode spelled it that way.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let wanted = text.trim().replace('_', "-");
-        Strategy::ALL
-            .into_iter()
-            .find(|s| s.as_str() == wanted)
-            .ok_or_else(|| {
-                format!("unknown strategy `{text}`; expected round-robin, least-loaded or capacity")
-            })
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// How queued tasks are spread over sources (the core's type; parsed from config here).
+pub use crate::core::state::Strategy;
 
 /// Scheduler options for Slurm/PBS (DESIGN §10). Every field is optional; backends fill in
 /// their own defaults.

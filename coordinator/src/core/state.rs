@@ -89,6 +89,43 @@ pub enum Strategy {
     Capacity,
 }
 
+impl Strategy {
+    pub const ALL: [Strategy; 3] = [
+        Strategy::RoundRobin,
+        Strategy::LeastLoaded,
+        Strategy::Capacity,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastLoaded => "least-loaded",
+            Strategy::Capacity => "capacity",
+        }
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+
+    /// Accepts `round_robin` too: Python HSM's distributed mode spelled it that way.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let wanted = text.trim().replace('_', "-");
+        Strategy::ALL
+            .into_iter()
+            .find(|s| s.as_str() == wanted)
+            .ok_or_else(|| {
+                format!("unknown strategy `{text}`; expected round-robin, least-loaded or capacity")
+            })
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A compute source as the core sees it.
 #[derive(Debug, Clone)]
 pub struct SourceState {
@@ -127,6 +164,8 @@ pub struct TaskState {
     pub source: Option<usize>,
     /// Automatic retries still allowed in this run.
     pub retries_left: u32,
+    /// The current attempt's process id (local) once it started.
+    pub pid: Option<u32>,
 }
 
 /// A durable change of one task (the store writes these in batches).
@@ -527,11 +566,18 @@ impl SweepCore {
         self.counts.remove(old);
         self.counts.add(status);
         let task = &mut self.tasks[slot];
+        if status == TaskStatus::Queued {
+            task.pid = None;
+        }
+        if pid.is_some() {
+            task.pid = pid;
+        }
         task.status = status;
         task.attempt = attempt;
         if source.is_some() {
             task.source = source;
         }
+        let pid = task.pid;
         let source_name = task.source.map(|s| self.sources[s].name.clone());
         self.changes.push(Change {
             index,
@@ -558,6 +604,7 @@ mod tests {
                 attempt: 0,
                 source: None,
                 retries_left: 0,
+                pid: None,
             })
             .collect();
         let sources = slots

@@ -213,4 +213,5 @@ pub fn pid_alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-pub const CONFIG: &str = "command:\n  python: python3\n  script: task.py\ndefaults:\n  parallel: 2\n  kill_grace: 1s\n";
+pub const CONFIG: &str =
+    "command:\n  python: python3\n  script: task.py\ndefaults:\n  parallel: 2\n  kill_grace: 1s\n";

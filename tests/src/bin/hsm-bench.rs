@@ -16,6 +16,8 @@ mod clap_free_args {
         pub tasks: u64,
         pub slots: u64,
         pub out: std::path::PathBuf,
+        /// Where the hsm sweep writes its outputs (default: a new directory under target/bench).
+        pub dir: Option<std::path::PathBuf>,
     }
 
     impl Args {
@@ -24,16 +26,21 @@ mod clap_free_args {
                 tasks: 10_000,
                 slots: 2,
                 out: "target/bench/local-dispatch.md".into(),
+                dir: None,
             };
             let mut it = std::env::args().skip(1);
             while let Some(flag) = it.next() {
-                let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+                let mut value = || {
+                    it.next()
+                        .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+                };
                 match flag.as_str() {
                     "--tasks" => args.tasks = value()?.parse()?,
                     "--slots" => args.slots = value()?.parse()?,
                     "--out" => args.out = value()?.into(),
+                    "--dir" => args.dir = Some(value()?.into()),
                     "-h" | "--help" => {
-                        println!("hsm-bench [--tasks N] [--slots K] [--out FILE]");
+                        println!("hsm-bench [--tasks N] [--slots K] [--out FILE] [--dir DIR]");
                         std::process::exit(0);
                     }
                     other => anyhow::bail!("unknown flag {other}"),
@@ -62,15 +69,45 @@ fn main() -> anyhow::Result<()> {
     if !std::path::Path::new(true_bin).exists() {
         bail!("{true_bin} not found");
     }
-    eprintln!("hsm-bench: {} tasks of {true_bin}, {} in flight", args.tasks, args.slots);
+    eprintln!(
+        "hsm-bench: {} tasks of {true_bin}, {} in flight",
+        args.tasks, args.slots
+    );
 
-    let spawn_loop = measure("plain spawn loop (Rust std, posix_spawn)", args.tasks, || {
-        spawn_loop(true_bin, args.tasks, args.slots)
+    let spawn_loop = measure(
+        "plain spawn loop (Rust std, posix_spawn)",
+        args.tasks,
+        || spawn_loop(true_bin, args.tasks, args.slots),
+    )?;
+    let xargs = measure("xargs -P", args.tasks, || {
+        xargs(true_bin, args.tasks, args.slots)
     })?;
-    let xargs = measure("xargs -P", args.tasks, || xargs(true_bin, args.tasks, args.slots))?;
-    let local = measure("hsm local source (sweep run, end to end)", args.tasks, || {
-        hsm_local(true_bin, args.tasks, args.slots)
-    })?;
+    // Nothing is deleted until every measurement is done: ext4 skips inodes deleted in the
+    // last 60-300 s when allocating, which would slow whatever runs next.
+    let work_root = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::path::PathBuf::from("target/bench/work"),
+    };
+    std::fs::create_dir_all(&work_root)?;
+    let disk_dir = tempfile::tempdir_in(&work_root)?;
+    let local = measure(
+        "hsm local source (sweep run, end to end)",
+        args.tasks,
+        || hsm_local(disk_dir.path(), true_bin, args.tasks, args.slots),
+    )?;
+    let disk_fs = filesystem_of(disk_dir.path());
+    let shm = std::path::Path::new("/dev/shm");
+    let tmpfs_dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm).ok()
+    } else {
+        None
+    };
+    let local_tmpfs = match &tmpfs_dir {
+        Some(dir) => Some(measure("hsm local source on tmpfs", args.tasks, || {
+            hsm_local(dir.path(), true_bin, args.tasks, args.slots)
+        })?),
+        None => None,
+    };
 
     let mut report = String::new();
     report.push_str("# Local dispatch benchmark\n\n");
@@ -81,7 +118,9 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     ));
     report.push_str("| runner | seconds | tasks/s |\n|---|---:|---:|\n");
-    for m in [&spawn_loop, &xargs, &local] {
+    let mut rows = vec![&spawn_loop, &xargs, &local];
+    rows.extend(local_tmpfs.as_ref());
+    for m in rows {
         report.push_str(&format!(
             "| {} | {:.2} | {:.0} |\n",
             m.name,
@@ -94,6 +133,20 @@ fn main() -> anyhow::Result<()> {
         local.rate() / xargs.rate(),
         local.rate() / spawn_loop.rate()
     ));
+    if let Some(m) = &local_tmpfs {
+        report.push_str(&format!(
+            "hsm local on tmpfs / xargs: {:.2}x\n",
+            m.rate() / xargs.rate()
+        ));
+    }
+    report.push_str(&format!(
+        "\nSweep outputs were written to `{}` ({disk_fs}). Each task creates 7 inodes (task and \
+         results directories, params.yaml, command.txt, stdout.log, stderr.log, status.yaml); \
+         xargs creates none. On ext4, creating inodes slows down for a few minutes after many \
+         files were deleted (the allocator skips recently deleted inodes), so run the bench on a \
+         quiet filesystem; the tmpfs row shows hsm's own overhead without the filesystem.\n",
+        work_root.display()
+    ));
     report.push_str(
         "\nThe hsm figure is the whole `sweep run`: expanding the sweep, creating sweep.db with every \
          task, a task directory with params.yaml, command.txt, status.yaml and logs per task, \
@@ -102,7 +155,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.out, &report).with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&args.out, &report)
+        .with_context(|| format!("writing {}", args.out.display()))?;
     print!("{report}");
     eprintln!("hsm-bench: results written to {}", args.out.display());
     Ok(())
@@ -176,20 +230,24 @@ fn xargs(program: &str, tasks: u64, slots: u64) -> anyhow::Result<()> {
 }
 
 /// A real `sweep run` in-process (the same code path as the binary) on a throwaway project.
-fn hsm_local(program: &str, tasks: u64, slots: u64) -> anyhow::Result<()> {
+fn hsm_local(
+    project: &std::path::Path,
+    program: &str,
+    tasks: u64,
+    slots: u64,
+) -> anyhow::Result<()> {
     use clap::Parser;
-    let project = tempfile::tempdir()?;
-    std::fs::create_dir_all(project.path().join(".hsm"))?;
-    std::fs::create_dir_all(project.path().join("sweeps"))?;
+    std::fs::create_dir_all(project.join(".hsm"))?;
+    std::fs::create_dir_all(project.join("sweeps"))?;
     std::fs::write(
-        project.path().join(".hsm/config.yaml"),
+        project.join(".hsm/config.yaml"),
         format!("command:\n  template: [\"{program}\", \"{{overrides}}\"]\n"),
     )?;
     std::fs::write(
-        project.path().join("sweeps/sweep.yaml"),
+        project.join("sweeps/sweep.yaml"),
         format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
     )?;
-    let dir = project.path().display().to_string();
+    let dir = project.display().to_string();
     let slots = slots.to_string();
     let cli = hsm_coordinator::cli::Cli::parse_from([
         "hsm-coordinator",
@@ -206,4 +264,25 @@ fn hsm_local(program: &str, tasks: u64, slots: u64) -> anyhow::Result<()> {
         bail!("sweep run exited with {code}");
     }
     Ok(())
+}
+
+/// The filesystem type of `path`, for the report.
+fn filesystem_of(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return "unknown filesystem".into();
+    };
+    // SAFETY: statfs fills the zeroed struct we own from a valid C string.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return "unknown filesystem".into();
+    }
+    match stat.f_type as i64 {
+        0xEF53 => "ext4".into(),
+        0x01021994 => "tmpfs".into(),
+        0x9123683E => "btrfs".into(),
+        0x58465342 => "xfs".into(),
+        0x794c7630 => "overlayfs".into(),
+        other => format!("filesystem type {other:#x}"),
+    }
 }
