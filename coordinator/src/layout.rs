@@ -268,7 +268,19 @@ pub fn prepare_task_dir(
     command_txt: &str,
 ) -> io::Result<(PathBuf, PathBuf)> {
     let dir = paths.task_dir(index);
-    fs::create_dir_all(dir.join("results"))?;
+    // Two plain mkdirs in the common case; create_dir_all would first try (and fail) the
+    // deepest one. `tasks/` itself is created once, on the first NotFound.
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(&dir)?,
+        Err(e) => return Err(e),
+    }
+    match fs::create_dir(dir.join("results")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
     let stdout = dir.join("stdout.log");
     let stderr = dir.join("stderr.log");
     if attempt > 1 {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod layout;
+pub mod prefetch;
 pub mod progress;
 pub mod store;
 pub mod yaml;

@@ -2,10 +2,14 @@
 //! preparing each task directory first, and forwards process events to the sweep actor.
 
 use super::SourceEvent;
+use crate::core::command::shell_display;
+use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
+use crate::prefetch::Prefetch;
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use hsm_agent::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub struct LocalSource {
@@ -17,6 +21,10 @@ pub struct LocalSource {
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub events_to: Recipient<SourceEvent>,
+    /// Parameters of every task of the sweep (index - 1), shared with the sweep actor.
+    params: Arc<Vec<Params>>,
+    /// Task directories prepared ahead of time, when the run prefetches.
+    prefetch: Option<Arc<Prefetch>>,
     backend: Option<ProcessBackend>,
 }
 
@@ -28,6 +36,8 @@ impl LocalSource {
         timeout: Option<Duration>,
         kill_grace: Duration,
         events_to: Recipient<SourceEvent>,
+        params: Arc<Vec<Params>>,
+        prefetch: Option<Arc<Prefetch>>,
     ) -> Self {
         LocalSource {
             source,
@@ -36,6 +46,8 @@ impl LocalSource {
             timeout,
             kill_grace,
             events_to,
+            params,
+            prefetch,
             backend: None,
         }
     }
@@ -72,8 +84,6 @@ pub struct LaunchTask {
     pub key: TaskKey,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub params_yaml: String,
-    pub command_txt: String,
 }
 
 impl Handler<LaunchTask> for LocalSource {
@@ -82,13 +92,28 @@ impl Handler<LaunchTask> for LocalSource {
         let Some(backend) = &self.backend else {
             return;
         };
-        match layout::prepare_task_dir(
-            &self.paths,
-            msg.key.index,
-            msg.key.attempt,
-            &msg.params_yaml,
-            &msg.command_txt,
-        ) {
+        let index = msg.key.index;
+        let prepared =
+            msg.key.attempt == 1 && self.prefetch.as_ref().is_some_and(|p| p.take(index));
+        let files = if prepared {
+            let dir = self.paths.task_dir(index);
+            Ok((dir.join("stdout.log"), dir.join("stderr.log")))
+        } else {
+            let params_yaml = self
+                .params
+                .get((index - 1) as usize)
+                .map(layout::params_yaml)
+                .unwrap_or_default();
+            let command_txt = format!("{}\n", shell_display(&msg.argv));
+            layout::prepare_task_dir(
+                &self.paths,
+                index,
+                msg.key.attempt,
+                &params_yaml,
+                &command_txt,
+            )
+        };
+        match files {
             Ok((stdout, stderr)) => backend.launch(TaskLaunch {
                 key: msg.key,
                 argv: msg.argv,

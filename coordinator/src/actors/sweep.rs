@@ -5,16 +5,18 @@
 use super::local::{CancelTask, LaunchTask, LocalSource};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::SourceEvent;
-use crate::core::command::{build_argv, shell_display, task_env, CommandSpec, LaunchContext};
+use crate::core::command::{build_argv, task_env, CommandSpec, LaunchContext};
 use crate::core::state::{Command, Counts, ExitKind, SweepCore};
 use crate::core::value::{task_name, Params};
-use crate::layout::{self, SweepPaths};
+use crate::layout::SweepPaths;
+use crate::prefetch::{Prefetch, PrefetchPlan, PrefetchThread};
 use crate::progress::Progress;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
 };
 use hsm_agent::process::{Outcome, ProcessEvent, TaskKey};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often changes are flushed to the store (one transaction per flush).
@@ -40,7 +42,10 @@ pub struct RunContext {
     pub script_override: Option<String>,
     pub group: String,
     /// Parameters of every task of the sweep, index - 1.
-    pub params: Vec<Params>,
+    pub params: Arc<Vec<Params>>,
+    /// Tasks of this run that start their first attempt, in dispatch order: their directories
+    /// are prepared ahead of time.
+    pub prefetch: Vec<u64>,
     pub local_sources: Vec<LocalSourceSpec>,
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
@@ -73,6 +78,8 @@ pub struct SweepActor {
     finishing: bool,
     views_dirty: bool,
     started: Instant,
+    /// Stops the directory preparer when the actor goes away.
+    prefetch_thread: Option<PrefetchThread>,
 }
 
 pub fn now_ms() -> i64 {
@@ -109,6 +116,7 @@ impl SweepActor {
             finishing: false,
             views_dirty: true,
             started: Instant::now(),
+            prefetch_thread: None,
         }
     }
 
@@ -148,9 +156,7 @@ impl SweepActor {
                     Ok(argv) => {
                         let msg = LaunchTask {
                             key: TaskKey { index, attempt },
-                            command_txt: format!("{}\n", shell_display(&argv)),
                             env: task_env(&launch_ctx),
-                            params_yaml: layout::params_yaml(params),
                             argv,
                         };
                         self.sources[source].do_send(msg);
@@ -233,6 +239,25 @@ impl Actor for SweepActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let prefetch = (!self.run.prefetch.is_empty()).then(|| {
+            let plan = PrefetchPlan {
+                paths: self.run.paths.clone(),
+                sweep_id: self.run.sweep_id.clone(),
+                group: self.run.group.clone(),
+                command: self.run.command.clone(),
+                script_override: self.run.script_override.clone(),
+                tasks: self
+                    .run
+                    .prefetch
+                    .iter()
+                    .filter_map(|&i| Some((i, self.run.params.get((i - 1) as usize)?.clone())))
+                    .collect(),
+                n_tasks: self.run.params.len() as u64,
+            };
+            let (shared, thread) = Prefetch::start(plan);
+            self.prefetch_thread = Some(thread);
+            shared
+        });
         // Sources are children of this actor: they report to its address.
         for (number, spec) in self.run.local_sources.iter().enumerate() {
             let source = LocalSource::new(
@@ -242,6 +267,8 @@ impl Actor for SweepActor {
                 self.run.timeout,
                 self.run.kill_grace,
                 ctx.address().recipient(),
+                Arc::clone(&self.run.params),
+                prefetch.clone(),
             );
             tracing::debug!(source = %spec.name, slots = spec.slots, "local source started");
             self.sources.push(source.start());

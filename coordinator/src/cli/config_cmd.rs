@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 /// Loads the project config; problems in it are the user's to fix (exit 2).
 pub fn load_config(global: &Global) -> anyhow::Result<ProjectConfig> {
     config::load_project(&global.project_dir, global.config.as_deref()).map_err(|e| match e {
-        ConfigError::Invalid { .. } => user_error(e.to_string()),
-        ConfigError::Io { .. } => user_error(e.to_string()),
+        ConfigError::Invalid { file, problems } => {
+            let shown = display_path(global, &file);
+            let lines: Vec<String> = problems.iter().map(|p| p.render(&shown)).collect();
+            user_error(lines.join("\n"))
+        }
+        ConfigError::Io { .. } => user_error(format!("{:#}", anyhow::Error::new(e))),
     })
 }
 
@@ -45,7 +49,7 @@ pub fn load_sweep(global: &Global, path: &Path) -> anyhow::Result<(SweepFile, St
         Err(problems) => {
             let lines: Vec<String> = problems.iter().map(|p| p.render(&shown)).collect();
             Err(user_error(format!(
-                "{} problem{} in {shown}; nothing was started:\n{}",
+                "{} problem{} in {shown}:\n{}",
                 problems.len(),
                 if problems.len() == 1 { "" } else { "s" },
                 lines.join("\n")

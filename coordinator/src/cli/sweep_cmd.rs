@@ -372,7 +372,12 @@ fn execute(
         command: cfg.command.clone(),
         script_override: settings.script_override.clone(),
         group: settings.group.clone(),
-        params: rows.iter().map(|r| r.params.clone()).collect(),
+        params: std::sync::Arc::new(rows.iter().map(|r| r.params.clone()).collect()),
+        prefetch: to_run
+            .iter()
+            .copied()
+            .filter(|&i| rows.get((i - 1) as usize).is_some_and(|r| r.attempt == 0))
+            .collect(),
         local_sources: exec.sources.clone(),
         timeout: exec.timeout,
         kill_grace: exec.kill_grace,
