@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub struct LocalSource {
+/// How a local source runs its tasks.
+pub struct LocalSourceSetup {
     /// This source's number in the sweep actor's source list.
     pub source: usize,
     pub paths: SweepPaths,
@@ -20,34 +21,23 @@ pub struct LocalSource {
     pub cwd: PathBuf,
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
-    pub events_to: Recipient<SourceEvent>,
     /// Parameters of every task of the sweep (index - 1), shared with the sweep actor.
-    params: Arc<Vec<Params>>,
+    pub params: Arc<Vec<Params>>,
     /// Task directories prepared ahead of time, when the run prefetches.
-    prefetch: Option<Arc<Prefetch>>,
+    pub prefetch: Option<Arc<Prefetch>>,
+}
+
+pub struct LocalSource {
+    setup: LocalSourceSetup,
+    events_to: Recipient<SourceEvent>,
     backend: Option<ProcessBackend>,
 }
 
 impl LocalSource {
-    pub fn new(
-        source: usize,
-        paths: SweepPaths,
-        cwd: PathBuf,
-        timeout: Option<Duration>,
-        kill_grace: Duration,
-        events_to: Recipient<SourceEvent>,
-        params: Arc<Vec<Params>>,
-        prefetch: Option<Arc<Prefetch>>,
-    ) -> Self {
+    pub fn new(setup: LocalSourceSetup, events_to: Recipient<SourceEvent>) -> Self {
         LocalSource {
-            source,
-            paths,
-            cwd,
-            timeout,
-            kill_grace,
+            setup,
             events_to,
-            params,
-            prefetch,
             backend: None,
         }
     }
@@ -60,7 +50,7 @@ impl Actor for LocalSource {
         let (backend, mut events_rx) = ProcessBackend::new();
         self.backend = Some(backend);
         let events_to = self.events_to.clone();
-        let source = self.source;
+        let source = self.setup.source;
         // Forward backend events in arrival order; the sweep actor's mailbox is the only queue.
         ctx.spawn(actix::fut::wrap_future(async move {
             while let Some(event) = events_rx.recv().await {
@@ -94,19 +84,20 @@ impl Handler<LaunchTask> for LocalSource {
         };
         let index = msg.key.index;
         let prepared =
-            msg.key.attempt == 1 && self.prefetch.as_ref().is_some_and(|p| p.take(index));
+            msg.key.attempt == 1 && self.setup.prefetch.as_ref().is_some_and(|p| p.take(index));
         let files = if prepared {
-            let dir = self.paths.task_dir(index);
+            let dir = self.setup.paths.task_dir(index);
             Ok((dir.join("stdout.log"), dir.join("stderr.log")))
         } else {
             let params_yaml = self
+                .setup
                 .params
                 .get((index - 1) as usize)
                 .map(layout::params_yaml)
                 .unwrap_or_default();
             let command_txt = format!("{}\n", shell_display(&msg.argv));
             layout::prepare_task_dir(
-                &self.paths,
+                &self.setup.paths,
                 index,
                 msg.key.attempt,
                 &params_yaml,
@@ -118,19 +109,19 @@ impl Handler<LaunchTask> for LocalSource {
                 key: msg.key,
                 argv: msg.argv,
                 env: msg.env,
-                cwd: self.cwd.clone(),
+                cwd: self.setup.cwd.clone(),
                 stdout,
                 stderr,
-                timeout: self.timeout,
-                kill_grace: self.kill_grace,
+                timeout: self.setup.timeout,
+                kill_grace: self.setup.kill_grace,
             }),
             Err(e) => self.events_to.do_send(SourceEvent {
-                source: self.source,
+                source: self.setup.source,
                 event: ProcessEvent::Exited {
                     key: msg.key,
                     outcome: Outcome::SpawnFailed(format!(
                         "cannot prepare {}: {e}",
-                        self.paths.task_dir(msg.key.index).display()
+                        self.setup.paths.task_dir(msg.key.index).display()
                     )),
                     at: SystemTime::now(),
                 },

@@ -2,7 +2,7 @@
 //! inputs, carries the core's commands to the source actors, and batches the core's changes to
 //! the store actor.
 
-use super::local::{CancelTask, LaunchTask, LocalSource};
+use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::SourceEvent;
 use crate::core::command::{build_argv, task_env, CommandSpec, LaunchContext};
@@ -261,14 +261,16 @@ impl Actor for SweepActor {
         // Sources are children of this actor: they report to its address.
         for (number, spec) in self.run.local_sources.iter().enumerate() {
             let source = LocalSource::new(
-                number,
-                self.run.paths.clone(),
-                self.run.project_root.clone(),
-                self.run.timeout,
-                self.run.kill_grace,
+                LocalSourceSetup {
+                    source: number,
+                    paths: self.run.paths.clone(),
+                    cwd: self.run.project_root.clone(),
+                    timeout: self.run.timeout,
+                    kill_grace: self.run.kill_grace,
+                    params: Arc::clone(&self.run.params),
+                    prefetch: prefetch.clone(),
+                },
                 ctx.address().recipient(),
-                Arc::clone(&self.run.params),
-                prefetch.clone(),
             );
             tracing::debug!(source = %spec.name, slots = spec.slots, "local source started");
             self.sources.push(source.start());
