@@ -33,8 +33,18 @@ pub fn execute(
         });
         let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
         let sweep = SweepActor::new(core, run, store, progress, done_tx).start();
+        // SIGTERM (a shutdown, `kill`) is treated like Ctrl-C: stop, keep the state.
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let mut interrupts = 0;
         loop {
+            let terminate = async {
+                match sigterm.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 summary = &mut done_rx => {
                     return summary.map_err(|_| anyhow::anyhow!("the sweep actor stopped without a summary"));
@@ -45,13 +55,14 @@ pub fn execute(
                         return (&mut done_rx).await.map_err(|_| anyhow::anyhow!("the sweep actor stopped without a summary"));
                     }
                     interrupts += 1;
-                    if interrupts == 1 {
-                        sweep.do_send(Interrupt);
-                    } else {
-                        eprintln!("hsm-coordinator: interrupted again, exiting now; `sweep complete` finishes the sweep later");
-                        std::process::exit(130);
-                    }
                 }
+                _ = terminate => interrupts += 1,
+            }
+            if interrupts == 1 {
+                sweep.do_send(Interrupt);
+            } else {
+                eprintln!("hsm-coordinator: interrupted again, exiting now; `sweep complete` finishes the sweep later");
+                std::process::exit(130);
             }
         }
     })

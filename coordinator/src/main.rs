@@ -5,6 +5,12 @@ use clap::Parser;
 use hsm_coordinator::cli::{self, Cli};
 
 fn main() {
+    // Die quietly on a closed pipe (`sweep status | head`) like other Unix tools, instead of
+    // panicking in println!.
+    // SAFETY: setting a signal disposition before any threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
     let code = match cli::run(cli) {

@@ -24,10 +24,10 @@ pub struct PrefetchPlan {
     pub group: String,
     pub command: CommandSpec,
     pub script_override: Option<String>,
+    /// Parameters of every task of the sweep (index - 1), shared with the sweep actor.
+    pub params: Arc<Vec<Params>>,
     /// Tasks about to run their first attempt, in dispatch order.
-    pub tasks: Vec<(u64, Params)>,
-    /// Number of tasks in the sweep (size of the flag table).
-    pub n_tasks: u64,
+    pub order: Vec<u64>,
 }
 
 /// Shared between the preparer thread and the local source.
@@ -42,7 +42,9 @@ impl Prefetch {
     /// Starts the preparer thread. The returned handle stops it when dropped.
     pub fn start(plan: PrefetchPlan) -> (Arc<Prefetch>, PrefetchThread) {
         let shared = Arc::new(Prefetch {
-            prepared: (0..plan.n_tasks).map(|_| AtomicBool::new(false)).collect(),
+            prepared: (0..plan.params.len())
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             launched: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
@@ -64,7 +66,7 @@ impl Prefetch {
     }
 
     fn run(&self, plan: PrefetchPlan) {
-        for (n_done, (index, params)) in plan.tasks.iter().enumerate() {
+        for (n_done, &index) in plan.order.iter().enumerate() {
             while n_done as u64 >= self.launched.load(Ordering::Relaxed) + AHEAD {
                 if self.stop.load(Ordering::Relaxed) {
                     return;
@@ -74,9 +76,15 @@ impl Prefetch {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            match prepare_first_attempt(&plan, *index, params) {
+            let Some(params) = index
+                .checked_sub(1)
+                .and_then(|i| plan.params.get(i as usize))
+            else {
+                continue;
+            };
+            match prepare_first_attempt(&plan, index, params) {
                 Ok(()) => {
-                    if let Some(flag) = self.prepared.get((*index - 1) as usize) {
+                    if let Some(flag) = self.prepared.get((index - 1) as usize) {
                         flag.store(true, Ordering::Release);
                     }
                 }

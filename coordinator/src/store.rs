@@ -196,16 +196,27 @@ impl Store {
 
     /// Every task, in index order.
     pub fn tasks(&self) -> Result<Vec<TaskRow>, StoreError> {
+        self.read_tasks(true)
+    }
+
+    /// Every task without its parameters (left empty): enough for the status views, and much
+    /// cheaper on big sweeps than parsing every task's parameters.
+    pub fn task_statuses(&self) -> Result<Vec<TaskRow>, StoreError> {
+        self.read_tasks(false)
+    }
+
+    fn read_tasks(&self, with_params: bool) -> Result<Vec<TaskRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT idx, task_id, params_hash, params, status, attempt, source, exit_code,
-                        reason, pid, started_at, finished_at
+                "SELECT idx, task_id, params_hash,
+                        CASE WHEN ?1 THEN params ELSE '' END,
+                        status, attempt, source, exit_code, reason, pid, started_at, finished_at
                  FROM tasks ORDER BY idx",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map([with_params], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
@@ -244,8 +255,12 @@ impl Store {
                 index,
                 message,
             };
-            let params: Params = serde_json::from_str(&params_json)
-                .map_err(|e| corrupt(format!("unreadable parameters: {e}")))?;
+            let params: Params = if with_params {
+                serde_json::from_str(&params_json)
+                    .map_err(|e| corrupt(format!("unreadable parameters: {e}")))?
+            } else {
+                Params::new()
+            };
             let status: TaskStatus = status.parse().map_err(corrupt)?;
             tasks.push(TaskRow {
                 index,
@@ -298,6 +313,30 @@ impl Store {
     }
 
     /// `PRAGMA integrity_check` result (`ok` when healthy).
+    /// Parameters of the failed tasks only (for `failed_tasks.yaml`).
+    pub fn failed_params(&self) -> Result<Vec<(u64, Params)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, params FROM tasks WHERE status = 'failed' ORDER BY idx")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (index, text) = row.map_err(|e| self.sqlite(e))?;
+            let params = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                index: index as u64,
+                message: format!("unreadable parameters: {e}"),
+            })?;
+            out.push((index as u64, params));
+        }
+        Ok(out)
+    }
+
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         self.conn
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))

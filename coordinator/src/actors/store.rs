@@ -16,6 +16,9 @@ pub struct StoreActor {
     /// The first persistence error; reported to the sweep actor, which then stops the run.
     failure: Option<String>,
     log: Option<std::fs::File>,
+    /// When the views were last written and how long that took: on a big sweep a rewrite of
+    /// task_mapping.yaml costs seconds, so rewrites are spaced to at least ten times their cost.
+    last_views: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl StoreActor {
@@ -40,6 +43,7 @@ impl StoreActor {
             sweep_id,
             failure,
             log,
+            last_views: None,
         }
     }
 
@@ -71,12 +75,19 @@ impl StoreActor {
             let dir = self.paths.task_dir(change.index);
             let text = layout::status_yaml(&view);
             let path = dir.join("status.yaml");
-            // The task directory normally exists (the source prepared it); create it only when
-            // the first write finds it missing, to keep the common path at one open().
-            let result = layout::overwrite_in_place(&path, text.as_bytes()).or_else(|_| {
-                std::fs::create_dir_all(&dir)
-                    .and_then(|_| layout::overwrite_in_place(&path, text.as_bytes()))
-            });
+            // The task directory normally exists (the source prepared it). It is created here
+            // only for a task being started (the store may see `queued` before the source made
+            // the directory); a task that never started (pending, cancelled before start) gets
+            // no directory at all: cancelling 500,000 queued tasks must not create 500,000.
+            let started = matches!(change.status, TaskStatus::Queued | TaskStatus::Running);
+            let result = match layout::overwrite_in_place(&path, text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && started => {
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|_| layout::overwrite_in_place(&path, text.as_bytes()))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            };
             if let Err(e) = result {
                 tracing::warn!(task = change.index, error = %e, "cannot write status.yaml");
             }
@@ -107,21 +118,34 @@ impl StoreActor {
         }
     }
 
-    fn write_views(&mut self) -> Result<(), String> {
+    fn write_views(&mut self, force: bool) -> Result<(), String> {
+        if let (false, Some((at, took))) = (force, self.last_views) {
+            if at.elapsed() < (took * 10).max(std::time::Duration::from_secs(3)) {
+                return Ok(());
+            }
+        }
+        let started = std::time::Instant::now();
         let store = self
             .store
             .as_ref()
             .ok_or("the sweep database is not open")?;
-        let tasks = store.tasks().map_err(|e| e.to_string())?;
+        let mut tasks = store.task_statuses().map_err(|e| e.to_string())?;
         let mapping = layout::mapping_yaml(&self.sweep_id, &tasks);
         layout::write_atomic(&self.paths.mapping(), mapping.as_bytes())
             .map_err(|e| e.to_string())?;
+        for (index, params) in store.failed_params().map_err(|e| e.to_string())? {
+            if let Some(task) = tasks.get_mut((index - 1) as usize) {
+                task.params = params;
+            }
+        }
         let failed = self.paths.failed_tasks();
         if let Some(dir) = failed.parent() {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         }
         layout::write_atomic(&failed, layout::failed_tasks_yaml(&tasks).as_bytes())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.last_views = Some((std::time::Instant::now(), started.elapsed()));
+        Ok(())
     }
 }
 
@@ -141,15 +165,18 @@ impl Handler<Persist> for StoreActor {
     }
 }
 
-/// Regenerate `task_mapping.yaml` and `failed_tasks.yaml` from the database.
+/// Regenerate `task_mapping.yaml` and `failed_tasks.yaml` from the database. Unless `force`d
+/// (at the end of a run), skipped while the last rewrite is recent relative to its cost.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]
-pub struct WriteViews;
+pub struct WriteViews {
+    pub force: bool,
+}
 
 impl Handler<WriteViews> for StoreActor {
     type Result = Result<(), String>;
-    fn handle(&mut self, _: WriteViews, _: &mut SyncContext<Self>) -> Self::Result {
-        self.write_views()
+    fn handle(&mut self, msg: WriteViews, _: &mut SyncContext<Self>) -> Self::Result {
+        self.write_views(msg.force)
     }
 }
 

@@ -209,7 +209,7 @@ impl SweepActor {
         self.flush();
         self.progress.finish(self.core.counts());
         // The store's mailbox is FIFO: the views are written after the last batch.
-        let views = self.store.send(WriteViews);
+        let views = self.store.send(WriteViews { force: true });
         let close = self.store.send(Close);
         let done = async move {
             let result = views.await;
@@ -246,13 +246,8 @@ impl Actor for SweepActor {
                 group: self.run.group.clone(),
                 command: self.run.command.clone(),
                 script_override: self.run.script_override.clone(),
-                tasks: self
-                    .run
-                    .prefetch
-                    .iter()
-                    .filter_map(|&i| Some((i, self.run.params.get((i - 1) as usize)?.clone())))
-                    .collect(),
-                n_tasks: self.run.params.len() as u64,
+                params: Arc::clone(&self.run.params),
+                order: std::mem::take(&mut self.run.prefetch),
             };
             let (shared, thread) = Prefetch::start(plan);
             self.prefetch_thread = Some(thread);
@@ -278,7 +273,7 @@ impl Actor for SweepActor {
         ctx.run_interval(FLUSH_EVERY, |actor, _| actor.flush());
         ctx.run_interval(VIEWS_EVERY, |actor, _| {
             if std::mem::take(&mut actor.views_dirty) {
-                actor.store.do_send(WriteViews);
+                actor.store.do_send(WriteViews { force: false });
             }
         });
         ctx.run_interval(POLL_CONTROL_EVERY, |actor, ctx| {

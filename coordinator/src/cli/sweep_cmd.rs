@@ -254,7 +254,6 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
 
     std::fs::write(paths.config_copy(), &sweep_text)
         .with_context(|| format!("writing {}", paths.config_copy().display()))?;
-    let all_params: Vec<Params> = sweep.spec.iter().take(n_tasks as usize).collect();
     let created = now_ms();
     let meta = vec![
         ("sweep_id", sweep_id.clone()),
@@ -269,14 +268,20 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         ("total_combinations", total.to_string()),
         ("hsm_version", env!("CARGO_PKG_VERSION").to_string()),
     ];
+    // Streamed from the expansion into SQLite: the whole sweep is never held twice.
     let store = Store::create(
         &paths.db(),
         &meta,
-        all_params.iter().enumerate().map(|(i, params)| NewTask {
-            index: i as u64 + 1,
-            params_hash: params_hash(params),
-            params: params.clone(),
-        }),
+        sweep
+            .spec
+            .iter()
+            .take(n_tasks as usize)
+            .enumerate()
+            .map(|(i, params)| NewTask {
+                index: i as u64 + 1,
+                params_hash: params_hash(&params),
+                params,
+            }),
     )?;
     let rows = store.tasks()?;
     write_metadata(
@@ -296,7 +301,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         describe_sources(&exec.sources)
     );
     let summary = execute(
-        global, &cfg, &exec, &settings, &sweep_id, &paths, store, &rows, &to_run, 0,
+        global, &cfg, &exec, &settings, &sweep_id, &paths, store, rows, &to_run, 0,
     )?;
     drop(lock);
     finish(
@@ -335,7 +340,7 @@ fn execute(
     sweep_id: &str,
     paths: &SweepPaths,
     store: Store,
-    rows: &[TaskRow],
+    rows: Vec<TaskRow>,
     to_run: &[u64],
     n_rerun_final: u64,
 ) -> anyhow::Result<RunSummary> {
@@ -372,12 +377,13 @@ fn execute(
         command: cfg.command.clone(),
         script_override: settings.script_override.clone(),
         group: settings.group.clone(),
-        params: std::sync::Arc::new(rows.iter().map(|r| r.params.clone()).collect()),
         prefetch: to_run
             .iter()
             .copied()
             .filter(|&i| rows.get((i - 1) as usize).is_some_and(|r| r.attempt == 0))
             .collect(),
+        // Moved out of the rows, not cloned: one copy of every task's parameters per run.
+        params: std::sync::Arc::new(rows.into_iter().map(|r| r.params).collect()),
         local_sources: exec.sources.clone(),
         timeout: exec.timeout,
         kill_grace: exec.kill_grace,
@@ -397,7 +403,7 @@ fn finish(
     metadata: Option<&crate::core::value::Value>,
 ) -> anyhow::Result<i32> {
     let store = Store::open(&paths.db())?;
-    let rows = store.tasks()?;
+    let rows = store.task_statuses()?;
     if let Err(e) = write_metadata(paths, sweep_id, cfg, exec, &rows, created, metadata) {
         tracing::warn!(error = %e, "cannot update sweep_metadata.yaml");
     }
@@ -711,7 +717,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         &sweep_id,
         &paths,
         store,
-        &rows,
+        rows,
         &to_run,
         n_rerun_final,
     )?;
@@ -731,8 +737,14 @@ fn print_dry_run(
     as_json: bool,
     reasons: Option<&std::collections::HashMap<u64, &str>>,
 ) -> anyhow::Result<i32> {
-    let mut items = Vec::new();
+    // Streamed: a dry run of millions of tasks prints as it goes and holds one task at a time.
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     let mut n = 0u64;
+    if as_json {
+        out.write_all(b"[")?;
+    }
     for (index, params) in tasks {
         n += 1;
         let task_id = task_name(index);
@@ -747,28 +759,34 @@ fn print_dry_run(
             script_override: settings.script_override.as_deref(),
         };
         let argv = build_argv(command, &params, &ctx).map_err(|e| user_error(e.to_string()))?;
+        let reason = reasons.and_then(|r| r.get(&index));
         if as_json {
             let mut item = json!({"task": task_id, "index": index, "params": params, "argv": argv});
-            if let Some(reason) = reasons.and_then(|r| r.get(&index)) {
+            if let Some(reason) = reason {
                 item["reason"] = json!(reason);
             }
-            items.push(item);
+            out.write_all(if n == 1 { b"\n  " } else { b",\n  " })?;
+            serde_json::to_writer(&mut out, &item)?;
         } else {
-            let reason = reasons
-                .and_then(|r| r.get(&index))
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            println!("{task_id}{reason}");
-            println!(
+            let reason = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            writeln!(out, "{task_id}{reason}")?;
+            writeln!(
+                out,
                 "  params: {}",
                 serde_json::to_string(&params).unwrap_or_default()
-            );
-            println!("  argv:   {}", crate::core::command::shell_display(&argv));
+            )?;
+            writeln!(
+                out,
+                "  argv:   {}",
+                crate::core::command::shell_display(&argv)
+            )?;
         }
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&items)?);
-    } else {
+        out.write_all(if n == 0 { b"]\n" } else { b"\n]\n" })?;
+    }
+    out.flush()?;
+    if !as_json {
         eprintln!(
             "dry run: {n} task{} would run; nothing was started",
             if n == 1 { "" } else { "s" }
@@ -791,7 +809,11 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
             })?,
     };
     let store = Store::open(&paths.db())?;
-    let rows = store.tasks()?;
+    let rows = if args.json {
+        store.tasks()?
+    } else {
+        store.task_statuses()?
+    };
     let mut counts = Counts::default();
     for row in &rows {
         counts.add(row.status);
@@ -889,7 +911,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
         }
     } else {
         // No coordinator: end what an abandoned run left behind and record it.
-        let rows = store.tasks()?;
+        let rows = store.task_statuses()?;
         let orphans: Vec<(u64, u32)> = rows
             .iter()
             .filter(|r| matches!(r.status, TaskStatus::Running | TaskStatus::Queued))
@@ -912,7 +934,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
             })
             .collect();
         store.apply(&changes)?;
-        let rows = store.tasks()?;
+        let rows = store.task_statuses()?;
         let _ = layout::write_atomic(
             &paths.mapping(),
             layout::mapping_yaml(&sweep_id, &rows).as_bytes(),
@@ -923,7 +945,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
             if changes.len() == 1 { "" } else { "s" }
         );
     }
-    let rows = Store::open(&paths.db())?.tasks()?;
+    let rows = Store::open(&paths.db())?.task_statuses()?;
     let mut counts = Counts::default();
     for row in &rows {
         counts.add(row.status);

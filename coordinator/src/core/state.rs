@@ -329,7 +329,11 @@ impl SweepCore {
             }
             task.retries_left = retries;
             let attempt = task.attempt;
-            self.set_status(index, TaskStatus::Pending, attempt, None, None, now);
+            // Only a real transition is a change: a fresh sweep's tasks are pending already, and
+            // a change per task would make the store rewrite every status.yaml up front.
+            if task.status != TaskStatus::Pending {
+                self.set_status(index, TaskStatus::Pending, attempt, None, None, now);
+            }
             self.queue.push_back(index);
             self.open += 1;
         }
@@ -764,6 +768,25 @@ mod tests {
         core.sources[0].healthy = false;
         core.enqueue(&[1, 2], 0, 0);
         assert_eq!(launches(&core.poll_dispatch(0)), [(1, 1, 1)]);
+    }
+
+    #[test]
+    fn enqueue_records_only_real_transitions() {
+        let mut core = core_with(3, &[1], Strategy::RoundRobin);
+        core.tasks[1].status = TaskStatus::Failed;
+        core.counts = Counts {
+            pending: 2,
+            failed: 1,
+            ..Counts::default()
+        };
+        core.enqueue(&[1, 2, 3], 0, 0);
+        let changes = core.poll_changes();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            (changes[0].index, changes[0].status),
+            (2, TaskStatus::Pending)
+        );
+        assert_eq!(core.counts().pending, 3);
     }
 
     #[test]
