@@ -484,3 +484,53 @@ fn status_of_the_latest_sweep_and_text_output() {
     let all = p.run(&["sweep", "status", "first", "--all"]);
     assert!(all.stdout.contains("task_001 completed"), "{}", all.stdout);
 }
+
+#[test]
+fn sigterm_is_handled_like_ctrl_c() {
+    let p = project("sweep:\n  grid:\n    sleep: [60]\n    x: [1, 2, 3]\n");
+    let child = p.spawn(&[
+        "sweep",
+        "run",
+        "--sweep-id",
+        "terminated",
+        "--parallel",
+        "1",
+    ]);
+    let pid = child.id() as i32;
+    let db = p.sweep_dir("terminated").join("sweep.db");
+    wait_until(Duration::from_secs(30), "a running task", || {
+        db.exists() && p.status("terminated")["running"] == 1
+    });
+    // SAFETY: signalling the coordinator process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let run = Run::wait(child, "sweep run (SIGTERM)".into());
+    run.expect_code(130);
+    let status = p.status("terminated");
+    assert_eq!(
+        (status["cancelled"].as_u64(), status["pending"].as_u64()),
+        (Some(1), Some(2)),
+        "{status}"
+    );
+}
+
+#[test]
+fn cancelling_a_large_sweep_creates_no_directories_for_unstarted_tasks() {
+    let p = project("sweep:\n  grid:\n    sleep: [60]\n    x: {range: [0, 20000]}\n");
+    let child = p.spawn(&["sweep", "run", "--sweep-id", "large"]);
+    let db = p.sweep_dir("large").join("sweep.db");
+    wait_until(Duration::from_secs(60), "two running tasks", || {
+        db.exists() && p.status("large")["running"] == 2
+    });
+    p.run(&["sweep", "cancel", "large"]).expect_code(0);
+    Run::wait(child, "sweep run (cancelled)".into()).expect_code(1);
+    let status = p.status("large");
+    assert_eq!(status["cancelled"], 20000);
+    let n_dirs = std::fs::read_dir(p.sweep_dir("large").join("tasks"))
+        .unwrap()
+        .count();
+    // Started tasks plus at most the prefetch window have directories; never all 20,000.
+    assert!(
+        n_dirs <= 2 + 256 + 2,
+        "{n_dirs} task directories for 2 started tasks"
+    );
+}
