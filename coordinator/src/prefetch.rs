@@ -8,7 +8,7 @@ use crate::core::value::{task_name, Params};
 use crate::layout::{self, SweepPaths};
 use std::fs;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,10 +30,19 @@ pub struct PrefetchPlan {
     pub order: Vec<u64>,
 }
 
+/// Per-task states. A task is prepared by exactly one side: the preparer moves it
+/// UNTOUCHED → PREPARING → PREPARED; the source claims it with a compare-and-swap, either
+/// UNTOUCHED → CLAIMED (and prepares it itself) or PREPARED → CLAIMED (and launches at once). The
+/// preparer never touches a CLAIMED task, so it can never truncate the logs of a running one.
+const UNTOUCHED: u8 = 0;
+const PREPARING: u8 = 1;
+const PREPARED: u8 = 2;
+const CLAIMED: u8 = 3;
+
 /// Shared between the preparer thread and the local source.
 pub struct Prefetch {
-    /// `prepared[index - 1]` is set once the task's first attempt is fully prepared.
-    prepared: Vec<AtomicBool>,
+    /// `state[index - 1]`, see the constants above.
+    state: Vec<AtomicU8>,
     launched: AtomicU64,
     stop: AtomicBool,
 }
@@ -42,8 +51,8 @@ impl Prefetch {
     /// Starts the preparer thread. The returned handle stops it when dropped.
     pub fn start(plan: PrefetchPlan) -> (Arc<Prefetch>, PrefetchThread) {
         let shared = Arc::new(Prefetch {
-            prepared: (0..plan.params.len())
-                .map(|_| AtomicBool::new(false))
+            state: (0..plan.params.len())
+                .map(|_| AtomicU8::new(UNTOUCHED))
                 .collect(),
             launched: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -56,13 +65,33 @@ impl Prefetch {
         (Arc::clone(&shared), PrefetchThread { shared, handle })
     }
 
-    /// True when attempt 1 of `index` is prepared; marks one launch (lets the preparer advance).
-    pub fn take(&self, index: u64) -> bool {
+    /// Claims attempt 1 of `index` for launching. True when the preparer already prepared it;
+    /// false when the caller must prepare it itself. Waits while the preparer is in the middle
+    /// of that very task (a few file operations).
+    pub fn claim(&self, index: u64) -> bool {
         self.launched.fetch_add(1, Ordering::Relaxed);
-        index
+        let Some(state) = index
             .checked_sub(1)
-            .and_then(|i| self.prepared.get(i as usize))
-            .is_some_and(|flag| flag.load(Ordering::Acquire))
+            .and_then(|i| self.state.get(i as usize))
+        else {
+            return false;
+        };
+        loop {
+            match state.compare_exchange(UNTOUCHED, CLAIMED, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return false,
+                Err(PREPARED) => {
+                    if state
+                        .compare_exchange(PREPARED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return true;
+                    }
+                }
+                Err(PREPARING) => std::thread::yield_now(),
+                // Already claimed: attempt 1 is launched once; prepare again to be safe.
+                Err(_) => return false,
+            }
+        }
     }
 
     fn run(&self, plan: PrefetchPlan) {
@@ -76,20 +105,26 @@ impl Prefetch {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
-            let Some(params) = index
-                .checked_sub(1)
-                .and_then(|i| plan.params.get(i as usize))
-            else {
+            let Some(slot) = index.checked_sub(1).map(|i| i as usize) else {
                 continue;
             };
+            let (Some(params), Some(state)) = (plan.params.get(slot), self.state.get(slot)) else {
+                continue;
+            };
+            if state
+                .compare_exchange(UNTOUCHED, PREPARING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // Claimed by the source, which prepares it itself.
+                continue;
+            }
             match prepare_first_attempt(&plan, index, params) {
-                Ok(()) => {
-                    if let Some(flag) = self.prepared.get((index - 1) as usize) {
-                        flag.store(true, Ordering::Release);
-                    }
+                Ok(()) => state.store(PREPARED, Ordering::Release),
+                Err(e) => {
+                    // The source prepares it again and reports the error on the task.
+                    tracing::debug!(task = index, error = %e, "prefetch failed");
+                    state.store(UNTOUCHED, Ordering::Release);
                 }
-                // The launch path prepares it again and reports the error on the task.
-                Err(e) => tracing::debug!(task = index, error = %e, "prefetch failed"),
             }
         }
     }
@@ -137,4 +172,59 @@ fn prepare_first_attempt(plan: &PrefetchPlan, index: u64, params: &Params) -> io
     fs::File::create(stdout)?;
     fs::File::create(stderr)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::value::Value;
+
+    #[test]
+    fn a_claimed_task_is_never_touched_by_the_preparer() {
+        // Repeated: the race needs the two threads to meet on the same task.
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = SweepPaths::new(dir.path().to_path_buf());
+            let n = 300u64;
+            let params: Vec<Params> = (0..n)
+                .map(|i| {
+                    [("x".to_string(), Value::Int(i as i64))]
+                        .into_iter()
+                        .collect()
+                })
+                .collect();
+            let command = CommandSpec {
+                template: Some(vec!["/bin/true".into(), "{overrides}".into()]),
+                ..CommandSpec::default()
+            };
+            let (shared, thread) = Prefetch::start(PrefetchPlan {
+                paths: paths.clone(),
+                sweep_id: "s".into(),
+                group: "g".into(),
+                command,
+                script_override: None,
+                params: Arc::new(params),
+                order: (1..=n).collect(),
+            });
+            // Claim from the back while the preparer works from the front, so they meet.
+            let mut self_prepared = Vec::new();
+            for index in (1..=n).rev() {
+                if !shared.claim(index) {
+                    layout::prepare_task_dir(&paths, index, 1, "x: 0\n", "true\n").unwrap();
+                    fs::write(paths.task_dir(index).join("stdout.log"), "output").unwrap();
+                    self_prepared.push(index);
+                } else {
+                    assert!(paths.task_dir(index).join("stdout.log").is_file());
+                }
+            }
+            drop(thread);
+            for index in self_prepared {
+                let log = fs::read_to_string(paths.task_dir(index).join("stdout.log")).unwrap();
+                assert_eq!(
+                    log, "output",
+                    "round {round}: task {index} truncated by the preparer"
+                );
+            }
+        }
+    }
 }

@@ -19,6 +19,9 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The coordinator stopped while creating the database (no committed schema).
+    #[error("sweep database {path} was never fully created")]
+    Incomplete { path: String },
     /// The file was written by a newer hsm.
     #[error("sweep database {path} has schema version {found}, this hsm understands {SCHEMA_VERSION}: upgrade hsm")]
     Version { path: String, found: i64 },
@@ -73,16 +76,11 @@ impl Store {
             path: display.clone(),
             source,
         };
-        store
-            .conn
-            .execute_batch(SCHEMA)
-            .and_then(|_| {
-                store
-                    .conn
-                    .pragma_update(None, "user_version", SCHEMA_VERSION)
-            })
-            .map_err(err)?;
+        // Schema, meta and tasks in one transaction, the schema version written last: a
+        // coordinator killed while creating the sweep leaves a database that `open` recognises
+        // as never created, not an empty sweep that looks finished.
         let tx = store.conn.transaction().map_err(err)?;
+        tx.execute_batch(SCHEMA).map_err(err)?;
         {
             let mut insert_meta = tx
                 .prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")
@@ -108,6 +106,8 @@ impl Store {
                     .map_err(err)?;
             }
         }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(store)
     }
@@ -119,6 +119,11 @@ impl Store {
             .conn
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(|source| store.sqlite(source))?;
+        if found == 0 {
+            return Err(StoreError::Incomplete {
+                path: store.path.clone(),
+            });
+        }
         if found != SCHEMA_VERSION {
             return Err(StoreError::Version {
                 path: store.path.clone(),
@@ -382,8 +387,10 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
             change.pid,
             change.at
         ])?;
-        // Attempt 0 means "never ran": no attempt row, only the task and the event.
-        if change.attempt > 0 {
+        // Attempt 0 means "never ran", and `pending` (a retry or a `complete` queueing the task
+        // again) carries the previous attempt's number: neither may touch an attempt row, or
+        // the history of the failed attempt would be overwritten.
+        if change.attempt > 0 && change.status != TaskStatus::Pending {
             attempt.execute(params![
                 change.index as i64,
                 change.attempt,
@@ -522,6 +529,45 @@ mod tests {
             .unwrap();
         assert_eq!(n_attempts, 2);
         assert_eq!(store.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_retry_keeps_the_failed_attempt_in_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("sweep.db"), &[], new_tasks(1)).unwrap();
+        store
+            .apply(&[
+                change(1, 1, TaskStatus::Running, 1),
+                Change {
+                    exit_code: Some(2),
+                    reason: Some("exit code 2".into()),
+                    ..change(1, 1, TaskStatus::Failed, 2)
+                },
+                change(1, 1, TaskStatus::Pending, 3),
+                change(1, 2, TaskStatus::Queued, 4),
+            ])
+            .unwrap();
+        let (status, code): (String, Option<i64>) = store
+            .conn
+            .query_row(
+                "SELECT status, exit_code FROM attempts WHERE idx = 1 AND attempt = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), code), ("failed", Some(2)));
+    }
+
+    #[test]
+    fn a_database_whose_creation_never_committed_is_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        // What a coordinator killed mid-creation leaves: a WAL database without the schema.
+        drop(Store::connect(&path).unwrap());
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::Incomplete { .. })
+        ));
     }
 
     #[test]

@@ -306,11 +306,17 @@ fn resolve_scalar(
         _ => {
             if let Some(i) = parse_int(text) {
                 Node::Int(i)
+            } else if looks_like_int(text) {
+                // Too large for i64. Turning it into a float would change its type and value
+                // silently; say so instead.
+                return Err(YamlError {
+                    pos,
+                    message: format!(
+                        "integer {text} does not fit in 64 bits — quote it ('{text}') to pass it as a string"
+                    ),
+                });
             } else if let Some(f) = parse_float(text) {
                 Node::Float(f)
-            } else if looks_like_int(text) {
-                // Too large for i64: keep it as a float rather than failing.
-                Node::Float(text.parse::<f64>().unwrap_or(f64::NAN))
             } else {
                 Node::Str(text.to_string())
             }

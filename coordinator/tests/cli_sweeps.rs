@@ -8,7 +8,7 @@ use common::*;
 use std::time::{Duration, Instant};
 
 /// A task script driven by its parameters: `fail=N` exits N unless the file `fixed` exists in
-/// the project, `sleep=S` sleeps, `ignore_term=true` ignores SIGTERM. Every attempt appends a
+/// the project, `sleep=S` sleeps, `ignore_term=true` ignores SIGTERM, `slow_sleep=S` sleeps while the file `slow` exists. Every attempt appends a
 /// line to `results/runs.txt`, and writes its argv and HSM_* environment to `results/argv.json`.
 const TASK_PY: &str = r#"
 import json, os, signal, sys, time
@@ -26,6 +26,8 @@ if args.get("ignore_term") == "true":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if "sleep" in args:
     time.sleep(float(args["sleep"]))
+if "slow_sleep" in args and os.path.exists("slow"):
+    time.sleep(float(args["slow_sleep"]))
 fail = int(args.get("fail", "0"))
 if fail and not os.path.exists("fixed"):
     sys.exit(fail)
@@ -256,10 +258,7 @@ fn cancel_from_another_terminal_cancels_running_and_pending_tasks() {
     let child = p.spawn(&["sweep", "run", "--sweep-id", "to_cancel"]);
     let db = p.sweep_dir("to_cancel").join("sweep.db");
     wait_until(Duration::from_secs(30), "two running tasks", || {
-        db.exists() && {
-            let s = p.status("to_cancel");
-            s["running"] == 2
-        }
+        db.exists() && p.try_status("to_cancel").is_some_and(|s| s["running"] == 2)
     });
     let pids: Vec<i32> = (1..=2)
         .map(|i| {
@@ -301,7 +300,9 @@ fn ctrl_c_stops_running_tasks_keeps_pending_and_exits_130() {
     let pid = child.id() as i32;
     let db = p.sweep_dir("interrupted").join("sweep.db");
     wait_until(Duration::from_secs(30), "two running tasks", || {
-        db.exists() && p.status("interrupted")["running"] == 2
+        db.exists()
+            && p.try_status("interrupted")
+                .is_some_and(|s| s["running"] == 2)
     });
     // SAFETY: signalling the coordinator process this test started.
     unsafe { libc::kill(pid, libc::SIGINT) };
@@ -318,7 +319,9 @@ fn kill_9_mid_sweep_then_complete_never_reruns_completed_tasks() {
     let mut child = p.spawn(&["sweep", "run", "--sweep-id", "killed"]);
     let db = p.sweep_dir("killed").join("sweep.db");
     wait_until(Duration::from_secs(60), "four completed tasks", || {
-        db.exists() && p.status("killed")["completed"].as_u64().unwrap_or(0) >= 4
+        db.exists()
+            && p.try_status("killed")
+                .is_some_and(|s| s["completed"].as_u64().unwrap_or(0) >= 4)
     });
     child.kill().expect("kill -9 the coordinator");
     let _ = child.wait();
@@ -499,7 +502,9 @@ fn sigterm_is_handled_like_ctrl_c() {
     let pid = child.id() as i32;
     let db = p.sweep_dir("terminated").join("sweep.db");
     wait_until(Duration::from_secs(30), "a running task", || {
-        db.exists() && p.status("terminated")["running"] == 1
+        db.exists()
+            && p.try_status("terminated")
+                .is_some_and(|s| s["running"] == 1)
     });
     // SAFETY: signalling the coordinator process this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -519,7 +524,7 @@ fn cancelling_a_large_sweep_creates_no_directories_for_unstarted_tasks() {
     let child = p.spawn(&["sweep", "run", "--sweep-id", "large"]);
     let db = p.sweep_dir("large").join("sweep.db");
     wait_until(Duration::from_secs(60), "two running tasks", || {
-        db.exists() && p.status("large")["running"] == 2
+        db.exists() && p.try_status("large").is_some_and(|s| s["running"] == 2)
     });
     p.run(&["sweep", "cancel", "large"]).expect_code(0);
     Run::wait(child, "sweep run (cancelled)".into()).expect_code(1);
@@ -532,5 +537,106 @@ fn cancelling_a_large_sweep_creates_no_directories_for_unstarted_tasks() {
     assert!(
         n_dirs <= 2 + 256 + 2,
         "{n_dirs} task directories for 2 started tasks"
+    );
+}
+
+/// Pids of live (non-zombie) processes whose environment says they belong to `sweep_id`.
+fn sweep_processes(sweep_id: &str) -> Vec<i32> {
+    let want = format!("HSM_SWEEP_ID={sweep_id}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|&b| b == 0).any(|v| v == want.as_bytes()))
+                .unwrap_or(false)
+                && pid_alive(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_right_after_launch_leaves_no_task_running_twice() {
+    let p = project("sweep:\n  grid:\n    slow_sleep: [60]\n    x: [1, 2, 3, 4, 5, 6, 7, 8]\n");
+    p.write("slow", "");
+    let mut child = p.spawn(&["sweep", "run", "--sweep-id", "early", "--parallel", "8"]);
+    // Kill the coordinator the moment its first task process exists, before the 50 ms flush
+    // can record the pid in sweep.db.
+    wait_until(Duration::from_secs(60), "a task process", || {
+        !sweep_processes("early").is_empty()
+    });
+    child.kill().expect("kill -9 the coordinator");
+    let _ = child.wait();
+    let orphans = sweep_processes("early");
+    assert!(!orphans.is_empty());
+    // The re-run is quick; only the orphans of the first run would still be sleeping.
+    std::fs::remove_file(p.path().join("slow")).unwrap();
+
+    let complete = p.run(&["sweep", "complete", "early"]);
+    complete.expect_code(0);
+    assert!(
+        sweep_processes("early").is_empty(),
+        "processes of the first run survived: {orphans:?}"
+    );
+    for pid in orphans {
+        assert!(!pid_alive(pid), "orphan {pid} still alive");
+    }
+    let status = p.status("early");
+    assert_eq!(status["completed"], 8, "{status}");
+}
+
+#[test]
+fn review_regressions_bad_timeout_exclude_all_and_huge_ints_exit_2() {
+    let p = project("sweep:\n  grid:\n    x: [1, 2]\n  exclude:\n    - {x: 1}\n    - {x: 2}\n");
+    let run = p.run(&["sweep", "run"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("removes every combination"),
+        "{}",
+        run.stderr
+    );
+    p.write(
+        "sweeps/sweep.yaml",
+        "sweep:\n  grid:\n    x: [99999999999999999999999]\n",
+    );
+    let run = p.run(&["sweep", "run"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("sweeps/sweep.yaml:3:9") && run.stderr.contains("64 bits"),
+        "{}",
+        run.stderr
+    );
+    p.write("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: [1]\n");
+    let run = p.run(&["sweep", "run", "--timeout", "0s"]);
+    run.expect_code(2);
+    assert!(!p.outputs().exists());
+}
+
+#[test]
+fn complete_keeps_metadata_and_attempt_history() {
+    let p = project("sweep:\n  grid:\n    fail: [4]\nmetadata:\n  description: hello\n");
+    p.run(&["sweep", "run", "--sweep-id", "meta", "--retries", "1"])
+        .expect_code(1);
+    p.write("fixed", "");
+    p.run(&["sweep", "complete", "meta"]).expect_code(0);
+    let metadata =
+        std::fs::read_to_string(p.sweep_dir("meta").join("sweep_metadata.yaml")).unwrap();
+    assert!(metadata.contains("description: hello"), "{metadata}");
+    let db = rusqlite::Connection::open(p.sweep_dir("meta").join("sweep.db")).unwrap();
+    let attempts: Vec<(i64, String, Option<i64>)> = db
+        .prepare("SELECT attempt, status, exit_code FROM attempts WHERE idx = 1 ORDER BY attempt")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (1, "failed".into(), Some(4)),
+            (2, "failed".into(), Some(4)),
+            (3, "completed".into(), Some(0))
+        ]
     );
 }

@@ -84,7 +84,7 @@ impl Handler<LaunchTask> for LocalSource {
         };
         let index = msg.key.index;
         let prepared =
-            msg.key.attempt == 1 && self.setup.prefetch.as_ref().is_some_and(|p| p.take(index));
+            msg.key.attempt == 1 && self.setup.prefetch.as_ref().is_some_and(|p| p.claim(index));
         let files = if prepared {
             let dir = self.setup.paths.task_dir(index);
             Ok((dir.join("stdout.log"), dir.join("stderr.log")))
@@ -144,42 +144,90 @@ impl Handler<CancelTask> for LocalSource {
     }
 }
 
-/// Processes of a sweep left running by a coordinator that died (`kill -9`): they were started by
-/// hsm for this sweep, which we verify through their environment (`HSM_SWEEP_ID`, `HSM_TASK_ID`)
-/// before killing their process group, so a reused pid is never signalled.
-pub fn kill_orphans(sweep_id: &str, tasks: &[(u64, u32)]) -> usize {
-    let mut killed = 0;
-    for &(index, pid) in tasks {
-        if pid == 0 || !process_belongs_to(pid, sweep_id, index) {
+/// Ends the task processes of a sweep left running by a coordinator that died (`kill -9`).
+///
+/// They are found by their environment, not by the pids in `sweep.db`: a task started in the
+/// last moments before the crash may not have reached the database yet. A process counts as the
+/// sweep's when its environment holds `HSM_SWEEP_ID=<sweep_id>` and an `HSM_TASK_ID`, which hsm
+/// sets on every task; its whole process group (each task has its own) is killed. Call this only
+/// while holding the sweep's lock, so no live coordinator owns these processes. Returns the
+/// number of process groups killed.
+pub fn kill_orphans(sweep_id: &str) -> usize {
+    let mut groups = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || !belongs_to_sweep(pid, sweep_id) {
             continue;
         }
-        // SAFETY: plain syscall; the pid was verified above to be this sweep's task.
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-        }
-        killed += 1;
-        for _ in 0..100 {
-            if !process_belongs_to(pid, sweep_id, index) {
-                break;
+        if let Some(pgid) = process_group(pid) {
+            // Never signal group 0/1 or our own group, whatever a process claims.
+            // SAFETY: getpgrp has no preconditions.
+            let own = unsafe { libc::getpgrp() } as u32;
+            if pgid > 1 && pgid != own {
+                groups.insert(pgid);
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
-    killed
+    for &pgid in &groups {
+        // SAFETY: plain syscall on a group holding a verified task process of this sweep.
+        unsafe {
+            libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+    // Wait (bounded) until they are gone, so a re-run never overlaps its predecessor.
+    for _ in 0..250 {
+        if groups.iter().all(|&pgid| !group_alive(pgid)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    groups.len()
 }
 
-fn process_belongs_to(pid: u32, sweep_id: &str, index: u64) -> bool {
+fn belongs_to_sweep(pid: u32, sweep_id: &str) -> bool {
+    // Another user's processes are unreadable here, and a zombie's environ is empty.
     let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
         return false;
     };
-    // A zombie has an empty environ: it is dead already.
     let want_sweep = format!("HSM_SWEEP_ID={sweep_id}");
-    let want_task = format!("HSM_TASK_ID={}", crate::core::value::task_name(index));
     let mut sweep_ok = false;
     let mut task_ok = false;
     for var in environ.split(|&b| b == 0) {
         sweep_ok |= var == want_sweep.as_bytes();
-        task_ok |= var == want_task.as_bytes();
+        task_ok |= var.starts_with(b"HSM_TASK_ID=task_");
     }
     sweep_ok && task_ok
+}
+
+/// Field 5 of /proc/PID/stat (after the parenthesised command name, which may contain spaces).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn group_alive(pgid: u32) -> bool {
+    // kill(-pgid, 0) succeeds while any member exists; zombies count until reaped, so also
+    // accept "only zombies left" as gone by checking the leader's state when it is the member.
+    // SAFETY: signal 0 only checks for existence.
+    let exists = unsafe { libc::kill(-(pgid as libc::pid_t), 0) } == 0;
+    if !exists {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pgid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
 }

@@ -25,6 +25,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The most tasks one sweep may have: every task is a row in sweep.db and a little memory in
+/// the coordinator (about 1 KB), so a sweep beyond this is almost surely a mistake.
+pub const MAX_TASKS: u64 = 20_000_000;
+
 /// The validated options of a run or completion.
 struct ExecPlan {
     sources: Vec<LocalSourceSpec>,
@@ -55,11 +59,16 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
         None => None,
     };
     let timeout = match &args.timeout {
-        Some(text) => Some(config::parse_duration(text).map_err(|e| {
-            user_error(format!(
-                "--timeout {text}: {e} — write e.g. 90s, 15m, 2h or 01:30:00"
-            ))
-        })?),
+        Some(text) => {
+            let timeout = config::parse_duration(text)
+                .map_err(|e| user_error(format!("--timeout {text}: {e}")))?;
+            if timeout.is_zero() {
+                return Err(user_error(format!(
+                    "--timeout {text}: must be longer than zero"
+                )));
+            }
+            Some(timeout)
+        }
         None => cfg.defaults.timeout,
     };
     let strategy = match args.strategy.as_deref() {
@@ -201,6 +210,17 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         println!("{n_tasks}");
         return Ok(EXIT_OK);
     }
+    let shown = display_path(global, &sweep_path);
+    if total == 0 {
+        return Err(user_error(format!(
+            "{shown}: `exclude` removes every combination; nothing to run"
+        )));
+    }
+    if n_tasks > MAX_TASKS {
+        return Err(user_error(format!(
+            "{shown}: {n_tasks} tasks is more than one sweep holds ({MAX_TASKS}) — split the sweep or use --max-runs"
+        )));
+    }
     let first = sweep.spec.iter().next().unwrap_or_default();
     check_command(&cfg, sweep.script.as_deref(), &first)?;
 
@@ -266,6 +286,10 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             settings.script_override.clone().unwrap_or_default(),
         ),
         ("total_combinations", total.to_string()),
+        (
+            "metadata",
+            serde_json::to_string(&sweep.metadata).unwrap_or_else(|_| "null".into()),
+        ),
         ("hsm_version", env!("CARGO_PKG_VERSION").to_string()),
     ];
     // Streamed from the expansion into SQLite: the whole sweep is never held twice.
@@ -294,11 +318,14 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         sweep.metadata.as_ref(),
     )?;
     let to_run: Vec<u64> = (1..=n_tasks).collect();
-    eprintln!(
-        "running {} task{} on {}",
-        to_run.len(),
-        if to_run.len() == 1 { "" } else { "s" },
-        describe_sources(&exec.sources)
+    note(
+        global,
+        &format!(
+            "running {} task{} on {}",
+            to_run.len(),
+            if to_run.len() == 1 { "" } else { "s" },
+            describe_sources(&exec.sources)
+        ),
     );
     let summary = execute(
         global, &cfg, &exec, &settings, &sweep_id, &paths, store, rows, &to_run, 0,
@@ -314,6 +341,13 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         &summary,
         sweep.metadata.as_ref(),
     )
+}
+
+/// Information for the person at the terminal; `-q` silences it.
+fn note(global: &Global, line: &str) {
+    if !global.quiet {
+        eprintln!("{line}");
+    }
 }
 
 fn describe_sources(sources: &[LocalSourceSpec]) -> String {
@@ -344,7 +378,6 @@ fn execute(
     to_run: &[u64],
     n_rerun_final: u64,
 ) -> anyhow::Result<RunSummary> {
-    store.clear_cancel()?;
     let tasks: Vec<TaskState> = rows
         .iter()
         .map(|row| TaskState {
@@ -431,10 +464,22 @@ fn finish(
         eprintln!("interrupted; run `hsm-coordinator sweep complete {sweep_id}` to finish");
         return Ok(EXIT_INTERRUPTED);
     }
-    if c.failed + c.cancelled > 0 {
+    if c.pending + c.queued + c.running > 0 && c.failed + c.cancelled == 0 {
         eprintln!(
-            "see `hsm-coordinator sweep status {sweep_id}`; `hsm-coordinator sweep complete {sweep_id}` re-runs failed and cancelled tasks"
+            "{} task{} not run yet; `hsm-coordinator sweep complete {sweep_id}` runs them",
+            c.pending + c.queued + c.running,
+            if c.pending + c.queued + c.running == 1 {
+                ""
+            } else {
+                "s"
+            }
         );
+        return Ok(EXIT_FAILED);
+    }
+    if c.failed + c.cancelled > 0 {
+        note(global, &format!(
+            "see `hsm-coordinator sweep status {sweep_id}`; `hsm-coordinator sweep complete {sweep_id}` re-runs failed and cancelled tasks"
+        ));
         return Ok(EXIT_FAILED);
     }
     Ok(EXIT_OK)
@@ -479,6 +524,18 @@ fn write_metadata(
 /// Holds the sweep's lock file for as long as this coordinator works on the sweep. The lock is
 /// an OS file lock, so it is released even by `kill -9`.
 fn acquire_lock(paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<File> {
+    try_acquire_lock(paths)?.ok_or_else(|| {
+        let pid = std::fs::read_to_string(paths.lock()).unwrap_or_default();
+        user_error(format!(
+            "sweep {sweep_id} is being run by another coordinator (pid {}) — wait for it, or `hsm-coordinator sweep cancel {sweep_id}`",
+            pid.trim()
+        ))
+    })
+}
+
+/// The lock, or `None` when a coordinator holds it. `status` and `cancel` probe the lock by
+/// taking it for an instant, so a failed attempt is retried for a moment before giving up.
+fn try_acquire_lock(paths: &SweepPaths) -> anyhow::Result<Option<File>> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -486,20 +543,15 @@ fn acquire_lock(paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<File> {
         .write(true)
         .open(paths.lock())
         .with_context(|| format!("opening {}", paths.lock().display()))?;
-    match file.try_lock() {
-        Ok(()) => {
+    for _ in 0..50 {
+        if file.try_lock().is_ok() {
             let _ = file.set_len(0);
             let _ = std::fs::write(paths.lock(), std::process::id().to_string());
-            Ok(file)
+            return Ok(Some(file));
         }
-        Err(_) => {
-            let pid = std::fs::read_to_string(paths.lock()).unwrap_or_default();
-            Err(user_error(format!(
-                "sweep {sweep_id} is being run by another coordinator (pid {}) — wait for it, or `hsm-coordinator sweep cancel {sweep_id}`",
-                pid.trim()
-            )))
-        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(None)
 }
 
 /// True when a coordinator currently holds the sweep's lock.
@@ -517,6 +569,19 @@ fn is_active(paths: &SweepPaths) -> bool {
             false
         }
         Err(_) => true,
+    }
+}
+
+/// Opens a sweep's database; one whose creation never finished is the user's to re-run.
+fn open_store(paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<Store> {
+    match Store::open(&paths.db()) {
+        Err(crate::store::StoreError::Incomplete { .. }) if is_active(paths) => Err(user_error(
+            format!("sweep {sweep_id} is still being created; try again in a moment"),
+        )),
+        Err(crate::store::StoreError::Incomplete { .. }) => Err(user_error(format!(
+            "sweep {sweep_id} was never fully created (its coordinator stopped while creating it); nothing of it ran — start it again with `hsm-coordinator sweep run`"
+        ))),
+        other => Ok(other?),
     }
 }
 
@@ -604,7 +669,12 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     } else {
         Some(acquire_lock(&paths, &sweep_id)?)
     };
-    let store = Store::open(&paths.db())?;
+    let store = open_store(&paths, &sweep_id)?;
+    if lock.is_some() {
+        // A cancel request left from an earlier run must not stop this one; one arriving from
+        // now on (we hold the lock) is meant for this run.
+        store.clear_cancel()?;
+    }
     let settings = open_settings(&store)?;
     let rows = store.tasks()?;
     let total = rows.len() as u64;
@@ -676,18 +746,12 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             }
         );
     }
-    // Tasks still marked running were left by a coordinator that died: end their processes
-    // (verified to be this sweep's) before running them again.
-    let orphans: Vec<(u64, u32)> = rows
-        .iter()
-        .filter(|r| matches!(r.status, TaskStatus::Running | TaskStatus::Queued))
-        .filter_map(|r| Some((r.index, r.pid?)))
-        .collect();
-    let n_killed = kill_orphans(&sweep_id, &orphans);
+    // Task processes left by a coordinator that died are ended before anything runs again.
+    let n_killed = kill_orphans(&sweep_id);
     if n_killed > 0 {
         eprintln!(
-            "stopped {n_killed} task process{} left by an earlier coordinator",
-            if n_killed == 1 { "" } else { "es" }
+            "stopped {n_killed} task process group{} left by an earlier coordinator",
+            if n_killed == 1 { "" } else { "s" }
         );
     }
     let to_run: Vec<u64> = plan.runs.iter().map(|(i, _)| *i).collect();
@@ -697,14 +761,22 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         .filter(|(i, _)| rows[(*i - 1) as usize].status.is_final())
         .count() as u64;
     if !to_run.is_empty() {
-        eprintln!(
-            "running {} task{} on {} ({} completed kept)",
-            to_run.len(),
-            if to_run.len() == 1 { "" } else { "s" },
-            describe_sources(&exec.sources),
-            plan.n_completed
+        note(
+            global,
+            &format!(
+                "running {} task{} on {} ({} completed kept)",
+                to_run.len(),
+                if to_run.len() == 1 { "" } else { "s" },
+                describe_sources(&exec.sources),
+                rows.iter()
+                    .filter(|r| r.status == TaskStatus::Completed)
+                    .count()
+            ),
         );
     }
+    let metadata: Option<crate::core::value::Value> = store
+        .meta("metadata")?
+        .and_then(|text| serde_json::from_str(&text).ok());
     let created = store
         .meta("created")?
         .and_then(|c| c.parse().ok())
@@ -723,7 +795,14 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     )?;
     drop(lock);
     finish(
-        global, &sweep_id, &paths, &cfg, &exec, created, &summary, None,
+        global,
+        &sweep_id,
+        &paths,
+        &cfg,
+        &exec,
+        created,
+        &summary,
+        metadata.as_ref(),
     )
 }
 
@@ -808,7 +887,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
                 ))
             })?,
     };
-    let store = Store::open(&paths.db())?;
+    let store = open_store(&paths, &sweep_id)?;
     let rows = if args.json {
         store.tasks()?
     } else {
@@ -895,29 +974,12 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
 pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let (sweep_id, paths) = find_sweep(global, &cfg, &args.sweep_id)?;
-    let mut store = Store::open(&paths.db())?;
-    if is_active(&paths) {
-        store.request_cancel()?;
-        eprintln!(
-            "asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop"
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while is_active(&paths) {
-            if std::time::Instant::now() > deadline {
-                eprintln!("the coordinator has not stopped after 120 s; it will stop its tasks as they end");
-                return Ok(EXIT_FAILED);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    } else {
-        // No coordinator: end what an abandoned run left behind and record it.
+    let mut store = open_store(&paths, &sweep_id)?;
+    if let Some(_lock) = try_acquire_lock(&paths)? {
+        // No coordinator runs the sweep, and none can start while we hold the lock: end what
+        // an abandoned run left behind and record the cancellation ourselves.
+        kill_orphans(&sweep_id);
         let rows = store.task_statuses()?;
-        let orphans: Vec<(u64, u32)> = rows
-            .iter()
-            .filter(|r| matches!(r.status, TaskStatus::Running | TaskStatus::Queued))
-            .filter_map(|r| Some((r.index, r.pid?)))
-            .collect();
-        kill_orphans(&sweep_id, &orphans);
         let now = now_ms();
         let changes: Vec<Change> = rows
             .iter()
@@ -944,6 +1006,28 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
             changes.len(),
             if changes.len() == 1 { "" } else { "s" }
         );
+    } else {
+        store.request_cancel()?;
+        eprintln!(
+            "asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop"
+        );
+        // The request is recorded; waiting is a courtesy, so a coordinator that takes long to
+        // stop (a grace period, a huge sweep) is reported, not treated as a failure.
+        let started = std::time::Instant::now();
+        let mut next_note = Duration::from_secs(15);
+        while is_active(&paths) {
+            if started.elapsed() > Duration::from_secs(600) {
+                eprintln!(
+                    "the coordinator is still stopping after 10 minutes; it will finish on its own"
+                );
+                return Ok(EXIT_OK);
+            }
+            if started.elapsed() > next_note {
+                eprintln!("still stopping ({} s)…", started.elapsed().as_secs());
+                next_note += Duration::from_secs(15);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     let rows = Store::open(&paths.db())?.task_statuses()?;
     let mut counts = Counts::default();

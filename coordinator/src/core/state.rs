@@ -429,7 +429,7 @@ impl SweepCore {
                 TaskStatus::Completed,
                 attempt,
                 source,
-                None,
+                Some(0),
                 None,
                 now,
             ),

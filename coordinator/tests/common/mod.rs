@@ -68,6 +68,15 @@ impl Project {
         self.outputs().join(id)
     }
 
+    /// `sweep status ID --json` while a sweep may still be being created: `None` until it reads.
+    pub fn try_status(&self, id: &str) -> Option<serde_json::Value> {
+        let run = self.run(&["sweep", "status", id, "--json"]);
+        if run.code != Some(0) {
+            return None;
+        }
+        serde_json::from_str(&run.stdout).ok()
+    }
+
     /// `sweep status ID --json`, parsed.
     pub fn status(&self, id: &str) -> serde_json::Value {
         let run = self.run(&["sweep", "status", id, "--json"]);
