@@ -250,16 +250,31 @@ impl Inner {
     }
 }
 
+/// Like `File::create`, but leaves an existing empty file alone: O_TRUNC costs a journalled
+/// metadata update on ext4 even for a file that is already empty, and the coordinator creates the
+/// log files ahead of time.
+fn create_empty(path: &std::path::Path) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    if file.metadata()?.len() > 0 {
+        file.set_len(0)?;
+    }
+    Ok(file)
+}
+
 fn spawn(launch: &TaskLaunch) -> Result<Child, String> {
     let Some((program, args)) = launch.argv.split_first() else {
         return Err("empty argv".into());
     };
-    let stdout = File::create(&launch.stdout)
+    let stdout = create_empty(&launch.stdout)
         .map_err(|e| format!("cannot create stdout file {}: {e}", launch.stdout.display()))?;
     let stderr = if launch.stderr == launch.stdout {
         stdout.try_clone()
     } else {
-        File::create(&launch.stderr)
+        create_empty(&launch.stderr)
     }
     .map_err(|e| format!("cannot create stderr file {}: {e}", launch.stderr.display()))?;
 

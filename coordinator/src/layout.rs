@@ -146,8 +146,13 @@ pub fn overwrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .truncate(false)
         .write(true)
         .open(path)?;
+    let old_len = file.metadata()?.len();
     file.write_all_at(bytes, 0)?;
-    file.set_len(bytes.len() as u64)
+    // ftruncate is journalled on ext4 even when it changes nothing: only cut a longer file.
+    if old_len > bytes.len() as u64 {
+        file.set_len(bytes.len() as u64)?;
+    }
+    Ok(())
 }
 
 /// Unix milliseconds as an RFC 3339 UTC timestamp (`2026-11-28T17:48:55.123Z`).
@@ -321,6 +326,20 @@ mod tests {
         assert!(valid_sweep_id("my-sweep.1"));
         assert!(!valid_sweep_id("../x"));
         assert!(!valid_sweep_id(""));
+    }
+
+    #[test]
+    fn in_place_overwrites_leave_exactly_the_new_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.yaml");
+        for text in [
+            "status: running\n",
+            "status: completed\nexit_code: 0\n",
+            "s: x\n",
+        ] {
+            overwrite_in_place(&path, text.as_bytes()).unwrap();
+            assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        }
     }
 
     #[test]
