@@ -494,10 +494,7 @@ fn write_metadata(
     created: i64,
     metadata: Option<&crate::core::value::Value>,
 ) -> anyhow::Result<()> {
-    let mut counts = Counts::default();
-    for row in rows {
-        counts.add(row.status);
-    }
+    let counts: Counts = rows.iter().map(|r| r.status).collect();
     let value = json!({
         "sweep_id": sweep_id,
         "created": layout::format_utc(created),
@@ -893,10 +890,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     } else {
         store.task_statuses()?
     };
-    let mut counts = Counts::default();
-    for row in &rows {
-        counts.add(row.status);
-    }
+    let counts: Counts = rows.iter().map(|r| r.status).collect();
     let active = is_active(&paths);
     if args.json {
         let tasks: Vec<_> = rows
@@ -1030,10 +1024,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
         }
     }
     let rows = Store::open(&paths.db())?.task_statuses()?;
-    let mut counts = Counts::default();
-    for row in &rows {
-        counts.add(row.status);
-    }
+    let counts: Counts = rows.iter().map(|r| r.status).collect();
     println!(
         "{sweep_id}: {} completed, {} failed, {} cancelled, {} not run, of {}",
         counts.completed,

@@ -212,6 +212,16 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
+impl FromIterator<TaskStatus> for Counts {
+    fn from_iter<I: IntoIterator<Item = TaskStatus>>(statuses: I) -> Self {
+        let mut counts = Counts::default();
+        for status in statuses {
+            counts.add(status);
+        }
+        counts
+    }
+}
+
 impl Counts {
     pub fn total(&self) -> u64 {
         self.pending + self.queued + self.running + self.completed + self.failed + self.cancelled
@@ -272,10 +282,7 @@ pub struct SweepCore {
 impl SweepCore {
     /// `tasks` must hold every task of the sweep, with indices 1..=N in order.
     pub fn new(tasks: Vec<TaskState>, sources: Vec<SourceState>, strategy: Strategy) -> Self {
-        let mut counts = Counts::default();
-        for task in &tasks {
-            counts.add(task.status);
-        }
+        let counts = tasks.iter().map(|t| t.status).collect();
         SweepCore {
             tasks,
             sources,
