@@ -2,3 +2,4 @@
 //! local source.
 
 pub mod process;
+pub mod wire;
