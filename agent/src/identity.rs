@@ -94,7 +94,9 @@ pub enum IdentityError {
     #[error("cannot generate an identity: {0}")]
     Generate(#[from] rcgen::Error),
     /// A fingerprint given by the user is malformed.
-    #[error("invalid fingerprint `{text}`: {reason} (expected `sha256:` followed by 64 hex digits)")]
+    #[error(
+        "invalid fingerprint `{text}`: {reason} (expected `sha256:` followed by 64 hex digits)"
+    )]
     BadFingerprint { text: String, reason: &'static str },
     /// A line of `authorized_coordinators` is not a fingerprint.
     #[error("{path}:{line}: {reason}")]
@@ -264,18 +266,16 @@ impl Identity {
             .map_err(io_err(&key_path))?;
         let cert_pem = fs::read(&cert_path).map_err(io_err(&cert_path))?;
 
-        let cert =
-            CertificateDer::from_pem_slice(&cert_pem).map_err(|e| IdentityError::Pem {
-                path: cert_path.clone(),
-                what: "PEM certificate",
-                reason: e.to_string(),
-            })?;
-        let key =
-            PrivatePkcs8KeyDer::from_pem_slice(&key_pem).map_err(|e| IdentityError::Pem {
-                path: key_path.clone(),
-                what: "PEM PKCS#8 private key",
-                reason: e.to_string(),
-            })?;
+        let cert = CertificateDer::from_pem_slice(&cert_pem).map_err(|e| IdentityError::Pem {
+            path: cert_path.clone(),
+            what: "PEM certificate",
+            reason: e.to_string(),
+        })?;
+        let key = PrivatePkcs8KeyDer::from_pem_slice(&key_pem).map_err(|e| IdentityError::Pem {
+            path: key_path.clone(),
+            what: "PEM PKCS#8 private key",
+            reason: e.to_string(),
+        })?;
 
         // Catches a key and a certificate from two different identities (a bad copy) here, with
         // a message naming the files, instead of as a handshake failure on the peer.

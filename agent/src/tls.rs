@@ -151,7 +151,8 @@ struct CoordinatorVerifier {
 
 impl fmt::Debug for CoordinatorVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CoordinatorVerifier").finish_non_exhaustive()
+        f.debug_struct("CoordinatorVerifier")
+            .finish_non_exhaustive()
     }
 }
 
@@ -501,6 +502,11 @@ pub fn explain_connect_error(
                     "agent at {agent} presented {seen}, expected {expected} — if the agent was \
                      re-initialised, update its fingerprint with `hsm-coordinator agent add`"
                 ),
+                (Some(51), None) => format!(
+                    "the agent at {agent} presented the pinned certificate ({expected}) but could \
+                     not prove it holds its private key (TLS alert: decrypt error): something is \
+                     impersonating the agent"
+                ),
                 _ => format!(
                     "the connection to the agent at {agent} failed: {}",
                     local.reason
@@ -538,13 +544,31 @@ pub fn explain_accept_error(err: &quinn::ConnectionError, remote: SocketAddr) ->
                 None => format!("refused a coordinator from {remote}: {}", local.reason),
             }
         }
+        E::TransportError(local) if tls_alert(local.code) == Some(51) => format!(
+            "refused a coordinator from {remote}: it presented a certificate without proving it \
+             holds the private key (TLS alert: decrypt error)"
+        ),
         E::ConnectionClosed(close) => match tls_alert(close.error_code) {
-            Some(alert) if is_certificate_refusal(alert) => format!(
-                "the coordinator at {remote} refused this agent's certificate (TLS alert: {}); it \
-                 has probably pinned an old fingerprint for this agent{}",
-                alert_name(alert),
-                peer_said(&close.reason)
-            ),
+            Some(alert) if is_certificate_refusal(alert) => {
+                // An hsm coordinator's reason reads "agent presented X, expected Y"; anything
+                // else is quoted (sanitised) as the peer sent it.
+                let reason = String::from_utf8_lossy(&close.reason);
+                let detail = match fingerprints_in(&reason).as_slice() {
+                    [seen, expected] => format!(
+                        ": it expects {expected} but this agent is {seen} (if this agent was \
+                         re-initialised, update its fingerprint on the coordinator)"
+                    ),
+                    _ => format!(
+                        "; it has probably pinned an old fingerprint for this agent{}",
+                        peer_said(&close.reason)
+                    ),
+                };
+                format!(
+                    "the coordinator at {remote} refused this agent's certificate (TLS alert: \
+                     {}){detail}",
+                    alert_name(alert)
+                )
+            }
             _ => format!(
                 "handshake with {remote} failed: closed by the peer with error {}{}",
                 close.error_code,
