@@ -388,7 +388,17 @@ fn write_new_private_file(path: &Path, contents: &[u8]) -> Result<(), IdentityEr
             .map_err(io_err(&tmp))?;
         file.write_all(contents).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
-        fs::hard_link(&tmp, path).map_err(io_err(path))
+        match fs::hard_link(&tmp, path) {
+            // Some filesystems (FAT, a few FUSE and network ones) have no hard links. Fall back
+            // to a rename; only a concurrent creation in the same instant could be overwritten.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
+                if exists(path)? {
+                    return Err(io_err(path)(io::ErrorKind::AlreadyExists.into()));
+                }
+                fs::rename(&tmp, path).map_err(io_err(path))
+            }
+            other => other.map_err(io_err(path)),
+        }
     })();
     let _ = fs::remove_file(&tmp);
     result
@@ -429,13 +439,14 @@ impl AuthorizedKeys {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io_err(&path))?;
-        let text = String::from_utf8(bytes).map_err(|_| IdentityError::AuthorizedLine {
-            path: path.clone(),
-            line: 0,
-            reason: "file is not UTF-8 text".into(),
-        })?;
         let mut fingerprints = BTreeSet::new();
-        for (index, raw) in text.lines().enumerate() {
+        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let bad = |reason: String| IdentityError::AuthorizedLine {
+                path: path.clone(),
+                line: index + 1,
+                reason,
+            };
+            let raw = std::str::from_utf8(raw).map_err(|_| bad("not UTF-8 text".into()))?;
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -443,11 +454,6 @@ impl AuthorizedKeys {
             let mut fields = line.splitn(2, char::is_whitespace);
             let first = fields.next().unwrap_or_default();
             let rest = fields.next().unwrap_or_default().trim_start();
-            let bad = |reason: String| IdentityError::AuthorizedLine {
-                path: path.clone(),
-                line: index + 1,
-                reason,
-            };
             if !rest.is_empty() && !rest.starts_with('#') {
                 return Err(bad(
                     "expected one fingerprint, optionally followed by `# comment`".into(),

@@ -516,6 +516,10 @@ fn authorized_coordinators_file() {
     assert!(!AuthorizedKeys::checker(dir.path())(&a));
     assert!(AuthorizedKeys::authorize(dir.path(), &b).is_err());
 
+    std::fs::write(&path, [a.as_bytes(), b"\n\xff\n"].concat()).unwrap();
+    let err = AuthorizedKeys::load(dir.path()).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:2: ", path.display())), "{err}");
+
     // A list anybody can edit is not trusted.
     std::fs::write(&path, format!("{a}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
