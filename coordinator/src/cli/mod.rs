@@ -1,6 +1,7 @@
 //! The `hsm-coordinator` command line: argument definitions, exit codes, and dispatch to the
 //! command implementations.
 
+mod agent_cmd;
 mod config_cmd;
 mod sweep_cmd;
 
@@ -66,6 +67,36 @@ pub enum Command {
     /// Run, complete, inspect and cancel sweeps.
     #[command(subcommand)]
     Sweep(SweepCommand),
+    /// Manage the agents this project runs tasks on.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Print this coordinator's fingerprint (authorize it on agents with `hsm-agent authorize`).
+    Identity,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Add (or update) an agent source in the project config, pinned to its fingerprint.
+    Add(AgentAddArgs),
+    /// List the agent sources of the project config.
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentAddArgs {
+    /// Source name used with `--sources`.
+    pub name: String,
+    /// HOST:PORT where `hsm-agent serve` listens.
+    pub address: String,
+    /// The agent's `hsm-agent fingerprint` (sha256:...).
+    #[arg(long)]
+    pub fingerprint: String,
+    /// Tasks at once on this agent (default: what the agent reports).
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Where the project lives on the agent's host (tasks run there).
+    #[arg(long, value_name = "DIR")]
+    pub project_dir: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +221,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Complete(args)) => sweep_cmd::complete(&global, &args),
         Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
+        Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
+        Command::Agent(AgentCommand::List) => agent_cmd::list(&global),
+        Command::Identity => agent_cmd::identity(),
     }
 }
 
