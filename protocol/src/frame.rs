@@ -51,7 +51,8 @@ pub enum FrameError {
     },
 }
 
-/// Encodes `msg` as one frame: length prefix and body.
+/// Encodes `msg` as one frame: length prefix and body. `TooLarge` means the caller must split
+/// its batch (tasks of a `Submit`, events of an `Events`) over several messages.
 pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, FrameError> {
     let mut frame = vec![0u8; PREFIX_LEN];
     rmp_serde::encode::write_named(&mut frame, msg).map_err(FrameError::Encode)?;
@@ -66,7 +67,8 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, FrameError> {
     let prefix = u32::try_from(body_len)
         .map_err(|_| too_large())?
         .to_be_bytes();
-    frame[..PREFIX_LEN].copy_from_slice(&prefix);
+    // The first PREFIX_LEN bytes were reserved above; `splice` keeps even this indexing-free.
+    frame.splice(..PREFIX_LEN, prefix);
     Ok(frame)
 }
 
@@ -75,6 +77,8 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, FrameError> {
 /// Unknown fields are ignored (a newer peer may send more); missing fields with a default take
 /// it. A body with bytes after the message is refused: it means the peers disagree on framing.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    // Through a reader rather than `rmp_serde::from_slice`, which does not say where the message
+    // ended; the cursor's position does, for the trailing-bytes check.
     let mut cursor = Cursor::new(body);
     let value = {
         let mut deserializer = rmp_serde::Deserializer::new(&mut cursor);
@@ -131,7 +135,7 @@ impl FrameDecoder {
         // Returned frames are dropped here rather than in `next_frame`, so draining several
         // frames from one chunk moves the remainder once.
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.drain(..self.start.min(self.buf.len()));
             self.start = 0;
         }
         // A prefix that arrived behind an earlier frame of the last chunk is checked before any
@@ -214,8 +218,9 @@ impl FrameDecoder {
         let Some(prefix) = self.buf.get(self.start..prefix_end) else {
             return Ok(None);
         };
-        let mut bytes = [0u8; PREFIX_LEN];
-        bytes.copy_from_slice(prefix);
+        let Ok(bytes) = <[u8; PREFIX_LEN]>::try_from(prefix) else {
+            return Ok(None);
+        };
         match parse_length_prefix(bytes) {
             // Cannot overflow: prefix_end <= buf.len() and body_len <= MAX_FRAME.
             Ok(body_len) => Ok(prefix_end.checked_add(body_len)),

@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn escaping_and_odd_paths_are_refused() {
-        let cases: [(&str, fn(String) -> PathError); 14] = [
+        type Expected = fn(String) -> PathError;
+        let cases: [(&str, Expected); 14] = [
             ("/etc/passwd", PathError::Absolute),
             ("/", PathError::Absolute),
             ("..", PathError::ParentComponent),
