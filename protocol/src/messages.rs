@@ -1,0 +1,352 @@
+//! The message catalogue: everything the coordinator sends an agent (`ToAgent`) and everything an
+//! agent sends back (`FromAgent`) after the handshake, plus the header of a result-file stream.
+//!
+//! Payloads are structs with named fields, encoded as MessagePack maps, so a later release can add
+//! a field (with `#[serde(default)]` or as an `Option`) and an older peer simply ignores it. Enum
+//! variant names are the wire tags: never rename one. Only these types go on the wire; the
+//! coordinator and agent convert their internal types at the edge.
+
+use crate::bytes::Bytes;
+use crate::ids::{Attempt, Seq, SweepId, TaskIndex};
+use serde::{Deserialize, Serialize};
+
+/// One attempt of one task within a sweep that the context already names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskRef {
+    /// The task's 1-based index in its sweep.
+    pub index: TaskIndex,
+    /// The task's 1-based attempt.
+    pub attempt: Attempt,
+}
+
+/// One attempt of one task, with its sweep (an agent may run several sweeps at once).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SweepTaskRef {
+    /// The sweep the task belongs to.
+    pub sweep_id: SweepId,
+    /// The task attempt.
+    pub task: TaskRef,
+}
+
+/// Names one event of one task attempt, to acknowledge it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EventRef {
+    /// The sweep the task belongs to.
+    pub sweep_id: SweepId,
+    /// The task attempt that produced the event.
+    pub task: TaskRef,
+    /// The event's sequence number within that attempt.
+    pub seq: Seq,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coordinator → agent
+// ---------------------------------------------------------------------------------------------
+
+/// Everything the coordinator sends on the control stream after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToAgent {
+    /// Run these tasks.
+    Submit(SubmitMsg),
+    /// Stop these tasks.
+    Cancel(CancelMsg),
+    /// These events are stored; the agent may forget them.
+    Ack(AckMsg),
+    /// Answer with a `Pong` carrying the same nonce (round trip and liveness).
+    Ping(PingMsg),
+    /// Send the offered result files of a task, each on its own stream.
+    FetchResults(FetchMsg),
+    /// The coordinator has every result file of a task; the agent may delete them.
+    ResultsDone(ResultsDoneMsg),
+}
+
+/// A batch of tasks of one sweep.
+///
+/// Tasks of an array share a command: the shared part travels once as a [`TemplateMsg`] and each
+/// [`TaskMsg`] carries only what differs, so a 10,000-task submission is not 10,000 copies of the
+/// interpreter path and environment. A submission larger than a frame is split by the sender into
+/// several `Submit`s, each repeating the templates it uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitMsg {
+    /// The sweep the tasks belong to.
+    pub sweep_id: SweepId,
+    /// Command templates referenced by `tasks[].template`.
+    pub templates: Vec<TemplateMsg>,
+    /// The task attempts to run.
+    pub tasks: Vec<TaskMsg>,
+}
+
+/// The part of a command shared by many tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateMsg {
+    /// Key referenced by [`TaskMsg::template`], unique within one [`SubmitMsg`].
+    pub id: u32,
+    /// Program and leading arguments; a task's argv is this followed by its `args`.
+    pub argv_prefix: Vec<String>,
+    /// Environment added for every task of the template (a task's own `env` wins).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory on the agent's host (the source's project directory).
+    pub cwd: String,
+    /// Wall-clock limit per task; `None` means none.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// How long after SIGTERM (timeout or cancel) the agent waits before SIGKILL.
+    pub kill_grace_ms: u64,
+}
+
+/// One task attempt to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskMsg {
+    /// The task's 1-based index in its sweep.
+    pub index: TaskIndex,
+    /// The attempt being assigned to this agent.
+    pub attempt: Attempt,
+    /// The [`TemplateMsg::id`] whose command this task extends.
+    pub template: u32,
+    /// Arguments appended to the template's `argv_prefix`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment specific to this task, applied after the template's.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+impl TaskMsg {
+    /// This task's attempt as a [`TaskRef`].
+    pub fn task_ref(&self) -> TaskRef {
+        TaskRef {
+            index: self.index,
+            attempt: self.attempt,
+        }
+    }
+}
+
+/// Stop tasks of a sweep (SIGTERM, the template's grace, SIGKILL); queued ones never start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelMsg {
+    /// The sweep whose tasks stop.
+    pub sweep_id: SweepId,
+    /// The task attempts to stop; empty means every task of the sweep.
+    #[serde(default)]
+    pub tasks: Vec<TaskRef>,
+}
+
+/// Acknowledges events the coordinator has durably applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckMsg {
+    /// Each acknowledged event; the agent drops them from its ledger and never replays them.
+    pub acks: Vec<EventRef>,
+}
+
+/// Liveness probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingMsg {
+    /// Echoed in the `Pong`, so a reply can be matched to its ping.
+    pub nonce: u64,
+}
+
+/// Asks for a task's offered result files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchMsg {
+    /// The sweep the task belongs to.
+    pub sweep_id: SweepId,
+    /// The task attempt whose files are wanted.
+    pub task: TaskRef,
+    /// Which offered paths to send; empty means all of them (a coordinator resuming after a
+    /// reconnect can ask only for the files it lacks).
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+/// The coordinator holds a task's files; the agent may delete its copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultsDoneMsg {
+    /// The sweep the task belongs to.
+    pub sweep_id: SweepId,
+    /// The task attempt whose files were received.
+    pub task: TaskRef,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent → coordinator
+// ---------------------------------------------------------------------------------------------
+
+/// Everything an agent sends on the control stream after the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromAgent {
+    /// Task events, batched.
+    Events(EventsMsg),
+    /// Periodic health report.
+    Heartbeat(HeartbeatMsg),
+    /// Reply to a `Ping`.
+    Pong(PongMsg),
+    /// The agent could not act on a message (unknown sweep, malformed request, ...).
+    Error(ErrorMsg),
+}
+
+/// A batch of task events, possibly of several tasks and sweeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsMsg {
+    /// The events, in the order they happened for each task attempt.
+    pub events: Vec<TaskEventMsg>,
+}
+
+/// One event of one task attempt.
+///
+/// The agent keeps each event in its ledger until acknowledged and replays unacknowledged ones
+/// after a reconnect, so the coordinator may see an event twice: it applies an event only when
+/// `seq` is one past the last it applied for that attempt, and ignores attempts it no longer
+/// assigns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEventMsg {
+    /// The sweep the task belongs to.
+    pub sweep_id: SweepId,
+    /// The task attempt the event belongs to.
+    pub task: TaskRef,
+    /// Position in that attempt's event stream, from 1 without gaps.
+    pub seq: Seq,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl TaskEventMsg {
+    /// The reference that acknowledges this event.
+    pub fn event_ref(&self) -> EventRef {
+        EventRef {
+            sweep_id: self.sweep_id.clone(),
+            task: self.task,
+            seq: self.seq,
+        }
+    }
+}
+
+/// What happened to a task attempt. In order: `Started`, any `Output`, `Exited`, then one
+/// `ResultOffer` (possibly with no files) once the outcome's files are ready; an attempt that never
+/// started goes straight to `Exited`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The process was spawned.
+    Started {
+        /// Its process id on the agent's host.
+        pid: u32,
+        /// Agent wall clock, milliseconds since the Unix epoch.
+        at_ms: i64,
+    },
+    /// A chunk of the task's stdout or stderr, in order within its stream.
+    Output {
+        /// Which stream the bytes came from.
+        stream: Stream,
+        /// The bytes, not necessarily ending at a line or UTF-8 boundary.
+        data: Bytes,
+    },
+    /// The attempt ended.
+    Exited {
+        /// How it ended.
+        outcome: OutcomeMsg,
+        /// Agent wall clock, milliseconds since the Unix epoch.
+        at_ms: i64,
+    },
+    /// Result files the agent holds for this attempt; fetch them with `FetchResults`.
+    ResultOffer {
+        /// The files, with paths relative to the task's directory.
+        files: Vec<FileOffer>,
+    },
+}
+
+/// Which output stream a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How a task attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutcomeMsg {
+    /// The process exited by itself with this status (0 is success).
+    Exited {
+        /// The exit status.
+        code: i32,
+    },
+    /// The process was killed by a signal nobody on our side sent.
+    Signaled {
+        /// The signal number.
+        signal: i32,
+    },
+    /// The process ran past its template's timeout and was killed.
+    TimedOut,
+    /// The process was stopped (or never started) because of a `Cancel`.
+    Cancelled,
+    /// The process could not be started.
+    SpawnFailed {
+        /// Why, as the operating system said it.
+        message: String,
+    },
+    /// The agent lost track of the process (it restarted and the process was gone).
+    Lost,
+}
+
+/// A result file the agent can send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOffer {
+    /// Path relative to the task's directory; see [`crate::check_relative_path`].
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content, lowercase hex; see [`crate::is_sha256_hex`].
+    pub sha256: String,
+}
+
+/// The agent's health, sent periodically; the coordinator stops giving work to a source whose
+/// heartbeats stop or whose disk runs low.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatMsg {
+    /// One-minute load average.
+    pub load1: f32,
+    /// Memory available to new processes, in bytes.
+    pub free_mem_bytes: u64,
+    /// Free space on the agent's work directory's file system, in bytes.
+    pub free_disk_bytes: u64,
+    /// Tasks running now.
+    pub running: u32,
+    /// Tasks the agent runs at once.
+    pub slots: u32,
+}
+
+/// Reply to a [`PingMsg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PongMsg {
+    /// The ping's nonce.
+    pub nonce: u64,
+}
+
+/// A problem the agent reports instead of acting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    /// Human-readable, lowercase, no trailing period.
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Result-file streams
+// ---------------------------------------------------------------------------------------------
+
+/// First frame of a result-file stream (one stream per file, opened by the agent); exactly `size`
+/// raw bytes follow, then the stream ends. The receiver writes to a temporary name and renames
+/// only after the byte count and the SHA-256 match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHeader {
+    /// The sweep the task belongs to.
+    pub sweep_id: SweepId,
+    /// The task attempt that produced the file.
+    pub task: TaskRef,
+    /// Path relative to the task's directory; see [`crate::check_relative_path`].
+    pub path: String,
+    /// Number of raw bytes after the header.
+    pub size: u64,
+    /// SHA-256 of those bytes, lowercase hex.
+    pub sha256: String,
+}
