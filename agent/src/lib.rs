@@ -3,5 +3,6 @@
 
 pub mod identity;
 pub mod process;
+pub mod server;
 pub mod tls;
 pub mod wire;

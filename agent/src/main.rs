@@ -1,6 +1,6 @@
 //! `hsm-agent`: the daemon that runs tasks for a coordinator on a remote host or login node.
-//! This version manages the agent's identity and its authorized coordinators; `serve` (the QUIC
-//! daemon) is being built on top of them.
+//! `init`, `fingerprint` and `authorize` manage its identity and trusted coordinators; `serve`
+//! runs the QUIC daemon (handshake, ping, health so far; task execution over the wire next).
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -31,6 +31,29 @@ enum AgentCommand {
         #[command(flatten)]
         state: StateDirArgs,
     },
+    /// Run the daemon: accept authorized coordinators over QUIC.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// UDP address to listen on.
+    #[arg(long, default_value = "0.0.0.0:7300", value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    #[command(flatten)]
+    state: StateDirArgs,
+    /// Where task directories live (default: <state-dir>/work).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Tasks at once (default: CPU count).
+    #[arg(long, value_name = "N")]
+    slots: Option<u32>,
+    /// Name reported to coordinators (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Seconds between health reports.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    heartbeat: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,6 +95,7 @@ impl std::error::Error for UsageError {}
 
 fn main() {
     let args = AgentArgs::parse();
+    init_tracing();
     let code = match run(args) {
         Ok(()) => 0,
         Err(error) => {
@@ -86,8 +110,21 @@ fn main() {
     std::process::exit(code);
 }
 
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HSM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
 fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.command {
+        AgentCommand::Serve(serve_args) => return serve(serve_args),
         AgentCommand::Init(state) => {
             let dir = state.resolve()?;
             let (identity, created) = Identity::load_or_create(&dir, "hsm-agent")
@@ -127,4 +164,48 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use hsm_agent::server::{host_name, ServeOptions, Server};
+    let state_dir = args.state.resolve()?;
+    if args.slots == Some(0) {
+        return Err(UsageError("--slots: expected a positive number".into()).into());
+    }
+    if args.heartbeat == 0 {
+        return Err(UsageError("--heartbeat: expected a positive number of seconds".into()).into());
+    }
+    let options = ServeOptions {
+        listen: args.listen,
+        work_dir: args.work_dir.unwrap_or_else(|| state_dir.join("work")),
+        state_dir: state_dir.clone(),
+        slots: args
+            .slots
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+        name: args.name.unwrap_or_else(host_name),
+        heartbeat_every: std::time::Duration::from_secs(args.heartbeat),
+        transport: hsm_agent::tls::TransportOptions::default(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(options).map_err(|e| {
+            anyhow::Error::new(UsageError(format!(
+                "{e:#} (state dir {}; run `hsm-agent init` first if it has no identity)",
+                state_dir.display()
+            )))
+        })?;
+        // Tests and scripts read these two lines; the address has the real port for `:0`.
+        println!("listening on {}", server.local_addr()?);
+        println!("fingerprint {}", server.fingerprint());
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        server.run(shutdown).await
+    })
 }

@@ -1,6 +1,6 @@
-//! Length-prefixed frames over QUIC streams: a u32 big-endian length, then that many bytes.
-//! The size bound is checked before anything is allocated, so a peer announcing a huge frame
-//! costs nothing; what the bytes mean is `hsm-protocol`'s business.
+//! Frames over QUIC streams: a u32 big-endian length, then that many bytes (hsm-protocol's
+//! framing). Reading checks the size bound before allocating, so a peer announcing a huge frame
+//! costs nothing; writing encodes a protocol message into exactly one frame.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -16,6 +16,9 @@ pub enum WireError {
     /// Reading or writing the stream failed.
     #[error("stream error: {0}")]
     Io(#[from] std::io::Error),
+    /// The message could not be encoded (too large for one frame).
+    #[error("cannot encode the message: {0}")]
+    Encode(#[from] hsm_protocol::FrameError),
 }
 
 /// Reads one frame; `Ok(None)` when the stream ended cleanly between frames.
@@ -51,21 +54,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(body))
 }
 
-/// Writes one frame (length prefix and body).
-pub async fn write_frame<W: AsyncWrite + Unpin>(
+/// Encodes `msg` as one frame (hsm-protocol's `encode` writes the length prefix) and writes it.
+pub async fn write_message<W: AsyncWrite + Unpin, T: serde::Serialize + ?Sized>(
     send: &mut W,
-    body: &[u8],
-    limit: usize,
+    msg: &T,
 ) -> Result<(), WireError> {
-    if body.len() > limit {
-        return Err(WireError::TooLarge {
-            size: body.len(),
-            limit,
-        });
-    }
-    let len = (body.len() as u32).to_be_bytes();
-    send.write_all(&len).await?;
-    send.write_all(body).await?;
+    let frame = hsm_protocol::encode(msg)?;
+    send.write_all(&frame).await?;
     Ok(())
 }
 
@@ -74,18 +69,24 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn frames_round_trip_and_bounds_hold() {
+    async fn messages_round_trip_through_frames() {
+        use hsm_protocol::{decode, PingMsg, ToAgent};
         let (mut a, mut b) = tokio::io::duplex(64);
         let writer = tokio::spawn(async move {
-            write_frame(&mut a, b"hello", 1024).await.unwrap();
-            write_frame(&mut a, b"", 1024).await.unwrap();
-            assert!(matches!(
-                write_frame(&mut a, &[0; 2048], 1024).await,
-                Err(WireError::TooLarge { .. })
-            ));
+            write_message(&mut a, &ToAgent::Ping(PingMsg { nonce: 7 }))
+                .await
+                .unwrap();
+            write_message(&mut a, &ToAgent::Ping(PingMsg { nonce: 8 }))
+                .await
+                .unwrap();
         });
-        assert_eq!(read_frame(&mut b, 1024).await.unwrap().unwrap(), b"hello");
-        assert_eq!(read_frame(&mut b, 1024).await.unwrap().unwrap(), b"");
+        for nonce in [7, 8] {
+            let body = read_frame(&mut b, 1024).await.unwrap().unwrap();
+            assert_eq!(
+                decode::<ToAgent>(&body).unwrap(),
+                ToAgent::Ping(PingMsg { nonce })
+            );
+        }
         writer.await.unwrap();
         assert!(
             read_frame(&mut b, 1024).await.unwrap().is_none(),

@@ -100,3 +100,129 @@ fn agent_add_writes_a_valid_source_and_list_shows_it() {
         "a refused add changes nothing"
     );
 }
+
+/// The `hsm-agent` binary next to this crate's binary. `cargo test --workspace` (the test
+/// command) builds it; a run of this crate alone may not have, and then the test says so.
+fn agent_bin() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(bin()).with_file_name("hsm-agent");
+    path.is_file().then_some(path)
+}
+
+struct AgentProcess {
+    child: std::process::Child,
+    addr: String,
+    fingerprint: String,
+    state: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(agent: &std::path::Path) -> AgentProcess {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let init = std::process::Command::new(agent)
+        .args(["init", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let mut child = std::process::Command::new(agent)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--slots",
+            "3",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines.next().unwrap().unwrap().replace("listening on ", "");
+    let fingerprint = lines.next().unwrap().unwrap().replace("fingerprint ", "");
+    AgentProcess {
+        child,
+        addr,
+        fingerprint,
+        state,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn agent_ping_over_mutual_tls_and_clear_refusals() {
+    let Some(agent_bin) = agent_bin() else {
+        eprintln!(
+            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
+        );
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let stranger = tempfile::tempdir().unwrap();
+    let agent = start_agent(&agent_bin);
+    let p = Project::new(CONFIG, &[]);
+    let coordinator = |home: &std::path::Path, args: &[&str]| {
+        let out = p.command(args).env("HSM_HOME", home).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, own_fp, _) = coordinator(home.path(), &["identity"]);
+    let authorize = std::process::Command::new(&agent_bin)
+        .args(["authorize", own_fp.trim(), "--state-dir"])
+        .arg(&agent.state)
+        .output()
+        .unwrap();
+    assert!(authorize.status.success());
+    p.run(&[
+        "agent",
+        "add",
+        "a1",
+        &agent.addr,
+        "--fingerprint",
+        &agent.fingerprint,
+    ])
+    .expect_code(0);
+
+    let (code, out, err) = coordinator(home.path(), &["agent", "ping", "a1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("ok, round trip") && out.contains("3 slots") && out.contains("free disk"),
+        "{out}"
+    );
+
+    // A coordinator the agent never authorized: refused in the handshake, told what to run.
+    let (code, _, err) = coordinator(stranger.path(), &["agent", "ping", "a1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("refused this coordinator") && err.contains("hsm-agent authorize sha256:"),
+        "{err}"
+    );
+
+    // The coordinator pins another fingerprint: refused, both fingerprints named.
+    let wrong = format!("sha256:{}", "cd".repeat(32));
+    p.run(&["agent", "add", "a2", &agent.addr, "--fingerprint", &wrong])
+        .expect_code(0);
+    let (code, _, err) = coordinator(home.path(), &["agent", "ping", "a2"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&agent.fingerprint) && err.contains(&wrong),
+        "{err}"
+    );
+
+    // Still serving after the refusals.
+    let (code, out, err) = coordinator(home.path(), &["agent", "ping", "a1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+}

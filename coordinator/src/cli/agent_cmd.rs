@@ -2,7 +2,7 @@
 //! trusts (pinned by fingerprint in the project config).
 
 use super::config_cmd::{display_path, load_config};
-use super::{user_error, AgentAddArgs, Global, EXIT_OK};
+use super::{user_error, AgentAddArgs, Global, EXIT_FAILED, EXIT_OK};
 use crate::config::{self, SourceKind};
 use anyhow::Context as _;
 use hsm_agent::identity::{self, Identity};
@@ -108,4 +108,115 @@ pub fn list(global: &Global) -> anyhow::Result<i32> {
         eprintln!("no agents configured — add one with `hsm-coordinator agent add NAME HOST:PORT --fingerprint FP`");
     }
     Ok(EXIT_OK)
+}
+
+/// `agent ping NAME`: the whole connection path a sweep uses (address, pinned fingerprint, this
+/// coordinator's authorization, protocol version), then one round trip and the agent's health.
+pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
+    use hsm_agent::tls::{self, TransportOptions};
+    use hsm_agent::wire::{read_frame, write_message};
+    use hsm_protocol::{decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_FRAME};
+    use std::net::ToSocketAddrs;
+
+    let timeout = config::parse_duration(timeout)
+        .map_err(|e| user_error(format!("--timeout {timeout}: {e}")))?;
+    let cfg = load_config(global)?;
+    let Some(source) = cfg.sources.get(name) else {
+        return Err(user_error(format!(
+            "no source named `{name}` — add it with `hsm-coordinator agent add {name} HOST:PORT --fingerprint FP`"
+        )));
+    };
+    let SourceKind::Agent {
+        address,
+        fingerprint,
+        ..
+    } = &source.kind
+    else {
+        return Err(user_error(format!("source `{name}` is not an agent")));
+    };
+    let identity = coordinator_identity()?;
+    let own = identity.fingerprint();
+    let addr = address
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {address}"))?
+        .next()
+        .with_context(|| format!("{address} resolves to no address"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        let bind: std::net::SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse()?
+        } else {
+            "0.0.0.0:0".parse()?
+        };
+        let endpoint = tls::client_endpoint(bind)?;
+        let client = tls::client_config(&identity, fingerprint, TransportOptions::default())?;
+        let conn = tls::connect(&endpoint, addr, client, timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.explain(address, fingerprint, &own)))?;
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            write_message(&mut send, &Hello::new(env!("CARGO_PKG_VERSION"))).await?;
+            let reply = read_frame(&mut recv, MAX_FRAME)
+                .await?
+                .context("the agent closed the connection without answering the hello")?;
+            let welcome = match decode::<HelloReply>(&reply)? {
+                HelloReply::Welcome(welcome) => welcome,
+                HelloReply::Reject(reject) => anyhow::bail!("{reject}"),
+            };
+            let nonce = std::process::id() as u64;
+            let started = std::time::Instant::now();
+            write_message(&mut send, &ToAgent::Ping(PingMsg { nonce })).await?;
+            let mut health = None;
+            let round_trip = loop {
+                let frame = read_frame(&mut recv, MAX_FRAME)
+                    .await?
+                    .context("the agent closed the connection before answering the ping")?;
+                match decode::<FromAgent>(&frame)? {
+                    FromAgent::Pong(pong) if pong.nonce == nonce => break started.elapsed(),
+                    FromAgent::Heartbeat(h) => health = Some(h),
+                    _ => {}
+                }
+            };
+            Ok::<_, anyhow::Error>((welcome, round_trip, health))
+        };
+        let outcome = tokio::time::timeout(timeout, exchange).await;
+        conn.close(0u32.into(), b"ping done");
+        endpoint.wait_idle().await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!("the agent at {address} did not answer within {timeout:?}"),
+        }
+    });
+    match result {
+        Ok((welcome, round_trip, health)) => {
+            println!(
+                "{name} ({address}): ok, round trip {:.2} ms — {} hsm-agent {} (protocol {}), backend {}, {} slot{}",
+                round_trip.as_secs_f64() * 1000.0,
+                welcome.agent_name,
+                welcome.agent_version,
+                welcome.protocol_version,
+                welcome.backend,
+                welcome.slots,
+                if welcome.slots == 1 { "" } else { "s" }
+            );
+            if let Some(h) = health {
+                println!(
+                    "  load {:.2} · running {} of {} · free memory {:.1} GiB · free disk {:.1} GiB",
+                    h.load1,
+                    h.running,
+                    h.slots,
+                    h.free_mem_bytes as f64 / (1u64 << 30) as f64,
+                    h.free_disk_bytes as f64 / (1u64 << 30) as f64
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("hsm-coordinator: agent {name}: {e:#}");
+            Ok(EXIT_FAILED)
+        }
+    }
 }

@@ -80,6 +80,13 @@ pub enum AgentCommand {
     Add(AgentAddArgs),
     /// List the agent sources of the project config.
     List,
+    /// Connect to an agent (mutual TLS, protocol handshake), measure a round trip, show its health.
+    Ping {
+        name: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "10s", value_name = "DURATION")]
+        timeout: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +230,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
         Command::Agent(AgentCommand::List) => agent_cmd::list(&global),
+        Command::Agent(AgentCommand::Ping { name, timeout }) => {
+            agent_cmd::ping(&global, &name, &timeout)
+        }
         Command::Identity => agent_cmd::identity(),
     }
 }
