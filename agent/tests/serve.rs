@@ -9,7 +9,6 @@ use hsm_protocol::{decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_F
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// A running `hsm-agent serve`, killed (by its pid) when dropped.
 struct Agent {
