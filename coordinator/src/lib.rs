@@ -10,4 +10,5 @@ pub mod layout;
 pub mod prefetch;
 pub mod progress;
 pub mod store;
+pub mod transfer;
 pub mod yaml;
