@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod home;
 pub mod layout;
 pub mod prefetch;
 pub mod progress;

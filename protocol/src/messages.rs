@@ -43,6 +43,12 @@ pub struct EventRef {
 // Coordinator → agent
 // ---------------------------------------------------------------------------------------------
 
+/// Stands for the task's results directory *on the agent* in task arguments and environment
+/// values: the coordinator cannot know the agent's paths, so it writes this token and the agent
+/// replaces every occurrence with the absolute path of the task's `results/` directory. Plain
+/// letters and underscores, so Hydra's override grammar passes it through unquoted.
+pub const AGENT_OUTPUT_DIR: &str = "__HSM_AGENT_OUTPUT_DIR__";
+
 /// Everything the coordinator sends on the control stream after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToAgent {

@@ -1,7 +1,7 @@
 //! The local source actor: runs tasks on this machine through the agent crate's process backend,
 //! preparing each task directory first, and forwards process events to the sweep actor.
 
-use super::SourceEvent;
+use super::{report_of, SourceEvent};
 use crate::core::command::shell_display;
 use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
@@ -54,7 +54,10 @@ impl Actor for LocalSource {
         // Forward backend events in arrival order; the sweep actor's mailbox is the only queue.
         ctx.spawn(actix::fut::wrap_future(async move {
             while let Some(event) = events_rx.recv().await {
-                events_to.do_send(SourceEvent { source, event });
+                events_to.do_send(SourceEvent {
+                    source,
+                    report: report_of(event),
+                });
             }
         }));
     }
@@ -117,14 +120,14 @@ impl Handler<LaunchTask> for LocalSource {
             }),
             Err(e) => self.events_to.do_send(SourceEvent {
                 source: self.setup.source,
-                event: ProcessEvent::Exited {
+                report: report_of(ProcessEvent::Exited {
                     key: msg.key,
                     outcome: Outcome::SpawnFailed(format!(
                         "cannot prepare {}: {e}",
                         self.setup.paths.task_dir(msg.key.index).display()
                     )),
                     at: SystemTime::now(),
-                },
+                }),
             }),
         }
     }

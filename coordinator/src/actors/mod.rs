@@ -2,16 +2,94 @@
 //! actor per compute source carries out its commands, and a store actor on its own thread does
 //! the blocking SQLite and file writes. The logic lives in `crate::core`; these are thin shells.
 
+pub mod agent;
 pub mod local;
 pub mod store;
 pub mod sweep;
 
-use hsm_agent::process::ProcessEvent;
+use crate::core::state::ExitKind;
+use hsm_agent::process::{Outcome, ProcessEvent, TaskKey};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A task event from source number `source`, delivered to the sweep actor.
+/// What a source reports about one task attempt, whatever kind of source it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskReport {
+    Started {
+        key: TaskKey,
+        pid: Option<u32>,
+        at_ms: i64,
+    },
+    /// The attempt ended; for agents, only once its result files arrived and were verified.
+    Finished {
+        key: TaskKey,
+        exit: ExitKind,
+        at_ms: i64,
+    },
+}
+
+/// A task report from source number `source`, delivered to the sweep actor.
 #[derive(actix::Message, Debug)]
 #[rtype(result = "()")]
 pub struct SourceEvent {
     pub source: usize,
-    pub event: ProcessEvent,
+    pub report: TaskReport,
+}
+
+/// A source became usable (connected, with this many slots) or unusable.
+#[derive(actix::Message, Debug)]
+#[rtype(result = "()")]
+pub struct SourceStatus {
+    pub source: usize,
+    pub up: bool,
+    /// Slots the source offers, when it says (an agent's `Welcome`).
+    pub slots: Option<usize>,
+    /// Why, for the person watching.
+    pub note: String,
+}
+
+/// Unix milliseconds of a `SystemTime`.
+pub fn ms_of(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How a process outcome counts for the sweep.
+pub fn exit_of(outcome: Outcome) -> ExitKind {
+    match outcome {
+        Outcome::Exited(0) => ExitKind::Success,
+        Outcome::Exited(code) => ExitKind::Failure {
+            exit_code: Some(code),
+            reason: format!("exit code {code}"),
+        },
+        Outcome::Signaled(signal) => ExitKind::Failure {
+            exit_code: None,
+            reason: format!("killed by signal {signal}"),
+        },
+        Outcome::TimedOut => ExitKind::Failure {
+            exit_code: None,
+            reason: "timeout".into(),
+        },
+        Outcome::Cancelled => ExitKind::Cancelled,
+        Outcome::SpawnFailed(message) => ExitKind::Failure {
+            exit_code: None,
+            reason: format!("could not start: {message}"),
+        },
+    }
+}
+
+/// A local process event as a task report.
+pub fn report_of(event: ProcessEvent) -> TaskReport {
+    match event {
+        ProcessEvent::Started { key, pid, at } => TaskReport::Started {
+            key,
+            pid: Some(pid),
+            at_ms: ms_of(at),
+        },
+        ProcessEvent::Exited { key, outcome, at } => TaskReport::Finished {
+            key,
+            exit: exit_of(outcome),
+            at_ms: ms_of(at),
+        },
+    }
 }

@@ -2,9 +2,10 @@
 //! inputs, carries the core's commands to the source actors, and batches the core's changes to
 //! the store actor.
 
+use super::agent::{AgentSetup, AgentSource};
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
-use super::SourceEvent;
+use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::command::{build_argv, task_env, CommandSpec, LaunchContext};
 use crate::core::state::{Command, Counts, ExitKind, SweepCore};
 use crate::core::value::{task_name, Params};
@@ -14,7 +15,7 @@ use crate::progress::Progress;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
 };
-use hsm_agent::process::{Outcome, ProcessEvent, TaskKey};
+use hsm_agent::process::TaskKey;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,11 +27,48 @@ const POLL_CONTROL_EVERY: Duration = Duration::from_millis(300);
 /// How often `task_mapping.yaml` is rewritten while running.
 const VIEWS_EVERY: Duration = Duration::from_secs(3);
 
-/// A local source of this run.
+/// A source of this run.
 #[derive(Debug, Clone)]
-pub struct LocalSourceSpec {
+pub struct SourceSpec {
     pub name: String,
+    /// For an agent without configured slots: what it reports when it connects.
     pub slots: usize,
+    pub kind: SourceSpecKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceSpecKind {
+    Local,
+    Agent {
+        address: String,
+        fingerprint: String,
+        /// Where the project lives on the agent's host (tasks run there).
+        project_dir: Option<String>,
+        /// Slots were configured; otherwise the agent's own count is used.
+        slots_configured: bool,
+    },
+}
+
+/// The actor behind a source.
+enum SourceHandle {
+    Local(Addr<LocalSource>),
+    Agent(Addr<AgentSource>),
+}
+
+impl SourceHandle {
+    fn launch(&self, msg: LaunchTask) {
+        match self {
+            SourceHandle::Local(addr) => addr.do_send(msg),
+            SourceHandle::Agent(addr) => addr.do_send(msg),
+        }
+    }
+
+    fn cancel(&self, key: TaskKey) {
+        match self {
+            SourceHandle::Local(addr) => addr.do_send(CancelTask(key)),
+            SourceHandle::Agent(addr) => addr.do_send(CancelTask(key)),
+        }
+    }
 }
 
 /// What the sweep actor needs to launch tasks.
@@ -46,7 +84,7 @@ pub struct RunContext {
     /// Tasks of this run that start their first attempt, in dispatch order: their directories
     /// are prepared ahead of time.
     pub prefetch: Vec<u64>,
-    pub local_sources: Vec<LocalSourceSpec>,
+    pub sources: Vec<SourceSpec>,
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
 }
@@ -69,7 +107,7 @@ pub struct SweepActor {
     core: SweepCore,
     run: RunContext,
     store: Addr<StoreActor>,
-    sources: Vec<Addr<LocalSource>>,
+    sources: Vec<SourceHandle>,
     progress: Progress,
     done_tx: Option<tokio::sync::oneshot::Sender<RunSummary>>,
     interrupted: bool,
@@ -85,12 +123,6 @@ pub struct SweepActor {
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn ms_of(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
@@ -141,7 +173,14 @@ impl SweepActor {
                 source,
             } => {
                 let task_id = task_name(index);
-                let output_dir = self.run.paths.results_dir(index).display().to_string();
+                // An agent's results live on its host: it substitutes its own directory for
+                // this token.
+                let output_dir = match self.run.sources.get(source).map(|s| &s.kind) {
+                    Some(SourceSpecKind::Agent { .. }) => {
+                        hsm_protocol::AGENT_OUTPUT_DIR.to_string()
+                    }
+                    _ => self.run.paths.results_dir(index).display().to_string(),
+                };
                 let launch_ctx = LaunchContext {
                     sweep_id: &self.run.sweep_id,
                     task_index: index,
@@ -159,7 +198,7 @@ impl SweepActor {
                             env: task_env(&launch_ctx),
                             argv,
                         };
-                        self.sources[source].do_send(msg);
+                        self.sources[source].launch(msg);
                     }
                     Err(e) => self.core.handle_exited(
                         index,
@@ -176,7 +215,7 @@ impl SweepActor {
                 index,
                 attempt,
                 source,
-            } => self.sources[source].do_send(CancelTask(TaskKey { index, attempt })),
+            } => self.sources[source].cancel(TaskKey { index, attempt }),
         }
     }
 
@@ -254,21 +293,54 @@ impl Actor for SweepActor {
             shared
         });
         // Sources are children of this actor: they report to its address.
-        for (number, spec) in self.run.local_sources.iter().enumerate() {
-            let source = LocalSource::new(
-                LocalSourceSetup {
-                    source: number,
-                    paths: self.run.paths.clone(),
-                    cwd: self.run.project_root.clone(),
-                    timeout: self.run.timeout,
-                    kill_grace: self.run.kill_grace,
-                    params: Arc::clone(&self.run.params),
-                    prefetch: prefetch.clone(),
-                },
-                ctx.address().recipient(),
-            );
-            tracing::debug!(source = %spec.name, slots = spec.slots, "local source started");
-            self.sources.push(source.start());
+        for (number, spec) in self.run.sources.iter().enumerate() {
+            let handle = match &spec.kind {
+                SourceSpecKind::Local => SourceHandle::Local(
+                    LocalSource::new(
+                        LocalSourceSetup {
+                            source: number,
+                            paths: self.run.paths.clone(),
+                            cwd: self.run.project_root.clone(),
+                            timeout: self.run.timeout,
+                            kill_grace: self.run.kill_grace,
+                            params: Arc::clone(&self.run.params),
+                            prefetch: prefetch.clone(),
+                        },
+                        ctx.address().recipient(),
+                    )
+                    .start(),
+                ),
+                SourceSpecKind::Agent {
+                    address,
+                    fingerprint,
+                    project_dir,
+                    ..
+                } => {
+                    // No work until it connects (the core starts agents unhealthy).
+                    self.core.handle_source_status(number, false, None);
+                    SourceHandle::Agent(
+                        AgentSource::new(
+                            AgentSetup {
+                                source: number,
+                                name: spec.name.clone(),
+                                address: address.clone(),
+                                fingerprint: fingerprint.clone(),
+                                project_dir: project_dir.clone(),
+                                paths: self.run.paths.clone(),
+                                sweep_id: self.run.sweep_id.clone(),
+                                timeout: self.run.timeout,
+                                kill_grace: self.run.kill_grace,
+                                params: Arc::clone(&self.run.params),
+                            },
+                            ctx.address().recipient(),
+                            ctx.address().recipient(),
+                        )
+                        .start(),
+                    )
+                }
+            };
+            tracing::debug!(source = %spec.name, slots = spec.slots, "source started");
+            self.sources.push(handle);
         }
         ctx.run_interval(FLUSH_EVERY, |actor, _| actor.flush());
         ctx.run_interval(VIEWS_EVERY, |actor, _| {
@@ -300,36 +372,38 @@ impl Actor for SweepActor {
 impl Handler<SourceEvent> for SweepActor {
     type Result = ();
     fn handle(&mut self, msg: SourceEvent, ctx: &mut Context<Self>) {
-        match msg.event {
-            ProcessEvent::Started { key, pid, at } => {
-                self.core
-                    .handle_started(key.index, key.attempt, Some(pid), ms_of(at));
+        match msg.report {
+            TaskReport::Started { key, pid, at_ms } => {
+                self.core.handle_started(key.index, key.attempt, pid, at_ms);
             }
-            ProcessEvent::Exited { key, outcome, at } => {
-                let exit = match outcome {
-                    Outcome::Exited(0) => ExitKind::Success,
-                    Outcome::Exited(code) => ExitKind::Failure {
-                        exit_code: Some(code),
-                        reason: format!("exit code {code}"),
-                    },
-                    Outcome::Signaled(signal) => ExitKind::Failure {
-                        exit_code: None,
-                        reason: format!("killed by signal {signal}"),
-                    },
-                    Outcome::TimedOut => ExitKind::Failure {
-                        exit_code: None,
-                        reason: "timeout".into(),
-                    },
-                    Outcome::Cancelled => ExitKind::Cancelled,
-                    Outcome::SpawnFailed(message) => ExitKind::Failure {
-                        exit_code: None,
-                        reason: format!("could not start: {message}"),
-                    },
-                };
-                self.core
-                    .handle_exited(key.index, key.attempt, exit, ms_of(at));
+            TaskReport::Finished { key, exit, at_ms } => {
+                self.core.handle_exited(key.index, key.attempt, exit, at_ms);
             }
         }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<SourceStatus> for SweepActor {
+    type Result = ();
+    fn handle(&mut self, msg: SourceStatus, ctx: &mut Context<Self>) {
+        let configured = self.run.sources.get(msg.source).is_some_and(|s| {
+            matches!(
+                s.kind,
+                SourceSpecKind::Agent {
+                    slots_configured: true,
+                    ..
+                } | SourceSpecKind::Local
+            )
+        });
+        let slots = if configured { None } else { msg.slots };
+        let name = self
+            .run
+            .sources
+            .get(msg.source)
+            .map_or("?", |s| s.name.as_str());
+        self.progress.note(&format!("source {name}: {}", msg.note));
+        self.core.handle_source_status(msg.source, msg.up, slots);
         self.dispatch(ctx);
     }
 }

@@ -5,32 +5,9 @@ use super::config_cmd::{display_path, load_config};
 use super::{user_error, AgentAddArgs, Global, EXIT_FAILED, EXIT_OK};
 use crate::config::{self, SourceKind};
 use anyhow::Context as _;
-use hsm_agent::identity::{self, Identity};
-use std::path::PathBuf;
+use hsm_agent::identity;
 
-/// The coordinator's state directory: `$HSM_HOME`, else `$XDG_STATE_HOME/hsm`, else
-/// `~/.local/state/hsm`.
-pub fn state_dir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("HSM_HOME") {
-        return Ok(PathBuf::from(dir));
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return Ok(PathBuf::from(dir).join("hsm"));
-    }
-    let home = std::env::var_os("HOME").context("neither HSM_HOME nor HOME is set")?;
-    Ok(PathBuf::from(home).join(".local/state/hsm"))
-}
-
-/// This coordinator's identity, created on first use.
-pub fn coordinator_identity() -> anyhow::Result<Identity> {
-    let dir = state_dir()?;
-    let (identity, created) = Identity::load_or_create(&dir, "hsm-coordinator")
-        .with_context(|| format!("coordinator identity in {}", dir.display()))?;
-    if created {
-        eprintln!("created this coordinator's identity in {}", dir.display());
-    }
-    Ok(identity)
-}
+use crate::home::coordinator_identity;
 
 pub fn identity() -> anyhow::Result<i32> {
     let identity = coordinator_identity()?;

@@ -7,7 +7,7 @@ use super::{
     EXIT_INTERRUPTED, EXIT_OK,
 };
 use crate::actors::local::kill_orphans;
-use crate::actors::sweep::{now_ms, LocalSourceSpec, RunContext, RunSummary};
+use crate::actors::sweep::{now_ms, RunContext, RunSummary, SourceSpec, SourceSpecKind};
 use crate::config::{self, ProjectConfig, SourceKind};
 use crate::core::command::{build_argv, CommandSpec, LaunchContext};
 use crate::core::plan::{plan_completion, CompletionRequest, RecordedTask};
@@ -29,9 +29,13 @@ use std::time::Duration;
 /// the coordinator (about 1 KB), so a sweep beyond this is almost surely a mistake.
 pub const MAX_TASKS: u64 = 20_000_000;
 
+/// Agent sources are wired through the sweep actor (`actors::agent`), but stay refused until the
+/// agent daemon runs tasks over the wire; a sweep on an agent would otherwise wait forever.
+const AGENT_SOURCES_ENABLED: bool = false;
+
 /// The validated options of a run or completion.
 struct ExecPlan {
-    sources: Vec<LocalSourceSpec>,
+    sources: Vec<SourceSpec>,
     strategy: Strategy,
     timeout: Option<Duration>,
     kill_grace: Duration,
@@ -93,7 +97,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
     }
     let mut sources = Vec::new();
     for name in &names {
-        if sources.iter().any(|s: &LocalSourceSpec| &s.name == name) {
+        if sources.iter().any(|s: &SourceSpec| &s.name == name) {
             return Err(user_error(format!("--sources: `{name}` is listed twice")));
         }
         let Some(source) = cfg.sources.get(name) else {
@@ -109,14 +113,45 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                     .or(*slots)
                     .or(cfg.defaults.parallel)
                     .unwrap_or_else(default_slots);
-                sources.push(LocalSourceSpec {
+                sources.push(SourceSpec {
                     name: name.clone(),
                     slots,
+                    kind: SourceSpecKind::Local,
                 });
             }
-            SourceKind::Agent { .. } | SourceKind::Slurm { .. } | SourceKind::Pbs { .. } => {
+            SourceKind::Agent {
+                address,
+                fingerprint,
+                slots,
+                project_dir,
+                backend,
+                ..
+            } => {
+                if !AGENT_SOURCES_ENABLED {
+                    return Err(user_error(format!(
+                        "--sources: `{name}` is an agent; running sweep tasks on agents is not available in this version yet (`hsm-coordinator agent ping {name}` checks the connection)"
+                    )));
+                }
+                if *backend != config::Backend::Process {
+                    return Err(user_error(format!(
+                        "--sources: agent `{name}` uses the {backend} backend; this version runs agent tasks as processes only"
+                    )));
+                }
+                sources.push(SourceSpec {
+                    name: name.clone(),
+                    // Until it connects and says; it gets no work before that.
+                    slots: slots.unwrap_or(1),
+                    kind: SourceSpecKind::Agent {
+                        address: address.clone(),
+                        fingerprint: fingerprint.clone(),
+                        project_dir: project_dir.clone(),
+                        slots_configured: slots.is_some(),
+                    },
+                });
+            }
+            SourceKind::Slurm { .. } | SourceKind::Pbs { .. } => {
                 return Err(user_error(format!(
-                    "--sources: `{name}` is an agent/HPC source; this version runs sweeps on local sources only"
+                    "--sources: `{name}` is a Slurm/PBS source; this version runs sweeps on local and agent sources only"
                 )))
             }
         }
@@ -350,7 +385,7 @@ fn note(global: &Global, line: &str) {
     }
 }
 
-fn describe_sources(sources: &[LocalSourceSpec]) -> String {
+fn describe_sources(sources: &[SourceSpec]) -> String {
     sources
         .iter()
         .map(|s| {
@@ -417,7 +452,7 @@ fn execute(
             .collect(),
         // Moved out of the rows, not cloned: one copy of every task's parameters per run.
         params: std::sync::Arc::new(rows.into_iter().map(|r| r.params).collect()),
-        local_sources: exec.sources.clone(),
+        sources: exec.sources.clone(),
         timeout: exec.timeout,
         kill_grace: exec.kill_grace,
     };

@@ -402,6 +402,17 @@ impl SweepCore {
         }
     }
 
+    /// A source became usable or unusable (an agent connected or was lost). An unusable source
+    /// gets no new work; `slots`, when given, replaces its slot count.
+    pub fn handle_source_status(&mut self, source: usize, healthy: bool, slots: Option<usize>) {
+        if let Some(s) = self.sources.get_mut(source) {
+            s.healthy = healthy;
+            if let Some(slots) = slots {
+                s.slots = slots.max(1);
+            }
+        }
+    }
+
     /// The source reports the attempt is running. Stale attempts are ignored.
     pub fn handle_started(&mut self, index: u64, attempt: u32, pid: Option<u32>, now: i64) {
         let Some(task) = self.task(index) else {

@@ -1,0 +1,525 @@
+//! The agent source actor: one per agent of a run. A connection task dials the agent (mutual
+//! TLS, pinned fingerprint), keeps the control stream and reconnects with capped backoff; the
+//! actor turns launches into `Submit`s and the agent's events into task reports — applying each
+//! event once by its sequence number, appending live output to the local task logs, and
+//! reporting an attempt finished only after its result files arrived and were verified.
+
+use super::local::{CancelTask, LaunchTask};
+use super::{SourceEvent, SourceStatus, TaskReport};
+use crate::core::command::shell_display;
+use crate::core::state::ExitKind;
+use crate::core::value::Params;
+use crate::layout::{self, SweepPaths};
+use crate::transfer::{receive_file, Received, TransferError};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
+use hsm_agent::identity::Identity;
+use hsm_agent::process::TaskKey;
+use hsm_agent::tls::{self, TransportOptions};
+use hsm_agent::wire::{read_frame, write_message};
+use hsm_protocol::{
+    AckMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileOffer, FromAgent, Hello, HelloReply,
+    OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId, TaskIndex, TaskMsg, TaskRef,
+    TemplateMsg, ToAgent, MAX_FRAME,
+};
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Everything an agent source needs.
+pub struct AgentSetup {
+    pub source: usize,
+    pub name: String,
+    pub address: String,
+    pub fingerprint: String,
+    /// The project on the agent's host: the tasks' working directory (default: the agent's).
+    pub project_dir: Option<String>,
+    pub paths: SweepPaths,
+    pub sweep_id: String,
+    pub timeout: Option<Duration>,
+    pub kill_grace: Duration,
+    pub params: Arc<Vec<Params>>,
+}
+
+/// An attempt between its launch and its report as finished.
+#[derive(Default)]
+struct Attempting {
+    /// Highest event sequence number applied.
+    last_seq: u64,
+    exit: Option<ExitKind>,
+    /// Files offered and not yet received: path → (size, sha256).
+    awaiting: HashMap<String, (u64, String)>,
+    /// The first problem receiving result files.
+    transfer_failure: Option<String>,
+    stdout: Option<std::fs::File>,
+    stderr: Option<std::fs::File>,
+}
+
+pub struct AgentSource {
+    setup: AgentSetup,
+    events_to: Recipient<SourceEvent>,
+    status_to: Recipient<SourceStatus>,
+    outbox: Option<mpsc::UnboundedSender<ToAgent>>,
+    attempts: HashMap<TaskKey, Attempting>,
+}
+
+impl AgentSource {
+    pub fn new(
+        setup: AgentSetup,
+        events_to: Recipient<SourceEvent>,
+        status_to: Recipient<SourceStatus>,
+    ) -> Self {
+        AgentSource {
+            setup,
+            events_to,
+            status_to,
+            outbox: None,
+            attempts: HashMap::new(),
+        }
+    }
+
+    fn send(&self, msg: ToAgent) {
+        if let Some(outbox) = &self.outbox {
+            let _ = outbox.send(msg);
+        }
+    }
+
+    fn task_ref(key: TaskKey) -> TaskRef {
+        TaskRef {
+            index: TaskIndex(key.index),
+            attempt: Attempt(key.attempt),
+        }
+    }
+
+    fn finish(&mut self, key: TaskKey, exit: ExitKind) {
+        self.attempts.remove(&key);
+        self.events_to.do_send(SourceEvent {
+            source: self.setup.source,
+            report: TaskReport::Finished {
+                key,
+                exit,
+                at_ms: super::sweep::now_ms(),
+            },
+        });
+    }
+
+    /// Reports the attempt once its exit is known and no result file is outstanding.
+    fn maybe_finish(&mut self, key: TaskKey) {
+        let Some(attempt) = self.attempts.get(&key) else {
+            return;
+        };
+        if !attempt.awaiting.is_empty() {
+            return;
+        }
+        let Some(exit) = attempt.exit.clone() else {
+            return;
+        };
+        let exit = match (&attempt.transfer_failure, exit) {
+            (Some(why), ExitKind::Success) => ExitKind::Failure {
+                exit_code: Some(0),
+                reason: format!("result files did not arrive intact: {why}"),
+            },
+            (_, exit) => exit,
+        };
+        self.finish(key, exit);
+    }
+
+    fn apply_event(&mut self, key: TaskKey, seq: u64, kind: EventKind) {
+        let Some(attempt) = self.attempts.get_mut(&key) else {
+            // Not an attempt this run waits for (an old attempt, another run): acknowledged
+            // by the caller and otherwise ignored.
+            return;
+        };
+        if seq <= attempt.last_seq {
+            return; // replayed after a reconnect: applied already
+        }
+        attempt.last_seq = seq;
+        match kind {
+            EventKind::Started { pid, at_ms } => self.events_to.do_send(SourceEvent {
+                source: self.setup.source,
+                report: TaskReport::Started {
+                    key,
+                    pid: Some(pid),
+                    at_ms,
+                },
+            }),
+            EventKind::Output { stream, data } => {
+                let file = match stream {
+                    Stream::Stdout => &mut attempt.stdout,
+                    Stream::Stderr => &mut attempt.stderr,
+                };
+                if let Some(file) = file {
+                    if let Err(e) = file.write_all(&data.0) {
+                        tracing::warn!(task = key.index, error = %e, "cannot append task output");
+                    }
+                }
+            }
+            EventKind::Exited { outcome, .. } => {
+                attempt.exit = Some(exit_of(outcome));
+            }
+            EventKind::ResultOffer { files } => {
+                for FileOffer { path, size, sha256 } in files {
+                    attempt.awaiting.insert(path, (size, sha256));
+                }
+                if attempt.awaiting.is_empty() {
+                    self.maybe_finish(key);
+                } else {
+                    self.send(ToAgent::FetchResults(FetchMsg {
+                        sweep_id: SweepId(self.setup.sweep_id.clone()),
+                        task: Self::task_ref(key),
+                        paths: Vec::new(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// How an agent-reported outcome counts for the sweep.
+fn exit_of(outcome: OutcomeMsg) -> ExitKind {
+    match outcome {
+        OutcomeMsg::Exited { code: 0 } => ExitKind::Success,
+        OutcomeMsg::Exited { code } => ExitKind::Failure {
+            exit_code: Some(code),
+            reason: format!("exit code {code}"),
+        },
+        OutcomeMsg::Signaled { signal } => ExitKind::Failure {
+            exit_code: None,
+            reason: format!("killed by signal {signal}"),
+        },
+        OutcomeMsg::TimedOut => ExitKind::Failure {
+            exit_code: None,
+            reason: "timeout".into(),
+        },
+        OutcomeMsg::Cancelled => ExitKind::Cancelled,
+        OutcomeMsg::SpawnFailed { message } => ExitKind::Failure {
+            exit_code: None,
+            reason: format!("could not start: {message}"),
+        },
+        OutcomeMsg::Lost => ExitKind::Failure {
+            exit_code: None,
+            reason: "lost by the agent".into(),
+        },
+    }
+}
+
+impl Actor for AgentSource {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+        self.outbox = Some(outbox_tx);
+        let dial = Dial {
+            name: self.setup.name.clone(),
+            address: self.setup.address.clone(),
+            fingerprint: self.setup.fingerprint.clone(),
+            sweep_id: self.setup.sweep_id.clone(),
+            tasks_dir: self.setup.paths.tasks_dir(),
+        };
+        let me = ctx.address();
+        ctx.spawn(actix::fut::wrap_future(connection(dial, me, outbox_rx)));
+    }
+}
+
+/// Start an attempt on the agent.
+impl Handler<LaunchTask> for AgentSource {
+    type Result = ();
+    fn handle(&mut self, msg: LaunchTask, _: &mut Context<Self>) {
+        let key = msg.key;
+        // The local task directory holds what the user reads: params, command, live logs,
+        // and the result files once they arrive.
+        let params_yaml = self
+            .setup
+            .params
+            .get((key.index - 1) as usize)
+            .map(layout::params_yaml)
+            .unwrap_or_default();
+        let command_txt = format!(
+            "# on agent {}\n{}\n",
+            self.setup.name,
+            shell_display(&msg.argv)
+        );
+        let logs = layout::prepare_task_dir(
+            &self.setup.paths,
+            key.index,
+            key.attempt,
+            &params_yaml,
+            &command_txt,
+        )
+        .and_then(|(out, err)| Ok((std::fs::File::create(out)?, std::fs::File::create(err)?)));
+        let (stdout, stderr) = match logs {
+            Ok((out, err)) => (Some(out), Some(err)),
+            Err(e) => {
+                tracing::warn!(task = key.index, error = %e, "cannot prepare the local task directory");
+                (None, None)
+            }
+        };
+        self.attempts.insert(
+            key,
+            Attempting {
+                stdout,
+                stderr,
+                ..Attempting::default()
+            },
+        );
+        let cwd = self.setup.project_dir.clone().unwrap_or_else(|| ".".into());
+        self.send(ToAgent::Submit(SubmitMsg {
+            sweep_id: SweepId(self.setup.sweep_id.clone()),
+            templates: vec![TemplateMsg {
+                id: 0,
+                argv_prefix: Vec::new(),
+                env: Vec::new(),
+                cwd,
+                timeout_ms: self.setup.timeout.map(|t| t.as_millis() as u64),
+                kill_grace_ms: self.setup.kill_grace.as_millis() as u64,
+            }],
+            tasks: vec![TaskMsg {
+                index: TaskIndex(key.index),
+                attempt: Attempt(key.attempt),
+                template: 0,
+                args: msg.argv,
+                env: msg.env,
+            }],
+        }));
+    }
+}
+
+/// Stop an attempt on the agent.
+impl Handler<CancelTask> for AgentSource {
+    type Result = ();
+    fn handle(&mut self, msg: CancelTask, _: &mut Context<Self>) {
+        self.send(ToAgent::Cancel(CancelMsg {
+            sweep_id: SweepId(self.setup.sweep_id.clone()),
+            tasks: vec![Self::task_ref(msg.0)],
+        }));
+    }
+}
+
+/// What the connection task delivers to the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Incoming {
+    Up { slots: u32, agent: String },
+    Down { why: String },
+    Frame(FromAgent),
+    File(Result<Received, TransferError>),
+}
+
+impl Handler<Incoming> for AgentSource {
+    type Result = ();
+    fn handle(&mut self, msg: Incoming, _: &mut Context<Self>) {
+        let status = |up, slots, note: String| SourceStatus {
+            source: self.setup.source,
+            up,
+            slots,
+            note,
+        };
+        match msg {
+            Incoming::Up { slots, agent } => self.status_to.do_send(status(
+                true,
+                Some(slots as usize),
+                format!(
+                    "connected to {agent} at {} ({slots} slots)",
+                    self.setup.address
+                ),
+            )),
+            Incoming::Down { why } => {
+                self.status_to.do_send(status(false, None, why));
+            }
+            Incoming::Frame(FromAgent::Events(batch)) => {
+                let mut acks = Vec::with_capacity(batch.events.len());
+                for event in batch.events {
+                    acks.push(event.event_ref());
+                    if event.sweep_id.as_str() != self.setup.sweep_id {
+                        continue;
+                    }
+                    let key = TaskKey {
+                        index: event.task.index.0,
+                        attempt: event.task.attempt.0,
+                    };
+                    self.apply_event(key, event.seq.0, event.kind);
+                }
+                if !acks.is_empty() {
+                    self.send(ToAgent::Ack(AckMsg { acks }));
+                }
+            }
+            Incoming::Frame(FromAgent::Error(e)) => {
+                tracing::warn!(agent = %self.setup.name, message = %e.message, "agent reported an error");
+            }
+            Incoming::Frame(FromAgent::Heartbeat(_) | FromAgent::Pong(_)) => {}
+            Incoming::File(result) => {
+                let (key, path) = match result {
+                    Ok(received) => {
+                        let h = &received.header;
+                        let key = TaskKey {
+                            index: h.task.index.0,
+                            attempt: h.task.attempt.0,
+                        };
+                        let offered = self
+                            .attempts
+                            .get(&key)
+                            .and_then(|a| a.awaiting.get(&h.path))
+                            .is_some_and(|(size, sha)| *size == h.size && *sha == h.sha256);
+                        if !offered {
+                            // Verified bytes, but not a file this attempt offered: not kept.
+                            let _ = std::fs::remove_file(&received.path);
+                            tracing::warn!(path = %h.path, "refused a result file that was not offered");
+                            return;
+                        }
+                        (key, h.path.clone())
+                    }
+                    Err(e) => {
+                        tracing::warn!(agent = %self.setup.name, error = %e, "result file refused");
+                        // Without a readable header the file cannot be attributed; the attempt
+                        // then waits for the others, which the agent resends on a new fetch.
+                        return;
+                    }
+                };
+                if let Some(attempt) = self.attempts.get_mut(&key) {
+                    attempt.awaiting.remove(&path);
+                    if attempt.awaiting.is_empty() {
+                        self.send(ToAgent::ResultsDone(ResultsDoneMsg {
+                            sweep_id: SweepId(self.setup.sweep_id.clone()),
+                            task: Self::task_ref(key),
+                        }));
+                    }
+                }
+                self.maybe_finish(key);
+            }
+        }
+    }
+}
+
+/// What the connection task needs.
+struct Dial {
+    name: String,
+    address: String,
+    fingerprint: String,
+    sweep_id: String,
+    tasks_dir: PathBuf,
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Dials, handshakes and pumps frames both ways until the actor goes away; reconnects with
+/// capped exponential backoff. Messages queued while disconnected are sent after reconnecting;
+/// the agent replays the events this coordinator has not acknowledged.
+async fn connection(
+    dial: Dial,
+    actor: actix::Addr<AgentSource>,
+    mut outbox: mpsc::UnboundedReceiver<ToAgent>,
+) {
+    let identity = match crate::home::coordinator_identity() {
+        Ok(identity) => identity,
+        Err(e) => {
+            actor.do_send(Incoming::Down {
+                why: format!("no coordinator identity: {e:#}"),
+            });
+            return;
+        }
+    };
+    let own = identity.fingerprint();
+    let mut backoff = BACKOFF_START;
+    let mut pending: Option<ToAgent> = None;
+    loop {
+        if !actor.connected() {
+            return;
+        }
+        match session(&dial, &identity, &own, &actor, &mut outbox, &mut pending).await {
+            Ok(()) => return, // the actor is gone
+            Err(why) => {
+                actor.do_send(Incoming::Down { why });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn session(
+    dial: &Dial,
+    identity: &Identity,
+    own: &str,
+    actor: &actix::Addr<AgentSource>,
+    outbox: &mut mpsc::UnboundedReceiver<ToAgent>,
+    pending: &mut Option<ToAgent>,
+) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let addr = dial
+        .address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", dial.address))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", dial.address))?;
+    let bind = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let endpoint = tls::client_endpoint(bind.parse().map_err(|e| format!("{e}"))?)
+        .map_err(|e| e.to_string())?;
+    let config = tls::client_config(identity, &dial.fingerprint, TransportOptions::default())
+        .map_err(|e| e.to_string())?;
+    let conn = tls::connect(&endpoint, addr, config, Duration::from_secs(15))
+        .await
+        .map_err(|e| e.explain(&dial.address, &dial.fingerprint, own))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    write_message(&mut send, &Hello::new(env!("CARGO_PKG_VERSION")))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = read_frame(&mut recv, MAX_FRAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the agent closed the connection without answering the hello")?;
+    match hsm_protocol::decode::<HelloReply>(&reply).map_err(|e| e.to_string())? {
+        HelloReply::Welcome(welcome) => actor.do_send(Incoming::Up {
+            slots: welcome.slots,
+            agent: welcome.agent_name,
+        }),
+        HelloReply::Reject(reject) => return Err(reject.to_string()),
+    }
+    let sweep_id = dial.sweep_id.clone();
+    let tasks_dir = dial.tasks_dir.clone();
+    loop {
+        if let Some(msg) = pending.take() {
+            if let Err(e) = write_message(&mut send, &msg).await {
+                *pending = Some(msg);
+                return Err(format!("connection to {} lost: {e}", dial.name));
+            }
+        }
+        tokio::select! {
+            msg = outbox.recv() => match msg {
+                Some(msg) => *pending = Some(msg),
+                None => {
+                    conn.close(0u32.into(), b"sweep done");
+                    endpoint.wait_idle().await;
+                    return Ok(());
+                }
+            },
+            frame = read_frame(&mut recv, MAX_FRAME) => {
+                let frame = frame.map_err(|e| format!("connection to {} lost: {e}", dial.name))?
+                    .ok_or_else(|| format!("{} closed the control stream", dial.name))?;
+                let msg = hsm_protocol::decode::<FromAgent>(&frame)
+                    .map_err(|e| format!("malformed message from {}: {e}", dial.name))?;
+                actor.do_send(Incoming::Frame(msg));
+            }
+            stream = conn.accept_uni() => {
+                let mut stream = stream.map_err(|e| format!("connection to {} lost: {e}", dial.name))?;
+                let actor = actor.clone();
+                let sweep_id = sweep_id.clone();
+                let tasks_dir = tasks_dir.clone();
+                tokio::spawn(async move {
+                    let result = receive_file(&mut stream, |h| {
+                        (h.sweep_id.as_str() == sweep_id)
+                            .then(|| tasks_dir.join(crate::core::value::task_name(h.task.index.0)))
+                    })
+                    .await;
+                    actor.do_send(Incoming::File(result));
+                });
+            }
+        }
+    }
+}
