@@ -65,6 +65,10 @@ struct State {
     next_id: u64,
     tasks: HashMap<u64, Record>,
     by_ref: HashMap<SweepTaskRef, u64>,
+    /// Tasks (by sweep and index, any attempt) that have not finished: they own their task
+    /// directory, so another attempt of the same task must wait. A map, not a scan, so a
+    /// 10,000-task submission stays linear.
+    active: HashMap<(SweepId, u64), u64>,
     /// Ids waiting for a slot, in submission order; entries whose record is no longer `Queued`
     /// (cancelled) are skipped when popped.
     queue: VecDeque<u64>,
@@ -256,12 +260,8 @@ impl Runner {
                     tracing::debug!(?key, "task attempt submitted twice; ignored");
                     continue;
                 }
-                let busy_sibling = state.tasks.values().any(|r| {
-                    r.sweep_id == msg.sweep_id
-                        && r.task.index == task.index
-                        && r.phase != Phase::Finished
-                });
-                if busy_sibling {
+                let active_key = (msg.sweep_id.clone(), task.index.0);
+                if state.active.contains_key(&active_key) {
                     refused.push(format!(
                         "refused task {} attempt {} of sweep {}: another attempt of that task \
                          is still running here",
@@ -298,6 +298,7 @@ impl Runner {
                     },
                 );
                 state.by_ref.insert(key, id);
+                state.active.insert(active_key, id);
                 state.queue.push_back(id);
             }
         }
@@ -420,6 +421,8 @@ impl Runner {
             };
             record.exit = Some((outcome.clone(), at));
             record.phase = Phase::Finished;
+            let active_key = (record.sweep_id.clone(), record.task.index.0);
+            state.active.remove(&active_key);
             state.append(
                 id,
                 EventKind::Exited {
@@ -532,6 +535,8 @@ impl Runner {
             if let Some(record) = state.tasks.get_mut(&id) {
                 record.offered = files.clone();
                 record.phase = Phase::Finished;
+                let active_key = (record.sweep_id.clone(), record.task.index.0);
+                state.active.remove(&active_key);
             }
             state.append(id, EventKind::ResultOffer { files });
         }

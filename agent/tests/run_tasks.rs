@@ -594,6 +594,28 @@ async fn failures_timeouts_cancels_and_bad_cwds_have_their_outcomes() {
     assert!(!seen.started(4));
     assert!(!seen.started(6) && !seen.started(7));
 
+    // Another attempt of a task that is still running here is refused (it would share the task
+    // directory); resending the same attempt is ignored.
+    let mut retry = task(5, 3, &[]);
+    retry.attempt = hsm_protocol::Attempt(2);
+    client
+        .send(&ToAgent::Submit(SubmitMsg {
+            sweep_id: sweep.clone(),
+            templates: vec![template(3, "sleep 10", &project)],
+            tasks: vec![retry, task(5, 3, &[])],
+        }))
+        .await;
+    collect(&mut client, &mut seen, true, Duration::from_secs(5), |s| {
+        !s.errors.is_empty()
+    })
+    .await;
+    assert_eq!(seen.errors.len(), 1, "{:?}", seen.errors);
+    assert!(
+        seen.errors[0].contains("task 5 attempt 2") && seen.errors[0].contains("another attempt"),
+        "{:?}",
+        seen.errors
+    );
+    seen.errors.clear();
     // Cancel one running task; the next queued one takes its slot.
     client
         .send(&ToAgent::Cancel(CancelMsg {
