@@ -3,6 +3,7 @@
 
 pub mod identity;
 pub mod process;
+pub mod runner;
 pub mod server;
 pub mod tls;
 pub mod wire;

@@ -1,20 +1,23 @@
 //! The agent daemon's network side: a QUIC server that admits only authorized coordinators
 //! (refused in the TLS handshake), speaks the hsm protocol on one control stream per connection,
-//! answers pings and reports its health every few seconds. Running tasks over the wire is built
-//! on top of this session loop; until then task messages are answered with an error.
+//! answers pings and reports its health every few seconds, and drives the task runner
+//! ([`crate::runner`]): submissions, cancels, acknowledgements, event delivery (with replay of
+//! everything unacknowledged to each new connection) and result files on their own streams.
 
 use crate::identity::{AuthorizedKeys, Identity};
+use crate::runner::{FetchItem, FetchPlan, Runner};
 use crate::tls::{self, TransportOptions};
 use crate::wire::{read_frame, write_message};
 use anyhow::Context as _;
 use hsm_protocol::{
-    decode, negotiate, AgentInfo, ErrorMsg, FromAgent, HeartbeatMsg, Hello, HelloReply, PongMsg,
-    ToAgent, MAX_FRAME,
+    decode, negotiate, AgentInfo, ErrorMsg, EventsMsg, FileHeader, FromAgent, HeartbeatMsg, Hello,
+    HelloReply, PongMsg, SweepId, TaskRef, ToAgent, MAX_FRAME,
 };
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// How the daemon runs.
 #[derive(Debug, Clone)]
@@ -63,19 +66,23 @@ impl Server {
     /// Accepts connections until `shutdown` resolves, then closes every connection and waits
     /// (bounded) for the peers to be told.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        // Tasks outlive connections: one runner for the daemon, shared by every session.
+        let runner = Runner::start(&self.options.work_dir, self.options.slots)
+            .with_context(|| format!("opening work dir {}", self.options.work_dir.display()))?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
                     let options = self.options.clone();
+                    let runner = runner.clone();
                     tokio::spawn(async move {
                         let remote = incoming.remote_address();
                         match incoming.await {
                             Ok(conn) => {
                                 let peer = tls::peer_fingerprint(&conn).unwrap_or_default();
                                 tracing::info!(%remote, coordinator = %peer, "coordinator connected");
-                                if let Err(e) = session(conn, &options).await {
+                                if let Err(e) = session(conn, &options, &runner).await {
                                     tracing::info!(%remote, error = %format!("{e:#}"), "session ended");
                                 }
                             }
@@ -92,8 +99,21 @@ impl Server {
     }
 }
 
+/// Events per `Events` frame at most.
+const BATCH_EVENTS: usize = 1024;
+/// Output bytes per `Events` frame, about (one chunk may overshoot it); far below MAX_FRAME.
+const BATCH_OUTPUT: usize = 1024 * 1024;
+/// Pending output that is sent at once instead of waiting for the batching delay.
+const BATCH_LARGE: usize = 256 * 1024;
+/// How long a session waits after new events appear, to send them in fewer, larger frames.
+const BATCH_DELAY: Duration = Duration::from_millis(50);
+
 /// One coordinator connection: the first bidirectional stream is the control stream.
-async fn session(conn: quinn::Connection, options: &ServeOptions) -> anyhow::Result<()> {
+async fn session(
+    conn: quinn::Connection,
+    options: &ServeOptions,
+    runner: &Runner,
+) -> anyhow::Result<()> {
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
@@ -107,7 +127,7 @@ async fn session(conn: quinn::Connection, options: &ServeOptions) -> anyhow::Res
         agent_name: options.name.clone(),
         slots: options.slots,
         backend: "process".into(),
-        running: Vec::new(),
+        running: runner.held(),
     };
     let welcome = match negotiate(&hello, info) {
         Ok(welcome) => welcome,
@@ -121,32 +141,221 @@ async fn session(conn: quinn::Connection, options: &ServeOptions) -> anyhow::Res
         }
     };
     write_message(&mut send, &HelloReply::Welcome(welcome)).await?;
+    // Reading and writing run separately: a coordinator that does not read (flow control blocks
+    // our writes) must still be able to send acknowledgements and cancels, and the other way
+    // round.
+    let (replies_tx, replies) = mpsc::channel(64);
+    let mut reader = tokio::spawn(read_loop(recv, conn.clone(), runner.clone(), replies_tx));
+    let written = write_loop(send, options, runner, replies).await;
+    if written.is_err() {
+        reader.abort();
+    }
+    match (&mut reader).await {
+        Ok(read) => read.and(written),
+        Err(_) => written,
+    }
+}
+
+/// Applies what the coordinator sends; replies go to the writer. Ends when the coordinator
+/// finishes its side of the control stream, or on a malformed frame (after saying why).
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    conn: quinn::Connection,
+    runner: Runner,
+    replies: mpsc::Sender<FromAgent>,
+) -> anyhow::Result<()> {
+    let error = |message: String| FromAgent::Error(ErrorMsg { message });
+    loop {
+        let Some(frame) = read_frame(&mut recv, MAX_FRAME).await? else {
+            return Ok(());
+        };
+        // A closed channel means the writer is gone, so the session ends anyway.
+        match decode::<ToAgent>(&frame) {
+            Ok(ToAgent::Ping(ping)) => {
+                let _ = replies
+                    .send(FromAgent::Pong(PongMsg { nonce: ping.nonce }))
+                    .await;
+            }
+            Ok(ToAgent::Submit(submit)) => {
+                for refusal in runner.submit(submit) {
+                    tracing::warn!(%refusal, "submission refused");
+                    let _ = replies.send(error(refusal)).await;
+                }
+            }
+            Ok(ToAgent::Cancel(cancel)) => runner.cancel(&cancel),
+            Ok(ToAgent::Ack(ack)) => runner.ack(&ack.acks),
+            Ok(ToAgent::FetchResults(fetch)) => match runner.fetch_plan(&fetch) {
+                Ok(plan) => {
+                    tokio::spawn(send_files(
+                        conn.clone(),
+                        fetch.sweep_id,
+                        fetch.task,
+                        plan,
+                        replies.clone(),
+                    ));
+                }
+                Err(message) => {
+                    tracing::warn!(%message, "fetch refused");
+                    let _ = replies.send(error(message)).await;
+                }
+            },
+            Ok(ToAgent::ResultsDone(done)) => runner.results_done(&done),
+            Err(e) => {
+                // A peer that sends garbage after authenticating is broken: say why, close.
+                let _ = replies.send(error(format!("malformed message: {e}"))).await;
+                anyhow::bail!("malformed message from the coordinator: {e}");
+            }
+        }
+    }
+}
+
+/// Sends the heartbeat, replays every unacknowledged event, then keeps sending new events,
+/// replies and heartbeats until the reader is done (the reply channel closes).
+async fn write_loop(
+    mut send: quinn::SendStream,
+    options: &ServeOptions,
+    runner: &Runner,
+    mut replies: mpsc::Receiver<FromAgent>,
+) -> anyhow::Result<()> {
     // A first heartbeat right away, so `agent ping` shows health without waiting.
-    send_frame(&mut send, &FromAgent::Heartbeat(health(options))).await?;
+    send_frame(
+        &mut send,
+        &FromAgent::Heartbeat(health(options, runner.running())),
+    )
+    .await?;
+    let mut appended = runner.subscribe();
+    // From the start of the ledger: a new connection first gets everything unacknowledged.
+    let mut cursor = 0;
     let mut heartbeat = tokio::time::interval(options.heartbeat_every);
     heartbeat.tick().await;
     loop {
-        tokio::select! {
-            frame = read_frame(&mut recv, MAX_FRAME) => {
-                let Some(frame) = frame? else { return Ok(()) };
-                let reply = match decode::<ToAgent>(&frame) {
-                    Ok(ToAgent::Ping(ping)) => FromAgent::Pong(PongMsg { nonce: ping.nonce }),
-                    Ok(_) => FromAgent::Error(ErrorMsg {
-                        message: "this agent does not run tasks over the network yet".into(),
-                    }),
-                    Err(e) => {
-                        // A peer that sends garbage after authenticating is broken: say why, close.
-                        let _ = send_frame(&mut send, &FromAgent::Error(ErrorMsg {
-                            message: format!("malformed message: {e}"),
-                        })).await;
-                        anyhow::bail!("malformed message from the coordinator: {e}");
-                    }
-                };
-                send_frame(&mut send, &reply).await?;
+        loop {
+            let (events, next) = runner.events_from(cursor, BATCH_EVENTS, BATCH_OUTPUT);
+            if events.is_empty() {
+                break;
             }
-            _ = heartbeat.tick() => send_frame(&mut send, &FromAgent::Heartbeat(health(options))).await?,
+            send_frame(&mut send, &FromAgent::Events(EventsMsg { events })).await?;
+            cursor = next;
+        }
+        tokio::select! {
+            reply = replies.recv() => match reply {
+                Some(reply) => send_frame(&mut send, &reply).await?,
+                None => {
+                    let _ = send.finish();
+                    return Ok(());
+                }
+            },
+            _ = heartbeat.tick() => {
+                send_frame(&mut send, &FromAgent::Heartbeat(health(options, runner.running()))).await?;
+            }
+            changed = appended.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                if !runner.pending_is_large(cursor, BATCH_LARGE) {
+                    tokio::time::sleep(BATCH_DELAY).await;
+                }
+            }
         }
     }
+}
+
+/// Sends the planned result files, each on its own unidirectional stream: a `FileHeader` frame,
+/// exactly `size` bytes, end of stream. A file that changed or left the task directory since it
+/// was offered is not sent; the coordinator gets an `Error` naming it.
+async fn send_files(
+    conn: quinn::Connection,
+    sweep_id: SweepId,
+    task: TaskRef,
+    plan: FetchPlan,
+    replies: mpsc::Sender<FromAgent>,
+) {
+    let root = match tokio::fs::canonicalize(&plan.task_dir).await {
+        Ok(root) => root,
+        Err(e) => {
+            let message = format!(
+                "cannot send results: task directory {}: {e}",
+                plan.task_dir.display()
+            );
+            let _ = replies.send(FromAgent::Error(ErrorMsg { message })).await;
+            return;
+        }
+    };
+    for item in plan.files {
+        let header = FileHeader {
+            sweep_id: sweep_id.clone(),
+            task,
+            path: item.offer.path.clone(),
+            size: item.offer.size,
+            sha256: item.offer.sha256.clone(),
+        };
+        match send_file(&conn, &root, &item, &header).await {
+            Ok(()) => {}
+            Err(SendFileError::Connection(e)) => {
+                tracing::info!(path = %item.offer.path, error = %e, "result transfer stopped: connection lost");
+                return;
+            }
+            Err(SendFileError::File(message)) => {
+                tracing::warn!(%message, "result file not sent");
+                let _ = replies.send(FromAgent::Error(ErrorMsg { message })).await;
+            }
+        }
+    }
+}
+
+enum SendFileError {
+    /// The connection failed; later files cannot be sent either.
+    Connection(String),
+    /// This file cannot be sent.
+    File(String),
+}
+
+async fn send_file(
+    conn: &quinn::Connection,
+    root: &Path,
+    item: &FetchItem,
+    header: &FileHeader,
+) -> Result<(), SendFileError> {
+    use tokio::io::AsyncReadExt as _;
+    let path = &item.offer.path;
+    let refuse = |why: String| SendFileError::File(format!("cannot send result {path:?}: {why}"));
+    // Checked again at sending time: the task may have replaced a file with a symlink since.
+    let resolved = tokio::fs::canonicalize(&item.path)
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+    if !resolved.starts_with(root) {
+        return Err(refuse("it resolves outside the task directory".into()));
+    }
+    let file = tokio::fs::File::open(&resolved)
+        .await
+        .map_err(|e| refuse(e.to_string()))?;
+    let meta = file.metadata().await.map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() || meta.len() != item.offer.size {
+        return Err(refuse(format!(
+            "it changed since it was offered ({} bytes offered, {} now)",
+            item.offer.size,
+            meta.len()
+        )));
+    }
+    let connection = |e: &dyn std::fmt::Display| SendFileError::Connection(e.to_string());
+    let mut stream = conn.open_uni().await.map_err(|e| connection(&e))?;
+    write_message(&mut stream, header)
+        .await
+        .map_err(|e| connection(&e))?;
+    // Streamed in pieces by `copy`; never the whole file in memory.
+    let copied = tokio::io::copy(&mut file.take(item.offer.size), &mut stream)
+        .await
+        .map_err(|e| connection(&e))?;
+    if copied != item.offer.size {
+        // Shrunk while being sent: tell the receiver the stream is not a complete file.
+        let _ = stream.reset(1u32.into());
+        return Err(refuse(format!(
+            "it shrank while being sent ({copied} of {} bytes)",
+            item.offer.size
+        )));
+    }
+    stream.finish().map_err(|e| connection(&e))?;
+    Ok(())
 }
 
 async fn send_frame(send: &mut quinn::SendStream, msg: &FromAgent) -> anyhow::Result<()> {
@@ -155,12 +364,12 @@ async fn send_frame(send: &mut quinn::SendStream, msg: &FromAgent) -> anyhow::Re
 }
 
 /// The agent's health as reported in heartbeats.
-pub fn health(options: &ServeOptions) -> HeartbeatMsg {
+pub fn health(options: &ServeOptions, running: u32) -> HeartbeatMsg {
     HeartbeatMsg {
         load1: load_average().unwrap_or(0.0),
         free_mem_bytes: available_memory().unwrap_or(0),
         free_disk_bytes: free_disk(&options.work_dir).unwrap_or(0),
-        running: 0,
+        running,
         slots: options.slots,
     }
 }
@@ -230,8 +439,8 @@ mod tests {
             heartbeat_every: Duration::from_secs(1),
             transport: TransportOptions::default(),
         };
-        let h = health(&options);
-        assert_eq!(h.slots, 3);
+        let h = health(&options, 1);
+        assert_eq!((h.slots, h.running), (3, 1));
         assert!(h.free_mem_bytes > 0 && h.free_disk_bytes > 0, "{h:?}");
     }
 }

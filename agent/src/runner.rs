@@ -1,0 +1,1130 @@
+//! Task execution for the agent daemon: takes submitted task attempts, runs at most `slots` of them
+//! at once through the process backend in `<work_dir>/<sweep_id>/tasks/task_NNN/`, turns what
+//! happens into numbered task events, keeps every event until the coordinator acknowledges it, and
+//! knows which result files each finished attempt offers.
+//!
+//! Why it is shaped like this:
+//!
+//! * One `Mutex<State>` holds everything (never held across an `.await`), so the order events are
+//!   appended in is the order they get their ledger position (`gen`) and their `seq`.
+//! * The ledger is in memory only: events survive a dropped connection (they are replayed to the
+//!   next one) but not an agent restart. A disk ledger comes later.
+//! * Output is read from the task's `stdout.log`/`stderr.log`, never from pipes: the files are the
+//!   buffer. Each attempt may have at most [`OUTPUT_WINDOW`] bytes of unacknowledged output in the
+//!   ledger; beyond that the tailer stops reading until acknowledgements free room, so a task that
+//!   prints gigabytes to a coordinator that lags (or is away) costs disk, not memory. `Exited` is
+//!   only emitted once the whole output has been read, to keep the documented event order.
+//! * Sessions (connections) do not own events; each keeps a cursor into the ledger. A new session
+//!   starts at the beginning, which is the replay of everything unacknowledged.
+
+use crate::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
+use hsm_protocol::{
+    check_relative_path, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer, OutcomeMsg,
+    ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef, TaskEventMsg, TaskRef,
+    TemplateMsg,
+};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Largest `Output` event payload.
+pub const OUTPUT_CHUNK: usize = 64 * 1024;
+/// Unacknowledged output bytes one attempt may hold in memory before its tailer pauses.
+pub const OUTPUT_WINDOW: usize = 1024 * 1024;
+/// How often a running task's log files are checked for new bytes when nothing else wakes the
+/// tailer.
+const TAIL_EVERY: Duration = Duration::from_millis(150);
+/// Total path text a `ResultOffer` may carry, so the event always fits in one frame (MAX_FRAME is
+/// 16 MiB); files beyond it are left out and logged.
+const MAX_OFFER_PATH_BYTES: usize = 4 * 1024 * 1024;
+/// Directory depth under `results/` that is scanned; deeper trees are a sign of a loop or a bug.
+const MAX_RESULTS_DEPTH: usize = 64;
+
+/// Handle on the agent's task runner; cheap to clone, shared by every session.
+#[derive(Clone)]
+pub struct Runner {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    backend: ProcessBackend,
+    work_dir: PathBuf,
+    slots: usize,
+    /// Bumped to the ledger's next `gen` whenever an event is appended; sessions wait on it.
+    appended: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Internal ids; also the backend's `TaskKey::index`, because the backend's key has no sweep.
+    next_id: u64,
+    tasks: HashMap<u64, Record>,
+    by_ref: HashMap<SweepTaskRef, u64>,
+    /// Tasks (by sweep and index, any attempt) that have not finished: they own their task
+    /// directory, so another attempt of the same task must wait. A map, not a scan, so a
+    /// 10,000-task submission stays linear.
+    active: HashMap<(SweepId, u64), u64>,
+    /// Ids waiting for a slot, in submission order; entries whose record is no longer `Queued`
+    /// (cancelled) are skipped when popped.
+    queue: VecDeque<u64>,
+    /// Tasks launched and not yet exited (slots in use).
+    busy: usize,
+    /// Unacknowledged events by append position.
+    ledger: BTreeMap<u64, Entry>,
+    ledger_index: HashMap<EventRef, u64>,
+    next_gen: u64,
+}
+
+struct Entry {
+    task: u64,
+    event: TaskEventMsg,
+    output_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    /// Popped from the queue, being prepared and spawned.
+    Launching,
+    Running,
+    /// The process ended; its remaining output is being read before `Exited` is reported.
+    Draining,
+    /// `ResultOffer` was emitted.
+    Finished,
+}
+
+struct Record {
+    sweep_id: SweepId,
+    task: TaskRef,
+    dir: PathBuf,
+    template: Arc<TemplateMsg>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    phase: Phase,
+    cancel_requested: bool,
+    next_seq: u64,
+    unacked_output: usize,
+    unacked_events: usize,
+    /// Wakes the tailer (acknowledged output, process exit).
+    wake: Arc<Notify>,
+    exit: Option<(Outcome, SystemTime)>,
+    offered: Vec<FileOffer>,
+    results_done: bool,
+}
+
+impl Record {
+    fn key(&self) -> SweepTaskRef {
+        SweepTaskRef {
+            sweep_id: self.sweep_id.clone(),
+            task: self.task,
+        }
+    }
+}
+
+/// A file to send for a `FetchResults`: where it is and what was offered.
+#[derive(Debug, Clone)]
+pub struct FetchItem {
+    pub path: PathBuf,
+    pub offer: FileOffer,
+}
+
+/// What a `FetchResults` resolved to.
+#[derive(Debug, Clone)]
+pub struct FetchPlan {
+    pub task_dir: PathBuf,
+    pub files: Vec<FetchItem>,
+}
+
+/// True when `id` is safe as one directory name: the rule the coordinator uses for sweep ids.
+pub fn valid_sweep_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+/// `task_007`: at least three digits, like the coordinator's layout.
+pub fn task_dir_name(index: u64) -> String {
+    format!("task_{index:03}")
+}
+
+fn epoch_ms(at: SystemTime) -> i64 {
+    match at.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+fn outcome_msg(outcome: &Outcome) -> OutcomeMsg {
+    match outcome {
+        Outcome::Exited(code) => OutcomeMsg::Exited { code: *code },
+        Outcome::Signaled(signal) => OutcomeMsg::Signaled { signal: *signal },
+        Outcome::TimedOut => OutcomeMsg::TimedOut,
+        Outcome::Cancelled => OutcomeMsg::Cancelled,
+        Outcome::SpawnFailed(message) => OutcomeMsg::SpawnFailed {
+            message: message.clone(),
+        },
+    }
+}
+
+impl Runner {
+    /// Starts the runner (must be called inside a tokio runtime): `work_dir` must exist.
+    pub fn start(work_dir: &Path, slots: u32) -> std::io::Result<Runner> {
+        let work_dir = std::fs::canonicalize(work_dir)?;
+        let (backend, events) = ProcessBackend::new();
+        let (appended, _) = watch::channel(0);
+        let runner = Runner {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                backend,
+                work_dir,
+                slots: slots.max(1) as usize,
+                appended,
+            }),
+        };
+        tokio::spawn(runner.clone().process_events(events));
+        Ok(runner)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent; a panic elsewhere must not stop
+        // the agent from reporting.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Processes running now (the heartbeat's `running`).
+    pub fn running(&self) -> u32 {
+        u32::try_from(self.shared.backend.running()).unwrap_or(u32::MAX)
+    }
+
+    /// Attempts the agent holds that have not reported `Exited` yet: queued, running, or running
+    /// out their output. The coordinator re-attaches these after a reconnect instead of
+    /// re-running them.
+    pub fn held(&self) -> Vec<SweepTaskRef> {
+        let state = self.lock();
+        let mut held: Vec<SweepTaskRef> = state
+            .tasks
+            .values()
+            .filter(|r| r.phase != Phase::Finished)
+            .map(Record::key)
+            .collect();
+        held.sort();
+        held
+    }
+
+    /// Queues the tasks of a submission and starts what fits in the free slots. Returns one
+    /// message per refused task (or one for the whole submission); the others are accepted.
+    pub fn submit(&self, msg: SubmitMsg) -> Vec<String> {
+        if !valid_sweep_id(msg.sweep_id.as_str()) {
+            return vec![format!(
+                "refused submission: sweep id {:?} is not a safe directory name \
+                 (letters, digits, '_', '-', '.', not starting with '.', at most 128 bytes)",
+                msg.sweep_id.as_str()
+            )];
+        }
+        let mut templates = HashMap::new();
+        for template in msg.templates {
+            let id = template.id;
+            if templates.insert(id, Arc::new(template)).is_some() {
+                return vec![format!(
+                    "refused submission for sweep {}: template id {id} appears twice",
+                    msg.sweep_id
+                )];
+            }
+        }
+        let mut refused = Vec::new();
+        {
+            let mut state = self.lock();
+            for task in msg.tasks {
+                let task_ref = task.task_ref();
+                let Some(template) = templates.get(&task.template) else {
+                    refused.push(format!(
+                        "refused task {} attempt {} of sweep {}: unknown template {}",
+                        task.index, task.attempt, msg.sweep_id, task.template
+                    ));
+                    continue;
+                };
+                let key = SweepTaskRef {
+                    sweep_id: msg.sweep_id.clone(),
+                    task: task_ref,
+                };
+                if state.by_ref.contains_key(&key) {
+                    // A coordinator unsure whether a submission arrived may send it again.
+                    tracing::debug!(?key, "task attempt submitted twice; ignored");
+                    continue;
+                }
+                let active_key = (msg.sweep_id.clone(), task.index.0);
+                if state.active.contains_key(&active_key) {
+                    refused.push(format!(
+                        "refused task {} attempt {} of sweep {}: another attempt of that task \
+                         is still running here",
+                        task.index, task.attempt, msg.sweep_id
+                    ));
+                    continue;
+                }
+                let dir = self
+                    .shared
+                    .work_dir
+                    .join(msg.sweep_id.as_str())
+                    .join("tasks")
+                    .join(task_dir_name(task.index.0));
+                let id = state.next_id;
+                state.next_id += 1;
+                state.tasks.insert(
+                    id,
+                    Record {
+                        sweep_id: msg.sweep_id.clone(),
+                        task: task_ref,
+                        dir,
+                        template: Arc::clone(template),
+                        args: task.args,
+                        env: task.env,
+                        phase: Phase::Queued,
+                        cancel_requested: false,
+                        next_seq: 1,
+                        unacked_output: 0,
+                        unacked_events: 0,
+                        wake: Arc::new(Notify::new()),
+                        exit: None,
+                        offered: Vec::new(),
+                        results_done: false,
+                    },
+                );
+                state.by_ref.insert(key, id);
+                state.active.insert(active_key, id);
+                state.queue.push_back(id);
+            }
+        }
+        self.fill_slots();
+        refused
+    }
+
+    /// Starts queued tasks while slots are free.
+    fn fill_slots(&self) {
+        loop {
+            let launch = {
+                let mut state = self.lock();
+                if state.busy >= self.shared.slots {
+                    return;
+                }
+                let Some(id) = state.queue.pop_front() else {
+                    return;
+                };
+                let Some(record) = state.tasks.get_mut(&id) else {
+                    continue;
+                };
+                if record.phase != Phase::Queued {
+                    continue;
+                }
+                record.phase = Phase::Launching;
+                let prepared = (
+                    id,
+                    record.dir.clone(),
+                    Arc::clone(&record.template),
+                    record.args.clone(),
+                    record.env.clone(),
+                    record.task,
+                );
+                state.busy += 1;
+                prepared
+            };
+            let (id, dir, template, args, env, task) = launch;
+            match prepare(id, &dir, &template, args, env) {
+                Ok(launch) => {
+                    tracing::debug!(
+                        id,
+                        index = task.index.0,
+                        attempt = task.attempt.0,
+                        "launching"
+                    );
+                    self.shared.backend.launch(launch);
+                }
+                Err(message) => {
+                    tracing::warn!(%message, "task could not be prepared");
+                    self.on_exited(id, Outcome::SpawnFailed(message), SystemTime::now());
+                }
+            }
+        }
+    }
+
+    async fn process_events(self, mut events: mpsc::UnboundedReceiver<ProcessEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                ProcessEvent::Started { key, pid, at } => self.on_started(key.index, pid, at),
+                ProcessEvent::Exited { key, outcome, at } => self.on_exited(key.index, outcome, at),
+            }
+        }
+    }
+
+    fn on_started(&self, id: u64, pid: u32, at: SystemTime) {
+        let (cancel, wake, stdout, stderr) = {
+            let mut state = self.lock();
+            let Some(record) = state.tasks.get_mut(&id) else {
+                return;
+            };
+            record.phase = Phase::Running;
+            let cancel = record.cancel_requested;
+            let wake = Arc::clone(&record.wake);
+            let dir = record.dir.clone();
+            state.append(
+                id,
+                EventKind::Started {
+                    pid,
+                    at_ms: epoch_ms(at),
+                },
+            );
+            (cancel, wake, dir.join("stdout.log"), dir.join("stderr.log"))
+        };
+        self.notify_appended();
+        if cancel {
+            self.shared.backend.cancel(backend_key(id));
+        }
+        tokio::spawn(self.clone().tail(id, wake, stdout, stderr));
+    }
+
+    /// The process ended (or never started): frees the slot; a started task's tailer reports
+    /// the exit once the output is drained, a never-started one is reported here.
+    fn on_exited(&self, id: u64, outcome: Outcome, at: SystemTime) {
+        let never_started = {
+            let mut state = self.lock();
+            state.busy = state.busy.saturating_sub(1);
+            match state.tasks.get_mut(&id) {
+                Some(record) if record.phase == Phase::Launching => true,
+                Some(record) => {
+                    record.exit = Some((outcome.clone(), at));
+                    record.phase = Phase::Draining;
+                    record.wake.notify_one();
+                    false
+                }
+                None => false,
+            }
+        };
+        if never_started {
+            self.finish_unstarted(id, outcome, at);
+        }
+        self.fill_slots();
+    }
+
+    /// `Exited` then an empty `ResultOffer` for an attempt that never ran.
+    fn finish_unstarted(&self, id: u64, outcome: Outcome, at: SystemTime) {
+        {
+            let mut state = self.lock();
+            let Some(record) = state.tasks.get_mut(&id) else {
+                return;
+            };
+            record.exit = Some((outcome.clone(), at));
+            record.phase = Phase::Finished;
+            let active_key = (record.sweep_id.clone(), record.task.index.0);
+            state.active.remove(&active_key);
+            state.append(
+                id,
+                EventKind::Exited {
+                    outcome: outcome_msg(&outcome),
+                    at_ms: epoch_ms(at),
+                },
+            );
+            state.append(id, EventKind::ResultOffer { files: Vec::new() });
+        }
+        self.notify_appended();
+    }
+
+    /// Follows a started task's log files into `Output` events (within the output window), then
+    /// reports `Exited` and the `ResultOffer`.
+    async fn tail(self, id: u64, wake: Arc<Notify>, stdout: PathBuf, stderr: PathBuf) {
+        let mut positions = [0u64; 2];
+        loop {
+            // Read the exit flag before reading the files: end-of-file seen after an exit is
+            // the real end of the output.
+            let (credit, exited) = {
+                let state = self.lock();
+                let Some(record) = state.tasks.get(&id) else {
+                    return;
+                };
+                (
+                    OUTPUT_WINDOW.saturating_sub(record.unacked_output),
+                    record.exit.is_some(),
+                )
+            };
+            if credit > 0 {
+                let paths = [stdout.clone(), stderr.clone()];
+                let read = tokio::task::spawn_blocking(move || {
+                    read_appended(&paths, &mut positions, credit).map(|chunks| (chunks, positions))
+                })
+                .await;
+                let (chunks, at_end) = match read {
+                    Ok(Ok((chunks, new_positions))) => {
+                        positions = new_positions;
+                        let got: usize = chunks.iter().map(|(_, c)| c.len()).sum();
+                        (chunks, got < credit)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(id, error = %e, "cannot read task output; giving up on it");
+                        (Vec::new(), true)
+                    }
+                    Err(e) => {
+                        tracing::error!(id, error = %e, "output reader failed");
+                        (Vec::new(), true)
+                    }
+                };
+                if !chunks.is_empty() {
+                    {
+                        let mut state = self.lock();
+                        for (stream, data) in chunks {
+                            state.append(
+                                id,
+                                EventKind::Output {
+                                    stream,
+                                    data: Bytes(data),
+                                },
+                            );
+                        }
+                    }
+                    self.notify_appended();
+                }
+                if exited && at_end {
+                    self.finish_started(id).await;
+                    return;
+                }
+                if !at_end {
+                    // More may be waiting and the window still has room: go again right away.
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(TAIL_EVERY) => {}
+            }
+        }
+    }
+
+    async fn finish_started(&self, id: u64) {
+        let dir = {
+            let mut state = self.lock();
+            let Some(record) = state.tasks.get_mut(&id) else {
+                return;
+            };
+            let Some((outcome, at)) = record.exit.clone() else {
+                return;
+            };
+            let dir = record.dir.clone();
+            state.append(
+                id,
+                EventKind::Exited {
+                    outcome: outcome_msg(&outcome),
+                    at_ms: epoch_ms(at),
+                },
+            );
+            dir
+        };
+        self.notify_appended();
+        let files = tokio::task::spawn_blocking(move || scan_results(&dir))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(id, error = %e, "scanning results failed");
+                Vec::new()
+            });
+        {
+            let mut state = self.lock();
+            if let Some(record) = state.tasks.get_mut(&id) {
+                record.offered = files.clone();
+                record.phase = Phase::Finished;
+                let active_key = (record.sweep_id.clone(), record.task.index.0);
+                state.active.remove(&active_key);
+            }
+            state.append(id, EventKind::ResultOffer { files });
+        }
+        self.notify_appended();
+    }
+
+    fn notify_appended(&self) {
+        let next = self.lock().next_gen;
+        self.shared.appended.send_replace(next);
+    }
+
+    /// Stops tasks: running ones get SIGTERM (then SIGKILL after the grace), queued ones never
+    /// start and report `Exited{Cancelled}`. Unknown or finished tasks are ignored.
+    pub fn cancel(&self, msg: &CancelMsg) {
+        let mut to_kill = Vec::new();
+        let mut dropped = Vec::new();
+        {
+            let mut state = self.lock();
+            let ids: Vec<u64> = if msg.tasks.is_empty() {
+                state
+                    .tasks
+                    .iter()
+                    .filter(|(_, r)| r.sweep_id == msg.sweep_id)
+                    .map(|(id, _)| *id)
+                    .collect()
+            } else {
+                msg.tasks
+                    .iter()
+                    .filter_map(|task| {
+                        state.by_ref.get(&SweepTaskRef {
+                            sweep_id: msg.sweep_id.clone(),
+                            task: *task,
+                        })
+                    })
+                    .copied()
+                    .collect()
+            };
+            for id in ids {
+                let Some(record) = state.tasks.get_mut(&id) else {
+                    continue;
+                };
+                match record.phase {
+                    Phase::Queued => {
+                        // Marked, so the queue skips it when it comes up.
+                        record.phase = Phase::Launching;
+                        dropped.push(id);
+                    }
+                    // Not spawned yet: `on_started` cancels it as soon as it is.
+                    Phase::Launching => record.cancel_requested = true,
+                    Phase::Running => {
+                        record.cancel_requested = true;
+                        to_kill.push(id);
+                    }
+                    Phase::Draining | Phase::Finished => {}
+                }
+            }
+        }
+        for id in to_kill {
+            self.shared.backend.cancel(backend_key(id));
+        }
+        let now = SystemTime::now();
+        for id in dropped {
+            self.finish_unstarted(id, Outcome::Cancelled, now);
+        }
+    }
+
+    /// Forgets acknowledged events; output acknowledgements let paused tailers read on.
+    pub fn ack(&self, acks: &[EventRef]) {
+        let mut state = self.lock();
+        let mut touched = Vec::new();
+        for event in acks {
+            let Some(gen) = state.ledger_index.remove(event) else {
+                continue;
+            };
+            let Some(entry) = state.ledger.remove(&gen) else {
+                continue;
+            };
+            if let Some(record) = state.tasks.get_mut(&entry.task) {
+                record.unacked_events = record.unacked_events.saturating_sub(1);
+                if entry.output_bytes > 0 {
+                    record.unacked_output =
+                        record.unacked_output.saturating_sub(entry.output_bytes);
+                    record.wake.notify_one();
+                }
+            }
+            touched.push(entry.task);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            state.maybe_forget(id);
+        }
+    }
+
+    /// The files a `FetchResults` asks for, checked against the attempt's offer.
+    pub fn fetch_plan(&self, msg: &FetchMsg) -> Result<FetchPlan, String> {
+        let state = self.lock();
+        let key = SweepTaskRef {
+            sweep_id: msg.sweep_id.clone(),
+            task: msg.task,
+        };
+        let record = state
+            .by_ref
+            .get(&key)
+            .and_then(|id| state.tasks.get(id))
+            .ok_or_else(|| {
+                format!(
+                    "cannot send results of task {} attempt {} of sweep {}: unknown here",
+                    msg.task.index, msg.task.attempt, msg.sweep_id
+                )
+            })?;
+        if record.phase != Phase::Finished {
+            return Err(format!(
+                "cannot send results of task {} attempt {} of sweep {}: it has not finished",
+                msg.task.index, msg.task.attempt, msg.sweep_id
+            ));
+        }
+        let wanted: Vec<&FileOffer> = if msg.paths.is_empty() {
+            record.offered.iter().collect()
+        } else {
+            let mut wanted = Vec::new();
+            for path in &msg.paths {
+                check_relative_path(path).map_err(|e| format!("refused fetch: {e}"))?;
+                let offer = record
+                    .offered
+                    .iter()
+                    .find(|o| &o.path == path)
+                    .ok_or_else(|| {
+                        format!(
+                            "refused fetch: {path:?} was not offered by task {} attempt {} of \
+                             sweep {}",
+                            msg.task.index, msg.task.attempt, msg.sweep_id
+                        )
+                    })?;
+                wanted.push(offer);
+            }
+            wanted
+        };
+        Ok(FetchPlan {
+            task_dir: record.dir.clone(),
+            files: wanted
+                .into_iter()
+                .map(|offer| FetchItem {
+                    path: record.dir.join(&offer.path),
+                    offer: offer.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The coordinator holds the attempt's files: delete them here (the logs stay).
+    pub fn results_done(&self, msg: &ResultsDoneMsg) {
+        let dir = {
+            let mut state = self.lock();
+            let key = SweepTaskRef {
+                sweep_id: msg.sweep_id.clone(),
+                task: msg.task,
+            };
+            let Some(&id) = state.by_ref.get(&key) else {
+                tracing::debug!(?key, "results done for a task not held here; ignored");
+                return;
+            };
+            let Some(record) = state.tasks.get_mut(&id) else {
+                return;
+            };
+            if record.phase != Phase::Finished {
+                tracing::warn!(
+                    ?key,
+                    "results done for a task that has not finished; ignored"
+                );
+                return;
+            }
+            record.offered.clear();
+            record.results_done = true;
+            let dir = record.dir.clone();
+            state.maybe_forget(id);
+            dir
+        };
+        let results = dir.join("results");
+        if let Err(e) = std::fs::remove_dir_all(&results) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %results.display(), error = %e, "cannot delete results");
+            }
+        }
+    }
+
+    /// A receiver that changes whenever events are appended.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.appended.subscribe()
+    }
+
+    /// Unacknowledged events from ledger position `cursor` on, at most `max_events` and about
+    /// `max_output` output bytes (at least one event when any is pending), and the cursor after
+    /// them.
+    pub fn events_from(
+        &self,
+        cursor: u64,
+        max_events: usize,
+        max_output: usize,
+    ) -> (Vec<TaskEventMsg>, u64) {
+        let state = self.lock();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let mut next = cursor;
+        for (gen, entry) in state.ledger.range(cursor..) {
+            if !out.is_empty()
+                && (out.len() >= max_events || bytes + entry.output_bytes > max_output)
+            {
+                break;
+            }
+            bytes += entry.output_bytes;
+            out.push(entry.event.clone());
+            next = gen + 1;
+        }
+        (out, next)
+    }
+
+    /// Whether at least `threshold` output bytes (or many events) wait from `cursor` on; a
+    /// session then sends at once instead of waiting to batch more.
+    pub fn pending_is_large(&self, cursor: u64, threshold: usize) -> bool {
+        let state = self.lock();
+        let mut bytes = 0;
+        for (n, (_, entry)) in state.ledger.range(cursor..).enumerate() {
+            bytes += entry.output_bytes;
+            if bytes >= threshold || n >= 512 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl State {
+    /// Appends an event of task `id` with its next `seq`.
+    fn append(&mut self, id: u64, kind: EventKind) {
+        let Some(record) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let output_bytes = match &kind {
+            EventKind::Output { data, .. } => data.0.len(),
+            _ => 0,
+        };
+        let event = TaskEventMsg {
+            sweep_id: record.sweep_id.clone(),
+            task: record.task,
+            seq: Seq(record.next_seq),
+            kind,
+        };
+        record.next_seq += 1;
+        record.unacked_events += 1;
+        record.unacked_output += output_bytes;
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        self.ledger_index.insert(event.event_ref(), gen);
+        self.ledger.insert(
+            gen,
+            Entry {
+                task: id,
+                event,
+                output_bytes,
+            },
+        );
+    }
+
+    /// Drops a finished attempt once nothing about it is pending: all events acknowledged and
+    /// its results either fetched (ResultsDone) or nonexistent.
+    fn maybe_forget(&mut self, id: u64) {
+        let Some(record) = self.tasks.get(&id) else {
+            return;
+        };
+        if record.phase == Phase::Finished
+            && record.unacked_events == 0
+            && (record.results_done || record.offered.is_empty())
+        {
+            let key = record.key();
+            self.tasks.remove(&id);
+            self.by_ref.remove(&key);
+        }
+    }
+}
+
+fn backend_key(id: u64) -> TaskKey {
+    TaskKey {
+        index: id,
+        attempt: 0,
+    }
+}
+
+/// Creates the task directory (fresh `results/`) and builds the launch.
+fn prepare(
+    id: u64,
+    dir: &Path,
+    template: &TemplateMsg,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+) -> Result<TaskLaunch, String> {
+    let results = dir.join("results");
+    // Results of an earlier attempt of the same task on this agent must not be offered as this
+    // attempt's.
+    match std::fs::remove_dir_all(&results) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot clear {}: {e}", results.display())),
+    }
+    std::fs::create_dir_all(&results)
+        .map_err(|e| format!("cannot create {}: {e}", results.display()))?;
+    let mut argv = template.argv_prefix.clone();
+    argv.extend(args);
+    let mut full_env = template.env.clone();
+    full_env.extend(env);
+    // Last, so it wins over the coordinator's value: paths differ per host.
+    full_env.push((
+        "HSM_OUTPUT_DIR".to_string(),
+        results.to_string_lossy().into_owned(),
+    ));
+    Ok(TaskLaunch {
+        key: backend_key(id),
+        argv,
+        env: full_env,
+        cwd: PathBuf::from(&template.cwd),
+        stdout: dir.join("stdout.log"),
+        stderr: dir.join("stderr.log"),
+        timeout: template.timeout_ms.map(Duration::from_millis),
+        kill_grace: Duration::from_millis(template.kill_grace_ms),
+    })
+}
+
+/// Reads what was appended to the log files since `positions`, alternating between them in
+/// chunks of at most [`OUTPUT_CHUNK`], until `credit` bytes were read or both are at their end.
+/// A missing file counts as empty.
+fn read_appended(
+    paths: &[PathBuf; 2],
+    positions: &mut [u64; 2],
+    mut credit: usize,
+) -> std::io::Result<Vec<(Stream, Vec<u8>)>> {
+    use std::os::unix::fs::FileExt;
+    let streams = [Stream::Stdout, Stream::Stderr];
+    let mut files = Vec::with_capacity(2);
+    for path in paths {
+        match std::fs::File::open(path) {
+            Ok(file) => files.push(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => files.push(None),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut done = [false; 2];
+    let mut chunks = Vec::new();
+    while credit > 0 && !(done[0] && done[1]) {
+        for i in 0..2 {
+            if done[i] || credit == 0 {
+                continue;
+            }
+            let Some(file) = &files[i] else {
+                done[i] = true;
+                continue;
+            };
+            let mut buf = vec![0u8; credit.min(OUTPUT_CHUNK)];
+            let mut filled = 0;
+            // Fill the chunk as far as the file goes, so chunks are full-sized when possible.
+            while filled < buf.len() {
+                let n = file.read_at(&mut buf[filled..], positions[i] + filled as u64)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled < buf.len() {
+                done[i] = true;
+            }
+            if filled > 0 {
+                buf.truncate(filled);
+                positions[i] += filled as u64;
+                credit -= filled;
+                chunks.push((streams[i], buf));
+            }
+        }
+    }
+    Ok(chunks)
+}
+
+/// Every regular file under `<task_dir>/results/`, recursively, with size and SHA-256; paths
+/// relative to the task directory. Symlinks are followed only when they resolve to a regular
+/// file inside the task directory; others are skipped and logged.
+pub fn scan_results(task_dir: &Path) -> Vec<FileOffer> {
+    let mut files = Vec::new();
+    let Ok(root) = std::fs::canonicalize(task_dir) else {
+        return files;
+    };
+    let mut budget = MAX_OFFER_PATH_BYTES;
+    walk(
+        &root,
+        &task_dir.join("results"),
+        "results",
+        0,
+        &mut budget,
+        &mut files,
+    );
+    files
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    rel: &str,
+    depth: usize,
+    budget: &mut usize,
+    files: &mut Vec<FileOffer>,
+) {
+    if depth > MAX_RESULTS_DEPTH {
+        tracing::warn!(dir = %dir.display(), "results nested too deep; not offered");
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot list results");
+            }
+            return;
+        }
+    };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            tracing::warn!(path = %path.display(), "result file name is not UTF-8; not offered");
+            continue;
+        };
+        let rel_path = format!("{rel}/{name}");
+        if let Err(e) = check_relative_path(&rel_path) {
+            tracing::warn!(error = %e, "result path not offered");
+            continue;
+        }
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            walk(root, &path, &rel_path, depth + 1, budget, files);
+            continue;
+        }
+        if file_type.is_symlink() {
+            let inside = std::fs::canonicalize(&path)
+                .map(|target| target.starts_with(root) && target.is_file())
+                .unwrap_or(false);
+            if !inside {
+                tracing::warn!(
+                    path = %path.display(),
+                    "result symlink does not resolve to a file inside the task directory; not offered"
+                );
+                continue;
+            }
+        } else if !file_type.is_file() {
+            tracing::warn!(path = %path.display(), "result is not a regular file; not offered");
+            continue;
+        }
+        if rel_path.len() + 100 > *budget {
+            tracing::error!(path = %rel_path, "too many result files for one offer; the rest are not offered");
+            return;
+        }
+        match hash_file(&path) {
+            Ok((size, sha256)) => {
+                *budget -= rel_path.len() + 100;
+                files.push(FileOffer {
+                    path: rel_path,
+                    size,
+                    sha256,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read result; not offered")
+            }
+        }
+    }
+}
+
+/// Size and lowercase-hex SHA-256 of a file, read in pieces.
+pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_ids_must_be_one_safe_component() {
+        for ok in ["sweep_20250101_120000", "a", "x-1.2"] {
+            assert!(valid_sweep_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a\0b",
+            "a b",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_sweep_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn task_dirs_have_at_least_three_digits() {
+        assert_eq!(task_dir_name(7), "task_007");
+        assert_eq!(task_dir_name(1234), "task_1234");
+    }
+
+    #[test]
+    fn results_are_scanned_recursively_without_escaping_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = dir.path().join("task_001");
+        std::fs::create_dir_all(task.join("results/sub")).unwrap();
+        std::fs::write(task.join("results/a.txt"), b"abc").unwrap();
+        std::fs::write(task.join("results/empty"), b"").unwrap();
+        std::fs::write(task.join("results/sub/b.bin"), vec![7u8; 1000]).unwrap();
+        std::fs::write(task.join("stdout.log"), b"log").unwrap();
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), task.join("results/escape")).unwrap();
+        std::os::unix::fs::symlink(task.join("stdout.log"), task.join("results/log")).unwrap();
+        std::os::unix::fs::symlink("/", task.join("results/root")).unwrap();
+        let files = scan_results(&task);
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "results/a.txt",
+                "results/empty",
+                "results/log",
+                "results/sub/b.bin"
+            ]
+        );
+        assert_eq!(files[0].size, 3);
+        assert_eq!(
+            files[0].sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(files[1].size, 0);
+        assert_eq!(
+            files[1].sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(files[3].size, 1000);
+    }
+
+    #[test]
+    fn appended_output_is_read_in_bounded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let err = dir.path().join("err");
+        std::fs::write(&out, vec![b'o'; 200 * 1024]).unwrap();
+        std::fs::write(&err, b"e").unwrap();
+        let paths = [out, err];
+        let mut pos = [0, 0];
+        let chunks = read_appended(&paths, &mut pos, 100 * 1024).unwrap();
+        let total: usize = chunks.iter().map(|(_, c)| c.len()).sum();
+        assert_eq!(total, 100 * 1024);
+        assert!(chunks.iter().all(|(_, c)| c.len() <= OUTPUT_CHUNK));
+        let chunks = read_appended(&paths, &mut pos, usize::MAX).unwrap();
+        let total: usize = chunks.iter().map(|(_, c)| c.len()).sum();
+        // Both files together hold 200 KiB + 1; the first call took 100 KiB of them.
+        assert_eq!(total, 200 * 1024 + 1 - 100 * 1024);
+        assert_eq!(pos, [200 * 1024, 1]);
+        assert!(read_appended(&paths, &mut pos, 10).unwrap().is_empty());
+    }
+}
