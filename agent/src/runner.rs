@@ -21,7 +21,7 @@ use crate::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch}
 use hsm_protocol::{
     check_relative_path, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer, OutcomeMsg,
     ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef, TaskEventMsg, TaskRef,
-    TemplateMsg,
+    TemplateMsg, AGENT_OUTPUT_DIR,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -843,15 +843,27 @@ fn prepare(
     }
     std::fs::create_dir_all(&results)
         .map_err(|e| format!("cannot create {}: {e}", results.display()))?;
-    let mut argv = template.argv_prefix.clone();
-    argv.extend(args);
-    let mut full_env = template.env.clone();
-    full_env.extend(env);
+    // The coordinator cannot know this host's paths: it writes a token where the task's
+    // results directory goes (e.g. `output.dir=<token>`), replaced here.
+    let results_text = results.to_string_lossy().into_owned();
+    let localize = |text: String| {
+        if text.contains(AGENT_OUTPUT_DIR) {
+            text.replace(AGENT_OUTPUT_DIR, &results_text)
+        } else {
+            text
+        }
+    };
+    let mut argv: Vec<String> = template.argv_prefix.iter().cloned().map(localize).collect();
+    argv.extend(args.into_iter().map(localize));
+    let mut full_env: Vec<(String, String)> = template
+        .env
+        .iter()
+        .cloned()
+        .chain(env)
+        .map(|(k, v)| (k, localize(v)))
+        .collect();
     // Last, so it wins over the coordinator's value: paths differ per host.
-    full_env.push((
-        "HSM_OUTPUT_DIR".to_string(),
-        results.to_string_lossy().into_owned(),
-    ));
+    full_env.push(("HSM_OUTPUT_DIR".to_string(), results_text.clone()));
     Ok(TaskLaunch {
         key: backend_key(id),
         argv,

@@ -226,3 +226,121 @@ fn agent_ping_over_mutual_tls_and_clear_refusals() {
     let (code, out, err) = coordinator(home.path(), &["agent", "ping", "a1"]);
     assert_eq!(code, Some(0), "{out}{err}");
 }
+
+/// Writes `results/data.bin` whose size depends on `x` (empty for x % 5 == 0, 11 MiB for x == 7,
+/// otherwise x * 997 bytes) with content derived from x, and prints a line.
+const RESULT_PY: &str = r#"
+import os, sys
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+x = int(args["x"])
+out = args["output.dir"]
+os.makedirs(out, exist_ok=True)
+size = 0 if x % 5 == 0 else (11 * 1024 * 1024 if x == 7 else x * 997)
+pattern = bytes((x * 31 + i) % 251 for i in range(251))
+with open(os.path.join(out, "data.bin"), "wb") as f:
+    f.write((pattern * (size // 251 + 1))[:size])
+print(f"task {x} says hi from {os.environ.get('HSM_TASK_ID')}", flush=True)
+"#;
+
+fn expected_data(x: u64) -> Vec<u8> {
+    let size = if x.is_multiple_of(5) {
+        0
+    } else if x == 7 {
+        11 * 1024 * 1024
+    } else {
+        x as usize * 997
+    };
+    let pattern: Vec<u8> = (0..251u64).map(|i| ((x * 31 + i) % 251) as u8).collect();
+    pattern.iter().cycle().take(size).copied().collect()
+}
+
+#[test]
+fn a_sweep_across_local_and_two_agents_brings_every_file_back_intact() {
+    let Some(agent_bin) = agent_bin() else {
+        eprintln!(
+            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
+        );
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 1s\n",
+        &[
+            ("task.py", RESULT_PY),
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    x: {range: [1, 61]}\n",
+            ),
+        ],
+    );
+    let identity = p
+        .command(&["identity"])
+        .env("HSM_HOME", home.path())
+        .output()
+        .unwrap();
+    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let agents: Vec<AgentProcess> = (0..2).map(|_| start_agent(&agent_bin)).collect();
+    for (i, agent) in agents.iter().enumerate() {
+        let ok = std::process::Command::new(&agent_bin)
+            .args(["authorize", &own_fp, "--state-dir"])
+            .arg(&agent.state)
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        let project = p.path().to_str().unwrap();
+        p.run(&[
+            "agent",
+            "add",
+            &format!("a{i}"),
+            &agent.addr,
+            "--fingerprint",
+            &agent.fingerprint,
+            "--project-dir",
+            project,
+        ])
+        .expect_code(0);
+    }
+    let mut cmd = p.command(&[
+        "sweep",
+        "run",
+        "--sources",
+        "local,a0,a1",
+        "--sweep-id",
+        "multi",
+        "--parallel",
+        "2",
+    ]);
+    cmd.env("HSM_HOME", home.path());
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = Run::wait(cmd.spawn().unwrap(), "sweep run across agents".into());
+    run.expect_code(0);
+    let status = p.status("multi");
+    assert_eq!(status["completed"], 60, "{status}");
+    let mut by_source = std::collections::HashMap::new();
+    for task in status["tasks"].as_array().unwrap() {
+        *by_source
+            .entry(task["source"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+        assert_eq!(task["attempt"], 1, "no task ran twice: {task}");
+    }
+    assert!(
+        by_source.len() == 3,
+        "every source ran tasks: {by_source:?}"
+    );
+    for x in 1..=60u64 {
+        let dir = p.sweep_dir("multi").join(format!("tasks/task_{x:03}"));
+        let data =
+            std::fs::read(dir.join("results/data.bin")).unwrap_or_else(|e| panic!("task {x}: {e}"));
+        assert!(
+            data == expected_data(x),
+            "task {x}: result differs ({} bytes)",
+            data.len()
+        );
+        let stdout = std::fs::read_to_string(dir.join("stdout.log")).unwrap();
+        assert!(
+            stdout.contains(&format!("task {x} says hi")),
+            "task {x} stdout: {stdout:?}"
+        );
+    }
+}

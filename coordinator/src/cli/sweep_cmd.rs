@@ -29,10 +29,6 @@ use std::time::Duration;
 /// the coordinator (about 1 KB), so a sweep beyond this is almost surely a mistake.
 pub const MAX_TASKS: u64 = 20_000_000;
 
-/// Agent sources are wired through the sweep actor (`actors::agent`), but stay refused until the
-/// agent daemon runs tasks over the wire; a sweep on an agent would otherwise wait forever.
-const AGENT_SOURCES_ENABLED: bool = false;
-
 /// The validated options of a run or completion.
 struct ExecPlan {
     sources: Vec<SourceSpec>,
@@ -127,11 +123,6 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 backend,
                 ..
             } => {
-                if !AGENT_SOURCES_ENABLED {
-                    return Err(user_error(format!(
-                        "--sources: `{name}` is an agent; running sweep tasks on agents is not available in this version yet (`hsm-coordinator agent ping {name}` checks the connection)"
-                    )));
-                }
                 if *backend != config::Backend::Process {
                     return Err(user_error(format!(
                         "--sources: agent `{name}` uses the {backend} backend; this version runs agent tasks as processes only"
