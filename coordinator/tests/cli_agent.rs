@@ -344,3 +344,100 @@ fn a_sweep_across_local_and_two_agents_brings_every_file_back_intact() {
         );
     }
 }
+
+#[test]
+fn an_agent_killed_mid_sweep_loses_no_task_and_runs_none_twice() {
+    let Some(agent_bin) = agent_bin() else {
+        eprintln!(
+            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
+        );
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let slow = RESULT_PY.replace("import os, sys", "import os, sys, time\ntime.sleep(0.3)");
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 1s\n  agent_grace: 2s\n",
+        &[("task.py", &slow), ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: {range: [1, 41]}\n")],
+    );
+    let identity = p
+        .command(&["identity"])
+        .env("HSM_HOME", home.path())
+        .output()
+        .unwrap();
+    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let mut agents: Vec<AgentProcess> = (0..2).map(|_| start_agent(&agent_bin)).collect();
+    for (i, agent) in agents.iter().enumerate() {
+        let ok = std::process::Command::new(&agent_bin)
+            .args(["authorize", &own_fp, "--state-dir"])
+            .arg(&agent.state)
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        let project = p.path().to_str().unwrap();
+        p.run(&[
+            "agent",
+            "add",
+            &format!("a{i}"),
+            &agent.addr,
+            "--fingerprint",
+            &agent.fingerprint,
+            "--project-dir",
+            project,
+        ])
+        .expect_code(0);
+    }
+    let mut cmd = p.command(&["sweep", "run", "--sources", "a0,a1", "--sweep-id", "lossy"]);
+    cmd.env("HSM_HOME", home.path());
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let db = p.sweep_dir("lossy").join("sweep.db");
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "tasks completed on agent a0",
+        || {
+            db.exists()
+                && p.try_status("lossy").is_some_and(|s| {
+                    s["tasks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|t| t["source"] == "a0" && t["status"] == "completed")
+                        .count()
+                        >= 3
+                })
+        },
+    );
+    agents[0].child.kill().expect("kill -9 agent a0");
+    let run = Run::wait(child, "sweep run with an agent killed".into());
+    run.expect_code(0);
+    let status = p.status("lossy");
+    assert_eq!(status["completed"], 40, "{status}");
+    let db = rusqlite::Connection::open(p.sweep_dir("lossy").join("sweep.db")).unwrap();
+    let twice: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT idx FROM attempts WHERE status = 'completed' GROUP BY idx HAVING COUNT(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(twice, 0, "a task completed twice");
+    let rerun: i64 = db
+        .query_row("SELECT COUNT(*) FROM tasks WHERE attempt > 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(
+        rerun >= 1,
+        "the tasks running on a0 ran again: {}",
+        run.stderr
+    );
+    for x in 1..=40u64 {
+        let data = std::fs::read(
+            p.sweep_dir("lossy")
+                .join(format!("tasks/task_{x:03}/results/data.bin")),
+        )
+        .unwrap();
+        assert!(data == expected_data(x), "task {x}: result differs");
+    }
+}

@@ -41,6 +41,8 @@ pub struct AgentSetup {
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
     pub params: Arc<Vec<Params>>,
+    /// How long running tasks wait for an unreachable agent before they run elsewhere.
+    pub grace: Duration,
 }
 
 /// An attempt between its launch and its report as finished.
@@ -63,6 +65,9 @@ pub struct AgentSource {
     status_to: Recipient<SourceStatus>,
     outbox: Option<mpsc::UnboundedSender<ToAgent>>,
     attempts: HashMap<TaskKey, Attempting>,
+    /// Counts connection losses, so a grace timer knows whether the agent came back since.
+    outage: u64,
+    connected: bool,
 }
 
 impl AgentSource {
@@ -77,6 +82,8 @@ impl AgentSource {
             status_to,
             outbox: None,
             attempts: HashMap::new(),
+            outage: 0,
+            connected: false,
         }
     }
 
@@ -309,23 +316,51 @@ enum Incoming {
 
 impl Handler<Incoming> for AgentSource {
     type Result = ();
-    fn handle(&mut self, msg: Incoming, _: &mut Context<Self>) {
-        let status = |up, slots, note: String| SourceStatus {
-            source: self.setup.source,
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        let source = self.setup.source;
+        let status = move |up, slots, note: String| SourceStatus {
+            source,
             up,
             slots,
             note,
+            lost: false,
         };
         match msg {
-            Incoming::Up { slots, agent } => self.status_to.do_send(status(
-                true,
-                Some(slots as usize),
-                format!(
-                    "connected to {agent} at {} ({slots} slots)",
-                    self.setup.address
-                ),
-            )),
+            Incoming::Up { slots, agent } => {
+                self.connected = true;
+                self.status_to.do_send(status(
+                    true,
+                    Some(slots as usize),
+                    format!(
+                        "connected to {agent} at {} ({slots} slots)",
+                        self.setup.address
+                    ),
+                ))
+            }
             Incoming::Down { why } => {
+                if self.connected || self.outage == 0 {
+                    // A new outage: its tasks get `grace` to come back before they are lost.
+                    self.outage += 1;
+                    let outage = self.outage;
+                    let grace = self.setup.grace;
+                    ctx.run_later(grace, move |actor, _| {
+                        if actor.connected || actor.outage != outage {
+                            return;
+                        }
+                        // Whatever the agent still reports about these attempts is stale now.
+                        actor.attempts.clear();
+                        actor.status_to.do_send(SourceStatus {
+                            source: actor.setup.source,
+                            up: false,
+                            slots: None,
+                            note: format!(
+                                "unreachable for {grace:?}: its tasks run again elsewhere"
+                            ),
+                            lost: true,
+                        });
+                    });
+                }
+                self.connected = false;
                 self.status_to.do_send(status(false, None, why));
             }
             Incoming::Frame(FromAgent::Events(batch)) => {
@@ -401,6 +436,14 @@ struct Dial {
     tasks_dir: PathBuf,
 }
 
+/// Connection liveness: QUIC keep-alives every 2 s, the connection declared dead after 10 s of
+/// silence (a killed agent process does not close its side). Giving up on the agent's *tasks* is
+/// a separate, longer decision (`defaults.agent_grace`).
+const SESSION_TRANSPORT: TransportOptions = TransportOptions {
+    idle_timeout: Duration::from_secs(10),
+    keep_alive: Duration::from_secs(2),
+};
+
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -461,7 +504,7 @@ async fn session(
     };
     let endpoint = tls::client_endpoint(bind.parse().map_err(|e| format!("{e}"))?)
         .map_err(|e| e.to_string())?;
-    let config = tls::client_config(identity, &dial.fingerprint, TransportOptions::default())
+    let config = tls::client_config(identity, &dial.fingerprint, SESSION_TRANSPORT)
         .map_err(|e| e.to_string())?;
     let conn = tls::connect(&endpoint, addr, config, Duration::from_secs(15))
         .await

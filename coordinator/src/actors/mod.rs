@@ -43,6 +43,8 @@ pub struct SourceStatus {
     pub up: bool,
     /// Slots the source offers, when it says (an agent's `Welcome`).
     pub slots: Option<usize>,
+    /// Unreachable past its grace period: its running tasks are given up and run elsewhere.
+    pub lost: bool,
     /// Why, for the person watching.
     pub note: String,
 }

@@ -87,6 +87,8 @@ pub struct RunContext {
     pub sources: Vec<SourceSpec>,
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
+    /// How long an unreachable agent's tasks wait for it.
+    pub agent_grace: Duration,
 }
 
 /// How a run ended.
@@ -331,6 +333,7 @@ impl Actor for SweepActor {
                                 timeout: self.run.timeout,
                                 kill_grace: self.run.kill_grace,
                                 params: Arc::clone(&self.run.params),
+                                grace: self.run.agent_grace,
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),
@@ -403,7 +406,17 @@ impl Handler<SourceStatus> for SweepActor {
             .get(msg.source)
             .map_or("?", |s| s.name.as_str());
         self.progress.note(&format!("source {name}: {}", msg.note));
-        self.core.handle_source_status(msg.source, msg.up, slots);
+        if msg.lost {
+            let n_lost = self.core.handle_source_lost(msg.source, now_ms());
+            if n_lost > 0 {
+                self.progress.note(&format!(
+                    "{n_lost} task{} lost with {name} will run again as new attempts",
+                    if n_lost == 1 { "" } else { "s" }
+                ));
+            }
+        } else {
+            self.core.handle_source_status(msg.source, msg.up, slots);
+        }
         self.dispatch(ctx);
     }
 }

@@ -446,6 +446,7 @@ fn execute(
         sources: exec.sources.clone(),
         timeout: exec.timeout,
         kill_grace: exec.kill_grace,
+        agent_grace: cfg.defaults.agent_grace,
     };
     engine::execute(run, core, store, progress)
 }

@@ -35,6 +35,7 @@ pub fn to_display_yaml(cfg: &ProjectConfig) -> String {
             "timeout": defaults.timeout.map(format_duration),
             "retries": defaults.retries,
             "kill_grace": format_duration(defaults.kill_grace),
+            "agent_grace": format_duration(defaults.agent_grace),
             "strategy": defaults.strategy.as_str(),
         },
         "hpc": hpc_json(&cfg.hpc),

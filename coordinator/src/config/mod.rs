@@ -65,6 +65,9 @@ pub struct RunDefaults {
     pub retries: u32,
     /// Time between SIGTERM and SIGKILL when a task is stopped.
     pub kill_grace: Duration,
+    /// How long an unreachable agent's running tasks wait for it before they run again
+    /// elsewhere as a new attempt.
+    pub agent_grace: Duration,
     pub strategy: Strategy,
 }
 
@@ -75,6 +78,7 @@ impl Default for RunDefaults {
             timeout: None,
             retries: 0,
             kill_grace: Duration::from_secs(10),
+            agent_grace: Duration::from_secs(60),
             strategy: Strategy::default(),
         }
     }

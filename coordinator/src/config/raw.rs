@@ -63,8 +63,14 @@ pub(super) const COMMAND_KEYS: [&str; 6] = [
     "conda_env",
     "wandb_group",
 ];
-pub(super) const DEFAULTS_KEYS: [&str; 5] =
-    ["parallel", "timeout", "retries", "kill_grace", "strategy"];
+pub(super) const DEFAULTS_KEYS: [&str; 6] = [
+    "parallel",
+    "timeout",
+    "retries",
+    "kill_grace",
+    "strategy",
+    "agent_grace",
+];
 pub(super) const HPC_KEYS: [&str; 15] = [
     "walltime",
     "partition",
@@ -146,6 +152,7 @@ pub(super) struct RawDefaults {
     pub timeout: Option<At<String>>,
     pub retries: Option<At<i64>>,
     pub kill_grace: Option<At<String>>,
+    pub agent_grace: Option<At<String>>,
     pub strategy: Option<At<String>>,
 }
 
@@ -237,6 +244,7 @@ pub(super) fn read(root: Option<&Spanned>, problems: &mut Vec<Problem>) -> RawCo
         timeout: defaults.duration("timeout", problems),
         retries: defaults.int("retries", "a non-negative integer", problems),
         kill_grace: defaults.duration("kill_grace", problems),
+        agent_grace: defaults.duration("agent_grace", problems),
         strategy: defaults.string("strategy", problems),
     };
 

@@ -88,6 +88,9 @@ fn resolve_defaults(raw: RawDefaults, problems: &mut Vec<Problem>) -> RunDefault
     if let Some(retries) = raw.retries {
         defaults.retries = ranged(&retries, 0, "a non-negative integer", problems).unwrap_or(0);
     }
+    if let Some(grace) = raw.agent_grace.and_then(|g| duration(&g, true, problems)) {
+        defaults.agent_grace = grace;
+    }
     if let Some(grace) = raw.kill_grace.and_then(|g| duration(&g, true, problems)) {
         defaults.kill_grace = grace;
     }

@@ -413,6 +413,47 @@ impl SweepCore {
         }
     }
 
+    /// The source is gone (unreachable past its grace period). Its queued and running attempts
+    /// are lost: the tasks go back to the front of the queue and run again elsewhere as new
+    /// attempts, without using up their retries (the loss was not the task's fault). A report
+    /// from a lost attempt arriving later is stale and ignored like any other.
+    pub fn handle_source_lost(&mut self, source: usize, now: i64) -> usize {
+        let Some(name) = self.sources.get(source).map(|s| s.name.clone()) else {
+            return 0;
+        };
+        self.sources[source].healthy = false;
+        self.sources[source].running = 0;
+        let lost: Vec<(u64, u32)> = self
+            .tasks
+            .iter()
+            .filter(|t| {
+                t.source == Some(source)
+                    && matches!(t.status, TaskStatus::Queued | TaskStatus::Running)
+            })
+            .map(|t| (t.index, t.attempt))
+            .collect();
+        for &(index, attempt) in lost.iter().rev() {
+            self.record(
+                index,
+                TaskStatus::Pending,
+                attempt,
+                None,
+                None,
+                Some(format!("attempt {attempt} lost with {name}")),
+                None,
+                now,
+            );
+            self.tasks[(index - 1) as usize].source = None;
+            if self.dispatching {
+                self.queue.push_front(index);
+            } else {
+                // Stopping anyway (Ctrl-C): the task stays pending for `sweep complete`.
+                self.open = self.open.saturating_sub(1);
+            }
+        }
+        lost.len()
+    }
+
     /// The source reports the attempt is running. Stale attempts are ignored.
     pub fn handle_started(&mut self, index: u64, attempt: u32, pid: Option<u32>, now: i64) {
         let Some(task) = self.task(index) else {
@@ -778,6 +819,39 @@ mod tests {
             .map(|l| l.2)
             .collect();
         assert_eq!(sources, [0, 1, 1]);
+    }
+
+    #[test]
+    fn a_lost_source_sends_its_tasks_elsewhere_as_new_attempts() {
+        let mut core = core_with(4, &[2, 2], Strategy::RoundRobin);
+        core.enqueue(&[1, 2, 3, 4], 0, 0);
+        let first = launches(&core.poll_dispatch(0));
+        assert_eq!(first, [(1, 1, 0), (2, 1, 1), (3, 1, 0), (4, 1, 1)]);
+        core.handle_started(2, 1, None, 1);
+        core.handle_exited(1, 1, ExitKind::Success, 2);
+        assert_eq!(core.handle_source_lost(1, 3), 2);
+        let again = launches(&core.poll_dispatch(4));
+        assert_eq!(
+            again,
+            [(2, 2, 0)],
+            "lost tasks first, on the surviving source"
+        );
+        // The lost attempt's late result is ignored; the new attempt decides.
+        core.handle_exited(2, 1, ExitKind::Success, 5);
+        assert_eq!(core.task(2).unwrap().status, TaskStatus::Queued);
+        core.handle_exited(3, 1, ExitKind::Success, 6);
+        assert_eq!(launches(&core.poll_dispatch(6)), [(4, 2, 0)]);
+        core.handle_exited(2, 2, ExitKind::Success, 7);
+        core.handle_exited(4, 2, ExitKind::Success, 8);
+        assert!(core.is_finished());
+        assert_eq!(core.counts().completed, 4);
+        let lost: Vec<_> = core
+            .poll_changes()
+            .into_iter()
+            .filter(|c| c.reason.as_deref().is_some_and(|r| r.contains("lost")))
+            .map(|c| c.index)
+            .collect();
+        assert_eq!(lost, [4, 2]);
     }
 
     #[test]
