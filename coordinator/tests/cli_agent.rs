@@ -101,64 +101,6 @@ fn agent_add_writes_a_valid_source_and_list_shows_it() {
     );
 }
 
-/// The `hsm-agent` binary next to this crate's binary. `cargo test --workspace` (the test
-/// command) builds it; a run of this crate alone may not have, and then the test says so.
-fn agent_bin() -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new(bin()).with_file_name("hsm-agent");
-    path.is_file().then_some(path)
-}
-
-struct AgentProcess {
-    child: std::process::Child,
-    addr: String,
-    fingerprint: String,
-    state: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_agent(agent: &std::path::Path) -> AgentProcess {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let init = std::process::Command::new(agent)
-        .args(["init", "--state-dir"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let mut child = std::process::Command::new(agent)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--slots",
-            "3",
-            "--state-dir",
-        ])
-        .arg(&state)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = lines.next().unwrap().unwrap().replace("listening on ", "");
-    let fingerprint = lines.next().unwrap().unwrap().replace("fingerprint ", "");
-    AgentProcess {
-        child,
-        addr,
-        fingerprint,
-        state,
-        _dir: dir,
-    }
-}
-
 #[test]
 fn agent_ping_over_mutual_tls_and_clear_refusals() {
     let Some(agent_bin) = agent_bin() else {
@@ -225,33 +167,6 @@ fn agent_ping_over_mutual_tls_and_clear_refusals() {
     // Still serving after the refusals.
     let (code, out, err) = coordinator(home.path(), &["agent", "ping", "a1"]);
     assert_eq!(code, Some(0), "{out}{err}");
-}
-
-/// Writes `results/data.bin` whose size depends on `x` (empty for x % 5 == 0, 11 MiB for x == 7,
-/// otherwise x * 997 bytes) with content derived from x, and prints a line.
-const RESULT_PY: &str = r#"
-import os, sys
-args = dict(a.split("=", 1) for a in sys.argv[1:])
-x = int(args["x"])
-out = args["output.dir"]
-os.makedirs(out, exist_ok=True)
-size = 0 if x % 5 == 0 else (11 * 1024 * 1024 if x == 7 else x * 997)
-pattern = bytes((x * 31 + i) % 251 for i in range(251))
-with open(os.path.join(out, "data.bin"), "wb") as f:
-    f.write((pattern * (size // 251 + 1))[:size])
-print(f"task {x} says hi from {os.environ.get('HSM_TASK_ID')}", flush=True)
-"#;
-
-fn expected_data(x: u64) -> Vec<u8> {
-    let size = if x.is_multiple_of(5) {
-        0
-    } else if x == 7 {
-        11 * 1024 * 1024
-    } else {
-        x as usize * 997
-    };
-    let pattern: Vec<u8> = (0..251u64).map(|i| ((x * 31 + i) % 251) as u8).collect();
-    pattern.iter().cycle().take(size).copied().collect()
 }
 
 #[test]

@@ -224,3 +224,97 @@ pub fn pid_alive(pid: i32) -> bool {
 
 pub const CONFIG: &str =
     "command:\n  python: python3\n  script: task.py\ndefaults:\n  parallel: 2\n  kill_grace: 1s\n";
+
+/// The `hsm-agent` binary next to this crate's binary. `cargo test --workspace` (the test
+/// command) builds it; a run of this crate alone may not have, and then the test says so.
+pub fn agent_bin() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(bin()).with_file_name("hsm-agent");
+    path.is_file().then_some(path)
+}
+
+pub struct AgentProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub fingerprint: String,
+    pub state: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_agent(agent: &std::path::Path) -> AgentProcess {
+    start_agent_in(agent, None, "127.0.0.1:0")
+}
+
+/// Starts `hsm-agent serve` on `listen`, inside network namespace `netns` when given (through
+/// `ip netns exec`, which execs the agent: the child's pid is the agent's).
+pub fn start_agent_in(agent: &std::path::Path, netns: Option<&str>, listen: &str) -> AgentProcess {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let init = std::process::Command::new(agent)
+        .args(["init", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(agent);
+            c
+        }
+        None => std::process::Command::new(agent),
+    };
+    let mut child = command
+        .args(["serve", "--listen", listen, "--slots", "3", "--state-dir"])
+        .arg(&state)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines.next().unwrap().unwrap().replace("listening on ", "");
+    let fingerprint = lines.next().unwrap().unwrap().replace("fingerprint ", "");
+    AgentProcess {
+        child,
+        addr,
+        fingerprint,
+        state,
+        _dir: dir,
+    }
+}
+
+/// Writes `results/data.bin` whose size depends on `x` (empty for x % 5 == 0, 11 MiB for x == 7,
+/// otherwise x * 997 bytes) with content derived from x, and prints a line.
+pub const RESULT_PY: &str = r#"
+import os, sys
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+x = int(args["x"])
+out = args["output.dir"]
+os.makedirs(out, exist_ok=True)
+size = 0 if x % 5 == 0 else (11 * 1024 * 1024 if x == 7 else x * 997)
+pattern = bytes((x * 31 + i) % 251 for i in range(251))
+with open(os.path.join(out, "data.bin"), "wb") as f:
+    f.write((pattern * (size // 251 + 1))[:size])
+print(f"task {x} says hi from {os.environ.get('HSM_TASK_ID')}", flush=True)
+"#;
+
+pub fn expected_data(x: u64) -> Vec<u8> {
+    let size = if x.is_multiple_of(5) {
+        0
+    } else if x == 7 {
+        11 * 1024 * 1024
+    } else {
+        x as usize * 997
+    };
+    let pattern: Vec<u8> = (0..251u64).map(|i| ((x * 31 + i) % 251) as u8).collect();
+    pattern.iter().cycle().take(size).copied().collect()
+}
