@@ -356,3 +356,90 @@ fn an_agent_killed_mid_sweep_loses_no_task_and_runs_none_twice() {
         assert!(data == expected_data(x), "task {x}: result differs");
     }
 }
+
+#[test]
+fn complete_and_status_work_the_same_for_agent_sweeps() {
+    let Some(agent_bin) = agent_bin() else {
+        eprintln!(
+            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
+        );
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    // Fails for even x until the file `fixed` exists in the project.
+    let script = RESULT_PY.replace(
+        "x = int(args[\"x\"])",
+        "x = int(args[\"x\"])\nif x % 2 == 0 and not os.path.exists(\"fixed\"):\n    sys.exit(4)",
+    );
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\n",
+        &[
+            ("task.py", &script),
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    x: {range: [1, 9]}\n",
+            ),
+        ],
+    );
+    let identity = p
+        .command(&["identity"])
+        .env("HSM_HOME", home.path())
+        .output()
+        .unwrap();
+    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let agent = start_agent(&agent_bin);
+    let ok = std::process::Command::new(&agent_bin)
+        .args(["authorize", &own_fp, "--state-dir"])
+        .arg(&agent.state)
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let project = p.path().to_str().unwrap();
+    p.run(&[
+        "agent",
+        "add",
+        "a1",
+        &agent.addr,
+        "--fingerprint",
+        &agent.fingerprint,
+        "--project-dir",
+        project,
+    ])
+    .expect_code(0);
+    let run_with = |args: &[&str]| {
+        let mut cmd = p.command(args);
+        cmd.env("HSM_HOME", home.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        Run::wait(cmd.spawn().unwrap(), args.join(" "))
+    };
+    run_with(&["sweep", "run", "--sources", "a1", "--sweep-id", "agentc"]).expect_code(1);
+    let status = p.status("agentc");
+    assert_eq!(
+        (status["completed"].as_u64(), status["failed"].as_u64()),
+        (Some(4), Some(4)),
+        "{status}"
+    );
+    assert!(status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["source"] == "a1"));
+    let failed = &status["tasks"][1];
+    assert_eq!(failed["exit_code"], 4, "{failed}");
+
+    p.write("fixed", "");
+    run_with(&["sweep", "complete", "agentc", "--sources", "a1"]).expect_code(0);
+    let status = p.status("agentc");
+    assert_eq!(status["completed"], 8, "{status}");
+    for task in status["tasks"].as_array().unwrap() {
+        let x = task["params"]["x"].as_u64().unwrap();
+        assert_eq!(task["attempt"], if x % 2 == 0 { 2 } else { 1 }, "{task}");
+        let data = std::fs::read(
+            p.sweep_dir("agentc")
+                .join(format!("tasks/task_{x:03}/results/data.bin")),
+        )
+        .unwrap();
+        assert!(data == expected_data(x), "task {x}");
+    }
+}
