@@ -49,6 +49,16 @@ pub enum SourceSpecKind {
     },
 }
 
+/// How many attempts the coordinator keeps handed to an agent with `slots` slots. The agent
+/// batches its events (~50 ms), so a task's end reaches the coordinator a round trip later: with
+/// only `slots` handed over, each slot would idle that long per task. Keeping a queue at the
+/// agent (it enforces its own slots; queued attempts are cancelled or re-run like running ones)
+/// makes throughput independent of that latency; the queue is kept short so the end of a sweep
+/// is not left waiting at one agent while others are idle.
+pub fn agent_capacity(slots: usize) -> usize {
+    slots.max(1) * 2 + 16
+}
+
 /// The actor behind a source.
 enum SourceHandle {
     Local(Addr<LocalSource>),
@@ -399,7 +409,11 @@ impl Handler<SourceStatus> for SweepActor {
                 } | SourceSpecKind::Local
             )
         });
-        let slots = if configured { None } else { msg.slots };
+        let slots = if configured {
+            None
+        } else {
+            msg.slots.map(agent_capacity)
+        };
         let name = self
             .run
             .sources

@@ -418,7 +418,13 @@ fn execute(
     let sources = exec
         .sources
         .iter()
-        .map(|s| crate::core::state::SourceState::new(s.name.clone(), s.slots))
+        .map(|s| {
+            let capacity = match s.kind {
+                SourceSpecKind::Local => s.slots,
+                SourceSpecKind::Agent { .. } => crate::actors::sweep::agent_capacity(s.slots),
+            };
+            crate::core::state::SourceState::new(s.name.clone(), capacity)
+        })
         .collect();
     let mut core = SweepCore::new(tasks, sources, exec.strategy);
     let initial = core.counts();

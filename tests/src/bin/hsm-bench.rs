@@ -109,6 +109,78 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
 
+    // CPU of the coordinator itself per task on the local path (children excluded).
+    let cpu_dir = tempfile::tempdir_in(&work_root)?;
+    let cpu_before = own_cpu();
+    hsm_local(cpu_dir.path(), true_bin, args.tasks, args.slots)?;
+    let local_cpu = (own_cpu() - cpu_before) / args.tasks as u32;
+
+    // The agent path: the same tasks through one hsm-agent on loopback.
+    let agent_bin = std::env::current_exe()?.with_file_name("hsm-agent");
+    let home = tempfile::tempdir_in(&work_root)?;
+    // SAFETY (edition 2021: safe): set before any thread reads the environment for identity.
+    std::env::set_var("HSM_HOME", home.path());
+    let mut agent_rows = None;
+    if agent_bin.is_file() {
+        let agent = start_agent(&agent_bin, args.slots, &work_root)?;
+        let project = tempfile::tempdir_in(&work_root)?;
+        let config = agent_config(
+            &agent,
+            &format!("[\"{true_bin}\", \"{{overrides}}\"]"),
+            project.path(),
+        );
+        let cpu_before = own_cpu();
+        let m = measure("hsm through one agent on loopback", args.tasks, || {
+            hsm_sweep(project.path(), &config, args.tasks, &["--sources", "a1"])
+        })?;
+        let agent_cpu = (own_cpu() - cpu_before) / args.tasks as u32;
+
+        // 1 GiB of results back over QUIC, beside `cat | cat` of the same amount.
+        let gib: u64 = 1 << 30;
+        let big = tempfile::tempdir_in(&work_root)?;
+        let writer = format!(
+            "[\"/bin/sh\", \"-c\", \"head -c {gib} /dev/zero > \\\"$HSM_OUTPUT_DIR/big.bin\\\"\", \"{{overrides}}\"]"
+        );
+        let started = Instant::now();
+        hsm_sweep(
+            big.path(),
+            &agent_config(&agent, &writer, big.path()),
+            1,
+            &["--sources", "a1"],
+        )?;
+        let hsm_transfer = started.elapsed();
+        let local_file = big.path().join("local.bin");
+        let started = Instant::now();
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                &format!("head -c {gib} /dev/zero > {}", local_file.display()),
+            ])
+            .status()?;
+        let write_only = started.elapsed();
+        let started = Instant::now();
+        let status2 = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "cat {} | cat > {}.copy",
+                    local_file.display(),
+                    local_file.display()
+                ),
+            ])
+            .status()?;
+        let cat_pipe = started.elapsed();
+        if !status.success() || !status2.success() {
+            bail!("baseline shell commands failed");
+        }
+        agent_rows = Some((m, agent_cpu, hsm_transfer, write_only, cat_pipe));
+    } else {
+        eprintln!(
+            "hsm-bench: {} not built; skipping the agent rows (cargo build --release -p hsm-agent)",
+            agent_bin.display()
+        );
+    }
+
     let mut report = String::new();
     report.push_str("# Local dispatch benchmark\n\n");
     report.push_str(&format!(
@@ -137,6 +209,40 @@ fn main() -> anyhow::Result<()> {
         report.push_str(&format!(
             "hsm local on tmpfs / xargs: {:.2}x\n",
             m.rate() / xargs.rate()
+        ));
+    }
+    report.push_str(&format!(
+        "\nCoordinator CPU per task (user + system, children excluded), local source: {:.0} µs\n",
+        local_cpu.as_secs_f64() * 1e6
+    ));
+    if let Some((m, agent_cpu, hsm_transfer, write_only, cat_pipe)) = &agent_rows {
+        report.push_str(&format!(
+            "\n## Through one agent on loopback ({} slots)\n\n| runner | seconds | tasks/s |\n|---|---:|---:|\n| {} | {:.2} | {:.0} |\n\n\
+             hsm agent / hsm local: **{:.2}x** (aim: 0.9x or better)  \nhsm agent / xargs: {:.2}x  \n\
+             Coordinator CPU per task through the agent: **{:.0} µs** (aim: under 30 µs)\n",
+            args.slots,
+            m.name,
+            m.elapsed.as_secs_f64(),
+            m.rate(),
+            m.rate() / local.rate(),
+            m.rate() / xargs.rate(),
+            agent_cpu.as_secs_f64() * 1e6
+        ));
+        let mib = 1024.0;
+        let transfer = hsm_transfer.saturating_sub(*write_only);
+        report.push_str(&format!(
+            "\n## 1 GiB of result files over loopback\n\n| what | seconds | MiB/s |\n|---|---:|---:|\n\
+             | task writes 1 GiB + hsm brings it back (whole sweep) | {:.2} | |\n\
+             | writing 1 GiB locally (`head -c`) | {:.2} | {:.0} |\n\
+             | hsm transfer (difference of the two) | {:.2} | {:.0} |\n\
+             | `cat file \\| cat > copy` | {:.2} | {:.0} |\n",
+            hsm_transfer.as_secs_f64(),
+            write_only.as_secs_f64(),
+            mib / write_only.as_secs_f64(),
+            transfer.as_secs_f64(),
+            mib / transfer.as_secs_f64().max(1e-9),
+            cat_pipe.as_secs_f64(),
+            mib / cat_pipe.as_secs_f64()
         ));
     }
     report.push_str(&format!(
@@ -236,34 +342,121 @@ fn hsm_local(
     tasks: u64,
     slots: u64,
 ) -> anyhow::Result<()> {
+    let config = format!("command:\n  template: [\"{program}\", \"{{overrides}}\"]\n");
+    hsm_sweep(project, &config, tasks, &["--parallel", &slots.to_string()])
+}
+
+fn hsm_sweep(
+    project: &std::path::Path,
+    config: &str,
+    tasks: u64,
+    extra: &[&str],
+) -> anyhow::Result<()> {
     use clap::Parser;
     std::fs::create_dir_all(project.join(".hsm"))?;
     std::fs::create_dir_all(project.join("sweeps"))?;
-    std::fs::write(
-        project.join(".hsm/config.yaml"),
-        format!("command:\n  template: [\"{program}\", \"{{overrides}}\"]\n"),
-    )?;
+    std::fs::write(project.join(".hsm/config.yaml"), config)?;
     std::fs::write(
         project.join("sweeps/sweep.yaml"),
         format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
     )?;
     let dir = project.display().to_string();
-    let slots = slots.to_string();
-    let cli = hsm_coordinator::cli::Cli::parse_from([
-        "hsm-coordinator",
-        "-q",
-        "-C",
-        &dir,
-        "sweep",
-        "run",
-        "--parallel",
-        &slots,
-    ]);
-    let code = hsm_coordinator::cli::run(cli)?;
+    let mut argv = vec!["hsm-coordinator", "-q", "-C", &dir, "sweep", "run"];
+    argv.extend_from_slice(extra);
+    let code = hsm_coordinator::cli::run(hsm_coordinator::cli::Cli::parse_from(argv))?;
     if code != 0 {
         bail!("sweep run exited with {code}");
     }
     Ok(())
+}
+
+/// CPU time (user + system) this process has used so far: the coordinator's own threads, not
+/// its children.
+fn own_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// A running `hsm-agent serve` on loopback that authorizes this process's coordinator identity.
+struct BenchAgent {
+    child: std::process::Child,
+    addr: String,
+    fingerprint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BenchAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_agent(
+    agent: &std::path::Path,
+    slots: u64,
+    work_root: &std::path::Path,
+) -> anyhow::Result<BenchAgent> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir_in(work_root)?;
+    let state = dir.path().join("state");
+    let coordinator = hsm_coordinator::home::coordinator_identity()?.fingerprint();
+    for args in [vec!["init"], vec!["authorize", coordinator.as_str()]] {
+        let out = Command::new(agent)
+            .args(&args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "hsm-agent {}: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let mut child = Command::new(agent)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--slots",
+            &slots.to_string(),
+            "--state-dir",
+        ])
+        .arg(&state)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = std::io::BufReader::new(child.stdout.take().context("agent stdout")?).lines();
+    let addr = lines
+        .next()
+        .context("agent address")??
+        .replace("listening on ", "");
+    let fingerprint = lines
+        .next()
+        .context("agent fingerprint")??
+        .replace("fingerprint ", "");
+    Ok(BenchAgent {
+        child,
+        addr,
+        fingerprint,
+        _dir: dir,
+    })
+}
+
+fn agent_config(agent: &BenchAgent, template: &str, project_dir: &std::path::Path) -> String {
+    format!(
+        "command:\n  template: {template}\nsources:\n  a1:\n    type: agent\n    address: \"{}\"\n    fingerprint: \"{}\"\n    project_dir: \"{}\"\n",
+        agent.addr,
+        agent.fingerprint,
+        project_dir.display()
+    )
 }
 
 /// The filesystem type of `path`, for the report.
