@@ -196,24 +196,7 @@ fn a_sweep_across_local_and_two_agents_brings_every_file_back_intact() {
     let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
     let agents: Vec<AgentProcess> = (0..2).map(|_| start_agent(&agent_bin)).collect();
     for (i, agent) in agents.iter().enumerate() {
-        let ok = std::process::Command::new(&agent_bin)
-            .args(["authorize", &own_fp, "--state-dir"])
-            .arg(&agent.state)
-            .output()
-            .unwrap();
-        assert!(ok.status.success());
-        let project = p.path().to_str().unwrap();
-        p.run(&[
-            "agent",
-            "add",
-            &format!("a{i}"),
-            &agent.addr,
-            "--fingerprint",
-            &agent.fingerprint,
-            "--project-dir",
-            project,
-        ])
-        .expect_code(0);
+        enlist(&p, &agent_bin, agent, &format!("a{i}"), &own_fp);
     }
     let mut cmd = p.command(&[
         "sweep",
@@ -282,24 +265,7 @@ fn an_agent_killed_mid_sweep_loses_no_task_and_runs_none_twice() {
     let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
     let mut agents: Vec<AgentProcess> = (0..2).map(|_| start_agent(&agent_bin)).collect();
     for (i, agent) in agents.iter().enumerate() {
-        let ok = std::process::Command::new(&agent_bin)
-            .args(["authorize", &own_fp, "--state-dir"])
-            .arg(&agent.state)
-            .output()
-            .unwrap();
-        assert!(ok.status.success());
-        let project = p.path().to_str().unwrap();
-        p.run(&[
-            "agent",
-            "add",
-            &format!("a{i}"),
-            &agent.addr,
-            "--fingerprint",
-            &agent.fingerprint,
-            "--project-dir",
-            project,
-        ])
-        .expect_code(0);
+        enlist(&p, &agent_bin, agent, &format!("a{i}"), &own_fp);
     }
     let mut cmd = p.command(&["sweep", "run", "--sources", "a0,a1", "--sweep-id", "lossy"]);
     cmd.env("HSM_HOME", home.path());
@@ -388,24 +354,7 @@ fn complete_and_status_work_the_same_for_agent_sweeps() {
         .unwrap();
     let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
     let agent = start_agent(&agent_bin);
-    let ok = std::process::Command::new(&agent_bin)
-        .args(["authorize", &own_fp, "--state-dir"])
-        .arg(&agent.state)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
-    let project = p.path().to_str().unwrap();
-    p.run(&[
-        "agent",
-        "add",
-        "a1",
-        &agent.addr,
-        "--fingerprint",
-        &agent.fingerprint,
-        "--project-dir",
-        project,
-    ])
-    .expect_code(0);
+    enlist(&p, &agent_bin, &agent, "a1", &own_fp);
     let run_with = |args: &[&str]| {
         let mut cmd = p.command(args);
         cmd.env("HSM_HOME", home.path())

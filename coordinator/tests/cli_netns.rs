@@ -86,24 +86,7 @@ fn a_sweep_across_three_hosts_survives_losing_an_agent() {
     for i in 1..=2 {
         let ns = format!("{tag}-h{i}");
         let agent = start_agent_in(&agent_bin, Some(&ns), &format!("{net}.{}:7300", i + 1));
-        let ok = std::process::Command::new(&agent_bin)
-            .args(["authorize", &own_fp, "--state-dir"])
-            .arg(&agent.state)
-            .output()
-            .unwrap();
-        assert!(ok.status.success());
-        let project = p.path().to_str().unwrap();
-        p.run(&[
-            "agent",
-            "add",
-            &format!("a{i}"),
-            &agent.addr,
-            "--fingerprint",
-            &agent.fingerprint,
-            "--project-dir",
-            project,
-        ])
-        .expect_code(0);
+        enlist(&p, &agent_bin, &agent, &format!("a{i}"), &own_fp);
         agents.push(agent);
     }
     let mut cmd = std::process::Command::new("ip");

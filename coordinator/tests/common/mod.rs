@@ -318,3 +318,32 @@ pub fn expected_data(x: u64) -> Vec<u8> {
     let pattern: Vec<u8> = (0..251u64).map(|i| ((x * 31 + i) % 251) as u8).collect();
     pattern.iter().cycle().take(size).copied().collect()
 }
+
+/// Authorizes this coordinator (`own_fp`) on `agent` and adds it to the project as source `name`,
+/// running tasks in the project directory.
+pub fn enlist(
+    p: &Project,
+    agent_bin: &std::path::Path,
+    agent: &AgentProcess,
+    name: &str,
+    own_fp: &str,
+) {
+    let ok = std::process::Command::new(agent_bin)
+        .args(["authorize", own_fp, "--state-dir"])
+        .arg(&agent.state)
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let project = p.path().to_str().unwrap();
+    p.run(&[
+        "agent",
+        "add",
+        name,
+        &agent.addr,
+        "--fingerprint",
+        &agent.fingerprint,
+        "--project-dir",
+        project,
+    ])
+    .expect_code(0);
+}
