@@ -392,3 +392,172 @@ fn complete_and_status_work_the_same_for_agent_sweeps() {
         assert!(data == expected_data(x), "task {x}");
     }
 }
+
+/// Free bytes for unprivileged users on the filesystem holding `dir` (statvfs `f_bavail`).
+fn free_disk(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs fills the zeroed struct we own from a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
+    stat.f_bavail as u64 * stat.f_frsize as u64
+}
+
+/// Attempts that `a0` received after `after_ms` (unix ms), from sweep.db.
+fn handed_to_a0_after(db: &rusqlite::Connection, after_ms: i64) -> i64 {
+    db.query_row(
+        "SELECT COUNT(*) FROM attempts WHERE source = 'a0' AND queued_at > ?1",
+        [after_ms],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn an_agent_low_on_disk_gets_no_new_work_and_its_waiting_tasks_move() {
+    let Some(agent_bin) = agent_bin() else {
+        eprintln!(
+            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
+        );
+        return;
+    };
+    const GIB: u64 = 1 << 30;
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--heartbeat", "1"]);
+    let free = free_disk(&agent.work_dir());
+    if free < 4 * GIB {
+        eprintln!("SKIPPED: needs 4 GiB free where the agent works (has {free} bytes)");
+        return;
+    }
+    // The threshold sits 1 GiB below the free space now; a 2 GiB file crosses it. (Real
+    // disk, so no root or tmpfs is needed; other tests' files are far smaller than the margin.)
+    let threshold_mib = (free - GIB) >> 20;
+    let slow = RESULT_PY.replace("import os, sys", "import os, sys, time\ntime.sleep(0.2)");
+    let p = Project::new(
+        &format!(
+            "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 1s\n  min_free_disk: {threshold_mib}M\n"
+        ),
+        &[
+            ("task.py", &slow),
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    x: {range: [1, 71]}\n",
+            ),
+        ],
+    );
+    let identity = p
+        .command(&["identity"])
+        .env("HSM_HOME", home.path())
+        .output()
+        .unwrap();
+    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    enlist(&p, &agent_bin, &agent, "a0", &own_fp);
+    let mut cmd = p.command(&[
+        "sweep",
+        "run",
+        "--sources",
+        "local,a0",
+        "--parallel",
+        "1",
+        "--sweep-id",
+        "lowdisk",
+    ]);
+    cmd.env("HSM_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let completed_on_a0 = || {
+        p.try_status("lowdisk").map_or(0, |s| {
+            s["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["source"] == "a0" && t["status"] == "completed")
+                .count()
+        })
+    };
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "tasks completed on agent a0",
+        || p.sweep_dir("lowdisk").join("sweep.db").exists() && completed_on_a0() >= 3,
+    );
+
+    // The agent's disk fills up.
+    let ballast = agent.work_dir().join("ballast");
+    let file = std::fs::File::create(&ballast).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on a file descriptor we own.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, (2 * GIB) as libc::off_t) };
+    assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+    let filled_at = now_ms();
+    let db = rusqlite::Connection::open(p.sweep_dir("lowdisk").join("sweep.db")).unwrap();
+    let taken_back = || -> i64 {
+        db.query_row(
+            "SELECT COUNT(*) FROM attempts WHERE reason LIKE '%taken back from a0%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "the tasks waiting at a0 taken back",
+        || taken_back() > 0,
+    );
+    // Heartbeats come every second: two seconds after the fill the agent is out of rotation.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let quiet_from = filled_at + 2500;
+    let quiet_to = now_ms();
+    assert_eq!(
+        db.query_row(
+            "SELECT COUNT(*) FROM attempts WHERE source = 'a0' AND queued_at BETWEEN ?1 AND ?2",
+            [quiet_from, quiet_to],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap(),
+        0,
+        "no new work for an agent low on disk"
+    );
+
+    // Space comes back: the agent takes work again.
+    drop(file);
+    std::fs::remove_file(&ballast).unwrap();
+    let freed_at = now_ms();
+    let run = Run::wait(child, "sweep run with an agent low on disk".into());
+    run.expect_code(0);
+    assert!(
+        run.stderr.contains("below min_free_disk") || run.stdout.contains("below min_free_disk"),
+        "the user is told why: {}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        handed_to_a0_after(&db, freed_at) > 0,
+        "a0 got work again once its disk had room"
+    );
+    let status = p.status("lowdisk");
+    assert_eq!(status["completed"], 70, "{status}");
+    let twice: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT idx FROM attempts WHERE status = 'completed' GROUP BY idx HAVING COUNT(*) > 1)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(twice, 0, "a task completed twice");
+    for x in 1..=70u64 {
+        let data = std::fs::read(
+            p.sweep_dir("lowdisk")
+                .join(format!("tasks/task_{x:03}/results/data.bin")),
+        )
+        .unwrap();
+        assert!(data == expected_data(x), "task {x}: result differs");
+    }
+}

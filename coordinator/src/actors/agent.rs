@@ -43,6 +43,8 @@ pub struct AgentSetup {
     pub params: Arc<Vec<Params>>,
     /// How long running tasks wait for an unreachable agent before they run elsewhere.
     pub grace: Duration,
+    /// Below this much free disk (in its heartbeat) the agent gets no new work; 0: no check.
+    pub min_free_disk: u64,
 }
 
 /// An attempt between its launch and its report as finished.
@@ -68,6 +70,8 @@ pub struct AgentSource {
     /// Counts connection losses, so a grace timer knows whether the agent came back since.
     outage: u64,
     connected: bool,
+    /// The last heartbeat reported free disk below `min_free_disk`.
+    low_disk: bool,
 }
 
 impl AgentSource {
@@ -84,6 +88,7 @@ impl AgentSource {
             attempts: HashMap::new(),
             outage: 0,
             connected: false,
+            low_disk: false,
         }
     }
 
@@ -182,6 +187,11 @@ impl AgentSource {
             }
         }
     }
+}
+
+/// Bytes as GiB with two decimals, for notes.
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// How an agent-reported outcome counts for the sweep.
@@ -304,6 +314,23 @@ impl Handler<CancelTask> for AgentSource {
     }
 }
 
+/// Take back an attempt that has not started on the agent: the agent drops it (or stops it,
+/// should it have started meanwhile) and whatever it still reports about it is ignored.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct WithdrawTask(pub TaskKey);
+
+impl Handler<WithdrawTask> for AgentSource {
+    type Result = ();
+    fn handle(&mut self, msg: WithdrawTask, _: &mut Context<Self>) {
+        self.attempts.remove(&msg.0);
+        self.send(ToAgent::Cancel(CancelMsg {
+            sweep_id: SweepId(self.setup.sweep_id.clone()),
+            tasks: vec![Self::task_ref(msg.0)],
+        }));
+    }
+}
+
 /// What the connection task delivers to the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -328,14 +355,15 @@ impl Handler<Incoming> for AgentSource {
         match msg {
             Incoming::Up { slots, agent } => {
                 self.connected = true;
-                self.status_to.do_send(status(
-                    true,
-                    Some(slots as usize),
-                    format!(
-                        "connected to {agent} at {} ({slots} slots)",
-                        self.setup.address
-                    ),
-                ))
+                let mut note = format!(
+                    "connected to {agent} at {} ({slots} slots)",
+                    self.setup.address
+                );
+                if self.low_disk {
+                    note.push_str(", free disk still low: no new work");
+                }
+                self.status_to
+                    .do_send(status(!self.low_disk, Some(slots as usize), note))
             }
             Incoming::Down { why } => {
                 if self.connected || self.outage == 0 {
@@ -383,7 +411,27 @@ impl Handler<Incoming> for AgentSource {
             Incoming::Frame(FromAgent::Error(e)) => {
                 tracing::warn!(agent = %self.setup.name, message = %e.message, "agent reported an error");
             }
-            Incoming::Frame(FromAgent::Heartbeat(_) | FromAgent::Pong(_)) => {}
+            Incoming::Frame(FromAgent::Heartbeat(health)) => {
+                let min = self.setup.min_free_disk;
+                let low = min > 0 && health.free_disk_bytes < min;
+                if low != self.low_disk {
+                    self.low_disk = low;
+                    let note = if low {
+                        format!(
+                            "free disk {} below min_free_disk {}: no new work",
+                            gib(health.free_disk_bytes),
+                            gib(min)
+                        )
+                    } else {
+                        format!(
+                            "free disk {} again: taking work",
+                            gib(health.free_disk_bytes)
+                        )
+                    };
+                    self.status_to.do_send(status(!low, None, note));
+                }
+            }
+            Incoming::Frame(FromAgent::Pong(_)) => {}
             Incoming::File(result) => {
                 let (key, path) = match result {
                     Ok(received) => {

@@ -2,7 +2,7 @@
 //! inputs, carries the core's commands to the source actors, and batches the core's changes to
 //! the store actor.
 
-use super::agent::{AgentSetup, AgentSource};
+use super::agent::{AgentSetup, AgentSource, WithdrawTask};
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
@@ -79,6 +79,14 @@ impl SourceHandle {
             SourceHandle::Agent(addr) => addr.do_send(CancelTask(key)),
         }
     }
+
+    fn withdraw(&self, key: TaskKey) {
+        match self {
+            // The local source is never drained; stopping the attempt is the closest thing.
+            SourceHandle::Local(addr) => addr.do_send(CancelTask(key)),
+            SourceHandle::Agent(addr) => addr.do_send(WithdrawTask(key)),
+        }
+    }
 }
 
 /// What the sweep actor needs to launch tasks.
@@ -99,6 +107,8 @@ pub struct RunContext {
     pub kill_grace: Duration,
     /// How long an unreachable agent's tasks wait for it.
     pub agent_grace: Duration,
+    /// Agents reporting less free disk get no new work.
+    pub min_free_disk: u64,
 }
 
 /// How a run ended.
@@ -228,6 +238,11 @@ impl SweepActor {
                 attempt,
                 source,
             } => self.sources[source].cancel(TaskKey { index, attempt }),
+            Command::Withdraw {
+                index,
+                attempt,
+                source,
+            } => self.sources[source].withdraw(TaskKey { index, attempt }),
         }
     }
 
@@ -344,6 +359,7 @@ impl Actor for SweepActor {
                                 kill_grace: self.run.kill_grace,
                                 params: Arc::clone(&self.run.params),
                                 grace: self.run.agent_grace,
+                                min_free_disk: self.run.min_free_disk,
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),
@@ -428,8 +444,23 @@ impl Handler<SourceStatus> for SweepActor {
                     if n_lost == 1 { "" } else { "s" }
                 ));
             }
+        } else if msg.up {
+            self.core.handle_source_status(msg.source, true, slots);
         } else {
-            self.core.handle_source_status(msg.source, msg.up, slots);
+            // No new work, and what waits there unstarted moves to other sources.
+            let commands = self
+                .core
+                .handle_source_drain(msg.source, &msg.note, now_ms());
+            if !commands.is_empty() {
+                self.progress.note(&format!(
+                    "{} task{} waiting at {name} will run elsewhere",
+                    commands.len(),
+                    if commands.len() == 1 { "" } else { "s" }
+                ));
+            }
+            for command in commands {
+                self.carry_out(command);
+            }
         }
         self.dispatch(ctx);
     }

@@ -453,6 +453,7 @@ fn execute(
         timeout: exec.timeout,
         kill_grace: exec.kill_grace,
         agent_grace: cfg.defaults.agent_grace,
+        min_free_disk: cfg.defaults.min_free_disk,
     };
     engine::execute(run, core, store, progress)
 }

@@ -37,6 +37,7 @@ pub fn to_display_yaml(cfg: &ProjectConfig) -> String {
             "kill_grace": format_duration(defaults.kill_grace),
             "agent_grace": format_duration(defaults.agent_grace),
             "strategy": defaults.strategy.as_str(),
+            "min_free_disk": format_size(defaults.min_free_disk),
         },
         "hpc": hpc_json(&cfg.hpc),
         "sources": sources,
@@ -94,4 +95,17 @@ fn hpc_json(hpc: &HpcOptions) -> Value {
         "array_throttle": hpc.array_throttle,
         "resources": hpc.resources,
     })
+}
+
+/// A byte count in the largest binary unit that keeps it whole (`1G`, `1536M`), or `0`.
+fn format_size(bytes: u64) -> String {
+    if bytes == 0 {
+        return "0".into();
+    }
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}")
 }

@@ -69,6 +69,8 @@ pub struct RunDefaults {
     /// elsewhere as a new attempt.
     pub agent_grace: Duration,
     pub strategy: Strategy,
+    /// An agent reporting less free disk in its work directory gets no new work (0: never).
+    pub min_free_disk: u64,
 }
 
 impl Default for RunDefaults {
@@ -80,6 +82,7 @@ impl Default for RunDefaults {
             kill_grace: Duration::from_secs(10),
             agent_grace: Duration::from_secs(60),
             strategy: Strategy::default(),
+            min_free_disk: 1 << 30,
         }
     }
 }

@@ -63,13 +63,14 @@ pub(super) const COMMAND_KEYS: [&str; 6] = [
     "conda_env",
     "wandb_group",
 ];
-pub(super) const DEFAULTS_KEYS: [&str; 6] = [
+pub(super) const DEFAULTS_KEYS: [&str; 7] = [
     "parallel",
     "timeout",
     "retries",
     "kill_grace",
     "strategy",
     "agent_grace",
+    "min_free_disk",
 ];
 pub(super) const HPC_KEYS: [&str; 15] = [
     "walltime",
@@ -154,6 +155,7 @@ pub(super) struct RawDefaults {
     pub kill_grace: Option<At<String>>,
     pub agent_grace: Option<At<String>>,
     pub strategy: Option<At<String>>,
+    pub min_free_disk: Option<At<String>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -246,6 +248,7 @@ pub(super) fn read(root: Option<&Spanned>, problems: &mut Vec<Problem>) -> RawCo
         kill_grace: defaults.duration("kill_grace", problems),
         agent_grace: defaults.duration("agent_grace", problems),
         strategy: defaults.string("strategy", problems),
+        min_free_disk: defaults.size("min_free_disk", problems),
     };
 
     let hpc = top.section("hpc", problems);
@@ -515,6 +518,20 @@ impl<'a> Section<'a> {
 
     /// A memory size: a string with a unit. A bare number is refused because Slurm reads it
     /// as megabytes and PBS as bytes.
+    /// A byte size with a unit (`2G`), or `0`.
+    fn size(&self, key: &str, problems: &mut Vec<Problem>) -> Option<At<String>> {
+        let node = self.get(key)?;
+        match &node.node {
+            Node::Int(0) => Some(self.at(key, node, "0".into())),
+            Node::Int(_) => self.mem(key, problems),
+            Node::Str(s) => Some(self.at(key, node, s.clone())),
+            _ => {
+                problems.push(self.wrong(key, node, "a size such as 2G (or 0)"));
+                None
+            }
+        }
+    }
+
     fn mem(&self, key: &str, problems: &mut Vec<Problem>) -> Option<At<String>> {
         let node = self.get(key)?;
         match &node.node {

@@ -91,6 +91,17 @@ fn resolve_defaults(raw: RawDefaults, problems: &mut Vec<Problem>) -> RunDefault
     if let Some(grace) = raw.agent_grace.and_then(|g| duration(&g, true, problems)) {
         defaults.agent_grace = grace;
     }
+    if let Some(at) = raw.min_free_disk {
+        match parse_size(&at.value) {
+            Some(bytes) => defaults.min_free_disk = bytes,
+            None => problems.push(
+                at.problem(format!("`{}` is not a size", at.value))
+                    .with_hint(
+                        "write a number with a unit, e.g. 500M, 2G or 1.5T (0 turns the check off)",
+                    ),
+            ),
+        }
+    }
     if let Some(grace) = raw.kill_grace.and_then(|g| duration(&g, true, problems)) {
         defaults.kill_grace = grace;
     }
@@ -233,6 +244,30 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
 
 fn list(at: &Option<At<Vec<String>>>) -> Vec<String> {
     at.as_ref().map(|at| at.value.clone()).unwrap_or_default()
+}
+
+/// Bytes of `500M`, `2G`, `1.5T`, `64kb` (binary units) or a bare `0`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(0);
+    }
+    if !valid_mem(text) {
+        return None;
+    }
+    let number_len = text
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b'.')
+        .count();
+    let (number, unit) = text.split_at(number_len);
+    let shift = match unit.trim().to_ascii_lowercase().trim_end_matches('b') {
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => 40,
+    };
+    let bytes = number.parse::<f64>().ok()? * (1u64 << shift) as f64;
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 /// `16G`, `4000M`, `64gb`, `1.5T`, `512`+unit: a number and a K/M/G/T unit (optional `b`).

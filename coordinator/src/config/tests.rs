@@ -843,3 +843,21 @@ fn set_agent_source_refuses_bad_input() {
         .unwrap_err()
         .contains("line 1"));
 }
+
+#[test]
+fn min_free_disk_takes_sizes_and_zero() {
+    assert_eq!(RunDefaults::default().min_free_disk, 1 << 30);
+    let cfg = parse("defaults:\n  min_free_disk: 1.5G\n");
+    assert_eq!(cfg.defaults.min_free_disk, 3 << 29);
+    let cfg = parse("defaults:\n  min_free_disk: 500mb\n");
+    assert_eq!(cfg.defaults.min_free_disk, 500 << 20);
+    let cfg = parse("defaults:\n  min_free_disk: 0\n");
+    assert_eq!(cfg.defaults.min_free_disk, 0);
+    let shown = rendered("defaults:\n  min_free_disk: lots\n");
+    assert!(
+        shown[0].contains("c.yaml:2:18") && shown[0].contains("not a size"),
+        "{shown:?}"
+    );
+    let shown = rendered("defaults:\n  min_free_disk: 200\n");
+    assert!(shown[0].contains("200G"), "{shown:?}");
+}

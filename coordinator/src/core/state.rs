@@ -199,6 +199,14 @@ pub enum Command {
         attempt: u32,
         source: usize,
     },
+    /// Take back attempt `attempt` of task `index`, handed to source number `source` and not
+    /// started there: the source drops it (stops it, should it have started meanwhile) and
+    /// reports nothing more about it. The task runs as a new attempt elsewhere.
+    Withdraw {
+        index: u64,
+        attempt: u32,
+        source: usize,
+    },
 }
 
 /// Counts per status over the tasks of the sweep.
@@ -413,6 +421,63 @@ impl SweepCore {
         }
     }
 
+    /// The source cannot take work now (its heartbeat stopped, its disk is low): it gets no new
+    /// work and the attempts handed to it that have not started are taken back, to run
+    /// elsewhere as new attempts (not counted against retries). Running attempts stay: they
+    /// finish there, or are lost with the source.
+    pub fn handle_source_drain(&mut self, source: usize, why: &str, now: i64) -> Vec<Command> {
+        let Some(name) = self.sources.get(source).map(|s| s.name.clone()) else {
+            return Vec::new();
+        };
+        self.sources[source].healthy = false;
+        let queued: Vec<(u64, u32)> = self
+            .tasks
+            .iter()
+            .filter(|t| t.source == Some(source) && t.status == TaskStatus::Queued)
+            .map(|t| (t.index, t.attempt))
+            .collect();
+        let mut commands = Vec::with_capacity(queued.len());
+        for &(index, attempt) in queued.iter().rev() {
+            self.sources[source].running = self.sources[source].running.saturating_sub(1);
+            let reason = format!("attempt {attempt} taken back from {name}: {why}");
+            // The attempt's own history ends (attempt rows ignore `pending`), then the task
+            // waits for its next attempt.
+            self.record(
+                index,
+                TaskStatus::Cancelled,
+                attempt,
+                None,
+                None,
+                Some(reason.clone()),
+                None,
+                now,
+            );
+            self.record(
+                index,
+                TaskStatus::Pending,
+                attempt,
+                None,
+                None,
+                Some(reason),
+                None,
+                now,
+            );
+            self.tasks[(index - 1) as usize].source = None;
+            if self.dispatching {
+                self.queue.push_front(index);
+            } else {
+                self.open = self.open.saturating_sub(1);
+            }
+            commands.push(Command::Withdraw {
+                index,
+                attempt,
+                source,
+            });
+        }
+        commands.reverse();
+        commands
+    }
+
     /// The source is gone (unreachable past its grace period). Its queued and running attempts
     /// are lost: the tasks go back to the front of the queue and run again elsewhere as new
     /// attempts, without using up their retries (the loss was not the task's fault). A report
@@ -433,6 +498,17 @@ impl SweepCore {
             .map(|t| (t.index, t.attempt))
             .collect();
         for &(index, attempt) in lost.iter().rev() {
+            // The attempt's own history ends here (attempt rows ignore `pending`).
+            self.record(
+                index,
+                TaskStatus::Failed,
+                attempt,
+                None,
+                None,
+                Some(format!("lost with {name}")),
+                None,
+                now,
+            );
             self.record(
                 index,
                 TaskStatus::Pending,
@@ -849,9 +925,73 @@ mod tests {
             .poll_changes()
             .into_iter()
             .filter(|c| c.reason.as_deref().is_some_and(|r| r.contains("lost")))
-            .map(|c| c.index)
+            .map(|c| (c.index, c.status))
             .collect();
-        assert_eq!(lost, [4, 2]);
+        assert_eq!(
+            lost,
+            [
+                (4, TaskStatus::Failed),
+                (4, TaskStatus::Pending),
+                (2, TaskStatus::Failed),
+                (2, TaskStatus::Pending)
+            ],
+            "the lost attempt ends failed in its history, the task waits for the next"
+        );
+    }
+
+    #[test]
+    fn a_drained_source_keeps_its_running_tasks_and_gives_back_the_queued_ones() {
+        let mut core = core_with(6, &[1, 4], Strategy::RoundRobin);
+        core.enqueue(&[1, 2, 3, 4, 5, 6], 0, 0);
+        let first = launches(&core.poll_dispatch(0));
+        assert_eq!(
+            first,
+            [(1, 1, 0), (2, 1, 1), (3, 1, 1), (4, 1, 1), (5, 1, 1)]
+        );
+        core.handle_started(2, 1, None, 1);
+        let taken = core.handle_source_drain(1, "free disk low", 2);
+        assert_eq!(
+            taken,
+            [3, 4, 5].map(|index| Command::Withdraw {
+                index,
+                attempt: 1,
+                source: 1
+            })
+        );
+        assert!(
+            core.poll_dispatch(2).is_empty(),
+            "source 0 is busy, 1 drained"
+        );
+        // A late report about a withdrawn attempt changes nothing.
+        core.handle_started(3, 1, None, 3);
+        core.handle_exited(3, 1, ExitKind::Cancelled, 3);
+        assert_eq!(core.task(3).unwrap().status, TaskStatus::Pending);
+        // The running task finishes where it is.
+        core.handle_exited(2, 1, ExitKind::Success, 4);
+        core.handle_exited(1, 1, ExitKind::Success, 4);
+        assert_eq!(
+            launches(&core.poll_dispatch(5)),
+            [(3, 2, 0)],
+            "taken-back tasks first, as new attempts, on the healthy source"
+        );
+        core.handle_source_status(1, true, None);
+        assert_eq!(
+            launches(&core.poll_dispatch(6)),
+            [(4, 2, 1), (5, 2, 1), (6, 1, 1)]
+        );
+        for (index, attempt) in [(3, 2), (4, 2), (5, 2), (6, 1)] {
+            core.handle_exited(index, attempt, ExitKind::Success, 7);
+        }
+        assert!(core.is_finished());
+        assert_eq!(core.counts().completed, 6);
+        let reasons: Vec<_> = core
+            .poll_changes()
+            .into_iter()
+            .filter(|c| c.status == TaskStatus::Cancelled)
+            .filter_map(|c| c.reason.filter(|r| r.contains("taken back")))
+            .collect();
+        assert_eq!(reasons.len(), 3, "each taken-back attempt ends cancelled");
+        assert_eq!(reasons[0], "attempt 1 taken back from s1: free disk low");
     }
 
     #[test]

@@ -240,6 +240,13 @@ pub struct AgentProcess {
     _dir: tempfile::TempDir,
 }
 
+impl AgentProcess {
+    /// Where the agent keeps its tasks' files (`--work-dir`).
+    pub fn work_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("work")
+    }
+}
+
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -254,6 +261,17 @@ pub fn start_agent(agent: &std::path::Path) -> AgentProcess {
 /// Starts `hsm-agent serve` on `listen`, inside network namespace `netns` when given (through
 /// `ip netns exec`, which execs the agent: the child's pid is the agent's).
 pub fn start_agent_in(agent: &std::path::Path, netns: Option<&str>, listen: &str) -> AgentProcess {
+    start_agent_with(agent, netns, listen, &[])
+}
+
+/// `start_agent_in` with extra `serve` flags. The work directory is `<dir>/work` (see
+/// `AgentProcess::work_dir`).
+pub fn start_agent_with(
+    agent: &std::path::Path,
+    netns: Option<&str>,
+    listen: &str,
+    extra: &[&str],
+) -> AgentProcess {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
@@ -276,6 +294,7 @@ pub fn start_agent_in(agent: &std::path::Path, netns: Option<&str>, listen: &str
         .arg(&state)
         .arg("--work-dir")
         .arg(dir.path().join("work"))
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
