@@ -69,6 +69,8 @@ struct State {
     /// directory, so another attempt of the same task must wait. A map, not a scan, so a
     /// 10,000-task submission stays linear.
     active: HashMap<(SweepId, u64), u64>,
+    /// A newer attempt of an active task, waiting for the older one to end (it was stopped).
+    parked: HashMap<(SweepId, u64), u64>,
     /// Ids waiting for a slot, in submission order; entries whose record is no longer `Queued`
     /// (cancelled) are skipped when popped.
     queue: VecDeque<u64>,
@@ -240,6 +242,9 @@ impl Runner {
             }
         }
         let mut refused = Vec::new();
+        let mut supersede = Vec::new();
+        let mut never_run = Vec::new();
+        let sweep_id = msg.sweep_id.clone();
         {
             let mut state = self.lock();
             for task in msg.tasks {
@@ -261,13 +266,24 @@ impl Runner {
                     continue;
                 }
                 let active_key = (msg.sweep_id.clone(), task.index.0);
-                if state.active.contains_key(&active_key) {
-                    refused.push(format!(
-                        "refused task {} attempt {} of sweep {}: another attempt of that task \
-                         is still running here",
-                        task.index, task.attempt, msg.sweep_id
-                    ));
-                    continue;
+                let mut park = false;
+                if let Some(&old_id) = state.active.get(&active_key) {
+                    let old_attempt = state.tasks.get(&old_id).map_or(0, |r| r.task.attempt.0);
+                    if task.attempt.0 <= old_attempt {
+                        refused.push(format!(
+                            "refused task {} attempt {} of sweep {}: attempt {old_attempt} of \
+                             that task is newer and still here",
+                            task.index, task.attempt, msg.sweep_id
+                        ));
+                        continue;
+                    }
+                    // The coordinator gave up on the older attempt (lost, taken back) and
+                    // sent this one here: the old one is stopped and this one waits for the
+                    // task directory it shares.
+                    if let Some(old) = state.tasks.get(&old_id) {
+                        supersede.push(old.task);
+                    }
+                    park = true;
                 }
                 let dir = self
                     .shared
@@ -298,9 +314,29 @@ impl Runner {
                     },
                 );
                 state.by_ref.insert(key, id);
-                state.active.insert(active_key, id);
-                state.queue.push_back(id);
+                if park {
+                    if let Some(earlier) = state.parked.insert(active_key, id) {
+                        // Parked before and superseded by this one before it could run.
+                        if let Some(record) = state.tasks.get_mut(&earlier) {
+                            record.phase = Phase::Launching;
+                        }
+                        never_run.push(earlier);
+                    }
+                } else {
+                    state.active.insert(active_key, id);
+                    state.queue.push_back(id);
+                }
             }
+        }
+        if !supersede.is_empty() {
+            self.cancel(&CancelMsg {
+                sweep_id: sweep_id.clone(),
+                tasks: supersede,
+            });
+        }
+        let now = SystemTime::now();
+        for id in never_run {
+            self.finish_unstarted(id, Outcome::Cancelled, now);
         }
         self.fill_slots();
         refused
@@ -422,7 +458,7 @@ impl Runner {
             record.exit = Some((outcome.clone(), at));
             record.phase = Phase::Finished;
             let active_key = (record.sweep_id.clone(), record.task.index.0);
-            state.active.remove(&active_key);
+            state.release(active_key, id);
             state.append(
                 id,
                 EventKind::Exited {
@@ -439,6 +475,7 @@ impl Runner {
     /// reports `Exited` and the `ResultOffer`.
     async fn tail(self, id: u64, wake: Arc<Notify>, stdout: PathBuf, stderr: PathBuf) {
         let mut positions = [0u64; 2];
+        let mut files: [Option<std::fs::File>; 2] = [None, None];
         loop {
             // Read the exit flag before reading the files: end-of-file seen after an exit is
             // the real end of the output.
@@ -454,13 +491,16 @@ impl Runner {
             };
             if credit > 0 {
                 let paths = [stdout.clone(), stderr.clone()];
+                let mut held = std::mem::take(&mut files);
                 let read = tokio::task::spawn_blocking(move || {
-                    read_appended(&paths, &mut positions, credit).map(|chunks| (chunks, positions))
+                    read_appended(&paths, &mut held, &mut positions, credit)
+                        .map(|chunks| (chunks, positions, held))
                 })
                 .await;
                 let (chunks, at_end) = match read {
-                    Ok(Ok((chunks, new_positions))) => {
+                    Ok(Ok((chunks, new_positions, held))) => {
                         positions = new_positions;
+                        files = held;
                         let got: usize = chunks.iter().map(|(_, c)| c.len()).sum();
                         (chunks, got < credit)
                     }
@@ -536,11 +576,13 @@ impl Runner {
                 record.offered = files.clone();
                 record.phase = Phase::Finished;
                 let active_key = (record.sweep_id.clone(), record.task.index.0);
-                state.active.remove(&active_key);
+                state.release(active_key, id);
             }
             state.append(id, EventKind::ResultOffer { files });
         }
         self.notify_appended();
+        // A newer attempt of the task may have been waiting for the directory.
+        self.fill_slots();
     }
 
     fn notify_appended(&self) {
@@ -601,6 +643,7 @@ impl Runner {
         for id in dropped {
             self.finish_unstarted(id, Outcome::Cancelled, now);
         }
+        self.fill_slots();
     }
 
     /// Forgets acknowledged events; output acknowledgements let paused tailers read on.
@@ -803,6 +846,23 @@ impl State {
 
     /// Drops a finished attempt once nothing about it is pending: all events acknowledged and
     /// its results either fetched (ResultsDone) or nonexistent.
+    /// Attempt `id` no longer owns its task directory: a parked newer attempt of the task
+    /// takes it over and goes first in the queue.
+    fn release(&mut self, key: (SweepId, u64), id: u64) {
+        if self.parked.get(&key) == Some(&id) {
+            self.parked.remove(&key);
+            return;
+        }
+        if self.active.get(&key) != Some(&id) {
+            return;
+        }
+        self.active.remove(&key);
+        if let Some(next) = self.parked.remove(&key) {
+            self.active.insert(key, next);
+            self.queue.push_front(next);
+        }
+    }
+
     fn maybe_forget(&mut self, id: u64) {
         let Some(record) = self.tasks.get(&id) else {
             return;
@@ -834,14 +894,26 @@ fn prepare(
     env: Vec<(String, String)>,
 ) -> Result<TaskLaunch, String> {
     let results = dir.join("results");
-    // Results of an earlier attempt of the same task on this agent must not be offered as this
-    // attempt's.
-    match std::fs::remove_dir_all(&results) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot clear {}: {e}", results.display())),
+    // A task directory made just now has nothing to clear; otherwise results of an earlier
+    // attempt of the same task on this agent must not be offered as this attempt's.
+    let fresh = match std::fs::create_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            true
+        }
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    };
+    if !fresh {
+        match std::fs::remove_dir_all(&results) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot clear {}: {e}", results.display())),
+        }
     }
-    std::fs::create_dir_all(&results)
+    std::fs::create_dir(&results)
         .map_err(|e| format!("cannot create {}: {e}", results.display()))?;
     // The coordinator cannot know this host's paths: it writes a token where the task's
     // results directory goes (e.g. `output.dir=<token>`), replaced here.
@@ -881,49 +953,49 @@ fn prepare(
 /// A missing file counts as empty.
 fn read_appended(
     paths: &[PathBuf; 2],
+    files: &mut [Option<std::fs::File>; 2],
     positions: &mut [u64; 2],
     mut credit: usize,
 ) -> std::io::Result<Vec<(Stream, Vec<u8>)>> {
     use std::os::unix::fs::FileExt;
     let streams = [Stream::Stdout, Stream::Stderr];
-    let mut files = Vec::with_capacity(2);
-    for path in paths {
-        match std::fs::File::open(path) {
-            Ok(file) => files.push(Some(file)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => files.push(None),
-            Err(e) => return Err(e),
+    // Opened once and kept by the caller: a task is read several times.
+    for (path, file) in paths.iter().zip(files.iter_mut()) {
+        if file.is_none() {
+            match std::fs::File::open(path) {
+                Ok(f) => *file = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
-    let mut done = [false; 2];
     let mut chunks = Vec::new();
-    while credit > 0 && !(done[0] && done[1]) {
-        for i in 0..2 {
-            if done[i] || credit == 0 {
-                continue;
-            }
-            let Some(file) = &files[i] else {
-                done[i] = true;
-                continue;
-            };
-            let mut buf = vec![0u8; credit.min(OUTPUT_CHUNK)];
+    for i in 0..2 {
+        let Some(file) = &files[i] else {
+            continue;
+        };
+        // The size says how much is new, so an empty log (the common case) costs one fstat
+        // and no buffer.
+        let mut available = file.metadata()?.len().saturating_sub(positions[i]);
+        while credit > 0 && available > 0 {
+            let want = (available as usize).min(credit).min(OUTPUT_CHUNK);
+            let mut buf = vec![0u8; want];
             let mut filled = 0;
-            // Fill the chunk as far as the file goes, so chunks are full-sized when possible.
-            while filled < buf.len() {
+            while filled < want {
                 let n = file.read_at(&mut buf[filled..], positions[i] + filled as u64)?;
                 if n == 0 {
                     break;
                 }
                 filled += n;
             }
-            if filled < buf.len() {
-                done[i] = true;
+            if filled == 0 {
+                break; // truncated under us
             }
-            if filled > 0 {
-                buf.truncate(filled);
-                positions[i] += filled as u64;
-                credit -= filled;
-                chunks.push((streams[i], buf));
-            }
+            buf.truncate(filled);
+            positions[i] += filled as u64;
+            available = available.saturating_sub(filled as u64);
+            credit -= filled;
+            chunks.push((streams[i], buf));
         }
     }
     Ok(chunks)
@@ -934,8 +1006,11 @@ fn read_appended(
 /// file inside the task directory; others are skipped and logged.
 pub fn scan_results(task_dir: &Path) -> Vec<FileOffer> {
     let mut files = Vec::new();
-    let Ok(root) = std::fs::canonicalize(task_dir) else {
-        return files;
+    // Resolved only when a symlink needs checking: most results have none, and resolving costs
+    // a readlink per path component.
+    let root = Root {
+        dir: task_dir,
+        resolved: std::cell::OnceCell::new(),
     };
     let mut budget = MAX_OFFER_PATH_BYTES;
     walk(
@@ -949,8 +1024,22 @@ pub fn scan_results(task_dir: &Path) -> Vec<FileOffer> {
     files
 }
 
+/// The task directory, canonicalized on first use.
+struct Root<'a> {
+    dir: &'a Path,
+    resolved: std::cell::OnceCell<Option<PathBuf>>,
+}
+
+impl Root<'_> {
+    fn get(&self) -> Option<&Path> {
+        self.resolved
+            .get_or_init(|| std::fs::canonicalize(self.dir).ok())
+            .as_deref()
+    }
+}
+
 fn walk(
-    root: &Path,
+    root: &Root<'_>,
     dir: &Path,
     rel: &str,
     depth: usize,
@@ -991,9 +1080,10 @@ fn walk(
             continue;
         }
         if file_type.is_symlink() {
-            let inside = std::fs::canonicalize(&path)
-                .map(|target| target.starts_with(root) && target.is_file())
-                .unwrap_or(false);
+            let inside = match (root.get(), std::fs::canonicalize(&path)) {
+                (Some(root), Ok(target)) => target.starts_with(root) && target.is_file(),
+                _ => false,
+            };
             if !inside {
                 tracing::warn!(
                     path = %path.display(),
@@ -1128,15 +1218,18 @@ mod tests {
         std::fs::write(&err, b"e").unwrap();
         let paths = [out, err];
         let mut pos = [0, 0];
-        let chunks = read_appended(&paths, &mut pos, 100 * 1024).unwrap();
+        let mut files = [None, None];
+        let chunks = read_appended(&paths, &mut files, &mut pos, 100 * 1024).unwrap();
         let total: usize = chunks.iter().map(|(_, c)| c.len()).sum();
         assert_eq!(total, 100 * 1024);
         assert!(chunks.iter().all(|(_, c)| c.len() <= OUTPUT_CHUNK));
-        let chunks = read_appended(&paths, &mut pos, usize::MAX).unwrap();
+        let chunks = read_appended(&paths, &mut files, &mut pos, usize::MAX).unwrap();
         let total: usize = chunks.iter().map(|(_, c)| c.len()).sum();
         // Both files together hold 200 KiB + 1; the first call took 100 KiB of them.
         assert_eq!(total, 200 * 1024 + 1 - 100 * 1024);
         assert_eq!(pos, [200 * 1024, 1]);
-        assert!(read_appended(&paths, &mut pos, 10).unwrap().is_empty());
+        assert!(read_appended(&paths, &mut files, &mut pos, 10)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -105,8 +105,10 @@ const BATCH_EVENTS: usize = 1024;
 const BATCH_OUTPUT: usize = 1024 * 1024;
 /// Pending output that is sent at once instead of waiting for the batching delay.
 const BATCH_LARGE: usize = 256 * 1024;
-/// How long a session waits after new events appear, to send them in fewer, larger frames.
-const BATCH_DELAY: Duration = Duration::from_millis(50);
+/// How long a session waits after new events appear, to send them in fewer, larger frames. It is
+/// on the path of every task's end to the coordinator, which hands the next task only then: at
+/// 50 ms a 2-slot agent managed 380 tasks/s; at 5 ms the frames still carry many events each.
+const BATCH_DELAY: Duration = Duration::from_millis(5);
 
 /// One coordinator connection: the first bidirectional stream is the control stream.
 async fn session(

@@ -594,28 +594,14 @@ async fn failures_timeouts_cancels_and_bad_cwds_have_their_outcomes() {
     assert!(!seen.started(4));
     assert!(!seen.started(6) && !seen.started(7));
 
-    // Another attempt of a task that is still running here is refused (it would share the task
-    // directory); resending the same attempt is ignored.
-    let mut retry = task(5, 3, &[]);
-    retry.attempt = hsm_protocol::Attempt(2);
+    // Resending the same attempt (a coordinator unsure whether it arrived) is ignored.
     client
         .send(&ToAgent::Submit(SubmitMsg {
             sweep_id: sweep.clone(),
             templates: vec![template(3, "sleep 10", &project)],
-            tasks: vec![retry, task(5, 3, &[])],
+            tasks: vec![task(5, 3, &[])],
         }))
         .await;
-    collect(&mut client, &mut seen, true, Duration::from_secs(5), |s| {
-        !s.errors.is_empty()
-    })
-    .await;
-    assert_eq!(seen.errors.len(), 1, "{:?}", seen.errors);
-    assert!(
-        seen.errors[0].contains("task 5 attempt 2") && seen.errors[0].contains("another attempt"),
-        "{:?}",
-        seen.errors
-    );
-    seen.errors.clear();
     // Cancel one running task; the next queued one takes its slot.
     client
         .send(&ToAgent::Cancel(CancelMsg {
@@ -922,5 +908,115 @@ async fn unsafe_sweep_ids_are_refused_and_create_nothing() {
         seen.errors
     );
     assert!(seen.of(1).is_empty());
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_newer_attempt_stops_the_older_one_and_runs_in_its_directory() {
+    let coordinator = Identity::generate("hsm-coordinator").unwrap();
+    let agent = start_agent(&coordinator, 2);
+    let project = agent.dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let mut client = Client::connect(&agent, &coordinator).await;
+    let sweep = SweepId::from("s5");
+    let attempt = |index: u64, n: u32, template: u32| {
+        let mut t = task(index, template, &[]);
+        t.attempt = hsm_protocol::Attempt(n);
+        t
+    };
+    let submit = |tasks: Vec<TaskMsg>| {
+        ToAgent::Submit(SubmitMsg {
+            sweep_id: sweep.clone(),
+            templates: vec![
+                template(
+                    1,
+                    "echo old > \"$HSM_OUTPUT_DIR/which\"; sleep 10",
+                    &project,
+                ),
+                template(
+                    2,
+                    "echo new > \"$HSM_OUTPUT_DIR/which\"; echo second",
+                    &project,
+                ),
+            ],
+            tasks,
+        })
+    };
+    // Task 1 attempt 1 and task 2 attempt 3 run (and would for 10 s).
+    client
+        .send(&submit(vec![attempt(1, 1, 1), attempt(2, 3, 1)]))
+        .await;
+    let mut seen = Seen::default();
+    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+        s.started(1) && s.started(2)
+    })
+    .await;
+    // The coordinator moved on from attempt 1 of task 1 (lost, taken back) and sends attempt 2
+    // here: attempt 1 is stopped, attempt 2 waits for it, then runs in the same directory with
+    // only its own results. An attempt older than the one present is refused.
+    client
+        .send(&submit(vec![attempt(1, 2, 2), attempt(2, 2, 2)]))
+        .await;
+    let of = |s: &Seen, index: u64, n: u32| -> Vec<TaskEventMsg> {
+        s.events
+            .iter()
+            .filter(|e| e.task.index.0 == index && e.task.attempt.0 == n)
+            .cloned()
+            .collect()
+    };
+    let offered = |events: &[TaskEventMsg]| -> Option<Vec<FileOffer>> {
+        events.iter().find_map(|e| match &e.kind {
+            EventKind::ResultOffer { files } => Some(files.clone()),
+            _ => None,
+        })
+    };
+    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+        offered(&of(s, 1, 2)).is_some() && !s.errors.is_empty()
+    })
+    .await;
+    let first = of(&seen, 1, 1);
+    let exited = |events: &[TaskEventMsg]| {
+        events.iter().find_map(|e| match &e.kind {
+            EventKind::Exited { outcome, .. } => Some(outcome.clone()),
+            _ => None,
+        })
+    };
+    assert_eq!(exited(&first), Some(OutcomeMsg::Cancelled));
+    let second = of(&seen, 1, 2);
+    assert_eq!(exited(&second), Some(OutcomeMsg::Exited { code: 0 }));
+    let first_end = seen
+        .events
+        .iter()
+        .position(|e| e.task.attempt.0 == 1 && matches!(e.kind, EventKind::ResultOffer { .. }))
+        .unwrap();
+    let second_start = seen
+        .events
+        .iter()
+        .position(|e| e.task.attempt.0 == 2 && matches!(e.kind, EventKind::Started { .. }))
+        .unwrap();
+    assert!(
+        first_end < second_start,
+        "attempt 2 started only after attempt 1 ended"
+    );
+    let files = offered(&second).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].sha256, sha256_hex(b"new\n"));
+    assert_eq!(seen.errors.len(), 1, "{:?}", seen.errors);
+    assert!(
+        seen.errors[0].contains("task 2 attempt 2") && seen.errors[0].contains("attempt 3"),
+        "{:?}",
+        seen.errors
+    );
+    assert!(of(&seen, 2, 2).is_empty(), "the refused attempt never ran");
+    client
+        .send(&ToAgent::Cancel(CancelMsg {
+            sweep_id: sweep.clone(),
+            tasks: Vec::new(),
+        }))
+        .await;
+    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+        offered(&of(s, 2, 3)).is_some()
+    })
+    .await;
     client.close().await;
 }

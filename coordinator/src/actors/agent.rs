@@ -45,6 +45,8 @@ pub struct AgentSetup {
     pub grace: Duration,
     /// Below this much free disk (in its heartbeat) the agent gets no new work; 0: no check.
     pub min_free_disk: u64,
+    /// Task directories prepared ahead of time, when the run prefetches.
+    pub prefetch: Option<Arc<crate::prefetch::Prefetch>>,
 }
 
 /// An attempt between its launch and its report as finished.
@@ -57,6 +59,8 @@ struct Attempting {
     awaiting: HashMap<String, (u64, String)>,
     /// The first problem receiving result files.
     transfer_failure: Option<String>,
+    /// The local log files, opened (for appending) on the first output: most tasks' logs exist
+    /// already (created empty when the task directory was prepared) and many stay empty.
     stdout: Option<std::fs::File>,
     stderr: Option<std::fs::File>,
 }
@@ -72,6 +76,8 @@ pub struct AgentSource {
     connected: bool,
     /// The last heartbeat reported free disk below `min_free_disk`.
     low_disk: bool,
+    /// Launches not yet sent (see `flush_submits`).
+    submit_batch: Vec<TaskMsg>,
 }
 
 impl AgentSource {
@@ -89,6 +95,7 @@ impl AgentSource {
             outage: 0,
             connected: false,
             low_disk: false,
+            submit_batch: Vec::new(),
         }
     }
 
@@ -158,10 +165,23 @@ impl AgentSource {
                 },
             }),
             EventKind::Output { stream, data } => {
-                let file = match stream {
-                    Stream::Stdout => &mut attempt.stdout,
-                    Stream::Stderr => &mut attempt.stderr,
+                let (file, name) = match stream {
+                    Stream::Stdout => (&mut attempt.stdout, "stdout.log"),
+                    Stream::Stderr => (&mut attempt.stderr, "stderr.log"),
                 };
+                if file.is_none() {
+                    let path = self.setup.paths.task_dir(key.index).join(name);
+                    match std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&path)
+                    {
+                        Ok(f) => *file = Some(f),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot open task log")
+                        }
+                    }
+                }
                 if let Some(file) = file {
                     if let Err(e) = file.write_all(&data.0) {
                         tracing::warn!(task = key.index, error = %e, "cannot append task output");
@@ -243,44 +263,73 @@ impl Actor for AgentSource {
 /// Start an attempt on the agent.
 impl Handler<LaunchTask> for AgentSource {
     type Result = ();
-    fn handle(&mut self, msg: LaunchTask, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: LaunchTask, ctx: &mut Context<Self>) {
         let key = msg.key;
         // The local task directory holds what the user reads: params, command, live logs,
-        // and the result files once they arrive.
-        let params_yaml = self
-            .setup
-            .params
-            .get((key.index - 1) as usize)
-            .map(layout::params_yaml)
-            .unwrap_or_default();
+        // and the result files once they arrive. A first attempt's directory was usually made
+        // ahead of time by the preparer thread; then only command.txt changes (it says where
+        // the task runs).
         let command_txt = format!(
             "# on agent {}\n{}\n",
             self.setup.name,
             shell_display(&msg.argv)
         );
-        let logs = layout::prepare_task_dir(
-            &self.setup.paths,
-            key.index,
-            key.attempt,
-            &params_yaml,
-            &command_txt,
-        )
-        .and_then(|(out, err)| Ok((std::fs::File::create(out)?, std::fs::File::create(err)?)));
-        let (stdout, stderr) = match logs {
-            Ok((out, err)) => (Some(out), Some(err)),
-            Err(e) => {
-                tracing::warn!(task = key.index, error = %e, "cannot prepare the local task directory");
-                (None, None)
-            }
+        let prepared = key.attempt == 1
+            && self
+                .setup
+                .prefetch
+                .as_ref()
+                .is_some_and(|p| p.claim(key.index));
+        let written = if prepared {
+            std::fs::write(
+                self.setup.paths.task_dir(key.index).join("command.txt"),
+                &command_txt,
+            )
+        } else {
+            let params_yaml = self
+                .setup
+                .params
+                .get((key.index - 1) as usize)
+                .map(layout::params_yaml)
+                .unwrap_or_default();
+            layout::prepare_task_dir(
+                &self.setup.paths,
+                key.index,
+                key.attempt,
+                &params_yaml,
+                &command_txt,
+            )
+            .and_then(|(out, err)| {
+                std::fs::File::create(out)?;
+                std::fs::File::create(err)?;
+                Ok(())
+            })
         };
-        self.attempts.insert(
-            key,
-            Attempting {
-                stdout,
-                stderr,
-                ..Attempting::default()
-            },
-        );
+        if let Err(e) = written {
+            tracing::warn!(task = key.index, error = %e, "cannot prepare the local task directory");
+        }
+        self.attempts.insert(key, Attempting::default());
+        // Launches arrive in bursts (a dispatch round hands out many at once): they travel as
+        // one `Submit`, sent once the burst has been handled.
+        if self.submit_batch.is_empty() {
+            ctx.run_later(Duration::ZERO, |actor, _| actor.flush_submits());
+        }
+        self.submit_batch.push(TaskMsg {
+            index: TaskIndex(key.index),
+            attempt: Attempt(key.attempt),
+            template: 0,
+            args: msg.argv,
+            env: msg.env,
+        });
+    }
+}
+
+impl AgentSource {
+    fn flush_submits(&mut self) {
+        if self.submit_batch.is_empty() {
+            return;
+        }
+        let tasks = std::mem::take(&mut self.submit_batch);
         let cwd = self.setup.project_dir.clone().unwrap_or_else(|| ".".into());
         self.send(ToAgent::Submit(SubmitMsg {
             sweep_id: SweepId(self.setup.sweep_id.clone()),
@@ -292,13 +341,7 @@ impl Handler<LaunchTask> for AgentSource {
                 timeout_ms: self.setup.timeout.map(|t| t.as_millis() as u64),
                 kill_grace_ms: self.setup.kill_grace.as_millis() as u64,
             }],
-            tasks: vec![TaskMsg {
-                index: TaskIndex(key.index),
-                attempt: Attempt(key.attempt),
-                template: 0,
-                args: msg.argv,
-                env: msg.env,
-            }],
+            tasks,
         }));
     }
 }
@@ -307,6 +350,8 @@ impl Handler<LaunchTask> for AgentSource {
 impl Handler<CancelTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: CancelTask, _: &mut Context<Self>) {
+        // A cancel must not overtake the submission of the attempt it stops.
+        self.flush_submits();
         self.send(ToAgent::Cancel(CancelMsg {
             sweep_id: SweepId(self.setup.sweep_id.clone()),
             tasks: vec![Self::task_ref(msg.0)],
@@ -323,6 +368,7 @@ pub struct WithdrawTask(pub TaskKey);
 impl Handler<WithdrawTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: WithdrawTask, _: &mut Context<Self>) {
+        self.flush_submits();
         self.attempts.remove(&msg.0);
         self.send(ToAgent::Cancel(CancelMsg {
             sweep_id: SweepId(self.setup.sweep_id.clone()),

@@ -360,6 +360,7 @@ impl Actor for SweepActor {
                                 params: Arc::clone(&self.run.params),
                                 grace: self.run.agent_grace,
                                 min_free_disk: self.run.min_free_disk,
+                                prefetch: prefetch.clone(),
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),
