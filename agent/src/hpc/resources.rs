@@ -151,7 +151,7 @@ impl Memory {
     /// since Slurm takes only integers and asking for less than written could kill the task).
     pub fn slurm(&self) -> String {
         const GIB: u64 = 1024 * 1024;
-        if self.kib % GIB == 0 {
+        if self.kib.is_multiple_of(GIB) {
             format!("{}G", self.kib / GIB)
         } else {
             format!("{}M", self.kib.div_ceil(1024))
@@ -162,7 +162,7 @@ impl Memory {
     /// Torque both read these suffixes case-insensitively.
     pub fn pbs(&self) -> String {
         const GIB: u64 = 1024 * 1024;
-        if self.kib % GIB == 0 {
+        if self.kib.is_multiple_of(GIB) {
             format!("{}gb", self.kib / GIB)
         } else {
             format!("{}mb", self.kib.div_ceil(1024))
