@@ -246,6 +246,17 @@ fn scontrol_show_job_states_and_exit_codes() {
     let element_failed = one("slurm-22.05-scontrol-job-array-element-failed.txt");
     assert_eq!(element_failed.state, failed(FailReason::NonZeroExit(2)));
 
+    let via_wrapper = one("slurm-22.05-scontrol-job-cancelled-via-wrapper.txt");
+    assert_eq!(via_wrapper.state, JobState::Cancelled);
+    assert_eq!(
+        via_wrapper.exit_code,
+        Some(SlurmExitCode {
+            code: 143,
+            signal: 0
+        })
+    );
+    assert_eq!(via_wrapper.array_task_id.unwrap().ranges, vec![(0, 0)]);
+
     let pending_cancelled = one("slurm-22.05-scontrol-job-array-cancelled-pending.txt");
     assert_eq!(pending_cancelled.state, JobState::Cancelled);
 

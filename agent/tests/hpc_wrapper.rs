@@ -354,3 +354,102 @@ fn real_slurm_array_when_available() {
     assert!(rows.bad_lines.is_empty(), "{:?}", rows.bad_lines);
     assert!(rows.rows.iter().all(|r| r.array_job_id == job.job_id));
 }
+
+/// `scancel` of a running element through a real Slurm (when `HSM_TEST_SLURM_CONF` is set):
+/// Slurm's SIGTERM reaches the wrapper, which forwards it and leaves an exit record with
+/// `signal=15` before Slurm's SIGKILL (KillWait, 30 s by default).
+#[test]
+fn real_slurm_scancel_leaves_a_record_when_available() {
+    use hsm_agent::hpc::parse::parse_sbatch;
+    use hsm_agent::hpc::script::{array_job_script, ArrayJobSpec, Scheduler};
+    use hsm_agent::hpc::Resources;
+    let Ok(conf) = std::env::var("HSM_TEST_SLURM_CONF") else {
+        eprintln!("skipped: HSM_TEST_SLURM_CONF is not set");
+        return;
+    };
+    let chunk = chunk(1);
+    let dir = &chunk.task_dirs[0];
+    write_task(
+        dir,
+        &["bash", "-c", "echo started; exec sleep 60"],
+        &[],
+        None,
+    );
+    let spec = ArrayJobSpec {
+        job_name: "hsm-scancel-test".into(),
+        chunk_dir: chunk.chunk_dir.clone(),
+        count: 1,
+        throttle: None,
+        resources: Resources::default(),
+        scheduler_output: None,
+    };
+    let script_path = chunk.chunk_dir.join("job.sh");
+    fs::write(
+        &script_path,
+        array_job_script(Scheduler::Slurm, &spec).unwrap(),
+    )
+    .unwrap();
+    let out = Command::new("sbatch")
+        .arg(&script_path)
+        .env("SLURM_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let job = parse_sbatch(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::read_to_string(dir.join("stdout.log")).unwrap_or_default() != "started\n" {
+        assert!(
+            Instant::now() < deadline,
+            "job {} never started",
+            job.job_id
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("scancel")
+        .arg(&job.job_id)
+        .env("SLURM_CONF", &conf)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir.join("hsm_exit").exists() {
+        assert!(Instant::now() < deadline, "no exit record after scancel");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exit = parse_exit_record(&read(dir, "hsm_exit")).unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (143, Some(15)), "{exit:?}");
+}
+
+/// SIGTERM to the whole process group at once, as `scancel`/`qdel` deliver it: the task dies
+/// before the wrapper's trap runs, bash has already reaped it, and the record still says 143.
+#[test]
+fn sigterm_to_the_whole_group_still_records_the_status() {
+    use std::os::unix::process::CommandExt;
+    let chunk = chunk(1);
+    let dir = &chunk.task_dirs[0];
+    write_task(
+        dir,
+        &["bash", "-c", "echo started; exec sleep 30"],
+        &[],
+        None,
+    );
+    let mut child = wrapper_command(&chunk, "0")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(dir.join("stdout.log")).unwrap_or_default() != "started\n" {
+        assert!(Instant::now() < deadline, "task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let exit = parse_exit_record(&read(dir, "hsm_exit")).unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (143, Some(15)));
+}

@@ -131,12 +131,21 @@ trap 'hsm_forward 12 USR2' USR2
 child=$!
 # A signal that came before the task existed is passed on now.
 if [ -n "$caught" ]; then kill -TERM "$child" 2>/dev/null; fi
+prev=""
 while :; do
   seen=$nsig
   wait "$child"
   rc=$?
+  # When the signal hit the task too (scancel/qdel signal the whole job) bash may already have
+  # reaped it: the next wait then reports -1 (bash 5) or 127, and the status the interrupted wait
+  # returned (128 + signal) is the task's.
+  if [ -n "$prev" ] && { [ "$rc" -lt 0 ] || [ "$rc" -gt 255 ] || [ "$rc" -eq 127 ]; } && ! kill -0 "$child" 2>/dev/null; then
+    rc=$prev
+    break
+  fi
   # A trapped signal interrupts `wait` (status > 128); wait again for the task's own status.
   [ "$nsig" != "$seen" ] || break
+  prev=$rc
 done
 hsm_exit_record "$rc" "$caught" ""
 exit "$rc"
