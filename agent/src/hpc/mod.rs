@@ -1,0 +1,18 @@
+//! HPC schedulers (Slurm, PBS Pro, Torque): the pure layer — typed resources, job scripts, the
+//! per-task wrapper and its records, and parsers for the schedulers' output. No IO here; the
+//! backends that run `sbatch`/`squeue`/`qsub`/`qstat` feed text in and get values out.
+//!
+//! * [`resources`]: what a job asks for, memory and walltime in each scheduler's units.
+//! * [`script`]: job scripts for arrays and single tasks, chunking, the tasks index file.
+//! * [`wrapper`]: the bash wrapper each element runs, its input encoders and record parsers.
+//! * [`parse`]: scheduler output parsers, the shared [`parse::JobState`], detection.
+
+pub mod parse;
+pub mod resources;
+pub mod script;
+pub mod wrapper;
+
+pub use parse::{detect, FailReason, JobState};
+pub use resources::{Memory, Resources};
+pub use script::{ArrayJobSpec, Scheduler, SingleJobSpec};
+pub use wrapper::{ExitRecord, StartRecord};
