@@ -90,7 +90,8 @@ pub async fn receive_file<R: AsyncRead + Unpin>(
     let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
     let mut hasher = Sha256::new();
     let mut got: u64 = 0;
-    let mut buf = vec![0u8; 256 * 1024];
+    // Large pieces: each write to a `tokio::fs::File` is a trip to the blocking pool.
+    let mut buf = vec![0u8; 1024 * 1024];
     loop {
         let n = stream.read(&mut buf).await.map_err(io)?;
         if n == 0 {
