@@ -15,6 +15,21 @@ if [ "$(id -u)" = 0 ]; then
     python3 -m pip install --quiet --disable-pip-version-check 'hydra-core==1.3.8' \
       || say "could not install hydra-core; the Hydra grammar test will skip"
   fi
+  # A single-node Slurm (with Debian's qsub/qstat/qdel wrappers) for the Slurm/PBS backend
+  # tests; MaxArraySize 10 so that chunking into several arrays is exercised. Stopped by its
+  # recorded PIDs when this script exits, however it exits.
+  if [ -z "${SLURM_CONF:-}" ]; then
+    slurm_dir=$(mktemp -d "${TMPDIR:-/tmp}/hsm-test-slurm.XXXXXX")
+    trap 'tests/slurm.sh down "$slurm_dir" >/dev/null 2>&1 || true' EXIT
+    say "starting a single-node Slurm for the Slurm/PBS tests ($slurm_dir)"
+    if HSM_SLURM_MAX_ARRAY=10 tests/slurm.sh up "$slurm_dir" >"$slurm_dir.log" 2>&1; then
+      export SLURM_CONF="$slurm_dir/slurm.conf"
+      export HSM_TEST_SLURM_CONF="$SLURM_CONF"
+    else
+      say "could not start Slurm (see $slurm_dir.log); the Slurm/PBS tests will skip"
+      cat "$slurm_dir.log" >&2 || true
+    fi
+  fi
 else
   say "not root: installing nothing; tests whose prerequisites are missing will skip"
 fi

@@ -5,6 +5,7 @@ pub mod hpc;
 pub mod identity;
 pub mod process;
 pub mod runner;
+pub mod scheduler;
 pub mod server;
 pub mod tls;
 pub mod wire;

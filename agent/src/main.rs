@@ -54,6 +54,9 @@ struct ServeArgs {
     /// Seconds between health reports.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     heartbeat: u64,
+    /// Seconds between checks of Slurm/PBS jobs (one squeue/qstat call for all of them).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    poll: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -172,6 +175,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.slots == Some(0) {
         return Err(UsageError("--slots: expected a positive number".into()).into());
     }
+    if args.poll == 0 {
+        return Err(UsageError("--poll: expected a positive number of seconds".into()).into());
+    }
     if args.heartbeat == 0 {
         return Err(UsageError("--heartbeat: expected a positive number of seconds".into()).into());
     }
@@ -184,6 +190,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
         name: args.name.unwrap_or_else(host_name),
         heartbeat_every: std::time::Duration::from_secs(args.heartbeat),
+        scheduler_poll: std::time::Duration::from_secs(args.poll),
         transport: hsm_agent::tls::TransportOptions::default(),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -18,6 +18,7 @@
 //!   starts at the beginning, which is the replay of everything unacknowledged.
 
 use crate::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
+use crate::scheduler::{HpcLaunch, SchedulerBackend};
 use hsm_protocol::{
     check_relative_path, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer, OutcomeMsg,
     ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef, TaskEventMsg, TaskRef,
@@ -53,6 +54,8 @@ pub struct Runner {
 struct Shared {
     state: Mutex<State>,
     backend: ProcessBackend,
+    /// Tasks whose template asks for a batch scheduler (Slurm/PBS) go here instead.
+    scheduler: SchedulerBackend,
     work_dir: PathBuf,
     slots: usize,
     /// Bumped to the ledger's next `gen` whenever an event is appended; sessions wait on it.
@@ -74,6 +77,9 @@ struct State {
     /// Ids waiting for a slot, in submission order; entries whose record is no longer `Queued`
     /// (cancelled) are skipped when popped.
     queue: VecDeque<u64>,
+    /// Ids of scheduler tasks waiting to be handed to the scheduler backend: they use no slot
+    /// (the scheduler decides when they run), so they never wait behind process tasks.
+    hpc_queue: VecDeque<u64>,
     /// Tasks launched and not yet exited (slots in use).
     busy: usize,
     /// Unacknowledged events by append position.
@@ -178,20 +184,23 @@ fn outcome_msg(outcome: &Outcome) -> OutcomeMsg {
 
 impl Runner {
     /// Starts the runner (must be called inside a tokio runtime): `work_dir` must exist.
-    pub fn start(work_dir: &Path, slots: u32) -> std::io::Result<Runner> {
+    pub fn start(work_dir: &Path, slots: u32, poll_every: Duration) -> std::io::Result<Runner> {
         let work_dir = std::fs::canonicalize(work_dir)?;
         let (backend, events) = ProcessBackend::new();
+        let (scheduler, scheduler_events) = SchedulerBackend::new(poll_every);
         let (appended, _) = watch::channel(0);
         let runner = Runner {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 backend,
+                scheduler,
                 work_dir,
                 slots: slots.max(1) as usize,
                 appended,
             }),
         };
         tokio::spawn(runner.clone().process_events(events));
+        tokio::spawn(runner.clone().process_events(scheduler_events));
         Ok(runner)
     }
 
@@ -203,7 +212,8 @@ impl Runner {
 
     /// Processes running now (the heartbeat's `running`).
     pub fn running(&self) -> u32 {
-        u32::try_from(self.shared.backend.running()).unwrap_or(u32::MAX)
+        u32::try_from(self.shared.backend.running() + self.shared.scheduler.active())
+            .unwrap_or(u32::MAX)
     }
 
     /// Attempts the agent holds that have not reported `Exited` yet: queued, running, or running
@@ -256,6 +266,7 @@ impl Runner {
                     ));
                     continue;
                 };
+                let hpc = template.hpc.is_some();
                 let key = SweepTaskRef {
                     sweep_id: msg.sweep_id.clone(),
                     task: task_ref,
@@ -324,7 +335,11 @@ impl Runner {
                     }
                 } else {
                     state.active.insert(active_key, id);
-                    state.queue.push_back(id);
+                    if hpc {
+                        state.hpc_queue.push_back(id);
+                    } else {
+                        state.queue.push_back(id);
+                    }
                 }
             }
         }
@@ -342,8 +357,56 @@ impl Runner {
         refused
     }
 
-    /// Starts queued tasks while slots are free.
+    /// Starts queued tasks while slots are free; hands scheduler tasks over at once.
     fn fill_slots(&self) {
+        loop {
+            let next = {
+                let mut state = self.lock();
+                let Some(id) = state.hpc_queue.pop_front() else {
+                    break;
+                };
+                match state.tasks.get_mut(&id) {
+                    Some(record) if record.phase == Phase::Queued => {
+                        record.phase = Phase::Launching;
+                        (
+                            id,
+                            record.dir.clone(),
+                            Arc::clone(&record.template),
+                            record.args.clone(),
+                            record.env.clone(),
+                        )
+                    }
+                    _ => continue,
+                }
+            };
+            let (id, dir, template, args, env) = next;
+            let Some(mut hpc) = template.hpc.clone() else {
+                continue;
+            };
+            // A per-task time limit without a walltime becomes the walltime.
+            if hpc.resources.walltime.is_none() {
+                hpc.resources.walltime = template.timeout_ms.map(|ms| ms.div_ceil(1000).max(60));
+            }
+            match prepare(id, &dir, &template, args, env) {
+                Ok(launch) => {
+                    let scripts_dir = dir
+                        .parent()
+                        .and_then(Path::parent)
+                        .map(|sweep| sweep.join("scripts").join("job_scripts"))
+                        .unwrap_or_else(|| dir.join("job_scripts"));
+                    self.shared.scheduler.launch(HpcLaunch {
+                        launch,
+                        hpc,
+                        task_dir: dir,
+                        scripts_dir,
+                    });
+                }
+                Err(message) => {
+                    tracing::warn!(%message, "task could not be prepared");
+                    self.on_exited(id, Outcome::SpawnFailed(message), SystemTime::now());
+                }
+            }
+        }
         loop {
             let launch = {
                 let mut state = self.lock();
@@ -400,13 +463,14 @@ impl Runner {
     }
 
     fn on_started(&self, id: u64, pid: u32, at: SystemTime) {
-        let (cancel, wake, stdout, stderr) = {
+        let (cancel, wake, stdout, stderr, hpc) = {
             let mut state = self.lock();
             let Some(record) = state.tasks.get_mut(&id) else {
                 return;
             };
             record.phase = Phase::Running;
             let cancel = record.cancel_requested;
+            let hpc = record.template.hpc.is_some();
             let wake = Arc::clone(&record.wake);
             let dir = record.dir.clone();
             state.append(
@@ -416,10 +480,16 @@ impl Runner {
                     at_ms: epoch_ms(at),
                 },
             );
-            (cancel, wake, dir.join("stdout.log"), dir.join("stderr.log"))
+            (
+                cancel,
+                wake,
+                dir.join("stdout.log"),
+                dir.join("stderr.log"),
+                hpc,
+            )
         };
         self.notify_appended();
-        if cancel {
+        if cancel && !hpc {
             self.shared.backend.cancel(backend_key(id));
         }
         tokio::spawn(self.clone().tail(id, wake, stdout, stderr));
@@ -430,7 +500,13 @@ impl Runner {
     fn on_exited(&self, id: u64, outcome: Outcome, at: SystemTime) {
         let never_started = {
             let mut state = self.lock();
-            state.busy = state.busy.saturating_sub(1);
+            let hpc = state
+                .tasks
+                .get(&id)
+                .is_some_and(|r| r.template.hpc.is_some());
+            if !hpc {
+                state.busy = state.busy.saturating_sub(1);
+            }
             match state.tasks.get_mut(&id) {
                 Some(record) if record.phase == Phase::Launching => true,
                 Some(record) => {
@@ -626,18 +702,27 @@ impl Runner {
                         record.phase = Phase::Launching;
                         dropped.push(id);
                     }
+                    // Handed to the scheduler: it may wait there for hours; cancel it there now.
+                    Phase::Launching if record.template.hpc.is_some() => {
+                        record.cancel_requested = true;
+                        to_kill.push((id, true));
+                    }
                     // Not spawned yet: `on_started` cancels it as soon as it is.
                     Phase::Launching => record.cancel_requested = true,
                     Phase::Running => {
                         record.cancel_requested = true;
-                        to_kill.push(id);
+                        to_kill.push((id, record.template.hpc.is_some()));
                     }
                     Phase::Draining | Phase::Finished => {}
                 }
             }
         }
-        for id in to_kill {
-            self.shared.backend.cancel(backend_key(id));
+        for (id, hpc) in to_kill {
+            if hpc {
+                self.shared.scheduler.cancel(backend_key(id));
+            } else {
+                self.shared.backend.cancel(backend_key(id));
+            }
         }
         let now = SystemTime::now();
         for id in dropped {
@@ -859,7 +944,15 @@ impl State {
         self.active.remove(&key);
         if let Some(next) = self.parked.remove(&key) {
             self.active.insert(key, next);
-            self.queue.push_front(next);
+            let hpc = self
+                .tasks
+                .get(&next)
+                .is_some_and(|r| r.template.hpc.is_some());
+            if hpc {
+                self.hpc_queue.push_front(next);
+            } else {
+                self.queue.push_front(next);
+            }
         }
     }
 

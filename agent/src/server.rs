@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub name: String,
     pub heartbeat_every: Duration,
     pub transport: TransportOptions,
+    /// How often Slurm/PBS jobs are checked (one `squeue`/`qstat` call for all of them).
+    pub scheduler_poll: Duration,
 }
 
 /// A bound, ready server: its address is known before `run` starts accepting.
@@ -67,8 +69,12 @@ impl Server {
     /// (bounded) for the peers to be told.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         // Tasks outlive connections: one runner for the daemon, shared by every session.
-        let runner = Runner::start(&self.options.work_dir, self.options.slots)
-            .with_context(|| format!("opening work dir {}", self.options.work_dir.display()))?;
+        let runner = Runner::start(
+            &self.options.work_dir,
+            self.options.slots,
+            self.options.scheduler_poll,
+        )
+        .with_context(|| format!("opening work dir {}", self.options.work_dir.display()))?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -455,6 +461,7 @@ mod tests {
             slots: 3,
             name: "t".into(),
             heartbeat_every: Duration::from_secs(1),
+            scheduler_poll: Duration::from_secs(1),
             transport: TransportOptions::default(),
         };
         let h = health(&options, 1);

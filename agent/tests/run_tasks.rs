@@ -289,6 +289,7 @@ fn template(id: u32, script: &str, cwd: &Path) -> TemplateMsg {
         cwd: cwd.to_string_lossy().into_owned(),
         timeout_ms: None,
         kill_grace_ms: 200,
+        hpc: None,
     }
 }
 

@@ -99,6 +99,93 @@ pub struct TemplateMsg {
     pub timeout_ms: Option<u64>,
     /// How long after SIGTERM (timeout or cancel) the agent waits before SIGKILL.
     pub kill_grace_ms: u64,
+    /// Run through a batch scheduler (Slurm/PBS) instead of as processes on the agent's host.
+    #[serde(default)]
+    pub hpc: Option<HpcMsg>,
+}
+
+/// How the tasks of a template go through a batch scheduler.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HpcMsg {
+    pub scheduler: SchedulerChoice,
+    pub resources: HpcResources,
+}
+
+/// Which scheduler an agent uses for a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerChoice {
+    /// Whatever the agent's host has: Slurm first, then PBS.
+    Auto,
+    Slurm,
+    /// PBS Pro or Torque (the agent tells them apart).
+    Pbs,
+}
+
+/// Resources requested for every task of a sweep on an HPC source. Every field is optional except
+/// the lists (empty = nothing) and `array` (default true).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HpcResources {
+    /// Wall-clock limit per task, in seconds.
+    pub walltime: Option<u64>,
+    /// Slurm partition.
+    pub partition: Option<String>,
+    /// PBS queue (`-q`); for Slurm, used as the partition when `partition` is unset.
+    pub queue: Option<String>,
+    /// Account to charge (`--account` / `-A`).
+    pub account: Option<String>,
+    /// Slurm quality of service.
+    pub qos: Option<String>,
+    /// CPUs per task.
+    pub cpus: Option<u32>,
+    /// Memory per task as written: `16G`, `4000M`, `64gb`, `1.5T`, or a bare number of megabytes.
+    pub mem: Option<String>,
+    /// Number of GPUs of any type (`--gpus=N`, PBS Pro `ngpus=N`).
+    pub gpus: Option<u32>,
+    /// Slurm generic resource, e.g. `gpu:a100:1`; wins over `gpus` for Slurm.
+    pub gres: Option<String>,
+    /// Environment modules to load (`module load X`), in order.
+    pub modules: Vec<String>,
+    /// Conda environment to activate before the task runs.
+    pub conda_env: Option<String>,
+    /// Shell lines run before the task (after modules and conda), in order.
+    pub pre_script: Vec<String>,
+    /// Extra raw directive lines written after ours: either `--constraint=a100` (the scheduler's
+    /// prefix is added) or a whole `#SBATCH ...` / `#PBS ...` line (written as is).
+    pub directives: Vec<String>,
+    /// Largest array the cluster accepts (overrides what `scontrol show config` says).
+    pub max_array_size: Option<u32>,
+    /// At most this many elements of one array run at once (`%K`).
+    pub array_throttle: Option<u32>,
+    /// `true`: one job array per chunk; `false`: one job per task, for sites that forbid arrays.
+    pub array: bool,
+    /// A Python HSM v1 resource string (`hpc.default_resources`, e.g. `select=1:ncpus=4:mem=16gb`),
+    /// passed through to the scheduler as written (`-l` for PBS, `#SBATCH` words for Slurm).
+    pub resources: Option<String>,
+}
+
+impl Default for HpcResources {
+    fn default() -> Self {
+        HpcResources {
+            walltime: None,
+            partition: None,
+            queue: None,
+            account: None,
+            qos: None,
+            cpus: None,
+            mem: None,
+            gpus: None,
+            gres: None,
+            modules: Vec::new(),
+            conda_env: None,
+            pre_script: Vec::new(),
+            directives: Vec::new(),
+            max_array_size: None,
+            array_throttle: None,
+            array: true,
+            resources: None,
+        }
+    }
 }
 
 /// One task attempt to run.

@@ -362,6 +362,7 @@ fn fields_with_defaults_may_be_missing() {
                 cwd: "/p".into(),
                 timeout_ms: None,
                 kill_grace_ms: 5,
+                hpc: None,
             }],
             tasks: vec![TaskMsg {
                 index: TaskIndex(1),

@@ -5,74 +5,9 @@
 //! wrote is what `config show` prints; [`Memory::parse`] validates and converts it when a script
 //! is built.
 
-use serde::{Deserialize, Serialize};
-
-/// Resources requested for every task of a sweep on an HPC source. Every field is optional except
-/// the lists (empty = nothing) and `array` (default true).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Resources {
-    /// Wall-clock limit per task, in seconds.
-    pub walltime: Option<u64>,
-    /// Slurm partition.
-    pub partition: Option<String>,
-    /// PBS queue (`-q`); for Slurm, used as the partition when `partition` is unset.
-    pub queue: Option<String>,
-    /// Account to charge (`--account` / `-A`).
-    pub account: Option<String>,
-    /// Slurm quality of service.
-    pub qos: Option<String>,
-    /// CPUs per task.
-    pub cpus: Option<u32>,
-    /// Memory per task as written: `16G`, `4000M`, `64gb`, `1.5T`, or a bare number of megabytes.
-    pub mem: Option<String>,
-    /// Number of GPUs of any type (`--gpus=N`, PBS Pro `ngpus=N`).
-    pub gpus: Option<u32>,
-    /// Slurm generic resource, e.g. `gpu:a100:1`; wins over `gpus` for Slurm.
-    pub gres: Option<String>,
-    /// Environment modules to load (`module load X`), in order.
-    pub modules: Vec<String>,
-    /// Conda environment to activate before the task runs.
-    pub conda_env: Option<String>,
-    /// Shell lines run before the task (after modules and conda), in order.
-    pub pre_script: Vec<String>,
-    /// Extra raw directive lines written after ours: either `--constraint=a100` (the scheduler's
-    /// prefix is added) or a whole `#SBATCH ...` / `#PBS ...` line (written as is).
-    pub directives: Vec<String>,
-    /// Largest array the cluster accepts (overrides what `scontrol show config` says).
-    pub max_array_size: Option<u32>,
-    /// At most this many elements of one array run at once (`%K`).
-    pub array_throttle: Option<u32>,
-    /// `true`: one job array per chunk; `false`: one job per task, for sites that forbid arrays.
-    pub array: bool,
-    /// A Python HSM v1 resource string (`hpc.default_resources`, e.g. `select=1:ncpus=4:mem=16gb`),
-    /// passed through to the scheduler as written (`-l` for PBS, `#SBATCH` words for Slurm).
-    pub resources: Option<String>,
-}
-
-impl Default for Resources {
-    fn default() -> Self {
-        Resources {
-            walltime: None,
-            partition: None,
-            queue: None,
-            account: None,
-            qos: None,
-            cpus: None,
-            mem: None,
-            gpus: None,
-            gres: None,
-            modules: Vec::new(),
-            conda_env: None,
-            pre_script: Vec::new(),
-            directives: Vec::new(),
-            max_array_size: None,
-            array_throttle: None,
-            array: true,
-            resources: None,
-        }
-    }
-}
+/// What a job asks for: the wire type, shared with the coordinator (see
+/// [`hsm_protocol::HpcResources`]).
+pub use hsm_protocol::HpcResources as Resources;
 
 /// A memory amount, held in kibibytes so every unit the user may write converts exactly
 /// (`1.5T` is a whole number of KiB; a fractional KiB is rounded up).

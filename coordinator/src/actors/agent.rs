@@ -47,6 +47,8 @@ pub struct AgentSetup {
     pub min_free_disk: u64,
     /// Task directories prepared ahead of time, when the run prefetches.
     pub prefetch: Option<Arc<crate::prefetch::Prefetch>>,
+    /// Run through the agent's batch scheduler, asking for these resources.
+    pub hpc: Option<hsm_protocol::HpcMsg>,
 }
 
 /// An attempt between its launch and its report as finished.
@@ -340,6 +342,7 @@ impl AgentSource {
                 cwd,
                 timeout_ms: self.setup.timeout.map(|t| t.as_millis() as u64),
                 kill_grace_ms: self.setup.kill_grace.as_millis() as u64,
+                hpc: self.setup.hpc.clone(),
             }],
             tasks,
         }));

@@ -36,6 +36,8 @@ pub struct SourceSpec {
     pub kind: SourceSpecKind,
 }
 
+// A handful per run, built once: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceSpecKind {
     Local,
@@ -46,6 +48,8 @@ pub enum SourceSpecKind {
         project_dir: Option<String>,
         /// Slots were configured; otherwise the agent's own count is used.
         slots_configured: bool,
+        /// Through the agent's batch scheduler (Slurm/PBS) rather than as processes.
+        hpc: Option<hsm_protocol::HpcMsg>,
     },
 }
 
@@ -341,6 +345,7 @@ impl Actor for SweepActor {
                     address,
                     fingerprint,
                     project_dir,
+                    hpc,
                     ..
                 } => {
                     // No work until it connects (the core starts agents unhealthy).
@@ -361,6 +366,7 @@ impl Actor for SweepActor {
                                 grace: self.run.agent_grace,
                                 min_free_disk: self.run.min_free_disk,
                                 prefetch: prefetch.clone(),
+                                hpc: hpc.clone(),
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),

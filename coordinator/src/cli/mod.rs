@@ -57,6 +57,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size difference between subcommands does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Write .hsm/config.yaml and sweeps/sweep.yaml from what is detected here.
@@ -163,6 +165,24 @@ pub struct ExecArgs {
     /// Machine-readable output (with --dry-run).
     #[arg(long)]
     pub json: bool,
+    /// Slurm/PBS sources: wall-clock limit per task (overrides hpc.walltime), e.g. 4h, 01:30:00.
+    #[arg(long, value_name = "DURATION")]
+    pub walltime: Option<String>,
+    /// Slurm/PBS sources: partition (overrides hpc.partition).
+    #[arg(long, value_name = "NAME")]
+    pub partition: Option<String>,
+    /// Slurm/PBS sources: PBS queue (overrides hpc.queue).
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+    /// Slurm/PBS sources: account to charge (overrides hpc.account).
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// Slurm/PBS sources: quality of service (overrides hpc.qos).
+    #[arg(long, value_name = "NAME")]
+    pub qos: Option<String>,
+    /// Slurm/PBS sources: at most N elements of each job array at once (`%N`).
+    #[arg(long, value_name = "N")]
+    pub array_throttle: Option<u32>,
 }
 
 #[derive(Args, Debug)]

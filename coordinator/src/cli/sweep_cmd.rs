@@ -58,6 +58,24 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
         Some(n) => Some(n as usize),
         None => None,
     };
+    let walltime = match &args.walltime {
+        Some(text) => {
+            let walltime = config::parse_duration(text)
+                .map_err(|e| user_error(format!("--walltime {text}: {e}")))?;
+            if walltime.is_zero() {
+                return Err(user_error(format!(
+                    "--walltime {text}: must be longer than zero"
+                )));
+            }
+            Some(walltime)
+        }
+        None => None,
+    };
+    if args.array_throttle == Some(0) {
+        return Err(user_error(
+            "--array-throttle 0: expected a positive number of array elements",
+        ));
+    }
     let timeout = match &args.timeout {
         Some(text) => {
             let timeout = config::parse_duration(text)
@@ -121,13 +139,9 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 slots,
                 project_dir,
                 backend,
-                ..
+                hpc,
             } => {
-                if *backend != config::Backend::Process {
-                    return Err(user_error(format!(
-                        "--sources: agent `{name}` uses the {backend} backend; this version runs agent tasks as processes only"
-                    )));
-                }
+                let hpc = hpc_request(*backend, hpc, args, walltime);
                 sources.push(SourceSpec {
                     name: name.clone(),
                     // Until it connects and says; it gets no work before that.
@@ -137,6 +151,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         fingerprint: fingerprint.clone(),
                         project_dir: project_dir.clone(),
                         slots_configured: slots.is_some(),
+                        hpc,
                     },
                 });
             }
@@ -275,6 +290,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             tasks,
             args.exec.json,
             None,
+            &hpc_sources(&exec),
         );
     }
 
@@ -760,6 +776,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             tasks,
             args.exec.json,
             Some(&reasons),
+            &hpc_sources(&exec),
         );
     }
     println!("sweep_id: {sweep_id}");
@@ -846,6 +863,7 @@ fn print_dry_run(
     tasks: impl Iterator<Item = (u64, Params)>,
     as_json: bool,
     reasons: Option<&std::collections::HashMap<u64, &str>>,
+    hpc: &[(String, hsm_protocol::HpcMsg)],
 ) -> anyhow::Result<i32> {
     // Streamed: a dry run of millions of tasks prints as it goes and holds one task at a time.
     use std::io::Write as _;
@@ -894,6 +912,11 @@ fn print_dry_run(
     }
     if as_json {
         out.write_all(if n == 0 { b"]\n" } else { b"\n]\n" })?;
+    }
+    if !as_json {
+        for (name, request) in hpc {
+            write_job_script_preview(&mut out, name, request, sweep_id, n)?;
+        }
     }
     out.flush()?;
     if !as_json {
@@ -1068,4 +1091,109 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
         counts.total()
     );
     Ok(EXIT_OK)
+}
+
+/// What an agent source asks of its batch scheduler: `None` for the process backend. The
+/// project's `hpc:` with the source's overrides, then this run's flags on top.
+fn hpc_request(
+    backend: config::Backend,
+    hpc: &config::HpcOptions,
+    args: &ExecArgs,
+    walltime: Option<std::time::Duration>,
+) -> Option<hsm_protocol::HpcMsg> {
+    use hsm_protocol::SchedulerChoice;
+    let scheduler = match backend {
+        config::Backend::Process => return None,
+        config::Backend::Slurm => SchedulerChoice::Slurm,
+        config::Backend::Pbs => SchedulerChoice::Pbs,
+        config::Backend::Auto => SchedulerChoice::Auto,
+    };
+    let walltime = walltime.or(hpc.walltime);
+    Some(hsm_protocol::HpcMsg {
+        scheduler,
+        resources: hsm_protocol::HpcResources {
+            walltime: walltime.map(|w| w.as_secs().max(60)),
+            partition: args.partition.clone().or_else(|| hpc.partition.clone()),
+            queue: args.queue.clone().or_else(|| hpc.queue.clone()),
+            account: args.account.clone().or_else(|| hpc.account.clone()),
+            qos: args.qos.clone().or_else(|| hpc.qos.clone()),
+            cpus: hpc.cpus,
+            mem: hpc.mem.clone(),
+            gpus: hpc.gpus,
+            gres: hpc.gres.clone(),
+            modules: hpc.modules.clone(),
+            conda_env: None,
+            pre_script: hpc.pre_script.clone(),
+            directives: hpc.directives.clone(),
+            max_array_size: hpc.max_array_size,
+            array_throttle: args.array_throttle.or(hpc.array_throttle),
+            array: true,
+            resources: hpc.resources.clone(),
+        },
+    })
+}
+
+/// The Slurm/PBS sources of a run and what they ask of their scheduler.
+fn hpc_sources(exec: &ExecPlan) -> Vec<(String, hsm_protocol::HpcMsg)> {
+    exec.sources
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SourceSpecKind::Agent { hpc: Some(h), .. } => Some((s.name.clone(), h.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The job script an HPC agent would submit for the first array of this run (all of them
+/// differ only in their size and directory), as the dry run shows it.
+fn write_job_script_preview(
+    out: &mut impl std::io::Write,
+    name: &str,
+    request: &hsm_protocol::HpcMsg,
+    sweep_id: &str,
+    n_tasks: u64,
+) -> anyhow::Result<()> {
+    use hsm_agent::hpc::script::{array_job_script, ArrayJobSpec, Scheduler};
+    use hsm_protocol::SchedulerChoice;
+    let (scheduler, which) = match request.scheduler {
+        SchedulerChoice::Slurm => (Scheduler::Slurm, "slurm"),
+        SchedulerChoice::Pbs => (
+            Scheduler::PbsPro,
+            "pbs (shown for PBS Pro; Torque uses `-t`)",
+        ),
+        SchedulerChoice::Auto => (
+            Scheduler::Slurm,
+            "auto (shown for Slurm; the agent uses PBS where there is no Slurm)",
+        ),
+    };
+    // The agent also caps arrays at the cluster's MaxArraySize, which only it can read.
+    let max = request.resources.max_array_size.unwrap_or(1000).max(1) as u64;
+    let first = n_tasks.min(max).max(1);
+    let arrays = n_tasks.div_ceil(max).max(1);
+    let spec = ArrayJobSpec {
+        job_name: format!("hsm_{sweep_id}"),
+        chunk_dir: format!("/AGENT_WORK_DIR/{sweep_id}/scripts/job_scripts/job_0001").into(),
+        count: first as u32,
+        throttle: request.resources.array_throttle,
+        resources: request.resources.clone(),
+        scheduler_output: None,
+    };
+    writeln!(
+        out,
+        "\njob script for source {name}, backend {which}: {arrays} array{} of up to {max} tasks (fewer if the cluster's MaxArraySize is lower); the first:",
+        if arrays == 1 { "" } else { "s" }
+    )?;
+    match array_job_script(scheduler, &spec) {
+        Ok(text) => {
+            for line in text.lines() {
+                writeln!(out, "  {line}")?;
+            }
+        }
+        Err(e) => {
+            return Err(user_error(format!(
+                "source {name}: the job script cannot be built: {e} — check `hpc:` in the project config"
+            )))
+        }
+    }
+    Ok(())
 }

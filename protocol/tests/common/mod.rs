@@ -41,6 +41,7 @@ pub fn to_agent_samples() -> Vec<ToAgent> {
                 cwd: "/home/user/project".into(),
                 timeout_ms: Some(3_600_000),
                 kill_grace_ms: 10_000,
+                hpc: Some(sample_hpc()),
             }],
             tasks: vec![
                 TaskMsg {
@@ -283,6 +284,7 @@ fn template() -> impl Strategy<Value = TemplateMsg> {
                 cwd,
                 timeout_ms,
                 kill_grace_ms,
+                hpc: None,
             },
         )
 }
@@ -423,4 +425,23 @@ pub fn any_body() -> impl Strategy<Value = Vec<u8>> {
             coordinator_version
         })),
     ]
+}
+
+/// A filled-in scheduler request, so the sample submission exercises every field.
+pub fn sample_hpc() -> hsm_protocol::HpcMsg {
+    hsm_protocol::HpcMsg {
+        scheduler: hsm_protocol::SchedulerChoice::Slurm,
+        resources: hsm_protocol::HpcResources {
+            walltime: Some(3600),
+            partition: Some("gpu".into()),
+            cpus: Some(4),
+            mem: Some("16G".into()),
+            gres: Some("gpu:a100:1".into()),
+            modules: vec!["cuda/12.1".into()],
+            directives: vec!["--constraint=a100".into()],
+            max_array_size: Some(1000),
+            array_throttle: Some(50),
+            ..hsm_protocol::HpcResources::default()
+        },
+    }
 }

@@ -1,0 +1,449 @@
+//! Sweeps through a real Slurm: an `hsm-agent` with the slurm (or pbs) backend on a single-node
+//! Slurm that the test command starts (`tests/slurm.sh`, MaxArraySize 10, `SLURM_CONF` exported).
+//! Without it (not root, or run outside the test command) every test here skips with a reason.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The Slurm configuration of the running test cluster, or why there is none.
+fn slurm() -> Option<PathBuf> {
+    match std::env::var_os("SLURM_CONF") {
+        Some(conf) if Path::new(&conf).is_file() => Some(PathBuf::from(conf)),
+        _ => {
+            eprintln!(
+                "SKIPPED: no test Slurm (SLURM_CONF unset; tests/run-all.sh starts one when run as root)"
+            );
+            None
+        }
+    }
+}
+
+/// Writes `results/r.txt` (`x=<x>`), prints a line, fails with 3 for x == 13, and sleeps for
+/// `sleep` seconds when given.
+const TASK_PY: &str = r#"
+import os, sys, time
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+x = int(args["x"])
+time.sleep(float(args.get("sleep", "0")))
+out = args["output.dir"]
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "r.txt"), "w") as f:
+    f.write(f"x={x}\n")
+print(f"task {x} ran in job {os.environ.get('SLURM_JOB_ID')}", flush=True)
+sys.exit(3 if x == 13 else 0)
+"#;
+
+struct Cluster {
+    project: Project,
+    home: tempfile::TempDir,
+    agent: AgentProcess,
+}
+
+impl Cluster {
+    /// An agent on this host with `backend` for the project, holding up to 100 tasks.
+    fn new(agent_bin: &Path, backend: &str, sweep: &str, extra_config: &str) -> Cluster {
+        let home = tempfile::tempdir().unwrap();
+        let project = Project::new(
+            "command:\n  python: python3\n  script: task.py\n",
+            &[("task.py", TASK_PY), ("sweeps/sweep.yaml", sweep)],
+        );
+        let agent = start_agent_with(agent_bin, None, "127.0.0.1:0", &["--poll", "1"]);
+        let identity = project
+            .command(&["identity"])
+            .env("HSM_HOME", home.path())
+            .output()
+            .unwrap();
+        let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+        let ok = std::process::Command::new(agent_bin)
+            .args(["authorize", &own_fp, "--state-dir"])
+            .arg(&agent.state)
+            .output()
+            .unwrap();
+        assert!(ok.status.success());
+        let config = format!(
+            "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 2s\n{extra_config}sources:\n  hpc1:\n    type: agent\n    address: {}\n    fingerprint: {}\n    project_dir: {}\n    slots: 100\n    backend: {backend}\n",
+            agent.addr,
+            agent.fingerprint,
+            project.path().display()
+        );
+        project.write(".hsm/config.yaml", &config);
+        Cluster {
+            project,
+            home,
+            agent,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.project.command(args);
+        cmd.env("HSM_HOME", self.home.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        Run::wait(self.command(args).spawn().unwrap(), args.join(" "))
+    }
+
+    /// Job scripts the agent submitted for `sweep` (one directory per job).
+    fn jobs(&self, sweep: &str) -> Vec<PathBuf> {
+        let dir = self
+            .agent
+            .work_dir()
+            .join(sweep)
+            .join("scripts/job_scripts");
+        let mut jobs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        jobs.sort();
+        jobs
+    }
+}
+
+/// Lines `squeue` still shows (pending or running) for jobs named after `sweep`.
+fn in_queue(sweep: &str) -> String {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-n", &format!("hsm_{sweep}"), "-o", "%i %T"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
+    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+        return;
+    };
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    x: {range: [1, 26]}\n",
+        "",
+    );
+    let run = c.run(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "arr"]);
+    run.expect_code(1);
+    let status = c.project.status("arr");
+    assert_eq!(
+        (status["completed"].as_u64(), status["failed"].as_u64()),
+        (Some(24), Some(1)),
+        "{status}"
+    );
+    let failed = &status["tasks"][12];
+    assert_eq!(failed["exit_code"], 3, "{failed}");
+    // MaxArraySize is 10 on the test cluster: 25 tasks are 3 arrays (10 + 10 + 5).
+    let jobs = c.jobs("arr");
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    let arrays: Vec<String> = jobs
+        .iter()
+        .map(|j| {
+            std::fs::read_to_string(j.join("job.sh"))
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("#SBATCH --array="))
+                .unwrap_or("none")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        arrays,
+        [
+            "#SBATCH --array=0-9",
+            "#SBATCH --array=0-9",
+            "#SBATCH --array=0-4"
+        ]
+    );
+    for x in 1..=25u64 {
+        let dir = c
+            .project
+            .sweep_dir("arr")
+            .join(format!("tasks/task_{x:03}"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("results/r.txt")).unwrap(),
+            format!("x={x}\n"),
+            "task {x}"
+        );
+        let stdout = std::fs::read_to_string(dir.join("stdout.log")).unwrap();
+        assert!(
+            stdout.starts_with(&format!("task {x} ran in job ")) && !stdout.contains("job None"),
+            "task {x}: {stdout:?}"
+        );
+    }
+}
+
+#[test]
+fn thirty_tasks_complete_with_their_files_and_complete_reruns_the_failed_one() {
+    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+        return;
+    };
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    x: {range: [1, 31]}\n",
+        "",
+    );
+    c.run(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "thirty"])
+        .expect_code(1);
+    // Task 13 fails by design; with the fix in place `complete` re-runs only it, on Slurm again.
+    let fixed = TASK_PY.replace("3 if x == 13 else 0", "0");
+    c.project.write("task.py", &fixed);
+    c.run(&["sweep", "complete", "thirty", "--sources", "hpc1"])
+        .expect_code(0);
+    let status = c.project.status("thirty");
+    assert_eq!(status["completed"], 30, "{status}");
+    for task in status["tasks"].as_array().unwrap() {
+        let x = task["params"]["x"].as_u64().unwrap();
+        assert_eq!(task["attempt"], if x == 13 { 2 } else { 1 }, "{task}");
+        let r = c
+            .project
+            .sweep_dir("thirty")
+            .join(format!("tasks/task_{x:03}/results/r.txt"));
+        assert_eq!(std::fs::read_to_string(r).unwrap(), format!("x={x}\n"));
+    }
+}
+
+#[test]
+fn a_cancelled_sweep_leaves_nothing_in_the_queue() {
+    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+        return;
+    };
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    sleep: [120]\n    x: {range: [1, 21]}\n",
+        "",
+    );
+    let child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "cnl"])
+        .spawn()
+        .unwrap();
+    let db = c.project.sweep_dir("cnl").join("sweep.db");
+    wait_until(Duration::from_secs(60), "tasks running on Slurm", || {
+        db.exists()
+            && c.project
+                .try_status("cnl")
+                .is_some_and(|s| s["running"].as_u64().unwrap_or(0) >= 2)
+    });
+    c.run(&["sweep", "cancel", "cnl"]).expect_code(0);
+    let run = Run::wait(child, "sweep run, cancelled".into());
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    let status = c.project.status("cnl");
+    assert_eq!(status["cancelled"], 20, "{status}");
+    wait_until(
+        Duration::from_secs(30),
+        "the queue empty of the sweep's jobs",
+        || in_queue("cnl").trim().is_empty(),
+    );
+}
+
+#[test]
+fn a_task_over_its_walltime_ends_failed_with_reason_timeout() {
+    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+        return;
+    };
+    // Slurm enforces walltime with minute granularity and about a minute late: ~2 minutes.
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    sleep: [600]\n    x: [1]\n",
+        "",
+    );
+    let child = c
+        .command(&[
+            "sweep",
+            "run",
+            "--sources",
+            "hpc1",
+            "--sweep-id",
+            "wall",
+            "--walltime",
+            "1m",
+        ])
+        .spawn()
+        .unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(300), "sweep run over walltime");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = c.project.status("wall");
+    let task = &status["tasks"][0];
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["reason"], "timeout", "{task}");
+    let script = std::fs::read_to_string(c.jobs("wall")[0].join("job.sh")).unwrap();
+    assert!(script.contains("#SBATCH --time=00:01:00"), "{script}");
+}
+
+#[test]
+fn the_pbs_backend_submits_follows_and_cancels_through_qsub_qstat_qdel() {
+    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+        return;
+    };
+    // Debian's slurm-wlm-torque: real qsub/qstat/qdel binaries over the same Slurm.
+    let c = Cluster::new(
+        &agent_bin,
+        "pbs",
+        "sweep:\n  grid:\n    x: {range: [1, 7]}\n",
+        "",
+    );
+    c.run(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "pbs"])
+        .expect_code(0);
+    let status = c.project.status("pbs");
+    assert_eq!(status["completed"], 6, "{status}");
+    let script = std::fs::read_to_string(c.jobs("pbs")[0].join("job.sh")).unwrap();
+    assert!(script.contains("#PBS -t 0-5"), "{script}");
+    for x in 1..=6u64 {
+        let r = c
+            .project
+            .sweep_dir("pbs")
+            .join(format!("tasks/task_{x:03}/results/r.txt"));
+        assert_eq!(std::fs::read_to_string(r).unwrap(), format!("x={x}\n"));
+    }
+
+    c.project.write(
+        "sweeps/slow.yaml",
+        "sweep:\n  grid:\n    sleep: [120]\n    x: [1, 2, 3]\n",
+    );
+    let child = c
+        .command(&[
+            "sweep",
+            "run",
+            "sweeps/slow.yaml",
+            "--sources",
+            "hpc1",
+            "--sweep-id",
+            "pbsc",
+        ])
+        .spawn()
+        .unwrap();
+    let db = c.project.sweep_dir("pbsc").join("sweep.db");
+    wait_until(
+        Duration::from_secs(60),
+        "a task running through qsub",
+        || {
+            db.exists()
+                && c.project
+                    .try_status("pbsc")
+                    .is_some_and(|s| s["running"].as_u64().unwrap_or(0) >= 1)
+        },
+    );
+    c.run(&["sweep", "cancel", "pbsc"]).expect_code(0);
+    Run::wait(child, "pbs sweep, cancelled".into());
+    let status = c.project.status("pbsc");
+    assert_eq!(status["cancelled"], 3, "{status}");
+    wait_until(
+        Duration::from_secs(30),
+        "the queue empty of the sweep's jobs",
+        || in_queue("pbsc").trim().is_empty(),
+    );
+}
+
+#[test]
+fn a_sweep_half_cancelled_locally_is_completed_on_slurm() {
+    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+        return;
+    };
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    sleep: [0.4]\n    x: {range: [1, 11]}\n",
+        "",
+    );
+    let child = c
+        .command(&["sweep", "run", "--sweep-id", "cross", "--parallel", "1"])
+        .spawn()
+        .unwrap();
+    let db = c.project.sweep_dir("cross").join("sweep.db");
+    wait_until(
+        Duration::from_secs(60),
+        "half the tasks done locally",
+        || {
+            db.exists()
+                && c.project
+                    .try_status("cross")
+                    .is_some_and(|s| s["completed"].as_u64().unwrap_or(0) >= 5)
+        },
+    );
+    c.run(&["sweep", "cancel", "cross"]).expect_code(0);
+    Run::wait(child, "local run, cancelled".into());
+    let status = c.project.status("cross");
+    let done_locally = status["completed"].as_u64().unwrap();
+    assert!((5..10).contains(&done_locally), "{status}");
+    c.run(&["sweep", "complete", "cross", "--sources", "hpc1"])
+        .expect_code(0);
+    let status = c.project.status("cross");
+    assert_eq!(status["completed"], 10, "{status}");
+    let on_slurm = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["source"] == "hpc1")
+        .count() as u64;
+    assert_eq!(on_slurm, 10 - done_locally, "{status}");
+    for x in 1..=10u64 {
+        let r = c
+            .project
+            .sweep_dir("cross")
+            .join(format!("tasks/task_{x:03}/results/r.txt"));
+        assert_eq!(std::fs::read_to_string(r).unwrap(), format!("x={x}\n"));
+    }
+}
+
+#[test]
+fn a_dry_run_with_an_hpc_source_shows_the_job_script_it_would_submit() {
+    // No agent or Slurm needed: nothing is started.
+    let fp = format!("sha256:{}", "ab".repeat(32));
+    let p = Project::new(
+        &format!(
+            "command:\n  python: python3\n  script: task.py\nhpc:\n  partition: gpu\n  cpus: 4\n  mem: 16G\n  gres: gpu:a100:1\n  modules: [cuda/12.1]\n  max_array_size: 4\nsources:\n  hpc1:\n    type: agent\n    address: 127.0.0.1:7300\n    fingerprint: {fp}\n    backend: slurm\n    hpc:\n      walltime: \"01:00:00\"\n"
+        ),
+        &[
+            ("task.py", TASK_PY),
+            ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: {range: [1, 11]}\n"),
+        ],
+    );
+    let run = p.run(&[
+        "sweep",
+        "run",
+        "--sources",
+        "hpc1",
+        "--dry-run",
+        "--array-throttle",
+        "2",
+        "--sweep-id",
+        "dry",
+    ]);
+    run.expect_code(0);
+    for line in [
+        "job script for source hpc1, backend slurm: 3 arrays of up to 4 tasks",
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --time=01:00:00",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --mem=16G",
+        "#SBATCH --gres=gpu:a100:1",
+        "#SBATCH --partition=gpu",
+        "module load cuda/12.1",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "missing {line:?}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(!p.sweep_dir("dry").exists(), "a dry run creates nothing");
+    p.run(&[
+        "sweep",
+        "run",
+        "--sources",
+        "hpc1",
+        "--dry-run",
+        "--walltime",
+        "soon",
+    ])
+    .expect_code(2);
+}
