@@ -66,6 +66,8 @@ up() {
   install_packages
   [ -e "$dir/pids" ] && die "$dir already holds a Slurm (run: $0 down $dir)"
   mkdir -p "$dir"/{pids,log,state,spool}
+  # munged and slurmd run as other users and must reach their files (mktemp -d makes 0700).
+  chmod 0755 "$dir"
   dir=$(cd "$dir" && pwd)
   local host port max_array
   host=$(hostname -s)
