@@ -35,6 +35,8 @@ const SUBMIT_TRIES: u32 = 4;
 /// Polls an ended job may go without an exit record (a shared filesystem may show it late)
 /// before the task is reported failed.
 const RECORD_GRACE_POLLS: u32 = 3;
+/// Longest wait between polls while scheduler commands keep failing.
+const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
 /// Array size when the cluster does not say (PBS) and the resources do not either.
 const DEFAULT_MAX_ARRAY: u32 = 1000;
 
@@ -328,10 +330,13 @@ impl SchedulerBackend {
     }
 
     async fn drive(self) {
+        // Doubled after a poll whose scheduler command failed (a busy or restarting
+        // controller should not be hammered), back to `poll_every` after one that worked.
+        let mut delay = self.inner.poll_every;
         loop {
             tokio::select! {
                 () = self.inner.wake.notified() => {}
-                () = tokio::time::sleep(self.inner.poll_every) => {}
+                () = tokio::time::sleep(delay) => {}
             }
             if !self.lock().pending.is_empty() {
                 // Launches come in bursts: gather the rest of this one.
@@ -344,7 +349,11 @@ impl SchedulerBackend {
                 self.send_cancels(&cancels).await;
             }
             if !self.lock().elements.is_empty() {
-                self.poll().await;
+                delay = if self.poll().await {
+                    self.inner.poll_every
+                } else {
+                    (delay * 2).min(MAX_POLL_BACKOFF.max(self.inner.poll_every))
+                };
             }
             if Arc::strong_count(&self.inner) == 1 {
                 return; // every handle is gone
@@ -703,7 +712,8 @@ impl SchedulerBackend {
         }
     }
 
-    async fn poll(&self) {
+    /// One round of following; false when a scheduler command failed.
+    async fn poll(&self) -> bool {
         let elements: Vec<(TaskKey, Element)> = self
             .lock()
             .elements
@@ -775,6 +785,7 @@ impl SchedulerBackend {
                 }
             }
         };
+        let all_ok = slurm_rows.is_some() && pbs_rows.is_some();
         for (key, element) in elements {
             let seen = match element.scheduler {
                 Scheduler::Slurm => match &slurm_rows {
@@ -838,6 +849,7 @@ impl SchedulerBackend {
                 self.exited(key, outcome);
             }
         }
+        all_ok
     }
 }
 

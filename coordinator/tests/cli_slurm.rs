@@ -348,11 +348,12 @@ fn a_sweep_half_cancelled_locally_is_completed_on_slurm() {
     let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
         return;
     };
+    // Also: backend `auto` finds Slurm, and `array: false` submits one job per task.
     let c = Cluster::new(
         &agent_bin,
-        "slurm",
+        "auto",
         "sweep:\n  grid:\n    sleep: [0.4]\n    x: {range: [1, 11]}\n",
-        "",
+        "hpc:\n  array: false\n",
     );
     let child = c
         .command(&["sweep", "run", "--sweep-id", "cross", "--parallel", "1"])
@@ -385,6 +386,15 @@ fn a_sweep_half_cancelled_locally_is_completed_on_slurm() {
         .filter(|t| t["source"] == "hpc1")
         .count() as u64;
     assert_eq!(on_slurm, 10 - done_locally, "{status}");
+    let jobs = c.jobs("cross");
+    assert_eq!(jobs.len() as u64, on_slurm, "one job per task: {jobs:?}");
+    for job in jobs {
+        let script = std::fs::read_to_string(job.join("job.sh")).unwrap();
+        assert!(
+            script.starts_with("#!/bin/bash\n#SBATCH") && !script.contains("--array"),
+            "{script}"
+        );
+    }
     for x in 1..=10u64 {
         let r = c
             .project

@@ -1,1 +1,120 @@
-//! Shared helpers for hsm end-to-end tests.
+//! Shared helpers for hsm end-to-end tests and benchmarks: a real `sweep run` in-process, and a
+//! real `hsm-agent serve` on loopback that authorizes this process's coordinator identity.
+
+use anyhow::{bail, Context};
+use std::process::{Command, Stdio};
+
+/// A real `sweep run` in-process (the same code path as the binary) of `tasks` tasks
+/// (`i` = 0..tasks) on a throwaway project with `config`.
+pub fn hsm_sweep(
+    project: &std::path::Path,
+    config: &str,
+    tasks: u64,
+    extra: &[&str],
+) -> anyhow::Result<()> {
+    use clap::Parser;
+    std::fs::create_dir_all(project.join(".hsm"))?;
+    std::fs::create_dir_all(project.join("sweeps"))?;
+    std::fs::write(project.join(".hsm/config.yaml"), config)?;
+    std::fs::write(
+        project.join("sweeps/sweep.yaml"),
+        format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
+    )?;
+    let dir = project.display().to_string();
+    let mut argv = vec!["hsm-coordinator", "-q", "-C", &dir, "sweep", "run"];
+    argv.extend_from_slice(extra);
+    let code = hsm_coordinator::cli::run(hsm_coordinator::cli::Cli::parse_from(argv))?;
+    if code != 0 {
+        bail!("sweep run exited with {code}");
+    }
+    Ok(())
+}
+
+/// A running `hsm-agent serve` on loopback that authorizes this process's coordinator identity.
+pub struct BenchAgent {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub fingerprint: String,
+    /// The agent's `--work-dir`.
+    pub work_dir: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for BenchAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts an agent with `slots` slots under `work_root`, with `extra` arguments to `serve` and
+/// `env` added to its environment.
+pub fn start_agent(
+    agent: &std::path::Path,
+    slots: u64,
+    work_root: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> anyhow::Result<BenchAgent> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir_in(work_root)?;
+    let state = dir.path().join("state");
+    let coordinator = hsm_coordinator::home::coordinator_identity()?.fingerprint();
+    for args in [vec!["init"], vec!["authorize", coordinator.as_str()]] {
+        let out = Command::new(agent)
+            .args(&args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "hsm-agent {}: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let mut child = Command::new(agent)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--slots",
+            &slots.to_string(),
+            "--state-dir",
+        ])
+        .arg(&state)
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .args(extra)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = std::io::BufReader::new(child.stdout.take().context("agent stdout")?).lines();
+    let addr = lines
+        .next()
+        .context("agent address")??
+        .replace("listening on ", "");
+    let fingerprint = lines
+        .next()
+        .context("agent fingerprint")??
+        .replace("fingerprint ", "");
+    Ok(BenchAgent {
+        child,
+        addr,
+        fingerprint,
+        work_dir: dir.path().join("work"),
+        _dir: dir,
+    })
+}
+
+/// A project config whose only source `a1` is `agent`, running `template` in `project_dir`.
+pub fn agent_config(agent: &BenchAgent, template: &str, project_dir: &std::path::Path) -> String {
+    format!(
+        "command:\n  template: {template}\nsources:\n  a1:\n    type: agent\n    address: \"{}\"\n    fingerprint: \"{}\"\n    project_dir: \"{}\"\n",
+        agent.addr,
+        agent.fingerprint,
+        project_dir.display()
+    )
+}

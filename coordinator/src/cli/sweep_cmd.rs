@@ -1127,7 +1127,7 @@ fn hpc_request(
             directives: hpc.directives.clone(),
             max_array_size: hpc.max_array_size,
             array_throttle: args.array_throttle.or(hpc.array_throttle),
-            array: true,
+            array: hpc.array.unwrap_or(true),
             resources: hpc.resources.clone(),
         },
     })

@@ -93,6 +93,7 @@ fn hpc_json(hpc: &HpcOptions) -> Value {
         "directives": hpc.directives,
         "max_array_size": hpc.max_array_size,
         "array_throttle": hpc.array_throttle,
+        "array": hpc.array,
         "resources": hpc.resources,
     })
 }

@@ -115,6 +115,8 @@ pub struct HpcOptions {
     pub max_array_size: Option<u32>,
     /// At most this many array elements running at once (`%K`).
     pub array_throttle: Option<u32>,
+    /// `false`: one job per task instead of job arrays (sites that forbid arrays).
+    pub array: Option<bool>,
     /// A raw resource string from Python HSM v1 (`select=1:ncpus=4:mem=16gb` for PBS,
     /// `--nodes=1 --ntasks=4 --mem=16G` for Slurm), passed through as written.
     pub resources: Option<String>,

@@ -72,7 +72,7 @@ pub(super) const DEFAULTS_KEYS: [&str; 7] = [
     "agent_grace",
     "min_free_disk",
 ];
-pub(super) const HPC_KEYS: [&str; 15] = [
+pub(super) const HPC_KEYS: [&str; 16] = [
     "walltime",
     "partition",
     "queue",
@@ -87,6 +87,7 @@ pub(super) const HPC_KEYS: [&str; 15] = [
     "directives",
     "max_array_size",
     "array_throttle",
+    "array",
     "resources",
 ];
 /// Python HSM v1's `hpc:` keys (top level only). `system` (pbs/slurm/local) is accepted and
@@ -174,6 +175,7 @@ pub(super) struct RawHpc {
     pub directives: Option<At<Vec<String>>>,
     pub max_array_size: Option<At<i64>>,
     pub array_throttle: Option<At<i64>>,
+    pub array: Option<At<bool>>,
     pub resources: Option<At<String>>,
     // Python HSM v1, top level only.
     pub default_walltime: Option<At<String>>,
@@ -312,6 +314,7 @@ fn read_hpc(hpc: &Section<'_>, problems: &mut Vec<Problem>) -> RawHpc {
         directives: hpc.strings("directives", problems),
         max_array_size: hpc.int("max_array_size", "a positive integer", problems),
         array_throttle: hpc.int("array_throttle", "a positive integer", problems),
+        array: hpc.boolean("array", problems),
         resources: hpc.string("resources", problems),
         ..RawHpc::default()
     }

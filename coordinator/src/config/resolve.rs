@@ -175,6 +175,7 @@ fn overlay(over: Option<&RawHpc>, base: &RawHpc) -> RawHpc {
         directives: pick_list(&over.directives, &base.directives),
         max_array_size: pick_int(&over.max_array_size, &base.max_array_size),
         array_throttle: pick_int(&over.array_throttle, &base.array_throttle),
+        array: over.array.clone().or_else(|| base.array.clone()),
         resources: pick(&over.resources, &base.resources),
         ..RawHpc::default()
     }
@@ -238,6 +239,7 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
             .array_throttle
             .as_ref()
             .and_then(|at| ranged(at, 1, "a positive integer", problems)),
+        array: raw.array.as_ref().map(|at| at.value),
         resources: text(&raw.resources, problems),
     }
 }

@@ -105,6 +105,7 @@ fn full_config_reads_every_key() {
         directives: vec!["--constraint=a100".into()],
         max_array_size: Some(1000),
         array_throttle: Some(50),
+        array: None,
         resources: None,
     };
     assert_eq!(cfg.hpc, expected_hpc);

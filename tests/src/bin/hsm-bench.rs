@@ -6,6 +6,7 @@
 
 use anyhow::{bail, Context};
 use clap_free_args::Args;
+use hsm_tests::{agent_config, hsm_sweep, start_agent};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,7 +123,7 @@ fn main() -> anyhow::Result<()> {
     std::env::set_var("HSM_HOME", home.path());
     let mut agent_rows = None;
     if agent_bin.is_file() {
-        let agent = start_agent(&agent_bin, args.slots, &work_root)?;
+        let agent = start_agent(&agent_bin, args.slots, &work_root, &[], &[])?;
         let project = tempfile::tempdir_in(&work_root)?;
         let config = agent_config(
             &agent,
@@ -346,30 +347,6 @@ fn hsm_local(
     hsm_sweep(project, &config, tasks, &["--parallel", &slots.to_string()])
 }
 
-fn hsm_sweep(
-    project: &std::path::Path,
-    config: &str,
-    tasks: u64,
-    extra: &[&str],
-) -> anyhow::Result<()> {
-    use clap::Parser;
-    std::fs::create_dir_all(project.join(".hsm"))?;
-    std::fs::create_dir_all(project.join("sweeps"))?;
-    std::fs::write(project.join(".hsm/config.yaml"), config)?;
-    std::fs::write(
-        project.join("sweeps/sweep.yaml"),
-        format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
-    )?;
-    let dir = project.display().to_string();
-    let mut argv = vec!["hsm-coordinator", "-q", "-C", &dir, "sweep", "run"];
-    argv.extend_from_slice(extra);
-    let code = hsm_coordinator::cli::run(hsm_coordinator::cli::Cli::parse_from(argv))?;
-    if code != 0 {
-        bail!("sweep run exited with {code}");
-    }
-    Ok(())
-}
-
 /// CPU time (user + system) this process has used so far: the coordinator's own threads, not
 /// its children.
 fn own_cpu() -> Duration {
@@ -378,85 +355,6 @@ fn own_cpu() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// A running `hsm-agent serve` on loopback that authorizes this process's coordinator identity.
-struct BenchAgent {
-    child: std::process::Child,
-    addr: String,
-    fingerprint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for BenchAgent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_agent(
-    agent: &std::path::Path,
-    slots: u64,
-    work_root: &std::path::Path,
-) -> anyhow::Result<BenchAgent> {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir_in(work_root)?;
-    let state = dir.path().join("state");
-    let coordinator = hsm_coordinator::home::coordinator_identity()?.fingerprint();
-    for args in [vec!["init"], vec!["authorize", coordinator.as_str()]] {
-        let out = Command::new(agent)
-            .args(&args)
-            .arg("--state-dir")
-            .arg(&state)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "hsm-agent {}: {}",
-                args[0],
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-    let mut child = Command::new(agent)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--slots",
-            &slots.to_string(),
-            "--state-dir",
-        ])
-        .arg(&state)
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = std::io::BufReader::new(child.stdout.take().context("agent stdout")?).lines();
-    let addr = lines
-        .next()
-        .context("agent address")??
-        .replace("listening on ", "");
-    let fingerprint = lines
-        .next()
-        .context("agent fingerprint")??
-        .replace("fingerprint ", "");
-    Ok(BenchAgent {
-        child,
-        addr,
-        fingerprint,
-        _dir: dir,
-    })
-}
-
-fn agent_config(agent: &BenchAgent, template: &str, project_dir: &std::path::Path) -> String {
-    format!(
-        "command:\n  template: {template}\nsources:\n  a1:\n    type: agent\n    address: \"{}\"\n    fingerprint: \"{}\"\n    project_dir: \"{}\"\n",
-        agent.addr,
-        agent.fingerprint,
-        project_dir.display()
-    )
 }
 
 /// The filesystem type of `path`, for the report.
