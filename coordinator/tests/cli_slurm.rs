@@ -457,3 +457,42 @@ fn a_dry_run_with_an_hpc_source_shows_the_job_script_it_would_submit() {
     ])
     .expect_code(2);
 }
+
+#[test]
+fn a_coordinator_on_the_login_node_submits_to_slurm_itself() {
+    let Some(_) = slurm() else {
+        return;
+    };
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\nsources:\n  here:\n    type: slurm\n    hpc:\n      poll: 1s\n",
+        &[
+            ("task.py", TASK_PY),
+            ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: {range: [1, 14]}\n"),
+        ],
+    );
+    let run = p.run(&["sweep", "run", "--sources", "here", "--sweep-id", "inproc"]);
+    run.expect_code(1);
+    let status = p.status("inproc");
+    assert_eq!(
+        (status["completed"].as_u64(), status["failed"].as_u64()),
+        (Some(12), Some(1)),
+        "{status}"
+    );
+    assert_eq!(status["tasks"][12]["exit_code"], 3);
+    // The job scripts sit in the sweep directory; 13 tasks are 2 arrays (MaxArraySize 10).
+    let scripts = p.sweep_dir("inproc").join("scripts/job_scripts");
+    let jobs = std::fs::read_dir(&scripts).unwrap().count();
+    assert_eq!(jobs, 2, "{}", scripts.display());
+    for x in 1..=13u64 {
+        let dir = p.sweep_dir("inproc").join(format!("tasks/task_{x:03}"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("results/r.txt")).unwrap(),
+            format!("x={x}\n")
+        );
+        let stdout = std::fs::read_to_string(dir.join("stdout.log")).unwrap();
+        assert!(
+            stdout.starts_with(&format!("task {x} ran in job ")),
+            "{stdout:?}"
+        );
+    }
+}

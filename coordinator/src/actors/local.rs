@@ -1,5 +1,7 @@
-//! The local source actor: runs tasks on this machine through the agent crate's process backend,
-//! preparing each task directory first, and forwards process events to the sweep actor.
+//! The local source actor: runs tasks on this machine through the agent crate's process backend
+//! (or, for a coordinator on a login node, through this host's Slurm/PBS with the agent crate's
+//! scheduler backend), preparing each task directory first, and forwards the backend's events to
+//! the sweep actor.
 
 use super::{report_of, SourceEvent};
 use crate::core::command::shell_display;
@@ -8,6 +10,7 @@ use crate::layout::{self, SweepPaths};
 use crate::prefetch::Prefetch;
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use hsm_agent::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
+use hsm_agent::scheduler::{HpcLaunch, SchedulerBackend};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -25,12 +28,15 @@ pub struct LocalSourceSetup {
     pub params: Arc<Vec<Params>>,
     /// Task directories prepared ahead of time, when the run prefetches.
     pub prefetch: Option<Arc<Prefetch>>,
+    /// Run through this host's batch scheduler with these resources, polling this often.
+    pub scheduler: Option<(hsm_protocol::HpcMsg, Duration)>,
 }
 
 pub struct LocalSource {
     setup: LocalSourceSetup,
     events_to: Recipient<SourceEvent>,
     backend: Option<ProcessBackend>,
+    scheduler: Option<SchedulerBackend>,
 }
 
 impl LocalSource {
@@ -39,6 +45,7 @@ impl LocalSource {
             setup,
             events_to,
             backend: None,
+            scheduler: None,
         }
     }
 }
@@ -47,8 +54,18 @@ impl Actor for LocalSource {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let (backend, mut events_rx) = ProcessBackend::new();
-        self.backend = Some(backend);
+        let mut events_rx = match &self.setup.scheduler {
+            Some((_, poll)) => {
+                let (scheduler, events_rx) = SchedulerBackend::new(*poll);
+                self.scheduler = Some(scheduler);
+                events_rx
+            }
+            None => {
+                let (backend, events_rx) = ProcessBackend::new();
+                self.backend = Some(backend);
+                events_rx
+            }
+        };
         let events_to = self.events_to.clone();
         let source = self.setup.source;
         // Forward backend events in arrival order; the sweep actor's mailbox is the only queue.
@@ -82,9 +99,9 @@ pub struct LaunchTask {
 impl Handler<LaunchTask> for LocalSource {
     type Result = ();
     fn handle(&mut self, msg: LaunchTask, _: &mut Context<Self>) {
-        let Some(backend) = &self.backend else {
+        if self.backend.is_none() && self.scheduler.is_none() {
             return;
-        };
+        }
         let index = msg.key.index;
         let prepared =
             msg.key.attempt == 1 && self.setup.prefetch.as_ref().is_some_and(|p| p.claim(index));
@@ -108,16 +125,36 @@ impl Handler<LaunchTask> for LocalSource {
             )
         };
         match files {
-            Ok((stdout, stderr)) => backend.launch(TaskLaunch {
-                key: msg.key,
-                argv: msg.argv,
-                env: msg.env,
-                cwd: self.setup.cwd.clone(),
-                stdout,
-                stderr,
-                timeout: self.setup.timeout,
-                kill_grace: self.setup.kill_grace,
-            }),
+            Ok((stdout, stderr)) => {
+                let launch = TaskLaunch {
+                    key: msg.key,
+                    argv: msg.argv,
+                    env: msg.env,
+                    cwd: self.setup.cwd.clone(),
+                    stdout,
+                    stderr,
+                    timeout: self.setup.timeout,
+                    kill_grace: self.setup.kill_grace,
+                };
+                match (&self.scheduler, &self.setup.scheduler, &self.backend) {
+                    (Some(scheduler), Some((hpc, _)), _) => {
+                        let mut hpc = hpc.clone();
+                        // A per-task time limit without a walltime becomes the walltime.
+                        if hpc.resources.walltime.is_none() {
+                            hpc.resources.walltime =
+                                self.setup.timeout.map(|t| t.as_secs().max(60));
+                        }
+                        scheduler.launch(HpcLaunch {
+                            launch,
+                            hpc,
+                            task_dir: self.setup.paths.task_dir(index),
+                            scripts_dir: self.setup.paths.root.join("scripts").join("job_scripts"),
+                        })
+                    }
+                    (_, _, Some(backend)) => backend.launch(launch),
+                    _ => {}
+                }
+            }
             Err(e) => self.events_to.do_send(SourceEvent {
                 source: self.setup.source,
                 report: report_of(ProcessEvent::Exited {
@@ -143,6 +180,9 @@ impl Handler<CancelTask> for LocalSource {
     fn handle(&mut self, msg: CancelTask, _: &mut Context<Self>) {
         if let Some(backend) = &self.backend {
             backend.cancel(msg.0);
+        }
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.cancel(msg.0);
         }
     }
 }

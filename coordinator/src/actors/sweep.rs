@@ -51,6 +51,11 @@ pub enum SourceSpecKind {
         /// Through the agent's batch scheduler (Slurm/PBS) rather than as processes.
         hpc: Option<hsm_protocol::HpcMsg>,
     },
+    /// This host's batch scheduler, driven from this process (a coordinator on a login node).
+    Scheduler {
+        hpc: hsm_protocol::HpcMsg,
+        poll: Duration,
+    },
 }
 
 /// How many attempts the coordinator keeps handed to an agent with `slots` slots. The agent
@@ -326,21 +331,28 @@ impl Actor for SweepActor {
         // Sources are children of this actor: they report to its address.
         for (number, spec) in self.run.sources.iter().enumerate() {
             let handle = match &spec.kind {
-                SourceSpecKind::Local => SourceHandle::Local(
-                    LocalSource::new(
-                        LocalSourceSetup {
-                            source: number,
-                            paths: self.run.paths.clone(),
-                            cwd: self.run.project_root.clone(),
-                            timeout: self.run.timeout,
-                            kill_grace: self.run.kill_grace,
-                            params: Arc::clone(&self.run.params),
-                            prefetch: prefetch.clone(),
-                        },
-                        ctx.address().recipient(),
+                SourceSpecKind::Local | SourceSpecKind::Scheduler { .. } => {
+                    let scheduler = match &spec.kind {
+                        SourceSpecKind::Scheduler { hpc, poll } => Some((hpc.clone(), *poll)),
+                        _ => None,
+                    };
+                    SourceHandle::Local(
+                        LocalSource::new(
+                            LocalSourceSetup {
+                                source: number,
+                                paths: self.run.paths.clone(),
+                                cwd: self.run.project_root.clone(),
+                                timeout: self.run.timeout,
+                                kill_grace: self.run.kill_grace,
+                                params: Arc::clone(&self.run.params),
+                                prefetch: prefetch.clone(),
+                                scheduler,
+                            },
+                            ctx.address().recipient(),
+                        )
+                        .start(),
                     )
-                    .start(),
-                ),
+                }
                 SourceSpecKind::Agent {
                     address,
                     fingerprint,
@@ -430,6 +442,7 @@ impl Handler<SourceStatus> for SweepActor {
                     slots_configured: true,
                     ..
                 } | SourceSpecKind::Local
+                    | SourceSpecKind::Scheduler { .. }
             )
         });
         let slots = if configured {

@@ -155,10 +155,23 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                     },
                 });
             }
-            SourceKind::Slurm { .. } | SourceKind::Pbs { .. } => {
-                return Err(user_error(format!(
-                    "--sources: `{name}` is a Slurm/PBS source; this version runs sweeps on local and agent sources only"
-                )))
+            SourceKind::Slurm { hpc, slots } | SourceKind::Pbs { hpc, slots } => {
+                // This process submits to the scheduler of the host it runs on (a login node).
+                let backend = match source.kind {
+                    SourceKind::Slurm { .. } => config::Backend::Slurm,
+                    _ => config::Backend::Pbs,
+                };
+                let Some(request) = hpc_request(backend, hpc, args, walltime) else {
+                    continue;
+                };
+                sources.push(SourceSpec {
+                    name: name.clone(),
+                    slots: slots.unwrap_or(DEFAULT_SCHEDULER_SLOTS),
+                    kind: SourceSpecKind::Scheduler {
+                        hpc: request,
+                        poll: hpc.poll.unwrap_or(DEFAULT_SCHEDULER_POLL),
+                    },
+                });
             }
         }
     }
@@ -438,6 +451,7 @@ fn execute(
             let capacity = match s.kind {
                 SourceSpecKind::Local => s.slots,
                 SourceSpecKind::Agent { .. } => crate::actors::sweep::agent_capacity(s.slots),
+                SourceSpecKind::Scheduler { .. } => s.slots,
             };
             crate::core::state::SourceState::new(s.name.clone(), capacity)
         })
@@ -1093,6 +1107,11 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// Tasks a Slurm/PBS source run by this process hands to the scheduler at once, by default.
+const DEFAULT_SCHEDULER_SLOTS: usize = 1000;
+/// Time between `squeue`/`qstat` calls of such a source, by default.
+const DEFAULT_SCHEDULER_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What an agent source asks of its batch scheduler: `None` for the process backend. The
 /// project's `hpc:` with the source's overrides, then this run's flags on top.
 fn hpc_request(
@@ -1138,7 +1157,8 @@ fn hpc_sources(exec: &ExecPlan) -> Vec<(String, hsm_protocol::HpcMsg)> {
     exec.sources
         .iter()
         .filter_map(|s| match &s.kind {
-            SourceSpecKind::Agent { hpc: Some(h), .. } => Some((s.name.clone(), h.clone())),
+            SourceSpecKind::Agent { hpc: Some(h), .. }
+            | SourceSpecKind::Scheduler { hpc: h, .. } => Some((s.name.clone(), h.clone())),
             _ => None,
         })
         .collect()

@@ -72,8 +72,12 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             "backend": backend.as_str(),
             "hpc": hpc_json(hpc),
         }),
-        SourceKind::Slurm { hpc } => json!({"type": "slurm", "hpc": hpc_json(hpc)}),
-        SourceKind::Pbs { hpc } => json!({"type": "pbs", "hpc": hpc_json(hpc)}),
+        SourceKind::Slurm { hpc, slots } => {
+            json!({"type": "slurm", "slots": slots, "hpc": hpc_json(hpc)})
+        }
+        SourceKind::Pbs { hpc, slots } => {
+            json!({"type": "pbs", "slots": slots, "hpc": hpc_json(hpc)})
+        }
     }
 }
 
@@ -94,6 +98,7 @@ fn hpc_json(hpc: &HpcOptions) -> Value {
         "max_array_size": hpc.max_array_size,
         "array_throttle": hpc.array_throttle,
         "array": hpc.array,
+        "poll": hpc.poll.map(format_duration),
         "resources": hpc.resources,
     })
 }

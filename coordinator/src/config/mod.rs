@@ -117,6 +117,9 @@ pub struct HpcOptions {
     pub array_throttle: Option<u32>,
     /// `false`: one job per task instead of job arrays (sites that forbid arrays).
     pub array: Option<bool>,
+    /// Slurm/PBS sources run by the coordinator itself: time between `squeue`/`qstat` calls
+    /// (agents have `hsm-agent serve --poll`).
+    pub poll: Option<Duration>,
     /// A raw resource string from Python HSM v1 (`select=1:ncpus=4:mem=16gb` for PBS,
     /// `--nodes=1 --ntasks=4 --mem=16G` for Slurm), passed through as written.
     pub resources: Option<String>,
@@ -147,10 +150,17 @@ pub enum SourceKind {
         /// The project's `hpc:` with this source's overrides applied.
         hpc: HpcOptions,
     },
-    /// Slurm driven from this process (the coordinator runs on a login node).
-    Slurm { hpc: HpcOptions },
+    /// Slurm driven from this process (the coordinator runs on a login node). `slots`: tasks
+    /// handed to the scheduler at once (default 1000).
+    Slurm {
+        hpc: HpcOptions,
+        slots: Option<usize>,
+    },
     /// PBS/Torque driven from this process.
-    Pbs { hpc: HpcOptions },
+    Pbs {
+        hpc: HpcOptions,
+        slots: Option<usize>,
+    },
 }
 
 impl SourceKind {

@@ -72,7 +72,7 @@ pub(super) const DEFAULTS_KEYS: [&str; 7] = [
     "agent_grace",
     "min_free_disk",
 ];
-pub(super) const HPC_KEYS: [&str; 16] = [
+pub(super) const HPC_KEYS: [&str; 17] = [
     "walltime",
     "partition",
     "queue",
@@ -88,6 +88,7 @@ pub(super) const HPC_KEYS: [&str; 16] = [
     "max_array_size",
     "array_throttle",
     "array",
+    "poll",
     "resources",
 ];
 /// Python HSM v1's `hpc:` keys (top level only). `system` (pbs/slurm/local) is accepted and
@@ -176,6 +177,7 @@ pub(super) struct RawHpc {
     pub max_array_size: Option<At<i64>>,
     pub array_throttle: Option<At<i64>>,
     pub array: Option<At<bool>>,
+    pub poll: Option<At<String>>,
     pub resources: Option<At<String>>,
     // Python HSM v1, top level only.
     pub default_walltime: Option<At<String>>,
@@ -315,6 +317,7 @@ fn read_hpc(hpc: &Section<'_>, problems: &mut Vec<Problem>) -> RawHpc {
         max_array_size: hpc.int("max_array_size", "a positive integer", problems),
         array_throttle: hpc.int("array_throttle", "a positive integer", problems),
         array: hpc.boolean("array", problems),
+        poll: hpc.duration("poll", problems),
         resources: hpc.string("resources", problems),
         ..RawHpc::default()
     }

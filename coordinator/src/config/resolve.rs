@@ -176,6 +176,7 @@ fn overlay(over: Option<&RawHpc>, base: &RawHpc) -> RawHpc {
         max_array_size: pick_int(&over.max_array_size, &base.max_array_size),
         array_throttle: pick_int(&over.array_throttle, &base.array_throttle),
         array: over.array.clone().or_else(|| base.array.clone()),
+        poll: pick(&over.poll, &base.poll),
         resources: pick(&over.resources, &base.resources),
         ..RawHpc::default()
     }
@@ -240,6 +241,10 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
             .as_ref()
             .and_then(|at| ranged(at, 1, "a positive integer", problems)),
         array: raw.array.as_ref().map(|at| at.value),
+        poll: raw
+            .poll
+            .as_ref()
+            .and_then(|at| duration(at, false, problems)),
         resources: text(&raw.resources, problems),
     }
 }
@@ -372,7 +377,7 @@ fn resolve_source(
     let allowed: &[&str] = match type_name {
         "local" => &["type", "slots"],
         "agent" => &SOURCE_KEYS,
-        _ => &["type", "hpc"],
+        _ => &["type", "slots", "hpc"],
     };
     for key in &raw.keys {
         // Keys no source takes were reported by the raw layer.
@@ -462,9 +467,11 @@ fn resolve_source(
         }
         "slurm" => SourceKind::Slurm {
             hpc: resolve_hpc(&overlay(raw.hpc.as_ref(), top_hpc), problems),
+            slots,
         },
         _ => SourceKind::Pbs {
             hpc: resolve_hpc(&overlay(raw.hpc.as_ref(), top_hpc), problems),
+            slots,
         },
     })
 }

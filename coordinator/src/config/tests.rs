@@ -106,6 +106,7 @@ fn full_config_reads_every_key() {
         max_array_size: Some(1000),
         array_throttle: Some(50),
         array: None,
+        poll: None,
         resources: None,
     };
     assert_eq!(cfg.hpc, expected_hpc);
@@ -137,14 +138,14 @@ fn full_config_reads_every_key() {
     assert_eq!(hpc.pre_script, expected_hpc.pre_script);
 
     match &cfg.sources["cluster"].kind {
-        SourceKind::Slurm { hpc } => {
+        SourceKind::Slurm { hpc, .. } => {
             assert_eq!(hpc.walltime, Some(Duration::from_secs(86_400)));
             assert_eq!(hpc.partition.as_deref(), Some("gpu"));
         }
         other => panic!("{other:?}"),
     }
     match &cfg.sources["torque"].kind {
-        SourceKind::Pbs { hpc } => assert_eq!(hpc, &expected_hpc),
+        SourceKind::Pbs { hpc, .. } => assert_eq!(hpc, &expected_hpc),
         other => panic!("{other:?}"),
     }
 }
