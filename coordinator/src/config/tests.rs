@@ -520,7 +520,7 @@ fn source_problems_name_the_source_and_the_fix() {
         "c.yaml:8:6: sources.g: an agent source needs `fingerprint`",
         "c.yaml:9:17: sources.local.type: the source named `local` must have type local, not agent",
         "c.yaml:10:16: sources.mine.type: only the source named `local` can have type local",
-        "c.yaml:11:20: sources.h.address: not a setting of a slurm source — a slurm source takes: type, hpc",
+        "c.yaml:11:20: sources.h.address: not a setting of a slurm source — a slurm source takes: type, slots, hpc",
         "c.yaml:12:3: sources.bad name: `bad name` is not a usable source name",
         "c.yaml:13:6: sources.i: expected a mapping with a `type:`, got a number (5)",
     ];
