@@ -22,6 +22,9 @@ pub enum WireError {
 }
 
 /// Reads one frame; `Ok(None)` when the stream ended cleanly between frames.
+///
+/// Not cancel-safe: dropped halfway (a losing `select!` branch), the bytes already read are lost
+/// and the stream is out of step. Read frames from one loop that is never cancelled.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     recv: &mut R,
     limit: usize,

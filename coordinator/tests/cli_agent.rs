@@ -561,3 +561,65 @@ fn an_agent_low_on_disk_gets_no_new_work_and_its_waiting_tasks_move() {
         assert!(data == expected_data(x), "task {x}: result differs");
     }
 }
+
+#[test]
+fn bursts_of_launches_and_large_output_keep_the_control_stream_in_step() {
+    // Regression: frames were read inside a `select!` with the outgoing queue; a frame half read
+    // when an acknowledgement or a launch won the race was lost and the stream read out of step
+    // ("a frame of 1.9 GB"): the connection dropped and waiting tasks ran a second attempt.
+    // Large output makes frames span many packets; 1,000 tasks handed over at once keep the
+    // outgoing queue busy.
+    let Some(agent_bin) = agent_bin() else {
+        eprintln!(
+            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
+        );
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent(&agent_bin);
+    let p = Project::new(
+        "command:\n  template: [\"/bin/true\"]\n",
+        &[(
+            "sweeps/sweep.yaml",
+            "sweep:\n  grid:\n    x: {range: [0, 1000]}\n",
+        )],
+    );
+    let identity = p
+        .command(&["identity"])
+        .env("HSM_HOME", home.path())
+        .output()
+        .unwrap();
+    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    enlist(&p, &agent_bin, &agent, "a0", &own_fp);
+    // Every tenth task prints 2 MB; all 1,000 are handed over at once.
+    p.write(
+        ".hsm/config.yaml",
+        &format!(
+            "command:\n  template: [\"/bin/sh\", \"-c\", \"case $0 in *0) head -c 1500000 /dev/urandom | base64 ;; esac\", \"{{overrides}}\"]\nsources:\n  a0:\n    type: agent\n    address: {}\n    fingerprint: {}\n    slots: 1000\n",
+            agent.addr, agent.fingerprint
+        ),
+    );
+    let mut cmd = p.command(&["sweep", "run", "--sources", "a0", "--sweep-id", "burst"]);
+    cmd.env("HSM_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = Run::wait(cmd.spawn().unwrap(), "sweep run of 1,000 tasks".into());
+    run.expect_code(0);
+    let db = rusqlite::Connection::open(p.sweep_dir("burst").join("sweep.db")).unwrap();
+    let (completed, later): (i64, i64) = db
+        .query_row(
+            "SELECT SUM(status = 'completed'), SUM(attempt > 1) FROM tasks",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((completed, later), (1000, 0), "{}", run.stderr);
+    let log =
+        std::fs::read_to_string(p.sweep_dir("burst").join("tasks/task_011/stdout.log")).unwrap();
+    // 1.5 MB as base64: 2,000,000 characters in lines of 76, each with its newline.
+    assert_eq!(
+        log.len(),
+        2_026_316,
+        "task 11 (x=10): all its output arrived"
+    );
+}

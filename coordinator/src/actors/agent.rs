@@ -524,6 +524,15 @@ impl Handler<Incoming> for AgentSource {
     }
 }
 
+/// Aborts the task when dropped (a session's reader must not outlive the session).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What the connection task needs.
 struct Dial {
     name: String,
@@ -623,6 +632,24 @@ async fn session(
     }
     let sweep_id = dial.sweep_id.clone();
     let tasks_dir = dial.tasks_dir.clone();
+    // Frames are read by their own task: `read_frame` is not cancel-safe (a frame half read when
+    // another branch of a `select!` wins would be lost and the stream read out of step — seen
+    // as a "frame of 1.9 GB" under a burst of 2,000 launches).
+    let reader_actor = actor.clone();
+    let reader_name = dial.name.clone();
+    let mut reader = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let frame = read_frame(&mut recv, MAX_FRAME)
+                .await
+                .map_err(|e| format!("connection to {reader_name} lost: {e}"))?
+                .ok_or_else(|| format!("{reader_name} closed the control stream"))?;
+            let msg = hsm_protocol::decode::<FromAgent>(&frame)
+                .map_err(|e| format!("malformed message from {reader_name}: {e}"))?;
+            reader_actor.do_send(Incoming::Frame(msg));
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), String>(())
+    }));
     loop {
         if let Some(msg) = pending.take() {
             if let Err(e) = write_message(&mut send, &msg).await {
@@ -639,12 +666,12 @@ async fn session(
                     return Ok(());
                 }
             },
-            frame = read_frame(&mut recv, MAX_FRAME) => {
-                let frame = frame.map_err(|e| format!("connection to {} lost: {e}", dial.name))?
-                    .ok_or_else(|| format!("{} closed the control stream", dial.name))?;
-                let msg = hsm_protocol::decode::<FromAgent>(&frame)
-                    .map_err(|e| format!("malformed message from {}: {e}", dial.name))?;
-                actor.do_send(Incoming::Frame(msg));
+            ended = &mut reader.0 => {
+                return Err(match ended {
+                    Ok(Err(why)) => why,
+                    Ok(Ok(())) => format!("{} closed the control stream", dial.name),
+                    Err(e) => format!("reading from {} failed: {e}", dial.name),
+                });
             }
             stream = conn.accept_uni() => {
                 let mut stream = stream.map_err(|e| format!("connection to {} lost: {e}", dial.name))?;
