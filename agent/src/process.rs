@@ -74,6 +74,9 @@ pub enum Outcome {
     Cancelled,
     /// Could not be started (program not found, bad cwd, ...).
     SpawnFailed(String),
+    /// Ended by something outside the process (a batch scheduler: out of memory, node failure,
+    /// preemption), with the reason in words.
+    Failed(String),
 }
 
 /// What the backend reports, in order per task: `Started` (unless spawning failed) then `Exited`.

@@ -176,6 +176,9 @@ fn outcome_msg(outcome: &Outcome) -> OutcomeMsg {
         Outcome::Signaled(signal) => OutcomeMsg::Signaled { signal: *signal },
         Outcome::TimedOut => OutcomeMsg::TimedOut,
         Outcome::Cancelled => OutcomeMsg::Cancelled,
+        Outcome::Failed(reason) => OutcomeMsg::Failed {
+            reason: reason.clone(),
+        },
         Outcome::SpawnFailed(message) => OutcomeMsg::SpawnFailed {
             message: message.clone(),
         },

@@ -160,9 +160,16 @@ pub fn decide(
             reason: parse::FailReason::Timeout
         })
     );
+    // What the scheduler did to the job says more than the signal the task died of.
+    let killed_by_scheduler = match seen {
+        Seen::Listed(JobState::Failed { reason }) => scheduler_reason(reason),
+        _ => None,
+    };
     if let Some(record) = exit_record {
         let exit = if timed_out {
             Outcome::TimedOut
+        } else if let (Some(why), true) = (&killed_by_scheduler, record.exit_code != 0) {
+            Outcome::Failed(why.clone())
         } else if cancel_requested && (record.signal.is_some() || record.exit_code != 0) {
             Outcome::Cancelled
         } else if let Some(signal) = record.signal {
@@ -193,6 +200,7 @@ pub fn decide(
         Seen::Listed(JobState::Failed {
             reason: parse::FailReason::Timeout,
         }) => Some(Outcome::TimedOut),
+        _ if killed_by_scheduler.is_some() => killed_by_scheduler.clone().map(Outcome::Failed),
         _ if unaccounted_polls < RECORD_GRACE_POLLS => None,
         Seen::Listed(state) => Some(Outcome::SpawnFailed(format!(
             "the scheduler ended the job ({}) and the task left no exit record",
@@ -205,6 +213,16 @@ pub fn decide(
     Decision {
         start: start && exit.as_ref().is_some_and(|_| started_record),
         exit,
+    }
+}
+
+/// The words for a scheduler-caused failure; `None` for the task's own (non-zero exit, other).
+fn scheduler_reason(reason: &parse::FailReason) -> Option<String> {
+    match reason {
+        parse::FailReason::OutOfMemory => Some("out of memory (killed by the scheduler)".into()),
+        parse::FailReason::NodeFail => Some("node failure".into()),
+        parse::FailReason::Preempted => Some("preempted".into()),
+        _ => None,
     }
 }
 
@@ -1017,13 +1035,31 @@ mod tests {
                 exit: Some(Outcome::Cancelled)
             }
         );
-        // Ended without a record: wait a few polls (shared filesystems lag), then fail.
-        let ended = Seen::Listed(JobState::Failed {
+        // The scheduler's own reasons are reported as such, record or not.
+        let node = Seen::Listed(JobState::Failed {
             reason: FailReason::NodeFail,
+        });
+        assert_eq!(
+            decide(&node, true, None, true, false, 0).exit,
+            Some(Outcome::Failed("node failure".into()))
+        );
+        let oom = Seen::Listed(JobState::Failed {
+            reason: FailReason::OutOfMemory,
+        });
+        assert_eq!(
+            decide(&oom, true, Some(&record(137, Some(9))), true, false, 0).exit,
+            Some(Outcome::Failed(
+                "out of memory (killed by the scheduler)".into()
+            ))
+        );
+        // Ended without a record for a reason of its own: wait a few polls (shared
+        // filesystems lag), then fail.
+        let ended = Seen::Listed(JobState::Failed {
+            reason: FailReason::NonZeroExit(2),
         });
         assert_eq!(decide(&ended, true, None, true, false, 0).exit, None);
         match decide(&ended, true, None, true, false, RECORD_GRACE_POLLS).exit {
-            Some(Outcome::SpawnFailed(why)) => assert!(why.contains("NodeFail"), "{why}"),
+            Some(Outcome::SpawnFailed(why)) => assert!(why.contains("NonZeroExit"), "{why}"),
             other => panic!("{other:?}"),
         }
         match decide(

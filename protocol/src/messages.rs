@@ -380,6 +380,12 @@ pub enum OutcomeMsg {
     },
     /// The agent lost track of the process (it restarted and the process was gone).
     Lost,
+    /// The batch scheduler ended the job: out of memory, node failure, preemption, or a job
+    /// that ended without its exit record.
+    Failed {
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// A result file the agent can send.

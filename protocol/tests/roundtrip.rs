@@ -70,6 +70,7 @@ fn every_from_agent_variant_round_trips() {
             OutcomeMsg::Cancelled => "outcome Cancelled",
             OutcomeMsg::SpawnFailed { .. } => "outcome SpawnFailed",
             OutcomeMsg::Lost => "outcome Lost",
+            OutcomeMsg::Failed { .. } => "outcome Failed",
         }
     }
     fn kind_names(kind: &EventKind) -> Vec<&'static str> {
@@ -94,7 +95,7 @@ fn every_from_agent_variant_round_trips() {
             FromAgent::Error(_) => _ = covered.insert("Error"),
         }
     }
-    assert_eq!(covered.len(), 4 + 4 + 6, "{covered:?}");
+    assert_eq!(covered.len(), 4 + 4 + 7, "{covered:?}");
     round_trips_at_every_split(&samples);
 }
 

@@ -233,6 +233,10 @@ fn exit_of(outcome: OutcomeMsg) -> ExitKind {
             reason: "timeout".into(),
         },
         OutcomeMsg::Cancelled => ExitKind::Cancelled,
+        OutcomeMsg::Failed { reason } => ExitKind::Failure {
+            exit_code: None,
+            reason,
+        },
         OutcomeMsg::SpawnFailed { message } => ExitKind::Failure {
             exit_code: None,
             reason: format!("could not start: {message}"),

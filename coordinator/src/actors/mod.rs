@@ -73,6 +73,10 @@ pub fn exit_of(outcome: Outcome) -> ExitKind {
             reason: "timeout".into(),
         },
         Outcome::Cancelled => ExitKind::Cancelled,
+        Outcome::Failed(reason) => ExitKind::Failure {
+            exit_code: None,
+            reason,
+        },
         Outcome::SpawnFailed(message) => ExitKind::Failure {
             exit_code: None,
             reason: format!("could not start: {message}"),

@@ -1145,7 +1145,12 @@ fn hpc_request(
             pre_script: hpc.pre_script.clone(),
             directives: hpc.directives.clone(),
             max_array_size: hpc.max_array_size,
-            array_throttle: args.array_throttle.or(hpc.array_throttle),
+            // `--parallel N` caps each array at N running elements too, unless
+            // `--array-throttle` says otherwise.
+            array_throttle: args
+                .array_throttle
+                .or(args.parallel.and_then(|n| u32::try_from(n).ok()))
+                .or(hpc.array_throttle),
             array: hpc.array.unwrap_or(true),
             resources: hpc.resources.clone(),
         },

@@ -112,6 +112,9 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
             message: "no such file or directory (os error 2)".into(),
         },
         OutcomeMsg::Lost,
+        OutcomeMsg::Failed {
+            reason: "node failure".into(),
+        },
     ];
     let mut events = vec![
         event(
@@ -342,6 +345,7 @@ fn outcome() -> impl Strategy<Value = OutcomeMsg> {
         Just(OutcomeMsg::Cancelled),
         text().prop_map(|message| OutcomeMsg::SpawnFailed { message }),
         Just(OutcomeMsg::Lost),
+        text().prop_map(|reason| OutcomeMsg::Failed { reason }),
     ]
 }
 
