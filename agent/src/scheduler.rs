@@ -166,6 +166,17 @@ pub fn decide(
         _ => None,
     };
     if let Some(record) = exit_record {
+        // Killed by a signal we did not send while the scheduler still shows the job active:
+        // its account (TIMEOUT, OUT_OF_MEMORY, PREEMPTED) usually follows a poll later and
+        // says more than the signal. Waited for a few polls, never longer.
+        let still_active = matches!(seen, Seen::Listed(state) if !state.is_final());
+        if record.signal.is_some()
+            && !cancel_requested
+            && still_active
+            && unaccounted_polls < RECORD_GRACE_POLLS
+        {
+            return Decision { start, exit: None };
+        }
         let exit = if timed_out {
             Outcome::TimedOut
         } else if let (Some(why), true) = (&killed_by_scheduler, record.exit_code != 0) {
@@ -852,7 +863,7 @@ impl SchedulerBackend {
                         Seen::Listed(s) => s.is_final(),
                         Seen::Missing => true,
                     };
-                    if ended && decision.exit.is_none() {
+                    if decision.exit.is_none() && (ended || exit_record.is_some()) {
                         e.unaccounted_polls += 1;
                     }
                 }
@@ -986,7 +997,18 @@ mod tests {
         assert!(!d.start, "already reported started");
         let d = decide(&running, true, Some(&record(143, Some(15))), true, true, 0);
         assert_eq!(d.exit, Some(Outcome::Cancelled));
+        // A signal nobody here sent, the job still shown running: wait for the scheduler's
+        // account (it may be a walltime kill) a few polls, then report the signal.
         let d = decide(&running, true, Some(&record(143, Some(15))), true, false, 0);
+        assert_eq!(d.exit, None);
+        let d = decide(
+            &running,
+            true,
+            Some(&record(143, Some(15))),
+            true,
+            false,
+            RECORD_GRACE_POLLS,
+        );
         assert_eq!(d.exit, Some(Outcome::Signaled(15)));
         let timeout = Seen::Listed(JobState::Failed {
             reason: FailReason::Timeout,

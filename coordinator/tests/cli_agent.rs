@@ -188,12 +188,7 @@ fn a_sweep_across_local_and_two_agents_brings_every_file_back_intact() {
             ),
         ],
     );
-    let identity = p
-        .command(&["identity"])
-        .env("HSM_HOME", home.path())
-        .output()
-        .unwrap();
-    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let own_fp = coordinator_fingerprint(&p, home.path());
     let agents: Vec<AgentProcess> = (0..2).map(|_| start_agent(&agent_bin)).collect();
     for (i, agent) in agents.iter().enumerate() {
         enlist(&p, &agent_bin, agent, &format!("a{i}"), &own_fp);
@@ -257,12 +252,7 @@ fn an_agent_killed_mid_sweep_loses_no_task_and_runs_none_twice() {
         "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 1s\n  agent_grace: 2s\n",
         &[("task.py", &slow), ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: {range: [1, 41]}\n")],
     );
-    let identity = p
-        .command(&["identity"])
-        .env("HSM_HOME", home.path())
-        .output()
-        .unwrap();
-    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let own_fp = coordinator_fingerprint(&p, home.path());
     let mut agents: Vec<AgentProcess> = (0..2).map(|_| start_agent(&agent_bin)).collect();
     for (i, agent) in agents.iter().enumerate() {
         enlist(&p, &agent_bin, agent, &format!("a{i}"), &own_fp);
@@ -347,12 +337,7 @@ fn complete_and_status_work_the_same_for_agent_sweeps() {
             ),
         ],
     );
-    let identity = p
-        .command(&["identity"])
-        .env("HSM_HOME", home.path())
-        .output()
-        .unwrap();
-    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let own_fp = coordinator_fingerprint(&p, home.path());
     let agent = start_agent(&agent_bin);
     enlist(&p, &agent_bin, &agent, "a1", &own_fp);
     let run_with = |args: &[&str]| {
@@ -452,12 +437,7 @@ fn an_agent_low_on_disk_gets_no_new_work_and_its_waiting_tasks_move() {
             ),
         ],
     );
-    let identity = p
-        .command(&["identity"])
-        .env("HSM_HOME", home.path())
-        .output()
-        .unwrap();
-    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let own_fp = coordinator_fingerprint(&p, home.path());
     enlist(&p, &agent_bin, &agent, "a0", &own_fp);
     let mut cmd = p.command(&[
         "sweep",
@@ -584,12 +564,7 @@ fn bursts_of_launches_and_large_output_keep_the_control_stream_in_step() {
             "sweep:\n  grid:\n    x: {range: [0, 1000]}\n",
         )],
     );
-    let identity = p
-        .command(&["identity"])
-        .env("HSM_HOME", home.path())
-        .output()
-        .unwrap();
-    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let own_fp = coordinator_fingerprint(&p, home.path());
     enlist(&p, &agent_bin, &agent, "a0", &own_fp);
     // Every tenth task prints 2 MB; all 1,000 are handed over at once.
     p.write(

@@ -75,12 +75,7 @@ fn a_sweep_across_three_hosts_survives_losing_an_agent() {
         "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 1s\n  agent_grace: 2s\n",
         &[("task.py", &slow), ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: {range: [1, 61]}\n")],
     );
-    let identity = p
-        .command(&["identity"])
-        .env("HSM_HOME", home.path())
-        .output()
-        .unwrap();
-    let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+    let own_fp = coordinator_fingerprint(&p, home.path());
     // Host 0 runs the coordinator; hosts 1 and 2 run an agent each.
     let mut agents = Vec::new();
     for i in 1..=2 {

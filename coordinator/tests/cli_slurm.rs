@@ -51,12 +51,7 @@ impl Cluster {
             &[("task.py", TASK_PY), ("sweeps/sweep.yaml", sweep)],
         );
         let agent = start_agent_with(agent_bin, None, "127.0.0.1:0", &["--poll", "1"]);
-        let identity = project
-            .command(&["identity"])
-            .env("HSM_HOME", home.path())
-            .output()
-            .unwrap();
-        let own_fp = String::from_utf8_lossy(&identity.stdout).trim().to_string();
+        let own_fp = coordinator_fingerprint(&project, home.path());
         let ok = std::process::Command::new(agent_bin)
             .args(["authorize", &own_fp, "--state-dir"])
             .arg(&agent.state)

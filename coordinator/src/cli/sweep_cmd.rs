@@ -58,35 +58,18 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
         Some(n) => Some(n as usize),
         None => None,
     };
-    let walltime = match &args.walltime {
-        Some(text) => {
-            let walltime = config::parse_duration(text)
-                .map_err(|e| user_error(format!("--walltime {text}: {e}")))?;
-            if walltime.is_zero() {
-                return Err(user_error(format!(
-                    "--walltime {text}: must be longer than zero"
-                )));
-            }
-            Some(walltime)
-        }
-        None => None,
-    };
+    let walltime = args
+        .walltime
+        .as_deref()
+        .map(|text| positive_duration("--walltime", text))
+        .transpose()?;
     if args.array_throttle == Some(0) {
         return Err(user_error(
             "--array-throttle 0: expected a positive number of array elements",
         ));
     }
     let timeout = match &args.timeout {
-        Some(text) => {
-            let timeout = config::parse_duration(text)
-                .map_err(|e| user_error(format!("--timeout {text}: {e}")))?;
-            if timeout.is_zero() {
-                return Err(user_error(format!(
-                    "--timeout {text}: must be longer than zero"
-                )));
-            }
-            Some(timeout)
-        }
+        Some(text) => Some(positive_duration("--timeout", text)?),
         None => cfg.defaults.timeout,
     };
     let strategy = match args.strategy.as_deref() {
@@ -1105,6 +1088,18 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
         counts.total()
     );
     Ok(EXIT_OK)
+}
+
+/// A duration flag that must be longer than zero.
+fn positive_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    let duration =
+        config::parse_duration(text).map_err(|e| user_error(format!("{flag} {text}: {e}")))?;
+    if duration.is_zero() {
+        return Err(user_error(format!(
+            "{flag} {text}: must be longer than zero"
+        )));
+    }
+    Ok(duration)
 }
 
 /// Tasks a Slurm/PBS source run by this process hands to the scheduler at once, by default.

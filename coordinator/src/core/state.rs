@@ -440,34 +440,14 @@ impl SweepCore {
         for &(index, attempt) in queued.iter().rev() {
             self.sources[source].running = self.sources[source].running.saturating_sub(1);
             let reason = format!("attempt {attempt} taken back from {name}: {why}");
-            // The attempt's own history ends (attempt rows ignore `pending`), then the task
-            // waits for its next attempt.
-            self.record(
+            self.requeue(
                 index,
+                attempt,
                 TaskStatus::Cancelled,
-                attempt,
-                None,
-                None,
-                Some(reason.clone()),
-                None,
+                reason.clone(),
+                reason,
                 now,
             );
-            self.record(
-                index,
-                TaskStatus::Pending,
-                attempt,
-                None,
-                None,
-                Some(reason),
-                None,
-                now,
-            );
-            self.tasks[(index - 1) as usize].source = None;
-            if self.dispatching {
-                self.queue.push_front(index);
-            } else {
-                self.open = self.open.saturating_sub(1);
-            }
             commands.push(Command::Withdraw {
                 index,
                 attempt,
@@ -498,36 +478,47 @@ impl SweepCore {
             .map(|t| (t.index, t.attempt))
             .collect();
         for &(index, attempt) in lost.iter().rev() {
-            // The attempt's own history ends here (attempt rows ignore `pending`).
-            self.record(
+            self.requeue(
                 index,
+                attempt,
                 TaskStatus::Failed,
-                attempt,
-                None,
-                None,
-                Some(format!("lost with {name}")),
-                None,
+                format!("lost with {name}"),
+                format!("attempt {attempt} lost with {name}"),
                 now,
             );
-            self.record(
-                index,
-                TaskStatus::Pending,
-                attempt,
-                None,
-                None,
-                Some(format!("attempt {attempt} lost with {name}")),
-                None,
-                now,
-            );
-            self.tasks[(index - 1) as usize].source = None;
-            if self.dispatching {
-                self.queue.push_front(index);
-            } else {
-                // Stopping anyway (Ctrl-C): the task stays pending for `sweep complete`.
-                self.open = self.open.saturating_sub(1);
-            }
         }
         lost.len()
+    }
+
+    /// Ends an attempt taken from its source (`ended` in its own history, with `why`; attempt
+    /// rows ignore `pending`) and puts the task first in the queue for its next attempt, or
+    /// leaves it pending for `sweep complete` when the run is stopping anyway (Ctrl-C).
+    fn requeue(
+        &mut self,
+        index: u64,
+        attempt: u32,
+        ended: TaskStatus,
+        why: String,
+        task_reason: String,
+        now: i64,
+    ) {
+        self.record(index, ended, attempt, None, None, Some(why), None, now);
+        self.record(
+            index,
+            TaskStatus::Pending,
+            attempt,
+            None,
+            None,
+            Some(task_reason),
+            None,
+            now,
+        );
+        self.tasks[(index - 1) as usize].source = None;
+        if self.dispatching {
+            self.queue.push_front(index);
+        } else {
+            self.open = self.open.saturating_sub(1);
+        }
     }
 
     /// The source reports the attempt is running. Stale attempts are ignored.

@@ -338,6 +338,17 @@ pub fn expected_data(x: u64) -> Vec<u8> {
     pattern.iter().cycle().take(size).copied().collect()
 }
 
+/// The fingerprint of the coordinator identity under `home` (`HSM_HOME`), created if needed.
+pub fn coordinator_fingerprint(p: &Project, home: &Path) -> String {
+    let identity = p
+        .command(&["identity"])
+        .env("HSM_HOME", home)
+        .output()
+        .unwrap();
+    assert!(identity.status.success(), "hsm-coordinator identity failed");
+    String::from_utf8_lossy(&identity.stdout).trim().to_string()
+}
+
 /// Authorizes this coordinator (`own_fp`) on `agent` and adds it to the project as source `name`,
 /// running tasks in the project directory.
 pub fn enlist(
