@@ -58,14 +58,6 @@ pub struct CommandOutput {
     pub stderr: String,
 }
 
-/// Counters for the benchmark and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Calls {
-    pub submits: u64,
-    pub polls: u64,
-    pub cancels: u64,
-}
-
 #[derive(Clone)]
 pub struct SchedulerBackend {
     inner: Arc<Inner>,
@@ -88,7 +80,6 @@ struct State {
     slurm_max_array: Option<Option<u32>>,
     next_chunk: u64,
     driver_started: bool,
-    calls: Calls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -336,10 +327,6 @@ impl SchedulerBackend {
     pub fn active(&self) -> usize {
         let state = self.lock();
         state.pending.len() + state.elements.len()
-    }
-
-    pub fn calls(&self) -> Calls {
-        self.lock().calls
     }
 
     fn exited(&self, key: TaskKey, outcome: Outcome) {
@@ -670,7 +657,6 @@ impl SchedulerBackend {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
             }
-            self.lock().calls.submits += 1;
             let out = match scheduler {
                 Scheduler::Slurm => run("sbatch", &["--parsable", &script_text], Some(dir)).await,
                 _ => run("qsub", &[&script_text], Some(dir)).await,
@@ -725,7 +711,6 @@ impl SchedulerBackend {
             if ids.is_empty() {
                 continue;
             }
-            self.lock().calls.cancels += 1;
             let program = if scheduler == Scheduler::Slurm {
                 "scancel"
             } else {
@@ -768,7 +753,6 @@ impl SchedulerBackend {
         let slurm_rows = if slurm_jobs.is_empty() {
             Some(Vec::new())
         } else {
-            self.lock().calls.polls += 1;
             let list = slurm_jobs.join(",");
             match run(
                 "squeue",
@@ -792,7 +776,6 @@ impl SchedulerBackend {
         let pbs_rows = if pbs_jobs.is_empty() {
             Some(Vec::new())
         } else {
-            self.lock().calls.polls += 1;
             match run("qstat", &pbs_jobs, None).await {
                 Ok(out) if out.ok || !out.stdout.trim().is_empty() => {
                     Some(parse::parse_qstat_list(&out.stdout).rows)
@@ -841,10 +824,19 @@ impl SchedulerBackend {
                     None => continue,
                 },
             };
-            let started_record = element.task_dir.join(wrapper::START_FILE).exists();
-            let exit_record = std::fs::read_to_string(element.task_dir.join(wrapper::EXIT_FILE))
-                .ok()
-                .and_then(|text| wrapper::parse_exit_record(&text).ok());
+            // An element Slurm still holds in its queue has written no record: no file access
+            // for the (usually many) waiting elements at each poll. (PBS lists the array as a
+            // whole, so there the records are what tell its elements apart.)
+            let waiting =
+                element.scheduler == Scheduler::Slurm && seen == Seen::Listed(JobState::Queued);
+            let started_record = !waiting && element.task_dir.join(wrapper::START_FILE).exists();
+            let exit_record = if waiting {
+                None
+            } else {
+                std::fs::read_to_string(element.task_dir.join(wrapper::EXIT_FILE))
+                    .ok()
+                    .and_then(|text| wrapper::parse_exit_record(&text).ok())
+            };
             let decision = decide(
                 &seen,
                 started_record,

@@ -104,9 +104,6 @@ fn agent_add_writes_a_valid_source_and_list_shows_it() {
 #[test]
 fn agent_ping_over_mutual_tls_and_clear_refusals() {
     let Some(agent_bin) = agent_bin() else {
-        eprintln!(
-            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
-        );
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -172,9 +169,6 @@ fn agent_ping_over_mutual_tls_and_clear_refusals() {
 #[test]
 fn a_sweep_across_local_and_two_agents_brings_every_file_back_intact() {
     let Some(agent_bin) = agent_bin() else {
-        eprintln!(
-            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
-        );
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -241,9 +235,6 @@ fn a_sweep_across_local_and_two_agents_brings_every_file_back_intact() {
 #[test]
 fn an_agent_killed_mid_sweep_loses_no_task_and_runs_none_twice() {
     let Some(agent_bin) = agent_bin() else {
-        eprintln!(
-            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
-        );
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -285,14 +276,7 @@ fn an_agent_killed_mid_sweep_loses_no_task_and_runs_none_twice() {
     let status = p.status("lossy");
     assert_eq!(status["completed"], 40, "{status}");
     let db = rusqlite::Connection::open(p.sweep_dir("lossy").join("sweep.db")).unwrap();
-    let twice: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM (SELECT idx FROM attempts WHERE status = 'completed' GROUP BY idx HAVING COUNT(*) > 1)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(twice, 0, "a task completed twice");
+    assert_eq!(completed_twice(&p, "lossy"), 0, "a task completed twice");
     let rerun: i64 = db
         .query_row("SELECT COUNT(*) FROM tasks WHERE attempt > 1", [], |r| {
             r.get(0)
@@ -303,22 +287,12 @@ fn an_agent_killed_mid_sweep_loses_no_task_and_runs_none_twice() {
         "the tasks running on a0 ran again: {}",
         run.stderr
     );
-    for x in 1..=40u64 {
-        let data = std::fs::read(
-            p.sweep_dir("lossy")
-                .join(format!("tasks/task_{x:03}/results/data.bin")),
-        )
-        .unwrap();
-        assert!(data == expected_data(x), "task {x}: result differs");
-    }
+    assert_results_intact(&p, "lossy", 40);
 }
 
 #[test]
 fn complete_and_status_work_the_same_for_agent_sweeps() {
     let Some(agent_bin) = agent_bin() else {
-        eprintln!(
-            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
-        );
         return;
     };
     let home = tempfile::tempdir().unwrap();
@@ -408,9 +382,6 @@ fn now_ms() -> i64 {
 #[test]
 fn an_agent_low_on_disk_gets_no_new_work_and_its_waiting_tasks_move() {
     let Some(agent_bin) = agent_bin() else {
-        eprintln!(
-            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
-        );
         return;
     };
     const GIB: u64 = 1 << 30;
@@ -524,22 +495,8 @@ fn an_agent_low_on_disk_gets_no_new_work_and_its_waiting_tasks_move() {
     );
     let status = p.status("lowdisk");
     assert_eq!(status["completed"], 70, "{status}");
-    let twice: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM (SELECT idx FROM attempts WHERE status = 'completed' GROUP BY idx HAVING COUNT(*) > 1)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(twice, 0, "a task completed twice");
-    for x in 1..=70u64 {
-        let data = std::fs::read(
-            p.sweep_dir("lowdisk")
-                .join(format!("tasks/task_{x:03}/results/data.bin")),
-        )
-        .unwrap();
-        assert!(data == expected_data(x), "task {x}: result differs");
-    }
+    assert_eq!(completed_twice(&p, "lowdisk"), 0, "a task completed twice");
+    assert_results_intact(&p, "lowdisk", 70);
 }
 
 #[test]
@@ -550,9 +507,6 @@ fn bursts_of_launches_and_large_output_keep_the_control_stream_in_step() {
     // Large output makes frames span many packets; 1,000 tasks handed over at once keep the
     // outgoing queue busy.
     let Some(agent_bin) = agent_bin() else {
-        eprintln!(
-            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
-        );
         return;
     };
     let home = tempfile::tempdir().unwrap();

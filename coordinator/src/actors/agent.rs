@@ -528,6 +528,25 @@ impl Handler<Incoming> for AgentSource {
     }
 }
 
+/// Reads the agent's frames and hands them to the actor until the stream fails; returns why.
+async fn read_frames<R: tokio::io::AsyncRead + Unpin>(
+    mut recv: R,
+    actor: actix::Addr<AgentSource>,
+    name: String,
+) -> String {
+    loop {
+        let frame = match read_frame(&mut recv, MAX_FRAME).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return format!("{name} closed the control stream"),
+            Err(e) => return format!("connection to {name} lost: {e}"),
+        };
+        match hsm_protocol::decode::<FromAgent>(&frame) {
+            Ok(msg) => actor.do_send(Incoming::Frame(msg)),
+            Err(e) => return format!("malformed message from {name}: {e}"),
+        }
+    }
+}
+
 /// Aborts the task when dropped (a session's reader must not outlive the session).
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
@@ -639,21 +658,11 @@ async fn session(
     // Frames are read by their own task: `read_frame` is not cancel-safe (a frame half read when
     // another branch of a `select!` wins would be lost and the stream read out of step — seen
     // as a "frame of 1.9 GB" under a burst of 2,000 launches).
-    let reader_actor = actor.clone();
-    let reader_name = dial.name.clone();
-    let mut reader = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            let frame = read_frame(&mut recv, MAX_FRAME)
-                .await
-                .map_err(|e| format!("connection to {reader_name} lost: {e}"))?
-                .ok_or_else(|| format!("{reader_name} closed the control stream"))?;
-            let msg = hsm_protocol::decode::<FromAgent>(&frame)
-                .map_err(|e| format!("malformed message from {reader_name}: {e}"))?;
-            reader_actor.do_send(Incoming::Frame(msg));
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), String>(())
-    }));
+    let mut reader = AbortOnDrop(tokio::spawn(read_frames(
+        recv,
+        actor.clone(),
+        dial.name.clone(),
+    )));
     loop {
         if let Some(msg) = pending.take() {
             if let Err(e) = write_message(&mut send, &msg).await {
@@ -671,11 +680,7 @@ async fn session(
                 }
             },
             ended = &mut reader.0 => {
-                return Err(match ended {
-                    Ok(Err(why)) => why,
-                    Ok(Ok(())) => format!("{} closed the control stream", dial.name),
-                    Err(e) => format!("reading from {} failed: {e}", dial.name),
-                });
+                return Err(ended.unwrap_or_else(|e| format!("reading from {} failed: {e}", dial.name)));
             }
             stream = conn.accept_uni() => {
                 let mut stream = stream.map_err(|e| format!("connection to {} lost: {e}", dial.name))?;

@@ -229,7 +229,39 @@ pub const CONFIG: &str =
 /// command) builds it; a run of this crate alone may not have, and then the test says so.
 pub fn agent_bin() -> Option<std::path::PathBuf> {
     let path = std::path::Path::new(bin()).with_file_name("hsm-agent");
-    path.is_file().then_some(path)
+    if !path.is_file() {
+        eprintln!(
+            "SKIPPED: hsm-agent binary not built (run the workspace tests: tests/run-all.sh)"
+        );
+        return None;
+    }
+    Some(path)
+}
+
+/// Tasks of `sweep` with more than one completed attempt in its `sweep.db`.
+pub fn completed_twice(p: &Project, sweep: &str) -> i64 {
+    let db = rusqlite::Connection::open(p.sweep_dir(sweep).join("sweep.db")).unwrap();
+    db.query_row(
+        "SELECT COUNT(*) FROM (SELECT idx FROM attempts WHERE status = 'completed' GROUP BY idx HAVING COUNT(*) > 1)",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// Every task 1..=n of `sweep` has the `results/data.bin` that `RESULT_PY` writes for it.
+pub fn assert_results_intact(p: &Project, sweep: &str, n: u64) {
+    for x in 1..=n {
+        let path = p
+            .sweep_dir(sweep)
+            .join(format!("tasks/task_{x:03}/results/data.bin"));
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("task {x}: {e}"));
+        assert!(
+            data == expected_data(x),
+            "task {x}: result differs ({} bytes)",
+            data.len()
+        );
+    }
 }
 
 pub struct AgentProcess {
