@@ -20,9 +20,9 @@
 use crate::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
 use crate::scheduler::{HpcLaunch, SchedulerBackend};
 use hsm_protocol::{
-    check_relative_path, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer, OutcomeMsg,
-    ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef, TaskEventMsg, TaskRef,
-    TemplateMsg, AGENT_OUTPUT_DIR,
+    check_relative_path, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer, JobScriptMsg,
+    OutcomeMsg, ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef, TaskEventMsg,
+    TaskRef, TemplateMsg, AGENT_OUTPUT_DIR,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -459,10 +459,28 @@ impl Runner {
     async fn process_events(self, mut events: mpsc::UnboundedReceiver<ProcessEvent>) {
         while let Some(event) = events.recv().await {
             match event {
+                ProcessEvent::Submitted {
+                    key,
+                    job_id,
+                    script,
+                } => self.on_submitted(key.index, job_id, script),
                 ProcessEvent::Started { key, pid, at } => self.on_started(key.index, pid, at),
                 ProcessEvent::Exited { key, outcome, at } => self.on_exited(key.index, outcome, at),
             }
         }
+    }
+
+    /// A scheduler task went into a job: the coordinator learns the job id and, once per job,
+    /// gets the script for its `scripts/job_scripts/`.
+    fn on_submitted(&self, id: u64, job_id: String, script: Option<(String, String)>) {
+        self.lock().append(
+            id,
+            EventKind::Submitted {
+                job_id,
+                script: script.map(|(name, text)| JobScriptMsg { name, text }),
+            },
+        );
+        self.notify_appended();
     }
 
     fn on_started(&self, id: u64, pid: u32, at: SystemTime) {

@@ -77,7 +77,8 @@ struct State {
     elements: HashMap<TaskKey, Element>,
     /// Detected scheduler per choice, once known.
     detected: HashMap<ChoiceKey, Scheduler>,
-    slurm_max_array: Option<Option<u32>>,
+    /// What `scontrol show config` said, once asked: MaxArraySize and whether sacct has data.
+    slurm_config: Option<(Option<u32>, bool)>,
     next_chunk: u64,
     driver_started: bool,
 }
@@ -132,9 +133,59 @@ pub struct Decision {
     pub exit: Option<Outcome>,
 }
 
+/// The scheduler's own record of an element that ended without an exit record: from `sacct`
+/// (where the cluster keeps accounting), `scontrol show job`, or PBS `qstat -f`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The final state, with the exit code folded in (`FAILED` 3:0 is `NonZeroExit(3)`).
+    pub state: JobState,
+    /// The signal the job's script died of, when the scheduler says.
+    pub signal: Option<i32>,
+}
+
+impl Account {
+    /// What the account says happened, when it says enough: `None` for states that do not tell
+    /// how the task ended (PBS `F` without an exit status, a state still active).
+    fn outcome(&self, cancel_requested: bool) -> Option<Outcome> {
+        match &self.state {
+            JobState::Completed => Some(Outcome::Exited(0)),
+            JobState::Failed { reason } => Some(match reason {
+                parse::FailReason::Timeout => Outcome::TimedOut,
+                parse::FailReason::NonZeroExit(code) => Outcome::Exited(*code),
+                parse::FailReason::Other(why) => match self.signal {
+                    Some(signal) => Outcome::Signaled(signal),
+                    None => Outcome::Failed(format!("{why} (by the scheduler's account)")),
+                },
+                other => Outcome::Failed(scheduler_reason(other)?),
+            }),
+            JobState::Cancelled if cancel_requested => Some(Outcome::Cancelled),
+            JobState::Cancelled => Some(Outcome::Failed(
+                "cancelled outside hsm (scancel/qdel by a user or an administrator)".into(),
+            )),
+            JobState::Queued | JobState::Running | JobState::Ended | JobState::Unknown(_) => None,
+        }
+    }
+
+    /// True when the account shows the task ran (its outcome came from the task, not from a
+    /// job that never started).
+    fn ran(&self) -> bool {
+        match &self.state {
+            JobState::Completed => true,
+            JobState::Failed { reason } => {
+                matches!(
+                    reason,
+                    parse::FailReason::NonZeroExit(_) | parse::FailReason::Timeout
+                ) || self.signal.is_some()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Decides an element's fate from what the scheduler says, the wrapper's records and whether a
 /// cancel was asked for. `unaccounted_polls` counts polls the element went without an exit
-/// record after the scheduler stopped showing it as active.
+/// record after the scheduler stopped showing it as active; once they are used up, the
+/// scheduler's `account` of the job (when there is one) decides before anything is guessed.
 pub fn decide(
     seen: &Seen,
     started_record: bool,
@@ -142,6 +193,7 @@ pub fn decide(
     already_started: bool,
     cancel_requested: bool,
     unaccounted_polls: u32,
+    account: Option<&Account>,
 ) -> Decision {
     let running = matches!(seen, Seen::Listed(JobState::Running));
     let start = !already_started && (started_record || running || exit_record.is_some());
@@ -196,6 +248,7 @@ pub fn decide(
         return Decision { start, exit: None };
     }
     // Over, by the scheduler's account, without an exit record.
+    let accounted = account.and_then(|a| a.outcome(cancel_requested));
     let exit = match seen {
         Seen::Listed(JobState::Cancelled) if cancel_requested => Some(Outcome::Cancelled),
         _ if cancel_requested && !already_started && !started_record => Some(Outcome::Cancelled),
@@ -204,6 +257,7 @@ pub fn decide(
         }) => Some(Outcome::TimedOut),
         _ if killed_by_scheduler.is_some() => killed_by_scheduler.clone().map(Outcome::Failed),
         _ if unaccounted_polls < RECORD_GRACE_POLLS => None,
+        _ if accounted.is_some() => accounted,
         Seen::Listed(state) => Some(Outcome::SpawnFailed(format!(
             "the scheduler ended the job ({}) and the task left no exit record",
             describe(state)
@@ -212,10 +266,79 @@ pub fn decide(
             "the job left the scheduler's queue and the task left no exit record".into(),
         )),
     };
+    // A task that ran is reported started first, so its output and result files are collected.
+    let ran = started_record || account.is_some_and(Account::ran);
     Decision {
-        start: start && exit.as_ref().is_some_and(|_| started_record),
+        start: !already_started && exit.is_some() && ran,
         exit,
     }
+}
+
+/// Whether an element is due for the scheduler's account at this poll: it has ended without an
+/// exit record and its grace polls are used up, so `decide` would otherwise conclude blind.
+pub fn wants_account(seen: &Seen, exit_record: bool, unaccounted_polls: u32) -> bool {
+    let ended = match seen {
+        Seen::Listed(state) => state.is_final(),
+        Seen::Missing => true,
+    };
+    ended && !exit_record && unaccounted_polls >= RECORD_GRACE_POLLS
+}
+
+/// One element's line in `sacct -n -P -o SACCT_FORMAT` output (the job line, not a step).
+pub fn sacct_account(rows: &[parse::SacctRow], job: &str, index: Option<u32>) -> Option<Account> {
+    rows.iter()
+        .find(|r| {
+            r.step.is_none()
+                && r.array_job_id == job
+                && match (index, &r.indices) {
+                    (Some(i), Some(set)) => set.contains(i),
+                    (None, None) => true,
+                    _ => false,
+                }
+        })
+        .map(|r| Account {
+            state: r.state.clone(),
+            signal: r.exit_code.map(|e| e.signal).filter(|&s| s != 0),
+        })
+}
+
+/// One element's record in `scontrol show job JOB` output.
+pub fn scontrol_account(
+    jobs: &[parse::ScontrolJob],
+    job: &str,
+    index: Option<u32>,
+) -> Option<Account> {
+    jobs.iter()
+        .find(|j| match index {
+            Some(i) => {
+                j.array_job_id.as_deref() == Some(job)
+                    && j.array_task_id.as_ref().is_some_and(|set| set.contains(i))
+            }
+            None => j.job_id == job,
+        })
+        .map(|j| Account {
+            state: j.state.clone(),
+            signal: j.exit_code.map(|e| e.signal).filter(|&s| s != 0),
+        })
+}
+
+/// One element's block in PBS `qstat -f` output (`123[4].server`, or `123.server` alone).
+pub fn qstat_account(jobs: &[parse::QstatJob], job: &str, index: Option<u32>) -> Option<Account> {
+    let number = |id: &str| id.split(['.', '[']).next().unwrap_or("").to_string();
+    let wanted = number(job);
+    jobs.iter()
+        .find(|j| {
+            number(&j.job_id) == wanted
+                && match index {
+                    Some(i) => j.array_index == Some(i),
+                    None => j.array_index.is_none() && j.array_indices_submitted.is_none(),
+                }
+        })
+        .map(|j| Account {
+            state: j.state.clone(),
+            // PBS Pro: an exit status above 256 is a signal (status - 256).
+            signal: j.exit_status.filter(|&s| s > 256).map(|s| s - 256),
+        })
 }
 
 /// The words for a scheduler-caused failure; `None` for the task's own (non-zero exit, other).
@@ -230,7 +353,13 @@ fn scheduler_reason(reason: &parse::FailReason) -> Option<String> {
 
 fn describe(state: &JobState) -> String {
     match state {
-        JobState::Failed { reason } => format!("failed: {reason:?}"),
+        JobState::Failed { reason } => match reason {
+            parse::FailReason::Timeout => "timeout".into(),
+            parse::FailReason::NonZeroExit(code) => format!("failed with exit code {code}"),
+            parse::FailReason::Other(why) => format!("failed: {why}"),
+            other => scheduler_reason(other).unwrap_or_else(|| "failed".into()),
+        },
+        JobState::Unknown(raw) => format!("state {raw}"),
         other => format!("{other:?}").to_lowercase(),
     }
 }
@@ -431,22 +560,27 @@ impl SchedulerBackend {
         Ok(scheduler)
     }
 
+    /// `MaxArraySize` and whether the cluster keeps accounting, read once from
+    /// `scontrol show config` (unknown and false when it cannot be read).
+    async fn slurm_config(&self) -> (Option<u32>, bool) {
+        let cached = self.lock().slurm_config;
+        if let Some(known) = cached {
+            return known;
+        }
+        let known = match run("scontrol", &["show", "config"], None).await {
+            Ok(out) if out.ok => {
+                let config = parse::parse_scontrol_config(&out.stdout);
+                (config.max_array_size, config.has_accounting())
+            }
+            _ => (None, false),
+        };
+        self.lock().slurm_config = Some(known);
+        known
+    }
+
     async fn max_array(&self, scheduler: Scheduler, resources: &HpcResources) -> u32 {
         let cluster = if scheduler == Scheduler::Slurm {
-            let cached = self.lock().slurm_max_array;
-            match cached {
-                Some(known) => known,
-                None => {
-                    let known = match run("scontrol", &["show", "config"], None).await {
-                        Ok(out) if out.ok => {
-                            parse::parse_scontrol_config(&out.stdout).max_array_size
-                        }
-                        _ => None,
-                    };
-                    self.lock().slurm_max_array = Some(known);
-                    known
-                }
-            }
+            self.slurm_config().await.0
         } else {
             None
         };
@@ -531,7 +665,7 @@ impl SchedulerBackend {
     ) {
         let chunk_dir = self.next_chunk_dir(&chunk[0].scripts_dir);
         let dirs: Vec<PathBuf> = chunk.iter().map(|l| l.task_dir.clone()).collect();
-        let prepared = (|| -> Result<PathBuf, String> {
+        let prepared = (|| -> Result<(PathBuf, String), String> {
             std::fs::create_dir_all(&chunk_dir)
                 .map_err(|e| format!("cannot create {}: {e}", chunk_dir.display()))?;
             let index = script::tasks_index(&dirs).map_err(|e| e.to_string())?;
@@ -551,14 +685,14 @@ impl SchedulerBackend {
             let text = script::array_job_script(scheduler, &spec).map_err(|e| e.to_string())?;
             let path = chunk_dir.join("job.sh");
             write_file(&path, text.as_bytes())?;
-            Ok(path)
+            Ok((path, text))
         })();
         let keys: Vec<(TaskKey, PathBuf)> = chunk
             .iter()
             .map(|l| (l.launch.key, l.task_dir.clone()))
             .collect();
-        let script_path = match prepared {
-            Ok(path) => path,
+        let (script_path, script_text) = match prepared {
+            Ok(prepared) => prepared,
             Err(message) => {
                 for (key, _) in keys {
                     self.exited(key, Outcome::SpawnFailed(message.clone()));
@@ -571,8 +705,14 @@ impl SchedulerBackend {
             .await
         {
             Ok(job) => {
+                let mut script = Some((script_name(&chunk_dir, &job), script_text));
                 let mut state = self.lock();
                 for (i, (key, task_dir)) in keys.into_iter().enumerate() {
+                    let _ = self.inner.events.send(ProcessEvent::Submitted {
+                        key,
+                        job_id: element_id(scheduler, &job, Some(i as u32)),
+                        script: script.take(),
+                    });
                     state.elements.insert(
                         key,
                         Element {
@@ -604,7 +744,7 @@ impl SchedulerBackend {
     ) {
         let chunk_dir = self.next_chunk_dir(&launch.scripts_dir);
         let key = launch.launch.key;
-        let prepared = (|| -> Result<PathBuf, String> {
+        let prepared = (|| -> Result<(PathBuf, String), String> {
             std::fs::create_dir_all(&chunk_dir)
                 .map_err(|e| format!("cannot create {}: {e}", chunk_dir.display()))?;
             let wrapper_path = chunk_dir.join(script::WRAPPER_FILE);
@@ -619,14 +759,22 @@ impl SchedulerBackend {
             let text = script::single_job_script(scheduler, &spec).map_err(|e| e.to_string())?;
             let path = chunk_dir.join("job.sh");
             write_file(&path, text.as_bytes())?;
-            Ok(path)
+            Ok((path, text))
         })();
         let result = match prepared {
-            Ok(path) => self.submit_script(scheduler, &path, &chunk_dir).await,
+            Ok((path, text)) => self
+                .submit_script(scheduler, &path, &chunk_dir)
+                .await
+                .map(|job| (job, text)),
             Err(message) => Err(message),
         };
         match result {
-            Ok(job) => {
+            Ok((job, text)) => {
+                let _ = self.inner.events.send(ProcessEvent::Submitted {
+                    key,
+                    job_id: job.clone(),
+                    script: Some((script_name(&chunk_dir, &job), text)),
+                });
                 self.lock().elements.insert(
                     key,
                     Element {
@@ -726,6 +874,104 @@ impl SchedulerBackend {
         }
     }
 
+    /// The scheduler's records of elements that left without an exit record: Slurm's `sacct`
+    /// (one call, when the cluster keeps accounting), then `scontrol show job` (one call per
+    /// job) for what sacct did not know; PBS `qstat -f` (`-x` on PBS Pro for finished jobs).
+    /// Failures only mean no account: the caller then concludes as before.
+    async fn accounts(&self, due: &[(TaskKey, Element)]) -> HashMap<TaskKey, Account> {
+        let mut found = HashMap::new();
+        let slurm: Vec<&(TaskKey, Element)> = due
+            .iter()
+            .filter(|(_, e)| e.scheduler == Scheduler::Slurm)
+            .collect();
+        if !slurm.is_empty() {
+            let mut jobs: Vec<&str> = slurm.iter().map(|(_, e)| e.job.as_str()).collect();
+            jobs.sort_unstable();
+            jobs.dedup();
+            if self.slurm_config().await.1 {
+                let list = jobs.join(",");
+                match run(
+                    "sacct",
+                    &["-n", "-P", "-o", parse::SACCT_FORMAT, "-j", &list],
+                    None,
+                )
+                .await
+                {
+                    Ok(out) if out.ok => {
+                        let rows = parse::parse_sacct(&out.stdout).rows;
+                        for (key, e) in &slurm {
+                            if let Some(a) = sacct_account(&rows, &e.job, e.index) {
+                                found.insert(*key, a);
+                            }
+                        }
+                    }
+                    Ok(out) => {
+                        tracing::info!(stderr = %out.stderr.trim(), "sacct has no answer; asking scontrol")
+                    }
+                    Err(e) => tracing::info!(error = %e, "sacct failed; asking scontrol"),
+                }
+            }
+            for job in jobs {
+                if slurm
+                    .iter()
+                    .all(|(k, e)| e.job != job || found.contains_key(k))
+                {
+                    continue;
+                }
+                match run("scontrol", &["show", "job", job], None).await {
+                    Ok(out) if out.ok => match parse::parse_scontrol_job(&out.stdout) {
+                        Ok(records) => {
+                            for (key, e) in slurm.iter().filter(|(_, e)| e.job == job) {
+                                if let Some(a) = scontrol_account(&records, &e.job, e.index) {
+                                    found.entry(*key).or_insert(a);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read scontrol show job"),
+                    },
+                    // Gone from the controller too (older than MinJobAge): no account.
+                    Ok(_) => {}
+                    Err(e) => tracing::info!(error = %e, "scontrol show job failed"),
+                }
+            }
+        }
+        let pbs: Vec<&(TaskKey, Element)> = due
+            .iter()
+            .filter(|(_, e)| e.scheduler != Scheduler::Slurm)
+            .collect();
+        if !pbs.is_empty() {
+            let mut ids: Vec<String> = pbs
+                .iter()
+                .map(|(_, e)| element_id(e.scheduler, &e.job, e.index))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut args = vec!["-f"];
+            if pbs.iter().any(|(_, e)| e.scheduler == Scheduler::PbsPro) {
+                args.push("-x");
+            }
+            args.extend(ids.iter().map(String::as_str));
+            match run("qstat", &args, None).await {
+                // qstat prints what it knows and complains about the rest.
+                Ok(out) if !out.stdout.trim().is_empty() => {
+                    match parse::parse_qstat_full(&out.stdout) {
+                        Ok(records) => {
+                            for (key, e) in &pbs {
+                                if let Some(a) = qstat_account(&records, &e.job, e.index) {
+                                    found.insert(*key, a);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read qstat -f"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(error = %e, "qstat -f failed"),
+            }
+        }
+        found
+    }
+
     /// One round of following; false when a scheduler command failed.
     async fn poll(&self) -> bool {
         let elements: Vec<(TaskKey, Element)> = self
@@ -798,6 +1044,7 @@ impl SchedulerBackend {
             }
         };
         let all_ok = slurm_rows.is_some() && pbs_rows.is_some();
+        let mut observed = Vec::with_capacity(elements.len());
         for (key, element) in elements {
             let seen = match element.scheduler {
                 Scheduler::Slurm => match &slurm_rows {
@@ -837,6 +1084,23 @@ impl SchedulerBackend {
                     .ok()
                     .and_then(|text| wrapper::parse_exit_record(&text).ok())
             };
+            observed.push((key, element, seen, started_record, exit_record));
+        }
+        // Elements that ended without an exit record and used up their grace: ask the
+        // scheduler's records how they ended (a few calls for all of them, never one per task).
+        let due: Vec<(TaskKey, Element)> = observed
+            .iter()
+            .filter(|(_, e, seen, _, record)| {
+                wants_account(seen, record.is_some(), e.unaccounted_polls)
+            })
+            .map(|(k, e, ..)| (*k, e.clone()))
+            .collect();
+        let accounts = if due.is_empty() {
+            HashMap::new()
+        } else {
+            self.accounts(&due).await
+        };
+        for (key, element, seen, started_record, exit_record) in observed {
             let decision = decide(
                 &seen,
                 started_record,
@@ -844,6 +1108,7 @@ impl SchedulerBackend {
                 element.started,
                 element.cancel_requested,
                 element.unaccounted_polls,
+                accounts.get(&key),
             );
             {
                 let mut state = self.lock();
@@ -908,6 +1173,27 @@ fn job_name(scripts_dir: &Path) -> String {
         .take(40)
         .collect();
     format!("hsm_{name}")
+}
+
+/// The name a job script travels under: its chunk directory and the job id, as one safe file
+/// name (`job_1764370000000_0001-4242.sh`).
+fn script_name(chunk_dir: &Path, job: &str) -> String {
+    let chunk = chunk_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("job");
+    let id: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{chunk}-{id}.sh")
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -976,7 +1262,15 @@ mod tests {
     #[test]
     fn the_exit_record_decides_when_there_is_one() {
         let running = Seen::Listed(JobState::Running);
-        let d = decide(&running, true, Some(&record(0, None)), false, false, 0);
+        let d = decide(
+            &running,
+            true,
+            Some(&record(0, None)),
+            false,
+            false,
+            0,
+            None,
+        );
         assert_eq!(
             d,
             Decision {
@@ -984,14 +1278,38 @@ mod tests {
                 exit: Some(Outcome::Exited(0))
             }
         );
-        let d = decide(&Seen::Missing, true, Some(&record(3, None)), true, false, 0);
+        let d = decide(
+            &Seen::Missing,
+            true,
+            Some(&record(3, None)),
+            true,
+            false,
+            0,
+            None,
+        );
         assert_eq!(d.exit, Some(Outcome::Exited(3)));
         assert!(!d.start, "already reported started");
-        let d = decide(&running, true, Some(&record(143, Some(15))), true, true, 0);
+        let d = decide(
+            &running,
+            true,
+            Some(&record(143, Some(15))),
+            true,
+            true,
+            0,
+            None,
+        );
         assert_eq!(d.exit, Some(Outcome::Cancelled));
         // A signal nobody here sent, the job still shown running: wait for the scheduler's
         // account (it may be a walltime kill) a few polls, then report the signal.
-        let d = decide(&running, true, Some(&record(143, Some(15))), true, false, 0);
+        let d = decide(
+            &running,
+            true,
+            Some(&record(143, Some(15))),
+            true,
+            false,
+            0,
+            None,
+        );
         assert_eq!(d.exit, None);
         let d = decide(
             &running,
@@ -1000,12 +1318,21 @@ mod tests {
             true,
             false,
             RECORD_GRACE_POLLS,
+            None,
         );
         assert_eq!(d.exit, Some(Outcome::Signaled(15)));
         let timeout = Seen::Listed(JobState::Failed {
             reason: FailReason::Timeout,
         });
-        let d = decide(&timeout, true, Some(&record(143, Some(15))), true, false, 0);
+        let d = decide(
+            &timeout,
+            true,
+            Some(&record(143, Some(15))),
+            true,
+            false,
+            0,
+            None,
+        );
         assert_eq!(
             d.exit,
             Some(Outcome::TimedOut),
@@ -1013,7 +1340,15 @@ mod tests {
         );
         let mut failed_start = record(127, None);
         failed_start.error = Some("cannot change directory to /nope".into());
-        let d = decide(&Seen::Missing, true, Some(&failed_start), false, false, 0);
+        let d = decide(
+            &Seen::Missing,
+            true,
+            Some(&failed_start),
+            false,
+            false,
+            0,
+            None,
+        );
         assert_eq!(
             d.exit,
             Some(Outcome::SpawnFailed(
@@ -1026,7 +1361,7 @@ mod tests {
     fn without_a_record_the_scheduler_view_fills_in_after_a_grace() {
         let queued = Seen::Listed(JobState::Queued);
         assert_eq!(
-            decide(&queued, false, None, false, false, 0),
+            decide(&queued, false, None, false, false, 0, None),
             Decision {
                 start: false,
                 exit: None
@@ -1034,7 +1369,7 @@ mod tests {
         );
         let running = Seen::Listed(JobState::Running);
         assert_eq!(
-            decide(&running, false, None, false, false, 0),
+            decide(&running, false, None, false, false, 0, None),
             Decision {
                 start: true,
                 exit: None
@@ -1043,7 +1378,7 @@ mod tests {
         // Cancelled while pending: never started, ends cancelled at once.
         let cancelled = Seen::Listed(JobState::Cancelled);
         assert_eq!(
-            decide(&cancelled, false, None, false, true, 0),
+            decide(&cancelled, false, None, false, true, 0, None),
             Decision {
                 start: false,
                 exit: Some(Outcome::Cancelled)
@@ -1054,14 +1389,23 @@ mod tests {
             reason: FailReason::NodeFail,
         });
         assert_eq!(
-            decide(&node, true, None, true, false, 0).exit,
+            decide(&node, true, None, true, false, 0, None).exit,
             Some(Outcome::Failed("node failure".into()))
         );
         let oom = Seen::Listed(JobState::Failed {
             reason: FailReason::OutOfMemory,
         });
         assert_eq!(
-            decide(&oom, true, Some(&record(137, Some(9))), true, false, 0).exit,
+            decide(
+                &oom,
+                true,
+                Some(&record(137, Some(9))),
+                true,
+                false,
+                0,
+                None
+            )
+            .exit,
             Some(Outcome::Failed(
                 "out of memory (killed by the scheduler)".into()
             ))
@@ -1071,9 +1415,11 @@ mod tests {
         let ended = Seen::Listed(JobState::Failed {
             reason: FailReason::NonZeroExit(2),
         });
-        assert_eq!(decide(&ended, true, None, true, false, 0).exit, None);
-        match decide(&ended, true, None, true, false, RECORD_GRACE_POLLS).exit {
-            Some(Outcome::SpawnFailed(why)) => assert!(why.contains("NonZeroExit"), "{why}"),
+        assert_eq!(decide(&ended, true, None, true, false, 0, None).exit, None);
+        match decide(&ended, true, None, true, false, RECORD_GRACE_POLLS, None).exit {
+            Some(Outcome::SpawnFailed(why)) => {
+                assert!(why.contains("failed with exit code 2"), "{why}")
+            }
             other => panic!("{other:?}"),
         }
         match decide(
@@ -1083,6 +1429,7 @@ mod tests {
             false,
             false,
             RECORD_GRACE_POLLS,
+            None,
         )
         .exit
         {
@@ -1093,14 +1440,14 @@ mod tests {
             reason: FailReason::Timeout,
         });
         assert_eq!(
-            decide(&timeout, true, None, true, false, 0).exit,
+            decide(&timeout, true, None, true, false, 0, None).exit,
             Some(Outcome::TimedOut)
         );
-        // Never success without a record.
+        // Never success without a record or the scheduler's account of the exit.
         let completed = Seen::Listed(JobState::Completed);
         for polls in 0..10 {
             assert!(!matches!(
-                decide(&completed, true, None, true, false, polls).exit,
+                decide(&completed, true, None, true, false, polls, None).exit,
                 Some(Outcome::Exited(0))
             ));
         }
@@ -1132,5 +1479,159 @@ mod tests {
         );
         assert_eq!(element_id(Scheduler::Torque, "77", Some(2)), "77[2]");
         assert_eq!(element_id(Scheduler::Slurm, "5", None), "5");
+    }
+
+    #[test]
+    fn past_the_grace_the_schedulers_account_decides() {
+        let account = |state: JobState, signal: Option<i32>| Account { state, signal };
+        let missing = Seen::Missing;
+        let grace = RECORD_GRACE_POLLS;
+        // Not asked for before the grace is used up, nor when there is an exit record.
+        assert!(!wants_account(&missing, false, grace - 1));
+        assert!(!wants_account(&missing, true, grace));
+        assert!(!wants_account(
+            &Seen::Listed(JobState::Running),
+            false,
+            grace
+        ));
+        assert!(wants_account(&missing, false, grace));
+        assert!(wants_account(
+            &Seen::Listed(JobState::Completed),
+            false,
+            grace
+        ));
+        // Before the grace, an account changes nothing.
+        let ok = account(JobState::Completed, None);
+        assert_eq!(
+            decide(&missing, false, None, false, false, 0, Some(&ok)).exit,
+            None
+        );
+        // The wrapper was killed with SIGKILL (FAILED 0:9): the task ran; reported started
+        // first (so its output and files are collected), then the signal.
+        let killed = account(
+            JobState::Failed {
+                reason: FailReason::Other("killed by signal 9".into()),
+            },
+            Some(9),
+        );
+        assert_eq!(
+            decide(&missing, true, None, false, false, grace, Some(&killed)),
+            Decision {
+                start: true,
+                exit: Some(Outcome::Signaled(9))
+            }
+        );
+        // COMPLETED 0:0 by sacct is evidence of success even with no record.
+        assert_eq!(
+            decide(&missing, false, None, false, false, grace, Some(&ok)),
+            Decision {
+                start: true,
+                exit: Some(Outcome::Exited(0))
+            }
+        );
+        let three = account(
+            JobState::Failed {
+                reason: FailReason::NonZeroExit(3),
+            },
+            None,
+        );
+        assert_eq!(
+            decide(&missing, true, None, true, false, grace, Some(&three)).exit,
+            Some(Outcome::Exited(3))
+        );
+        let timeout = account(
+            JobState::Failed {
+                reason: FailReason::Timeout,
+            },
+            None,
+        );
+        assert_eq!(
+            decide(&missing, true, None, true, false, grace, Some(&timeout)).exit,
+            Some(Outcome::TimedOut)
+        );
+        let node = account(
+            JobState::Failed {
+                reason: FailReason::NodeFail,
+            },
+            None,
+        );
+        assert_eq!(
+            decide(&missing, false, None, false, false, grace, Some(&node)),
+            Decision {
+                start: false,
+                exit: Some(Outcome::Failed("node failure".into()))
+            }
+        );
+        // Cancelled by someone else: failed, saying so; by us: cancelled.
+        let cancelled = account(JobState::Cancelled, None);
+        match decide(&missing, true, None, true, false, grace, Some(&cancelled)).exit {
+            Some(Outcome::Failed(why)) => assert!(why.contains("outside hsm"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            decide(&missing, true, None, true, true, grace, Some(&cancelled)).exit,
+            Some(Outcome::Cancelled)
+        );
+        // An account that does not say how it ended (PBS `F` without status) is no account.
+        let vague = account(JobState::Ended, None);
+        assert!(matches!(
+            decide(&missing, true, None, true, false, grace, Some(&vague)).exit,
+            Some(Outcome::SpawnFailed(_))
+        ));
+    }
+
+    #[test]
+    fn accounts_are_found_for_the_right_element() {
+        let sacct = parse::parse_sacct(
+            "40_0|COMPLETED|0:0\n40_0.batch|COMPLETED|0:0\n40_1|FAILED|0:9\n40_1.batch|FAILED|0:9\n41|TIMEOUT|0:0\n",
+        )
+        .rows;
+        assert_eq!(
+            sacct_account(&sacct, "40", Some(0)).map(|a| a.state),
+            Some(JobState::Completed)
+        );
+        assert_eq!(
+            sacct_account(&sacct, "40", Some(1)).and_then(|a| a.signal),
+            Some(9)
+        );
+        assert_eq!(sacct_account(&sacct, "40", Some(2)), None);
+        assert_eq!(
+            sacct_account(&sacct, "41", None).map(|a| a.state),
+            Some(JobState::Failed {
+                reason: FailReason::Timeout
+            })
+        );
+        assert_eq!(sacct_account(&sacct, "41", Some(0)), None);
+        let scontrol = parse::parse_scontrol_job(
+            "JobId=51 ArrayJobId=50 ArrayTaskId=1 JobName=hsm_x\n   JobState=FAILED Reason=NonZeroExitCode Dependency=(null)\n   ExitCode=0:9\n\nJobId=52 ArrayJobId=50 ArrayTaskId=2 JobName=hsm_x\n   JobState=COMPLETED Reason=None\n   ExitCode=0:0\n",
+        )
+        .unwrap();
+        let a = scontrol_account(&scontrol, "50", Some(1)).unwrap();
+        assert_eq!(a.signal, Some(9));
+        assert!(matches!(a.state, JobState::Failed { .. }));
+        assert_eq!(
+            scontrol_account(&scontrol, "50", Some(2)).map(|a| a.state),
+            Some(JobState::Completed)
+        );
+        assert_eq!(scontrol_account(&scontrol, "50", Some(3)), None);
+        assert_eq!(
+            scontrol_account(&scontrol, "51", None).map(|a| a.signal),
+            Some(Some(9))
+        );
+        let qstat = parse::parse_qstat_full(
+            "Job Id: 123[4].pbs01\n    job_state = F\n    Exit_status = 265\n    array_index = 4\n\nJob Id: 124.pbs01\n    job_state = F\n    Exit_status = -29\n",
+        )
+        .unwrap();
+        assert_eq!(
+            qstat_account(&qstat, "123[].pbs01", Some(4)).and_then(|a| a.signal),
+            Some(9)
+        );
+        assert_eq!(qstat_account(&qstat, "123[].pbs01", Some(5)), None);
+        assert_eq!(
+            qstat_account(&qstat, "124.pbs01", None).map(|a| a.state),
+            Some(JobState::Failed {
+                reason: FailReason::Timeout
+            })
+        );
     }
 }

@@ -506,6 +506,9 @@ async fn five_hundred_true_two_in_flight() {
         max_running = max_running.max(backend.running());
         match next_event(&mut rx).await {
             ProcessEvent::Started { .. } => {}
+            ProcessEvent::Submitted { key, .. } => {
+                panic!("the process backend submitted task {key:?} to a scheduler")
+            }
             ProcessEvent::Exited { key, outcome, .. } => {
                 assert_eq!(outcome, Outcome::Exited(0), "task {key:?}");
                 ok += 1;

@@ -265,6 +265,7 @@ fn check_sequence(seen: &Seen, index: u64) {
     let kinds: Vec<char> = events
         .iter()
         .map(|e| match e.kind {
+            EventKind::Submitted { .. } => 'J',
             EventKind::Started { .. } => 'S',
             EventKind::Output { .. } => 'O',
             EventKind::Exited { .. } => 'E',
@@ -831,6 +832,9 @@ async fn a_task_printing_200_mib_to_a_lagging_coordinator_keeps_memory_bounded()
                     }
                     EventKind::ResultOffer { .. } => done = true,
                     EventKind::Started { .. } => {}
+                    EventKind::Submitted { .. } => {
+                        panic!("a process task was submitted to a scheduler")
+                    }
                 }
             }
             client.ack(&batch.events).await;

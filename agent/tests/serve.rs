@@ -5,7 +5,9 @@
 use hsm_agent::identity::{AuthorizedKeys, Identity};
 use hsm_agent::tls::{self, TransportOptions};
 use hsm_agent::wire::{read_frame, write_message};
-use hsm_protocol::{decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_FRAME};
+use hsm_protocol::{
+    decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_FRAME, PROTOCOL_VERSION,
+};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -147,7 +149,8 @@ async fn another_protocol_version_is_rejected_naming_both() {
     match decode::<HelloReply>(&reply).unwrap() {
         HelloReply::Reject(reject) => {
             assert!(
-                reject.reason.contains("99") && reject.reason.contains('1'),
+                reject.reason.contains("99")
+                    && reject.reason.contains(&PROTOCOL_VERSION.to_string()),
                 "{}",
                 reject.reason
             );
@@ -156,7 +159,7 @@ async fn another_protocol_version_is_rejected_naming_both() {
                     reject.coordinator_protocol_version,
                     reject.agent_protocol_version
                 ),
-                (99, 1)
+                (99, PROTOCOL_VERSION)
             );
         }
         other => panic!("expected a reject, got {other:?}"),

@@ -21,8 +21,8 @@ fn slurm() -> Option<PathBuf> {
     }
 }
 
-/// Writes `results/r.txt` (`x=<x>`), prints a line, fails with 3 for x == 13, and sleeps for
-/// `sleep` seconds when given.
+/// Writes `results/r.txt` (`x=<x>`), prints a line, fails with 3 for x == 13, sleeps for
+/// `sleep` seconds when given, and kills its wrapper (SIGKILL) when x == `kill_wrapper`.
 const TASK_PY: &str = r#"
 import os, sys, time
 args = dict(a.split("=", 1) for a in sys.argv[1:])
@@ -33,6 +33,10 @@ os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, "r.txt"), "w") as f:
     f.write(f"x={x}\n")
 print(f"task {x} ran in job {os.environ.get('SLURM_JOB_ID')}", flush=True)
+if x == int(args.get("kill_wrapper", "0")):
+    # Takes the wrapper down with it: no exit record, only the scheduler knows.
+    os.kill(os.getppid(), 9)
+    time.sleep(5)
 sys.exit(3 if x == 13 else 0)
 "#;
 
@@ -151,6 +155,26 @@ fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
             "#SBATCH --array=0-4"
         ]
     );
+    // The same scripts came back to the coordinator's sweep directory, named with their job id.
+    let back = c.project.sweep_dir("arr").join("scripts/job_scripts/hpc1");
+    let mut synced: Vec<(String, String)> = std::fs::read_dir(&back)
+        .unwrap_or_else(|e| panic!("{}: {e}", back.display()))
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(e.path()).unwrap())
+        })
+        .collect();
+    synced.sort();
+    assert_eq!(synced.len(), 3, "{synced:?}");
+    for (job, (name, text)) in jobs.iter().zip(&synced) {
+        let chunk = job.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&format!("{chunk}-")) && name.ends_with(".sh"),
+            "{name}"
+        );
+        assert_eq!(text, &std::fs::read_to_string(job.join("job.sh")).unwrap());
+    }
     for x in 1..=25u64 {
         let dir = c
             .project
@@ -272,6 +296,45 @@ fn a_task_over_its_walltime_ends_failed_with_reason_timeout() {
     assert_eq!(task["reason"], "timeout", "{task}");
     let script = std::fs::read_to_string(c.jobs("wall")[0].join("job.sh")).unwrap();
     assert!(script.contains("#SBATCH --time=00:01:00"), "{script}");
+}
+
+#[test]
+fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
+    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+        return;
+    };
+    // Task 2 SIGKILLs the wrapper, so no exit record is written; Slurm records FAILED 0:9.
+    // This cluster keeps no accounting, so `scontrol show job` is where that is read.
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    x: [1, 2, 3]\n    kill_wrapper: [2]\n",
+        "",
+    );
+    c.run(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "norec"])
+        .expect_code(1);
+    let status = c.project.status("norec");
+    assert_eq!(status["completed"], 2, "{status}");
+    let task = &status["tasks"][1];
+    assert_eq!(
+        (&task["status"], &task["reason"]),
+        (&"failed".into(), &"killed by signal 9".into()),
+        "{task}"
+    );
+    // It ran: reported started, its output and files collected like any other task's.
+    let dir = c.project.sweep_dir("norec").join("tasks/task_002");
+    let stdout = std::fs::read_to_string(dir.join("stdout.log")).unwrap();
+    assert!(stdout.starts_with("task 2 ran in job "), "{stdout:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("results/r.txt")).unwrap(),
+        "x=2\n"
+    );
+    let agent_dir = c.agent.work_dir().join("norec/tasks/task_002");
+    assert!(agent_dir.join("hsm_start").exists());
+    assert!(
+        !agent_dir.join("hsm_exit").exists(),
+        "the wrapper wrote no record"
+    );
 }
 
 #[test]

@@ -314,11 +314,18 @@ impl TaskEventMsg {
     }
 }
 
-/// What happened to a task attempt. In order: `Started`, any `Output`, `Exited`, then one
-/// `ResultOffer` (possibly with no files) once the outcome's files are ready; an attempt that never
-/// started goes straight to `Exited`.
+/// What happened to a task attempt. In order: `Submitted` (batch-scheduler tasks only), `Started`,
+/// any `Output`, `Exited`, then one `ResultOffer` (possibly with no files) once the outcome's files
+/// are ready; an attempt that never started goes straight to `Exited`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
+    /// Handed to a batch scheduler (Slurm, PBS) as part of a job.
+    Submitted {
+        /// The scheduler's id of the element that runs this task (`123_4`, `56[7].server`).
+        job_id: String,
+        /// The job script, sent with the first task of each submitted job only.
+        script: Option<JobScriptMsg>,
+    },
     /// The process was spawned.
     Started {
         /// Its process id on the agent's host.
@@ -345,6 +352,15 @@ pub enum EventKind {
         /// The files, with paths relative to the task's directory.
         files: Vec<FileOffer>,
     },
+}
+
+/// A job script the agent submitted, for the coordinator's `scripts/job_scripts/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobScriptMsg {
+    /// A plain file name (no directory), unique per agent and sweep.
+    pub name: String,
+    /// The script as submitted.
+    pub text: String,
 }
 
 /// Which output stream a chunk belongs to.

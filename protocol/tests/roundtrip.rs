@@ -75,6 +75,7 @@ fn every_from_agent_variant_round_trips() {
     }
     fn kind_names(kind: &EventKind) -> Vec<&'static str> {
         match kind {
+            EventKind::Submitted { .. } => vec!["Submitted"],
             EventKind::Started { .. } => vec!["Started"],
             EventKind::Output { .. } => vec!["Output"],
             EventKind::Exited { outcome, .. } => vec!["Exited", outcome_name(outcome)],
@@ -95,7 +96,7 @@ fn every_from_agent_variant_round_trips() {
             FromAgent::Error(_) => _ = covered.insert("Error"),
         }
     }
-    assert_eq!(covered.len(), 4 + 4 + 7, "{covered:?}");
+    assert_eq!(covered.len(), 4 + 5 + 7, "{covered:?}");
     round_trips_at_every_split(&samples);
 }
 

@@ -18,8 +18,8 @@ use hsm_agent::tls::{self, TransportOptions};
 use hsm_agent::wire::{read_frame, write_message};
 use hsm_protocol::{
     AckMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileOffer, FromAgent, Hello, HelloReply,
-    OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId, TaskIndex, TaskMsg, TaskRef,
-    TemplateMsg, ToAgent, MAX_FRAME,
+    JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId, TaskIndex, TaskMsg,
+    TaskRef, TemplateMsg, ToAgent, MAX_FRAME,
 };
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -147,6 +147,38 @@ impl AgentSource {
         self.finish(key, exit);
     }
 
+    /// Keeps a job script the agent submitted under `scripts/job_scripts/<source>/`, next to the
+    /// scripts of in-process scheduler sources. A name that is not one plain file name is the
+    /// peer's error: logged, not written.
+    fn save_job_script(&self, script: &JobScriptMsg) {
+        let name = script.name.as_str();
+        let plain = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !plain {
+            tracing::warn!(agent = %self.setup.name, name = ?name, "agent sent a job script with an unusable name; not saved");
+            return;
+        }
+        let dir = self
+            .setup
+            .paths
+            .root
+            .join("scripts")
+            .join("job_scripts")
+            .join(&self.setup.name);
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, script.text.as_bytes())?;
+            std::fs::rename(&tmp, dir.join(name))
+        });
+        if let Err(e) = written {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot save a job script");
+        }
+    }
+
     fn apply_event(&mut self, key: TaskKey, seq: u64, kind: EventKind) {
         let Some(attempt) = self.attempts.get_mut(&key) else {
             // Not an attempt this run waits for (an old attempt, another run): acknowledged
@@ -158,6 +190,12 @@ impl AgentSource {
         }
         attempt.last_seq = seq;
         match kind {
+            EventKind::Submitted { job_id, script } => {
+                tracing::debug!(task = key.index, job = %job_id, "submitted to the agent's scheduler");
+                if let Some(script) = script {
+                    self.save_job_script(&script);
+                }
+            }
             EventKind::Started { pid, at_ms } => self.events_to.do_send(SourceEvent {
                 source: self.setup.source,
                 report: TaskReport::Started {

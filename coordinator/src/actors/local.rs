@@ -71,10 +71,9 @@ impl Actor for LocalSource {
         // Forward backend events in arrival order; the sweep actor's mailbox is the only queue.
         ctx.spawn(actix::fut::wrap_future(async move {
             while let Some(event) = events_rx.recv().await {
-                events_to.do_send(SourceEvent {
-                    source,
-                    report: report_of(event),
-                });
+                if let Some(report) = report_of(event) {
+                    events_to.do_send(SourceEvent { source, report });
+                }
             }
         }));
     }
@@ -155,17 +154,22 @@ impl Handler<LaunchTask> for LocalSource {
                     _ => {}
                 }
             }
-            Err(e) => self.events_to.do_send(SourceEvent {
-                source: self.setup.source,
-                report: report_of(ProcessEvent::Exited {
+            Err(e) => {
+                let failed = ProcessEvent::Exited {
                     key: msg.key,
                     outcome: Outcome::SpawnFailed(format!(
                         "cannot prepare {}: {e}",
                         self.setup.paths.task_dir(msg.key.index).display()
                     )),
                     at: SystemTime::now(),
-                }),
-            }),
+                };
+                if let Some(report) = report_of(failed) {
+                    self.events_to.do_send(SourceEvent {
+                        source: self.setup.source,
+                        report,
+                    });
+                }
+            }
         }
     }
 }

@@ -84,18 +84,20 @@ pub fn exit_of(outcome: Outcome) -> ExitKind {
     }
 }
 
-/// A local process event as a task report.
-pub fn report_of(event: ProcessEvent) -> TaskReport {
+/// A local process event as a task report; `None` for a scheduler submission, whose job script
+/// an in-process scheduler source already wrote into the sweep's `scripts/job_scripts/`.
+pub fn report_of(event: ProcessEvent) -> Option<TaskReport> {
     match event {
-        ProcessEvent::Started { key, pid, at } => TaskReport::Started {
+        ProcessEvent::Submitted { .. } => None,
+        ProcessEvent::Started { key, pid, at } => Some(TaskReport::Started {
             key,
             pid: Some(pid),
             at_ms: ms_of(at),
-        },
-        ProcessEvent::Exited { key, outcome, at } => TaskReport::Finished {
+        }),
+        ProcessEvent::Exited { key, outcome, at } => Some(TaskReport::Finished {
             key,
             exit: exit_of(outcome),
             at_ms: ms_of(at),
-        },
+        }),
     }
 }

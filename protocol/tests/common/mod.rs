@@ -119,6 +119,16 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
     let mut events = vec![
         event(
             1,
+            EventKind::Submitted {
+                job_id: "4242_7".into(),
+                script: Some(JobScriptMsg {
+                    name: "job_1735732800000_0001.sh".into(),
+                    text: "#!/bin/bash\n#SBATCH --array=0-9\n".into(),
+                }),
+            },
+        ),
+        event(
+            1,
             EventKind::Started {
                 pid: 4242,
                 at_ms: 1_735_732_800_000,
@@ -366,6 +376,12 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
             }),
         (outcome(), any::<i64>()).prop_map(|(outcome, at_ms)| EventKind::Exited { outcome, at_ms }),
         vec(file_offer(), 0..3).prop_map(|files| EventKind::ResultOffer { files }),
+        (text(), proptest::option::of((text(), text()))).prop_map(|(job_id, script)| {
+            EventKind::Submitted {
+                job_id,
+                script: script.map(|(name, text)| JobScriptMsg { name, text }),
+            }
+        }),
     ]
 }
 
