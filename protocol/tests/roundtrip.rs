@@ -465,7 +465,8 @@ fn a_future_hello_still_decodes_and_is_rejected_with_both_versions() {
         running: vec![],
     };
     let reject = negotiate(&hello, agent).unwrap_err();
-    assert!(reject
-        .reason
-        .starts_with("coordinator speaks protocol 9, this agent speaks 1: upgrade the agent"));
+    let expected = format!(
+        "coordinator speaks protocol 9, this agent speaks {PROTOCOL_VERSION}: upgrade the agent"
+    );
+    assert!(reject.reason.starts_with(&expected), "{}", reject.reason);
 }
