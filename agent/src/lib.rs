@@ -3,6 +3,7 @@
 
 pub mod hpc;
 pub mod identity;
+pub mod ledger;
 pub mod process;
 pub mod runner;
 pub mod scheduler;

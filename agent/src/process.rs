@@ -87,6 +87,7 @@ pub enum ProcessEvent {
     Submitted {
         key: TaskKey,
         job_id: String,
+        element: crate::scheduler::ElementRef,
         script: Option<(String, String)>,
     },
     Started {
@@ -523,4 +524,81 @@ async fn watch(
     };
     drop(leader);
     inner.finish(key, outcome);
+}
+
+/// Kills (SIGKILL) the process group of every process of this user whose environment
+/// (`/proc/PID/environ`, split into `KEY=VALUE` entries) satisfies `matches`, and waits (about
+/// 5 s at most) until they are gone, so a re-run never overlaps its predecessor. Used to end
+/// tasks whose owner died: hsm marks every task's environment, and a marked process is one hsm
+/// started, whatever its pid is now. Never signals group 0/1 or the caller's own group.
+/// Returns the number of groups killed.
+pub fn kill_groups_where(matches: impl Fn(&[&[u8]]) -> bool) -> usize {
+    let mut groups = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    // SAFETY: getpgrp has no preconditions.
+    let own = unsafe { libc::getpgrp() } as u32;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Another user's processes are unreadable here, and a zombie's environ is empty.
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        if !matches(&vars) {
+            continue;
+        }
+        if let Some(pgid) = process_group(pid) {
+            if pgid > 1 && pgid != own {
+                groups.insert(pgid);
+            }
+        }
+    }
+    for &pgid in &groups {
+        // SAFETY: plain syscall on a group holding a verified task process.
+        unsafe {
+            libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+    for _ in 0..250 {
+        if groups.iter().all(|&pgid| !group_alive(pgid)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    groups.len()
+}
+
+/// Field 5 of /proc/PID/stat (after the parenthesised command name, which may contain spaces).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn group_alive(pgid: u32) -> bool {
+    // kill(-pgid, 0) succeeds while any member exists; zombies count until reaped, so "only the
+    // zombie leader left" counts as gone.
+    // SAFETY: signal 0 only checks for existence.
+    let exists = unsafe { libc::kill(-(pgid as libc::pid_t), 0) } == 0;
+    if !exists {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pgid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
 }

@@ -7,8 +7,13 @@
 //!
 //! * One `Mutex<State>` holds everything (never held across an `.await`), so the order events are
 //!   appended in is the order they get their ledger position (`gen`) and their `seq`.
-//! * The ledger is in memory only: events survive a dropped connection (they are replayed to the
-//!   next one) but not an agent restart. A disk ledger comes later.
+//! * Events survive a dropped connection (they are replayed to the next one) and, when the agent
+//!   has a state directory, a restart: every change is also recorded in the durable ledger
+//!   (`ledger.rs`) and an event is sent only once it is durable there. After a restart the
+//!   runner rebuilds its state from the ledger: queued tasks run, scheduler jobs are followed
+//!   again, finished attempts keep their results, and process tasks that were running are ended
+//!   (their process groups, found by the `HSM_AGENT_TASK` mark in their environment) and reported
+//!   `Lost`, because nobody can know how they would have ended.
 //! * Output is read from the task's `stdout.log`/`stderr.log`, never from pipes: the files are the
 //!   buffer. Each attempt may have at most [`OUTPUT_WINDOW`] bytes of unacknowledged output in the
 //!   ledger; beyond that the tailer stops reading until acknowledgements free room, so a task that
@@ -17,8 +22,9 @@
 //! * Sessions (connections) do not own events; each keeps a cursor into the ledger. A new session
 //!   starts at the beginning, which is the replay of everything unacknowledged.
 
+use crate::ledger::{self, Key, Ledger, Op, StoredKind, StoredPhase, StoredTask};
 use crate::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
-use crate::scheduler::{HpcLaunch, SchedulerBackend};
+use crate::scheduler::{ElementRef, HpcLaunch, SchedulerBackend};
 use hsm_protocol::{
     check_relative_path, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer, JobScriptMsg,
     OutcomeMsg, ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef, TaskEventMsg,
@@ -28,6 +34,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
@@ -44,6 +51,9 @@ const TAIL_EVERY: Duration = Duration::from_millis(150);
 const MAX_OFFER_PATH_BYTES: usize = 4 * 1024 * 1024;
 /// Directory depth under `results/` that is scanned; deeper trees are a sign of a loop or a bug.
 const MAX_RESULTS_DEPTH: usize = 64;
+/// The environment variable that marks a process task as this agent's (`<task dir>#<attempt>`),
+/// so a restarted agent can end the ones it can no longer follow.
+pub const TASK_MARK: &str = "HSM_AGENT_TASK";
 
 /// Handle on the agent's task runner; cheap to clone, shared by every session.
 #[derive(Clone)]
@@ -58,8 +68,12 @@ struct Shared {
     scheduler: SchedulerBackend,
     work_dir: PathBuf,
     slots: usize,
-    /// Bumped to the ledger's next `gen` whenever an event is appended; sessions wait on it.
-    appended: watch::Sender<u64>,
+    /// The first ledger position not yet durable (sessions send only what is below it), sent
+    /// whenever it moves; sessions wait on it.
+    appended: Arc<watch::Sender<u64>>,
+    durable: Arc<AtomicU64>,
+    /// Whether events wait for the disk ledger before they are sent.
+    on_disk: bool,
 }
 
 #[derive(Default)]
@@ -86,6 +100,8 @@ struct State {
     ledger: BTreeMap<u64, Entry>,
     ledger_index: HashMap<EventRef, u64>,
     next_gen: u64,
+    /// The disk ledger every change is also recorded in, when the agent has one.
+    disk: Option<Ledger>,
 }
 
 struct Entry {
@@ -123,6 +139,8 @@ struct Record {
     exit: Option<(Outcome, SystemTime)>,
     offered: Vec<FileOffer>,
     results_done: bool,
+    /// Bytes of stdout and stderr turned into `Output` events so far.
+    output: [u64; 2],
 }
 
 impl Record {
@@ -131,6 +149,14 @@ impl Record {
             sweep_id: self.sweep_id.clone(),
             task: self.task,
         }
+    }
+
+    fn ledger_key(&self) -> Key {
+        (
+            self.sweep_id.as_str().to_string(),
+            self.task.index.0,
+            self.task.attempt.0,
+        )
     }
 }
 
@@ -186,25 +212,265 @@ fn outcome_msg(outcome: &Outcome) -> OutcomeMsg {
 }
 
 impl Runner {
-    /// Starts the runner (must be called inside a tokio runtime): `work_dir` must exist.
-    pub fn start(work_dir: &Path, slots: u32, poll_every: Duration) -> std::io::Result<Runner> {
+    /// Starts the runner (must be called inside a tokio runtime): `work_dir` must exist. With a
+    /// `state_dir`, changes are recorded in its durable ledger and what the ledger held from an
+    /// earlier run is taken up again (see the module notes).
+    pub fn start(
+        work_dir: &Path,
+        slots: u32,
+        poll_every: Duration,
+        state_dir: Option<&Path>,
+    ) -> std::io::Result<Runner> {
         let work_dir = std::fs::canonicalize(work_dir)?;
         let (backend, events) = ProcessBackend::new();
         let (scheduler, scheduler_events) = SchedulerBackend::new(poll_every);
-        let (appended, _) = watch::channel(0);
+        let appended = Arc::new(watch::channel(0).0);
+        let durable = Arc::new(AtomicU64::new(0));
+        let (disk, recovered) = match state_dir {
+            Some(dir) => {
+                let (appended, durable) = (Arc::clone(&appended), Arc::clone(&durable));
+                let (ledger, recovered) = Ledger::open(
+                    dir,
+                    Box::new(move |gen| {
+                        durable.fetch_max(gen, Ordering::SeqCst);
+                        appended.send_replace(gen);
+                    }),
+                )
+                .map_err(std::io::Error::other)?;
+                (Some(ledger), recovered)
+            }
+            None => (None, ledger::Recovered::default()),
+        };
         let runner = Runner {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    disk: disk.clone(),
+                    ..State::default()
+                }),
                 backend,
                 scheduler,
                 work_dir,
                 slots: slots.max(1) as usize,
                 appended,
+                durable,
+                on_disk: disk.is_some(),
             }),
         };
         tokio::spawn(runner.clone().process_events(events));
         tokio::spawn(runner.clone().process_events(scheduler_events));
+        runner.recover(recovered);
         Ok(runner)
+    }
+
+    /// Takes up what the ledger held: queued tasks are queued again, scheduler jobs followed
+    /// again, ended tasks finish reporting, finished ones wait for their results to be fetched,
+    /// and process tasks that were running are ended and reported lost.
+    fn recover(&self, recovered: ledger::Recovered) {
+        if recovered.tasks.is_empty() {
+            return;
+        }
+        let mut lost = Vec::new();
+        let mut tails = Vec::new();
+        let mut adopt = Vec::new();
+        let counts = {
+            let mut state = self.lock();
+            let mut ids: HashMap<Key, u64> = HashMap::new();
+            for stored in recovered.tasks {
+                let StoredTask {
+                    key,
+                    dir,
+                    template,
+                    args,
+                    env,
+                    phase,
+                    cancel_requested,
+                    next_seq,
+                    output,
+                    exit,
+                    offered,
+                    results_done,
+                    element,
+                } = stored;
+                let id = state.next_id;
+                state.next_id += 1;
+                let sweep_id = SweepId::from(key.0.as_str());
+                let task = TaskRef {
+                    index: hsm_protocol::TaskIndex(key.1),
+                    attempt: hsm_protocol::Attempt(key.2),
+                };
+                let hpc = template.hpc.is_some();
+                let exit = exit.map(|(msg, at_ms)| (outcome_of(msg), time_of(at_ms)));
+                let mut record = Record {
+                    sweep_id: sweep_id.clone(),
+                    task,
+                    dir: dir.clone(),
+                    template: Arc::new(template),
+                    args,
+                    env,
+                    phase: Phase::Queued,
+                    cancel_requested,
+                    next_seq,
+                    unacked_output: 0,
+                    unacked_events: 0,
+                    wake: Arc::new(Notify::new()),
+                    exit,
+                    offered,
+                    results_done,
+                    output,
+                };
+                let active_key = (sweep_id.clone(), key.1);
+                let mut own_dir = true;
+                match phase {
+                    StoredPhase::Finished => {
+                        record.phase = Phase::Finished;
+                        own_dir = false;
+                    }
+                    StoredPhase::Queued => {}
+                    StoredPhase::Draining if record.exit.is_some() => {
+                        record.phase = Phase::Draining;
+                        tails.push((id, Arc::clone(&record.wake), dir.clone(), output));
+                    }
+                    StoredPhase::Launching | StoredPhase::Running if hpc && element.is_some() => {
+                        let started = phase == StoredPhase::Running;
+                        record.phase = if started {
+                            Phase::Running
+                        } else {
+                            Phase::Launching
+                        };
+                        if started {
+                            tails.push((id, Arc::clone(&record.wake), dir.clone(), output));
+                        }
+                        if let Some(element) = element.as_ref().and_then(ElementRef::from_stored) {
+                            adopt.push((id, element, dir.clone(), started, cancel_requested));
+                        }
+                    }
+                    // Spawned (or being spawned, or handed to a scheduler without a job id we
+                    // kept): its outcome cannot be known.
+                    _ => {
+                        record.phase = Phase::Launching;
+                        lost.push((id, format!("{}#{}", dir.display(), key.2)));
+                    }
+                }
+                if own_dir {
+                    // Attempts are recovered in the order they were accepted: an older attempt
+                    // of the same task comes first and a newer one waits for it (parked).
+                    match state.active.entry(active_key.clone()) {
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            state.parked.insert(active_key, id);
+                        }
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(id);
+                            if record.phase == Phase::Queued {
+                                if hpc {
+                                    state.hpc_queue.push_back(id);
+                                } else {
+                                    state.queue.push_back(id);
+                                }
+                            }
+                        }
+                    }
+                }
+                state.by_ref.insert(record.key(), id);
+                state.tasks.insert(id, record);
+                ids.insert(key, id);
+            }
+            let mut n_events = 0;
+            for event in recovered.events {
+                let Some(&id) = ids.get(&event.key) else {
+                    continue;
+                };
+                let Some(record) = state.tasks.get_mut(&id) else {
+                    continue;
+                };
+                let (kind, bytes) = match event.kind {
+                    StoredKind::Event(kind) => (kind, 0),
+                    StoredKind::Output {
+                        stream,
+                        offset,
+                        len,
+                    } => {
+                        let data = read_log_range(&record.dir, stream, offset, len);
+                        let n = data.len();
+                        (
+                            EventKind::Output {
+                                stream,
+                                data: Bytes(data),
+                            },
+                            n,
+                        )
+                    }
+                };
+                record.unacked_events += 1;
+                record.unacked_output += bytes;
+                let msg = TaskEventMsg {
+                    sweep_id: record.sweep_id.clone(),
+                    task: record.task,
+                    seq: Seq(event.seq),
+                    kind,
+                };
+                let gen = state.next_gen;
+                state.next_gen += 1;
+                state.ledger_index.insert(msg.event_ref(), gen);
+                state.ledger.insert(
+                    gen,
+                    Entry {
+                        task: id,
+                        event: msg,
+                        output_bytes: bytes,
+                    },
+                );
+                n_events += 1;
+            }
+            // Finished attempts with nothing left to report or fetch are done with.
+            let all: Vec<u64> = ids.values().copied().collect();
+            for id in all {
+                state.maybe_forget(id);
+            }
+            // Recovered events are durable already.
+            let next = state.next_gen;
+            self.shared.durable.store(next, Ordering::SeqCst);
+            (state.tasks.len(), n_events)
+        };
+        self.shared
+            .appended
+            .send_replace(self.shared.durable.load(Ordering::SeqCst));
+        tracing::info!(
+            tasks = counts.0,
+            events = counts.1,
+            lost = lost.len(),
+            "took up the ledger of the previous run"
+        );
+        if !lost.is_empty() {
+            let marks: std::collections::HashSet<Vec<u8>> = lost
+                .iter()
+                .map(|(_, mark)| format!("{TASK_MARK}={mark}").into_bytes())
+                .collect();
+            let killed = crate::process::kill_groups_where(|environ| {
+                environ.iter().any(|var| marks.contains(*var))
+            });
+            if killed > 0 {
+                tracing::warn!(killed, "ended task processes the previous run left behind");
+            }
+            let now = SystemTime::now();
+            for (id, _) in lost {
+                self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
+            }
+        }
+        for (id, element, dir, started, cancel) in adopt {
+            self.shared
+                .scheduler
+                .adopt(backend_key(id), element, dir, started, cancel);
+        }
+        for (id, wake, dir, output) in tails {
+            tokio::spawn(self.clone().tail(
+                id,
+                wake,
+                dir.join("stdout.log"),
+                dir.join("stderr.log"),
+                output,
+            ));
+        }
+        self.fill_slots();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -325,9 +591,31 @@ impl Runner {
                         exit: None,
                         offered: Vec::new(),
                         results_done: false,
+                        output: [0, 0],
                     },
                 );
                 state.by_ref.insert(key, id);
+                if let Some(disk) = &state.disk {
+                    disk.record(Op::Accept(Box::new(StoredTask {
+                        key: (
+                            msg.sweep_id.as_str().to_string(),
+                            task.index.0,
+                            task.attempt.0,
+                        ),
+                        dir: state.tasks[&id].dir.clone(),
+                        template: TemplateMsg::clone(template),
+                        args: state.tasks[&id].args.clone(),
+                        env: state.tasks[&id].env.clone(),
+                        phase: StoredPhase::Queued,
+                        cancel_requested: false,
+                        next_seq: 1,
+                        output: [0, 0],
+                        exit: None,
+                        offered: Vec::new(),
+                        results_done: false,
+                        element: None,
+                    })));
+                }
                 if park {
                     if let Some(earlier) = state.parked.insert(active_key, id) {
                         // Parked before and superseded by this one before it could run.
@@ -371,8 +659,12 @@ impl Runner {
                 match state.tasks.get_mut(&id) {
                     Some(record) if record.phase == Phase::Queued => {
                         record.phase = Phase::Launching;
+                        let key = record.ledger_key();
+                        state.log(Op::Phase(key, StoredPhase::Launching));
+                        let record = &state.tasks[&id];
                         (
                             id,
+                            record.task.attempt.0,
                             record.dir.clone(),
                             Arc::clone(&record.template),
                             record.args.clone(),
@@ -382,7 +674,7 @@ impl Runner {
                     _ => continue,
                 }
             };
-            let (id, dir, template, args, env) = next;
+            let (id, attempt, dir, template, args, env) = next;
             let Some(mut hpc) = template.hpc.clone() else {
                 continue;
             };
@@ -390,7 +682,7 @@ impl Runner {
             if hpc.resources.walltime.is_none() {
                 hpc.resources.walltime = template.timeout_ms.map(|ms| ms.div_ceil(1000).max(60));
             }
-            match prepare(id, &dir, &template, args, env) {
+            match prepare(id, attempt, &dir, &template, args, env) {
                 Ok(launch) => {
                     let scripts_dir = dir
                         .parent()
@@ -426,6 +718,9 @@ impl Runner {
                     continue;
                 }
                 record.phase = Phase::Launching;
+                let key = record.ledger_key();
+                state.log(Op::Phase(key, StoredPhase::Launching));
+                let record = &state.tasks[&id];
                 let prepared = (
                     id,
                     record.dir.clone(),
@@ -438,7 +733,7 @@ impl Runner {
                 prepared
             };
             let (id, dir, template, args, env, task) = launch;
-            match prepare(id, &dir, &template, args, env) {
+            match prepare(id, task.attempt.0, &dir, &template, args, env) {
                 Ok(launch) => {
                     tracing::debug!(
                         id,
@@ -462,8 +757,9 @@ impl Runner {
                 ProcessEvent::Submitted {
                     key,
                     job_id,
+                    element,
                     script,
-                } => self.on_submitted(key.index, job_id, script),
+                } => self.on_submitted(key.index, job_id, element, script),
                 ProcessEvent::Started { key, pid, at } => self.on_started(key.index, pid, at),
                 ProcessEvent::Exited { key, outcome, at } => self.on_exited(key.index, outcome, at),
             }
@@ -472,19 +768,33 @@ impl Runner {
 
     /// A scheduler task went into a job: the coordinator learns the job id and, once per job,
     /// gets the script for its `scripts/job_scripts/`.
-    fn on_submitted(&self, id: u64, job_id: String, script: Option<(String, String)>) {
-        self.lock().append(
-            id,
-            EventKind::Submitted {
-                job_id,
-                script: script.map(|(name, text)| JobScriptMsg { name, text }),
-            },
-        );
+    fn on_submitted(
+        &self,
+        id: u64,
+        job_id: String,
+        element: ElementRef,
+        script: Option<(String, String)>,
+    ) {
+        {
+            let mut state = self.lock();
+            let Some(key) = state.tasks.get(&id).map(Record::ledger_key) else {
+                return;
+            };
+            // Before the event: a restart must find the job to follow it again.
+            state.log(Op::Element(key, element.to_stored()));
+            state.append(
+                id,
+                EventKind::Submitted {
+                    job_id,
+                    script: script.map(|(name, text)| JobScriptMsg { name, text }),
+                },
+            );
+        }
         self.notify_appended();
     }
 
     fn on_started(&self, id: u64, pid: u32, at: SystemTime) {
-        let (cancel, wake, stdout, stderr, hpc) = {
+        let (cancel, wake, stdout, stderr, hpc, output) = {
             let mut state = self.lock();
             let Some(record) = state.tasks.get_mut(&id) else {
                 return;
@@ -494,6 +804,9 @@ impl Runner {
             let hpc = record.template.hpc.is_some();
             let wake = Arc::clone(&record.wake);
             let dir = record.dir.clone();
+            let output = record.output;
+            let key = record.ledger_key();
+            state.log(Op::Phase(key, StoredPhase::Running));
             state.append(
                 id,
                 EventKind::Started {
@@ -507,13 +820,14 @@ impl Runner {
                 dir.join("stdout.log"),
                 dir.join("stderr.log"),
                 hpc,
+                output,
             )
         };
         self.notify_appended();
         if cancel && !hpc {
             self.shared.backend.cancel(backend_key(id));
         }
-        tokio::spawn(self.clone().tail(id, wake, stdout, stderr));
+        tokio::spawn(self.clone().tail(id, wake, stdout, stderr, output));
     }
 
     /// The process ended (or never started): frees the slot; a started task's tailer reports
@@ -534,6 +848,8 @@ impl Runner {
                     record.exit = Some((outcome.clone(), at));
                     record.phase = Phase::Draining;
                     record.wake.notify_one();
+                    let key = record.ledger_key();
+                    state.log(Op::Exit(key, outcome_msg(&outcome), epoch_ms(at)));
                     false
                 }
                 None => false,
@@ -547,19 +863,27 @@ impl Runner {
 
     /// `Exited` then an empty `ResultOffer` for an attempt that never ran.
     fn finish_unstarted(&self, id: u64, outcome: Outcome, at: SystemTime) {
+        self.finish_unstarted_msg(id, outcome_msg(&outcome), at);
+    }
+
+    /// `finish_unstarted` with the outcome as reported (`Lost` has no process outcome).
+    fn finish_unstarted_msg(&self, id: u64, outcome: OutcomeMsg, at: SystemTime) {
         {
             let mut state = self.lock();
             let Some(record) = state.tasks.get_mut(&id) else {
                 return;
             };
-            record.exit = Some((outcome.clone(), at));
+            record.exit = Some((outcome_of(outcome.clone()), at));
             record.phase = Phase::Finished;
             let active_key = (record.sweep_id.clone(), record.task.index.0);
+            let key = record.ledger_key();
             state.release(active_key, id);
+            state.log(Op::Exit(key.clone(), outcome.clone(), epoch_ms(at)));
+            state.log(Op::Offered(key, Vec::new()));
             state.append(
                 id,
                 EventKind::Exited {
-                    outcome: outcome_msg(&outcome),
+                    outcome,
                     at_ms: epoch_ms(at),
                 },
             );
@@ -570,8 +894,15 @@ impl Runner {
 
     /// Follows a started task's log files into `Output` events (within the output window), then
     /// reports `Exited` and the `ResultOffer`.
-    async fn tail(self, id: u64, wake: Arc<Notify>, stdout: PathBuf, stderr: PathBuf) {
-        let mut positions = [0u64; 2];
+    async fn tail(
+        self,
+        id: u64,
+        wake: Arc<Notify>,
+        stdout: PathBuf,
+        stderr: PathBuf,
+        from: [u64; 2],
+    ) {
+        let mut positions = from;
         let mut files: [Option<std::fs::File>; 2] = [None, None];
         loop {
             // Read the exit flag before reading the files: end-of-file seen after an exit is
@@ -588,6 +919,7 @@ impl Runner {
             };
             if credit > 0 {
                 let paths = [stdout.clone(), stderr.clone()];
+                let before = positions;
                 let mut held = std::mem::take(&mut files);
                 let read = tokio::task::spawn_blocking(move || {
                     read_appended(&paths, &mut held, &mut positions, credit)
@@ -613,14 +945,12 @@ impl Runner {
                 if !chunks.is_empty() {
                     {
                         let mut state = self.lock();
+                        let mut at = before;
                         for (stream, data) in chunks {
-                            state.append(
-                                id,
-                                EventKind::Output {
-                                    stream,
-                                    data: Bytes(data),
-                                },
-                            );
+                            let i = stream as usize;
+                            let offset = at[i];
+                            at[i] += data.len() as u64;
+                            state.append_output(id, stream, data, offset);
                         }
                     }
                     self.notify_appended();
@@ -673,7 +1003,9 @@ impl Runner {
                 record.offered = files.clone();
                 record.phase = Phase::Finished;
                 let active_key = (record.sweep_id.clone(), record.task.index.0);
+                let key = record.ledger_key();
                 state.release(active_key, id);
+                state.log(Op::Offered(key, files.clone()));
             }
             state.append(id, EventKind::ResultOffer { files });
         }
@@ -682,9 +1014,23 @@ impl Runner {
         self.fill_slots();
     }
 
+    /// Tells sessions about new events. With a disk ledger the writer does this once they are
+    /// durable; without one they are sendable at once.
     fn notify_appended(&self) {
+        if self.shared.on_disk {
+            return;
+        }
         let next = self.lock().next_gen;
+        self.shared.durable.store(next, Ordering::SeqCst);
         self.shared.appended.send_replace(next);
+    }
+
+    /// Waits until every change so far is in the disk ledger (no-op without one).
+    pub fn flush_ledger(&self) {
+        let disk = self.lock().disk.clone();
+        if let Some(disk) = disk {
+            disk.flush();
+        }
     }
 
     /// Stops tasks: running ones get SIGTERM (then SIGKILL after the grace), queued ones never
@@ -736,6 +1082,10 @@ impl Runner {
                     }
                     Phase::Draining | Phase::Finished => {}
                 }
+                if record.cancel_requested {
+                    let key = record.ledger_key();
+                    state.log(Op::Cancel(key));
+                }
             }
         }
         for (id, hpc) in to_kill {
@@ -763,6 +1113,14 @@ impl Runner {
             let Some(entry) = state.ledger.remove(&gen) else {
                 continue;
             };
+            state.log(Op::Ack(
+                (
+                    event.sweep_id.as_str().to_string(),
+                    event.task.index.0,
+                    event.task.attempt.0,
+                ),
+                event.seq.0,
+            ));
             if let Some(record) = state.tasks.get_mut(&entry.task) {
                 record.unacked_events = record.unacked_events.saturating_sub(1);
                 if entry.output_bytes > 0 {
@@ -861,6 +1219,8 @@ impl Runner {
             record.offered.clear();
             record.results_done = true;
             let dir = record.dir.clone();
+            let key = record.ledger_key();
+            state.log(Op::ResultsDone(key));
             state.maybe_forget(id);
             dir
         };
@@ -890,7 +1250,8 @@ impl Runner {
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut next = cursor;
-        for (gen, entry) in state.ledger.range(cursor..) {
+        let durable = self.shared.durable.load(Ordering::SeqCst);
+        for (gen, entry) in state.ledger.range(cursor..durable.max(cursor)) {
             if !out.is_empty()
                 && (out.len() >= max_events || bytes + entry.output_bytes > max_output)
             {
@@ -908,7 +1269,8 @@ impl Runner {
     pub fn pending_is_large(&self, cursor: u64, threshold: usize) -> bool {
         let state = self.lock();
         let mut bytes = 0;
-        for (n, (_, entry)) in state.ledger.range(cursor..).enumerate() {
+        let durable = self.shared.durable.load(Ordering::SeqCst);
+        for (n, (_, entry)) in state.ledger.range(cursor..durable.max(cursor)).enumerate() {
             bytes += entry.output_bytes;
             if bytes >= threshold || n >= 512 {
                 return true;
@@ -919,14 +1281,52 @@ impl Runner {
 }
 
 impl State {
+    /// Records a change in the disk ledger, when there is one.
+    fn log(&self, op: Op) {
+        if let Some(disk) = &self.disk {
+            disk.record(op);
+        }
+    }
+
     /// Appends an event of task `id` with its next `seq`.
     fn append(&mut self, id: u64, kind: EventKind) {
+        self.append_at(id, kind, None);
+    }
+
+    /// Appends output read from the task's log at `offset` (the ledger keeps only the place).
+    fn append_output(&mut self, id: u64, stream: Stream, data: Vec<u8>, offset: u64) {
+        self.append_at(
+            id,
+            EventKind::Output {
+                stream,
+                data: Bytes(data),
+            },
+            Some(offset),
+        );
+    }
+
+    fn append_at(&mut self, id: u64, kind: EventKind, offset: Option<u64>) {
         let Some(record) = self.tasks.get_mut(&id) else {
             return;
         };
-        let output_bytes = match &kind {
-            EventKind::Output { data, .. } => data.0.len(),
-            _ => 0,
+        let (output_bytes, stored) = match (&kind, offset) {
+            (EventKind::Output { data, stream }, Some(offset)) => {
+                let len = data.0.len() as u64;
+                let i = *stream as usize;
+                record.output[i] = record.output[i].max(offset + len);
+                (
+                    data.0.len(),
+                    StoredKind::Output {
+                        stream: *stream,
+                        offset,
+                        len,
+                    },
+                )
+            }
+            (EventKind::Output { data, .. }, None) => {
+                (data.0.len(), StoredKind::Event(kind.clone()))
+            }
+            _ => (0, StoredKind::Event(kind.clone())),
         };
         let event = TaskEventMsg {
             sweep_id: record.sweep_id.clone(),
@@ -939,6 +1339,15 @@ impl State {
         record.unacked_output += output_bytes;
         let gen = self.next_gen;
         self.next_gen += 1;
+        if let Some(disk) = &self.disk {
+            disk.record(Op::Event {
+                gen,
+                key: record.ledger_key(),
+                seq: event.seq.0,
+                kind: stored,
+                output: record.output,
+            });
+        }
         self.ledger_index.insert(event.event_ref(), gen);
         self.ledger.insert(
             gen,
@@ -986,10 +1395,58 @@ impl State {
             && (record.results_done || record.offered.is_empty())
         {
             let key = record.key();
+            let ledger_key = record.ledger_key();
             self.tasks.remove(&id);
             self.by_ref.remove(&key);
+            self.log(Op::Forget(ledger_key));
         }
     }
+}
+
+/// The process outcome an `OutcomeMsg` stands for (a recovered exit); `Lost` has none and
+/// reads as a failure saying so.
+fn outcome_of(msg: OutcomeMsg) -> Outcome {
+    match msg {
+        OutcomeMsg::Exited { code } => Outcome::Exited(code),
+        OutcomeMsg::Signaled { signal } => Outcome::Signaled(signal),
+        OutcomeMsg::TimedOut => Outcome::TimedOut,
+        OutcomeMsg::Cancelled => Outcome::Cancelled,
+        OutcomeMsg::SpawnFailed { message } => Outcome::SpawnFailed(message),
+        OutcomeMsg::Failed { reason } => Outcome::Failed(reason),
+        OutcomeMsg::Lost => Outcome::Failed("lost".into()),
+    }
+}
+
+fn time_of(at_ms: i64) -> SystemTime {
+    let ms = Duration::from_millis(at_ms.unsigned_abs());
+    if at_ms >= 0 {
+        SystemTime::UNIX_EPOCH + ms
+    } else {
+        SystemTime::UNIX_EPOCH - ms
+    }
+}
+
+/// `len` bytes of a task's log from `offset` (what a recovered `Output` event carried); fewer
+/// when the file is shorter now.
+fn read_log_range(dir: &Path, stream: Stream, offset: u64, len: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let name = match stream {
+        Stream::Stdout => "stdout.log",
+        Stream::Stderr => "stderr.log",
+    };
+    let Ok(file) = std::fs::File::open(dir.join(name)) else {
+        return Vec::new();
+    };
+    let mut buf = vec![0u8; len.min(OUTPUT_CHUNK as u64) as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    buf.truncate(filled);
+    buf
 }
 
 fn backend_key(id: u64) -> TaskKey {
@@ -1002,6 +1459,7 @@ fn backend_key(id: u64) -> TaskKey {
 /// Creates the task directory (fresh `results/`) and builds the launch.
 fn prepare(
     id: u64,
+    attempt: u32,
     dir: &Path,
     template: &TemplateMsg,
     args: Vec<String>,
@@ -1050,6 +1508,10 @@ fn prepare(
         .collect();
     // Last, so it wins over the coordinator's value: paths differ per host.
     full_env.push(("HSM_OUTPUT_DIR".to_string(), results_text.clone()));
+    full_env.push((
+        TASK_MARK.to_string(),
+        format!("{}#{attempt}", dir.display()),
+    ));
     Ok(TaskLaunch {
         key: backend_key(id),
         argv,

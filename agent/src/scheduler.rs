@@ -50,6 +50,44 @@ pub struct HpcLaunch {
     pub scripts_dir: PathBuf,
 }
 
+/// Where a task runs in the scheduler: enough to follow it again after an agent restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementRef {
+    pub scheduler: Scheduler,
+    /// The array's job id (or the job's, for a task submitted alone).
+    pub job: String,
+    /// Index within the array.
+    pub index: Option<u32>,
+}
+
+impl ElementRef {
+    pub fn to_stored(&self) -> crate::ledger::StoredElement {
+        crate::ledger::StoredElement {
+            scheduler: match self.scheduler {
+                Scheduler::Slurm => "slurm",
+                Scheduler::PbsPro => "pbspro",
+                Scheduler::Torque => "torque",
+            }
+            .into(),
+            job: self.job.clone(),
+            index: self.index,
+        }
+    }
+
+    pub fn from_stored(stored: &crate::ledger::StoredElement) -> Option<ElementRef> {
+        Some(ElementRef {
+            scheduler: match stored.scheduler.as_str() {
+                "slurm" => Scheduler::Slurm,
+                "pbspro" => Scheduler::PbsPro,
+                "torque" => Scheduler::Torque,
+                _ => return None,
+            },
+            job: stored.job.clone(),
+            index: stored.index,
+        })
+    }
+}
+
 /// What a scheduler command did.
 #[derive(Debug, Clone)]
 pub struct CommandOutput {
@@ -418,15 +456,41 @@ impl SchedulerBackend {
 
     /// Queues a task for submission (within a moment, with the others launched meanwhile).
     pub fn launch(&self, launch: HpcLaunch) {
-        let start_driver = {
-            let mut state = self.lock();
-            state.pending.push(launch);
-            !std::mem::replace(&mut state.driver_started, true)
-        };
+        self.lock().pending.push(launch);
+        self.ensure_driver();
+    }
+
+    fn ensure_driver(&self) {
+        let start_driver = !std::mem::replace(&mut self.lock().driver_started, true);
         if start_driver {
             tokio::spawn(self.clone().drive());
         }
         self.inner.wake.notify_one();
+    }
+
+    /// Follows an element submitted before an agent restart, as if this backend had submitted
+    /// it; `started` when `Started` was reported already.
+    pub fn adopt(
+        &self,
+        key: TaskKey,
+        element: ElementRef,
+        task_dir: PathBuf,
+        started: bool,
+        cancel_requested: bool,
+    ) {
+        self.lock().elements.insert(
+            key,
+            Element {
+                scheduler: element.scheduler,
+                job: element.job,
+                index: element.index,
+                task_dir,
+                started,
+                cancel_requested,
+                unaccounted_polls: 0,
+            },
+        );
+        self.ensure_driver();
     }
 
     /// Asks for a task to be stopped (`scancel`/`qdel` at the next round; a task not yet
@@ -711,6 +775,11 @@ impl SchedulerBackend {
                     let _ = self.inner.events.send(ProcessEvent::Submitted {
                         key,
                         job_id: element_id(scheduler, &job, Some(i as u32)),
+                        element: ElementRef {
+                            scheduler,
+                            job: job.clone(),
+                            index: Some(i as u32),
+                        },
                         script: script.take(),
                     });
                     state.elements.insert(
@@ -773,6 +842,11 @@ impl SchedulerBackend {
                 let _ = self.inner.events.send(ProcessEvent::Submitted {
                     key,
                     job_id: job.clone(),
+                    element: ElementRef {
+                        scheduler,
+                        job: job.clone(),
+                        index: None,
+                    },
                     script: Some((script_name(&chunk_dir, &job), text)),
                 });
                 self.lock().elements.insert(

@@ -73,6 +73,7 @@ impl Server {
             &self.options.work_dir,
             self.options.slots,
             self.options.scheduler_poll,
+            Some(&self.options.state_dir),
         )
         .with_context(|| format!("opening work dir {}", self.options.work_dir.display()))?;
         tokio::pin!(shutdown);

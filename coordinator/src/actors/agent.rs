@@ -279,9 +279,8 @@ fn exit_of(outcome: OutcomeMsg) -> ExitKind {
             exit_code: None,
             reason: format!("could not start: {message}"),
         },
-        OutcomeMsg::Lost => ExitKind::Failure {
-            exit_code: None,
-            reason: "lost by the agent".into(),
+        OutcomeMsg::Lost => ExitKind::Lost {
+            reason: "lost by the agent (it restarted while the task ran)".into(),
         },
     }
 }
@@ -446,6 +445,23 @@ impl Handler<Incoming> for AgentSource {
         match msg {
             Incoming::Up { slots, agent } => {
                 self.connected = true;
+                // Files in flight when the connection dropped will not come on their own:
+                // ask again for what each ended attempt still awaits.
+                // Only the paths still awaited: a file received twice would be refused as not
+                // offered any more.
+                let refetch: Vec<(TaskKey, Vec<String>)> = self
+                    .attempts
+                    .iter()
+                    .filter(|(_, a)| a.exit.is_some() && !a.awaiting.is_empty())
+                    .map(|(k, a)| (*k, a.awaiting.keys().cloned().collect()))
+                    .collect();
+                for (key, paths) in refetch {
+                    self.send(ToAgent::FetchResults(FetchMsg {
+                        sweep_id: SweepId(self.setup.sweep_id.clone()),
+                        task: Self::task_ref(key),
+                        paths,
+                    }));
+                }
                 let mut note = format!(
                     "connected to {agent} at {} ({slots} slots)",
                     self.setup.address

@@ -200,81 +200,14 @@ impl Handler<CancelTask> for LocalSource {
 /// while holding the sweep's lock, so no live coordinator owns these processes. Returns the
 /// number of process groups killed.
 pub fn kill_orphans(sweep_id: &str) -> usize {
-    let mut groups = std::collections::BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let me = std::process::id();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me || !belongs_to_sweep(pid, sweep_id) {
-            continue;
-        }
-        if let Some(pgid) = process_group(pid) {
-            // Never signal group 0/1 or our own group, whatever a process claims.
-            // SAFETY: getpgrp has no preconditions.
-            let own = unsafe { libc::getpgrp() } as u32;
-            if pgid > 1 && pgid != own {
-                groups.insert(pgid);
-            }
-        }
-    }
-    for &pgid in &groups {
-        // SAFETY: plain syscall on a group holding a verified task process of this sweep.
-        unsafe {
-            libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
-        }
-    }
-    // Wait (bounded) until they are gone, so a re-run never overlaps its predecessor.
-    for _ in 0..250 {
-        if groups.iter().all(|&pgid| !group_alive(pgid)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    groups.len()
-}
-
-fn belongs_to_sweep(pid: u32, sweep_id: &str) -> bool {
-    // Another user's processes are unreadable here, and a zombie's environ is empty.
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
     let want_sweep = format!("HSM_SWEEP_ID={sweep_id}");
-    let mut sweep_ok = false;
-    let mut task_ok = false;
-    for var in environ.split(|&b| b == 0) {
-        sweep_ok |= var == want_sweep.as_bytes();
-        task_ok |= var.starts_with(b"HSM_TASK_ID=task_");
-    }
-    sweep_ok && task_ok
-}
-
-/// Field 5 of /proc/PID/stat (after the parenthesised command name, which may contain spaces).
-fn process_group(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    rest.split_whitespace().nth(2)?.parse().ok()
-}
-
-fn group_alive(pgid: u32) -> bool {
-    // kill(-pgid, 0) succeeds while any member exists; zombies count until reaped, so also
-    // accept "only zombies left" as gone by checking the leader's state when it is the member.
-    // SAFETY: signal 0 only checks for existence.
-    let exists = unsafe { libc::kill(-(pgid as libc::pid_t), 0) } == 0;
-    if !exists {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pgid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
+    hsm_agent::process::kill_groups_where(|environ| {
+        let mut sweep_ok = false;
+        let mut task_ok = false;
+        for var in environ {
+            sweep_ok |= *var == want_sweep.as_bytes();
+            task_ok |= var.starts_with(b"HSM_TASK_ID=task_");
+        }
+        sweep_ok && task_ok
+    })
 }

@@ -75,6 +75,11 @@ pub enum ExitKind {
         reason: String,
     },
     Cancelled,
+    /// The source cannot say how the attempt ended (an agent restarted while it ran): the task
+    /// runs again as a new attempt without using a retry, like the tasks of a lost source.
+    Lost {
+        reason: String,
+    },
 }
 
 /// How tasks are spread over sources.
@@ -568,6 +573,19 @@ impl SweepCore {
                 None,
                 now,
             ),
+            ExitKind::Lost { reason } => {
+                let name = source
+                    .and_then(|s| self.sources.get(s))
+                    .map_or_else(|| "its source".to_string(), |s| s.name.clone());
+                self.requeue(
+                    index,
+                    attempt,
+                    TaskStatus::Failed,
+                    format!("{reason} on {name}"),
+                    format!("attempt {attempt} {reason} on {name}"),
+                    now,
+                );
+            }
             ExitKind::Failure { exit_code, reason } => {
                 let task = &mut self.tasks[(index - 1) as usize];
                 if task.retries_left > 0 && self.dispatching {
@@ -928,6 +946,28 @@ mod tests {
             ],
             "the lost attempt ends failed in its history, the task waits for the next"
         );
+    }
+
+    #[test]
+    fn a_lost_attempt_runs_again_without_using_a_retry() {
+        let mut core = core_with(2, &[2], Strategy::RoundRobin);
+        core.enqueue(&[1, 2], 0, 0);
+        assert_eq!(launches(&core.poll_dispatch(0)), [(1, 1, 0), (2, 1, 0)]);
+        core.handle_started(1, 1, None, 1);
+        let lost = ExitKind::Lost {
+            reason: "lost by the agent".into(),
+        };
+        core.handle_exited(1, 1, lost.clone(), 2);
+        assert_eq!(core.task(1).unwrap().status, TaskStatus::Pending);
+        assert_eq!(launches(&core.poll_dispatch(3)), [(1, 2, 0)]);
+        // A report from the lost attempt arriving late changes nothing.
+        core.handle_exited(1, 1, ExitKind::Success, 4);
+        assert_eq!(core.task(1).unwrap().status, TaskStatus::Queued);
+        core.handle_exited(1, 2, ExitKind::Success, 5);
+        core.handle_exited(2, 1, ExitKind::Success, 6);
+        assert!(core.is_finished());
+        assert_eq!(core.counts().completed, 2);
+        assert_eq!(core.counts().failed, 0, "no retry was needed or used");
     }
 
     #[test]

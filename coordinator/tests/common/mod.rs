@@ -270,12 +270,36 @@ pub struct AgentProcess {
     pub fingerprint: String,
     pub state: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    netns: Option<String>,
+    extra: Vec<String>,
 }
 
 impl AgentProcess {
     /// Where the agent keeps its tasks' files (`--work-dir`).
     pub fn work_dir(&self) -> std::path::PathBuf {
         self._dir.path().join("work")
+    }
+
+    /// `kill -9` (a no-op when it is dead already).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the agent again on the same address, state and work directories (after `kill`).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr, fingerprint) = spawn_serve(
+            &self.bin,
+            self.netns.as_deref(),
+            &self.addr,
+            &self.state,
+            &self.work_dir(),
+            &self.extra.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!((&addr, &fingerprint), (&self.addr, &self.fingerprint));
+        self.child = child;
     }
 }
 
@@ -304,7 +328,6 @@ pub fn start_agent_with(
     listen: &str,
     extra: &[&str],
 ) -> AgentProcess {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let init = std::process::Command::new(agent)
@@ -313,6 +336,36 @@ pub fn start_agent_with(
         .output()
         .unwrap();
     assert!(init.status.success());
+    let (child, addr, fingerprint) = spawn_serve(
+        agent,
+        netns,
+        listen,
+        &state,
+        &dir.path().join("work"),
+        extra,
+    );
+    AgentProcess {
+        child,
+        addr,
+        fingerprint,
+        state,
+        _dir: dir,
+        bin: agent.to_path_buf(),
+        netns: netns.map(str::to_string),
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// `hsm-agent serve` with 3 slots; its address and fingerprint as it prints them.
+fn spawn_serve(
+    agent: &std::path::Path,
+    netns: Option<&str>,
+    listen: &str,
+    state: &std::path::Path,
+    work: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, String, String) {
+    use std::io::BufRead;
     let mut command = match netns {
         Some(ns) => {
             let mut c = std::process::Command::new("ip");
@@ -323,9 +376,9 @@ pub fn start_agent_with(
     };
     let mut child = command
         .args(["serve", "--listen", listen, "--slots", "3", "--state-dir"])
-        .arg(&state)
+        .arg(state)
         .arg("--work-dir")
-        .arg(dir.path().join("work"))
+        .arg(work)
         .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -334,13 +387,45 @@ pub fn start_agent_with(
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = lines.next().unwrap().unwrap().replace("listening on ", "");
     let fingerprint = lines.next().unwrap().unwrap().replace("fingerprint ", "");
-    AgentProcess {
-        child,
-        addr,
-        fingerprint,
-        state,
-        _dir: dir,
-    }
+    (child, addr, fingerprint)
+}
+
+/// The fault suite's verdict on a finished sweep of `n` tasks: every task completed exactly
+/// once, by the attempt the sweep records as its current one (nothing completed by a stale
+/// attempt), attempts recorded, and `PRAGMA integrity_check` ok.
+pub fn assert_exactly_once(p: &Project, sweep: &str, n: u64) {
+    let db = rusqlite::Connection::open(p.sweep_dir(sweep).join("sweep.db")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let completed: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM tasks WHERE status = 'completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(completed, n as i64, "tasks completed");
+    assert_eq!(completed_twice(p, sweep), 0, "a task completed twice");
+    let stale: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM attempts a
+               WHERE a.idx = t.idx AND a.attempt = t.attempt AND a.status = 'completed')
+             OR EXISTS (SELECT 1 FROM attempts a WHERE a.idx = t.idx
+               AND a.attempt <> t.attempt AND a.status = 'completed')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        stale, 0,
+        "tasks whose completion is not their current attempt's"
+    );
+    let recorded: i64 = db
+        .query_row("SELECT COUNT(DISTINCT idx) FROM attempts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(recorded, n as i64, "every task has its attempts recorded");
 }
 
 /// Writes `results/data.bin` whose size depends on `x` (empty for x % 5 == 0, 11 MiB for x == 7,

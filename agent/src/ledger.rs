@@ -1,0 +1,614 @@
+//! The agent's durable ledger (`<state_dir>/ledger.db`): every task attempt it accepted, with its
+//! phase, exit, result offer and scheduler job, and every event the coordinator has not
+//! acknowledged, so an agent restarted after a crash knows everything it held.
+//!
+//! Why it is shaped like this:
+//!
+//! * SQLite (bundled, WAL, `synchronous=NORMAL`): a commit is an append to the WAL, so it survives
+//!   `kill -9` of the agent at any moment; power loss may roll back the last moments, never leave
+//!   a torn file. The coordinator's `sweep.db` uses the same settings.
+//! * One writer thread owns the connection. The runner sends it operations in the order it makes
+//!   them (under its state lock) and never waits; the writer applies whatever has queued up in one
+//!   transaction and then reports how far the ledger is durable. Sessions send an event only
+//!   once it is durable: an event the coordinator acknowledges must never be one a restarted agent
+//!   forgets, or a later event could reuse its sequence number.
+//! * Output events are stored as (stream, offset, length) into the task's log file, which is the
+//!   buffer anyway; the bytes are read back on recovery. The ledger stays small however much
+//!   a task prints, and the backlog while the coordinator is away is bounded by the runner's
+//!   per-task output window.
+//! * A failing write (disk full) is logged and the agent keeps running on its memory; what was
+//!   not written is what a restart cannot know, and those tasks are then reported lost.
+
+use hsm_protocol::{EventKind, FileOffer, OutcomeMsg, Stream, TemplateMsg};
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// File name of the ledger inside the agent's state directory.
+pub const LEDGER_FILE: &str = "ledger.db";
+/// Operations applied per transaction at most (a burst of thousands is split).
+const MAX_BATCH: usize = 20_000;
+const SCHEMA_VERSION: i64 = 1;
+
+/// A task attempt as the ledger knows it: sweep, task index, attempt.
+pub type Key = (String, u64, u32);
+
+/// Where an attempt is in its life, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredPhase {
+    /// Accepted, waiting for a slot (or for the scheduler hand-over).
+    Queued = 0,
+    /// Being spawned, or handed to the batch scheduler and not started yet.
+    Launching = 1,
+    Running = 2,
+    /// Ended; its remaining output was being read.
+    Draining = 3,
+    /// `ResultOffer` sent; waiting for the coordinator to take the files.
+    Finished = 4,
+}
+
+impl StoredPhase {
+    fn from_i64(value: i64) -> Option<StoredPhase> {
+        Some(match value {
+            0 => StoredPhase::Queued,
+            1 => StoredPhase::Launching,
+            2 => StoredPhase::Running,
+            3 => StoredPhase::Draining,
+            4 => StoredPhase::Finished,
+            _ => return None,
+        })
+    }
+}
+
+/// A batch-scheduler element running a task, enough to follow it again after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredElement {
+    /// `slurm`, `pbspro` or `torque`.
+    pub scheduler: String,
+    /// The array's (or the single job's) id.
+    pub job: String,
+    /// Index within the array.
+    pub index: Option<u32>,
+}
+
+/// An event as stored: output as a reference into the task's log file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredKind {
+    Event(EventKind),
+    Output {
+        stream: Stream,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// One accepted attempt, as recovered.
+#[derive(Debug, Clone)]
+pub struct StoredTask {
+    pub key: Key,
+    pub dir: PathBuf,
+    pub template: TemplateMsg,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub phase: StoredPhase,
+    pub cancel_requested: bool,
+    pub next_seq: u64,
+    /// Bytes of stdout and stderr already turned into events.
+    pub output: [u64; 2],
+    pub exit: Option<(OutcomeMsg, i64)>,
+    pub offered: Vec<FileOffer>,
+    pub results_done: bool,
+    pub element: Option<StoredElement>,
+}
+
+/// One unacknowledged event, as recovered (in the order they were appended).
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub key: Key,
+    pub seq: u64,
+    pub kind: StoredKind,
+}
+
+/// What the ledger held when the agent started.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub tasks: Vec<StoredTask>,
+    pub events: Vec<StoredEvent>,
+}
+
+/// A change to record.
+pub enum Op {
+    Accept(Box<StoredTask>),
+    Phase(Key, StoredPhase),
+    Cancel(Key),
+    Exit(Key, OutcomeMsg, i64),
+    /// The result offer; the phase becomes `Finished`.
+    Offered(Key, Vec<FileOffer>),
+    ResultsDone(Key),
+    Element(Key, StoredElement),
+    /// An event with ledger position `gen` (reported durable once committed), and how much of
+    /// the task's stdout/stderr has been turned into events with it.
+    Event {
+        gen: u64,
+        key: Key,
+        seq: u64,
+        kind: StoredKind,
+        output: [u64; 2],
+    },
+    Ack(Key, u64),
+    Forget(Key),
+    /// Answered once everything sent before it is committed.
+    Barrier(mpsc::Sender<()>),
+}
+
+/// Called by the writer thread after each commit with the first ledger position not yet
+/// durable.
+pub type DurableFn = Box<dyn Fn(u64) + Send>;
+
+/// Handle on the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    ops: mpsc::Sender<Op>,
+    path: Arc<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("ledger {path}: {source}")]
+pub struct LedgerError {
+    path: String,
+    source: rusqlite::Error,
+}
+
+fn blob<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain data to a Vec cannot fail.
+    rmp_serde::to_vec_named(value).unwrap_or_default()
+}
+
+fn unblob<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    rmp_serde::from_slice(bytes).ok()
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `state_dir`, reads what it holds, and starts the writer.
+    /// `durable` is told how far the ledger is committed after every transaction.
+    pub fn open(state_dir: &Path, durable: DurableFn) -> Result<(Ledger, Recovered), LedgerError> {
+        let path = state_dir.join(LEDGER_FILE);
+        let err = |source| LedgerError {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|_| {
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS tasks (
+                        sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
+                        dir TEXT NOT NULL, template BLOB NOT NULL, args BLOB NOT NULL,
+                        env BLOB NOT NULL, phase INTEGER NOT NULL, cancel INTEGER NOT NULL,
+                        next_seq INTEGER NOT NULL, out_stdout INTEGER NOT NULL,
+                        out_stderr INTEGER NOT NULL, exit BLOB, offered BLOB,
+                        results_done INTEGER NOT NULL, element BLOB,
+                        PRIMARY KEY (sweep_id, idx, attempt));
+                     CREATE TABLE IF NOT EXISTS events (
+                        id INTEGER PRIMARY KEY, sweep_id TEXT NOT NULL, idx INTEGER NOT NULL,
+                        attempt INTEGER NOT NULL, seq INTEGER NOT NULL, kind BLOB NOT NULL,
+                        UNIQUE (sweep_id, idx, attempt, seq));",
+                )
+            })
+            .map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version == 0 {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(err)?;
+        }
+        let recovered = read_all(&conn).map_err(err)?;
+        let (ops, rx) = mpsc::channel();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("hsm-ledger".into())
+            .spawn(move || writer(conn, rx, durable, &thread_path))
+            .map_err(|e| LedgerError {
+                path: path.display().to_string(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok((
+            Ledger {
+                ops,
+                path: Arc::new(path),
+            },
+            recovered,
+        ))
+    }
+
+    /// Queues a change (never blocks).
+    pub fn record(&self, op: Op) {
+        if self.ops.send(op).is_err() {
+            tracing::error!(path = %self.path.display(), "ledger writer is gone; change not recorded");
+        }
+    }
+
+    /// Waits until everything recorded so far is committed.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.record(Op::Barrier(tx));
+        let _ = rx.recv();
+    }
+}
+
+fn read_all(conn: &Connection) -> rusqlite::Result<Recovered> {
+    let mut recovered = Recovered::default();
+    let mut stmt = conn.prepare(
+        "SELECT sweep_id, idx, attempt, dir, template, args, env, phase, cancel, next_seq,
+                out_stdout, out_stderr, exit, offered, results_done, element
+         FROM tasks ORDER BY rowid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            (
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u32,
+            ),
+            r.get::<_, String>(3)?,
+            r.get::<_, Vec<u8>>(4)?,
+            r.get::<_, Vec<u8>>(5)?,
+            r.get::<_, Vec<u8>>(6)?,
+            r.get::<_, i64>(7)?,
+            r.get::<_, bool>(8)?,
+            r.get::<_, i64>(9)? as u64,
+            [r.get::<_, i64>(10)? as u64, r.get::<_, i64>(11)? as u64],
+            r.get::<_, Option<Vec<u8>>>(12)?,
+            r.get::<_, Option<Vec<u8>>>(13)?,
+            r.get::<_, bool>(14)?,
+            r.get::<_, Option<Vec<u8>>>(15)?,
+        ))
+    })?;
+    for row in rows {
+        let (
+            key,
+            dir,
+            template,
+            args,
+            env,
+            phase,
+            cancel,
+            next_seq,
+            output,
+            exit,
+            offered,
+            done,
+            element,
+        ) = row?;
+        // A row this build cannot read (written by another version, damaged) is skipped and
+        // said: its task is then unknown here, which the coordinator treats as lost.
+        let parsed = (|| {
+            Some(StoredTask {
+                key: key.clone(),
+                dir: PathBuf::from(dir),
+                template: unblob(&template)?,
+                args: unblob(&args)?,
+                env: unblob(&env)?,
+                phase: StoredPhase::from_i64(phase)?,
+                cancel_requested: cancel,
+                next_seq,
+                output,
+                exit: match exit {
+                    Some(bytes) => Some(unblob(&bytes)?),
+                    None => None,
+                },
+                offered: match offered {
+                    Some(bytes) => unblob(&bytes)?,
+                    None => Vec::new(),
+                },
+                results_done: done,
+                element: match element {
+                    Some(bytes) => Some(unblob(&bytes)?),
+                    None => None,
+                },
+            })
+        })();
+        match parsed {
+            Some(task) => recovered.tasks.push(task),
+            None => tracing::warn!(?key, "unreadable task in the ledger; skipped"),
+        }
+    }
+    let mut stmt =
+        conn.prepare("SELECT sweep_id, idx, attempt, seq, kind FROM events ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            (
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u32,
+            ),
+            r.get::<_, i64>(3)? as u64,
+            r.get::<_, Vec<u8>>(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (key, seq, kind) = row?;
+        match unblob(&kind) {
+            Some(kind) => recovered.events.push(StoredEvent { key, seq, kind }),
+            None => tracing::warn!(?key, seq, "unreadable event in the ledger; skipped"),
+        }
+    }
+    Ok(recovered)
+}
+
+fn writer(mut conn: Connection, ops: mpsc::Receiver<Op>, durable: DurableFn, path: &Path) {
+    let mut failed_before = false;
+    while let Ok(first) = ops.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut max_gen = None;
+        let mut barriers = Vec::new();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = conn.transaction()?;
+            for op in batch {
+                match op {
+                    Op::Barrier(done) => barriers.push(done),
+                    Op::Event { gen, .. } => {
+                        max_gen = Some(gen);
+                        apply(&tx, op)?;
+                    }
+                    op => apply(&tx, op)?,
+                }
+            }
+            tx.commit()
+        })();
+        match result {
+            Ok(()) => failed_before = false,
+            Err(e) => {
+                if !failed_before {
+                    tracing::error!(path = %path.display(), error = %e, "cannot write the ledger; carrying on from memory (a restart now would lose track of these tasks)");
+                }
+                failed_before = true;
+            }
+        }
+        if let Some(gen) = max_gen {
+            durable(gen + 1);
+        }
+        for done in barriers {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: Op) -> rusqlite::Result<()> {
+    const WHERE: &str = "WHERE sweep_id = ?1 AND idx = ?2 AND attempt = ?3";
+    let k = |key: &Key| (key.0.clone(), key.1 as i64, key.2 as i64);
+    match op {
+        Op::Accept(task) => {
+            let (s, i, a) = k(&task.key);
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO tasks (sweep_id, idx, attempt, dir, template, args, env,
+                    phase, cancel, next_seq, out_stdout, out_stderr, exit, offered, results_done,
+                    element)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, NULL, NULL, 0, NULL)",
+            )?
+            .execute(params![
+                s,
+                i,
+                a,
+                task.dir.to_string_lossy(),
+                blob(&task.template),
+                blob(&task.args),
+                blob(&task.env),
+                task.phase as i64,
+                task.cancel_requested,
+                task.next_seq as i64,
+                task.output[0] as i64,
+                task.output[1] as i64,
+            ])?;
+        }
+        Op::Phase(key, phase) => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(&format!("UPDATE tasks SET phase = ?4 {WHERE}"))?
+                .execute(params![s, i, a, phase as i64])?;
+        }
+        Op::Cancel(key) => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(&format!("UPDATE tasks SET cancel = 1 {WHERE}"))?
+                .execute(params![s, i, a])?;
+        }
+        Op::Exit(key, outcome, at_ms) => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(&format!(
+                "UPDATE tasks SET exit = ?4, phase = MAX(phase, {}) {WHERE}",
+                StoredPhase::Draining as i64
+            ))?
+            .execute(params![s, i, a, blob(&(outcome, at_ms))])?;
+        }
+        Op::Offered(key, files) => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(&format!(
+                "UPDATE tasks SET offered = ?4, phase = {} {WHERE}",
+                StoredPhase::Finished as i64
+            ))?
+            .execute(params![s, i, a, blob(&files)])?;
+        }
+        Op::ResultsDone(key) => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(&format!(
+                "UPDATE tasks SET results_done = 1, offered = NULL {WHERE}"
+            ))?
+            .execute(params![s, i, a])?;
+        }
+        Op::Element(key, element) => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(&format!("UPDATE tasks SET element = ?4 {WHERE}"))?
+                .execute(params![s, i, a, blob(&element)])?;
+        }
+        Op::Event {
+            key,
+            seq,
+            kind,
+            output,
+            ..
+        } => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO events (sweep_id, idx, attempt, seq, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![s, i, a, seq as i64, blob(&kind)])?;
+            tx.prepare_cached(&format!(
+                "UPDATE tasks SET next_seq = MAX(next_seq, ?4), out_stdout = ?5, out_stderr = ?6 {WHERE}"
+            ))?
+            .execute(params![
+                s,
+                i,
+                a,
+                seq as i64 + 1,
+                output[0] as i64,
+                output[1] as i64
+            ])?;
+        }
+        Op::Ack(key, seq) => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(&format!("DELETE FROM events {WHERE} AND seq = ?4"))?
+                .execute(params![s, i, a, seq as i64])?;
+        }
+        Op::Forget(key) => {
+            let (s, i, a) = k(&key);
+            tx.prepare_cached(&format!("DELETE FROM events {WHERE}"))?
+                .execute(params![s, i, a])?;
+            tx.prepare_cached(&format!("DELETE FROM tasks {WHERE}"))?
+                .execute(params![s, i, a])?;
+        }
+        Op::Barrier(_) => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn template() -> TemplateMsg {
+        TemplateMsg {
+            id: 0,
+            argv_prefix: vec!["python3".into()],
+            env: vec![("A".into(), "1".into())],
+            cwd: "/p".into(),
+            timeout_ms: Some(5000),
+            kill_grace_ms: 2000,
+            hpc: None,
+        }
+    }
+
+    fn task(index: u64) -> StoredTask {
+        StoredTask {
+            key: ("s1".into(), index, 1),
+            dir: format!("/w/s1/tasks/task_{index:03}").into(),
+            template: template(),
+            args: vec!["x=1".into()],
+            env: vec![],
+            phase: StoredPhase::Queued,
+            cancel_requested: false,
+            next_seq: 1,
+            output: [0, 0],
+            exit: None,
+            offered: vec![],
+            results_done: false,
+            element: None,
+        }
+    }
+
+    fn open(dir: &Path) -> (Ledger, Recovered, Arc<AtomicU64>) {
+        let durable = Arc::new(AtomicU64::new(0));
+        let d = Arc::clone(&durable);
+        let (ledger, recovered) =
+            Ledger::open(dir, Box::new(move |gen| d.store(gen, Ordering::SeqCst))).unwrap();
+        (ledger, recovered, durable)
+    }
+
+    #[test]
+    fn what_was_recorded_is_recovered_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, recovered, durable) = open(dir.path());
+        assert!(recovered.tasks.is_empty() && recovered.events.is_empty());
+        for i in 1..=3 {
+            ledger.record(Op::Accept(Box::new(task(i))));
+        }
+        let k = |i: u64| ("s1".to_string(), i, 1u32);
+        ledger.record(Op::Phase(k(1), StoredPhase::Running));
+        ledger.record(Op::Event {
+            gen: 0,
+            key: k(1),
+            seq: 1,
+            kind: StoredKind::Event(EventKind::Started { pid: 7, at_ms: 1 }),
+            output: [0, 0],
+        });
+        ledger.record(Op::Event {
+            gen: 1,
+            key: k(1),
+            seq: 2,
+            kind: StoredKind::Output {
+                stream: Stream::Stdout,
+                offset: 0,
+                len: 6,
+            },
+            output: [6, 0],
+        });
+        ledger.record(Op::Ack(k(1), 1));
+        ledger.record(Op::Exit(k(2), OutcomeMsg::Exited { code: 3 }, 99));
+        ledger.record(Op::Offered(
+            k(2),
+            vec![FileOffer {
+                path: "results/r.txt".into(),
+                size: 4,
+                sha256: "ab".into(),
+            }],
+        ));
+        ledger.record(Op::Element(
+            k(3),
+            StoredElement {
+                scheduler: "slurm".into(),
+                job: "40".into(),
+                index: Some(2),
+            },
+        ));
+        ledger.record(Op::Cancel(k(3)));
+        ledger.flush();
+        assert_eq!(durable.load(Ordering::SeqCst), 2, "both events committed");
+        drop(ledger);
+
+        let (ledger, recovered, _) = open(dir.path());
+        assert_eq!(recovered.tasks.len(), 3);
+        let t1 = &recovered.tasks[0];
+        assert_eq!(
+            (t1.phase, t1.next_seq, t1.output),
+            (StoredPhase::Running, 3, [6, 0])
+        );
+        assert_eq!(t1.template, template());
+        assert_eq!(recovered.events.len(), 1, "the acknowledged event is gone");
+        assert_eq!(recovered.events[0].seq, 2);
+        let t2 = &recovered.tasks[1];
+        assert_eq!(t2.phase, StoredPhase::Finished);
+        assert_eq!(t2.exit, Some((OutcomeMsg::Exited { code: 3 }, 99)));
+        assert_eq!(t2.offered.len(), 1);
+        let t3 = &recovered.tasks[2];
+        assert!(t3.cancel_requested);
+        assert_eq!(t3.element.as_ref().map(|e| e.index), Some(Some(2)));
+        ledger.record(Op::ResultsDone(k(2)));
+        ledger.record(Op::Forget(k(1)));
+        ledger.flush();
+        drop(ledger);
+        let (_, recovered, _) = open(dir.path());
+        assert_eq!(recovered.tasks.len(), 2);
+        assert!(recovered.events.is_empty(), "forgotten with its task");
+        assert!(recovered.tasks[0].results_done && recovered.tasks[0].offered.is_empty());
+    }
+}
