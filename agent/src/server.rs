@@ -47,7 +47,7 @@ impl Server {
         let identity = Identity::load(&options.state_dir)?;
         let checker = AuthorizedKeys::checker(&options.state_dir);
         let config = tls::server_config(&identity, checker, options.transport)?;
-        let endpoint = tls::server_endpoint(options.listen, config)?;
+        let endpoint = tls::server_endpoint(options.listen, config, &identity)?;
         std::fs::create_dir_all(&options.work_dir)
             .with_context(|| format!("creating work dir {}", options.work_dir.display()))?;
         Ok(Server {

@@ -55,7 +55,7 @@ impl Agent {
     fn start(is_authorized: AuthorizeFn) -> Agent {
         let identity = Identity::generate("test agent").unwrap();
         let config = server_config(&identity, is_authorized, options()).unwrap();
-        let endpoint = tls::server_endpoint(loopback(), config).unwrap();
+        let endpoint = tls::server_endpoint(loopback(), config, &identity).unwrap();
         let addr = endpoint.local_addr().unwrap();
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(accept_loop(endpoint.clone(), tx));
@@ -726,9 +726,12 @@ async fn a_copied_agent_certificate_without_its_key_is_refused() {
         .with_cert_resolver(stolen_certificate(&real_agent));
         tls.alpn_protocols = vec![tls::ALPN.to_vec()];
         let quic = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls)).unwrap();
-        let impostor =
-            tls::server_endpoint(loopback(), quinn::ServerConfig::with_crypto(Arc::new(quic)))
-                .unwrap();
+        let impostor = tls::server_endpoint(
+            loopback(),
+            quinn::ServerConfig::with_crypto(Arc::new(quic)),
+            &Identity::generate("impostor").unwrap(),
+        )
+        .unwrap();
         let addr = impostor.local_addr().unwrap();
         let server = tokio::spawn({
             let impostor = impostor.clone();

@@ -654,10 +654,26 @@ async fn connection(
         if !actor.connected() {
             return;
         }
-        match session(&dial, &identity, &own, &actor, &mut outbox, &mut pending).await {
+        let mut welcomed = false;
+        match session(
+            &dial,
+            &identity,
+            &own,
+            &actor,
+            &mut outbox,
+            &mut pending,
+            &mut welcomed,
+        )
+        .await
+        {
             Ok(()) => return, // the actor is gone
             Err(why) => {
                 actor.do_send(Incoming::Down { why });
+                // A session that got going ends the run of failures: the agent restarted or
+                // the network blinked, and coming back quickly is what matters.
+                if welcomed {
+                    backoff = BACKOFF_START;
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
@@ -672,6 +688,7 @@ async fn session(
     actor: &actix::Addr<AgentSource>,
     outbox: &mut mpsc::UnboundedReceiver<ToAgent>,
     pending: &mut Option<ToAgent>,
+    welcomed: &mut bool,
 ) -> Result<(), String> {
     use std::net::ToSocketAddrs;
     let addr = dial
@@ -701,10 +718,13 @@ async fn session(
         .map_err(|e| e.to_string())?
         .ok_or("the agent closed the connection without answering the hello")?;
     match hsm_protocol::decode::<HelloReply>(&reply).map_err(|e| e.to_string())? {
-        HelloReply::Welcome(welcome) => actor.do_send(Incoming::Up {
-            slots: welcome.slots,
-            agent: welcome.agent_name,
-        }),
+        HelloReply::Welcome(welcome) => {
+            *welcomed = true;
+            actor.do_send(Incoming::Up {
+                slots: welcome.slots,
+                agent: welcome.agent_name,
+            })
+        }
         HelloReply::Reject(reject) => return Err(reject.to_string()),
     }
     let sweep_id = dial.sweep_id.clone();
