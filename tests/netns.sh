@@ -6,13 +6,14 @@
 #   tests/netns.sh down TAG N
 #   tests/netns.sh cut  TAG I    # take host I off the network (link down)
 #   tests/netns.sh heal TAG I
+#   tests/netns.sh loss TAG I PCT # drop PCT% of the packets host I receives (iptables, random)
 #
 # The 10.77.0.0/16 range exists only inside these namespaces. A blackhole route for it is added
 # in the root namespace while any such test runs, so nothing sent to it can ever leave the
 # machine through the default route. `k` is derived from TAG so concurrent tests do not collide.
 set -euo pipefail
 
-cmd=${1:?usage: netns.sh up|down|cut|heal TAG N}
+cmd=${1:?usage: netns.sh up|down|cut|heal|loss TAG N [PCT]}
 tag=${2:?tag}
 n=${3:?count or host index}
 subnet=$(( $(printf '%s' "$tag" | cksum | cut -d' ' -f1) % 250 + 1 ))
@@ -46,5 +47,10 @@ case "$cmd" in
     ;;
   cut) ip -n "${tag}-h$n" link set eth0 down ;;
   heal) ip -n "${tag}-h$n" link set eth0 up ;;
+  loss)
+    pct=${4:?percent}
+    ip netns exec "${tag}-h$n" iptables -A INPUT -i eth0 -m statistic --mode random \
+      --probability "$(printf '0.%02d' "$pct")" -j DROP
+    ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac

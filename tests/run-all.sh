@@ -15,6 +15,12 @@ if [ "$(id -u)" = 0 ]; then
     python3 -m pip install --quiet --disable-pip-version-check 'hydra-core==1.3.8' \
       || say "could not install hydra-core; the Hydra grammar test will skip"
   fi
+  # iptables: the fault suite drops a share of one namespace host's packets with it.
+  if ! command -v iptables >/dev/null; then
+    say "installing iptables (for the packet-loss fault test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null \
+      || say "could not install iptables; the packet-loss test will skip"
+  fi
   # A single-node Slurm (with Debian's qsub/qstat/qdel wrappers) for the Slurm/PBS backend
   # tests; MaxArraySize 10 so that chunking into several arrays is exercised. Stopped by its
   # recorded PIDs when this script exits, however it exits.

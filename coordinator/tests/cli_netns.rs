@@ -6,52 +6,7 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// The namespaces of one test, removed (and the blackhole route with the last of them) on drop.
-struct Hosts {
-    tag: String,
-    n: usize,
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(netns_script())
-            .args(["down", &self.tag, &self.n.to_string()])
-            .status();
-    }
-}
-
-fn netns_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/netns.sh")
-}
-
-/// `n` hosts and their network prefix (`10.77.K`), or why they cannot be made here.
-fn hosts(tag: &str, n: usize) -> Result<(Hosts, String), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not root (network namespaces need it)".into());
-    }
-    let out = std::process::Command::new(netns_script())
-        .args(["up", tag, &n.to_string()])
-        .output()
-        .map_err(|e| format!("cannot run tests/netns.sh: {e}"))?;
-    let hosts = Hosts {
-        tag: tag.to_string(),
-        n,
-    };
-    if !out.status.success() {
-        return Err(format!(
-            "tests/netns.sh up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok((
-        hosts,
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    ))
-}
 
 #[test]
 fn a_sweep_across_three_hosts_survives_losing_an_agent() {

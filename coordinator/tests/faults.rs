@@ -197,3 +197,204 @@ time.sleep(0.1)
     );
     eprintln!("RECOVERY agent restart during a 50 MiB transfer: {recovery:.1} s until the file was complete");
 }
+
+/// The coordinator on host 0 of `hosts`, running `id` on the agents of the project.
+fn run_sweep_on_host(
+    p: &Project,
+    home: &std::path::Path,
+    tag: &str,
+    sources: &str,
+    id: &str,
+) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &format!("{tag}-h0"), bin(), "-C"])
+        .arg(p.path())
+        .args(["sweep", "run", "--sources", sources, "--sweep-id", id])
+        .env("HSM_HOME", home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// An agent on host 1 of two fresh namespace hosts, and the project enlisting it as `a0`.
+fn agent_on_second_host(
+    agent_bin: &std::path::Path,
+    tag: &str,
+    home: &std::path::Path,
+    sleep: f64,
+    tasks: u64,
+    defaults: &str,
+) -> Option<(Hosts, AgentProcess, Project)> {
+    let (hosts, net) = match hosts(tag, 2) {
+        Ok(h) => h,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+    };
+    let agent = start_agent_in(
+        agent_bin,
+        Some(&format!("{tag}-h1")),
+        &format!("{net}.2:7300"),
+    );
+    let p = project_on_agents(agent_bin, &[&agent], home, sleep, tasks, defaults);
+    Some((hosts, agent, p))
+}
+
+#[test]
+fn a_30s_partition_between_coordinator_and_agent_loses_nothing() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let tag = format!("p{}", std::process::id() % 100_000);
+    let home = tempfile::tempdir().unwrap();
+    let Some((hosts, agent, p)) = agent_on_second_host(
+        &agent_bin,
+        &tag,
+        home.path(),
+        0.2,
+        100,
+        "  kill_grace: 1s\n  agent_grace: 120s\n",
+    ) else {
+        return;
+    };
+    let child = run_sweep_on_host(&p, home.path(), &tag, "a0", "cut");
+    wait_until(Duration::from_secs(120), "30 tasks done", || {
+        completed(&p, "cut") >= 30
+    });
+    hosts.net("cut", 1, &[]);
+    // The agent keeps running its tasks while the coordinator cannot reach it.
+    std::thread::sleep(Duration::from_secs(30));
+    let at_heal = completed(&p, "cut");
+    let healed = Instant::now();
+    hosts.net("heal", 1, &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "progress after the link is back",
+        || completed(&p, "cut") > at_heal + 3,
+    );
+    let recovery = healed.elapsed().as_secs_f64();
+    let out = wait_with_timeout(child, Duration::from_secs(300), "sweep run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&p, "cut", 100);
+    assert_results_intact(&p, "cut", 100);
+    eprintln!("RECOVERY 30 s partition: {recovery:.1} s from restoring the link to progress");
+    drop(agent);
+}
+
+#[test]
+fn ten_percent_packet_loss_at_the_agent_for_the_whole_sweep_loses_nothing() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    if std::process::Command::new("iptables")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: no iptables (tests/run-all.sh installs it when run as root)");
+        return;
+    }
+    let tag = format!("l{}", std::process::id() % 100_000);
+    let home = tempfile::tempdir().unwrap();
+    let Some((hosts, agent, p)) = agent_on_second_host(
+        &agent_bin,
+        &tag,
+        home.path(),
+        0.05,
+        100,
+        "  kill_grace: 1s\n  agent_grace: 120s\n",
+    ) else {
+        return;
+    };
+    hosts.net("loss", 1, &["10"]);
+    let started = Instant::now();
+    let child = run_sweep_on_host(&p, home.path(), &tag, "a0", "lossy");
+    let out = wait_with_timeout(child, Duration::from_secs(300), "sweep run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(&p, "lossy", 100);
+    assert_results_intact(&p, "lossy", 100);
+    eprintln!(
+        "RECOVERY 10% packet loss: the whole 100-task sweep (11 MiB of results) took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(agent);
+}
+
+#[test]
+fn a_task_that_ignores_sigterm_is_killed_after_the_grace_and_ends_cancelled() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent(&agent_bin);
+    let p = project_on_agents(
+        &agent_bin,
+        &[&agent],
+        home.path(),
+        0.05,
+        100,
+        "  kill_grace: 2s\n",
+    );
+    // Task 50 ignores SIGTERM and would sleep for ten minutes, until `fixed` exists.
+    let stubborn = RESULT_PY.replace(
+        "import os, sys",
+        "import os, sys, signal, time\nif 'x=50' in sys.argv and not os.path.exists('fixed'):\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    open('stubborn.pid', 'w').write(str(os.getpid()))\n    time.sleep(600)",
+    );
+    p.write("task.py", &stubborn);
+    let child = run_sweep(&p, home.path(), "a0", "stub");
+    let pid_file = p.path().join("stubborn.pid");
+    wait_until(Duration::from_secs(120), "task 50 running", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty())
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cancelled_at = Instant::now();
+    let mut cancel = p.command(&["sweep", "cancel", "stub"]);
+    cancel.env("HSM_HOME", home.path());
+    assert!(cancel.output().unwrap().status.success());
+    let out = wait_with_timeout(child, Duration::from_secs(60), "cancelled sweep run");
+    let took = cancelled_at.elapsed().as_secs_f64();
+    assert!(!pid_alive(pid), "the task that ignored SIGTERM is gone");
+    let status = p.status("stub");
+    let task = &status["tasks"][49];
+    assert_eq!(task["status"], "cancelled", "{task}");
+    assert!(
+        took >= 2.0,
+        "the run waited for the grace before it ended: {took:.1} s ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Completed later: only what did not complete runs again, each task completes once.
+    p.write("fixed", "");
+    let mut complete = p.command(&["sweep", "complete", "stub", "--sources", "a0"]);
+    complete.env("HSM_HOME", home.path());
+    let done = wait_with_timeout(
+        complete.spawn().unwrap(),
+        Duration::from_secs(300),
+        "complete",
+    );
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_exactly_once(&p, "stub", 100);
+    assert_results_intact(&p, "stub", 100);
+    eprintln!("RECOVERY task ignoring SIGTERM: cancel took {took:.1} s (kill_grace 2 s)");
+}

@@ -494,3 +494,65 @@ pub fn enlist(
     ])
     .expect_code(0);
 }
+
+/// The namespaces of one test, removed (and the blackhole route with the last of them) on drop.
+pub struct Hosts {
+    pub tag: String,
+    n: usize,
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(netns_script())
+            .args(["down", &self.tag, &self.n.to_string()])
+            .status();
+    }
+}
+
+pub fn netns_script() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/netns.sh")
+}
+
+/// `n` hosts (`TAG-h0` ..) and their network prefix (`10.77.K`), or why they cannot be made
+/// here.
+pub fn hosts(tag: &str, n: usize) -> Result<(Hosts, String), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root (network namespaces need it)".into());
+    }
+    let out = std::process::Command::new(netns_script())
+        .args(["up", tag, &n.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run tests/netns.sh: {e}"))?;
+    let hosts = Hosts {
+        tag: tag.to_string(),
+        n,
+    };
+    if !out.status.success() {
+        return Err(format!(
+            "tests/netns.sh up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((
+        hosts,
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    ))
+}
+
+impl Hosts {
+    /// Runs `tests/netns.sh CMD TAG I` (cut, heal, loss) for host `i`.
+    pub fn net(&self, cmd: &str, i: usize, extra: &[&str]) {
+        let out = std::process::Command::new(netns_script())
+            .args([cmd, &self.tag, &i.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "netns.sh {cmd} {} {i}: {}",
+            self.tag,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
