@@ -1102,6 +1102,50 @@ impl Runner {
         self.fill_slots();
     }
 
+    /// A restarted coordinator takes up these attempts. Returns the ones not held here (it will
+    /// hear nothing more about those). An attempt that finished and whose end the previous
+    /// coordinator acknowledged (all its events are) reports its end again: that coordinator may
+    /// have died before it wrote the end down. One with events still unacknowledged needs
+    /// nothing: they are replayed to every session.
+    pub fn attach(&self, msg: &hsm_protocol::AttachMsg) -> Vec<TaskRef> {
+        let mut unknown = Vec::new();
+        {
+            let mut state = self.lock();
+            for task in &msg.tasks {
+                let key = SweepTaskRef {
+                    sweep_id: msg.sweep_id.clone(),
+                    task: *task,
+                };
+                let Some(&id) = state.by_ref.get(&key) else {
+                    unknown.push(*task);
+                    continue;
+                };
+                let Some(record) = state.tasks.get(&id) else {
+                    unknown.push(*task);
+                    continue;
+                };
+                if record.phase != Phase::Finished || record.unacked_events > 0 {
+                    continue;
+                }
+                let (outcome, at) = match &record.exit {
+                    Some((outcome, at)) => (outcome_msg(outcome), *at),
+                    None => (OutcomeMsg::Lost, SystemTime::now()),
+                };
+                let files = record.offered.clone();
+                state.append(
+                    id,
+                    EventKind::Exited {
+                        outcome,
+                        at_ms: epoch_ms(at),
+                    },
+                );
+                state.append(id, EventKind::ResultOffer { files });
+            }
+        }
+        self.notify_appended();
+        unknown
+    }
+
     /// Forgets acknowledged events; output acknowledgements let paused tailers read on.
     pub fn ack(&self, acks: &[EventRef]) {
         let mut state = self.lock();

@@ -10,8 +10,8 @@ use crate::tls::{self, TransportOptions};
 use crate::wire::{read_frame, write_message};
 use anyhow::Context as _;
 use hsm_protocol::{
-    decode, negotiate, AgentInfo, ErrorMsg, EventsMsg, FileHeader, FromAgent, HeartbeatMsg, Hello,
-    HelloReply, PongMsg, SweepId, TaskRef, ToAgent, MAX_FRAME,
+    decode, negotiate, AgentInfo, AttachedMsg, ErrorMsg, EventsMsg, FileHeader, FromAgent,
+    HeartbeatMsg, Hello, HelloReply, PongMsg, SweepId, TaskRef, ToAgent, MAX_FRAME,
 };
 use std::future::Future;
 use std::net::SocketAddr;
@@ -209,6 +209,15 @@ async fn read_loop(
                 }
             },
             Ok(ToAgent::ResultsDone(done)) => runner.results_done(&done),
+            Ok(ToAgent::Attach(attach)) => {
+                let unknown = runner.attach(&attach);
+                let _ = replies
+                    .send(FromAgent::Attached(AttachedMsg {
+                        sweep_id: attach.sweep_id,
+                        unknown,
+                    }))
+                    .await;
+            }
             Err(e) => {
                 // A peer that sends garbage after authenticating is broken: say why, close.
                 let _ = replies.send(error(format!("malformed message: {e}"))).await;

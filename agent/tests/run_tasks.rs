@@ -240,6 +240,7 @@ async fn collect(
             FromAgent::Heartbeat(h) => seen.heartbeats.push(h.running),
             FromAgent::Error(e) => seen.errors.push(e.message),
             FromAgent::Pong(_) => {}
+            FromAgent::Attached(a) => seen.errors.push(format!("unexpected {a:?}")),
         }
     }
 }

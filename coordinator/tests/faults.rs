@@ -398,3 +398,67 @@ fn a_task_that_ignores_sigterm_is_killed_after_the_grace_and_ends_cancelled() {
     assert_results_intact(&p, "stub", 100);
     eprintln!("RECOVERY task ignoring SIGTERM: cancel took {took:.1} s (kill_grace 2 s)");
 }
+
+#[test]
+fn the_coordinator_killed_mid_sweep_and_complete_5s_later_takes_up_what_agents_hold() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent(&agent_bin);
+    let p = project_on_agents(
+        &agent_bin,
+        &[&agent],
+        home.path(),
+        0.3,
+        120,
+        "  kill_grace: 1s\n  agent_grace: 60s\n",
+    );
+    let mut child = run_sweep(&p, home.path(), "a0", "ckill");
+    wait_until(
+        Duration::from_secs(120),
+        "a third of the tasks done",
+        || completed(&p, "ckill") >= 40,
+    );
+    child.kill().expect("kill -9 the coordinator");
+    let _ = child.wait();
+    // Meanwhile the agent finishes what it holds and keeps the outcomes and files.
+    std::thread::sleep(Duration::from_secs(5));
+    let at_restart = completed(&p, "ckill");
+    let restarted = Instant::now();
+    let mut complete = p.command(&["sweep", "complete", "ckill", "--sources", "a0"]);
+    complete
+        .env("HSM_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let complete = complete.spawn().unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "progress after the restart",
+        || completed(&p, "ckill") > at_restart + 3,
+    );
+    let recovery = restarted.elapsed().as_secs_f64();
+    let out = wait_with_timeout(complete, Duration::from_secs(300), "sweep complete");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_exactly_once(&p, "ckill", 120);
+    assert_results_intact(&p, "ckill", 120);
+    let taken_up: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("taking up "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tasks were taken up: {stderr}"));
+    let db = rusqlite::Connection::open(p.sweep_dir("ckill").join("sweep.db")).unwrap();
+    let rerun: i64 = db
+        .query_row("SELECT COUNT(*) FROM tasks WHERE attempt > 1", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    eprintln!("RECOVERY coordinator kill -9, complete 5 s later: {recovery:.1} s to progress; {taken_up} attempts taken up, {rerun} tasks ran again");
+    assert!(taken_up >= 3, "{stderr}");
+    assert!(
+        (rerun as u64) < taken_up,
+        "what the agent held was taken up, not run again ({rerun} reruns): {stderr}"
+    );
+}

@@ -64,6 +64,17 @@ pub enum ToAgent {
     FetchResults(FetchMsg),
     /// The coordinator has every result file of a task; the agent may delete them.
     ResultsDone(ResultsDoneMsg),
+    /// A coordinator that restarted takes these attempts up again (`sweep complete` after a
+    /// crash): the agent answers `Attached` naming the ones it does not hold, and sends again the
+    /// end of any it holds whose end was acknowledged by the previous coordinator.
+    Attach(AttachMsg),
+}
+
+/// Attempts a coordinator takes up again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachMsg {
+    pub sweep_id: SweepId,
+    pub tasks: Vec<TaskRef>,
 }
 
 /// A batch of tasks of one sweep.
@@ -276,6 +287,17 @@ pub enum FromAgent {
     Pong(PongMsg),
     /// The agent could not act on a message (unknown sweep, malformed request, ...).
     Error(ErrorMsg),
+    /// The answer to `Attach`.
+    Attached(AttachedMsg),
+}
+
+/// The answer to an `Attach`: which of the attempts the agent does not hold (never received,
+/// or finished and forgotten); nothing more will come about those. The others report on as
+/// usual.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedMsg {
+    pub sweep_id: SweepId,
+    pub unknown: Vec<TaskRef>,
 }
 
 /// A batch of task events, possibly of several tasks and sweeps.

@@ -52,9 +52,10 @@ fn every_to_agent_variant_round_trips() {
             ToAgent::Ping(_) => "Ping",
             ToAgent::FetchResults(_) => "FetchResults",
             ToAgent::ResultsDone(_) => "ResultsDone",
+            ToAgent::Attach(_) => "Attach",
         })
         .collect();
-    assert_eq!(covered.len(), 6);
+    assert_eq!(covered.len(), 7);
     round_trips_at_every_split(&samples);
 }
 
@@ -94,9 +95,10 @@ fn every_from_agent_variant_round_trips() {
             FromAgent::Heartbeat(_) => _ = covered.insert("Heartbeat"),
             FromAgent::Pong(_) => _ = covered.insert("Pong"),
             FromAgent::Error(_) => _ = covered.insert("Error"),
+            FromAgent::Attached(_) => _ = covered.insert("Attached"),
         }
     }
-    assert_eq!(covered.len(), 4 + 5 + 7, "{covered:?}");
+    assert_eq!(covered.len(), 5 + 5 + 7, "{covered:?}");
     round_trips_at_every_split(&samples);
 }
 

@@ -17,9 +17,9 @@ use hsm_agent::process::TaskKey;
 use hsm_agent::tls::{self, TransportOptions};
 use hsm_agent::wire::{read_frame, write_message};
 use hsm_protocol::{
-    AckMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileOffer, FromAgent, Hello, HelloReply,
-    JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId, TaskIndex, TaskMsg,
-    TaskRef, TemplateMsg, ToAgent, MAX_FRAME,
+    AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileOffer, FromAgent, Hello,
+    HelloReply, JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId, TaskIndex,
+    TaskMsg, TaskRef, TemplateMsg, ToAgent, MAX_FRAME,
 };
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -80,6 +80,8 @@ pub struct AgentSource {
     low_disk: bool,
     /// Launches not yet sent (see `flush_submits`).
     submit_batch: Vec<TaskMsg>,
+    /// Attempts to take up again, not yet asked for (one `Attach` per burst).
+    attach_batch: Vec<TaskRef>,
 }
 
 impl AgentSource {
@@ -98,6 +100,7 @@ impl AgentSource {
             connected: false,
             low_disk: false,
             submit_batch: Vec::new(),
+            attach_batch: Vec::new(),
         }
     }
 
@@ -403,6 +406,29 @@ impl Handler<CancelTask> for AgentSource {
     }
 }
 
+/// Take up an attempt the agent holds from a coordinator that died: its events (replayed by the
+/// agent) and results count as this run's.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct AttachTask(pub TaskKey);
+
+impl Handler<AttachTask> for AgentSource {
+    type Result = ();
+    fn handle(&mut self, msg: AttachTask, ctx: &mut Context<Self>) {
+        self.attempts.insert(msg.0, Attempting::default());
+        if self.attach_batch.is_empty() {
+            ctx.run_later(Duration::ZERO, |actor, _| {
+                let tasks = std::mem::take(&mut actor.attach_batch);
+                actor.send(ToAgent::Attach(AttachMsg {
+                    sweep_id: SweepId(actor.setup.sweep_id.clone()),
+                    tasks,
+                }));
+            });
+        }
+        self.attach_batch.push(Self::task_ref(msg.0));
+    }
+}
+
 /// Take back an attempt that has not started on the agent: the agent drops it (or stops it,
 /// should it have started meanwhile) and whatever it still reports about it is ignored.
 #[derive(Message, Debug)]
@@ -539,6 +565,29 @@ impl Handler<Incoming> for AgentSource {
                 }
             }
             Incoming::Frame(FromAgent::Pong(_)) => {}
+            Incoming::Frame(FromAgent::Attached(attached)) => {
+                if attached.sweep_id.as_str() != self.setup.sweep_id {
+                    return;
+                }
+                for task in attached.unknown {
+                    let key = TaskKey {
+                        index: task.index.0,
+                        attempt: task.attempt.0,
+                    };
+                    if self.attempts.contains_key(&key) {
+                        self.finish(
+                            key,
+                            ExitKind::Lost {
+                                reason: format!(
+                                    "unknown to {} when taken up again (never received, or \
+                                     forgotten after it ended)",
+                                    self.setup.name
+                                ),
+                            },
+                        );
+                    }
+                }
+            }
             Incoming::File(result) => {
                 let (key, path) = match result {
                     Ok(received) => {

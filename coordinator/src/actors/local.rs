@@ -196,18 +196,23 @@ impl Handler<CancelTask> for LocalSource {
 /// They are found by their environment, not by the pids in `sweep.db`: a task started in the
 /// last moments before the crash may not have reached the database yet. A process counts as the
 /// sweep's when its environment holds `HSM_SWEEP_ID=<sweep_id>` and an `HSM_TASK_ID`, which hsm
-/// sets on every task; its whole process group (each task has its own) is killed. Call this only
+/// sets on every task, and no `HSM_AGENT_TASK` (an agent's task, even one on this host, belongs to
+/// the agent); its whole process group (each task has its own) is killed. Call this only
 /// while holding the sweep's lock, so no live coordinator owns these processes. Returns the
 /// number of process groups killed.
 pub fn kill_orphans(sweep_id: &str) -> usize {
     let want_sweep = format!("HSM_SWEEP_ID={sweep_id}");
+    let mark = format!("{}=", hsm_agent::runner::TASK_MARK);
     hsm_agent::process::kill_groups_where(|environ| {
         let mut sweep_ok = false;
         let mut task_ok = false;
+        let mut agents = false;
         for var in environ {
             sweep_ok |= *var == want_sweep.as_bytes();
             task_ok |= var.starts_with(b"HSM_TASK_ID=task_");
+            agents |= var.starts_with(mark.as_bytes());
         }
-        sweep_ok && task_ok
+        // An agent on this host runs its tasks for itself: they may be taken up again.
+        sweep_ok && task_ok && !agents
     })
 }

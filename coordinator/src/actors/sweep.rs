@@ -2,7 +2,7 @@
 //! inputs, carries the core's commands to the source actors, and batches the core's changes to
 //! the store actor.
 
-use super::agent::{AgentSetup, AgentSource, WithdrawTask};
+use super::agent::{AgentSetup, AgentSource, AttachTask, WithdrawTask};
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
@@ -34,6 +34,9 @@ pub struct SourceSpec {
     /// For an agent without configured slots: what it reports when it connects.
     pub slots: usize,
     pub kind: SourceSpecKind,
+    /// Not asked for this run: only here to finish attempts it holds from a run whose
+    /// coordinator died. It gets no new work.
+    pub attach_only: bool,
 }
 
 // A handful per run, built once: the size difference does not matter.
@@ -252,6 +255,23 @@ impl SweepActor {
                 attempt,
                 source,
             } => self.sources[source].withdraw(TaskKey { index, attempt }),
+            Command::Attach {
+                index,
+                attempt,
+                source,
+            } => match &self.sources[source] {
+                SourceHandle::Agent(addr) => addr.do_send(AttachTask(TaskKey { index, attempt })),
+                // Only agents hold attempts across coordinators; a local attempt of a dead
+                // coordinator was ended by `kill_orphans`.
+                SourceHandle::Local(_) => self.core.handle_exited(
+                    index,
+                    attempt,
+                    ExitKind::Lost {
+                        reason: "not held by a local source".into(),
+                    },
+                    now_ms(),
+                ),
+            },
         }
     }
 

@@ -111,6 +111,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                     .or(cfg.defaults.parallel)
                     .unwrap_or_else(default_slots);
                 sources.push(SourceSpec {
+                    attach_only: false,
                     name: name.clone(),
                     slots,
                     kind: SourceSpecKind::Local,
@@ -126,6 +127,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
             } => {
                 let hpc = hpc_request(*backend, hpc, args, walltime);
                 sources.push(SourceSpec {
+                    attach_only: false,
                     name: name.clone(),
                     // Until it connects and says; it gets no work before that.
                     slots: slots.unwrap_or(1),
@@ -148,6 +150,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                     continue;
                 };
                 sources.push(SourceSpec {
+                    attach_only: false,
                     name: name.clone(),
                     slots: slots.unwrap_or(DEFAULT_SCHEDULER_SLOTS),
                     kind: SourceSpecKind::Scheduler {
@@ -366,7 +369,17 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         ),
     );
     let summary = execute(
-        global, &cfg, &exec, &settings, &sweep_id, &paths, store, rows, &to_run, 0,
+        global,
+        &cfg,
+        &exec,
+        &settings,
+        &sweep_id,
+        &paths,
+        store,
+        rows,
+        &to_run,
+        &[],
+        0,
     )?;
     drop(lock);
     finish(
@@ -414,6 +427,7 @@ fn execute(
     store: Store,
     rows: Vec<TaskRow>,
     to_run: &[u64],
+    attach: &[(u64, u32, usize)],
     n_rerun_final: u64,
 ) -> anyhow::Result<RunSummary> {
     let tasks: Vec<TaskState> = rows
@@ -436,15 +450,20 @@ fn execute(
                 SourceSpecKind::Agent { .. } => crate::actors::sweep::agent_capacity(s.slots),
                 SourceSpecKind::Scheduler { .. } => s.slots,
             };
-            crate::core::state::SourceState::new(s.name.clone(), capacity)
+            if s.attach_only {
+                crate::core::state::SourceState::attach_only(s.name.clone())
+            } else {
+                crate::core::state::SourceState::new(s.name.clone(), capacity)
+            }
         })
         .collect();
     let mut core = SweepCore::new(tasks, sources, exec.strategy);
     let initial = core.counts();
     core.enqueue(to_run, exec.retries, now_ms());
+    core.attach(attach, exec.retries);
     let mut progress = Progress::new(
         ProgressMode::detect(global.quiet),
-        to_run.len() as u64,
+        (to_run.len() + attach.len()) as u64,
         initial,
     );
     progress.rerunning(n_rerun_final);
@@ -706,7 +725,7 @@ fn open_settings(store: &Store) -> anyhow::Result<SweepSettings> {
 
 pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
-    let exec = validate_exec(&cfg, &args.exec)?;
+    let mut exec = validate_exec(&cfg, &args.exec)?;
     let (sweep_id, paths) = find_sweep(global, &cfg, &args.sweep_id)?;
     let lock = if args.exec.dry_run {
         None
@@ -743,7 +762,55 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             status: r.status,
         })
         .collect();
-    let plan = plan_completion(
+    // Attempts an agent may still hold from a coordinator that died (recorded queued or running
+    // there) are taken up, not run again: the agent reports how they ended, or that it does not
+    // hold them, and only then do they run again. Its source joins this run for that alone when
+    // not among --sources.
+    let mut attach: Vec<(u64, u32, usize)> = Vec::new();
+    for row in &rows {
+        if !matches!(row.status, TaskStatus::Queued | TaskStatus::Running) || row.attempt == 0 {
+            continue;
+        }
+        let named = task_ids
+            .as_ref()
+            .is_some_and(|ids| ids.contains(&row.index));
+        let Some(name) = row.source.as_deref().filter(|_| !named) else {
+            continue;
+        };
+        let Some(config::SourceConfig {
+            kind:
+                SourceKind::Agent {
+                    address,
+                    fingerprint,
+                    project_dir,
+                    ..
+                },
+            ..
+        }) = cfg.sources.get(name)
+        else {
+            continue;
+        };
+        let source = match exec.sources.iter().position(|s| s.name == name) {
+            Some(i) => i,
+            None => {
+                exec.sources.push(SourceSpec {
+                    name: name.to_string(),
+                    slots: 1,
+                    kind: SourceSpecKind::Agent {
+                        address: address.clone(),
+                        fingerprint: fingerprint.clone(),
+                        project_dir: project_dir.clone(),
+                        slots_configured: true,
+                        hpc: None,
+                    },
+                    attach_only: true,
+                });
+                exec.sources.len() - 1
+            }
+        };
+        attach.push((row.index, row.attempt, source));
+    }
+    let mut plan = plan_completion(
         &recorded,
         &CompletionRequest {
             task_ids,
@@ -751,6 +818,8 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             max_runs: exec.max_runs,
         },
     );
+    let attached: std::collections::HashSet<u64> = attach.iter().map(|a| a.0).collect();
+    plan.runs.retain(|(i, _)| !attached.contains(i));
     if let Some(first) = plan.runs.first() {
         check_command(
             &cfg,
@@ -800,6 +869,25 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         );
     }
     let to_run: Vec<u64> = plan.runs.iter().map(|(i, _)| *i).collect();
+    if !attach.is_empty() {
+        note(
+            global,
+            &format!(
+                "taking up {} task{} an earlier coordinator left on agents ({})",
+                attach.len(),
+                if attach.len() == 1 { "" } else { "s" },
+                {
+                    let mut names: Vec<&str> = attach
+                        .iter()
+                        .map(|a| exec.sources[a.2].name.as_str())
+                        .collect();
+                    names.sort_unstable();
+                    names.dedup();
+                    names.join(", ")
+                }
+            ),
+        );
+    }
     let n_rerun_final = plan
         .runs
         .iter()
@@ -836,6 +924,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         store,
         rows,
         &to_run,
+        &attach,
         n_rerun_final,
     )?;
     drop(lock);

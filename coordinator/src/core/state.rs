@@ -139,6 +139,9 @@ pub struct SourceState {
     pub running: usize,
     /// Unhealthy sources get no new work.
     pub healthy: bool,
+    /// Only here to finish attempts it already holds (`sweep complete` taking up a sweep whose
+    /// coordinator died, on other sources): never gets new work.
+    pub attach_only: bool,
 }
 
 impl SourceState {
@@ -148,11 +151,20 @@ impl SourceState {
             slots: slots.max(1),
             running: 0,
             healthy: true,
+            attach_only: false,
+        }
+    }
+
+    /// A source that only finishes the attempts it holds.
+    pub fn attach_only(name: impl Into<String>) -> Self {
+        SourceState {
+            attach_only: true,
+            ..SourceState::new(name, 1)
         }
     }
 
     fn free(&self) -> usize {
-        if self.healthy {
+        if self.healthy && !self.attach_only {
             self.slots.saturating_sub(self.running)
         } else {
             0
@@ -200,6 +212,13 @@ pub enum Command {
     },
     /// Stop attempt `attempt` of task `index` on source number `source`.
     Cancel {
+        index: u64,
+        attempt: u32,
+        source: usize,
+    },
+    /// Take up again attempt `attempt` of task `index`, which source number `source` holds from
+    /// an earlier run (its coordinator died): its reports count as if this run had launched it.
+    Attach {
         index: u64,
         attempt: u32,
         source: usize,
@@ -290,6 +309,8 @@ pub struct SweepCore {
     round_robin_next: usize,
     counts: Counts,
     changes: Vec<Change>,
+    /// Commands waiting for the next `poll_dispatch` (attachments).
+    pending: Vec<Command>,
 }
 
 impl SweepCore {
@@ -306,6 +327,7 @@ impl SweepCore {
             round_robin_next: 0,
             counts,
             changes: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -359,10 +381,41 @@ impl SweepCore {
         }
     }
 
+    /// Takes up attempts that sources hold from an earlier run whose coordinator died: each task
+    /// (recorded queued or running with that attempt) counts as this run's, running on
+    /// `source`, and its reports apply as if this run had launched it; `retries` as for
+    /// `enqueue`. The `Attach` commands come with the next `poll_dispatch`. Tasks not in that
+    /// state are left alone.
+    pub fn attach(&mut self, attempts: &[(u64, u32, usize)], retries: u32) {
+        for &(index, attempt, source) in attempts {
+            if source >= self.sources.len() {
+                continue;
+            }
+            let Some(task) = self.task_mut(index) else {
+                continue;
+            };
+            if task.attempt != attempt
+                || !matches!(task.status, TaskStatus::Queued | TaskStatus::Running)
+                || task.source.is_some()
+            {
+                continue;
+            }
+            task.source = Some(source);
+            task.retries_left = retries;
+            self.sources[source].running += 1;
+            self.open += 1;
+            self.pending.push(Command::Attach {
+                index,
+                attempt,
+                source,
+            });
+        }
+    }
+
     /// Assigns queued tasks to sources with free slots, as the strategy says. Each returned
     /// command starts a new attempt (attempt + 1).
     pub fn poll_dispatch(&mut self, now: i64) -> Vec<Command> {
-        let mut commands = Vec::new();
+        let mut commands = std::mem::take(&mut self.pending);
         while self.dispatching {
             let Some(source) = self.choose_source() else {
                 break;
@@ -946,6 +999,74 @@ mod tests {
             ],
             "the lost attempt ends failed in its history, the task waits for the next"
         );
+    }
+
+    #[test]
+    fn attached_attempts_finish_where_they_are_and_new_work_avoids_attach_only_sources() {
+        let tasks: Vec<TaskState> = (1..=4)
+            .map(|index| TaskState {
+                index,
+                status: if index <= 2 {
+                    TaskStatus::Running
+                } else {
+                    TaskStatus::Pending
+                },
+                attempt: u32::from(index <= 2),
+                source: None,
+                retries_left: 0,
+                pid: None,
+            })
+            .collect();
+        let sources = vec![
+            SourceState::new("local", 1),
+            SourceState::attach_only("old-agent"),
+        ];
+        let mut core = SweepCore::new(tasks, sources, Strategy::RoundRobin);
+        core.enqueue(&[3, 4], 0, 0);
+        core.attach(&[(1, 1, 1), (2, 1, 1), (3, 0, 1)], 0);
+        let commands = core.poll_dispatch(1);
+        assert_eq!(
+            commands,
+            [
+                Command::Attach {
+                    index: 1,
+                    attempt: 1,
+                    source: 1
+                },
+                Command::Attach {
+                    index: 2,
+                    attempt: 1,
+                    source: 1
+                },
+                Command::Launch {
+                    index: 3,
+                    attempt: 1,
+                    source: 0
+                },
+            ],
+            "task 3 is not held anywhere: it runs, on the source that takes new work"
+        );
+        core.handle_exited(1, 1, ExitKind::Success, 2);
+        assert!(
+            core.poll_dispatch(3).is_empty(),
+            "the attach-only source's freed slot takes nothing new"
+        );
+        core.handle_exited(
+            2,
+            1,
+            ExitKind::Lost {
+                reason: "unknown to the agent".into(),
+            },
+            4,
+        );
+        core.handle_exited(3, 1, ExitKind::Success, 5);
+        // The lost attempt goes first, on the source that takes new work, as attempt 2.
+        assert_eq!(launches(&core.poll_dispatch(6)), [(2, 2, 0)]);
+        core.handle_exited(2, 2, ExitKind::Success, 7);
+        assert_eq!(launches(&core.poll_dispatch(8)), [(4, 1, 0)]);
+        core.handle_exited(4, 1, ExitKind::Success, 8);
+        assert!(core.is_finished());
+        assert_eq!(core.counts().completed, 4);
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub fn to_agent_samples() -> Vec<ToAgent> {
             sweep_id: sweep(),
             task: task(5, 2),
         }),
+        ToAgent::Attach(AttachMsg {
+            sweep_id: sweep(),
+            tasks: vec![task(5, 2), task(6, 1)],
+        }),
     ]
 }
 
@@ -190,6 +194,10 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
         FromAgent::Pong(PongMsg { nonce: 0xdead_beef }),
         FromAgent::Error(ErrorMsg {
             message: "unknown sweep sweep_x".into(),
+        }),
+        FromAgent::Attached(AttachedMsg {
+            sweep_id: sweep(),
+            unknown: vec![task(6, 1)],
         }),
     ]
 }
@@ -344,6 +352,8 @@ pub fn to_agent() -> impl Strategy<Value = ToAgent> {
         }),
         (sweep_id(), task_ref())
             .prop_map(|(sweep_id, task)| ToAgent::ResultsDone(ResultsDoneMsg { sweep_id, task })),
+        (sweep_id(), vec(task_ref(), 0..4))
+            .prop_map(|(sweep_id, tasks)| ToAgent::Attach(AttachMsg { sweep_id, tasks })),
     ]
 }
 
@@ -416,6 +426,8 @@ pub fn from_agent() -> impl Strategy<Value = FromAgent> {
             }),
         any::<u64>().prop_map(|nonce| FromAgent::Pong(PongMsg { nonce })),
         text().prop_map(|message| FromAgent::Error(ErrorMsg { message })),
+        (sweep_id(), vec(task_ref(), 0..4))
+            .prop_map(|(sweep_id, unknown)| FromAgent::Attached(AttachedMsg { sweep_id, unknown })),
     ]
 }
 
