@@ -57,6 +57,11 @@ struct ServeArgs {
     /// Seconds between checks of Slurm/PBS jobs (one squeue/qstat call for all of them).
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     poll: u64,
+    /// Keep no ledger on disk: nothing this agent holds survives its restart (tasks it was
+    /// running are then lost to the coordinator, which runs them again). For throwaway agents
+    /// and for measuring what the ledger costs.
+    #[arg(long)]
+    no_ledger: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -192,6 +197,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         heartbeat_every: std::time::Duration::from_secs(args.heartbeat),
         scheduler_poll: std::time::Duration::from_secs(args.poll),
         transport: hsm_agent::tls::TransportOptions::default(),
+        ledger: !args.no_ledger,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

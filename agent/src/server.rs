@@ -32,6 +32,9 @@ pub struct ServeOptions {
     pub transport: TransportOptions,
     /// How often Slurm/PBS jobs are checked (one `squeue`/`qstat` call for all of them).
     pub scheduler_poll: Duration,
+    /// Keep the durable ledger in the state directory (off: memory only, nothing survives a
+    /// restart; for throwaway agents and for measuring what the ledger costs).
+    pub ledger: bool,
 }
 
 /// A bound, ready server: its address is known before `run` starts accepting.
@@ -73,7 +76,9 @@ impl Server {
             &self.options.work_dir,
             self.options.slots,
             self.options.scheduler_poll,
-            Some(&self.options.state_dir),
+            self.options
+                .ledger
+                .then_some(self.options.state_dir.as_path()),
         )
         .with_context(|| format!("opening work dir {}", self.options.work_dir.display()))?;
         tokio::pin!(shutdown);
@@ -473,6 +478,7 @@ mod tests {
             heartbeat_every: Duration::from_secs(1),
             scheduler_poll: Duration::from_secs(1),
             transport: TransportOptions::default(),
+            ledger: true,
         };
         let h = health(&options, 1);
         assert_eq!((h.slots, h.running), (3, 1));

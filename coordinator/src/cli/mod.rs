@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod config_cmd;
 mod sweep_cmd;
+mod v1_import;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

@@ -726,6 +726,22 @@ fn open_settings(store: &Store) -> anyhow::Result<SweepSettings> {
 pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let mut exec = validate_exec(&cfg, &args.exec)?;
+    // A Python HSM v1 sweep directory (no sweep.db) is taken over in place first.
+    if let Some(v1_paths) = super::v1_import::find(&layout::outputs_dir(&cfg.root), &args.sweep_id)
+    {
+        let v1_id = v1_paths
+            .root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| args.sweep_id.clone());
+        if args.exec.dry_run {
+            super::v1_import::preview(global, &v1_paths, &v1_id)?;
+            return Ok(EXIT_OK);
+        }
+        let lock = acquire_lock(&v1_paths, &v1_id)?;
+        super::v1_import::import(global, &v1_paths, &v1_id, &cfg.root)?;
+        drop(lock);
+    }
     let (sweep_id, paths) = find_sweep(global, &cfg, &args.sweep_id)?;
     let lock = if args.exec.dry_run {
         None

@@ -7,4 +7,5 @@ pub mod render;
 pub mod state;
 pub mod sweep;
 pub mod taskspec;
+pub mod v1;
 pub mod value;

@@ -135,6 +135,27 @@ fn main() -> anyhow::Result<()> {
             hsm_sweep(project.path(), &config, args.tasks, &["--sources", "a1"])
         })?;
         let agent_cpu = (own_cpu() - cpu_before) / args.tasks as u32;
+        // The same through an agent that keeps no ledger on disk: what durability costs.
+        let volatile = start_agent(&agent_bin, args.slots, &work_root, &["--no-ledger"], &[])?;
+        let volatile_project = tempfile::tempdir_in(&work_root)?;
+        let volatile_config = agent_config(
+            &volatile,
+            &format!("[\"{true_bin}\", \"{{overrides}}\"]"),
+            volatile_project.path(),
+        );
+        let m_volatile = measure(
+            "hsm through one agent without its disk ledger (--no-ledger)",
+            args.tasks,
+            || {
+                hsm_sweep(
+                    volatile_project.path(),
+                    &volatile_config,
+                    args.tasks,
+                    &["--sources", "a1"],
+                )
+            },
+        )?;
+        drop(volatile);
 
         // 1 GiB of results back over QUIC, beside `cat | cat` of the same amount.
         let gib: u64 = 1 << 30;
@@ -174,7 +195,7 @@ fn main() -> anyhow::Result<()> {
         if !status.success() || !status2.success() {
             bail!("baseline shell commands failed");
         }
-        agent_rows = Some((m, agent_cpu, hsm_transfer, write_only, cat_pipe));
+        agent_rows = Some((m, m_volatile, agent_cpu, hsm_transfer, write_only, cat_pipe));
     } else {
         eprintln!(
             "hsm-bench: {} not built; skipping the agent rows (cargo build --release -p hsm-agent)",
@@ -216,17 +237,22 @@ fn main() -> anyhow::Result<()> {
         "\nCoordinator CPU per task (user + system, children excluded), local source: {:.0} µs\n",
         local_cpu.as_secs_f64() * 1e6
     ));
-    if let Some((m, agent_cpu, hsm_transfer, write_only, cat_pipe)) = &agent_rows {
+    if let Some((m, m_volatile, agent_cpu, hsm_transfer, write_only, cat_pipe)) = &agent_rows {
         report.push_str(&format!(
-            "\n## Through one agent on loopback ({} slots)\n\n| runner | seconds | tasks/s |\n|---|---:|---:|\n| {} | {:.2} | {:.0} |\n\n\
+            "\n## Through one agent on loopback ({} slots)\n\n| runner | seconds | tasks/s |\n|---|---:|---:|\n| {} | {:.2} | {:.0} |\n| {} | {:.2} | {:.0} |\n\n\
              hsm agent / hsm local: **{:.2}x** (aim: 0.9x or better)  \nhsm agent / xargs: {:.2}x  \n\
+             with the ledger / without: {:.2}x  \n\
              Coordinator CPU per task through the agent: **{:.0} µs** (aim: under 30 µs)\n",
             args.slots,
             m.name,
             m.elapsed.as_secs_f64(),
             m.rate(),
+            m_volatile.name,
+            m_volatile.elapsed.as_secs_f64(),
+            m_volatile.rate(),
             m.rate() / local.rate(),
             m.rate() / xargs.rate(),
+            m.rate() / m_volatile.rate(),
             agent_cpu.as_secs_f64() * 1e6
         ));
         let mib = 1024.0;
