@@ -46,8 +46,8 @@ pub fn task_index_of_dir(name: &str) -> Option<u64> {
 pub fn task_info_status(text: &str) -> V1Status {
     let Some(last) = text
         .lines()
-        .filter_map(|line| line.strip_prefix("Status: "))
-        .last()
+        .rev()
+        .find_map(|line| line.strip_prefix("Status: "))
     else {
         return V1Status::Unfinished;
     };
