@@ -62,6 +62,22 @@ struct ServeArgs {
     /// and for measuring what the ledger costs.
     #[arg(long)]
     no_ledger: bool,
+    /// Keep each task's result files after the coordinator has them (default: deleted then).
+    #[arg(long)]
+    keep_results: bool,
+    /// What happens to tasks while no coordinator is connected: `keep-running` (they finish and
+    /// report when one connects again) or `cancel` (stopped after --coordinator-lost-after).
+    #[arg(long, value_enum, default_value_t = OnCoordinatorLost::KeepRunning, value_name = "WHAT")]
+    on_coordinator_lost: OnCoordinatorLost,
+    /// With `--on-coordinator-lost cancel`: seconds without any coordinator before tasks stop.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    coordinator_lost_after: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum OnCoordinatorLost {
+    KeepRunning,
+    Cancel,
 }
 
 #[derive(clap::Args, Debug)]
@@ -183,6 +199,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.poll == 0 {
         return Err(UsageError("--poll: expected a positive number of seconds".into()).into());
     }
+    if args.on_coordinator_lost == OnCoordinatorLost::Cancel && args.coordinator_lost_after == 0 {
+        return Err(UsageError(
+            "--coordinator-lost-after: expected a positive number of seconds".into(),
+        )
+        .into());
+    }
     if args.heartbeat == 0 {
         return Err(UsageError("--heartbeat: expected a positive number of seconds".into()).into());
     }
@@ -198,6 +220,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         scheduler_poll: std::time::Duration::from_secs(args.poll),
         transport: hsm_agent::tls::TransportOptions::default(),
         ledger: !args.no_ledger,
+        keep_results: args.keep_results,
+        cancel_when_alone: (args.on_coordinator_lost == OnCoordinatorLost::Cancel)
+            .then(|| std::time::Duration::from_secs(args.coordinator_lost_after)),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -74,6 +74,20 @@ struct Shared {
     durable: Arc<AtomicU64>,
     /// Whether events wait for the disk ledger before they are sent.
     on_disk: bool,
+    /// Keep result files after the coordinator has them (`--keep-results`).
+    keep_results: bool,
+}
+
+/// How the runner is set up (`hsm-agent serve` flags).
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    pub slots: u32,
+    /// How often Slurm/PBS jobs are checked.
+    pub poll_every: Duration,
+    /// Where the durable ledger lives; `None`: memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Keep result files after the coordinator has them.
+    pub keep_results: bool,
 }
 
 #[derive(Default)]
@@ -215,18 +229,19 @@ impl Runner {
     /// Starts the runner (must be called inside a tokio runtime): `work_dir` must exist. With a
     /// `state_dir`, changes are recorded in its durable ledger and what the ledger held from an
     /// earlier run is taken up again (see the module notes).
-    pub fn start(
-        work_dir: &Path,
-        slots: u32,
-        poll_every: Duration,
-        state_dir: Option<&Path>,
-    ) -> std::io::Result<Runner> {
+    pub fn start(work_dir: &Path, options: RunnerOptions) -> std::io::Result<Runner> {
+        let RunnerOptions {
+            slots,
+            poll_every,
+            state_dir,
+            keep_results,
+        } = options;
         let work_dir = std::fs::canonicalize(work_dir)?;
         let (backend, events) = ProcessBackend::new();
         let (scheduler, scheduler_events) = SchedulerBackend::new(poll_every);
         let appended = Arc::new(watch::channel(0).0);
         let durable = Arc::new(AtomicU64::new(0));
-        let (disk, recovered) = match state_dir {
+        let (disk, recovered) = match state_dir.as_deref() {
             Some(dir) => {
                 let (appended, durable) = (Arc::clone(&appended), Arc::clone(&durable));
                 let (ledger, recovered) = Ledger::open(
@@ -254,6 +269,7 @@ impl Runner {
                 appended,
                 durable,
                 on_disk: disk.is_some(),
+                keep_results,
             }),
         };
         tokio::spawn(runner.clone().process_events(events));
@@ -1238,7 +1254,34 @@ impl Runner {
         })
     }
 
-    /// The coordinator holds the attempt's files: delete them here (the logs stay).
+    /// Stops every task of every sweep (`--on-coordinator-lost cancel`): running ones get SIGTERM
+    /// then SIGKILL after their grace, queued ones never start; all end `cancelled` and report so
+    /// when a coordinator comes back.
+    pub fn cancel_everything(&self) -> usize {
+        let sweeps: Vec<SweepId> = {
+            let state = self.lock();
+            let mut sweeps: Vec<SweepId> = state
+                .tasks
+                .values()
+                .filter(|r| r.phase != Phase::Finished && r.phase != Phase::Draining)
+                .map(|r| r.sweep_id.clone())
+                .collect();
+            sweeps.sort();
+            sweeps.dedup();
+            sweeps
+        };
+        let n = sweeps.len();
+        for sweep_id in sweeps {
+            self.cancel(&CancelMsg {
+                sweep_id,
+                tasks: Vec::new(),
+            });
+        }
+        n
+    }
+
+    /// The coordinator holds the attempt's files: delete them here (the logs stay), unless the
+    /// agent keeps results.
     pub fn results_done(&self, msg: &ResultsDoneMsg) {
         let dir = {
             let mut state = self.lock();
@@ -1268,6 +1311,9 @@ impl Runner {
             state.maybe_forget(id);
             dir
         };
+        if self.shared.keep_results {
+            return;
+        }
         let results = dir.join("results");
         if let Err(e) = std::fs::remove_dir_all(&results) {
             if e.kind() != std::io::ErrorKind::NotFound {

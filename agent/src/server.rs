@@ -5,7 +5,7 @@
 //! everything unacknowledged to each new connection) and result files on their own streams.
 
 use crate::identity::{AuthorizedKeys, Identity};
-use crate::runner::{FetchItem, FetchPlan, Runner};
+use crate::runner::{FetchItem, FetchPlan, Runner, RunnerOptions};
 use crate::tls::{self, TransportOptions};
 use crate::wire::{read_frame, write_message};
 use anyhow::Context as _;
@@ -16,6 +16,7 @@ use hsm_protocol::{
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -35,6 +36,11 @@ pub struct ServeOptions {
     /// Keep the durable ledger in the state directory (off: memory only, nothing survives a
     /// restart; for throwaway agents and for measuring what the ledger costs).
     pub ledger: bool,
+    /// Keep result files after the coordinator has them.
+    pub keep_results: bool,
+    /// With no coordinator connected for this long, stop every task (`None`: keep running,
+    /// the default: tasks finish and report when a coordinator comes back).
+    pub cancel_when_alone: Option<Duration>,
 }
 
 /// A bound, ready server: its address is known before `run` starts accepting.
@@ -74,13 +80,24 @@ impl Server {
         // Tasks outlive connections: one runner for the daemon, shared by every session.
         let runner = Runner::start(
             &self.options.work_dir,
-            self.options.slots,
-            self.options.scheduler_poll,
-            self.options
-                .ledger
-                .then_some(self.options.state_dir.as_path()),
+            RunnerOptions {
+                slots: self.options.slots,
+                poll_every: self.options.scheduler_poll,
+                state_dir: self.options.ledger.then(|| self.options.state_dir.clone()),
+                keep_results: self.options.keep_results,
+            },
         )
         .with_context(|| format!("opening work dir {}", self.options.work_dir.display()))?;
+        // Coordinators connected now; when the last one has been gone long enough, the tasks
+        // may be stopped (`--on-coordinator-lost cancel`).
+        let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        if let Some(after) = self.options.cancel_when_alone {
+            tokio::spawn(cancel_when_alone(
+                runner.clone(),
+                Arc::clone(&sessions),
+                after,
+            ));
+        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -88,15 +105,18 @@ impl Server {
                     let Some(incoming) = incoming else { break };
                     let options = self.options.clone();
                     let runner = runner.clone();
+                    let sessions = Arc::clone(&sessions);
                     tokio::spawn(async move {
                         let remote = incoming.remote_address();
                         match incoming.await {
                             Ok(conn) => {
                                 let peer = tls::peer_fingerprint(&conn).unwrap_or_default();
                                 tracing::info!(%remote, coordinator = %peer, "coordinator connected");
+                                sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 if let Err(e) = session(conn, &options, &runner).await {
                                     tracing::info!(%remote, error = %format!("{e:#}"), "session ended");
                                 }
+                                sessions.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                             }
                             Err(e) => tracing::warn!("{}", tls::explain_accept_error(&e, remote)),
                         }
@@ -108,6 +128,36 @@ impl Server {
         self.endpoint.close(0u32.into(), b"agent shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
         Ok(())
+    }
+}
+
+/// `--on-coordinator-lost cancel`: once no coordinator has been connected for `after` while
+/// tasks are held, stops them all (once per absence).
+async fn cancel_when_alone(
+    runner: Runner,
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
+    after: Duration,
+) {
+    let check = (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut alone_since: Option<tokio::time::Instant> = None;
+    let mut done = false;
+    loop {
+        tokio::time::sleep(check).await;
+        if sessions.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            alone_since = None;
+            done = false;
+            continue;
+        }
+        let since = *alone_since.get_or_insert_with(tokio::time::Instant::now);
+        if !done && since.elapsed() >= after && !runner.held().is_empty() {
+            let n = runner.cancel_everything();
+            tracing::warn!(
+                sweeps = n,
+                ?after,
+                "no coordinator for too long: stopping every task (--on-coordinator-lost cancel)"
+            );
+            done = true;
+        }
     }
 }
 
@@ -479,6 +529,8 @@ mod tests {
             scheduler_poll: Duration::from_secs(1),
             transport: TransportOptions::default(),
             ledger: true,
+            keep_results: false,
+            cancel_when_alone: None,
         };
         let h = health(&options, 1);
         assert_eq!((h.slots, h.running), (3, 1));

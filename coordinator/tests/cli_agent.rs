@@ -552,3 +552,46 @@ fn bursts_of_launches_and_large_output_keep_the_control_stream_in_step() {
         "task 11 (x=10): all its output arrived"
     );
 }
+
+#[test]
+fn an_agent_keeps_result_files_only_when_told_to() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\n",
+        &[
+            ("task.py", RESULT_PY),
+            ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: [1, 2, 3]\n"),
+        ],
+    );
+    let own_fp = coordinator_fingerprint(&p, home.path());
+    let keeping = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--keep-results"]);
+    let default = start_agent(&agent_bin);
+    enlist(&p, &agent_bin, &keeping, "keep", &own_fp);
+    enlist(&p, &agent_bin, &default, "plain", &own_fp);
+    for (source, id) in [("keep", "kept"), ("plain", "deleted")] {
+        let mut cmd = p.command(&["sweep", "run", "--sources", source, "--sweep-id", id]);
+        cmd.env("HSM_HOME", home.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        Run::wait(cmd.spawn().unwrap(), format!("sweep run on {source}")).expect_code(0);
+        assert_results_intact(&p, id, 3);
+    }
+    for x in 1..=3u64 {
+        let kept = keeping
+            .work_dir()
+            .join(format!("kept/tasks/task_{x:03}/results/data.bin"));
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            expected_data(x),
+            "{}",
+            kept.display()
+        );
+        let deleted = default
+            .work_dir()
+            .join(format!("deleted/tasks/task_{x:03}/results"));
+        assert!(!deleted.exists(), "{}", deleted.display());
+    }
+}

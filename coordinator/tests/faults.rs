@@ -462,3 +462,78 @@ fn the_coordinator_killed_mid_sweep_and_complete_5s_later_takes_up_what_agents_h
         "what the agent held was taken up, not run again ({rerun} reruns): {stderr}"
     );
 }
+
+#[test]
+fn an_agent_told_to_cancel_when_alone_stops_its_tasks_once_the_coordinator_is_gone() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent_with(
+        &agent_bin,
+        None,
+        "127.0.0.1:0",
+        &[
+            "--on-coordinator-lost",
+            "cancel",
+            "--coordinator-lost-after",
+            "2",
+        ],
+    );
+    let p = project_on_agents(
+        &agent_bin,
+        &[&agent],
+        home.path(),
+        0.0,
+        3,
+        "  kill_grace: 1s\n  agent_grace: 60s\n",
+    );
+    // Each task records its pid and sleeps for ten minutes.
+    p.write(
+        "task.py",
+        "import os, sys, time\nx = [a for a in sys.argv[1:] if a.startswith('x=')][0][2:]\nopen(f'pid_{x}', 'w').write(str(os.getpid()))\ntime.sleep(600)\n",
+    );
+    let mut child = run_sweep(&p, home.path(), "a0", "alone");
+    let pid_of = |x: u64| {
+        std::fs::read_to_string(p.path().join(format!("pid_{x}")))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+    };
+    wait_until(Duration::from_secs(60), "three tasks running", || {
+        (1..=3).all(|x| pid_of(x).is_some())
+    });
+    let pids: Vec<i32> = (1..=3).map(|x| pid_of(x).unwrap()).collect();
+    child.kill().expect("kill -9 the coordinator");
+    let _ = child.wait();
+    let gone = Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "the agent stopped its tasks",
+        || pids.iter().all(|&pid| !pid_alive(pid)),
+    );
+    let stopped_after = gone.elapsed().as_secs_f64();
+    // The next coordinator learns they ended cancelled.
+    let mut complete = p.command(&["sweep", "complete", "alone", "--sources", "a0"]);
+    complete.env("HSM_HOME", home.path());
+    p.write("task.py", "print('not run')\n");
+    let out = wait_with_timeout(
+        complete
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(120),
+        "sweep complete",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let status = p.status("alone");
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(
+            (&task["status"], &task["attempt"]),
+            (&"cancelled".into(), &1.into()),
+            "{task}"
+        );
+    }
+    eprintln!("RECOVERY --on-coordinator-lost cancel (after 2 s): tasks stopped {stopped_after:.1} s after the coordinator died");
+}
