@@ -537,6 +537,7 @@ impl Runner {
             }
         }
         let mut refused = Vec::new();
+        let mut resent = false;
         let mut supersede = Vec::new();
         let mut never_run = Vec::new();
         let sweep_id = msg.sweep_id.clone();
@@ -556,9 +557,14 @@ impl Runner {
                     sweep_id: msg.sweep_id.clone(),
                     task: task_ref,
                 };
-                if state.by_ref.contains_key(&key) {
-                    // A coordinator unsure whether a submission arrived may send it again.
-                    tracing::debug!(?key, "task attempt submitted twice; ignored");
+                if let Some(&id) = state.by_ref.get(&key) {
+                    // Submitted again: a coordinator that restarted and did not know it had
+                    // handed this attempt over (it died before writing that down). Whatever was
+                    // reported before it knew was ignored by it, so the end is reported again,
+                    // as for `attach`.
+                    tracing::debug!(?key, "task attempt submitted again; taking it up");
+                    state.report_end_again(id);
+                    resent = true;
                     continue;
                 }
                 let active_key = (msg.sweep_id.clone(), task.index.0);
@@ -659,6 +665,9 @@ impl Runner {
         let now = SystemTime::now();
         for id in never_run {
             self.finish_unstarted(id, Outcome::Cancelled, now);
+        }
+        if resent {
+            self.notify_appended();
         }
         self.fill_slots();
         refused
@@ -1136,26 +1145,11 @@ impl Runner {
                     unknown.push(*task);
                     continue;
                 };
-                let Some(record) = state.tasks.get(&id) else {
+                if !state.tasks.contains_key(&id) {
                     unknown.push(*task);
                     continue;
-                };
-                if record.phase != Phase::Finished || record.unacked_events > 0 {
-                    continue;
                 }
-                let (outcome, at) = match &record.exit {
-                    Some((outcome, at)) => (outcome_msg(outcome), *at),
-                    None => (OutcomeMsg::Lost, SystemTime::now()),
-                };
-                let files = record.offered.clone();
-                state.append(
-                    id,
-                    EventKind::Exited {
-                        outcome,
-                        at_ms: epoch_ms(at),
-                    },
-                );
-                state.append(id, EventKind::ResultOffer { files });
+                state.report_end_again(id);
             }
         }
         self.notify_appended();
@@ -1371,6 +1365,33 @@ impl Runner {
 }
 
 impl State {
+    /// For a coordinator taking up attempt `id` (`Attach`, or the same attempt submitted
+    /// again): a finished attempt whose events were all acknowledged, by a coordinator that may
+    /// have died before writing them down, reports its end again. One with events still
+    /// unacknowledged needs nothing (they are replayed to every session), nor does one that has
+    /// not ended.
+    fn report_end_again(&mut self, id: u64) {
+        let Some(record) = self.tasks.get(&id) else {
+            return;
+        };
+        if record.phase != Phase::Finished || record.unacked_events > 0 {
+            return;
+        }
+        let (outcome, at) = match &record.exit {
+            Some((outcome, at)) => (outcome_msg(outcome), *at),
+            None => (OutcomeMsg::Lost, SystemTime::now()),
+        };
+        let files = record.offered.clone();
+        self.append(
+            id,
+            EventKind::Exited {
+                outcome,
+                at_ms: epoch_ms(at),
+            },
+        );
+        self.append(id, EventKind::ResultOffer { files });
+    }
+
     /// Records a change in the disk ledger, when there is one.
     fn log(&self, op: Op) {
         if let Some(disk) = &self.disk {

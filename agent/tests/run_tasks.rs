@@ -161,6 +161,8 @@ struct Seen {
     errors: Vec<String>,
     /// `running` of every heartbeat.
     heartbeats: Vec<u32>,
+    /// `unknown` of every `Attached`.
+    attached: Vec<Vec<TaskRef>>,
 }
 
 impl Seen {
@@ -240,7 +242,7 @@ async fn collect(
             FromAgent::Heartbeat(h) => seen.heartbeats.push(h.running),
             FromAgent::Error(e) => seen.errors.push(e.message),
             FromAgent::Pong(_) => {}
-            FromAgent::Attached(a) => seen.errors.push(format!("unexpected {a:?}")),
+            FromAgent::Attached(a) => seen.attached.push(a.unknown),
         }
     }
 }
@@ -757,6 +759,64 @@ async fn unacknowledged_events_are_replayed_after_a_reconnect() {
         fifth.events.is_empty(),
         "acknowledged events are not replayed"
     );
+
+    // A coordinator that restarted (and may have died before writing down what it had
+    // acknowledged) takes the attempt up: its end is reported again, after the last seq; an
+    // attempt never held here is named unknown.
+    let never = TaskRef {
+        index: hsm_protocol::TaskIndex(2),
+        attempt: hsm_protocol::Attempt(1),
+    };
+    client
+        .send(&ToAgent::Attach(hsm_protocol::AttachMsg {
+            sweep_id: sweep.clone(),
+            tasks: vec![task_ref(1), never],
+        }))
+        .await;
+    let mut sixth = Seen::default();
+    collect(
+        &mut client,
+        &mut sixth,
+        true,
+        Duration::from_secs(10),
+        |s| s.offered(1) && !s.attached.is_empty(),
+    )
+    .await;
+    assert_eq!(sixth.attached, [vec![never]]);
+    let last_seq = third.events.last().unwrap().seq.0;
+    let again: Vec<(u64, bool)> = sixth
+        .events
+        .iter()
+        .map(|e| (e.seq.0, matches!(e.kind, EventKind::Exited { .. })))
+        .collect();
+    assert_eq!(again, [(last_seq + 1, true), (last_seq + 2, false)]);
+    assert_eq!(sixth.outcome(1), Some(&OutcomeMsg::Exited { code: 0 }));
+    assert_eq!(sixth.offer(1), third.offer(1), "the same files, still here");
+
+    // The same attempt submitted again (a restarted coordinator that never wrote down it had
+    // handed it over) is taken up the same way, not run again.
+    client
+        .send(&ToAgent::Submit(SubmitMsg {
+            sweep_id: sweep.clone(),
+            templates: vec![template(
+                1,
+                "echo ran again > $HSM_OUTPUT_DIR/r.txt",
+                &project,
+            )],
+            tasks: vec![task(1, 1, &[])],
+        }))
+        .await;
+    let mut seventh = Seen::default();
+    collect(
+        &mut client,
+        &mut seventh,
+        true,
+        Duration::from_secs(10),
+        |s| s.offered(1),
+    )
+    .await;
+    assert!(!seventh.started(1), "not run again");
+    assert_eq!(seventh.offer(1), third.offer(1));
     client.close().await;
 }
 
