@@ -282,6 +282,19 @@ impl Runner {
     /// again, ended tasks finish reporting, finished ones wait for their results to be fetched,
     /// and process tasks that were running are ended and reported lost.
     fn recover(&self, recovered: ledger::Recovered) {
+        // No process task of an earlier run of this agent can be followed now (they were not
+        // its children): every one still alive is ended, found by the mark in its environment
+        // under this work directory. That includes one spawned in the moment before its
+        // acceptance reached the ledger, which the ledger cannot name.
+        if self.shared.on_disk {
+            let prefix = format!("{TASK_MARK}={}/", self.shared.work_dir.display());
+            let killed = crate::process::kill_groups_where(|environ| {
+                environ.iter().any(|var| var.starts_with(prefix.as_bytes()))
+            });
+            if killed > 0 {
+                tracing::warn!(killed, "ended task processes the previous run left behind");
+            }
+        }
         if recovered.tasks.is_empty() {
             return;
         }
@@ -364,7 +377,7 @@ impl Runner {
                     // kept): its outcome cannot be known.
                     _ => {
                         record.phase = Phase::Launching;
-                        lost.push((id, format!("{}#{}", dir.display(), key.2)));
+                        lost.push(id);
                     }
                 }
                 if own_dir {
@@ -456,21 +469,9 @@ impl Runner {
             lost = lost.len(),
             "took up the ledger of the previous run"
         );
-        if !lost.is_empty() {
-            let marks: std::collections::HashSet<Vec<u8>> = lost
-                .iter()
-                .map(|(_, mark)| format!("{TASK_MARK}={mark}").into_bytes())
-                .collect();
-            let killed = crate::process::kill_groups_where(|environ| {
-                environ.iter().any(|var| marks.contains(*var))
-            });
-            if killed > 0 {
-                tracing::warn!(killed, "ended task processes the previous run left behind");
-            }
-            let now = SystemTime::now();
-            for (id, _) in lost {
-                self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
-            }
+        let now = SystemTime::now();
+        for id in lost {
+            self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
         }
         for (id, element, dir, started, cancel) in adopt {
             self.shared

@@ -471,6 +471,24 @@ impl Handler<Incoming> for AgentSource {
         match msg {
             Incoming::Up { slots, agent } => {
                 self.connected = true;
+                // After an outage the agent may have restarted and not kept an attempt it had
+                // only just accepted (or never got): ask about every attempt whose end has not
+                // arrived; those it does not hold come back as unknown and run again.
+                if self.outage > 0 {
+                    let tasks: Vec<TaskRef> = self
+                        .attempts
+                        .iter()
+                        .filter(|(_, a)| a.exit.is_none())
+                        .map(|(k, _)| Self::task_ref(*k))
+                        .collect();
+                    if !tasks.is_empty() {
+                        self.flush_submits();
+                        self.send(ToAgent::Attach(AttachMsg {
+                            sweep_id: SweepId(self.setup.sweep_id.clone()),
+                            tasks,
+                        }));
+                    }
+                }
                 // Files in flight when the connection dropped will not come on their own:
                 // ask again for what each ended attempt still awaits.
                 // Only the paths still awaited: a file received twice would be refused as not
