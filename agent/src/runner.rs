@@ -150,7 +150,8 @@ struct Record {
     unacked_events: usize,
     /// Wakes the tailer (acknowledged output, process exit).
     wake: Arc<Notify>,
-    exit: Option<(Outcome, SystemTime)>,
+    /// How it ended, as reported (`Lost` has no process outcome).
+    exit: Option<(OutcomeMsg, SystemTime)>,
     offered: Vec<FileOffer>,
     results_done: bool,
     /// Bytes of stdout and stderr turned into `Output` events so far.
@@ -328,7 +329,7 @@ impl Runner {
                     attempt: hsm_protocol::Attempt(key.2),
                 };
                 let hpc = template.hpc.is_some();
-                let exit = exit.map(|(msg, at_ms)| (outcome_of(msg), time_of(at_ms)));
+                let exit = exit.map(|(msg, at_ms)| (msg, time_of(at_ms)));
                 let mut record = Record {
                     sweep_id: sweep_id.clone(),
                     task,
@@ -871,7 +872,7 @@ impl Runner {
             match state.tasks.get_mut(&id) {
                 Some(record) if record.phase == Phase::Launching => true,
                 Some(record) => {
-                    record.exit = Some((outcome.clone(), at));
+                    record.exit = Some((outcome_msg(&outcome), at));
                     record.phase = Phase::Draining;
                     record.wake.notify_one();
                     let key = record.ledger_key();
@@ -899,7 +900,7 @@ impl Runner {
             let Some(record) = state.tasks.get_mut(&id) else {
                 return;
             };
-            record.exit = Some((outcome_of(outcome.clone()), at));
+            record.exit = Some((outcome.clone(), at));
             record.phase = Phase::Finished;
             let active_key = (record.sweep_id.clone(), record.task.index.0);
             let key = record.ledger_key();
@@ -1010,7 +1011,7 @@ impl Runner {
             state.append(
                 id,
                 EventKind::Exited {
-                    outcome: outcome_msg(&outcome),
+                    outcome,
                     at_ms: epoch_ms(at),
                 },
             );
@@ -1379,7 +1380,7 @@ impl State {
             return;
         }
         let (outcome, at) = match &record.exit {
-            Some((outcome, at)) => (outcome_msg(outcome), *at),
+            Some((outcome, at)) => (outcome.clone(), *at),
             None => (OutcomeMsg::Lost, SystemTime::now()),
         };
         let files = record.offered.clone();
@@ -1512,20 +1513,6 @@ impl State {
             self.by_ref.remove(&key);
             self.log(Op::Forget(ledger_key));
         }
-    }
-}
-
-/// The process outcome an `OutcomeMsg` stands for (a recovered exit); `Lost` has none and
-/// reads as a failure saying so.
-fn outcome_of(msg: OutcomeMsg) -> Outcome {
-    match msg {
-        OutcomeMsg::Exited { code } => Outcome::Exited(code),
-        OutcomeMsg::Signaled { signal } => Outcome::Signaled(signal),
-        OutcomeMsg::TimedOut => Outcome::TimedOut,
-        OutcomeMsg::Cancelled => Outcome::Cancelled,
-        OutcomeMsg::SpawnFailed { message } => Outcome::SpawnFailed(message),
-        OutcomeMsg::Failed { reason } => Outcome::Failed(reason),
-        OutcomeMsg::Lost => Outcome::Failed("lost".into()),
     }
 }
 
