@@ -206,6 +206,14 @@ impl Ledger {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(err)?;
         }
+        // Events whose task row is missing (a batch that failed to commit, disk full) can never
+        // be reported or forgotten: dropped.
+        conn.execute(
+            "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.sweep_id = \
+             events.sweep_id AND t.idx = events.idx AND t.attempt = events.attempt)",
+            [],
+        )
+        .map_err(err)?;
         let recovered = read_all(&conn).map_err(err)?;
         let (ops, rx) = mpsc::channel();
         let thread_path = path.clone();
@@ -403,16 +411,25 @@ fn apply_batch(
 ) -> rusqlite::Result<()> {
     const WHERE: &str = "WHERE sweep_id = ?1 AND idx = ?2 AND attempt = ?3";
     let k = |key: &Key| (key.0.clone(), key.1 as i64, key.2 as i64);
-    let forgotten: std::collections::HashSet<Key> = batch
-        .iter()
-        .filter_map(|op| match op {
-            Op::Forget(key) => Some(key.clone()),
-            _ => None,
-        })
-        .collect();
+    // The last Forget of each key: what came before it in the batch is moot, what came after
+    // (the same attempt accepted again) is applied after the deletes, which go first.
+    let mut last_forget: std::collections::HashMap<Key, usize> = Default::default();
+    for (at, op) in batch.iter().enumerate() {
+        if let Op::Forget(key) = op {
+            last_forget.insert(key.clone(), at);
+        }
+    }
+    for key in last_forget.keys() {
+        let (s, i, a) = k(key);
+        tx.prepare_cached(&format!("DELETE FROM events {WHERE}"))?
+            .execute(params![s, i, a])?;
+        tx.prepare_cached(&format!("DELETE FROM tasks {WHERE}"))?
+            .execute(params![s, i, a])?;
+    }
+    let moot = |key: &Key, at: usize| last_forget.get(key).is_some_and(|&f| at < f);
     let mut updates: std::collections::HashMap<Key, RowUpdate> = Default::default();
     let mut acks: std::collections::HashMap<Key, u64> = Default::default();
-    for op in batch {
+    for (at, op) in batch.into_iter().enumerate() {
         match op {
             Op::Barrier(done) => barriers.push(done),
             Op::Event {
@@ -423,7 +440,7 @@ fn apply_batch(
                 output,
             } => {
                 *max_gen = Some(gen);
-                if forgotten.contains(&key) {
+                if moot(&key, at) {
                     continue;
                 }
                 let (s, i, a) = k(&key);
@@ -440,7 +457,7 @@ fn apply_batch(
                 ];
             }
             Op::Accept(task) => {
-                if forgotten.contains(&task.key) {
+                if moot(&task.key, at) {
                     continue;
                 }
                 let (s, i, a) = k(&task.key);
@@ -465,6 +482,14 @@ fn apply_batch(
                     task.output[1] as i64,
                 ])?;
             }
+            Op::Phase(key, _)
+            | Op::Cancel(key)
+            | Op::Exit(key, ..)
+            | Op::Offered(key, _)
+            | Op::ResultsDone(key)
+            | Op::Element(key, _)
+            | Op::Ack(key, _)
+                if moot(&key, at) => {}
             Op::Phase(key, phase) => {
                 let u = updates.entry(key).or_default();
                 u.phase = u.phase.max(phase as i64);
@@ -496,9 +521,6 @@ fn apply_batch(
         }
     }
     for (key, u) in updates {
-        if forgotten.contains(&key) {
-            continue;
-        }
         let (s, i, a) = k(&key);
         let (set_offered, offered) = match u.offered {
             Some(offered) => (true, offered),
@@ -529,19 +551,9 @@ fn apply_batch(
         ])?;
     }
     for (key, seq) in acks {
-        if forgotten.contains(&key) {
-            continue;
-        }
         let (s, i, a) = k(&key);
         tx.prepare_cached(&format!("DELETE FROM events {WHERE} AND seq <= ?4"))?
             .execute(params![s, i, a, seq as i64])?;
-    }
-    for key in forgotten {
-        let (s, i, a) = k(&key);
-        tx.prepare_cached(&format!("DELETE FROM events {WHERE}"))?
-            .execute(params![s, i, a])?;
-        tx.prepare_cached(&format!("DELETE FROM tasks {WHERE}"))?
-            .execute(params![s, i, a])?;
     }
     Ok(())
 }
@@ -694,5 +706,22 @@ mod tests {
         let keys: Vec<u64> = recovered.tasks.iter().map(|t| t.key.1).collect();
         assert_eq!(keys, [10]);
         assert!(recovered.events.is_empty());
+    }
+
+    #[test]
+    fn an_attempt_accepted_again_after_its_forget_in_one_batch_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, _, _) = open(dir.path());
+        let k = ("s1".to_string(), 4u64, 1u32);
+        ledger.record(Op::Accept(Box::new(task(4))));
+        ledger.flush();
+        ledger.record(Op::Forget(k.clone()));
+        ledger.record(Op::Accept(Box::new(task(4))));
+        ledger.record(Op::Phase(k.clone(), StoredPhase::Running));
+        ledger.flush();
+        drop(ledger);
+        let (_, recovered, _) = open(dir.path());
+        assert_eq!(recovered.tasks.len(), 1);
+        assert_eq!(recovered.tasks[0].phase, StoredPhase::Running);
     }
 }

@@ -710,7 +710,10 @@ impl Runner {
                 hpc.resources.walltime = template.timeout_ms.map(|ms| ms.div_ceil(1000).max(60));
             }
             match prepare(id, attempt, &dir, &template, args, env) {
-                Ok(launch) => {
+                Ok(mut launch) => {
+                    // Not this agent's process: the scheduler runs it, and a restarted agent
+                    // follows the job again instead of ending marked processes.
+                    launch.env.retain(|(k, _)| k != TASK_MARK);
                     let scripts_dir = dir
                         .parent()
                         .and_then(Path::parent)

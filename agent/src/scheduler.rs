@@ -478,18 +478,25 @@ impl SchedulerBackend {
         started: bool,
         cancel_requested: bool,
     ) {
-        self.lock().elements.insert(
-            key,
-            Element {
-                scheduler: element.scheduler,
-                job: element.job,
-                index: element.index,
-                task_dir,
-                started,
-                cancel_requested,
-                unaccounted_polls: 0,
-            },
-        );
+        {
+            let mut state = self.lock();
+            state.elements.insert(
+                key,
+                Element {
+                    scheduler: element.scheduler,
+                    job: element.job,
+                    index: element.index,
+                    task_dir,
+                    started,
+                    cancel_requested,
+                    unaccounted_polls: 0,
+                },
+            );
+            // A cancel asked for before the restart may not have reached the scheduler.
+            if cancel_requested {
+                state.cancels.push(key);
+            }
+        }
         self.ensure_driver();
     }
 

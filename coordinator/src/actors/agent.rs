@@ -545,10 +545,12 @@ impl Handler<Incoming> for AgentSource {
             Incoming::Frame(FromAgent::Events(batch)) => {
                 let mut acks = Vec::with_capacity(batch.events.len());
                 for event in batch.events {
-                    acks.push(event.event_ref());
+                    // Another sweep's events are for its own coordinator: acknowledging them
+                    // here would make the agent forget what that one has not seen.
                     if event.sweep_id.as_str() != self.setup.sweep_id {
                         continue;
                     }
+                    acks.push(event.event_ref());
                     let key = TaskKey {
                         index: event.task.index.0,
                         attempt: event.task.attempt.0,
