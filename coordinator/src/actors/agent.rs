@@ -61,6 +61,10 @@ struct Attempting {
     awaiting: HashMap<String, (u64, String)>,
     /// The first problem receiving result files.
     transfer_failure: Option<String>,
+    /// A `ResultOffer` was applied: a repeated one (the end reported again to a coordinator
+    /// taking the attempt up) must not fetch the files twice — a second copy arriving after the
+    /// attempt finished would be refused as not offered and deleted in place.
+    offer_seen: bool,
     /// The local log files, opened (for appending) on the first output: most tasks' logs exist
     /// already (created empty when the task directory was prepared) and many stay empty.
     stdout: Option<std::fs::File>,
@@ -235,6 +239,9 @@ impl AgentSource {
                 attempt.exit = Some(exit_of(outcome));
             }
             EventKind::ResultOffer { files } => {
+                if std::mem::replace(&mut attempt.offer_seen, true) {
+                    return;
+                }
                 for FileOffer { path, size, sha256 } in files {
                     attempt.awaiting.insert(path, (size, sha256));
                 }
