@@ -89,7 +89,8 @@ pub enum StoredKind {
 pub struct StoredTask {
     pub key: Key,
     pub dir: PathBuf,
-    pub template: TemplateMsg,
+    /// Shared by every task of a submission (serialised per task, never cloned).
+    pub template: Arc<TemplateMsg>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub phase: StoredPhase,
@@ -298,7 +299,7 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Recovered> {
             Some(StoredTask {
                 key: key.clone(),
                 dir: PathBuf::from(dir),
-                template: unblob(&template)?,
+                template: Arc::new(unblob(&template)?),
                 args: unblob(&args)?,
                 env: unblob(&env)?,
                 phase: StoredPhase::from_i64(phase)?,
@@ -472,7 +473,7 @@ fn apply_batch(
                     i,
                     a,
                     task.dir.to_string_lossy(),
-                    blob(&task.template),
+                    blob(&*task.template),
                     blob(&task.args),
                     blob(&task.env),
                     task.phase as i64,
@@ -579,7 +580,7 @@ mod tests {
         StoredTask {
             key: ("s1".into(), index, 1),
             dir: format!("/w/s1/tasks/task_{index:03}").into(),
-            template: template(),
+            template: Arc::new(template()),
             args: vec!["x=1".into()],
             env: vec![],
             phase: StoredPhase::Queued,
@@ -659,7 +660,7 @@ mod tests {
             (t1.phase, t1.next_seq, t1.output),
             (StoredPhase::Running, 3, [6, 0])
         );
-        assert_eq!(t1.template, template());
+        assert_eq!(*t1.template, template());
         assert_eq!(recovered.events.len(), 1, "the acknowledged event is gone");
         assert_eq!(recovered.events[0].seq, 2);
         let t2 = &recovered.tasks[1];

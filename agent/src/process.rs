@@ -82,11 +82,10 @@ pub enum Outcome {
 /// What the backend reports, in order per task: `Started` (unless spawning failed) then `Exited`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessEvent {
-    /// Handed to a batch scheduler (scheduler backend only): the element's job id and, for the
+    /// Handed to a batch scheduler (scheduler backend only): where it runs there and, for the
     /// first task of a job, the script's file name and text.
     Submitted {
         key: TaskKey,
-        job_id: String,
         element: crate::scheduler::ElementRef,
         script: Option<(String, String)>,
     },

@@ -334,7 +334,7 @@ impl Runner {
                     sweep_id: sweep_id.clone(),
                     task,
                     dir: dir.clone(),
-                    template: Arc::new(template),
+                    template,
                     args,
                     env,
                     phase: Phase::Queued,
@@ -627,7 +627,7 @@ impl Runner {
                             task.attempt.0,
                         ),
                         dir: state.tasks[&id].dir.clone(),
-                        template: TemplateMsg::clone(template),
+                        template: Arc::clone(template),
                         args: state.tasks[&id].args.clone(),
                         env: state.tasks[&id].env.clone(),
                         phase: StoredPhase::Queued,
@@ -786,10 +786,9 @@ impl Runner {
             match event {
                 ProcessEvent::Submitted {
                     key,
-                    job_id,
                     element,
                     script,
-                } => self.on_submitted(key.index, job_id, element, script),
+                } => self.on_submitted(key.index, element, script),
                 ProcessEvent::Started { key, pid, at } => self.on_started(key.index, pid, at),
                 ProcessEvent::Exited { key, outcome, at } => self.on_exited(key.index, outcome, at),
             }
@@ -798,13 +797,7 @@ impl Runner {
 
     /// A scheduler task went into a job: the coordinator learns the job id and, once per job,
     /// gets the script for its `scripts/job_scripts/`.
-    fn on_submitted(
-        &self,
-        id: u64,
-        job_id: String,
-        element: ElementRef,
-        script: Option<(String, String)>,
-    ) {
+    fn on_submitted(&self, id: u64, element: ElementRef, script: Option<(String, String)>) {
         {
             let mut state = self.lock();
             let Some(key) = state.tasks.get(&id).map(Record::ledger_key) else {
@@ -815,7 +808,7 @@ impl Runner {
             state.append(
                 id,
                 EventKind::Submitted {
-                    job_id,
+                    job_id: element.id(),
                     script: script.map(|(name, text)| JobScriptMsg { name, text }),
                 },
             );

@@ -61,6 +61,11 @@ pub struct ElementRef {
 }
 
 impl ElementRef {
+    /// The id `scancel`/`qdel` and the user know the element by (`123_4`, `56[7].server`).
+    pub fn id(&self) -> String {
+        element_id(self.scheduler, &self.job, self.index)
+    }
+
     pub fn to_stored(&self) -> crate::ledger::StoredElement {
         crate::ledger::StoredElement {
             scheduler: match self.scheduler {
@@ -781,7 +786,6 @@ impl SchedulerBackend {
                 for (i, (key, task_dir)) in keys.into_iter().enumerate() {
                     let _ = self.inner.events.send(ProcessEvent::Submitted {
                         key,
-                        job_id: element_id(scheduler, &job, Some(i as u32)),
                         element: ElementRef {
                             scheduler,
                             job: job.clone(),
@@ -848,7 +852,6 @@ impl SchedulerBackend {
             Ok((job, text)) => {
                 let _ = self.inner.events.send(ProcessEvent::Submitted {
                     key,
-                    job_id: job.clone(),
                     element: ElementRef {
                         scheduler,
                         job: job.clone(),

@@ -46,6 +46,29 @@ fn project_on_agents(
     p
 }
 
+/// Waits (at most a minute) until `sweep` has completed a few tasks more than `before`; the
+/// seconds since `since`: a scenario's recovery time.
+fn progress_after(p: &Project, sweep: &str, before: u64, since: Instant, what: &str) -> f64 {
+    wait_until(Duration::from_secs(60), what, || {
+        completed(p, sweep) > before + 3
+    });
+    since.elapsed().as_secs_f64()
+}
+
+/// The run ends with exit 0 and the suite's verdict holds: each of the `n` tasks completed
+/// exactly once, by its current attempt, with its result files intact.
+fn ends_complete(child: std::process::Child, p: &Project, sweep: &str, n: u64) {
+    let out = wait_with_timeout(child, Duration::from_secs(300), "sweep run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_exactly_once(p, sweep, n);
+    assert_results_intact(p, sweep, n);
+}
+
 fn run_sweep(p: &Project, home: &std::path::Path, sources: &str, id: &str) -> std::process::Child {
     let mut cmd = p.command(&["sweep", "run", "--sources", sources, "--sweep-id", id]);
     cmd.env("HSM_HOME", home)
@@ -82,21 +105,14 @@ fn an_agent_killed_and_restarted_5s_later_loses_nothing_and_runs_nothing_twice()
     std::thread::sleep(Duration::from_secs(5));
     let restarted = Instant::now();
     agent.restart();
-    wait_until(
-        Duration::from_secs(60),
+    let recovery = progress_after(
+        &p,
+        "akill",
+        at_kill,
+        restarted,
         "progress after the restart",
-        || completed(&p, "akill") > at_kill + 3,
     );
-    let recovery = restarted.elapsed().as_secs_f64();
-    let out = wait_with_timeout(child, Duration::from_secs(300), "sweep run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_exactly_once(&p, "akill", 120);
-    assert_results_intact(&p, "akill", 120);
+    ends_complete(child, &p, "akill", 120);
     let db = rusqlite::Connection::open(p.sweep_dir("akill").join("sweep.db")).unwrap();
     let lost: i64 = db
         .query_row(
@@ -270,21 +286,14 @@ fn a_30s_partition_between_coordinator_and_agent_loses_nothing() {
     let at_heal = completed(&p, "cut");
     let healed = Instant::now();
     hosts.net("heal", 1, &[]);
-    wait_until(
-        Duration::from_secs(60),
+    let recovery = progress_after(
+        &p,
+        "cut",
+        at_heal,
+        healed,
         "progress after the link is back",
-        || completed(&p, "cut") > at_heal + 3,
     );
-    let recovery = healed.elapsed().as_secs_f64();
-    let out = wait_with_timeout(child, Duration::from_secs(300), "sweep run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_exactly_once(&p, "cut", 100);
-    assert_results_intact(&p, "cut", 100);
+    ends_complete(child, &p, "cut", 100);
     eprintln!("RECOVERY 30 s partition: {recovery:.1} s from restoring the link to progress");
     drop(agent);
 }
@@ -317,15 +326,7 @@ fn ten_percent_packet_loss_at_the_agent_for_the_whole_sweep_loses_nothing() {
     hosts.net("loss", 1, &["10"]);
     let started = Instant::now();
     let child = run_sweep_on_host(&p, home.path(), &tag, "a0", "lossy");
-    let out = wait_with_timeout(child, Duration::from_secs(300), "sweep run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_exactly_once(&p, "lossy", 100);
-    assert_results_intact(&p, "lossy", 100);
+    ends_complete(child, &p, "lossy", 100);
     eprintln!(
         "RECOVERY 10% packet loss: the whole 100-task sweep (11 MiB of results) took {:.1} s",
         started.elapsed().as_secs_f64()
@@ -432,12 +433,13 @@ fn the_coordinator_killed_mid_sweep_and_complete_5s_later_takes_up_what_agents_h
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let complete = complete.spawn().unwrap();
-    wait_until(
-        Duration::from_secs(60),
+    let recovery = progress_after(
+        &p,
+        "ckill",
+        at_restart,
+        restarted,
         "progress after the restart",
-        || completed(&p, "ckill") > at_restart + 3,
     );
-    let recovery = restarted.elapsed().as_secs_f64();
     let out = wait_with_timeout(complete, Duration::from_secs(300), "sweep complete");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");

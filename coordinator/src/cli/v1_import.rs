@@ -8,7 +8,7 @@ use super::sweep_cmd::MAX_TASKS;
 use super::{user_error, Global};
 use crate::actors::sweep::now_ms;
 use crate::core::state::{Change, TaskStatus};
-use crate::core::sweep::load_sweep_text;
+use crate::core::sweep::{load_sweep_text, SweepFile};
 use crate::core::v1::{self, FoundTask, V1Status};
 use crate::core::value::{params_hash, task_name};
 use crate::layout::SweepPaths;
@@ -35,7 +35,7 @@ struct Survey {
     beyond: Vec<String>,
 }
 
-fn survey(global: &Global, paths: &SweepPaths) -> anyhow::Result<(Survey, String)> {
+fn survey(global: &Global, paths: &SweepPaths) -> anyhow::Result<(Survey, SweepFile)> {
     let config_path = paths.root.join("sweep_config.yaml");
     let shown = display_path(global, &config_path);
     let text = std::fs::read_to_string(&config_path)
@@ -97,7 +97,7 @@ fn survey(global: &Global, paths: &SweepPaths) -> anyhow::Result<(Survey, String
             chosen: v1::choose(found),
             beyond,
         },
-        text,
+        sweep,
     ))
 }
 
@@ -140,9 +140,7 @@ pub fn import(
     sweep_id: &str,
     project_root: &Path,
 ) -> anyhow::Result<()> {
-    let (survey, text) = survey(global, paths)?;
-    let sweep = load_sweep_text(&text)
-        .map_err(|_| anyhow::anyhow!("sweep_config.yaml changed while it was read"))?;
+    let (survey, sweep) = survey(global, paths)?;
     let tasks_dir = paths.root.join("tasks");
     std::fs::create_dir_all(&tasks_dir)
         .with_context(|| format!("creating {}", tasks_dir.display()))?;
