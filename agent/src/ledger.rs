@@ -67,10 +67,15 @@ impl StoredPhase {
 pub struct StoredElement {
     /// `slurm`, `pbspro` or `torque`.
     pub scheduler: String,
-    /// The array's (or the single job's) id.
+    /// The array's (or the single job's) id; empty while the submission is under way (the
+    /// job is then found by `name`).
     pub job: String,
     /// Index within the array.
     pub index: Option<u32>,
+    /// The job name the submission went out under (unique per submission). Absent in ledgers
+    /// written before it was kept.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// An event as stored: output as a reference into the task's log file.
@@ -646,6 +651,7 @@ mod tests {
                 scheduler: "slurm".into(),
                 job: "40".into(),
                 index: Some(2),
+                name: None,
             },
         ));
         ledger.record(Op::Cancel(k(3)));

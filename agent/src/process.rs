@@ -80,8 +80,17 @@ pub enum Outcome {
 }
 
 /// What the backend reports, in order per task: `Started` (unless spawning failed) then `Exited`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum ProcessEvent {
+    /// About to be handed to a batch scheduler (scheduler backend only): these tasks, as the
+    /// elements at these indices, go out next under job name `name`. The backend submits once
+    /// `recorded` is answered or dropped, so the name is on disk before the job can exist.
+    Submitting {
+        elements: Vec<(TaskKey, Option<u32>)>,
+        scheduler: crate::hpc::script::Scheduler,
+        name: String,
+        recorded: tokio::sync::oneshot::Sender<()>,
+    },
     /// Handed to a batch scheduler (scheduler backend only): where it runs there and, for the
     /// first task of a job, the script's file name and text.
     Submitted {

@@ -22,9 +22,10 @@
 //! * Sessions (connections) do not own events; each keeps a cursor into the ledger. A new session
 //!   starts at the beginning, which is the replay of everything unacknowledged.
 
+use crate::hpc::script::Scheduler;
 use crate::ledger::{self, Key, Ledger, Op, StoredKind, StoredPhase, StoredTask};
 use crate::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
-use crate::scheduler::{ElementRef, HpcLaunch, SchedulerBackend};
+use crate::scheduler::{ElementRef, HpcLaunch, PendingElement, SchedulerBackend};
 use hsm_protocol::{
     check_relative_path, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer, JobScriptMsg,
     OutcomeMsg, ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef, TaskEventMsg,
@@ -46,6 +47,13 @@ pub const OUTPUT_WINDOW: usize = 1024 * 1024;
 /// How often a running task's log files are checked for new bytes when nothing else wakes the
 /// tailer.
 const TAIL_EVERY: Duration = Duration::from_millis(150);
+/// How long a restarted agent keeps asking a failing scheduler for a job whose submission the
+/// restart cut short (1 s apart, doubling to 60 s), before its tasks are reported lost.
+const FIND_FOR: Duration = Duration::from_secs(600);
+
+/// A task whose submission a restart cut short: its id, the job name and place it went out
+/// under, its directory.
+type Unsubmitted = (u64, PendingElement, PathBuf);
 /// Total path text a `ResultOffer` may carry, so the event always fits in one frame (MAX_FRAME is
 /// 16 MiB); files beyond it are left out and logged.
 const MAX_OFFER_PATH_BYTES: usize = 4 * 1024 * 1024;
@@ -302,6 +310,7 @@ impl Runner {
         let mut lost = Vec::new();
         let mut tails = Vec::new();
         let mut adopt = Vec::new();
+        let mut find = Vec::new();
         let counts = {
             let mut state = self.lock();
             let mut ids: HashMap<Key, u64> = HashMap::new();
@@ -348,6 +357,8 @@ impl Runner {
                     results_done,
                     output,
                 };
+                let adoptable = element.as_ref().and_then(ElementRef::from_stored);
+                let unsubmitted = element.as_ref().and_then(PendingElement::from_stored);
                 let active_key = (sweep_id.clone(), key.1);
                 let mut own_dir = true;
                 match phase {
@@ -360,7 +371,7 @@ impl Runner {
                         record.phase = Phase::Draining;
                         tails.push((id, Arc::clone(&record.wake), dir.clone(), output));
                     }
-                    StoredPhase::Launching | StoredPhase::Running if hpc && element.is_some() => {
+                    StoredPhase::Launching | StoredPhase::Running if hpc && adoptable.is_some() => {
                         let started = phase == StoredPhase::Running;
                         record.phase = if started {
                             Phase::Running
@@ -370,8 +381,16 @@ impl Runner {
                         if started {
                             tails.push((id, Arc::clone(&record.wake), dir.clone(), output));
                         }
-                        if let Some(element) = element.as_ref().and_then(ElementRef::from_stored) {
+                        if let Some(element) = adoptable {
                             adopt.push((id, element, dir.clone(), started, cancel_requested));
+                        }
+                    }
+                    // Being submitted when the agent stopped: the job may exist; it is looked
+                    // up by the name it went out under.
+                    StoredPhase::Launching if hpc && unsubmitted.is_some() => {
+                        record.phase = Phase::Launching;
+                        if let Some(pending) = unsubmitted {
+                            find.push((id, pending, dir.clone()));
                         }
                     }
                     // Spawned (or being spawned, or handed to a scheduler without a job id we
@@ -478,6 +497,9 @@ impl Runner {
             self.shared
                 .scheduler
                 .adopt(backend_key(id), element, dir, started, cancel);
+        }
+        if !find.is_empty() {
+            tokio::spawn(self.clone().find_submitted(find));
         }
         for (id, wake, dir, output) in tails {
             tokio::spawn(self.clone().tail(
@@ -784,6 +806,12 @@ impl Runner {
     async fn process_events(self, mut events: mpsc::UnboundedReceiver<ProcessEvent>) {
         while let Some(event) = events.recv().await {
             match event {
+                ProcessEvent::Submitting {
+                    elements,
+                    scheduler,
+                    name,
+                    recorded,
+                } => self.on_submitting(elements, scheduler, name, recorded),
                 ProcessEvent::Submitted {
                     key,
                     element,
@@ -791,6 +819,120 @@ impl Runner {
                 } => self.on_submitted(key.index, element, script),
                 ProcessEvent::Started { key, pid, at } => self.on_started(key.index, pid, at),
                 ProcessEvent::Exited { key, outcome, at } => self.on_exited(key.index, outcome, at),
+            }
+        }
+    }
+
+    /// Tasks about to go out to the scheduler under job name `name`: recorded before
+    /// `sbatch`/`qsub` runs (`recorded` answered once durable), so that a restart in between
+    /// finds the job by its name instead of submitting the tasks a second time.
+    fn on_submitting(
+        &self,
+        elements: Vec<(TaskKey, Option<u32>)>,
+        scheduler: Scheduler,
+        name: String,
+        recorded: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let state = self.lock();
+        if state.disk.is_none() {
+            // Nothing to remember it in: dropping `recorded` lets the submission go ahead.
+            return;
+        }
+        for (key, index) in elements {
+            let Some(ledger_key) = state.tasks.get(&key.index).map(Record::ledger_key) else {
+                continue;
+            };
+            let pending = PendingElement {
+                scheduler,
+                name: name.clone(),
+                index,
+            };
+            state.log(Op::Element(ledger_key, pending.to_stored()));
+        }
+        let (durable, wait) = std::sync::mpsc::channel();
+        state.log(Op::Barrier(durable));
+        drop(state);
+        tokio::task::spawn_blocking(move || {
+            let _ = wait.recv();
+            let _ = recorded.send(());
+        });
+    }
+
+    /// Tasks whose submission was under way when the previous run of this agent stopped. The
+    /// scheduler is asked for a job of that name: found, it is followed like any other; not
+    /// found, the task never went out, or its job ran and is forgotten already, in which case the
+    /// wrapper's exit record says how it ended. Only with neither is the attempt `Lost` (and
+    /// run again by the coordinator).
+    async fn find_submitted(self, pending: Vec<Unsubmitted>) {
+        let mut by_job: HashMap<(Scheduler, String), Vec<Unsubmitted>> = HashMap::new();
+        for task in pending {
+            let group = (task.1.scheduler, task.1.name.clone());
+            by_job.entry(group).or_default().push(task);
+        }
+        for ((scheduler, name), tasks) in by_job {
+            // A failing scheduler command proves nothing either way: asked again, with backoff.
+            let since = std::time::Instant::now();
+            let mut delay = Duration::from_secs(1);
+            let found = loop {
+                match self.shared.scheduler.find_job_named(scheduler, &name).await {
+                    Err(e) if since.elapsed() < FIND_FOR => {
+                        tracing::warn!(job_name = %name, error = %e, "cannot look up a job by name; asking again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(60));
+                    }
+                    other => break other,
+                }
+            };
+            match found {
+                Ok(Some(job)) => {
+                    tracing::info!(job = %job, job_name = %name, tasks = tasks.len(), "following a job whose submission the previous run did not see through");
+                    for (id, pending, dir) in tasks {
+                        let element = ElementRef {
+                            scheduler,
+                            job: job.clone(),
+                            index: pending.index,
+                        };
+                        self.on_submitted(id, element.clone(), None);
+                        let cancel = self
+                            .lock()
+                            .tasks
+                            .get(&id)
+                            .is_some_and(|r| r.cancel_requested);
+                        self.shared
+                            .scheduler
+                            .adopt(backend_key(id), element, dir, false, cancel);
+                    }
+                }
+                Ok(None) => {
+                    let now = SystemTime::now();
+                    for (id, _, dir) in tasks {
+                        let cancel = self
+                            .lock()
+                            .tasks
+                            .get(&id)
+                            .is_some_and(|r| r.cancel_requested);
+                        if self
+                            .shared
+                            .scheduler
+                            .settle_from_records(backend_key(id), &dir, cancel)
+                        {
+                            continue;
+                        }
+                        // Never submitted: a cancel meanwhile just ends it.
+                        if cancel {
+                            self.finish_unstarted(id, Outcome::Cancelled, now);
+                        } else {
+                            self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(job_name = %name, error = %e, "cannot tell whether these tasks were submitted; reporting them lost (if a job of this name runs, `scancel --name` / `qdel` ends it)");
+                    let now = SystemTime::now();
+                    for (id, ..) in tasks {
+                        self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
+                    }
+                }
             }
         }
     }

@@ -68,26 +68,72 @@ impl ElementRef {
 
     pub fn to_stored(&self) -> crate::ledger::StoredElement {
         crate::ledger::StoredElement {
-            scheduler: match self.scheduler {
-                Scheduler::Slurm => "slurm",
-                Scheduler::PbsPro => "pbspro",
-                Scheduler::Torque => "torque",
-            }
-            .into(),
+            scheduler: scheduler_name(self.scheduler).into(),
             job: self.job.clone(),
             index: self.index,
+            name: None,
         }
     }
 
+    /// The element a stored one names; `None` for a submission under way (no job id yet) or an
+    /// unknown scheduler.
     pub fn from_stored(stored: &crate::ledger::StoredElement) -> Option<ElementRef> {
+        if stored.job.is_empty() {
+            return None;
+        }
         Some(ElementRef {
-            scheduler: match stored.scheduler.as_str() {
-                "slurm" => Scheduler::Slurm,
-                "pbspro" => Scheduler::PbsPro,
-                "torque" => Scheduler::Torque,
-                _ => return None,
-            },
+            scheduler: scheduler_named(&stored.scheduler)?,
             job: stored.job.clone(),
+            index: stored.index,
+        })
+    }
+}
+
+fn scheduler_name(scheduler: Scheduler) -> &'static str {
+    match scheduler {
+        Scheduler::Slurm => "slurm",
+        Scheduler::PbsPro => "pbspro",
+        Scheduler::Torque => "torque",
+    }
+}
+
+fn scheduler_named(name: &str) -> Option<Scheduler> {
+    match name {
+        "slurm" => Some(Scheduler::Slurm),
+        "pbspro" => Some(Scheduler::PbsPro),
+        "torque" => Some(Scheduler::Torque),
+        _ => None,
+    }
+}
+
+/// A task whose submission was under way when the agent stopped: the job name it went out under
+/// and its place in that job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingElement {
+    pub scheduler: Scheduler,
+    pub name: String,
+    pub index: Option<u32>,
+}
+
+impl PendingElement {
+    /// As stored before `sbatch`/`qsub` runs (no job id yet).
+    pub fn to_stored(&self) -> crate::ledger::StoredElement {
+        crate::ledger::StoredElement {
+            scheduler: scheduler_name(self.scheduler).into(),
+            job: String::new(),
+            index: self.index,
+            name: Some(self.name.clone()),
+        }
+    }
+
+    /// The pending submission a stored element names, if it is one.
+    pub fn from_stored(stored: &crate::ledger::StoredElement) -> Option<PendingElement> {
+        if !stored.job.is_empty() {
+            return None;
+        }
+        Some(PendingElement {
+            scheduler: scheduler_named(&stored.scheduler)?,
+            name: stored.name.clone()?,
             index: stored.index,
         })
     }
@@ -740,6 +786,7 @@ impl SchedulerBackend {
         chunk: Vec<HpcLaunch>,
     ) {
         let chunk_dir = self.next_chunk_dir(&chunk[0].scripts_dir);
+        let name = chunk_job_name(&chunk[0].scripts_dir, &chunk_dir);
         let dirs: Vec<PathBuf> = chunk.iter().map(|l| l.task_dir.clone()).collect();
         let prepared = (|| -> Result<(PathBuf, String), String> {
             std::fs::create_dir_all(&chunk_dir)
@@ -751,7 +798,7 @@ impl SchedulerBackend {
                 wrapper::WRAPPER_SCRIPT.as_bytes(),
             )?;
             let spec = ArrayJobSpec {
-                job_name: job_name(&chunk[0].scripts_dir),
+                job_name: name.clone(),
                 chunk_dir: chunk_dir.clone(),
                 count: chunk.len() as u32,
                 throttle: resources.array_throttle,
@@ -776,6 +823,15 @@ impl SchedulerBackend {
                 return;
             }
         };
+        self.announce(
+            scheduler,
+            &name,
+            keys.iter()
+                .enumerate()
+                .map(|(i, (key, _))| (*key, Some(i as u32)))
+                .collect(),
+        )
+        .await;
         match self
             .submit_script(scheduler, &script_path, &chunk_dir)
             .await
@@ -823,6 +879,7 @@ impl SchedulerBackend {
         launch: HpcLaunch,
     ) {
         let chunk_dir = self.next_chunk_dir(&launch.scripts_dir);
+        let name = chunk_job_name(&launch.scripts_dir, &chunk_dir);
         let key = launch.launch.key;
         let prepared = (|| -> Result<(PathBuf, String), String> {
             std::fs::create_dir_all(&chunk_dir)
@@ -830,7 +887,7 @@ impl SchedulerBackend {
             let wrapper_path = chunk_dir.join(script::WRAPPER_FILE);
             write_file(&wrapper_path, wrapper::WRAPPER_SCRIPT.as_bytes())?;
             let spec = SingleJobSpec {
-                job_name: job_name(&launch.scripts_dir),
+                job_name: name.clone(),
                 wrapper: wrapper_path,
                 task_dir: launch.task_dir.clone(),
                 resources: resources.clone(),
@@ -842,10 +899,12 @@ impl SchedulerBackend {
             Ok((path, text))
         })();
         let result = match prepared {
-            Ok((path, text)) => self
-                .submit_script(scheduler, &path, &chunk_dir)
-                .await
-                .map(|job| (job, text)),
+            Ok((path, text)) => {
+                self.announce(scheduler, &name, vec![(key, None)]).await;
+                self.submit_script(scheduler, &path, &chunk_dir)
+                    .await
+                    .map(|job| (job, text))
+            }
             Err(message) => Err(message),
         };
         match result {
@@ -873,6 +932,120 @@ impl SchedulerBackend {
                 );
             }
             Err(message) => self.exited(key, Outcome::SpawnFailed(message)),
+        }
+    }
+
+    /// Tells the runner which tasks go out next under job name `name` and waits until it has
+    /// recorded that: an agent killed while `sbatch`/`qsub` runs (the job accepted, its id not
+    /// yet read) then finds the job by its name instead of submitting the tasks again. Without
+    /// a ledger the event is dropped unanswered, which lets the submission go ahead as well.
+    async fn announce(
+        &self,
+        scheduler: Scheduler,
+        name: &str,
+        elements: Vec<(TaskKey, Option<u32>)>,
+    ) {
+        let (recorded, done) = tokio::sync::oneshot::channel();
+        let sent = self.inner.events.send(ProcessEvent::Submitting {
+            elements,
+            scheduler,
+            name: name.to_string(),
+            recorded,
+        });
+        if sent.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Ends a task whose job the scheduler no longer knows from the wrapper's records in
+    /// `task_dir` (`Started`, then `Exited`). False when there is no exit record to go by.
+    pub fn settle_from_records(
+        &self,
+        key: TaskKey,
+        task_dir: &Path,
+        cancel_requested: bool,
+    ) -> bool {
+        let Some(exit_record) = std::fs::read_to_string(task_dir.join(wrapper::EXIT_FILE))
+            .ok()
+            .and_then(|text| wrapper::parse_exit_record(&text).ok())
+        else {
+            return false;
+        };
+        let decision = decide(
+            &Seen::Missing,
+            task_dir.join(wrapper::START_FILE).exists(),
+            Some(&exit_record),
+            false,
+            cancel_requested,
+            RECORD_GRACE_POLLS,
+            None,
+        );
+        let Some(outcome) = decision.exit else {
+            return false;
+        };
+        if decision.start {
+            self.started(key);
+        }
+        self.exited(key, outcome);
+        true
+    }
+
+    /// The id of the job submitted under `name`; `Ok(None)` when the scheduler shows no such job
+    /// (still queued, running or recently ended; `sacct` too where Slurm keeps accounting).
+    pub async fn find_job_named(
+        &self,
+        scheduler: Scheduler,
+        name: &str,
+    ) -> Result<Option<String>, String> {
+        match scheduler {
+            Scheduler::Slurm => {
+                let out = run("squeue", &["-h", "-t", "all", "-n", name, "-o", "%F"], None).await?;
+                if !out.ok {
+                    return Err(format!("squeue: {}", out.stderr.trim()));
+                }
+                if let Some(job) = parse::first_job_id(&out.stdout) {
+                    return Ok(Some(job));
+                }
+                if !self.slurm_config().await.1 {
+                    return Ok(None);
+                }
+                let name_arg = format!("--name={name}");
+                let out = run(
+                    "sacct",
+                    &[
+                        "-n",
+                        "-X",
+                        "-P",
+                        &name_arg,
+                        "-o",
+                        "JobID",
+                        "-S",
+                        "now-7days",
+                    ],
+                    None,
+                )
+                .await?;
+                if out.ok {
+                    Ok(parse::first_job_id(&out.stdout))
+                } else if parse::sacct_unavailable(&out.stderr) {
+                    Ok(None)
+                } else {
+                    Err(format!("sacct: {}", out.stderr.trim()))
+                }
+            }
+            Scheduler::PbsPro | Scheduler::Torque => {
+                let args: &[&str] = if scheduler == Scheduler::PbsPro {
+                    &["-f", "-x"]
+                } else {
+                    &["-f"]
+                };
+                let out = run("qstat", args, None).await?;
+                if !out.ok && out.stdout.trim().is_empty() {
+                    return Err(format!("qstat: {}", out.stderr.trim()));
+                }
+                let jobs = parse::parse_qstat_full(&out.stdout).map_err(|e| e.to_string())?;
+                Ok(parse::pbs_job_named(&jobs, name))
+            }
         }
     }
 
@@ -1237,6 +1410,21 @@ fn failure_text(out: &Result<CommandOutput, String>) -> String {
     }
 }
 
+/// The job name of one submission, `hsm_<sweep>_<stamp>_<n>` after its directory under
+/// `scripts_dir` (`job_<stamp>_<n>`): unique, so a restarted agent can find by it a job whose id
+/// it never read.
+fn chunk_job_name(scripts_dir: &Path, chunk_dir: &Path) -> String {
+    let chunk = chunk_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    format!(
+        "{}_{}",
+        job_name(scripts_dir),
+        chunk.strip_prefix("job_").unwrap_or(chunk)
+    )
+}
+
 /// A job name from the sweep (the scripts directory is `<sweep>/scripts/job_scripts`).
 fn job_name(scripts_dir: &Path) -> String {
     let sweep = scripts_dir
@@ -1333,6 +1521,79 @@ async fn run(program: &str, args: &[&str], dir: Option<&Path>) -> Result<Command
 mod tests {
     use super::*;
     use crate::hpc::parse::FailReason;
+
+    #[test]
+    fn a_submission_under_way_is_stored_by_name_and_told_apart_from_a_submitted_element() {
+        let pending = PendingElement {
+            scheduler: Scheduler::Torque,
+            name: "hsm_s_1_0001".into(),
+            index: Some(3),
+        };
+        let stored = pending.to_stored();
+        assert_eq!(stored.job, "", "no job id yet");
+        assert_eq!(PendingElement::from_stored(&stored), Some(pending));
+        assert_eq!(
+            ElementRef::from_stored(&stored),
+            None,
+            "nothing to follow yet"
+        );
+        let element = ElementRef {
+            scheduler: Scheduler::Slurm,
+            job: "40".into(),
+            index: Some(3),
+        };
+        let stored = element.to_stored();
+        assert_eq!(ElementRef::from_stored(&stored), Some(element));
+        assert_eq!(PendingElement::from_stored(&stored), None);
+        // A ledger written before names were kept: a pending element without one is unusable.
+        let old = crate::ledger::StoredElement {
+            scheduler: "slurm".into(),
+            job: String::new(),
+            index: None,
+            name: None,
+        };
+        assert_eq!(PendingElement::from_stored(&old), None);
+    }
+
+    #[test]
+    fn a_job_the_scheduler_forgot_is_settled_from_the_wrapper_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (backend, mut events) = SchedulerBackend::new(Duration::from_secs(1));
+        let key = TaskKey {
+            index: 4,
+            attempt: 1,
+        };
+        assert!(
+            !backend.settle_from_records(key, dir.path(), false),
+            "no exit record: nothing to go by"
+        );
+        assert!(events.try_recv().is_err());
+        std::fs::write(
+            dir.path().join(wrapper::START_FILE),
+            "start=1\nhost=n\njob_id=9\nindex=0\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(wrapper::EXIT_FILE), "exit_code=3\nend=2\n").unwrap();
+        assert!(backend.settle_from_records(key, dir.path(), false));
+        assert!(matches!(events.try_recv(), Ok(ProcessEvent::Started { key: k, .. }) if k == key));
+        assert!(matches!(
+            events.try_recv(),
+            Ok(ProcessEvent::Exited { key: k, outcome: Outcome::Exited(3), .. }) if k == key
+        ));
+    }
+
+    #[test]
+    fn every_submission_has_a_job_name_of_its_own() {
+        let scripts = Path::new("/w/my sweep!/scripts/job_scripts");
+        assert_eq!(
+            chunk_job_name(scripts, &scripts.join("job_1796403548684_0001")),
+            "hsm_my_sweep__1796403548684_0001"
+        );
+        assert_ne!(
+            chunk_job_name(scripts, &scripts.join("job_1796403548684_0001")),
+            chunk_job_name(scripts, &scripts.join("job_1796403548684_0002"))
+        );
+    }
 
     fn record(code: i32, signal: Option<i32>) -> ExitRecord {
         ExitRecord {

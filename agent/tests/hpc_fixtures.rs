@@ -382,3 +382,32 @@ fn torque_qstat_full_array() {
     );
     assert_eq!(jobs[3].state, JobState::Queued);
 }
+
+#[test]
+fn a_submission_is_found_by_its_job_name() {
+    // squeue by name: one line per element, each naming the array's id.
+    assert_eq!(
+        first_job_id(&fixture("slurm-22.05-squeue-by-name-array.txt")).as_deref(),
+        Some("125")
+    );
+    assert_eq!(first_job_id(""), None, "no such job: squeue prints nothing");
+    // Slurm's qstat wrapper lists each element as a job; the array is the lowest id.
+    let jobs = parse_qstat_full(&fixture("slurm-torque-wrapper-qstat-f-all-named.txt")).unwrap();
+    assert_eq!(pbs_job_named(&jobs, "hsm_named_x").as_deref(), Some("125"));
+    assert_eq!(
+        pbs_job_named(&jobs, "hsm_subkill_1796403548684_0001").as_deref(),
+        Some("123")
+    );
+    assert_eq!(pbs_job_named(&jobs, "hsm_named"), None, "names match whole");
+    // PBS Pro and Torque list the array's parent under its own id.
+    let pro = parse_qstat_full(&fixture("pbspro-qstat-fxt-array-reconstructed.txt")).unwrap();
+    assert_eq!(
+        pbs_job_named(&pro, "hsm-s1-c0").as_deref(),
+        Some("4242[].pbs01")
+    );
+    let torque = parse_qstat_full(&fixture("torque-qstat-ft-array-reconstructed.txt")).unwrap();
+    assert_eq!(
+        pbs_job_named(&torque, "hsm-s1-c0").as_deref(),
+        Some("1001[].torque01.cluster")
+    );
+}

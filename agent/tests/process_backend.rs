@@ -509,6 +509,9 @@ async fn five_hundred_true_two_in_flight() {
             ProcessEvent::Submitted { key, .. } => {
                 panic!("the process backend submitted task {key:?} to a scheduler")
             }
+            ProcessEvent::Submitting { elements, .. } => {
+                panic!("the process backend submits {elements:?} to a scheduler")
+            }
             ProcessEvent::Exited { key, outcome, .. } => {
                 assert_eq!(outcome, Outcome::Exited(0), "task {key:?}");
                 ok += 1;

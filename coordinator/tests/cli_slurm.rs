@@ -22,11 +22,15 @@ fn slurm() -> Option<PathBuf> {
 }
 
 /// Writes `results/r.txt` (`x=<x>`), prints a line, fails with 3 for x == 13, sleeps for
-/// `sleep` seconds when given, and kills its wrapper (SIGKILL) when x == `kill_wrapper`.
+/// `sleep` seconds when given, kills its wrapper (SIGKILL) when x == `kill_wrapper`, and appends
+/// `x` to the file `runs` when given (one line per run, to count them).
 const TASK_PY: &str = r#"
 import os, sys, time
 args = dict(a.split("=", 1) for a in sys.argv[1:])
 x = int(args["x"])
+if "runs" in args:
+    with open(args["runs"], "a") as f:
+        f.write(f"{x}\n")
 time.sleep(float(args.get("sleep", "0")))
 out = args["output.dir"]
 os.makedirs(out, exist_ok=True)
@@ -49,12 +53,23 @@ struct Cluster {
 impl Cluster {
     /// An agent on this host with `backend` for the project, holding up to 100 tasks.
     fn new(agent_bin: &Path, backend: &str, sweep: &str, extra_config: &str) -> Cluster {
+        Cluster::with_agent_env(agent_bin, backend, sweep, extra_config, &[])
+    }
+
+    /// `new`, the agent's environment extended by `env`.
+    fn with_agent_env(
+        agent_bin: &Path,
+        backend: &str,
+        sweep: &str,
+        extra_config: &str,
+        env: &[(String, String)],
+    ) -> Cluster {
         let home = tempfile::tempdir().unwrap();
         let project = Project::new(
             "command:\n  python: python3\n  script: task.py\n",
             &[("task.py", TASK_PY), ("sweeps/sweep.yaml", sweep)],
         );
-        let agent = start_agent_with(agent_bin, None, "127.0.0.1:0", &["--poll", "1"]);
+        let agent = start_agent_with_env(agent_bin, None, "127.0.0.1:0", &["--poll", "1"], env);
         let own_fp = coordinator_fingerprint(&project, home.path());
         let ok = std::process::Command::new(agent_bin)
             .args(["authorize", &own_fp, "--state-dir"])
@@ -103,13 +118,18 @@ impl Cluster {
     }
 }
 
-/// Lines `squeue` still shows (pending or running) for jobs named after `sweep`.
+/// Lines `squeue` still shows (pending or running) for jobs of `sweep` (named `hsm_<sweep>_…`).
 fn in_queue(sweep: &str) -> String {
     let out = std::process::Command::new("squeue")
-        .args(["-h", "-n", &format!("hsm_{sweep}"), "-o", "%i %T"])
+        .args(["-h", "-o", "%i %T %j"])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let prefix = format!(" hsm_{sweep}_");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&prefix))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 #[test]
@@ -335,6 +355,129 @@ fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
         !agent_dir.join("hsm_exit").exists(),
         "the wrapper wrote no record"
     );
+}
+
+#[test]
+fn an_agent_killed_while_sbatch_runs_follows_that_job_after_a_restart_instead_of_running_it_again()
+{
+    if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
+        killed_while_submitting(&agent_bin, "slurm", "sbatch", "", true);
+    }
+}
+
+#[test]
+fn an_agent_killed_before_sbatch_ran_finds_no_job_and_its_tasks_run_once() {
+    if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
+        killed_while_submitting(&agent_bin, "slurm", "sbatch", "", false);
+    }
+}
+
+#[test]
+fn an_agent_killed_while_qsub_runs_follows_that_job_after_a_restart_instead_of_running_it_again() {
+    if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
+        // PBS servers do not tell their array limit; the one under this qsub is Slurm's.
+        killed_while_submitting(
+            &agent_bin,
+            "pbs",
+            "qsub",
+            "hpc:\n  max_array_size: 10\n",
+            true,
+        );
+    }
+}
+
+/// The agent is killed after the scheduler accepted an array but before the agent read its job
+/// id (`accepted`), the one moment a restarted agent cannot know the job from its own records, or
+/// just before the command ran (the ledger names a submission that never happened). A shim in
+/// front of the real `submit` command (on the agent's PATH only) does it once; an accepted job
+/// still runs, so an agent that ran those tasks again would run them twice. 12 tasks: the killed
+/// submission holds the first 10 (MaxArraySize), the other 2 were never submitted.
+fn killed_while_submitting(
+    agent_bin: &Path,
+    backend: &str,
+    submit: &str,
+    extra_config: &str,
+    accepted: bool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(submit))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{submit} on PATH"));
+    let (fired, runs) = (dir.path().join("fired"), dir.path().join("runs"));
+    let shims = dir.path().join("bin");
+    std::fs::create_dir(&shims).unwrap();
+    let shim = shims.join(submit);
+    let fire = format!(
+        "case \"$*\" in *--version*) ;; *) if [ ! -e '{0}' ]; then : >'{0}'; kill -9 \"$PPID\"; {1}fi ;; esac",
+        fired.display(),
+        if accepted { "" } else { "exit 1; " }
+    );
+    let real = real.display();
+    let text = if accepted {
+        format!("#!/bin/sh\n# test shim: the real {submit}, its first submission followed (once) by kill -9 of the agent that ran it\nout=$('{real}' \"$@\")\nrc=$?\n{fire}\nprintf '%s\\n' \"$out\"\nexit $rc\n")
+    } else {
+        format!("#!/bin/sh\n# test shim: kill -9 of the agent instead of its first submission (once), else the real {submit}\n{fire}\nexec '{real}' \"$@\"\n")
+    };
+    std::fs::write(&shim, text).unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths(std::iter::once(shims.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let sweep = format!("sub{backend}{}", if accepted { "" } else { "before" });
+    let mut c = Cluster::with_agent_env(
+        agent_bin,
+        backend,
+        &format!(
+            "sweep:\n  grid:\n    runs: ['{}']\n    sleep: [1]\n    x: {{range: [1, 13]}}\n",
+            runs.display()
+        ),
+        extra_config,
+        &[("PATH".into(), path.to_string_lossy().into_owned())],
+    );
+    let child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", &sweep])
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        &format!("the agent killed by the {submit} shim"),
+        || c.agent.child.try_wait().unwrap().is_some(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    c.agent.restart();
+    let out = wait_with_timeout(
+        child,
+        Duration::from_secs(180),
+        "sweep run after the restart",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = c.project.status(&sweep);
+    assert_eq!(status["completed"], 12, "{status}");
+    // Every task ran exactly once, the job of the killed submission included.
+    let mut ran: Vec<u64> = std::fs::read_to_string(&runs)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    ran.sort_unstable();
+    assert_eq!(ran, (1..=12).collect::<Vec<u64>>(), "runs per task");
+    // An accepted submission's tasks were followed as attempt 1; the rest (never submitted) ran
+    // as attempt 2.
+    let attempt_one = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["attempt"] == 1)
+        .count();
+    assert_eq!(attempt_one, if accepted { 10 } else { 0 }, "{status}");
+    assert!(in_queue(&sweep).trim().is_empty());
 }
 
 #[test]

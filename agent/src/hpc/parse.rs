@@ -756,6 +756,45 @@ fn bracket_index(job_id: &str) -> Option<u32> {
     job_id[open + 1..close].parse().ok()
 }
 
+/// The job id on the first line that has one, in `squeue -o %F` (array job ids) or
+/// `sacct -X -o JobID` output (`40_[0-9]`, `40_3`, `41`): the part before `_`.
+pub fn first_job_id(stdout: &str) -> Option<String> {
+    stdout.lines().find_map(|line| {
+        let id = line.trim().split('_').next().unwrap_or("");
+        (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then(|| id.to_string())
+    })
+}
+
+/// The id `qsub` gave the job named `name`, from `qstat -f` of every job: an array's parent
+/// (`123[].server`) as listed, or made from an element's id (`123[4].server`); where the array
+/// shows only as its elements' own jobs (Slurm's qstat wrapper) the lowest id, which is the
+/// array's (Slurm keeps it for the last element).
+pub fn pbs_job_named(jobs: &[QstatJob], name: &str) -> Option<String> {
+    let named: Vec<&QstatJob> = jobs
+        .iter()
+        .filter(|j| j.name.as_deref() == Some(name))
+        .collect();
+    if let Some(parent) = named.iter().find(|j| j.job_id.contains("[]")) {
+        return Some(parent.job_id.clone());
+    }
+    if let Some(element) = named.iter().find(|j| j.job_id.contains('[')) {
+        let (head, tail) = element.job_id.split_once('[')?;
+        let (_, rest) = tail.split_once(']')?;
+        return Some(format!("{head}[]{rest}"));
+    }
+    let number = |j: &&QstatJob| {
+        j.job_id
+            .split('.')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    };
+    named
+        .into_iter()
+        .min_by_key(number)
+        .map(|j| j.job_id.clone())
+}
+
 /// One row of the default `qstat` table (`Job id  Name  User  Time Use  S  Queue`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QstatRow {
@@ -829,6 +868,31 @@ pub fn detect(sbatch_version: Option<&str>, qstat_version: Option<&str>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_job_id_reads_squeue_and_sacct_lines() {
+        // `sacct -X -o JobID` forms (Slurm's documented JobID syntax; no accounting here to
+        // capture them): a pending range, an element, a plain job.
+        assert_eq!(first_job_id("40_[0-9]\n40_3\n").as_deref(), Some("40"));
+        assert_eq!(first_job_id("\n  41\n").as_deref(), Some("41"));
+        assert_eq!(
+            first_job_id("JobID\n7\n").as_deref(),
+            Some("7"),
+            "a header is skipped"
+        );
+        assert_eq!(first_job_id("_3\n"), None);
+    }
+
+    #[test]
+    fn pbs_job_named_makes_the_parent_id_from_an_element() {
+        let jobs = parse_qstat_full(
+            "Job Id: 77[2].srv\n    Job_Name = n\n    job_state = R\nJob Id: 78.srv\n    Job_Name = m\n",
+        )
+        .unwrap();
+        assert_eq!(pbs_job_named(&jobs, "n").as_deref(), Some("77[].srv"));
+        assert_eq!(pbs_job_named(&jobs, "m").as_deref(), Some("78.srv"));
+        assert_eq!(pbs_job_named(&jobs, "x"), None);
+    }
 
     #[test]
     fn slurm_states_map() {

@@ -474,6 +474,7 @@ impl Handler<Incoming> for AgentSource {
             slots,
             note,
             lost: false,
+            keep_waiting: false,
         };
         match msg {
             Incoming::Up { slots, agent } => {
@@ -543,11 +544,15 @@ impl Handler<Incoming> for AgentSource {
                                 "unreachable for {grace:?}: its tasks run again elsewhere"
                             ),
                             lost: true,
+                            keep_waiting: false,
                         });
                     });
                 }
                 self.connected = false;
-                self.status_to.do_send(status(false, None, why));
+                self.status_to.do_send(SourceStatus {
+                    keep_waiting: self.setup.hpc.is_some(),
+                    ..status(false, None, why)
+                });
             }
             Incoming::Frame(FromAgent::Events(batch)) => {
                 let mut acks = Vec::with_capacity(batch.events.len());

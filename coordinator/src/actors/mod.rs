@@ -45,6 +45,10 @@ pub struct SourceStatus {
     pub slots: Option<usize>,
     /// Unreachable past its grace period: its running tasks are given up and run elsewhere.
     pub lost: bool,
+    /// Down, but the attempts waiting there stay with it rather than move elsewhere: a batch
+    /// scheduler holds them (and may start them) whether or not its agent is connected, and
+    /// taking them back would cancel their jobs and lose their place in the queue.
+    pub keep_waiting: bool,
     /// Why, for the person watching.
     pub note: String,
 }
@@ -88,7 +92,9 @@ pub fn exit_of(outcome: Outcome) -> ExitKind {
 /// an in-process scheduler source already wrote into the sweep's `scripts/job_scripts/`.
 pub fn report_of(event: ProcessEvent) -> Option<TaskReport> {
     match event {
-        ProcessEvent::Submitted { .. } => None,
+        // Dropping `Submitting` lets the submission go ahead: this sweep's own store records
+        // the task as handed over already.
+        ProcessEvent::Submitting { .. } | ProcessEvent::Submitted { .. } => None,
         ProcessEvent::Started { key, pid, at } => Some(TaskReport::Started {
             key,
             pid: Some(pid),

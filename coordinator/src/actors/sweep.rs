@@ -486,6 +486,8 @@ impl Handler<SourceStatus> for SweepActor {
             }
         } else if msg.up {
             self.core.handle_source_status(msg.source, true, slots);
+        } else if msg.keep_waiting {
+            self.core.handle_source_status(msg.source, false, None);
         } else {
             // No new work, and what waits there unstarted moves to other sources.
             let commands = self

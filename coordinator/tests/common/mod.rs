@@ -273,6 +273,7 @@ pub struct AgentProcess {
     bin: std::path::PathBuf,
     netns: Option<String>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl AgentProcess {
@@ -297,6 +298,7 @@ impl AgentProcess {
             &self.state,
             &self.work_dir(),
             &self.extra.iter().map(String::as_str).collect::<Vec<_>>(),
+            &self.env,
         );
         assert_eq!((&addr, &fingerprint), (&self.addr, &self.fingerprint));
         self.child = child;
@@ -328,6 +330,17 @@ pub fn start_agent_with(
     listen: &str,
     extra: &[&str],
 ) -> AgentProcess {
+    start_agent_with_env(agent, netns, listen, extra, &[])
+}
+
+/// `start_agent_with`, the agent's environment extended by `env` (kept across `restart`).
+pub fn start_agent_with_env(
+    agent: &std::path::Path,
+    netns: Option<&str>,
+    listen: &str,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> AgentProcess {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let init = std::process::Command::new(agent)
@@ -343,6 +356,7 @@ pub fn start_agent_with(
         &state,
         &dir.path().join("work"),
         extra,
+        env,
     );
     AgentProcess {
         child,
@@ -353,6 +367,7 @@ pub fn start_agent_with(
         bin: agent.to_path_buf(),
         netns: netns.map(str::to_string),
         extra: extra.iter().map(|s| s.to_string()).collect(),
+        env: env.to_vec(),
     }
 }
 
@@ -364,6 +379,7 @@ fn spawn_serve(
     state: &std::path::Path,
     work: &std::path::Path,
     extra: &[&str],
+    env: &[(String, String)],
 ) -> (std::process::Child, String, String) {
     use std::io::BufRead;
     let mut command = match netns {
@@ -380,6 +396,7 @@ fn spawn_serve(
         .arg("--work-dir")
         .arg(work)
         .args(extra)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
