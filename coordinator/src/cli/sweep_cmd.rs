@@ -439,6 +439,7 @@ fn execute(
             source: None,
             retries_left: 0,
             pid: None,
+            lost: 0,
         })
         .collect();
     let sources = exec

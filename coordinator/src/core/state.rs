@@ -183,7 +183,14 @@ pub struct TaskState {
     pub retries_left: u32,
     /// The current attempt's process id (local) once it started.
     pub pid: Option<u32>,
+    /// Attempts lost in this run (their source or agent could not say how they ended).
+    pub lost: u32,
 }
+
+/// Attempts of one task that may be lost in a run before it ends failed instead of running
+/// again: a task that takes its host down (memory, a kernel bug) would otherwise be run, and
+/// bring the host down, for ever. `sweep complete` runs it again.
+pub const LOST_LIMIT: u32 = 3;
 
 /// A durable change of one task (the store writes these in batches).
 #[derive(Debug, Clone, PartialEq)]
@@ -536,16 +543,40 @@ impl SweepCore {
             .map(|t| (t.index, t.attempt))
             .collect();
         for &(index, attempt) in lost.iter().rev() {
-            self.requeue(
+            self.lose(
                 index,
                 attempt,
-                TaskStatus::Failed,
+                Some(source),
                 format!("lost with {name}"),
-                format!("attempt {attempt} lost with {name}"),
                 now,
             );
         }
         lost.len()
+    }
+
+    /// An attempt nobody can say the end of (`why`): the task runs again as a new attempt
+    /// without using a retry, unless this is its `LOST_LIMIT`th lost attempt in the run.
+    fn lose(&mut self, index: u64, attempt: u32, source: Option<usize>, why: String, now: i64) {
+        let task = &mut self.tasks[(index - 1) as usize];
+        task.lost += 1;
+        if task.lost >= LOST_LIMIT {
+            let reason = format!(
+                "{why} (attempt {attempt}; {LOST_LIMIT} attempts lost in this run, so not run again: \
+                 it may be what brings its host down; `sweep complete` runs it again)"
+            );
+            self.finish(
+                index,
+                TaskStatus::Failed,
+                attempt,
+                source,
+                None,
+                Some(reason),
+                now,
+            );
+        } else {
+            let task_reason = format!("attempt {attempt} {why}");
+            self.requeue(index, attempt, TaskStatus::Failed, why, task_reason, now);
+        }
     }
 
     /// Ends an attempt taken from its source (`ended` in its own history, with `why`; attempt
@@ -630,14 +661,7 @@ impl SweepCore {
                 let name = source
                     .and_then(|s| self.sources.get(s))
                     .map_or_else(|| "its source".to_string(), |s| s.name.clone());
-                self.requeue(
-                    index,
-                    attempt,
-                    TaskStatus::Failed,
-                    format!("{reason} on {name}"),
-                    format!("attempt {attempt} {reason} on {name}"),
-                    now,
-                );
+                self.lose(index, attempt, source, format!("{reason} on {name}"), now);
             }
             ExitKind::Failure { exit_code, reason } => {
                 let task = &mut self.tasks[(index - 1) as usize];
@@ -806,6 +830,7 @@ mod tests {
                 source: None,
                 retries_left: 0,
                 pid: None,
+                lost: 0,
             })
             .collect();
         let sources = slots
@@ -1015,6 +1040,7 @@ mod tests {
                 source: None,
                 retries_left: 0,
                 pid: None,
+                lost: 0,
             })
             .collect();
         let sources = vec![
@@ -1089,6 +1115,49 @@ mod tests {
         assert!(core.is_finished());
         assert_eq!(core.counts().completed, 2);
         assert_eq!(core.counts().failed, 0, "no retry was needed or used");
+    }
+
+    #[test]
+    fn a_task_lost_again_and_again_ends_failed_instead_of_running_for_ever() {
+        let mut core = core_with(2, &[2, 2], Strategy::RoundRobin);
+        core.enqueue(&[1, 2], 0, 0);
+        assert_eq!(launches(&core.poll_dispatch(0)), [(1, 1, 0), (2, 1, 1)]);
+        let lost = || ExitKind::Lost {
+            reason: "lost by the agent".into(),
+        };
+        core.handle_exited(2, 1, ExitKind::Success, 1);
+        core.handle_exited(1, 1, lost(), 1);
+        let again = launches(&core.poll_dispatch(2));
+        assert_eq!(
+            again.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+            [(1, 2)]
+        );
+        // Its source lost with it counts too.
+        assert_eq!(core.handle_source_lost(again[0].2, 3), 1);
+        core.handle_source_status(again[0].2, true, None);
+        let third = launches(&core.poll_dispatch(4));
+        assert_eq!(
+            third.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+            [(1, 3)]
+        );
+        core.handle_exited(1, 3, lost(), 5);
+        let task = core.task(1).unwrap();
+        assert_eq!((task.status, task.attempt), (TaskStatus::Failed, 3));
+        assert!(core.poll_dispatch(6).is_empty(), "not run a fourth time");
+        assert!(core.is_finished());
+        let counts = core.counts();
+        assert_eq!((counts.completed, counts.failed), (1, 1));
+        let reason = core
+            .poll_changes()
+            .into_iter()
+            .filter(|c| c.index == 1 && c.status == TaskStatus::Failed)
+            .filter_map(|c| c.reason)
+            .next_back()
+            .unwrap();
+        assert!(
+            reason.starts_with("lost by the agent on ") && reason.contains("3 attempts lost"),
+            "{reason}"
+        );
     }
 
     #[test]
