@@ -454,12 +454,14 @@ async fn send_frame(send: &mut quinn::SendStream, msg: &FromAgent) -> anyhow::Re
 
 /// The agent's health as reported in heartbeats.
 pub fn health(options: &ServeOptions, running: u32) -> HeartbeatMsg {
+    let free = free_space(&options.work_dir);
     HeartbeatMsg {
         load1: load_average().unwrap_or(0.0),
         free_mem_bytes: available_memory().unwrap_or(0),
-        free_disk_bytes: free_disk(&options.work_dir).unwrap_or(0),
+        free_disk_bytes: free.map_or(0, |f| f.0),
         running,
         slots: options.slots,
+        free_inodes: free.and_then(|f| f.1),
     }
 }
 
@@ -483,7 +485,9 @@ fn parse_meminfo_available(text: &str) -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-fn free_disk(dir: &Path) -> Option<u64> {
+/// Free bytes and free inodes of the file system holding `dir` (inodes `None` where it reports
+/// no inode count, as btrfs does).
+fn free_space(dir: &Path) -> Option<(u64, Option<u64>)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs fills the zeroed struct we own from a valid C string.
@@ -491,7 +495,9 @@ fn free_disk(dir: &Path) -> Option<u64> {
     if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
         return None;
     }
-    (stat.f_bavail as u64).checked_mul(stat.f_frsize as u64)
+    let bytes = (stat.f_bavail as u64).checked_mul(stat.f_frsize as u64)?;
+    let inodes = (stat.f_files > 0).then_some(stat.f_favail as u64);
+    Some((bytes, inodes))
 }
 
 /// This host's name, for `Welcome.agent_name`.

@@ -381,20 +381,85 @@ fn now_ms() -> i64 {
 
 #[test]
 fn an_agent_low_on_disk_gets_no_new_work_and_its_waiting_tasks_move() {
+    low_disk_moves_work(Fill::Bytes);
+}
+
+#[test]
+fn an_agent_out_of_inodes_gets_no_new_work_and_its_waiting_tasks_move() {
+    low_disk_moves_work(Fill::Inodes);
+}
+
+/// What fills the agent's disk.
+#[derive(Clone, Copy, PartialEq)]
+enum Fill {
+    /// A 2 GiB file on the real disk, crossing a `min_free_disk` set 1 GiB below its free space
+    /// (no root or tmpfs needed; other tests' files are far smaller than the margin).
+    Bytes,
+    /// Thousands of empty files on a tmpfs of 12,000 inodes mounted over the agent's work
+    /// directory (root only), below the 10,000 free inodes an agent needs however many bytes
+    /// are free.
+    Inodes,
+}
+
+/// A tmpfs mounted by a test, detached again when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Free inodes for unprivileged users on the filesystem holding `dir` (statvfs `f_favail`).
+fn free_inodes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statvfs fills the zeroed struct we own from a valid C string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
+    stat.f_favail as u64
+}
+
+/// An agent's disk fills mid-sweep (`fill`): the tasks waiting there move to the local source and
+/// it gets no new work; room comes back and it takes work again. Nothing is lost or run twice.
+fn low_disk_moves_work(fill: Fill) {
     let Some(agent_bin) = agent_bin() else {
         return;
     };
     const GIB: u64 = 1 << 30;
-    let home = tempfile::tempdir().unwrap();
-    let agent = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--heartbeat", "1"]);
-    let free = free_disk(&agent.work_dir());
-    if free < 4 * GIB {
-        eprintln!("SKIPPED: needs 4 GiB free where the agent works (has {free} bytes)");
+    // SAFETY: geteuid has no preconditions.
+    if fill == Fill::Inodes && unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a tmpfs with few inodes needs root (the test command runs as root in CI)");
         return;
     }
-    // The threshold sits 1 GiB below the free space now; a 2 GiB file crosses it. (Real
-    // disk, so no root or tmpfs is needed; other tests' files are far smaller than the margin.)
-    let threshold_mib = (free - GIB) >> 20;
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--heartbeat", "1"]);
+    let mut _mounted = None;
+    let threshold_mib = match fill {
+        Fill::Bytes => {
+            let free = free_disk(&agent.work_dir());
+            if free < 4 * GIB {
+                eprintln!("SKIPPED: needs 4 GiB free where the agent works (has {free} bytes)");
+                return;
+            }
+            (free - GIB) >> 20
+        }
+        Fill::Inodes => {
+            let dir = agent.work_dir();
+            std::fs::create_dir_all(&dir).unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=1g,nr_inodes=12000", "hsm-test"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "mount tmpfs on {}", dir.display());
+            _mounted = Some(Mounted(dir));
+            100
+        }
+    };
     let slow = RESULT_PY.replace("import os, sys", "import os, sys, time\ntime.sleep(0.2)");
     let p = Project::new(
         &format!(
@@ -442,11 +507,27 @@ fn an_agent_low_on_disk_gets_no_new_work_and_its_waiting_tasks_move() {
 
     // The agent's disk fills up.
     let ballast = agent.work_dir().join("ballast");
-    let file = std::fs::File::create(&ballast).unwrap();
-    use std::os::fd::AsRawFd;
-    // SAFETY: fallocate on a file descriptor we own.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, (2 * GIB) as libc::off_t) };
-    assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+    let file = match fill {
+        Fill::Bytes => {
+            let file = std::fs::File::create(&ballast).unwrap();
+            use std::os::fd::AsRawFd;
+            // SAFETY: fallocate on a file descriptor we own.
+            let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, (2 * GIB) as libc::off_t) };
+            assert_eq!(rc, 0, "fallocate: {}", std::io::Error::last_os_error());
+            Some(file)
+        }
+        Fill::Inodes => {
+            std::fs::create_dir(&ballast).unwrap();
+            let mut n = 0;
+            while free_inodes(&ballast) >= 9_000 {
+                for _ in 0..100 {
+                    std::fs::File::create(ballast.join(n.to_string())).unwrap();
+                    n += 1;
+                }
+            }
+            None
+        }
+    };
     let filled_at = now_ms();
     let db = rusqlite::Connection::open(p.sweep_dir("lowdisk").join("sweep.db")).unwrap();
     let taken_back = || -> i64 {
@@ -478,13 +559,22 @@ fn an_agent_low_on_disk_gets_no_new_work_and_its_waiting_tasks_move() {
     );
 
     // Space comes back: the agent takes work again.
-    drop(file);
-    std::fs::remove_file(&ballast).unwrap();
+    match file {
+        Some(file) => {
+            drop(file);
+            std::fs::remove_file(&ballast).unwrap();
+        }
+        None => std::fs::remove_dir_all(&ballast).unwrap(),
+    }
     let freed_at = now_ms();
     let run = Run::wait(child, "sweep run with an agent low on disk".into());
     run.expect_code(0);
+    let why = match fill {
+        Fill::Bytes => "below min_free_disk",
+        Fill::Inodes => "free inodes (files that can still be created) on its disk, below 10000",
+    };
     assert!(
-        run.stderr.contains("below min_free_disk") || run.stdout.contains("below min_free_disk"),
+        run.stderr.contains(why) || run.stdout.contains(why),
         "the user is told why: {}{}",
         run.stdout,
         run.stderr

@@ -451,6 +451,11 @@ pub struct HeartbeatMsg {
     pub running: u32,
     /// Tasks the agent runs at once.
     pub slots: u32,
+    /// Free inodes (files that can still be created) on that file system; `None` where it does
+    /// not count them (btrfs and some network file systems report no limit), or from an agent
+    /// that predates this field.
+    #[serde(default)]
+    pub free_inodes: Option<u64>,
 }
 
 /// Reply to a [`PingMsg`].

@@ -251,6 +251,7 @@ fn fields_added_by_a_newer_release_are_ignored() {
             free_disk_bytes: 20,
             running: 1,
             slots: 2,
+            free_inodes: None,
         })
     );
 

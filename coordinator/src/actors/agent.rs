@@ -17,9 +17,9 @@ use hsm_agent::process::TaskKey;
 use hsm_agent::tls::{self, TransportOptions};
 use hsm_agent::wire::{read_frame, write_message};
 use hsm_protocol::{
-    AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileOffer, FromAgent, Hello,
-    HelloReply, JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId, TaskIndex,
-    TaskMsg, TaskRef, TemplateMsg, ToAgent, MAX_FRAME,
+    AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileOffer, FromAgent, HeartbeatMsg,
+    Hello, HelloReply, JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId,
+    TaskIndex, TaskMsg, TaskRef, TemplateMsg, ToAgent, MAX_FRAME,
 };
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -260,6 +260,31 @@ impl AgentSource {
 }
 
 /// Bytes as GiB with two decimals, for notes.
+/// Below this many free inodes an agent's disk counts as full however many bytes are free:
+/// every task creates files (its directory, logs, records), and a file system out of inodes fails
+/// them all. Checked while `min_free_disk` is on.
+pub const MIN_FREE_INODES: u64 = 10_000;
+
+/// Why an agent's disk has no room for new work, from its heartbeat (`None`: it has room).
+fn disk_low(health: &HeartbeatMsg, min_free_disk: u64) -> Option<String> {
+    if min_free_disk == 0 {
+        return None;
+    }
+    if health.free_disk_bytes < min_free_disk {
+        return Some(format!(
+            "free disk {} below min_free_disk {}",
+            gib(health.free_disk_bytes),
+            gib(min_free_disk)
+        ));
+    }
+    match health.free_inodes {
+        Some(inodes) if inodes < MIN_FREE_INODES => Some(format!(
+            "{inodes} free inodes (files that can still be created) on its disk, below {MIN_FREE_INODES}"
+        )),
+        _ => None,
+    }
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -577,23 +602,17 @@ impl Handler<Incoming> for AgentSource {
                 tracing::warn!(agent = %self.setup.name, message = %e.message, "agent reported an error");
             }
             Incoming::Frame(FromAgent::Heartbeat(health)) => {
-                let min = self.setup.min_free_disk;
-                let low = min > 0 && health.free_disk_bytes < min;
-                if low != self.low_disk {
-                    self.low_disk = low;
-                    let note = if low {
-                        format!(
-                            "free disk {} below min_free_disk {}: no new work",
-                            gib(health.free_disk_bytes),
-                            gib(min)
-                        )
-                    } else {
-                        format!(
+                let low = disk_low(&health, self.setup.min_free_disk);
+                if low.is_some() != self.low_disk {
+                    self.low_disk = low.is_some();
+                    let note = match low {
+                        Some(why) => format!("{why}: no new work"),
+                        None => format!(
                             "free disk {} again: taking work",
                             gib(health.free_disk_bytes)
-                        )
+                        ),
                     };
-                    self.status_to.do_send(status(!low, None, note));
+                    self.status_to.do_send(status(!self.low_disk, None, note));
                 }
             }
             Incoming::Frame(FromAgent::Pong(_)) => {}
@@ -852,5 +871,41 @@ async fn session(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(free_disk_bytes: u64, free_inodes: Option<u64>) -> HeartbeatMsg {
+        HeartbeatMsg {
+            load1: 0.0,
+            free_mem_bytes: 1 << 30,
+            free_disk_bytes,
+            running: 0,
+            slots: 1,
+            free_inodes,
+        }
+    }
+
+    #[test]
+    fn a_disk_is_low_on_bytes_or_on_inodes_while_the_check_is_on() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(disk_low(&health(2 * GIB, Some(50_000)), GIB), None);
+        assert_eq!(
+            disk_low(&health(2 * GIB, None), GIB),
+            None,
+            "no inode count"
+        );
+        let bytes = disk_low(&health(GIB / 2, Some(50_000)), GIB).unwrap();
+        assert!(bytes.contains("below min_free_disk 1.00 GiB"), "{bytes}");
+        let inodes = disk_low(&health(2 * GIB, Some(9_999)), GIB).unwrap();
+        assert!(inodes.starts_with("9999 free inodes"), "{inodes}");
+        assert_eq!(
+            disk_low(&health(0, Some(0)), 0),
+            None,
+            "min_free_disk 0 turns it off"
+        );
     }
 }

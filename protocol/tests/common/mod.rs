@@ -190,6 +190,7 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
             free_disk_bytes: u64::MAX,
             running: 3,
             slots: 4,
+            free_inodes: Some(12),
         }),
         FromAgent::Pong(PongMsg { nonce: 0xdead_beef }),
         FromAgent::Error(ErrorMsg {
@@ -413,17 +414,21 @@ pub fn from_agent() -> impl Strategy<Value = FromAgent> {
             any::<u64>(),
             any::<u64>(),
             any::<u32>(),
-            any::<u32>()
+            any::<u32>(),
+            any::<Option<u64>>()
         )
-            .prop_map(|(load1, free_mem_bytes, free_disk_bytes, running, slots)| {
-                FromAgent::Heartbeat(HeartbeatMsg {
-                    load1,
-                    free_mem_bytes,
-                    free_disk_bytes,
-                    running,
-                    slots,
-                })
-            }),
+            .prop_map(
+                |(load1, free_mem_bytes, free_disk_bytes, running, slots, free_inodes)| {
+                    FromAgent::Heartbeat(HeartbeatMsg {
+                        load1,
+                        free_mem_bytes,
+                        free_disk_bytes,
+                        running,
+                        slots,
+                        free_inodes,
+                    })
+                },
+            ),
         any::<u64>().prop_map(|nonce| FromAgent::Pong(PongMsg { nonce })),
         text().prop_map(|message| FromAgent::Error(ErrorMsg { message })),
         (sweep_id(), vec(task_ref(), 0..4))
