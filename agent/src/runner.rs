@@ -50,6 +50,8 @@ const TAIL_EVERY: Duration = Duration::from_millis(150);
 /// How long a restarted agent keeps asking a failing scheduler for a job whose submission the
 /// restart cut short (1 s apart, doubling to 60 s), before its tasks are reported lost.
 const FIND_FOR: Duration = Duration::from_secs(600);
+/// Longest a restarted agent waits for a submit command its previous run left running.
+const SUBMIT_WAIT: Duration = Duration::from_secs(120);
 
 /// A task whose submission a restart cut short: its id, the job name and place it went out
 /// under, its directory.
@@ -387,7 +389,11 @@ impl Runner {
                     }
                     // Being submitted when the agent stopped: the job may exist; it is looked
                     // up by the name it went out under.
-                    StoredPhase::Launching if hpc && unsubmitted.is_some() => {
+                    // (Running: it was settled from the wrapper's records after a restart and
+                    // the agent stopped again before the end was written.)
+                    StoredPhase::Launching | StoredPhase::Running
+                        if hpc && unsubmitted.is_some() =>
+                    {
                         record.phase = Phase::Launching;
                         if let Some(pending) = unsubmitted {
                             find.push((id, pending, dir.clone()));
@@ -499,7 +505,10 @@ impl Runner {
                 .adopt(backend_key(id), element, dir, started, cancel);
         }
         if !find.is_empty() {
-            tokio::spawn(self.clone().find_submitted(find));
+            // Taken before this run submits anything itself: the sbatch/qsub a kill -9 left
+            // running may still be creating a job.
+            let in_flight = crate::scheduler::submissions_in_flight(&self.shared.work_dir);
+            tokio::spawn(self.clone().find_submitted(find, in_flight));
         }
         for (id, wake, dir, output) in tails {
             tokio::spawn(self.clone().tail(
@@ -863,15 +872,25 @@ impl Runner {
     /// found, the task never went out, or its job ran and is forgotten already, in which case the
     /// wrapper's exit record says how it ended. Only with neither is the attempt `Lost` (and
     /// run again by the coordinator).
-    async fn find_submitted(self, pending: Vec<Unsubmitted>) {
+    async fn find_submitted(self, pending: Vec<Unsubmitted>, in_flight: Vec<u32>) {
+        // A submit command the previous run left behind decides whether its job exists when it
+        // ends; until then "no such job" proves nothing.
+        let since = std::time::Instant::now();
+        while in_flight
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            && since.elapsed() < SUBMIT_WAIT
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let mut by_job: HashMap<(Scheduler, String), Vec<Unsubmitted>> = HashMap::new();
         for task in pending {
             let group = (task.1.scheduler, task.1.name.clone());
             by_job.entry(group).or_default().push(task);
         }
         for ((scheduler, name), tasks) in by_job {
-            // A failing scheduler command proves nothing either way: asked again, with backoff.
-            let since = std::time::Instant::now();
+            // A failing scheduler command proves nothing either way: asked again, with backoff
+            // (for all names together at most FIND_FOR).
             let mut delay = Duration::from_secs(1);
             let found = loop {
                 match self.shared.scheduler.find_job_named(scheduler, &name).await {
@@ -893,47 +912,53 @@ impl Runner {
                             index: pending.index,
                         };
                         self.on_submitted(id, element.clone(), None);
-                        let cancel = self
-                            .lock()
-                            .tasks
-                            .get(&id)
-                            .is_some_and(|r| r.cancel_requested);
+                        // A cancel that arrives meanwhile waits in the scheduler backend for the
+                        // element (`early_cancels`); one from before is passed here.
+                        let cancel = self.cancel_requested(id);
                         self.shared
                             .scheduler
                             .adopt(backend_key(id), element, dir, false, cancel);
                     }
                 }
                 Ok(None) => {
-                    let now = SystemTime::now();
                     for (id, _, dir) in tasks {
-                        let cancel = self
-                            .lock()
-                            .tasks
-                            .get(&id)
-                            .is_some_and(|r| r.cancel_requested);
-                        if self
-                            .shared
-                            .scheduler
-                            .settle_from_records(backend_key(id), &dir, cancel)
-                        {
-                            continue;
-                        }
-                        // Never submitted: a cancel meanwhile just ends it.
-                        if cancel {
-                            self.finish_unstarted(id, Outcome::Cancelled, now);
-                        } else {
-                            self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
-                        }
+                        self.settle_unsubmitted(id, &dir);
                     }
                 }
                 Err(e) => {
                     tracing::error!(job_name = %name, error = %e, "cannot tell whether these tasks were submitted; reporting them lost (if a job of this name runs, `scancel --name` / `qdel` ends it)");
-                    let now = SystemTime::now();
-                    for (id, ..) in tasks {
-                        self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
+                    for (id, _, dir) in tasks {
+                        self.settle_unsubmitted(id, &dir);
                     }
                 }
             }
+        }
+    }
+
+    fn cancel_requested(&self, id: u64) -> bool {
+        self.lock()
+            .tasks
+            .get(&id)
+            .is_some_and(|r| r.cancel_requested)
+    }
+
+    /// A task of a submission the restart cut short whose job the scheduler does not show: the
+    /// wrapper's exit record settles it if the job ran; otherwise it never went out, and ends
+    /// cancelled if that was asked for meanwhile, else `Lost` (run again by the coordinator).
+    fn settle_unsubmitted(&self, id: u64, dir: &Path) {
+        let cancel = self.cancel_requested(id);
+        if self
+            .shared
+            .scheduler
+            .settle_from_records(backend_key(id), dir, cancel)
+        {
+            return;
+        }
+        let now = SystemTime::now();
+        if cancel {
+            self.finish_unstarted(id, Outcome::Cancelled, now);
+        } else {
+            self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
         }
     }
 

@@ -164,12 +164,28 @@ struct State {
     pending: Vec<HpcLaunch>,
     cancels: Vec<TaskKey>,
     elements: HashMap<TaskKey, Element>,
+    /// Cancels for tasks whose job is not known yet (being submitted, or being looked up after a
+    /// restart): applied when it is.
+    early_cancels: std::collections::HashSet<TaskKey>,
     /// Detected scheduler per choice, once known.
     detected: HashMap<ChoiceKey, Scheduler>,
     /// What `scontrol show config` said, once asked: MaxArraySize and whether sacct has data.
     slurm_config: Option<(Option<u32>, bool)>,
     next_chunk: u64,
     driver_started: bool,
+}
+
+impl State {
+    /// Follows `element` from now on, with a cancel that arrived before it was known.
+    fn insert_element(&mut self, key: TaskKey, mut element: Element) {
+        if self.early_cancels.remove(&key) {
+            element.cancel_requested = true;
+        }
+        if element.cancel_requested {
+            self.cancels.push(key);
+        }
+        self.elements.insert(key, element);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -529,25 +545,20 @@ impl SchedulerBackend {
         started: bool,
         cancel_requested: bool,
     ) {
-        {
-            let mut state = self.lock();
-            state.elements.insert(
-                key,
-                Element {
-                    scheduler: element.scheduler,
-                    job: element.job,
-                    index: element.index,
-                    task_dir,
-                    started,
-                    cancel_requested,
-                    unaccounted_polls: 0,
-                },
-            );
-            // A cancel asked for before the restart may not have reached the scheduler.
-            if cancel_requested {
-                state.cancels.push(key);
-            }
-        }
+        // A cancel asked for before the restart may not have reached the scheduler: it is sent
+        // (again) with the next round.
+        self.lock().insert_element(
+            key,
+            Element {
+                scheduler: element.scheduler,
+                job: element.job,
+                index: element.index,
+                task_dir,
+                started,
+                cancel_requested,
+                unaccounted_polls: 0,
+            },
+        );
         self.ensure_driver();
     }
 
@@ -565,6 +576,9 @@ impl SchedulerBackend {
                 self.inner.wake.notify_one();
                 return true;
             } else {
+                // Its job may be on its way (sbatch running, or a restart looking it up): the
+                // cancel is applied once it is known.
+                state.early_cancels.insert(key);
                 false
             }
         };
@@ -581,6 +595,7 @@ impl SchedulerBackend {
     }
 
     fn exited(&self, key: TaskKey, outcome: Outcome) {
+        self.lock().early_cancels.remove(&key);
         let _ = self.inner.events.send(ProcessEvent::Exited {
             key,
             outcome,
@@ -833,7 +848,7 @@ impl SchedulerBackend {
         )
         .await;
         match self
-            .submit_script(scheduler, &script_path, &chunk_dir)
+            .submit_script(scheduler, &script_path, &chunk_dir, &name)
             .await
         {
             Ok(job) => {
@@ -849,7 +864,7 @@ impl SchedulerBackend {
                         },
                         script: script.take(),
                     });
-                    state.elements.insert(
+                    state.insert_element(
                         key,
                         Element {
                             scheduler,
@@ -901,7 +916,7 @@ impl SchedulerBackend {
         let result = match prepared {
             Ok((path, text)) => {
                 self.announce(scheduler, &name, vec![(key, None)]).await;
-                self.submit_script(scheduler, &path, &chunk_dir)
+                self.submit_script(scheduler, &path, &chunk_dir, &name)
                     .await
                     .map(|job| (job, text))
             }
@@ -918,7 +933,7 @@ impl SchedulerBackend {
                     },
                     script: Some((script_name(&chunk_dir, &job), text)),
                 });
-                self.lock().elements.insert(
+                self.lock().insert_element(
                     key,
                     Element {
                         scheduler,
@@ -1034,6 +1049,24 @@ impl SchedulerBackend {
                 }
             }
             Scheduler::PbsPro | Scheduler::Torque => {
+                // qselect asks the server for this name only (PBS Pro: finished jobs too).
+                let mut select = vec!["-N", name];
+                if scheduler == Scheduler::PbsPro {
+                    select.push("-x");
+                }
+                match run("qselect", &select, None).await {
+                    Ok(out) if out.ok => return Ok(parse::pbs_parent_id(&out.stdout)),
+                    Ok(out) => return Err(format!("qselect: {}", out.stderr.trim())),
+                    // No qselect: Slurm's qsub wrappers, where squeue knows the array whole.
+                    Err(_) => {}
+                }
+                if let Ok(out) =
+                    run("squeue", &["-h", "-t", "all", "-n", name, "-o", "%F"], None).await
+                {
+                    if out.ok {
+                        return Ok(parse::first_job_id(&out.stdout));
+                    }
+                }
                 let args: &[&str] = if scheduler == Scheduler::PbsPro {
                     &["-f", "-x"]
                 } else {
@@ -1049,18 +1082,24 @@ impl SchedulerBackend {
         }
     }
 
-    /// `sbatch`/`qsub` with retries; the job id on success.
+    /// `sbatch`/`qsub` with retries; the job id on success. Before a retry the job is looked
+    /// up by its `name`: a command that timed out or failed may have submitted it all the same.
     async fn submit_script(
         &self,
         scheduler: Scheduler,
         script_path: &Path,
         dir: &Path,
+        name: &str,
     ) -> Result<String, String> {
         let script_text = script_path.to_string_lossy().into_owned();
         let mut last = String::new();
         for attempt in 0..SUBMIT_TRIES {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                if let Ok(Some(job)) = self.find_job_named(scheduler, name).await {
+                    tracing::info!(job = %job, job_name = %name, "the failed submission went through after all");
+                    return Ok(job);
+                }
             }
             let out = match scheduler {
                 Scheduler::Slurm => run("sbatch", &["--parsable", &script_text], Some(dir)).await,
@@ -1408,6 +1447,28 @@ fn failure_text(out: &Result<CommandOutput, String>) -> String {
         Ok(out) => out.stderr.trim().to_string(),
         Err(e) => e.clone(),
     }
+}
+
+/// Processes submitting a job script of this work directory (`sbatch`/`qsub … <work_dir>/…/job.sh`,
+/// or anything running with such an argument, a wrapper script included), by pid: after a
+/// `kill -9` of the agent they live on, and whether their job exists is decided when they end.
+pub fn submissions_in_flight(work_dir: &Path) -> Vec<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let prefix = work_dir.as_os_str().as_bytes();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|&b| b == 0)
+                    .any(|arg| arg.starts_with(prefix) && arg.ends_with(b"/job.sh"))
+            })
+        })
+        .collect()
 }
 
 /// The job name of one submission, `hsm_<sweep>_<stamp>_<n>` after its directory under

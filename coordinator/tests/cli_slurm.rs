@@ -361,14 +361,21 @@ fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
 fn an_agent_killed_while_sbatch_runs_follows_that_job_after_a_restart_instead_of_running_it_again()
 {
     if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
-        killed_while_submitting(&agent_bin, "slurm", "sbatch", "", true);
+        killed_while_submitting(&agent_bin, "slurm", "sbatch", "", Kill::After);
+    }
+}
+
+#[test]
+fn an_agent_killed_while_a_slow_sbatch_runs_waits_for_it_and_follows_its_job() {
+    if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
+        killed_while_submitting(&agent_bin, "slurm", "sbatch", "", Kill::DuringSlow);
     }
 }
 
 #[test]
 fn an_agent_killed_before_sbatch_ran_finds_no_job_and_its_tasks_run_once() {
     if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
-        killed_while_submitting(&agent_bin, "slurm", "sbatch", "", false);
+        killed_while_submitting(&agent_bin, "slurm", "sbatch", "", Kill::Before);
     }
 }
 
@@ -381,24 +388,35 @@ fn an_agent_killed_while_qsub_runs_follows_that_job_after_a_restart_instead_of_r
             "pbs",
             "qsub",
             "hpc:\n  max_array_size: 10\n",
-            true,
+            Kill::After,
         );
     }
 }
 
-/// The agent is killed after the scheduler accepted an array but before the agent read its job
-/// id (`accepted`), the one moment a restarted agent cannot know the job from its own records, or
-/// just before the command ran (the ledger names a submission that never happened). A shim in
-/// front of the real `submit` command (on the agent's PATH only) does it once; an accepted job
-/// still runs, so an agent that ran those tasks again would run them twice. 12 tasks: the killed
-/// submission holds the first 10 (MaxArraySize), the other 2 were never submitted.
+/// When the agent is killed, around its first submission (`sbatch`/`qsub`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kill {
+    /// After the scheduler accepted the array, before the agent read its job id: the one moment
+    /// a restarted agent cannot know the job from its own records.
+    After,
+    /// Just before the command ran: the ledger names a submission that never happened.
+    Before,
+    /// While a slow submit command runs, which creates the job only after the agent restarted.
+    DuringSlow,
+}
+
+/// A shim in front of the real `submit` command (on the agent's PATH only) kills the agent once,
+/// at `kill`; an accepted job still runs, so an agent that ran those tasks again would run them
+/// twice. 12 tasks: the killed submission holds the first 10 (MaxArraySize), the other 2 were
+/// never submitted.
 fn killed_while_submitting(
     agent_bin: &Path,
     backend: &str,
     submit: &str,
     extra_config: &str,
-    accepted: bool,
+    kill: Kill,
 ) {
+    let accepted = kill != Kill::Before;
     let dir = tempfile::tempdir().unwrap();
     let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|d| d.join(submit))
@@ -411,13 +429,17 @@ fn killed_while_submitting(
     let fire = format!(
         "case \"$*\" in *--version*) ;; *) if [ ! -e '{0}' ]; then : >'{0}'; kill -9 \"$PPID\"; {1}fi ;; esac",
         fired.display(),
-        if accepted { "" } else { "exit 1; " }
+        match kill {
+            Kill::After => "",
+            Kill::Before => "exit 1; ",
+            Kill::DuringSlow => "sleep 4; ",
+        }
     );
     let real = real.display();
-    let text = if accepted {
+    let text = if kill == Kill::After {
         format!("#!/bin/sh\n# test shim: the real {submit}, its first submission followed (once) by kill -9 of the agent that ran it\nout=$('{real}' \"$@\")\nrc=$?\n{fire}\nprintf '%s\\n' \"$out\"\nexit $rc\n")
     } else {
-        format!("#!/bin/sh\n# test shim: kill -9 of the agent instead of its first submission (once), else the real {submit}\n{fire}\nexec '{real}' \"$@\"\n")
+        format!("#!/bin/sh\n# test shim: kill -9 of the agent before its first submission (once), then (slow: 4 s later) or else the real {submit}\n{fire}\nexec '{real}' \"$@\"\n")
     };
     std::fs::write(&shim, text).unwrap();
     std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -425,7 +447,14 @@ fn killed_while_submitting(
         &std::env::var_os("PATH").unwrap_or_default(),
     )))
     .unwrap();
-    let sweep = format!("sub{backend}{}", if accepted { "" } else { "before" });
+    let sweep = format!(
+        "sub{backend}{}",
+        match kill {
+            Kill::After => "",
+            Kill::Before => "before",
+            Kill::DuringSlow => "slow",
+        }
+    );
     let mut c = Cluster::with_agent_env(
         agent_bin,
         backend,

@@ -765,6 +765,19 @@ pub fn first_job_id(stdout: &str) -> Option<String> {
     })
 }
 
+/// The job id on the first line of `qselect` output, an array element's (`123[4].server`) made
+/// its array's (`123[].server`), as `qsub` printed it.
+pub fn pbs_parent_id(stdout: &str) -> Option<String> {
+    let id = stdout.lines().map(str::trim).find(|l| !l.is_empty())?;
+    Some(match id.split_once('[') {
+        Some((head, tail)) => match tail.split_once(']') {
+            Some((_, rest)) => format!("{head}[]{rest}"),
+            None => id.to_string(),
+        },
+        None => id.to_string(),
+    })
+}
+
 /// The id `qsub` gave the job named `name`, from `qstat -f` of every job: an array's parent
 /// (`123[].server`) as listed, or made from an element's id (`123[4].server`); where the array
 /// shows only as its elements' own jobs (Slurm's qstat wrapper) the lowest id, which is the
@@ -881,6 +894,21 @@ mod tests {
             "a header is skipped"
         );
         assert_eq!(first_job_id("_3\n"), None);
+    }
+
+    #[test]
+    fn pbs_parent_id_reads_qselect_lines() {
+        // qselect prints one job id per line (PBS Pro and Torque document the same form).
+        assert_eq!(
+            pbs_parent_id("4242[].pbs01\n").as_deref(),
+            Some("4242[].pbs01")
+        );
+        assert_eq!(
+            pbs_parent_id("\n1001[3].torque01\n1001[4].torque01\n").as_deref(),
+            Some("1001[].torque01")
+        );
+        assert_eq!(pbs_parent_id("77.srv\n").as_deref(), Some("77.srv"));
+        assert_eq!(pbs_parent_id(""), None, "no job of that name");
     }
 
     #[test]

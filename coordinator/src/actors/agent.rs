@@ -259,7 +259,6 @@ impl AgentSource {
     }
 }
 
-/// Bytes as GiB with two decimals, for notes.
 /// Below this many free inodes an agent's disk counts as full however many bytes are free:
 /// every task creates files (its directory, logs, records), and a file system out of inodes fails
 /// them all. Checked while `min_free_disk` is on.
@@ -285,6 +284,7 @@ fn disk_low(health: &HeartbeatMsg, min_free_disk: u64) -> Option<String> {
     }
 }
 
+/// Bytes as GiB with two decimals, for notes.
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -608,7 +608,7 @@ impl Handler<Incoming> for AgentSource {
                     let note = match low {
                         Some(why) => format!("{why}: no new work"),
                         None => format!(
-                            "free disk {} again: taking work",
+                            "disk has room again ({} free): taking work",
                             gib(health.free_disk_bytes)
                         ),
                     };

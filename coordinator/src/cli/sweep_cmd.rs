@@ -1297,8 +1297,9 @@ fn write_job_script_preview(
     let first = n_tasks.min(max).max(1);
     let arrays = n_tasks.div_ceil(max).max(1);
     let spec = ArrayJobSpec {
-        job_name: format!("hsm_{sweep_id}"),
-        chunk_dir: format!("/AGENT_WORK_DIR/{sweep_id}/scripts/job_scripts/job_0001").into(),
+        // The agent names each submission after its directory (`job_<stamp>_<n>`).
+        job_name: format!("hsm_{sweep_id}_STAMP_0001"),
+        chunk_dir: format!("/AGENT_WORK_DIR/{sweep_id}/scripts/job_scripts/job_STAMP_0001").into(),
         count: first as u32,
         throttle: request.resources.array_throttle,
         resources: request.resources.clone(),

@@ -183,12 +183,13 @@ pub struct TaskState {
     pub retries_left: u32,
     /// The current attempt's process id (local) once it started.
     pub pid: Option<u32>,
-    /// Attempts lost in this run (their source or agent could not say how they ended).
+    /// Attempts lost in this run while running (their source or agent could not say how they
+    /// ended).
     pub lost: u32,
 }
 
-/// Attempts of one task that may be lost in a run before it ends failed instead of running
-/// again: a task that takes its host down (memory, a kernel bug) would otherwise be run, and
+/// Attempts of one task that may be lost while running in a run before it ends failed instead
+/// of running again: a task that takes its host down (memory, a kernel bug) would otherwise be run, and
 /// bring the host down, for ever. `sweep complete` runs it again.
 pub const LOST_LIMIT: u32 = 3;
 
@@ -555,10 +556,13 @@ impl SweepCore {
     }
 
     /// An attempt nobody can say the end of (`why`): the task runs again as a new attempt
-    /// without using a retry, unless this is its `LOST_LIMIT`th lost attempt in the run.
+    /// without using a retry, unless this is its `LOST_LIMIT`th attempt in the run lost while
+    /// running (one lost before it started says nothing about the task).
     fn lose(&mut self, index: u64, attempt: u32, source: Option<usize>, why: String, now: i64) {
         let task = &mut self.tasks[(index - 1) as usize];
-        task.lost += 1;
+        if task.status == TaskStatus::Running {
+            task.lost += 1;
+        }
         if task.lost >= LOST_LIMIT {
             let reason = format!(
                 "{why} (attempt {attempt}; {LOST_LIMIT} attempts lost in this run, so not run again: \
@@ -1125,25 +1129,27 @@ mod tests {
         let lost = || ExitKind::Lost {
             reason: "lost by the agent".into(),
         };
+        let attempts = |launched: Vec<(u64, u32, usize)>| -> Vec<(u64, u32)> {
+            launched.iter().map(|l| (l.0, l.1)).collect()
+        };
         core.handle_exited(2, 1, ExitKind::Success, 1);
+        core.handle_started(1, 1, None, 1);
         core.handle_exited(1, 1, lost(), 1);
+        assert_eq!(attempts(launches(&core.poll_dispatch(2))), [(1, 2)]);
+        // Lost before it started: does not count.
+        core.handle_exited(1, 2, lost(), 2);
         let again = launches(&core.poll_dispatch(2));
-        assert_eq!(
-            again.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
-            [(1, 2)]
-        );
-        // Its source lost with it counts too.
+        assert_eq!(attempts(again.clone()), [(1, 3)]);
+        // Its source lost with it while it ran counts too.
+        core.handle_started(1, 3, None, 3);
         assert_eq!(core.handle_source_lost(again[0].2, 3), 1);
         core.handle_source_status(again[0].2, true, None);
-        let third = launches(&core.poll_dispatch(4));
-        assert_eq!(
-            third.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
-            [(1, 3)]
-        );
-        core.handle_exited(1, 3, lost(), 5);
+        assert_eq!(attempts(launches(&core.poll_dispatch(4))), [(1, 4)]);
+        core.handle_started(1, 4, None, 5);
+        core.handle_exited(1, 4, lost(), 5);
         let task = core.task(1).unwrap();
-        assert_eq!((task.status, task.attempt), (TaskStatus::Failed, 3));
-        assert!(core.poll_dispatch(6).is_empty(), "not run a fourth time");
+        assert_eq!((task.status, task.attempt), (TaskStatus::Failed, 4));
+        assert!(core.poll_dispatch(6).is_empty(), "not run a fifth time");
         assert!(core.is_finished());
         let counts = core.counts();
         assert_eq!((counts.completed, counts.failed), (1, 1));
