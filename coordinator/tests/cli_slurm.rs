@@ -393,6 +393,77 @@ fn an_agent_killed_while_qsub_runs_follows_that_job_after_a_restart_instead_of_r
     }
 }
 
+/// A PATH for the agent with a shell script in front of the real `command`: `body(real)` after
+/// `#!/bin/sh`, given the real command's path. The script lives in `dir`.
+fn shim_on_path(dir: &Path, command: &str, body: impl Fn(&str) -> String) -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let real = std::env::split_paths(&path)
+        .map(|d| d.join(command))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{command} on PATH"));
+    let shims = dir.join("bin");
+    std::fs::create_dir_all(&shims).unwrap();
+    let shim = shims.join(command);
+    let text = format!("#!/bin/sh\n{}", body(&real.to_string_lossy()));
+    std::fs::write(&shim, text).unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::env::join_paths(std::iter::once(shims).chain(std::env::split_paths(&path)))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn a_cancel_while_sbatch_runs_reaches_the_job_it_creates() {
+    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+        return;
+    };
+    // The cancel arrives while sbatch is still submitting (a slow controller, here a shim that
+    // waits 3 s first): the job does not exist yet, and nothing of it may run.
+    let dir = tempfile::tempdir().unwrap();
+    let (busy, runs) = (dir.path().join("busy"), dir.path().join("runs"));
+    let path = shim_on_path(dir.path(), "sbatch", |real| {
+        format!(
+            "# test shim: a slow sbatch (3 s) that says when it started\ncase \"$*\" in *--version*) ;; *) : >'{}'; sleep 3 ;; esac\nexec '{real}' \"$@\"\n",
+            busy.display()
+        )
+    });
+    let c = Cluster::with_agent_env(
+        &agent_bin,
+        "slurm",
+        &format!(
+            "sweep:\n  grid:\n    runs: ['{}']\n    sleep: [5]\n    x: {{range: [1, 6]}}\n",
+            runs.display()
+        ),
+        "",
+        &[("PATH".into(), path)],
+    );
+    let child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "slowcnl"])
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(60), "sbatch submitting", || {
+        busy.exists()
+    });
+    c.run(&["sweep", "cancel", "slowcnl"]).expect_code(0);
+    let run = Run::wait(child, "sweep run, cancelled while submitting".into());
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    let status = c.project.status("slowcnl");
+    assert_eq!(status["cancelled"], 5, "{status}");
+    wait_until(
+        Duration::from_secs(30),
+        "the queue empty of the sweep's jobs",
+        || in_queue("slowcnl").trim().is_empty(),
+    );
+    // Long enough for a job that escaped the cancel to have started its 5 s tasks.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !runs.exists(),
+        "a cancelled task ran: {:?}",
+        std::fs::read_to_string(&runs)
+    );
+}
+
 /// When the agent is killed, around its first submission (`sbatch`/`qsub`).
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kill {
@@ -418,14 +489,7 @@ fn killed_while_submitting(
 ) {
     let accepted = kill != Kill::Before;
     let dir = tempfile::tempdir().unwrap();
-    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(submit))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{submit} on PATH"));
     let (fired, runs) = (dir.path().join("fired"), dir.path().join("runs"));
-    let shims = dir.path().join("bin");
-    std::fs::create_dir(&shims).unwrap();
-    let shim = shims.join(submit);
     let fire = format!(
         "case \"$*\" in *--version*) ;; *) if [ ! -e '{0}' ]; then : >'{0}'; kill -9 \"$PPID\"; {1}fi ;; esac",
         fired.display(),
@@ -435,18 +499,13 @@ fn killed_while_submitting(
             Kill::DuringSlow => "sleep 4; ",
         }
     );
-    let real = real.display();
-    let text = if kill == Kill::After {
-        format!("#!/bin/sh\n# test shim: the real {submit}, its first submission followed (once) by kill -9 of the agent that ran it\nout=$('{real}' \"$@\")\nrc=$?\n{fire}\nprintf '%s\\n' \"$out\"\nexit $rc\n")
-    } else {
-        format!("#!/bin/sh\n# test shim: kill -9 of the agent before its first submission (once), then (slow: 4 s later) or else the real {submit}\n{fire}\nexec '{real}' \"$@\"\n")
-    };
-    std::fs::write(&shim, text).unwrap();
-    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = std::env::join_paths(std::iter::once(shims.clone()).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
-    .unwrap();
+    let path = shim_on_path(dir.path(), submit, |real| {
+        if kill == Kill::After {
+            format!("# test shim: the real {submit}, its first submission followed (once) by kill -9 of the agent that ran it\nout=$('{real}' \"$@\")\nrc=$?\n{fire}\nprintf '%s\\n' \"$out\"\nexit $rc\n")
+        } else {
+            format!("# test shim: kill -9 of the agent before its first submission (once), then (slow: 4 s later) or else the real {submit}\n{fire}\nexec '{real}' \"$@\"\n")
+        }
+    });
     let sweep = format!(
         "sub{backend}{}",
         match kill {
@@ -463,7 +522,7 @@ fn killed_while_submitting(
             runs.display()
         ),
         extra_config,
-        &[("PATH".into(), path.to_string_lossy().into_owned())],
+        &[("PATH".into(), path)],
     );
     let child = c
         .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", &sweep])
