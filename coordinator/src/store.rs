@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Bumped when the schema changes; older files are refused with a clear message.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,6 +47,8 @@ pub struct TaskRow {
     pub exit_code: Option<i32>,
     pub reason: Option<String>,
     pub pid: Option<u32>,
+    /// The batch scheduler's job id of the current attempt, when it ran as a job.
+    pub job_id: Option<String>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
 }
@@ -124,13 +126,29 @@ impl Store {
                 path: store.path.clone(),
             });
         }
-        if found != SCHEMA_VERSION {
+        if found == 1 {
+            store.upgrade_from_1()?;
+        } else if found != SCHEMA_VERSION {
             return Err(StoreError::Version {
                 path: store.path.clone(),
                 found,
             });
         }
         Ok(store)
+    }
+
+    /// Version 1 (before job ids were kept) to 2: the `job_id` columns, in one transaction.
+    fn upgrade_from_1(&self) -> Result<(), StoreError> {
+        let err = |source| self.sqlite(source);
+        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        tx.execute_batch(
+            "ALTER TABLE tasks ADD COLUMN job_id TEXT;
+             ALTER TABLE attempts ADD COLUMN job_id TEXT;",
+        )
+        .map_err(err)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     fn connect(path: &Path) -> Result<Store, StoreError> {
@@ -216,7 +234,8 @@ impl Store {
             .prepare(
                 "SELECT idx, task_id, params_hash,
                         CASE WHEN ?1 THEN params ELSE '' END,
-                        status, attempt, source, exit_code, reason, pid, started_at, finished_at
+                        status, attempt, source, exit_code, reason, pid, started_at, finished_at,
+                        job_id
                  FROM tasks ORDER BY idx",
             )
             .map_err(|e| self.sqlite(e))?;
@@ -235,6 +254,7 @@ impl Store {
                     row.get::<_, Option<i64>>(9)?,
                     row.get::<_, Option<i64>>(10)?,
                     row.get::<_, Option<i64>>(11)?,
+                    row.get::<_, Option<String>>(12)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
@@ -253,6 +273,7 @@ impl Store {
                 pid,
                 started_at,
                 finished_at,
+                job_id,
             ) = row.map_err(|e| self.sqlite(e))?;
             let index = index as u64;
             let corrupt = |message: String| StoreError::Corrupt {
@@ -278,6 +299,7 @@ impl Store {
                 exit_code: exit_code.map(|c| c as i32),
                 reason,
                 pid: pid.map(|p| p as u32),
+                job_id,
                 started_at,
                 finished_at,
             });
@@ -356,9 +378,14 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
              started_at = CASE WHEN ?2 = 'running' THEN ?8
                                WHEN ?2 IN ('pending', 'queued') THEN NULL ELSE started_at END,
              finished_at = CASE WHEN ?2 IN ('completed', 'failed', 'cancelled') THEN ?8 ELSE NULL END,
+             job_id = CASE WHEN ?2 IN ('pending', 'queued') THEN NULL ELSE job_id END,
              updated_at = ?8
          WHERE idx = ?1",
     )?;
+    let mut task_job =
+        tx.prepare_cached("UPDATE tasks SET job_id = ?3 WHERE idx = ?1 AND attempt = ?2")?;
+    let mut attempt_job =
+        tx.prepare_cached("UPDATE attempts SET job_id = ?3 WHERE idx = ?1 AND attempt = ?2")?;
     let mut attempt = tx.prepare_cached(
         "INSERT INTO attempts (idx, attempt, source, status, exit_code, reason, pid, queued_at,
                                started_at, finished_at)
@@ -376,6 +403,11 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
         "INSERT INTO events (idx, attempt, status, source, at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for change in changes {
+        if let Some(job_id) = &change.job_id {
+            task_job.execute(params![change.index as i64, change.attempt, job_id])?;
+            attempt_job.execute(params![change.index as i64, change.attempt, job_id])?;
+            continue;
+        }
         let status = change.status.as_str();
         update.execute(params![
             change.index as i64,
@@ -428,7 +460,8 @@ CREATE TABLE tasks (
     pid         INTEGER,
     started_at  INTEGER,
     finished_at INTEGER,
-    updated_at  INTEGER
+    updated_at  INTEGER,
+    job_id      TEXT
 );
 CREATE INDEX tasks_by_hash ON tasks (params_hash);
 CREATE TABLE attempts (
@@ -442,6 +475,7 @@ CREATE TABLE attempts (
     queued_at   INTEGER,
     started_at  INTEGER,
     finished_at INTEGER,
+    job_id      TEXT,
     PRIMARY KEY (idx, attempt)
 );
 CREATE TABLE events (
@@ -483,6 +517,7 @@ mod tests {
             reason: None,
             at,
             pid: None,
+            job_id: None,
         }
     }
 
@@ -579,6 +614,94 @@ mod tests {
         assert!(store.cancel_requested().unwrap());
         store.clear_cancel().unwrap();
         assert!(!store.cancel_requested().unwrap());
+    }
+
+    #[test]
+    fn a_job_id_is_kept_with_the_task_and_its_attempt_until_the_next_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let mut store = Store::create(&path, &[], new_tasks(1)).unwrap();
+        let job = |attempt, id: &str| Change {
+            source: None,
+            job_id: Some(id.into()),
+            ..change(1, attempt, TaskStatus::Queued, 11)
+        };
+        store
+            .apply(&[
+                change(1, 1, TaskStatus::Queued, 10),
+                job(1, "40_3"),
+                change(1, 1, TaskStatus::Running, 12),
+            ])
+            .unwrap();
+        let task = &store.tasks().unwrap()[0];
+        assert_eq!(task.job_id.as_deref(), Some("40_3"));
+        assert_eq!(
+            (task.status, task.source.as_deref(), task.started_at),
+            (TaskStatus::Running, Some("local"), Some(12)),
+            "the job id changed nothing else"
+        );
+        let history: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(history, 2, "no history row for a job id");
+        store
+            .apply(&[
+                change(1, 1, TaskStatus::Failed, 13),
+                change(1, 1, TaskStatus::Pending, 14),
+                change(1, 2, TaskStatus::Queued, 15),
+            ])
+            .unwrap();
+        assert_eq!(
+            store.tasks().unwrap()[0].job_id,
+            None,
+            "attempt 2 has none yet"
+        );
+        store.apply(&[job(2, "41_0")]).unwrap();
+        let jobs: Vec<String> = store
+            .conn
+            .prepare("SELECT job_id FROM attempts ORDER BY attempt")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(jobs, ["40_3", "41_0"]);
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_job_id_columns_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let store = Store::create(&path, &[], new_tasks(2)).unwrap();
+        // Version 1's schema is version 2's without the job_id columns.
+        store
+            .conn
+            .execute_batch(
+                "ALTER TABLE tasks DROP COLUMN job_id;
+                 ALTER TABLE attempts DROP COLUMN job_id;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        store
+            .apply(&[
+                change(1, 1, TaskStatus::Queued, 10),
+                Change {
+                    job_id: Some("7".into()),
+                    ..change(1, 1, TaskStatus::Queued, 11)
+                },
+            ])
+            .unwrap();
+        assert_eq!(store.tasks().unwrap()[0].job_id.as_deref(), Some("7"));
+        drop(store);
+        let version: i64 = Store::open(&path)
+            .unwrap()
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

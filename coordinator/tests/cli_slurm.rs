@@ -118,6 +118,22 @@ impl Cluster {
     }
 }
 
+/// Every task of `status` names its Slurm array element (`<job>_<index>`), the tasks in order
+/// filling arrays of `max_array` elements.
+fn assert_slurm_job_ids(status: &serde_json::Value, max_array: usize) {
+    let tasks = status["tasks"].as_array().unwrap();
+    let mut arrays = std::collections::BTreeSet::new();
+    for (i, task) in tasks.iter().enumerate() {
+        let job_id = task["job_id"].as_str().unwrap_or_default();
+        let (job, index) = job_id
+            .split_once('_')
+            .unwrap_or_else(|| panic!("no array element id: {task}"));
+        assert_eq!(index, (i % max_array).to_string(), "{task}");
+        arrays.insert(job.to_string());
+    }
+    assert_eq!(arrays.len(), tasks.len().div_ceil(max_array), "{arrays:?}");
+}
+
 /// Lines `squeue` still shows (pending or running) for jobs of `sweep` (named `hsm_<sweep>_…`).
 fn in_queue(sweep: &str) -> String {
     let out = std::process::Command::new("squeue")
@@ -153,6 +169,7 @@ fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
     );
     let failed = &status["tasks"][12];
     assert_eq!(failed["exit_code"], 3, "{failed}");
+    assert_slurm_job_ids(&status, 10);
     // MaxArraySize is 10 on the test cluster: 25 tasks are 3 arrays (10 + 10 + 5).
     let jobs = c.jobs("arr");
     assert_eq!(jobs.len(), 3, "{jobs:?}");
@@ -584,6 +601,11 @@ fn the_pbs_backend_submits_follows_and_cancels_through_qsub_qstat_qdel() {
         .expect_code(0);
     let status = c.project.status("pbs");
     assert_eq!(status["completed"], 6, "{status}");
+    // Torque-style element ids (`123[4]`) name each task's job.
+    for (i, task) in status["tasks"].as_array().unwrap().iter().enumerate() {
+        let job = task["job_id"].as_str().unwrap_or_default();
+        assert!(job.ends_with(&format!("[{i}]")), "{task}");
+    }
     let script = std::fs::read_to_string(c.jobs("pbs")[0].join("job.sh")).unwrap();
     assert!(script.contains("#PBS -t 0-5"), "{script}");
     for x in 1..=6u64 {
@@ -768,6 +790,7 @@ fn a_coordinator_on_the_login_node_submits_to_slurm_itself() {
         "{status}"
     );
     assert_eq!(status["tasks"][12]["exit_code"], 3);
+    assert_slurm_job_ids(&status, 10);
     // The job scripts sit in the sweep directory; 13 tasks are 2 arrays (MaxArraySize 10).
     let scripts = p.sweep_dir("inproc").join("scripts/job_scripts");
     let jobs = std::fs::read_dir(&scripts).unwrap().count();

@@ -202,6 +202,10 @@ impl AgentSource {
                 if let Some(script) = script {
                     self.save_job_script(&script);
                 }
+                self.events_to.do_send(SourceEvent {
+                    source: self.setup.source,
+                    report: TaskReport::Submitted { key, job_id },
+                });
             }
             EventKind::Started { pid, at_ms } => self.events_to.do_send(SourceEvent {
                 source: self.setup.source,

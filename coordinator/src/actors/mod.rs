@@ -14,6 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// What a source reports about one task attempt, whatever kind of source it is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskReport {
+    /// Handed to a batch scheduler as job `job_id`.
+    Submitted { key: TaskKey, job_id: String },
     Started {
         key: TaskKey,
         pid: Option<u32>,
@@ -94,7 +96,11 @@ pub fn report_of(event: ProcessEvent) -> Option<TaskReport> {
     match event {
         // Dropping `Submitting` lets the submission go ahead: this sweep's own store records
         // the task as handed over already.
-        ProcessEvent::Submitting { .. } | ProcessEvent::Submitted { .. } => None,
+        ProcessEvent::Submitting { .. } => None,
+        ProcessEvent::Submitted { key, element, .. } => Some(TaskReport::Submitted {
+            key,
+            job_id: element.id(),
+        }),
         ProcessEvent::Started { key, pid, at } => Some(TaskReport::Started {
             key,
             pid: Some(pid),

@@ -56,9 +56,11 @@ impl StoreActor {
             self.failure.get_or_insert_with(|| e.to_string());
             return;
         }
-        // status.yaml shows the latest state: write it once per task per batch.
+        // status.yaml shows the latest state: write it once per task per batch. (A change that
+        // only records a job id changes no state.)
+        let changes: Vec<&Change> = changes.iter().filter(|c| c.job_id.is_none()).collect();
         let mut last: HashMap<u64, &Change> = HashMap::with_capacity(changes.len());
-        for change in changes {
+        for change in &changes {
             last.insert(change.index, change);
         }
         for change in last.values() {

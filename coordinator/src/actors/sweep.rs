@@ -441,6 +441,10 @@ impl Handler<SourceEvent> for SweepActor {
     type Result = ();
     fn handle(&mut self, msg: SourceEvent, ctx: &mut Context<Self>) {
         match msg.report {
+            TaskReport::Submitted { key, job_id } => {
+                self.core
+                    .handle_submitted(key.index, key.attempt, job_id, now_ms());
+            }
             TaskReport::Started { key, pid, at_ms } => {
                 self.core.handle_started(key.index, key.attempt, pid, at_ms);
             }

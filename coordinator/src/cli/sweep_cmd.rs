@@ -1066,6 +1066,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
                     "source": r.source,
                     "exit_code": r.exit_code,
                     "reason": r.reason,
+                    "job_id": r.job_id,
                     "started": r.started_at.map(layout::format_utc),
                     "finished": r.finished_at.map(layout::format_utc),
                 })
@@ -1147,6 +1148,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
                 reason: Some("cancelled".into()),
                 at: now,
                 pid: None,
+                job_id: None,
             })
             .collect();
         store.apply(&changes)?;

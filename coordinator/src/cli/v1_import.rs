@@ -226,6 +226,7 @@ pub fn import(
                     }),
                     at: now,
                     pid: None,
+                    job_id: None,
                 })
             })
             .collect();

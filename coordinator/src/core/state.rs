@@ -205,8 +205,12 @@ pub struct Change {
     pub reason: Option<String>,
     /// Unix milliseconds.
     pub at: i64,
-    /// The process id (local) or job id, once known.
+    /// The process id (local), once known.
     pub pid: Option<u32>,
+    /// The batch scheduler's job id of the attempt (`123_4`, `56[7].server`). A change that
+    /// carries one records only that: the task's status is unchanged and no history row is
+    /// written.
+    pub job_id: Option<String>,
 }
 
 /// Something the shells must carry out.
@@ -614,6 +618,31 @@ impl SweepCore {
         }
     }
 
+    /// The source handed the attempt to a batch scheduler as job `job_id`: kept with the task and
+    /// the attempt (`sweep status` shows it). Stale attempts are ignored.
+    pub fn handle_submitted(&mut self, index: u64, attempt: u32, job_id: String, now: i64) {
+        let Some(task) = self.task(index) else {
+            return;
+        };
+        if task.attempt != attempt
+            || !matches!(task.status, TaskStatus::Queued | TaskStatus::Running)
+        {
+            return;
+        }
+        let status = task.status;
+        self.changes.push(Change {
+            index,
+            attempt,
+            status,
+            source: None,
+            exit_code: None,
+            reason: None,
+            at: now,
+            pid: None,
+            job_id: Some(job_id),
+        });
+    }
+
     /// The source reports the attempt is running. Stale attempts are ignored.
     pub fn handle_started(&mut self, index: u64, attempt: u32, pid: Option<u32>, now: i64) {
         let Some(task) = self.task(index) else {
@@ -817,6 +846,7 @@ impl SweepCore {
             reason,
             at: now,
             pid,
+            job_id: None,
         });
     }
 }
@@ -1097,6 +1127,29 @@ mod tests {
         core.handle_exited(4, 1, ExitKind::Success, 8);
         assert!(core.is_finished());
         assert_eq!(core.counts().completed, 4);
+    }
+
+    #[test]
+    fn a_job_id_is_recorded_for_the_current_attempt_only() {
+        let mut core = core_with(1, &[1], Strategy::RoundRobin);
+        core.enqueue(&[1], 0, 0);
+        assert_eq!(launches(&core.poll_dispatch(0)), [(1, 1, 0)]);
+        core.poll_changes();
+        core.handle_submitted(1, 1, "40_0".into(), 1);
+        core.handle_submitted(1, 2, "41_0".into(), 1);
+        let changes = core.poll_changes();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            (changes[0].job_id.as_deref(), changes[0].status),
+            (Some("40_0"), TaskStatus::Queued)
+        );
+        assert_eq!(core.task(1).unwrap().status, TaskStatus::Queued);
+        core.handle_exited(1, 1, ExitKind::Success, 2);
+        core.handle_submitted(1, 1, "40_0".into(), 3);
+        assert!(
+            core.poll_changes().iter().all(|c| c.job_id.is_none()),
+            "nothing for a finished attempt"
+        );
     }
 
     #[test]
