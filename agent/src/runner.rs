@@ -878,7 +878,7 @@ impl Runner {
         let since = std::time::Instant::now();
         while in_flight
             .iter()
-            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+            .any(|&pid| crate::scheduler::submitting(pid, &self.shared.work_dir))
             && since.elapsed() < SUBMIT_WAIT
         {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -954,6 +954,7 @@ impl Runner {
         {
             return;
         }
+        self.shared.scheduler.forget(backend_key(id));
         let now = SystemTime::now();
         if cancel {
             self.finish_unstarted(id, Outcome::Cancelled, now);

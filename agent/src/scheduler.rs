@@ -972,6 +972,11 @@ impl SchedulerBackend {
         }
     }
 
+    /// Forgets a task the runner ended itself (a cancel kept for it is dropped).
+    pub fn forget(&self, key: TaskKey) {
+        self.lock().early_cancels.remove(&key);
+    }
+
     /// Ends a task whose job the scheduler no longer knows from the wrapper's records in
     /// `task_dir` (`Started`, then `Exited`). False when there is no exit record to go by.
     pub fn settle_from_records(
@@ -1453,22 +1458,28 @@ fn failure_text(out: &Result<CommandOutput, String>) -> String {
 /// or anything running with such an argument, a wrapper script included), by pid: after a
 /// `kill -9` of the agent they live on, and whether their job exists is decided when they end.
 pub fn submissions_in_flight(work_dir: &Path) -> Vec<u32> {
-    use std::os::unix::ffi::OsStrExt;
-    let prefix = work_dir.as_os_str().as_bytes();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                cmdline
-                    .split(|&b| b == 0)
-                    .any(|arg| arg.starts_with(prefix) && arg.ends_with(b"/job.sh"))
-            })
-        })
+        .filter(|&pid| submitting(pid, work_dir))
         .collect()
+}
+
+/// True while process `pid` is alive (not a zombie: an orphan's may never be reaped) and has a
+/// `job.sh` under `work_dir` among its arguments (so a reused pid does not count).
+pub fn submitting(pid: u32, work_dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let mut prefix = work_dir.as_os_str().as_bytes().to_vec();
+    prefix.push(b'/');
+    // A zombie's cmdline is empty, so it never matches.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|&b| b == 0)
+            .any(|arg| arg.starts_with(&prefix) && arg.ends_with(b"/job.sh"))
+    })
 }
 
 /// The job name of one submission, `hsm_<sweep>_<stamp>_<n>` after its directory under
@@ -1641,6 +1652,32 @@ mod tests {
             events.try_recv(),
             Ok(ProcessEvent::Exited { key: k, outcome: Outcome::Exited(3), .. }) if k == key
         ));
+    }
+
+    #[test]
+    fn a_submit_command_left_running_is_found_by_its_job_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("w");
+        let script = work.join("s/scripts/job_scripts/job_1_0001/job.sh");
+        // Stands in for `sbatch --parsable <job.sh>` (its arguments are what is matched; `; :`
+        // keeps sh from exec-ing sleep in its place).
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30; :")
+            .arg(&script)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(submitting(pid, &work));
+        assert!(submissions_in_flight(&work).contains(&pid));
+        let sibling = dir.path().join("w2");
+        assert!(
+            !submitting(pid, &sibling),
+            "another work dir sharing the prefix"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!submitting(pid, &work), "ended");
     }
 
     #[test]

@@ -3,11 +3,12 @@
 
 use crate::core::state::{Change, TaskStatus};
 use crate::core::value::{task_name, Params};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
 
-/// Bumped when the schema changes; older files are refused with a clear message.
+/// Bumped when the schema changes. Version 1 (no job ids) is upgraded in place when opened;
+/// newer files are refused with a clear message.
 pub const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -137,10 +138,19 @@ impl Store {
         Ok(store)
     }
 
-    /// Version 1 (before job ids were kept) to 2: the `job_id` columns, in one transaction.
+    /// Version 1 (before job ids were kept) to 2: the `job_id` columns, in one transaction
+    /// that holds the write lock from the start and looks again, so two processes opening the
+    /// same file at once upgrade it once.
     fn upgrade_from_1(&self) -> Result<(), StoreError> {
         let err = |source| self.sqlite(source);
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(err)?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(err)?;
+        if found != 1 {
+            return tx.commit().map_err(err);
+        }
         tx.execute_batch(
             "ALTER TABLE tasks ADD COLUMN job_id TEXT;
              ALTER TABLE attempts ADD COLUMN job_id TEXT;",

@@ -561,7 +561,8 @@ impl SweepCore {
 
     /// An attempt nobody can say the end of (`why`): the task runs again as a new attempt
     /// without using a retry, unless this is its `LOST_LIMIT`th attempt in the run lost while
-    /// running (one lost before it started says nothing about the task).
+    /// running (one lost before it started says nothing about the task; one that brought its
+    /// host down before its start was reported escapes the count, a narrow case).
     fn lose(&mut self, index: u64, attempt: u32, source: Option<usize>, why: String, now: i64) {
         let task = &mut self.tasks[(index - 1) as usize];
         if task.status == TaskStatus::Running {
