@@ -1659,15 +1659,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let work = dir.path().join("w");
         let script = work.join("s/scripts/job_scripts/job_1_0001/job.sh");
-        // Stands in for `sbatch --parsable <job.sh>` (its arguments are what is matched; `; :`
-        // keeps sh from exec-ing sleep in its place).
+        // Stands in for `sbatch --parsable <job.sh>` (its arguments are what is matched): a
+        // shell waiting on its stdin, with no child of its own to leave behind.
         let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg("sleep 30; :")
+            .arg("read line")
+            .arg("sh")
             .arg(&script)
+            .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let pid = child.id();
+        // The kernel fills in a new program's arguments a moment after spawn returns.
+        let t0 = std::time::Instant::now();
+        while std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty())
+            && t0.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(submitting(pid, &work));
         assert!(submissions_in_flight(&work).contains(&pid));
         let sibling = dir.path().join("w2");
