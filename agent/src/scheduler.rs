@@ -985,10 +985,7 @@ impl SchedulerBackend {
         task_dir: &Path,
         cancel_requested: bool,
     ) -> bool {
-        let Some(exit_record) = std::fs::read_to_string(task_dir.join(wrapper::EXIT_FILE))
-            .ok()
-            .and_then(|text| wrapper::parse_exit_record(&text).ok())
-        else {
+        let Some(exit_record) = read_exit_record(task_dir) else {
             return false;
         };
         let decision = decide(
@@ -1019,11 +1016,7 @@ impl SchedulerBackend {
     ) -> Result<Option<String>, String> {
         match scheduler {
             Scheduler::Slurm => {
-                let out = run("squeue", &["-h", "-t", "all", "-n", name, "-o", "%F"], None).await?;
-                if !out.ok {
-                    return Err(format!("squeue: {}", out.stderr.trim()));
-                }
-                if let Some(job) = parse::first_job_id(&out.stdout) {
+                if let Some(job) = squeue_job_named(name).await? {
                     return Ok(Some(job));
                 }
                 if !self.slurm_config().await.1 {
@@ -1065,12 +1058,8 @@ impl SchedulerBackend {
                     // No qselect: Slurm's qsub wrappers, where squeue knows the array whole.
                     Err(_) => {}
                 }
-                if let Ok(out) =
-                    run("squeue", &["-h", "-t", "all", "-n", name, "-o", "%F"], None).await
-                {
-                    if out.ok {
-                        return Ok(parse::first_job_id(&out.stdout));
-                    }
+                if let Ok(found) = squeue_job_named(name).await {
+                    return Ok(found);
                 }
                 let args: &[&str] = if scheduler == Scheduler::PbsPro {
                     &["-f", "-x"]
@@ -1381,9 +1370,7 @@ impl SchedulerBackend {
             let exit_record = if waiting {
                 None
             } else {
-                std::fs::read_to_string(element.task_dir.join(wrapper::EXIT_FILE))
-                    .ok()
-                    .and_then(|text| wrapper::parse_exit_record(&text).ok())
+                read_exit_record(&element.task_dir)
             };
             observed.push((key, element, seen, started_record, exit_record));
         }
@@ -1480,6 +1467,22 @@ pub fn submitting(pid: u32, work_dir: &Path) -> bool {
             .split(|&b| b == 0)
             .any(|arg| arg.starts_with(&prefix) && arg.ends_with(b"/job.sh"))
     })
+}
+
+/// The wrapper's exit record in `task_dir`, if it wrote a readable one.
+fn read_exit_record(task_dir: &Path) -> Option<ExitRecord> {
+    let text = std::fs::read_to_string(task_dir.join(wrapper::EXIT_FILE)).ok()?;
+    wrapper::parse_exit_record(&text).ok()
+}
+
+/// The array (or job) id `squeue` shows for jobs named `name`, finished ones it still holds
+/// included.
+async fn squeue_job_named(name: &str) -> Result<Option<String>, String> {
+    let out = run("squeue", &["-h", "-t", "all", "-n", name, "-o", "%F"], None).await?;
+    if !out.ok {
+        return Err(format!("squeue: {}", out.stderr.trim()));
+    }
+    Ok(parse::first_job_id(&out.stdout))
 }
 
 /// The job name of one submission, `hsm_<sweep>_<stamp>_<n>` after its directory under

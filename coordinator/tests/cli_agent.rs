@@ -352,14 +352,20 @@ fn complete_and_status_work_the_same_for_agent_sweeps() {
     }
 }
 
-/// Free bytes for unprivileged users on the filesystem holding `dir` (statvfs `f_bavail`).
-fn free_disk(dir: &std::path::Path) -> u64 {
+/// statvfs of the filesystem holding `dir`.
+fn statvfs(dir: &std::path::Path) -> libc::statvfs {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
     // SAFETY: statvfs fills the zeroed struct we own from a valid C string.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
-    stat.f_bavail as u64 * stat.f_frsize as u64
+    stat
+}
+
+/// Free bytes for unprivileged users on the filesystem holding `dir` (statvfs `f_bavail`).
+fn free_disk(dir: &std::path::Path) -> u64 {
+    let stat = statvfs(dir);
+    stat.f_bavail * stat.f_frsize
 }
 
 /// Attempts that `a0` received after `after_ms` (unix ms), from sweep.db.
@@ -415,12 +421,7 @@ impl Drop for Mounted {
 
 /// Free inodes for unprivileged users on the filesystem holding `dir` (statvfs `f_favail`).
 fn free_inodes(dir: &std::path::Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-    // SAFETY: statvfs fills the zeroed struct we own from a valid C string.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
-    stat.f_favail as u64
+    statvfs(dir).f_favail
 }
 
 /// An agent's disk fills mid-sweep (`fill`): the tasks waiting there move to the local source and

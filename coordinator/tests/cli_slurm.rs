@@ -283,15 +283,21 @@ fn a_cancelled_sweep_leaves_nothing_in_the_queue() {
                 .try_status("cnl")
                 .is_some_and(|s| s["running"].as_u64().unwrap_or(0) >= 2)
     });
-    c.run(&["sweep", "cancel", "cnl"]).expect_code(0);
-    let run = Run::wait(child, "sweep run, cancelled".into());
+    cancel_and_expect_nothing_queued(&c, child, "cnl", 20);
+}
+
+/// `sweep cancel` of the running `sweep`: its run stops, `n` tasks end cancelled, and no job of
+/// the sweep stays in the queue.
+fn cancel_and_expect_nothing_queued(c: &Cluster, run: std::process::Child, sweep: &str, n: u64) {
+    c.run(&["sweep", "cancel", sweep]).expect_code(0);
+    let run = Run::wait(run, format!("sweep run {sweep}, cancelled"));
     assert_ne!(run.code, Some(0), "{}", run.stderr);
-    let status = c.project.status("cnl");
-    assert_eq!(status["cancelled"], 20, "{status}");
+    let status = c.project.status(sweep);
+    assert_eq!(status["cancelled"], n, "{status}");
     wait_until(
         Duration::from_secs(30),
         "the queue empty of the sweep's jobs",
-        || in_queue("cnl").trim().is_empty(),
+        || in_queue(sweep).trim().is_empty(),
     );
 }
 
@@ -462,16 +468,7 @@ fn a_cancel_while_sbatch_runs_reaches_the_job_it_creates() {
     wait_until(Duration::from_secs(60), "sbatch submitting", || {
         busy.exists()
     });
-    c.run(&["sweep", "cancel", "slowcnl"]).expect_code(0);
-    let run = Run::wait(child, "sweep run, cancelled while submitting".into());
-    assert_ne!(run.code, Some(0), "{}", run.stderr);
-    let status = c.project.status("slowcnl");
-    assert_eq!(status["cancelled"], 5, "{status}");
-    wait_until(
-        Duration::from_secs(30),
-        "the queue empty of the sweep's jobs",
-        || in_queue("slowcnl").trim().is_empty(),
-    );
+    cancel_and_expect_nothing_queued(&c, child, "slowcnl", 5);
     // Long enough for a job that escaped the cancel to have started its 5 s tasks.
     std::thread::sleep(Duration::from_secs(3));
     assert!(

@@ -619,17 +619,20 @@ impl SweepCore {
         }
     }
 
+    /// The task, if `attempt` is its current one and still with a source (queued or running):
+    /// what a source reports about any other attempt is stale.
+    fn current_attempt(&self, index: u64, attempt: u32) -> Option<&TaskState> {
+        self.task(index).filter(|t| {
+            t.attempt == attempt && matches!(t.status, TaskStatus::Queued | TaskStatus::Running)
+        })
+    }
+
     /// The source handed the attempt to a batch scheduler as job `job_id`: kept with the task and
     /// the attempt (`sweep status` shows it). Stale attempts are ignored.
     pub fn handle_submitted(&mut self, index: u64, attempt: u32, job_id: String, now: i64) {
-        let Some(task) = self.task(index) else {
+        let Some(task) = self.current_attempt(index, attempt) else {
             return;
         };
-        if task.attempt != attempt
-            || !matches!(task.status, TaskStatus::Queued | TaskStatus::Running)
-        {
-            return;
-        }
         let status = task.status;
         self.changes.push(Change {
             index,
@@ -660,14 +663,9 @@ impl SweepCore {
     /// one, or for a task already final, is ignored: a result is accepted only from the attempt
     /// currently assigned. Failures with retries left go back to the queue as a new attempt.
     pub fn handle_exited(&mut self, index: u64, attempt: u32, exit: ExitKind, now: i64) {
-        let Some(task) = self.task(index) else {
+        let Some(task) = self.current_attempt(index, attempt) else {
             return;
         };
-        if task.attempt != attempt
-            || !matches!(task.status, TaskStatus::Queued | TaskStatus::Running)
-        {
-            return;
-        }
         let source = task.source;
         if let Some(s) = source {
             self.sources[s].running = self.sources[s].running.saturating_sub(1);
