@@ -693,6 +693,7 @@ impl Runner {
             self.cancel(&CancelMsg {
                 sweep_id: sweep_id.clone(),
                 tasks: supersede,
+                unstarted_only: false,
             });
         }
         let now = SystemTime::now();
@@ -1225,7 +1226,8 @@ impl Runner {
     }
 
     /// Stops tasks: running ones get SIGTERM (then SIGKILL after the grace), queued ones never
-    /// start and report `Exited{Cancelled}`. Unknown or finished tasks are ignored.
+    /// start and report `Exited{Cancelled}`. Unknown or finished tasks are ignored. With
+    /// `unstarted_only`, only queued ones (and scheduler jobs, which may still be pending) stop.
     pub fn cancel(&self, msg: &CancelMsg) {
         let mut to_kill = Vec::new();
         let mut dropped = Vec::new();
@@ -1265,6 +1267,9 @@ impl Runner {
                         record.cancel_requested = true;
                         to_kill.push((id, true));
                     }
+                    // Only the unstarted were asked for (a coordinator moving waiting tasks
+                    // to an idle source): one being spawned or running stays.
+                    Phase::Launching | Phase::Running if msg.unstarted_only => {}
                     // Not spawned yet: `on_started` cancels it as soon as it is.
                     Phase::Launching => record.cancel_requested = true,
                     Phase::Running => {
@@ -1435,6 +1440,7 @@ impl Runner {
             self.cancel(&CancelMsg {
                 sweep_id,
                 tasks: Vec::new(),
+                unstarted_only: false,
             });
         }
         n

@@ -612,6 +612,7 @@ async fn failures_timeouts_cancels_and_bad_cwds_have_their_outcomes() {
         .send(&ToAgent::Cancel(CancelMsg {
             sweep_id: sweep.clone(),
             tasks: vec![task_ref(3)],
+            unstarted_only: false,
         }))
         .await;
     collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
@@ -624,6 +625,7 @@ async fn failures_timeouts_cancels_and_bad_cwds_have_their_outcomes() {
         .send(&ToAgent::Cancel(CancelMsg {
             sweep_id: sweep.clone(),
             tasks: Vec::new(),
+            unstarted_only: false,
         }))
         .await;
     collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
@@ -1078,6 +1080,7 @@ async fn a_newer_attempt_stops_the_older_one_and_runs_in_its_directory() {
         .send(&ToAgent::Cancel(CancelMsg {
             sweep_id: sweep.clone(),
             tasks: Vec::new(),
+            unstarted_only: false,
         }))
         .await;
     collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {

@@ -234,6 +234,12 @@ pub struct CancelMsg {
     /// The task attempts to stop; empty means every task of the sweep.
     #[serde(default)]
     pub tasks: Vec<TaskRef>,
+    /// Only drop attempts that have not started (they report `Exited{Cancelled}`); leave
+    /// started ones running. The coordinator asks this to move a waiting task to an idle
+    /// source. An agent that predates the field stops started ones too, which the coordinator
+    /// also takes as the task being free to run elsewhere.
+    #[serde(default)]
+    pub unstarted_only: bool,
 }
 
 /// Acknowledges events the coordinator has durably applied.

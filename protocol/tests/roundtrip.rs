@@ -385,7 +385,8 @@ fn fields_with_defaults_may_be_missing() {
         .unwrap(),
         ToAgent::Cancel(CancelMsg {
             sweep_id: SweepId::from("s"),
-            tasks: vec![]
+            tasks: vec![],
+            unstarted_only: false,
         })
     );
     assert_eq!(

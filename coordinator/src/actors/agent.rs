@@ -438,6 +438,7 @@ impl Handler<CancelTask> for AgentSource {
         self.send(ToAgent::Cancel(CancelMsg {
             sweep_id: SweepId(self.setup.sweep_id.clone()),
             tasks: vec![Self::task_ref(msg.0)],
+            unstarted_only: false,
         }));
     }
 }
@@ -479,6 +480,27 @@ impl Handler<WithdrawTask> for AgentSource {
         self.send(ToAgent::Cancel(CancelMsg {
             sweep_id: SweepId(self.setup.sweep_id.clone()),
             tasks: vec![Self::task_ref(msg.0)],
+            unstarted_only: false,
+        }));
+    }
+}
+
+/// Ask the agent for an attempt back if it has not started there, so an idle source can run
+/// it: the agent drops it and reports it ended `Cancelled`, or leaves it be if it has started
+/// (its reports then go on as usual). Unlike a withdrawal, the attempt stays this run's until the
+/// agent's answer arrives, so it never runs in two places.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct StealTask(pub TaskKey);
+
+impl Handler<StealTask> for AgentSource {
+    type Result = ();
+    fn handle(&mut self, msg: StealTask, _: &mut Context<Self>) {
+        self.flush_submits();
+        self.send(ToAgent::Cancel(CancelMsg {
+            sweep_id: SweepId(self.setup.sweep_id.clone()),
+            tasks: vec![Self::task_ref(msg.0)],
+            unstarted_only: true,
         }));
     }
 }
@@ -487,8 +509,14 @@ impl Handler<WithdrawTask> for AgentSource {
 #[derive(Message)]
 #[rtype(result = "()")]
 enum Incoming {
-    Up { slots: u32, agent: String },
-    Down { why: String },
+    Up {
+        slots: u32,
+        agent: String,
+        rtt_ms: u32,
+    },
+    Down {
+        why: String,
+    },
     Frame(FromAgent),
     File(Result<Received, TransferError>),
 }
@@ -504,9 +532,14 @@ impl Handler<Incoming> for AgentSource {
             note,
             lost: false,
             keep_waiting: false,
+            rtt_ms: None,
         };
         match msg {
-            Incoming::Up { slots, agent } => {
+            Incoming::Up {
+                slots,
+                agent,
+                rtt_ms,
+            } => {
                 self.connected = true;
                 // After an outage the agent may have restarted and not kept an attempt it had
                 // only just accepted (or never got): ask about every attempt whose end has not
@@ -550,8 +583,10 @@ impl Handler<Incoming> for AgentSource {
                 if self.low_disk {
                     note.push_str(", free disk still low: no new work");
                 }
-                self.status_to
-                    .do_send(status(!self.low_disk, Some(slots as usize), note))
+                self.status_to.do_send(SourceStatus {
+                    rtt_ms: Some(rtt_ms),
+                    ..status(!self.low_disk, Some(slots as usize), note)
+                })
             }
             Incoming::Down { why } => {
                 if self.connected || self.outage == 0 {
@@ -574,6 +609,7 @@ impl Handler<Incoming> for AgentSource {
                             ),
                             lost: true,
                             keep_waiting: false,
+                            rtt_ms: None,
                         });
                     });
                 }
@@ -827,6 +863,7 @@ async fn session(
             actor.do_send(Incoming::Up {
                 slots: welcome.slots,
                 agent: welcome.agent_name,
+                rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
             })
         }
         HelloReply::Reject(reject) => return Err(reject.to_string()),

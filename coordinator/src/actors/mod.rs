@@ -53,6 +53,8 @@ pub struct SourceStatus {
     pub keep_waiting: bool,
     /// Why, for the person watching.
     pub note: String,
+    /// The network round trip to it, when measured (ms).
+    pub rtt_ms: Option<u32>,
 }
 
 /// Unix milliseconds of a `SystemTime`.

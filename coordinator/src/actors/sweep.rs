@@ -2,7 +2,7 @@
 //! inputs, carries the core's commands to the source actors, and batches the core's changes to
 //! the store actor.
 
-use super::agent::{AgentSetup, AgentSource, AttachTask, WithdrawTask};
+use super::agent::{AgentSetup, AgentSource, AttachTask, StealTask, WithdrawTask};
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
@@ -26,6 +26,9 @@ const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const POLL_CONTROL_EVERY: Duration = Duration::from_millis(300);
 /// How often `task_mapping.yaml` is rewritten while running.
 const VIEWS_EVERY: Duration = Duration::from_secs(3);
+/// How often dispatch runs without an event to trigger it: a job pending in a batch queue
+/// becomes movable to an idle source by time alone (`defaults.steal_after`).
+const DISPATCH_TICK: Duration = Duration::from_secs(1);
 
 /// A source of this run.
 #[derive(Debug, Clone)]
@@ -61,16 +64,6 @@ pub enum SourceSpecKind {
     },
 }
 
-/// How many attempts the coordinator keeps handed to an agent with `slots` slots. The agent
-/// batches its events (~50 ms), so a task's end reaches the coordinator a round trip later: with
-/// only `slots` handed over, each slot would idle that long per task. Keeping a queue at the
-/// agent (it enforces its own slots; queued attempts are cancelled or re-run like running ones)
-/// makes throughput independent of that latency; the queue is kept short so the end of a sweep
-/// is not left waiting at one agent while others are idle.
-pub fn agent_capacity(slots: usize) -> usize {
-    slots.max(1) * 2 + 16
-}
-
 /// The actor behind a source.
 enum SourceHandle {
     Local(Addr<LocalSource>),
@@ -97,6 +90,15 @@ impl SourceHandle {
             // The local source is never drained; stopping the attempt is the closest thing.
             SourceHandle::Local(addr) => addr.do_send(CancelTask(key)),
             SourceHandle::Agent(addr) => addr.do_send(WithdrawTask(key)),
+        }
+    }
+
+    fn steal(&self, key: TaskKey) {
+        match self {
+            // Only an in-process scheduler source holds unstarted tasks locally: its pending
+            // job is cancelled (`scancel`/`qdel`), and the attempt ends cancelled.
+            SourceHandle::Local(addr) => addr.do_send(CancelTask(key)),
+            SourceHandle::Agent(addr) => addr.do_send(StealTask(key)),
         }
     }
 }
@@ -255,6 +257,11 @@ impl SweepActor {
                 attempt,
                 source,
             } => self.sources[source].withdraw(TaskKey { index, attempt }),
+            Command::Steal {
+                index,
+                attempt,
+                source,
+            } => self.sources[source].steal(TaskKey { index, attempt }),
             Command::Attach {
                 index,
                 attempt,
@@ -411,6 +418,7 @@ impl Actor for SweepActor {
             self.sources.push(handle);
         }
         ctx.run_interval(FLUSH_EVERY, |actor, _| actor.flush());
+        ctx.run_interval(DISPATCH_TICK, |actor, ctx| actor.dispatch(ctx));
         ctx.run_interval(VIEWS_EVERY, |actor, _| {
             if std::mem::take(&mut actor.views_dirty) {
                 actor.store.do_send(WriteViews { force: false });
@@ -469,11 +477,13 @@ impl Handler<SourceStatus> for SweepActor {
                     | SourceSpecKind::Scheduler { .. }
             )
         });
-        let slots = if configured {
-            None
-        } else {
-            msg.slots.map(agent_capacity)
-        };
+        let slots = if configured { None } else { msg.slots };
+        if let Some(parallel) = msg.slots {
+            self.core.handle_source_parallel(msg.source, parallel);
+        }
+        if let Some(rtt) = msg.rtt_ms {
+            self.core.handle_source_latency(msg.source, rtt);
+        }
         let name = self
             .run
             .sources

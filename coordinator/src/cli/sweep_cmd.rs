@@ -442,26 +442,30 @@ fn execute(
             lost: 0,
         })
         .collect();
-    let sources = exec
-        .sources
-        .iter()
-        .map(|s| {
-            let capacity = match s.kind {
-                SourceSpecKind::Local => s.slots,
-                SourceSpecKind::Agent { .. } => crate::actors::sweep::agent_capacity(s.slots),
-                SourceSpecKind::Scheduler { .. } => s.slots,
-            };
-            if s.attach_only {
-                crate::core::state::SourceState::attach_only(s.name.clone())
-            } else {
-                crate::core::state::SourceState::new(s.name.clone(), capacity)
-            }
-        })
-        .collect();
-    let mut core = SweepCore::new(tasks, sources, exec.strategy);
+    let sources =
+        exec.sources
+            .iter()
+            .map(|s| {
+                use crate::core::state::{SourceClass, SourceState};
+                let class = match &s.kind {
+                    SourceSpecKind::Local => SourceClass::Local,
+                    SourceSpecKind::Agent { hpc: None, .. } => SourceClass::Agent,
+                    SourceSpecKind::Agent { hpc: Some(_), .. }
+                    | SourceSpecKind::Scheduler { .. } => SourceClass::Batch,
+                };
+                let state = if s.attach_only {
+                    SourceState::attach_only(s.name.clone())
+                } else {
+                    SourceState::new(s.name.clone(), s.slots)
+                };
+                state.with_class(class)
+            })
+            .collect();
+    let mut core =
+        SweepCore::new(tasks, sources, exec.strategy).with_steal_after(cfg.defaults.steal_after);
     let initial = core.counts();
     core.enqueue(to_run, exec.retries, now_ms());
-    core.attach(attach, exec.retries);
+    core.attach(attach, exec.retries, now_ms());
     let mut progress = Progress::new(
         ProgressMode::detect(global.quiet),
         (to_run.len() + attach.len()) as u64,

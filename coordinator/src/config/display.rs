@@ -38,6 +38,8 @@ pub fn to_display_yaml(cfg: &ProjectConfig) -> String {
             "agent_grace": format_duration(defaults.agent_grace),
             "strategy": defaults.strategy.as_str(),
             "min_free_disk": format_size(defaults.min_free_disk),
+            "steal_after": defaults.steal_after.map_or_else(|| "0".to_string(), format_duration),
+            "connect_timeout": format_duration(defaults.connect_timeout),
         },
         "hpc": hpc_json(&cfg.hpc),
         "sources": sources,

@@ -71,6 +71,11 @@ pub struct RunDefaults {
     pub strategy: Strategy,
     /// An agent reporting less free disk in its work directory gets no new work (0: never).
     pub min_free_disk: u64,
+    /// How long a task may wait pending in a Slurm/PBS queue before an idle source may take it
+    /// over; `None` (`0` in the file): never.
+    pub steal_after: Option<Duration>,
+    /// A run stops when none of its sources has answered for this long since it started.
+    pub connect_timeout: Duration,
 }
 
 impl Default for RunDefaults {
@@ -83,6 +88,8 @@ impl Default for RunDefaults {
             agent_grace: Duration::from_secs(60),
             strategy: Strategy::default(),
             min_free_disk: 1 << 30,
+            steal_after: Some(Duration::from_secs(300)),
+            connect_timeout: Duration::from_secs(120),
         }
     }
 }

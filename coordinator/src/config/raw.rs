@@ -63,7 +63,7 @@ pub(super) const COMMAND_KEYS: [&str; 6] = [
     "conda_env",
     "wandb_group",
 ];
-pub(super) const DEFAULTS_KEYS: [&str; 7] = [
+pub(super) const DEFAULTS_KEYS: [&str; 9] = [
     "parallel",
     "timeout",
     "retries",
@@ -71,6 +71,8 @@ pub(super) const DEFAULTS_KEYS: [&str; 7] = [
     "strategy",
     "agent_grace",
     "min_free_disk",
+    "steal_after",
+    "connect_timeout",
 ];
 pub(super) const HPC_KEYS: [&str; 17] = [
     "walltime",
@@ -158,6 +160,8 @@ pub(super) struct RawDefaults {
     pub agent_grace: Option<At<String>>,
     pub strategy: Option<At<String>>,
     pub min_free_disk: Option<At<String>>,
+    pub steal_after: Option<At<String>>,
+    pub connect_timeout: Option<At<String>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -253,6 +257,8 @@ pub(super) fn read(root: Option<&Spanned>, problems: &mut Vec<Problem>) -> RawCo
         agent_grace: defaults.duration("agent_grace", problems),
         strategy: defaults.string("strategy", problems),
         min_free_disk: defaults.size("min_free_disk", problems),
+        steal_after: defaults.duration("steal_after", problems),
+        connect_timeout: defaults.duration("connect_timeout", problems),
     };
 
     let hpc = top.section("hpc", problems);

@@ -91,6 +91,15 @@ fn resolve_defaults(raw: RawDefaults, problems: &mut Vec<Problem>) -> RunDefault
     if let Some(grace) = raw.agent_grace.and_then(|g| duration(&g, true, problems)) {
         defaults.agent_grace = grace;
     }
+    if let Some(after) = raw.steal_after.and_then(|g| duration(&g, true, problems)) {
+        defaults.steal_after = (!after.is_zero()).then_some(after);
+    }
+    if let Some(limit) = raw
+        .connect_timeout
+        .and_then(|g| duration(&g, false, problems))
+    {
+        defaults.connect_timeout = limit;
+    }
     if let Some(at) = raw.min_free_disk {
         match parse_size(&at.value) {
             Some(bytes) => defaults.min_free_disk = bytes,

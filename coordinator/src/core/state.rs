@@ -2,7 +2,8 @@
 //! next, what an exit means, retries, cancellation, and stale attempts. Pure: time is an argument,
 //! effects come out as `Change`s (to persist) and `Command`s (to carry out).
 
-use std::collections::VecDeque;
+use super::pace::{self, Durations};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 
@@ -131,17 +132,46 @@ impl fmt::Display for Strategy {
     }
 }
 
+/// What kind of place a source's tasks wait in, which decides how far ahead it is fed and
+/// whether its waiting tasks may move to an idle source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceClass {
+    /// Processes on this machine: launched at once, never more than its slots handed over.
+    #[default]
+    Local,
+    /// An agent running processes: fed a few attempts beyond its slots when tasks are short
+    /// (`pace::ahead`); attempts waiting there behind its slots may move to an idle source.
+    Agent,
+    /// A batch scheduler (an agent's or this host's Slurm/PBS): its slots are queue places, not
+    /// idle workers, so it never takes tasks from others; a job still pending after
+    /// `steal_after` may move to an idle source.
+    Batch,
+}
+
 /// A compute source as the core sees it.
 #[derive(Debug, Clone)]
 pub struct SourceState {
     pub name: String,
     pub slots: usize,
+    /// Attempts handed to it and not finished (waiting there or running).
     pub running: usize,
     /// Unhealthy sources get no new work.
     pub healthy: bool,
     /// Only here to finish attempts it already holds (`sweep complete` taking up a sweep whose
     /// coordinator died, on other sources): never gets new work.
     pub attach_only: bool,
+    pub class: SourceClass,
+    /// Round trip of a dispatch to it, in ms (what an idle slot waits for its next task).
+    pub latency_ms: u32,
+    /// How many tasks it really runs at once, when it said (an agent's own `--slots`, which
+    /// may be fewer than the `slots` the project configured for it).
+    pub parallel: Option<usize>,
+    /// Attempts handed to it that have not started, by task index, with when (unix ms).
+    waiting: BTreeMap<u64, i64>,
+    /// Tasks being taken from other sources for it (their holders have not confirmed yet).
+    incoming: usize,
+    /// Its waiting tasks being taken for other sources.
+    outgoing: usize,
 }
 
 impl SourceState {
@@ -152,7 +182,22 @@ impl SourceState {
             running: 0,
             healthy: true,
             attach_only: false,
+            class: SourceClass::Local,
+            latency_ms: 0,
+            parallel: None,
+            waiting: BTreeMap::new(),
+            incoming: 0,
+            outgoing: 0,
         }
+    }
+
+    /// The same source of another class; agents start with the fixed overhead as latency.
+    pub fn with_class(mut self, class: SourceClass) -> Self {
+        self.class = class;
+        if class != SourceClass::Local {
+            self.latency_ms = pace::REMOTE_OVERHEAD_MS;
+        }
+        self
     }
 
     /// A source that only finishes the attempts it holds.
@@ -163,12 +208,48 @@ impl SourceState {
         }
     }
 
+    fn usable(&self) -> bool {
+        self.healthy && !self.attach_only
+    }
+
+    /// The slots that really run tasks: an agent configured with more slots than it runs only
+    /// makes tasks wait there. A batch scheduler's slots are queue places, whatever its agent
+    /// runs itself.
+    fn effective_slots(&self) -> usize {
+        match (self.class, self.parallel) {
+            (SourceClass::Agent, Some(parallel)) => self.slots.min(parallel),
+            _ => self.slots,
+        }
+    }
+
+    /// Slots with nothing handed to them.
     fn free(&self) -> usize {
-        if self.healthy && !self.attach_only {
-            self.slots.saturating_sub(self.running)
+        if self.usable() {
+            self.effective_slots()
+                .saturating_sub(self.running + self.incoming)
         } else {
             0
         }
+    }
+
+    /// Room for attempts to wait behind its slots.
+    fn free_ahead(&self, mean_ms: Option<f64>) -> usize {
+        if !self.usable() || self.class != SourceClass::Agent {
+            return 0;
+        }
+        let slots = self.effective_slots();
+        let capacity = slots + pace::ahead(slots, self.latency_ms, mean_ms);
+        capacity.saturating_sub(self.running + self.incoming)
+    }
+
+    /// Attempts waiting there that no slot of it will start next: those beyond its slots not
+    /// running (and not already being taken).
+    fn surplus(&self) -> usize {
+        let started = self.running.saturating_sub(self.waiting.len());
+        let free_there = self.effective_slots().saturating_sub(started);
+        self.waiting
+            .len()
+            .saturating_sub(self.outgoing + free_there)
     }
 }
 
@@ -192,6 +273,9 @@ pub struct TaskState {
 /// of running again: a task that takes its host down (memory, a kernel bug) would otherwise be run, and
 /// bring the host down, for ever. `sweep complete` runs it again.
 pub const LOST_LIMIT: u32 = 3;
+
+/// Default of `defaults.steal_after`: five minutes pending in a batch queue.
+pub const DEFAULT_STEAL_AFTER_MS: i64 = 5 * 60 * 1000;
 
 /// A durable change of one task (the store writes these in batches).
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +323,15 @@ pub enum Command {
     /// started there: the source drops it (stops it, should it have started meanwhile) and
     /// reports nothing more about it. The task runs as a new attempt elsewhere.
     Withdraw {
+        index: u64,
+        attempt: u32,
+        source: usize,
+    },
+    /// Ask source number `source` to drop attempt `attempt` of task `index` if it has not
+    /// started there, so that an idle source can run it. Nothing moves until the source answers:
+    /// the attempt ends `Cancelled` (dropped; the task runs again elsewhere as a new attempt) or
+    /// starts (it stays), so a task never runs in two places.
+    Steal {
         index: u64,
         attempt: u32,
         source: usize,
@@ -323,6 +416,25 @@ pub struct SweepCore {
     changes: Vec<Change>,
     /// Commands waiting for the next `poll_dispatch` (attachments).
     pending: Vec<Command>,
+    /// Durations of this run's attempts that ended, for pacing.
+    durations: Durations,
+    /// When the current attempt of a running task started (unix ms), by task index.
+    started_at: HashMap<u64, i64>,
+    /// Tasks asked back from their source for an idle one, by task index.
+    stealing: HashMap<u64, Steal>,
+    /// Tasks given back for an idle source, to be launched there: task index → source.
+    moved_to: HashMap<u64, usize>,
+    /// How long a task waits in a batch scheduler's queue before it may move to an idle source
+    /// (ms); `None`: never.
+    steal_after_ms: Option<i64>,
+}
+
+/// A task asked back from the source holding it (`Command::Steal`), not yet answered.
+#[derive(Debug, Clone, Copy)]
+struct Steal {
+    attempt: u32,
+    victim: usize,
+    thief: usize,
 }
 
 impl SweepCore {
@@ -340,7 +452,24 @@ impl SweepCore {
             counts,
             changes: Vec::new(),
             pending: Vec::new(),
+            durations: Durations::default(),
+            started_at: HashMap::new(),
+            stealing: HashMap::new(),
+            moved_to: HashMap::new(),
+            steal_after_ms: Some(DEFAULT_STEAL_AFTER_MS),
         }
+    }
+
+    /// How long a job must have been pending in a batch scheduler before it may move to an idle
+    /// source; `None`: never.
+    pub fn with_steal_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.steal_after_ms = after.map(|d| d.as_millis().min(i64::MAX as u128) as i64);
+        self
+    }
+
+    /// The mean duration of this run's attempts so far, in ms.
+    pub fn mean_duration_ms(&self) -> Option<f64> {
+        self.durations.mean_ms()
     }
 
     pub fn counts(&self) -> Counts {
@@ -398,7 +527,7 @@ impl SweepCore {
     /// `source`, and its reports apply as if this run had launched it; `retries` as for
     /// `enqueue`. The `Attach` commands come with the next `poll_dispatch`. Tasks not in that
     /// state are left alone.
-    pub fn attach(&mut self, attempts: &[(u64, u32, usize)], retries: u32) {
+    pub fn attach(&mut self, attempts: &[(u64, u32, usize)], retries: u32, now: i64) {
         for &(index, attempt, source) in attempts {
             if source >= self.sources.len() {
                 continue;
@@ -414,6 +543,9 @@ impl SweepCore {
             }
             task.source = Some(source);
             task.retries_left = retries;
+            if task.status == TaskStatus::Queued {
+                self.sources[source].waiting.insert(index, now);
+            }
             self.sources[source].running += 1;
             self.open += 1;
             self.pending.push(Command::Attach {
@@ -429,12 +561,18 @@ impl SweepCore {
     pub fn poll_dispatch(&mut self, now: i64) -> Vec<Command> {
         let mut commands = std::mem::take(&mut self.pending);
         while self.dispatching {
-            let Some(source) = self.choose_source() else {
+            let Some(&index) = self.queue.front() else {
                 break;
             };
-            let Some(index) = self.queue.pop_front() else {
+            // A task just moved for an idle source goes there, not back where it waited.
+            let target = self
+                .moved_to
+                .remove(&index)
+                .filter(|&thief| self.sources[thief].free() > 0);
+            let Some(source) = target.or_else(|| self.choose_source()) else {
                 break;
             };
+            self.queue.pop_front();
             let attempt = self.tasks[(index - 1) as usize].attempt + 1;
             self.sources[source].running += 1;
             self.tasks[(index - 1) as usize].source = Some(source);
@@ -445,10 +583,21 @@ impl SweepCore {
                 source,
             });
         }
+        if self.dispatching && self.queue.is_empty() {
+            self.steal_for_idle(now, &mut commands);
+        }
         commands
     }
 
+    /// The source for the next task: one with an idle slot, as the strategy says; else, only
+    /// when none has one, an agent with room to keep a task waiting behind its slots.
     fn choose_source(&mut self) -> Option<usize> {
+        let mean = self.durations.mean_ms();
+        self.choose_by(|s| s.free())
+            .or_else(|| self.choose_by(|s| s.free_ahead(mean)))
+    }
+
+    fn choose_by(&mut self, room: impl Fn(&SourceState) -> usize) -> Option<usize> {
         let n = self.sources.len();
         if n == 0 {
             return None;
@@ -457,7 +606,7 @@ impl SweepCore {
             Strategy::RoundRobin => {
                 for offset in 0..n {
                     let candidate = (self.round_robin_next + offset) % n;
-                    if self.sources[candidate].free() > 0 {
+                    if room(&self.sources[candidate]) > 0 {
                         self.round_robin_next = (candidate + 1) % n;
                         return Some(candidate);
                     }
@@ -466,7 +615,7 @@ impl SweepCore {
             }
             Strategy::LeastLoaded => {
                 (0..n)
-                    .filter(|&i| self.sources[i].free() > 0)
+                    .filter(|&i| room(&self.sources[i]) > 0)
                     .min_by(|&a, &b| {
                         let load = |i: usize| {
                             self.sources[i].running as f64 / self.sources[i].slots as f64
@@ -475,8 +624,107 @@ impl SweepCore {
                     })
             }
             Strategy::Capacity => (0..n)
-                .filter(|&i| self.sources[i].free() > 0)
-                .max_by_key(|&i| (self.sources[i].free(), std::cmp::Reverse(i))),
+                .filter(|&i| room(&self.sources[i]) > 0)
+                .max_by_key(|&i| (room(&self.sources[i]), std::cmp::Reverse(i))),
+        }
+    }
+
+    /// Nothing is left to hand out: each idle slot of a process source (local or agent) asks
+    /// for a task waiting unstarted elsewhere — behind an agent's busy slots, or pending in a
+    /// batch queue for `steal_after`. The task moves only once its holder confirms it dropped it.
+    fn steal_for_idle(&mut self, now: i64, commands: &mut Vec<Command>) {
+        for thief in 0..self.sources.len() {
+            if self.sources[thief].class == SourceClass::Batch {
+                continue; // its free slots are queue places, not idle workers
+            }
+            while self.sources[thief].free() > 0 {
+                let Some((victim, index)) = self.steal_candidate(thief, now) else {
+                    break;
+                };
+                let attempt = self.tasks[(index - 1) as usize].attempt;
+                self.stealing.insert(
+                    index,
+                    Steal {
+                        attempt,
+                        victim,
+                        thief,
+                    },
+                );
+                self.sources[thief].incoming += 1;
+                self.sources[victim].outgoing += 1;
+                commands.push(Command::Steal {
+                    index,
+                    attempt,
+                    source: victim,
+                });
+            }
+        }
+    }
+
+    /// A task waiting unstarted at another source that `thief` may take: from the agent with the
+    /// most surplus (its last-handed task, the one it would start last), else the batch job
+    /// pending longest past `steal_after`.
+    fn steal_candidate(&self, thief: usize, now: i64) -> Option<(usize, u64)> {
+        let mean = self.durations.mean_ms();
+        let not_taken = |index: &u64| !self.stealing.contains_key(index);
+        let from_agent = (0..self.sources.len())
+            .filter(|&v| v != thief)
+            .filter(|&v| {
+                let s = &self.sources[v];
+                s.healthy
+                    && s.class == SourceClass::Agent
+                    && s.surplus() > 0
+                    && pace::worth_moving(mean, s.latency_ms + self.sources[thief].latency_ms)
+            })
+            .max_by_key(|&v| self.sources[v].surplus())
+            .and_then(|v| {
+                let index = self.sources[v]
+                    .waiting
+                    .keys()
+                    .rev()
+                    .find(|i| not_taken(i))?;
+                Some((v, *index))
+            });
+        if from_agent.is_some() {
+            return from_agent;
+        }
+        let after = self.steal_after_ms?;
+        (0..self.sources.len())
+            .filter(|&v| v != thief)
+            .filter(|&v| self.sources[v].healthy && self.sources[v].class == SourceClass::Batch)
+            .flat_map(|v| {
+                self.sources[v]
+                    .waiting
+                    .iter()
+                    .filter(|(i, &since)| not_taken(i) && now.saturating_sub(since) >= after)
+                    .map(move |(&i, &since)| (since, v, i))
+            })
+            .min()
+            .map(|(_, v, i)| (v, i))
+    }
+
+    /// The answer to a `Steal` came (the attempt started, ended or was lost): the thief's
+    /// reserved slot is free again. Returns the steal, if there was one for this attempt.
+    fn settle_steal(&mut self, index: u64, attempt: u32) -> Option<Steal> {
+        let steal = *self.stealing.get(&index)?;
+        if steal.attempt != attempt {
+            return None;
+        }
+        self.stealing.remove(&index);
+        let thief = &mut self.sources[steal.thief];
+        thief.incoming = thief.incoming.saturating_sub(1);
+        let victim = &mut self.sources[steal.victim];
+        victim.outgoing = victim.outgoing.saturating_sub(1);
+        Some(steal)
+    }
+
+    /// Forgets every unanswered steal (the run stops, so nothing moves any more).
+    fn forget_steals(&mut self) {
+        self.stealing.clear();
+        self.moved_to.clear();
+        for s in &mut self.sources {
+            s.incoming = 0;
+            s.outgoing = 0;
         }
     }
 
@@ -487,6 +735,24 @@ impl SweepCore {
             s.healthy = healthy;
             if let Some(slots) = slots {
                 s.slots = slots.max(1);
+            }
+        }
+    }
+
+    /// The source said how many tasks it runs at once (it may be fewer than its configured
+    /// slots: the rest of what it is handed waits there, and may move to an idle source).
+    pub fn handle_source_parallel(&mut self, source: usize, parallel: usize) {
+        if let Some(s) = self.sources.get_mut(source) {
+            s.parallel = Some(parallel.max(1));
+        }
+    }
+
+    /// The network round trip to a remote source was measured (`rtt_ms`): its dispatch latency
+    /// is that plus the fixed overhead of event and submit batching.
+    pub fn handle_source_latency(&mut self, source: usize, rtt_ms: u32) {
+        if let Some(s) = self.sources.get_mut(source) {
+            if s.class != SourceClass::Local {
+                s.latency_ms = rtt_ms.saturating_add(pace::REMOTE_OVERHEAD_MS);
             }
         }
     }
@@ -508,6 +774,7 @@ impl SweepCore {
             .collect();
         let mut commands = Vec::with_capacity(queued.len());
         for &(index, attempt) in queued.iter().rev() {
+            self.settle_steal(index, attempt);
             self.sources[source].running = self.sources[source].running.saturating_sub(1);
             let reason = format!("attempt {attempt} taken back from {name}: {why}");
             self.requeue(
@@ -548,6 +815,7 @@ impl SweepCore {
             .map(|t| (t.index, t.attempt))
             .collect();
         for &(index, attempt) in lost.iter().rev() {
+            self.settle_steal(index, attempt);
             self.lose(
                 index,
                 attempt,
@@ -656,6 +924,9 @@ impl SweepCore {
             return;
         }
         let source = task.source;
+        // Started before the source read the steal: it stays there.
+        self.settle_steal(index, attempt);
+        self.started_at.insert(index, now);
         self.set_status(index, TaskStatus::Running, attempt, source, pid, now);
     }
 
@@ -669,6 +940,21 @@ impl SweepCore {
         let source = task.source;
         if let Some(s) = source {
             self.sources[s].running = self.sources[s].running.saturating_sub(1);
+        }
+        if let Some(started) = self.started_at.remove(&index) {
+            if matches!(exit, ExitKind::Success | ExitKind::Failure { .. }) {
+                self.durations.observe(now.saturating_sub(started));
+            }
+        }
+        if let Some(steal) = self.settle_steal(index, attempt) {
+            if exit == ExitKind::Cancelled && self.dispatching {
+                // Dropped by its holder as asked: it runs next, on the idle source.
+                let from = self.sources[steal.victim].name.clone();
+                let why = format!("moved from {from}, where it waited, to an idle source");
+                self.requeue(index, attempt, TaskStatus::Cancelled, why.clone(), why, now);
+                self.moved_to.insert(index, steal.thief);
+                return;
+            }
         }
         match exit {
             ExitKind::Success => self.finish(
@@ -731,6 +1017,7 @@ impl SweepCore {
     /// `sweep complete`; the returned commands stop the running ones.
     pub fn handle_interrupt(&mut self, _now: i64) -> Vec<Command> {
         self.dispatching = false;
+        self.forget_steals();
         let dropped = self.queue.len() as u64;
         self.queue.clear();
         self.open = self.open.saturating_sub(dropped);
@@ -741,6 +1028,7 @@ impl SweepCore {
     /// stop the running ones, which end cancelled when their sources report it.
     pub fn handle_cancel(&mut self, now: i64) -> Vec<Command> {
         self.dispatching = false;
+        self.forget_steals();
         while let Some(index) = self.queue.pop_front() {
             let attempt = self.tasks[(index - 1) as usize].attempt;
             self.finish(
@@ -822,6 +1110,20 @@ impl SweepCore {
         let old = self.tasks[slot].status;
         self.counts.remove(old);
         self.counts.add(status);
+        // Keep each source's set of attempts waiting unstarted there.
+        if old == TaskStatus::Queued {
+            if let Some(s) = self.tasks[slot].source {
+                self.sources[s].waiting.remove(&index);
+            }
+        }
+        if status == TaskStatus::Queued {
+            if let Some(s) = source.or(self.tasks[slot].source) {
+                self.sources[s].waiting.insert(index, now);
+            }
+        }
+        if old == TaskStatus::Running && status != TaskStatus::Running {
+            self.started_at.remove(&index);
+        }
         let task = &mut self.tasks[slot];
         if status == TaskStatus::Queued {
             task.pid = None;
@@ -1082,7 +1384,7 @@ mod tests {
         ];
         let mut core = SweepCore::new(tasks, sources, Strategy::RoundRobin);
         core.enqueue(&[3, 4], 0, 0);
-        core.attach(&[(1, 1, 1), (2, 1, 1), (3, 0, 1)], 0);
+        core.attach(&[(1, 1, 1), (2, 1, 1), (3, 0, 1)], 0, 0);
         let commands = core.poll_dispatch(1);
         assert_eq!(
             commands,
@@ -1306,5 +1608,175 @@ mod tests {
             assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
         }
         assert!("done".parse::<TaskStatus>().is_err());
+    }
+
+    fn classed(n: u64, sources: &[(usize, SourceClass)]) -> SweepCore {
+        let mut core = core_with(n, &[], Strategy::RoundRobin);
+        core.sources = sources
+            .iter()
+            .enumerate()
+            .map(|(i, &(slots, class))| SourceState::new(format!("s{i}"), slots).with_class(class))
+            .collect();
+        core
+    }
+
+    fn steals(commands: &[Command]) -> Vec<(u64, u32, usize)> {
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Steal {
+                    index,
+                    attempt,
+                    source,
+                } => Some((*index, *attempt, *source)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn per_source(commands: &[Command]) -> Vec<usize> {
+        let mut counts = Vec::new();
+        for (_, _, source) in launches(commands) {
+            if counts.len() <= source {
+                counts.resize(source + 1, 0);
+            }
+            counts[source] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn long_tasks_are_not_piled_on_the_first_agent_to_connect() {
+        // local 2 slots, gpu1 4, gpu2 2 (not connected yet), 12 tasks of unknown length.
+        use SourceClass::*;
+        let mut core = classed(12, &[(2, Local), (4, Agent), (2, Agent)]);
+        core.handle_source_status(2, false, None);
+        core.enqueue(&(1..=12).collect::<Vec<_>>(), 0, 0);
+        assert_eq!(per_source(&core.poll_dispatch(0)), [2, 4]);
+        core.handle_source_status(2, true, None);
+        assert_eq!(per_source(&core.poll_dispatch(1)), [0, 0, 2]);
+        assert_eq!(
+            core.counts().pending,
+            4,
+            "the rest waits for the first free slot"
+        );
+    }
+
+    #[test]
+    fn short_tasks_keep_a_pipeline_at_agents_and_long_ones_do_not() {
+        use SourceClass::*;
+        let mut core = classed(200, &[(2, Agent)]);
+        core.enqueue(&(1..=200).collect::<Vec<_>>(), 0, 0);
+        assert_eq!(launches(&core.poll_dispatch(0)).len(), 2);
+        core.handle_started(1, 1, None, 10);
+        core.handle_exited(1, 1, ExitKind::Success, 12); // 2 ms
+        let handed = launches(&core.poll_dispatch(12)).len();
+        assert_eq!(
+            handed,
+            1 + pace::ahead(2, pace::REMOTE_OVERHEAD_MS, Some(2.0))
+        );
+        assert!(handed > 10, "{handed}");
+
+        let mut core = classed(20, &[(2, Agent)]);
+        core.enqueue(&(1..=20).collect::<Vec<_>>(), 0, 0);
+        core.poll_dispatch(0);
+        core.handle_started(1, 1, None, 0);
+        core.handle_exited(1, 1, ExitKind::Success, 60_000);
+        assert_eq!(
+            launches(&core.poll_dispatch(60_000)).len(),
+            1,
+            "only the freed slot"
+        );
+    }
+
+    #[test]
+    fn an_idle_source_takes_over_tasks_waiting_behind_busy_slots() {
+        use SourceClass::*;
+        // s1 was handed 4, then says it runs 2 at a time (restarted with fewer slots).
+        let mut core = classed(6, &[(2, Local), (4, Agent)]);
+        core.handle_source_status(0, false, None);
+        core.enqueue(&[1, 2, 3, 4], 0, 0);
+        assert_eq!(per_source(&core.poll_dispatch(0)), [0, 4]);
+        core.handle_source_parallel(1, 2);
+        core.handle_started(1, 1, None, 1);
+        core.handle_started(2, 1, None, 1);
+        core.handle_source_status(0, true, None);
+        let commands = core.poll_dispatch(2);
+        assert!(launches(&commands).is_empty());
+        assert_eq!(
+            steals(&commands),
+            [(4, 1, 1), (3, 1, 1)],
+            "last handed first"
+        );
+        assert!(
+            steals(&core.poll_dispatch(3)).is_empty(),
+            "asked once, and the idle slots are spoken for"
+        );
+        // 4 was dropped there: it runs locally as attempt 2, using no retry.
+        core.handle_exited(4, 1, ExitKind::Cancelled, 4);
+        assert_eq!(core.task(4).unwrap().status, TaskStatus::Pending);
+        core.strategy = Strategy::Capacity; // would pick s1 (2 free of 4) but for the move
+        core.handle_source_parallel(1, 4);
+        assert_eq!(launches(&core.poll_dispatch(4)), [(4, 2, 0)]);
+        // 3 had started before the agent read the request: it stays there.
+        core.handle_started(3, 1, None, 5);
+        assert!(steals(&core.poll_dispatch(5)).is_empty());
+        core.handle_exited(3, 1, ExitKind::Success, 6);
+        assert_eq!(core.task(3).unwrap().status, TaskStatus::Completed);
+        let moved: Vec<_> = core
+            .poll_changes()
+            .into_iter()
+            .filter(|c| c.index == 4 && c.status == TaskStatus::Cancelled)
+            .collect();
+        assert_eq!(moved.len(), 1);
+        assert!(moved[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .starts_with("moved from s1"));
+    }
+
+    #[test]
+    fn short_tasks_are_not_moved_and_batch_jobs_only_after_steal_after() {
+        use SourceClass::*;
+        let mut core = classed(3, &[(1, Local), (4, Agent)]);
+        core.durations.observe(5);
+        core.handle_source_status(0, false, None);
+        core.enqueue(&[1, 2, 3], 0, 0);
+        core.poll_dispatch(0);
+        core.handle_source_status(1, true, Some(1));
+        core.handle_source_status(0, true, None);
+        assert!(steals(&core.poll_dispatch(1)).is_empty(), "5 ms tasks stay");
+
+        let mut core = classed(2, &[(1, Local), (100, Batch)])
+            .with_steal_after(Some(std::time::Duration::from_secs(60)));
+        core.handle_source_status(0, false, None);
+        core.enqueue(&[1, 2], 0, 0);
+        core.poll_dispatch(1_000);
+        core.handle_started(1, 1, None, 2_000);
+        core.handle_source_status(0, true, None);
+        assert!(steals(&core.poll_dispatch(30_000)).is_empty());
+        assert_eq!(steals(&core.poll_dispatch(61_000)), [(2, 1, 1)]);
+        assert!(
+            steals(&classed(0, &[]).with_steal_after(None).poll_dispatch(0)).is_empty(),
+            "no sources, nothing"
+        );
+    }
+
+    #[test]
+    fn a_sweep_cancel_while_a_move_is_asked_ends_the_task_cancelled() {
+        use SourceClass::*;
+        let mut core = classed(3, &[(1, Local), (3, Agent)]);
+        core.handle_source_status(0, false, None);
+        core.enqueue(&[1, 2, 3], 0, 0);
+        core.poll_dispatch(0);
+        core.handle_source_status(1, true, Some(1));
+        core.handle_started(1, 1, None, 1);
+        core.handle_source_status(0, true, None);
+        assert_eq!(steals(&core.poll_dispatch(2)).len(), 1);
+        core.handle_cancel(3);
+        core.handle_exited(3, 1, ExitKind::Cancelled, 4);
+        assert_eq!(core.task(3).unwrap().status, TaskStatus::Cancelled);
+        assert!(core.poll_dispatch(5).is_empty());
     }
 }

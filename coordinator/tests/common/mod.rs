@@ -371,7 +371,8 @@ pub fn start_agent_with_env(
     }
 }
 
-/// `hsm-agent serve` with 3 slots; its address and fingerprint as it prints them.
+/// `hsm-agent serve` with 3 slots unless `extra` names `--slots`; its address and fingerprint
+/// as it prints them.
 fn spawn_serve(
     agent: &std::path::Path,
     netns: Option<&str>,
@@ -390,8 +391,12 @@ fn spawn_serve(
         }
         None => std::process::Command::new(agent),
     };
+    command.args(["serve", "--listen", listen]);
+    if !extra.contains(&"--slots") {
+        command.args(["--slots", "3"]);
+    }
     let mut child = command
-        .args(["serve", "--listen", listen, "--slots", "3", "--state-dir"])
+        .arg("--state-dir")
         .arg(state)
         .arg("--work-dir")
         .arg(work)

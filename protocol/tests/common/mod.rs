@@ -63,10 +63,12 @@ pub fn to_agent_samples() -> Vec<ToAgent> {
         ToAgent::Cancel(CancelMsg {
             sweep_id: sweep(),
             tasks: vec![task(1, 1), task(2, 3)],
+            unstarted_only: true,
         }),
         ToAgent::Cancel(CancelMsg {
             sweep_id: sweep(),
             tasks: vec![],
+            unstarted_only: false,
         }),
         ToAgent::Ack(AckMsg {
             acks: vec![
@@ -340,8 +342,13 @@ pub fn to_agent() -> impl Strategy<Value = ToAgent> {
                 tasks
             })
         ),
-        (sweep_id(), vec(task_ref(), 0..4))
-            .prop_map(|(sweep_id, tasks)| ToAgent::Cancel(CancelMsg { sweep_id, tasks })),
+        (sweep_id(), vec(task_ref(), 0..4), any::<bool>()).prop_map(
+            |(sweep_id, tasks, unstarted_only)| ToAgent::Cancel(CancelMsg {
+                sweep_id,
+                tasks,
+                unstarted_only
+            })
+        ),
         vec(event_ref(), 0..4).prop_map(|acks| ToAgent::Ack(AckMsg { acks })),
         any::<u64>().prop_map(|nonce| ToAgent::Ping(PingMsg { nonce })),
         (sweep_id(), task_ref(), vec(text(), 0..3)).prop_map(|(sweep_id, task, paths)| {

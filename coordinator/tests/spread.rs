@@ -1,0 +1,166 @@
+//! Work spreads across sources: long tasks are not piled on whichever agent connects first, and
+//! an idle source takes over tasks waiting unstarted behind another source's busy slots — real
+//! `hsm-agent` processes on loopback, real `sweep run`.
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+
+/// One row per task: (source, attempt, started_at, finished_at) in unix ms.
+fn task_rows(p: &Project, sweep: &str) -> Vec<(String, i64, i64, i64)> {
+    let db = rusqlite::Connection::open(p.sweep_dir(sweep).join("sweep.db")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT source, attempt, started_at, finished_at FROM tasks ORDER BY idx")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn run_sweep(p: &Project, home: &std::path::Path, args: &[&str], what: &str) -> Run {
+    let mut cmd = p.command(args);
+    cmd.env("HSM_HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Run::wait(cmd.spawn().unwrap(), what.into())
+}
+
+const SLEEP_PY: &str = "import sys, time\nargs = dict(a.split('=', 1) for a in sys.argv[1:])\ntime.sleep(float(args['secs']))\n";
+
+#[test]
+fn twelve_long_tasks_spread_over_local_and_two_agents_finish_in_two_waves() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\n",
+        &[
+            ("task.py", SLEEP_PY),
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    secs: [3]\n    i: {range: [1, 13]}\n",
+            ),
+        ],
+    );
+    let own_fp = coordinator_fingerprint(&p, home.path());
+    // gpu1 with 4 slots, gpu2 with 2; the local source gets 2.
+    let gpu1 = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--slots", "4"]);
+    let gpu2 = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--slots", "2"]);
+    enlist(&p, &agent_bin, &gpu1, "gpu1", &own_fp);
+    enlist(&p, &agent_bin, &gpu2, "gpu2", &own_fp);
+    let run = run_sweep(
+        &p,
+        home.path(),
+        &[
+            "sweep",
+            "run",
+            "--sources",
+            "local,gpu1,gpu2",
+            "--parallel",
+            "2",
+            "--sweep-id",
+            "spread",
+        ],
+        "12 tasks of 3 s over three sources",
+    );
+    run.expect_code(0);
+    let rows = task_rows(&p, "spread");
+    assert_eq!(rows.len(), 12);
+    let mut per_source = std::collections::BTreeMap::new();
+    for (source, attempt, _, _) in &rows {
+        *per_source.entry(source.clone()).or_insert(0) += 1;
+        assert_eq!(*attempt, 1, "nothing ran twice");
+    }
+    // 8 slots, 12 tasks: two waves. Measured from the tasks' own times (not the command's, which
+    // includes start-up), against two task durations as they really took on this machine.
+    let first_start = rows.iter().map(|r| r.2).min().unwrap();
+    let last_end = rows.iter().map(|r| r.3).max().unwrap();
+    let mean = rows.iter().map(|r| r.3 - r.2).sum::<i64>() as f64 / rows.len() as f64;
+    let makespan = (last_end - first_start) as f64;
+    let ideal = 2.0 * mean;
+    println!(
+        "12 x 3 s on local(2)+gpu1(4)+gpu2(2): makespan {:.2} s, ideal {:.2} s ({:.2}x); per source {per_source:?}",
+        makespan / 1000.0,
+        ideal / 1000.0,
+        makespan / ideal
+    );
+    assert_eq!(
+        per_source.len(),
+        3,
+        "every source ran tasks: {per_source:?}"
+    );
+    assert!(
+        makespan <= 1.25 * ideal,
+        "makespan {makespan} ms is over 1.25x the ideal {ideal} ms: {per_source:?}\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_idle_source_takes_over_tasks_waiting_at_a_busy_agent() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    // Tasks 1-30 take a few milliseconds, so the agent is kept a pipeline of tasks beyond its
+    // slot; tasks 31-34 take 3 s: the local source gets one, the agent the other three, two of
+    // which wait there behind its busy slot — until the local source, idle, takes one over.
+    let p = Project::new(
+        "command:\n  template: [\"sh\", \"task.sh\", \"{overrides}\"]\n",
+        &[
+            (
+                "task.sh",
+                "i=${1#i=}\nif [ \"$i\" -gt 30 ]; then sleep 3; fi\n",
+            ),
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    i: {range: [1, 35]}\n",
+            ),
+        ],
+    );
+    let own_fp = coordinator_fingerprint(&p, home.path());
+    let agent = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--slots", "1"]);
+    enlist(&p, &agent_bin, &agent, "busy", &own_fp);
+    let run = run_sweep(
+        &p,
+        home.path(),
+        &[
+            "sweep",
+            "run",
+            "--sources",
+            "local,busy",
+            "--parallel",
+            "1",
+            "--sweep-id",
+            "steal",
+        ],
+        "short then long tasks on local (1 slot) and an agent (1)",
+    );
+    run.expect_code(0);
+    assert_exactly_once(&p, "steal", 34);
+    let db = rusqlite::Connection::open(p.sweep_dir("steal").join("sweep.db")).unwrap();
+    let moved: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.idx = a.idx
+             WHERE a.source = 'busy' AND a.status = 'cancelled' AND a.reason LIKE 'moved from busy%'
+               AND t.source = 'local' AND t.attempt = a.attempt + 1 AND t.status = 'completed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let rows = task_rows(&p, "steal");
+    let long: Vec<_> = rows[30..].iter().map(|r| (&r.0, r.1)).collect();
+    println!("long tasks (source, attempt): {long:?}; moved {moved}");
+    assert!(
+        moved >= 1,
+        "the idle local source took over long tasks waiting at the agent: {long:?}\n{}",
+        run.stderr
+    );
+    assert!(
+        rows.iter().all(|r| r.1 <= 2),
+        "a task moves once at most: {rows:?}"
+    );
+}
