@@ -67,9 +67,13 @@ struct ServeArgs {
     keep_results: bool,
     /// What happens to tasks while no coordinator is connected: `keep-running` (they finish and
     /// report when one connects again) or `cancel` (stopped after --coordinator-lost-after).
+    /// Either way, tasks still queued wait for their sweep's coordinator to confirm them (it
+    /// may have moved them elsewhere); with `keep-running` they start after
+    /// --coordinator-lost-after without one.
     #[arg(long, value_enum, default_value_t = OnCoordinatorLost::KeepRunning, value_name = "WHAT")]
     on_coordinator_lost: OnCoordinatorLost,
-    /// With `--on-coordinator-lost cancel`: seconds without any coordinator before tasks stop.
+    /// Seconds without a coordinator before tasks stop (`cancel`), or before queued tasks no
+    /// coordinator confirmed start anyway (`keep-running`).
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     coordinator_lost_after: u64,
 }
@@ -222,6 +226,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ledger: !args.no_ledger,
         keep_results: args.keep_results,
         cancel_when_alone: (args.on_coordinator_lost == OnCoordinatorLost::Cancel)
+            .then(|| std::time::Duration::from_secs(args.coordinator_lost_after)),
+        release_unconfirmed_after: (args.on_coordinator_lost == OnCoordinatorLost::KeepRunning)
             .then(|| std::time::Duration::from_secs(args.coordinator_lost_after)),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -32,7 +32,7 @@ use hsm_protocol::{
     TaskRef, TemplateMsg, AGENT_OUTPUT_DIR,
 };
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,6 +120,17 @@ struct State {
     hpc_queue: VecDeque<u64>,
     /// Tasks launched and not yet exited (slots in use).
     busy: usize,
+    /// Queued attempts of sweeps no coordinator has claimed since they were queued (this agent
+    /// restarted, or that sweep's coordinator went away): they start only once a coordinator
+    /// of their sweep confirms them (`Attach`, or the same attempt submitted again) — it may
+    /// have taken them back and run them elsewhere meanwhile — or once their sweep has been
+    /// unclaimed for `--coordinator-lost-after` (`release_unclaimed`). By sweep, in
+    /// submission order.
+    unconfirmed: HashMap<SweepId, BTreeSet<u64>>,
+    /// Coordinator sessions that sent a sweep's `Submit` or `Attach` and are still connected.
+    claims: HashMap<SweepId, usize>,
+    /// Since when a sweep with unconfirmed attempts has had no claiming session.
+    unclaimed_since: HashMap<SweepId, std::time::Instant>,
     /// Unacknowledged events by append position.
     ledger: BTreeMap<u64, Entry>,
     ledger_index: HashMap<EventRef, u64>,
@@ -415,12 +426,19 @@ impl Runner {
                         }
                         std::collections::hash_map::Entry::Vacant(slot) => {
                             slot.insert(id);
+                            // Not started before the restart: the coordinator may have taken it
+                            // back and run it elsewhere meanwhile. It waits for a coordinator
+                            // of its sweep to confirm it.
                             if record.phase == Phase::Queued {
-                                if hpc {
-                                    state.hpc_queue.push_back(id);
-                                } else {
-                                    state.queue.push_back(id);
-                                }
+                                state
+                                    .unconfirmed
+                                    .entry(sweep_id.clone())
+                                    .or_default()
+                                    .insert(id);
+                                state
+                                    .unclaimed_since
+                                    .entry(sweep_id.clone())
+                                    .or_insert_with(std::time::Instant::now);
                             }
                         }
                     }
@@ -549,6 +567,92 @@ impl Runner {
         held
     }
 
+    /// A coordinator session sent a `Submit` or `Attach` for `sweep`: while it is connected,
+    /// that sweep's queued attempts start as slots free up.
+    fn claim(&self, sweep: &SweepId) {
+        let mut state = self.lock();
+        *state.claims.entry(sweep.clone()).or_default() += 1;
+        state.unclaimed_since.remove(sweep);
+    }
+
+    /// A session that claimed `sweep` ended. With no other session claiming it, its queued
+    /// attempts wait to be confirmed: that coordinator may be taking them back to run elsewhere
+    /// (it does when it loses the connection), and one that died may never come back for them.
+    fn unclaim(&self, sweep: &SweepId) {
+        let mut state = self.lock();
+        let Some(count) = state.claims.get_mut(sweep) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        state.claims.remove(sweep);
+        let waiting: Vec<u64> = state
+            .queue
+            .iter()
+            .chain(&state.hpc_queue)
+            .copied()
+            .filter(|id| {
+                state
+                    .tasks
+                    .get(id)
+                    .is_some_and(|r| &r.sweep_id == sweep && r.phase == Phase::Queued)
+            })
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let held: HashSet<u64> = waiting.iter().copied().collect();
+        state.queue.retain(|id| !held.contains(id));
+        state.hpc_queue.retain(|id| !held.contains(id));
+        tracing::info!(
+            sweep = %sweep,
+            tasks = waiting.len(),
+            "its coordinator is gone: queued tasks wait until it confirms them"
+        );
+        state
+            .unconfirmed
+            .entry(sweep.clone())
+            .or_default()
+            .extend(waiting);
+        state
+            .unclaimed_since
+            .insert(sweep.clone(), std::time::Instant::now());
+    }
+
+    /// Starts the unconfirmed attempts of every sweep no coordinator has claimed for `after`
+    /// (`--on-coordinator-lost keep-running`: they run, and report when a coordinator comes).
+    /// Returns how many were released.
+    pub fn release_unclaimed(&self, after: Duration) -> usize {
+        let released = {
+            let mut state = self.lock();
+            let stale: Vec<SweepId> = state
+                .unclaimed_since
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= after)
+                .map(|(sweep, _)| sweep.clone())
+                .collect();
+            let mut released = 0;
+            for sweep in stale {
+                state.unclaimed_since.remove(&sweep);
+                for id in state.unconfirmed.remove(&sweep).unwrap_or_default() {
+                    released += usize::from(state.enqueue(id));
+                }
+            }
+            released
+        };
+        if released > 0 {
+            tracing::warn!(
+                tasks = released,
+                ?after,
+                "no coordinator confirmed queued tasks: starting them (--on-coordinator-lost keep-running)"
+            );
+            self.fill_slots();
+        }
+        released
+    }
+
     /// Queues the tasks of a submission and starts what fits in the free slots. Returns one
     /// message per refused task (or one for the whole submission); the others are accepted.
     pub fn submit(&self, msg: SubmitMsg) -> Vec<String> {
@@ -596,6 +700,7 @@ impl Runner {
                     // reported before it knew was ignored by it, so the end is reported again,
                     // as for `attach`.
                     tracing::debug!(?key, "task attempt submitted again; taking it up");
+                    state.confirm(id);
                     state.report_end_again(id);
                     resent = true;
                     continue;
@@ -1320,10 +1425,12 @@ impl Runner {
                     unknown.push(*task);
                     continue;
                 }
+                state.confirm(id);
                 state.report_end_again(id);
             }
         }
         self.notify_appended();
+        self.fill_slots();
         unknown
     }
 
@@ -1542,6 +1649,40 @@ impl State {
     /// have died before writing them down, reports its end again. One with events still
     /// unacknowledged needs nothing (they are replayed to every session), nor does one that has
     /// not ended.
+    /// A coordinator confirmed attempt `id`: if it was waiting for that, it may start now.
+    fn confirm(&mut self, id: u64) {
+        let Some(sweep) = self.tasks.get(&id).map(|r| r.sweep_id.clone()) else {
+            return;
+        };
+        let Some(set) = self.unconfirmed.get_mut(&sweep) else {
+            return;
+        };
+        if set.remove(&id) {
+            if set.is_empty() {
+                self.unconfirmed.remove(&sweep);
+                self.unclaimed_since.remove(&sweep);
+            }
+            self.enqueue(id);
+        }
+    }
+
+    /// Puts a queued attempt in line for a slot (or the scheduler); false when it is no longer
+    /// queued (cancelled meanwhile).
+    fn enqueue(&mut self, id: u64) -> bool {
+        let Some(record) = self.tasks.get(&id) else {
+            return false;
+        };
+        if record.phase != Phase::Queued {
+            return false;
+        }
+        if record.template.hpc.is_some() {
+            self.hpc_queue.push_back(id);
+        } else {
+            self.queue.push_back(id);
+        }
+        true
+    }
+
     fn report_end_again(&mut self, id: u64) {
         let Some(record) = self.tasks.get(&id) else {
             return;
@@ -1682,6 +1823,38 @@ impl State {
             self.tasks.remove(&id);
             self.by_ref.remove(&key);
             self.log(Op::Forget(ledger_key));
+        }
+    }
+}
+
+/// The sweeps one coordinator session has claimed (by sending their `Submit` or `Attach`);
+/// dropped when the session ends, which unclaims them.
+pub struct SessionClaims {
+    runner: Runner,
+    sweeps: Mutex<HashSet<SweepId>>,
+}
+
+impl SessionClaims {
+    pub fn new(runner: Runner) -> Self {
+        SessionClaims {
+            runner,
+            sweeps: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn claim(&self, sweep: &SweepId) {
+        let mut sweeps = self.sweeps.lock().unwrap_or_else(|e| e.into_inner());
+        if sweeps.insert(sweep.clone()) {
+            self.runner.claim(sweep);
+        }
+    }
+}
+
+impl Drop for SessionClaims {
+    fn drop(&mut self) {
+        let sweeps = std::mem::take(self.sweeps.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for sweep in sweeps {
+            self.runner.unclaim(&sweep);
         }
     }
 }

@@ -5,7 +5,7 @@
 //! everything unacknowledged to each new connection) and result files on their own streams.
 
 use crate::identity::{AuthorizedKeys, Identity};
-use crate::runner::{FetchItem, FetchPlan, Runner, RunnerOptions};
+use crate::runner::{FetchItem, FetchPlan, Runner, RunnerOptions, SessionClaims};
 use crate::tls::{self, TransportOptions};
 use crate::wire::{read_frame, write_message};
 use anyhow::Context as _;
@@ -41,6 +41,9 @@ pub struct ServeOptions {
     /// With no coordinator connected for this long, stop every task (`None`: keep running,
     /// the default: tasks finish and report when a coordinator comes back).
     pub cancel_when_alone: Option<Duration>,
+    /// Queued tasks of a sweep whose coordinator is gone wait to be confirmed by one; after this
+    /// long without any, they start (`None`: never; they are stopped instead).
+    pub release_unconfirmed_after: Option<Duration>,
 }
 
 /// A bound, ready server: its address is known before `run` starts accepting.
@@ -97,6 +100,16 @@ impl Server {
                 Arc::clone(&sessions),
                 after,
             ));
+        }
+        if let Some(after) = self.options.release_unconfirmed_after {
+            let runner = runner.clone();
+            let check = (after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(check).await;
+                    runner.release_unclaimed(after);
+                }
+            });
         }
         tokio::pin!(shutdown);
         loop {
@@ -209,7 +222,14 @@ async fn session(
     // our writes) must still be able to send acknowledgements and cancels, and the other way
     // round.
     let (replies_tx, replies) = mpsc::channel(64);
-    let mut reader = tokio::spawn(read_loop(recv, conn.clone(), runner.clone(), replies_tx));
+    let claims = SessionClaims::new(runner.clone());
+    let mut reader = tokio::spawn(read_loop(
+        recv,
+        conn.clone(),
+        runner.clone(),
+        claims,
+        replies_tx,
+    ));
     let written = write_loop(send, options, runner, replies).await;
     if written.is_err() {
         reader.abort();
@@ -226,6 +246,8 @@ async fn read_loop(
     mut recv: quinn::RecvStream,
     conn: quinn::Connection,
     runner: Runner,
+    // Unclaims this session's sweeps when the reader ends (the session is over).
+    claims: SessionClaims,
     replies: mpsc::Sender<FromAgent>,
 ) -> anyhow::Result<()> {
     let error = |message: String| FromAgent::Error(ErrorMsg { message });
@@ -241,6 +263,7 @@ async fn read_loop(
                     .await;
             }
             Ok(ToAgent::Submit(submit)) => {
+                claims.claim(&submit.sweep_id);
                 for refusal in runner.submit(submit) {
                     tracing::warn!(%refusal, "submission refused");
                     let _ = replies.send(error(refusal)).await;
@@ -265,6 +288,7 @@ async fn read_loop(
             },
             Ok(ToAgent::ResultsDone(done)) => runner.results_done(&done),
             Ok(ToAgent::Attach(attach)) => {
+                claims.claim(&attach.sweep_id);
                 let unknown = runner.attach(&attach);
                 let _ = replies
                     .send(FromAgent::Attached(AttachedMsg {
@@ -537,6 +561,7 @@ mod tests {
             ledger: true,
             keep_results: false,
             cancel_when_alone: None,
+            release_unconfirmed_after: None,
         };
         let h = health(&options, 1);
         assert_eq!((h.slots, h.running), (3, 1));

@@ -164,3 +164,111 @@ fn an_idle_source_takes_over_tasks_waiting_at_a_busy_agent() {
         "a task moves once at most: {rows:?}"
     );
 }
+
+/// Kills an agent holding queued tasks, lets the sweep finish on the local source, restarts the
+/// agent with `extra` flags, and returns the tasks it started after the restart that had been
+/// taken back from it (they ran elsewhere meanwhile).
+fn restarted_agent_runs_again(extra: &[&str]) -> Vec<String> {
+    let agent_bin = agent_bin().expect("checked by the caller");
+    let home = tempfile::tempdir().unwrap();
+    let marks = tempfile::tempdir().unwrap();
+    // Each run leaves a mark `<i>.<attempt>`; tasks 1-30 are instant (so the agent is handed
+    // a pipeline), 31-34 take 3 s (so some of them wait at the 1-slot agent).
+    let script = format!(
+        "i=${{1#i=}}\ntouch '{}'/$i.$HSM_ATTEMPT\nif [ \"$i\" -gt 30 ]; then sleep 3; fi\n",
+        marks.path().display()
+    );
+    let p = Project::new(
+        "command:\n  template: [\"sh\", \"task.sh\", \"{overrides}\"]\ndefaults:\n  agent_grace: 2s\n  kill_grace: 1s\n",
+        &[
+            ("task.sh", &script),
+            ("sweeps/sweep.yaml", "sweep:\n  grid:\n    i: {range: [1, 35]}\n"),
+        ],
+    );
+    let own_fp = coordinator_fingerprint(&p, home.path());
+    let mut flags = vec!["--slots", "1"];
+    flags.extend_from_slice(extra);
+    let mut agent = start_agent_with(&agent_bin, None, "127.0.0.1:0", &flags);
+    enlist(&p, &agent_bin, &agent, "a0", &own_fp);
+    let mut cmd = p.command(&[
+        "sweep",
+        "run",
+        "--sources",
+        "local,a0",
+        "--parallel",
+        "1",
+        "--sweep-id",
+        "moved",
+    ]);
+    cmd.env("HSM_HOME", home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let queued_at_a0 = || {
+        p.try_status("moved").map_or(0, |s| {
+            s["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["source"] == "a0" && t["status"] == "queued")
+                .count()
+        })
+    };
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "tasks queued at a0",
+        || p.sweep_dir("moved").join("sweep.db").exists() && queued_at_a0() >= 2,
+    );
+    // Its ledger has them (the writer commits within milliseconds).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    agent.kill();
+    let run = Run::wait(child, "sweep run with an agent killed".into());
+    run.expect_code(0);
+    assert_exactly_once(&p, "moved", 34);
+    let db = rusqlite::Connection::open(p.sweep_dir("moved").join("sweep.db")).unwrap();
+    let taken_back: Vec<(i64, i64)> = db
+        .prepare(
+            "SELECT idx, attempt FROM attempts WHERE source = 'a0' AND status = 'cancelled'
+               AND reason LIKE '%taken back from a0%'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        !taken_back.is_empty(),
+        "tasks waiting at a0 were taken back:\n{}",
+        run.stderr
+    );
+
+    let restarted = std::time::SystemTime::now();
+    agent.restart();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    taken_back
+        .iter()
+        .map(|(i, attempt)| format!("{i}.{attempt}"))
+        .filter(|mark| {
+            std::fs::metadata(marks.path().join(mark))
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at >= restarted)
+        })
+        .collect()
+}
+
+#[test]
+fn a_restarted_agent_does_not_run_what_was_moved_elsewhere() {
+    if agent_bin().is_none() {
+        return;
+    }
+    let again = restarted_agent_runs_again(&[]);
+    assert!(again.is_empty(), "ran again after the restart: {again:?}");
+    // The same with queued tasks released at once when no coordinator confirms them (as every
+    // agent did before): the restarted agent runs them a second time. This shows the scenario
+    // above really had tasks to run twice.
+    let again = restarted_agent_runs_again(&["--coordinator-lost-after", "0"]);
+    assert!(
+        !again.is_empty(),
+        "the scenario puts moved tasks in the agent's ledger"
+    );
+}
