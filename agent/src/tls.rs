@@ -231,7 +231,8 @@ impl ServerCertVerifier for AgentVerifier {
         if seen == self.expected {
             Ok(ServerCertVerified::assertion())
         } else {
-            tracing::warn!(seen = %seen, expected = %self.expected, "agent fingerprint mismatch");
+            // The caller explains the refusal to the user (`DialError::explain`).
+            tracing::debug!(seen = %seen, expected = %self.expected, "agent fingerprint mismatch");
             Err(refusal(format!(
                 "agent presented {seen}, expected {}",
                 self.expected
@@ -378,6 +379,20 @@ pub enum DialError {
 }
 
 impl DialError {
+    /// Whether dialling again cannot help: one side refused the other's certificate (a
+    /// fingerprint that does not match, a coordinator the agent has not authorized), or the
+    /// peer speaks no compatible protocol. Unreachable, timed out or reset is worth retrying.
+    pub fn is_permanent(&self) -> bool {
+        use quinn::ConnectionError as E;
+        match self {
+            DialError::Connection(E::ConnectionClosed(close)) => tls_alert(close.error_code)
+                .is_some_and(|alert| is_certificate_refusal(alert) || alert == 120),
+            DialError::Connection(E::TransportError(local)) => tls_alert(local.code).is_some(),
+            DialError::Connection(E::VersionMismatch) => true,
+            _ => false,
+        }
+    }
+
     /// A sentence for the user; see [`explain_connect_error`].
     pub fn explain(
         &self,

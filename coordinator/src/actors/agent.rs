@@ -82,6 +82,8 @@ pub struct AgentSource {
     connected: bool,
     /// The last heartbeat reported free disk below `min_free_disk`.
     low_disk: bool,
+    /// Why the last attempt to reach it failed, while it has not been reached since.
+    last_down: Option<String>,
     /// Launches not yet sent (see `flush_submits`).
     submit_batch: Vec<TaskMsg>,
     /// Attempts to take up again, not yet asked for (one `Attach` per burst).
@@ -103,6 +105,7 @@ impl AgentSource {
             outage: 0,
             connected: false,
             low_disk: false,
+            last_down: None,
             submit_batch: Vec::new(),
             attach_batch: Vec::new(),
         }
@@ -517,6 +520,11 @@ enum Incoming {
     Down {
         why: String,
     },
+    /// The agent or this coordinator refused the other (fingerprint, authorization, protocol):
+    /// dialling again cannot help, so the connection task has stopped.
+    Refused {
+        why: String,
+    },
     Frame(FromAgent),
     File(Result<Received, TransferError>),
 }
@@ -533,6 +541,7 @@ impl Handler<Incoming> for AgentSource {
             lost: false,
             keep_waiting: false,
             rtt_ms: None,
+            refused: false,
         };
         match msg {
             Incoming::Up {
@@ -541,6 +550,7 @@ impl Handler<Incoming> for AgentSource {
                 rtt_ms,
             } => {
                 self.connected = true;
+                self.last_down = None;
                 // After an outage the agent may have restarted and not kept an attempt it had
                 // only just accepted (or never got): ask about every attempt whose end has not
                 // arrived; those it does not hold come back as unknown and run again.
@@ -588,7 +598,24 @@ impl Handler<Incoming> for AgentSource {
                     ..status(!self.low_disk, Some(slots as usize), note)
                 })
             }
+            Incoming::Refused { why } => {
+                self.connected = false;
+                // Nothing more will come from it: whatever it held runs elsewhere.
+                self.attempts.clear();
+                self.status_to.do_send(SourceStatus {
+                    lost: true,
+                    refused: true,
+                    ..status(false, None, why)
+                });
+            }
             Incoming::Down { why } => {
+                // The same failure again (a retry that found the agent still unreachable) is
+                // said once.
+                let repeated = !self.connected && self.last_down.as_deref() == Some(why.as_str());
+                self.last_down = Some(why.clone());
+                if repeated {
+                    return;
+                }
                 if self.connected || self.outage == 0 {
                     // A new outage: its tasks get `grace` to come back before they are lost.
                     self.outage += 1;
@@ -610,6 +637,7 @@ impl Handler<Incoming> for AgentSource {
                             lost: true,
                             keep_waiting: false,
                             rtt_ms: None,
+                            refused: false,
                         });
                     });
                 }
@@ -750,6 +778,26 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// Why a session ended.
+enum SessionError {
+    /// Worth dialling again (unreachable, reset, the connection dropped).
+    Retry(String),
+    /// One side refused the other; dialling again cannot help.
+    Refused(String),
+}
+
+impl From<String> for SessionError {
+    fn from(why: String) -> Self {
+        SessionError::Retry(why)
+    }
+}
+
+impl From<&str> for SessionError {
+    fn from(why: &str) -> Self {
+        SessionError::Retry(why.to_string())
+    }
+}
+
 /// What the connection task needs.
 struct Dial {
     name: String,
@@ -807,7 +855,11 @@ async fn connection(
         .await
         {
             Ok(()) => return, // the actor is gone
-            Err(why) => {
+            Err(SessionError::Refused(why)) => {
+                actor.do_send(Incoming::Refused { why });
+                return;
+            }
+            Err(SessionError::Retry(why)) => {
                 actor.do_send(Incoming::Down { why });
                 // A session that got going ends the run of failures: the agent restarted or
                 // the network blinked, and coming back quickly is what matters.
@@ -829,7 +881,7 @@ async fn session(
     outbox: &mut mpsc::UnboundedReceiver<ToAgent>,
     pending: &mut Option<ToAgent>,
     welcomed: &mut bool,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     use std::net::ToSocketAddrs;
     let addr = dial
         .address
@@ -848,7 +900,14 @@ async fn session(
         .map_err(|e| e.to_string())?;
     let conn = tls::connect(&endpoint, addr, config, Duration::from_secs(15))
         .await
-        .map_err(|e| e.explain(&dial.address, &dial.fingerprint, own))?;
+        .map_err(|e| {
+            let why = e.explain(&dial.address, &dial.fingerprint, own);
+            if e.is_permanent() {
+                SessionError::Refused(why)
+            } else {
+                SessionError::Retry(why)
+            }
+        })?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     write_message(&mut send, &Hello::new(env!("CARGO_PKG_VERSION")))
         .await
@@ -866,7 +925,7 @@ async fn session(
                 rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
             })
         }
-        HelloReply::Reject(reject) => return Err(reject.to_string()),
+        HelloReply::Reject(reject) => return Err(SessionError::Refused(reject.to_string())),
     }
     let sweep_id = dial.sweep_id.clone();
     let tasks_dir = dial.tasks_dir.clone();
@@ -882,7 +941,7 @@ async fn session(
         if let Some(msg) = pending.take() {
             if let Err(e) = write_message(&mut send, &msg).await {
                 *pending = Some(msg);
-                return Err(format!("connection to {} lost: {e}", dial.name));
+                return Err(format!("connection to {} lost: {e}", dial.name).into());
             }
         }
         tokio::select! {
@@ -895,7 +954,7 @@ async fn session(
                 }
             },
             ended = &mut reader.0 => {
-                return Err(ended.unwrap_or_else(|e| format!("reading from {} failed: {e}", dial.name)));
+                return Err(ended.unwrap_or_else(|e| format!("reading from {} failed: {e}", dial.name)).into());
             }
             stream = conn.accept_uni() => {
                 let mut stream = stream.map_err(|e| format!("connection to {} lost: {e}", dial.name))?;

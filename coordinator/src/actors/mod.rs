@@ -55,6 +55,9 @@ pub struct SourceStatus {
     pub note: String,
     /// The network round trip to it, when measured (ms).
     pub rtt_ms: Option<u32>,
+    /// It refused this coordinator or was refused (fingerprint, authorization, protocol): it
+    /// is out of the run for good (`lost` too).
+    pub refused: bool,
 }
 
 /// Unix milliseconds of a `SystemTime`.

@@ -123,6 +123,16 @@ pub struct RunContext {
     pub agent_grace: Duration,
     /// Agents reporting less free disk get no new work.
     pub min_free_disk: u64,
+    /// The run stops when no source has answered for this long since it started.
+    pub connect_timeout: Duration,
+}
+
+/// Why a run stopped before its tasks were done, with what to do.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    pub message: String,
+    /// The fix is the user's (a fingerprint, an authorization): exit 2, not 1.
+    pub user_fix: bool,
 }
 
 /// How a run ended.
@@ -136,6 +146,8 @@ pub struct RunSummary {
     pub cancelled: bool,
     /// The state could not be written; the run was stopped.
     pub failure: Option<String>,
+    /// No source could run its tasks; the run was stopped with them left pending.
+    pub stopped: Option<Stopped>,
     pub elapsed: Duration,
 }
 
@@ -149,6 +161,11 @@ pub struct SweepActor {
     interrupted: bool,
     cancelled: bool,
     failure: Option<String>,
+    stopped: Option<Stopped>,
+    /// Per source: it has answered (an agent connected once; local sources at once).
+    answered: Vec<bool>,
+    /// Per source: why it refused or was refused, which puts it out of the run for good.
+    refused: Vec<Option<String>>,
     finishing: bool,
     views_dirty: bool,
     started: Instant,
@@ -181,6 +198,9 @@ impl SweepActor {
             interrupted: false,
             cancelled: false,
             failure: None,
+            stopped: None,
+            answered: Vec::new(),
+            refused: Vec::new(),
             finishing: false,
             views_dirty: true,
             started: Instant::now(),
@@ -327,6 +347,7 @@ impl SweepActor {
                 interrupted: actor.interrupted,
                 cancelled: actor.cancelled,
                 failure: actor.failure.clone(),
+                stopped: actor.stopped.clone(),
                 elapsed: actor.started.elapsed(),
             };
             if let Some(tx) = actor.done_tx.take() {
@@ -415,8 +436,27 @@ impl Actor for SweepActor {
                 }
             };
             tracing::debug!(source = %spec.name, slots = spec.slots, "source started");
+            self.answered
+                .push(!matches!(spec.kind, SourceSpecKind::Agent { .. }));
+            self.refused.push(None);
             self.sources.push(handle);
         }
+        let limit = self.run.connect_timeout;
+        ctx.run_later(limit, move |actor, ctx| {
+            if actor.answered.iter().any(|&a| a) || actor.finishing {
+                return;
+            }
+            actor.stop_for(
+                Stopped {
+                    message: format!(
+                        "no source answered within {} (defaults.connect_timeout): check that                          `hsm-agent serve` runs on each and that its UDP port is reachable (`hsm-coordinator agent ping NAME`)",
+                        crate::config::format_duration(limit)
+                    ),
+                    user_fix: false,
+                },
+                ctx,
+            );
+        });
         ctx.run_interval(FLUSH_EVERY, |actor, _| actor.flush());
         ctx.run_interval(DISPATCH_TICK, |actor, ctx| actor.dispatch(ctx));
         ctx.run_interval(VIEWS_EVERY, |actor, _| {
@@ -490,6 +530,16 @@ impl Handler<SourceStatus> for SweepActor {
             .get(msg.source)
             .map_or("?", |s| s.name.as_str());
         self.progress.note(&format!("source {name}: {}", msg.note));
+        if msg.up {
+            if let Some(answered) = self.answered.get_mut(msg.source) {
+                *answered = true;
+            }
+        }
+        if msg.refused {
+            if let Some(refused) = self.refused.get_mut(msg.source) {
+                *refused = Some(msg.note.clone());
+            }
+        }
         if msg.lost {
             let n_lost = self.core.handle_source_lost(msg.source, now_ms());
             if n_lost > 0 {
@@ -518,7 +568,52 @@ impl Handler<SourceStatus> for SweepActor {
                 self.carry_out(command);
             }
         }
+        if msg.refused {
+            self.stop_if_no_source_left(ctx);
+        }
         self.dispatch(ctx);
+    }
+}
+
+impl SweepActor {
+    /// Stops the run (as Ctrl-C does: running tasks stop, unstarted ones stay pending for
+    /// `sweep complete`) because no source can run its tasks.
+    fn stop_for(&mut self, stopped: Stopped, ctx: &mut Context<Self>) {
+        if self.stopped.is_some() || self.interrupted || self.cancelled {
+            return;
+        }
+        // Said once, at the end (also with -q).
+        self.stopped = Some(stopped);
+        self.stop_running(false);
+        self.maybe_finish(ctx);
+    }
+
+    /// Every source of the run refused or was refused: nothing can run, so the run stops
+    /// (with work left) instead of waiting for ever.
+    fn stop_if_no_source_left(&mut self, ctx: &mut Context<Self>) {
+        let left = self
+            .run
+            .sources
+            .iter()
+            .zip(&self.refused)
+            .any(|(spec, refused)| refused.is_none() && !spec.attach_only);
+        if left || self.core.is_finished() {
+            return;
+        }
+        let reasons: Vec<String> = self
+            .run
+            .sources
+            .iter()
+            .zip(&self.refused)
+            .filter_map(|(spec, why)| Some(format!("{}: {}", spec.name, why.as_ref()?)))
+            .collect();
+        self.stop_for(
+            Stopped {
+                message: format!("no usable source left — {}", reasons.join("; ")),
+                user_fix: true,
+            },
+            ctx,
+        );
     }
 }
 

@@ -404,13 +404,18 @@ fn note(global: &Global, line: &str) {
 fn describe_sources(sources: &[SourceSpec]) -> String {
     sources
         .iter()
-        .map(|s| {
-            format!(
+        .map(|s| match s.kind {
+            // An agent without configured slots says how many it has when it connects.
+            SourceSpecKind::Agent {
+                slots_configured: false,
+                ..
+            } => format!("{} (its own slots)", s.name),
+            _ => format!(
                 "{} ({} slot{})",
                 s.name,
                 s.slots,
                 if s.slots == 1 { "" } else { "s" }
-            )
+            ),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -491,6 +496,7 @@ fn execute(
         kill_grace: exec.kill_grace,
         agent_grace: cfg.defaults.agent_grace,
         min_free_disk: cfg.defaults.min_free_disk,
+        connect_timeout: cfg.defaults.connect_timeout,
     };
     engine::execute(run, core, store, progress)
 }
@@ -530,6 +536,17 @@ fn finish(
         eprintln!("hsm-coordinator: the sweep state could not be written: {failure}");
         eprintln!("fix the cause, then run `hsm-coordinator sweep complete {sweep_id}`");
         return Ok(EXIT_FAILED);
+    }
+    if let Some(stopped) = &summary.stopped {
+        eprintln!("hsm-coordinator: {}", stopped.message);
+        eprintln!(
+            "the sweep's state is kept; once fixed, `hsm-coordinator sweep complete {sweep_id}` runs what is left"
+        );
+        return Ok(if stopped.user_fix {
+            crate::cli::EXIT_USAGE
+        } else {
+            EXIT_FAILED
+        });
     }
     if summary.interrupted {
         eprintln!("interrupted; run `hsm-coordinator sweep complete {sweep_id}` to finish");
