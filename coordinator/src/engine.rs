@@ -32,6 +32,7 @@ pub fn execute(
             StoreActor::new(store, paths.clone(), sweep_id.clone())
         });
         let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        let status_line = progress.clearer();
         let sweep = SweepActor::new(core, run, store, progress, done_tx).start();
         // SIGTERM (a shutdown, `kill`) is treated like Ctrl-C: stop, keep the state.
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -61,6 +62,11 @@ pub fn execute(
             if interrupts == 1 {
                 sweep.do_send(Interrupt);
             } else {
+                // Exiting without this would leave the status line (and the `^C` the terminal
+                // echoed onto it) on the screen.
+                if let Some(bar) = &status_line {
+                    bar.finish_and_clear();
+                }
                 eprintln!("hsm-coordinator: interrupted again, exiting now; `sweep complete` finishes the sweep later");
                 std::process::exit(130);
             }

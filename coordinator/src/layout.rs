@@ -179,6 +179,23 @@ pub fn format_utc(ms: i64) -> String {
     )
 }
 
+/// The last `max` bytes of a file, and whether the file is longer than that: the end of a
+/// task's log without reading all of it. A missing file reads as empty.
+pub fn read_end(path: &Path, max: usize) -> io::Result<(Vec<u8>, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(max as u64);
+    file.seek(SeekFrom::Start(start))?;
+    let mut end = Vec::with_capacity(max.min(len as usize));
+    file.take(max as u64).read_to_end(&mut end)?;
+    Ok((end, start > 0))
+}
+
 /// `params.yaml` of a task.
 pub fn params_yaml(params: &Params) -> String {
     if params.is_empty() {
@@ -340,6 +357,19 @@ mod tests {
             overwrite_in_place(&path, text.as_bytes()).unwrap();
             assert_eq!(fs::read_to_string(&path).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn the_end_of_a_log_is_read_without_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stderr.log");
+        assert_eq!(read_end(&path, 8).unwrap(), (Vec::new(), false));
+        fs::write(&path, "0123456789").unwrap();
+        assert_eq!(read_end(&path, 4).unwrap(), (b"6789".to_vec(), true));
+        assert_eq!(
+            read_end(&path, 64).unwrap(),
+            (b"0123456789".to_vec(), false)
+        );
     }
 
     #[test]

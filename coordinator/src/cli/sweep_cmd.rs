@@ -509,7 +509,7 @@ fn finish(
     }
     let c = summary.counts;
     println!(
-        "{sweep_id}: {} completed, {} failed, {} cancelled, {} not run, of {} task{} ({:.1}s)",
+        "{sweep_id}: {} completed, {} failed, {} cancelled, {} pending, of {} task{} ({:.1}s)",
         c.completed,
         c.failed,
         c.cancelled,
@@ -533,7 +533,7 @@ fn finish(
     }
     if c.pending + c.queued + c.running > 0 && c.failed + c.cancelled == 0 {
         eprintln!(
-            "{} task{} not run yet; `hsm-coordinator sweep complete {sweep_id}` runs them",
+            "{} task{} pending; `hsm-coordinator sweep complete {sweep_id}` runs them",
             c.pending + c.queued + c.running,
             if c.pending + c.queued + c.running == 1 {
                 ""
@@ -575,7 +575,8 @@ fn write_metadata(
             "completed": counts.completed,
             "failed": counts.failed,
             "cancelled": counts.cancelled,
-            "running": counts.running + counts.queued,
+            "running": counts.running,
+            "queued": counts.queued,
             "pending": counts.pending,
         },
         "metadata": metadata,
@@ -1053,6 +1054,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     let counts: Counts = rows.iter().map(|r| r.status).collect();
     let active = is_active(&paths);
     if args.json {
+        let mut tails = store.stderr_tails()?;
         let tasks: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -1066,6 +1068,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
                     "source": r.source,
                     "exit_code": r.exit_code,
                     "reason": r.reason,
+                    "stderr_tail": tails.remove(&r.index),
                     "job_id": r.job_id,
                     "started": r.started_at.map(layout::format_utc),
                     "finished": r.finished_at.map(layout::format_utc),
@@ -1145,10 +1148,11 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
                 status: TaskStatus::Cancelled,
                 source: r.source.clone(),
                 exit_code: None,
-                reason: Some("cancelled".into()),
+                reason: Some(crate::core::failure::StopCause::Cancel.reason().into()),
                 at: now,
                 pid: None,
                 job_id: None,
+                stderr_tail: None,
             })
             .collect();
         store.apply(&changes)?;
@@ -1188,7 +1192,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
     let rows = Store::open(&paths.db())?.task_statuses()?;
     let counts: Counts = rows.iter().map(|r| r.status).collect();
     println!(
-        "{sweep_id}: {} completed, {} failed, {} cancelled, {} not run, of {}",
+        "{sweep_id}: {} completed, {} failed, {} cancelled, {} pending, of {}",
         counts.completed,
         counts.failed,
         counts.cancelled,

@@ -227,6 +227,7 @@ pub fn import(
                     at: now,
                     pid: None,
                     job_id: None,
+                    stderr_tail: None,
                 })
             })
             .collect();

@@ -211,6 +211,9 @@ pub struct Change {
     /// carries one records only that: the task's status is unchanged and no history row is
     /// written.
     pub job_id: Option<String>,
+    /// The last lines of a failed attempt's stderr (`core::failure`), filled in by the shell
+    /// that read them.
+    pub stderr_tail: Option<String>,
 }
 
 /// Something the shells must carry out.
@@ -644,6 +647,7 @@ impl SweepCore {
             at: now,
             pid: None,
             job_id: Some(job_id),
+            stderr_tail: None,
         });
     }
 
@@ -749,7 +753,7 @@ impl SweepCore {
                 attempt,
                 None,
                 None,
-                Some("cancelled before start".into()),
+                Some("cancelled by `sweep cancel` before it started".into()),
                 now,
             );
         }
@@ -846,6 +850,7 @@ impl SweepCore {
             at: now,
             pid,
             job_id: None,
+            stderr_tail: None,
         });
     }
 }
