@@ -2,7 +2,7 @@
 //! in place, always narrower than the terminal so it never wraps), plain periodic lines
 //! otherwise, nothing with `-q`. Failures are always reported as they happen, with their reason.
 
-use crate::core::failure::{classify, Outcome};
+use crate::core::failure::Outcome;
 use crate::core::state::{Change, Counts, TaskStatus};
 use crate::core::value::task_name;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -235,12 +235,14 @@ impl Progress {
         }
     }
 
-    pub fn on_changes(&mut self, changes: &[Change], _sweep_id: &str) {
+    /// Reports the changes worth a line of their own; `outcomes` are `classify`'s, one per
+    /// change.
+    pub fn on_changes(&mut self, changes: &[Change], outcomes: &[Outcome]) {
         if self.mode == ProgressMode::Quiet {
             return;
         }
-        for (change, outcome) in changes.iter().zip(classify(changes)) {
-            if let Some(line) = change_line(change, &outcome) {
+        for (change, outcome) in changes.iter().zip(outcomes) {
+            if let Some(line) = change_line(change, outcome) {
                 self.note(&line);
             }
         }
@@ -301,6 +303,7 @@ fn plain_line(snapshot: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::failure::classify;
 
     fn snapshot(done: u64, total: u64, counts: Counts) -> Snapshot {
         Snapshot {

@@ -228,7 +228,13 @@ impl SweepActor {
         } else {
             None
         };
-        let line = tail.as_deref().and_then(failure::meaningful_line);
+        // A process that exited with a code had its say on stderr. One stopped from outside (a
+        // timeout, a signal, a lost transfer) did not: its reason is the whole story, and its
+        // tail is kept only for looking into.
+        let line = tail
+            .as_deref()
+            .filter(|_| exit_code.is_some())
+            .and_then(failure::meaningful_line);
         let reason = failure::reason_with_line(&reason, line.as_deref());
         if let Some(tail) = tail {
             self.tails.insert((index, attempt), tail);
@@ -328,10 +334,10 @@ impl SweepActor {
     fn flush(&mut self) {
         let mut changes = self.core.poll_changes();
         let stop = self.stop_cause();
-        failure::annotate(&mut changes, &mut self.tails, stop);
+        let outcomes = failure::annotate(&mut changes, &mut self.tails, stop);
         if !changes.is_empty() {
             self.views_dirty = true;
-            self.progress.on_changes(&changes, &self.run.sweep_id);
+            self.progress.on_changes(&changes, &outcomes);
             self.store.do_send(Persist(changes));
         }
         self.progress.update(self.core.counts());

@@ -176,21 +176,22 @@ pub fn classify(changes: &[Change]) -> Vec<Outcome> {
 /// stderr tail (from `tails`, by task and attempt, read when the attempt was reported; entries
 /// used or stale are removed), the pending state of a task whose failure will be retried (`attempt
 /// 1 failed: …; will retry`), and the reason of a cancellation without one (`stop`: why the run
-/// stops; otherwise the source ended it).
+/// stops; otherwise the source ended it). Returns what `classify` made of the changes as the
+/// core wrote them (once annotated, a retry's pending change has a reason too).
 pub fn annotate(
     changes: &mut [Change],
     tails: &mut HashMap<(u64, u32), String>,
     stop: Option<StopCause>,
-) {
+) -> Vec<Outcome> {
     let outcomes = classify(changes);
     let mut retried: HashMap<u64, String> = HashMap::new();
-    for (change, outcome) in changes.iter_mut().zip(outcomes) {
+    for (change, outcome) in changes.iter_mut().zip(&outcomes) {
         match change.status {
             TaskStatus::Failed => {
                 if let Some(tail) = tails.remove(&(change.index, change.attempt)) {
                     change.stderr_tail = Some(tail);
                 }
-                if outcome == Outcome::WillRetry {
+                if *outcome == Outcome::WillRetry {
                     let why = change.reason.as_deref().unwrap_or("failed");
                     retried.insert(
                         change.index,
@@ -212,6 +213,7 @@ pub fn annotate(
     }
     // A tail read for a report the core found stale has no change to go with.
     tails.clear();
+    outcomes
 }
 
 #[cfg(test)]
@@ -363,7 +365,12 @@ RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB
         core.handle_exited(1, 1, failure("exit code 1: ValueError: x"), 2);
         core.handle_exited(2, 1, failure("exit code 1: KeyError: y"), 2);
         let mut changes = core.poll_changes();
-        let outcomes = classify(&changes);
+        let mut tails = HashMap::from([
+            ((1, 1), "tail one".to_string()),
+            ((2, 1), "tail two".to_string()),
+            ((2, 7), "stale".to_string()),
+        ]);
+        let outcomes = annotate(&mut changes, &mut tails, None);
         let failed: Vec<_> = changes
             .iter()
             .zip(&outcomes)
@@ -371,12 +378,6 @@ RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB
             .map(|(c, o)| (c.index, o.clone()))
             .collect();
         assert_eq!(failed, [(1, Outcome::WillRetry), (2, Outcome::Failed)]);
-        let mut tails = HashMap::from([
-            ((1, 1), "tail one".to_string()),
-            ((2, 1), "tail two".to_string()),
-            ((2, 7), "stale".to_string()),
-        ]);
-        annotate(&mut changes, &mut tails, None);
         assert!(tails.is_empty());
         let pending = changes
             .iter()
