@@ -1,11 +1,16 @@
 //! Progress display for `sweep run` / `sweep complete`: one status line on a terminal (redrawn
 //! in place, always narrower than the terminal so it never wraps), plain periodic lines
 //! otherwise, nothing with `-q`. Failures are always reported as they happen, with their reason.
+//!
+//! The status line is drawn here rather than by a progress-bar library: those pad the line to
+//! the terminal's edge, so the `^C` the terminal echoes wraps onto a new row and the line
+//! clearing after it leaves the old one on the screen. Ours ends the line three columns short
+//! of the edge, with the cursor right after it: an echoed `^C` stays on its row.
 
 use crate::core::failure::Outcome;
 use crate::core::state::{Change, Counts, TaskStatus};
 use crate::core::value::task_name;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +39,53 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 /// The terminal width assumed when it cannot be read.
 const DEFAULT_WIDTH: usize = 80;
 
+/// Erases the status line: carriage return, then erase the whole row.
+const ERASE: &str = "\r\x1b[2K";
+
+/// The status line on the terminal: what it shows now, if anything.
+#[derive(Debug, Default)]
+struct StatusLine {
+    shown: Option<String>,
+}
+
+impl StatusLine {
+    fn draw(&mut self, text: String) {
+        if self.shown.as_ref() != Some(&text) {
+            write_stderr(&format!("{ERASE}{text}"));
+            self.shown = Some(text);
+        }
+    }
+
+    /// A line of its own above the status line, which is drawn again below it.
+    fn println(&self, line: &str) {
+        let again = self.shown.as_deref().unwrap_or("");
+        write_stderr(&format!("{ERASE}{line}\n{again}"));
+    }
+
+    fn clear(&mut self) {
+        if self.shown.take().is_some() {
+            write_stderr(ERASE);
+        }
+    }
+}
+
+/// One write, so a redraw is never split by another writer.
+fn write_stderr(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+}
+
+/// Erases the status line, from wherever the process is about to exit (a second Ctrl-C).
+pub fn clear_status_line(mode: ProgressMode) {
+    if mode == ProgressMode::Bar {
+        write_stderr(ERASE);
+    }
+}
+
 pub struct Progress {
     mode: ProgressMode,
-    bar: Option<ProgressBar>,
+    bar: Option<StatusLine>,
     run_total: u64,
     finished_before: u64,
     started: Instant,
@@ -93,12 +142,13 @@ fn counts_text(snapshot: &Snapshot, short: bool) -> String {
     parts.join(if short { " " } else { " · " })
 }
 
-/// The status line for a terminal `width` columns wide: at most `width - 1` characters (a line
-/// as wide as the terminal leaves the cursor past its edge, and some terminals then wrap). The
+/// The status line for a terminal `width` columns wide: at most `width - 3` characters (a line
+/// as wide as the terminal leaves the cursor past its edge, and a `^C` echoed after it must fit
+/// too). The
 /// parts that matter least go first as the terminal narrows: the bar, the rate, the eta, the
 /// elapsed time; then the words shorten; a terminal narrower than that gets the line cut.
 pub fn status_line(snapshot: &Snapshot, width: usize) -> String {
-    let fit = width.saturating_sub(1);
+    let fit = width.saturating_sub(3);
     let counts = |short| counts_text(snapshot, short);
     let elapsed = format!("[{}]", clock(snapshot.elapsed.as_secs()));
     let rate = snapshot.rate();
@@ -194,14 +244,7 @@ pub fn change_line(change: &Change, outcome: &Outcome) -> Option<String> {
 impl Progress {
     /// `run_total` tasks are to run; `initial` are the sweep's counts before the run.
     pub fn new(mode: ProgressMode, run_total: u64, initial: Counts) -> Self {
-        let bar = (mode == ProgressMode::Bar).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(run_total), ProgressDrawTarget::stderr());
-            // The whole line is ours (`status_line`), so its width is ours to keep.
-            if let Ok(style) = ProgressStyle::with_template("{msg}") {
-                bar.set_style(style);
-            }
-            bar
-        });
+        let bar = (mode == ProgressMode::Bar).then(StatusLine::default);
         // Tasks re-run by this run were final before it; they are counted down from there.
         Progress {
             mode,
@@ -213,10 +256,8 @@ impl Progress {
         }
     }
 
-    /// A handle that clears the status line from another place (the second Ctrl-C exits the
-    /// process at once, and must not leave a stale line behind).
-    pub fn clearer(&self) -> Option<ProgressBar> {
-        self.bar.clone()
+    pub fn mode(&self) -> ProgressMode {
+        self.mode
     }
 
     /// The run re-runs tasks that were final before: subtract them from the baseline.
@@ -260,10 +301,9 @@ impl Progress {
         let snapshot = self.snapshot(counts);
         match self.mode {
             ProgressMode::Bar => {
-                if let Some(bar) = &self.bar {
-                    bar.set_position(snapshot.done);
+                if let Some(bar) = &mut self.bar {
                     let width = terminal_width().unwrap_or(DEFAULT_WIDTH);
-                    bar.set_message(status_line(&snapshot, width));
+                    bar.draw(status_line(&snapshot, width));
                 }
             }
             ProgressMode::Lines => {
@@ -280,8 +320,8 @@ impl Progress {
         let snapshot = self.snapshot(counts);
         match self.mode {
             ProgressMode::Bar => {
-                if let Some(bar) = self.bar.take() {
-                    bar.finish_and_clear();
+                if let Some(mut bar) = self.bar.take() {
+                    bar.clear();
                 }
             }
             ProgressMode::Lines => eprintln!("{}", plain_line(&snapshot)),
@@ -345,7 +385,7 @@ mod tests {
             for s in &cases {
                 let line = status_line(s, width);
                 assert!(
-                    line.chars().count() < width.max(1),
+                    line.chars().count() + 2 < width.max(3),
                     "{width} columns: {line:?} ({} chars)",
                     line.chars().count()
                 );

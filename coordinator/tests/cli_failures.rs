@@ -217,10 +217,7 @@ fn cancelled_tasks_say_what_cancelled_them() {
         "{json}"
     );
     let yaml = read(p.sweep_dir("stopped").join("tasks/task_001/status.yaml"));
-    assert!(
-        yaml.contains("cancelled by `sweep cancel`"),
-        "{yaml}"
-    );
+    assert!(yaml.contains("cancelled by `sweep cancel`"), "{yaml}");
     let all = p.run(&["sweep", "status", "stopped", "--all"]);
     assert!(
         all.stdout
