@@ -9,7 +9,7 @@
 
 use crate::core::failure::Outcome;
 use crate::core::state::{Change, Counts, TaskStatus};
-use crate::core::value::task_name;
+use crate::core::value::task_name_in;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,8 @@ pub struct Progress {
     mode: ProgressMode,
     bar: Option<StatusLine>,
     run_total: u64,
+    /// Digits of the sweep's task numbers.
+    task_width: usize,
     finished_before: u64,
     started: Instant,
     last_line: Instant,
@@ -213,9 +215,10 @@ fn terminal_width() -> Option<usize> {
     (ok && size.ws_col > 0).then_some(size.ws_col as usize)
 }
 
-/// The line printed for a change worth reporting on its own, by what `classify` made of it.
-pub fn change_line(change: &Change, outcome: &Outcome) -> Option<String> {
-    let name = task_name(change.index);
+/// The line printed for a change worth reporting on its own, by what `classify` made of it, in
+/// a sweep whose task numbers are `task_width` digits wide.
+pub fn change_line(change: &Change, outcome: &Outcome, task_width: usize) -> Option<String> {
+    let name = task_name_in(change.index, task_width);
     let source = change
         .source
         .as_deref()
@@ -242,14 +245,16 @@ pub fn change_line(change: &Change, outcome: &Outcome) -> Option<String> {
 }
 
 impl Progress {
-    /// `run_total` tasks are to run; `initial` are the sweep's counts before the run.
-    pub fn new(mode: ProgressMode, run_total: u64, initial: Counts) -> Self {
+    /// `run_total` tasks are to run; `initial` are the sweep's counts before the run; task
+    /// numbers are `task_width` digits wide.
+    pub fn new(mode: ProgressMode, run_total: u64, initial: Counts, task_width: usize) -> Self {
         let bar = (mode == ProgressMode::Bar).then(StatusLine::default);
         // Tasks re-run by this run were final before it; they are counted down from there.
         Progress {
             mode,
             bar,
             run_total,
+            task_width,
             finished_before: n_final(&initial),
             started: Instant::now(),
             last_line: Instant::now(),
@@ -283,7 +288,7 @@ impl Progress {
             return;
         }
         for (change, outcome) in changes.iter().zip(outcomes) {
-            if let Some(line) = change_line(change, outcome) {
+            if let Some(line) = change_line(change, outcome, self.task_width) {
                 self.note(&line);
             }
         }
@@ -537,7 +542,7 @@ mod tests {
         let lines: Vec<String> = changes
             .iter()
             .zip(classify(&changes))
-            .filter_map(|(c, o)| change_line(c, &o))
+            .filter_map(|(c, o)| change_line(c, &o, 3))
             .collect();
         assert_eq!(
             lines,

@@ -2,10 +2,13 @@
 //! status events and control flags. It is the source of truth; the YAML files are views of it.
 
 use crate::core::state::{Change, TaskStatus};
-use crate::core::value::{task_name, Params};
+use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
+
+/// The `meta` key holding the digits of the sweep's task numbers.
+const TASK_WIDTH_KEY: &str = "task_width";
 
 /// Bumped when the schema changes. Versions 1 (no job ids) and 2 (no stderr tails) are
 /// upgraded in place when opened; newer files are refused with a clear message.
@@ -67,10 +70,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Creates a new database with its schema and all tasks (pending), in one transaction.
+    /// Creates a new database with its schema and all tasks (pending), in one transaction. Task
+    /// ids are `task_width` digits wide (`core::value::task_width`); the width is kept in `meta`.
     pub fn create(
         path: &Path,
         meta: &[(&str, String)],
+        task_width: usize,
         tasks: impl Iterator<Item = NewTask>,
     ) -> Result<Store, StoreError> {
         let mut store = Store::connect(path)?;
@@ -91,6 +96,9 @@ impl Store {
             for (key, value) in meta {
                 insert_meta.execute(params![key, value]).map_err(err)?;
             }
+            insert_meta
+                .execute(params![TASK_WIDTH_KEY, task_width.to_string()])
+                .map_err(err)?;
             let mut insert_task = tx
                 .prepare(
                     "INSERT INTO tasks (idx, task_id, params_hash, params, status, attempt)
@@ -102,7 +110,7 @@ impl Store {
                 insert_task
                     .execute(params![
                         task.index as i64,
-                        task_name(task.index),
+                        task_name_in(task.index, task_width),
                         task.params_hash,
                         params_json
                     ])
@@ -205,6 +213,16 @@ impl Store {
             })
             .optional()
             .map_err(|e| self.sqlite(e))
+    }
+
+    /// Digits of the sweep's task numbers: as recorded at creation, or `MIN_TASK_WIDTH` for a
+    /// sweep created before widths were recorded (its names keep their width).
+    pub fn task_width(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .meta(TASK_WIDTH_KEY)?
+            .and_then(|w| w.parse().ok())
+            .filter(|&w| (MIN_TASK_WIDTH..=20).contains(&w))
+            .unwrap_or(MIN_TASK_WIDTH))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -564,7 +582,8 @@ mod tests {
     fn create_apply_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let mut store = Store::create(&path, &[("sweep_id", "s1".into())], new_tasks(3)).unwrap();
+        let mut store =
+            Store::create(&path, &[("sweep_id", "s1".into())], 3, new_tasks(3)).unwrap();
         store
             .apply(&[
                 change(1, 1, TaskStatus::Queued, 10),
@@ -608,7 +627,7 @@ mod tests {
     #[test]
     fn a_retry_keeps_the_failed_attempt_in_history() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::create(&dir.path().join("sweep.db"), &[], new_tasks(1)).unwrap();
+        let mut store = Store::create(&dir.path().join("sweep.db"), &[], 3, new_tasks(1)).unwrap();
         store
             .apply(&[
                 change(1, 1, TaskStatus::Running, 1),
@@ -647,7 +666,7 @@ mod tests {
     #[test]
     fn cancel_flag_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(&dir.path().join("sweep.db"), &[], new_tasks(1)).unwrap();
+        let store = Store::create(&dir.path().join("sweep.db"), &[], 3, new_tasks(1)).unwrap();
         assert!(!store.cancel_requested().unwrap());
         store.request_cancel().unwrap();
         assert!(store.cancel_requested().unwrap());
@@ -659,7 +678,7 @@ mod tests {
     fn a_job_id_is_kept_with_the_task_and_its_attempt_until_the_next_attempt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let mut store = Store::create(&path, &[], new_tasks(1)).unwrap();
+        let mut store = Store::create(&path, &[], 3, new_tasks(1)).unwrap();
         let job = |attempt, id: &str| Change {
             source: None,
             job_id: Some(id.into()),
@@ -712,7 +731,7 @@ mod tests {
     fn a_version_1_database_gains_the_job_id_columns_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let store = Store::create(&path, &[], new_tasks(2)).unwrap();
+        let store = Store::create(&path, &[], 3, new_tasks(2)).unwrap();
         // Version 1's schema is version 3's without the job_id and stderr_tail columns.
         store
             .conn
@@ -748,7 +767,7 @@ mod tests {
     fn a_version_2_database_gains_the_stderr_tail_column_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let mut store = Store::create(&path, &[], new_tasks(2)).unwrap();
+        let mut store = Store::create(&path, &[], 3, new_tasks(2)).unwrap();
         // An attempt written by version 2, which kept no tails.
         store
             .apply(&[
@@ -797,7 +816,7 @@ mod tests {
     #[test]
     fn a_failed_attempt_keeps_its_tail_after_the_task_is_retried() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::create(&dir.path().join("sweep.db"), &[], new_tasks(1)).unwrap();
+        let mut store = Store::create(&dir.path().join("sweep.db"), &[], 3, new_tasks(1)).unwrap();
         store
             .apply(&[
                 change(1, 1, TaskStatus::Running, 1),
@@ -825,10 +844,31 @@ mod tests {
     }
 
     #[test]
+    fn task_ids_have_the_recorded_width_and_older_sweeps_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.db");
+        let store = Store::create(&path, &[], 4, new_tasks(2)).unwrap();
+        assert_eq!(store.task_width().unwrap(), 4);
+        let ids: Vec<String> = store
+            .tasks()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect();
+        assert_eq!(ids, ["task_0001", "task_0002"]);
+        // A sweep from before the width was recorded: three digits.
+        store
+            .conn
+            .execute("DELETE FROM meta WHERE key = 'task_width'", [])
+            .unwrap();
+        assert_eq!(store.task_width().unwrap(), MIN_TASK_WIDTH);
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let store = Store::create(&path, &[], new_tasks(1)).unwrap();
+        let store = Store::create(&path, &[], 3, new_tasks(1)).unwrap();
         store.conn.pragma_update(None, "user_version", 99).unwrap();
         drop(store);
         let err = Store::open(&path).err().unwrap();

@@ -9,7 +9,7 @@ use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::command::{build_argv, task_env, CommandSpec, LaunchContext};
 use crate::core::failure::{self, StopCause};
 use crate::core::state::{Command, Counts, ExitKind, SweepCore, TaskStatus};
-use crate::core::value::{task_name, Params};
+use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
 use crate::prefetch::{Prefetch, PrefetchPlan, PrefetchThread};
 use crate::progress::Progress;
@@ -262,7 +262,7 @@ impl SweepActor {
                 attempt,
                 source,
             } => {
-                let task_id = task_name(index);
+                let task_id = self.run.paths.task_name(index);
                 // An agent's results live on its host: it substitutes its own directory for
                 // this token.
                 let output_dir = match self.run.sources.get(source).map(|s| &s.kind) {

@@ -13,7 +13,7 @@ use crate::core::command::{build_argv, CommandSpec, LaunchContext};
 use crate::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use crate::core::state::{Change, Counts, Strategy, SweepCore, TaskState, TaskStatus};
 use crate::core::taskspec::parse_task_ids;
-use crate::core::value::{params_hash, task_name, Params};
+use crate::core::value::{params_hash, task_width, Params};
 use crate::engine;
 use crate::layout::{self, SweepPaths};
 use crate::progress::{Progress, ProgressMode};
@@ -274,7 +274,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             script_override: sweep.script.clone(),
             group: args.group.clone().unwrap_or_else(|| base_id.clone()),
         };
-        let paths = SweepPaths::new(outputs.join(&base_id));
+        let paths = SweepPaths::new(outputs.join(&base_id)).with_task_width(task_width(n_tasks));
         let tasks = sweep
             .spec
             .iter()
@@ -310,6 +310,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         script_override: sweep.script.clone(),
         group: args.group.clone().unwrap_or_else(|| sweep_id.clone()),
     };
+    let paths = paths.with_task_width(task_width(n_tasks));
     println!("sweep_id: {sweep_id}");
     let lock = acquire_lock(&paths, &sweep_id)?;
 
@@ -337,6 +338,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     let store = Store::create(
         &paths.db(),
         &meta,
+        paths.task_width,
         sweep
             .spec
             .iter()
@@ -466,6 +468,7 @@ fn execute(
         ProgressMode::detect(global.quiet),
         (to_run.len() + attach.len()) as u64,
         initial,
+        paths.task_width,
     );
     progress.rerunning(n_rerun_final);
     let run = RunContext {
@@ -751,6 +754,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         Some(acquire_lock(&paths, &sweep_id)?)
     };
     let store = open_store(&paths, &sweep_id)?;
+    let paths = paths.with_task_width(store.task_width()?);
     if lock.is_some() {
         // A cancel request left from an earlier run must not stop this one; one arriving from
         // now on (we hold the lock) is meant for this run.
@@ -979,7 +983,7 @@ fn print_dry_run(
     }
     for (index, params) in tasks {
         n += 1;
-        let task_id = task_name(index);
+        let task_id = paths.task_name(index);
         let output_dir = paths.results_dir(index).display().to_string();
         let ctx = LaunchContext {
             sweep_id,
