@@ -32,6 +32,7 @@ pub fn execute(
             StoreActor::new(store, paths.clone(), sweep_id.clone())
         });
         let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        let mode = progress.mode();
         let sweep = SweepActor::new(core, run, store, progress, done_tx).start();
         // SIGTERM (a shutdown, `kill`) is treated like Ctrl-C: stop, keep the state.
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -61,6 +62,9 @@ pub fn execute(
             if interrupts == 1 {
                 sweep.do_send(Interrupt);
             } else {
+                // Exiting without this would leave the status line (and the `^C` the terminal
+                // echoed onto it) on the screen.
+                crate::progress::clear_status_line(mode);
                 eprintln!("hsm-coordinator: interrupted again, exiting now; `sweep complete` finishes the sweep later");
                 std::process::exit(130);
             }

@@ -2,7 +2,7 @@
 //! writes, task directories and the human-readable YAML views of the durable state.
 
 use crate::core::state::TaskStatus;
-use crate::core::value::{task_name, Params};
+use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
 use crate::store::TaskRow;
 use crate::yaml::emit_json;
 use serde_json::json;
@@ -19,11 +19,25 @@ pub fn outputs_dir(project_root: &Path) -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct SweepPaths {
     pub root: PathBuf,
+    /// Digits of the sweep's task numbers (`core::value::task_width`), as recorded in its
+    /// `sweep.db`.
+    pub task_width: usize,
 }
 
 impl SweepPaths {
+    /// The paths of a sweep whose task numbers have the minimal width, until `with_task_width`.
     pub fn new(root: PathBuf) -> Self {
-        SweepPaths { root }
+        SweepPaths {
+            root,
+            task_width: MIN_TASK_WIDTH,
+        }
+    }
+    pub fn with_task_width(self, task_width: usize) -> Self {
+        SweepPaths { task_width, ..self }
+    }
+    /// The id of task `index` in this sweep (`task_007`, or `task_0007` in a 1,000-task sweep).
+    pub fn task_name(&self, index: u64) -> String {
+        task_name_in(index, self.task_width)
     }
     pub fn db(&self) -> PathBuf {
         self.root.join("sweep.db")
@@ -45,7 +59,7 @@ impl SweepPaths {
         self.root.join("tasks")
     }
     pub fn task_dir(&self, index: u64) -> PathBuf {
-        self.tasks_dir().join(task_name(index))
+        self.tasks_dir().join(self.task_name(index))
     }
     pub fn results_dir(&self, index: u64) -> PathBuf {
         self.task_dir(index).join("results")
@@ -179,6 +193,23 @@ pub fn format_utc(ms: i64) -> String {
     )
 }
 
+/// The last `max` bytes of a file, and whether the file is longer than that: the end of a
+/// task's log without reading all of it. A missing file reads as empty.
+pub fn read_end(path: &Path, max: usize) -> io::Result<(Vec<u8>, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(max as u64);
+    file.seek(SeekFrom::Start(start))?;
+    let mut end = Vec::with_capacity(max.min(len as usize));
+    file.take(max as u64).read_to_end(&mut end)?;
+    Ok((end, start > 0))
+}
+
 /// `params.yaml` of a task.
 pub fn params_yaml(params: &Params) -> String {
     if params.is_empty() {
@@ -190,7 +221,8 @@ pub fn params_yaml(params: &Params) -> String {
 /// Everything `status.yaml` shows about a task.
 #[derive(Debug, Clone)]
 pub struct StatusView<'a> {
-    pub index: u64,
+    /// The task's id (`task_007`).
+    pub task: &'a str,
     pub status: TaskStatus,
     pub attempt: u32,
     pub source: Option<&'a str>,
@@ -202,7 +234,7 @@ pub struct StatusView<'a> {
 
 pub fn status_yaml(view: &StatusView<'_>) -> String {
     emit_json(&json!({
-        "task": task_name(view.index),
+        "task": view.task,
         "status": view.status.as_str(),
         "attempt": view.attempt,
         "source": view.source,
@@ -340,6 +372,19 @@ mod tests {
             overwrite_in_place(&path, text.as_bytes()).unwrap();
             assert_eq!(fs::read_to_string(&path).unwrap(), text);
         }
+    }
+
+    #[test]
+    fn the_end_of_a_log_is_read_without_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stderr.log");
+        assert_eq!(read_end(&path, 8).unwrap(), (Vec::new(), false));
+        fs::write(&path, "0123456789").unwrap();
+        assert_eq!(read_end(&path, 4).unwrap(), (b"6789".to_vec(), true));
+        assert_eq!(
+            read_end(&path, 64).unwrap(),
+            (b"0123456789".to_vec(), false)
+        );
     }
 
     #[test]

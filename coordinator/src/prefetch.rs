@@ -4,7 +4,7 @@
 //! between one task's exit and the next one's start.
 
 use crate::core::command::{build_argv, shell_display, CommandSpec, LaunchContext};
-use crate::core::value::{task_name, Params};
+use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
 use std::fs;
 use std::io;
@@ -148,7 +148,7 @@ impl Drop for PrefetchThread {
 /// Everything `layout::prepare_task_dir` does for attempt 1, plus empty log files, so the
 /// backend's open of stdout.log/stderr.log finds existing inodes.
 fn prepare_first_attempt(plan: &PrefetchPlan, index: u64, params: &Params) -> io::Result<()> {
-    let task_id = task_name(index);
+    let task_id = plan.paths.task_name(index);
     let results = plan.paths.results_dir(index);
     let output_dir = results.display().to_string();
     let ctx = LaunchContext {

@@ -2,14 +2,17 @@
 //! status events and control flags. It is the source of truth; the YAML files are views of it.
 
 use crate::core::state::{Change, TaskStatus};
-use crate::core::value::{task_name, Params};
+use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
 use std::time::Duration;
 
-/// Bumped when the schema changes. Version 1 (no job ids) is upgraded in place when opened;
-/// newer files are refused with a clear message.
-pub const SCHEMA_VERSION: i64 = 2;
+/// The `meta` key holding the digits of the sweep's task numbers.
+const TASK_WIDTH_KEY: &str = "task_width";
+
+/// Bumped when the schema changes. Versions 1 (no job ids) and 2 (no stderr tails) are
+/// upgraded in place when opened; newer files are refused with a clear message.
+pub const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,10 +70,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Creates a new database with its schema and all tasks (pending), in one transaction.
+    /// Creates a new database with its schema and all tasks (pending), in one transaction. Task
+    /// ids are `task_width` digits wide (`core::value::task_width`); the width is kept in `meta`.
     pub fn create(
         path: &Path,
         meta: &[(&str, String)],
+        task_width: usize,
         tasks: impl Iterator<Item = NewTask>,
     ) -> Result<Store, StoreError> {
         let mut store = Store::connect(path)?;
@@ -91,6 +96,9 @@ impl Store {
             for (key, value) in meta {
                 insert_meta.execute(params![key, value]).map_err(err)?;
             }
+            insert_meta
+                .execute(params![TASK_WIDTH_KEY, task_width.to_string()])
+                .map_err(err)?;
             let mut insert_task = tx
                 .prepare(
                     "INSERT INTO tasks (idx, task_id, params_hash, params, status, attempt)
@@ -102,7 +110,7 @@ impl Store {
                 insert_task
                     .execute(params![
                         task.index as i64,
-                        task_name(task.index),
+                        task_name_in(task.index, task_width),
                         task.params_hash,
                         params_json
                     ])
@@ -127,8 +135,8 @@ impl Store {
                 path: store.path.clone(),
             });
         }
-        if found == 1 {
-            store.upgrade_from_1()?;
+        if found < SCHEMA_VERSION {
+            store.upgrade()?;
         } else if found != SCHEMA_VERSION {
             return Err(StoreError::Version {
                 path: store.path.clone(),
@@ -138,24 +146,31 @@ impl Store {
         Ok(store)
     }
 
-    /// Version 1 (before job ids were kept) to 2: the `job_id` columns, in one transaction
-    /// that holds the write lock from the start and looks again, so two processes opening the
-    /// same file at once upgrade it once.
-    fn upgrade_from_1(&self) -> Result<(), StoreError> {
+    /// An older schema to this one, step by step: version 1 (before job ids were kept) gains
+    /// the `job_id` columns, version 2 (before stderr tails were kept) `attempts.stderr_tail`.
+    /// One transaction that holds the write lock from the start and looks at the version again,
+    /// so two processes opening the same file at once upgrade it once.
+    fn upgrade(&self) -> Result<(), StoreError> {
         let err = |source| self.sqlite(source);
         let tx =
             Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(err)?;
         let found: i64 = tx
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .map_err(err)?;
-        if found != 1 {
+        if found >= SCHEMA_VERSION {
             return tx.commit().map_err(err);
         }
-        tx.execute_batch(
-            "ALTER TABLE tasks ADD COLUMN job_id TEXT;
-             ALTER TABLE attempts ADD COLUMN job_id TEXT;",
-        )
-        .map_err(err)?;
+        if found < 2 {
+            tx.execute_batch(
+                "ALTER TABLE tasks ADD COLUMN job_id TEXT;
+                 ALTER TABLE attempts ADD COLUMN job_id TEXT;",
+            )
+            .map_err(err)?;
+        }
+        if found < 3 {
+            tx.execute_batch("ALTER TABLE attempts ADD COLUMN stderr_tail TEXT;")
+                .map_err(err)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
         tx.commit().map_err(err)
@@ -198,6 +213,16 @@ impl Store {
             })
             .optional()
             .map_err(|e| self.sqlite(e))
+    }
+
+    /// Digits of the sweep's task numbers: as recorded at creation, or `MIN_TASK_WIDTH` for a
+    /// sweep created before widths were recorded (its names keep their width).
+    pub fn task_width(&self) -> Result<usize, StoreError> {
+        Ok(self
+            .meta(TASK_WIDTH_KEY)?
+            .and_then(|w| w.parse().ok())
+            .filter(|&w| (MIN_TASK_WIDTH..=20).contains(&w))
+            .unwrap_or(MIN_TASK_WIDTH))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -317,6 +342,23 @@ impl Store {
         Ok(tasks)
     }
 
+    /// The stderr tail kept with each task's current attempt, for the tasks that have one (a
+    /// failed attempt's), by task index.
+    pub fn stderr_tails(&self) -> Result<std::collections::HashMap<u64, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT a.idx, a.stderr_tail FROM attempts a
+                 JOIN tasks t ON t.idx = a.idx AND t.attempt = a.attempt
+                 WHERE a.stderr_tail IS NOT NULL",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)))
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     /// Asks the coordinator running this sweep (if any) to cancel it.
     pub fn request_cancel(&self) -> Result<(), StoreError> {
         self.conn
@@ -398,14 +440,15 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
         tx.prepare_cached("UPDATE attempts SET job_id = ?3 WHERE idx = ?1 AND attempt = ?2")?;
     let mut attempt = tx.prepare_cached(
         "INSERT INTO attempts (idx, attempt, source, status, exit_code, reason, pid, queued_at,
-                               started_at, finished_at)
+                               started_at, finished_at, stderr_tail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
                  CASE WHEN ?4 = 'running' THEN ?8 END,
-                 CASE WHEN ?4 IN ('completed', 'failed', 'cancelled') THEN ?8 END)
+                 CASE WHEN ?4 IN ('completed', 'failed', 'cancelled') THEN ?8 END, ?9)
          ON CONFLICT(idx, attempt) DO UPDATE SET
              source = COALESCE(excluded.source, source), status = excluded.status,
              exit_code = excluded.exit_code, reason = excluded.reason,
              pid = COALESCE(excluded.pid, pid),
+             stderr_tail = COALESCE(excluded.stderr_tail, stderr_tail),
              started_at = COALESCE(excluded.started_at, started_at),
              finished_at = COALESCE(excluded.finished_at, finished_at)",
     )?;
@@ -441,7 +484,8 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
                 change.exit_code,
                 change.reason,
                 change.pid,
-                change.at
+                change.at,
+                change.stderr_tail
             ])?;
         }
         event.execute(params![
@@ -486,6 +530,8 @@ CREATE TABLE attempts (
     started_at  INTEGER,
     finished_at INTEGER,
     job_id      TEXT,
+    -- The last lines of a failed attempt's stderr (at most 20 lines, 4 KiB).
+    stderr_tail TEXT,
     PRIMARY KEY (idx, attempt)
 );
 CREATE TABLE events (
@@ -528,6 +574,7 @@ mod tests {
             at,
             pid: None,
             job_id: None,
+            stderr_tail: None,
         }
     }
 
@@ -535,7 +582,8 @@ mod tests {
     fn create_apply_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let mut store = Store::create(&path, &[("sweep_id", "s1".into())], new_tasks(3)).unwrap();
+        let mut store =
+            Store::create(&path, &[("sweep_id", "s1".into())], 3, new_tasks(3)).unwrap();
         store
             .apply(&[
                 change(1, 1, TaskStatus::Queued, 10),
@@ -579,7 +627,7 @@ mod tests {
     #[test]
     fn a_retry_keeps_the_failed_attempt_in_history() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::create(&dir.path().join("sweep.db"), &[], new_tasks(1)).unwrap();
+        let mut store = Store::create(&dir.path().join("sweep.db"), &[], 3, new_tasks(1)).unwrap();
         store
             .apply(&[
                 change(1, 1, TaskStatus::Running, 1),
@@ -618,7 +666,7 @@ mod tests {
     #[test]
     fn cancel_flag_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(&dir.path().join("sweep.db"), &[], new_tasks(1)).unwrap();
+        let store = Store::create(&dir.path().join("sweep.db"), &[], 3, new_tasks(1)).unwrap();
         assert!(!store.cancel_requested().unwrap());
         store.request_cancel().unwrap();
         assert!(store.cancel_requested().unwrap());
@@ -630,7 +678,7 @@ mod tests {
     fn a_job_id_is_kept_with_the_task_and_its_attempt_until_the_next_attempt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let mut store = Store::create(&path, &[], new_tasks(1)).unwrap();
+        let mut store = Store::create(&path, &[], 3, new_tasks(1)).unwrap();
         let job = |attempt, id: &str| Change {
             source: None,
             job_id: Some(id.into()),
@@ -683,13 +731,14 @@ mod tests {
     fn a_version_1_database_gains_the_job_id_columns_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let store = Store::create(&path, &[], new_tasks(2)).unwrap();
-        // Version 1's schema is version 2's without the job_id columns.
+        let store = Store::create(&path, &[], 3, new_tasks(2)).unwrap();
+        // Version 1's schema is version 3's without the job_id and stderr_tail columns.
         store
             .conn
             .execute_batch(
                 "ALTER TABLE tasks DROP COLUMN job_id;
                  ALTER TABLE attempts DROP COLUMN job_id;
+                 ALTER TABLE attempts DROP COLUMN stderr_tail;
                  PRAGMA user_version = 1;",
             )
             .unwrap();
@@ -715,10 +764,111 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_database_gains_the_stderr_tail_column_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let mut store = Store::create(&path, &[], 3, new_tasks(2)).unwrap();
+        // An attempt written by version 2, which kept no tails.
+        store
+            .apply(&[
+                change(2, 1, TaskStatus::Running, 5),
+                change(2, 1, TaskStatus::Failed, 6),
+            ])
+            .unwrap();
+        store
+            .conn
+            .execute_batch(
+                "ALTER TABLE attempts DROP COLUMN stderr_tail;
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert!(store.stderr_tails().unwrap().is_empty());
+        store
+            .apply(&[
+                change(1, 1, TaskStatus::Running, 10),
+                Change {
+                    exit_code: Some(1),
+                    reason: Some("exit code 1: ValueError: x".into()),
+                    stderr_tail: Some("Traceback …\nValueError: x".into()),
+                    ..change(1, 1, TaskStatus::Failed, 11)
+                },
+            ])
+            .unwrap();
+        drop(store);
+        // Opened again (now version 3): nothing to upgrade, the tail is there.
+        let store = Store::open(&path).unwrap();
+        let tails = store.stderr_tails().unwrap();
+        assert_eq!(
+            tails.get(&1).map(String::as_str),
+            Some("Traceback …\nValueError: x")
+        );
+        assert_eq!(tails.len(), 1);
+        assert_eq!(store.tasks().unwrap()[1].status, TaskStatus::Failed);
+    }
+
+    #[test]
+    fn a_failed_attempt_keeps_its_tail_after_the_task_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("sweep.db"), &[], 3, new_tasks(1)).unwrap();
+        store
+            .apply(&[
+                change(1, 1, TaskStatus::Running, 1),
+                Change {
+                    stderr_tail: Some("first".into()),
+                    ..change(1, 1, TaskStatus::Failed, 2)
+                },
+                change(1, 1, TaskStatus::Pending, 3),
+                change(1, 2, TaskStatus::Queued, 4),
+            ])
+            .unwrap();
+        assert!(
+            store.stderr_tails().unwrap().is_empty(),
+            "attempt 2 has no tail yet"
+        );
+        let kept: String = store
+            .conn
+            .query_row(
+                "SELECT stderr_tail FROM attempts WHERE idx = 1 AND attempt = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, "first");
+    }
+
+    #[test]
+    fn task_ids_have_the_recorded_width_and_older_sweeps_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.db");
+        let store = Store::create(&path, &[], 4, new_tasks(2)).unwrap();
+        assert_eq!(store.task_width().unwrap(), 4);
+        let ids: Vec<String> = store
+            .tasks()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.task_id)
+            .collect();
+        assert_eq!(ids, ["task_0001", "task_0002"]);
+        // A sweep from before the width was recorded: three digits.
+        store
+            .conn
+            .execute("DELETE FROM meta WHERE key = 'task_width'", [])
+            .unwrap();
+        assert_eq!(store.task_width().unwrap(), MIN_TASK_WIDTH);
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let store = Store::create(&path, &[], new_tasks(1)).unwrap();
+        let store = Store::create(&path, &[], 3, new_tasks(1)).unwrap();
         store.conn.pragma_update(None, "user_version", 99).unwrap();
         drop(store);
         let err = Store::open(&path).err().unwrap();

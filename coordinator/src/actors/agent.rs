@@ -23,7 +23,6 @@ use hsm_protocol::{
 };
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -338,7 +337,7 @@ impl Actor for AgentSource {
             address: self.setup.address.clone(),
             fingerprint: self.setup.fingerprint.clone(),
             sweep_id: self.setup.sweep_id.clone(),
-            tasks_dir: self.setup.paths.tasks_dir(),
+            paths: self.setup.paths.clone(),
         };
         let me = ctx.address();
         ctx.spawn(actix::fut::wrap_future(connection(dial, me, outbox_rx)));
@@ -804,7 +803,8 @@ struct Dial {
     address: String,
     fingerprint: String,
     sweep_id: String,
-    tasks_dir: PathBuf,
+    /// Where received result files go (`tasks/<task>/`).
+    paths: SweepPaths,
 }
 
 /// Connection liveness: QUIC keep-alives every 2 s, the connection declared dead after 10 s of
@@ -928,7 +928,7 @@ async fn session(
         HelloReply::Reject(reject) => return Err(SessionError::Refused(reject.to_string())),
     }
     let sweep_id = dial.sweep_id.clone();
-    let tasks_dir = dial.tasks_dir.clone();
+    let paths = dial.paths.clone();
     // Frames are read by their own task: `read_frame` is not cancel-safe (a frame half read when
     // another branch of a `select!` wins would be lost and the stream read out of step — seen
     // as a "frame of 1.9 GB" under a burst of 2,000 launches).
@@ -960,11 +960,11 @@ async fn session(
                 let mut stream = stream.map_err(|e| format!("connection to {} lost: {e}", dial.name))?;
                 let actor = actor.clone();
                 let sweep_id = sweep_id.clone();
-                let tasks_dir = tasks_dir.clone();
+                let paths = paths.clone();
                 tokio::spawn(async move {
                     let result = receive_file(&mut stream, |h| {
                         (h.sweep_id.as_str() == sweep_id)
-                            .then(|| tasks_dir.join(crate::core::value::task_name(h.task.index.0)))
+                            .then(|| paths.task_dir(h.task.index.0))
                     })
                     .await;
                     actor.do_send(Incoming::File(result));

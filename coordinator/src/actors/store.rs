@@ -64,8 +64,9 @@ impl StoreActor {
             last.insert(change.index, change);
         }
         for change in last.values() {
+            let task = self.paths.task_name(change.index);
             let view = StatusView {
-                index: change.index,
+                task: &task,
                 status: change.status,
                 attempt: change.attempt,
                 source: change.source.as_deref(),
@@ -103,7 +104,7 @@ impl StoreActor {
                 text.push_str(&format!(
                     "{} {} attempt {} {}{}{}\n",
                     layout::format_utc(c.at),
-                    crate::core::value::task_name(c.index),
+                    self.paths.task_name(c.index),
                     c.attempt,
                     c.status,
                     c.source

@@ -7,15 +7,17 @@ use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::command::{build_argv, task_env, CommandSpec, LaunchContext};
-use crate::core::state::{Command, Counts, ExitKind, SweepCore};
-use crate::core::value::{task_name, Params};
-use crate::layout::SweepPaths;
+use crate::core::failure::{self, StopCause};
+use crate::core::state::{Command, Counts, ExitKind, SweepCore, TaskStatus};
+use crate::core::value::Params;
+use crate::layout::{self, SweepPaths};
 use crate::prefetch::{Prefetch, PrefetchPlan, PrefetchThread};
 use crate::progress::Progress;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
 };
 use hsm_agent::process::TaskKey;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -171,6 +173,8 @@ pub struct SweepActor {
     started: Instant,
     /// Stops the directory preparer when the actor goes away.
     prefetch_thread: Option<PrefetchThread>,
+    /// Stderr tails of attempts reported failed since the last flush, by (task, attempt).
+    tails: HashMap<(u64, u32), String>,
 }
 
 pub fn now_ms() -> i64 {
@@ -205,7 +209,61 @@ impl SweepActor {
             views_dirty: true,
             started: Instant::now(),
             prefetch_thread: None,
+            tails: HashMap::new(),
         }
+    }
+
+    /// Why this run stops its tasks, if it does.
+    fn stop_cause(&self) -> Option<StopCause> {
+        if self.cancelled {
+            Some(StopCause::Cancel)
+        } else if self.failure.is_some() {
+            Some(StopCause::StoreFailure)
+        } else if self.interrupted {
+            Some(StopCause::Interrupt)
+        } else if self.stopped.is_some() {
+            Some(StopCause::NoSource)
+        } else {
+            None
+        }
+    }
+
+    /// A failure's reason with the line of its stderr that says why, the tail kept for the
+    /// store. Every source's task writes (or streams) its stderr into the task directory's
+    /// `stderr.log`, and an agent's attempt is reported finished only after its output arrived,
+    /// so one bounded read of the local file serves local, agent and Slurm/PBS tasks alike. Only
+    /// for the task's current attempt: a stale report's file may be a newer attempt's.
+    fn explain(&mut self, index: u64, attempt: u32, exit: ExitKind) -> ExitKind {
+        let ExitKind::Failure { exit_code, reason } = exit else {
+            return exit;
+        };
+        let current = self.core.task(index).is_some_and(|t| {
+            t.attempt == attempt && matches!(t.status, TaskStatus::Queued | TaskStatus::Running)
+        });
+        let path = self.run.paths.task_dir(index).join("stderr.log");
+        let tail = if current {
+            match layout::read_end(&path, failure::TAIL_MAX_BYTES) {
+                Ok((end, cut)) => failure::stderr_tail(&end, cut),
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "cannot read stderr");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // A process that exited with a code had its say on stderr. One stopped from outside (a
+        // timeout, a signal, a lost transfer) did not: its reason is the whole story, and its
+        // tail is kept only for looking into.
+        let line = tail
+            .as_deref()
+            .filter(|_| exit_code.is_some())
+            .and_then(failure::meaningful_line);
+        let reason = failure::reason_with_line(&reason, line.as_deref());
+        if let Some(tail) = tail {
+            self.tails.insert((index, attempt), tail);
+        }
+        ExitKind::Failure { exit_code, reason }
     }
 
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
@@ -228,7 +286,7 @@ impl SweepActor {
                 attempt,
                 source,
             } => {
-                let task_id = task_name(index);
+                let task_id = self.run.paths.task_name(index);
                 // An agent's results live on its host: it substitutes its own directory for
                 // this token.
                 let output_dir = match self.run.sources.get(source).map(|s| &s.kind) {
@@ -303,10 +361,12 @@ impl SweepActor {
     }
 
     fn flush(&mut self) {
-        let changes = self.core.poll_changes();
+        let mut changes = self.core.poll_changes();
+        let stop = self.stop_cause();
+        let outcomes = failure::annotate(&mut changes, &mut self.tails, stop);
         if !changes.is_empty() {
             self.views_dirty = true;
-            self.progress.on_changes(&changes, &self.run.sweep_id);
+            self.progress.on_changes(&changes, &outcomes);
             self.store.do_send(Persist(changes));
         }
         self.progress.update(self.core.counts());
@@ -497,6 +557,7 @@ impl Handler<SourceEvent> for SweepActor {
                 self.core.handle_started(key.index, key.attempt, pid, at_ms);
             }
             TaskReport::Finished { key, exit, at_ms } => {
+                let exit = self.explain(key.index, key.attempt, exit);
                 self.core.handle_exited(key.index, key.attempt, exit, at_ms);
             }
         }

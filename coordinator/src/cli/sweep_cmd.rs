@@ -13,7 +13,7 @@ use crate::core::command::{build_argv, CommandSpec, LaunchContext};
 use crate::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use crate::core::state::{Change, Counts, Strategy, SweepCore, TaskState, TaskStatus};
 use crate::core::taskspec::parse_task_ids;
-use crate::core::value::{params_hash, task_name, Params};
+use crate::core::value::{params_hash, task_width, Params};
 use crate::engine;
 use crate::layout::{self, SweepPaths};
 use crate::progress::{Progress, ProgressMode};
@@ -274,7 +274,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             script_override: sweep.script.clone(),
             group: args.group.clone().unwrap_or_else(|| base_id.clone()),
         };
-        let paths = SweepPaths::new(outputs.join(&base_id));
+        let paths = SweepPaths::new(outputs.join(&base_id)).with_task_width(task_width(n_tasks));
         let tasks = sweep
             .spec
             .iter()
@@ -310,6 +310,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         script_override: sweep.script.clone(),
         group: args.group.clone().unwrap_or_else(|| sweep_id.clone()),
     };
+    let paths = paths.with_task_width(task_width(n_tasks));
     println!("sweep_id: {sweep_id}");
     let lock = acquire_lock(&paths, &sweep_id)?;
 
@@ -337,6 +338,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     let store = Store::create(
         &paths.db(),
         &meta,
+        paths.task_width,
         sweep
             .spec
             .iter()
@@ -475,6 +477,7 @@ fn execute(
         ProgressMode::detect(global.quiet),
         (to_run.len() + attach.len()) as u64,
         initial,
+        paths.task_width,
     );
     progress.rerunning(n_rerun_final);
     let run = RunContext {
@@ -519,7 +522,7 @@ fn finish(
     }
     let c = summary.counts;
     println!(
-        "{sweep_id}: {} completed, {} failed, {} cancelled, {} not run, of {} task{} ({:.1}s)",
+        "{sweep_id}: {} completed, {} failed, {} cancelled, {} pending, of {} task{} ({:.1}s)",
         c.completed,
         c.failed,
         c.cancelled,
@@ -554,7 +557,7 @@ fn finish(
     }
     if c.pending + c.queued + c.running > 0 && c.failed + c.cancelled == 0 {
         eprintln!(
-            "{} task{} not run yet; `hsm-coordinator sweep complete {sweep_id}` runs them",
+            "{} task{} pending; `hsm-coordinator sweep complete {sweep_id}` runs them",
             c.pending + c.queued + c.running,
             if c.pending + c.queued + c.running == 1 {
                 ""
@@ -596,7 +599,8 @@ fn write_metadata(
             "completed": counts.completed,
             "failed": counts.failed,
             "cancelled": counts.cancelled,
-            "running": counts.running + counts.queued,
+            "running": counts.running,
+            "queued": counts.queued,
             "pending": counts.pending,
         },
         "metadata": metadata,
@@ -771,6 +775,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         Some(acquire_lock(&paths, &sweep_id)?)
     };
     let store = open_store(&paths, &sweep_id)?;
+    let paths = paths.with_task_width(store.task_width()?);
     if lock.is_some() {
         // A cancel request left from an earlier run must not stop this one; one arriving from
         // now on (we hold the lock) is meant for this run.
@@ -999,7 +1004,7 @@ fn print_dry_run(
     }
     for (index, params) in tasks {
         n += 1;
-        let task_id = task_name(index);
+        let task_id = paths.task_name(index);
         let output_dir = paths.results_dir(index).display().to_string();
         let ctx = LaunchContext {
             sweep_id,
@@ -1074,6 +1079,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     let counts: Counts = rows.iter().map(|r| r.status).collect();
     let active = is_active(&paths);
     if args.json {
+        let mut tails = store.stderr_tails()?;
         let tasks: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -1087,6 +1093,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
                     "source": r.source,
                     "exit_code": r.exit_code,
                     "reason": r.reason,
+                    "stderr_tail": tails.remove(&r.index),
                     "job_id": r.job_id,
                     "started": r.started_at.map(layout::format_utc),
                     "finished": r.finished_at.map(layout::format_utc),
@@ -1166,10 +1173,11 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
                 status: TaskStatus::Cancelled,
                 source: r.source.clone(),
                 exit_code: None,
-                reason: Some("cancelled".into()),
+                reason: Some(crate::core::failure::StopCause::Cancel.reason().into()),
                 at: now,
                 pid: None,
                 job_id: None,
+                stderr_tail: None,
             })
             .collect();
         store.apply(&changes)?;
@@ -1209,7 +1217,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
     let rows = Store::open(&paths.db())?.task_statuses()?;
     let counts: Counts = rows.iter().map(|r| r.status).collect();
     println!(
-        "{sweep_id}: {} completed, {} failed, {} cancelled, {} not run, of {}",
+        "{sweep_id}: {} completed, {} failed, {} cancelled, {} pending, of {}",
         counts.completed,
         counts.failed,
         counts.cancelled,

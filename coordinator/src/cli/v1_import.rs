@@ -191,9 +191,11 @@ pub fn import(
         let _ = std::fs::remove_file(format!("{}{leftover}", importing.display()));
     }
     {
+        // Python HSM named its tasks with three digits, however many there were.
         let mut store = Store::create(
             &importing,
             &meta,
+            crate::core::value::MIN_TASK_WIDTH,
             sweep.spec.iter().enumerate().map(|(i, params)| NewTask {
                 index: i as u64 + 1,
                 params_hash: params_hash(&params),
@@ -227,6 +229,7 @@ pub fn import(
                     at: now,
                     pid: None,
                     job_id: None,
+                    stderr_tail: None,
                 })
             })
             .collect();

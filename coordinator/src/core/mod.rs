@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod diag;
+pub mod failure;
 pub mod pace;
 pub mod plan;
 pub mod render;

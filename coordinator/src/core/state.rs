@@ -295,6 +295,9 @@ pub struct Change {
     /// carries one records only that: the task's status is unchanged and no history row is
     /// written.
     pub job_id: Option<String>,
+    /// The last lines of a failed attempt's stderr (`core::failure`), filled in by the shell
+    /// that read them.
+    pub stderr_tail: Option<String>,
 }
 
 /// Something the shells must carry out.
@@ -912,6 +915,7 @@ impl SweepCore {
             at: now,
             pid: None,
             job_id: Some(job_id),
+            stderr_tail: None,
         });
     }
 
@@ -1037,7 +1041,7 @@ impl SweepCore {
                 attempt,
                 None,
                 None,
-                Some("cancelled before start".into()),
+                Some("cancelled by `sweep cancel` before it started".into()),
                 now,
             );
         }
@@ -1148,6 +1152,7 @@ impl SweepCore {
             at: now,
             pid,
             job_id: None,
+            stderr_tail: None,
         });
     }
 }

@@ -104,9 +104,25 @@ pub fn params_hash(params: &Params) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `task_001` … `task_999`, `task_1000` …: the task id of a 1-based index (Python HSM naming).
+/// The narrowest task numbers are zero-padded to (Python HSM's `task_001`); also the width of
+/// every sweep created before the width was recorded.
+pub const MIN_TASK_WIDTH: usize = 3;
+
+/// The width task numbers are zero-padded to in a sweep of `n_tasks`: every name of the sweep
+/// is as wide as its last, so they sort (`task_0001` … `task_1000`).
+pub fn task_width(n_tasks: u64) -> usize {
+    (n_tasks.max(1).ilog10() as usize + 1).max(MIN_TASK_WIDTH)
+}
+
+/// `task_001` … `task_999`, `task_1000` …: the task id of a 1-based index with the sweep's
+/// `MIN_TASK_WIDTH` (a sweep of up to 999 tasks, or one created before widths were recorded).
 pub fn task_name(index: u64) -> String {
-    format!("task_{index:03}")
+    task_name_in(index, MIN_TASK_WIDTH)
+}
+
+/// The task id of a 1-based index in a sweep whose numbers are `width` digits wide.
+pub fn task_name_in(index: u64, width: usize) -> String {
+    format!("task_{index:0width$}")
 }
 
 /// Parses `task_007` (or `7`) back into its index.
@@ -155,6 +171,13 @@ mod tests {
     fn task_names_round_trip() {
         assert_eq!(task_name(7), "task_007");
         assert_eq!(task_name(1000), "task_1000");
+        assert_eq!(task_width(0), 3);
+        assert_eq!(task_width(999), 3);
+        assert_eq!(task_width(1000), 4);
+        assert_eq!(task_width(10_000), 5);
+        assert_eq!(task_name_in(1, task_width(1000)), "task_0001");
+        assert_eq!(task_name_in(1000, task_width(1000)), "task_1000");
+        assert_eq!(parse_task_name("task_0007"), Some(7));
         assert_eq!(parse_task_name("task_007"), Some(7));
         assert_eq!(parse_task_name("12"), Some(12));
         assert_eq!(parse_task_name("task_0"), None);
