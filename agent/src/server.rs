@@ -126,8 +126,27 @@ impl Server {
                                 let peer = tls::peer_fingerprint(&conn).unwrap_or_default();
                                 tracing::info!(%remote, coordinator = %peer, "coordinator connected");
                                 sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                if let Err(e) = session(conn, &options, &runner).await {
-                                    tracing::info!(%remote, error = %format!("{e:#}"), "session ended");
+                                let ended = session(conn.clone(), &options, &runner).await;
+                                match (ended, conn.close_reason()) {
+                                    // The coordinator closed as it does when done (a sweep's
+                                    // end, `agent ping`): nothing went wrong.
+                                    (_, Some(quinn::ConnectionError::ApplicationClosed(close)))
+                                        if close.error_code == quinn::VarInt::from_u32(0) =>
+                                    {
+                                        tracing::info!(
+                                            %remote,
+                                            reason = %String::from_utf8_lossy(&close.reason),
+                                            "coordinator disconnected"
+                                        );
+                                    }
+                                    (Ok(()), _) => {
+                                        tracing::info!(%remote, "coordinator disconnected")
+                                    }
+                                    (Err(e), _) => tracing::info!(
+                                        %remote,
+                                        error = %format!("{e:#}"),
+                                        "connection to the coordinator ended"
+                                    ),
                                 }
                                 sessions.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                             }
@@ -205,6 +224,10 @@ async fn session(
         slots: options.slots,
         backend: "process".into(),
         running: runner.held(),
+        work_dir: std::fs::canonicalize(&options.work_dir)
+            .unwrap_or_else(|_| options.work_dir.clone())
+            .display()
+            .to_string(),
     };
     let welcome = match negotiate(&hello, info) {
         Ok(welcome) => welcome,

@@ -215,6 +215,23 @@ fn a_sweep_across_local_and_two_agents_brings_every_file_back_intact() {
         by_source.len() == 3,
         "every source ran tasks: {by_source:?}"
     );
+    // An agent task's command.txt shows where its results really go on that host.
+    for task in status["tasks"].as_array().unwrap() {
+        let Some(i) = ["a0", "a1"].iter().position(|a| task["source"] == *a) else {
+            continue;
+        };
+        let dir = p
+            .sweep_dir("multi")
+            .join("tasks")
+            .join(task["task"].as_str().unwrap());
+        let command = std::fs::read_to_string(dir.join("command.txt")).unwrap();
+        let work = std::fs::canonicalize(agents[i].work_dir()).unwrap();
+        assert!(
+            command.contains(&format!("output.dir={}/multi/tasks/", work.display()))
+                && !command.contains("__HSM_AGENT_OUTPUT_DIR__"),
+            "{command}"
+        );
+    }
     for x in 1..=60u64 {
         let dir = p.sweep_dir("multi").join(format!("tasks/task_{x:03}"));
         let data =
@@ -605,7 +622,8 @@ fn bursts_of_launches_and_large_output_keep_the_control_stream_in_step() {
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    let agent = start_agent(&agent_bin);
+    // As many slots as tasks, so that all 1,000 are handed over at once.
+    let agent = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--slots", "1000"]);
     let p = Project::new(
         "command:\n  template: [\"/bin/true\"]\n",
         &[(
@@ -639,7 +657,7 @@ fn bursts_of_launches_and_large_output_keep_the_control_stream_in_step() {
         .unwrap();
     assert_eq!((completed, later), (1000, 0), "{}", run.stderr);
     let log =
-        std::fs::read_to_string(p.sweep_dir("burst").join("tasks/task_011/stdout.log")).unwrap();
+        std::fs::read_to_string(p.sweep_dir("burst").join("tasks/task_0011/stdout.log")).unwrap();
     // 1.5 MB as base64: 2,000,000 characters in lines of 76, each with its newline.
     assert_eq!(
         log.len(),

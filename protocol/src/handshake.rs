@@ -60,6 +60,10 @@ pub struct Welcome {
     /// re-attaches instead of re-running.
     #[serde(default)]
     pub running: Vec<SweepTaskRef>,
+    /// The agent's work directory (tasks' files live under `<work_dir>/<sweep>/tasks/`), so the
+    /// coordinator can show where an agent task's files really are; empty when unknown.
+    #[serde(default)]
+    pub work_dir: String,
 }
 
 /// The agent refuses the connection; `reason` is meant for the person at the coordinator.
@@ -87,6 +91,8 @@ pub struct AgentInfo {
     pub backend: String,
     /// Task attempts still running from before this connection.
     pub running: Vec<SweepTaskRef>,
+    /// The agent's work directory.
+    pub work_dir: String,
 }
 
 /// Whether a coordinator and an agent speaking these protocols can talk. Only equal versions can:
@@ -131,6 +137,7 @@ pub fn negotiate(hello: &Hello, agent: AgentInfo) -> Result<Welcome, Reject> {
         slots: agent.slots,
         backend: agent.backend,
         running: agent.running,
+        work_dir: agent.work_dir,
     })
 }
 
@@ -153,6 +160,7 @@ mod tests {
                     attempt: Attempt(2),
                 },
             }],
+            work_dir: "/srv/hsm/work".into(),
         }
     }
 

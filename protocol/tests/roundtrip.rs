@@ -467,6 +467,7 @@ fn a_future_hello_still_decodes_and_is_rejected_with_both_versions() {
         slots: 1,
         backend: "process".into(),
         running: vec![],
+        work_dir: String::new(),
     };
     let reject = negotiate(&hello, agent).unwrap_err();
     let expected = format!(

@@ -83,6 +83,10 @@ pub struct AgentSource {
     low_disk: bool,
     /// Why the last attempt to reach it failed, while it has not been reached since.
     last_down: Option<String>,
+    /// The agent's work directory, as it said when it connected.
+    work_dir: Option<String>,
+    /// Resolves when the connection task has ended (see `Shutdown`).
+    closed: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Launches not yet sent (see `flush_submits`).
     submit_batch: Vec<TaskMsg>,
     /// Attempts to take up again, not yet asked for (one `Attach` per burst).
@@ -105,6 +109,8 @@ impl AgentSource {
             connected: false,
             low_disk: false,
             last_down: None,
+            work_dir: None,
+            closed: None,
             submit_batch: Vec::new(),
             attach_batch: Vec::new(),
         }
@@ -340,7 +346,34 @@ impl Actor for AgentSource {
             paths: self.setup.paths.clone(),
         };
         let me = ctx.address();
-        ctx.spawn(actix::fut::wrap_future(connection(dial, me, outbox_rx)));
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        self.closed = Some(closed_rx);
+        ctx.spawn(actix::fut::wrap_future(async move {
+            connection(dial, me, outbox_rx).await;
+            let _ = closed_tx.send(());
+        }));
+    }
+}
+
+/// The run is over: send what is queued, close the connection the way a finished sweep does
+/// (the agent then logs a plain disconnect, not a lost connection), and answer once it is closed
+/// (at most 2 s: an unreachable agent is not waited for).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for AgentSource {
+    type Result = actix::ResponseFuture<()>;
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.flush_submits();
+        // The connection task sees the outbox end once it has sent what is in it.
+        self.outbox = None;
+        let closed = self.closed.take();
+        Box::pin(async move {
+            if let Some(closed) = closed {
+                let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+            }
+        })
     }
 }
 
@@ -353,10 +386,24 @@ impl Handler<LaunchTask> for AgentSource {
         // and the result files once they arrive. A first attempt's directory was usually made
         // ahead of time by the preparer thread; then only command.txt changes (it says where
         // the task runs).
+        // The results directory is the agent's own: shown as the path it has there.
+        let results = match &self.work_dir {
+            Some(work) => format!(
+                "{work}/{}/tasks/{}/results",
+                self.setup.sweep_id,
+                hsm_agent::runner::task_dir_name(key.index)
+            ),
+            None => "<its results directory>".to_string(),
+        };
+        let shown: Vec<String> = msg
+            .argv
+            .iter()
+            .map(|arg| arg.replace(hsm_protocol::AGENT_OUTPUT_DIR, &results))
+            .collect();
         let command_txt = format!(
             "# on agent {}\n{}\n",
             self.setup.name,
-            shell_display(&msg.argv)
+            shell_display(&shown)
         );
         let prepared = key.attempt == 1
             && self
@@ -515,6 +562,7 @@ enum Incoming {
         slots: u32,
         agent: String,
         rtt_ms: u32,
+        work_dir: String,
     },
     Down {
         why: String,
@@ -547,8 +595,10 @@ impl Handler<Incoming> for AgentSource {
                 slots,
                 agent,
                 rtt_ms,
+                work_dir,
             } => {
                 self.connected = true;
+                self.work_dir = (!work_dir.is_empty()).then_some(work_dir);
                 self.last_down = None;
                 // After an outage the agent may have restarted and not kept an attempt it had
                 // only just accepted (or never got): ask about every attempt whose end has not
@@ -923,6 +973,7 @@ async fn session(
                 slots: welcome.slots,
                 agent: welcome.agent_name,
                 rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
+                work_dir: welcome.work_dir,
             })
         }
         HelloReply::Reject(reject) => return Err(SessionError::Refused(reject.to_string())),
@@ -948,6 +999,10 @@ async fn session(
             msg = outbox.recv() => match msg {
                 Some(msg) => *pending = Some(msg),
                 None => {
+                    // Let the agent read everything sent (the last acknowledgements and
+                    // `ResultsDone`s) before closing: a close drops data still in flight.
+                    let _ = send.finish();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
                     conn.close(0u32.into(), b"sweep done");
                     endpoint.wait_idle().await;
                     return Ok(());

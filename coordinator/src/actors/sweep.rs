@@ -2,7 +2,7 @@
 //! inputs, carries the core's commands to the source actors, and batches the core's changes to
 //! the store actor.
 
-use super::agent::{AgentSetup, AgentSource, AttachTask, StealTask, WithdrawTask};
+use super::agent::{AgentSetup, AgentSource, AttachTask, Shutdown, StealTask, WithdrawTask};
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
@@ -393,9 +393,20 @@ impl SweepActor {
         // The store's mailbox is FIFO: the views are written after the last batch.
         let views = self.store.send(WriteViews { force: true });
         let close = self.store.send(Close);
+        let agents: Vec<_> = self
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceHandle::Agent(addr) => Some(addr.send(Shutdown)),
+                SourceHandle::Local(_) => None,
+            })
+            .collect();
         let done = async move {
             let result = views.await;
             let _ = close.await;
+            for agent in agents {
+                let _ = agent.await;
+            }
             result
         };
         ctx.wait(done.into_actor(self).map(|result, actor, ctx| {

@@ -227,6 +227,7 @@ pub fn hello_reply_samples() -> Vec<HelloReply> {
                 sweep_id: sweep(),
                 task: task(7, 2),
             }],
+            work_dir: "/scratch/me/hsm-work".into(),
         }),
         HelloReply::Reject(Reject {
             reason: "coordinator speaks protocol 2, this agent speaks 1: upgrade the agent".into(),
