@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod config_cmd;
+mod launch;
 mod sweep_cmd;
 mod v1_import;
 
@@ -80,11 +81,24 @@ pub enum Command {
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// Add (or update) an agent source in the project config, pinned to its fingerprint.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator agent add gpu1 gpu1.lab:7300 --fingerprint sha256:... --project-dir /home/me/proj\n  \
+        hsm-coordinator agent add cluster login1:7300 --fingerprint sha256:... --project-dir /scratch/me/proj --backend slurm")]
     Add(AgentAddArgs),
+    /// Remove an agent source from the project config (the rest of the file is kept as written).
+    Remove {
+        /// The agent source's name.
+        name: String,
+    },
     /// List the agent sources of the project config.
-    List,
+    List {
+        /// Also connect to each agent and say whether it answers.
+        #[arg(long)]
+        check: bool,
+    },
     /// Connect to an agent (mutual TLS, protocol handshake), measure a round trip, show its health.
     Ping {
+        /// The agent source's name (as in `agent list`).
         name: String,
         /// Give up after this long.
         #[arg(long, default_value = "10s", value_name = "DURATION")]
@@ -104,9 +118,16 @@ pub struct AgentAddArgs {
     /// Tasks at once on this agent (default: what the agent reports).
     #[arg(long)]
     pub slots: Option<usize>,
-    /// Where the project lives on the agent's host (tasks run there).
+    /// Where the project lives on the agent's host (tasks run there). Required for a new agent.
     #[arg(long, value_name = "DIR")]
     pub project_dir: Option<String>,
+    /// How the agent runs tasks: as processes, or as Slurm/PBS job arrays (auto: Slurm if its
+    /// host has sbatch, else PBS if qsub, else processes).
+    #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "auto"])]
+    pub backend: Option<String>,
+    /// The interpreter on the agent's host (default: python3 on its PATH).
+    #[arg(long, value_name = "PROGRAM")]
+    pub python: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -250,7 +271,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
-        Command::Agent(AgentCommand::List) => agent_cmd::list(&global),
+        Command::Agent(AgentCommand::Remove { name }) => agent_cmd::remove(&global, &name),
+        Command::Agent(AgentCommand::List { check }) => agent_cmd::list(&global, check),
         Command::Agent(AgentCommand::Ping { name, timeout }) => {
             agent_cmd::ping(&global, &name, &timeout)
         }

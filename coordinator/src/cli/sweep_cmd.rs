@@ -2,6 +2,7 @@
 //! (exit 2, nothing created), then create or open the sweep's state and hand it to the engine.
 
 use super::config_cmd::{display_path, load_config, load_sweep, resolve_sweep_path};
+use super::launch::{check_command, launch_command, SweepSettings};
 use super::{
     user_error, CancelArgs, CompleteArgs, ExecArgs, Global, RunArgs, StatusArgs, EXIT_FAILED,
     EXIT_INTERRUPTED, EXIT_OK,
@@ -9,7 +10,7 @@ use super::{
 use crate::actors::local::kill_orphans;
 use crate::actors::sweep::{now_ms, RunContext, RunSummary, SourceSpec, SourceSpecKind};
 use crate::config::{self, ProjectConfig, SourceKind};
-use crate::core::command::{build_argv, CommandSpec, LaunchContext};
+use crate::core::command::{build_argv, LaunchContext};
 use crate::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use crate::core::state::{Change, Counts, Strategy, SweepCore, TaskState, TaskStatus};
 use crate::core::taskspec::parse_task_ids;
@@ -122,6 +123,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 fingerprint,
                 slots,
                 project_dir,
+                python,
                 backend,
                 hpc,
             } => {
@@ -135,6 +137,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         address: address.clone(),
                         fingerprint: fingerprint.clone(),
                         project_dir: project_dir.clone(),
+                        python: python.clone(),
                         slots_configured: slots.is_some(),
                         hpc,
                     },
@@ -177,61 +180,6 @@ fn default_slots() -> usize {
         .unwrap_or(1)
 }
 
-/// Catches command problems before anything is created: no script, a template error, a script
-/// or interpreter that does not exist.
-fn check_command(
-    cfg: &ProjectConfig,
-    script_override: Option<&str>,
-    sample: &Params,
-) -> anyhow::Result<()> {
-    let ctx = LaunchContext {
-        sweep_id: "check",
-        task_index: 1,
-        task_id: "task_001",
-        attempt: 1,
-        output_dir: "/tmp/check",
-        group: "check",
-        script_override,
-    };
-    let argv = build_argv(&cfg.command, sample, &ctx).map_err(|e| user_error(e.to_string()))?;
-    if cfg.command.template.is_none() {
-        if let Some(script) = script_override.or(cfg.command.script.as_deref()) {
-            let path = cfg.root.join(script);
-            if !path.exists() {
-                return Err(user_error(format!(
-                    "training script {script} not found in {} — set command.script in the project config or script: in the sweep file",
-                    cfg.root.display()
-                )));
-            }
-        }
-    }
-    let program = argv.first().cloned().unwrap_or_default();
-    if !program_exists(&program) {
-        return Err(user_error(format!(
-            "program `{program}` not found (PATH or path) — set command.python in the project config"
-        )));
-    }
-    Ok(())
-}
-
-fn program_exists(program: &str) -> bool {
-    if program.is_empty() {
-        return false;
-    }
-    if program.contains('/') {
-        return Path::new(program).exists();
-    }
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-/// The per-sweep settings kept in `sweep.db` so `complete` launches tasks the same way.
-struct SweepSettings {
-    script_override: Option<String>,
-    group: String,
-}
-
 pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let sweep_path = resolve_sweep_path(global, args.sweep_file.as_deref());
@@ -262,7 +210,8 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         )));
     }
     let first = sweep.spec.iter().next().unwrap_or_default();
-    check_command(&cfg, sweep.script.as_deref(), &first)?;
+    let command = launch_command(&cfg, sweep.script.as_deref(), args.group.is_some());
+    check_command(&cfg, &command, sweep.script.as_deref(), &first)?;
 
     let outputs = layout::outputs_dir(&cfg.root);
     let base_id = args
@@ -273,6 +222,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         let settings = SweepSettings {
             script_override: sweep.script.clone(),
             group: args.group.clone().unwrap_or_else(|| base_id.clone()),
+            command,
         };
         let paths = SweepPaths::new(outputs.join(&base_id));
         let tasks = sweep
@@ -282,7 +232,6 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             .enumerate()
             .map(|(i, params)| (i as u64 + 1, params));
         return print_dry_run(
-            &cfg.command,
             &settings,
             &base_id,
             &paths,
@@ -309,6 +258,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     let settings = SweepSettings {
         script_override: sweep.script.clone(),
         group: args.group.clone().unwrap_or_else(|| sweep_id.clone()),
+        command,
     };
     println!("sweep_id: {sweep_id}");
     let lock = acquire_lock(&paths, &sweep_id)?;
@@ -322,6 +272,8 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         ("sweep_file", sweep_path.display().to_string()),
         ("project_root", cfg.root.display().to_string()),
         ("group", settings.group.clone()),
+        // Whether tasks get `wandb.group`: `complete` passes it exactly when `run` did.
+        ("wandb_group", settings.command.wandb_group.to_string()),
         (
             "script_override",
             settings.script_override.clone().unwrap_or_default(),
@@ -472,7 +424,7 @@ fn execute(
         sweep_id: sweep_id.to_string(),
         paths: paths.clone(),
         project_root: cfg.root.clone(),
-        command: cfg.command.clone(),
+        command: settings.command.clone(),
         script_override: settings.script_override.clone(),
         group: settings.group.clone(),
         prefetch: to_run
@@ -715,12 +667,16 @@ fn list_sweeps(outputs: &Path) -> Vec<(String, SweepPaths)> {
         .collect()
 }
 
-fn open_settings(store: &Store) -> anyhow::Result<SweepSettings> {
+fn open_settings(store: &Store, cfg: &ProjectConfig) -> anyhow::Result<SweepSettings> {
     let script_override = store.meta("script_override")?.filter(|s| !s.is_empty());
     let group = store.meta("group")?.unwrap_or_default();
+    // Sweeps recorded before this key passed the group whenever the config did.
+    let wandb = store.meta("wandb_group")?.is_some_and(|v| v == "true");
+    let command = launch_command(cfg, script_override.as_deref(), wandb);
     Ok(SweepSettings {
         script_override,
         group,
+        command,
     })
 }
 
@@ -755,7 +711,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         // now on (we hold the lock) is meant for this run.
         store.clear_cancel()?;
     }
-    let settings = open_settings(&store)?;
+    let settings = open_settings(&store, &cfg)?;
     let rows = store.tasks()?;
     let total = rows.len() as u64;
     let task_ids = match &args.task_ids {
@@ -800,6 +756,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                     address,
                     fingerprint,
                     project_dir,
+                    python,
                     ..
                 },
             ..
@@ -817,6 +774,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                         address: address.clone(),
                         fingerprint: fingerprint.clone(),
                         project_dir: project_dir.clone(),
+                        python: python.clone(),
                         slots_configured: true,
                         hpc: None,
                     },
@@ -840,6 +798,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     if let Some(first) = plan.runs.first() {
         check_command(
             &cfg,
+            &settings.command,
             settings.script_override.as_deref(),
             &rows[(first.0 - 1) as usize].params,
         )?;
@@ -852,7 +811,6 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             .iter()
             .map(|(i, _)| (*i, rows[(*i - 1) as usize].params.clone()));
         return print_dry_run(
-            &cfg.command,
             &settings,
             &sweep_id,
             &paths,
@@ -959,7 +917,6 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
 
 #[allow(clippy::too_many_arguments)]
 fn print_dry_run(
-    command: &CommandSpec,
     settings: &SweepSettings,
     sweep_id: &str,
     paths: &SweepPaths,
@@ -989,7 +946,8 @@ fn print_dry_run(
             group: &settings.group,
             script_override: settings.script_override.as_deref(),
         };
-        let argv = build_argv(command, &params, &ctx).map_err(|e| user_error(e.to_string()))?;
+        let argv =
+            build_argv(&settings.command, &params, &ctx).map_err(|e| user_error(e.to_string()))?;
         let reason = reasons.and_then(|r| r.get(&index));
         if as_json {
             let mut item = json!({"task": task_id, "index": index, "params": params, "argv": argv});
