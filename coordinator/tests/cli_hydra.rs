@@ -86,7 +86,10 @@ fn a_plain_hydra_app_completes_every_task_with_a_run_dir_of_its_own() {
             "{task}: no result.txt; stdout: {out}"
         );
         // Hydra's own files land in the task's results, not in a shared outputs/<date>/<time>.
-        assert!(results.join(".hydra").join("config.yaml").is_file(), "{task}");
+        assert!(
+            results.join(".hydra").join("config.yaml").is_file(),
+            "{task}"
+        );
         let run_dir = line_value(&out, "run_dir").unwrap_or_else(|| panic!("{task}: {out}"));
         assert_eq!(
             std::fs::canonicalize(&run_dir).unwrap(),
@@ -100,8 +103,8 @@ fn a_plain_hydra_app_completes_every_task_with_a_run_dir_of_its_own() {
         !p.path().join("outputs").exists(),
         "nothing written to Hydra's default outputs/"
     );
-    let command = std::fs::read_to_string(p.sweep_dir(&id).join("tasks/task_001/command.txt"))
-        .unwrap();
+    let command =
+        std::fs::read_to_string(p.sweep_dir(&id).join("tasks/task_001/command.txt")).unwrap();
     assert!(command.contains("++output.dir="), "{command}");
     assert!(command.contains("hydra.run.dir="), "{command}");
     assert!(!command.contains("wandb"), "{command}");
@@ -113,13 +116,21 @@ fn a_plain_hydra_app_completes_every_task_with_a_run_dir_of_its_own() {
     let id = sweep_id(&run);
     for k in 1..=8 {
         let out = stdout_of(&p, &id, &format!("task_{k:03}"));
-        assert_eq!(line_value(&out, "wandb_group").as_deref(), Some("g1"), "{out}");
+        assert_eq!(
+            line_value(&out, "wandb_group").as_deref(),
+            Some("g1"),
+            "{out}"
+        );
     }
     // `complete --task-ids` launches the way `run` did: with the group.
     let run = p.run(&["sweep", "complete", &id, "--task-ids", "2"]);
     run.expect_code(0);
     let out = stdout_of(&p, &id, "task_002");
-    assert_eq!(line_value(&out, "wandb_group").as_deref(), Some("g1"), "{out}");
+    assert_eq!(
+        line_value(&out, "wandb_group").as_deref(),
+        Some("g1"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -140,7 +151,11 @@ fn a_v1_config_with_a_wandb_project_keeps_passing_the_group() {
     run.expect_code(0);
     for k in 1..=2 {
         let out = stdout_of(&p, "s1", &format!("task_{k:03}"));
-        assert_eq!(line_value(&out, "wandb_group").as_deref(), Some("s1"), "{out}");
+        assert_eq!(
+            line_value(&out, "wandb_group").as_deref(),
+            Some("s1"),
+            "{out}"
+        );
     }
 }
 
