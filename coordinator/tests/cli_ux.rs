@@ -291,3 +291,149 @@ fn an_agent_source_runs_tasks_with_its_own_python_not_the_coordinators() {
     );
     assert!(!command.contains("local-python"), "{command}");
 }
+
+/// Starts `hsm-agent serve` with stderr into `log`; returns the child and its address.
+fn serve_logged(
+    agent_bin: &std::path::Path,
+    listen: &str,
+    state: &std::path::Path,
+    log: &std::path::Path,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(agent_bin)
+        .args(["serve", "--listen", listen, "--state-dir"])
+        .arg(state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    // The agent prints its fingerprint next and nothing after: read it before the pipe closes.
+    let _fingerprint = lines.next();
+    (child, first.replace("listening on ", ""))
+}
+
+#[test]
+fn agent_serve_takes_host_names_and_says_plainly_when_the_port_is_taken() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let init = std::process::Command::new(&agent_bin)
+        .args(["init", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let (mut first, addr) =
+        serve_logged(&agent_bin, "localhost:0", &state, &dir.path().join("a.log"));
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+
+    // The same port again: exit 2, one plain sentence, no unrelated `init` hint.
+    let port = addr.rsplit(':').next().unwrap();
+    let second = std::process::Command::new(&agent_bin)
+        .args([
+            "serve",
+            "--listen",
+            &format!("localhost:{port}"),
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
+    assert!(!err.contains("hsm-agent init"), "{err}");
+    assert!(err.contains("--listen"), "{err}");
+
+    let bad = std::process::Command::new(&agent_bin)
+        .args([
+            "serve",
+            "--listen",
+            "no-such-host.invalid:7300",
+            "--state-dir",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--listen no-such-host.invalid:7300"));
+
+    // Without an identity: the init hint, with the state dir.
+    let empty = dir.path().join("empty");
+    let none = std::process::Command::new(&agent_bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("hsm-agent init --state-dir {}", empty.display())),
+        "{err}"
+    );
+
+    stop_child(&mut first);
+}
+
+#[test]
+fn a_refused_coordinator_is_told_the_authorize_command_with_the_state_dir() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let init = std::process::Command::new(&agent_bin)
+        .args(["init", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let agent_fp = String::from_utf8_lossy(&init.stdout).trim().to_string();
+    let log = dir.path().join("agent.log");
+    let (mut child, addr) = serve_logged(&agent_bin, "127.0.0.1:0", &state, &log);
+    let home = tempfile::tempdir().unwrap();
+    let p = Project::new(CONFIG, &[("task.py", "")]);
+    p.run(&[
+        "agent",
+        "add",
+        "a1",
+        &addr,
+        "--fingerprint",
+        &agent_fp,
+        "--project-dir",
+        "/p",
+    ])
+    .expect_code(0);
+    let ping = p
+        .command(&["agent", "ping", "a1", "--timeout", "5s"])
+        .env("HSM_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(ping.status.code(), Some(1));
+    // The agent's log names the command to run, with this agent's non-default state dir. The
+    // line is written right after the handshake fails; wait for it without a deadline beyond
+    // the ping's own.
+    let want = format!("--state-dir {}", state.display());
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(&want) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        text.contains("hsm-agent authorize sha256:") && text.contains(&want),
+        "{text}"
+    );
+    stop_child(&mut child);
+}
+
+/// Ends an agent this test started (by its pid) and reaps it.
+fn stop_child(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
