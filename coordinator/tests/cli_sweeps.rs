@@ -458,10 +458,26 @@ fn dry_run_count_only_and_max_runs() {
     text.expect_code(0);
     assert!(text.stdout.contains("task_006"));
 
+    // The whole sweep is created and 2 of it run; `complete` (the latest sweep, no id needed)
+    // runs the rest.
     let run = p.run(&["sweep", "run", "--max-runs", "2"]);
     run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("4 tasks not run yet; `hsm-coordinator sweep complete"),
+        "{}",
+        run.stderr
+    );
     let status = p.status(&run.sweep_id());
-    assert_eq!(status["total"], 2);
+    assert_eq!(status["total"], 6);
+    assert_eq!(status["completed"], 2);
+    assert_eq!(status["pending"], 4, "{status}");
+    let complete = p.run(&["sweep", "complete"]);
+    complete.expect_code(0);
+    assert!(complete
+        .stderr
+        .contains(&format!("completing the latest sweep, {}", run.sweep_id())));
+    assert_eq!(p.status(&run.sweep_id())["completed"], 6);
 }
 
 #[test]

@@ -437,3 +437,60 @@ fn stop_child(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `hsm-coordinator ARGS` started in `dir`, without -C.
+fn run_in(dir: &std::path::Path, args: &[&str]) -> Run {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("HSM_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    Run::wait(
+        cmd.spawn().unwrap(),
+        format!("{} {} (in {})", bin(), args.join(" "), dir.display()),
+    )
+}
+
+#[test]
+fn commands_find_the_project_from_a_subdirectory_and_say_when_there_is_none() {
+    let p = Project::new(
+        CONFIG,
+        &[
+            ("task.py", ""),
+            ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: [1, 2]\n"),
+            ("src/deep/er/keep", ""),
+        ],
+    );
+    let sub = p.path().join("src/deep");
+    let run = run_in(&sub, &["sweep", "run", "--sweep-id", "from_sub"]);
+    run.expect_code(0);
+    assert!(
+        p.sweep_dir("from_sub").join("sweep.db").is_file(),
+        "created in the project root"
+    );
+    // The outputs line is a path that works from where the user is.
+    let outputs = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("outputs: "))
+        .unwrap_or_else(|| run.fail("no outputs line"));
+    assert_eq!(outputs, "../../sweeps/outputs/from_sub");
+    assert!(sub.join(outputs).join("sweep.db").is_file());
+    let status = run_in(&sub.join("er"), &["sweep", "status"]);
+    status.expect_code(0);
+    assert!(status.stdout.contains("from_sub"), "{}", status.stdout);
+
+    // Outside any project: exit 2, saying so; `identity`-like commands are not affected.
+    let nowhere = tempfile::tempdir().unwrap();
+    let run = run_in(nowhere.path(), &["sweep", "status"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("not inside an hsm project")
+            && run.stderr.contains("hsm-coordinator init"),
+        "{}",
+        run.stderr
+    );
+    assert!(!nowhere.path().join("sweeps").exists());
+}

@@ -28,12 +28,44 @@ pub fn resolve_sweep_path(global: &Global, given: Option<&Path>) -> PathBuf {
     }
 }
 
-/// A path as the user should see it: relative to the project directory when inside it.
+/// A path as the user should see it: one that works from the directory they are in (relative
+/// to it when that is shorter, e.g. `sweeps/outputs/…` in the project root, `../sweeps/…` from a
+/// subdirectory, absolute otherwise).
 pub fn display_path(global: &Global, path: &Path) -> String {
-    path.strip_prefix(&global.project_dir)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        global.project_dir.join(path)
+    };
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+    {
+        Some(cwd) => relative_path(&cwd, &absolute),
+        None => absolute.display().to_string(),
+    }
+}
+
+/// `path` written relative to `from` (both absolute): below it as is, otherwise with at most
+/// two `..` (beyond that the absolute path reads better).
+pub fn relative_path(from: &Path, path: &Path) -> String {
+    if let Ok(below) = path.strip_prefix(from) {
+        let text = below.display().to_string();
+        return if text.is_empty() { ".".into() } else { text };
+    }
+    let mut up = 0;
+    for ancestor in from.ancestors().skip(1) {
+        up += 1;
+        if up > 2 || ancestor.parent().is_none() {
+            break;
+        }
+        if let Ok(below) = path.strip_prefix(ancestor) {
+            let mut text = "../".repeat(up);
+            text.push_str(&below.display().to_string());
+            return text.trim_end_matches('/').to_string();
+        }
+    }
+    path.display().to_string()
 }
 
 /// Reads and validates a sweep file; every problem is reported (exit 2).

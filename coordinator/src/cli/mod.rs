@@ -226,7 +226,8 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct CompleteArgs {
-    pub sweep_id: String,
+    /// The sweep: its id (sweep_YYYYMMDD_HHMMSS) or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
     /// Only these tasks: ids and ranges (1,5-8), task names, @file with one id per line.
@@ -254,7 +255,20 @@ pub struct CancelArgs {
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    let project_dir = project_dir(cli.directory.as_deref())?;
+    let needs_project = !matches!(cli.command, Command::Init(_) | Command::Identity);
+    let start = project_dir(cli.directory.as_deref())?;
+    let is_init = matches!(cli.command, Command::Init(_));
+    let project_dir = match find_project_root(&start).filter(|_| !is_init) {
+        Some(root) => root,
+        // `-C DIR` or `--config FILE` name the project; `init` makes one; `identity` needs none.
+        None if !needs_project || cli.directory.is_some() || cli.config.is_some() => start,
+        None => {
+            return Err(user_error(format!(
+                "not inside an hsm project: no .hsm/, hsm_config.yaml or sweeps/sweep.yaml in {} or any directory above it — run `hsm-coordinator init` in the project, or pass -C PROJECT_DIR",
+                start.display()
+            )))
+        }
+    };
     let global = Global {
         project_dir,
         config: cli.config.clone(),
@@ -285,6 +299,28 @@ pub struct Global {
     pub project_dir: PathBuf,
     pub config: Option<PathBuf>,
     pub quiet: bool,
+}
+
+/// Markers of a project's root directory: the config in any place it is read from, or a sweep
+/// file where `sweep run` looks for one.
+const PROJECT_MARKERS: [&str; 4] = [
+    ".hsm",
+    "hsm_config.yaml",
+    "sweeps/hsm_config.yaml",
+    "sweeps/sweep.yaml",
+];
+
+/// The project root for a command started in `dir`: `dir` or the nearest directory above it
+/// holding one of [`PROJECT_MARKERS`] (as git finds `.git`), so commands work from a
+/// subdirectory. `None` when there is none.
+pub fn find_project_root(dir: &std::path::Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|candidate| {
+            PROJECT_MARKERS
+                .iter()
+                .any(|marker| candidate.join(marker).exists())
+        })
+        .map(|root| root.to_path_buf())
 }
 
 fn project_dir(dir: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {

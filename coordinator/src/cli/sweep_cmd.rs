@@ -204,9 +204,11 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             "{shown}: `exclude` removes every combination; nothing to run"
         )));
     }
-    if n_tasks > MAX_TASKS {
+    // The whole sweep is created (`--max-runs` only limits what runs now; `complete` runs
+    // the rest), so the whole sweep must fit.
+    if total > MAX_TASKS {
         return Err(user_error(format!(
-            "{shown}: {n_tasks} tasks is more than one sweep holds ({MAX_TASKS}) — split the sweep or use --max-runs"
+            "{shown}: {total} tasks is more than one sweep holds ({MAX_TASKS}) — split the sweep"
         )));
     }
     let first = sweep.spec.iter().next().unwrap_or_default();
@@ -289,16 +291,11 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     let store = Store::create(
         &paths.db(),
         &meta,
-        sweep
-            .spec
-            .iter()
-            .take(n_tasks as usize)
-            .enumerate()
-            .map(|(i, params)| NewTask {
-                index: i as u64 + 1,
-                params_hash: params_hash(&params),
-                params,
-            }),
+        sweep.spec.iter().enumerate().map(|(i, params)| NewTask {
+            index: i as u64 + 1,
+            params_hash: params_hash(&params),
+            params,
+        }),
     )?;
     let rows = store.tasks()?;
     write_metadata(
@@ -493,7 +490,12 @@ fn finish(
                 "s"
             }
         );
-        return Ok(EXIT_FAILED);
+        // Left out on purpose with --max-runs: what was asked for succeeded.
+        return Ok(if exec.max_runs.is_some() {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        });
     }
     if c.failed + c.cancelled > 0 {
         note(global, &format!(
@@ -638,6 +640,18 @@ fn find_sweep(
     )))
 }
 
+/// The most recently created sweep of the project (what `status` and `complete` take when no
+/// id is given).
+fn latest_sweep(global: &Global, cfg: &ProjectConfig) -> anyhow::Result<(String, SweepPaths)> {
+    let outputs = layout::outputs_dir(&cfg.root);
+    list_sweeps(&outputs).pop().ok_or_else(|| {
+        user_error(format!(
+            "no sweeps in {} — start one with `hsm-coordinator sweep run`",
+            display_path(global, &outputs)
+        ))
+    })
+}
+
 /// Sweeps under `outputs`, oldest first (by the database's creation order: modification time of
 /// the directory is unreliable, so the `created` meta would need opening every db; names of
 /// default ids sort by time, and the directory mtime breaks ties for custom ids).
@@ -684,13 +698,20 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let mut exec = validate_exec(&cfg, &args.exec)?;
     // A Python HSM v1 sweep directory (no sweep.db) is taken over in place first.
-    if let Some(v1_paths) = super::v1_import::find(&layout::outputs_dir(&cfg.root), &args.sweep_id)
-    {
+    let requested = match &args.sweep_id {
+        Some(id) => id.clone(),
+        None => {
+            let (id, _) = latest_sweep(global, &cfg)?;
+            note(global, &format!("completing the latest sweep, {id}"));
+            id
+        }
+    };
+    if let Some(v1_paths) = super::v1_import::find(&layout::outputs_dir(&cfg.root), &requested) {
         let v1_id = v1_paths
             .root
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| args.sweep_id.clone());
+            .unwrap_or_else(|| requested.clone());
         if args.exec.dry_run {
             super::v1_import::preview(global, &v1_paths, &v1_id)?;
             return Ok(EXIT_OK);
@@ -699,7 +720,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         super::v1_import::import(global, &v1_paths, &v1_id, &cfg.root)?;
         drop(lock);
     }
-    let (sweep_id, paths) = find_sweep(global, &cfg, &args.sweep_id)?;
+    let (sweep_id, paths) = find_sweep(global, &cfg, &requested)?;
     let lock = if args.exec.dry_run {
         None
     } else {
@@ -993,14 +1014,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let (sweep_id, paths) = match &args.sweep_id {
         Some(id) => find_sweep(global, &cfg, id)?,
-        None => list_sweeps(&layout::outputs_dir(&cfg.root))
-            .pop()
-            .ok_or_else(|| {
-                user_error(format!(
-                    "no sweeps in {} — start one with `hsm-coordinator sweep run`",
-                    display_path(global, &layout::outputs_dir(&cfg.root))
-                ))
-            })?,
+        None => latest_sweep(global, &cfg)?,
     };
     let store = open_store(&paths, &sweep_id)?;
     let rows = if args.json {
