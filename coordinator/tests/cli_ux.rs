@@ -494,3 +494,33 @@ fn commands_find_the_project_from_a_subdirectory_and_say_when_there_is_none() {
     );
     assert!(!nowhere.path().join("sweeps").exists());
 }
+
+#[test]
+fn completions_and_help_examples() {
+    let nowhere = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = run_in(nowhere.path(), &["completions", shell]);
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains("hsm-coordinator") && run.stdout.contains("complete"),
+            "{shell}: {}",
+            run.stdout
+        );
+    }
+    run_in(nowhere.path(), &["completions", "tcsh"]).expect_code(2);
+    for (args, example) in [
+        (&["sweep", "run", "--help"][..], "sweep run --dry-run"),
+        (&["sweep", "complete", "--help"], "the latest sweep"),
+        (&["agent", "add", "--help"], "--project-dir /home/me/proj"),
+    ] {
+        let run = run_in(nowhere.path(), args);
+        run.expect_code(0);
+        assert!(run.stdout.contains(example), "{}", run.stdout);
+    }
+    let help = run_in(nowhere.path(), &["--help"]);
+    assert!(
+        help.stdout.contains("still prints the sweep id"),
+        "{}",
+        help.stdout
+    );
+}

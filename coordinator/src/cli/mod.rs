@@ -52,7 +52,8 @@ pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Only errors; no progress display.
+    /// Quiet: no progress display or notes; still prints the sweep id, the summary line and
+    /// errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     #[command(subcommand)]
@@ -76,6 +77,12 @@ pub enum Command {
     Agent(AgentCommand),
     /// Print this coordinator's fingerprint (authorize it on agents with `hsm-agent authorize`).
     Identity,
+    /// Print a shell completion script, e.g. `hsm-coordinator completions bash >
+    /// ~/.local/share/bash-completion/completions/hsm-coordinator`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,8 +158,15 @@ pub enum ConfigCommand {
 #[derive(Subcommand, Debug)]
 pub enum SweepCommand {
     /// Expand a sweep file into tasks and run them; blocks until done.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep run --dry-run            # every task's argv; starts nothing\n  \
+        hsm-coordinator sweep run --parallel 4 --max-runs 10\n  \
+        hsm-coordinator sweep run sweeps/lr.yaml --sources local,gpu1")]
     Run(RunArgs),
     /// Run what is missing, failed or cancelled in an existing sweep.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep complete                 # the latest sweep\n  \
+        hsm-coordinator sweep complete sweep_20261128_180516 --task-ids 1,5-8,@failed.txt")]
     Complete(CompleteArgs),
     /// Show a sweep's counts per status (default: the latest sweep).
     Status(StatusArgs),
@@ -209,7 +223,7 @@ pub struct ExecArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Sweep file (default: sweeps/sweep.yaml).
+    /// Sweep file (default: sweeps/sweep.yaml of the project).
     pub sweep_file: Option<PathBuf>,
     #[command(flatten)]
     pub exec: ExecArgs,
@@ -230,7 +244,8 @@ pub struct CompleteArgs {
     pub sweep_id: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
-    /// Only these tasks: ids and ranges (1,5-8), task names, @file with one id per line.
+    /// Only these tasks (completed ones included): ids and ranges (1,5-8), task names, @file
+    /// (ids separated by commas, spaces or newlines; `#` comments).
     #[arg(long, value_name = "SPEC")]
     pub task_ids: Option<String>,
     /// Leave failed tasks alone; run only missing and cancelled ones.
@@ -240,22 +255,28 @@ pub struct CompleteArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// The sweep: its id or its directory (default: the latest sweep).
     pub sweep_id: Option<String>,
     /// List every task, not only the failed and running ones.
     #[arg(long)]
     pub all: bool,
+    /// Machine-readable: counts and every task with status, attempt, source and job id.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
+    /// The sweep to cancel: its id or its directory.
     pub sweep_id: String,
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    let needs_project = !matches!(cli.command, Command::Init(_) | Command::Identity);
+    let needs_project = !matches!(
+        cli.command,
+        Command::Init(_) | Command::Identity | Command::Completions { .. }
+    );
     let start = project_dir(cli.directory.as_deref())?;
     let is_init = matches!(cli.command, Command::Init(_));
     let project_dir = match find_project_root(&start).filter(|_| !is_init) {
@@ -291,6 +312,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             agent_cmd::ping(&global, &name, &timeout)
         }
         Command::Identity => agent_cmd::identity(),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hsm-coordinator",
+                &mut std::io::stdout(),
+            );
+            Ok(EXIT_OK)
+        }
     }
 }
 
@@ -339,5 +370,36 @@ pub fn exit_code_of(error: &anyhow::Error) -> i32 {
         EXIT_USAGE
     } else {
         EXIT_FAILED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every argument of every command, positional or flag, says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "hsm-coordinator", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:#?}");
     }
 }
