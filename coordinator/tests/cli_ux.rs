@@ -524,3 +524,27 @@ fn completions_and_help_examples() {
         help.stdout
     );
 }
+
+#[test]
+fn the_wandb_style_parameters_layout_is_refused_with_how_to_write_it() {
+    let p = Project::new(
+        CONFIG,
+        &[
+            ("task.py", ""),
+            (
+                "sweeps/sweep.yaml",
+                "parameters:\n  lr:\n    values: [1, 2]\nstrategy: grid\n",
+            ),
+        ],
+    );
+    let run = p.run(&["sweep", "run"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("sweeps/sweep.yaml:1:1: parameters: unknown key `parameters` — the `parameters:`/`values:` layout")
+            && run.stderr.contains("grid: {lr: [0.1, 0.01]}"),
+        "{}",
+        run.stderr
+    );
+    assert!(!p.outputs().exists());
+}
