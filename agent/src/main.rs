@@ -37,9 +37,10 @@ enum AgentCommand {
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// UDP address to listen on.
-    #[arg(long, default_value = "0.0.0.0:7300", value_name = "ADDR")]
-    listen: std::net::SocketAddr,
+    /// UDP address to listen on: HOST:PORT, where HOST is an IP address or a name
+    /// (`localhost:7300`; a name is resolved once, IPv4 first).
+    #[arg(long, default_value = "0.0.0.0:7300", value_name = "HOST:PORT")]
+    listen: String,
     #[command(flatten)]
     state: StateDirArgs,
     /// Where task directories live (default: <state-dir>/work).
@@ -97,16 +98,48 @@ impl StateDirArgs {
         if let Some(dir) = &self.state_dir {
             return Ok(dir.clone());
         }
-        if let Some(dir) = std::env::var_os("HSM_AGENT_HOME") {
-            return Ok(PathBuf::from(dir));
-        }
-        if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-            return Ok(PathBuf::from(dir).join("hsm-agent"));
-        }
-        let home = std::env::var_os("HOME")
-            .context("no --state-dir given and neither HSM_AGENT_HOME nor HOME is set")?;
-        Ok(PathBuf::from(home).join(".local/state/hsm-agent"))
+        default_state_dir()
     }
+}
+
+/// The state dir when no `--state-dir` is given.
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("HSM_AGENT_HOME") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return Ok(PathBuf::from(dir).join("hsm-agent"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("no --state-dir given and neither HSM_AGENT_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/state/hsm-agent"))
+}
+
+/// `--listen`: an IP address or a host name with a port; a name's IPv4 address first (a
+/// coordinator given the same name usually dials that one).
+fn resolve_listen(listen: &str) -> Result<std::net::SocketAddr, UsageError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    let fail = |why: String| {
+        UsageError(format!(
+            "--listen {listen}: {why} — write HOST:PORT, e.g. 0.0.0.0:7300, localhost:7300 or [::]:7300"
+        ))
+    };
+    if !listen.contains(':') {
+        return Err(fail("no port".into()));
+    }
+    let addrs: Vec<std::net::SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|e| fail(format!("cannot resolve it ({e})")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| fail("it resolves to no address".into()))
 }
 
 /// A problem with what the user gave us: exit code 2.
@@ -136,6 +169,39 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Why `serve` could not start, in one sentence with its fix: the port taken, no identity yet,
+/// or whatever else the chain says.
+fn bind_error(
+    e: &anyhow::Error,
+    listen: std::net::SocketAddr,
+    state_dir: &std::path::Path,
+) -> anyhow::Error {
+    let io_kind = e
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let message = if io_kind == Some(std::io::ErrorKind::AddrInUse) {
+        format!(
+            "cannot listen on {listen}: the address is in use (another hsm-agent, or another program, listens there) — stop it or choose another --listen"
+        )
+    } else if io_kind == Some(std::io::ErrorKind::AddrNotAvailable) {
+        format!("cannot listen on {listen}: no network interface of this host has that address — choose another --listen")
+    } else if e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<identity::IdentityError>(),
+            Some(identity::IdentityError::Missing { .. })
+        )
+    }) {
+        format!(
+            "{e:#} — run `hsm-agent init --state-dir {}` first",
+            state_dir.display()
+        )
+    } else {
+        format!("{e:#} (state dir {})", state_dir.display())
+    };
+    anyhow::Error::new(UsageError(message))
 }
 
 fn init_tracing() {
@@ -197,6 +263,11 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use hsm_agent::server::{host_name, ServeOptions, Server};
     let state_dir = args.state.resolve()?;
+    let listen = resolve_listen(&args.listen)?;
+    // Refusal hints name the state dir when `hsm-agent authorize` would not find it by itself.
+    if default_state_dir().ok().as_deref() != Some(state_dir.as_path()) {
+        hsm_agent::tls::set_authorize_state_dir(&state_dir);
+    }
     if args.slots == Some(0) {
         return Err(UsageError("--slots: expected a positive number".into()).into());
     }
@@ -213,7 +284,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         return Err(UsageError("--heartbeat: expected a positive number of seconds".into()).into());
     }
     let options = ServeOptions {
-        listen: args.listen,
+        listen,
         work_dir: args.work_dir.unwrap_or_else(|| state_dir.join("work")),
         state_dir: state_dir.clone(),
         slots: args
@@ -232,12 +303,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let server = Server::bind(options).map_err(|e| {
-            anyhow::Error::new(UsageError(format!(
-                "{e:#} (state dir {}; run `hsm-agent init` first if it has no identity)",
-                state_dir.display()
-            )))
-        })?;
+        let server = Server::bind(options).map_err(|e| bind_error(&e, listen, &state_dir))?;
         // Tests and scripts read these two lines; the address has the real port for `:0`.
         println!("listening on {}", server.local_addr()?);
         println!("fingerprint {}", server.fingerprint());

@@ -182,7 +182,8 @@ impl ClientCertVerifier for CoordinatorVerifier {
         } else {
             tracing::warn!(fingerprint = %fp, "refused coordinator {fp}: not in authorized_coordinators");
             Err(refusal(format!(
-                "coordinator {fp} {NOT_AUTHORIZED} — run `hsm-agent authorize {fp}`"
+                "coordinator {fp} {NOT_AUTHORIZED} — run `{}`",
+                authorize_command(&fp)
             )))
         }
     }
@@ -569,6 +570,24 @@ pub fn explain_connect_error(
     }
 }
 
+/// The state dir `hsm-agent authorize` must be told about (`--state-dir`) because it is not the
+/// default one; set once by `hsm-agent serve`.
+static AUTHORIZE_STATE_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Makes the agent's refusal hints name `--state-dir DIR` (call when the agent's state dir is
+/// not the one `hsm-agent authorize` finds by default).
+pub fn set_authorize_state_dir(dir: &std::path::Path) {
+    let _ = AUTHORIZE_STATE_DIR.set(dir.to_path_buf());
+}
+
+/// The command that authorizes coordinator `fp` on this agent.
+pub fn authorize_command(fp: &str) -> String {
+    match AUTHORIZE_STATE_DIR.get() {
+        Some(dir) => format!("hsm-agent authorize {fp} --state-dir {}", dir.display()),
+        None => format!("hsm-agent authorize {fp}"),
+    }
+}
+
 /// Turns a failed incoming handshake on an agent into a log line naming the fingerprint seen.
 pub fn explain_accept_error(err: &quinn::ConnectionError, remote: SocketAddr) -> String {
     use quinn::ConnectionError as E;
@@ -577,7 +596,8 @@ pub fn explain_accept_error(err: &quinn::ConnectionError, remote: SocketAddr) ->
             match fingerprints_in(&local.reason).into_iter().next() {
                 Some(fp) => format!(
                     "refused coordinator {fp} from {remote}: it is not in authorized_coordinators \
-                     (run `hsm-agent authorize {fp}` to allow it)"
+                     (run `{}` to allow it)",
+                    authorize_command(&fp)
                 ),
                 None => format!("refused a coordinator from {remote}: {}", local.reason),
             }

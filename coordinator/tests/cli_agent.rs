@@ -47,6 +47,8 @@ fn agent_add_writes_a_valid_source_and_list_shows_it() {
         &fp,
         "--slots",
         "4",
+        "--project-dir",
+        "/srv/proj",
     ]);
     run.expect_code(0);
     let config = std::fs::read_to_string(p.path().join(".hsm/config.yaml")).unwrap();
@@ -132,6 +134,8 @@ fn agent_ping_over_mutual_tls_and_clear_refusals() {
         &agent.addr,
         "--fingerprint",
         &agent.fingerprint,
+        "--project-dir",
+        "/srv/proj",
     ])
     .expect_code(0);
 
@@ -152,8 +156,17 @@ fn agent_ping_over_mutual_tls_and_clear_refusals() {
 
     // The coordinator pins another fingerprint: refused, both fingerprints named.
     let wrong = format!("sha256:{}", "cd".repeat(32));
-    p.run(&["agent", "add", "a2", &agent.addr, "--fingerprint", &wrong])
-        .expect_code(0);
+    p.run(&[
+        "agent",
+        "add",
+        "a2",
+        &agent.addr,
+        "--fingerprint",
+        &wrong,
+        "--project-dir",
+        "/srv/proj",
+    ])
+    .expect_code(0);
     let (code, _, err) = coordinator(home.path(), &["agent", "ping", "a2"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
@@ -637,8 +650,10 @@ fn bursts_of_launches_and_large_output_keep_the_control_stream_in_step() {
     p.write(
         ".hsm/config.yaml",
         &format!(
-            "command:\n  template: [\"/bin/sh\", \"-c\", \"case $0 in *0) head -c 1500000 /dev/urandom | base64 ;; esac\", \"{{overrides}}\"]\nsources:\n  a0:\n    type: agent\n    address: {}\n    fingerprint: {}\n    slots: 1000\n",
-            agent.addr, agent.fingerprint
+            "command:\n  template: [\"/bin/sh\", \"-c\", \"case $0 in *0) head -c 1500000 /dev/urandom | base64 ;; esac\", \"{{overrides}}\"]\nsources:\n  a0:\n    type: agent\n    address: {}\n    fingerprint: {}\n    project_dir: {}\n    slots: 1000\n",
+            agent.addr,
+            agent.fingerprint,
+            p.path().display()
         ),
     );
     let mut cmd = p.command(&["sweep", "run", "--sources", "a0", "--sweep-id", "burst"]);

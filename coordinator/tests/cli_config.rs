@@ -72,7 +72,8 @@ fn config_validate_reports_every_problem_with_positions() {
 #[test]
 fn shipped_example_configs_validate() {
     let root = repo_root();
-    let p = Project::new("", &[]);
+    // `config validate` checks that the configured script exists, as `sweep run` does.
+    let p = Project::new("", &[("train.py", "")]);
     let config = root.join("configs/hsm_config.example.yaml");
     let sweep = root.join("configs/sweep.example.yaml");
     let run = p.run(&[

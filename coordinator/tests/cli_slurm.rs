@@ -718,7 +718,7 @@ fn a_dry_run_with_an_hpc_source_shows_the_job_script_it_would_submit() {
     let fp = format!("sha256:{}", "ab".repeat(32));
     let p = Project::new(
         &format!(
-            "command:\n  python: python3\n  script: task.py\nhpc:\n  partition: gpu\n  cpus: 4\n  mem: 16G\n  gres: gpu:a100:1\n  modules: [cuda/12.1]\n  max_array_size: 4\nsources:\n  hpc1:\n    type: agent\n    address: 127.0.0.1:7300\n    fingerprint: {fp}\n    backend: slurm\n    hpc:\n      walltime: \"01:00:00\"\n"
+            "command:\n  python: python3\n  script: task.py\nhpc:\n  partition: gpu\n  cpus: 4\n  mem: 16G\n  gres: gpu:a100:1\n  modules: [cuda/12.1]\n  max_array_size: 4\nsources:\n  hpc1:\n    type: agent\n    address: 127.0.0.1:7300\n    fingerprint: {fp}\n    project_dir: /srv/proj\n    backend: slurm\n    hpc:\n      walltime: \"01:00:00\"\n"
         ),
         &[
             ("task.py", TASK_PY),

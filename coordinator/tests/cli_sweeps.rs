@@ -204,7 +204,8 @@ fn layout_views_and_task_environment() {
     assert!(args
         .iter()
         .any(|a| a.starts_with("output.dir=") && a.ends_with("tasks/task_001/results")));
-    assert!(args.contains(&"wandb.group=layout_test"));
+    // W&B's group only when the project asks for it (not here).
+    assert!(!args.iter().any(|a| a.contains("wandb")), "{args:?}");
     let env = &argv["env"];
     assert_eq!(env["HSM_SWEEP_ID"], "layout_test");
     assert_eq!(env["HSM_TASK_ID"], "task_001");
@@ -457,10 +458,26 @@ fn dry_run_count_only_and_max_runs() {
     text.expect_code(0);
     assert!(text.stdout.contains("task_006"));
 
+    // The whole sweep is created and 2 of it run; `complete` (the latest sweep, no id needed)
+    // runs the rest.
     let run = p.run(&["sweep", "run", "--max-runs", "2"]);
     run.expect_code(0);
+    assert!(
+        run.stderr
+            .contains("4 tasks pending; `hsm-coordinator sweep complete"),
+        "{}",
+        run.stderr
+    );
     let status = p.status(&run.sweep_id());
-    assert_eq!(status["total"], 2);
+    assert_eq!(status["total"], 6);
+    assert_eq!(status["completed"], 2);
+    assert_eq!(status["pending"], 4, "{status}");
+    let complete = p.run(&["sweep", "complete"]);
+    complete.expect_code(0);
+    assert!(complete
+        .stderr
+        .contains(&format!("completing the latest sweep, {}", run.sweep_id())));
+    assert_eq!(p.status(&run.sweep_id())["completed"], 6);
 }
 
 #[test]

@@ -105,24 +105,26 @@ fn an_idle_source_takes_over_tasks_waiting_at_a_busy_agent() {
         return;
     };
     let home = tempfile::tempdir().unwrap();
-    // Tasks 1-30 take a few milliseconds, so the agent is kept a pipeline of tasks beyond its
-    // slot; tasks 31-34 take 3 s: the local source gets one, the agent the other three, two of
-    // which wait there behind its busy slot — until the local source, idle, takes one over.
+    // Tasks 1-30 take a few milliseconds, so the 4-slot agent is kept a pipeline of tasks
+    // beyond its slots; tasks 31-36 are long: the agent runs four and is handed more, which
+    // wait there. A long task takes 1 s on the local source and 4 s on the agent (it tells by
+    // the agent's mark in its environment), so the local source is idle, with nothing left to
+    // hand out, while tasks still wait at the agent — and takes them over.
     let p = Project::new(
         "command:\n  template: [\"sh\", \"task.sh\", \"{overrides}\"]\n",
         &[
             (
                 "task.sh",
-                "i=${1#i=}\nif [ \"$i\" -gt 30 ]; then sleep 3; fi\n",
+                "i=${1#i=}\nif [ \"$i\" -gt 30 ]; then\n  if [ -n \"$HSM_AGENT_TASK\" ]; then sleep 4; else sleep 1; fi\nfi\n",
             ),
             (
                 "sweeps/sweep.yaml",
-                "sweep:\n  grid:\n    i: {range: [1, 35]}\n",
+                "sweep:\n  grid:\n    i: {range: [1, 37]}\n",
             ),
         ],
     );
     let own_fp = coordinator_fingerprint(&p, home.path());
-    let agent = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--slots", "1"]);
+    let agent = start_agent_with(&agent_bin, None, "127.0.0.1:0", &["--slots", "4"]);
     enlist(&p, &agent_bin, &agent, "busy", &own_fp);
     let run = run_sweep(
         &p,
@@ -137,31 +139,41 @@ fn an_idle_source_takes_over_tasks_waiting_at_a_busy_agent() {
             "--sweep-id",
             "steal",
         ],
-        "short then long tasks on local (1 slot) and an agent (1)",
+        "short then long tasks on local (1 slot) and an agent (4)",
     );
     run.expect_code(0);
-    assert_exactly_once(&p, "steal", 34);
+    assert_exactly_once(&p, "steal", 36);
     let db = rusqlite::Connection::open(p.sweep_dir("steal").join("sweep.db")).unwrap();
-    let moved: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.idx = a.idx
-             WHERE a.source = 'busy' AND a.status = 'cancelled' AND a.reason LIKE 'moved from busy%'
-               AND t.source = 'local' AND t.attempt = a.attempt + 1 AND t.status = 'completed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let moved = count(
+        "SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.idx = a.idx
+         WHERE a.source = 'busy' AND a.status = 'cancelled' AND a.reason LIKE 'moved from busy%'
+           AND t.source = 'local' AND t.attempt = a.attempt + 1 AND t.status = 'completed'",
+    );
     let rows = task_rows(&p, "steal");
     let long: Vec<_> = rows[30..].iter().map(|r| (&r.0, r.1)).collect();
     println!("long tasks (source, attempt): {long:?}; moved {moved}");
     assert!(
+        rows.iter().all(|r| r.1 <= 2),
+        "a task moves once at most: {rows:?}"
+    );
+    // A machine so loaded that even the short tasks took tens of milliseconds keeps no
+    // pipeline (nothing then waits at the agent to take over): said, not failed.
+    let waited_at_agent = moved
+        + count(
+            "SELECT COUNT(*) FROM attempts WHERE source = 'busy' AND idx > 30
+               AND started_at - queued_at > 500",
+        );
+    if waited_at_agent == 0 {
+        println!(
+            "SKIPPED the check: no long task waited at the agent (short tasks were slow here)"
+        );
+        return;
+    }
+    assert!(
         moved >= 1,
         "the idle local source took over long tasks waiting at the agent: {long:?}\n{}",
         run.stderr
-    );
-    assert!(
-        rows.iter().all(|r| r.1 <= 2),
-        "a task moves once at most: {rows:?}"
     );
 }
 

@@ -54,6 +54,8 @@ pub enum SourceSpecKind {
         fingerprint: String,
         /// Where the project lives on the agent's host (tasks run there).
         project_dir: Option<String>,
+        /// The interpreter on the agent's host; replaces `command.python` for its tasks.
+        python: String,
         /// Slots were configured; otherwise the agent's own count is used.
         slots_configured: bool,
         /// Through the agent's batch scheduler (Slurm/PBS) rather than as processes.
@@ -175,6 +177,9 @@ pub struct SweepActor {
     prefetch_thread: Option<PrefetchThread>,
     /// Stderr tails of attempts reported failed since the last flush, by (task, attempt).
     tails: HashMap<(u64, u32), String>,
+    /// Per source: for an agent, the run's command with the agent's own interpreter (the
+    /// coordinator's interpreter path means nothing on another host); `None` for the others.
+    agent_commands: Vec<Option<CommandSpec>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -192,7 +197,19 @@ impl SweepActor {
         progress: Progress,
         done_tx: tokio::sync::oneshot::Sender<RunSummary>,
     ) -> Self {
+        let agent_commands = run
+            .sources
+            .iter()
+            .map(|spec| match &spec.kind {
+                SourceSpecKind::Agent { python, .. } => Some(CommandSpec {
+                    python: python.clone(),
+                    ..run.command.clone()
+                }),
+                _ => None,
+            })
+            .collect();
         SweepActor {
+            agent_commands,
             core,
             run,
             store,
@@ -305,7 +322,12 @@ impl SweepActor {
                     script_override: self.run.script_override.as_deref(),
                 };
                 let params = &self.run.params[(index - 1) as usize];
-                match build_argv(&self.run.command, params, &launch_ctx) {
+                let command = self
+                    .agent_commands
+                    .get(source)
+                    .and_then(Option::as_ref)
+                    .unwrap_or(&self.run.command);
+                match build_argv(command, params, &launch_ctx) {
                     Ok(argv) => {
                         let msg = LaunchTask {
                             key: TaskKey { index, attempt },

@@ -1,5 +1,5 @@
-//! `identity`, `agent add` and `agent list`: this coordinator's own identity and the agents it
-//! trusts (pinned by fingerprint in the project config).
+//! `identity`, `agent add`, `agent remove`, `agent list` and `agent ping`: this coordinator's
+//! own identity and the agents it trusts (pinned by fingerprint in the project config).
 
 use super::config_cmd::{display_path, load_config};
 use super::{user_error, AgentAddArgs, Global, EXIT_FAILED, EXIT_OK};
@@ -30,6 +30,21 @@ pub fn add(global: &Global, args: &AgentAddArgs) -> anyhow::Result<i32> {
     }
     // Validate the current config first: never rewrite a file that has problems.
     let cfg = load_config(global)?;
+    let existing = cfg.sources.get(&args.name).map(|s| &s.kind);
+    let had_project_dir = matches!(
+        existing,
+        Some(SourceKind::Agent {
+            project_dir: Some(_),
+            ..
+        })
+    );
+    if args.project_dir.is_none() && !had_project_dir {
+        return Err(user_error(format!(
+            "--project-dir DIR is needed: where the project lives on {}'s host (its tasks run there), e.g. \
+             hsm-coordinator agent add {} {} --fingerprint {fingerprint} --project-dir /home/me/project",
+            args.name, args.name, args.address
+        )));
+    }
     let path = cfg
         .file
         .clone()
@@ -39,77 +54,202 @@ pub fn add(global: &Global, args: &AgentAddArgs) -> anyhow::Result<i32> {
     } else {
         String::new()
     };
-    let updated = config::set_agent_source(
-        &text,
-        &args.name,
-        &args.address,
-        &fingerprint,
-        args.slots,
-        args.project_dir.as_deref(),
-    )
-    .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    crate::layout::write_atomic(&path, updated.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    let entry = config::AgentEntry {
+        address: &args.address,
+        fingerprint: &fingerprint,
+        slots: args.slots,
+        project_dir: args.project_dir.as_deref(),
+        backend: args.backend.as_deref(),
+        python: args.python.as_deref(),
+    };
+    let updated = config::set_agent_entry(&text, &args.name, &entry)
+        .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
+    write_config(&path, &updated)?;
     println!(
-        "agent {} ({}, {fingerprint}) added to {}",
+        "agent {} ({}, {fingerprint}) {} in {}",
         args.name,
         args.address,
+        if existing.is_some() {
+            "updated"
+        } else {
+            "added"
+        },
         display_path(global, &path)
     );
     Ok(EXIT_OK)
 }
 
-pub fn list(global: &Global) -> anyhow::Result<i32> {
+fn write_config(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::layout::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn remove(global: &Global, name: &str) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
-    let mut n = 0;
+    let Some(path) = cfg.file.clone() else {
+        return Err(user_error(format!(
+            "no agent `{name}`: there is no project config — `hsm-coordinator agent list` shows the agents"
+        )));
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let updated = config::remove_agent_source(&text, name).map_err(|e| {
+        user_error(format!(
+            "{}: {e} — `hsm-coordinator agent list` shows the agents",
+            display_path(global, &path)
+        ))
+    })?;
+    write_config(&path, &updated)?;
+    println!("agent {name} removed from {}", display_path(global, &path));
+    Ok(EXIT_OK)
+}
+
+pub fn list(global: &Global, check: bool) -> anyhow::Result<i32> {
+    let cfg = load_config(global)?;
+    let mut rows = Vec::new();
     for (name, source) in &cfg.sources {
         if let SourceKind::Agent {
             address,
             fingerprint,
             slots,
+            project_dir,
             backend,
             ..
         } = &source.kind
         {
-            n += 1;
-            println!(
-                "{name}\t{address}\t{fingerprint}\tslots={}\tbackend={backend}",
-                slots.map_or_else(|| "agent".to_string(), |s| s.to_string())
-            );
+            let mut row = vec![
+                name.clone(),
+                address.clone(),
+                backend.to_string(),
+                slots.map_or_else(|| "(agent's)".to_string(), |s| s.to_string()),
+                project_dir.clone().unwrap_or_else(|| "-".into()),
+                fingerprint.clone(),
+            ];
+            if check {
+                let timeout = std::time::Duration::from_secs(5);
+                row.push(match ping_agent(&cfg, name, timeout) {
+                    Ok(_) => "ok".into(),
+                    Err(e) => format!("unreachable: {}", first_line(&format!("{e:#}"))),
+                });
+            }
+            rows.push(row);
         }
     }
-    if n == 0 {
-        eprintln!("no agents configured — add one with `hsm-coordinator agent add NAME HOST:PORT --fingerprint FP`");
+    if rows.is_empty() {
+        eprintln!("no agents configured — add one with `hsm-coordinator agent add NAME HOST:PORT --fingerprint FP --project-dir DIR`");
+        return Ok(EXIT_OK);
+    }
+    let mut header = vec![
+        "NAME",
+        "ADDRESS",
+        "BACKEND",
+        "SLOTS",
+        "PROJECT_DIR",
+        "FINGERPRINT",
+    ];
+    if check {
+        header.push("REACHABLE");
+    }
+    let header: Vec<String> = header.into_iter().map(String::from).collect();
+    let all: Vec<&Vec<String>> = std::iter::once(&header).chain(&rows).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| all.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in all {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if c + 1 == row.len() {
+                    cell.clone()
+                } else {
+                    format!("{cell:<width$}", width = widths[c])
+                }
+            })
+            .collect();
+        println!("{}", line.join("  "));
     }
     Ok(EXIT_OK)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
 }
 
 /// `agent ping NAME`: the whole connection path a sweep uses (address, pinned fingerprint, this
 /// coordinator's authorization, protocol version), then one round trip and the agent's health.
 pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
+    let timeout = config::parse_duration(timeout)
+        .map_err(|e| user_error(format!("--timeout {timeout}: {e}")))?;
+    let cfg = load_config(global)?;
+    let address = match cfg.sources.get(name).map(|s| &s.kind) {
+        Some(SourceKind::Agent { address, .. }) => address.clone(),
+        Some(_) => return Err(user_error(format!("source `{name}` is not an agent"))),
+        None => {
+            return Err(user_error(format!(
+                "no source named `{name}` — add it with `hsm-coordinator agent add {name} HOST:PORT --fingerprint FP --project-dir DIR`"
+            )))
+        }
+    };
+    match ping_agent(&cfg, name, timeout) {
+        Ok((welcome, round_trip, health)) => {
+            println!(
+                "{name} ({address}): ok, round trip {:.2} ms — {} hsm-agent {} (protocol {}), backend {}, {} slot{}",
+                round_trip.as_secs_f64() * 1000.0,
+                welcome.agent_name,
+                welcome.agent_version,
+                welcome.protocol_version,
+                welcome.backend,
+                welcome.slots,
+                if welcome.slots == 1 { "" } else { "s" }
+            );
+            if let Some(h) = health {
+                println!(
+                    "  load {:.2} · running {} of {} · free memory {:.1} GiB · free disk {:.1} GiB",
+                    h.load1,
+                    h.running,
+                    h.slots,
+                    h.free_mem_bytes as f64 / (1u64 << 30) as f64,
+                    h.free_disk_bytes as f64 / (1u64 << 30) as f64
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        Err(e) => {
+            eprintln!("hsm-coordinator: agent {name}: {e:#}");
+            Ok(EXIT_FAILED)
+        }
+    }
+}
+
+/// What one successful ping learns: the agent's welcome, the round trip, its last heartbeat.
+type PingResult = (
+    hsm_protocol::Welcome,
+    std::time::Duration,
+    Option<hsm_protocol::HeartbeatMsg>,
+);
+
+/// Connects to the agent source `name` of `cfg` as a sweep would and pings it once.
+fn ping_agent(
+    cfg: &config::ProjectConfig,
+    name: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<PingResult> {
     use hsm_agent::tls::{self, TransportOptions};
     use hsm_agent::wire::{read_frame, write_message};
     use hsm_protocol::{decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_FRAME};
     use std::net::ToSocketAddrs;
 
-    let timeout = config::parse_duration(timeout)
-        .map_err(|e| user_error(format!("--timeout {timeout}: {e}")))?;
-    let cfg = load_config(global)?;
-    let Some(source) = cfg.sources.get(name) else {
-        return Err(user_error(format!(
-            "no source named `{name}` — add it with `hsm-coordinator agent add {name} HOST:PORT --fingerprint FP`"
-        )));
-    };
-    let SourceKind::Agent {
+    let Some(SourceKind::Agent {
         address,
         fingerprint,
         ..
-    } = &source.kind
+    }) = cfg.sources.get(name).map(|s| &s.kind)
     else {
-        return Err(user_error(format!("source `{name}` is not an agent")));
+        anyhow::bail!("source `{name}` is not an agent");
     };
     let identity = coordinator_identity()?;
     let own = identity.fingerprint();
@@ -167,33 +307,5 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
             Err(_) => anyhow::bail!("the agent at {address} did not answer within {timeout:?}"),
         }
     });
-    match result {
-        Ok((welcome, round_trip, health)) => {
-            println!(
-                "{name} ({address}): ok, round trip {:.2} ms — {} hsm-agent {} (protocol {}), backend {}, {} slot{}",
-                round_trip.as_secs_f64() * 1000.0,
-                welcome.agent_name,
-                welcome.agent_version,
-                welcome.protocol_version,
-                welcome.backend,
-                welcome.slots,
-                if welcome.slots == 1 { "" } else { "s" }
-            );
-            if let Some(h) = health {
-                println!(
-                    "  load {:.2} · running {} of {} · free memory {:.1} GiB · free disk {:.1} GiB",
-                    h.load1,
-                    h.running,
-                    h.slots,
-                    h.free_mem_bytes as f64 / (1u64 << 30) as f64,
-                    h.free_disk_bytes as f64 / (1u64 << 30) as f64
-                );
-            }
-            Ok(EXIT_OK)
-        }
-        Err(e) => {
-            eprintln!("hsm-coordinator: agent {name}: {e:#}");
-            Ok(EXIT_FAILED)
-        }
-    }
+    result
 }

@@ -28,12 +28,44 @@ pub fn resolve_sweep_path(global: &Global, given: Option<&Path>) -> PathBuf {
     }
 }
 
-/// A path as the user should see it: relative to the project directory when inside it.
+/// A path as the user should see it: one that works from the directory they are in (relative
+/// to it when that is shorter, e.g. `sweeps/outputs/…` in the project root, `../sweeps/…` from a
+/// subdirectory, absolute otherwise).
 pub fn display_path(global: &Global, path: &Path) -> String {
-    path.strip_prefix(&global.project_dir)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        global.project_dir.join(path)
+    };
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+    {
+        Some(cwd) => relative_path(&cwd, &absolute),
+        None => absolute.display().to_string(),
+    }
+}
+
+/// `path` written relative to `from` (both absolute): below it as is, otherwise with at most
+/// two `..` (beyond that the absolute path reads better).
+pub fn relative_path(from: &Path, path: &Path) -> String {
+    if let Ok(below) = path.strip_prefix(from) {
+        let text = below.display().to_string();
+        return if text.is_empty() { ".".into() } else { text };
+    }
+    let mut up = 0;
+    for ancestor in from.ancestors().skip(1) {
+        up += 1;
+        if up > 2 || ancestor.parent().is_none() {
+            break;
+        }
+        if let Ok(below) = path.strip_prefix(ancestor) {
+            let mut text = "../".repeat(up);
+            text.push_str(&below.display().to_string());
+            return text.trim_end_matches('/').to_string();
+        }
+    }
+    path.display().to_string()
 }
 
 /// Reads and validates a sweep file; every problem is reported (exit 2).
@@ -59,21 +91,24 @@ pub fn load_sweep(global: &Global, path: &Path) -> anyhow::Result<(SweepFile, St
 }
 
 pub fn init(global: &Global, args: &InitArgs) -> anyhow::Result<i32> {
-    let config_path = global.project_dir.join(".hsm").join("config.yaml");
     let sweep_path = global.project_dir.join("sweeps").join("sweep.yaml");
-    if !args.force {
-        let existing: Vec<String> = [&config_path, &sweep_path]
-            .iter()
-            .filter(|p| p.exists())
-            .map(|p| display_path(global, p))
-            .collect();
-        if !existing.is_empty() {
-            return Err(user_error(format!(
-                "{} already exist{}; nothing was written — pass --force to overwrite",
-                existing.join(" and "),
-                if existing.len() == 1 { "s" } else { "" }
-            )));
-        }
+    // A config in any place it is read from counts (a v1 `sweeps/hsm_config.yaml` too): a new
+    // `.hsm/config.yaml` would silently take its place.
+    let existing_config =
+        config::locate_config(&global.project_dir, global.config.as_deref()).filter(|p| p.exists());
+    let config_path = existing_config
+        .clone()
+        .filter(|_| args.force)
+        .unwrap_or_else(|| global.project_dir.join(".hsm").join("config.yaml"));
+    let write_config = args.force || existing_config.is_none();
+    let write_sweep = args.force || !sweep_path.exists();
+    if !write_config && !write_sweep {
+        let shown = existing_config.as_deref().unwrap_or(&config_path);
+        return Err(user_error(format!(
+            "{} and {} already exist; nothing was written — pass --force to replace them (the old files are kept as .bak)",
+            display_path(global, shown),
+            display_path(global, &sweep_path)
+        )));
     }
     let detection = config::detect(&global.project_dir);
     match &detection.python {
@@ -99,17 +134,58 @@ pub fn init(global: &Global, args: &InitArgs) -> anyhow::Result<i32> {
         Some(Scheduler::Pbs) => eprintln!("scheduler: PBS (qsub found)"),
         None => eprintln!("scheduler: none found (local runs only)"),
     }
-    for (path, text) in [
-        (&config_path, config::init_config_text(&detection)),
-        (&sweep_path, config::init_sweep_text()),
+    for (write, path, text) in [
+        (
+            write_config,
+            &config_path,
+            config::init_config_text(&detection),
+        ),
+        (write_sweep, &sweep_path, config::init_sweep_text()),
     ] {
+        if !write {
+            let kept = if std::ptr::eq(path, &config_path) {
+                existing_config.as_deref().unwrap_or(path)
+            } else {
+                path
+            };
+            println!("kept {} (exists)", display_path(global, kept));
+            continue;
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if path.exists() {
+            let backup = backup_path(path);
+            std::fs::copy(path, &backup)
+                .with_context(|| format!("keeping {} as {}", path.display(), backup.display()))?;
+            println!(
+                "kept the old {} as {}",
+                display_path(global, path),
+                display_path(global, &backup)
+            );
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", display_path(global, path));
     }
     Ok(EXIT_OK)
+}
+
+/// `<file>.bak`, or `<file>.bak.2`, `.bak.3` … when earlier backups exist (never overwritten).
+fn backup_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".bak");
+    let first = PathBuf::from(&name);
+    if !first.exists() {
+        return first;
+    }
+    (2..)
+        .map(|n| {
+            let mut numbered = name.clone();
+            numbered.push(format!(".{n}"));
+            PathBuf::from(numbered)
+        })
+        .find(|p| !p.exists())
+        .unwrap_or(first)
 }
 
 pub fn show(global: &Global) -> anyhow::Result<i32> {
@@ -133,11 +209,27 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
     };
     let sweep_path = resolve_sweep_path(global, sweep_file);
     let mut sweep_summary = None;
+    let mut sweep = None;
     if sweep_file.is_some() || sweep_path.exists() {
         match load_sweep(global, &sweep_path) {
-            Ok((file, _)) => sweep_summary = Some(file.spec.count()),
+            Ok((file, _)) => {
+                sweep_summary = Some(file.spec.count());
+                sweep = Some(file);
+            }
             Err(e) => errors.push(format!("{e:#}")),
         }
+    }
+    // What `sweep run` checks before it starts: script, interpreter, conda env, agents.
+    if let Some(cfg) = &cfg {
+        let script = sweep.as_ref().and_then(|s| s.script.as_deref());
+        let sample = sweep
+            .as_ref()
+            .and_then(|s| s.spec.iter().next())
+            .unwrap_or_default();
+        let command = super::launch::launch_command(cfg, script, false);
+        errors.extend(super::launch::command_problems(
+            cfg, &command, script, &sample,
+        ));
     }
     if !errors.is_empty() {
         return Err(user_error(errors.join("\n")));

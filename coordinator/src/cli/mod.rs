@@ -3,6 +3,7 @@
 
 mod agent_cmd;
 mod config_cmd;
+mod launch;
 mod sweep_cmd;
 mod v1_import;
 
@@ -51,7 +52,8 @@ pub struct Cli {
     /// More log output (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Only errors; no progress display.
+    /// Quiet: no progress display or notes; still prints the sweep id, the summary line and
+    /// errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     #[command(subcommand)]
@@ -75,16 +77,35 @@ pub enum Command {
     Agent(AgentCommand),
     /// Print this coordinator's fingerprint (authorize it on agents with `hsm-agent authorize`).
     Identity,
+    /// Print a shell completion script, e.g. `hsm-coordinator completions bash >
+    /// ~/.local/share/bash-completion/completions/hsm-coordinator`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// Add (or update) an agent source in the project config, pinned to its fingerprint.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator agent add gpu1 gpu1.lab:7300 --fingerprint sha256:... --project-dir /home/me/proj\n  \
+        hsm-coordinator agent add cluster login1:7300 --fingerprint sha256:... --project-dir /scratch/me/proj --backend slurm")]
     Add(AgentAddArgs),
+    /// Remove an agent source from the project config (the rest of the file is kept as written).
+    Remove {
+        /// The agent source's name.
+        name: String,
+    },
     /// List the agent sources of the project config.
-    List,
+    List {
+        /// Also connect to each agent and say whether it answers.
+        #[arg(long)]
+        check: bool,
+    },
     /// Connect to an agent (mutual TLS, protocol handshake), measure a round trip, show its health.
     Ping {
+        /// The agent source's name (as in `agent list`).
         name: String,
         /// Give up after this long.
         #[arg(long, default_value = "10s", value_name = "DURATION")]
@@ -104,9 +125,16 @@ pub struct AgentAddArgs {
     /// Tasks at once on this agent (default: what the agent reports).
     #[arg(long)]
     pub slots: Option<usize>,
-    /// Where the project lives on the agent's host (tasks run there).
+    /// Where the project lives on the agent's host (tasks run there). Required for a new agent.
     #[arg(long, value_name = "DIR")]
     pub project_dir: Option<String>,
+    /// How the agent runs tasks: as processes, or as Slurm/PBS job arrays (auto: Slurm if its
+    /// host has sbatch, else PBS if qsub, else processes).
+    #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "auto"])]
+    pub backend: Option<String>,
+    /// The interpreter on the agent's host (default: python3 on its PATH).
+    #[arg(long, value_name = "PROGRAM")]
+    pub python: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -130,8 +158,15 @@ pub enum ConfigCommand {
 #[derive(Subcommand, Debug)]
 pub enum SweepCommand {
     /// Expand a sweep file into tasks and run them; blocks until done.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep run --dry-run            # every task's argv; starts nothing\n  \
+        hsm-coordinator sweep run --parallel 4 --max-runs 10\n  \
+        hsm-coordinator sweep run sweeps/lr.yaml --sources local,gpu1")]
     Run(RunArgs),
     /// Run what is missing, failed or cancelled in an existing sweep.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep complete                 # the latest sweep\n  \
+        hsm-coordinator sweep complete sweep_20261128_180516 --task-ids 1,5-8,@failed.txt")]
     Complete(CompleteArgs),
     /// Show a sweep's counts per status (default: the latest sweep).
     Status(StatusArgs),
@@ -188,7 +223,7 @@ pub struct ExecArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Sweep file (default: sweeps/sweep.yaml).
+    /// Sweep file (default: sweeps/sweep.yaml of the project).
     pub sweep_file: Option<PathBuf>,
     #[command(flatten)]
     pub exec: ExecArgs,
@@ -205,10 +240,12 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct CompleteArgs {
-    pub sweep_id: String,
+    /// The sweep: its id (sweep_YYYYMMDD_HHMMSS) or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
     #[command(flatten)]
     pub exec: ExecArgs,
-    /// Only these tasks: ids and ranges (1,5-8), task names, @file with one id per line.
+    /// Only these tasks (completed ones included): ids and ranges (1,5-8), task names, @file
+    /// (ids separated by commas, spaces or newlines; `#` comments).
     #[arg(long, value_name = "SPEC")]
     pub task_ids: Option<String>,
     /// Leave failed tasks alone; run only missing and cancelled ones.
@@ -218,22 +255,41 @@ pub struct CompleteArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
+    /// The sweep: its id or its directory (default: the latest sweep).
     pub sweep_id: Option<String>,
     /// List every task, not only the failed and running ones.
     #[arg(long)]
     pub all: bool,
+    /// Machine-readable: counts and every task with status, attempt, source and job id.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
+    /// The sweep to cancel: its id or its directory.
     pub sweep_id: String,
 }
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    let project_dir = project_dir(cli.directory.as_deref())?;
+    let needs_project = !matches!(
+        cli.command,
+        Command::Init(_) | Command::Identity | Command::Completions { .. }
+    );
+    let start = project_dir(cli.directory.as_deref())?;
+    let is_init = matches!(cli.command, Command::Init(_));
+    let project_dir = match find_project_root(&start).filter(|_| !is_init) {
+        Some(root) => root,
+        // `-C DIR` or `--config FILE` name the project; `init` makes one; `identity` needs none.
+        None if !needs_project || cli.directory.is_some() || cli.config.is_some() => start,
+        None => {
+            return Err(user_error(format!(
+                "not inside an hsm project: no .hsm/, hsm_config.yaml or sweeps/sweep.yaml in {} or any directory above it — run `hsm-coordinator init` in the project, or pass -C PROJECT_DIR",
+                start.display()
+            )))
+        }
+    };
     let global = Global {
         project_dir,
         config: cli.config.clone(),
@@ -250,11 +306,22 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
-        Command::Agent(AgentCommand::List) => agent_cmd::list(&global),
+        Command::Agent(AgentCommand::Remove { name }) => agent_cmd::remove(&global, &name),
+        Command::Agent(AgentCommand::List { check }) => agent_cmd::list(&global, check),
         Command::Agent(AgentCommand::Ping { name, timeout }) => {
             agent_cmd::ping(&global, &name, &timeout)
         }
         Command::Identity => agent_cmd::identity(),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "hsm-coordinator",
+                &mut std::io::stdout(),
+            );
+            Ok(EXIT_OK)
+        }
     }
 }
 
@@ -263,6 +330,28 @@ pub struct Global {
     pub project_dir: PathBuf,
     pub config: Option<PathBuf>,
     pub quiet: bool,
+}
+
+/// Markers of a project's root directory: the config in any place it is read from, or a sweep
+/// file where `sweep run` looks for one.
+const PROJECT_MARKERS: [&str; 4] = [
+    ".hsm",
+    "hsm_config.yaml",
+    "sweeps/hsm_config.yaml",
+    "sweeps/sweep.yaml",
+];
+
+/// The project root for a command started in `dir`: `dir` or the nearest directory above it
+/// holding one of [`PROJECT_MARKERS`] (as git finds `.git`), so commands work from a
+/// subdirectory. `None` when there is none.
+pub fn find_project_root(dir: &std::path::Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|candidate| {
+            PROJECT_MARKERS
+                .iter()
+                .any(|marker| candidate.join(marker).exists())
+        })
+        .map(|root| root.to_path_buf())
 }
 
 fn project_dir(dir: Option<&std::path::Path>) -> anyhow::Result<PathBuf> {
@@ -281,5 +370,36 @@ pub fn exit_code_of(error: &anyhow::Error) -> i32 {
         EXIT_USAGE
     } else {
         EXIT_FAILED
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Every argument of every command, positional or flag, says what it is in `--help`.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "hsm-coordinator", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:#?}");
     }
 }

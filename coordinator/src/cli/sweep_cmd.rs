@@ -2,6 +2,7 @@
 //! (exit 2, nothing created), then create or open the sweep's state and hand it to the engine.
 
 use super::config_cmd::{display_path, load_config, load_sweep, resolve_sweep_path};
+use super::launch::{check_command, launch_command, SweepSettings};
 use super::{
     user_error, CancelArgs, CompleteArgs, ExecArgs, Global, RunArgs, StatusArgs, EXIT_FAILED,
     EXIT_INTERRUPTED, EXIT_OK,
@@ -9,7 +10,7 @@ use super::{
 use crate::actors::local::kill_orphans;
 use crate::actors::sweep::{now_ms, RunContext, RunSummary, SourceSpec, SourceSpecKind};
 use crate::config::{self, ProjectConfig, SourceKind};
-use crate::core::command::{build_argv, CommandSpec, LaunchContext};
+use crate::core::command::{build_argv, LaunchContext};
 use crate::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use crate::core::state::{Change, Counts, Strategy, SweepCore, TaskState, TaskStatus};
 use crate::core::taskspec::parse_task_ids;
@@ -122,6 +123,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 fingerprint,
                 slots,
                 project_dir,
+                python,
                 backend,
                 hpc,
             } => {
@@ -135,6 +137,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         address: address.clone(),
                         fingerprint: fingerprint.clone(),
                         project_dir: project_dir.clone(),
+                        python: python.clone(),
                         slots_configured: slots.is_some(),
                         hpc,
                     },
@@ -177,61 +180,6 @@ fn default_slots() -> usize {
         .unwrap_or(1)
 }
 
-/// Catches command problems before anything is created: no script, a template error, a script
-/// or interpreter that does not exist.
-fn check_command(
-    cfg: &ProjectConfig,
-    script_override: Option<&str>,
-    sample: &Params,
-) -> anyhow::Result<()> {
-    let ctx = LaunchContext {
-        sweep_id: "check",
-        task_index: 1,
-        task_id: "task_001",
-        attempt: 1,
-        output_dir: "/tmp/check",
-        group: "check",
-        script_override,
-    };
-    let argv = build_argv(&cfg.command, sample, &ctx).map_err(|e| user_error(e.to_string()))?;
-    if cfg.command.template.is_none() {
-        if let Some(script) = script_override.or(cfg.command.script.as_deref()) {
-            let path = cfg.root.join(script);
-            if !path.exists() {
-                return Err(user_error(format!(
-                    "training script {script} not found in {} — set command.script in the project config or script: in the sweep file",
-                    cfg.root.display()
-                )));
-            }
-        }
-    }
-    let program = argv.first().cloned().unwrap_or_default();
-    if !program_exists(&program) {
-        return Err(user_error(format!(
-            "program `{program}` not found (PATH or path) — set command.python in the project config"
-        )));
-    }
-    Ok(())
-}
-
-fn program_exists(program: &str) -> bool {
-    if program.is_empty() {
-        return false;
-    }
-    if program.contains('/') {
-        return Path::new(program).exists();
-    }
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-/// The per-sweep settings kept in `sweep.db` so `complete` launches tasks the same way.
-struct SweepSettings {
-    script_override: Option<String>,
-    group: String,
-}
-
 pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let sweep_path = resolve_sweep_path(global, args.sweep_file.as_deref());
@@ -256,13 +204,16 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             "{shown}: `exclude` removes every combination; nothing to run"
         )));
     }
-    if n_tasks > MAX_TASKS {
+    // The whole sweep is created (`--max-runs` only limits what runs now; `complete` runs
+    // the rest), so the whole sweep must fit.
+    if total > MAX_TASKS {
         return Err(user_error(format!(
-            "{shown}: {n_tasks} tasks is more than one sweep holds ({MAX_TASKS}) — split the sweep or use --max-runs"
+            "{shown}: {total} tasks is more than one sweep holds ({MAX_TASKS}) — split the sweep"
         )));
     }
     let first = sweep.spec.iter().next().unwrap_or_default();
-    check_command(&cfg, sweep.script.as_deref(), &first)?;
+    let command = launch_command(&cfg, sweep.script.as_deref(), args.group.is_some());
+    check_command(&cfg, &command, sweep.script.as_deref(), &first)?;
 
     let outputs = layout::outputs_dir(&cfg.root);
     let base_id = args
@@ -273,8 +224,9 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         let settings = SweepSettings {
             script_override: sweep.script.clone(),
             group: args.group.clone().unwrap_or_else(|| base_id.clone()),
+            command,
         };
-        let paths = SweepPaths::new(outputs.join(&base_id)).with_task_width(task_width(n_tasks));
+        let paths = SweepPaths::new(outputs.join(&base_id)).with_task_width(task_width(total));
         let tasks = sweep
             .spec
             .iter()
@@ -282,7 +234,6 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             .enumerate()
             .map(|(i, params)| (i as u64 + 1, params));
         return print_dry_run(
-            &cfg.command,
             &settings,
             &base_id,
             &paths,
@@ -309,8 +260,9 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     let settings = SweepSettings {
         script_override: sweep.script.clone(),
         group: args.group.clone().unwrap_or_else(|| sweep_id.clone()),
+        command,
     };
-    let paths = paths.with_task_width(task_width(n_tasks));
+    let paths = paths.with_task_width(task_width(total));
     println!("sweep_id: {sweep_id}");
     let lock = acquire_lock(&paths, &sweep_id)?;
 
@@ -323,6 +275,8 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         ("sweep_file", sweep_path.display().to_string()),
         ("project_root", cfg.root.display().to_string()),
         ("group", settings.group.clone()),
+        // Whether tasks get `wandb.group`: `complete` passes it exactly when `run` did.
+        ("wandb_group", settings.command.wandb_group.to_string()),
         (
             "script_override",
             settings.script_override.clone().unwrap_or_default(),
@@ -339,16 +293,11 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         &paths.db(),
         &meta,
         paths.task_width,
-        sweep
-            .spec
-            .iter()
-            .take(n_tasks as usize)
-            .enumerate()
-            .map(|(i, params)| NewTask {
-                index: i as u64 + 1,
-                params_hash: params_hash(&params),
-                params,
-            }),
+        sweep.spec.iter().enumerate().map(|(i, params)| NewTask {
+            index: i as u64 + 1,
+            params_hash: params_hash(&params),
+            params,
+        }),
     )?;
     let rows = store.tasks()?;
     write_metadata(
@@ -484,7 +433,7 @@ fn execute(
         sweep_id: sweep_id.to_string(),
         paths: paths.clone(),
         project_root: cfg.root.clone(),
-        command: cfg.command.clone(),
+        command: settings.command.clone(),
         script_override: settings.script_override.clone(),
         group: settings.group.clone(),
         prefetch: to_run
@@ -565,7 +514,12 @@ fn finish(
                 "s"
             }
         );
-        return Ok(EXIT_FAILED);
+        // Left out on purpose with --max-runs: what was asked for succeeded.
+        return Ok(if exec.max_runs.is_some() {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        });
     }
     if c.failed + c.cancelled > 0 {
         note(global, &format!(
@@ -711,6 +665,18 @@ fn find_sweep(
     )))
 }
 
+/// The most recently created sweep of the project (what `status` and `complete` take when no
+/// id is given).
+fn latest_sweep(global: &Global, cfg: &ProjectConfig) -> anyhow::Result<(String, SweepPaths)> {
+    let outputs = layout::outputs_dir(&cfg.root);
+    list_sweeps(&outputs).pop().ok_or_else(|| {
+        user_error(format!(
+            "no sweeps in {} — start one with `hsm-coordinator sweep run`",
+            display_path(global, &outputs)
+        ))
+    })
+}
+
 /// Sweeps under `outputs`, oldest first (by the database's creation order: modification time of
 /// the directory is unreliable, so the `created` meta would need opening every db; names of
 /// default ids sort by time, and the directory mtime breaks ties for custom ids).
@@ -740,12 +706,16 @@ fn list_sweeps(outputs: &Path) -> Vec<(String, SweepPaths)> {
         .collect()
 }
 
-fn open_settings(store: &Store) -> anyhow::Result<SweepSettings> {
+fn open_settings(store: &Store, cfg: &ProjectConfig) -> anyhow::Result<SweepSettings> {
     let script_override = store.meta("script_override")?.filter(|s| !s.is_empty());
     let group = store.meta("group")?.unwrap_or_default();
+    // Sweeps recorded before this key passed the group whenever the config did.
+    let wandb = store.meta("wandb_group")?.is_some_and(|v| v == "true");
+    let command = launch_command(cfg, script_override.as_deref(), wandb);
     Ok(SweepSettings {
         script_override,
         group,
+        command,
     })
 }
 
@@ -753,13 +723,20 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let mut exec = validate_exec(&cfg, &args.exec)?;
     // A Python HSM v1 sweep directory (no sweep.db) is taken over in place first.
-    if let Some(v1_paths) = super::v1_import::find(&layout::outputs_dir(&cfg.root), &args.sweep_id)
-    {
+    let requested = match &args.sweep_id {
+        Some(id) => id.clone(),
+        None => {
+            let (id, _) = latest_sweep(global, &cfg)?;
+            note(global, &format!("completing the latest sweep, {id}"));
+            id
+        }
+    };
+    if let Some(v1_paths) = super::v1_import::find(&layout::outputs_dir(&cfg.root), &requested) {
         let v1_id = v1_paths
             .root
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| args.sweep_id.clone());
+            .unwrap_or_else(|| requested.clone());
         if args.exec.dry_run {
             super::v1_import::preview(global, &v1_paths, &v1_id)?;
             return Ok(EXIT_OK);
@@ -768,7 +745,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         super::v1_import::import(global, &v1_paths, &v1_id, &cfg.root)?;
         drop(lock);
     }
-    let (sweep_id, paths) = find_sweep(global, &cfg, &args.sweep_id)?;
+    let (sweep_id, paths) = find_sweep(global, &cfg, &requested)?;
     let lock = if args.exec.dry_run {
         None
     } else {
@@ -781,7 +758,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         // now on (we hold the lock) is meant for this run.
         store.clear_cancel()?;
     }
-    let settings = open_settings(&store)?;
+    let settings = open_settings(&store, &cfg)?;
     let rows = store.tasks()?;
     let total = rows.len() as u64;
     let task_ids = match &args.task_ids {
@@ -826,6 +803,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                     address,
                     fingerprint,
                     project_dir,
+                    python,
                     ..
                 },
             ..
@@ -843,6 +821,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                         address: address.clone(),
                         fingerprint: fingerprint.clone(),
                         project_dir: project_dir.clone(),
+                        python: python.clone(),
                         slots_configured: true,
                         hpc: None,
                     },
@@ -866,6 +845,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     if let Some(first) = plan.runs.first() {
         check_command(
             &cfg,
+            &settings.command,
             settings.script_override.as_deref(),
             &rows[(first.0 - 1) as usize].params,
         )?;
@@ -878,7 +858,6 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             .iter()
             .map(|(i, _)| (*i, rows[(*i - 1) as usize].params.clone()));
         return print_dry_run(
-            &cfg.command,
             &settings,
             &sweep_id,
             &paths,
@@ -985,7 +964,6 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
 
 #[allow(clippy::too_many_arguments)]
 fn print_dry_run(
-    command: &CommandSpec,
     settings: &SweepSettings,
     sweep_id: &str,
     paths: &SweepPaths,
@@ -1015,7 +993,8 @@ fn print_dry_run(
             group: &settings.group,
             script_override: settings.script_override.as_deref(),
         };
-        let argv = build_argv(command, &params, &ctx).map_err(|e| user_error(e.to_string()))?;
+        let argv =
+            build_argv(&settings.command, &params, &ctx).map_err(|e| user_error(e.to_string()))?;
         let reason = reasons.and_then(|r| r.get(&index));
         if as_json {
             let mut item = json!({"task": task_id, "index": index, "params": params, "argv": argv});
@@ -1061,14 +1040,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let (sweep_id, paths) = match &args.sweep_id {
         Some(id) => find_sweep(global, &cfg, id)?,
-        None => list_sweeps(&layout::outputs_dir(&cfg.root))
-            .pop()
-            .ok_or_else(|| {
-                user_error(format!(
-                    "no sweeps in {} — start one with `hsm-coordinator sweep run`",
-                    display_path(global, &layout::outputs_dir(&cfg.root))
-                ))
-            })?,
+        None => latest_sweep(global, &cfg)?,
     };
     let store = open_store(&paths, &sweep_id)?;
     let rows = if args.json {

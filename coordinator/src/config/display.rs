@@ -29,6 +29,8 @@ pub fn to_display_yaml(cfg: &ProjectConfig) -> String {
             },
             "conda_env": command.conda_env,
             "wandb_group": command.wandb_group,
+            // null: detected per run from `@hydra.main` in the script.
+            "hydra": command.hydra,
         },
         "defaults": {
             "parallel": defaults.parallel.unwrap_or_else(cpu_count),
@@ -62,6 +64,7 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             fingerprint,
             slots,
             project_dir,
+            python,
             backend,
             hpc,
         } => json!({
@@ -71,6 +74,7 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             // The agent reports its own slot count when none is configured.
             "slots": slots,
             "project_dir": project_dir,
+            "python": python,
             "backend": backend.as_str(),
             "hpc": hpc_json(hpc),
         }),

@@ -9,6 +9,19 @@ use super::resolve::{validate_address, validate_fingerprint, validate_source_nam
 use crate::yaml::{Node, Spanned};
 use serde_json::{Map, Value};
 
+/// What `agent add` writes for one agent; `None` fields keep what an existing entry has.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentEntry<'a> {
+    pub address: &'a str,
+    pub fingerprint: &'a str,
+    pub slots: Option<usize>,
+    pub project_dir: Option<&'a str>,
+    /// `process`, `slurm`, `pbs` or `auto` (checked by the caller).
+    pub backend: Option<&'a str>,
+    /// The interpreter on the agent's host.
+    pub python: Option<&'a str>,
+}
+
 /// Returns `text` with `sources.<name>` set to an agent source. An existing agent entry of that
 /// name keeps its other keys (backend, hpc, and slots/project_dir unless given); the `sources:`
 /// section is appended when missing. The result is checked to read back.
@@ -20,6 +33,26 @@ pub fn set_agent_source(
     slots: Option<usize>,
     project_dir: Option<&str>,
 ) -> Result<String, String> {
+    let entry = AgentEntry {
+        address,
+        fingerprint,
+        slots,
+        project_dir,
+        ..AgentEntry::default()
+    };
+    set_agent_entry(text, name, &entry)
+}
+
+/// `set_agent_source` with every field `agent add` takes.
+pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<String, String> {
+    let AgentEntry {
+        address,
+        fingerprint,
+        slots,
+        project_dir,
+        backend,
+        python,
+    } = *entry;
     validate_source_name(name)?;
     if name == "local" {
         return Err(
@@ -34,6 +67,9 @@ pub fn set_agent_source(
     if project_dir.is_some_and(|dir| dir.trim().is_empty()) {
         return Err("the project directory is empty".into());
     }
+    if python.is_some_and(|p| p.trim().is_empty()) {
+        return Err("the python interpreter is empty".into());
+    }
     let root =
         crate::yaml::parse(text).map_err(|e| format!("the config is not valid YAML: {e}"))?;
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -47,6 +83,12 @@ pub fn set_agent_source(
         }
         if let Some(dir) = project_dir {
             fields.insert("project_dir".into(), dir.trim().into());
+        }
+        if let Some(python) = python {
+            fields.insert("python".into(), python.trim().into());
+        }
+        if let Some(backend) = backend {
+            fields.insert("backend".into(), backend.trim().into());
         }
         // Re-adding an agent (say after a redeploy changed its identity) keeps what the user
         // set up for it; a non-agent entry of that name is replaced whole.
@@ -103,6 +145,70 @@ pub fn set_agent_source(
     };
     check_reads_back(&result, name, address, fingerprint)?;
     Ok(result)
+}
+
+/// Returns `text` without `sources.<name>`, the rest as written. `Err` when there is no such
+/// entry or it is not an agent.
+pub fn remove_agent_source(text: &str, name: &str) -> Result<String, String> {
+    let root = crate::yaml::parse(text)
+        .map_err(|e| format!("the config is not valid YAML: {e}"))?
+        .ok_or_else(|| format!("no agent `{name}` in the config"))?;
+    let Some(sources) = root.get("sources") else {
+        return Err(format!("no agent `{name}` in the config"));
+    };
+    let Node::Map(entries) = &sources.node else {
+        return Err(format!("no agent `{name}` in the config"));
+    };
+    let Some(at) = entries.iter().position(|(k, _)| k.as_str() == Some(name)) else {
+        return Err(format!("no agent `{name}` in the config"));
+    };
+    let is_agent = entries[at]
+        .1
+        .get("type")
+        .and_then(Spanned::as_str)
+        .is_some_and(|t| t == "agent");
+    if !is_agent {
+        return Err(format!(
+            "source `{name}` is not an agent; edit the config by hand"
+        ));
+    }
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let Node::Map(top) = &root.node else {
+        return Err("the config is not a mapping of sections".into());
+    };
+    let section_index = top
+        .iter()
+        .position(|(k, _)| k.as_str() == Some("sources"))
+        .unwrap_or(0);
+    let section_end = top
+        .get(section_index + 1)
+        .map_or(lines.len(), |(next, _)| next.pos.line - 1);
+    if is_flow(&lines, &root) || is_flow(&lines, sources) {
+        // Flow style: rewrite the section (or the document) from the tree without the entry.
+        let mut without = to_json(sources);
+        if let Value::Object(map) = &mut without {
+            map.shift_remove(name);
+        }
+        if is_flow(&lines, &root) {
+            let mut value = to_json(&root);
+            value["sources"] = without;
+            return Ok(crate::yaml::emit_json(&value));
+        }
+        let key_line = top[section_index].0.pos.line;
+        let end = trim_tail(&lines, key_line, section_end, 0);
+        let replacement = format!(
+            "sources:\n{}",
+            indent_block(&crate::yaml::emit_json(&without), 2)
+        );
+        return Ok(splice(&lines, key_line, end, &replacement));
+    }
+    let indent = entries[0].0.pos.col - 1;
+    let start = entries[at].0.pos.line;
+    let next = entries
+        .get(at + 1)
+        .map_or(section_end, |(k, _)| k.pos.line - 1);
+    let end = trim_tail(&lines, start, next, indent);
+    Ok(splice(&lines, start, end, ""))
 }
 
 fn edit_block(

@@ -207,8 +207,12 @@ pub fn init_config_text(d: &Detection) -> String {
          \x20 # conda_env: myenv\n\
          \x20 # Your own argv instead of `<python> <script> <overrides> output.dir=<dir>`:\n\
          \x20 # template: [\"python\", \"-m\", \"pkg.train\", \"{overrides}\", \"out={output_dir}\"]\n\
-         \x20 # Append wandb.group=<sweep id> to the default Hydra command.\n\
-         \x20 wandb_group: true\n\
+         \x20 # Append wandb.group=<sweep id> (or --group G) to the default command; only when\n\
+         \x20 # your script logs to Weights & Biases and reads that key.\n\
+         \x20 # wandb_group: true\n\
+         \x20 # Hydra apps (`@hydra.main` in the script) are detected: hsm's keys are then passed as\n\
+         \x20 # ++output.dir=... and each task's Hydra run dir is its results/. Force with:\n\
+         \x20 # hydra: true\n\
          \n\
          defaults:\n\
          \x20 # parallel: 4                  # tasks at once on this machine; default: CPU count\n\

@@ -24,9 +24,11 @@ use std::time::Duration;
 
 pub use display::to_display_yaml;
 pub use duration::{format_duration, parse_duration};
-pub use edit::set_agent_source;
+pub use edit::{remove_agent_source, set_agent_entry, set_agent_source, AgentEntry};
 pub use init::{detect, init_config_text, init_sweep_text, Detection, Scheduler};
-pub use resolve::{validate_address, validate_fingerprint, validate_source_name};
+pub use resolve::{
+    validate_address, validate_fingerprint, validate_source_name, DEFAULT_AGENT_PYTHON,
+};
 
 /// Where the project config is looked for, relative to the project directory, in order.
 /// The last two are where Python HSM v1 kept it.
@@ -151,8 +153,12 @@ pub enum SourceKind {
         /// `sha256:<64 lowercase hex>`: the agent's pinned certificate.
         fingerprint: String,
         slots: Option<usize>,
-        /// Where the project lives on that host.
+        /// Where the project lives on that host (required: validation reports it missing).
         project_dir: Option<String>,
+        /// The interpreter on that host that replaces `command.python` for its tasks (default
+        /// `python3` on the agent's PATH): the coordinator's own interpreter path, often a
+        /// local venv or an `init`-detected absolute path, rarely exists there.
+        python: String,
         backend: Backend,
         /// The project's `hpc:` with this source's overrides applied.
         hpc: HpcOptions,

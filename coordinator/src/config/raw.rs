@@ -22,11 +22,12 @@ impl<T> At<T> {
 
 pub(super) const TOP_KEYS: [&str; 5] = ["project", "command", "defaults", "hpc", "sources"];
 
-/// Top-level sections Python HSM v1 wrote. `paths:` is read; the others are accepted and
-/// ignored: `metadata:` (created_by, created_at, version), `wandb:` (project, entity) from the
-/// `init` template; `logging:`, `experiment_tracking:`, `compute:` from HSMConfig's default
-/// template. Their settings belong to the Python tool (its logging, its own trackers, its
-/// remote-polling intervals) and have no counterpart here.
+/// Top-level sections Python HSM v1 wrote. `paths:` is read; of the others only what has a
+/// counterpart here: `wandb.project` (or `experiment_tracking.wandb_enabled`/`wandb_project`)
+/// turns on `command.wandb_group`, `compute.max_concurrent_local` is `defaults.parallel` and
+/// `compute.retry_attempts` is `defaults.retries`. The rest is accepted and ignored:
+/// `metadata:` (created_by, created_at, version), `logging:`, the other trackers and
+/// `compute:`'s remote-polling intervals belong to the Python tool.
 pub(super) const V1_TOP_KEYS: [&str; 6] = [
     "paths",
     "metadata",
@@ -55,13 +56,14 @@ const NEWER_PYTHON_BLOCKS: [(&str, &str); 3] = [
 /// `root` is accepted and ignored: v1 wrote the absolute path at init time (stale once a project
 /// is copied or synced), and `config show` prints the resolved root there.
 pub(super) const PROJECT_KEYS: [&str; 2] = ["name", "root"];
-pub(super) const COMMAND_KEYS: [&str; 6] = [
+pub(super) const COMMAND_KEYS: [&str; 7] = [
     "python",
     "script",
     "template",
     "style",
     "conda_env",
     "wandb_group",
+    "hydra",
 ];
 pub(super) const DEFAULTS_KEYS: [&str; 9] = [
     "parallel",
@@ -115,12 +117,13 @@ pub(super) const PATHS_KEYS: [&str; 7] = [
     "project_root",
 ];
 /// Every key any source type takes; `resolve` checks which ones fit the source's type.
-pub(super) const SOURCE_KEYS: [&str; 7] = [
+pub(super) const SOURCE_KEYS: [&str; 8] = [
     "type",
     "slots",
     "address",
     "fingerprint",
     "project_dir",
+    "python",
     "backend",
     "hpc",
 ];
@@ -134,6 +137,18 @@ pub(super) struct RawConfig {
     /// Empty when `sources:` is absent or null.
     pub sources: Vec<RawSource>,
     pub paths: RawPaths,
+    pub v1: RawV1,
+}
+
+/// What is read from Python HSM v1's otherwise ignored sections.
+#[derive(Debug, Default)]
+pub(super) struct RawV1 {
+    /// `wandb.project`, or `experiment_tracking.wandb_project` (non-empty).
+    pub wandb_project: Option<At<String>>,
+    /// `experiment_tracking.wandb_enabled`.
+    pub wandb_enabled: Option<At<bool>>,
+    pub max_concurrent_local: Option<At<i64>>,
+    pub retry_attempts: Option<At<i64>>,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +164,7 @@ pub(super) struct RawCommand {
     pub style: Option<At<String>>,
     pub conda_env: Option<At<String>>,
     pub wandb_group: Option<At<bool>>,
+    pub hydra: Option<At<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +227,7 @@ pub(super) struct RawSource {
     pub address: Option<At<String>>,
     pub fingerprint: Option<At<String>>,
     pub project_dir: Option<At<String>>,
+    pub python: Option<At<String>>,
     pub backend: Option<At<String>>,
     pub hpc: Option<RawHpc>,
 }
@@ -279,8 +296,27 @@ pub(super) fn read(root: Option<&Spanned>, problems: &mut Vec<Problem>) -> RawCo
         conda_env: paths.name("conda_env", problems),
     };
 
+    raw.v1 = read_v1(&top, problems);
     raw.sources = read_sources(&top, problems);
     raw
+}
+
+/// The few v1 settings that have a counterpart here. The W&B keys are read leniently (the
+/// sections are otherwise ignored, and v1 wrote `entity: ''` and nulls freely); the `compute:`
+/// numbers are checked like ours.
+fn read_v1(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawV1 {
+    let mut ignored = Vec::new();
+    let wandb = top.section("wandb", &mut ignored);
+    let tracking = top.section("experiment_tracking", &mut ignored);
+    let non_empty = |at: Option<At<String>>| at.filter(|at| !at.value.trim().is_empty());
+    let compute = top.section("compute", problems);
+    RawV1 {
+        wandb_project: non_empty(wandb.name("project", &mut ignored))
+            .or_else(|| non_empty(tracking.name("wandb_project", &mut ignored))),
+        wandb_enabled: tracking.boolean("wandb_enabled", &mut ignored),
+        max_concurrent_local: compute.int("max_concurrent_local", "a positive integer", problems),
+        retry_attempts: compute.int("retry_attempts", "a non-negative integer", problems),
+    }
 }
 
 /// `command:` is a mapping, or a list: the argv template alone (DESIGN §4's short form).
@@ -302,6 +338,7 @@ fn read_command(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawCommand {
         style: command.string("style", problems),
         conda_env: command.name("conda_env", problems),
         wandb_group: command.boolean("wandb_group", problems),
+        hydra: command.boolean("hydra", problems),
     }
 }
 
@@ -348,6 +385,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
                 address: None,
                 fingerprint: None,
                 project_dir: None,
+                python: None,
                 backend: None,
                 hpc: None,
                 name,
@@ -396,6 +434,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             address: section.string("address", problems),
             fingerprint: section.string("fingerprint", problems),
             project_dir: section.string("project_dir", problems),
+            python: section.string("python", problems),
             backend: section.string("backend", problems),
             hpc,
             name,

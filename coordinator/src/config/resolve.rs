@@ -4,7 +4,7 @@
 //! a source's `hpc:` laid over the project's, and the built-in `local` source added.
 
 use super::raw::{
-    At, RawCommand, RawConfig, RawDefaults, RawHpc, RawPaths, RawSource, SOURCE_KEYS,
+    At, RawCommand, RawConfig, RawDefaults, RawHpc, RawPaths, RawSource, RawV1, SOURCE_KEYS,
 };
 use super::{
     default_name, parse_duration, Backend, HpcOptions, ProjectConfig, RunDefaults, SourceConfig,
@@ -17,6 +17,9 @@ use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
+/// The interpreter an agent source's tasks use unless its `python:` says otherwise.
+pub const DEFAULT_AGENT_PYTHON: &str = "python3";
+
 pub(super) fn resolve(raw: RawConfig, root: &Path, problems: &mut Vec<Problem>) -> ProjectConfig {
     let name = match raw.project.name {
         Some(name) if name.value.trim().is_empty() => {
@@ -26,8 +29,8 @@ pub(super) fn resolve(raw: RawConfig, root: &Path, problems: &mut Vec<Problem>) 
         Some(name) => name.value.trim().to_string(),
         None => default_name(root),
     };
-    let command = resolve_command(raw.command, raw.paths, problems);
-    let defaults = resolve_defaults(raw.defaults, problems);
+    let command = resolve_command(raw.command, raw.paths, &raw.v1, problems);
+    let defaults = resolve_defaults(raw.defaults, raw.v1, problems);
     let top_hpc = fold_v1_hpc(raw.hpc, problems);
     let hpc = resolve_hpc(&top_hpc, problems);
     let sources = resolve_sources(raw.sources, &top_hpc, &defaults, problems);
@@ -42,7 +45,12 @@ pub(super) fn resolve(raw: RawConfig, root: &Path, problems: &mut Vec<Problem>) 
     }
 }
 
-fn resolve_command(raw: RawCommand, paths: RawPaths, problems: &mut Vec<Problem>) -> CommandSpec {
+fn resolve_command(
+    raw: RawCommand,
+    paths: RawPaths,
+    v1: &RawV1,
+    problems: &mut Vec<Problem>,
+) -> CommandSpec {
     let mut spec = CommandSpec::default();
     if let Some(python) = prefer(raw.python, paths.python_interpreter, problems) {
         spec.python = non_empty(&python, problems).unwrap_or(spec.python);
@@ -71,21 +79,29 @@ fn resolve_command(raw: RawCommand, paths: RawPaths, problems: &mut Vec<Problem>
             spec.style = style;
         }
     }
-    if let Some(wandb_group) = raw.wandb_group {
-        spec.wandb_group = wandb_group.value;
-    }
+    // W&B keys only when the project asks: our key, else a v1 config that names a W&B project
+    // (v1 always passed the group, and such a project's script expects it).
+    spec.wandb_group = match raw.wandb_group {
+        Some(wandb_group) => wandb_group.value,
+        None => {
+            v1.wandb_enabled.as_ref().is_some_and(|at| at.value)
+                || (v1.wandb_project.is_some()
+                    && v1.wandb_enabled.as_ref().is_none_or(|at| at.value))
+        }
+    };
+    spec.hydra = raw.hydra.map(|at| at.value);
     spec
 }
 
-fn resolve_defaults(raw: RawDefaults, problems: &mut Vec<Problem>) -> RunDefaults {
+fn resolve_defaults(raw: RawDefaults, v1: RawV1, problems: &mut Vec<Problem>) -> RunDefaults {
+    let parallel = prefer(raw.parallel, v1.max_concurrent_local, problems);
+    let retries = prefer(raw.retries, v1.retry_attempts, problems);
     let mut defaults = RunDefaults {
-        parallel: raw
-            .parallel
-            .and_then(|n| ranged(&n, 1, "a positive integer", problems)),
+        parallel: parallel.and_then(|n| ranged(&n, 1, "a positive integer", problems)),
         timeout: raw.timeout.and_then(|t| duration(&t, false, problems)),
         ..RunDefaults::default()
     };
-    if let Some(retries) = raw.retries {
+    if let Some(retries) = retries {
         defaults.retries = ranged(&retries, 0, "a non-negative integer", problems).unwrap_or(0);
     }
     if let Some(grace) = raw.agent_grace.and_then(|g| duration(&g, true, problems)) {
@@ -451,10 +467,22 @@ fn resolve_source(
                     at.value.trim().to_string()
                 }
             };
-            let project_dir = raw
-                .project_dir
+            let project_dir = match &raw.project_dir {
+                None => {
+                    problems.push(missing(
+                        "project_dir",
+                        "add project_dir: /path/to/the/project on that host (tasks run there; \
+                         `agent add ... --project-dir DIR` writes it)",
+                    ));
+                    None
+                }
+                Some(at) => non_empty(at, problems),
+            };
+            let python = raw
+                .python
                 .as_ref()
-                .and_then(|at| non_empty(at, problems));
+                .and_then(|at| non_empty(at, problems))
+                .unwrap_or_else(|| DEFAULT_AGENT_PYTHON.to_string());
             let backend = match &raw.backend {
                 Some(at) => {
                     let options = Backend::ALL.map(|b| (b.as_str(), b));
@@ -470,6 +498,7 @@ fn resolve_source(
                 fingerprint,
                 slots,
                 project_dir,
+                python,
                 backend,
                 hpc,
             }

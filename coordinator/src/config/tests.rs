@@ -48,6 +48,7 @@ fn agent(
             project_dir,
             backend,
             hpc,
+            ..
         } => (
             address.clone(),
             fingerprint.clone(),
@@ -309,9 +310,13 @@ fn v1_hsm_config_template_maps_to_current_keys() {
     assert_eq!(cfg.hpc.walltime, Some(Duration::from_secs(86_399)));
     assert_eq!(cfg.hpc.max_array_size, None);
     assert_eq!(cfg.hpc.pre_script, ["module load cuda/11.8"]);
-    // compute: belongs to the Python tool and is ignored, so defaults stay ours.
-    assert_eq!(cfg.defaults.retries, 0);
-    assert_eq!(cfg.defaults.parallel, None);
+    // compute.max_concurrent_local and retry_attempts are defaults.parallel and retries; the
+    // rest of compute: belongs to the Python tool.
+    assert_eq!(cfg.defaults.retries, 3);
+    assert_eq!(cfg.defaults.parallel, Some(4));
+    assert_eq!(cfg.local_slots(), 4);
+    // experiment_tracking.wandb_enabled: false: no W&B group.
+    assert!(!cfg.command.wandb_group);
 }
 
 #[test]
@@ -337,7 +342,7 @@ fn v1_keys_that_disagree_with_current_ones_are_problems() {
     assert_eq!(cfg.hpc.pre_script, ["a", "b"]);
     // v1 keys are for the top-level hpc: only.
     let found = rendered(&format!(
-        "sources:\n  a:\n    type: agent\n    address: a:1\n    fingerprint: {FP}\n    hpc: {{default_walltime: 1h}}\n"
+        "sources:\n  a:\n    type: agent\n    address: a:1\n    fingerprint: {FP}\n    project_dir: /p\n    hpc: {{default_walltime: 1h}}\n"
     ));
     assert_eq!(found.len(), 1);
     assert!(
@@ -518,6 +523,7 @@ fn source_problems_name_the_source_and_the_fix() {
         "c.yaml:7:6: sources.f: missing `type` — add type: agent",
         "c.yaml:8:6: sources.g: an agent source needs `address`",
         "c.yaml:8:6: sources.g: an agent source needs `fingerprint`",
+        "c.yaml:8:6: sources.g: an agent source needs `project_dir` — add project_dir: /path/to/the/project on that host",
         "c.yaml:9:17: sources.local.type: the source named `local` must have type local, not agent",
         "c.yaml:10:16: sources.mine.type: only the source named `local` can have type local",
         "c.yaml:11:20: sources.h.address: not a setting of a slurm source — a slurm source takes: type, slots, hpc",
@@ -530,7 +536,74 @@ fn source_problems_name_the_source_and_the_fix() {
             "wanted {want:?} in {found:#?}"
         );
     }
-    assert_eq!(found.len(), wants.len() - 1, "{found:#?}");
+    // Plus a missing project_dir for each of a, b, c and d.
+    assert_eq!(found.len(), wants.len() - 1 + 4, "{found:#?}");
+}
+
+#[test]
+fn v1_wandb_settings_turn_the_group_on_and_ours_wins() {
+    assert!(!parse("command: {script: a.py}\n").command.wandb_group);
+    assert!(
+        parse("wandb:\n  project: nca\n  entity: ''\n")
+            .command
+            .wandb_group
+    );
+    assert!(!parse("wandb:\n  project: ''\n").command.wandb_group);
+    assert!(
+        parse("experiment_tracking:\n  wandb_enabled: true\n  wandb_project: null\n")
+            .command
+            .wandb_group
+    );
+    assert!(
+        !parse("wandb: {project: nca}\nexperiment_tracking: {wandb_enabled: false}\n")
+            .command
+            .wandb_group
+    );
+    assert!(
+        !parse("wandb: {project: nca}\ncommand: {wandb_group: false}\n")
+            .command
+            .wandb_group
+    );
+    assert!(parse("command: {wandb_group: true}\n").command.wandb_group);
+    assert_eq!(parse("command: {hydra: true}\n").command.hydra, Some(true));
+    assert_eq!(parse("command: {}\n").command.hydra, None);
+}
+
+#[test]
+fn v1_compute_keys_are_defaults_and_conflicts_are_problems() {
+    let cfg = parse("compute:\n  max_concurrent_local: 3\n  retry_attempts: 0\n");
+    assert_eq!(cfg.defaults.parallel, Some(3));
+    assert_eq!(cfg.defaults.retries, 0);
+    let found = rendered("defaults:\n  parallel: 2\ncompute:\n  max_concurrent_local: 3\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "c.yaml:4:25: compute.max_concurrent_local: `3` conflicts with `defaults.parallel: 2`"
+        ),
+        "{found:?}"
+    );
+    let found = rendered("compute:\n  max_concurrent_local: 0\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+}
+
+#[test]
+fn agent_sources_need_project_dir_and_take_their_own_python() {
+    let cfg = parse(&format!(
+        "command: {{python: /home/me/venv/bin/python}}\nsources:\n  a: {{type: agent, address: 'h:1', fingerprint: {FP}, project_dir: /p}}\n  b: {{type: agent, address: 'h:1', fingerprint: {FP}, project_dir: /p, python: /opt/py3}}\n"
+    ));
+    let python = |name: &str| match &cfg.sources[name].kind {
+        SourceKind::Agent { python, .. } => python.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(python("a"), "python3");
+    assert_eq!(python("b"), "/opt/py3");
+    let found = rendered(&format!(
+        "sources:\n  a:\n    type: agent\n    address: 'h:1'\n    fingerprint: {FP}\n"
+    ));
+    assert_eq!(
+        found,
+        ["c.yaml:3:5: sources.a: an agent source needs `project_dir` — add project_dir: /path/to/the/project on that host (tasks run there; `agent add ... --project-dir DIR` writes it)"]
+    );
 }
 
 #[test]
@@ -689,7 +762,8 @@ fn init_config_round_trips_for_zero_one_and_several_scripts() {
             assert!(text.contains("None was found"), "{text}");
         }
         // `agent add` works on what init wrote.
-        let added = set_agent_source(&text, "gpu1", "gpu1.lab:7300", FP, Some(2), None).unwrap();
+        let added =
+            set_agent_source(&text, "gpu1", "gpu1.lab:7300", FP, Some(2), Some("/p")).unwrap();
         let cfg = parse(&added);
         assert_eq!(agent(&cfg, "gpu1").2, Some(2));
         assert!(added.contains("# hsm project config"), "comments are kept");
@@ -726,7 +800,7 @@ fn set_agent_source_appends_the_section_when_missing() {
         "sources: ~\ndefaults: {retries: 1}\n",
         "sources:  # none yet\nhpc: {}\n",
     ] {
-        let out = set_agent_source(text, "gpu1", "gpu1.lab:7300", FP, None, None).unwrap();
+        let out = set_agent_source(text, "gpu1", "gpu1.lab:7300", FP, None, Some("/p")).unwrap();
         let cfg = parse(&out);
         assert_eq!(agent(&cfg, "gpu1").0, "gpu1.lab:7300", "{out}");
     }
@@ -736,7 +810,7 @@ fn set_agent_source_appends_the_section_when_missing() {
         "h:1",
         FP,
         None,
-        None,
+        Some("/p"),
     )
     .unwrap();
     assert!(out.starts_with("sources:  # none yet\n  gpu1:\n"), "{out}");
@@ -752,6 +826,7 @@ sources:
     type: agent
     address: old.lab:7300   # moved last week
     fingerprint: sha256:1111111111111111111111111111111111111111111111111111111111111111
+    project_dir: /p
     backend: slurm
     hpc: {partition: a100}
     # slots: 2
@@ -769,6 +844,7 @@ hpc:
     type: agent
     address: old.lab:7300   # moved last week
     fingerprint: sha256:1111111111111111111111111111111111111111111111111111111111111111
+    project_dir: /p
     backend: slurm
     hpc: {partition: a100}
     # slots: 2
@@ -778,6 +854,7 @@ hpc:
     type: agent
     address: \"new.lab:7300\"
     fingerprint: \"{FP}\"
+    project_dir: /p
     backend: slurm
     hpc:
       partition: a100
@@ -796,9 +873,9 @@ hpc:
     assert_eq!(hpc.partition.as_deref(), Some("a100"));
 
     // A new name goes after the last entry, before the comments that introduce what follows.
-    let out = set_agent_source(text, "gpu2", "gpu2.lab:7300", FP, Some(1), None).unwrap();
+    let out = set_agent_source(text, "gpu2", "gpu2.lab:7300", FP, Some(1), Some("/p")).unwrap();
     assert!(
-        out.contains(&format!("  cluster: {{type: slurm}}\n  gpu2:\n    type: agent\n    address: \"gpu2.lab:7300\"\n    fingerprint: \"{FP}\"\n    slots: 1\n\n  # more to come\n\n# Scheduler defaults\n")),
+        out.contains(&format!("  cluster: {{type: slurm}}\n  gpu2:\n    type: agent\n    address: \"gpu2.lab:7300\"\n    fingerprint: \"{FP}\"\n    slots: 1\n    project_dir: /p\n\n  # more to come\n\n# Scheduler defaults\n")),
         "{out}"
     );
     let cfg = parse(&out);
@@ -807,7 +884,7 @@ hpc:
 
     // Flow style is rewritten; everything else stays.
     let text = "sources: {cluster: {type: slurm},\n  gpu1: {type: local}}\ndefaults: {retries: 1}  # keep\n";
-    let out = set_agent_source(text, "gpu1", "h:1", FP, None, None).unwrap();
+    let out = set_agent_source(text, "gpu1", "h:1", FP, None, Some("/p")).unwrap();
     assert!(out.ends_with("defaults: {retries: 1}  # keep\n"), "{out}");
     let cfg = parse(&out);
     assert_eq!(agent(&cfg, "gpu1").0, "h:1");
@@ -821,7 +898,7 @@ hpc:
         "h:1",
         FP,
         None,
-        None,
+        Some("/p"),
     )
     .unwrap();
     assert_eq!(parse(&out).command.script.as_deref(), Some("a.py"));

@@ -27,8 +27,13 @@ pub struct CommandSpec {
     pub style: ArgStyle,
     /// Run through `conda run -n NAME --no-capture-output`.
     pub conda_env: Option<String>,
-    /// Append `wandb.group=<group>` in the default Hydra command (Python HSM does).
+    /// Append `wandb.group=<group>` in the default Hydra command. Off unless the project asks
+    /// for it (`command.wandb_group: true`, a Python HSM v1 `wandb.project`, `--group`): a
+    /// Hydra app whose config has no `wandb` key would reject it.
     pub wandb_group: bool,
+    /// Whether the script is a Hydra app (`command.hydra`, else detected from `@hydra.main` in
+    /// the script by the CLI before launching). `None`: not known, treated as not Hydra.
+    pub hydra: Option<bool>,
 }
 
 impl Default for CommandSpec {
@@ -39,7 +44,8 @@ impl Default for CommandSpec {
             template: None,
             style: ArgStyle::Hydra,
             conda_env: None,
-            wandb_group: true,
+            wandb_group: false,
+            hydra: None,
         }
     }
 }
@@ -150,7 +156,11 @@ enum Piece {
 /// - Default, Hydra style (as in Python HSM):
 ///   `[python, script, k1=v1, …, output.dir=<output_dir>, wandb.group=<group>]`, values in Hydra's
 ///   override grammar (`render::hydra_value`, so a path with spaces is quoted for Hydra too);
-///   `wandb.group` only when `spec.wandb_group`.
+///   `wandb.group` only when `spec.wandb_group`. For a Hydra app (`spec.hydra == Some(true)`)
+///   the keys hsm adds are written `++key=value` (Hydra adds the key when the app's config lacks
+///   it, where a plain `key=value` fails with "Key 'output' is not in struct"), and
+///   `hydra.run.dir=<output_dir>` follows, so every task has a run directory of its own (Hydra's
+///   default `outputs/<date>/<time>/` is shared by tasks started in the same second).
 /// - Default, argparse style: `[python, script, --k1, v1, …]` with no output argument: argparse
 ///   scripts would reject an unknown flag, so they read `HSM_OUTPUT_DIR` (see `task_env`) instead.
 /// - Template (`spec.template`): each element in order. An element that is exactly `{overrides}`
@@ -187,15 +197,24 @@ pub fn build_argv(
             argv.push(script.ok_or(CommandError::NoScript)?.to_string());
             argv.extend(parameter_args);
             if spec.style == ArgStyle::Hydra {
-                argv.push(hydra_override(
-                    "output.dir",
-                    &Value::Str(ctx.output_dir.to_string()),
-                ));
-                if spec.wandb_group {
+                let hydra_app = spec.hydra == Some(true);
+                let added = |key: &str, value: &str| {
+                    let text = hydra_override(key, &Value::Str(value.to_string()));
+                    if hydra_app {
+                        format!("++{text}")
+                    } else {
+                        text
+                    }
+                };
+                argv.push(added("output.dir", ctx.output_dir));
+                if hydra_app {
                     argv.push(hydra_override(
-                        "wandb.group",
-                        &Value::Str(ctx.group.to_string()),
+                        "hydra.run.dir",
+                        &Value::Str(ctx.output_dir.to_string()),
                     ));
+                }
+                if spec.wandb_group {
+                    argv.push(added("wandb.group", ctx.group));
                 }
             }
         }
@@ -227,6 +246,24 @@ pub fn build_argv(
 /// fails before anything starts.
 pub fn validate_template(template: &[String]) -> Result<(), CommandError> {
     parse_template(template).map(|_| ())
+}
+
+/// Whether Python source looks like a Hydra app: a decorator line naming `hydra.main`
+/// (`@hydra.main(...)`), or `@main(` after an import of `main` from `hydra`.
+pub fn looks_like_hydra_app(source: &str) -> bool {
+    let decorators = || {
+        source
+            .lines()
+            .map(str::trim_start)
+            .filter_map(|line| line.strip_prefix('@'))
+            .map(str::trim_start)
+    };
+    let imports_main = source.lines().any(|line| {
+        let line = line.trim_start();
+        line.starts_with("from hydra import") && line.split([' ', ',', '(']).any(|w| w == "main")
+    });
+    decorators().any(|d| d.starts_with("hydra.main"))
+        || (imports_main && decorators().any(|d| d.starts_with("main(")))
 }
 
 /// The environment every task attempt gets on top of the inherited one.
@@ -434,9 +471,75 @@ mod tests {
                 "name=\"a b's $HOME\"",
                 "layers=[64,32]",
                 &format!("output.dir={OUT}"),
-                "wandb.group=sweep_20250101_120000",
             ])
         );
+        let with_wandb = CommandSpec {
+            wandb_group: true,
+            ..spec()
+        };
+        let argv = build_argv(&with_wandb, &params(), &ctx()).unwrap();
+        assert_eq!(
+            argv[5..],
+            strings(&[
+                &format!("output.dir={OUT}"),
+                "wandb.group=sweep_20250101_120000"
+            ])
+        );
+    }
+
+    #[test]
+    fn hydra_app_gets_added_keys_with_plus_plus_and_its_own_run_dir() {
+        let hydra = CommandSpec {
+            hydra: Some(true),
+            ..spec()
+        };
+        let argv = build_argv(&hydra, &params(), &ctx()).unwrap();
+        assert_eq!(
+            argv[2..],
+            strings(&[
+                "model.lr=1e-05",
+                "name=\"a b's $HOME\"",
+                "layers=[64,32]",
+                &format!("++output.dir={OUT}"),
+                &format!("hydra.run.dir={OUT}"),
+            ])
+        );
+        let with_wandb = CommandSpec {
+            wandb_group: true,
+            ..hydra.clone()
+        };
+        let argv = build_argv(&with_wandb, &params(), &ctx()).unwrap();
+        assert_eq!(argv.last().unwrap(), "++wandb.group=sweep_20250101_120000");
+        // A path with spaces stays one quoted Hydra value after the `++`.
+        let context = LaunchContext {
+            output_dir: "/my proj/out",
+            ..ctx()
+        };
+        let argv = build_argv(&hydra, &Params::new(), &context).unwrap();
+        assert_eq!(
+            argv[2..],
+            strings(&[
+                "++output.dir='/my proj/out'",
+                "hydra.run.dir='/my proj/out'"
+            ])
+        );
+    }
+
+    #[test]
+    fn hydra_apps_are_recognised_by_their_decorator() {
+        assert!(looks_like_hydra_app(
+            "import hydra\n\n@hydra.main(version_base=None, config_path='.', config_name='config')\ndef main(cfg):\n    pass\n"
+        ));
+        assert!(looks_like_hydra_app(
+            "from hydra import main, compose\n  @ main(config_path=None)\ndef f(c): ...\n"
+        ));
+        assert!(!looks_like_hydra_app(
+            "import argparse\n# @hydra.main is not used here\nparser = argparse.ArgumentParser()\n"
+        ));
+        // `@main(` alone is some other decorator.
+        assert!(!looks_like_hydra_app(
+            "from click import main\n@main()\ndef f(): ...\n"
+        ));
     }
 
     #[test]

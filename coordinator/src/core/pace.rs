@@ -32,10 +32,15 @@ pub fn ahead(slots: usize, latency_ms: u32, mean_ms: Option<f64>) -> usize {
 
 /// Whether moving a task that waits at an agent to an idle source gains anything: the move
 /// costs a round trip to each (the holder must confirm it dropped the task before it runs
-/// elsewhere), so tasks not much longer than that are left where they are. Unknown durations
-/// count as long: nothing has ended yet, and the first tasks of a sweep are what may be stuck.
-pub fn worth_moving(mean_ms: Option<f64>, latency_ms: u32) -> bool {
-    mean_ms.is_none_or(|mean| mean > 4.0 * f64::from(latency_ms) + 200.0)
+/// elsewhere), so tasks not much longer than that are left where they are. Tasks are long when
+/// they have been so far (`mean_ms`) or when one the holder runs now has been running longer
+/// than that (`running_ms`: a sweep whose tasks turn long is seen before the mean catches up).
+/// Unknown durations count as long: nothing has ended yet, and the first tasks of a sweep are
+/// what may be stuck.
+pub fn worth_moving(mean_ms: Option<f64>, running_ms: Option<i64>, latency_ms: u32) -> bool {
+    let threshold = 4.0 * f64::from(latency_ms) + 200.0;
+    mean_ms.is_none_or(|mean| mean > threshold)
+        || running_ms.is_some_and(|ms| ms as f64 > threshold)
 }
 
 /// A running mean of task durations (exponentially weighted, so it follows a sweep whose tasks
@@ -84,10 +89,12 @@ mod tests {
 
     #[test]
     fn only_tasks_longer_than_a_few_round_trips_are_moved() {
-        assert!(worth_moving(None, 20));
-        assert!(worth_moving(Some(3000.0), 20));
-        assert!(!worth_moving(Some(5.0), 20));
-        assert!(!worth_moving(Some(250.0), 20));
+        assert!(worth_moving(None, None, 20));
+        assert!(worth_moving(Some(3000.0), None, 20));
+        assert!(!worth_moving(Some(5.0), None, 20));
+        assert!(!worth_moving(Some(250.0), Some(100), 20));
+        // Short so far, but what runs there now has run for 2 s.
+        assert!(worth_moving(Some(5.0), Some(2000), 20));
     }
 
     #[test]

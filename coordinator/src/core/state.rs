@@ -677,7 +677,11 @@ impl SweepCore {
                 s.healthy
                     && s.class == SourceClass::Agent
                     && s.surplus() > 0
-                    && pace::worth_moving(mean, s.latency_ms + self.sources[thief].latency_ms)
+                    && pace::worth_moving(
+                        mean,
+                        self.longest_running_ms(v, now),
+                        s.latency_ms + self.sources[thief].latency_ms,
+                    )
             })
             .max_by_key(|&v| self.sources[v].surplus())
             .and_then(|v| {
@@ -704,6 +708,15 @@ impl SweepCore {
             })
             .min()
             .map(|(_, v, i)| (v, i))
+    }
+
+    /// How long the longest-running task at `source` has run (ms).
+    fn longest_running_ms(&self, source: usize, now: i64) -> Option<i64> {
+        self.started_at
+            .iter()
+            .filter(|(&index, _)| self.tasks[(index - 1) as usize].source == Some(source))
+            .map(|(_, &started)| now.saturating_sub(started))
+            .max()
     }
 
     /// The answer to a `Steal` came (the attempt started, ended or was lost): the thief's

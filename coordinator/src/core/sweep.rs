@@ -583,7 +583,15 @@ impl Builder {
 
     fn unknown_key(&mut self, key: &Spanned, parent: &str, candidates: &[&str]) {
         let name = key.key_text();
+        // The W&B-style layout (`parameters: {lr: {values: [...]}}`, `strategy: grid`) appears
+        // in Python HSM's example docs, but its code never read it (its SweepConfig reads only
+        // grid/paired): say how to write it here rather than guess at its meaning.
+        let wandb_style = matches!(name.as_str(), "parameters" | "strategy" | "method");
         let hint = match did_you_mean(&name, candidates) {
+            _ if wandb_style => "the `parameters:`/`values:` layout is not a sweep file here: \
+                write `grid:` with each parameter's list of values, e.g. grid: {lr: [0.1, 0.01]} \
+                (a grid is always every combination, so no `strategy:`)"
+                .to_string(),
             Some(best) => format!("did you mean `{best}`?"),
             None => format!("expected one of: {}", candidates.join(", ")),
         };
@@ -2242,6 +2250,12 @@ sweep:
         assert_eq!(
             problems("gird:\n  a: [1]\n"),
             ["sweep.yaml:1:1: gird: unknown key `gird` — did you mean `grid`?"]
+        );
+        let found = problems("parameters:\n  lr:\n    values: [1, 2]\nstrategy: grid\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].starts_with("sweep.yaml:1:1: parameters: unknown key `parameters` — the `parameters:`/`values:` layout is not a sweep file here: write `grid:`"),
+            "{found:?}"
         );
         let found = problems("colour: blue\n");
         assert!(
