@@ -1,4 +1,4 @@
-//! The sweep output layout of DESIGN §7: where every file of a sweep lives, sweep ids, atomic
+//! The sweep output layout (README: Output layout): where every file of a sweep lives, sweep ids, atomic
 //! writes, task directories and the human-readable YAML views of the durable state.
 
 use crate::core::state::TaskStatus;

@@ -10,7 +10,7 @@ mod v1_import;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
-/// Exit codes of DESIGN §6.
+/// The documented exit codes (README: Exit codes).
 pub const EXIT_OK: i32 = 0;
 /// The sweep finished with failed or cancelled tasks (or an operation failed at run time).
 pub const EXIT_FAILED: i32 = 1;

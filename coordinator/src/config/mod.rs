@@ -1,4 +1,4 @@
-//! The project config (`.hsm/config.yaml`, DESIGN §5): finding it, reading it (Python HSM v1
+//! The project config (`.hsm/config.yaml`): finding it, reading it (Python HSM v1
 //! keys included), validating it with every problem reported at its line and column, showing
 //! it resolved, and writing it (`init`, `agent add`).
 //!
@@ -99,7 +99,7 @@ impl Default for RunDefaults {
 /// How queued tasks are spread over sources (the core's type; parsed from config here).
 pub use crate::core::state::Strategy;
 
-/// Scheduler options for Slurm/PBS (DESIGN §10). Every field is optional; backends fill in
+/// Scheduler options for Slurm/PBS. Every field is optional; backends fill in
 /// their own defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HpcOptions {

@@ -319,7 +319,7 @@ fn read_v1(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawV1 {
     }
 }
 
-/// `command:` is a mapping, or a list: the argv template alone (DESIGN §4's short form).
+/// `command:` is a mapping, or a list: the argv template alone (the short form).
 fn read_command(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawCommand {
     if let Some(node) = top.get("command") {
         if let Node::Seq(_) = node.node {

@@ -1,5 +1,5 @@
 //! Building a task's argv and environment from the project's command spec and the task's
-//! parameters (DESIGN §4). Never a shell string: values with spaces, quotes and `$` arrive intact.
+//! parameters. Never a shell string: values with spaces, quotes and `$` arrive intact.
 
 use crate::core::render::{argparse_args, check_hydra_value, hydra_override, RenderError};
 use crate::core::value::{Params, Value};

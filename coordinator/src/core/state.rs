@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 
-/// The status vocabulary used everywhere (DESIGN §7).
+/// The status vocabulary used everywhere (sweep.db, views, output, `--json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TaskStatus {
     /// Not started in any run yet (or waiting for a retry).
