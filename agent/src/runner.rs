@@ -1797,7 +1797,16 @@ impl State {
         }
         self.active.remove(&key);
         if let Some(next) = self.parked.remove(&key) {
-            self.active.insert(key, next);
+            self.active.insert(key.clone(), next);
+            // No coordinator of its sweep is connected: it waits to be confirmed, like every
+            // queued attempt of such a sweep (see `unconfirmed`).
+            if !self.claims.contains_key(&key.0) {
+                self.unconfirmed.entry(key.0.clone()).or_default().insert(next);
+                self.unclaimed_since
+                    .entry(key.0)
+                    .or_insert_with(std::time::Instant::now);
+                return;
+            }
             let hpc = self
                 .tasks
                 .get(&next)

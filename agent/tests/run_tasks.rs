@@ -1089,3 +1089,74 @@ async fn a_newer_attempt_stops_the_older_one_and_runs_in_its_directory() {
     .await;
     client.close().await;
 }
+
+/// Queued tasks of a sweep whose coordinator went away wait until a coordinator of that sweep
+/// confirms them: the coordinator takes waiting tasks back when it loses an agent and runs them
+/// elsewhere, so starting them on its own would run them twice.
+#[tokio::test]
+async fn queued_tasks_wait_for_their_coordinator_to_confirm_them_after_it_left() {
+    let coordinator = Identity::generate("hsm-coordinator").unwrap();
+    let agent = start_agent(&coordinator, 1);
+    let project = agent.dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let sweep = SweepId::from("held");
+    let mut client = Client::connect(&agent, &coordinator).await;
+    // One slot: task 1 runs for 1.5 s, tasks 2 and 3 wait behind it.
+    client
+        .send(&ToAgent::Submit(SubmitMsg {
+            sweep_id: sweep.clone(),
+            templates: vec![template(1, "sleep ${1:-0}", &project)],
+            tasks: vec![task(1, 1, &["1.5"]), task(2, 1, &[]), task(3, 1, &[])],
+        }))
+        .await;
+    let mut seen = Seen::default();
+    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+        s.started(1)
+    })
+    .await;
+    client.close().await;
+
+    // Task 1 ends meanwhile; 2 and 3 must not start without their coordinator.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut client = Client::connect(&agent, &coordinator).await;
+    let mut seen = Seen::default();
+    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+        s.offered(1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client
+        .send(&ToAgent::Ping(hsm_protocol::PingMsg { nonce: 7 }))
+        .await;
+    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+        !s.heartbeats.is_empty()
+    })
+    .await;
+    assert!(
+        !seen.started(2) && !seen.started(3),
+        "queued tasks started with no coordinator: {:?}",
+        seen.events.iter().map(short).collect::<Vec<_>>()
+    );
+    // The coordinator confirms task 3 and takes task 2 back.
+    client
+        .send(&ToAgent::Cancel(CancelMsg {
+            sweep_id: sweep.clone(),
+            tasks: vec![task_ref(2)],
+            unstarted_only: true,
+        }))
+        .await;
+    client
+        .send(&ToAgent::Attach(hsm_protocol::AttachMsg {
+            sweep_id: sweep.clone(),
+            tasks: vec![task_ref(3)],
+        }))
+        .await;
+    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+        s.offered(2) && s.offered(3)
+    })
+    .await;
+    assert_eq!(seen.outcome(2), Some(&OutcomeMsg::Cancelled));
+    assert!(!seen.started(2), "the task taken back never ran");
+    assert_eq!(seen.outcome(3), Some(&OutcomeMsg::Exited { code: 0 }));
+    client.close().await;
+}
