@@ -45,4 +45,6 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo test"
-cargo test --workspace --all-targets
+# --no-fail-fast: one failing test binary must not hide the results of the others; cargo
+# still exits non-zero when any test failed.
+cargo test --workspace --all-targets --no-fail-fast

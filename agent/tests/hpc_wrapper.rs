@@ -226,7 +226,8 @@ fn sigterm_is_forwarded_and_recorded() {
         None,
     );
     let mut child = wrapper_command(&chunk, "0").spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // A hang guard: starting bash takes milliseconds, more on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while fs::read_to_string(dir.join("stdout.log")).unwrap_or_default() != "started\n" {
         assert!(Instant::now() < deadline, "task never started");
         std::thread::sleep(Duration::from_millis(20));
@@ -245,12 +246,13 @@ fn sigterm_kills_a_task_without_handler() {
     let dir = &chunk.task_dirs[0];
     write_task(
         dir,
-        &["bash", "-c", "echo started; exec sleep 30"],
+        &["bash", "-c", "echo started; exec sleep 120"],
         &[],
         None,
     );
     let mut child = wrapper_command(&chunk, "0").spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // A hang guard: starting bash takes milliseconds, more on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while fs::read_to_string(dir.join("stdout.log")).unwrap_or_default() != "started\n" {
         assert!(Instant::now() < deadline, "task never started");
         std::thread::sleep(Duration::from_millis(20));
@@ -259,8 +261,9 @@ fn sigterm_kills_a_task_without_handler() {
     let sent = Instant::now();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
+    // Killed at once (milliseconds), long before its own 120 s sleep would end.
     assert!(
-        sent.elapsed() < Duration::from_secs(5),
+        sent.elapsed() < Duration::from_secs(60),
         "sleep was not killed"
     );
     assert_eq!(status.code(), Some(143));
@@ -329,7 +332,8 @@ fn real_slurm_array_when_available() {
         String::from_utf8_lossy(&out.stderr)
     );
     let job = parse_sbatch(&String::from_utf8_lossy(&out.stdout)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // A hang guard: three one-line tasks through the test Slurm, slower on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(180);
     while !chunk.task_dirs.iter().all(|d| d.join("hsm_exit").exists()) {
         assert!(
             Instant::now() < deadline,
@@ -400,7 +404,8 @@ fn real_slurm_scancel_leaves_a_record_when_available() {
         String::from_utf8_lossy(&out.stderr)
     );
     let job = parse_sbatch(&String::from_utf8_lossy(&out.stdout)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A hang guard: scheduling one element on the test Slurm, slower on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(120);
     while fs::read_to_string(dir.join("stdout.log")).unwrap_or_default() != "started\n" {
         assert!(
             Instant::now() < deadline,
@@ -415,7 +420,9 @@ fn real_slurm_scancel_leaves_a_record_when_available() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // A hang guard: the wrapper writes its record as soon as TERM arrives. Were it SIGKILLed
+    // first (KillWait) it would write none, so waiting longer cannot pass a wrong wrapper.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !dir.join("hsm_exit").exists() {
         assert!(Instant::now() < deadline, "no exit record after scancel");
         std::thread::sleep(Duration::from_millis(100));
@@ -441,7 +448,8 @@ fn sigterm_to_the_whole_group_still_records_the_status() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // A hang guard: starting bash takes milliseconds, more on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while fs::read_to_string(dir.join("stdout.log")).unwrap_or_default() != "started\n" {
         assert!(Instant::now() < deadline, "task never started");
         std::thread::sleep(Duration::from_millis(20));

@@ -17,10 +17,11 @@ use hsm_agent::tls::{
 };
 use tokio::sync::mpsc;
 
-/// Upper bound for every networked test.
-const TEST_LIMIT: Duration = Duration::from_secs(10);
-/// Upper bound for one dial.
-const DIAL_LIMIT: Duration = Duration::from_secs(4);
+/// Upper bound for every networked test: a hang guard (each takes well under a second on an
+/// idle machine, many times that on a busy one). No test waits for a timeout to pass.
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+/// Upper bound for one dial, and for the agent to see a connection attempt: a hang guard too.
+const DIAL_LIMIT: Duration = Duration::from_secs(30);
 
 fn options() -> TransportOptions {
     TransportOptions {

@@ -4,6 +4,11 @@
 //! Every test is bounded: event waits time out after `EVENT_WAIT`, and each process started either
 //! ends on its own, is terminated by the backend, or is killed by the backend's drop guard when the
 //! test's runtime shuts down (also on assertion failure).
+//!
+//! Waits are hang guards far above what the step takes on an idle machine, so a busy machine
+//! does not fail them. Where a test checks that something did *not* wait (a grace period, a
+//! task's own sleep), the upper bound sits well below that wait, which is made long (60 s and
+//! more) so that the margin holds under load too.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,7 +16,8 @@ use std::time::{Duration, Instant};
 use hsm_agent::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-const EVENT_WAIT: Duration = Duration::from_secs(10);
+/// A hang guard: every event these tests wait for comes within a second on an idle machine.
+const EVENT_WAIT: Duration = Duration::from_secs(60);
 
 fn key(index: u64) -> TaskKey {
     TaskKey { index, attempt: 1 }
@@ -79,8 +85,10 @@ fn is_dead(pid: i32) -> bool {
     }
 }
 
+/// True once `pid` is gone; false if it is still there after 30 s (a hang guard: a killed
+/// process is gone within milliseconds).
 async fn wait_dead(pid: i32) -> bool {
-    let until = Instant::now() + Duration::from_secs(3);
+    let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
         if is_dead(pid) {
             return true;
@@ -92,7 +100,8 @@ async fn wait_dead(pid: i32) -> bool {
 
 /// Waits until the file has a complete first line and returns it parsed as a pid.
 async fn read_pid_line(path: &Path) -> i32 {
-    let until = Instant::now() + Duration::from_secs(5);
+    // A hang guard: starting `sh` and printing one line takes milliseconds.
+    let until = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Some((line, _)) = text.split_once('\n') {
@@ -154,31 +163,33 @@ async fn killed_by_own_signal_is_signaled() {
 async fn timeout_terminates_a_sleeping_process() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, mut rx) = ProcessBackend::new();
-    let mut launch = spec(dir.path(), 1, &["sleep", "30"]);
+    let mut launch = spec(dir.path(), 1, &["sleep", "300"]);
     launch.timeout = Some(Duration::from_millis(300));
-    launch.kill_grace = Duration::from_secs(5);
+    launch.kill_grace = Duration::from_secs(60);
     let t0 = Instant::now();
     let outcome = run(&backend, &mut rx, launch).await;
     let took = t0.elapsed();
     assert_eq!(outcome, Outcome::TimedOut);
-    // sleep dies on SIGTERM at once (~0.3 s), so the 5 s grace must not be waited out.
+    // sleep dies on SIGTERM at once (~0.3 s), so the 60 s grace must not be waited out; 30 s
+    // leaves a loaded machine room.
     assert!(took >= Duration::from_millis(300), "ended after {took:?}");
-    assert!(took < Duration::from_secs(3), "ended after {took:?}");
+    assert!(took < Duration::from_secs(30), "ended after {took:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn sigterm_ignoring_process_is_killed_after_grace_on_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, mut rx) = ProcessBackend::new();
-    let mut launch = spec(dir.path(), 1, &["sh", "-c", "trap '' TERM; sleep 30"]);
+    let mut launch = spec(dir.path(), 1, &["sh", "-c", "trap '' TERM; sleep 120"]);
     launch.timeout = Some(Duration::from_millis(200));
     launch.kill_grace = Duration::from_millis(500);
     let t0 = Instant::now();
     let outcome = run(&backend, &mut rx, launch).await;
     let took = t0.elapsed();
     assert_eq!(outcome, Outcome::TimedOut);
+    // Killed after timeout + grace (0.7 s), long before its own 120 s sleep would end.
     assert!(took >= Duration::from_millis(700), "ended after {took:?}");
-    assert!(took < Duration::from_secs(5), "ended after {took:?}");
+    assert!(took < Duration::from_secs(60), "ended after {took:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -188,7 +199,7 @@ async fn sigterm_ignoring_process_is_killed_after_grace_on_cancel() {
     let mut launch = spec(
         dir.path(),
         1,
-        &["sh", "-c", "trap '' TERM; echo $$; sleep 30"],
+        &["sh", "-c", "trap '' TERM; echo $$; sleep 120"],
     );
     launch.kill_grace = Duration::from_millis(500);
     let out = launch.stdout.clone();
@@ -200,8 +211,9 @@ async fn sigterm_ignoring_process_is_killed_after_grace_on_cancel() {
     assert!(backend.cancel(key(1)));
     assert_eq!(expect_exited(&mut rx, key(1)).await, Outcome::Cancelled);
     let took = t0.elapsed();
+    // Killed after the grace (0.5 s), long before its own 120 s sleep would end.
     assert!(took >= Duration::from_millis(500), "ended after {took:?}");
-    assert!(took < Duration::from_secs(5), "ended after {took:?}");
+    assert!(took < Duration::from_secs(60), "ended after {took:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -280,10 +292,10 @@ async fn timeout_kills_term_ignoring_grandchild_when_leader_exits() {
     let mut launch = spec(
         dir.path(),
         1,
-        &["sh", "-c", "(trap '' TERM; exec sleep 30) & echo $!; wait"],
+        &["sh", "-c", "(trap '' TERM; exec sleep 300) & echo $!; wait"],
     );
     launch.timeout = Some(Duration::from_millis(300));
-    launch.kill_grace = Duration::from_secs(10);
+    launch.kill_grace = Duration::from_secs(60);
     let out = launch.stdout.clone();
     let t0 = Instant::now();
     backend.launch(launch);
@@ -291,8 +303,9 @@ async fn timeout_kills_term_ignoring_grandchild_when_leader_exits() {
     let grandchild = read_pid_line(&out).await;
     assert_eq!(expect_exited(&mut rx, key(1)).await, Outcome::TimedOut);
     let took = t0.elapsed();
+    // Well below the 60 s grace (~0.3 s on an idle machine), with room for a loaded one.
     assert!(
-        took < Duration::from_secs(8),
+        took < Duration::from_secs(30),
         "waited out the grace: {took:?}"
     );
     assert!(
@@ -469,7 +482,8 @@ fn runtime_shutdown_kills_running_groups() {
         (leader as i32, read_pid_line(&out).await)
     });
     drop(rt);
-    let until = Instant::now() + Duration::from_secs(3);
+    // A hang guard: killed processes are gone within milliseconds.
+    let until = Instant::now() + Duration::from_secs(30);
     while !(is_dead(leader) && is_dead(grandchild)) && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }

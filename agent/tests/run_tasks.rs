@@ -6,6 +6,10 @@
 //! Every wait is bounded, and the agent is stopped by its pid when a test ends (SIGTERM, so it
 //! kills its tasks' process groups, then SIGKILL if it lingers). Task commands never run longer
 //! than a few seconds on their own, so nothing outlives a failed test for long.
+//!
+//! The bounds are hang guards, not speed checks: a wait fails when nothing new has happened for
+//! a long while (`STALL`), never because the whole of some work took long. A debug build on a
+//! machine busy with other work can be many times slower than on an idle one.
 
 use hsm_agent::identity::{AuthorizedKeys, Identity};
 use hsm_agent::tls::{self, TransportOptions};
@@ -21,8 +25,39 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Longest wait for any single frame.
-const FRAME_WAIT: Duration = Duration::from_secs(15);
+/// Longest wait for any single frame. The agent heartbeats every second, so only an agent that
+/// is stuck (or starved for this long) stays silent this long.
+const FRAME_WAIT: Duration = Duration::from_secs(30);
+
+/// Longest time a wait may go without progress (a new event, error or attach; a byte of output
+/// or of a log) before it fails. Generous: each step these tests wait for takes well under a
+/// second on an idle machine.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Fails a loop that has gone `STALL` without its measure of progress changing; never because
+/// of the total time, which grows with the machine's load.
+struct Progress<T> {
+    last: T,
+    since: Instant,
+}
+
+impl<T: PartialEq> Progress<T> {
+    fn new(start: T) -> Progress<T> {
+        Progress {
+            last: start,
+            since: Instant::now(),
+        }
+    }
+
+    /// Records `now`; true while it changed within the last `STALL`.
+    fn moving(&mut self, now: T) -> bool {
+        if now != self.last {
+            self.last = now;
+            self.since = Instant::now();
+        }
+        self.since.elapsed() < STALL
+    }
+}
 
 /// A running `hsm-agent serve`, stopped by its pid when dropped.
 struct Agent {
@@ -106,7 +141,7 @@ impl Client {
         let config =
             tls::client_config(coordinator, &agent.fingerprint, TransportOptions::default())
                 .unwrap();
-        let conn = tls::connect(&endpoint, agent.addr, config, Duration::from_secs(10))
+        let conn = tls::connect(&endpoint, agent.addr, config, FRAME_WAIT)
             .await
             .unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
@@ -215,20 +250,15 @@ impl Seen {
     }
 }
 
-/// Reads frames (acknowledging each batch of events when `ack`) until `done` holds or `limit`
-/// passes (a failure).
-async fn collect(
-    client: &mut Client,
-    seen: &mut Seen,
-    ack: bool,
-    limit: Duration,
-    done: impl Fn(&Seen) -> bool,
-) {
-    let deadline = Instant::now() + limit;
+/// Reads frames (acknowledging each batch of events when `ack`) until `done` holds; fails when
+/// `STALL` passes without a new event, error or attach (heartbeats do not count: they come
+/// every second from an agent that is otherwise stuck).
+async fn collect(client: &mut Client, seen: &mut Seen, ack: bool, done: impl Fn(&Seen) -> bool) {
+    let mut progress = Progress::new((0, 0, 0));
     while !done(seen) {
         assert!(
-            Instant::now() < deadline,
-            "condition not reached in {limit:?}; errors {:?}; events {:#?}",
+            progress.moving((seen.events.len(), seen.errors.len(), seen.attached.len())),
+            "condition not reached, nothing new for {STALL:?}; errors {:?}; events {:#?}",
             seen.errors,
             seen.events.iter().map(short).collect::<Vec<_>>()
         );
@@ -374,13 +404,9 @@ async fn six_tasks_run_two_at_a_time_and_their_files_arrive_intact() {
         }))
         .await;
     let mut seen = Seen::default();
-    collect(
-        &mut client,
-        &mut seen,
-        false,
-        Duration::from_secs(15),
-        |s| (1..=6).all(|i| s.offered(i)),
-    )
+    collect(&mut client, &mut seen, false, |s| {
+        (1..=6).all(|i| s.offered(i))
+    })
     .await;
     assert!(seen.errors.is_empty(), "{:?}", seen.errors);
 
@@ -493,14 +519,7 @@ async fn six_tasks_run_two_at_a_time_and_their_files_arrive_intact() {
             }))
             .await;
         let mut errors = Seen::default();
-        collect(
-            &mut client,
-            &mut errors,
-            false,
-            Duration::from_secs(5),
-            |s| !s.errors.is_empty(),
-        )
-        .await;
+        collect(&mut client, &mut errors, false, |s| !s.errors.is_empty()).await;
         assert!(
             errors.errors[0].contains("refused fetch"),
             "{:?}",
@@ -518,7 +537,8 @@ async fn six_tasks_run_two_at_a_time_and_their_files_arrive_intact() {
             }))
             .await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // A hang guard: deleting six small trees takes milliseconds.
+    let deadline = Instant::now() + STALL;
     for i in 1..=6 {
         let dir = tasks_dir.join(format!("task_{i:03}"));
         while dir.join("results").exists() {
@@ -532,14 +552,7 @@ async fn six_tasks_run_two_at_a_time_and_their_files_arrive_intact() {
     let mut client = Client::connect(&agent, &coordinator).await;
     assert!(client.welcome.running.is_empty());
     let mut after = Seen::default();
-    collect(
-        &mut client,
-        &mut after,
-        false,
-        Duration::from_secs(5),
-        |s| s.heartbeats.len() >= 2,
-    )
-    .await;
+    collect(&mut client, &mut after, false, |s| s.heartbeats.len() >= 2).await;
     assert!(
         after.events.is_empty(),
         "{:?}",
@@ -582,7 +595,7 @@ async fn failures_timeouts_cancels_and_bad_cwds_have_their_outcomes() {
         .await;
     let mut seen = Seen::default();
     // 1 fails, 2 times out, 4 cannot start; 3 and 5 then hold the two slots.
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+    collect(&mut client, &mut seen, true, |s| {
         s.offered(1) && s.offered(2) && s.offered(4) && s.started(3) && s.started(5)
     })
     .await;
@@ -615,7 +628,7 @@ async fn failures_timeouts_cancels_and_bad_cwds_have_their_outcomes() {
             unstarted_only: false,
         }))
         .await;
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+    collect(&mut client, &mut seen, true, |s| {
         s.offered(3) && s.started(6)
     })
     .await;
@@ -628,7 +641,7 @@ async fn failures_timeouts_cancels_and_bad_cwds_have_their_outcomes() {
             unstarted_only: false,
         }))
         .await;
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+    collect(&mut client, &mut seen, true, |s| {
         (1..=7).all(|i| s.offered(i))
     })
     .await;
@@ -642,10 +655,7 @@ async fn failures_timeouts_cancels_and_bad_cwds_have_their_outcomes() {
     assert!(seen.errors.is_empty(), "{:?}", seen.errors);
     // The heartbeat counts running processes: none now.
     let mut after = Seen::default();
-    collect(&mut client, &mut after, true, Duration::from_secs(5), |s| {
-        !s.heartbeats.is_empty()
-    })
-    .await;
+    collect(&mut client, &mut after, true, |s| !s.heartbeats.is_empty()).await;
     assert_eq!(after.heartbeats, [0]);
     client.close().await;
 }
@@ -670,13 +680,9 @@ async fn unacknowledged_events_are_replayed_after_a_reconnect() {
         }))
         .await;
     let mut first = Seen::default();
-    collect(
-        &mut client,
-        &mut first,
-        false,
-        Duration::from_secs(10),
-        |s| !s.output(1, Stream::Stdout).is_empty(),
-    )
+    collect(&mut client, &mut first, false, |s| {
+        !s.output(1, Stream::Stdout).is_empty()
+    })
     .await;
     // Drop the connection without acknowledging anything, while the task runs.
     client.close().await;
@@ -691,14 +697,7 @@ async fn unacknowledged_events_are_replayed_after_a_reconnect() {
         "the task is still running"
     );
     let mut second = Seen::default();
-    collect(
-        &mut client,
-        &mut second,
-        false,
-        Duration::from_secs(10),
-        |s| s.offered(1),
-    )
-    .await;
+    collect(&mut client, &mut second, false, |s| s.offered(1)).await;
     check_sequence(&second, 1);
     // The replay starts at seq 1 and repeats exactly what the first connection saw.
     assert_eq!(second.events[..first.events.len()], first.events[..]);
@@ -710,14 +709,7 @@ async fn unacknowledged_events_are_replayed_after_a_reconnect() {
     let mut client = Client::connect(&agent, &coordinator).await;
     assert!(client.welcome.running.is_empty(), "the task has exited");
     let mut third = Seen::default();
-    collect(
-        &mut client,
-        &mut third,
-        false,
-        Duration::from_secs(10),
-        |s| s.offered(1),
-    )
-    .await;
+    collect(&mut client, &mut third, false, |s| s.offered(1)).await;
     assert_eq!(third.events, second.events);
     // Acknowledge all but the offer: only the offer comes back next time.
     let (offer, rest) = third.events.split_last().unwrap();
@@ -731,14 +723,7 @@ async fn unacknowledged_events_are_replayed_after_a_reconnect() {
 
     let mut client = Client::connect(&agent, &coordinator).await;
     let mut fourth = Seen::default();
-    collect(
-        &mut client,
-        &mut fourth,
-        false,
-        Duration::from_secs(10),
-        |s| s.offered(1),
-    )
-    .await;
+    collect(&mut client, &mut fourth, false, |s| s.offered(1)).await;
     assert_eq!(fourth.events, std::slice::from_ref(offer));
     client.ack(&fourth.events).await;
     client
@@ -749,14 +734,7 @@ async fn unacknowledged_events_are_replayed_after_a_reconnect() {
 
     let mut client = Client::connect(&agent, &coordinator).await;
     let mut fifth = Seen::default();
-    collect(
-        &mut client,
-        &mut fifth,
-        false,
-        Duration::from_secs(5),
-        |s| s.heartbeats.len() >= 2,
-    )
-    .await;
+    collect(&mut client, &mut fifth, false, |s| s.heartbeats.len() >= 2).await;
     assert!(
         fifth.events.is_empty(),
         "acknowledged events are not replayed"
@@ -776,13 +754,9 @@ async fn unacknowledged_events_are_replayed_after_a_reconnect() {
         }))
         .await;
     let mut sixth = Seen::default();
-    collect(
-        &mut client,
-        &mut sixth,
-        true,
-        Duration::from_secs(10),
-        |s| s.offered(1) && !s.attached.is_empty(),
-    )
+    collect(&mut client, &mut sixth, true, |s| {
+        s.offered(1) && !s.attached.is_empty()
+    })
     .await;
     assert_eq!(sixth.attached, [vec![never]]);
     let last_seq = third.events.last().unwrap().seq.0;
@@ -809,14 +783,7 @@ async fn unacknowledged_events_are_replayed_after_a_reconnect() {
         }))
         .await;
     let mut seventh = Seen::default();
-    collect(
-        &mut client,
-        &mut seventh,
-        true,
-        Duration::from_secs(10),
-        |s| s.offered(1),
-    )
-    .await;
+    collect(&mut client, &mut seventh, true, |s| s.offered(1)).await;
     assert!(!seventh.started(1), "not run again");
     assert_eq!(seventh.offer(1), third.offer(1));
     client.close().await;
@@ -852,31 +819,39 @@ async fn a_task_printing_200_mib_to_a_lagging_coordinator_keeps_memory_bounded()
             tasks: vec![task(1, 1, &[])],
         }))
         .await;
-    // Not reading for three seconds: the task finishes writing its log meanwhile.
+    // Not reading (for at least three seconds) until the task has written its whole log: the
+    // agent must take all of it while the client lags. How long writing 200 MiB takes depends
+    // on the machine and its load, so this waits for the log to stop growing, not for a time.
     let log = agent.work_dir.join("s4/tasks/task_001/stdout.log");
+    let log_len = || std::fs::metadata(&log).map_or(0, |m| m.len());
     let mut peak = 0;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
+    let lagging = Instant::now();
+    let mut written = Progress::new(0);
+    while lagging.elapsed() < Duration::from_secs(3) || log_len() < SIZE {
+        assert!(
+            written.moving(log_len()),
+            "the log stopped growing at {} bytes",
+            log_len()
+        );
         peak = peak.max(rss_bytes(pid));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        std::fs::metadata(&log).unwrap().len(),
-        SIZE,
-        "task wrote it all"
-    );
+    assert_eq!(log_len(), SIZE, "task wrote it all");
     assert!(peak < RSS_LIMIT, "agent RSS {peak} while the client lagged");
 
-    // Now read and acknowledge everything.
+    // Now read and acknowledge everything. Streaming 200 MiB through a debug build takes from
+    // a few seconds to minutes depending on the machine's load, so the loop fails only when no
+    // output arrives for `STALL`, not on the total time.
     let started = Instant::now();
     let mut received = 0u64;
     let mut last_seq = 0u64;
     let mut done = false;
     let mut counter = 0;
+    let mut streaming = Progress::new(0);
     while !done {
         assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "only {received} bytes so far"
+            streaming.moving(last_seq),
+            "only {received} bytes so far, nothing new for {STALL:?}"
         );
         if let FromAgent::Events(batch) = client.next().await {
             for e in &batch.events {
@@ -935,10 +910,7 @@ async fn unsafe_sweep_ids_are_refused_and_create_nothing() {
             }))
             .await;
         let mut seen = Seen::default();
-        collect(&mut client, &mut seen, false, Duration::from_secs(5), |s| {
-            !s.errors.is_empty()
-        })
-        .await;
+        collect(&mut client, &mut seen, false, |s| !s.errors.is_empty()).await;
         assert!(
             seen.errors[0].contains("sweep id") && seen.errors[0].contains(&format!("{id:?}")),
             "{:?}",
@@ -966,7 +938,7 @@ async fn unsafe_sweep_ids_are_refused_and_create_nothing() {
         }))
         .await;
     let mut seen = Seen::default();
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+    collect(&mut client, &mut seen, true, |s| {
         s.offered(2) && !s.errors.is_empty()
     })
     .await;
@@ -1015,7 +987,7 @@ async fn a_newer_attempt_stops_the_older_one_and_runs_in_its_directory() {
         .send(&submit(vec![attempt(1, 1, 1), attempt(2, 3, 1)]))
         .await;
     let mut seen = Seen::default();
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+    collect(&mut client, &mut seen, true, |s| {
         s.started(1) && s.started(2)
     })
     .await;
@@ -1038,7 +1010,7 @@ async fn a_newer_attempt_stops_the_older_one_and_runs_in_its_directory() {
             _ => None,
         })
     };
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+    collect(&mut client, &mut seen, true, |s| {
         offered(&of(s, 1, 2)).is_some() && !s.errors.is_empty()
     })
     .await;
@@ -1083,7 +1055,7 @@ async fn a_newer_attempt_stops_the_older_one_and_runs_in_its_directory() {
             unstarted_only: false,
         }))
         .await;
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+    collect(&mut client, &mut seen, true, |s| {
         offered(&of(s, 2, 3)).is_some()
     })
     .await;

@@ -74,7 +74,9 @@ async fn control_stream(
     let endpoint = tls::client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
     let config =
         tls::client_config(coordinator, &agent.fingerprint, TransportOptions::default()).unwrap();
-    let conn = tls::connect(&endpoint, agent.addr, config, Duration::from_secs(10))
+    // Hang guards (60 s) on what takes milliseconds on an idle machine, many times that on a
+    // busy one.
+    let conn = tls::connect(&endpoint, agent.addr, config, Duration::from_secs(60))
         .await
         .unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();
@@ -82,7 +84,7 @@ async fn control_stream(
 }
 
 async fn next(recv: &mut quinn::RecvStream) -> FromAgent {
-    let frame = tokio::time::timeout(Duration::from_secs(10), read_frame(recv, MAX_FRAME))
+    let frame = tokio::time::timeout(Duration::from_secs(60), read_frame(recv, MAX_FRAME))
         .await
         .expect("agent answered in time")
         .unwrap()

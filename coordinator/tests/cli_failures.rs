@@ -194,7 +194,7 @@ fn cancelled_tasks_say_what_cancelled_them() {
         ],
     );
     let child = p.spawn(&["sweep", "run", "--sweep-id", "stopped"]);
-    wait_until(Duration::from_secs(30), "two running tasks", || {
+    wait_until(Duration::from_secs(60), "two running tasks", || {
         p.sweep_dir("stopped").join("sweep.db").exists()
             && p.try_status("stopped").is_some_and(|s| s["running"] == 2)
     });
@@ -241,7 +241,7 @@ fn tasks_stopped_by_ctrl_c_say_interrupted_and_the_rest_stay_pending() {
     );
     let child = p.spawn(&["sweep", "run", "--sweep-id", "ctrlc"]);
     let pid = child.id() as i32;
-    wait_until(Duration::from_secs(30), "two running tasks", || {
+    wait_until(Duration::from_secs(60), "two running tasks", || {
         p.sweep_dir("ctrlc").join("sweep.db").exists()
             && p.try_status("ctrlc").is_some_and(|s| s["running"] == 2)
     });

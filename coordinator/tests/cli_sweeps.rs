@@ -227,11 +227,13 @@ fn layout_views_and_task_environment() {
 
 #[test]
 fn timeout_fails_the_task_with_reason_and_retries_count_attempts() {
-    let p = project("sweep:\n  grid:\n    sleep: [0, 30]\n");
+    let p = project("sweep:\n  grid:\n    sleep: [0, 90]\n");
     let run = p.run(&["sweep", "run", "--timeout", "1s", "--retries", "1"]);
     run.expect_code(1);
+    // Two attempts of 1 s each take a few seconds (more on a busy machine); a timeout not
+    // enforced would let the 90 s sleep run out.
     assert!(
-        run.elapsed < Duration::from_secs(20),
+        run.elapsed < Duration::from_secs(60),
         "timeout not enforced: {:?}",
         run.elapsed
     );
@@ -245,20 +247,22 @@ fn timeout_fails_the_task_with_reason_and_retries_count_attempts() {
 
 #[test]
 fn a_task_ignoring_sigterm_is_killed_after_the_grace_period() {
-    let p = project("sweep:\n  grid:\n    sleep: [60]\n    ignore_term: [true]\n");
+    let p = project("sweep:\n  grid:\n    sleep: [100]\n    ignore_term: [true]\n");
     let run = p.run(&["sweep", "run", "--timeout", "1s"]);
     run.expect_code(1);
-    assert!(run.elapsed < Duration::from_secs(20), "{:?}", run.elapsed);
+    // Timeout plus kill_grace is 2 s (more on a busy machine); a task never killed would
+    // sleep its 100 s out.
+    assert!(run.elapsed < Duration::from_secs(60), "{:?}", run.elapsed);
     let status = p.status(&run.sweep_id());
     assert_eq!(status["tasks"][0]["reason"], "timeout");
 }
 
 #[test]
 fn cancel_from_another_terminal_cancels_running_and_pending_tasks() {
-    let p = project("sweep:\n  grid:\n    sleep: [60]\n    x: [1, 2, 3, 4, 5]\n");
+    let p = project("sweep:\n  grid:\n    sleep: [100]\n    x: [1, 2, 3, 4, 5]\n");
     let child = p.spawn(&["sweep", "run", "--sweep-id", "to_cancel"]);
     let db = p.sweep_dir("to_cancel").join("sweep.db");
-    wait_until(Duration::from_secs(30), "two running tasks", || {
+    wait_until(Duration::from_secs(60), "two running tasks", || {
         db.exists() && p.try_status("to_cancel").is_some_and(|s| s["running"] == 2)
     });
     let pids: Vec<i32> = (1..=2)
@@ -282,7 +286,9 @@ fn cancel_from_another_terminal_cancels_running_and_pending_tasks() {
     cancel.expect_code(0);
     let run = Run::wait(child, "sweep run (cancelled)".into());
     run.expect_code(1);
-    assert!(started.elapsed() < Duration::from_secs(20));
+    // Cancelling takes a moment (more on a busy machine); tasks not stopped would sleep their
+    // 100 s out.
+    assert!(started.elapsed() < Duration::from_secs(60));
     let status = p.status("to_cancel");
     assert_eq!(status["cancelled"], 5, "{status}");
     for pid in pids {
@@ -300,7 +306,7 @@ fn ctrl_c_stops_running_tasks_keeps_pending_and_exits_130() {
     let child = p.spawn(&["sweep", "run", "--sweep-id", "interrupted"]);
     let pid = child.id() as i32;
     let db = p.sweep_dir("interrupted").join("sweep.db");
-    wait_until(Duration::from_secs(30), "two running tasks", || {
+    wait_until(Duration::from_secs(60), "two running tasks", || {
         db.exists()
             && p.try_status("interrupted")
                 .is_some_and(|s| s["running"] == 2)
@@ -518,7 +524,7 @@ fn sigterm_is_handled_like_ctrl_c() {
     ]);
     let pid = child.id() as i32;
     let db = p.sweep_dir("terminated").join("sweep.db");
-    wait_until(Duration::from_secs(30), "a running task", || {
+    wait_until(Duration::from_secs(60), "a running task", || {
         db.exists()
             && p.try_status("terminated")
                 .is_some_and(|s| s["running"] == 1)

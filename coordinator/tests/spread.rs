@@ -179,8 +179,9 @@ fn an_idle_source_takes_over_tasks_waiting_at_a_busy_agent() {
 
 /// Kills an agent holding queued tasks, lets the sweep finish on the local source, restarts the
 /// agent with `extra` flags, and returns the tasks it started after the restart that had been
-/// taken back from it (they ran elsewhere meanwhile).
-fn restarted_agent_runs_again(extra: &[&str]) -> Vec<String> {
+/// taken back from it (they ran elsewhere meanwhile). It looks for 4 s; when `expect_some`, until
+/// one shows up (at most a minute: a busy machine starts the agent and its tasks late).
+fn restarted_agent_runs_again(extra: &[&str], expect_some: bool) -> Vec<String> {
     let agent_bin = agent_bin().expect("checked by the caller");
     let home = tempfile::tempdir().unwrap();
     let marks = tempfile::tempdir().unwrap();
@@ -256,16 +257,29 @@ fn restarted_agent_runs_again(extra: &[&str]) -> Vec<String> {
 
     let restarted = std::time::SystemTime::now();
     agent.restart();
+    let ran_again = || -> Vec<String> {
+        taken_back
+            .iter()
+            .map(|(i, attempt)| format!("{i}.{attempt}"))
+            .filter(|mark| {
+                std::fs::metadata(marks.path().join(mark))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at >= restarted)
+            })
+            .collect()
+    };
+    // A task that must not run can only be waited for; 4 s is far beyond what the restarted
+    // agent needs to start what it would start (and far below the default 3600 s after which
+    // it would start unconfirmed tasks).
     std::thread::sleep(std::time::Duration::from_secs(4));
-    taken_back
-        .iter()
-        .map(|(i, attempt)| format!("{i}.{attempt}"))
-        .filter(|mark| {
-            std::fs::metadata(marks.path().join(mark))
-                .and_then(|m| m.modified())
-                .is_ok_and(|at| at >= restarted)
-        })
-        .collect()
+    if expect_some {
+        wait_until(
+            std::time::Duration::from_secs(60),
+            "a moved task run again by the restarted agent",
+            || !ran_again().is_empty(),
+        );
+    }
+    ran_again()
 }
 
 #[test]
@@ -273,12 +287,12 @@ fn a_restarted_agent_does_not_run_what_was_moved_elsewhere() {
     if agent_bin().is_none() {
         return;
     }
-    let again = restarted_agent_runs_again(&[]);
+    let again = restarted_agent_runs_again(&[], false);
     assert!(again.is_empty(), "ran again after the restart: {again:?}");
     // The same with queued tasks released at once when no coordinator confirms them (as every
     // agent did before): the restarted agent runs them a second time. This shows the scenario
     // above really had tasks to run twice.
-    let again = restarted_agent_runs_again(&["--coordinator-lost-after", "0"]);
+    let again = restarted_agent_runs_again(&["--coordinator-lost-after", "0"], true);
     assert!(
         !again.is_empty(),
         "the scenario puts moved tasks in the agent's ledger"
