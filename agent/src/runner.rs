@@ -1801,7 +1801,10 @@ impl State {
             // No coordinator of its sweep is connected: it waits to be confirmed, like every
             // queued attempt of such a sweep (see `unconfirmed`).
             if !self.claims.contains_key(&key.0) {
-                self.unconfirmed.entry(key.0.clone()).or_default().insert(next);
+                self.unconfirmed
+                    .entry(key.0.clone())
+                    .or_default()
+                    .insert(next);
                 self.unclaimed_since
                     .entry(key.0)
                     .or_insert_with(std::time::Instant::now);

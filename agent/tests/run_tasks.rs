@@ -1082,28 +1082,19 @@ async fn queued_tasks_wait_for_their_coordinator_to_confirm_them_after_it_left()
         }))
         .await;
     let mut seen = Seen::default();
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
-        s.started(1)
-    })
-    .await;
+    collect(&mut client, &mut seen, true, |s| s.started(1)).await;
     client.close().await;
 
     // Task 1 ends meanwhile; 2 and 3 must not start without their coordinator.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut client = Client::connect(&agent, &coordinator).await;
     let mut seen = Seen::default();
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
-        s.offered(1)
-    })
-    .await;
+    collect(&mut client, &mut seen, true, |s| s.offered(1)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     client
         .send(&ToAgent::Ping(hsm_protocol::PingMsg { nonce: 7 }))
         .await;
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
-        !s.heartbeats.is_empty()
-    })
-    .await;
+    collect(&mut client, &mut seen, true, |s| !s.heartbeats.is_empty()).await;
     assert!(
         !seen.started(2) && !seen.started(3),
         "queued tasks started with no coordinator: {:?}",
@@ -1123,7 +1114,7 @@ async fn queued_tasks_wait_for_their_coordinator_to_confirm_them_after_it_left()
             tasks: vec![task_ref(3)],
         }))
         .await;
-    collect(&mut client, &mut seen, true, Duration::from_secs(10), |s| {
+    collect(&mut client, &mut seen, true, |s| {
         s.offered(2) && s.offered(3)
     })
     .await;

@@ -202,9 +202,9 @@ fn agent_add_update_remove_and_list() {
         "{}",
         list.stdout
     );
-    // --check connects: nothing listens on 127.0.0.1:1.
+    // --check connects: nothing listens on 127.0.0.1:1, so it fails (for scripts).
     let list = p.run(&["agent", "list", "--check"]);
-    list.expect_code(0);
+    list.expect_code(1);
     let gpu2 = list.stdout.lines().find(|l| l.starts_with("gpu2")).unwrap();
     assert!(gpu2.contains("unreachable"), "{}", list.stdout);
     assert!(list.stdout.lines().next().unwrap().contains("REACHABLE"));
@@ -508,6 +508,38 @@ fn completions_and_help_examples() {
         );
     }
     run_in(nowhere.path(), &["completions", "tcsh"]).expect_code(2);
+    // Bash, as a shell completes: past the first word too (subcommands and their flags).
+    let script = nowhere.path().join("hsm.bash");
+    std::fs::write(
+        &script,
+        run_in(nowhere.path(), &["completions", "bash"]).stdout,
+    )
+    .unwrap();
+    for (line, word, expected) in [
+        ("hsm-coordinator sw", "sw", "sweep"),
+        ("hsm-coordinator sweep ru", "ru", "run"),
+        ("hsm-coordinator sweep run --sou", "--sou", "--sources"),
+    ] {
+        let words: Vec<&str> = line.split(' ').collect();
+        let probe = format!(
+            "source '{}'; COMP_WORDS=({line}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}; \
+             _hsm__coordinator hsm-coordinator '{word}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words.len() - 1,
+            line.len(),
+            words[words.len() - 2]
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &probe])
+            .output()
+            .unwrap();
+        let replies = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            replies.lines().any(|l| l.trim() == expected),
+            "`{line}<Tab>` offers {expected}: {replies:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     for (args, example) in [
         (&["sweep", "run", "--help"][..], "sweep run --dry-run"),
         (&["sweep", "complete", "--help"], "the latest sweep"),
@@ -547,4 +579,27 @@ fn the_wandb_style_parameters_layout_is_refused_with_how_to_write_it() {
         run.stderr
     );
     assert!(!p.outputs().exists());
+}
+
+#[test]
+fn init_in_a_subdirectory_of_a_project_points_at_the_project() {
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\n",
+        &[("task.py", "")],
+    );
+    let sub = p.path().join("conf");
+    std::fs::create_dir_all(&sub).unwrap();
+    let run = run_in(&sub, &["init"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("is inside the project") && run.stderr.contains("--force"),
+        "{}",
+        run.stderr
+    );
+    assert!(!sub.join(".hsm").exists() && !sub.join("sweeps").exists());
+    run_in(&sub, &["init", "--force"]).expect_code(0);
+    assert!(
+        sub.join(".hsm/config.yaml").exists(),
+        "--force starts one here"
+    );
 }

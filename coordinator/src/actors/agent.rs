@@ -482,12 +482,19 @@ impl AgentSource {
 impl Handler<CancelTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: CancelTask, _: &mut Context<Self>) {
+        self.send_cancel(msg.0, false);
+    }
+}
+
+impl AgentSource {
+    /// Asks the agent to stop an attempt (`unstarted_only`: only if it has not started).
+    fn send_cancel(&mut self, key: TaskKey, unstarted_only: bool) {
         // A cancel must not overtake the submission of the attempt it stops.
         self.flush_submits();
         self.send(ToAgent::Cancel(CancelMsg {
             sweep_id: SweepId(self.setup.sweep_id.clone()),
-            tasks: vec![Self::task_ref(msg.0)],
-            unstarted_only: false,
+            tasks: vec![Self::task_ref(key)],
+            unstarted_only,
         }));
     }
 }
@@ -524,13 +531,8 @@ pub struct WithdrawTask(pub TaskKey);
 impl Handler<WithdrawTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: WithdrawTask, _: &mut Context<Self>) {
-        self.flush_submits();
         self.attempts.remove(&msg.0);
-        self.send(ToAgent::Cancel(CancelMsg {
-            sweep_id: SweepId(self.setup.sweep_id.clone()),
-            tasks: vec![Self::task_ref(msg.0)],
-            unstarted_only: false,
-        }));
+        self.send_cancel(msg.0, false);
     }
 }
 
@@ -545,12 +547,7 @@ pub struct StealTask(pub TaskKey);
 impl Handler<StealTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: StealTask, _: &mut Context<Self>) {
-        self.flush_submits();
-        self.send(ToAgent::Cancel(CancelMsg {
-            sweep_id: SweepId(self.setup.sweep_id.clone()),
-            tasks: vec![Self::task_ref(msg.0)],
-            unstarted_only: true,
-        }));
+        self.send_cancel(msg.0, true);
     }
 }
 

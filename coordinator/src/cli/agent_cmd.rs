@@ -110,6 +110,7 @@ pub fn remove(global: &Global, name: &str) -> anyhow::Result<i32> {
 pub fn list(global: &Global, check: bool) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let mut rows = Vec::new();
+    let mut unreachable = 0;
     for (name, source) in &cfg.sources {
         if let SourceKind::Agent {
             address,
@@ -132,7 +133,10 @@ pub fn list(global: &Global, check: bool) -> anyhow::Result<i32> {
                 let timeout = std::time::Duration::from_secs(5);
                 row.push(match ping_agent(&cfg, name, timeout) {
                     Ok(_) => "ok".into(),
-                    Err(e) => format!("unreachable: {}", first_line(&format!("{e:#}"))),
+                    Err(e) => {
+                        unreachable += 1;
+                        format!("unreachable: {}", first_line(&format!("{e:#}")))
+                    }
                 });
             }
             rows.push(row);
@@ -172,7 +176,12 @@ pub fn list(global: &Global, check: bool) -> anyhow::Result<i32> {
             .collect();
         println!("{}", line.join("  "));
     }
-    Ok(EXIT_OK)
+    // For scripts: `--check` fails when any agent cannot be reached.
+    Ok(if unreachable > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    })
 }
 
 fn first_line(text: &str) -> &str {

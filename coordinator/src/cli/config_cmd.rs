@@ -91,6 +91,24 @@ pub fn load_sweep(global: &Global, path: &Path) -> anyhow::Result<(SweepFile, St
 }
 
 pub fn init(global: &Global, args: &InitArgs) -> anyhow::Result<i32> {
+    // Inside an existing project (its subdirectory `conf/`, say), a new project here would
+    // capture every later command run from here.
+    let enclosing = global
+        .project_dir
+        .parent()
+        .and_then(super::find_project_root)
+        .filter(|_| {
+            super::find_project_root(&global.project_dir).as_ref() != Some(&global.project_dir)
+        });
+    if let (Some(root), false, None) = (&enclosing, args.force, &global.config) {
+        return Err(user_error(format!(
+            "{} is inside the project {}: run `hsm-coordinator init` there (or `-C {}`), or pass \
+             --force to start a separate project here",
+            global.project_dir.display(),
+            root.display(),
+            root.display()
+        )));
+    }
     let sweep_path = global.project_dir.join("sweeps").join("sweep.yaml");
     // A config in any place it is read from counts (a v1 `sweeps/hsm_config.yaml` too): a new
     // `.hsm/config.yaml` would silently take its place.

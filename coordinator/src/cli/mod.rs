@@ -267,8 +267,8 @@ pub struct StatusArgs {
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
-    /// The sweep to cancel: its id or its directory.
-    pub sweep_id: String,
+    /// The sweep to cancel: its id or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -314,15 +314,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Identity => agent_cmd::identity(),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "hsm-coordinator",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "hsm-coordinator", &mut script);
+            let mut script = String::from_utf8_lossy(&script).into_owned();
+            if shell == clap_complete::Shell::Bash {
+                script = fix_bash_completion(&script);
+            }
+            print!("{script}");
             Ok(EXIT_OK)
         }
     }
+}
+
+/// clap_complete's bash script for a program whose name has a hyphen names its subcommand
+/// states `hsm__coordinator__subcmd__sweep` where it sets them but `hsm__subcmd__coordinator__…`
+/// in the arms that complete them, so nothing after the first word completed (clap issue
+/// #6421). One spelling for both.
+fn fix_bash_completion(script: &str) -> String {
+    script.replace("hsm__subcmd__coordinator", "hsm__coordinator")
 }
 
 /// Flags every command sees.

@@ -1128,7 +1128,14 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
 
 pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
-    let (sweep_id, paths) = find_sweep(global, &cfg, &args.sweep_id)?;
+    let (sweep_id, paths) = match &args.sweep_id {
+        Some(id) => find_sweep(global, &cfg, id)?,
+        None => {
+            let (id, paths) = latest_sweep(global, &cfg)?;
+            note(global, &format!("cancelling the latest sweep, {id}"));
+            (id, paths)
+        }
+    };
     let mut store = open_store(&paths, &sweep_id)?;
     if let Some(_lock) = try_acquire_lock(&paths)? {
         // No coordinator runs the sweep, and none can start while we hold the lock: end what
