@@ -186,6 +186,11 @@ fn bind_error(
         format!(
             "cannot listen on {listen}: the address is in use (another hsm-agent, or another program, listens there) — stop it or choose another --listen"
         )
+    } else if let Some(in_use) = e
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<hsm_agent::server::StateDirInUse>())
+    {
+        in_use.to_string()
     } else if io_kind == Some(std::io::ErrorKind::AddrNotAvailable) {
         format!("cannot listen on {listen}: no network interface of this host has that address — choose another --listen")
     } else if e.chain().any(|cause| {

@@ -51,12 +51,51 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     options: ServeOptions,
     fingerprint: String,
+    /// Held while the server lives: one `serve` per state dir.
+    _state_lock: std::fs::File,
+}
+
+/// A state dir taken by another running `hsm-agent serve`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another `hsm-agent serve` (pid {pid}) uses the state dir {dir}: two agents on one ledger \
+     would corrupt it — stop that one, or give this one its own --state-dir"
+)]
+pub struct StateDirInUse {
+    pub dir: PathBuf,
+    pub pid: String,
+}
+
+/// Takes the state dir's lock (`serve.lock`, an OS lock that vanishes with the process) and
+/// writes this pid into it.
+fn lock_state_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("serve.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if file.try_lock().is_err() {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(StateDirInUse {
+            dir: dir.to_path_buf(),
+            pid: pid.trim().to_string(),
+        }
+        .into());
+    }
+    use std::io::Write as _;
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 impl Server {
     /// Loads the identity, binds the UDP port.
     pub fn bind(options: ServeOptions) -> anyhow::Result<Server> {
         let identity = Identity::load(&options.state_dir)?;
+        let state_lock = lock_state_dir(&options.state_dir)?;
         let checker = AuthorizedKeys::checker(&options.state_dir);
         let config = tls::server_config(&identity, checker, options.transport)?;
         let endpoint = tls::server_endpoint(options.listen, config, &identity)?;
@@ -66,6 +105,7 @@ impl Server {
             endpoint,
             fingerprint: identity.fingerprint(),
             options,
+            _state_lock: state_lock,
         })
     }
 

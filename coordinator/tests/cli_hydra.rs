@@ -216,3 +216,39 @@ fn a_script_that_is_not_a_hydra_app_gets_no_plus_keys_and_no_wandb_by_default() 
     assert!(argv[4].starts_with("hydra.run.dir="), "{argv:?}");
     assert_eq!(argv[5], "++wandb.group=s");
 }
+
+#[test]
+fn init_sets_up_an_argparse_script_with_its_output_flag() {
+    // A new project: the script takes --output_dir, as many argparse scripts do.
+    let app = r#"
+import argparse, os
+parser = argparse.ArgumentParser()
+parser.add_argument("--seed", type=int, required=True)
+parser.add_argument("--output_dir", required=True)
+args = parser.parse_args()
+os.makedirs(args.output_dir, exist_ok=True)
+with open(os.path.join(args.output_dir, "result.txt"), "w") as f:
+    f.write(f"{args.seed}\n")
+"#;
+    let p = Project::new("", &[("train.py", app)]);
+    std::fs::remove_file(p.path().join(".hsm/config.yaml")).unwrap();
+    p.run(&["init"]).expect_code(0);
+    let config = std::fs::read_to_string(p.path().join(".hsm/config.yaml")).unwrap();
+    assert!(
+        config.contains("style: argparse") && config.contains("\"--output_dir\", \"{output_dir}\""),
+        "{config}"
+    );
+    p.write(
+        "sweeps/sweep.yaml",
+        "sweep:\n  grid:\n    seed: [1, 2, 3]\n",
+    );
+    let run = p.run(&["sweep", "run"]);
+    run.expect_code(0);
+    let id = sweep_id(&run);
+    for k in 1..=3 {
+        let result = p
+            .sweep_dir(&id)
+            .join(format!("tasks/task_{k:03}/results/result.txt"));
+        assert_eq!(std::fs::read_to_string(&result).unwrap(), format!("{k}\n"));
+    }
+}

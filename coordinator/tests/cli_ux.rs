@@ -331,7 +331,28 @@ fn agent_serve_takes_host_names_and_says_plainly_when_the_port_is_taken() {
         serve_logged(&agent_bin, "localhost:0", &state, &dir.path().join("a.log"));
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
 
-    // The same port again: exit 2, one plain sentence, no unrelated `init` hint.
+    // The same state dir on another port: refused, its ledger has an owner.
+    let twin = std::process::Command::new(&agent_bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&twin.stderr);
+    assert_eq!(twin.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("(pid {}) uses the state dir", first.id())),
+        "{err}"
+    );
+
+    // The same port again (another agent): exit 2, one plain sentence, no unrelated `init` hint.
+    let other = dir.path().join("other");
+    assert!(std::process::Command::new(&agent_bin)
+        .args(["init", "--state-dir"])
+        .arg(&other)
+        .output()
+        .unwrap()
+        .status
+        .success());
     let port = addr.rsplit(':').next().unwrap();
     let second = std::process::Command::new(&agent_bin)
         .args([
@@ -340,7 +361,7 @@ fn agent_serve_takes_host_names_and_says_plainly_when_the_port_is_taken() {
             &format!("localhost:{port}"),
             "--state-dir",
         ])
-        .arg(&state)
+        .arg(&other)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&second.stderr);

@@ -368,7 +368,8 @@ impl Handler<Shutdown> for AgentSource {
         self.flush_submits();
         // The connection task sees the outbox end once it has sent what is in it.
         self.outbox = None;
-        let closed = self.closed.take();
+        // An agent not connected now is not waited for (it may be dialling for 15 s).
+        let closed = self.closed.take().filter(|_| self.connected);
         Box::pin(async move {
             if let Some(closed) = closed {
                 let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;

@@ -20,6 +20,40 @@ pub struct Detection {
     /// Candidate training scripts, relative to the project directory, most likely first.
     pub scripts: Vec<PathBuf>,
     pub scheduler: Option<Scheduler>,
+    /// How the first script takes its parameters, read from its text.
+    pub style: ScriptStyle,
+}
+
+/// How a script takes its parameters, as far as its text tells.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ScriptStyle {
+    /// Hydra (`@hydra.main`) or nothing recognisable: `key=value` overrides.
+    #[default]
+    Overrides,
+    /// `argparse` without Hydra: `--key value`, and the flag it takes an output directory with,
+    /// if it declares one of the usual names.
+    Argparse { output_flag: Option<String> },
+}
+
+/// Reads a script's text for how it takes parameters.
+pub fn script_style(text: &str) -> ScriptStyle {
+    if text.contains("hydra") || !text.contains("argparse") {
+        return ScriptStyle::Overrides;
+    }
+    const OUTPUT_FLAGS: [&str; 7] = [
+        "--output_dir",
+        "--output-dir",
+        "--out_dir",
+        "--out-dir",
+        "--outdir",
+        "--save_dir",
+        "--output",
+    ];
+    let output_flag = OUTPUT_FLAGS
+        .iter()
+        .find(|flag| text.contains(&format!("\"{flag}\"")) || text.contains(&format!("'{flag}'")))
+        .map(|flag| flag.to_string());
+    ScriptStyle::Argparse { output_flag }
 }
 
 /// Looks at the project and this machine (thin IO; no subprocesses).
@@ -74,10 +108,17 @@ fn detect_with(project_dir: &Path, env: impl Fn(&str) -> Option<OsString>) -> De
         None
     };
 
+    let scripts = find_scripts(project_dir);
+    let style = scripts
+        .first()
+        .and_then(|script| std::fs::read_to_string(project_dir.join(script)).ok())
+        .map(|text| script_style(&text))
+        .unwrap_or_default();
     Detection {
         python,
-        scripts: find_scripts(project_dir),
+        scripts,
         scheduler,
+        style,
     }
 }
 
@@ -199,11 +240,36 @@ pub fn init_config_text(d: &Detection) -> String {
             let _ = writeln!(out, "  script: {}", scalar(first));
         }
     }
+    match &d.style {
+        ScriptStyle::Overrides => out.push_str(
+            "  # How parameters reach the script: hydra (key=value overrides, the default) or\n\
+             \x20 # argparse (--key value).\n\
+             \x20 style: hydra\n",
+        ),
+        ScriptStyle::Argparse { output_flag } => {
+            out.push_str(
+                "  # How parameters reach the script: argparse (--key value; the script uses\n\
+                 \x20 # argparse; a boolean goes as `--key true` / `--key false`), or hydra.\n\
+                 \x20 style: argparse\n",
+            );
+            match output_flag {
+                Some(flag) => {
+                    let _ = writeln!(
+                        out,
+                        "  # Each task's own output directory, through the script's {flag} flag (it\n  \
+                         # is also in $HSM_OUTPUT_DIR):\n  \
+                         template: [\"{{python}}\", \"{{script}}\", \"{{overrides}}\", \"{flag}\", \"{{output_dir}}\"]"
+                    );
+                }
+                None => out.push_str(
+                    "  # Each task's own output directory is in $HSM_OUTPUT_DIR: write results there,\n\
+                     \x20 # or pass it as a flag with a template such as the one below.\n",
+                ),
+            }
+        }
+    }
     out.push_str(
-        "  # How parameters reach the script: hydra (key=value overrides, the default) or\n\
-         \x20 # argparse (--key value).\n\
-         \x20 style: hydra\n\
-         \x20 # Run every task inside a conda env (`conda run -n NAME --no-capture-output`).\n\
+        "  # Run every task inside a conda env (`conda run -n NAME --no-capture-output`).\n\
          \x20 # conda_env: myenv\n\
          \x20 # Your own argv instead of `<python> <script> <overrides> output.dir=<dir>`:\n\
          \x20 # template: [\"python\", \"-m\", \"pkg.train\", \"{overrides}\", \"out={output_dir}\"]\n\

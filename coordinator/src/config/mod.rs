@@ -25,7 +25,9 @@ use std::time::Duration;
 pub use display::to_display_yaml;
 pub use duration::{format_duration, parse_duration};
 pub use edit::{remove_agent_source, set_agent_entry, set_agent_source, AgentEntry};
-pub use init::{detect, init_config_text, init_sweep_text, Detection, Scheduler};
+pub use init::{
+    detect, init_config_text, init_sweep_text, script_style, Detection, Scheduler, ScriptStyle,
+};
 pub use resolve::{
     validate_address, validate_fingerprint, validate_source_name, DEFAULT_AGENT_PYTHON,
 };

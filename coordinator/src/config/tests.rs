@@ -706,6 +706,37 @@ fn detection(scripts: &[&str], python: Option<&str>, scheduler: Option<Scheduler
         python: python.map(str::to_string),
         scripts: scripts.iter().map(PathBuf::from).collect(),
         scheduler,
+        style: ScriptStyle::Overrides,
+    }
+}
+
+#[test]
+fn init_reads_how_the_script_takes_parameters() {
+    assert_eq!(
+        script_style("import hydra\n@hydra.main(config_path='conf')\ndef main(cfg): ..."),
+        ScriptStyle::Overrides
+    );
+    assert_eq!(
+        script_style("import sys\nprint(sys.argv)"),
+        ScriptStyle::Overrides
+    );
+    assert_eq!(
+        script_style("import argparse\np.add_argument('--lr', type=float)"),
+        ScriptStyle::Argparse { output_flag: None }
+    );
+    assert_eq!(
+        script_style("import argparse\np.add_argument(\"--output-dir\", default='out')"),
+        ScriptStyle::Argparse {
+            output_flag: Some("--output-dir".into())
+        }
+    );
+    // The argparse config, with and without an output flag, is a valid config.
+    for output_flag in [None, Some("--out_dir".to_string())] {
+        let mut d = detection(&["train.py"], Some("/usr/bin/python3"), None);
+        d.style = ScriptStyle::Argparse { output_flag };
+        let text = init_config_text(&d);
+        assert!(text.contains("style: argparse"), "{text}");
+        parse(&text);
     }
 }
 
