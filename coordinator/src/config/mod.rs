@@ -356,10 +356,7 @@ pub fn load_project(
 pub fn parse_config(text: &str, root: &Path) -> Result<ProjectConfig, Vec<Problem>> {
     let tree = match crate::yaml::parse(text) {
         Ok(tree) => tree,
-        Err(err) => {
-            return Err(vec![Problem::new(Some(err.pos), "", err.message)
-                .with_hint("this is a YAML syntax error")])
-        }
+        Err(err) => return Err(vec![err.problem()]),
     };
     let mut problems = Vec::new();
     let raw = raw::read(tree.as_ref(), &mut problems);
