@@ -23,14 +23,14 @@ pub fn explain(text: &str, at: Pos, message: &str) -> Explained {
     let found = |pos: Pos, what: String, hint: String| Explained {
         pos,
         message: what,
-        hint: Some(if pos.line == at.line {
+        hint: Some(if pos.line >= at.line {
             hint
         } else {
             format!("{hint} ({stopped})")
         }),
     };
-    if message.contains("tabs disallowed") {
-        if let Some(tab) = scan.tabs.iter().rev().find(|t| t.line <= at.line) {
+    if message.contains("tab") {
+        if let Some(tab) = scan.tabs.iter().min_by_key(|t| t.line.abs_diff(at.line)) {
             return found(
                 *tab,
                 "tab character in the indentation".into(),
@@ -82,10 +82,11 @@ pub fn explain(text: &str, at: Pos, message: &str) -> Explained {
     if let Some(e) = explain_lines(&scan.lines, at, message) {
         return e;
     }
+    let (message, hint) = translate(message);
     Explained {
         pos: at,
-        message: translate(message),
-        hint: None,
+        message,
+        hint,
     }
 }
 
@@ -97,8 +98,8 @@ fn closer_of(open: char) -> char {
     }
 }
 
-/// The parser's words for what is left, in the user's terms.
-fn translate(message: &str) -> String {
+/// The parser's words for what is left, in the user's terms (and a fix, when there is one).
+fn translate(message: &str) -> (String, Option<String>) {
     let plain = if message.contains("mapping values are not allowed") {
         "a `key:` where no key can start (check the line's indentation and the line above)"
     } else if message.contains("did not find expected key") {
@@ -109,22 +110,33 @@ fn translate(message: &str) -> String {
         "a closing bracket that closes nothing"
     } else if message.contains("trailing content after") {
         "text after the closing quote (a `'` inside '…' is written `''`, a `\"` inside \"…\" as `\\\"`)"
+    } else if message.contains("simple key expect ':'") || message.contains("expected ':'") {
+        "a line that is neither `key: value` nor a `- ` item (is a `:` missing?)"
+    } else if let Some(c) = message.strip_prefix("unexpected character: `") {
+        let c = c.trim_end_matches('\'');
+        return (
+            format!("a value cannot start with {c} unquoted"),
+            Some(format!("put the value in quotes: \"{c}…\"")),
+        );
+    } else if message.contains("found a tab") {
+        "a tab where YAML expects spaces — replace it with spaces"
     } else if message.contains("unknown anchor") {
         "`*name` refers to an anchor `&name` not defined above"
     } else {
-        return format!("YAML syntax error: {message}");
+        return (format!("YAML syntax error: {message}"), None);
     };
-    plain.to_string()
+    (plain.to_string(), None)
 }
 
 /// What the line structure says about an error at `at`: a key with no space after `:`, a
-/// `- ` item among keys, a key among `- ` items, a key indented to no level above.
+/// `- ` item among keys, a key among `- ` items, a key indented to no level above, a line with
+/// no `:`.
 fn explain_lines(lines: &[Line], at: Pos, message: &str) -> Option<Explained> {
     let here = lines.iter().rposition(|l| l.number <= at.line)?;
     let line = &lines[here];
     let above = here.checked_sub(1).map(|i| &lines[i]);
     let with_stop = |pos: Pos, what: String, hint: String| {
-        let hint = if pos.line == at.line {
+        let hint = if pos.line >= at.line {
             hint
         } else {
             format!("{hint} (reading stopped at line {})", at.line)
@@ -135,8 +147,23 @@ fn explain_lines(lines: &[Line], at: Pos, message: &str) -> Option<Explained> {
             hint: Some(hint),
         })
     };
+    let start_of = |l: &Line| Pos {
+        line: l.number,
+        col: l.indent + 1,
+    };
+    let structural = message.contains("mapping values")
+        || message.contains("expected key")
+        || message.contains("expected ':'")
+        || message.contains("simple key");
+    // The parser stopped past the last line (at the end, or on a line it could not start):
+    // that line is the suspect, else the one above the line it stopped on.
+    let suspects: Vec<&Line> = if line.number < at.line {
+        vec![line]
+    } else {
+        [Some(line), above].into_iter().flatten().collect()
+    };
     // `lr:0.1` is one word to YAML; the next key then has nowhere to go.
-    for l in [Some(line), above].into_iter().flatten() {
+    for l in suspects.iter().filter(|_| structural) {
         if let Some((key, value, col)) = glued_key(&l.text) {
             return with_stop(
                 Pos {
@@ -148,11 +175,45 @@ fn explain_lines(lines: &[Line], at: Pos, message: &str) -> Option<Explained> {
             );
         }
     }
-    let above = above?;
-    let start = Pos {
-        line: line.number,
-        col: line.indent + 1,
+    // `-2` among `- 1` items is the value -2, not an item.
+    for l in suspects.iter().filter(|_| structural) {
+        let mut chars = l.text.chars();
+        if chars.next() == Some('-') && chars.next().is_some_and(|c| !c.is_whitespace()) {
+            let items_here = lines
+                .iter()
+                .any(|o| o.indent == l.indent && o.text.starts_with("- "));
+            if items_here {
+                return with_stop(
+                    start_of(l),
+                    format!("`{}` is not a list item (no space after `-`)", l.text),
+                    format!("write `- {}`", &l.text[1..]),
+                );
+            }
+        }
+    }
+    // A line that is neither `key: value` nor an item: the `:` is missing.
+    let culprit = if line.number < at.line {
+        Some(line)
+    } else {
+        above
     };
+    if let Some(c) = culprit.filter(|c| c.is_plain() && structural && line.indent >= c.indent) {
+        let words: Vec<&str> = c.text.split_whitespace().collect();
+        let fix = match words.as_slice() {
+            [key, value] => format!("write `{key}: {value}`"),
+            _ => "write it as `key: value` (a `:` and a space after the key)".into(),
+        };
+        return with_stop(
+            start_of(c),
+            format!(
+                "`{}` is not a `key: value` line (no `:` after the key)",
+                c.text
+            ),
+            fix,
+        );
+    }
+    let above = above?;
+    let start = start_of(line);
     let is_item = line.text == "-" || line.text.starts_with("- ");
     if is_item && message.contains("expected key") {
         let key_sibling = lines[..here]
@@ -173,40 +234,41 @@ fn explain_lines(lines: &[Line], at: Pos, message: &str) -> Option<Explained> {
         }
     }
     let key = line.key()?;
-    if message.contains("expected '-' indicator") && above.indent < line.indent + 1 {
-        let holder = lines[..here]
-            .iter()
-            .rev()
-            .find(|l| l.indent < line.indent && l.key().is_some());
-        let hint = match holder {
-            Some(h) => format!(
-                "list items start with `- `; to end the list, indent `{key}:` by {} spaces like `{}:` (line {})",
-                h.indent,
-                h.key().unwrap_or_default(),
-                h.number
-            ),
-            None => "list items start with `- `".into(),
-        };
-        return with_stop(start, format!("the key `{key}:` is among list items"), hint);
+    // The columns this line could line up with: each enclosing block's keys.
+    let mut levels: Vec<&Line> = Vec::new();
+    for l in lines[..here].iter().rev() {
+        if levels.last().is_none_or(|last| l.indent < last.indent) {
+            levels.push(l);
+        }
+        if l.indent == 0 {
+            break;
+        }
     }
-    let plain_above = above.key().is_none()
-        && !above.text.starts_with('-')
-        && !above.text.starts_with(['[', '{', '"', '\'']);
-    if plain_above && line.indent >= above.indent && message.contains("mapping values") {
-        let fix = match above.text.split_once(' ') {
-            Some((first, rest)) => format!("write `{first}: {}`", rest.trim_start()),
-            None => format!("write `{}: value`", above.text),
-        };
+    let mut choices: Vec<(usize, String)> = Vec::new();
+    for l in &levels {
+        if let Some(k) = l.key() {
+            if choices.iter().all(|(col, _)| *col != l.key_col()) {
+                choices.push((
+                    l.key_col(),
+                    format!(
+                        "{} to go with `{k}:` (line {})",
+                        spaces(l.key_col()),
+                        l.number
+                    ),
+                ));
+            }
+        }
+    }
+    let choices_text = choices
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .collect::<Vec<_>>()
+        .join(", or by ");
+    if message.contains("expected '-' indicator") && above.indent <= line.indent {
         return with_stop(
-            Pos {
-                line: above.number,
-                col: above.indent + 1,
-            },
-            format!(
-                "`{}` is not a `key: value` line (no `:` after the key)",
-                above.text
-            ),
-            fix,
+            start,
+            format!("the key `{key}:` is among list items"),
+            format!("list items start with `- `; indent `{key}:` by {choices_text}"),
         );
     }
     if line.indent > above.indent {
@@ -218,54 +280,34 @@ fn explain_lines(lines: &[Line], at: Pos, message: &str) -> Option<Explained> {
                     above.number
                 ),
                 format!(
-                    "indent `{key}:` by {} spaces to put it next to `{parent}:`, or remove `{value}` to put it inside",
-                    above.indent
+                    "indent `{key}:` by {} to put it next to `{parent}:`, or remove `{value}` to put it inside",
+                    spaces(above.key_col())
                 ),
             );
         }
     }
-    if line.indent < above.indent {
-        // The columns the line could line up with: each enclosing block's first column.
-        let mut levels: Vec<&Line> = Vec::new();
-        for l in lines[..here].iter().rev() {
-            if levels.last().is_none_or(|last| l.indent < last.indent) {
-                levels.push(l);
-            }
-            if l.indent == 0 {
-                break;
-            }
-        }
-        if !levels.iter().any(|l| l.indent == line.indent) {
-            let choices: Vec<String> = levels
-                .iter()
-                .filter(|l| l.key().is_some())
-                .map(|l| {
-                    format!(
-                        "{} spaces to go with `{}:` (line {})",
-                        l.indent,
-                        l.key().unwrap_or_default(),
-                        l.number
-                    )
-                })
-                .collect();
-            return with_stop(
-                start,
-                format!(
-                    "`{key}:` is indented by {} spaces, which lines up with no key above it",
-                    line.indent
-                ),
-                format!("indent it by {}", choices.join(", or by ")),
-            );
-        }
-    }
-    if line.indent > above.indent && !above.text.ends_with(':') {
+    if line.indent < above.indent
+        && !choices.is_empty()
+        && choices.iter().all(|(col, _)| *col != line.indent)
+    {
         return with_stop(
             start,
-            format!("`{key}:` is indented more than the line above it"),
-            format!("indent it by {} spaces", above.indent),
+            format!(
+                "`{key}:` is indented by {}, which lines up with no key above it",
+                spaces(line.indent)
+            ),
+            format!("indent it by {choices_text}"),
         );
     }
     None
+}
+
+fn spaces(n: usize) -> String {
+    if n == 1 {
+        "1 space".into()
+    } else {
+        format!("{n} spaces")
+    }
 }
 
 /// `lr:0.1` (or `- lr:0.1`) → ("lr", "0.1", column of the `:` within the text).
@@ -308,6 +350,24 @@ impl Line {
             .or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
         let key = text[..colon].trim();
         (!key.is_empty() && !key.starts_with(['[', '{', '"', '\''])).then_some(key)
+    }
+
+    /// The column (0-based) its key starts at: after `- ` for an item that starts a mapping.
+    fn key_col(&self) -> usize {
+        if self.text.starts_with("- ") {
+            self.indent + 2
+        } else {
+            self.indent
+        }
+    }
+
+    /// A plain word or words with no `:` and no `- `: not a line a block can hold.
+    fn is_plain(&self) -> bool {
+        self.key().is_none()
+            && !self.text.starts_with('-')
+            && !self
+                .text
+                .starts_with(['[', '{', '"', '\'', '?', ':', '&', '*', '!', '|', '>'])
     }
 
     /// The value written after `key:` on this line, if any.
@@ -376,6 +436,9 @@ impl Scan {
             let mut indicator = false;
             let mut prev = ' ';
             let mut content_end = raw.len();
+            // Inside `&anchor` or `!tag`, which a value may start with.
+            let mut in_property = false;
+            let mut skip = false;
             for (byte, c) in raw.char_indices() {
                 let col = raw[..byte].chars().count() + 1;
                 let pos = Pos { line: number, col };
@@ -383,7 +446,16 @@ impl Scan {
                     scan.open_flow = flow.clone();
                     captured = true;
                 }
+                if skip {
+                    skip = false;
+                    continue;
+                }
                 if let Some(q) = &mut quote {
+                    // `''` inside '…' is one quote.
+                    if q.quote == '\'' && c == '\'' && raw[byte + 1..].starts_with('\'') {
+                        skip = true;
+                        continue;
+                    }
                     let escaped = q.quote == '"' && prev == '\\';
                     if c == q.quote && !escaped {
                         if q.opened.line != number {
@@ -401,6 +473,11 @@ impl Scan {
                 if c == '#' && prev.is_whitespace() {
                     content_end = byte;
                     break;
+                }
+                if in_property || (scalar_start && matches!(c, '&' | '!')) {
+                    in_property = !c.is_whitespace();
+                    prev = c;
+                    continue;
                 }
                 match c {
                     '"' | '\'' if scalar_start => {
@@ -577,12 +654,50 @@ mod tests {
         assert_eq!(line_of("grid:\n  lr: [1]\n- x\n"), 3);
         assert_eq!(
             shown("grid:\n  lr:\n    - 1\n    - 2\n    bs: 3\n"),
-            "5:5: the key `bs:` is among list items — list items start with `- `; to end the list, indent `bs:` by 2 spaces like `lr:` (line 2)"
+            "5:5: the key `bs:` is among list items — list items start with `- `; indent `bs:` by 2 spaces to go with `lr:` (line 2), or by 0 spaces to go with `grid:` (line 1)"
+        );
+    }
+
+    #[test]
+    fn anchors_tags_and_doubled_quotes_do_not_hide_the_opening() {
+        assert_eq!(line_of("a: &x [1, 2\nb: 1\n"), 1);
+        assert_eq!(line_of("a: !!str \"x\nb: 1\n"), 1);
+        // `''` is a quote inside '…', not its end.
+        assert!(shown("a: 'it''s\nb: 1\n").starts_with("1:4: the single quote"));
+        // A bracket in a comment is not open.
+        assert_eq!(line_of("a: 1 # [x\nb: [1\nc: 2\n"), 2);
+    }
+
+    #[test]
+    fn item_without_space_and_line_without_colon_are_named() {
+        assert_eq!(
+            shown("a:\n  - 1\n  -2\n  - 3\n"),
+            "3:3: `-2` is not a list item (no space after `-`) — write `- 2` (reading stopped at line 4)"
+        );
+        assert_eq!(
+            shown("grid:\n  lr: [0.1,\n       0.2]\n  bs [1]\n"),
+            "4:3: `bs [1]` is not a `key: value` line (no `:` after the key) — write `bs: [1]` (reading stopped at line 5)"
+        );
+        assert_eq!(
+            shown("- a\n- b: 1\n c: 2\n"),
+            "3:2: the key `c:` is among list items — list items start with `- `; indent `c:` by 2 spaces to go with `b:` (line 2)"
+        );
+        assert_eq!(
+            shown("a:\n  - x: 1\n    y: 2\n   z: 3\n"),
+            "4:4: `z:` is indented by 3 spaces, which lines up with no key above it — indent it by 4 spaces to go with `y:` (line 3), or by 0 spaces to go with `a:` (line 1)"
         );
     }
 
     #[test]
     fn other_errors_keep_the_parser_position_in_plain_words() {
+        assert_eq!(
+            shown("a: @x\n"),
+            "1:4: a value cannot start with @ unquoted — put the value in quotes: \"@…\""
+        );
+        assert_eq!(
+            shown("a: [1,\n  2]\nb: c: d\n"),
+            "3:5: a `key:` where no key can start (check the line's indentation and the line above)"
+        );
         assert_eq!(
             shown("a: [1]]\n"),
             "1:7: a closing bracket that closes nothing"
@@ -591,5 +706,32 @@ mod tests {
             shown("a: *x\n"),
             "1:4: `*name` refers to an anchor `&name` not defined above"
         );
+    }
+
+    #[test]
+    fn any_damaged_file_gets_a_position_inside_it() {
+        // Every one-character deletion or insertion of a usual mistake into a realistic file:
+        // never a panic, always a line of the file (or the one after its end).
+        let text = "# sweep — café ☕\nscript: train.py\nsweep:\n  grid:\n    lr: [0.1, 0.01]\n    name: ['a', \"b\"]\n  paired:\n    - g:\n        a: [1, 2]\n        b: {x: 1}\nnote: |\n  text: [ here\n";
+        let lines = text.lines().count();
+        let cuts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        for &at in &cuts {
+            let next = text[at..].chars().next().map_or(0, char::len_utf8);
+            let deleted = format!("{}{}", &text[..at], &text[at + next..]);
+            let mut variants = vec![deleted];
+            for insert in ["[", "{", "\"", "'", "\t", ":", "- ", "]", "\n  "] {
+                variants.push(format!("{}{insert}{}", &text[..at], &text[at..]));
+            }
+            for variant in variants {
+                if let Err(e) = parse(&variant) {
+                    let max = variant.lines().count().max(lines) + 1;
+                    assert!(
+                        (1..=max).contains(&e.pos.line) && e.pos.col >= 1,
+                        "{variant:?}: {e}"
+                    );
+                    assert!(!e.message.is_empty());
+                }
+            }
+        }
     }
 }
