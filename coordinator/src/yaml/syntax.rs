@@ -19,7 +19,7 @@ pub struct Explained {
 /// Explains the parser's error `message` at `at` in `text`.
 pub fn explain(text: &str, at: Pos, message: &str) -> Explained {
     let scan = Scan::of(text, at);
-    let stopped = format!("reading stopped at line {}", at.line);
+    let stopped = stopped_at(text, at);
     let found = |pos: Pos, what: String, hint: String| Explained {
         pos,
         message: what,
@@ -79,7 +79,7 @@ pub fn explain(text: &str, at: Pos, message: &str) -> Explained {
             format!("close it with `{close}`"),
         );
     }
-    if let Some(e) = explain_lines(&scan.lines, at, message) {
+    if let Some(e) = explain_lines(text, &scan.lines, at, message) {
         return e;
     }
     let (message, hint) = translate(message);
@@ -87,6 +87,15 @@ pub fn explain(text: &str, at: Pos, message: &str) -> Explained {
         pos: at,
         message,
         hint,
+    }
+}
+
+/// Where the parser gave up, as said after a hint.
+fn stopped_at(text: &str, at: Pos) -> String {
+    if at.line > text.lines().count() {
+        "reading stopped at the end of the file".into()
+    } else {
+        format!("reading stopped at line {}", at.line)
     }
 }
 
@@ -131,7 +140,7 @@ fn translate(message: &str) -> (String, Option<String>) {
 /// What the line structure says about an error at `at`: a key with no space after `:`, a
 /// `- ` item among keys, a key among `- ` items, a key indented to no level above, a line with
 /// no `:`.
-fn explain_lines(lines: &[Line], at: Pos, message: &str) -> Option<Explained> {
+fn explain_lines(text: &str, lines: &[Line], at: Pos, message: &str) -> Option<Explained> {
     let here = lines.iter().rposition(|l| l.number <= at.line)?;
     let line = &lines[here];
     let above = here.checked_sub(1).map(|i| &lines[i]);
@@ -139,7 +148,7 @@ fn explain_lines(lines: &[Line], at: Pos, message: &str) -> Option<Explained> {
         let hint = if pos.line >= at.line {
             hint
         } else {
-            format!("{hint} (reading stopped at line {})", at.line)
+            format!("{hint} ({})", stopped_at(text, at))
         };
         Some(Explained {
             pos,
@@ -676,7 +685,7 @@ mod tests {
         );
         assert_eq!(
             shown("grid:\n  lr: [0.1,\n       0.2]\n  bs [1]\n"),
-            "4:3: `bs [1]` is not a `key: value` line (no `:` after the key) — write `bs: [1]` (reading stopped at line 5)"
+            "4:3: `bs [1]` is not a `key: value` line (no `:` after the key) — write `bs: [1]` (reading stopped at the end of the file)"
         );
         assert_eq!(
             shown("- a\n- b: 1\n c: 2\n"),
