@@ -122,6 +122,22 @@ fn config_validate_reports_config_problems_and_run_checks_together_at_their_keys
     );
     p.write("missing.py", "");
     p.run(&["config", "validate"]).expect_code(0);
+
+    // A Python HSM v1 config: the key is named as it is written there.
+    std::fs::remove_dir_all(p.path().join(".hsm")).unwrap();
+    p.write(
+        "sweeps/hsm_config.yaml",
+        "paths:\n  python_interpreter: /no/such/py\n  train_script: missing.py\n",
+    );
+    let run = p.run(&["config", "validate"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(
+            "sweeps/hsm_config.yaml:2:3: paths.python_interpreter: program `/no/such/py` not found"
+        ),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

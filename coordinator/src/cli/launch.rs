@@ -59,9 +59,14 @@ pub fn command_problems(
     sample: &Params,
 ) -> Vec<CommandProblem> {
     let mut problems = Vec::new();
-    let in_config = |paths: &[&str], message: String, hint: &str| CommandProblem {
-        in_sweep_file: false,
-        problem: Problem::new(cfg.key_pos(paths), paths[0], message).with_hint(hint),
+    // Named as written: a Python HSM v1 file's `paths.python_interpreter`, else the current key.
+    let in_config = |paths: &[&str], message: String, hint: &str| {
+        let written = paths.iter().find(|p| cfg.positions.contains_key(**p));
+        let path = written.unwrap_or(&paths[0]);
+        CommandProblem {
+            in_sweep_file: false,
+            problem: Problem::new(cfg.key_pos(paths), *path, message).with_hint(hint),
+        }
     };
     const SCRIPT: &[&str] = &[
         "command.script",
