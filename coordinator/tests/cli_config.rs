@@ -88,8 +88,8 @@ fn config_validate_reports_config_problems_and_run_checks_together_at_their_keys
         // ... an agent source without project_dir at the source ...
         ".hsm/config.yaml:8:5: sources.gpu1: an agent source needs `project_dir`",
         // ... the sweep's problems and its script at `script:`.
+        "2 problems in sweeps/sweep.yaml:\nsweeps/sweep.yaml:1:1: script: training script nope.py not found",
         "sweeps/sweep.yaml:4:5",
-        "sweeps/sweep.yaml:1:1: script: training script nope.py not found",
     ] {
         assert!(
             run.stderr.contains(needle),

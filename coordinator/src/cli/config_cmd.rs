@@ -226,27 +226,27 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
     let sweep_shown = display_path(global, &sweep_path);
     let mut sweep_summary = None;
     let mut sweep = None;
-    let mut sweep_errors = Vec::new();
+    let mut sweep_problems = Vec::new();
     let mut script = None;
     if sweep_file.is_some() || sweep_path.exists() {
-        match load_sweep(global, &sweep_path) {
-            Ok((file, _)) => {
-                sweep_summary = Some(file.spec.count());
-                sweep = Some(file);
+        match std::fs::read_to_string(&sweep_path) {
+            Ok(text) => {
+                match load_sweep_text(&text) {
+                    Ok(file) => {
+                        sweep_summary = Some(file.spec.count());
+                        sweep = Some(file);
+                    }
+                    Err(problems) => sweep_problems = problems,
+                }
+                script = sweep_script(&text);
             }
-            Err(e) => sweep_errors.push(format!("{e:#}")),
+            // `load_sweep` says why the file cannot be read, and what to do.
+            Err(_) => errors.extend(
+                load_sweep(global, &sweep_path)
+                    .err()
+                    .map(|e| format!("{e:#}")),
+            ),
         }
-        // The sweep's `script:` and where it is written, also from a sweep file with problems.
-        script = std::fs::read_to_string(&sweep_path)
-            .ok()
-            .and_then(|text| crate::yaml::parse(&text).ok().flatten())
-            .and_then(|root| {
-                let (key, value) = root
-                    .as_map()?
-                    .iter()
-                    .find(|(k, _)| k.as_str() == Some("script"))?;
-                Some((value.as_str()?.to_string(), Some(key.pos)))
-            });
     }
     if let Some(file) = &sweep {
         // The sweep's own reading wins (it knows every spelling of the key).
@@ -254,7 +254,6 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
             script = file.script.clone().map(|s| (s, None));
         }
     }
-    let mut sweep_command_lines = Vec::new();
     if let Some(cfg) = &cfg {
         let script_override = script.as_ref().map(|(s, _)| s.as_str());
         let sample = sweep
@@ -271,7 +270,7 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
         );
         for problem in found {
             if problem.in_sweep_file {
-                sweep_command_lines.push(problem.problem.render(&sweep_shown));
+                sweep_problems.push(problem.problem);
             } else if !config_problems
                 .iter()
                 .any(|p| same_key(&p.path, &problem.problem.path))
@@ -291,8 +290,15 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
             .iter()
             .map(|p| p.render_in(config_shown.as_deref())),
     );
-    errors.extend(sweep_errors);
-    errors.extend(sweep_command_lines);
+    if !sweep_problems.is_empty() {
+        sweep_problems.sort_by_key(|p| p.pos.map(|pos| (pos.line, pos.col)));
+        errors.push(format!(
+            "{} problem{} in {sweep_shown}:",
+            sweep_problems.len(),
+            if sweep_problems.len() == 1 { "" } else { "s" },
+        ));
+        errors.extend(sweep_problems.iter().map(|p| p.render(&sweep_shown)));
+    }
     if !errors.is_empty() {
         return Err(user_error(errors.join("\n")));
     }
@@ -309,6 +315,16 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The sweep file's `script:` and where the key is written, also from a file with problems.
+fn sweep_script(text: &str) -> Option<(String, Option<crate::yaml::Pos>)> {
+    let root = crate::yaml::parse(text).ok().flatten()?;
+    let (key, value) = root
+        .as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("script"))?;
+    Some((value.as_str()?.to_string(), Some(key.pos)))
 }
 
 /// Whether two dotted key paths are about the same key (one inside the other).
