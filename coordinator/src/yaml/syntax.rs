@@ -73,11 +73,23 @@ pub fn explain(text: &str, at: Pos, message: &str) -> Explained {
     }
     if let Some(&(open, pos)) = scan.open_flow.first() {
         let close = closer_of(open);
-        return found(
-            pos,
-            format!("the `{open}` opened here is never closed"),
-            format!("close it with `{close}`"),
-        );
+        let never = scan.unclosed.contains(&(open, pos));
+        // One closed further down may be a list written over several lines with another
+        // mistake inside; only the parser's own words about brackets point at it then.
+        if never {
+            return found(
+                pos,
+                format!("the `{open}` opened here is never closed"),
+                format!("close it with `{close}`"),
+            );
+        }
+        if message.contains("flow") || message.contains("illegal placement") {
+            return found(
+                pos,
+                format!("the `{open}` opened here is not closed where it should be"),
+                format!("close it with `{close}` where its values end"),
+            );
+        }
     }
     if let Some(e) = explain_lines(text, &scan.lines, at, message) {
         return e;
@@ -410,6 +422,8 @@ struct Scan {
     mismatch: Option<Mismatch>,
     /// Brackets still open where the parser stopped, outermost first.
     open_flow: Vec<(char, Pos)>,
+    /// Brackets never closed in the whole text.
+    unclosed: Vec<(char, Pos)>,
 }
 
 impl Scan {
@@ -546,8 +560,9 @@ impl Scan {
             }
         }
         if !captured {
-            scan.open_flow = flow;
+            scan.open_flow = flow.clone();
         }
+        scan.unclosed = flow;
         if let Some(q) = quote {
             scan.quotes.push(q);
         }
@@ -583,6 +598,13 @@ mod tests {
         assert_eq!(line_of("grid:\n  lr: [0.1, 0.2\n"), 2);
         assert_eq!(line_of("grid:\n  opt: {a: 1, b: 2\n  bs: [1]\n"), 2);
         assert!(shown("grid:\n  opt: {a: 1, b: 2\n  bs: [1]\n").contains("close it with `}`"));
+        // Closed further down: named only when the parser's words are about brackets.
+        assert_eq!(
+            shown("a: [1, 2\nb: [3]]\n"),
+            "1:4: the `[` opened here is not closed where it should be — close it with `]` where its values end (reading stopped at line 2)"
+        );
+        let inner = shown("a: [1,\n    b: c: d]\n");
+        assert!(!inner.contains("never closed"), "{inner}");
         // A bracket inside a `|` text is text, not the unclosed one.
         assert_eq!(line_of("a: |\n  x: [\n  y\nb: [1\nc: 2\n"), 4);
     }
