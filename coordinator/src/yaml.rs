@@ -4,6 +4,8 @@
 //! We build the tree from `saphyr-parser` events instead of deserializing with serde because serde
 //! loses positions and mapping order; every user-facing message here needs both.
 
+mod syntax;
+
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 use std::collections::HashMap;
 use std::fmt;
@@ -95,12 +97,29 @@ impl Spanned {
     }
 }
 
-/// A YAML syntax error with its position.
+/// A YAML syntax error with its position, in words a user understands (see [`syntax`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{pos}: {message}")]
+#[error("{pos}: {message}{}", hint.as_ref().map(|h| format!(" — {h}")).unwrap_or_default())]
 pub struct YamlError {
     pub pos: Pos,
     pub message: String,
+    /// How to fix it, when we can say.
+    pub hint: Option<String>,
+}
+
+impl YamlError {
+    /// The error as a validation problem (`file:line:col: invalid YAML: … — hint`).
+    pub fn problem(&self) -> crate::core::diag::Problem {
+        let problem = crate::core::diag::Problem::new(
+            Some(self.pos),
+            "",
+            format!("invalid YAML: {}", self.message),
+        );
+        match &self.hint {
+            Some(hint) => problem.with_hint(hint.clone()),
+            None => problem,
+        }
+    }
 }
 
 /// Parses one YAML document. An empty document (or only comments) is `Ok(None)`.
@@ -112,12 +131,19 @@ pub fn parse(text: &str) -> Result<Option<Spanned>, YamlError> {
         documents: 0,
     };
     for item in Parser::new_from_str(text) {
-        let (event, span) = item.map_err(|e| YamlError {
-            pos: Pos {
+        // The parser says where it gave up, in grammar terms; `syntax::explain` finds the line
+        // the mistake is most likely on and says it in plain words.
+        let (event, span) = item.map_err(|e| {
+            let at = Pos {
                 line: e.marker().line(),
                 col: e.marker().col() + 1,
-            },
-            message: e.info().to_string(),
+            };
+            let explained = syntax::explain(text, at, e.info());
+            YamlError {
+                pos: explained.pos,
+                message: explained.message,
+                hint: explained.hint,
+            }
         })?;
         builder.handle(event, span)?;
     }
@@ -163,6 +189,7 @@ impl Builder {
                         pos,
                         message: "expected a single YAML document, found a second one (`---`)"
                             .into(),
+                        hint: None,
                     });
                 }
             }
@@ -175,6 +202,7 @@ impl Builder {
                 let node = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
                     pos,
                     message: "alias refers to an unknown anchor".into(),
+                    hint: None,
                 })?;
                 self.push(
                     Spanned {
@@ -220,6 +248,7 @@ impl Builder {
                         return Err(YamlError {
                             pos,
                             message: "unbalanced collection end".into(),
+                            hint: None,
                         })
                     }
                 };
@@ -251,6 +280,7 @@ impl Builder {
                                 value.key_text(),
                                 first.pos.line
                             ),
+                            hint: None,
                         });
                     }
                     *pending_key = Some(value);
@@ -272,6 +302,7 @@ fn resolve_scalar(
     let bad_tag = |what: &str| YamlError {
         pos,
         message: format!("`{text}` is not a valid {what}"),
+        hint: None,
     };
     match tag {
         Some("str") => return Ok(Node::Str(text.to_string())),
@@ -314,6 +345,7 @@ fn resolve_scalar(
                     message: format!(
                         "integer {text} does not fit in 64 bits — quote it ('{text}') to pass it as a string"
                     ),
+                    hint: None,
                 });
             } else if let Some(f) = parse_float(text) {
                 Node::Float(f)

@@ -70,6 +70,140 @@ fn config_validate_reports_every_problem_with_positions() {
 }
 
 #[test]
+fn config_validate_reports_config_problems_and_run_checks_together_at_their_keys() {
+    let p = Project::new(
+        "command:\n  script: missing.py\n  python: /no/such/python3\ndefaults:\n  parallel: four\nsources:\n  gpu1:\n    type: agent\n    address: 127.0.0.1:7000\n    fingerprint: sha256:0000000000000000000000000000000000000000000000000000000000000000\n",
+        &[(
+            "sweeps/sweep.yaml",
+            "script: nope.py\nsweep:\n  grid:\n    lr: 0.1\n",
+        )],
+    );
+    let run = p.run(&["config", "validate"]);
+    run.expect_code(2);
+    for needle in [
+        // The config's own problems ...
+        ".hsm/config.yaml:5:13",
+        // ... the interpreter at the key that set it, though the config has problems ...
+        ".hsm/config.yaml:3:3: command.python: program `/no/such/python3` not found",
+        // ... an agent source without project_dir at the source ...
+        ".hsm/config.yaml:8:5: sources.gpu1: an agent source needs `project_dir`",
+        // ... the sweep's problems and its script at `script:`.
+        "2 problems in sweeps/sweep.yaml:\nsweeps/sweep.yaml:1:1: script: training script nope.py not found",
+        "sweeps/sweep.yaml:4:5",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "missing {needle:?} in:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.contains("sources.gpu1"))
+            .count(),
+        1,
+        "one problem per key:\n{}",
+        run.stderr
+    );
+    // The sweep's script replaces the config's, so the config's missing.py is not reported.
+    assert!(!run.stderr.contains("missing.py"), "{}", run.stderr);
+
+    // Config valid: the run checks alone, still at their keys, with the config's script.
+    p.write(".hsm/config.yaml", "command:\n  script: missing.py\n");
+    p.write("sweeps/sweep.yaml", "sweep:\n  grid:\n    lr: [0.1]\n");
+    let run = p.run(&["config", "validate"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains(".hsm/config.yaml:2:3: command.script: training script missing.py not found"),
+        "{}",
+        run.stderr
+    );
+    p.write("missing.py", "");
+    p.run(&["config", "validate"]).expect_code(0);
+
+    // A Python HSM v1 config: the key is named as it is written there.
+    std::fs::remove_dir_all(p.path().join(".hsm")).unwrap();
+    p.write(
+        "sweeps/hsm_config.yaml",
+        "paths:\n  python_interpreter: /no/such/py\n  train_script: missing.py\n",
+    );
+    let run = p.run(&["config", "validate"]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains(
+            "sweeps/hsm_config.yaml:2:3: paths.python_interpreter: program `/no/such/py` not found"
+        ),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_point_at_the_mistake_and_create_nothing() {
+    // (config text, sweep text, the line that must be named, words that must be said)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "command:\n  script: train.py\ndefaults: {parallel: 2\nsources: {}\n",
+            "sweep:\n  grid:\n    lr: [0.1]\n",
+            ".hsm/config.yaml:3:11:",
+            "never closed",
+        ),
+        (
+            "command:\n  script: train.py\n",
+            "sweep:\n  grid:\n    lr: [0.1, 0.2\n    bs: [1, 2]\n",
+            "sweeps/sweep.yaml:3:9:",
+            "close it with `]`",
+        ),
+        (
+            "command:\n  script: train.py\n",
+            "sweep:\n  grid:\n\tlr: [0.1]\n",
+            "sweeps/sweep.yaml:3:1:",
+            "tab",
+        ),
+        (
+            "command:\n  script: train.py\n",
+            "sweep:\n  grid:\n    lr:0.1\n    bs: [1]\n",
+            "sweeps/sweep.yaml:3:7:",
+            "write `lr: 0.1`",
+        ),
+        (
+            "command:\n  script: train.py\n",
+            "sweep:\n  grid:\n    lr: [0.1]\n    - bs\n",
+            "sweeps/sweep.yaml:4:5:",
+            "list item",
+        ),
+        (
+            "command:\n  script: train.py\n",
+            "sweep:\n  grid:\n      lr: [0.1]\n    bs: [1]\n",
+            "sweeps/sweep.yaml:4:5:",
+            "lines up with no key",
+        ),
+        (
+            "command:\n  script: \"train.py\n  python: python3\n",
+            "sweep:\n  grid:\n    lr: [0.1]\n",
+            ".hsm/config.yaml:2:11:",
+            "quote",
+        ),
+    ];
+    for (config, sweep, line, words) in cases {
+        let p = Project::new(config, &[("sweeps/sweep.yaml", sweep), ("train.py", "")]);
+        for args in [&["config", "validate"][..], &["sweep", "run", "--dry-run"]] {
+            let run = p.run(args);
+            run.expect_code(2);
+            assert!(
+                run.stderr.contains(line) && run.stderr.contains(words),
+                "{args:?} should name {line} and say {words:?}:\n{}",
+                run.stderr
+            );
+            assert!(run.stderr.contains("invalid YAML"), "{}", run.stderr);
+            assert!(!p.outputs().exists(), "nothing may be created");
+        }
+    }
+}
+
+#[test]
 fn shipped_example_configs_validate() {
     let root = repo_root();
     // `config validate` checks that the configured script exists, as `sweep run` does.

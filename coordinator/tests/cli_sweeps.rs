@@ -385,10 +385,19 @@ fn malformed_sweep_files_exit_2_with_positions_and_create_nothing() {
         "nothing may be created for an invalid sweep"
     );
 
-    p.write("sweeps/sweep.yaml", "sweep:\n  grid:\n    a: [1, 2\n");
+    // A syntax error names the line of the unclosed `[`, not where the parser gave up.
+    p.write(
+        "sweeps/sweep.yaml",
+        "sweep:\n  grid:\n    a: [1, 2\n    b: [3]\n",
+    );
     let run = p.run(&["sweep", "run"]);
     run.expect_code(2);
-    assert!(run.stderr.contains("sweeps/sweep.yaml:"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("sweeps/sweep.yaml:3:8: invalid YAML: the `[` opened here is never closed"),
+        "{}",
+        run.stderr
+    );
     assert!(!p.outputs().exists());
 
     let run = p.run(&["sweep", "run", "does/not/exist.yaml"]);

@@ -8,14 +8,20 @@ use std::path::{Path, PathBuf};
 
 /// Loads the project config; problems in it are the user's to fix (exit 2).
 pub fn load_config(global: &Global) -> anyhow::Result<ProjectConfig> {
-    config::load_project(&global.project_dir, global.config.as_deref()).map_err(|e| match e {
+    config::load_project(&global.project_dir, global.config.as_deref())
+        .map_err(|e| user_error(config_error(global, e)))
+}
+
+/// A config that cannot be used, as the lines the user sees.
+fn config_error(global: &Global, e: ConfigError) -> String {
+    match e {
         ConfigError::Invalid { file, problems } => {
             let shown = display_path(global, &file);
             let lines: Vec<String> = problems.iter().map(|p| p.render(&shown)).collect();
-            user_error(lines.join("\n"))
+            lines.join("\n")
         }
-        ConfigError::Io { .. } => user_error(format!("{:#}", anyhow::Error::new(e))),
-    })
+        ConfigError::Io { .. } => format!("{:#}", anyhow::Error::new(e)),
+    }
 }
 
 /// Where a sweep file argument points: as given when it exists relative to the current
@@ -216,38 +222,100 @@ pub fn show(global: &Global) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// Reports every problem it can find in one go: the config's, the sweep file's, and what `sweep
+/// run` checks before it starts (script, interpreter, conda env, agents' `project_dir`), each at
+/// the key that set it. A config with problems is still checked for what its valid keys name.
 pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i32> {
     let mut errors = Vec::new();
-    let cfg = match load_config(global) {
-        Ok(cfg) => Some(cfg),
+    let mut config_problems = Vec::new();
+    let mut config_shown = None;
+    let cfg = match config::load_project_lenient(&global.project_dir, global.config.as_deref()) {
+        Ok((cfg, problems)) => {
+            config_shown = cfg.file.as_deref().map(|f| display_path(global, f));
+            config_problems = problems;
+            Some(cfg)
+        }
         Err(e) => {
-            errors.push(format!("{e:#}"));
+            errors.push(config_error(global, e));
             None
         }
     };
     let sweep_path = resolve_sweep_path(global, sweep_file);
+    let sweep_shown = display_path(global, &sweep_path);
     let mut sweep_summary = None;
     let mut sweep = None;
+    let mut sweep_problems = Vec::new();
+    let mut script = None;
     if sweep_file.is_some() || sweep_path.exists() {
-        match load_sweep(global, &sweep_path) {
-            Ok((file, _)) => {
-                sweep_summary = Some(file.spec.count());
-                sweep = Some(file);
+        match std::fs::read_to_string(&sweep_path) {
+            Ok(text) => {
+                match load_sweep_text(&text) {
+                    Ok(file) => {
+                        sweep_summary = Some(file.spec.count());
+                        sweep = Some(file);
+                    }
+                    Err(problems) => sweep_problems = problems,
+                }
+                script = sweep_script(&text);
             }
-            Err(e) => errors.push(format!("{e:#}")),
+            // `load_sweep` says why the file cannot be read, and what to do.
+            Err(_) => errors.extend(
+                load_sweep(global, &sweep_path)
+                    .err()
+                    .map(|e| format!("{e:#}")),
+            ),
         }
     }
-    // What `sweep run` checks before it starts: script, interpreter, conda env, agents.
+    if let Some(file) = &sweep {
+        // The sweep's own reading wins (it knows every spelling of the key).
+        if file.script.as_deref() != script.as_ref().map(|(s, _)| s.as_str()) {
+            script = file.script.clone().map(|s| (s, None));
+        }
+    }
     if let Some(cfg) = &cfg {
-        let script = sweep.as_ref().and_then(|s| s.script.as_deref());
+        let script_override = script.as_ref().map(|(s, _)| s.as_str());
         let sample = sweep
             .as_ref()
             .and_then(|s| s.spec.iter().next())
             .unwrap_or_default();
-        let command = super::launch::launch_command(cfg, script, false);
-        errors.extend(super::launch::command_problems(
-            cfg, &command, script, &sample,
+        let command = super::launch::launch_command(cfg, script_override, false);
+        let found = super::launch::command_problems(
+            cfg,
+            &command,
+            script_override,
+            script.as_ref().and_then(|&(_, pos)| pos),
+            &sample,
+        );
+        for problem in found {
+            if problem.in_sweep_file {
+                sweep_problems.push(problem.problem);
+            } else if !config_problems
+                .iter()
+                .any(|p| same_key(&p.path, &problem.problem.path))
+            {
+                // One problem per key: a `command.python` the config already rejects is not
+                // also reported missing.
+                config_problems.push(problem.problem);
+            }
+        }
+    }
+    config_problems.sort_by_key(|p| match p.pos {
+        Some(pos) => (0, pos.line, pos.col),
+        None => (1, 0, 0),
+    });
+    errors.extend(
+        config_problems
+            .iter()
+            .map(|p| p.render_in(config_shown.as_deref())),
+    );
+    if !sweep_problems.is_empty() {
+        sweep_problems.sort_by_key(|p| p.pos.map(|pos| (pos.line, pos.col)));
+        errors.push(format!(
+            "{} problem{} in {sweep_shown}:",
+            sweep_problems.len(),
+            if sweep_problems.len() == 1 { "" } else { "s" },
         ));
+        errors.extend(sweep_problems.iter().map(|p| p.render(&sweep_shown)));
     }
     if !errors.is_empty() {
         return Err(user_error(errors.join("\n")));
@@ -260,10 +328,26 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
     }
     if let Some(count) = sweep_summary {
         println!(
-            "sweep {}: ok, {count} task{}",
-            display_path(global, &sweep_path),
+            "sweep {sweep_shown}: ok, {count} task{}",
             if count == 1 { "" } else { "s" }
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The sweep file's `script:` and where the key is written, also from a file with problems.
+fn sweep_script(text: &str) -> Option<(String, Option<crate::yaml::Pos>)> {
+    let root = crate::yaml::parse(text).ok().flatten()?;
+    let (key, value) = root
+        .as_map()?
+        .iter()
+        .find(|(k, _)| k.as_str() == Some("script"))?;
+    Some((value.as_str()?.to_string(), Some(key.pos)))
+}
+
+/// Whether two dotted key paths are about the same key (one inside the other).
+fn same_key(a: &str, b: &str) -> bool {
+    !a.is_empty()
+        && !b.is_empty()
+        && (a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}.")))
 }

@@ -5,9 +5,11 @@
 use super::user_error;
 use crate::config::{ProjectConfig, SourceKind};
 use crate::core::command::{
-    build_argv, looks_like_hydra_app, ArgStyle, CommandSpec, LaunchContext,
+    build_argv, looks_like_hydra_app, ArgStyle, CommandError, CommandSpec, LaunchContext,
 };
+use crate::core::diag::Problem;
 use crate::core::value::Params;
+use crate::yaml::Pos;
 use std::path::Path;
 
 /// The per-sweep settings kept in `sweep.db` so `complete` launches tasks the same way.
@@ -37,16 +39,43 @@ pub fn launch_command(
     command
 }
 
+/// A problem [`command_problems`] found, and whether the sweep file's `script:` set what it is
+/// about (else a key of the project config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandProblem {
+    pub in_sweep_file: bool,
+    pub problem: Problem,
+}
+
 /// Every problem that would make the sweep's tasks fail to start, found before anything is
 /// created: no script, a template error, a script, interpreter or conda env that does not exist,
-/// an agent source without `project_dir`. Each is a line with its fix.
+/// an agent source without `project_dir`. Each names the key that set it (`command.script`, or
+/// `script` in the sweep file at `sweep_script_pos`), where the config wrote it, and its fix.
 pub fn command_problems(
     cfg: &ProjectConfig,
     command: &CommandSpec,
     script_override: Option<&str>,
+    sweep_script_pos: Option<Pos>,
     sample: &Params,
-) -> Vec<String> {
+) -> Vec<CommandProblem> {
     let mut problems = Vec::new();
+    // Named as written: a Python HSM v1 file's `paths.python_interpreter`, else the current key.
+    let in_config = |paths: &[&str], message: String, hint: &str| {
+        let written = paths.iter().find(|p| cfg.positions.contains_key(**p));
+        let path = written.unwrap_or(&paths[0]);
+        CommandProblem {
+            in_sweep_file: false,
+            problem: Problem::new(cfg.key_pos(paths), *path, message).with_hint(hint),
+        }
+    };
+    const SCRIPT: &[&str] = &[
+        "command.script",
+        "paths.train_script",
+        "paths.training_script",
+    ];
+    const PYTHON: &[&str] = &["command.python", "paths.python_interpreter"];
+    const TEMPLATE: &[&str] = &["command.template", "command"];
+    const CONDA: &[&str] = &["command.conda_env"];
     let ctx = LaunchContext {
         sweep_id: "check",
         task_index: 1,
@@ -59,7 +88,13 @@ pub fn command_problems(
     let argv = match build_argv(command, sample, &ctx) {
         Ok(argv) => argv,
         Err(e) => {
-            problems.push(e.to_string());
+            let (paths, hint) = match e {
+                CommandError::NoScript => (SCRIPT, "e.g. command.script: train.py"),
+                _ => (TEMPLATE, "fix command.template in the project config"),
+            };
+            let mut found = in_config(paths, e.to_string(), hint);
+            found.problem.hint = None;
+            problems.push(found);
             Vec::new()
         }
     };
@@ -72,36 +107,58 @@ pub fn command_problems(
     if uses_script {
         if let Some(script) = script_override.or(command.script.as_deref()) {
             if !cfg.root.join(script).exists() {
-                let set_where = if script_override.is_some() {
-                    "script: in the sweep file"
-                } else {
-                    "command.script in the project config"
-                };
-                problems.push(format!(
-                    "training script {script} not found in {} — fix {set_where}",
+                let message = format!(
+                    "training script {script} not found in {}",
                     cfg.root.display()
-                ));
+                );
+                problems.push(if script_override.is_some() {
+                    CommandProblem {
+                        in_sweep_file: true,
+                        problem: Problem::new(sweep_script_pos, "script", message)
+                            .with_hint("fix script: in the sweep file (relative to the project directory)"),
+                    }
+                } else {
+                    in_config(
+                        SCRIPT,
+                        message,
+                        "fix command.script in the project config (relative to the project directory)",
+                    )
+                });
             }
         }
     }
     if let Some(program) = argv.first() {
         if !program_exists(program) {
-            let fix = if command.conda_env.is_some() {
-                "install conda or remove command.conda_env from the project config"
+            let message = format!("program `{program}` not found (on PATH or as a path)");
+            problems.push(if command.conda_env.is_some() {
+                in_config(
+                    CONDA,
+                    message,
+                    "install conda or remove command.conda_env from the project config",
+                )
             } else if command.template.is_some() {
-                "fix the first element of command.template in the project config"
+                in_config(
+                    TEMPLATE,
+                    message,
+                    "fix the first element of command.template in the project config",
+                )
             } else {
-                "set command.python in the project config to an interpreter that exists"
-            };
-            problems.push(format!(
-                "program `{program}` not found (on PATH or as a path) — {fix}"
-            ));
+                in_config(
+                    PYTHON,
+                    message,
+                    "set command.python in the project config to an interpreter that exists",
+                )
+            });
         } else if let Some(env) = &command.conda_env {
             if let Some(envs) = conda_envs() {
                 if !envs.iter().any(|e| e == env) {
-                    problems.push(format!(
-                        "conda env `{env}` not found (`conda env list` has: {}) — fix command.conda_env in the project config",
-                        envs.join(", ")
+                    problems.push(in_config(
+                        CONDA,
+                        format!(
+                            "conda env `{env}` not found (`conda env list` has: {})",
+                            envs.join(", ")
+                        ),
+                        "fix command.conda_env in the project config",
                     ));
                 }
             }
@@ -113,13 +170,35 @@ pub fn command_problems(
         } = &source.kind
         {
             // Also a config validation error; repeated here for configs built in code.
-            problems.push(format!(
-                "agent source {}: no project_dir — add project_dir: /path/to/the/project/on/that/host",
-                source.name
-            ));
+            let at = format!("sources.{}", source.name);
+            problems.push(CommandProblem {
+                in_sweep_file: false,
+                problem: Problem::new(
+                    cfg.key_pos(&[&at]),
+                    format!("{at}.project_dir"),
+                    "agent source without project_dir",
+                )
+                .with_hint("add project_dir: /path/to/the/project/on/that/host"),
+            });
         }
     }
     problems
+}
+
+/// One line per problem: `file:line:col: key: message — fix`. `config` and `sweep` are the
+/// files as shown to the user (`None`: there is no such file; the key alone is shown).
+pub fn render_command_problems(
+    problems: &[CommandProblem],
+    config: Option<&str>,
+    sweep: Option<&str>,
+) -> Vec<String> {
+    problems
+        .iter()
+        .map(|p| {
+            let file = if p.in_sweep_file { sweep } else { config };
+            p.problem.render_in(file)
+        })
+        .collect()
 }
 
 /// `command_problems` as one user error (exit 2), or `Ok`.
@@ -129,11 +208,20 @@ pub fn check_command(
     script_override: Option<&str>,
     sample: &Params,
 ) -> anyhow::Result<()> {
-    let problems = command_problems(cfg, command, script_override, sample);
+    let problems = command_problems(cfg, command, script_override, None, sample);
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(user_error(problems.join("\n")))
+        return Ok(());
+    }
+    let config = cfg.file.as_deref().map(shown_from_cwd);
+    let lines = render_command_problems(&problems, config.as_deref(), Some("sweep file"));
+    Err(user_error(lines.join("\n")))
+}
+
+/// An absolute path as the user should see it from the current directory.
+fn shown_from_cwd(path: &Path) -> String {
+    match std::env::current_dir().and_then(|cwd| cwd.canonicalize()) {
+        Ok(cwd) => super::config_cmd::relative_path(&cwd, path),
+        Err(_) => path.display().to_string(),
     }
 }
 

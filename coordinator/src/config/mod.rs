@@ -16,7 +16,9 @@ mod resolve;
 
 use crate::core::command::CommandSpec;
 use crate::core::diag::Problem;
+use crate::yaml::{Pos, Spanned};
 use indexmap::IndexMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -56,6 +58,10 @@ pub struct ProjectConfig {
     pub hpc: HpcOptions,
     /// Named compute sources in file order; always contains `local`.
     pub sources: IndexMap<String, SourceConfig>,
+    /// Where each key was written (`command.script`, `sources.gpu1.project_dir`), so checks
+    /// made after validation (the script exists, ...) can point at the key that set it. Empty
+    /// for a config without a file.
+    pub positions: BTreeMap<String, Pos>,
 }
 
 /// `defaults:`: how a sweep runs unless its command line says otherwise.
@@ -284,7 +290,14 @@ impl ProjectConfig {
             defaults: RunDefaults::default(),
             hpc: HpcOptions::default(),
             sources,
+            positions: BTreeMap::new(),
         }
+    }
+
+    /// Where the first of `paths` that is written in the file was written (a key may have a
+    /// Python HSM v1 spelling: `command.python` or `paths.python_interpreter`).
+    pub fn key_pos(&self, paths: &[&str]) -> Option<Pos> {
+        paths.iter().find_map(|p| self.positions.get(*p).copied())
     }
 
     /// Slots of the built-in `local` source: its `slots`, else `defaults.parallel` (already
@@ -328,6 +341,20 @@ pub fn load_project(
     project_dir: &Path,
     explicit: Option<&Path>,
 ) -> Result<ProjectConfig, ConfigError> {
+    let (config, problems) = load_project_lenient(project_dir, explicit)?;
+    match (problems.is_empty(), config.file.clone()) {
+        (false, Some(file)) => Err(ConfigError::Invalid { file, problems }),
+        _ => Ok(config),
+    }
+}
+
+/// [`load_project`] that also returns the config built from everything valid in a file with
+/// problems, so `config validate` can check what it names (script, interpreter) and report it
+/// together with them. Only a YAML syntax error (nothing to build from) or IO is an error.
+pub fn load_project_lenient(
+    project_dir: &Path,
+    explicit: Option<&Path>,
+) -> Result<(ProjectConfig, Vec<Problem>), ConfigError> {
     let io_error = |source| ConfigError::Io {
         path: project_dir.to_path_buf(),
         source,
@@ -338,38 +365,59 @@ pub fn load_project(
         root = root.canonicalize().map_err(io_error)?;
     }
     let Some(file) = locate_config(&root, explicit) else {
-        return Ok(ProjectConfig::defaults_for(&root));
+        return Ok((ProjectConfig::defaults_for(&root), Vec::new()));
     };
     let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
         path: file.clone(),
         source,
     })?;
-    let mut config = parse_config(&text, &root).map_err(|problems| ConfigError::Invalid {
-        file: file.clone(),
-        problems,
-    })?;
+    let (mut config, problems) =
+        parse_config_lenient(&text, &root).map_err(|problems| ConfigError::Invalid {
+            file: file.clone(),
+            problems,
+        })?;
     config.file = Some(file);
-    Ok(config)
+    Ok((config, problems))
 }
 
 /// Validates config text (pure: no IO). `root` is the project directory; it is stored as given
 /// and names the project when `project.name` is absent. All problems are returned, sorted by
 /// position.
 pub fn parse_config(text: &str, root: &Path) -> Result<ProjectConfig, Vec<Problem>> {
-    let tree = match crate::yaml::parse(text) {
-        Ok(tree) => tree,
-        Err(err) => {
-            return Err(vec![Problem::new(Some(err.pos), "", err.message)
-                .with_hint("this is a YAML syntax error")])
-        }
-    };
-    let mut problems = Vec::new();
-    let raw = raw::read(tree.as_ref(), &mut problems);
-    let config = resolve::resolve(raw, root, &mut problems);
+    let (config, problems) = parse_config_lenient(text, root)?;
     if problems.is_empty() {
         Ok(config)
     } else {
-        Err(tidy(problems))
+        Err(problems)
+    }
+}
+
+/// [`parse_config`] that returns the config built from the valid keys along with the
+/// problems (sorted). `Err` only for a YAML syntax error.
+pub fn parse_config_lenient(
+    text: &str,
+    root: &Path,
+) -> Result<(ProjectConfig, Vec<Problem>), Vec<Problem>> {
+    let tree = crate::yaml::parse(text).map_err(|err| vec![err.problem()])?;
+    let mut problems = Vec::new();
+    let raw = raw::read(tree.as_ref(), &mut problems);
+    let mut config = resolve::resolve(raw, root, &mut problems);
+    if let Some(tree) = &tree {
+        key_positions(tree, "", &mut config.positions);
+    }
+    Ok((config, tidy(problems)))
+}
+
+/// Every mapping key under `node` by its dotted path (`sources.gpu1.python`).
+fn key_positions(node: &Spanned, prefix: &str, out: &mut BTreeMap<String, Pos>) {
+    for (key, value) in node.as_map().unwrap_or_default() {
+        let path = if prefix.is_empty() {
+            key.key_text()
+        } else {
+            format!("{prefix}.{}", key.key_text())
+        };
+        key_positions(value, &path, out);
+        out.insert(path, key.pos);
     }
 }
 

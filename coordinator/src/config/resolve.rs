@@ -42,6 +42,7 @@ pub(super) fn resolve(raw: RawConfig, root: &Path, problems: &mut Vec<Problem>) 
         defaults,
         hpc,
         sources,
+        positions: Default::default(),
     }
 }
 

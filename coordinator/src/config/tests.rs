@@ -971,3 +971,36 @@ fn min_free_disk_takes_sizes_and_zero() {
     let shown = rendered("defaults:\n  min_free_disk: 200\n");
     assert!(shown[0].contains("200G"), "{shown:?}");
 }
+
+#[test]
+fn a_config_with_problems_still_yields_its_valid_keys_and_their_positions() {
+    let text = "command:\n  script: train.py\n  python: /opt/py\ndefaults:\n  parallel: four\nsources:\n  gpu1:\n    type: agent\n    address: 'h:1'\n    fingerprint: sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n    python: /srv/py\n";
+    let (cfg, problems) = parse_config_lenient(text, &root()).unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}"); // parallel, project_dir
+    assert_eq!(cfg.command.script.as_deref(), Some("train.py"));
+    assert_eq!(cfg.command.python, "/opt/py");
+    assert_eq!(
+        cfg.key_pos(&["command.python", "paths.python_interpreter"]),
+        Some(Pos { line: 3, col: 3 })
+    );
+    assert_eq!(
+        cfg.key_pos(&["sources.gpu1.python"]),
+        Some(Pos { line: 11, col: 5 })
+    );
+    assert_eq!(cfg.key_pos(&["command.conda_env"]), None);
+    // A v1 spelling is found by its own path.
+    let (cfg, _) =
+        parse_config_lenient("paths:\n  python_interpreter: /opt/py\n", &root()).unwrap();
+    assert_eq!(
+        cfg.key_pos(&["command.python", "paths.python_interpreter"]),
+        Some(Pos { line: 2, col: 3 })
+    );
+    // A syntax error leaves nothing to build from.
+    let errors = parse_config_lenient("command: [a\n", &root())
+        .err()
+        .unwrap();
+    assert!(
+        errors[0].message.starts_with("invalid YAML: "),
+        "{errors:?}"
+    );
+}

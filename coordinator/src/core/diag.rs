@@ -33,11 +33,20 @@ impl Problem {
 
     /// `sweeps/sweep.yaml:7:5: grid.lr: expected a list of values, got a number — write lr: [0.1]`
     pub fn render(&self, file: &str) -> String {
-        let mut out = String::from(file);
-        if let Some(pos) = self.pos {
-            let _ = write!(out, ":{}:{}", pos.line, pos.col);
+        self.render_in(Some(file))
+    }
+
+    /// [`Problem::render`], or without the file part when there is no file (a default value
+    /// that no file wrote): `command.python: program `python3` not found — …`.
+    pub fn render_in(&self, file: Option<&str>) -> String {
+        let mut out = String::new();
+        if let Some(file) = file {
+            out.push_str(file);
+            if let Some(pos) = self.pos {
+                let _ = write!(out, ":{}:{}", pos.line, pos.col);
+            }
+            out.push_str(": ");
         }
-        out.push_str(": ");
         if !self.path.is_empty() {
             out.push_str(&self.path);
             out.push_str(": ");
@@ -90,6 +99,20 @@ mod tests {
         assert_eq!(
             p.render("sweeps/sweep.yaml"),
             "sweeps/sweep.yaml:7:5: grid.lr: expected a list of values, got a number — write lr: [0.1]"
+        );
+    }
+
+    #[test]
+    fn renders_without_a_file() {
+        let p = Problem::new(None, "command.python", "program `python3` not found")
+            .with_hint("set command.python");
+        assert_eq!(
+            p.render_in(None),
+            "command.python: program `python3` not found — set command.python"
+        );
+        assert_eq!(
+            p.render_in(Some("c.yaml")),
+            "c.yaml: command.python: program `python3` not found — set command.python"
         );
     }
 

@@ -504,11 +504,7 @@ pub fn parse_sweep(root: Option<&Spanned>) -> Result<SweepFile, Vec<Problem>> {
 pub fn load_sweep_text(text: &str) -> Result<SweepFile, Vec<Problem>> {
     match yaml::parse(text) {
         Ok(root) => parse_sweep(root.as_ref()),
-        Err(error) => Err(vec![Problem::new(
-            Some(error.pos),
-            "",
-            format!("invalid YAML: {}", error.message),
-        )]),
+        Err(error) => Err(vec![error.problem()]),
     }
 }
 
