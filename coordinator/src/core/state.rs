@@ -427,6 +427,9 @@ pub struct SweepCore {
     stealing: HashMap<u64, Steal>,
     /// Tasks given back for an idle source, to be launched there: task index → source.
     moved_to: HashMap<u64, usize>,
+    /// Tasks moved once in this run: never asked back again (a task handed on to another
+    /// waiting place is not chased around a busy sweep).
+    moved: std::collections::HashSet<u64>,
     /// How long a task waits in a batch scheduler's queue before it may move to an idle source
     /// (ms); `None`: never.
     steal_after_ms: Option<i64>,
@@ -459,6 +462,7 @@ impl SweepCore {
             started_at: HashMap::new(),
             stealing: HashMap::new(),
             moved_to: HashMap::new(),
+            moved: std::collections::HashSet::new(),
             steal_after_ms: Some(DEFAULT_STEAL_AFTER_MS),
         }
     }
@@ -669,7 +673,8 @@ impl SweepCore {
     /// pending longest past `steal_after`.
     fn steal_candidate(&self, thief: usize, now: i64) -> Option<(usize, u64)> {
         let mean = self.durations.mean_ms();
-        let not_taken = |index: &u64| !self.stealing.contains_key(index);
+        let not_taken =
+            |index: &u64| !self.stealing.contains_key(index) && !self.moved.contains(index);
         let from_agent = (0..self.sources.len())
             .filter(|&v| v != thief)
             .filter(|&v| {
@@ -970,6 +975,7 @@ impl SweepCore {
                 let why = format!("moved from {from}, where it waited, to an idle source");
                 self.requeue(index, attempt, TaskStatus::Cancelled, why.clone(), why, now);
                 self.moved_to.insert(index, steal.thief);
+                self.moved.insert(index);
                 return;
             }
         }
@@ -1796,5 +1802,27 @@ mod tests {
         core.handle_exited(3, 1, ExitKind::Cancelled, 4);
         assert_eq!(core.task(3).unwrap().status, TaskStatus::Cancelled);
         assert!(core.poll_dispatch(5).is_empty());
+    }
+
+    #[test]
+    fn a_task_is_moved_once_at_most() {
+        use SourceClass::*;
+        let mut core = classed(3, &[(1, Local), (4, Agent)]);
+        core.handle_source_status(0, false, None);
+        core.enqueue(&[1, 2, 3], 0, 0);
+        core.poll_dispatch(0);
+        core.handle_source_parallel(1, 1);
+        core.handle_started(1, 1, None, 1);
+        core.handle_source_status(0, true, None);
+        assert_eq!(steals(&core.poll_dispatch(2)), [(3, 1, 1)]);
+        core.handle_exited(3, 1, ExitKind::Cancelled, 3);
+        // The idle source got busy meanwhile: the moved task goes back to the agent...
+        core.handle_source_status(0, false, None);
+        core.handle_source_parallel(1, 4);
+        assert_eq!(launches(&core.poll_dispatch(4)), [(3, 2, 1)]);
+        core.handle_source_parallel(1, 1);
+        core.handle_source_status(0, true, None);
+        // ...and is not asked back a second time; task 2 still may be.
+        assert_eq!(steals(&core.poll_dispatch(5)), [(2, 1, 1)]);
     }
 }
