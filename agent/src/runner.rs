@@ -60,7 +60,9 @@ type Unsubmitted = (u64, PendingElement, PathBuf);
 /// 16 MiB); files beyond it are left out and logged.
 const MAX_OFFER_PATH_BYTES: usize = 4 * 1024 * 1024;
 /// Directory depth under `results/` that is scanned; deeper trees are a sign of a loop or a bug.
-const MAX_RESULTS_DEPTH: usize = 64;
+/// The coordinator refuses paths of more components, so nothing deeper is offered (`results/`
+/// and the file name are the other two).
+const MAX_RESULTS_DEPTH: usize = hsm_protocol::MAX_PATH_COMPONENTS - 2;
 /// The environment variable that marks a process task as this agent's (`<task dir>#<attempt>`),
 /// so a restarted agent can end the ones it can no longer follow.
 pub const TASK_MARK: &str = "HSM_AGENT_TASK";

@@ -10,7 +10,7 @@ use crate::tls::{self, TransportOptions};
 use crate::wire::{read_frame, write_message};
 use anyhow::Context as _;
 use hsm_protocol::{
-    decode, negotiate, AgentInfo, AttachedMsg, ErrorMsg, EventsMsg, FileHeader, FromAgent,
+    decode, negotiate, AgentInfo, AttachedMsg, ErrorMsg, EventsMsg, FileHeader, FileRef, FromAgent,
     HeartbeatMsg, Hello, HelloReply, PongMsg, SweepId, TaskRef, ToAgent, MAX_FRAME,
 };
 use std::future::Future;
@@ -313,7 +313,7 @@ async fn read_loop(
     claims: SessionClaims,
     replies: mpsc::Sender<FromAgent>,
 ) -> anyhow::Result<()> {
-    let error = |message: String| FromAgent::Error(ErrorMsg { message });
+    let error = |message: String| FromAgent::Error(ErrorMsg::new(message));
     loop {
         let Some(frame) = read_frame(&mut recv, MAX_FRAME).await? else {
             return Ok(());
@@ -437,7 +437,7 @@ async fn send_files(
                 "cannot send results: task directory {}: {e}",
                 plan.task_dir.display()
             );
-            let _ = replies.send(FromAgent::Error(ErrorMsg { message })).await;
+            let _ = replies.send(FromAgent::Error(ErrorMsg::new(message))).await;
             return;
         }
     };
@@ -457,7 +457,16 @@ async fn send_files(
             }
             Err(SendFileError::File(message)) => {
                 tracing::warn!(%message, "result file not sent");
-                let _ = replies.send(FromAgent::Error(ErrorMsg { message })).await;
+                // Naming the file lets the coordinator end the attempt failed instead of waiting
+                // for a file that will not come.
+                let file = Some(FileRef {
+                    sweep_id: sweep_id.clone(),
+                    task,
+                    path: item.offer.path.clone(),
+                });
+                let _ = replies
+                    .send(FromAgent::Error(ErrorMsg { message, file }))
+                    .await;
             }
         }
     }

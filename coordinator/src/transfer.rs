@@ -1,14 +1,21 @@
 //! Receiving result files from agents: one file per QUIC stream, a `FileHeader` frame followed by
 //! exactly `size` bytes. The path must be relative and stay inside the task's directory (checked
-//! as text and again against symlinks on disk); the bytes go to a temporary name and are renamed
+//! as text and again against symlinks on disk), and the stream must be claimed against what the
+//! attempt offered before any byte is written; the bytes go to a temporary name and are renamed
 //! into place only when size and SHA-256 match, so a failed or forged transfer never leaves a
-//! file that looks complete.
+//! file that looks complete, and the temporary file is removed on every error path.
 
 use hsm_agent::wire::read_frame;
-use hsm_protocol::{check_relative_path, decode, FileHeader, MAX_FRAME};
+use hsm_protocol::{check_relative_path, decode, FileHeader};
 use sha2::{Digest, Sha256};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+/// The largest file header frame accepted. A header is a path (at most 4 KiB), a sweep id and a
+/// hash: a peer announcing more is not sending a header, and is not given a buffer for it.
+pub const MAX_HEADER: usize = 64 * 1024;
 
 /// Why a result file was refused or lost.
 #[derive(Debug, thiserror::Error)]
@@ -19,110 +26,213 @@ pub enum TransferError {
     /// The path is absolute, contains `..`, or otherwise leaves the task directory.
     #[error("refused result path {path:?}: {why}")]
     Path { path: String, why: String },
+    /// Not a file this coordinator awaits (see `OfferBook::claim`); nothing was written.
+    #[error("refused result file {path:?}: {why}")]
+    Refused { path: String, why: String },
     /// The stream ended before `size` bytes arrived, or carried more.
-    #[error("result file {path}: expected {expected} bytes, got {got}")]
+    #[error("result file {path:?}: expected {expected} bytes, got {got}")]
     Size {
         path: String,
         expected: u64,
         got: u64,
     },
     /// The bytes do not hash to the announced SHA-256.
-    #[error("result file {path}: SHA-256 mismatch (announced {announced}, received {received})")]
+    #[error("result file {path:?}: SHA-256 mismatch (announced {announced}, received {received})")]
     Hash {
         path: String,
         announced: String,
         received: String,
     },
-    /// Writing the file failed.
-    #[error("result file {path}: {source}")]
+    /// Writing the file here failed.
+    #[error("result file {path:?}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// Reading the stream failed: the connection dropped or the sender reset the stream. The
+    /// file can be asked for again.
+    #[error("result file {path:?}: the transfer broke off: {source}")]
+    Interrupted {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No byte arrived for too long.
+    #[error("result file {path:?}: no data arrived for {after:?}")]
+    Stalled { path: String, after: Duration },
 }
 
-/// A file received and verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    pub header: FileHeader,
-    /// Where it was written.
-    pub path: PathBuf,
+impl TransferError {
+    /// A transfer that broke off with the connection: the file is asked for again rather than
+    /// counted against the attempt.
+    pub fn is_interruption(&self) -> bool {
+        matches!(self, TransferError::Interrupted { .. })
+    }
 }
 
-/// Reads one file stream into `task_dir` (which must exist). `task_dir_for` maps the header's
-/// sweep and task to the local task directory; it returns `None` for a task this coordinator
-/// does not expect, which is refused.
+/// What became of one file stream.
+#[derive(Debug)]
+pub struct Arrival {
+    /// The header, when one could be read.
+    pub header: Option<FileHeader>,
+    /// The stream was matched to an offer and claimed (see `OfferBook::claim`): the caller
+    /// settles or releases that offer whatever the outcome.
+    pub claimed: bool,
+    /// Where the verified file was put.
+    pub outcome: Result<PathBuf, TransferError>,
+}
+
+/// Reads one file stream. `accept` checks the header against what is awaited, claims it and
+/// returns the task directory to write into (which must exist), or says why not; nothing is
+/// created before it agreed. `progress` is called as bytes arrive; `stall` bounds the wait for
+/// any one read.
 pub async fn receive_file<R: AsyncRead + Unpin>(
     stream: &mut R,
-    task_dir_for: impl FnOnce(&FileHeader) -> Option<PathBuf>,
-) -> Result<Received, TransferError> {
-    let frame = read_frame(stream, MAX_FRAME)
-        .await
-        .map_err(|e| TransferError::Header(e.to_string()))?
-        .ok_or_else(|| TransferError::Header("the stream was empty".into()))?;
-    let header: FileHeader = decode(&frame).map_err(|e| TransferError::Header(e.to_string()))?;
-    let refuse = |why: String| TransferError::Path {
-        path: header.path.clone(),
-        why,
+    accept: impl FnOnce(&FileHeader) -> Result<PathBuf, String>,
+    mut progress: impl FnMut(),
+    stall: Duration,
+) -> Arrival {
+    let frame = match tokio::time::timeout(stall, read_frame(stream, MAX_HEADER)).await {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => {
+            return unclaimed(None, TransferError::Header("the stream was empty".into()))
+        }
+        Ok(Err(e)) => return unclaimed(None, TransferError::Header(e.to_string())),
+        Err(_) => {
+            return unclaimed(
+                None,
+                TransferError::Header(format!("no header arrived within {stall:?}")),
+            )
+        }
     };
-    check_relative_path(&header.path).map_err(|e| refuse(e.to_string()))?;
-    let task_dir = task_dir_for(&header)
-        .ok_or_else(|| refuse("not a task this coordinator is waiting for".into()))?;
-    let target = resolve_inside(&task_dir, &header.path).map_err(refuse)?;
+    let header: FileHeader = match decode(&frame) {
+        Ok(header) => header,
+        Err(e) => return unclaimed(None, TransferError::Header(e.to_string())),
+    };
+    if let Err(e) = check_relative_path(&header.path) {
+        let err = TransferError::Path {
+            path: header.path.clone(),
+            why: e.to_string(),
+        };
+        return unclaimed(Some(header), err);
+    }
+    let task_dir = match accept(&header) {
+        Ok(dir) => dir,
+        Err(why) => {
+            let err = TransferError::Refused {
+                path: header.path.clone(),
+                why,
+            };
+            return unclaimed(Some(header), err);
+        }
+    };
+    let outcome = write_verified(stream, &header, &task_dir, &mut progress, stall).await;
+    Arrival {
+        header: Some(header),
+        claimed: true,
+        outcome,
+    }
+}
+
+fn unclaimed(header: Option<FileHeader>, err: TransferError) -> Arrival {
+    Arrival {
+        header,
+        claimed: false,
+        outcome: Err(err),
+    }
+}
+
+/// A temporary file removed when dropped, unless it was renamed into place.
+struct Partial(Option<PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Distinguishes temporary names within this process (two streams of one path can overlap
+/// around a reconnect).
+static PARTIAL_SERIAL: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary name next to `target` of a fixed, short length: the target's own name may already
+/// be as long as a file name can be.
+fn partial_name(target: &Path) -> PathBuf {
+    let serial = PARTIAL_SERIAL.fetch_add(1, Ordering::Relaxed);
+    target.with_file_name(format!(".hsm-{}-{serial}.partial", std::process::id()))
+}
+
+async fn write_verified<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    header: &FileHeader,
+    task_dir: &Path,
+    progress: &mut impl FnMut(),
+    stall: Duration,
+) -> Result<PathBuf, TransferError> {
+    let path = || header.path.clone();
+    let refuse = |why: String| TransferError::Path { path: path(), why };
     let io = |source| TransferError::Io {
-        path: header.path.clone(),
+        path: path(),
         source,
     };
+    let target = resolve_inside(task_dir, &header.path).map_err(refuse)?;
     if let Some(parent) = target.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(io)?;
         // Directories created above are inside the task dir by construction; a symlink that
         // already existed is caught here, after creation, before any byte is written.
-        resolve_inside(&task_dir, &header.path).map_err(refuse)?;
+        resolve_inside(task_dir, &header.path).map_err(refuse)?;
     }
-    let tmp = target.with_file_name(format!(
-        ".{}.partial",
-        target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("file")
-    ));
-    let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+    let tmp = Partial(Some(partial_name(&target)));
+    let tmp_path = tmp.0.clone().unwrap_or_default();
+    let mut file = tokio::fs::File::create(&tmp_path).await.map_err(io)?;
     let mut hasher = Sha256::new();
     let mut got: u64 = 0;
     // Large pieces: each write to a `tokio::fs::File` is a trip to the blocking pool.
     let mut buf = vec![0u8; 1024 * 1024];
     loop {
-        let n = stream.read(&mut buf).await.map_err(io)?;
+        let n = match tokio::time::timeout(stall, stream.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(source)) => {
+                return Err(TransferError::Interrupted {
+                    path: path(),
+                    source,
+                })
+            }
+            Err(_) => {
+                return Err(TransferError::Stalled {
+                    path: path(),
+                    after: stall,
+                })
+            }
+        };
         if n == 0 {
             break;
         }
+        progress();
         got += n as u64;
+        // Never more bytes on disk than were offered.
         if got > header.size {
-            drop(file);
-            let _ = tokio::fs::remove_file(&tmp).await;
             return Err(TransferError::Size {
-                path: header.path.clone(),
+                path: path(),
                 expected: header.size,
                 got,
             });
         }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n]).await.map_err(io)?;
+        let piece = buf.get(..n).unwrap_or_default();
+        hasher.update(piece);
+        file.write_all(piece).await.map_err(io)?;
     }
     file.flush().await.map_err(io)?;
     drop(file);
-    let fail = |err| async {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        Err(err)
-    };
     if got != header.size {
-        return fail(TransferError::Size {
-            path: header.path.clone(),
+        return Err(TransferError::Size {
+            path: path(),
             expected: header.size,
             got,
-        })
-        .await;
+        });
     }
     let received: String = hasher
         .finalize()
@@ -130,18 +240,17 @@ pub async fn receive_file<R: AsyncRead + Unpin>(
         .map(|b| format!("{b:02x}"))
         .collect();
     if received != header.sha256 {
-        return fail(TransferError::Hash {
-            path: header.path.clone(),
+        return Err(TransferError::Hash {
+            path: path(),
             announced: header.sha256.clone(),
             received,
-        })
-        .await;
+        });
     }
-    tokio::fs::rename(&tmp, &target).await.map_err(io)?;
-    Ok(Received {
-        header,
-        path: target,
-    })
+    tokio::fs::rename(&tmp_path, &target).await.map_err(io)?;
+    // Renamed: nothing left to remove.
+    let mut tmp = tmp;
+    tmp.0 = None;
+    Ok(target)
 }
 
 /// `task_dir/rel`, refused when any existing component on the way is a symlink leading outside
@@ -188,7 +297,7 @@ mod tests {
         }
     }
 
-    async fn send(h: &FileHeader, body: &[u8], dir: &Path) -> Result<Received, TransferError> {
+    async fn send(h: &FileHeader, body: &[u8], dir: &Path) -> Result<PathBuf, TransferError> {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
         let h2 = h.clone();
         let body = body.to_vec();
@@ -197,9 +306,99 @@ mod tests {
             let _ = a.write_all(&body).await;
         });
         let dir = dir.to_path_buf();
-        let result = receive_file(&mut b, move |_| Some(dir)).await;
+        let arrival = receive_file(&mut b, move |_| Ok(dir), || {}, STALL).await;
         let _ = writer.await;
-        result
+        arrival.outcome
+    }
+
+    const STALL: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_name_as_long_as_a_file_name_can_be_arrives() {
+        // The temporary name once was `.<name>.partial`, 9 bytes over NAME_MAX for such a name:
+        // the file was refused and the task waited for it forever.
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("results/{}", "n".repeat(hsm_protocol::MAX_COMPONENT_LEN));
+        let got = send(&header(&name, b"long"), b"long", dir.path())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(got).unwrap(), b"long");
+        assert_eq!(walk(dir.path()).len(), 2, "{:?}", walk(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_writes_nothing_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = header("results/deep/er/model.txt", b"x");
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_message(&mut a, &h).await.unwrap();
+        a.write_all(b"x").await.unwrap();
+        drop(a);
+        let arrival = receive_file(&mut b, |_| Err("not offered".into()), || {}, STALL).await;
+        assert!(!arrival.claimed);
+        assert!(matches!(
+            arrival.outcome,
+            Err(TransferError::Refused { .. })
+        ));
+        assert_eq!(arrival.header.unwrap().path, "results/deep/er/model.txt");
+        assert!(walk(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_broken_or_stalled_stream_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = vec![7u8; 100_000];
+        // The sender stops mid-way and the stream fails (not a clean end).
+        struct Failing(Vec<u8>);
+        impl AsyncRead for Failing {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                if self.0.is_empty() {
+                    return std::task::Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "reset by peer",
+                    )));
+                }
+                let n = self.0.len().min(buf.remaining());
+                buf.put_slice(&self.0[..n]);
+                self.0.drain(..n);
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let mut bytes = hsm_protocol::encode(&header("results/big.bin", &body)).unwrap();
+        bytes.extend_from_slice(&body[..50_000]);
+        let dir_path = dir.path().to_path_buf();
+        let arrival = receive_file(&mut Failing(bytes), move |_| Ok(dir_path), || {}, STALL).await;
+        assert!(arrival.claimed);
+        let err = arrival.outcome.unwrap_err();
+        assert!(err.is_interruption(), "{err}");
+        // A stream that goes quiet.
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_message(&mut a, &header("results/quiet.bin", &body))
+            .await
+            .unwrap();
+        a.write_all(&body[..10]).await.unwrap();
+        let dir_path = dir.path().to_path_buf();
+        let arrival = receive_file(
+            &mut b,
+            move |_| Ok(dir_path),
+            || {},
+            Duration::from_millis(200),
+        )
+        .await;
+        assert!(matches!(
+            arrival.outcome,
+            Err(TransferError::Stalled { .. })
+        ));
+        drop(a);
+        let partials: Vec<_> = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.contains(".partial"))
+            .collect();
+        assert!(partials.is_empty(), "{partials:?}");
     }
 
     #[tokio::test]
@@ -209,11 +408,11 @@ mod tests {
         let got = send(&header("results/sub/model.bin", &body), &body, dir.path())
             .await
             .unwrap();
-        assert_eq!(std::fs::read(&got.path).unwrap(), body);
+        assert_eq!(std::fs::read(&got).unwrap(), body);
         let empty = send(&header("results/empty.txt", b""), b"", dir.path())
             .await
             .unwrap();
-        assert_eq!(std::fs::read(&empty.path).unwrap(), b"");
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
         let leftovers: Vec<_> = walk(dir.path())
             .into_iter()
             .filter(|p| p.contains(".partial"))

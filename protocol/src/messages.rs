@@ -476,6 +476,28 @@ pub struct PongMsg {
 pub struct ErrorMsg {
     /// Human-readable, lowercase, no trailing period.
     pub message: String,
+    /// The offered result file this error is about (it cannot be sent), so the coordinator stops
+    /// waiting for it and ends the attempt failed. An agent that predates the field leaves it out.
+    #[serde(default)]
+    pub file: Option<FileRef>,
+}
+
+impl ErrorMsg {
+    /// An error about no file in particular.
+    pub fn new(message: impl Into<String>) -> Self {
+        ErrorMsg {
+            message: message.into(),
+            file: None,
+        }
+    }
+}
+
+/// One offered result file of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub sweep_id: SweepId,
+    pub task: TaskRef,
+    pub path: String,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,6 +8,15 @@
 /// Longest accepted path, in bytes (Linux's `PATH_MAX`).
 pub const MAX_PATH_LEN: usize = 4096;
 
+/// Longest accepted component, in bytes (Linux's `NAME_MAX`): a longer name cannot be created on
+/// the receiving side, so it is refused as text before anything is written.
+pub const MAX_COMPONENT_LEN: usize = 255;
+
+/// Most components a result path may have (`results/` plus 62 directories plus the file). The
+/// agent does not offer deeper files and the coordinator does not create deeper directories: the
+/// same limit on both sides, so a peer cannot make the other build a directory tree of any depth.
+pub const MAX_PATH_COMPONENTS: usize = 64;
+
 /// Why a result path was refused. Paths are shown with `{:?}` so control characters in hostile
 /// input cannot forge log lines.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,11 +50,30 @@ pub enum PathError {
     /// Two slashes in a row, or a trailing slash.
     #[error("result path {0:?} has an empty component")]
     EmptyComponent(String),
+    /// A component is longer than [`MAX_COMPONENT_LEN`] bytes.
+    #[error("result path {path:?} has a component of {len} bytes, the limit is {max}")]
+    ComponentTooLong {
+        /// The whole path.
+        path: String,
+        /// The long component's length in bytes.
+        len: usize,
+        /// The limit, [`MAX_COMPONENT_LEN`].
+        max: usize,
+    },
+    /// More than [`MAX_PATH_COMPONENTS`] components.
+    #[error("result path is {depth} components deep, the limit is {max}")]
+    TooDeep {
+        /// How many components the path has.
+        depth: usize,
+        /// The limit, [`MAX_PATH_COMPONENTS`].
+        max: usize,
+    },
 }
 
 /// Accepts a result path only if it is relative, plain and stays within the task's directory:
-/// non-empty, at most [`MAX_PATH_LEN`] bytes, no NUL or backslash, not absolute, and every
-/// `/`-separated component non-empty and neither `.` nor `..`.
+/// non-empty, at most [`MAX_PATH_LEN`] bytes and [`MAX_PATH_COMPONENTS`] components, no NUL or
+/// backslash, not absolute, and every `/`-separated component non-empty, neither `.` nor `..`,
+/// and at most [`MAX_COMPONENT_LEN`] bytes.
 pub fn check_relative_path(path: &str) -> Result<(), PathError> {
     if path.is_empty() {
         return Err(PathError::Empty);
@@ -65,13 +93,28 @@ pub fn check_relative_path(path: &str) -> Result<(), PathError> {
     if path.starts_with('/') {
         return Err(PathError::Absolute(path.to_owned()));
     }
+    let mut depth = 0;
     for component in path.split('/') {
+        depth += 1;
         match component {
             "" => return Err(PathError::EmptyComponent(path.to_owned())),
             "." => return Err(PathError::CurrentComponent(path.to_owned())),
             ".." => return Err(PathError::ParentComponent(path.to_owned())),
+            long if long.len() > MAX_COMPONENT_LEN => {
+                return Err(PathError::ComponentTooLong {
+                    path: path.to_owned(),
+                    len: long.len(),
+                    max: MAX_COMPONENT_LEN,
+                })
+            }
             _ => {}
         }
+    }
+    if depth > MAX_PATH_COMPONENTS {
+        return Err(PathError::TooDeep {
+            depth,
+            max: MAX_PATH_COMPONENTS,
+        });
     }
     Ok(())
 }
@@ -99,7 +142,32 @@ mod tests {
         ] {
             assert_eq!(check_relative_path(path), Ok(()), "{path:?}");
         }
-        assert_eq!(check_relative_path(&"a".repeat(MAX_PATH_LEN)), Ok(()));
+        let longest = vec!["a".repeat(MAX_COMPONENT_LEN); 16].join("/");
+        assert_eq!(longest.len(), MAX_PATH_LEN - 1);
+        assert_eq!(check_relative_path(&longest), Ok(()));
+        let deepest = vec!["d"; MAX_PATH_COMPONENTS].join("/");
+        assert_eq!(check_relative_path(&deepest), Ok(()));
+    }
+
+    #[test]
+    fn names_the_receiver_cannot_create_and_deep_trees_are_refused() {
+        let long = format!("results/{}", "n".repeat(MAX_COMPONENT_LEN + 1));
+        assert_eq!(
+            check_relative_path(&long),
+            Err(PathError::ComponentTooLong {
+                path: long.clone(),
+                len: MAX_COMPONENT_LEN + 1,
+                max: MAX_COMPONENT_LEN
+            })
+        );
+        let deep = vec!["d"; MAX_PATH_COMPONENTS + 1].join("/");
+        assert_eq!(
+            check_relative_path(&deep),
+            Err(PathError::TooDeep {
+                depth: MAX_PATH_COMPONENTS + 1,
+                max: MAX_PATH_COMPONENTS
+            })
+        );
     }
 
     #[test]
@@ -129,10 +197,11 @@ mod tests {
             );
         }
         assert_eq!(check_relative_path(""), Err(PathError::Empty));
+        let too_long = vec!["a".repeat(MAX_COMPONENT_LEN); 17].join("/");
         assert_eq!(
-            check_relative_path(&"a".repeat(MAX_PATH_LEN + 1)),
+            check_relative_path(&too_long),
             Err(PathError::TooLong {
-                len: MAX_PATH_LEN + 1,
+                len: too_long.len(),
                 max: MAX_PATH_LEN
             })
         );

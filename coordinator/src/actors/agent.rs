@@ -10,22 +10,23 @@ use crate::core::command::shell_display;
 use crate::core::state::ExitKind;
 use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
-use crate::transfer::{receive_file, Received, TransferError};
+use crate::offers::SharedOffers;
+use crate::transfer::{receive_file, Arrival};
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use hsm_agent::identity::Identity;
 use hsm_agent::process::TaskKey;
 use hsm_agent::tls::{self, TransportOptions};
 use hsm_agent::wire::{read_frame, write_message};
 use hsm_protocol::{
-    AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileOffer, FromAgent, HeartbeatMsg,
-    Hello, HelloReply, JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId,
-    TaskIndex, TaskMsg, TaskRef, TemplateMsg, ToAgent, MAX_FRAME,
+    AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileHeader, FromAgent,
+    HeartbeatMsg, Hello, HelloReply, JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Stream, SubmitMsg,
+    SweepId, TaskIndex, TaskMsg, TaskRef, TemplateMsg, ToAgent, MAX_FRAME,
 };
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
 
 /// Everything an agent source needs.
 pub struct AgentSetup {
@@ -50,15 +51,21 @@ pub struct AgentSetup {
     pub hpc: Option<hsm_protocol::HpcMsg>,
 }
 
+/// How long result files may make no progress (no byte arriving from the agent on any of them,
+/// no header on a new stream) while it is connected, before the attempts awaiting them end
+/// failed. Generous: a file is only slow to start when many others are ahead of it.
+pub const RESULT_STALL: Duration = Duration::from_secs(120);
+
 /// An attempt between its launch and its report as finished.
 #[derive(Default)]
 struct Attempting {
     /// Highest event sequence number applied.
     last_seq: u64,
+    /// Taken up from an earlier coordinator (`AttachTask`): the agent replays its events from
+    /// wherever that one's acknowledgements ended, so the first one sets the sequence.
+    attached: bool,
     exit: Option<ExitKind>,
-    /// Files offered and not yet received: path → (size, sha256).
-    awaiting: HashMap<String, (u64, String)>,
-    /// The first problem receiving result files.
+    /// The first problem receiving result files (the files the attempt awaits are in `offers`).
     transfer_failure: Option<String>,
     /// A `ResultOffer` was applied: a repeated one (the end reported again to a coordinator
     /// taking the attempt up) must not fetch the files twice — a second copy arriving after the
@@ -91,6 +98,11 @@ pub struct AgentSource {
     submit_batch: Vec<TaskMsg>,
     /// Attempts to take up again, not yet asked for (one `Attach` per burst).
     attach_batch: Vec<TaskRef>,
+    /// Result files offered and awaited, shared with the connection task.
+    offers: SharedOffers,
+    /// Tells the connection task to drop the connection (the agent broke the protocol); it then
+    /// dials again and the agent replays what was not acknowledged.
+    kick: Arc<Notify>,
 }
 
 impl AgentSource {
@@ -113,6 +125,8 @@ impl AgentSource {
             closed: None,
             submit_batch: Vec::new(),
             attach_batch: Vec::new(),
+            offers: SharedOffers::new(Instant::now()),
+            kick: Arc::new(Notify::new()),
         }
     }
 
@@ -131,6 +145,7 @@ impl AgentSource {
 
     fn finish(&mut self, key: TaskKey, exit: ExitKind) {
         self.attempts.remove(&key);
+        self.offers.lock().forget(key);
         self.events_to.do_send(SourceEvent {
             source: self.setup.source,
             report: TaskReport::Finished {
@@ -146,7 +161,7 @@ impl AgentSource {
         let Some(attempt) = self.attempts.get(&key) else {
             return;
         };
-        if !attempt.awaiting.is_empty() {
+        if self.offers.lock().awaiting(key) > 0 {
             return;
         }
         let Some(exit) = attempt.exit.clone() else {
@@ -155,11 +170,71 @@ impl AgentSource {
         let exit = match (&attempt.transfer_failure, exit) {
             (Some(why), ExitKind::Success) => ExitKind::Failure {
                 exit_code: Some(0),
-                reason: format!("result files did not arrive intact: {why}"),
+                reason: format!(
+                    "result files did not arrive intact: {why} (the files stay on {})",
+                    self.setup.name
+                ),
             },
             (_, exit) => exit,
         };
         self.finish(key, exit);
+    }
+
+    /// A result file of the attempt will not arrive intact: stop waiting for it, remember why
+    /// (the first reason), and end the attempt once nothing else is outstanding. The agent is not
+    /// told its results are done, so it keeps them.
+    fn file_failed(&mut self, key: TaskKey, path: &str, why: String) {
+        self.offers.lock().settle(key, path);
+        if let Some(attempt) = self.attempts.get_mut(&key) {
+            tracing::warn!(agent = %self.setup.name, task = key.index, error = %why, "result file not received");
+            attempt.transfer_failure.get_or_insert(why);
+        }
+        self.maybe_finish(key);
+    }
+
+    /// A result file of the attempt arrived intact.
+    fn file_arrived(&mut self, key: TaskKey, path: &str) {
+        let all_in = self.offers.lock().settle(key, path);
+        if let Some(attempt) = self.attempts.get(&key) {
+            if all_in && attempt.transfer_failure.is_none() {
+                self.send(ToAgent::ResultsDone(ResultsDoneMsg {
+                    sweep_id: SweepId(self.setup.sweep_id.clone()),
+                    task: Self::task_ref(key),
+                }));
+            }
+        }
+        self.maybe_finish(key);
+    }
+
+    /// Ends the attempts whose result files made no progress for `RESULT_STALL` while the agent
+    /// was connected (a stream that never came, a header that never arrived).
+    fn check_stalled(&mut self) {
+        let stalled = {
+            let book = self.offers.lock();
+            if !self.connected || !book.stalled(Instant::now(), RESULT_STALL) {
+                return;
+            }
+            book.keys()
+                .into_iter()
+                .map(|key| (key, book.paths(key)))
+                .collect::<Vec<_>>()
+        };
+        for (key, paths) in stalled {
+            let why = format!(
+                "no data of {} arrived from {} for {RESULT_STALL:?}",
+                paths
+                    .iter()
+                    .map(|p| format!("{p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.setup.name
+            );
+            if let Some(attempt) = self.attempts.get_mut(&key) {
+                attempt.transfer_failure.get_or_insert(why);
+            }
+            self.offers.lock().forget(key);
+            self.maybe_finish(key);
+        }
     }
 
     /// Keeps a job script the agent submitted under `scripts/job_scripts/<source>/`, next to the
@@ -194,14 +269,32 @@ impl AgentSource {
         }
     }
 
-    fn apply_event(&mut self, key: TaskKey, seq: u64, kind: EventKind) {
+    /// Applies one event of an attempt. Events of an attempt come numbered 1, 2, 3…; one that
+    /// skips a number (`Gap`) is a protocol error: it is not applied or acknowledged, and the
+    /// attempt ends failed.
+    fn apply_event(&mut self, key: TaskKey, seq: u64, kind: EventKind) -> Applied {
         let Some(attempt) = self.attempts.get_mut(&key) else {
             // Not an attempt this run waits for (an old attempt, another run): acknowledged
             // by the caller and otherwise ignored.
-            return;
+            return Applied::Yes;
         };
         if seq <= attempt.last_seq {
-            return; // replayed after a reconnect: applied already
+            return Applied::Yes; // replayed after a reconnect: applied already
+        }
+        let first_of_taken_up = attempt.attached && attempt.last_seq == 0;
+        if seq != attempt.last_seq + 1 && !first_of_taken_up {
+            let after = attempt.last_seq;
+            self.finish(
+                key,
+                ExitKind::Failure {
+                    exit_code: None,
+                    reason: format!(
+                        "protocol error: {} sent event {seq} of this attempt after event {after}",
+                        self.setup.name
+                    ),
+                },
+            );
+            return Applied::Gap;
         }
         attempt.last_seq = seq;
         match kind {
@@ -252,12 +345,24 @@ impl AgentSource {
             }
             EventKind::ResultOffer { files } => {
                 if std::mem::replace(&mut attempt.offer_seen, true) {
-                    return;
+                    return Applied::Yes;
                 }
-                for FileOffer { path, size, sha256 } in files {
-                    attempt.awaiting.insert(path, (size, sha256));
+                let (problems, awaiting) = {
+                    let mut book = self.offers.lock();
+                    let problems = book.offer(key, files, Instant::now());
+                    (problems, book.awaiting(key))
+                };
+                if let Some(first) = problems.first() {
+                    let more = match problems.len() {
+                        1 => String::new(),
+                        n => format!(" (and {} more)", n - 1),
+                    };
+                    tracing::warn!(agent = %self.setup.name, task = key.index, problems = ?problems, "unusable result offer");
+                    attempt
+                        .transfer_failure
+                        .get_or_insert(format!("{first}{more}"));
                 }
-                if attempt.awaiting.is_empty() {
+                if awaiting == 0 {
                     self.maybe_finish(key);
                 } else {
                     self.send(ToAgent::FetchResults(FetchMsg {
@@ -268,7 +373,17 @@ impl AgentSource {
                 }
             }
         }
+        Applied::Yes
     }
+}
+
+/// Whether an event was taken in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    /// Applied now or before: acknowledge it.
+    Yes,
+    /// It skipped a sequence number.
+    Gap,
 }
 
 /// Below this many free inodes an agent's disk counts as full however many bytes are free:
@@ -344,7 +459,11 @@ impl Actor for AgentSource {
             fingerprint: self.setup.fingerprint.clone(),
             sweep_id: self.setup.sweep_id.clone(),
             paths: self.setup.paths.clone(),
+            offers: self.offers.clone(),
+            kick: self.kick.clone(),
         };
+        // Result files that stopped coming end their attempts (see `RESULT_STALL`).
+        ctx.run_interval(Duration::from_secs(5), |actor, _| actor.check_stalled());
         let me = ctx.address();
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         self.closed = Some(closed_rx);
@@ -483,7 +602,16 @@ impl AgentSource {
 impl Handler<CancelTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: CancelTask, _: &mut Context<Self>) {
-        self.send_cancel(msg.0, false);
+        let key = msg.0;
+        // An attempt that ended and whose result files are still arriving has nothing left to
+        // stop on the agent: it ends here, now, rather than when (or if) its files arrive. The
+        // files stay on the agent.
+        let receiving = self.attempts.get(&key).is_some_and(|a| a.exit.is_some());
+        if receiving {
+            self.finish(key, ExitKind::Cancelled);
+            return;
+        }
+        self.send_cancel(key, false);
     }
 }
 
@@ -509,7 +637,13 @@ pub struct AttachTask(pub TaskKey);
 impl Handler<AttachTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: AttachTask, ctx: &mut Context<Self>) {
-        self.attempts.insert(msg.0, Attempting::default());
+        self.attempts.insert(
+            msg.0,
+            Attempting {
+                attached: true,
+                ..Attempting::default()
+            },
+        );
         if self.attach_batch.is_empty() {
             ctx.run_later(Duration::ZERO, |actor, _| {
                 let tasks = std::mem::take(&mut actor.attach_batch);
@@ -533,6 +667,7 @@ impl Handler<WithdrawTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: WithdrawTask, _: &mut Context<Self>) {
         self.attempts.remove(&msg.0);
+        self.offers.lock().forget(msg.0);
         self.send_cancel(msg.0, false);
     }
 }
@@ -571,7 +706,7 @@ enum Incoming {
         why: String,
     },
     Frame(FromAgent),
-    File(Result<Received, TransferError>),
+    File(Arrival),
 }
 
 impl Handler<Incoming> for AgentSource {
@@ -620,12 +755,22 @@ impl Handler<Incoming> for AgentSource {
                 // ask again for what each ended attempt still awaits.
                 // Only the paths still awaited: a file received twice would be refused as not
                 // offered any more.
-                let refetch: Vec<(TaskKey, Vec<String>)> = self
-                    .attempts
-                    .iter()
-                    .filter(|(_, a)| a.exit.is_some() && !a.awaiting.is_empty())
-                    .map(|(k, a)| (*k, a.awaiting.keys().cloned().collect()))
-                    .collect();
+                let refetch: Vec<(TaskKey, Vec<String>)> = {
+                    let mut book = self.offers.lock();
+                    book.touch(Instant::now());
+                    book.keys()
+                        .into_iter()
+                        .filter(|k| self.attempts.get(k).is_some_and(|a| a.exit.is_some()))
+                        .map(|k| {
+                            // Streams of the old connection are gone: claimable again.
+                            let paths = book.paths(k);
+                            for path in &paths {
+                                book.release(k, path);
+                            }
+                            (k, paths)
+                        })
+                        .collect()
+                };
                 for (key, paths) in refetch {
                     self.send(ToAgent::FetchResults(FetchMsg {
                         sweep_id: SweepId(self.setup.sweep_id.clone()),
@@ -649,6 +794,7 @@ impl Handler<Incoming> for AgentSource {
                 self.connected = false;
                 // Nothing more will come from it: whatever it held runs elsewhere.
                 self.attempts.clear();
+                self.offers.lock().clear();
                 self.status_to.do_send(SourceStatus {
                     lost: true,
                     refused: true,
@@ -674,6 +820,7 @@ impl Handler<Incoming> for AgentSource {
                         }
                         // Whatever the agent still reports about these attempts is stale now.
                         actor.attempts.clear();
+                        actor.offers.lock().clear();
                         actor.status_to.do_send(SourceStatus {
                             source: actor.setup.source,
                             up: false,
@@ -696,25 +843,49 @@ impl Handler<Incoming> for AgentSource {
             }
             Incoming::Frame(FromAgent::Events(batch)) => {
                 let mut acks = Vec::with_capacity(batch.events.len());
+                let mut gap = false;
                 for event in batch.events {
                     // Another sweep's events are for its own coordinator: acknowledging them
                     // here would make the agent forget what that one has not seen.
                     if event.sweep_id.as_str() != self.setup.sweep_id {
                         continue;
                     }
-                    acks.push(event.event_ref());
+                    let event_ref = event.event_ref();
                     let key = TaskKey {
                         index: event.task.index.0,
                         attempt: event.task.attempt.0,
                     };
-                    self.apply_event(key, event.seq.0, event.kind);
+                    match self.apply_event(key, event.seq.0, event.kind) {
+                        Applied::Yes => acks.push(event_ref),
+                        Applied::Gap => {
+                            tracing::warn!(agent = %self.setup.name, task = key.index, seq = event_ref.seq.0, "event out of sequence: protocol error, reconnecting");
+                            gap = true;
+                        }
+                    }
                 }
                 if !acks.is_empty() {
                     self.send(ToAgent::Ack(AckMsg { acks }));
                 }
+                if gap {
+                    self.kick.notify_one();
+                }
             }
             Incoming::Frame(FromAgent::Error(e)) => {
-                tracing::warn!(agent = %self.setup.name, message = %e.message, "agent reported an error");
+                tracing::warn!(agent = %self.setup.name, message = ?e.message, "agent reported an error");
+                // An offered file it cannot send: the attempt is not waited on for it.
+                if let Some(file) = e
+                    .file
+                    .filter(|f| f.sweep_id.as_str() == self.setup.sweep_id)
+                {
+                    let key = TaskKey {
+                        index: file.task.index.0,
+                        attempt: file.task.attempt.0,
+                    };
+                    if self.offers.lock().paths(key).contains(&file.path) {
+                        let why = format!("{} could not send it: {:?}", self.setup.name, e.message);
+                        self.file_failed(key, &file.path, why);
+                    }
+                }
             }
             Incoming::Frame(FromAgent::Heartbeat(health)) => {
                 let low = disk_low(&health, self.setup.min_free_disk);
@@ -754,45 +925,35 @@ impl Handler<Incoming> for AgentSource {
                     }
                 }
             }
-            Incoming::File(result) => {
-                let (key, path) = match result {
-                    Ok(received) => {
-                        let h = &received.header;
-                        let key = TaskKey {
-                            index: h.task.index.0,
-                            attempt: h.task.attempt.0,
-                        };
-                        let offered = self
-                            .attempts
-                            .get(&key)
-                            .and_then(|a| a.awaiting.get(&h.path))
-                            .is_some_and(|(size, sha)| *size == h.size && *sha == h.sha256);
-                        if !offered {
-                            // Verified bytes, but not a file this attempt offered: not kept.
-                            let _ = std::fs::remove_file(&received.path);
-                            tracing::warn!(path = %h.path, "refused a result file that was not offered");
-                            return;
-                        }
-                        (key, h.path.clone())
-                    }
-                    Err(e) => {
-                        tracing::warn!(agent = %self.setup.name, error = %e, "result file refused");
-                        // Without a readable header the file cannot be attributed; the attempt
-                        // then waits for the others, which the agent resends on a new fetch.
-                        return;
-                    }
-                };
-                if let Some(attempt) = self.attempts.get_mut(&key) {
-                    attempt.awaiting.remove(&path);
-                    if attempt.awaiting.is_empty() {
-                        self.send(ToAgent::ResultsDone(ResultsDoneMsg {
-                            sweep_id: SweepId(self.setup.sweep_id.clone()),
-                            task: Self::task_ref(key),
-                        }));
-                    }
-                }
-                self.maybe_finish(key);
+            Incoming::File(arrival) => self.file_arrival(arrival),
+        }
+    }
+}
+
+impl AgentSource {
+    /// Settles what a file stream brought. A stream that was not claimed against an offer wrote
+    /// nothing and changes nothing.
+    fn file_arrival(&mut self, arrival: Arrival) {
+        let header = match (arrival.claimed, arrival.header, &arrival.outcome) {
+            (true, Some(header), _) => header,
+            (_, header, outcome) => {
+                let error = outcome.as_ref().err().map(|e| e.to_string());
+                tracing::warn!(agent = %self.setup.name, path = ?header.map(|h| h.path), error = ?error, "result file refused; nothing written");
+                return;
             }
+        };
+        let key = TaskKey {
+            index: header.task.index.0,
+            attempt: header.task.attempt.0,
+        };
+        match arrival.outcome {
+            Ok(_) => self.file_arrived(key, &header.path),
+            Err(e) if e.is_interruption() => {
+                // The connection dropped: asked for again when it is back (`Incoming::Up`).
+                tracing::info!(agent = %self.setup.name, error = %e, "result transfer broke off");
+                self.offers.lock().release(key, &header.path);
+            }
+            Err(e) => self.file_failed(key, &header.path, e.to_string()),
         }
     }
 }
@@ -853,6 +1014,10 @@ struct Dial {
     sweep_id: String,
     /// Where received result files go (`tasks/<task>/`).
     paths: SweepPaths,
+    /// What may be received: a file stream is claimed against it before anything is written.
+    offers: SharedOffers,
+    /// Drop the connection now (see `AgentSource::kick`).
+    kick: Arc<Notify>,
 }
 
 /// Connection liveness: QUIC keep-alives every 2 s, the connection declared dead after 10 s of
@@ -1009,18 +1174,34 @@ async fn session(
             ended = &mut reader.0 => {
                 return Err(ended.unwrap_or_else(|e| format!("reading from {} failed: {e}", dial.name)).into());
             }
+            () = dial.kick.notified() => {
+                conn.close(1u32.into(), b"protocol error");
+                return Err(format!("{} broke the protocol (an event out of sequence); reconnecting", dial.name).into());
+            }
             stream = conn.accept_uni() => {
                 let mut stream = stream.map_err(|e| format!("connection to {} lost: {e}", dial.name))?;
                 let actor = actor.clone();
                 let sweep_id = sweep_id.clone();
                 let paths = paths.clone();
+                let offers = dial.offers.clone();
                 tokio::spawn(async move {
-                    let result = receive_file(&mut stream, |h| {
-                        (h.sweep_id.as_str() == sweep_id)
-                            .then(|| paths.task_dir(h.task.index.0))
-                    })
-                    .await;
-                    actor.do_send(Incoming::File(result));
+                    let accept = |h: &FileHeader| {
+                        if h.sweep_id.as_str() != sweep_id {
+                            return Err(format!("it is of sweep {:?}, not this one", h.sweep_id.as_str()));
+                        }
+                        let key = TaskKey {
+                            index: h.task.index.0,
+                            attempt: h.task.attempt.0,
+                        };
+                        offers
+                            .lock()
+                            .claim(key, &h.path, h.size, &h.sha256, Instant::now())
+                            .map_err(|e| e.to_string())?;
+                        Ok(paths.task_dir(key.index))
+                    };
+                    let progress = || offers.lock().progress(Instant::now());
+                    let arrival = receive_file(&mut stream, accept, progress, RESULT_STALL).await;
+                    actor.do_send(Incoming::File(arrival));
                 });
             }
         }

@@ -195,8 +195,14 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
             free_inodes: Some(12),
         }),
         FromAgent::Pong(PongMsg { nonce: 0xdead_beef }),
+        FromAgent::Error(ErrorMsg::new("unknown sweep sweep_x")),
         FromAgent::Error(ErrorMsg {
-            message: "unknown sweep sweep_x".into(),
+            message: "cannot send result \"results/a.txt\": it changed since it was offered".into(),
+            file: Some(FileRef {
+                sweep_id: sweep(),
+                task: task(2, 1),
+                path: "results/a.txt".into(),
+            }),
         }),
         FromAgent::Attached(AttachedMsg {
             sweep_id: sweep(),
@@ -438,7 +444,18 @@ pub fn from_agent() -> impl Strategy<Value = FromAgent> {
                 },
             ),
         any::<u64>().prop_map(|nonce| FromAgent::Pong(PongMsg { nonce })),
-        text().prop_map(|message| FromAgent::Error(ErrorMsg { message })),
+        (
+            text(),
+            proptest::option::of((sweep_id(), task_ref(), text()))
+        )
+            .prop_map(|(message, file)| FromAgent::Error(ErrorMsg {
+                message,
+                file: file.map(|(sweep_id, task, path)| FileRef {
+                    sweep_id,
+                    task,
+                    path
+                }),
+            })),
         (sweep_id(), vec(task_ref(), 0..4))
             .prop_map(|(sweep_id, unknown)| FromAgent::Attached(AttachedMsg { sweep_id, unknown })),
     ]
