@@ -7,7 +7,7 @@
 use crate::identity::{AuthorizedKeys, Identity};
 use crate::runner::{FetchItem, FetchPlan, Runner, RunnerOptions, SessionClaims};
 use crate::tls::{self, TransportOptions};
-use crate::wire::{read_frame, write_message};
+use crate::wire::{read_frame, write_message, WireError};
 use anyhow::Context as _;
 use hsm_protocol::{
     decode, negotiate, AgentInfo, AttachedMsg, ErrorMsg, EventsMsg, FileHeader, FileRef, FromAgent,
@@ -151,18 +151,43 @@ impl Server {
                 }
             });
         }
+        let refusals = tls::RefusalLog::start();
+        let limits = tls::ConnectionLimits::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
+                    let remote = incoming.remote_address();
+                    let Some(handshake) = limits.handshake() else {
+                        incoming.refuse();
+                        refusals.note(remote, "too many handshakes", || format!(
+                            "refused a connection from {remote}: {} handshakes are \
+                             already in progress",
+                            tls::MAX_HANDSHAKES
+                        ));
+                        continue;
+                    };
                     let options = self.options.clone();
                     let runner = runner.clone();
                     let sessions = Arc::clone(&sessions);
+                    let refusals = Arc::clone(&refusals);
+                    let limits = limits.clone();
                     tokio::spawn(async move {
-                        let remote = incoming.remote_address();
-                        match incoming.await {
+                        let accepted = incoming.await;
+                        drop(handshake);
+                        match accepted {
                             Ok(conn) => {
+                                let Some(_session) = limits.session() else {
+                                    conn.close(tls::BUSY, b"agent busy: too many coordinator connections");
+                                    refusals.note(remote, "too many connections", || format!(
+                                        "refused coordinator {} from {remote}: {} connections \
+                                         are already open",
+                                        tls::peer_fingerprint(&conn).unwrap_or_default(),
+                                        tls::MAX_SESSIONS
+                                    ));
+                                    return;
+                                };
                                 let peer = tls::peer_fingerprint(&conn).unwrap_or_default();
                                 tracing::info!(%remote, coordinator = %peer, "coordinator connected");
                                 sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -190,7 +215,7 @@ impl Server {
                                 }
                                 sessions.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                             }
-                            Err(e) => tracing::warn!("{}", tls::explain_accept_error(&e, remote)),
+                            Err(e) => refusals.refused(&e, remote),
                         }
                     });
                 }
@@ -232,6 +257,9 @@ async fn cancel_when_alone(
         }
     }
 }
+
+/// Longest wait, when a session ends, for the coordinator to acknowledge the last frames.
+const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 /// Events per `Events` frame at most.
 const BATCH_EVENTS: usize = 1024;
@@ -315,8 +343,15 @@ async fn read_loop(
 ) -> anyhow::Result<()> {
     let error = |message: String| FromAgent::Error(ErrorMsg::new(message));
     loop {
-        let Some(frame) = read_frame(&mut recv, MAX_FRAME).await? else {
-            return Ok(());
+        let frame = match read_frame(&mut recv, MAX_FRAME).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(e @ (WireError::TooLarge { .. } | WireError::Truncated)) => {
+                // Framing broken by the peer: say why before closing, as for a malformed body.
+                let _ = replies.send(error(format!("malformed frame: {e}"))).await;
+                anyhow::bail!("malformed frame from the coordinator: {e}");
+            }
+            Err(e) => return Err(e.into()),
         };
         // A closed channel means the writer is gone, so the session ends anyway.
         match decode::<ToAgent>(&frame) {
@@ -401,7 +436,12 @@ async fn write_loop(
             reply = replies.recv() => match reply {
                 Some(reply) => send_frame(&mut send, &reply).await?,
                 None => {
+                    // The reader is done, perhaps after a malformed message whose `Error` reply
+                    // was just written: the connection closes when the session ends, and a close
+                    // discards data not yet delivered. Wait (bounded) for the coordinator to
+                    // acknowledge everything, or to close first.
                     let _ = send.finish();
+                    let _ = tokio::time::timeout(FLUSH_LIMIT, send.stopped()).await;
                     return Ok(());
                 }
             },

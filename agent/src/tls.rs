@@ -37,6 +37,9 @@ use crate::identity::{fingerprint, fingerprints_in, parse_fingerprint, Identity,
 
 pub use crate::identity::AuthorizeFn;
 
+mod refusals;
+pub use refusals::{RefusalKey, RefusalLimiter, RefusalLog, Summary, Verdict, SUMMARY_EVERY};
+
 /// ALPN protocol identifier of hsm's QUIC protocol, version 1.
 pub const ALPN: &[u8] = b"hsm/1";
 
@@ -93,7 +96,25 @@ impl Default for TransportOptions {
     }
 }
 
-fn transport_config(options: TransportOptions) -> Result<Arc<quinn::TransportConfig>, TlsError> {
+/// Which end of the connection a transport configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The agent: the coordinator opens one bidirectional control stream and nothing else.
+    Agent,
+    /// The coordinator: the agent opens one unidirectional stream per result file.
+    Coordinator,
+}
+
+/// Result-file streams an agent may have open towards a coordinator at once. Each holds up to a
+/// stream receive window of unread data on the coordinator (quinn's default, 1.25 MB) plus the
+/// header being read, so this bounds what one agent connection can make the coordinator hold;
+/// the agent's `open_uni` waits for a free one, which costs nothing while files stream.
+pub const RESULT_STREAMS: u32 = 32;
+
+fn transport_config(
+    options: TransportOptions,
+    side: Side,
+) -> Result<Arc<quinn::TransportConfig>, TlsError> {
     if options.idle_timeout.is_zero() {
         return Err(TlsError::Transport("idle timeout must not be zero".into()));
     }
@@ -112,6 +133,14 @@ fn transport_config(options: TransportOptions) -> Result<Arc<quinn::TransportCon
     let mut config = quinn::TransportConfig::default();
     config.max_idle_timeout(Some(idle));
     config.keep_alive_interval((!options.keep_alive.is_zero()).then_some(options.keep_alive));
+    // What the peer may open towards us: exactly what the protocol uses. quinn's default of 100
+    // of each let a peer make us buffer a stream window on every stream we never read.
+    let (bidi, uni) = match side {
+        Side::Agent => (1u32, 0u32),
+        Side::Coordinator => (0, RESULT_STREAMS),
+    };
+    config.max_concurrent_bidi_streams(bidi.into());
+    config.max_concurrent_uni_streams(uni.into());
     Ok(Arc::new(config))
 }
 
@@ -180,7 +209,9 @@ impl ClientCertVerifier for CoordinatorVerifier {
         if (self.is_authorized)(&fp) {
             Ok(ClientCertVerified::assertion())
         } else {
-            tracing::warn!(fingerprint = %fp, "refused coordinator {fp}: not in authorized_coordinators");
+            // Debug only: the accept loop logs the refusal with the peer's address, collapsing
+            // repeats (`RefusalLog`); a warning here too doubled every line of a retry storm.
+            tracing::debug!(fingerprint = %fp, "refused coordinator {fp}: not in authorized_coordinators");
             Err(refusal(format!(
                 "coordinator {fp} {NOT_AUTHORIZED} — run `{}`",
                 authorize_command(&fp)
@@ -288,7 +319,7 @@ pub fn server_config(
     tls.send_tls13_tickets = 0;
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(tls))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport_config(transport)?);
+    config.transport_config(transport_config(transport, Side::Agent)?);
     Ok(config)
 }
 
@@ -316,7 +347,7 @@ pub fn client_config(
     tls.enable_early_data = false;
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport_config(transport)?);
+    config.transport_config(transport_config(transport, Side::Coordinator)?);
     Ok(config)
 }
 
@@ -570,6 +601,47 @@ pub fn explain_connect_error(
     }
 }
 
+/// Handshakes in progress at once; more incoming connections are refused until some finish.
+/// Unauthenticated peers start handshakes, so this bounds what they can make the agent hold.
+pub const MAX_HANDSHAKES: usize = 128;
+/// Authenticated connections at once (a connection per running sweep, plus `agent ping`s).
+/// Each may hold a control-stream window and a frame being received.
+pub const MAX_SESSIONS: usize = 128;
+/// The application close code for a connection refused because the agent is at `MAX_SESSIONS`.
+pub const BUSY: quinn::VarInt = quinn::VarInt::from_u32(2);
+
+/// How many handshakes and sessions an agent serves at once; a permit is given back when dropped.
+#[derive(Clone)]
+pub struct ConnectionLimits {
+    handshakes: Arc<tokio::sync::Semaphore>,
+    sessions: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits::new()
+    }
+}
+
+impl ConnectionLimits {
+    pub fn new() -> ConnectionLimits {
+        ConnectionLimits {
+            handshakes: Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES)),
+            sessions: Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS)),
+        }
+    }
+
+    /// A handshake slot, `None` when all are taken.
+    pub fn handshake(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.handshakes).try_acquire_owned().ok()
+    }
+
+    /// A session slot, `None` when all are taken.
+    pub fn session(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.sessions).try_acquire_owned().ok()
+    }
+}
+
 /// The state dir `hsm-agent authorize` must be told about (`--state-dir`) because it is not the
 /// default one; set once by `hsm-agent serve`.
 static AUTHORIZE_STATE_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -585,6 +657,26 @@ pub fn authorize_command(fp: &str) -> String {
     match AUTHORIZE_STATE_DIR.get() {
         Some(dir) => format!("hsm-agent authorize {fp} --state-dir {}", dir.display()),
         None => format!("hsm-agent authorize {fp}"),
+    }
+}
+
+/// A short name of why an incoming handshake failed, for collapsing repeats in the log.
+pub fn accept_error_cause(err: &quinn::ConnectionError) -> &'static str {
+    use quinn::ConnectionError as E;
+    match err {
+        E::TransportError(local) if local.reason.contains(NOT_AUTHORIZED) => "not authorized",
+        E::TransportError(local) if tls_alert(local.code) == Some(51) => "certificate without key",
+        E::TransportError(_) => "transport error",
+        E::ConnectionClosed(close) => match tls_alert(close.error_code) {
+            Some(alert) if is_certificate_refusal(alert) => "refused this agent",
+            _ => "closed by the peer",
+        },
+        E::ApplicationClosed(_) => "closed by the peer",
+        E::TimedOut => "timed out",
+        E::Reset => "reset",
+        E::VersionMismatch => "QUIC version mismatch",
+        E::LocallyClosed => "closed locally",
+        E::CidsExhausted => "connection ids exhausted",
     }
 }
 

@@ -302,10 +302,12 @@ async fn unauthorized_coordinator_is_refused_in_the_handshake() {
             agent.events.try_recv().is_err(),
             "no connection was accepted"
         );
+        // The verifier itself only logs at debug level: the agent's accept loop logs the refusal
+        // (with the peer's address, repeats collapsed), so a warning here would double it.
         let logged = logs.text();
         assert!(
-            logged.contains(&format!("refused coordinator {own}")),
-            "warning not logged: {logged}"
+            !logged.contains(&format!("refused coordinator {own}")),
+            "the verifier warned as well: {logged}"
         );
 
         coordinator.stop().await;
