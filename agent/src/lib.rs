@@ -8,5 +8,6 @@ pub mod process;
 pub mod runner;
 pub mod scheduler;
 pub mod server;
+pub mod strict;
 pub mod tls;
 pub mod wire;
