@@ -4,6 +4,7 @@
 pub mod hpc;
 pub mod identity;
 pub mod ledger;
+pub mod owners;
 pub mod process;
 pub mod runner;
 pub mod scheduler;
