@@ -657,7 +657,7 @@ impl Runner {
         state.queue.retain(|id| !held.contains(id));
         state.hpc_queue.retain(|id| !held.contains(id));
         tracing::info!(
-            sweep = %sweep,
+            sweep = %display_safe(sweep.as_str()),
             tasks = waiting.len(),
             "its coordinator is gone: queued tasks wait until it confirms them"
         );
@@ -1528,6 +1528,8 @@ impl Runner {
 
     /// The files a `FetchResults` asks for, checked against the attempt's offer.
     pub fn fetch_plan(&self, msg: &FetchMsg) -> Result<FetchPlan, String> {
+        // The coordinator's text, in messages that are logged here and shown there.
+        let sweep = display_safe(msg.sweep_id.as_str());
         let state = self.lock();
         let key = SweepTaskRef {
             sweep_id: msg.sweep_id.clone(),
@@ -1540,13 +1542,13 @@ impl Runner {
             .ok_or_else(|| {
                 format!(
                     "cannot send results of task {} attempt {} of sweep {}: unknown here",
-                    msg.task.index, msg.task.attempt, msg.sweep_id
+                    msg.task.index, msg.task.attempt, sweep
                 )
             })?;
         if record.phase != Phase::Finished {
             return Err(format!(
                 "cannot send results of task {} attempt {} of sweep {}: it has not finished",
-                msg.task.index, msg.task.attempt, msg.sweep_id
+                msg.task.index, msg.task.attempt, sweep
             ));
         }
         let wanted: Vec<&FileOffer> = if msg.paths.is_empty() {
@@ -1554,7 +1556,8 @@ impl Runner {
         } else {
             let mut wanted = Vec::new();
             for path in &msg.paths {
-                check_relative_path(path).map_err(|e| format!("refused fetch: {e}"))?;
+                check_relative_path(path)
+                    .map_err(|e| format!("refused fetch: {}", display_safe(&e.to_string())))?;
                 let offer = record
                     .offered
                     .iter()
@@ -1563,7 +1566,7 @@ impl Runner {
                         format!(
                             "refused fetch: {path:?} was not offered by task {} attempt {} of \
                              sweep {}",
-                            msg.task.index, msg.task.attempt, msg.sweep_id
+                            msg.task.index, msg.task.attempt, sweep
                         )
                     })?;
                 wanted.push(offer);
