@@ -76,6 +76,9 @@ pub enum IdentityError {
          run `chmod 600 {path}` and try again"
     )]
     TrustFilePermissions { path: PathBuf, mode: u32 },
+    /// The state directory, a parent of it or a file in it can be changed by another user.
+    #[error(transparent)]
+    Unsafe(#[from] crate::strict::StrictError),
     /// A file does not contain the expected PEM block.
     #[error("{path} is not a valid {what}: {reason}")]
     Pem {
@@ -424,9 +427,12 @@ pub struct AuthorizedKeys {
 }
 
 impl AuthorizedKeys {
-    /// Reads `<dir>/authorized_coordinators`. A missing file is an empty list. A file writable by
-    /// group or others is refused (anyone could add themselves), like ssh's StrictModes.
+    /// Reads `<dir>/authorized_coordinators`. A missing file is an empty list. Like ssh's
+    /// StrictModes, a file writable by group or others, or owned by another user, is refused
+    /// (anyone could add themselves), and so is a file in a directory another user can change
+    /// (they could swap it for their own): see [`crate::strict`].
     pub fn load(dir: &Path) -> Result<AuthorizedKeys, IdentityError> {
+        crate::strict::check_dirs(dir)?;
         let path = dir.join(AUTHORIZED_FILE);
         let mut file = match File::open(&path) {
             Ok(file) => file,
@@ -437,6 +443,7 @@ impl AuthorizedKeys {
         if mode & 0o022 != 0 {
             return Err(IdentityError::TrustFilePermissions { path, mode });
         }
+        crate::strict::check_open_file(&file, &path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io_err(&path))?;
         let mut fingerprints = BTreeSet::new();

@@ -30,7 +30,9 @@ use std::sync::Arc;
 pub const LEDGER_FILE: &str = "ledger.db";
 /// Operations applied per transaction at most (a burst of thousands is split).
 const MAX_BATCH: usize = 20_000;
-const SCHEMA_VERSION: i64 = 1;
+/// 2: the `sweeps` table (each sweep's owner). A version-1 ledger is upgraded in place: its
+/// sweeps have no owner and belong to the first coordinator that addresses them.
+const SCHEMA_VERSION: i64 = 2;
 
 /// A task attempt as the ledger knows it: sweep, task index, attempt.
 pub type Key = (String, u64, u32);
@@ -122,6 +124,8 @@ pub struct StoredEvent {
 pub struct Recovered {
     pub tasks: Vec<StoredTask>,
     pub events: Vec<StoredEvent>,
+    /// Each sweep's owner: the fingerprint of the coordinator identity that submitted it.
+    pub owners: Vec<(String, String)>,
 }
 
 /// A change to record.
@@ -145,6 +149,8 @@ pub enum Op {
     },
     Ack(Key, u64),
     Forget(Key),
+    /// A sweep now belongs to a coordinator identity (sweep id, fingerprint); never changes.
+    Owner(String, String),
     /// Answered once everything sent before it is committed.
     Barrier(mpsc::Sender<()>),
 }
@@ -201,14 +207,26 @@ impl Ledger {
                      CREATE TABLE IF NOT EXISTS events (
                         id INTEGER PRIMARY KEY, sweep_id TEXT NOT NULL, idx INTEGER NOT NULL,
                         attempt INTEGER NOT NULL, seq INTEGER NOT NULL, kind BLOB NOT NULL,
-                        UNIQUE (sweep_id, idx, attempt, seq));",
+                        UNIQUE (sweep_id, idx, attempt, seq));
+                     CREATE TABLE IF NOT EXISTS sweeps (
+                        sweep_id TEXT PRIMARY KEY, owner TEXT NOT NULL);",
                 )
             })
             .map_err(err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
-        if version == 0 {
+        if version > SCHEMA_VERSION {
+            return Err(err(rusqlite::Error::ToSqlConversionFailure(
+                format!(
+                    "schema version {version} is newer than this hsm-agent knows \
+                     ({SCHEMA_VERSION}): upgrade hsm-agent"
+                )
+                .into(),
+            )));
+        }
+        // Version 1 gained the `sweeps` table above; nothing else changed.
+        if version < SCHEMA_VERSION {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
                 .map_err(err)?;
         }
@@ -350,6 +368,11 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Recovered> {
             Some(kind) => recovered.events.push(StoredEvent { key, seq, kind }),
             None => tracing::warn!(?key, seq, "unreadable event in the ledger; skipped"),
         }
+    }
+    let mut stmt = conn.prepare("SELECT sweep_id, owner FROM sweeps")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        recovered.owners.push(row?);
     }
     Ok(recovered)
 }
@@ -524,6 +547,12 @@ fn apply_batch(
                 *at = (*at).max(seq);
             }
             Op::Forget(_) => {}
+            Op::Owner(sweep, owner) => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO sweeps (sweep_id, owner) VALUES (?1, ?2)",
+                )?
+                .execute(params![sweep, owner])?;
+            }
         }
     }
     for (key, u) in updates {
@@ -605,6 +634,80 @@ mod tests {
         let (ledger, recovered) =
             Ledger::open(dir, Box::new(move |gen| d.store(gen, Ordering::SeqCst))).unwrap();
         (ledger, recovered, durable)
+    }
+
+    #[test]
+    fn sweep_owners_survive_a_reopen_and_never_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, recovered, _) = open(dir.path());
+        assert!(recovered.owners.is_empty());
+        ledger.record(Op::Owner("s1".into(), "sha256:aa".into()));
+        ledger.record(Op::Owner("s1".into(), "sha256:bb".into()));
+        ledger.record(Op::Owner("s2".into(), "sha256:bb".into()));
+        ledger.flush();
+        drop(ledger);
+        let (_ledger, recovered, _) = open(dir.path());
+        let mut owners = recovered.owners;
+        owners.sort();
+        assert_eq!(
+            owners,
+            vec![
+                ("s1".to_string(), "sha256:aa".to_string()),
+                ("s2".to_string(), "sha256:bb".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_version_1_ledger_is_upgraded_in_place_and_keeps_its_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The schema as version 1 wrote it, with one accepted task.
+            let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE tasks (
+                    sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
+                    dir TEXT NOT NULL, template BLOB NOT NULL, args BLOB NOT NULL,
+                    env BLOB NOT NULL, phase INTEGER NOT NULL, cancel INTEGER NOT NULL,
+                    next_seq INTEGER NOT NULL, out_stdout INTEGER NOT NULL,
+                    out_stderr INTEGER NOT NULL, exit BLOB, offered BLOB,
+                    results_done INTEGER NOT NULL, element BLOB,
+                    PRIMARY KEY (sweep_id, idx, attempt));
+                 CREATE TABLE events (
+                    id INTEGER PRIMARY KEY, sweep_id TEXT NOT NULL, idx INTEGER NOT NULL,
+                    attempt INTEGER NOT NULL, seq INTEGER NOT NULL, kind BLOB NOT NULL,
+                    UNIQUE (sweep_id, idx, attempt, seq));
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO tasks VALUES ('s1', 3, 1, '/w/s1/tasks/task_003', ?1, ?2, ?3, 0, 0,
+                    1, 0, 0, NULL, NULL, 0, NULL)",
+                params![
+                    blob(&template()),
+                    blob(&vec!["x=1"]),
+                    blob(&Vec::<(String, String)>::new())
+                ],
+            )
+            .unwrap();
+        }
+        let (ledger, recovered, _) = open(dir.path());
+        assert_eq!(recovered.tasks.len(), 1);
+        assert_eq!(recovered.tasks[0].key, ("s1".to_string(), 3, 1));
+        assert!(
+            recovered.owners.is_empty(),
+            "a version-1 sweep has no owner"
+        );
+        ledger.record(Op::Owner("s1".into(), "sha256:aa".into()));
+        ledger.flush();
+        drop(ledger);
+        let (_ledger, recovered, _) = open(dir.path());
+        assert_eq!(recovered.owners, vec![("s1".into(), "sha256:aa".into())]);
+        let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

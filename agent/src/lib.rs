@@ -4,9 +4,11 @@
 pub mod hpc;
 pub mod identity;
 pub mod ledger;
+pub mod owners;
 pub mod process;
 pub mod runner;
 pub mod scheduler;
 pub mod server;
+pub mod strict;
 pub mod tls;
 pub mod wire;

@@ -228,6 +228,8 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
             let dir = state.resolve()?;
             let (identity, created) = Identity::load_or_create(&dir, "hsm-agent")
                 .with_context(|| format!("identity in {}", dir.display()))?;
+            // `serve` would refuse it: say so now, with the fix.
+            hsm_agent::strict::check_state_dir(&dir).map_err(|e| UsageError(e.to_string()))?;
             let fingerprint = identity::fingerprint(&identity.cert_der);
             if created {
                 eprintln!("created an agent identity in {}", dir.display());
@@ -253,8 +255,11 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
                     "{e} — the coordinator prints its fingerprint with `hsm-coordinator identity`"
                 )))
             })?;
-            let added = AuthorizedKeys::authorize(&dir, &fingerprint)
-                .with_context(|| format!("authorized coordinators in {}", dir.display()))?;
+            let added = AuthorizedKeys::authorize(&dir, &fingerprint).map_err(|e| match e {
+                identity::IdentityError::Unsafe(e) => anyhow::Error::new(UsageError(e.to_string())),
+                e => anyhow::Error::new(e)
+                    .context(format!("authorized coordinators in {}", dir.display())),
+            })?;
             if added {
                 eprintln!("authorized coordinator {fingerprint}");
             } else {
@@ -269,6 +274,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use hsm_agent::server::{host_name, ServeOptions, Server};
     let state_dir = args.state.resolve()?;
     let listen = resolve_listen(&args.listen)?;
+    // Before anything is read from it: a state dir another user can change decides nothing.
+    hsm_agent::strict::check_state_dir(&state_dir).map_err(|e| UsageError(e.to_string()))?;
     // Refusal hints name the state dir when `hsm-agent authorize` would not find it by itself.
     if default_state_dir().ok().as_deref() != Some(state_dir.as_path()) {
         hsm_agent::tls::set_authorize_state_dir(&state_dir);

@@ -24,12 +24,13 @@
 
 use crate::hpc::script::Scheduler;
 use crate::ledger::{self, Key, Ledger, Op, StoredKind, StoredPhase, StoredTask};
+use crate::owners::{self, Decision};
 use crate::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
 use crate::scheduler::{ElementRef, HpcLaunch, PendingElement, SchedulerBackend};
 use hsm_protocol::{
-    check_relative_path, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer, JobScriptMsg,
-    OutcomeMsg, ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef, TaskEventMsg,
-    TaskRef, TemplateMsg, AGENT_OUTPUT_DIR,
+    check_relative_path, display_safe, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer,
+    JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef,
+    TaskEventMsg, TaskRef, TemplateMsg, AGENT_OUTPUT_DIR,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -139,6 +140,9 @@ struct State {
     next_gen: u64,
     /// The disk ledger every change is also recorded in, when the agent has one.
     disk: Option<Ledger>,
+    /// Each sweep's owner: the fingerprint of the coordinator identity that submitted it
+    /// (`owners.rs`). Kept for good, like the ledger's `sweeps` table.
+    owners: HashMap<SweepId, Arc<str>>,
 }
 
 struct Entry {
@@ -305,7 +309,7 @@ impl Runner {
     /// Takes up what the ledger held: queued tasks are queued again, scheduler jobs followed
     /// again, ended tasks finish reporting, finished ones wait for their results to be fetched,
     /// and process tasks that were running are ended and reported lost.
-    fn recover(&self, recovered: ledger::Recovered) {
+    fn recover(&self, mut recovered: ledger::Recovered) {
         // No process task of an earlier run of this agent can be followed now (they were not
         // its children): every one still alive is ended, found by the mark in its environment
         // under this work directory. That includes one spawned in the moment before its
@@ -317,6 +321,14 @@ impl Runner {
             });
             if killed > 0 {
                 tracing::warn!(killed, "ended task processes the previous run left behind");
+            }
+        }
+        {
+            let mut state = self.lock();
+            for (sweep, owner) in std::mem::take(&mut recovered.owners) {
+                state
+                    .owners
+                    .insert(SweepId::from(sweep.as_str()), owner.into());
             }
         }
         if recovered.tasks.is_empty() {
@@ -569,6 +581,44 @@ impl Runner {
         held
     }
 
+    /// Whether coordinator `who` (its fingerprint) may address `sweep`, by the rule of
+    /// `owners.rs`; an unowned sweep is bound to it when the rule says so (and the binding
+    /// recorded in the ledger). `Bind` tells the session that a sweep the agent already held
+    /// became its own, so its earlier events are now this coordinator's to see.
+    pub fn sweep_access(&self, sweep: &SweepId, who: &str, submit: bool) -> Decision {
+        let mut state = self.lock();
+        let owner = state.owners.get(sweep).cloned();
+        let holds = owner.is_none() && state.tasks.values().any(|r| &r.sweep_id == sweep);
+        let decision = owners::decide(owner.as_deref(), who, submit, holds);
+        if decision == Decision::Bind {
+            state.owners.insert(sweep.clone(), who.into());
+            state.log(Op::Owner(sweep.as_str().to_string(), who.to_string()));
+            if holds {
+                tracing::info!(
+                    sweep = %display_safe(sweep.as_str()),
+                    coordinator = %who,
+                    "a sweep from before owners were kept now belongs to the coordinator that took it up"
+                );
+            } else {
+                return Decision::Allow;
+            }
+        }
+        decision
+    }
+
+    /// Attempts of sweeps `who` owns that have not reported `Exited` yet (see [`Runner::held`]).
+    pub fn held_by(&self, who: &str) -> Vec<SweepTaskRef> {
+        let state = self.lock();
+        let mut held: Vec<SweepTaskRef> = state
+            .tasks
+            .values()
+            .filter(|r| r.phase != Phase::Finished && state.owned_by(&r.sweep_id, who))
+            .map(Record::key)
+            .collect();
+        held.sort();
+        held
+    }
+
     /// A coordinator session sent a `Submit` or `Attach` for `sweep`: while it is connected,
     /// that sweep's queued attempts start as slots free up.
     fn claim(&self, sweep: &SweepId) {
@@ -609,7 +659,7 @@ impl Runner {
         state.queue.retain(|id| !held.contains(id));
         state.hpc_queue.retain(|id| !held.contains(id));
         tracing::info!(
-            sweep = %sweep,
+            sweep = %display_safe(sweep.as_str()),
             tasks = waiting.len(),
             "its coordinator is gone: queued tasks wait until it confirms them"
         );
@@ -1324,6 +1374,12 @@ impl Runner {
         self.shared.appended.send_replace(next);
     }
 
+    /// Wakes every session's writer without new events (one that must replay, see
+    /// `server::Sweeps`).
+    pub fn wake_sessions(&self) {
+        self.shared.appended.send_modify(|_| {});
+    }
+
     /// Waits until every change so far is in the disk ledger (no-op without one).
     pub fn flush_ledger(&self) {
         let disk = self.lock().disk.clone();
@@ -1474,6 +1530,8 @@ impl Runner {
 
     /// The files a `FetchResults` asks for, checked against the attempt's offer.
     pub fn fetch_plan(&self, msg: &FetchMsg) -> Result<FetchPlan, String> {
+        // The coordinator's text, in messages that are logged here and shown there.
+        let sweep = display_safe(msg.sweep_id.as_str());
         let state = self.lock();
         let key = SweepTaskRef {
             sweep_id: msg.sweep_id.clone(),
@@ -1486,13 +1544,13 @@ impl Runner {
             .ok_or_else(|| {
                 format!(
                     "cannot send results of task {} attempt {} of sweep {}: unknown here",
-                    msg.task.index, msg.task.attempt, msg.sweep_id
+                    msg.task.index, msg.task.attempt, sweep
                 )
             })?;
         if record.phase != Phase::Finished {
             return Err(format!(
                 "cannot send results of task {} attempt {} of sweep {}: it has not finished",
-                msg.task.index, msg.task.attempt, msg.sweep_id
+                msg.task.index, msg.task.attempt, sweep
             ));
         }
         let wanted: Vec<&FileOffer> = if msg.paths.is_empty() {
@@ -1500,7 +1558,8 @@ impl Runner {
         } else {
             let mut wanted = Vec::new();
             for path in &msg.paths {
-                check_relative_path(path).map_err(|e| format!("refused fetch: {e}"))?;
+                check_relative_path(path)
+                    .map_err(|e| format!("refused fetch: {}", display_safe(&e.to_string())))?;
                 let offer = record
                     .offered
                     .iter()
@@ -1509,7 +1568,7 @@ impl Runner {
                         format!(
                             "refused fetch: {path:?} was not offered by task {} attempt {} of \
                              sweep {}",
-                            msg.task.index, msg.task.attempt, msg.sweep_id
+                            msg.task.index, msg.task.attempt, sweep
                         )
                     })?;
                 wanted.push(offer);
@@ -1602,14 +1661,15 @@ impl Runner {
         self.shared.appended.subscribe()
     }
 
-    /// Unacknowledged events from ledger position `cursor` on, at most `max_events` and about
-    /// `max_output` output bytes (at least one event when any is pending), and the cursor after
-    /// them.
+    /// Unacknowledged events of the sweeps coordinator `who` owns, from ledger position
+    /// `cursor` on, at most `max_events` and about `max_output` output bytes (at least one event
+    /// when any is pending), and the cursor after them (past other sweeps' events too).
     pub fn events_from(
         &self,
         cursor: u64,
         max_events: usize,
         max_output: usize,
+        who: &str,
     ) -> (Vec<TaskEventMsg>, u64) {
         let state = self.lock();
         let mut out = Vec::new();
@@ -1622,20 +1682,27 @@ impl Runner {
             {
                 break;
             }
+            next = gen + 1;
+            if !state.owned_by(&entry.event.sweep_id, who) {
+                continue;
+            }
             bytes += entry.output_bytes;
             out.push(entry.event.clone());
-            next = gen + 1;
         }
         (out, next)
     }
 
     /// Whether at least `threshold` output bytes (or many events) wait from `cursor` on; a
     /// session then sends at once instead of waiting to batch more.
-    pub fn pending_is_large(&self, cursor: u64, threshold: usize) -> bool {
+    pub fn pending_is_large(&self, cursor: u64, threshold: usize, who: &str) -> bool {
         let state = self.lock();
         let mut bytes = 0;
         let durable = self.shared.durable.load(Ordering::SeqCst);
-        for (n, (_, entry)) in state.ledger.range(cursor..durable.max(cursor)).enumerate() {
+        let mine = state
+            .ledger
+            .range(cursor..durable.max(cursor))
+            .filter(|(_, entry)| state.owned_by(&entry.event.sweep_id, who));
+        for (n, (_, entry)) in mine.enumerate() {
             bytes += entry.output_bytes;
             if bytes >= threshold || n >= 512 {
                 return true;
@@ -1646,6 +1713,11 @@ impl Runner {
 }
 
 impl State {
+    /// Whether `sweep` belongs to coordinator `who` (an unowned one belongs to nobody yet).
+    fn owned_by(&self, sweep: &SweepId, who: &str) -> bool {
+        self.owners.get(sweep).is_some_and(|owner| **owner == *who)
+    }
+
     /// For a coordinator taking up attempt `id` (`Attach`, or the same attempt submitted
     /// again): a finished attempt whose events were all acknowledged, by a coordinator that may
     /// have died before writing them down, reports its end again. One with events still

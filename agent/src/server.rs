@@ -5,6 +5,7 @@
 //! everything unacknowledged to each new connection) and result files on their own streams.
 
 use crate::identity::{AuthorizedKeys, Identity};
+use crate::owners::{self, Decision};
 use crate::runner::{FetchItem, FetchPlan, Runner, RunnerOptions, SessionClaims};
 use crate::tls::{self, TransportOptions};
 use crate::wire::{read_frame, write_message, WireError};
@@ -191,7 +192,7 @@ impl Server {
                                 let peer = tls::peer_fingerprint(&conn).unwrap_or_default();
                                 tracing::info!(%remote, coordinator = %peer, "coordinator connected");
                                 sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                let ended = session(conn.clone(), &options, &runner).await;
+                                let ended = session(conn.clone(), &options, &runner, &peer).await;
                                 match (ended, conn.close_reason()) {
                                     // The coordinator closed as it does when done (a sweep's
                                     // end, `agent ping`): nothing went wrong.
@@ -200,7 +201,7 @@ impl Server {
                                     {
                                         tracing::info!(
                                             %remote,
-                                            reason = %String::from_utf8_lossy(&close.reason),
+                                            reason = %hsm_protocol::display_safe(&String::from_utf8_lossy(&close.reason)),
                                             "coordinator disconnected"
                                         );
                                     }
@@ -272,12 +273,18 @@ const BATCH_LARGE: usize = 256 * 1024;
 /// 50 ms a 2-slot agent managed 380 tasks/s; at 5 ms the frames still carry many events each.
 const BATCH_DELAY: Duration = Duration::from_millis(5);
 
-/// One coordinator connection: the first bidirectional stream is the control stream.
+/// One coordinator connection: the first bidirectional stream is the control stream. `who` is
+/// the coordinator's fingerprint: it sees and changes only the sweeps it submitted
+/// (`owners.rs`).
 async fn session(
     conn: quinn::Connection,
     options: &ServeOptions,
     runner: &Runner,
+    who: &str,
 ) -> anyhow::Result<()> {
+    // Mutual TLS always gives one; without it no sweep could be told apart from another's.
+    anyhow::ensure!(!who.is_empty(), "the coordinator presented no certificate");
+    let who: Arc<str> = who.into();
     let (mut send, mut recv) = conn
         .accept_bi()
         .await
@@ -291,7 +298,7 @@ async fn session(
         agent_name: options.name.clone(),
         slots: options.slots,
         backend: "process".into(),
-        running: runner.held(),
+        running: runner.held_by(&who),
         work_dir: std::fs::canonicalize(&options.work_dir)
             .unwrap_or_else(|_| options.work_dir.clone())
             .display()
@@ -314,14 +321,19 @@ async fn session(
     // round.
     let (replies_tx, replies) = mpsc::channel(64);
     let claims = SessionClaims::new(runner.clone());
+    let rewind = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut reader = tokio::spawn(read_loop(
         recv,
         conn.clone(),
         runner.clone(),
         claims,
         replies_tx,
+        Sweeps {
+            who: Arc::clone(&who),
+            rewind: Arc::clone(&rewind),
+        },
     ));
-    let written = write_loop(send, options, runner, replies).await;
+    let written = write_loop(send, options, runner, replies, &who, &rewind).await;
     if written.is_err() {
         reader.abort();
     }
@@ -331,8 +343,46 @@ async fn session(
     }
 }
 
+/// The session's coordinator, for the sweep-ownership checks of its requests.
+struct Sweeps {
+    /// Its fingerprint.
+    who: Arc<str>,
+    /// Set when a sweep the agent already held became this coordinator's (a ledger from before
+    /// owners were kept): the writer then replays from the start, since it skipped that sweep's
+    /// earlier events.
+    rewind: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Sweeps {
+    /// Whether this coordinator may `what` sweep `sweep`; the refusal (logged, and the text
+    /// for the coordinator) otherwise.
+    fn check(
+        &self,
+        runner: &Runner,
+        sweep: &SweepId,
+        what: &str,
+        submit: bool,
+    ) -> Result<(), String> {
+        match runner.sweep_access(sweep, &self.who, submit) {
+            Decision::Allow => Ok(()),
+            Decision::Bind => {
+                self.rewind.store(true, std::sync::atomic::Ordering::SeqCst);
+                runner.wake_sessions();
+                Ok(())
+            }
+            Decision::Refuse => {
+                let message = owners::refusal(what, sweep);
+                tracing::warn!(coordinator = %self.who, %message, "request refused");
+                Err(message)
+            }
+        }
+    }
+}
+
 /// Applies what the coordinator sends; replies go to the writer. Ends when the coordinator
 /// finishes its side of the control stream, or on a malformed frame (after saying why).
+/// Requests for a sweep another coordinator identity submitted are refused with an `Error`
+/// and change nothing.
 async fn read_loop(
     mut recv: quinn::RecvStream,
     conn: quinn::Connection,
@@ -340,6 +390,7 @@ async fn read_loop(
     // Unclaims this session's sweeps when the reader ends (the session is over).
     claims: SessionClaims,
     replies: mpsc::Sender<FromAgent>,
+    sweeps: Sweeps,
 ) -> anyhow::Result<()> {
     let error = |message: String| FromAgent::Error(ErrorMsg::new(message));
     loop {
@@ -361,14 +412,60 @@ async fn read_loop(
                     .await;
             }
             Ok(ToAgent::Submit(submit)) => {
+                if let Err(refused) = sweeps.check(&runner, &submit.sweep_id, "submission", true) {
+                    let _ = replies.send(error(refused)).await;
+                    continue;
+                }
                 claims.claim(&submit.sweep_id);
                 for refusal in runner.submit(submit) {
                     tracing::warn!(%refusal, "submission refused");
                     let _ = replies.send(error(refusal)).await;
                 }
             }
-            Ok(ToAgent::Cancel(cancel)) => runner.cancel(&cancel),
-            Ok(ToAgent::Ack(ack)) => runner.ack(&ack.acks),
+            Ok(ToAgent::Cancel(cancel)) => {
+                match sweeps.check(&runner, &cancel.sweep_id, "cancel", false) {
+                    Ok(()) => runner.cancel(&cancel),
+                    Err(refused) => {
+                        let _ = replies.send(error(refused)).await;
+                    }
+                }
+            }
+            Ok(ToAgent::Ack(mut ack)) => {
+                // Checked once per sweep named (a batch usually names one).
+                let mut refused: Vec<SweepId> = Vec::new();
+                let mut allowed: Vec<SweepId> = Vec::new();
+                ack.acks.retain(|event| {
+                    if allowed.contains(&event.sweep_id) {
+                        return true;
+                    }
+                    if refused.contains(&event.sweep_id) {
+                        return false;
+                    }
+                    let ok = sweeps
+                        .check(&runner, &event.sweep_id, "acknowledgement", false)
+                        .is_ok();
+                    if ok {
+                        allowed.push(event.sweep_id.clone());
+                    } else {
+                        refused.push(event.sweep_id.clone());
+                    }
+                    ok
+                });
+                runner.ack(&ack.acks);
+                for sweep in refused {
+                    let _ = replies
+                        .send(error(owners::refusal("acknowledgement", &sweep)))
+                        .await;
+                }
+            }
+            Ok(ToAgent::FetchResults(fetch))
+                if sweeps
+                    .check(&runner, &fetch.sweep_id, "fetch of results", false)
+                    .is_err() =>
+            {
+                let refused = owners::refusal("fetch of results", &fetch.sweep_id);
+                let _ = replies.send(error(refused)).await;
+            }
             Ok(ToAgent::FetchResults(fetch)) => match runner.fetch_plan(&fetch) {
                 Ok(plan) => {
                     tokio::spawn(send_files(
@@ -384,8 +481,27 @@ async fn read_loop(
                     let _ = replies.send(error(message)).await;
                 }
             },
-            Ok(ToAgent::ResultsDone(done)) => runner.results_done(&done),
+            Ok(ToAgent::ResultsDone(done)) => {
+                match sweeps.check(&runner, &done.sweep_id, "results done", false) {
+                    Ok(()) => runner.results_done(&done),
+                    Err(refused) => {
+                        let _ = replies.send(error(refused)).await;
+                    }
+                }
+            }
             Ok(ToAgent::Attach(attach)) => {
+                if let Err(refused) = sweeps.check(&runner, &attach.sweep_id, "attach", false) {
+                    // Answered too, so a coordinator waiting for `Attached` is not left
+                    // waiting: for it, the agent holds none of these.
+                    let _ = replies.send(error(refused)).await;
+                    let _ = replies
+                        .send(FromAgent::Attached(AttachedMsg {
+                            sweep_id: attach.sweep_id,
+                            unknown: attach.tasks,
+                        }))
+                        .await;
+                    continue;
+                }
                 claims.claim(&attach.sweep_id);
                 let unknown = runner.attach(&attach);
                 let _ = replies
@@ -397,6 +513,8 @@ async fn read_loop(
             }
             Err(e) => {
                 // A peer that sends garbage after authenticating is broken: say why, close.
+                // The decoder's message can quote the peer's bytes (variant names).
+                let e = hsm_protocol::display_safe(&e.to_string()).into_owned();
                 let _ = replies.send(error(format!("malformed message: {e}"))).await;
                 anyhow::bail!("malformed message from the coordinator: {e}");
             }
@@ -411,6 +529,9 @@ async fn write_loop(
     options: &ServeOptions,
     runner: &Runner,
     mut replies: mpsc::Receiver<FromAgent>,
+    // Only this coordinator's sweeps' events are sent.
+    who: &str,
+    rewind: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<()> {
     // A first heartbeat right away, so `agent ping` shows health without waiting.
     send_frame(
@@ -424,13 +545,17 @@ async fn write_loop(
     let mut heartbeat = tokio::time::interval(options.heartbeat_every);
     heartbeat.tick().await;
     loop {
+        if rewind.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            cursor = 0;
+        }
         loop {
-            let (events, next) = runner.events_from(cursor, BATCH_EVENTS, BATCH_OUTPUT);
+            let (events, next) = runner.events_from(cursor, BATCH_EVENTS, BATCH_OUTPUT, who);
+            // Past other sweeps' events even when none of ours came.
+            cursor = next;
             if events.is_empty() {
                 break;
             }
             send_frame(&mut send, &FromAgent::Events(EventsMsg { events })).await?;
-            cursor = next;
         }
         tokio::select! {
             reply = replies.recv() => match reply {
@@ -452,7 +577,7 @@ async fn write_loop(
                 if changed.is_err() {
                     return Ok(());
                 }
-                if !runner.pending_is_large(cursor, BATCH_LARGE) {
+                if !runner.pending_is_large(cursor, BATCH_LARGE, who) {
                     tokio::time::sleep(BATCH_DELAY).await;
                 }
             }

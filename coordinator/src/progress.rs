@@ -224,7 +224,8 @@ pub fn change_line(change: &Change, outcome: &Outcome, task_width: usize) -> Opt
         .as_deref()
         .map(|s| format!(", {s}"))
         .unwrap_or_default();
-    let reason = change.reason.as_deref().unwrap_or("no reason given");
+    // A reason may quote an agent's message or a task's stderr: one escaped line.
+    let reason = hsm_protocol::display_safe(change.reason.as_deref().unwrap_or("no reason given"));
     match outcome {
         Outcome::Failed => Some(format!(
             "{name} failed (attempt {}{source}): {reason}",
@@ -551,6 +552,21 @@ mod tests {
                 "task_002 failed (attempt 1, gpu1): exit code 2 (will retry)",
                 "task_003 attempt 1 lost with gpu1: runs again as a new attempt (no retry used)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_reason_from_an_agent_is_one_escaped_line() {
+        let forged = change(
+            1,
+            TaskStatus::Failed,
+            Some("could not start: x\r\nFORGED: all tasks completed\x1b]0;t\x07"),
+        );
+        let line = change_line(&forged, &Outcome::Failed, 3).unwrap();
+        assert_eq!(
+            line,
+            "task_001 failed (attempt 1, gpu1): could not start: \
+             x\\r\\nFORGED: all tasks completed\\x1b]0;t\\x07"
         );
     }
 }

@@ -110,10 +110,11 @@ pub fn negotiate(hello: &Hello, agent: AgentInfo) -> Result<Welcome, Reject> {
         } else {
             "coordinator"
         };
+        // The peer's text: the agent logs this reason too.
         let coordinator_version = if hello.coordinator_version.is_empty() {
-            "unknown"
+            "unknown".into()
         } else {
-            hello.coordinator_version.as_str()
+            crate::display_safe(&hello.coordinator_version)
         };
         return Err(Reject {
             reason: format!(
@@ -210,6 +211,20 @@ mod tests {
             reject.reason
         );
         assert!(reject.reason.contains("coordinator release unknown"));
+    }
+
+    #[test]
+    fn a_coordinator_version_with_terminal_controls_is_escaped_in_the_reason() {
+        let hello = Hello {
+            protocol_version: 0,
+            coordinator_version: "9\r\nFORGED\x1b[2K".into(),
+        };
+        let reject = negotiate(&hello, agent()).unwrap_err();
+        assert!(
+            reject.reason.contains("release 9\\r\\nFORGED\\x1b[2K,"),
+            "{}",
+            reject.reason
+        );
     }
 
     #[test]

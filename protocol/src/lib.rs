@@ -1,5 +1,6 @@
 //! Wire types shared by the hsm coordinator and agent: ids, the handshake, the message catalogue,
-//! framing and the checks both sides run on what a peer sends.
+//! framing and the checks both sides run on what a peer sends (result paths, and
+//! [`display_safe`] for any peer text that is printed or logged).
 //!
 //! # The conversation
 //!
@@ -43,6 +44,7 @@ mod handshake;
 mod ids;
 mod messages;
 mod paths;
+mod text;
 
 pub use bytes::Bytes;
 pub use frame::{
@@ -62,3 +64,4 @@ pub use paths::{
     check_relative_path, is_sha256_hex, PathError, MAX_COMPONENT_LEN, MAX_PATH_COMPONENTS,
     MAX_PATH_LEN,
 };
+pub use text::{display_safe, MAX_DISPLAY_CHARS};

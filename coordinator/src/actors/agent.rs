@@ -299,7 +299,7 @@ impl AgentSource {
         attempt.last_seq = seq;
         match kind {
             EventKind::Submitted { job_id, script } => {
-                tracing::debug!(task = key.index, job = %job_id, "submitted to the agent's scheduler");
+                tracing::debug!(task = key.index, job = %hsm_protocol::display_safe(&job_id), "submitted to the agent's scheduler");
                 if let Some(script) = script {
                     self.save_job_script(&script);
                 }
@@ -871,7 +871,7 @@ impl Handler<Incoming> for AgentSource {
                 }
             }
             Incoming::Frame(FromAgent::Error(e)) => {
-                tracing::warn!(agent = %self.setup.name, message = ?e.message, "agent reported an error");
+                tracing::warn!(agent = %self.setup.name, message = %hsm_protocol::display_safe(&e.message), "agent reported an error");
                 // An offered file it cannot send: the attempt is not waited on for it.
                 if let Some(file) = e
                     .file
@@ -1132,14 +1132,19 @@ async fn session(
     match hsm_protocol::decode::<HelloReply>(&reply).map_err(|e| e.to_string())? {
         HelloReply::Welcome(welcome) => {
             *welcomed = true;
+            // The agent's strings are shown to the user: escaped, never raw (see display_safe).
             actor.do_send(Incoming::Up {
                 slots: welcome.slots,
-                agent: welcome.agent_name,
+                agent: hsm_protocol::display_safe(&welcome.agent_name).into_owned(),
                 rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
-                work_dir: welcome.work_dir,
+                work_dir: hsm_protocol::display_safe(&welcome.work_dir).into_owned(),
             })
         }
-        HelloReply::Reject(reject) => return Err(SessionError::Refused(reject.to_string())),
+        HelloReply::Reject(reject) => {
+            return Err(SessionError::Refused(
+                hsm_protocol::display_safe(&reject.to_string()).into_owned(),
+            ))
+        }
     }
     let sweep_id = dial.sweep_id.clone();
     let paths = dial.paths.clone();

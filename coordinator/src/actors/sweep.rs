@@ -623,7 +623,9 @@ impl Handler<SourceStatus> for SweepActor {
             .sources
             .get(msg.source)
             .map_or("?", |s| s.name.as_str());
-        self.progress.note(&format!("source {name}: {}", msg.note));
+        // Notes carry the agent's strings (its name, errors, close reasons): escaped here, once.
+        let note = hsm_protocol::display_safe(&msg.note).into_owned();
+        self.progress.note(&format!("source {name}: {note}"));
         if msg.up {
             if let Some(answered) = self.answered.get_mut(msg.source) {
                 *answered = true;
@@ -631,7 +633,7 @@ impl Handler<SourceStatus> for SweepActor {
         }
         if msg.refused {
             if let Some(refused) = self.refused.get_mut(msg.source) {
-                *refused = Some(msg.note.clone());
+                *refused = Some(note.clone());
             }
         }
         if msg.lost {
@@ -648,9 +650,7 @@ impl Handler<SourceStatus> for SweepActor {
             self.core.handle_source_status(msg.source, false, None);
         } else {
             // No new work, and what waits there unstarted moves to other sources.
-            let commands = self
-                .core
-                .handle_source_drain(msg.source, &msg.note, now_ms());
+            let commands = self.core.handle_source_drain(msg.source, &note, now_ms());
             if !commands.is_empty() {
                 self.progress.note(&format!(
                     "{} task{} waiting at {name} will run elsewhere",

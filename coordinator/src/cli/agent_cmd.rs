@@ -205,13 +205,15 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
     };
     match ping_agent(&cfg, name, timeout) {
         Ok((welcome, round_trip, health)) => {
+            // The agent's strings are escaped, never printed raw (see display_safe).
+            use hsm_protocol::display_safe;
             println!(
                 "{name} ({address}): ok, round trip {:.2} ms — {} hsm-agent {} (protocol {}), backend {}, {} slot{}",
                 round_trip.as_secs_f64() * 1000.0,
-                welcome.agent_name,
-                welcome.agent_version,
+                display_safe(&welcome.agent_name),
+                display_safe(&welcome.agent_version),
                 welcome.protocol_version,
-                welcome.backend,
+                display_safe(&welcome.backend),
                 welcome.slots,
                 if welcome.slots == 1 { "" } else { "s" }
             );
@@ -228,7 +230,11 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Err(e) => {
-            eprintln!("hsm-coordinator: agent {name}: {e:#}");
+            // May carry the agent's reject reason.
+            eprintln!(
+                "hsm-coordinator: agent {name}: {}",
+                hsm_protocol::display_safe(&format!("{e:#}"))
+            );
             Ok(EXIT_FAILED)
         }
     }

@@ -1004,7 +1004,9 @@ fn print_dry_run(
             out.write_all(if n == 1 { b"\n  " } else { b",\n  " })?;
             serde_json::to_writer(&mut out, &item)?;
         } else {
-            let reason = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            let reason = reason
+                .map(|r| format!(" ({})", hsm_protocol::display_safe(r)))
+                .unwrap_or_default();
             writeln!(out, "{task_id}{reason}")?;
             writeln!(
                 out,
