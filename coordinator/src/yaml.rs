@@ -122,6 +122,23 @@ impl YamlError {
     }
 }
 
+/// Nodes that anchors and aliases may copy into one document. The tree owns its nodes (each copy
+/// keeps the position it is used at), so every `*alias` is a full copy of its `&anchor`, and
+/// every anchored node is copied once more into the anchor table. Unbounded, nine levels of ten
+/// aliases each (`&b [*a, *a, …]`, a 482-byte file) ask for 10^9 nodes and abort the process on
+/// its memory. A sweep or config aliases a handful of nodes; a million is far past any of them
+/// and is ~100 MiB of tree at worst.
+pub const MAX_COPIED_NODES: u64 = 1_000_000;
+
+/// Text (bytes of strings) that anchors and aliases may copy into one document: a long string
+/// aliased many times costs its length each time, which a node count does not see.
+pub const MAX_COPIED_BYTES: u64 = 64 << 20;
+
+/// Collections nested deeper than this are refused. Dropping, comparing and converting the tree
+/// recurse, and `- - - - … x` on one line nests without bound: at ~10^5 levels the process
+/// overflowed its stack. Real files nest a few levels; 128 leaves room for any of them.
+pub const MAX_DEPTH: usize = 128;
+
 /// Parses one YAML document. An empty document (or only comments) is `Ok(None)`.
 pub fn parse(text: &str) -> Result<Option<Spanned>, YamlError> {
     let mut builder = Builder {
@@ -129,6 +146,7 @@ pub fn parse(text: &str) -> Result<Option<Spanned>, YamlError> {
         stack: Vec::new(),
         root: None,
         documents: 0,
+        copied: Weight::default(),
     };
     for item in Parser::new_from_str(text) {
         // The parser says where it gave up, in grammar terms; `syntax::explain` finds the line
@@ -150,25 +168,63 @@ pub fn parse(text: &str) -> Result<Option<Spanned>, YamlError> {
     Ok(builder.root)
 }
 
+/// How much of the tree a node is: its nodes (itself and everything inside) and its string bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Weight {
+    nodes: u64,
+    bytes: u64,
+}
+
+impl Weight {
+    fn of_scalar(node: &Node) -> Weight {
+        let bytes = match node {
+            Node::Str(s) => s.len() as u64,
+            _ => 0,
+        };
+        Weight { nodes: 1, bytes }
+    }
+
+    fn add(&mut self, other: Weight) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
 enum Frame {
     Seq {
         anchor: usize,
         pos: Pos,
         items: Vec<Spanned>,
+        weight: Weight,
     },
     Map {
         anchor: usize,
         pos: Pos,
         entries: Vec<(Spanned, Spanned)>,
-        pending_key: Option<Spanned>,
+        /// The key waiting for its value, with its hash in `keys` (`None`: it equals no key).
+        pending_key: Option<(Spanned, Option<u64>)>,
+        /// Key hash → the entries with a key of that hash, so a duplicate key is found without
+        /// comparing against every earlier key (that was quadratic: 40k keys took 30 s).
+        keys: HashMap<u64, Vec<usize>>,
+        weight: Weight,
     },
 }
 
+impl Frame {
+    fn weight_mut(&mut self) -> &mut Weight {
+        match self {
+            Frame::Seq { weight, .. } | Frame::Map { weight, .. } => weight,
+        }
+    }
+}
+
 struct Builder {
-    anchors: HashMap<usize, Spanned>,
+    anchors: HashMap<usize, (Spanned, Weight)>,
     stack: Vec<Frame>,
     root: Option<Spanned>,
     documents: usize,
+    /// What anchors and aliases have copied so far, against the `MAX_COPIED_*` budget.
+    copied: Weight,
 }
 
 fn pos_of(span: &Span) -> Pos {
@@ -176,6 +232,46 @@ fn pos_of(span: &Span) -> Pos {
         line: span.start.line(),
         col: span.start.col() + 1,
     }
+}
+
+/// A hash of a key that agrees with `Node`'s `==` (which duplicate detection has always used):
+/// `0.0` and `-0.0` hash alike; `None` when the key holds a NaN, which equals nothing, not even
+/// itself, so it can never be a duplicate. Recursion is bounded by [`MAX_DEPTH`].
+fn key_hash(node: &Node) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    fn feed(node: &Node, h: &mut std::collections::hash_map::DefaultHasher) -> Option<()> {
+        std::mem::discriminant(node).hash(h);
+        match node {
+            Node::Null => {}
+            Node::Bool(b) => b.hash(h),
+            Node::Int(i) => i.hash(h),
+            Node::Float(f) if f.is_nan() => return None,
+            Node::Float(f) => (if *f == 0.0 { 0.0f64 } else { *f }).to_bits().hash(h),
+            Node::Str(s) => s.hash(h),
+            // `Spanned`'s `==` includes positions, so nodes inside a key do too.
+            Node::Seq(items) => {
+                items.len().hash(h);
+                for item in items {
+                    spanned(item, h)?;
+                }
+            }
+            Node::Map(entries) => {
+                entries.len().hash(h);
+                for (k, v) in entries {
+                    spanned(k, h)?;
+                    spanned(v, h)?;
+                }
+            }
+        }
+        Some(())
+    }
+    fn spanned(node: &Spanned, h: &mut std::collections::hash_map::DefaultHasher) -> Option<()> {
+        (node.pos.line, node.pos.col).hash(h);
+        feed(&node.node, h)
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    feed(node, &mut h)?;
+    Some(h.finish())
 }
 
 impl Builder {
@@ -196,46 +292,62 @@ impl Builder {
             Event::Scalar(value, style, anchor, tag) => {
                 let tag_suffix = tag.as_ref().map(|t| t.suffix.clone());
                 let node = resolve_scalar(&value, style, tag_suffix.as_deref(), pos)?;
-                self.push(Spanned { node, pos }, anchor)?;
+                let weight = Weight::of_scalar(&node);
+                self.push(Spanned { node, pos }, anchor, weight)?;
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
-                    pos,
-                    message: "alias refers to an unknown anchor".into(),
-                    hint: None,
-                })?;
-                self.push(
-                    Spanned {
-                        node: node.node,
+                let Some(&(_, weight)) = self.anchors.get(&id) else {
+                    return Err(YamlError {
                         pos,
-                    },
-                    0,
-                )?;
+                        message: "alias refers to an unknown anchor".into(),
+                        hint: None,
+                    });
+                };
+                // Charged before the copy is made: the copy is what must not happen.
+                self.charge(weight, pos)?;
+                let node = self.anchors[&id].0.node.clone();
+                self.push(Spanned { node, pos }, 0, weight)?;
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq {
-                anchor,
-                pos,
-                items: Vec::new(),
-            }),
-            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map {
-                anchor,
-                pos,
-                entries: Vec::new(),
-                pending_key: None,
-            }),
+            Event::SequenceStart(anchor, _) => {
+                self.enter(pos)?;
+                self.stack.push(Frame::Seq {
+                    anchor,
+                    pos,
+                    items: Vec::new(),
+                    weight: Weight { nodes: 1, bytes: 0 },
+                })
+            }
+            Event::MappingStart(anchor, _) => {
+                self.enter(pos)?;
+                self.stack.push(Frame::Map {
+                    anchor,
+                    pos,
+                    entries: Vec::new(),
+                    pending_key: None,
+                    keys: HashMap::new(),
+                    weight: Weight { nodes: 1, bytes: 0 },
+                })
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                let (node, anchor) = match self.stack.pop() {
-                    Some(Frame::Seq { anchor, pos, items }) => (
+                let (node, anchor, weight) = match self.stack.pop() {
+                    Some(Frame::Seq {
+                        anchor,
+                        pos,
+                        items,
+                        weight,
+                    }) => (
                         Spanned {
                             node: Node::Seq(items),
                             pos,
                         },
                         anchor,
+                        weight,
                     ),
                     Some(Frame::Map {
                         anchor,
                         pos,
                         entries,
+                        weight,
                         ..
                     }) => (
                         Spanned {
@@ -243,6 +355,7 @@ impl Builder {
                             pos,
                         },
                         anchor,
+                        weight,
                     ),
                     None => {
                         return Err(YamlError {
@@ -252,16 +365,53 @@ impl Builder {
                         })
                     }
                 };
-                self.push(node, anchor)?;
+                self.push(node, anchor, weight)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
         Ok(())
     }
 
-    fn push(&mut self, value: Spanned, anchor: usize) -> Result<(), YamlError> {
+    /// Refuses a collection nested deeper than [`MAX_DEPTH`].
+    fn enter(&self, pos: Pos) -> Result<(), YamlError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(YamlError {
+                pos,
+                message: format!("lists and mappings nested more than {MAX_DEPTH} levels deep"),
+                hint: Some("a sweep or config needs only a few levels; flatten the data".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a copy made by an anchor or alias at `pos` against the budget.
+    fn charge(&mut self, weight: Weight, pos: Pos) -> Result<(), YamlError> {
+        self.copied.add(weight);
+        let over = if self.copied.nodes > MAX_COPIED_NODES {
+            format!("{MAX_COPIED_NODES} nodes")
+        } else if self.copied.bytes > MAX_COPIED_BYTES {
+            format!("{} MiB of text", MAX_COPIED_BYTES >> 20)
+        } else {
+            return Ok(());
+        };
+        Err(YamlError {
+            pos,
+            message: format!(
+                "anchors and aliases expand this document past {over} (each `*alias` is a full \
+                 copy of its `&anchor`, so aliases of aliases multiply)"
+            ),
+            hint: Some(
+                "write the values out, or alias less nested data; no sweep or config needs \
+                 this many copies"
+                    .into(),
+            ),
+        })
+    }
+
+    fn push(&mut self, value: Spanned, anchor: usize, weight: Weight) -> Result<(), YamlError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.charge(weight, value.pos)?;
+            self.anchors.insert(anchor, (value.clone(), weight));
         }
         match self.stack.last_mut() {
             None => self.root = Some(value),
@@ -269,10 +419,18 @@ impl Builder {
             Some(Frame::Map {
                 entries,
                 pending_key,
+                keys,
                 ..
             }) => match pending_key.take() {
                 None => {
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.node == value.node) {
+                    let hash = key_hash(&value.node);
+                    let first = hash
+                        .and_then(|h| keys.get(&h))
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|&i| entries.get(i))
+                        .find(|(k, _)| k.node == value.node);
+                    if let Some((first, _)) = first {
                         return Err(YamlError {
                             pos: value.pos,
                             message: format!(
@@ -283,10 +441,18 @@ impl Builder {
                             hint: None,
                         });
                     }
-                    *pending_key = Some(value);
+                    *pending_key = Some((value, hash));
                 }
-                Some(key) => entries.push((key, value)),
+                Some((key, hash)) => {
+                    if let Some(h) = hash {
+                        keys.entry(h).or_default().push(entries.len());
+                    }
+                    entries.push((key, value));
+                }
             },
+        }
+        if let Some(frame) = self.stack.last_mut() {
+            frame.weight_mut().add(weight);
         }
         Ok(())
     }
@@ -638,6 +804,122 @@ mod tests {
         assert_eq!(doc.get("s").unwrap().node, Node::Str("12".into()));
         assert_eq!(parse("# nothing\n").unwrap(), None);
         assert!(parse("a: 1\n---\nb: 2\n").is_err());
+    }
+
+    /// Nine levels of ten aliases each, the shape of the issue's 482-byte `sweep.yaml`: 10^9
+    /// nodes if expanded.
+    fn alias_bomb() -> String {
+        let mut text = String::from("metadata:\n  l0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..9 {
+            let alias = format!("*a{}", level - 1);
+            let items = [alias.as_str(); 10].join(", ");
+            text.push_str(&format!("  l{level}: &a{level} [{items}]\n"));
+        }
+        text.push_str("sweep:\n  grid:\n    lr: [0.1]\n");
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_alias_that_crosses_the_budget() {
+        let text = alias_bomb();
+        let err = parse(&text).unwrap_err();
+        // Level k (line k + 2) copies 10 × (10^k + …) nodes: level 5 brings the total past a
+        // million, at one of its aliases.
+        assert_eq!(err.pos.line, 7, "{err}");
+        assert!(
+            err.message.contains("past 1000000 nodes") && err.message.contains("`*alias`"),
+            "{err}"
+        );
+        assert!(err.hint.is_some(), "{err}");
+    }
+
+    #[test]
+    fn aliases_within_the_budget_expand_in_full() {
+        // Three levels: 1,000 leaves in the last, far below the budget.
+        let doc =
+            root("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n");
+        let Node::Seq(c) = &doc.get("c").unwrap().node else {
+            panic!("c is a list")
+        };
+        let leaves: usize = c
+            .iter()
+            .map(|b| match &b.node {
+                Node::Seq(b) => b
+                    .iter()
+                    .map(|a| match &a.node {
+                        Node::Seq(a) => a.len(),
+                        _ => 0,
+                    })
+                    .sum(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(leaves, 1000);
+        // Each copy is placed where the alias is written.
+        assert_eq!(c[3].pos, Pos { line: 3, col: 17 });
+    }
+
+    #[test]
+    fn a_long_string_aliased_many_times_is_refused_by_its_bytes() {
+        let long = "x".repeat(1 << 20);
+        let mut text = format!("s: &s {long}\nl: [");
+        text.push_str(&vec!["*s"; 100].join(", "));
+        text.push_str("]\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.pos.line, 2, "{err}");
+        assert!(err.message.contains("64 MiB of text"), "{}", err.message);
+        // A few copies are fine.
+        let few = format!("s: &s {long}\nl: [*s, *s, *s]\n");
+        assert!(parse(&few).is_ok());
+    }
+
+    #[test]
+    fn nesting_is_bounded_instead_of_overflowing_the_stack() {
+        let deep = format!("k: 1\nm:\n  {}x\n", "- ".repeat(100_000));
+        let err = parse(&deep).unwrap_err();
+        assert_eq!(err.pos.line, 3, "{err}");
+        assert!(err.message.contains("nested more than 128"), "{err}");
+        let fine = format!("m:\n  {}x\n", "- ".repeat(MAX_DEPTH - 1));
+        assert!(parse(&fine).is_ok());
+    }
+
+    #[test]
+    fn many_keys_parse_in_linear_time_and_a_late_duplicate_names_the_first() {
+        let n = 40_000;
+        let mut text: String = (0..n).map(|i| format!("k{i}: {i}\n")).collect();
+        let started = std::time::Instant::now();
+        let doc = root(&text);
+        // Printed, not asserted: 30 s before, well under one now, but the host's speed is not
+        // what is tested.
+        println!("{n} keys parsed in {:?}", started.elapsed());
+        assert_eq!(doc.as_map().unwrap().len(), n);
+        text.push_str("k123: again\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.pos,
+            Pos {
+                line: n + 1,
+                col: 1
+            }
+        );
+        assert_eq!(
+            err.message,
+            "duplicate key `k123` (first written at line 124)"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_compare_as_before() {
+        // The same rule as `Node`'s `==`: 0.0 and -0.0 are one key, NaN equals nothing, 1 and
+        // 1.0 differ, and complex keys (which sweeps and configs reject anyway) are the same key
+        // only as copies of one anchor, since nodes inside them compare with their positions.
+        assert!(parse("0.0: a\n-0.0: b\n").is_err());
+        assert!(parse(".nan: a\n.nan: b\n").is_ok());
+        assert!(parse("1: a\n1.0: b\n'1': c\n").is_ok());
+        assert!(parse("? [1, {a: 2}]\n: x\n? [1, {a: 2}]\n: y\n").is_ok());
+        let err = parse("? &k [1, {a: 2}]\n: x\n? [1, {a: 3}]\n: y\n? *k\n: z\n").unwrap_err();
+        assert_eq!(err.pos.line, 5, "{err}");
+        assert!(parse("? &k [.nan]\n: x\n? *k\n: y\n").is_ok());
     }
 
     #[test]

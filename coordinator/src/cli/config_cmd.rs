@@ -286,15 +286,17 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
             script.as_ref().and_then(|&(_, pos)| pos),
             &sample,
         );
+        let mut reported = KeyPaths::default();
+        for p in &config_problems {
+            reported.insert(&p.path);
+        }
         for problem in found {
             if problem.in_sweep_file {
                 sweep_problems.push(problem.problem);
-            } else if !config_problems
-                .iter()
-                .any(|p| same_key(&p.path, &problem.problem.path))
-            {
+            } else if !reported.overlaps(&problem.problem.path) {
                 // One problem per key: a `command.python` the config already rejects is not
                 // also reported missing.
+                reported.insert(&problem.problem.path);
                 config_problems.push(problem.problem);
             }
         }
@@ -345,9 +347,56 @@ fn sweep_script(text: &str) -> Option<(String, Option<crate::yaml::Pos>)> {
     Some((value.as_str()?.to_string(), Some(key.pos)))
 }
 
-/// Whether two dotted key paths are about the same key (one inside the other).
-fn same_key(a: &str, b: &str) -> bool {
-    !a.is_empty()
-        && !b.is_empty()
-        && (a == b || a.starts_with(&format!("{b}.")) || b.starts_with(&format!("{a}.")))
+/// Dotted key paths that have a problem, asked whether a path is about the same key as one of
+/// them (equal, or one inside the other). Hash sets, not a scan per question: with thousands of
+/// sources that was quadratic (seconds per 10k problems).
+#[derive(Default)]
+struct KeyPaths {
+    paths: std::collections::HashSet<String>,
+    /// Every proper dotted prefix of a path in `paths` (`sources`, `sources.gpu1` for
+    /// `sources.gpu1.python`).
+    parents: std::collections::HashSet<String>,
+}
+
+impl KeyPaths {
+    fn insert(&mut self, path: &str) {
+        if path.is_empty() {
+            return;
+        }
+        for (i, _) in path.match_indices('.') {
+            self.parents.insert(path[..i].to_string());
+        }
+        self.paths.insert(path.to_string());
+    }
+
+    fn overlaps(&self, path: &str) -> bool {
+        !path.is_empty()
+            && (self.paths.contains(path)
+                || self.parents.contains(path)
+                || path
+                    .match_indices('.')
+                    .any(|(i, _)| self.paths.contains(&path[..i])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyPaths;
+
+    #[test]
+    fn key_paths_overlap_when_equal_or_nested_at_a_dot() {
+        let mut reported = KeyPaths::default();
+        reported.insert("command.python");
+        reported.insert("sources.gpu1");
+        reported.insert("");
+        assert!(reported.overlaps("command.python"));
+        assert!(reported.overlaps("command"));
+        assert!(reported.overlaps("sources.gpu1.project_dir"));
+        assert!(reported.overlaps("sources"));
+        assert!(!reported.overlaps("command.python3"));
+        assert!(!reported.overlaps("command.py"));
+        assert!(!reported.overlaps("sources.gpu10"));
+        assert!(!reported.overlaps(""));
+        assert!(!reported.overlaps("defaults"));
+    }
 }

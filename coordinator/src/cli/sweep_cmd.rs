@@ -192,25 +192,39 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             )));
         }
     }
-    let total = sweep.spec.count();
-    let n_tasks = exec.max_runs.map_or(total, |m| m.min(total));
+    let count = sweep.spec.count();
+    let shown = display_path(global, &sweep_path);
     if args.count_only {
+        // A bare number for scripts; past u64 there is no number to print, so say why instead.
+        let n_tasks = match (exec.max_runs, count.exact()) {
+            (Some(m), total) => total.map_or(m, |t| m.min(t)),
+            (None, Some(total)) => total,
+            (None, None) => {
+                return Err(user_error(format!(
+                    "{shown}: {count} tasks, too many to count exactly or to run (one sweep \
+                     holds {MAX_TASKS}) — split the sweep"
+                )))
+            }
+        };
         println!("{n_tasks}");
         return Ok(EXIT_OK);
     }
-    let shown = display_path(global, &sweep_path);
-    if total == 0 {
+    if count == 0 {
         return Err(user_error(format!(
             "{shown}: `exclude` removes every combination; nothing to run"
         )));
     }
     // The whole sweep is created (`--max-runs` only limits what runs now; `complete` runs
     // the rest), so the whole sweep must fit.
-    if total > MAX_TASKS {
-        return Err(user_error(format!(
-            "{shown}: {total} tasks is more than one sweep holds ({MAX_TASKS}) — split the sweep"
-        )));
-    }
+    let total = match count.exact() {
+        Some(total) if total <= MAX_TASKS => total,
+        _ => {
+            return Err(user_error(format!(
+            "{shown}: {count} tasks is more than one sweep holds ({MAX_TASKS}) — split the sweep"
+        )))
+        }
+    };
+    let n_tasks = exec.max_runs.map_or(total, |m| m.min(total));
     let first = sweep.spec.iter().next().unwrap_or_default();
     let command = launch_command(&cfg, sweep.script.as_deref(), args.group.is_some());
     check_command(&cfg, &command, sweep.script.as_deref(), &first)?;

@@ -48,12 +48,15 @@ fn survey(global: &Global, paths: &SweepPaths) -> anyhow::Result<(Survey, SweepF
             lines.join("\n")
         ))
     })?;
-    let total = sweep.spec.count();
-    if total > MAX_TASKS {
-        return Err(user_error(format!(
-            "{shown}: {total} combinations is more than one sweep holds ({MAX_TASKS})"
-        )));
-    }
+    let count = sweep.spec.count();
+    let total = match count.exact() {
+        Some(total) if total <= MAX_TASKS => total,
+        _ => {
+            return Err(user_error(format!(
+                "{shown}: {count} combinations is more than one sweep holds ({MAX_TASKS})"
+            )))
+        }
+    };
     let tasks_dir = paths.root.join("tasks");
     let mut found = Vec::new();
     let mut beyond = Vec::new();

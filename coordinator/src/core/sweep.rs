@@ -6,6 +6,9 @@
 //! dimension of `n` samples drawn once at parse time. Tasks are the odometer over the dimensions
 //! (last dimension fastest) minus the combinations an `exclude` rule matches. Counting works on the
 //! dimensions too, so `--count-only` on 10^7 tasks never enumerates them.
+//!
+//! Values are made only once the whole file is read and within [`MAX_TOTAL_VALUES`]: each
+//! dimension is first a plan (literal values, or a generator's arguments) that knows its length.
 
 use crate::core::diag::{did_you_mean, Problem};
 use crate::core::value::{Params, Value};
@@ -17,6 +20,14 @@ use std::rc::Rc;
 /// The most values one generator or one `random.n` may produce. A typo such as
 /// `range: [0, 1.0e9]` would otherwise exhaust memory long before the sweep could run.
 const MAX_VALUES: u64 = 1_000_000;
+
+/// The most values a whole sweep may make: every grid and paired parameter's values and every
+/// random sample (n × parameters) together. One generator is capped by [`MAX_VALUES`], but twenty
+/// `{range: [0, 1000000]}` (a 685-byte file) made 20 million values, over 2 GiB, before a count
+/// could refuse them. Ten million is far past any sweep that runs (a sweep holds 20 million
+/// tasks, and any two parameters of 10 values multiply instead of add). Lengths are known before
+/// anything is made, so a file over it costs no memory; one at it takes ~1.1 GB.
+pub const MAX_TOTAL_VALUES: u64 = 10_000_000;
 
 /// Inclusion–exclusion visits up to 2^rules subsets; beyond this many rules we count by
 /// enumerating classes of rows instead.
@@ -50,7 +61,46 @@ pub struct SweepSpec {
     dims: Vec<Dimension>,
     rules: Vec<Rule>,
     /// Computed once when the spec is built, so `count()` is free however often it is asked.
-    count: u64,
+    count: TaskCount,
+}
+
+/// How many tasks a sweep has. Past `u64` only that is known: a saturated count printed as
+/// 18446744073709551615 "tasks", a number nobody wrote and no sweep has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskCount {
+    Exact(u64),
+    /// 2^64 or more.
+    TooMany,
+}
+
+impl TaskCount {
+    fn of(n: u128) -> TaskCount {
+        u64::try_from(n).map_or(TaskCount::TooMany, TaskCount::Exact)
+    }
+
+    /// The count, when it fits in a `u64`.
+    pub fn exact(self) -> Option<u64> {
+        match self {
+            TaskCount::Exact(n) => Some(n),
+            TaskCount::TooMany => None,
+        }
+    }
+}
+
+/// The number, or "2^64 or more": what messages say where a count is shown.
+impl std::fmt::Display for TaskCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskCount::Exact(n) => write!(f, "{n}"),
+            TaskCount::TooMany => f.write_str("2^64 or more"),
+        }
+    }
+}
+
+impl PartialEq<u64> for TaskCount {
+    fn eq(&self, other: &u64) -> bool {
+        *self == TaskCount::Exact(*other)
+    }
 }
 
 /// One axis of the odometer: the parameters it sets and its rows (one value per parameter).
@@ -58,6 +108,116 @@ pub struct SweepSpec {
 struct Dimension {
     names: Vec<String>,
     rows: Vec<Vec<Value>>,
+}
+
+/// A dimension before its values are made (see [`MAX_TOTAL_VALUES`]).
+struct Planned {
+    names: Vec<String>,
+    rows: PlannedRows,
+}
+
+enum PlannedRows {
+    /// One column per name, all of one length, zipped into rows (a grid key has one column).
+    Zipped(Vec<Column>),
+    /// `n` rows, each one sample of every distribution, drawn in order from `seed`.
+    Random {
+        n: u64,
+        seed: u64,
+        distributions: Vec<Distribution>,
+    },
+}
+
+/// One parameter's values: written out, or a generator's that are made on demand.
+enum Column {
+    Listed(Vec<Value>),
+    IntRange {
+        start: i128,
+        step: i128,
+        count: usize,
+    },
+    FloatRange {
+        start: f64,
+        step: f64,
+        scale: f64,
+        count: usize,
+    },
+    Linspace(f64, f64, usize),
+    Logspace(f64, f64, usize),
+}
+
+impl Column {
+    fn len(&self) -> usize {
+        match self {
+            Column::Listed(values) => values.len(),
+            Column::IntRange { count, .. } | Column::FloatRange { count, .. } => *count,
+            Column::Linspace(_, _, n) | Column::Logspace(_, _, n) => *n,
+        }
+    }
+
+    fn make(self) -> Vec<Value> {
+        match self {
+            Column::Listed(values) => values,
+            Column::IntRange { start, step, count } => (0..count as i128)
+                .filter_map(|i| i64::try_from(start + i * step).ok())
+                .map(Value::Int)
+                .collect(),
+            Column::FloatRange {
+                start,
+                step,
+                scale,
+                count,
+            } => (0..count)
+                .map(|i| Value::Float(round12(start + i as f64 * step, scale)))
+                .collect(),
+            Column::Linspace(a, b, n) => linspace(a, b, n),
+            Column::Logspace(a, b, n) => logspace(a, b, n),
+        }
+    }
+}
+
+impl Planned {
+    /// How many values making it takes.
+    fn values(&self) -> u64 {
+        match &self.rows {
+            PlannedRows::Zipped(columns) => columns.iter().map(|c| c.len() as u64).sum(),
+            PlannedRows::Random {
+                n, distributions, ..
+            } => n.saturating_mul(distributions.len() as u64),
+        }
+    }
+
+    fn make(self) -> Dimension {
+        let rows = match self.rows {
+            PlannedRows::Zipped(columns) => {
+                let (len, width) = (columns.first().map_or(0, Column::len), columns.len());
+                let mut columns: Vec<_> =
+                    columns.into_iter().map(|c| c.make().into_iter()).collect();
+                // Sized rows: collecting through `filter_map` gave every one-value row room for
+                // four, 3.3 GB instead of 1.2 GB at the limit of ten million values.
+                (0..len)
+                    .map(|_| {
+                        let mut row = Vec::with_capacity(width);
+                        row.extend(columns.iter_mut().filter_map(Iterator::next));
+                        row
+                    })
+                    .collect()
+            }
+            PlannedRows::Random {
+                n,
+                seed,
+                distributions,
+            } => {
+                let mut rng = SplitMix64::new(seed);
+                (0..n)
+                    .map(|_| distributions.iter().map(|d| d.sample(&mut rng)).collect())
+                    .collect()
+            }
+        };
+        Dimension {
+            names: self.names,
+            rows,
+        }
+    }
 }
 
 /// One `exclude` item: a combination is dropped when every constraint matches.
@@ -111,8 +271,7 @@ impl SweepSpec {
     }
 
     /// Number of tasks after `exclude`, computed without materialising combinations.
-    /// Saturates at `u64::MAX`.
-    pub fn count(&self) -> u64 {
+    pub fn count(&self) -> TaskCount {
         self.count
     }
 
@@ -190,21 +349,17 @@ fn advance(dims: &[Dimension], odometer: &mut [usize]) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Counting
 
-fn saturate(n: u128) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-fn count_tasks(dims: &[Dimension], rules: &[Rule]) -> u64 {
+fn count_tasks(dims: &[Dimension], rules: &[Rule]) -> TaskCount {
     let Some(total) = dims
         .iter()
         .try_fold(1u128, |acc, d| acc.checked_mul(d.rows.len() as u128))
     else {
-        // More than 2^128 combinations: no answer we give could be run anyway, so saturate
-        // rather than reason about what `exclude` removes.
-        return u64::MAX;
+        // More than 2^128 combinations: no answer we give could be run anyway, so say "too
+        // many" rather than reason about what `exclude` removes.
+        return TaskCount::TooMany;
     };
     if rules.is_empty() || total == 0 {
-        return saturate(total);
+        return TaskCount::of(total);
     }
     let by_subsets = if rules.len() <= MAX_INCLUSION_EXCLUSION_RULES {
         excluded_by_inclusion_exclusion(dims, rules)
@@ -212,7 +367,7 @@ fn count_tasks(dims: &[Dimension], rules: &[Rule]) -> u64 {
         None
     };
     let excluded = by_subsets.unwrap_or_else(|| excluded_by_classes(dims, rules));
-    saturate(total.saturating_sub(excluded))
+    TaskCount::of(total.saturating_sub(excluded))
 }
 
 /// Dimension → the rows (ascending) that every rule of the current subset matches there;
@@ -485,6 +640,21 @@ pub fn parse_sweep(root: Option<&Spanned>) -> Result<SweepFile, Vec<Problem>> {
         Some((key, value)) => builder.parse_exclude(key, value),
         None => Vec::new(),
     };
+    if let Some(over) = builder.over_budget.take() {
+        builder.report(
+            over.pos,
+            &over.path,
+            format!(
+                "the parameters of this sweep have {} values in all, more than the limit of \
+                 {MAX_TOTAL_VALUES}; `{}` here is where the total passes it",
+                builder.total_values, over.name
+            ),
+            Some(format!(
+                "use fewer or smaller generators (each makes at most {MAX_VALUES} values): a \
+                 sweep this large could not be stored or run"
+            )),
+        );
+    }
     if !builder.problems.is_empty() {
         // Reading order: sections are checked one after another, but the user fixes the file top
         // to bottom. The sort is stable, so problems at one place keep the order found.
@@ -492,8 +662,9 @@ pub fn parse_sweep(root: Option<&Spanned>) -> Result<SweepFile, Vec<Problem>> {
         problems.sort_by_key(|p| p.pos.map(|pos| (pos.line, pos.col)));
         return Err(problems);
     }
+    let dims = builder.planned.into_iter().map(Planned::make).collect();
     Ok(SweepFile {
-        spec: SweepSpec::new(builder.dims, rules),
+        spec: SweepSpec::new(dims, rules),
         script,
         metadata,
         defaults,
@@ -565,9 +736,20 @@ struct Builder {
     /// Every parameter name seen, even when its values were bad, so later duplicates and exclude
     /// rules can refer to it without piling follow-up problems onto the first one.
     defined: IndexMap<String, Definition>,
-    dims: Vec<Dimension>,
+    planned: Vec<Planned>,
     /// Parameter name → (dimension, column), for parameters whose values were valid.
     located: HashMap<String, (usize, usize)>,
+    /// Values the planned dimensions will make, and every one refused after the total passed
+    /// [`MAX_TOTAL_VALUES`].
+    total_values: u64,
+    /// Where the total first passed [`MAX_TOTAL_VALUES`]; reported once, with the final total.
+    over_budget: Option<OverBudget>,
+}
+
+struct OverBudget {
+    pos: Pos,
+    path: String,
+    name: String,
 }
 
 impl Builder {
@@ -661,12 +843,26 @@ impl Builder {
         true
     }
 
-    fn add_dimension(&mut self, names: Vec<String>, rows: Vec<Vec<Value>>) {
-        let dim = self.dims.len();
-        for (column, name) in names.iter().enumerate() {
+    /// Adds a dimension to be made, unless it takes the sweep past [`MAX_TOTAL_VALUES`] (then it
+    /// is left out, as a parameter with bad values is, and reported once at the end).
+    fn add_dimension(&mut self, names: Vec<String>, rows: PlannedRows, pos: Pos, path: &str) {
+        let planned = Planned { names, rows };
+        self.total_values = self.total_values.saturating_add(planned.values());
+        if self.total_values > MAX_TOTAL_VALUES {
+            if self.over_budget.is_none() {
+                self.over_budget = Some(OverBudget {
+                    pos,
+                    path: path.to_string(),
+                    name: planned.names.join(", "),
+                });
+            }
+            return;
+        }
+        let dim = self.planned.len();
+        for (column, name) in planned.names.iter().enumerate() {
             self.located.insert(name.clone(), (dim, column));
         }
-        self.dims.push(Dimension { names, rows });
+        self.planned.push(planned);
     }
 
     /// A mapping key used as (part of) a parameter name.
@@ -793,7 +989,7 @@ impl Builder {
     }
 
     /// The values of a grid or paired leaf: a literal list or a generator.
-    fn values(&mut self, leaf: &Leaf<'_>) -> Option<Vec<Value>> {
+    fn values(&mut self, leaf: &Leaf<'_>) -> Option<Column> {
         let written = leaf.key.key_text();
         match &leaf.value.node {
             Node::Seq(items) if items.is_empty() => {
@@ -805,7 +1001,7 @@ impl Builder {
                 );
                 None
             }
-            Node::Seq(items) => Some(items.iter().map(Value::from_node).collect()),
+            Node::Seq(items) => Some(Column::Listed(items.iter().map(Value::from_node).collect())),
             Node::Map(entries) => {
                 let (generator, args) = entries.first()?;
                 self.generate(leaf, generator, args)
@@ -852,8 +1048,8 @@ impl Builder {
             let fresh = self.define(&leaf.name, leaf.key.pos, &leaf.path, "grid");
             if let Some(values) = self.values(&leaf) {
                 if fresh {
-                    let rows = values.into_iter().map(|v| vec![v]).collect();
-                    self.add_dimension(vec![leaf.name], rows);
+                    let rows = PlannedRows::Zipped(vec![values]);
+                    self.add_dimension(vec![leaf.name], rows, leaf.key.pos, &leaf.path);
                 }
             }
         }
@@ -909,7 +1105,7 @@ impl Builder {
             }
         };
         // (label for messages, parameter name, values, defined here for the first time)
-        let mut columns: Vec<(String, String, Option<Vec<Value>>, bool)> = Vec::new();
+        let mut columns: Vec<(String, String, Option<Column>, bool)> = Vec::new();
         for (group_key, group_value) in entries {
             let group = group_key.key_text();
             let group_path = format!("{path}.{group}");
@@ -945,7 +1141,7 @@ impl Builder {
         }
         let lengths: Vec<usize> = columns
             .iter()
-            .map(|c| c.2.as_ref().map_or(0, Vec::len))
+            .map(|c| c.2.as_ref().map_or(0, Column::len))
             .collect();
         if lengths.iter().any(|&n| n != lengths[0]) {
             let parts: Vec<String> = columns
@@ -978,17 +1174,9 @@ impl Builder {
         let mut value_columns = Vec::with_capacity(columns.len());
         for (_, name, values, _) in columns {
             names.push(name);
-            value_columns.push(values.unwrap_or_default().into_iter());
+            value_columns.extend(values);
         }
-        let rows = (0..lengths[0])
-            .map(|_| {
-                value_columns
-                    .iter_mut()
-                    .filter_map(Iterator::next)
-                    .collect()
-            })
-            .collect();
-        self.add_dimension(names, rows);
+        self.add_dimension(names, PlannedRows::Zipped(value_columns), item.pos, &path);
     }
 
     fn parse_random(&mut self, key: &Spanned, section: &Spanned) {
@@ -1105,11 +1293,12 @@ impl Builder {
         if !ok || names.is_empty() {
             return;
         }
-        let mut rng = SplitMix64::new(seed);
-        let rows = (0..n)
-            .map(|_| distributions.iter().map(|d| d.sample(&mut rng)).collect())
-            .collect();
-        self.add_dimension(names, rows);
+        let rows = PlannedRows::Random {
+            n,
+            seed,
+            distributions,
+        };
+        self.add_dimension(names, rows, key.pos, "random");
     }
 
     fn distribution(&mut self, leaf: &Leaf<'_>) -> Option<Distribution> {
@@ -1267,12 +1456,7 @@ impl Builder {
         (nums.len() == items.len()).then_some(nums)
     }
 
-    fn generate(
-        &mut self,
-        leaf: &Leaf<'_>,
-        generator: &Spanned,
-        args: &Spanned,
-    ) -> Option<Vec<Value>> {
+    fn generate(&mut self, leaf: &Leaf<'_>, generator: &Spanned, args: &Spanned) -> Option<Column> {
         let path = leaf.path.as_str();
         match generator.as_str()? {
             "range" => {
@@ -1283,12 +1467,13 @@ impl Builder {
                     args,
                     &[2, 3],
                 )?;
-                let (values, problem) = range_values(&nums);
-                if let Some((message, hint)) = problem {
-                    self.report(args.pos, path, message, hint);
-                    return None;
+                match range_column(&nums) {
+                    Ok(column) => Some(column),
+                    Err((message, hint)) => {
+                        self.report(args.pos, path, message, hint);
+                        None
+                    }
                 }
-                Some(values)
             }
             name @ ("linspace" | "logspace") => {
                 let nums = self.numeric_args(path, name, "[start, stop, n]", args, &[3])?;
@@ -1309,7 +1494,7 @@ impl Builder {
                 };
                 let (a, b) = (nums[0].as_f64(), nums[1].as_f64());
                 if name == "linspace" {
-                    return Some(linspace(a, b, n));
+                    return Some(Column::Linspace(a, b, n));
                 }
                 if a <= 0.0 || b <= 0.0 {
                     self.report(
@@ -1324,7 +1509,7 @@ impl Builder {
                     );
                     return None;
                 }
-                Some(logspace(a, b, n))
+                Some(Column::Logspace(a, b, n))
             }
             _ => None,
         }
@@ -1502,10 +1687,10 @@ fn round12(x: f64, scale: f64) -> f64 {
     format!("{x:.11e}").parse().unwrap_or(x)
 }
 
-type GeneratorProblem = Option<(String, Option<String>)>;
+type GeneratorProblem = (String, Option<String>);
 
 /// `range: [start, stop, step]`, half-open like Python's; ints when all three are ints.
-fn range_values(nums: &[Num]) -> (Vec<Value>, GeneratorProblem) {
+fn range_column(nums: &[Num]) -> Result<Column, GeneratorProblem> {
     let start = nums.first().copied().unwrap_or(Num::Int(0));
     let stop = nums.get(1).copied().unwrap_or(Num::Int(0));
     let step = nums.get(2).copied().unwrap_or(Num::Int(1));
@@ -1514,22 +1699,19 @@ fn range_values(nums: &[Num]) -> (Vec<Value>, GeneratorProblem) {
         nums.iter().map(|n| n.text()).collect::<Vec<_>>().join(", ")
     );
     let no_values = || {
-        Some((
+        Err((
             format!("range {written} produces no values"),
             Some("stop is excluded, and the step must lead from start towards stop".into()),
         ))
     };
     let too_many = |n: String| {
-        Some((
+        Err((
             format!("range {written} produces {n} values, more than the limit of {MAX_VALUES}"),
             None,
         ))
     };
     if step.as_f64() == 0.0 {
-        return (
-            Vec::new(),
-            Some((format!("range {written}: step must not be 0"), None)),
-        );
+        return Err((format!("range {written}: step must not be 0"), None));
     }
     if let (Num::Int(start), Num::Int(stop), Num::Int(step)) = (start, stop, step) {
         let (start, stop, step) = (i128::from(start), i128::from(stop), i128::from(step));
@@ -1541,21 +1723,21 @@ fn range_values(nums: &[Num]) -> (Vec<Value>, GeneratorProblem) {
             0
         };
         if count == 0 {
-            return (Vec::new(), no_values());
+            return no_values();
         }
         if count > i128::from(MAX_VALUES) {
-            return (Vec::new(), too_many(count.to_string()));
+            return too_many(count.to_string());
         }
-        let values = (0..count)
-            .filter_map(|i| i64::try_from(start + i * step).ok())
-            .map(Value::Int)
-            .collect();
-        return (values, None);
+        return Ok(Column::IntRange {
+            start,
+            step,
+            count: count as usize,
+        });
     }
     let (start, stop, step) = (start.as_f64(), stop.as_f64(), step.as_f64());
     let estimate = ((stop - start) / step).ceil();
     if !estimate.is_finite() || estimate > MAX_VALUES as f64 {
-        return (Vec::new(), too_many(format!("{estimate:.0}")));
+        return too_many(format!("{estimate:.0}"));
     }
     let scale = start.abs().max(stop.abs()).max(step.abs());
     let value_at = |i: usize| round12(start + i as f64 * step, scale);
@@ -1566,12 +1748,14 @@ fn range_values(nums: &[Num]) -> (Vec<Value>, GeneratorProblem) {
         count -= 1;
     }
     if count == 0 {
-        return (Vec::new(), no_values());
+        return no_values();
     }
-    (
-        (0..count).map(|i| Value::Float(value_at(i))).collect(),
-        None,
-    )
+    Ok(Column::FloatRange {
+        start,
+        step,
+        scale,
+        count,
+    })
 }
 
 /// `n` evenly spaced floats from `a` to `b`, both included.
@@ -1768,12 +1952,13 @@ mod tests {
                 "inclusion-exclusion disagrees for\n{text}"
             );
         }
+        let count = spec.count().exact().expect("a count that fits in u64");
         assert_eq!(
-            u128::from(spec.count()),
+            u128::from(count),
             by_iteration,
             "count() disagrees for\n{text}"
         );
-        spec.count()
+        count
     }
 
     #[test]
@@ -2201,12 +2386,81 @@ sweep:
         // k0 = 0 or k6 = 9 or k3 in {0,2,4,6,8} or k4 in {1,3,5,7,9}: survivors have k0 != 0,
         // k6 != 9, k3 odd, k4 even.
         assert_eq!(load(&many).spec.count(), 9 * 9 * 5 * 5 * 1000);
-        // Far beyond u64: saturates.
+    }
+
+    /// The issue's 685-byte file: twenty generators of a million values each.
+    fn twenty_ranges() -> String {
+        let mut text = String::from("sweep:\n  grid:\n");
+        for k in 0..20 {
+            text.push_str(&format!("    p{k}: {{range: [0, 1000000, 1]}}\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn values_past_the_sweep_total_are_refused_once_before_any_is_made() {
+        let found = problems(&twenty_ranges());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        // p10 (line 13) is the first past 10 million; the total counts all twenty.
+        assert!(
+            found[0].starts_with("sweep.yaml:13:5:")
+                && found[0].contains("20000000 values in all")
+                && found[0].contains("limit of 10000000")
+                && found[0].contains("`p10`"),
+            "{found:#?}"
+        );
+        // Random samples count n × parameters; an exclude naming a refused parameter is not
+        // also an unknown parameter.
+        let mut random = String::from("random:\n  n: 1000000\n  params:\n");
+        for k in 0..11 {
+            random.push_str(&format!("    r{k}: {{uniform: [0.0, 1.0]}}\n"));
+        }
+        random.push_str("exclude:\n  - {r3: 0.5}\n");
+        let found = problems(&random);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("sweep.yaml:1:1:") && found[0].contains("11000000 values"),
+            "{found:#?}"
+        );
+        // Paired items count each column.
+        let paired = "paired:\n  - g: {a: {range: [0, 1000000]}, b: {range: [0, 1000000]}}\n  - h: {c: {range: [0, 1000000]}, d: {range: [0, 1000000]}}\n  - i: {e: {range: [0, 1000000]}, f: {range: [0, 1000000]}}\n  - j: {g: {range: [0, 1000000]}, h: {range: [0, 1000000]}}\n  - k: {i: {range: [0, 1000000]}, j: {range: [0, 1000000]}}\n  - l: {k: {range: [0, 1000000]}, l: {range: [0, 1000000]}}\n";
+        let found = problems(paired);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("sweep.yaml:7:5:") && found[0].contains("`k, l`"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn counts_past_u64_say_so_instead_of_a_saturated_number() {
+        // 10^20 tasks: past u64 (it printed as 18446744073709551615 before).
         let mut huge = String::from("grid:\n");
         for k in 0..4 {
             huge.push_str(&format!("  k{k}: {{range: [0, 100000]}}\n"));
         }
-        assert_eq!(load(&huge).spec.count(), u64::MAX);
+        let count = load(&huge).spec.count();
+        assert_eq!(count, TaskCount::TooMany);
+        assert_eq!(count.exact(), None);
+        assert_eq!(count.to_string(), "2^64 or more");
+        // Past 2^128, where even the product cannot be formed.
+        let mut huger = String::from("grid:\n");
+        for k in 0..8 {
+            huger.push_str(&format!("  k{k}: {{range: [0, 100000]}}\n"));
+        }
+        huger.push_str("exclude:\n  - {k0: 0}\n");
+        assert_eq!(load(&huger).spec.count().to_string(), "2^64 or more");
+        // The largest u64 is still a number.
+        assert_eq!(
+            TaskCount::Exact(u64::MAX).to_string(),
+            "18446744073709551615"
+        );
+        assert_eq!(TaskCount::Exact(7).to_string(), "7");
+        assert_eq!(TaskCount::of(1u128 << 64), TaskCount::TooMany);
+        assert_eq!(
+            TaskCount::of(u128::from(u64::MAX)),
+            TaskCount::Exact(u64::MAX)
+        );
     }
 
     #[test]
