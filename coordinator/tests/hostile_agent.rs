@@ -37,16 +37,11 @@ fn run_bounded(p: &Project, home: &Path, args: &[&str]) -> Run {
     cmd.env("HSM_HOME", home)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let description = format!("hsm-coordinator {}", args.join(" "));
-    let started = Instant::now();
-    let output = wait_with_timeout(cmd.spawn().unwrap(), HANG, &description);
-    Run {
-        description,
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        elapsed: started.elapsed(),
-    }
+    Run::wait_within(
+        cmd.spawn().unwrap(),
+        format!("hsm-coordinator {}", args.join(" ")),
+        HANG,
+    )
 }
 
 /// (status, reason) of each task's current attempt, by task index.

@@ -106,8 +106,13 @@ pub struct Run {
 
 impl Run {
     pub fn wait(child: Child, description: String) -> Run {
+        Run::wait_within(child, description, COMMAND_TIMEOUT)
+    }
+
+    /// `wait` with a guard of its own (a test that would otherwise hang for COMMAND_TIMEOUT).
+    pub fn wait_within(child: Child, description: String, timeout: Duration) -> Run {
         let started = Instant::now();
-        let output = wait_with_timeout(child, COMMAND_TIMEOUT, &description);
+        let output = wait_with_timeout(child, timeout, &description);
         Run {
             description,
             code: output.status.code(),
