@@ -327,6 +327,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_header_announcing_more_than_a_header_is_refused_unread() {
+        // A stream that announces a 16 MiB "header" and sends 1 KiB: refused on the length
+        // alone (before, each such stream held a 16 MiB buffer on the coordinator).
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&(16u32 << 20).to_be_bytes()).await.unwrap();
+        a.write_all(&[0u8; 1024]).await.unwrap();
+        let arrival = receive_file(
+            &mut b,
+            |_| panic!("a header that was never read cannot be accepted"),
+            || {},
+            STALL,
+        )
+        .await;
+        assert!(!arrival.claimed && arrival.header.is_none());
+        let err = arrival.outcome.unwrap_err().to_string();
+        assert!(err.contains("malformed file header"), "{err}");
+    }
+
+    #[tokio::test]
     async fn a_refused_stream_writes_nothing_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let h = header("results/deep/er/model.txt", b"x");
