@@ -5,6 +5,7 @@ pub mod hpc;
 pub mod identity;
 pub mod ledger;
 pub mod owners;
+pub mod preflight;
 pub mod process;
 pub mod runner;
 pub mod scheduler;

@@ -305,7 +305,23 @@ async fn session(
             .to_string(),
     };
     let welcome = match negotiate(&hello, info) {
-        Ok(welcome) => welcome,
+        Ok(mut welcome) => {
+            if let Some(request) = hello.preflight {
+                let work_dir = options.work_dir.clone();
+                let checked = tokio::task::spawn_blocking(move || {
+                    crate::preflight::run(&request, &work_dir, |dir| {
+                        free_space(dir).map(|(bytes, _)| bytes)
+                    })
+                })
+                .await
+                .context("pre-flight checks")?;
+                if !checked.is_empty() {
+                    tracing::info!(problems = checked.len(), "pre-flight checks found problems");
+                }
+                welcome.preflight = Some(checked);
+            }
+            welcome
+        }
         Err(reject) => {
             tracing::warn!(reason = %reject.reason, "refused a coordinator speaking another protocol");
             write_message(&mut send, &HelloReply::Reject(reject)).await?;

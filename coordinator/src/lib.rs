@@ -10,6 +10,7 @@ pub mod home;
 pub mod layout;
 pub mod offers;
 pub mod prefetch;
+pub mod preflight;
 pub mod progress;
 pub mod store;
 pub mod transfer;

@@ -7,6 +7,7 @@
 //! and a `Reject` is the one thing an old coordinator can always read from a newer agent.
 
 use crate::messages::SweepTaskRef;
+use crate::preflight::{PreflightMsg, PreflightProblem};
 use serde::{Deserialize, Serialize};
 
 /// The protocol this build speaks. Bumped for any change an older peer cannot decode or would
@@ -22,6 +23,9 @@ pub struct Hello {
     /// The coordinator's release (`CARGO_PKG_VERSION`), for messages and logs.
     #[serde(default)]
     pub coordinator_version: String,
+    /// Checks to make before welcoming (see [`crate::preflight`]); `None`: none asked.
+    #[serde(default)]
+    pub preflight: Option<PreflightMsg>,
 }
 
 impl Hello {
@@ -30,7 +34,14 @@ impl Hello {
         Hello {
             protocol_version: PROTOCOL_VERSION,
             coordinator_version: coordinator_version.into(),
+            preflight: None,
         }
+    }
+
+    /// This `Hello`, asking for pre-flight checks.
+    pub fn with_preflight(mut self, preflight: PreflightMsg) -> Hello {
+        self.preflight = Some(preflight);
+        self
     }
 }
 
@@ -64,6 +75,10 @@ pub struct Welcome {
     /// coordinator can show where an agent task's files really are; empty when unknown.
     #[serde(default)]
     pub work_dir: String,
+    /// The problems the asked pre-flight checks found (empty: all passed); `None` when none were
+    /// asked or the agent predates them.
+    #[serde(default)]
+    pub preflight: Option<Vec<PreflightProblem>>,
 }
 
 /// The agent refuses the connection; `reason` is meant for the person at the coordinator.
@@ -139,6 +154,7 @@ pub fn negotiate(hello: &Hello, agent: AgentInfo) -> Result<Welcome, Reject> {
         backend: agent.backend,
         running: agent.running,
         work_dir: agent.work_dir,
+        preflight: None,
     })
 }
 
@@ -180,6 +196,7 @@ mod tests {
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION + 1,
             coordinator_version: "9.0.0".into(),
+            preflight: None,
         };
         let reject = negotiate(&hello, agent()).unwrap_err();
         assert_eq!(reject.agent_protocol_version, PROTOCOL_VERSION);
@@ -201,6 +218,7 @@ mod tests {
         let hello = Hello {
             protocol_version: 0,
             coordinator_version: String::new(),
+            preflight: None,
         };
         let reject = negotiate(&hello, agent()).unwrap_err();
         assert!(
@@ -218,6 +236,7 @@ mod tests {
         let hello = Hello {
             protocol_version: 0,
             coordinator_version: "9\r\nFORGED\x1b[2K".into(),
+            preflight: None,
         };
         let reject = negotiate(&hello, agent()).unwrap_err();
         assert!(

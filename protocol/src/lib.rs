@@ -44,6 +44,7 @@ mod handshake;
 mod ids;
 mod messages;
 mod paths;
+pub mod preflight;
 mod text;
 
 pub use bytes::Bytes;
@@ -64,4 +65,5 @@ pub use paths::{
     check_relative_path, is_sha256_hex, PathError, MAX_COMPONENT_LEN, MAX_PATH_COMPONENTS,
     MAX_PATH_LEN,
 };
+pub use preflight::{PreflightMsg, PreflightProblem};
 pub use text::{display_safe, MAX_DISPLAY_CHARS};

@@ -408,7 +408,8 @@ fn fields_with_defaults_may_be_missing() {
         .unwrap(),
         Hello {
             protocol_version: 7,
-            coordinator_version: String::new()
+            coordinator_version: String::new(),
+            preflight: None,
         }
     );
     let welcome = HelloReplyMinimal::Welcome(WelcomeMinimal {

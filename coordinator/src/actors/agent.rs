@@ -49,6 +49,8 @@ pub struct AgentSetup {
     pub prefetch: Option<Arc<crate::prefetch::Prefetch>>,
     /// Run through the agent's batch scheduler, asking for these resources.
     pub hpc: Option<hsm_protocol::HpcMsg>,
+    /// Checks the agent makes before it is sent any task (see `crate::preflight`).
+    pub preflight: Option<hsm_protocol::PreflightMsg>,
 }
 
 /// How long result files may make no progress (no byte arriving from the agent on any of them,
@@ -461,6 +463,7 @@ impl Actor for AgentSource {
             paths: self.setup.paths.clone(),
             offers: self.offers.clone(),
             kick: self.kick.clone(),
+            preflight: self.setup.preflight.clone(),
         };
         // Result files that stopped coming end their attempts (see `RESULT_STALL`).
         ctx.run_interval(Duration::from_secs(5), |actor, _| actor.check_stalled());
@@ -1018,6 +1021,8 @@ struct Dial {
     offers: SharedOffers,
     /// Drop the connection now (see `AgentSource::kick`).
     kick: Arc<Notify>,
+    /// Asked in the `Hello`; problems found refuse the source for this run.
+    preflight: Option<hsm_protocol::PreflightMsg>,
 }
 
 /// Connection liveness: QUIC keep-alives every 2 s, the connection declared dead after 10 s of
@@ -1035,7 +1040,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// capped exponential backoff. Messages queued while disconnected are sent after reconnecting;
 /// the agent replays the events this coordinator has not acknowledged.
 async fn connection(
-    dial: Dial,
+    mut dial: Dial,
     actor: actix::Addr<AgentSource>,
     mut outbox: mpsc::UnboundedReceiver<ToAgent>,
 ) {
@@ -1078,6 +1083,10 @@ async fn connection(
                 // the network blinked, and coming back quickly is what matters.
                 if welcomed {
                     backoff = BACKOFF_START;
+                    // Checked once, before the first task: a later check failing (say, disk
+                    // filling up) would throw out tasks that run there; the heartbeat's disk
+                    // check pauses the source instead.
+                    dial.preflight = None;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -1122,7 +1131,9 @@ async fn session(
             }
         })?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    write_message(&mut send, &Hello::new(env!("CARGO_PKG_VERSION")))
+    let mut hello = Hello::new(env!("CARGO_PKG_VERSION"));
+    hello.preflight = dial.preflight.clone();
+    write_message(&mut send, &hello)
         .await
         .map_err(|e| e.to_string())?;
     let reply = read_frame(&mut recv, MAX_FRAME)
@@ -1131,6 +1142,17 @@ async fn session(
         .ok_or("the agent closed the connection without answering the hello")?;
     match hsm_protocol::decode::<HelloReply>(&reply).map_err(|e| e.to_string())? {
         HelloReply::Welcome(welcome) => {
+            match (&dial.preflight, &welcome.preflight) {
+                (Some(_), Some(problems)) if !problems.is_empty() => {
+                    let why = crate::preflight::explain(&dial.name, &dial.address, problems);
+                    conn.close(0u32.into(), b"pre-flight checks failed");
+                    return Err(SessionError::Refused(why));
+                }
+                (Some(_), None) => {
+                    tracing::info!(agent = %dial.name, "the agent predates pre-flight checks: not checked");
+                }
+                _ => {}
+            }
             *welcomed = true;
             // The agent's strings are shown to the user: escaped, never raw (see display_safe).
             actor.do_send(Incoming::Up {

@@ -520,6 +520,15 @@ impl Actor for SweepActor {
                                 min_free_disk: self.run.min_free_disk,
                                 prefetch: prefetch.clone(),
                                 hpc: hpc.clone(),
+                                preflight: self.agent_commands[number].as_ref().map(|command| {
+                                    crate::preflight::request(
+                                        command,
+                                        self.run.script_override.as_deref(),
+                                        project_dir.as_deref(),
+                                        hpc.as_ref(),
+                                        self.run.min_free_disk,
+                                    )
+                                }),
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),

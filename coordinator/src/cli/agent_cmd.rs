@@ -2,7 +2,7 @@
 //! own identity and the agents it trusts (pinned by fingerprint in the project config).
 
 use super::config_cmd::{display_path, load_config};
-use super::{user_error, AgentAddArgs, Global, EXIT_FAILED, EXIT_OK};
+use super::{user_error, AgentAddArgs, Global, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, SourceKind};
 use anyhow::Context as _;
 use hsm_agent::identity;
@@ -131,7 +131,7 @@ pub fn list(global: &Global, check: bool) -> anyhow::Result<i32> {
             ];
             if check {
                 let timeout = std::time::Duration::from_secs(5);
-                row.push(match ping_agent(&cfg, name, timeout) {
+                row.push(match ping_agent(&cfg, name, timeout, None) {
                     Ok(_) => "ok".into(),
                     Err(e) => {
                         unreachable += 1;
@@ -203,7 +203,7 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
             )))
         }
     };
-    match ping_agent(&cfg, name, timeout) {
+    match ping_agent(&cfg, name, timeout, None) {
         Ok((welcome, round_trip, health)) => {
             // The agent's strings are escaped, never printed raw (see display_safe).
             use hsm_protocol::display_safe;
@@ -247,11 +247,79 @@ type PingResult = (
     Option<hsm_protocol::HeartbeatMsg>,
 );
 
-/// Connects to the agent source `name` of `cfg` as a sweep would and pings it once.
+/// `config validate --remote`: every agent source's pre-flight checks (the project directory,
+/// the script, the interpreter, free disk), made on its host now, for the command a sweep with
+/// `script_override` would run. Exit 2 when a check fails, 1 when an agent cannot be reached.
+pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>) -> i32 {
+    let mut code = EXIT_OK;
+    let base = super::launch::launch_command(cfg, script_override, false);
+    for (name, source) in &cfg.sources {
+        let SourceKind::Agent {
+            address,
+            project_dir,
+            python,
+            backend,
+            hpc,
+            ..
+        } = &source.kind
+        else {
+            continue;
+        };
+        let command = crate::core::command::CommandSpec {
+            python: python.clone(),
+            ..base.clone()
+        };
+        // Only the set-up lines matter to the checks.
+        let batch = (*backend != config::Backend::Process).then(|| hsm_protocol::HpcMsg {
+            scheduler: hsm_protocol::SchedulerChoice::Auto,
+            resources: hsm_protocol::HpcResources {
+                modules: hpc.modules.clone(),
+                pre_script: hpc.pre_script.clone(),
+                ..Default::default()
+            },
+        });
+        let request = crate::preflight::request(
+            &command,
+            script_override,
+            project_dir.as_deref(),
+            batch.as_ref(),
+            cfg.defaults.min_free_disk,
+        );
+        let timeout = std::time::Duration::from_secs(90);
+        match ping_agent(cfg, name, timeout, Some(request)) {
+            Ok((welcome, _, _)) => match welcome.preflight {
+                Some(problems) if !problems.is_empty() => {
+                    println!("{}", crate::preflight::explain(name, address, &problems));
+                    code = code.max(EXIT_USAGE);
+                }
+                Some(_) => println!("remote {name} ({address}): ok"),
+                None => println!(
+                    "remote {name} ({address}): reachable, but its hsm-agent ({}) predates \
+                     pre-flight checks: upgrade it to have them",
+                    hsm_protocol::display_safe(&welcome.agent_version)
+                ),
+            },
+            Err(e) => {
+                println!(
+                    "remote {name} ({address}): unreachable: {}",
+                    hsm_protocol::display_safe(first_line(&format!("{e:#}")))
+                );
+                if code == EXIT_OK {
+                    code = EXIT_FAILED;
+                }
+            }
+        }
+    }
+    code
+}
+
+/// Connects to the agent source `name` of `cfg` as a sweep would and pings it once, asking for
+/// `preflight` checks in the hello when given.
 fn ping_agent(
     cfg: &config::ProjectConfig,
     name: &str,
     timeout: std::time::Duration,
+    preflight: Option<hsm_protocol::PreflightMsg>,
 ) -> anyhow::Result<PingResult> {
     use hsm_agent::tls::{self, TransportOptions};
     use hsm_agent::wire::{read_frame, write_message};
@@ -290,7 +358,9 @@ fn ping_agent(
             .map_err(|e| anyhow::anyhow!(e.explain(address, fingerprint, &own)))?;
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
-            write_message(&mut send, &Hello::new(env!("CARGO_PKG_VERSION"))).await?;
+            let mut hello = Hello::new(env!("CARGO_PKG_VERSION"));
+            hello.preflight = preflight;
+            write_message(&mut send, &hello).await?;
             let reply = read_frame(&mut recv, MAX_FRAME)
                 .await?
                 .context("the agent closed the connection without answering the hello")?;

@@ -225,7 +225,7 @@ pub fn show(global: &Global) -> anyhow::Result<i32> {
 /// Reports every problem it can find in one go: the config's, the sweep file's, and what `sweep
 /// run` checks before it starts (script, interpreter, conda env, agents' `project_dir`), each at
 /// the key that set it. A config with problems is still checked for what its valid keys name.
-pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i32> {
+pub fn validate(global: &Global, sweep_file: Option<&Path>, remote: bool) -> anyhow::Result<i32> {
     let mut errors = Vec::new();
     let mut config_problems = Vec::new();
     let mut config_shown = None;
@@ -322,7 +322,7 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
     if !errors.is_empty() {
         return Err(user_error(errors.join("\n")));
     }
-    if let Some(cfg) = cfg {
+    if let Some(cfg) = &cfg {
         match &cfg.file {
             Some(file) => println!("config {}: ok", display_path(global, file)),
             None => println!("config: none found; defaults are valid"),
@@ -333,6 +333,12 @@ pub fn validate(global: &Global, sweep_file: Option<&Path>) -> anyhow::Result<i3
             "sweep {sweep_shown}: ok, {count} task{}",
             if count == 1 { "" } else { "s" }
         );
+    }
+    if remote {
+        if let Some(cfg) = &cfg {
+            let script_override = script.as_ref().map(|(s, _)| s.as_str());
+            return Ok(super::agent_cmd::remote_checks(cfg, script_override));
+        }
     }
     Ok(EXIT_OK)
 }

@@ -152,6 +152,10 @@ pub enum ConfigCommand {
     Validate {
         /// Sweep file (default: sweeps/sweep.yaml when it exists).
         sweep_file: Option<PathBuf>,
+        /// Also check on each agent's host that the project directory, the script and the
+        /// interpreter are there and disk is free (what a sweep checks before its first task).
+        #[arg(long)]
+        remote: bool,
     },
 }
 
@@ -298,8 +302,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Init(args) => config_cmd::init(&global, &args),
         Command::Config(ConfigCommand::Show) => config_cmd::show(&global),
-        Command::Config(ConfigCommand::Validate { sweep_file }) => {
-            config_cmd::validate(&global, sweep_file.as_deref())
+        Command::Config(ConfigCommand::Validate { sweep_file, remote }) => {
+            config_cmd::validate(&global, sweep_file.as_deref(), remote)
         }
         Command::Sweep(SweepCommand::Run(args)) => sweep_cmd::run(&global, &args),
         Command::Sweep(SweepCommand::Complete(args)) => sweep_cmd::complete(&global, &args),

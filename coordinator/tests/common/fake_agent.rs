@@ -206,6 +206,7 @@ async fn serve_connection(
         backend: "process".into(),
         running: Vec::new(),
         work_dir: "/fake/work".into(),
+        preflight: None,
     });
     if write_message(&mut send, &welcome).await.is_err() {
         return;

@@ -214,9 +214,17 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
 pub fn hello_samples() -> Vec<Hello> {
     vec![
         Hello::new("0.1.0"),
+        Hello::new("0.2.0").with_preflight(PreflightMsg {
+            project_dir: "/srv/proj".into(),
+            files: vec!["train.py".into()],
+            interpreter: vec!["python3".into(), "--version".into()],
+            setup: vec!["module load cuda".into()],
+            min_free_disk: 1 << 30,
+        }),
         Hello {
             protocol_version: u32::MAX,
             coordinator_version: String::new(),
+            preflight: None,
         },
     ]
 }
@@ -234,6 +242,10 @@ pub fn hello_reply_samples() -> Vec<HelloReply> {
                 task: task(7, 2),
             }],
             work_dir: "/scratch/me/hsm-work".into(),
+            preflight: Some(vec![PreflightProblem {
+                check: "project_dir".into(),
+                detail: "/srv/proj does not exist".into(),
+            }]),
         }),
         HelloReply::Reject(Reject {
             reason: "coordinator speaks protocol 2, this agent speaks 1: upgrade the agent".into(),
@@ -484,7 +496,8 @@ pub fn any_body() -> impl Strategy<Value = Vec<u8>> {
         file_header().prop_map(body),
         (any::<u32>(), text()).prop_map(|(protocol_version, coordinator_version)| body(Hello {
             protocol_version,
-            coordinator_version
+            coordinator_version,
+            preflight: None,
         })),
     ]
 }
