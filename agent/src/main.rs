@@ -1,6 +1,7 @@
 //! `hsm-agent`: the daemon that runs tasks for a coordinator on a remote host or login node.
 //! `init`, `fingerprint` and `authorize` manage its identity and trusted coordinators; `serve`
-//! runs the QUIC daemon (handshake, ping, health so far; task execution over the wire next).
+//! runs the QUIC daemon (`--detach`: in the background, see `daemon.rs`); `status` and `stop`
+//! look after a detached one.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -33,6 +34,17 @@ enum AgentCommand {
     },
     /// Run the daemon: accept authorized coordinators over QUIC.
     Serve(ServeArgs),
+    /// Say whether a daemon serves the state dir: pid, version, uptime, tasks its ledger holds.
+    Status(StateDirArgs),
+    /// Stop the daemon serving the state dir (SIGTERM; its ledger keeps its tasks for the next
+    /// start).
+    Stop {
+        #[command(flatten)]
+        state: StateDirArgs,
+        /// Give up waiting for it to exit after this many seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -77,6 +89,11 @@ struct ServeArgs {
     /// coordinator confirmed start anyway (`keep-running`).
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     coordinator_lost_after: u64,
+    /// Run in the background, in a session of its own (it survives the end of an SSH session):
+    /// output appended to <state-dir>/serve.log, pid in <state-dir>/serve.pid. Returns once it
+    /// listens.
+    #[arg(long)]
+    detach: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,6 +241,16 @@ fn init_tracing() {
 fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.command {
         AgentCommand::Serve(serve_args) => return serve(serve_args),
+        AgentCommand::Status(state) => {
+            print!("{}", hsm_agent::daemon::status(&state.resolve()?).render());
+        }
+        AgentCommand::Stop { state, timeout } => {
+            let dir = state.resolve()?;
+            match hsm_agent::daemon::stop(&dir, std::time::Duration::from_secs(timeout))? {
+                Some(pid) => println!("stopped hsm-agent serve (pid {pid})"),
+                None => println!("no hsm-agent serve runs for {}", dir.display()),
+            }
+        }
         AgentCommand::Init(state) => {
             let dir = state.resolve()?;
             let (identity, created) = Identity::load_or_create(&dir, "hsm-agent")
@@ -313,12 +340,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         release_unconfirmed_after: (args.on_coordinator_lost == OnCoordinatorLost::KeepRunning)
             .then(|| std::time::Duration::from_secs(args.coordinator_lost_after)),
     };
+    if args.detach {
+        // The same arguments without `--detach`, in a process of its own (see daemon.rs).
+        let child_args: Vec<std::ffi::OsString> = std::env::args_os()
+            .skip(1)
+            .filter(|a| a != "--detach")
+            .collect();
+        let info = hsm_agent::daemon::spawn_detached(
+            &state_dir,
+            &child_args,
+            std::time::Duration::from_secs(60),
+        )?;
+        println!("listening on {}", info.listen);
+        println!("pid {}", info.pid);
+        println!(
+            "log {}",
+            state_dir.join(hsm_agent::daemon::LOG_FILE).display()
+        );
+        return Ok(());
+    }
+    let detached = std::env::var_os(hsm_agent::daemon::DETACHED_ENV).is_some();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let pid_dir = state_dir.clone();
+    let result = runtime.block_on(async move {
         let server = Server::bind(options).map_err(|e| bind_error(&e, listen, &state_dir))?;
         // Tests and scripts read these two lines; the address has the real port for `:0`.
         println!("listening on {}", server.local_addr()?);
         println!("fingerprint {}", server.fingerprint());
+        if detached {
+            hsm_agent::daemon::write_pid_file(&state_dir, &server.local_addr()?.to_string())?;
+        }
         use std::io::Write as _;
         std::io::stdout().flush()?;
         let shutdown = async {
@@ -329,5 +380,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         };
         server.run(shutdown).await
-    })
+    });
+    if detached {
+        hsm_agent::daemon::remove_pid_file(&pid_dir);
+    }
+    result
 }

@@ -61,6 +61,7 @@ pub fn add(global: &Global, args: &AgentAddArgs) -> anyhow::Result<i32> {
         project_dir: args.project_dir.as_deref(),
         backend: args.backend.as_deref(),
         python: args.python.as_deref(),
+        ssh: None,
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
@@ -79,7 +80,7 @@ pub fn add(global: &Global, args: &AgentAddArgs) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
-fn write_config(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write_config(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -241,7 +242,7 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
 }
 
 /// What one successful ping learns: the agent's welcome, the round trip, its last heartbeat.
-type PingResult = (
+pub(super) type PingResult = (
     hsm_protocol::Welcome,
     std::time::Duration,
     Option<hsm_protocol::HeartbeatMsg>,
@@ -321,11 +322,6 @@ fn ping_agent(
     timeout: std::time::Duration,
     preflight: Option<hsm_protocol::PreflightMsg>,
 ) -> anyhow::Result<PingResult> {
-    use hsm_agent::tls::{self, TransportOptions};
-    use hsm_agent::wire::{read_frame, write_message};
-    use hsm_protocol::{decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_FRAME};
-    use std::net::ToSocketAddrs;
-
     let Some(SourceKind::Agent {
         address,
         fingerprint,
@@ -334,6 +330,20 @@ fn ping_agent(
     else {
         anyhow::bail!("source `{name}` is not an agent");
     };
+    ping_address(address, fingerprint, timeout)
+}
+
+/// Connects to the agent at `address` pinned to `fingerprint` as a sweep would and pings it once.
+pub(super) fn ping_address(
+    address: &str,
+    fingerprint: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<PingResult> {
+    use hsm_agent::tls::{self, TransportOptions};
+    use hsm_agent::wire::{read_frame, write_message};
+    use hsm_protocol::{decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_FRAME};
+    use std::net::ToSocketAddrs;
+
     let identity = coordinator_identity()?;
     let own = identity.fingerprint();
     let addr = address

@@ -3,6 +3,8 @@
 
 mod agent_cmd;
 mod config_cmd;
+mod deploy;
+mod deploy_plan;
 mod launch;
 mod sweep_cmd;
 mod v1_import;
@@ -87,6 +89,49 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
+    /// Install, authorize and start an agent on a host you can ssh to, and add it to the
+    /// project config (again: upgrades it, or changes nothing when it is up to date).
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator agent deploy gpu1 me@gpu1.lab\n  \
+        hsm-coordinator agent deploy cluster login1 --project-dir /scratch/me/proj --backend slurm\n\n\
+        Uses your ssh (~/.ssh/config, ProxyJump, keys); one authentication per deploy.")]
+    Deploy(AgentDeployArgs),
+    /// Whether an agent's daemon runs (pid, version, uptime, tasks held), asked over ssh.
+    Status {
+        /// The agent source's name (deployed with `agent deploy`).
+        name: String,
+        /// Where the agent binary is on the host (default: ~/.local/bin/hsm-agent).
+        #[arg(long, value_name = "PATH")]
+        remote_bin: Option<String>,
+        #[command(flatten)]
+        ssh: SshArgs,
+    },
+    /// Print an agent daemon's log (its serve.log), over ssh.
+    Logs {
+        /// The agent source's name (deployed with `agent deploy`).
+        name: String,
+        /// Keep printing what it writes (until Ctrl-C).
+        #[arg(short, long)]
+        follow: bool,
+        /// Print this many of the last lines first.
+        #[arg(short = 'n', long, default_value_t = 100, value_name = "N")]
+        lines: u32,
+        /// Where the agent binary is on the host (default: ~/.local/bin/hsm-agent).
+        #[arg(long, value_name = "PATH")]
+        remote_bin: Option<String>,
+        #[command(flatten)]
+        ssh: SshArgs,
+    },
+    /// Stop an agent's daemon over ssh (its ledger keeps its tasks for the next start).
+    Stop {
+        /// The agent source's name (deployed with `agent deploy`).
+        name: String,
+        /// Where the agent binary is on the host (default: ~/.local/bin/hsm-agent).
+        #[arg(long, value_name = "PATH")]
+        remote_bin: Option<String>,
+        #[command(flatten)]
+        ssh: SshArgs,
+    },
     /// Add (or update) an agent source in the project config, pinned to its fingerprint.
     #[command(after_help = "Examples:\n  \
         hsm-coordinator agent add gpu1 gpu1.lab:7300 --fingerprint sha256:... --project-dir /home/me/proj\n  \
@@ -111,6 +156,54 @@ pub enum AgentCommand {
         #[arg(long, default_value = "10s", value_name = "DURATION")]
         timeout: String,
     },
+}
+
+/// How to run `ssh` (besides `~/.ssh/config`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SshArgs {
+    /// An ssh config file to use instead of ~/.ssh/config (`ssh -F`).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// An option for ssh, as in ssh_config (`ssh -o`), e.g. `Port=2222`; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub ssh_option: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentDeployArgs {
+    /// Source name used with `--sources`.
+    pub name: String,
+    /// Where to install it: `[USER@]HOST` or a Host of your ssh config, as you would give ssh.
+    pub destination: String,
+    /// The agent binary to copy (default: one for the host's platform beside this program).
+    #[arg(long, value_name = "PATH")]
+    pub agent_binary: Option<PathBuf>,
+    /// Where the binary goes on the host (relative: under the remote home).
+    #[arg(long, value_name = "PATH", default_value = "~/.local/bin/hsm-agent")]
+    pub remote_bin: Option<String>,
+    /// UDP port the agent listens on (all interfaces).
+    #[arg(long, default_value_t = 7300, value_name = "PORT")]
+    pub port: u16,
+    /// HOST:PORT this coordinator reaches the agent at (default: the host ssh connects to and
+    /// --port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub address: Option<String>,
+    /// Where the project lives on the host (default: the config's, else this project's path
+    /// relative to your home, under the remote home).
+    #[arg(long, value_name = "DIR")]
+    pub project_dir: Option<String>,
+    /// Tasks at once on this agent (default for a new source: the host's CPU count).
+    #[arg(long, value_name = "N")]
+    pub slots: Option<usize>,
+    /// How the agent runs tasks (see `agent add --backend`).
+    #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "auto"])]
+    pub backend: Option<String>,
+    /// Restart a running agent for an upgrade even when it holds tasks (its ledger carries
+    /// them over).
+    #[arg(long)]
+    pub restart: bool,
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 #[derive(Args, Debug)]
@@ -310,6 +403,24 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
+        Command::Agent(AgentCommand::Deploy(args)) => deploy::deploy(&global, &args),
+        Command::Agent(AgentCommand::Status {
+            name,
+            remote_bin,
+            ssh,
+        }) => deploy::status(&global, &name, remote_bin.as_deref(), &ssh),
+        Command::Agent(AgentCommand::Logs {
+            name,
+            follow,
+            lines,
+            remote_bin,
+            ssh,
+        }) => deploy::logs(&global, &name, follow, lines, remote_bin.as_deref(), &ssh),
+        Command::Agent(AgentCommand::Stop {
+            name,
+            remote_bin,
+            ssh,
+        }) => deploy::stop(&global, &name, remote_bin.as_deref(), &ssh),
         Command::Agent(AgentCommand::Remove { name }) => agent_cmd::remove(&global, &name),
         Command::Agent(AgentCommand::List { check }) => agent_cmd::list(&global, check),
         Command::Agent(AgentCommand::Ping { name, timeout }) => {

@@ -126,6 +126,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 python,
                 backend,
                 hpc,
+                ..
             } => {
                 let hpc = hpc_request(*backend, hpc, args, walltime);
                 sources.push(SourceSpec {

@@ -67,7 +67,9 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             python,
             backend,
             hpc,
-        } => json!({
+            ssh,
+        } => {
+            let mut agent = json!({
             "type": "agent",
             "address": address,
             "fingerprint": fingerprint,
@@ -77,7 +79,12 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             "python": python,
             "backend": backend.as_str(),
             "hpc": hpc_json(hpc),
-        }),
+            });
+            if let Some(ssh) = ssh {
+                agent["ssh"] = ssh.as_str().into();
+            }
+            agent
+        }
         SourceKind::Slurm { hpc, slots } => {
             json!({"type": "slurm", "slots": slots, "hpc": hpc_json(hpc)})
         }

@@ -5,7 +5,9 @@
 //! from its key's line to the line before the next sibling key. Flow-style (`{...}`) sections
 //! cannot be edited in place and are rewritten from the tree (their comments are lost).
 
-use super::resolve::{validate_address, validate_fingerprint, validate_source_name};
+use super::resolve::{
+    validate_address, validate_fingerprint, validate_source_name, validate_ssh_destination,
+};
 use crate::yaml::{Node, Spanned};
 use serde_json::{Map, Value};
 
@@ -20,6 +22,8 @@ pub struct AgentEntry<'a> {
     pub backend: Option<&'a str>,
     /// The interpreter on the agent's host.
     pub python: Option<&'a str>,
+    /// The ssh destination `agent deploy` reached the host through.
+    pub ssh: Option<&'a str>,
 }
 
 /// Returns `text` with `sources.<name>` set to an agent source. An existing agent entry of that
@@ -52,6 +56,7 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         project_dir,
         backend,
         python,
+        ssh,
     } = *entry;
     validate_source_name(name)?;
     if name == "local" {
@@ -69,6 +74,9 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
     }
     if python.is_some_and(|p| p.trim().is_empty()) {
         return Err("the python interpreter is empty".into());
+    }
+    if let Some(ssh) = ssh {
+        validate_ssh_destination(ssh)?;
     }
     let root =
         crate::yaml::parse(text).map_err(|e| format!("the config is not valid YAML: {e}"))?;
@@ -90,6 +98,9 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         if let Some(backend) = backend {
             fields.insert("backend".into(), backend.trim().into());
         }
+        if let Some(ssh) = ssh {
+            fields.insert("ssh".into(), ssh.trim().into());
+        }
         // Re-adding an agent (say after a redeploy changed its identity) keeps what the user
         // set up for it; a non-agent entry of that name is replaced whole.
         let was_agent = existing.is_some_and(|e| {
@@ -97,13 +108,17 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
                 .and_then(Spanned::as_str)
                 .is_none_or(|t| t == "agent")
         });
+        // Its keys stay in the order written (a redeploy that changes nothing rewrites the
+        // same text); new keys follow.
         if let (true, Some(Node::Map(entries))) = (was_agent, existing.map(|e| &e.node)) {
+            let mut ordered = Map::new();
             for (key, value) in entries {
                 let key = key.key_text();
-                if !fields.contains_key(&key) && key != "type" {
-                    fields.insert(key, to_json(value));
-                }
+                let value = fields.shift_remove(&key).unwrap_or_else(|| to_json(value));
+                ordered.insert(key, value);
             }
+            ordered.extend(std::mem::take(&mut fields));
+            fields = ordered;
         }
         let mut one = Map::new();
         one.insert(name.to_string(), Value::Object(fields));

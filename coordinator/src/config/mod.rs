@@ -31,7 +31,8 @@ pub use init::{
     detect, init_config_text, init_sweep_text, script_style, Detection, Scheduler, ScriptStyle,
 };
 pub use resolve::{
-    validate_address, validate_fingerprint, validate_source_name, DEFAULT_AGENT_PYTHON,
+    validate_address, validate_fingerprint, validate_source_name, validate_ssh_destination,
+    DEFAULT_AGENT_PYTHON,
 };
 
 /// Where the project config is looked for, relative to the project directory, in order.
@@ -170,6 +171,9 @@ pub enum SourceKind {
         backend: Backend,
         /// The project's `hpc:` with this source's overrides applied.
         hpc: HpcOptions,
+        /// The ssh destination (`[user@]host`, or a `~/.ssh/config` alias) `agent deploy`
+        /// installed it through; `agent status|logs|stop` use it.
+        ssh: Option<String>,
     },
     /// Slurm driven from this process (the coordinator runs on a login node). `slots`: tasks
     /// handed to the scheduler at once (default 1000).

@@ -117,7 +117,7 @@ pub(super) const PATHS_KEYS: [&str; 7] = [
     "project_root",
 ];
 /// Every key any source type takes; `resolve` checks which ones fit the source's type.
-pub(super) const SOURCE_KEYS: [&str; 8] = [
+pub(super) const SOURCE_KEYS: [&str; 9] = [
     "type",
     "slots",
     "address",
@@ -126,6 +126,7 @@ pub(super) const SOURCE_KEYS: [&str; 8] = [
     "python",
     "backend",
     "hpc",
+    "ssh",
 ];
 
 #[derive(Debug, Default)]
@@ -227,6 +228,8 @@ pub(super) struct RawSource {
     pub address: Option<At<String>>,
     pub fingerprint: Option<At<String>>,
     pub project_dir: Option<At<String>>,
+    /// How `agent deploy|status|logs|stop` reach the agent's host: an ssh destination.
+    pub ssh: Option<At<String>>,
     pub python: Option<At<String>>,
     pub backend: Option<At<String>>,
     pub hpc: Option<RawHpc>,
@@ -387,6 +390,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
                 project_dir: None,
                 python: None,
                 backend: None,
+                ssh: None,
                 hpc: None,
                 name,
             });
@@ -436,6 +440,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             project_dir: section.string("project_dir", problems),
             python: section.string("python", problems),
             backend: section.string("backend", problems),
+            ssh: section.string("ssh", problems),
             hpc,
             name,
         });

@@ -494,6 +494,19 @@ fn resolve_source(
             // Problems in the merged options are reported with their own positions; the
             // project-wide ones again for each source, which `tidy` folds into one.
             let hpc = resolve_hpc(&overlay(raw.hpc.as_ref(), top_hpc), problems);
+            let ssh = raw
+                .ssh
+                .as_ref()
+                .and_then(|at| match validate_ssh_destination(&at.value) {
+                    Ok(()) => Some(at.value.trim().to_string()),
+                    Err(why) => {
+                        problems.push(
+                            at.problem(why)
+                                .with_hint("write e.g. ssh: me@login1.cluster"),
+                        );
+                        None
+                    }
+                });
             SourceKind::Agent {
                 address,
                 fingerprint,
@@ -502,6 +515,7 @@ fn resolve_source(
                 python,
                 backend,
                 hpc,
+                ssh,
             }
         }
         "slurm" => SourceKind::Slurm {
@@ -528,6 +542,23 @@ pub fn validate_source_name(name: &str) -> Result<(), String> {
     } else if !ok_chars || name.starts_with(['.', '-']) {
         Err(format!(
             "`{name}` is not a usable source name: use letters, digits, `_`, `-` and `.`, not starting with `.` or `-`"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an ssh destination (`[user@]host` or an ssh_config alias): one word that `ssh` cannot
+/// take for an option.
+pub fn validate_ssh_destination(destination: &str) -> Result<(), String> {
+    let text = destination.trim();
+    if text.is_empty() {
+        Err("the ssh destination is empty".into())
+    } else if text.starts_with('-') {
+        Err(format!("ssh destination `{text}` starts with `-`"))
+    } else if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(format!(
+            "ssh destination `{text}` has spaces or control characters"
         ))
     } else {
         Ok(())

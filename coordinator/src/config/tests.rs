@@ -1025,3 +1025,46 @@ fn many_problems_are_each_reported_once_and_repeats_fold() {
     let walltime: Vec<_> = found.iter().filter(|p| p.contains("walltime")).collect();
     assert_eq!(walltime.len(), 1, "{found:#?}");
 }
+
+/// `agent deploy` rewrites the entry on every run: the same values must give the same text, with
+/// the keys in the order they are written, even when some are kept rather than given (they
+/// used to move to the end, so a deploy that changed nothing rewrote the config).
+#[test]
+fn set_agent_entry_with_the_same_values_leaves_the_text_as_it_was() {
+    let text = format!(
+        "sources:\n  gpu1:\n    slots: 4\n    type: agent\n    address: \"gpu1.lab:7300\"\n    fingerprint: \"{FP}\"\n    ssh: me@gpu1.lab\n    project_dir: /p\n"
+    );
+    let entry = crate::config::AgentEntry {
+        address: "gpu1.lab:7300",
+        fingerprint: FP,
+        project_dir: Some("/p"),
+        ssh: Some("me@gpu1.lab"),
+        ..Default::default()
+    };
+    let out = crate::config::set_agent_entry(&text, "gpu1", &entry).unwrap();
+    assert_eq!(out, text);
+    let cfg = parse(&out);
+    match &cfg.sources["gpu1"].kind {
+        SourceKind::Agent { ssh, slots, .. } => {
+            assert_eq!(ssh.as_deref(), Some("me@gpu1.lab"));
+            assert_eq!(*slots, Some(4));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A destination ssh would read as an option is refused, in the file and in the edit.
+    let bad = text.replace("me@gpu1.lab", "-oProxyCommand=x");
+    assert!(crate::config::set_agent_entry(
+        &text,
+        "gpu1",
+        &crate::config::AgentEntry {
+            ssh: Some("-oProxyCommand=x"),
+            ..entry
+        }
+    )
+    .is_err());
+    let problems = format!(
+        "{:?}",
+        crate::config::parse_config(&bad, std::path::Path::new("/p")).unwrap_err()
+    );
+    assert!(problems.contains("starts with `-`"), "{problems}");
+}
