@@ -330,14 +330,16 @@ fn ping_agent(
     else {
         anyhow::bail!("source `{name}` is not an agent");
     };
-    ping_address(address, fingerprint, timeout)
+    ping_address(address, fingerprint, timeout, preflight)
 }
 
-/// Connects to the agent at `address` pinned to `fingerprint` as a sweep would and pings it once.
+/// Connects to the agent at `address` pinned to `fingerprint` as a sweep would and pings it
+/// once, asking for `preflight` checks in the hello when given.
 pub(super) fn ping_address(
     address: &str,
     fingerprint: &str,
     timeout: std::time::Duration,
+    preflight: Option<hsm_protocol::PreflightMsg>,
 ) -> anyhow::Result<PingResult> {
     use hsm_agent::tls::{self, TransportOptions};
     use hsm_agent::wire::{read_frame, write_message};

@@ -469,7 +469,7 @@ fn wait_for_answer(
     let deadline = std::time::Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match ping_address(address, fingerprint, left.min(Duration::from_secs(5))) {
+        match ping_address(address, fingerprint, left.min(Duration::from_secs(5)), None) {
             Ok((welcome, round_trip, _)) => {
                 return Ok(format!(
                     "{name} answers at {address}: hsm-agent {} (protocol {}), {} slot{}, round trip {:.2} ms",
