@@ -36,6 +36,14 @@ pub fn request(
         setup.extend(hpc.resources.pre_script.iter().cloned());
         conda_env = conda_env.or_else(|| hpc.resources.conda_env.clone());
     }
+    // As each task starts: its environment, then its set-up lines.
+    setup.extend(
+        command
+            .env
+            .iter()
+            .map(|(name, value)| format!("export {name}={}", shell_word(value))),
+    );
+    setup.extend(command.pre_script.iter().cloned());
     let mut interpreter = Vec::new();
     if template_mentions("{python}") {
         if let Some(env) = conda_env {
@@ -179,6 +187,24 @@ mod tests {
             ]
         );
         assert_eq!(msg.interpreter[..4], ["conda", "run", "-n", "hpc"]);
+        // The source's own environment and set-up lines come after the batch ones.
+        let spec = CommandSpec {
+            env: vec![
+                ("OMP_NUM_THREADS".into(), "4".into()),
+                ("NOTE".into(), "a b".into()),
+            ],
+            pre_script: vec!["source .venv/bin/activate".into()],
+            ..command()
+        };
+        let msg = request(&spec, None, Some("/p"), None, 0);
+        assert_eq!(
+            msg.setup,
+            vec![
+                "export OMP_NUM_THREADS=4",
+                "export NOTE='a b'",
+                "source .venv/bin/activate"
+            ]
+        );
     }
 
     #[test]

@@ -192,3 +192,73 @@ fn with_no_other_source_the_run_stops_at_once_naming_the_interpreter_and_its_fix
     }
     assert_eq!(agent_task_dirs(&agent), 0, "no task may reach the agent");
 }
+
+#[test]
+fn an_agent_sources_env_pre_script_and_python_are_what_its_tasks_run_with() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\n  style: argparse\n  env: {GREETING: hello, WHERE: project}\n",
+        &[
+            (
+                "task.py",
+                "import os, sys\nprint('env', os.environ['GREETING'], os.environ['WHERE'], os.environ.get('FROM_PRE'), sys.executable)\n",
+            ),
+            ("sweeps/sweep.yaml", "sweep:\n  grid:\n    i: [1, 2]\n"),
+        ],
+    );
+    let own = coordinator_fingerprint(&p, home.path());
+    let agent = start_agent(&agent_bin);
+    let project_dir = p.path().display().to_string();
+    add(
+        &p,
+        &agent_bin,
+        &agent,
+        "far",
+        &own,
+        &["--project-dir", &project_dir],
+    );
+    // The source's own interpreter (a link under another name), environment and set-up lines.
+    let python = which("python3");
+    let link = p.path().join("py-on-far");
+    std::os::unix::fs::symlink(&python, &link).unwrap();
+    let config = std::fs::read_to_string(p.path().join(".hsm/config.yaml")).unwrap();
+    let config = config.replacen(
+        &format!("project_dir: {project_dir}"),
+        &format!(
+            "project_dir: {project_dir}\n    python: {}\n    env: {{WHERE: far}}\n    pre_script: [\"FROM_PRE=set-up\", \"export FROM_PRE\"]",
+            link.display()
+        ),
+        1,
+    );
+    p.write(".hsm/config.yaml", &config);
+    let mut cmd = p.command(&["sweep", "run", "--sources", "far", "--sweep-id", "env"]);
+    cmd.env("HSM_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = Run::wait(
+        cmd.spawn().unwrap(),
+        "sweep run with a source's own setup".into(),
+    );
+    run.expect_code(0);
+    for i in 1..=2 {
+        let log = std::fs::read_to_string(
+            p.sweep_dir("env")
+                .join(format!("tasks/task_{i:03}/stdout.log")),
+        )
+        .unwrap();
+        let want = format!("env hello far set-up {}", link.display());
+        assert!(log.contains(&want), "task {i}: {log:?}, wanted {want:?}");
+    }
+}
+
+/// The interpreter `program` really is (not a shim such as pyenv's, which dispatches on its name).
+fn which(program: &str) -> std::path::PathBuf {
+    let out = std::process::Command::new(program)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap();
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -6,7 +6,7 @@ use super::agent::{AgentSetup, AgentSource, AttachTask, Shutdown, StealTask, Wit
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
-use crate::core::command::{build_argv, task_env, CommandSpec, LaunchContext};
+use crate::core::command::{build_argv, command_env, CommandSpec, LaunchContext};
 use crate::core::failure::{self, StopCause};
 use crate::core::state::{Command, Counts, ExitKind, SweepCore, TaskStatus};
 use crate::core::value::Params;
@@ -60,6 +60,8 @@ pub enum SourceSpecKind {
         slots_configured: bool,
         /// Through the agent's batch scheduler (Slurm/PBS) rather than as processes.
         hpc: Option<hsm_protocol::HpcMsg>,
+        /// Its own `conda_env`, `env`, `pre_script` over the project's.
+        setup: crate::core::command::SourceSetup,
     },
     /// This host's batch scheduler, driven from this process (a coordinator on a login node).
     Scheduler {
@@ -201,10 +203,9 @@ impl SweepActor {
             .sources
             .iter()
             .map(|spec| match &spec.kind {
-                SourceSpecKind::Agent { python, .. } => Some(CommandSpec {
-                    python: python.clone(),
-                    ..run.command.clone()
-                }),
+                SourceSpecKind::Agent { python, setup, .. } => {
+                    Some(run.command.for_source(Some(python), setup))
+                }
                 _ => None,
             })
             .collect();
@@ -331,7 +332,7 @@ impl SweepActor {
                     Ok(argv) => {
                         let msg = LaunchTask {
                             key: TaskKey { index, attempt },
-                            env: task_env(&launch_ctx),
+                            env: command_env(command, &launch_ctx),
                             argv,
                         };
                         self.sources[source].launch(msg);

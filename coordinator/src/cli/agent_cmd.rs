@@ -261,15 +261,13 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
             python,
             backend,
             hpc,
+            setup,
             ..
         } = &source.kind
         else {
             continue;
         };
-        let command = crate::core::command::CommandSpec {
-            python: python.clone(),
-            ..base.clone()
-        };
+        let command = base.for_source(Some(python), setup);
         // Only the set-up lines matter to the checks.
         let batch = (*backend != config::Backend::Process).then(|| hsm_protocol::HpcMsg {
             scheduler: hsm_protocol::SchedulerChoice::Auto,

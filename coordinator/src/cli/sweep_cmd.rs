@@ -126,6 +126,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 python,
                 backend,
                 hpc,
+                setup,
                 ..
             } => {
                 let hpc = hpc_request(*backend, hpc, args, walltime);
@@ -141,6 +142,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         python: python.clone(),
                         slots_configured: slots.is_some(),
                         hpc,
+                        setup: setup.clone(),
                     },
                 });
             }
@@ -819,6 +821,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                     fingerprint,
                     project_dir,
                     python,
+                    setup,
                     ..
                 },
             ..
@@ -839,6 +842,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                         python: python.clone(),
                         slots_configured: true,
                         hpc: None,
+                        setup: setup.clone(),
                     },
                     attach_only: true,
                 });

@@ -28,6 +28,8 @@ pub fn to_display_yaml(cfg: &ProjectConfig) -> String {
                 crate::core::command::ArgStyle::Argparse => "argparse",
             },
             "conda_env": command.conda_env,
+            "env": env_json(&command.env),
+            "pre_script": command.pre_script,
             "wandb_group": command.wandb_group,
             // null: detected per run from `@hydra.main` in the script.
             "hydra": command.hydra,
@@ -68,6 +70,7 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             backend,
             hpc,
             ssh,
+            setup,
         } => {
             let mut agent = json!({
             "type": "agent",
@@ -83,6 +86,16 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             if let Some(ssh) = ssh {
                 agent["ssh"] = ssh.as_str().into();
             }
+            // The source's own settings, shown only when it has them (else `command:`'s apply).
+            if let Some(conda_env) = &setup.conda_env {
+                agent["conda_env"] = conda_env.as_str().into();
+            }
+            if !setup.env.is_empty() {
+                agent["env"] = env_json(&setup.env);
+            }
+            if !setup.pre_script.is_empty() {
+                agent["pre_script"] = json!(setup.pre_script);
+            }
             agent
         }
         SourceKind::Slurm { hpc, slots } => {
@@ -92,6 +105,14 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             json!({"type": "pbs", "slots": slots, "hpc": hpc_json(hpc)})
         }
     }
+}
+
+fn env_json(env: &[(String, String)]) -> Value {
+    Value::Object(
+        env.iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect(),
+    )
 }
 
 fn hpc_json(hpc: &HpcOptions) -> Value {

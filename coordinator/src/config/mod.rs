@@ -174,6 +174,8 @@ pub enum SourceKind {
         /// The ssh destination (`[user@]host`, or a `~/.ssh/config` alias) `agent deploy`
         /// installed it through; `agent status|logs|stop` use it.
         ssh: Option<String>,
+        /// Its own `conda_env`, `env` and `pre_script` over `command:`'s.
+        setup: crate::core::command::SourceSetup,
     },
     /// Slurm driven from this process (the coordinator runs on a login node). `slots`: tasks
     /// handed to the scheduler at once (default 1000).

@@ -56,7 +56,7 @@ const NEWER_PYTHON_BLOCKS: [(&str, &str); 3] = [
 /// `root` is accepted and ignored: v1 wrote the absolute path at init time (stale once a project
 /// is copied or synced), and `config show` prints the resolved root there.
 pub(super) const PROJECT_KEYS: [&str; 2] = ["name", "root"];
-pub(super) const COMMAND_KEYS: [&str; 7] = [
+pub(super) const COMMAND_KEYS: [&str; 9] = [
     "python",
     "script",
     "template",
@@ -64,6 +64,8 @@ pub(super) const COMMAND_KEYS: [&str; 7] = [
     "conda_env",
     "wandb_group",
     "hydra",
+    "env",
+    "pre_script",
 ];
 pub(super) const DEFAULTS_KEYS: [&str; 9] = [
     "parallel",
@@ -117,7 +119,7 @@ pub(super) const PATHS_KEYS: [&str; 7] = [
     "project_root",
 ];
 /// Every key any source type takes; `resolve` checks which ones fit the source's type.
-pub(super) const SOURCE_KEYS: [&str; 9] = [
+pub(super) const SOURCE_KEYS: [&str; 12] = [
     "type",
     "slots",
     "address",
@@ -127,6 +129,9 @@ pub(super) const SOURCE_KEYS: [&str; 9] = [
     "backend",
     "hpc",
     "ssh",
+    "conda_env",
+    "env",
+    "pre_script",
 ];
 
 #[derive(Debug, Default)]
@@ -166,6 +171,8 @@ pub(super) struct RawCommand {
     pub conda_env: Option<At<String>>,
     pub wandb_group: Option<At<bool>>,
     pub hydra: Option<At<bool>>,
+    pub env: Option<At<Vec<(String, String)>>>,
+    pub pre_script: Option<At<Vec<String>>>,
 }
 
 #[derive(Debug, Default)]
@@ -230,6 +237,9 @@ pub(super) struct RawSource {
     pub project_dir: Option<At<String>>,
     /// How `agent deploy|status|logs|stop` reach the agent's host: an ssh destination.
     pub ssh: Option<At<String>>,
+    pub conda_env: Option<At<String>>,
+    pub env: Option<At<Vec<(String, String)>>>,
+    pub pre_script: Option<At<Vec<String>>>,
     pub python: Option<At<String>>,
     pub backend: Option<At<String>>,
     pub hpc: Option<RawHpc>,
@@ -342,6 +352,8 @@ fn read_command(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawCommand {
         conda_env: command.name("conda_env", problems),
         wandb_group: command.boolean("wandb_group", problems),
         hydra: command.boolean("hydra", problems),
+        env: command.string_map("env", problems),
+        pre_script: command.strings("pre_script", problems),
     }
 }
 
@@ -391,6 +403,9 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
                 python: None,
                 backend: None,
                 ssh: None,
+                conda_env: None,
+                env: None,
+                pre_script: None,
                 hpc: None,
                 name,
             });
@@ -441,6 +456,9 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             python: section.string("python", problems),
             backend: section.string("backend", problems),
             ssh: section.string("ssh", problems),
+            conda_env: section.name("conda_env", problems),
+            env: section.string_map("env", problems),
+            pre_script: section.strings("pre_script", problems),
             hpc,
             name,
         });
@@ -662,6 +680,40 @@ impl<'a> Section<'a> {
     fn strings(&self, key: &str, problems: &mut Vec<Problem>) -> Option<At<Vec<String>>> {
         let node = self.get(key)?;
         string_list(node, self.child_path(key), problems)
+    }
+
+    /// A mapping of names to text (`env: {CUDA_VISIBLE_DEVICES: "0", OMP_NUM_THREADS: 4}`): a
+    /// number or boolean value is taken as written, as a shell would see it.
+    fn string_map(
+        &self,
+        key: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<At<Vec<(String, String)>>> {
+        let node = self.get(key)?;
+        let Node::Map(entries) = &node.node else {
+            problems.push(
+                self.wrong(key, node, "a mapping of names to values")
+                    .with_hint(format!("write e.g. {key}: {{OMP_NUM_THREADS: \"4\"}}")),
+            );
+            return None;
+        };
+        let section = Section {
+            path: self.child_path(key),
+            entries,
+        };
+        let mut values = Vec::with_capacity(entries.len());
+        for (name, value) in entries {
+            let text = match &value.node {
+                Node::Str(s) => s.clone(),
+                Node::Int(_) | Node::Float(_) | Node::Bool(_) => value.key_text(),
+                _ => {
+                    problems.push(section.wrong(&name.key_text(), value, "a string"));
+                    continue;
+                }
+            };
+            values.push((name.key_text(), text));
+        }
+        Some(self.at(key, node, values))
     }
 }
 

@@ -10,7 +10,7 @@ use super::{
     default_name, parse_duration, Backend, HpcOptions, ProjectConfig, RunDefaults, SourceConfig,
     SourceKind, Strategy,
 };
-use crate::core::command::{ArgStyle, CommandSpec};
+use crate::core::command::{ArgStyle, CommandSpec, SourceSetup};
 use crate::core::diag::{did_you_mean, Problem};
 use indexmap::IndexMap;
 use std::fmt::Display;
@@ -91,7 +91,64 @@ fn resolve_command(
         }
     };
     spec.hydra = raw.hydra.map(|at| at.value);
+    spec.env = raw.env.map(|at| env_vars(at, problems)).unwrap_or_default();
+    spec.pre_script = raw.pre_script.map(|at| at.value).unwrap_or_default();
     spec
+}
+
+/// An `env:` mapping, each name checked: a variable a shell can set, and not one of hsm's own
+/// (`HSM_*`, which every task gets from hsm and a config could only break).
+fn env_vars(at: At<Vec<(String, String)>>, problems: &mut Vec<Problem>) -> Vec<(String, String)> {
+    let mut vars = Vec::with_capacity(at.value.len());
+    for (name, value) in at.value {
+        let usable = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !usable {
+            problems.push(
+                Problem::new(
+                    Some(at.pos),
+                    format!("{}.{name}", at.path),
+                    format!("`{name}` is not an environment variable name"),
+                )
+                .with_hint("use letters, digits and `_`, not starting with a digit"),
+            );
+        } else if name.starts_with("HSM_") {
+            problems.push(
+                Problem::new(
+                    Some(at.pos),
+                    format!("{}.{name}", at.path),
+                    format!("`{name}` is set by hsm for every task"),
+                )
+                .with_hint("pick another name; HSM_* variables are hsm's own"),
+            );
+        } else {
+            vars.push((name, value));
+        }
+    }
+    vars
+}
+
+/// A source's own `conda_env`, `env` and `pre_script`.
+fn source_setup(raw: &RawSource, problems: &mut Vec<Problem>) -> SourceSetup {
+    SourceSetup {
+        conda_env: raw
+            .conda_env
+            .as_ref()
+            .and_then(|at| non_empty(at, problems)),
+        env: raw
+            .env
+            .clone()
+            .map(|at| env_vars(at, problems))
+            .unwrap_or_default(),
+        pre_script: raw
+            .pre_script
+            .as_ref()
+            .map(|at| at.value.clone())
+            .unwrap_or_default(),
+    }
 }
 
 fn resolve_defaults(raw: RawDefaults, v1: RawV1, problems: &mut Vec<Problem>) -> RunDefaults {
@@ -516,6 +573,7 @@ fn resolve_source(
                 backend,
                 hpc,
                 ssh,
+                setup: source_setup(raw, problems),
             }
         }
         "slurm" => SourceKind::Slurm {

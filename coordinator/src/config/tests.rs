@@ -1068,3 +1068,67 @@ fn set_agent_entry_with_the_same_values_leaves_the_text_as_it_was() {
     );
     assert!(problems.contains("starts with `-`"), "{problems}");
 }
+
+#[test]
+fn sources_take_their_own_conda_env_env_and_pre_script_over_the_commands() {
+    let cfg = parse(&format!(
+        "command:\n  python: python3\n  script: train.py\n  env: {{OMP_NUM_THREADS: 4, WANDB_MODE: offline}}\n  pre_script: [\"echo project\"]\nsources:\n  gpu:\n    type: agent\n    address: gpu:7300\n    fingerprint: {FP}\n    project_dir: /srv/p\n    conda_env: torch\n    env: {{WANDB_MODE: online, CUDA_VISIBLE_DEVICES: \"0\"}}\n    pre_script: [module load cuda/12.1]\n"
+    ));
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        cfg.command.env,
+        env(&[("OMP_NUM_THREADS", "4"), ("WANDB_MODE", "offline")])
+    );
+    assert_eq!(cfg.command.pre_script, vec!["echo project"]);
+    let SourceKind::Agent { setup, python, .. } = &cfg.sources["gpu"].kind else {
+        panic!("not an agent");
+    };
+    assert_eq!(setup.conda_env.as_deref(), Some("torch"));
+    let command = cfg.command.for_source(Some(python), setup);
+    assert_eq!(
+        command.env,
+        env(&[
+            ("OMP_NUM_THREADS", "4"),
+            ("WANDB_MODE", "online"),
+            ("CUDA_VISIBLE_DEVICES", "0")
+        ])
+    );
+    assert_eq!(command.pre_script, vec!["module load cuda/12.1"]);
+    assert_eq!(command.conda_env.as_deref(), Some("torch"));
+    // `config show` writes them back.
+    let shown = display::to_display_yaml(&cfg);
+    assert!(shown.contains("conda_env: torch"), "{shown}");
+    assert!(shown.contains("module load cuda/12.1"), "{shown}");
+}
+
+#[test]
+fn env_names_must_be_variables_and_not_hsms_own() {
+    let found = rendered(
+        "command:\n  python: python3\n  env: {HSM_OUTPUT_DIR: /tmp, 9LIVES: x, OK_NAME: [1]}\n",
+    );
+    let all = found.join("\n");
+    assert!(
+        all.contains("`HSM_OUTPUT_DIR` is set by hsm for every task"),
+        "{all}"
+    );
+    assert!(
+        all.contains("`9LIVES` is not an environment variable name"),
+        "{all}"
+    );
+    assert!(
+        all.contains("command.env.OK_NAME") && all.contains("expected a string"),
+        "{all}"
+    );
+    let found = rendered("command:\n  env: [A=1]\n");
+    assert!(
+        found
+            .join("\n")
+            .contains("expected a mapping of names to values"),
+        "{found:?}"
+    );
+}

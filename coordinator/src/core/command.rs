@@ -34,6 +34,45 @@ pub struct CommandSpec {
     /// Whether the script is a Hydra app (`command.hydra`, else detected from `@hydra.main` in
     /// the script by the CLI before launching). `None`: not known, treated as not Hydra.
     pub hydra: Option<bool>,
+    /// Environment variables every task gets (`command.env`, a source's `env` on top).
+    pub env: Vec<(String, String)>,
+    /// Shell lines run before each task in the task's shell (`module load …`, `source
+    /// .venv/bin/activate`); the command then replaces that shell.
+    pub pre_script: Vec<String>,
+}
+
+/// What one source changes about how its tasks start (its `conda_env`, `env`, `pre_script`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceSetup {
+    /// Replaces `command.conda_env` for the source's tasks.
+    pub conda_env: Option<String>,
+    /// Added to `command.env` (a name set in both takes the source's value).
+    pub env: Vec<(String, String)>,
+    /// Replaces `command.pre_script` when not empty.
+    pub pre_script: Vec<String>,
+}
+
+impl CommandSpec {
+    /// The command a source's tasks run: its own interpreter (when it has one) and its setup
+    /// over this project-wide one.
+    pub fn for_source(&self, python: Option<&str>, setup: &SourceSetup) -> CommandSpec {
+        let mut env = self.env.clone();
+        for (name, value) in &setup.env {
+            env.retain(|(n, _)| n != name);
+            env.push((name.clone(), value.clone()));
+        }
+        CommandSpec {
+            python: python.map_or_else(|| self.python.clone(), str::to_string),
+            conda_env: setup.conda_env.clone().or_else(|| self.conda_env.clone()),
+            env,
+            pre_script: if setup.pre_script.is_empty() {
+                self.pre_script.clone()
+            } else {
+                setup.pre_script.clone()
+            },
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for CommandSpec {
@@ -46,6 +85,8 @@ impl Default for CommandSpec {
             conda_env: None,
             wandb_group: false,
             hydra: None,
+            env: Vec::new(),
+            pre_script: Vec::new(),
         }
     }
 }
@@ -170,6 +211,7 @@ enum Piece {
 ///   `{group}` are replaced by their plain text (no Hydra quoting: the template author knows what
 ///   the receiving program expects); `{{` and `}}` are literal braces.
 /// - `spec.conda_env` prefixes `conda run -n <env> --no-capture-output` to either form.
+/// - `spec.pre_script` runs first, in `/bin/sh`, which then execs the command (`with_pre_script`).
 ///
 /// The script is `ctx.script_override` (the sweep file's `script:`) if set, else `spec.script`.
 pub fn build_argv(
@@ -238,7 +280,7 @@ pub fn build_argv(
             }
         }
     }
-    Ok(argv)
+    Ok(with_pre_script(&spec.pre_script, argv))
 }
 
 /// Checks a configured template without a task at hand: not empty, braces balanced, placeholders
@@ -266,7 +308,33 @@ pub fn looks_like_hydra_app(source: &str) -> bool {
         || (imports_main && decorators().any(|d| d.starts_with("main(")))
 }
 
-/// The environment every task attempt gets on top of the inherited one.
+/// `argv` run after the set-up lines, by a shell that then becomes the command (`exec`), so
+/// signals and the exit status are the command's own.
+pub fn with_pre_script(pre_script: &[String], argv: Vec<String>) -> Vec<String> {
+    if pre_script.is_empty() {
+        return argv;
+    }
+    let script = format!("{}\nexec \"$@\"", pre_script.join("\n"));
+    [
+        "/bin/sh".to_string(),
+        "-c".into(),
+        script,
+        "hsm-task".into(),
+    ]
+    .into_iter()
+    .chain(argv)
+    .collect()
+}
+
+/// The environment every task attempt gets on top of the inherited one: the command's `env`,
+/// then hsm's own variables (which a config cannot override).
+pub fn command_env(spec: &CommandSpec, ctx: &LaunchContext) -> Vec<(String, String)> {
+    let mut env = spec.env.clone();
+    env.extend(task_env(ctx));
+    env
+}
+
+/// hsm's own variables of a task attempt.
 pub fn task_env(ctx: &LaunchContext) -> Vec<(String, String)> {
     [
         ("HSM_SWEEP_ID", ctx.sweep_id.to_string()),
@@ -616,6 +684,86 @@ mod tests {
             build_argv(&empty, &params(), &ctx()),
             Err(CommandError::NoScript)
         );
+    }
+
+    #[test]
+    fn a_pre_script_runs_first_in_a_shell_that_becomes_the_command() {
+        let spec = CommandSpec {
+            script: Some("train.py".into()),
+            style: ArgStyle::Argparse,
+            pre_script: vec![
+                "module load cuda/12.1".into(),
+                "source .venv/bin/activate".into(),
+            ],
+            ..CommandSpec::default()
+        };
+        let argv = build_argv(&spec, &Params::new(), &ctx()).unwrap();
+        assert_eq!(
+            argv,
+            vec![
+                "/bin/sh",
+                "-c",
+                "module load cuda/12.1\nsource .venv/bin/activate\nexec \"$@\"",
+                "hsm-task",
+                "python3",
+                "train.py"
+            ]
+        );
+        // It really runs that way: the set-up's variable reaches the command, `$@` intact.
+        let out = std::process::Command::new(&argv[0])
+            .args(
+                &with_pre_script(
+                    &["GREETING='hello there'".into(), "export GREETING".into()],
+                    vec![
+                        "sh".into(),
+                        "-c".into(),
+                        "echo \"$GREETING\" \"$1\"".into(),
+                        "x".into(),
+                        "a b".into(),
+                    ],
+                )[1..],
+            )
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello there a b\n");
+    }
+
+    #[test]
+    fn a_source_setup_overrides_the_project_wide_one() {
+        let base = CommandSpec {
+            conda_env: Some("base".into()),
+            env: vec![("A".into(), "1".into()), ("B".into(), "2".into())],
+            pre_script: vec!["echo base".into()],
+            ..CommandSpec::default()
+        };
+        let same = base.for_source(None, &SourceSetup::default());
+        assert_eq!(
+            (
+                same.python.as_str(),
+                same.conda_env.as_deref(),
+                same.pre_script.clone()
+            ),
+            ("python3", Some("base"), vec!["echo base".to_string()])
+        );
+        let over = base.for_source(
+            Some("/opt/py/bin/python"),
+            &SourceSetup {
+                conda_env: Some("gpu".into()),
+                env: vec![("B".into(), "3".into()), ("C".into(), "4".into())],
+                pre_script: vec!["module load cuda".into()],
+            },
+        );
+        assert_eq!(over.python, "/opt/py/bin/python");
+        assert_eq!(over.conda_env.as_deref(), Some("gpu"));
+        assert_eq!(
+            over.env,
+            [("A", "1"), ("B", "3"), ("C", "4")].map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(over.pre_script, vec!["module load cuda"]);
+        // hsm's variables come last, so the command's `env` cannot override them.
+        let env = command_env(&over, &ctx());
+        assert_eq!(env[0], ("A".to_string(), "1".to_string()));
+        assert!(env.last().unwrap().0.starts_with("HSM_"));
     }
 
     #[test]
