@@ -27,6 +27,12 @@ if [ "$(id -u)" = 0 ]; then
     say "installing openssh-server (for the agent deploy tests)"
     tests/ssh-netns.sh install || say "could not install openssh-server; the agent deploy tests will skip"
   fi
+  # busybox-static: the commands the portable agent's tasks run inside its empty chroot.
+  if ! [ -x /bin/busybox ]; then
+    say "installing busybox-static (for the portable agent's chroot test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null \
+      || say "could not install busybox-static; the portable agent test will skip"
+  fi
   # A single-node Slurm (with Debian's qsub/qstat/qdel wrappers) for the Slurm/PBS backend
   # tests; MaxArraySize 10 so that chunking into several arrays is exercised. Stopped by its
   # recorded PIDs when this script exits, however it exits.
@@ -53,4 +59,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 say "cargo test"
 # --no-fail-fast: one failing test binary must not hide the results of the others; cargo
 # still exits non-zero when any test failed.
-cargo test --workspace --all-targets --no-fail-fast
+status=0
+cargo test --workspace --all-targets --no-fail-fast || status=$?
+# The portable agent (tools/build-agent.sh: zig, glibc 2.17, dist profile; ~3 min of release
+# build) serving a sweep from an empty chroot. Root only; skips with a reason otherwise.
+say "portable agent in a chroot (tests/portable_agent.sh)"
+tests/portable_agent.sh || status=1
+exit "$status"

@@ -3,6 +3,7 @@
 //! Writes a Markdown results file. A measurement, never a pass/fail test.
 //!
 //! Usage: `cargo run --release -p hsm-tests --bin hsm-bench -- [--tasks N] [--out FILE]`
+//! (`--compare-agent PATH` adds the agent path through a second agent binary, alternating.)
 
 use anyhow::{bail, Context};
 use clap_free_args::Args;
@@ -19,6 +20,10 @@ mod clap_free_args {
         pub out: std::path::PathBuf,
         /// Where the hsm sweep writes its outputs (default: a new directory under target/bench).
         pub dir: Option<std::path::PathBuf>,
+        /// The agent binary (default: `hsm-agent` beside this bench).
+        pub agent: Option<std::path::PathBuf>,
+        /// A second agent binary (e.g. the portable dist build) measured against `agent`.
+        pub compare_agent: Option<std::path::PathBuf>,
     }
 
     impl Args {
@@ -28,6 +33,8 @@ mod clap_free_args {
                 slots: 2,
                 out: "target/bench/local-dispatch.md".into(),
                 dir: None,
+                agent: None,
+                compare_agent: None,
             };
             let mut it = std::env::args().skip(1);
             while let Some(flag) = it.next() {
@@ -40,8 +47,10 @@ mod clap_free_args {
                     "--slots" => args.slots = value()?.parse()?,
                     "--out" => args.out = value()?.into(),
                     "--dir" => args.dir = Some(value()?.into()),
+                    "--agent" => args.agent = Some(value()?.into()),
+                    "--compare-agent" => args.compare_agent = Some(value()?.into()),
                     "-h" | "--help" => {
-                        println!("hsm-bench [--tasks N] [--slots K] [--out FILE] [--dir DIR]");
+                        println!("hsm-bench [--tasks N] [--slots K] [--out FILE] [--dir DIR] [--agent PATH] [--compare-agent PATH]");
                         std::process::exit(0);
                     }
                     other => anyhow::bail!("unknown flag {other}"),
@@ -117,7 +126,20 @@ fn main() -> anyhow::Result<()> {
     let local_cpu = (own_cpu() - cpu_before) / args.tasks as u32;
 
     // The agent path: the same tasks through one hsm-agent on loopback.
-    let agent_bin = std::env::current_exe()?.with_file_name("hsm-agent");
+    let agent_bin = match &args.agent {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("hsm-agent"),
+    };
+    if let Some(other) = &args.compare_agent {
+        if !other.is_file() || !agent_bin.is_file() {
+            bail!(
+                "--compare-agent needs both {} and {}",
+                agent_bin.display(),
+                other.display()
+            );
+        }
+    }
+    let mut compared = Vec::new();
     let home = tempfile::tempdir_in(&work_root)?;
     // SAFETY (edition 2021: safe): set before any thread reads the environment for identity.
     std::env::set_var("HSM_HOME", home.path());
@@ -156,6 +178,28 @@ fn main() -> anyhow::Result<()> {
             },
         )?;
         drop(volatile);
+
+        // Two agent binaries, alternating (other, this, this, other) so that drift in the
+        // machine's speed over the run affects both alike.
+        if let Some(other) = &args.compare_agent {
+            for (i, bin) in [other, &agent_bin, &agent_bin, other]
+                .into_iter()
+                .enumerate()
+            {
+                let a = start_agent(bin, args.slots, &work_root, &[], &[])?;
+                let dir = tempfile::tempdir_in(&work_root)?;
+                let config = agent_config(
+                    &a,
+                    &format!("[\"{true_bin}\", \"{{overrides}}\"]"),
+                    dir.path(),
+                );
+                let m = measure("hsm through one agent (comparison)", args.tasks, || {
+                    hsm_sweep(dir.path(), &config, args.tasks, &["--sources", "a1"])
+                })?;
+                eprintln!("hsm-bench:   run {} was {}", i + 1, bin.display());
+                compared.push((bin.clone(), m));
+            }
+        }
 
         // 1 GiB of results back over QUIC, beside `cat | cat` of the same amount.
         let gib: u64 = 1 << 30;
@@ -237,6 +281,22 @@ fn main() -> anyhow::Result<()> {
         "\nCoordinator CPU per task (user + system, children excluded), local source: {:.0} µs\n",
         local_cpu.as_secs_f64() * 1e6
     ));
+    if !compared.is_empty() {
+        report.push_str(&format!(
+            "\n## Two agent binaries, alternating ({} slots)\n\n| run | agent binary | bytes | seconds | tasks/s |\n|---|---|---:|---:|---:|\n",
+            args.slots
+        ));
+        for (i, (bin, m)) in compared.iter().enumerate() {
+            let bytes = std::fs::metadata(bin).map(|md| md.len()).unwrap_or(0);
+            report.push_str(&format!(
+                "| {} | `{}` | {bytes} | {:.2} | {:.0} |\n",
+                i + 1,
+                bin.display(),
+                m.elapsed.as_secs_f64(),
+                m.rate()
+            ));
+        }
+    }
     if let Some((m, m_volatile, agent_cpu, hsm_transfer, write_only, cat_pipe)) = &agent_rows {
         report.push_str(&format!(
             "\n## Through one agent on loopback ({} slots)\n\n| runner | seconds | tasks/s |\n|---|---:|---:|\n| {} | {:.2} | {:.0} |\n| {} | {:.2} | {:.0} |\n\n\
