@@ -239,7 +239,7 @@ fn an_agent_source_runs_tasks_with_its_own_python_not_the_coordinators() {
     p.write(
         "agent-python",
         &format!(
-            "#!/bin/sh\necho agent >> '{}'\nexec python3 \"$@\"\n",
+            "#!/bin/sh\necho \"agent $1\" >> '{}'\nexec python3 \"$@\"\n",
             marker.display()
         ),
     );
@@ -278,10 +278,16 @@ fn an_agent_source_runs_tasks_with_its_own_python_not_the_coordinators() {
     let run = Run::wait(cmd.spawn().unwrap(), "sweep run on the agent".into());
     run.expect_code(0);
     let used = std::fs::read_to_string(&marker).unwrap_or_default();
+    // Once per task, and once by the pre-flight check (`--version`) before any task.
     assert_eq!(
-        used.lines().count(),
+        used.lines().filter(|l| l.ends_with("task.py")).count(),
         3,
         "agent python used per task: {used:?}"
+    );
+    assert_eq!(
+        used.lines().filter(|l| *l == "agent --version").count(),
+        1,
+        "agent python checked before the tasks: {used:?}"
     );
     let command =
         std::fs::read_to_string(p.sweep_dir("s").join("tasks/task_001/command.txt")).unwrap();
