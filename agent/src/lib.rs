@@ -6,6 +6,7 @@ pub mod identity;
 pub mod ledger;
 pub mod owners;
 pub mod process;
+pub mod relay;
 pub mod runner;
 pub mod scheduler;
 pub mod server;

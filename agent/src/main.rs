@@ -1,6 +1,6 @@
 //! `hsm-agent`: the daemon that runs tasks for a coordinator on a remote host or login node.
 //! `init`, `fingerprint` and `authorize` manage its identity and trusted coordinators; `serve`
-//! runs the QUIC daemon (handshake, ping, health so far; task execution over the wire next).
+//! runs the QUIC daemon; `relay` carries its datagrams over stdin/stdout where UDP cannot reach.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -33,6 +33,14 @@ enum AgentCommand {
     },
     /// Run the daemon: accept authorized coordinators over QUIC.
     Serve(ServeArgs),
+    /// Carry QUIC datagrams between stdin/stdout and the local agent's UDP port (each a
+    /// big-endian u16 length, then the bytes). Run by a coordinator over ssh (`transport: ssh`)
+    /// where UDP cannot reach this host; exits when stdin closes.
+    Relay {
+        /// The agent's UDP address on this host (its `serve --listen` port).
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -224,6 +232,14 @@ fn init_tracing() {
 fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.command {
         AgentCommand::Serve(serve_args) => return serve(serve_args),
+        AgentCommand::Relay { to } => {
+            let to = to.parse::<std::net::SocketAddr>().map_err(|_| {
+                UsageError(format!(
+                    "--to {to}: expected an IP address and port, e.g. 127.0.0.1:7300"
+                ))
+            })?;
+            hsm_agent::relay::run(to).with_context(|| format!("relay to {to}"))?;
+        }
         AgentCommand::Init(state) => {
             let dir = state.resolve()?;
             let (identity, created) = Identity::load_or_create(&dir, "hsm-agent")

@@ -13,4 +13,5 @@ pub mod prefetch;
 pub mod progress;
 pub mod store;
 pub mod transfer;
+pub mod transport;
 pub mod yaml;

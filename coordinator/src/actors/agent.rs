@@ -15,7 +15,7 @@ use crate::transfer::{receive_file, Arrival};
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use hsm_agent::identity::Identity;
 use hsm_agent::process::TaskKey;
-use hsm_agent::tls::{self, TransportOptions};
+use hsm_agent::tls::TransportOptions;
 use hsm_agent::wire::{read_frame, write_message};
 use hsm_protocol::{
     AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileHeader, FromAgent,
@@ -49,6 +49,8 @@ pub struct AgentSetup {
     pub prefetch: Option<Arc<crate::prefetch::Prefetch>>,
     /// Run through the agent's batch scheduler, asking for these resources.
     pub hpc: Option<hsm_protocol::HpcMsg>,
+    /// UDP, ssh or auto (see `crate::transport`).
+    pub transport: crate::config::AgentTransport,
 }
 
 /// How long result files may make no progress (no byte arriving from the agent on any of them,
@@ -461,6 +463,7 @@ impl Actor for AgentSource {
             paths: self.setup.paths.clone(),
             offers: self.offers.clone(),
             kick: self.kick.clone(),
+            transport: self.setup.transport.clone(),
         };
         // Result files that stopped coming end their attempts (see `RESULT_STALL`).
         ctx.run_interval(Duration::from_secs(5), |actor, _| actor.check_stalled());
@@ -696,6 +699,8 @@ enum Incoming {
         agent: String,
         rtt_ms: u32,
         work_dir: String,
+        /// How the connection is carried: empty for UDP, else " over ssh to HOST".
+        via: String,
     },
     Down {
         why: String,
@@ -729,6 +734,7 @@ impl Handler<Incoming> for AgentSource {
                 agent,
                 rtt_ms,
                 work_dir,
+                via,
             } => {
                 self.connected = true;
                 self.work_dir = (!work_dir.is_empty()).then_some(work_dir);
@@ -779,7 +785,7 @@ impl Handler<Incoming> for AgentSource {
                     }));
                 }
                 let mut note = format!(
-                    "connected to {agent} at {} ({slots} slots)",
+                    "connected to {agent} at {}{via} ({slots} slots)",
                     self.setup.address
                 );
                 if self.low_disk {
@@ -1018,6 +1024,7 @@ struct Dial {
     offers: SharedOffers,
     /// Drop the connection now (see `AgentSource::kick`).
     kick: Arc<Notify>,
+    transport: crate::config::AgentTransport,
 }
 
 /// Connection liveness: QUIC keep-alives every 2 s, the connection declared dead after 10 s of
@@ -1048,9 +1055,10 @@ async fn connection(
             return;
         }
     };
-    let own = identity.fingerprint();
     let mut backoff = BACKOFF_START;
     let mut pending: Option<ToAgent> = None;
+    // What `transport: auto` found working, kept for the reconnects of this run.
+    let mut chosen = None;
     loop {
         if !actor.connected() {
             return;
@@ -1059,7 +1067,7 @@ async fn connection(
         match session(
             &dial,
             &identity,
-            &own,
+            &mut chosen,
             &actor,
             &mut outbox,
             &mut pending,
@@ -1089,38 +1097,30 @@ async fn connection(
 async fn session(
     dial: &Dial,
     identity: &Identity,
-    own: &str,
+    chosen: &mut Option<crate::config::TransportMode>,
     actor: &actix::Addr<AgentSource>,
     outbox: &mut mpsc::UnboundedReceiver<ToAgent>,
     pending: &mut Option<ToAgent>,
     welcomed: &mut bool,
 ) -> Result<(), SessionError> {
-    use std::net::ToSocketAddrs;
-    let addr = dial
-        .address
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", dial.address))?
-        .next()
-        .ok_or_else(|| format!("{} resolves to no address", dial.address))?;
-    let bind = if addr.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
+    use crate::transport::{self, DialFailure};
+    let target = transport::Target {
+        address: &dial.address,
+        fingerprint: &dial.fingerprint,
+        transport: &dial.transport,
+        options: SESSION_TRANSPORT,
+        timeout: Duration::from_secs(15),
     };
-    let endpoint = tls::client_endpoint(bind.parse().map_err(|e| format!("{e}"))?)
-        .map_err(|e| e.to_string())?;
-    let config = tls::client_config(identity, &dial.fingerprint, SESSION_TRANSPORT)
-        .map_err(|e| e.to_string())?;
-    let conn = tls::connect(&endpoint, addr, config, Duration::from_secs(15))
-        .await
-        .map_err(|e| {
-            let why = e.explain(&dial.address, &dial.fingerprint, own);
-            if e.is_permanent() {
-                SessionError::Refused(why)
-            } else {
-                SessionError::Retry(why)
-            }
-        })?;
+    // Dropped when the session ends: an ssh relay child is killed with it, and started anew by
+    // the next session (after the reconnect backoff).
+    let dialled =
+        transport::dial(&target, identity, chosen)
+            .await
+            .map_err(|failure| match failure {
+                DialFailure::Retry(why) => SessionError::Retry(why),
+                DialFailure::Refused(why) => SessionError::Refused(why),
+            })?;
+    let (endpoint, conn) = (&dialled.endpoint, &dialled.conn);
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     write_message(&mut send, &Hello::new(env!("CARGO_PKG_VERSION")))
         .await
@@ -1138,6 +1138,7 @@ async fn session(
                 agent: hsm_protocol::display_safe(&welcome.agent_name).into_owned(),
                 rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
                 work_dir: hsm_protocol::display_safe(&welcome.work_dir).into_owned(),
+                via: dialled.via(&dial.transport),
             })
         }
         HelloReply::Reject(reject) => {
@@ -1178,6 +1179,10 @@ async fn session(
             },
             ended = &mut reader.0 => {
                 return Err(ended.unwrap_or_else(|e| format!("reading from {} failed: {e}", dial.name)).into());
+            }
+            // A relay child that died is a dropped connection: dial again (a new child).
+            why = dialled.relay_ended() => {
+                return Err(format!("connection to {} lost: {why}", dial.name).into());
             }
             () = dial.kick.notified() => {
                 conn.close(1u32.into(), b"protocol error");

@@ -60,6 +60,8 @@ pub enum SourceSpecKind {
         slots_configured: bool,
         /// Through the agent's batch scheduler (Slurm/PBS) rather than as processes.
         hpc: Option<hsm_protocol::HpcMsg>,
+        /// UDP, ssh or auto.
+        transport: crate::config::AgentTransport,
     },
     /// This host's batch scheduler, driven from this process (a coordinator on a login node).
     Scheduler {
@@ -499,6 +501,7 @@ impl Actor for SweepActor {
                     fingerprint,
                     project_dir,
                     hpc,
+                    transport,
                     ..
                 } => {
                     // No work until it connects (the core starts agents unhealthy).
@@ -520,6 +523,7 @@ impl Actor for SweepActor {
                                 min_free_disk: self.run.min_free_disk,
                                 prefetch: prefetch.clone(),
                                 hpc: hpc.clone(),
+                                transport: transport.clone(),
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),

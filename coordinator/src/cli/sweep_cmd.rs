@@ -126,6 +126,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 python,
                 backend,
                 hpc,
+                transport,
             } => {
                 let hpc = hpc_request(*backend, hpc, args, walltime);
                 sources.push(SourceSpec {
@@ -140,6 +141,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         python: python.clone(),
                         slots_configured: slots.is_some(),
                         hpc,
+                        transport: transport.clone(),
                     },
                 });
             }
@@ -818,6 +820,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                     fingerprint,
                     project_dir,
                     python,
+                    transport,
                     ..
                 },
             ..
@@ -838,6 +841,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                         python: python.clone(),
                         slots_configured: true,
                         hpc: None,
+                        transport: transport.clone(),
                     },
                     attach_only: true,
                 });

@@ -67,8 +67,12 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             python,
             backend,
             hpc,
+            transport,
         } => json!({
             "type": "agent",
+            "transport": transport.mode.as_str(),
+            "ssh": transport.ssh.as_ref().map(|s| s.target.clone()),
+            "ssh_options": transport.ssh.as_ref().map(|s| s.options.clone()),
             "address": address,
             "fingerprint": fingerprint,
             // The agent reports its own slot count when none is configured.

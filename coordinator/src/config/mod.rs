@@ -13,6 +13,7 @@ mod edit;
 mod init;
 mod raw;
 mod resolve;
+mod transport;
 
 use crate::core::command::CommandSpec;
 use crate::core::diag::Problem;
@@ -33,6 +34,7 @@ pub use init::{
 pub use resolve::{
     validate_address, validate_fingerprint, validate_source_name, DEFAULT_AGENT_PYTHON,
 };
+pub use transport::{AgentTransport, SshTarget, TransportMode};
 
 /// Where the project config is looked for, relative to the project directory, in order.
 /// The last two are where Python HSM v1 kept it.
@@ -170,6 +172,8 @@ pub enum SourceKind {
         backend: Backend,
         /// The project's `hpc:` with this source's overrides applied.
         hpc: HpcOptions,
+        /// UDP, ssh, or UDP then ssh (`transport`, `ssh`, `ssh_options`).
+        transport: AgentTransport,
     },
     /// Slurm driven from this process (the coordinator runs on a login node). `slots`: tasks
     /// handed to the scheduler at once (default 1000).

@@ -117,7 +117,7 @@ pub(super) const PATHS_KEYS: [&str; 7] = [
     "project_root",
 ];
 /// Every key any source type takes; `resolve` checks which ones fit the source's type.
-pub(super) const SOURCE_KEYS: [&str; 8] = [
+pub(super) const SOURCE_KEYS: [&str; 11] = [
     "type",
     "slots",
     "address",
@@ -126,6 +126,9 @@ pub(super) const SOURCE_KEYS: [&str; 8] = [
     "python",
     "backend",
     "hpc",
+    "transport",
+    "ssh",
+    "ssh_options",
 ];
 
 #[derive(Debug, Default)]
@@ -230,6 +233,10 @@ pub(super) struct RawSource {
     pub python: Option<At<String>>,
     pub backend: Option<At<String>>,
     pub hpc: Option<RawHpc>,
+    /// `transport`, `ssh`, `ssh_options` (see `transport.rs`).
+    pub transport: Option<At<String>>,
+    pub ssh: Option<At<String>>,
+    pub ssh_options: Option<At<Vec<String>>>,
 }
 
 /// Reads the whole document. `root` is `None` for an empty file.
@@ -388,6 +395,9 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
                 python: None,
                 backend: None,
                 hpc: None,
+                transport: None,
+                ssh: None,
+                ssh_options: None,
                 name,
             });
             continue;
@@ -437,6 +447,9 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             python: section.string("python", problems),
             backend: section.string("backend", problems),
             hpc,
+            transport: section.string("transport", problems),
+            ssh: section.string("ssh", problems),
+            ssh_options: section.strings("ssh_options", problems),
             name,
         });
     }

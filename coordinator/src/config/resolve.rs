@@ -494,6 +494,12 @@ fn resolve_source(
             // Problems in the merged options are reported with their own positions; the
             // project-wide ones again for each source, which `tidy` folds into one.
             let hpc = resolve_hpc(&overlay(raw.hpc.as_ref(), top_hpc), problems);
+            let transport = super::transport::resolve_transport(
+                raw.transport.as_ref(),
+                raw.ssh.as_ref(),
+                raw.ssh_options.as_ref(),
+                problems,
+            );
             SourceKind::Agent {
                 address,
                 fingerprint,
@@ -502,6 +508,7 @@ fn resolve_source(
                 python,
                 backend,
                 hpc,
+                transport,
             }
         }
         "slurm" => SourceKind::Slurm {
