@@ -248,3 +248,39 @@ fn config_validate_refuses_transport_ssh_without_a_target_and_unknown_transports
     shown.expect_code(0);
     assert!(shown.stdout.contains("alice@gpu1"), "{}", shown.stdout);
 }
+
+#[test]
+fn agent_ping_goes_through_the_relay_when_the_source_says_ssh() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let agent = start_agent(&agent_bin);
+    let ssh = FakeSsh::new();
+    let p = project(
+        &agent_bin,
+        &agent,
+        home.path(),
+        1,
+        0.0,
+        "    transport: ssh\n    ssh: relayhost\n",
+    );
+    let out = p
+        .command(&["agent", "ping", "a0"])
+        .env("HSM_HOME", home.path())
+        .envs(ssh.env(&agent_bin).iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("a0 (") && stdout.contains("ok, round trip"),
+        "{stdout}"
+    );
+    assert_eq!(ssh.pids().len(), 1, "the ping went through one relay");
+}
