@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use quinn::udp::{RecvMeta, Transmit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::relay::encode_frame;
@@ -87,16 +87,17 @@ impl Relay {
     /// Starts `command` with piped stdin/stdout/stderr. `peer` is the address quinn dials
     /// through it. Must be called inside a tokio runtime.
     pub fn spawn(command: &RelayCommand, peer: SocketAddr) -> io::Result<Relay> {
+        // Our own pipe for its stdin, written by a thread of its own (see `pipe_writer`).
+        let (stdin, stdin_writer) = io::pipe()?;
         let mut child = tokio::process::Command::new(&command.program)
             .args(&command.args)
-            .stdin(std::process::Stdio::piped())
+            .stdin(stdin)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run `{command}`: {e}")))?;
         let pid = child.id();
-        let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let (to_pipe, outgoing) = mpsc::channel(SEND_QUEUE);
@@ -123,9 +124,11 @@ impl Relay {
                 let _ = ended_tx.send(Some(why));
             }
         };
+        std::thread::Builder::new()
+            .name("relay-stdin".into())
+            .spawn(move || pipe_writer(outgoing, stdin_writer))?;
         let tasks = vec![
             tokio::spawn(supervise),
-            tokio::spawn(pipe_writer(outgoing, stdin)),
             tokio::spawn(pipe_reader(stdout, incoming)),
             tokio::spawn(stderr_tail(stderr, tail)),
         ];
@@ -167,21 +170,40 @@ impl Relay {
     }
 }
 
-/// Writes queued frames to the child's stdin, flushing when the queue is empty.
-async fn pipe_writer(mut outgoing: mpsc::Receiver<Vec<u8>>, stdin: tokio::process::ChildStdin) {
-    let mut pipe = tokio::io::BufWriter::with_capacity(256 * 1024, stdin);
-    while let Some(chunk) = outgoing.recv().await {
-        if pipe.write_all(&chunk).await.is_err() {
+/// Writes queued frames to the child's stdin, flushing when the queue is empty; ends when the
+/// socket is dropped or the child's end of the pipe closes.
+///
+/// A thread of its own, with SIGPIPE blocked in it: writing to a pipe whose reader died raises
+/// SIGPIPE in the writing thread, and the coordinator keeps SIGPIPE's default action (die
+/// quietly, for `sweep status | head`), so a killed `ssh` killed the whole run. Blocked, the
+/// signal stays pending on this thread (and goes with it) and the write fails with EPIPE.
+fn pipe_writer(mut outgoing: mpsc::Receiver<Vec<u8>>, stdin: io::PipeWriter) {
+    use std::io::Write;
+    block_sigpipe_in_this_thread();
+    let mut pipe = io::BufWriter::with_capacity(256 * 1024, stdin);
+    while let Some(chunk) = outgoing.blocking_recv() {
+        if pipe.write_all(&chunk).is_err() {
             return;
         }
         while let Ok(chunk) = outgoing.try_recv() {
-            if pipe.write_all(&chunk).await.is_err() {
+            if pipe.write_all(&chunk).is_err() {
                 return;
             }
         }
-        if pipe.flush().await.is_err() {
+        if pipe.flush().is_err() {
             return;
         }
+    }
+}
+
+fn block_sigpipe_in_this_thread() {
+    // SAFETY: `set` is a valid, initialised signal set on this stack frame; pthread_sigmask
+    // changes only the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
