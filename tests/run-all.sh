@@ -21,6 +21,19 @@ if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null \
       || say "could not install iptables; the packet-loss test will skip"
   fi
+  # openssh-server: the ssh transport test (cli_ssh_netns) runs sshd in network namespaces,
+  # started and stopped by tests/netns-sshd.sh; no system sshd is started (policy-rc.d).
+  if [ ! -x /usr/sbin/sshd ]; then
+    say "installing openssh-server (for the ssh transport test)"
+    made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; made_policy=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      openssh-server openssh-client >/dev/null \
+      || say "could not install openssh-server; the ssh transport test will skip"
+    [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  fi
   # A single-node Slurm (with Debian's qsub/qstat/qdel wrappers) for the Slurm/PBS backend
   # tests; MaxArraySize 10 so that chunking into several arrays is exercised. Stopped by its
   # recorded PIDs when this script exits, however it exits.
