@@ -63,7 +63,7 @@ pub struct Target<'a> {
 }
 
 /// Dials the agent the way `transport` says. `chosen` remembers what `auto` found working, so a
-/// reconnect goes straight to it (no UDP timeout before every ssh reconnect).
+/// reconnect goes straight to it (no UDP timeout before every ssh reconnect) while it works.
 pub async fn dial(
     target: &Target<'_>,
     identity: &Identity,
@@ -71,9 +71,17 @@ pub async fn dial(
 ) -> Result<Dialled, DialFailure> {
     let ssh = target.transport.ssh.as_ref();
     match (target.transport.mode, ssh, *chosen) {
-        (TransportMode::Ssh, Some(ssh), _)
-        | (TransportMode::Auto, Some(ssh), Some(TransportMode::Ssh)) => {
-            dial_ssh(target, ssh, identity).await
+        (TransportMode::Ssh, Some(ssh), _) => dial_ssh(target, ssh, identity).await,
+        // What worked before; if it fails now, the next dial tries UDP then ssh again.
+        (TransportMode::Auto, Some(ssh), Some(mode)) => {
+            let dialled = match mode {
+                TransportMode::Ssh => dial_ssh(target, ssh, identity).await,
+                _ => dial_udp(target, identity).await,
+            };
+            if dialled.is_err() {
+                *chosen = None;
+            }
+            dialled
         }
         (TransportMode::Auto, Some(ssh), None) => {
             let udp = Target {
