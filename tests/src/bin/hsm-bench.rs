@@ -439,17 +439,22 @@ fn relay_rows(
     udp: &Measurement,
 ) -> anyhow::Result<RelayRows> {
     use std::os::unix::fs::PermissionsExt;
-    let fake = work_root.join("bench-fake-ssh");
-    std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\nPATH='{}':\"$PATH\"; export PATH\nfor last; do :; done\nexec sh -c \"$last\"\n",
-            agent_bin.parent().unwrap_or(work_root).display()
-        ),
-    )?;
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
-    // SAFETY (edition 2021: safe): read when the relay starts, on threads started later.
-    std::env::set_var(hsm_coordinator::transport::SSH_PROGRAM_ENV, &fake);
+    // `HSM_SSH` set by the caller (e.g. a wrapper running a real `ssh` to an sshd on loopback
+    // for the host alias `bench-relay`) is used as it is; otherwise the stand-in below.
+    let own_ssh = std::env::var_os(hsm_coordinator::transport::SSH_PROGRAM_ENV).is_some();
+    if !own_ssh {
+        let fake = work_root.join("bench-fake-ssh");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nPATH='{}':\"$PATH\"; export PATH\nfor last; do :; done\nexec sh -c \"$last\"\n",
+                agent_bin.parent().unwrap_or(work_root).display()
+            ),
+        )?;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+        // SAFETY (edition 2021: safe): read when the relay starts, on threads started later.
+        std::env::set_var(hsm_coordinator::transport::SSH_PROGRAM_ENV, &fake);
+    }
     let via_relay = |config: String| format!("{config}    transport: ssh\n    ssh: bench-relay\n");
     let project = tempfile::tempdir_in(work_root)?;
     let config = via_relay(agent_config(
@@ -458,7 +463,11 @@ fn relay_rows(
         project.path(),
     ));
     let m = measure(
-        "hsm through one agent over a local relay pipe (transport: ssh, no ssh)",
+        if own_ssh {
+            "hsm through one agent over the relay, through $HSM_SSH (transport: ssh)"
+        } else {
+            "hsm through one agent over a local relay pipe (transport: ssh, no ssh)"
+        },
         tasks,
         || hsm_sweep(project.path(), &config, tasks, &["--sources", "a1"]),
     )?;
@@ -511,7 +520,7 @@ impl RelayRows {
                 .max(1e-9)
         };
         format!(
-            "\n## Through one agent over the relay pipe (transport: ssh, local `hsm-agent relay`, no ssh)\n\n\
+            "\n## Through one agent over the relay pipe (transport: ssh, `hsm-agent relay`)\n\n\
              | runner | seconds | tasks/s |\n|---|---:|---:|\n| {} | {:.2} | {:.0} |\n\n\
              relay / UDP ({slots} slots): **{:.2}x** (aim: 0.7x or better)\n\n\
              | {RELAY_MIB} MiB of results back (whole sweep, minus writing it locally: {:.2} s) | seconds | MiB/s |\n|---|---:|---:|\n\
