@@ -97,13 +97,38 @@ fn ssh_children(parent: u32) -> Vec<i32> {
     found
 }
 
+/// Successful ssh logins in `host`'s sshd log so far.
+fn logins(hosts: &SshHosts, host: &str) -> usize {
+    std::fs::read_to_string(hosts.dir.path().join(host).join("sshd.log"))
+        .unwrap_or_default()
+        .matches("Accepted publickey")
+        .count()
+}
+
+/// Ends the control master the relays started (`ssh -O exit`, which names it by its socket).
+fn stop_master(hosts: &SshHosts, control_path: &Path) {
+    let _ = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(hosts.dir.path().join("ssh_config"))
+        .arg("-o")
+        .arg(format!("ControlPath={}", control_path.display()))
+        .args(["-O", "exit", "h2"])
+        .output();
+}
+
 fn completed(p: &Project, sweep: &str) -> u64 {
     p.try_status(sweep)
         .and_then(|s| s["completed"].as_u64())
         .unwrap_or(0)
 }
 
-fn config(p: &Project, hosts: &SshHosts, agents: &[(&str, &AgentProcess, &str)]) -> String {
+/// The project config; `extra_ssh_options` are added to each source's `ssh_options` list.
+fn config(
+    p: &Project,
+    hosts: &SshHosts,
+    agents: &[(&str, &AgentProcess, &str)],
+    extra_ssh_options: &str,
+) -> String {
     let mut text =
         "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 1s\n  \
                     agent_grace: 120s\n  connect_timeout: 60s\nsources:\n"
@@ -112,7 +137,7 @@ fn config(p: &Project, hosts: &SshHosts, agents: &[(&str, &AgentProcess, &str)])
         let ip = if *name == "h1" { 2 } else { 6 };
         text.push_str(&format!(
             "  {name}:\n    type: agent\n    address: {NET}.{ip}:7300\n    fingerprint: {}\n    \
-             project_dir: {}\n    transport: {transport}\n    ssh: {name}\n    ssh_options: [-F, {}]\n",
+             project_dir: {}\n    transport: {transport}\n    ssh: {name}\n    ssh_options: [-F, {}{extra_ssh_options}]\n",
             agent.fingerprint,
             p.path().display(),
             hosts.dir.path().join("ssh_config").display()
@@ -149,6 +174,7 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
         return;
     };
     let hosts = up(&agent_bin);
+    let control_path = hosts.dir.path().join("cm-%C");
     let h1 = start_agent_in(&agent_bin, Some("relay-h1"), "0.0.0.0:7300");
     let h2 = start_agent_in(&agent_bin, Some("relay-h2"), "0.0.0.0:7300");
     let home = tempfile::tempdir().unwrap();
@@ -176,8 +202,17 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
     // transport: ssh to the host that drops UDP, its ssh process killed mid-sweep.
     p.write(
         ".hsm/config.yaml",
-        &config(&p, &hosts, &[("h1", &h1, "auto"), ("h2", &h2, "ssh")]),
+        &config(
+            &p,
+            &hosts,
+            &[("h1", &h1, "auto"), ("h2", &h2, "ssh")],
+            &format!(
+                ", -o, ControlMaster=auto, -o, \"ControlPath={}\", -o, ControlPersist=60",
+                control_path.display()
+            ),
+        ),
     );
+    let logins_before = logins(&hosts, "h2");
     let child = sweep(&p, home.path(), "h2", "viassh");
     wait_until(
         Duration::from_secs(120),
@@ -189,6 +224,14 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
     // SAFETY: kill has no memory preconditions; the pid is our child's child.
     assert_eq!(unsafe { libc::kill(ssh[0], libc::SIGKILL) }, 0);
     let stderr = finish(child, &p, "viassh", 40);
+    // The killed ssh was a client of the control master, which stayed: the new relay used it,
+    // so no second login (no second 2FA prompt on a real cluster).
+    assert_eq!(
+        logins(&hosts, "h2") - logins_before,
+        1,
+        "one ssh authentication for both relays"
+    );
+    stop_master(&hosts, &control_path);
     assert_eq!(
         stderr.matches("over ssh to h2").count(),
         2,
@@ -198,7 +241,7 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
     // auto: UDP to h1 (it answers), ssh to h2 (UDP dropped there), in one sweep.
     p.write(
         ".hsm/config.yaml",
-        &config(&p, &hosts, &[("h1", &h1, "auto"), ("h2", &h2, "auto")]),
+        &config(&p, &hosts, &[("h1", &h1, "auto"), ("h2", &h2, "auto")], ""),
     );
     let child = sweep(&p, home.path(), "h1,h2", "auto");
     let stderr = finish(child, &p, "auto", 40);
