@@ -9,6 +9,7 @@ pub mod ledger;
 pub mod owners;
 pub mod preflight;
 pub mod process;
+pub mod relay;
 pub mod runner;
 pub mod scheduler;
 pub mod server;

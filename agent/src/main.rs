@@ -1,7 +1,8 @@
 //! `hsm-agent`: the daemon that runs tasks for a coordinator on a remote host or login node.
 //! `init`, `fingerprint` and `authorize` manage its identity and trusted coordinators; `serve`
 //! runs the QUIC daemon (`--detach`: in the background, see `daemon.rs`); `status` and `stop`
-//! look after a detached one.
+//! look after a detached one; `relay` carries its datagrams over stdin/stdout
+//! where UDP cannot reach.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -44,6 +45,14 @@ enum AgentCommand {
         /// Give up waiting for it to exit after this many seconds.
         #[arg(long, default_value_t = 30, value_name = "SECONDS")]
         timeout: u64,
+    },
+    /// Carry QUIC datagrams between stdin/stdout and the local agent's UDP port (each a
+    /// big-endian u16 length, then the bytes). Run by a coordinator over ssh (`transport: ssh`)
+    /// where UDP cannot reach this host; exits when stdin closes.
+    Relay {
+        /// The agent's UDP address on this host (its `serve --listen` port).
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
     },
 }
 
@@ -250,6 +259,14 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
                 Some(pid) => println!("stopped hsm-agent serve (pid {pid})"),
                 None => println!("no hsm-agent serve runs for {}", dir.display()),
             }
+        }
+        AgentCommand::Relay { to } => {
+            let to = to.parse::<std::net::SocketAddr>().map_err(|_| {
+                UsageError(format!(
+                    "--to {to}: expected an IP address and port, e.g. 127.0.0.1:7300"
+                ))
+            })?;
+            hsm_agent::relay::run(to).with_context(|| format!("relay to {to}"))?;
         }
         AgentCommand::Init(state) => {
             let dir = state.resolve()?;

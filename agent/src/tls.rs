@@ -38,6 +38,7 @@ use crate::identity::{fingerprint, fingerprints_in, parse_fingerprint, Identity,
 pub use crate::identity::AuthorizeFn;
 
 mod refusals;
+pub mod stdio_socket;
 pub use refusals::{RefusalKey, RefusalLimiter, RefusalLog, Summary, Verdict, SUMMARY_EVERY};
 
 /// ALPN protocol identifier of hsm's QUIC protocol, version 1.

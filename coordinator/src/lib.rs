@@ -14,4 +14,5 @@ pub mod preflight;
 pub mod progress;
 pub mod store;
 pub mod transfer;
+pub mod transport;
 pub mod yaml;

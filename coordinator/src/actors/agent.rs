@@ -15,7 +15,7 @@ use crate::transfer::{receive_file, Arrival};
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use hsm_agent::identity::Identity;
 use hsm_agent::process::TaskKey;
-use hsm_agent::tls::{self, TransportOptions};
+use hsm_agent::tls::TransportOptions;
 use hsm_agent::wire::{read_frame, write_message};
 use hsm_protocol::{
     AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileHeader, FromAgent,
@@ -51,6 +51,8 @@ pub struct AgentSetup {
     pub hpc: Option<hsm_protocol::HpcMsg>,
     /// Checks the agent makes before it is sent any task (see `crate::preflight`).
     pub preflight: Option<hsm_protocol::PreflightMsg>,
+    /// UDP, ssh or auto (see `crate::transport`).
+    pub transport: crate::config::AgentTransport,
 }
 
 /// How long result files may make no progress (no byte arriving from the agent on any of them,
@@ -464,6 +466,7 @@ impl Actor for AgentSource {
             offers: self.offers.clone(),
             kick: self.kick.clone(),
             preflight: self.setup.preflight.clone(),
+            transport: self.setup.transport.clone(),
         };
         // Result files that stopped coming end their attempts (see `RESULT_STALL`).
         ctx.run_interval(Duration::from_secs(5), |actor, _| actor.check_stalled());
@@ -699,6 +702,8 @@ enum Incoming {
         agent: String,
         rtt_ms: u32,
         work_dir: String,
+        /// How the connection is carried: empty for UDP, else " over ssh to HOST".
+        via: String,
     },
     Down {
         why: String,
@@ -732,6 +737,7 @@ impl Handler<Incoming> for AgentSource {
                 agent,
                 rtt_ms,
                 work_dir,
+                via,
             } => {
                 self.connected = true;
                 self.work_dir = (!work_dir.is_empty()).then_some(work_dir);
@@ -782,7 +788,7 @@ impl Handler<Incoming> for AgentSource {
                     }));
                 }
                 let mut note = format!(
-                    "connected to {agent} at {} ({slots} slots)",
+                    "connected to {agent} at {}{via} ({slots} slots)",
                     self.setup.address
                 );
                 if self.low_disk {
@@ -1023,6 +1029,7 @@ struct Dial {
     kick: Arc<Notify>,
     /// Asked in the `Hello`; problems found refuse the source for this run.
     preflight: Option<hsm_protocol::PreflightMsg>,
+    transport: crate::config::AgentTransport,
 }
 
 /// Connection liveness: QUIC keep-alives every 2 s, the connection declared dead after 10 s of
@@ -1053,9 +1060,10 @@ async fn connection(
             return;
         }
     };
-    let own = identity.fingerprint();
     let mut backoff = BACKOFF_START;
     let mut pending: Option<ToAgent> = None;
+    // What `transport: auto` found working, kept for the reconnects of this run.
+    let mut chosen = None;
     loop {
         if !actor.connected() {
             return;
@@ -1064,7 +1072,7 @@ async fn connection(
         match session(
             &dial,
             &identity,
-            &own,
+            &mut chosen,
             &actor,
             &mut outbox,
             &mut pending,
@@ -1098,38 +1106,30 @@ async fn connection(
 async fn session(
     dial: &Dial,
     identity: &Identity,
-    own: &str,
+    chosen: &mut Option<crate::config::TransportMode>,
     actor: &actix::Addr<AgentSource>,
     outbox: &mut mpsc::UnboundedReceiver<ToAgent>,
     pending: &mut Option<ToAgent>,
     welcomed: &mut bool,
 ) -> Result<(), SessionError> {
-    use std::net::ToSocketAddrs;
-    let addr = dial
-        .address
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", dial.address))?
-        .next()
-        .ok_or_else(|| format!("{} resolves to no address", dial.address))?;
-    let bind = if addr.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
+    use crate::transport::{self, DialFailure};
+    let target = transport::Target {
+        address: &dial.address,
+        fingerprint: &dial.fingerprint,
+        transport: &dial.transport,
+        options: SESSION_TRANSPORT,
+        timeout: Duration::from_secs(15),
     };
-    let endpoint = tls::client_endpoint(bind.parse().map_err(|e| format!("{e}"))?)
-        .map_err(|e| e.to_string())?;
-    let config = tls::client_config(identity, &dial.fingerprint, SESSION_TRANSPORT)
-        .map_err(|e| e.to_string())?;
-    let conn = tls::connect(&endpoint, addr, config, Duration::from_secs(15))
-        .await
-        .map_err(|e| {
-            let why = e.explain(&dial.address, &dial.fingerprint, own);
-            if e.is_permanent() {
-                SessionError::Refused(why)
-            } else {
-                SessionError::Retry(why)
-            }
-        })?;
+    // Dropped when the session ends: an ssh relay child is killed with it, and started anew by
+    // the next session (after the reconnect backoff).
+    let dialled =
+        transport::dial(&target, identity, chosen)
+            .await
+            .map_err(|failure| match failure {
+                DialFailure::Retry(why) => SessionError::Retry(why),
+                DialFailure::Refused(why) => SessionError::Refused(why),
+            })?;
+    let (endpoint, conn) = (&dialled.endpoint, &dialled.conn);
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let mut hello = Hello::new(env!("CARGO_PKG_VERSION"));
     hello.preflight = dial.preflight.clone();
@@ -1160,6 +1160,7 @@ async fn session(
                 agent: hsm_protocol::display_safe(&welcome.agent_name).into_owned(),
                 rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
                 work_dir: hsm_protocol::display_safe(&welcome.work_dir).into_owned(),
+                via: dialled.via(&dial.transport),
             })
         }
         HelloReply::Reject(reject) => {
@@ -1200,6 +1201,10 @@ async fn session(
             },
             ended = &mut reader.0 => {
                 return Err(ended.unwrap_or_else(|e| format!("reading from {} failed: {e}", dial.name)).into());
+            }
+            // A relay child that died is a dropped connection: dial again (a new child).
+            why = dialled.relay_ended() => {
+                return Err(format!("connection to {} lost: {why}", dial.name).into());
             }
             () = dial.kick.notified() => {
                 conn.close(1u32.into(), b"protocol error");

@@ -62,6 +62,8 @@ pub enum SourceSpecKind {
         hpc: Option<hsm_protocol::HpcMsg>,
         /// Its own `conda_env`, `env`, `pre_script` over the project's.
         setup: crate::core::command::SourceSetup,
+        /// UDP, ssh or auto.
+        transport: crate::config::AgentTransport,
     },
     /// This host's batch scheduler, driven from this process (a coordinator on a login node).
     Scheduler {
@@ -500,6 +502,7 @@ impl Actor for SweepActor {
                     fingerprint,
                     project_dir,
                     hpc,
+                    transport,
                     ..
                 } => {
                     // No work until it connects (the core starts agents unhealthy).
@@ -530,6 +533,7 @@ impl Actor for SweepActor {
                                         self.run.min_free_disk,
                                     )
                                 }),
+                                transport: transport.clone(),
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),

@@ -323,49 +323,48 @@ fn ping_agent(
     let Some(SourceKind::Agent {
         address,
         fingerprint,
+        transport,
         ..
     }) = cfg.sources.get(name).map(|s| &s.kind)
     else {
         anyhow::bail!("source `{name}` is not an agent");
     };
-    ping_address(address, fingerprint, timeout, preflight)
+    ping_address(address, fingerprint, transport, timeout, preflight)
 }
 
-/// Connects to the agent at `address` pinned to `fingerprint` as a sweep would and pings it
-/// once, asking for `preflight` checks in the hello when given.
+/// Connects to the agent at `address` pinned to `fingerprint` as a sweep would (over UDP or
+/// ssh, as `transport` says) and pings it once, asking for `preflight` checks in the hello when
+/// given.
 pub(super) fn ping_address(
     address: &str,
     fingerprint: &str,
+    transport: &config::AgentTransport,
     timeout: std::time::Duration,
     preflight: Option<hsm_protocol::PreflightMsg>,
 ) -> anyhow::Result<PingResult> {
-    use hsm_agent::tls::{self, TransportOptions};
+    use hsm_agent::tls::TransportOptions;
     use hsm_agent::wire::{read_frame, write_message};
     use hsm_protocol::{decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_FRAME};
-    use std::net::ToSocketAddrs;
 
     let identity = coordinator_identity()?;
-    let own = identity.fingerprint();
-    let addr = address
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {address}"))?
-        .next()
-        .with_context(|| format!("{address} resolves to no address"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
-        let bind: std::net::SocketAddr = if addr.is_ipv6() {
-            "[::]:0".parse()?
-        } else {
-            "0.0.0.0:0".parse()?
+        use crate::transport::{dial, DialFailure, Target};
+        let target = Target {
+            address,
+            fingerprint,
+            transport,
+            options: TransportOptions::default(),
+            timeout,
         };
-        let endpoint = tls::client_endpoint(bind)?;
-        let client = tls::client_config(&identity, fingerprint, TransportOptions::default())?;
-        let conn = tls::connect(&endpoint, addr, client, timeout)
-            .await
-            .map_err(|e| anyhow::anyhow!(e.explain(address, fingerprint, &own)))?;
+        // Over UDP or ssh, as a sweep would (`transport:`).
+        let dialled = dial(&target, &identity, &mut None).await.map_err(
+            |(DialFailure::Retry(why) | DialFailure::Refused(why))| anyhow::anyhow!(why),
+        )?;
+        let (endpoint, conn) = (&dialled.endpoint, &dialled.conn);
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
             let mut hello = Hello::new(env!("CARGO_PKG_VERSION"));

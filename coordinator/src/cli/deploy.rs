@@ -394,7 +394,7 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
     } else {
         String::new()
     };
-    // TODO(issue 12 §2): write `transport: auto` once the config knows the key.
+    // `transport` is left out: its default, `auto`, tries UDP and falls back to `ssh:` below.
     let entry = config::AgentEntry {
         address: &address,
         fingerprint: &fingerprint,
@@ -461,6 +461,7 @@ fn wait_for_answer(
     let Some(SourceKind::Agent {
         address,
         fingerprint,
+        transport,
         ..
     }) = cfg.sources.get(name).map(|s| &s.kind)
     else {
@@ -469,7 +470,14 @@ fn wait_for_answer(
     let deadline = std::time::Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match ping_address(address, fingerprint, left.min(Duration::from_secs(5)), None) {
+        match ping_address(
+            address,
+            fingerprint,
+            // As a sweep will reach it: `auto` falls back to ssh when UDP is blocked.
+            transport,
+            left.min(Duration::from_secs(5)),
+            None,
+        ) {
             Ok((welcome, round_trip, _)) => {
                 return Ok(format!(
                     "{name} answers at {address}: hsm-agent {} (protocol {}), {} slot{}, round trip {:.2} ms",

@@ -127,6 +127,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 backend,
                 hpc,
                 setup,
+                transport,
                 ..
             } => {
                 let hpc = hpc_request(*backend, hpc, args, walltime);
@@ -143,6 +144,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         slots_configured: slots.is_some(),
                         hpc,
                         setup: setup.clone(),
+                        transport: transport.clone(),
                     },
                 });
             }
@@ -822,6 +824,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                     project_dir,
                     python,
                     setup,
+                    transport,
                     ..
                 },
             ..
@@ -843,6 +846,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                         slots_configured: true,
                         hpc: None,
                         setup: setup.clone(),
+                        transport: transport.clone(),
                     },
                     attach_only: true,
                 });

@@ -69,11 +69,15 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             python,
             backend,
             hpc,
-            ssh,
             setup,
+            transport,
+            ..
         } => {
             let mut agent = json!({
             "type": "agent",
+            "transport": transport.mode.as_str(),
+            "ssh": transport.ssh.as_ref().map(|s| s.target.clone()),
+            "ssh_options": transport.ssh.as_ref().map(|s| s.options.clone()),
             "address": address,
             "fingerprint": fingerprint,
             // The agent reports its own slot count when none is configured.
@@ -83,9 +87,6 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             "backend": backend.as_str(),
             "hpc": hpc_json(hpc),
             });
-            if let Some(ssh) = ssh {
-                agent["ssh"] = ssh.as_str().into();
-            }
             // The source's own settings, shown only when it has them (else `command:`'s apply).
             if let Some(conda_env) = &setup.conda_env {
                 agent["conda_env"] = conda_env.as_str().into();

@@ -13,6 +13,7 @@ mod edit;
 mod init;
 mod raw;
 mod resolve;
+mod transport;
 
 use crate::core::command::CommandSpec;
 use crate::core::diag::Problem;
@@ -34,6 +35,7 @@ pub use resolve::{
     validate_address, validate_fingerprint, validate_source_name, validate_ssh_destination,
     DEFAULT_AGENT_PYTHON,
 };
+pub use transport::{AgentTransport, SshTarget, TransportMode};
 
 /// Where the project config is looked for, relative to the project directory, in order.
 /// The last two are where Python HSM v1 kept it.
@@ -151,6 +153,9 @@ pub struct SourceConfig {
 }
 
 /// What a source is and how to reach it.
+// A config holds a handful of sources, built once per command: boxing the agent variant would
+// only add indirection to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     /// Processes on this machine. `slots: None` = the number of CPUs.
@@ -176,6 +181,8 @@ pub enum SourceKind {
         ssh: Option<String>,
         /// Its own `conda_env`, `env` and `pre_script` over `command:`'s.
         setup: crate::core::command::SourceSetup,
+        /// UDP, ssh, or UDP then ssh (`transport`, `ssh`, `ssh_options`).
+        transport: AgentTransport,
     },
     /// Slurm driven from this process (the coordinator runs on a login node). `slots`: tasks
     /// handed to the scheduler at once (default 1000).

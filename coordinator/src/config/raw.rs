@@ -119,7 +119,7 @@ pub(super) const PATHS_KEYS: [&str; 7] = [
     "project_root",
 ];
 /// Every key any source type takes; `resolve` checks which ones fit the source's type.
-pub(super) const SOURCE_KEYS: [&str; 12] = [
+pub(super) const SOURCE_KEYS: [&str; 14] = [
     "type",
     "slots",
     "address",
@@ -132,6 +132,8 @@ pub(super) const SOURCE_KEYS: [&str; 12] = [
     "conda_env",
     "env",
     "pre_script",
+    "transport",
+    "ssh_options",
 ];
 
 #[derive(Debug, Default)]
@@ -235,14 +237,17 @@ pub(super) struct RawSource {
     pub address: Option<At<String>>,
     pub fingerprint: Option<At<String>>,
     pub project_dir: Option<At<String>>,
-    /// How `agent deploy|status|logs|stop` reach the agent's host: an ssh destination.
-    pub ssh: Option<At<String>>,
     pub conda_env: Option<At<String>>,
     pub env: Option<At<Vec<(String, String)>>>,
     pub pre_script: Option<At<Vec<String>>>,
     pub python: Option<At<String>>,
     pub backend: Option<At<String>>,
     pub hpc: Option<RawHpc>,
+    /// `transport`, `ssh`, `ssh_options` (see `transport.rs`); `ssh` is also how `agent
+    /// deploy|status|logs|stop` reach the agent's host.
+    pub transport: Option<At<String>>,
+    pub ssh: Option<At<String>>,
+    pub ssh_options: Option<At<Vec<String>>>,
 }
 
 /// Reads the whole document. `root` is `None` for an empty file.
@@ -402,11 +407,13 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
                 project_dir: None,
                 python: None,
                 backend: None,
-                ssh: None,
                 conda_env: None,
                 env: None,
                 pre_script: None,
                 hpc: None,
+                transport: None,
+                ssh: None,
+                ssh_options: None,
                 name,
             });
             continue;
@@ -455,11 +462,13 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             project_dir: section.string("project_dir", problems),
             python: section.string("python", problems),
             backend: section.string("backend", problems),
-            ssh: section.string("ssh", problems),
             conda_env: section.name("conda_env", problems),
             env: section.string_map("env", problems),
             pre_script: section.strings("pre_script", problems),
             hpc,
+            transport: section.string("transport", problems),
+            ssh: section.string("ssh", problems),
+            ssh_options: section.strings("ssh_options", problems),
             name,
         });
     }

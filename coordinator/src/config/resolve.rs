@@ -551,19 +551,14 @@ fn resolve_source(
             // Problems in the merged options are reported with their own positions; the
             // project-wide ones again for each source, which `tidy` folds into one.
             let hpc = resolve_hpc(&overlay(raw.hpc.as_ref(), top_hpc), problems);
-            let ssh = raw
-                .ssh
-                .as_ref()
-                .and_then(|at| match validate_ssh_destination(&at.value) {
-                    Ok(()) => Some(at.value.trim().to_string()),
-                    Err(why) => {
-                        problems.push(
-                            at.problem(why)
-                                .with_hint("write e.g. ssh: me@login1.cluster"),
-                        );
-                        None
-                    }
-                });
+            let transport = super::transport::resolve_transport(
+                raw.transport.as_ref(),
+                raw.ssh.as_ref(),
+                raw.ssh_options.as_ref(),
+                problems,
+            );
+            // `agent status|logs|stop` reach the host through the same destination.
+            let ssh = transport.ssh.as_ref().map(|t| t.target.clone());
             SourceKind::Agent {
                 address,
                 fingerprint,
@@ -574,6 +569,7 @@ fn resolve_source(
                 hpc,
                 ssh,
                 setup: source_setup(raw, problems),
+                transport,
             }
         }
         "slurm" => SourceKind::Slurm {

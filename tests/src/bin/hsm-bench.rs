@@ -239,7 +239,16 @@ fn main() -> anyhow::Result<()> {
         if !status.success() || !status2.success() {
             bail!("baseline shell commands failed");
         }
-        agent_rows = Some((m, m_volatile, agent_cpu, hsm_transfer, write_only, cat_pipe));
+        let relay = relay_rows(&agent, &agent_bin, &work_root, true_bin, args.tasks, &m)?;
+        agent_rows = Some((
+            m,
+            m_volatile,
+            agent_cpu,
+            hsm_transfer,
+            write_only,
+            cat_pipe,
+            relay,
+        ));
     } else {
         eprintln!(
             "hsm-bench: {} not built; skipping the agent rows (cargo build --release -p hsm-agent)",
@@ -297,7 +306,8 @@ fn main() -> anyhow::Result<()> {
             ));
         }
     }
-    if let Some((m, m_volatile, agent_cpu, hsm_transfer, write_only, cat_pipe)) = &agent_rows {
+    if let Some((m, m_volatile, agent_cpu, hsm_transfer, write_only, cat_pipe, relay)) = &agent_rows
+    {
         report.push_str(&format!(
             "\n## Through one agent on loopback ({} slots)\n\n| runner | seconds | tasks/s |\n|---|---:|---:|\n| {} | {:.2} | {:.0} |\n| {} | {:.2} | {:.0} |\n\n\
              hsm agent / hsm local: **{:.2}x** (aim: 0.9x or better)  \nhsm agent / xargs: {:.2}x  \n\
@@ -331,6 +341,7 @@ fn main() -> anyhow::Result<()> {
             cat_pipe.as_secs_f64(),
             mib / cat_pipe.as_secs_f64()
         ));
+        report.push_str(&relay.report(args.slots));
     }
     report.push_str(&format!(
         "\nSweep outputs were written to `{}` ({disk_fs}). Each task creates 7 inodes (task and \
@@ -461,5 +472,128 @@ fn filesystem_of(path: &std::path::Path) -> String {
         0x58465342 => "xfs".into(),
         0x794c7630 => "overlayfs".into(),
         other => format!("filesystem type {other:#x}"),
+    }
+}
+
+/// The agent path over the ssh transport's pipe, with `hsm-agent relay` run locally instead of
+/// through ssh (`HSM_SSH` names a stand-in that runs the remote command here), beside the same
+/// agent over UDP: what carrying QUIC over a pipe costs, without ssh's encryption.
+struct RelayRows {
+    tasks: Measurement,
+    /// The UDP agent row of the same run.
+    udp_rate: f64,
+    /// 100 MiB of results back: over UDP, over the relay, and writing it locally.
+    udp_transfer: Duration,
+    relay_transfer: Duration,
+    write_only: Duration,
+}
+
+const RELAY_MIB: u64 = 100;
+
+fn relay_rows(
+    agent: &hsm_tests::BenchAgent,
+    agent_bin: &std::path::Path,
+    work_root: &std::path::Path,
+    true_bin: &str,
+    tasks: u64,
+    udp: &Measurement,
+) -> anyhow::Result<RelayRows> {
+    use std::os::unix::fs::PermissionsExt;
+    // `HSM_SSH` set by the caller (e.g. a wrapper running a real `ssh` to an sshd on loopback
+    // for the host alias `bench-relay`) is used as it is; otherwise the stand-in below.
+    let own_ssh = std::env::var_os(hsm_coordinator::transport::SSH_PROGRAM_ENV).is_some();
+    if !own_ssh {
+        let fake = work_root.join("bench-fake-ssh");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nPATH='{}':\"$PATH\"; export PATH\nfor last; do :; done\nexec sh -c \"$last\"\n",
+                agent_bin.parent().unwrap_or(work_root).display()
+            ),
+        )?;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755))?;
+        // SAFETY (edition 2021: safe): read when the relay starts, on threads started later.
+        std::env::set_var(hsm_coordinator::transport::SSH_PROGRAM_ENV, &fake);
+    }
+    let via_relay = |config: String| format!("{config}    transport: ssh\n    ssh: bench-relay\n");
+    let project = tempfile::tempdir_in(work_root)?;
+    let config = via_relay(agent_config(
+        agent,
+        &format!("[\"{true_bin}\", \"{{overrides}}\"]"),
+        project.path(),
+    ));
+    let m = measure(
+        if own_ssh {
+            "hsm through one agent over the relay, through $HSM_SSH (transport: ssh)"
+        } else {
+            "hsm through one agent over a local relay pipe (transport: ssh, no ssh)"
+        },
+        tasks,
+        || hsm_sweep(project.path(), &config, tasks, &["--sources", "a1"]),
+    )?;
+    let bytes = RELAY_MIB << 20;
+    let writer = format!(
+        "[\"/bin/sh\", \"-c\", \"head -c {bytes} /dev/zero > \\\"$HSM_OUTPUT_DIR/big.bin\\\"\", \"{{overrides}}\"]"
+    );
+    let timed = |relay: bool| -> anyhow::Result<Duration> {
+        let dir = tempfile::tempdir_in(work_root)?;
+        let mut config = agent_config(agent, &writer, dir.path());
+        if relay {
+            config = via_relay(config);
+        }
+        let started = Instant::now();
+        hsm_sweep(dir.path(), &config, 1, &["--sources", "a1"])?;
+        Ok(started.elapsed())
+    };
+    let udp_transfer = timed(false)?;
+    let relay_transfer = timed(true)?;
+    let local = tempfile::tempdir_in(work_root)?;
+    let started = Instant::now();
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "head -c {bytes} /dev/zero > {}",
+                local.path().join("w.bin").display()
+            ),
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("head -c failed");
+    }
+    Ok(RelayRows {
+        tasks: m,
+        udp_rate: udp.rate(),
+        udp_transfer,
+        relay_transfer,
+        write_only: started.elapsed(),
+    })
+}
+
+impl RelayRows {
+    fn report(&self, slots: u64) -> String {
+        let mib = RELAY_MIB as f64;
+        let rate = |whole: Duration| {
+            mib / whole
+                .saturating_sub(self.write_only)
+                .as_secs_f64()
+                .max(1e-9)
+        };
+        format!(
+            "\n## Through one agent over the relay pipe (transport: ssh, `hsm-agent relay`)\n\n\
+             | runner | seconds | tasks/s |\n|---|---:|---:|\n| {} | {:.2} | {:.0} |\n\n\
+             relay / UDP ({slots} slots): **{:.2}x** (aim: 0.7x or better)\n\n\
+             | {RELAY_MIB} MiB of results back (whole sweep, minus writing it locally: {:.2} s) | seconds | MiB/s |\n|---|---:|---:|\n\
+             | over UDP | {:.2} | {:.0} |\n| over the relay pipe | {:.2} | **{:.0}** (aim: 50 or more) |\n",
+            self.tasks.name,
+            self.tasks.elapsed.as_secs_f64(),
+            self.tasks.rate(),
+            self.tasks.rate() / self.udp_rate,
+            self.write_only.as_secs_f64(),
+            self.udp_transfer.as_secs_f64(),
+            rate(self.udp_transfer),
+            self.relay_transfer.as_secs_f64(),
+            rate(self.relay_transfer),
+        )
     }
 }
