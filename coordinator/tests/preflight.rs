@@ -88,15 +88,9 @@ fn a_source_missing_the_project_is_out_of_the_run_before_any_task_and_the_others
         &own,
         &["--project-dir", "/nonexistent/proj"],
     );
-    let mut cmd = p.command(&["sweep", "run", "--sources", "local,far", "--sweep-id", "pf"]);
-    cmd.env("HSM_HOME", home.path());
-    let run = Run::wait(
-        {
-            cmd.stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            cmd.spawn().unwrap()
-        },
-        "sweep run with a source missing its project".into(),
+    let run = p.run_in(
+        home.path(),
+        &["sweep", "run", "--sources", "local,far", "--sweep-id", "pf"],
     );
     run.expect_code(0);
     let all = format!("{}{}", run.stdout, run.stderr);
@@ -114,14 +108,9 @@ fn a_source_missing_the_project_is_out_of_the_run_before_any_task_and_the_others
     assert!(statuses(&status).iter().all(|(_, s, _)| s == "completed"));
 
     // The same checks without a sweep; then fixed.
-    let validate = |what: &str| {
-        let mut cmd = p.command(&["config", "validate", "--remote"]);
-        cmd.env("HSM_HOME", home.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        Run::wait(cmd.spawn().unwrap(), what.into())
-    };
-    let check = validate("config validate --remote, project missing there");
+    let validate = || p.run_in(home.path(), &["config", "validate", "--remote"]);
+    // The project is missing there.
+    let check = validate();
     check.expect_code(2);
     if !check.stdout.contains("pre-flight checks failed on far")
         || !check.stdout.contains("/nonexistent/proj does not exist")
@@ -137,7 +126,7 @@ fn a_source_missing_the_project_is_out_of_the_run_before_any_task_and_the_others
         &own,
         &["--project-dir", &project_dir],
     );
-    let check = validate("config validate --remote, fixed");
+    let check = validate();
     check.expect_code(0);
     if !check.stdout.contains("remote far (") || !check.stdout.contains("): ok") {
         check.fail("the remote check does not say the source is ok");
@@ -171,13 +160,9 @@ fn with_no_other_source_the_run_stops_at_once_naming_the_interpreter_and_its_fix
     );
     assert!(config.contains("/no/such/python3"), "{config}");
     p.write(".hsm/config.yaml", &config);
-    let mut cmd = p.command(&["sweep", "run", "--sources", "far", "--sweep-id", "pf2"]);
-    cmd.env("HSM_HOME", home.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let run = Run::wait(
-        cmd.spawn().unwrap(),
-        "sweep run on a source without the interpreter".into(),
+    let run = p.run_in(
+        home.path(),
+        &["sweep", "run", "--sources", "far", "--sweep-id", "pf2"],
     );
     run.expect_code(2);
     eprintln!("--- what the user sees ---\n{}", run.stderr);
@@ -234,13 +219,9 @@ fn an_agent_sources_env_pre_script_and_python_are_what_its_tasks_run_with() {
         1,
     );
     p.write(".hsm/config.yaml", &config);
-    let mut cmd = p.command(&["sweep", "run", "--sources", "far", "--sweep-id", "env"]);
-    cmd.env("HSM_HOME", home.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let run = Run::wait(
-        cmd.spawn().unwrap(),
-        "sweep run with a source's own setup".into(),
+    let run = p.run_in(
+        home.path(),
+        &["sweep", "run", "--sources", "far", "--sweep-id", "env"],
     );
     run.expect_code(0);
     for i in 1..=2 {

@@ -59,6 +59,20 @@ impl Project {
         Run::wait(child, description)
     }
 
+    /// `run` with `HSM_HOME` set to `home` (the coordinator identity a test's agents trust).
+    pub fn run_in(&self, home: &Path, args: &[&str]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.env("HSM_HOME", home);
+        let description = format!(
+            "HSM_HOME={} {} -C {} {}",
+            home.display(),
+            bin(),
+            self.path().display(),
+            args.join(" ")
+        );
+        Run::wait(spawn_piped(cmd), description)
+    }
+
     pub fn spawn(&self, args: &[&str]) -> Child {
         spawn_piped(self.command(args))
     }
