@@ -64,35 +64,9 @@ pub fn candidates(coordinator_exe: &Path, name: &str) -> Vec<PathBuf> {
     out
 }
 
-/// The first of [`candidates`] that is a file, for the remote host whose `uname -sm` printed
-/// `uname_sm`; `Ok(None)` when none is built (run `tools/build-agent.sh`).
-pub fn locate(
-    coordinator_exe: &Path,
-    uname_sm: &str,
-) -> Result<Option<PathBuf>, UnsupportedPlatform> {
-    let name = binary_name_for_uname(uname_sm)?;
-    Ok(candidates(coordinator_exe, &name)
-        .into_iter()
-        .find(|path| path.is_file()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn locate_finds_the_dist_build_of_a_checkout() {
-        let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("target/debug/hsm-coordinator");
-        std::fs::create_dir_all(dir.path().join("target/debug")).unwrap();
-        assert_eq!(locate(&exe, "Linux x86_64").unwrap(), None);
-        std::fs::create_dir_all(dir.path().join("target/dist")).unwrap();
-        let built = dir.path().join("target/dist/hsm-agent-x86_64-linux");
-        std::fs::write(&built, b"").unwrap();
-        assert_eq!(locate(&exe, "Linux x86_64").unwrap(), Some(built));
-        assert_eq!(locate(&exe, "Linux aarch64").unwrap(), None);
-        assert!(locate(&exe, "FreeBSD amd64").is_err());
-    }
 
     #[test]
     fn names_follow_uname() {

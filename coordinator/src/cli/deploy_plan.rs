@@ -133,10 +133,8 @@ pub fn agent_binary_for(
     }
     let (os, arch) = platform(os, arch);
     let portable = format!("hsm-agent-{arch}-{os}");
-    let mut candidates = vec![beside.join(&portable)];
-    if let Some(parent) = beside.parent() {
-        candidates.push(parent.join("dist").join(&portable));
-    }
+    // Where `tools/build-agent.sh` leaves portable builds, relative to the coordinator.
+    let mut candidates = hsm_agent::dist::candidates(&beside.join("hsm-coordinator"), &portable);
     if os == std::env::consts::OS && arch == std::env::consts::ARCH {
         candidates.push(beside.join("hsm-agent"));
     }
