@@ -14,5 +14,6 @@ pub mod runner;
 pub mod scheduler;
 pub mod server;
 pub mod strict;
+pub mod sync;
 pub mod tls;
 pub mod wire;

@@ -304,8 +304,30 @@ async fn session(
             .display()
             .to_string(),
     };
+    let mut push_window = None;
     let welcome = match negotiate(&hello, info) {
         Ok(mut welcome) => {
+            // Sync before pre-flight: a push-mode comparison creates a missing project_dir,
+            // which pre-flight then finds (the push fills it before any task is sent).
+            if let Some(request) = hello.sync {
+                let report = tokio::task::spawn_blocking(move || {
+                    let report = crate::sync::compare(&request);
+                    (
+                        crate::sync::PushWindow::for_report(&request, &report),
+                        report,
+                    )
+                })
+                .await
+                .context("comparing the project")?;
+                if !report.1.differs.is_empty() {
+                    tracing::info!(
+                        files = report.1.differs.len(),
+                        "the project differs from the coordinator's"
+                    );
+                }
+                push_window = report.0;
+                welcome.sync = Some(report.1);
+            }
             if let Some(request) = hello.preflight {
                 let work_dir = options.work_dir.clone();
                 let checked = tokio::task::spawn_blocking(move || {
@@ -332,6 +354,14 @@ async fn session(
         }
     };
     write_message(&mut send, &HelloReply::Welcome(welcome)).await?;
+    // Push streams are the bidirectional streams after the control stream; accepted for this
+    // session only, and only for what its comparison found different.
+    // The endpoint lets a coordinator open only the control stream; a push window lets it open
+    // one more at a time (the coordinator sends files one after another).
+    let _pushes = push_window.map(|window| {
+        conn.set_max_concurrent_bi_streams(2u32.into());
+        AbortOnDrop(tokio::spawn(accept_pushes(conn.clone(), window)))
+    });
     // Reading and writing run separately: a coordinator that does not read (flow control blocks
     // our writes) must still be able to send acknowledgements and cancels, and the other way
     // round.
@@ -356,6 +386,27 @@ async fn session(
     match (&mut reader).await {
         Ok(read) => read.and(written),
         Err(_) => written,
+    }
+}
+
+/// Aborts a spawned task when dropped (the end of the session that started it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Receives pushed project files, each on its own bidirectional stream, until the connection
+/// ends.
+async fn accept_pushes(conn: quinn::Connection, window: crate::sync::PushWindow) {
+    let window = Arc::new(window);
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let window = Arc::clone(&window);
+        tokio::spawn(async move {
+            crate::sync::receive_push(&mut recv, &mut send, &window).await;
+        });
     }
 }
 

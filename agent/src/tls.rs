@@ -100,7 +100,8 @@ impl Default for TransportOptions {
 /// Which end of the connection a transport configuration is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
-    /// The agent: the coordinator opens one bidirectional control stream and nothing else.
+    /// The agent: the coordinator opens one bidirectional control stream and nothing else (a
+    /// session that accepts pushed project files raises this for itself, `server.rs`).
     Agent,
     /// The coordinator: the agent opens one unidirectional stream per result file.
     Coordinator,

@@ -146,6 +146,7 @@ async fn another_protocol_version_is_rejected_naming_both() {
         protocol_version: 99,
         coordinator_version: "9.9.9".into(),
         preflight: None,
+        sync: None,
     };
     write_message(&mut send, &hello).await.unwrap();
     let reply = read_frame(&mut recv, MAX_FRAME).await.unwrap().unwrap();

@@ -13,6 +13,7 @@ pub mod prefetch;
 pub mod preflight;
 pub mod progress;
 pub mod store;
+pub mod sync;
 pub mod transfer;
 pub mod transport;
 pub mod yaml;

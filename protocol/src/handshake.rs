@@ -8,6 +8,7 @@
 
 use crate::messages::SweepTaskRef;
 use crate::preflight::{PreflightMsg, PreflightProblem};
+use crate::sync::{SyncReport, SyncRequest};
 use serde::{Deserialize, Serialize};
 
 /// The protocol this build speaks. Bumped for any change an older peer cannot decode or would
@@ -26,6 +27,10 @@ pub struct Hello {
     /// Checks to make before welcoming (see [`crate::preflight`]); `None`: none asked.
     #[serde(default)]
     pub preflight: Option<PreflightMsg>,
+    /// The project's manifest to compare with the agent's copy (see [`crate::sync`]); `None`:
+    /// no comparison asked.
+    #[serde(default)]
+    pub sync: Option<SyncRequest>,
 }
 
 impl Hello {
@@ -35,6 +40,7 @@ impl Hello {
             protocol_version: PROTOCOL_VERSION,
             coordinator_version: coordinator_version.into(),
             preflight: None,
+            sync: None,
         }
     }
 
@@ -79,6 +85,10 @@ pub struct Welcome {
     /// asked or the agent predates them.
     #[serde(default)]
     pub preflight: Option<Vec<PreflightProblem>>,
+    /// What differs from the coordinator's project; `None` when no comparison was asked or the
+    /// agent predates project sync.
+    #[serde(default)]
+    pub sync: Option<SyncReport>,
 }
 
 /// The agent refuses the connection; `reason` is meant for the person at the coordinator.
@@ -155,6 +165,7 @@ pub fn negotiate(hello: &Hello, agent: AgentInfo) -> Result<Welcome, Reject> {
         running: agent.running,
         work_dir: agent.work_dir,
         preflight: None,
+        sync: None,
     })
 }
 
@@ -197,6 +208,7 @@ mod tests {
             protocol_version: PROTOCOL_VERSION + 1,
             coordinator_version: "9.0.0".into(),
             preflight: None,
+            sync: None,
         };
         let reject = negotiate(&hello, agent()).unwrap_err();
         assert_eq!(reject.agent_protocol_version, PROTOCOL_VERSION);
@@ -219,6 +231,7 @@ mod tests {
             protocol_version: 0,
             coordinator_version: String::new(),
             preflight: None,
+            sync: None,
         };
         let reject = negotiate(&hello, agent()).unwrap_err();
         assert!(
@@ -237,6 +250,7 @@ mod tests {
             protocol_version: 0,
             coordinator_version: "9\r\nFORGED\x1b[2K".into(),
             preflight: None,
+            sync: None,
         };
         let reject = negotiate(&hello, agent()).unwrap_err();
         assert!(

@@ -45,6 +45,7 @@ mod ids;
 mod messages;
 mod paths;
 pub mod preflight;
+pub mod sync;
 mod text;
 
 pub use bytes::Bytes;
@@ -66,4 +67,5 @@ pub use paths::{
     MAX_PATH_LEN,
 };
 pub use preflight::{PreflightMsg, PreflightProblem};
+pub use sync::{ManifestEntry, PushHeader, PushReply, SyncDiff, SyncReport, SyncRequest};
 pub use text::{display_safe, MAX_DISPLAY_CHARS};

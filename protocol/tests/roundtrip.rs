@@ -410,6 +410,7 @@ fn fields_with_defaults_may_be_missing() {
             protocol_version: 7,
             coordinator_version: String::new(),
             preflight: None,
+            sync: None,
         }
     );
     let welcome = HelloReplyMinimal::Welcome(WelcomeMinimal {
@@ -420,7 +421,10 @@ fn fields_with_defaults_may_be_missing() {
         backend: "process".into(),
     });
     match decode_frame::<HelloReply>(&welcome).unwrap() {
-        HelloReply::Welcome(welcome) => assert!(welcome.running.is_empty()),
+        HelloReply::Welcome(welcome) => {
+            assert!(welcome.running.is_empty());
+            assert_eq!(welcome.sync, None, "an agent that predates sync sends no report");
+        }
         other => panic!("expected a welcome, got {other:?}"),
     }
 }

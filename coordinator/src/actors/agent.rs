@@ -56,6 +56,8 @@ pub struct AgentSetup {
     pub preflight: Option<hsm_protocol::PreflightMsg>,
     /// UDP, ssh or auto (see `crate::transport`).
     pub transport: crate::config::AgentTransport,
+    /// Compare (and push) the project before any task (see `crate::sync`); `None`: off.
+    pub sync: Option<crate::sync::SourceSync>,
 }
 
 /// How long result files may make no progress (no byte arriving from the agent on any of them,
@@ -470,6 +472,8 @@ impl Actor for AgentSource {
             kick: self.kick.clone(),
             preflight: self.setup.preflight.clone(),
             transport: self.setup.transport.clone(),
+            sync: self.setup.sync.clone(),
+            project_dir: self.setup.project_dir.clone(),
         };
         // Result files that stopped coming end their attempts (see `RESULT_STALL`).
         ctx.run_interval(Duration::from_secs(5), |actor, _| actor.check_stalled());
@@ -707,6 +711,8 @@ enum Incoming {
         work_dir: String,
         /// How the connection is carried: empty for UDP, else " over ssh to HOST".
         via: String,
+        /// What the project sync did, ", project pushed: …", or empty.
+        synced: String,
     },
     Down {
         why: String,
@@ -741,6 +747,7 @@ impl Handler<Incoming> for AgentSource {
                 rtt_ms,
                 work_dir,
                 via,
+                synced,
             } => {
                 self.connected = true;
                 self.work_dir = (!work_dir.is_empty()).then_some(work_dir);
@@ -791,7 +798,7 @@ impl Handler<Incoming> for AgentSource {
                     }));
                 }
                 let mut note = format!(
-                    "connected to {agent} at {}{via} ({slots} slots)",
+                    "connected to {agent} at {}{via} ({slots} slots){synced}",
                     self.setup.address
                 );
                 if self.low_disk {

@@ -64,6 +64,8 @@ pub enum SourceSpecKind {
         setup: crate::core::command::SourceSetup,
         /// UDP, ssh or auto.
         transport: crate::config::AgentTransport,
+        /// Its copy of the project compared (and pushed) before its first task; `None`: off.
+        sync: Option<crate::sync::SourceSync>,
     },
     /// This host's batch scheduler, driven from this process (a coordinator on a login node).
     Scheduler {
@@ -503,6 +505,7 @@ impl Actor for SweepActor {
                     project_dir,
                     hpc,
                     transport,
+                    sync,
                     ..
                 } => {
                     // No work until it connects (the core starts agents unhealthy).
@@ -525,15 +528,24 @@ impl Actor for SweepActor {
                                 prefetch: prefetch.clone(),
                                 hpc: hpc.clone(),
                                 preflight: self.agent_commands[number].as_ref().map(|command| {
-                                    crate::preflight::request(
+                                    let mut request = crate::preflight::request(
                                         command,
                                         self.run.script_override.as_deref(),
                                         project_dir.as_deref(),
                                         hpc.as_ref(),
                                         self.run.min_free_disk,
-                                    )
+                                    );
+                                    // A push brings the project's own files before any task.
+                                    if let Some(sync) = sync
+                                        .as_ref()
+                                        .filter(|s| s.mode == crate::config::SyncMode::Push)
+                                    {
+                                        sync.manifest.leave_to_push(&mut request.files);
+                                    }
+                                    request
                                 }),
                                 transport: transport.clone(),
+                                sync: sync.clone(),
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),

@@ -132,7 +132,7 @@ pub fn list(global: &Global, check: bool) -> anyhow::Result<i32> {
             ];
             if check {
                 let timeout = std::time::Duration::from_secs(5);
-                row.push(match ping_agent(&cfg, name, timeout, None) {
+                row.push(match ping_agent(&cfg, name, timeout, Default::default()) {
                     Ok(_) => "ok".into(),
                     Err(e) => {
                         unreachable += 1;
@@ -204,7 +204,7 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
             )))
         }
     };
-    match ping_agent(&cfg, name, timeout, None) {
+    match ping_agent(&cfg, name, timeout, Default::default()) {
         Ok((welcome, round_trip, health)) => {
             // The agent's strings are escaped, never printed raw (see display_safe).
             use hsm_protocol::display_safe;
@@ -241,6 +241,50 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
     }
 }
 
+/// What an agent's comparison of the project means for `config validate --remote`: the line
+/// to print and whether it fails the check; `None` when the copy is the same.
+fn sync_verdict(
+    name: &str,
+    address: &str,
+    mode: config::SyncMode,
+    project_dir: &Option<String>,
+    manifest: &crate::sync::Manifest,
+    report: hsm_protocol::SyncReport,
+) -> Option<(String, bool)> {
+    if let Some(error) = report.error {
+        return Some((
+            format!(
+                "remote {name} ({address}): the project could not be compared there: {}",
+                hsm_protocol::display_safe(&error)
+            ),
+            true,
+        ));
+    }
+    let differs = crate::sync::relevant(manifest, &report.differs);
+    if differs.is_empty() {
+        return None;
+    }
+    let dir = project_dir.as_deref().unwrap_or_default();
+    Some(match mode {
+        config::SyncMode::Push => (
+            format!(
+                "remote {name} ({address}): ok; a run will first push {} file{} there ({})",
+                differs.len(),
+                if differs.len() == 1 { "" } else { "s" },
+                crate::sync::describe(&differs, 5)
+            ),
+            false,
+        ),
+        _ => (
+            format!(
+                "remote {}",
+                crate::sync::drift_refusal(name, address, dir, &differs)
+            ),
+            true,
+        ),
+    })
+}
+
 /// What one successful ping learns: the agent's welcome, the round trip, its last heartbeat.
 pub(super) type PingResult = (
     hsm_protocol::Welcome,
@@ -249,11 +293,14 @@ pub(super) type PingResult = (
 );
 
 /// `config validate --remote`: every agent source's pre-flight checks (the project directory,
-/// the script, the interpreter, free disk), made on its host now, for the command a sweep with
-/// `script_override` would run. Exit 2 when a check fails, 1 when an agent cannot be reached.
+/// the script, the interpreter, free disk) and its copy of the project compared with this one
+/// (unless `sync: off`), made on its host now, for the command a sweep with `script_override`
+/// would run. Exit 2 when a check fails (or the copy differs under `sync: check`), 1 when an
+/// agent cannot be reached.
 pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>) -> i32 {
     let mut code = EXIT_OK;
     let base = super::launch::launch_command(cfg, script_override, false);
+    let mut manifest: Option<Result<crate::sync::Manifest, String>> = None;
     for (name, source) in &cfg.sources {
         let SourceKind::Agent {
             address,
@@ -262,10 +309,27 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
             backend,
             hpc,
             setup,
+            sync,
             ..
         } = &source.kind
         else {
             continue;
+        };
+        let sync_request = match sync {
+            config::SyncMode::Off => None,
+            _ => match manifest.get_or_insert_with(|| crate::sync::build(&cfg.root, &cfg.sync)) {
+                // Under `push` the agent makes a missing project_dir (as a run's would), so
+                // that pre-flight judges what a run will find; no file is sent.
+                Ok(manifest) => Some(manifest.request(
+                    project_dir.as_deref().unwrap_or_default(),
+                    *sync == config::SyncMode::Push,
+                )),
+                Err(why) => {
+                    println!("remote {name} ({address}): the project cannot be compared: {why}");
+                    code = code.max(EXIT_USAGE);
+                    None
+                }
+            },
         };
         let command = base.for_source(Some(python), setup);
         // Only the set-up lines matter to the checks.
@@ -285,19 +349,43 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
             cfg.defaults.min_free_disk,
         );
         let timeout = std::time::Duration::from_secs(90);
-        match ping_agent(cfg, name, timeout, Some(request)) {
-            Ok((welcome, _, _)) => match welcome.preflight {
-                Some(problems) if !problems.is_empty() => {
-                    println!("{}", crate::preflight::explain(name, address, &problems));
-                    code = code.max(EXIT_USAGE);
+        let mut request = request;
+        if let (config::SyncMode::Push, Some(Ok(manifest))) = (sync, &manifest) {
+            // A run pushes the project's own files before any task.
+            manifest.leave_to_push(&mut request.files);
+        }
+        let asks = Asks {
+            preflight: Some(request),
+            sync: sync_request,
+        };
+        match ping_agent(cfg, name, timeout, asks) {
+            Ok((welcome, _, _)) => {
+                let drift = match (&manifest, welcome.sync) {
+                    (Some(Ok(manifest)), Some(report)) => {
+                        sync_verdict(name, address, *sync, project_dir, manifest, report)
+                    }
+                    _ => None,
+                };
+                match welcome.preflight {
+                    Some(problems) if !problems.is_empty() => {
+                        println!("{}", crate::preflight::explain(name, address, &problems));
+                        code = code.max(EXIT_USAGE);
+                    }
+                    Some(_) if drift.is_none() => println!("remote {name} ({address}): ok"),
+                    Some(_) => {}
+                    None => println!(
+                        "remote {name} ({address}): reachable, but its hsm-agent ({}) predates \
+                         pre-flight checks: upgrade it to have them",
+                        hsm_protocol::display_safe(&welcome.agent_version)
+                    ),
                 }
-                Some(_) => println!("remote {name} ({address}): ok"),
-                None => println!(
-                    "remote {name} ({address}): reachable, but its hsm-agent ({}) predates \
-                     pre-flight checks: upgrade it to have them",
-                    hsm_protocol::display_safe(&welcome.agent_version)
-                ),
-            },
+                if let Some((line, fails)) = drift {
+                    println!("{line}");
+                    if fails {
+                        code = code.max(EXIT_USAGE);
+                    }
+                }
+            }
             Err(e) => {
                 println!(
                     "remote {name} ({address}): unreachable: {}",
@@ -312,13 +400,22 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
     code
 }
 
-/// Connects to the agent source `name` of `cfg` as a sweep would and pings it once, asking for
-/// `preflight` checks in the hello when given.
+/// What a ping asks of the agent in its hello besides answering.
+#[derive(Debug, Default)]
+pub(super) struct Asks {
+    /// Pre-flight checks (see `crate::preflight`).
+    pub preflight: Option<hsm_protocol::PreflightMsg>,
+    /// A comparison of the project (see `crate::sync`); never a push.
+    pub sync: Option<hsm_protocol::SyncRequest>,
+}
+
+/// Connects to the agent source `name` of `cfg` as a sweep would and pings it once, asking
+/// what `asks` says in the hello.
 fn ping_agent(
     cfg: &config::ProjectConfig,
     name: &str,
     timeout: std::time::Duration,
-    preflight: Option<hsm_protocol::PreflightMsg>,
+    asks: Asks,
 ) -> anyhow::Result<PingResult> {
     let Some(SourceKind::Agent {
         address,
@@ -329,18 +426,17 @@ fn ping_agent(
     else {
         anyhow::bail!("source `{name}` is not an agent");
     };
-    ping_address(address, fingerprint, transport, timeout, preflight)
+    ping_address(address, fingerprint, transport, timeout, asks)
 }
 
 /// Connects to the agent at `address` pinned to `fingerprint` as a sweep would (over UDP or
-/// ssh, as `transport` says) and pings it once, asking for `preflight` checks in the hello when
-/// given.
+/// ssh, as `transport` says) and pings it once, asking what `asks` says in the hello.
 pub(super) fn ping_address(
     address: &str,
     fingerprint: &str,
     transport: &config::AgentTransport,
     timeout: std::time::Duration,
-    preflight: Option<hsm_protocol::PreflightMsg>,
+    asks: Asks,
 ) -> anyhow::Result<PingResult> {
     use hsm_agent::tls::TransportOptions;
     use hsm_agent::wire::{read_frame, write_message};
@@ -368,7 +464,8 @@ pub(super) fn ping_address(
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
             let mut hello = Hello::new(env!("CARGO_PKG_VERSION"));
-            hello.preflight = preflight;
+            hello.preflight = asks.preflight;
+            hello.sync = asks.sync;
             write_message(&mut send, &hello).await?;
             let reply = read_frame(&mut recv, MAX_FRAME)
                 .await?

@@ -476,7 +476,7 @@ fn wait_for_answer(
             // As a sweep will reach it: `auto` falls back to ssh when UDP is blocked.
             transport,
             left.min(Duration::from_secs(5)),
-            None,
+            Default::default(),
         ) {
             Ok((welcome, round_trip, _)) => {
                 return Ok(format!(

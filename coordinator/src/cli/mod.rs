@@ -316,6 +316,10 @@ pub struct ExecArgs {
     /// Slurm/PBS sources: at most N elements of each job array at once (`%N`).
     #[arg(long, value_name = "N")]
     pub array_throttle: Option<u32>,
+    /// Agent sources whose copy of the project differs from this one (`sync: check`) get
+    /// tasks anyway, with a warning naming the files.
+    #[arg(long)]
+    pub allow_remote_drift: bool,
 }
 
 #[derive(Args, Debug)]

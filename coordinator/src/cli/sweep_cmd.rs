@@ -94,6 +94,8 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
         ));
     }
     let mut sources = Vec::new();
+    // Built once, for the first source that compares its copy of the project.
+    let mut manifest: Option<std::sync::Arc<crate::sync::Manifest>> = None;
     for name in &names {
         if sources.iter().any(|s: &SourceSpec| &s.name == name) {
             return Err(user_error(format!("--sources: `{name}` is listed twice")));
@@ -128,9 +130,32 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 hpc,
                 setup,
                 transport,
+                sync,
                 ..
             } => {
                 let hpc = hpc_request(*backend, hpc, args, walltime);
+                let sync = match sync {
+                    // A dry run starts nothing: no need to read the whole project.
+                    config::SyncMode::Off => None,
+                    _ if args.dry_run => None,
+                    mode => {
+                        let manifest = match &manifest {
+                            Some(m) => std::sync::Arc::clone(m),
+                            None => {
+                                let built = crate::sync::build(&cfg.root, &cfg.sync)
+                                    .map_err(|why| user_error(format!("sync: {why}")))?;
+                                let built = std::sync::Arc::new(built);
+                                manifest = Some(std::sync::Arc::clone(&built));
+                                built
+                            }
+                        };
+                        Some(crate::sync::SourceSync {
+                            mode: *mode,
+                            allow_drift: args.allow_remote_drift,
+                            manifest,
+                        })
+                    }
+                };
                 sources.push(SourceSpec {
                     attach_only: false,
                     name: name.clone(),
@@ -145,6 +170,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         hpc,
                         setup: setup.clone(),
                         transport: transport.clone(),
+                        sync,
                     },
                 });
             }
@@ -847,6 +873,8 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                         hpc: None,
                         setup: setup.clone(),
                         transport: transport.clone(),
+                        // Only finishing what it holds: its tasks already run what they run.
+                        sync: None,
                     },
                     attach_only: true,
                 });

@@ -46,6 +46,11 @@ pub fn to_display_yaml(cfg: &ProjectConfig) -> String {
             "connect_timeout": format_duration(defaults.connect_timeout),
         },
         "hpc": hpc_json(&cfg.hpc),
+        "sync": {
+            "mode": cfg.sync.mode.as_str(),
+            "include": cfg.sync.include,
+            "exclude": cfg.sync.exclude,
+        },
         "sources": sources,
     });
     let origin = match &cfg.file {
@@ -71,6 +76,7 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             hpc,
             setup,
             transport,
+            sync,
             ..
         } => {
             let mut agent = json!({
@@ -85,6 +91,7 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             "project_dir": project_dir,
             "python": python,
             "backend": backend.as_str(),
+            "sync": sync.as_str(),
             "hpc": hpc_json(hpc),
             });
             // The source's own settings, shown only when it has them (else `command:`'s apply).

@@ -61,6 +61,8 @@ pub struct ProjectConfig {
     pub hpc: HpcOptions,
     /// Named compute sources in file order; always contains `local`.
     pub sources: IndexMap<String, SourceConfig>,
+    /// `sync:`: which files make the project, and how agent sources compare theirs.
+    pub sync: SyncSettings,
     /// Where each key was written (`command.script`, `sources.gpu1.project_dir`), so checks
     /// made after validation (the script exists, ...) can point at the key that set it. Empty
     /// for a config without a file.
@@ -183,6 +185,9 @@ pub enum SourceKind {
         setup: crate::core::command::SourceSetup,
         /// UDP, ssh, or UDP then ssh (`transport`, `ssh`, `ssh_options`).
         transport: AgentTransport,
+        /// How its copy of the project is compared with this one (its own `sync`, else the
+        /// project's).
+        sync: SyncMode,
     },
     /// Slurm driven from this process (the coordinator runs on a login node). `slots`: tasks
     /// handed to the scheduler at once (default 1000).
@@ -207,6 +212,44 @@ impl SourceKind {
             SourceKind::Pbs { .. } => "pbs",
         }
     }
+}
+
+/// How an agent source's copy of the project is kept equal to this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Compare before the first task; a source whose files differ gets no tasks (unless the
+    /// run allows drift).
+    #[default]
+    Check,
+    /// Compare, then send what differs.
+    Push,
+    /// Do not compare.
+    Off,
+}
+
+impl SyncMode {
+    pub const ALL: [SyncMode; 3] = [SyncMode::Check, SyncMode::Push, SyncMode::Off];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Check => "check",
+            SyncMode::Push => "push",
+            SyncMode::Off => "off",
+        }
+    }
+}
+
+/// The top-level `sync:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncSettings {
+    /// The mode of agent sources that do not set their own.
+    pub mode: SyncMode,
+    /// Globs of the files that make the project when it is not a git checkout (empty: all);
+    /// in a git checkout the tracked files are the project.
+    pub include: Vec<String>,
+    /// Globs left out in either case (on top of the built-in ones: sweep outputs, `.hsm/`,
+    /// caches and virtual environments).
+    pub exclude: Vec<String>,
 }
 
 /// How an agent runs the tasks it accepts.
@@ -303,6 +346,7 @@ impl ProjectConfig {
             defaults: RunDefaults::default(),
             hpc: HpcOptions::default(),
             sources,
+            sync: SyncSettings::default(),
             positions: BTreeMap::new(),
         }
     }

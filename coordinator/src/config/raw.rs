@@ -20,7 +20,9 @@ impl<T> At<T> {
     }
 }
 
-pub(super) const TOP_KEYS: [&str; 5] = ["project", "command", "defaults", "hpc", "sources"];
+pub(super) const TOP_KEYS: [&str; 6] = ["project", "command", "defaults", "hpc", "sources", "sync"];
+/// `sync:` as a mapping (it may also be just the mode: `sync: push`).
+pub(super) const SYNC_KEYS: [&str; 3] = ["mode", "include", "exclude"];
 
 /// Top-level sections Python HSM v1 wrote. `paths:` is read; of the others only what has a
 /// counterpart here: `wandb.project` (or `experiment_tracking.wandb_enabled`/`wandb_project`)
@@ -119,7 +121,7 @@ pub(super) const PATHS_KEYS: [&str; 7] = [
     "project_root",
 ];
 /// Every key any source type takes; `resolve` checks which ones fit the source's type.
-pub(super) const SOURCE_KEYS: [&str; 14] = [
+pub(super) const SOURCE_KEYS: [&str; 15] = [
     "type",
     "slots",
     "address",
@@ -134,6 +136,7 @@ pub(super) const SOURCE_KEYS: [&str; 14] = [
     "pre_script",
     "transport",
     "ssh_options",
+    "sync",
 ];
 
 #[derive(Debug, Default)]
@@ -146,6 +149,15 @@ pub(super) struct RawConfig {
     pub sources: Vec<RawSource>,
     pub paths: RawPaths,
     pub v1: RawV1,
+    pub sync: RawSync,
+}
+
+/// The top-level `sync:`: the mode for every agent source, and which files make the project.
+#[derive(Debug, Default)]
+pub(super) struct RawSync {
+    pub mode: Option<At<String>>,
+    pub include: Option<At<Vec<String>>>,
+    pub exclude: Option<At<Vec<String>>>,
 }
 
 /// What is read from Python HSM v1's otherwise ignored sections.
@@ -248,6 +260,8 @@ pub(super) struct RawSource {
     pub transport: Option<At<String>>,
     pub ssh: Option<At<String>>,
     pub ssh_options: Option<At<Vec<String>>>,
+    /// `check`, `push` or `off` for this source.
+    pub sync: Option<At<String>>,
 }
 
 /// Reads the whole document. `root` is `None` for an empty file.
@@ -316,6 +330,7 @@ pub(super) fn read(root: Option<&Spanned>, problems: &mut Vec<Problem>) -> RawCo
 
     raw.v1 = read_v1(&top, problems);
     raw.sources = read_sources(&top, problems);
+    raw.sync = read_sync(&top, problems);
     raw
 }
 
@@ -359,6 +374,26 @@ fn read_command(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawCommand {
         hydra: command.boolean("hydra", problems),
         env: command.string_map("env", problems),
         pre_script: command.strings("pre_script", problems),
+    }
+}
+
+/// `sync:` is a mapping, or just the mode (`sync: push`).
+fn read_sync(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawSync {
+    if top
+        .get("sync")
+        .is_some_and(|node| !matches!(node.node, Node::Map(_) | Node::Null))
+    {
+        return RawSync {
+            mode: top.string("sync", problems),
+            ..RawSync::default()
+        };
+    }
+    let sync = top.section("sync", problems);
+    sync.check_keys(&SYNC_KEYS, problems);
+    RawSync {
+        mode: sync.string("mode", problems),
+        include: sync.strings("include", problems),
+        exclude: sync.strings("exclude", problems),
     }
 }
 
@@ -414,6 +449,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
                 transport: None,
                 ssh: None,
                 ssh_options: None,
+                sync: None,
                 name,
             });
             continue;
@@ -469,6 +505,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             transport: section.string("transport", problems),
             ssh: section.string("ssh", problems),
             ssh_options: section.strings("ssh_options", problems),
+            sync: section.string("sync", problems),
             name,
         });
     }

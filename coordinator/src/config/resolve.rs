@@ -4,11 +4,12 @@
 //! a source's `hpc:` laid over the project's, and the built-in `local` source added.
 
 use super::raw::{
-    At, RawCommand, RawConfig, RawDefaults, RawHpc, RawPaths, RawSource, RawV1, SOURCE_KEYS,
+    At, RawCommand, RawConfig, RawDefaults, RawHpc, RawPaths, RawSource, RawSync, RawV1,
+    SOURCE_KEYS,
 };
 use super::{
     default_name, parse_duration, Backend, HpcOptions, ProjectConfig, RunDefaults, SourceConfig,
-    SourceKind, Strategy,
+    SourceKind, Strategy, SyncMode, SyncSettings,
 };
 use crate::core::command::{ArgStyle, CommandSpec, SourceSetup};
 use crate::core::diag::{did_you_mean, Problem};
@@ -33,7 +34,8 @@ pub(super) fn resolve(raw: RawConfig, root: &Path, problems: &mut Vec<Problem>) 
     let defaults = resolve_defaults(raw.defaults, raw.v1, problems);
     let top_hpc = fold_v1_hpc(raw.hpc, problems);
     let hpc = resolve_hpc(&top_hpc, problems);
-    let sources = resolve_sources(raw.sources, &top_hpc, &defaults, problems);
+    let sync = resolve_sync(&raw.sync, problems);
+    let sources = resolve_sources(raw.sources, &top_hpc, &defaults, sync.mode, problems);
     ProjectConfig {
         root: root.to_path_buf(),
         file: None,
@@ -42,7 +44,42 @@ pub(super) fn resolve(raw: RawConfig, root: &Path, problems: &mut Vec<Problem>) 
         defaults,
         hpc,
         sources,
+        sync,
         positions: Default::default(),
+    }
+}
+
+fn sync_mode(at: &At<String>, problems: &mut Vec<Problem>) -> Option<SyncMode> {
+    let options = SyncMode::ALL.map(|m| (m.as_str(), m));
+    choice(at, "sync mode", &options, problems)
+}
+
+fn resolve_sync(raw: &RawSync, problems: &mut Vec<Problem>) -> SyncSettings {
+    let globs = |at: &Option<At<Vec<String>>>, problems: &mut Vec<Problem>| {
+        let Some(at) = at else { return Vec::new() };
+        at.value
+            .iter()
+            .filter(|glob| match crate::sync::check_glob(glob) {
+                Ok(()) => true,
+                Err(why) => {
+                    problems.push(
+                        at.problem(format!("`{glob}` is not a usable glob: {why}"))
+                            .with_hint("write e.g. `*.py`, `conf/**` or `data/*.csv`"),
+                    );
+                    false
+                }
+            })
+            .cloned()
+            .collect()
+    };
+    SyncSettings {
+        mode: raw
+            .mode
+            .as_ref()
+            .and_then(|at| sync_mode(at, problems))
+            .unwrap_or_default(),
+        include: globs(&raw.include, problems),
+        exclude: globs(&raw.exclude, problems),
     }
 }
 
@@ -377,11 +414,12 @@ fn resolve_sources(
     raw_sources: Vec<RawSource>,
     top_hpc: &RawHpc,
     defaults: &RunDefaults,
+    sync: SyncMode,
     problems: &mut Vec<Problem>,
 ) -> IndexMap<String, SourceConfig> {
     let mut sources = IndexMap::new();
     for raw in raw_sources {
-        if let Some(kind) = resolve_source(&raw, top_hpc, defaults, problems) {
+        if let Some(kind) = resolve_source(&raw, top_hpc, defaults, sync, problems) {
             let name = raw.name.value;
             sources.insert(name.clone(), SourceConfig { name, kind });
         }
@@ -405,6 +443,7 @@ fn resolve_source(
     raw: &RawSource,
     top_hpc: &RawHpc,
     defaults: &RunDefaults,
+    sync: SyncMode,
     problems: &mut Vec<Problem>,
 ) -> Option<SourceKind> {
     let name = &raw.name.value;
@@ -570,6 +609,11 @@ fn resolve_source(
                 ssh,
                 setup: source_setup(raw, problems),
                 transport,
+                sync: raw
+                    .sync
+                    .as_ref()
+                    .and_then(|at| sync_mode(at, problems))
+                    .unwrap_or(sync),
             }
         }
         "slurm" => SourceKind::Slurm {

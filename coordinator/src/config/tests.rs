@@ -1132,3 +1132,54 @@ fn env_names_must_be_variables_and_not_hsms_own() {
         "{found:?}"
     );
 }
+
+fn agent_sync(cfg: &ProjectConfig, name: &str) -> SyncMode {
+    match &cfg.sources[name].kind {
+        SourceKind::Agent { sync, .. } => *sync,
+        other => panic!("{name} is not an agent: {other:?}"),
+    }
+}
+
+#[test]
+fn sync_is_check_by_default_set_at_the_top_and_overridden_per_source() {
+    let fp = format!("sha256:{}", "a".repeat(64));
+    let sources = format!(
+        "sources:\n  a: {{type: agent, address: h:1, fingerprint: '{fp}', project_dir: /p}}\n  b: {{type: agent, address: h:2, fingerprint: '{fp}', project_dir: /p, sync: off}}\n"
+    );
+    let cfg = parse(&sources);
+    assert_eq!(cfg.sync, SyncSettings::default());
+    assert_eq!(agent_sync(&cfg, "a"), SyncMode::Check);
+    assert_eq!(agent_sync(&cfg, "b"), SyncMode::Off);
+    // The short form: just the mode.
+    let cfg = parse(&format!("sync: push\n{sources}"));
+    assert_eq!(cfg.sync.mode, SyncMode::Push);
+    assert_eq!(agent_sync(&cfg, "a"), SyncMode::Push);
+    assert_eq!(agent_sync(&cfg, "b"), SyncMode::Off);
+    let cfg = parse(&format!(
+        "sync:\n  mode: check\n  include: ['*.py', conf/]\n  exclude: [data/]\n{sources}"
+    ));
+    assert_eq!(cfg.sync.include, ["*.py", "conf/"]);
+    assert_eq!(cfg.sync.exclude, ["data/"]);
+    let shown = rendered("sync:\n  mode: pusj\n  exclud: [x]\n");
+    assert!(
+        shown
+            .iter()
+            .any(|p| p.contains("c.yaml:2") && p.contains("did you mean `push`")),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|p| p.contains("c.yaml:3") && p.contains("exclud")),
+        "{shown:?}"
+    );
+    let shown = rendered(&format!(
+        "sources:\n  a: {{type: agent, address: h:1, fingerprint: '{fp}', project_dir: /p, sync: always}}\n"
+    ));
+    assert!(
+        shown
+            .iter()
+            .any(|p| p.contains("unknown sync mode `always`")),
+        "{shown:?}"
+    );
+}

@@ -207,6 +207,7 @@ async fn serve_connection(
         running: Vec::new(),
         work_dir: "/fake/work".into(),
         preflight: None,
+        sync: None,
     });
     if write_message(&mut send, &welcome).await.is_err() {
         return;

@@ -225,6 +225,16 @@ pub fn hello_samples() -> Vec<Hello> {
             protocol_version: u32::MAX,
             coordinator_version: String::new(),
             preflight: None,
+            sync: Some(SyncRequest {
+                project_dir: "/srv/proj".into(),
+                files: vec![ManifestEntry {
+                    path: "conf/x.yaml".into(),
+                    size: 5,
+                    sha256: "ab".repeat(32),
+                    executable: false,
+                }],
+                push: true,
+            }),
         },
     ]
 }
@@ -246,6 +256,13 @@ pub fn hello_reply_samples() -> Vec<HelloReply> {
                 check: "project_dir".into(),
                 detail: "/srv/proj does not exist".into(),
             }]),
+            sync: Some(SyncReport {
+                differs: vec![SyncDiff {
+                    path: "train.py".into(),
+                    kind: "differs".into(),
+                }],
+                error: None,
+            }),
         }),
         HelloReply::Reject(Reject {
             reason: "coordinator speaks protocol 2, this agent speaks 1: upgrade the agent".into(),
@@ -498,6 +515,7 @@ pub fn any_body() -> impl Strategy<Value = Vec<u8>> {
             protocol_version,
             coordinator_version,
             preflight: None,
+            sync: None,
         })),
     ]
 }

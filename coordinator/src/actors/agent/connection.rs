@@ -67,6 +67,10 @@ pub(super) struct Dial {
     /// Asked in the `Hello`; problems found refuse the source for this run.
     pub(super) preflight: Option<hsm_protocol::PreflightMsg>,
     pub(super) transport: crate::config::AgentTransport,
+    /// Compared in the `Hello` (and pushed) before the first session goes up.
+    pub(super) sync: Option<crate::sync::SourceSync>,
+    /// The source's `project_dir` there (what the sync compares).
+    pub(super) project_dir: Option<String>,
 }
 
 /// Connection liveness: QUIC keep-alives every 2 s, the connection declared dead after 10 s of
@@ -132,10 +136,79 @@ pub(super) async fn connection(
                     // filling up) would throw out tasks that run there; the heartbeat's disk
                     // check pauses the source instead.
                     dial.preflight = None;
+                    dial.sync = None;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
+        }
+    }
+}
+
+/// What the agent's comparison of the project means for this source: nothing to do, a push
+/// (before any task, so the first tasks run the new files), a warning (`--allow-remote-drift`)
+/// or a refusal. Returns the note for the source's status line.
+async fn settle_sync(
+    dial: &Dial,
+    conn: &quinn::Connection,
+    sync: &crate::sync::SourceSync,
+    project_dir: &str,
+    report: hsm_protocol::SyncReport,
+) -> Result<String, SessionError> {
+    use crate::config::SyncMode;
+    use crate::sync::PushError;
+    if let Some(error) = report.error {
+        let why = format!(
+            "{} ({}): the project could not be compared there: {}",
+            dial.name,
+            dial.address,
+            hsm_protocol::display_safe(&error)
+        );
+        if sync.allow_drift {
+            return Ok(format!(", project not compared ({why})"));
+        }
+        conn.close(0u32.into(), b"project sync failed");
+        return Err(SessionError::Refused(why));
+    }
+    let differs = crate::sync::relevant(&sync.manifest, &report.differs);
+    if differs.is_empty() {
+        return Ok(String::new());
+    }
+    match sync.mode {
+        SyncMode::Push => {
+            match crate::sync::push(conn, &sync.manifest, project_dir, &differs).await {
+                Ok(pushed) => {
+                    tracing::info!(agent = %dial.name, files = pushed.files, bytes = pushed.bytes, "project pushed");
+                    Ok(crate::sync::pushed_note(
+                        pushed.files,
+                        pushed.bytes,
+                        pushed.elapsed,
+                    ))
+                }
+                Err(PushError::Connection(why)) => Err(SessionError::Retry(why)),
+                Err(PushError::Refused(why)) => {
+                    conn.close(0u32.into(), b"project push failed");
+                    Err(SessionError::Refused(format!(
+                        "{} ({}): pushing the project to {} failed: {why}",
+                        dial.name,
+                        dial.address,
+                        hsm_protocol::display_safe(project_dir)
+                    )))
+                }
+            }
+        }
+        _ if sync.allow_drift => Ok(format!(
+            ", project differs (--allow-remote-drift): {}",
+            crate::sync::describe(&differs, 5)
+        )),
+        _ => {
+            conn.close(0u32.into(), b"project differs");
+            Err(SessionError::Refused(crate::sync::drift_refusal(
+                &dial.name,
+                &dial.address,
+                project_dir,
+                &differs,
+            )))
         }
     }
 }
@@ -170,6 +243,11 @@ async fn session(
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let mut hello = Hello::new(env!("CARGO_PKG_VERSION"));
     hello.preflight = dial.preflight.clone();
+    let sync_dir = dial.project_dir.clone().unwrap_or_default();
+    hello.sync = dial.sync.as_ref().map(|sync| {
+        sync.manifest
+            .request(&sync_dir, sync.mode == crate::config::SyncMode::Push)
+    });
     write_message(&mut send, &hello)
         .await
         .map_err(|e| e.to_string())?;
@@ -190,6 +268,16 @@ async fn session(
                 }
                 _ => {}
             }
+            let synced = match (&dial.sync, welcome.sync) {
+                (Some(sync), Some(report)) => {
+                    settle_sync(dial, conn, sync, &sync_dir, report).await?
+                }
+                (Some(_), None) => {
+                    tracing::info!(agent = %dial.name, "the agent predates project sync: not compared");
+                    ", project not compared (the agent predates project sync)".to_string()
+                }
+                _ => String::new(),
+            };
             *welcomed = true;
             // The agent's strings are shown to the user: escaped, never raw (see display_safe).
             actor.do_send(Incoming::Up {
@@ -198,6 +286,7 @@ async fn session(
                 rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
                 work_dir: hsm_protocol::display_safe(&welcome.work_dir).into_owned(),
                 via: dialled.via(&dial.transport),
+                synced,
             })
         }
         HelloReply::Reject(reject) => {
