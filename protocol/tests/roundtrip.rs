@@ -423,7 +423,10 @@ fn fields_with_defaults_may_be_missing() {
     match decode_frame::<HelloReply>(&welcome).unwrap() {
         HelloReply::Welcome(welcome) => {
             assert!(welcome.running.is_empty());
-            assert_eq!(welcome.sync, None, "an agent that predates sync sends no report");
+            assert_eq!(
+                welcome.sync, None,
+                "an agent that predates sync sends no report"
+            );
         }
         other => panic!("expected a welcome, got {other:?}"),
     }

@@ -510,6 +510,19 @@ impl Handler<Shutdown> for AgentSource {
     }
 }
 
+/// Acknowledge events to the agent: the sweep actor sends this once the changes they made are
+/// written (see `TaskReport::Acks`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SendAcks(pub Vec<hsm_protocol::EventRef>);
+
+impl Handler<SendAcks> for AgentSource {
+    type Result = ();
+    fn handle(&mut self, msg: SendAcks, _: &mut Context<Self>) {
+        self.send(ToAgent::Ack(AckMsg { acks: msg.0 }));
+    }
+}
+
 /// Start an attempt on the agent.
 impl Handler<LaunchTask> for AgentSource {
     type Result = ();
@@ -883,7 +896,11 @@ impl Handler<Incoming> for AgentSource {
                     }
                 }
                 if !acks.is_empty() {
-                    self.send(ToAgent::Ack(AckMsg { acks }));
+                    // Through the sweep actor: acknowledged once their changes are written.
+                    self.events_to.do_send(SourceEvent {
+                        source: self.setup.source,
+                        report: TaskReport::Acks(acks),
+                    });
                 }
                 if gap {
                     self.kick.notify_one();

@@ -27,6 +27,11 @@ pub enum TaskReport {
         exit: ExitKind,
         at_ms: i64,
     },
+    /// Events an agent source applied, to be acknowledged to the agent only once the changes
+    /// they made are in `sweep.db`: the agent forgets an acknowledged event, so a coordinator
+    /// killed before its next write must not have acknowledged it (else `sweep complete` would
+    /// find neither the attempt in the database nor its events at the agent).
+    Acks(Vec<hsm_protocol::EventRef>),
 }
 
 /// A task report from source number `source`, delivered to the sweep actor.

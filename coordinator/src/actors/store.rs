@@ -158,13 +158,15 @@ impl Actor for StoreActor {
 
 /// A batch of changes to write in one transaction.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Persist(pub Vec<Change>);
 
 impl Handler<Persist> for StoreActor {
-    type Result = ();
-    fn handle(&mut self, msg: Persist, _: &mut SyncContext<Self>) {
+    /// Whether everything so far is written (no write has failed).
+    type Result = bool;
+    fn handle(&mut self, msg: Persist, _: &mut SyncContext<Self>) -> bool {
         self.persist(&msg.0);
+        self.failure.is_none()
     }
 }
 

@@ -2,7 +2,9 @@
 //! inputs, carries the core's commands to the source actors, and batches the core's changes to
 //! the store actor.
 
-use super::agent::{AgentSetup, AgentSource, AttachTask, Shutdown, StealTask, WithdrawTask};
+use super::agent::{
+    AgentSetup, AgentSource, AttachTask, SendAcks, Shutdown, StealTask, WithdrawTask,
+};
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
@@ -178,6 +180,8 @@ pub struct SweepActor {
     refused: Vec<Option<String>>,
     finishing: bool,
     views_dirty: bool,
+    /// Agent events applied since the last write, by source: acknowledged once it is written.
+    held_acks: Vec<(usize, Vec<hsm_protocol::EventRef>)>,
     started: Instant,
     /// Stops the directory preparer when the actor goes away.
     prefetch_thread: Option<PrefetchThread>,
@@ -229,6 +233,7 @@ impl SweepActor {
             refused: Vec::new(),
             finishing: false,
             views_dirty: true,
+            held_acks: Vec::new(),
             started: Instant::now(),
             prefetch_thread: None,
             tails: HashMap::new(),
@@ -388,15 +393,55 @@ impl SweepActor {
     }
 
     fn flush(&mut self) {
+        // Nothing to wait for here: the acknowledgements travel on their own.
+        drop(self.flush_and_acknowledge());
+    }
+
+    /// Writes the changes since the last flush, then (once they are written) acknowledges to
+    /// each agent the events applied before them. The future resolves when the acknowledgements
+    /// are in the agent sources' mailboxes (at once when there are none).
+    fn flush_and_acknowledge(&mut self) -> impl std::future::Future<Output = ()> + 'static {
         let mut changes = self.core.poll_changes();
         let stop = self.stop_cause();
         let outcomes = failure::annotate(&mut changes, &mut self.tails, stop);
-        if !changes.is_empty() {
+        let acks = std::mem::take(&mut self.held_acks);
+        let written = if !changes.is_empty() {
             self.views_dirty = true;
             self.progress.on_changes(&changes, &outcomes);
-            self.store.do_send(Persist(changes));
-        }
+            Some(self.store.send(Persist(changes)))
+        } else if !acks.is_empty() {
+            // The store's mailbox is FIFO: an empty batch answers once every earlier one is
+            // written.
+            Some(self.store.send(Persist(Vec::new())))
+        } else {
+            None
+        };
         self.progress.update(self.core.counts());
+        let to: Vec<(Addr<AgentSource>, Vec<hsm_protocol::EventRef>)> = acks
+            .into_iter()
+            .filter_map(|(source, acks)| match self.sources.get(source) {
+                Some(SourceHandle::Agent(addr)) => Some((addr.clone(), acks)),
+                _ => None,
+            })
+            .collect();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        actix::spawn(async move {
+            let ok = match written {
+                Some(written) => written.await.unwrap_or(false),
+                None => true,
+            };
+            // Not written: nothing is acknowledged, and the agent keeps the events for `sweep
+            // complete` (the run stops on the failed write).
+            if ok {
+                for (addr, acks) in to {
+                    addr.do_send(SendAcks(acks));
+                }
+            }
+            let _ = tx.send(());
+        });
+        async move {
+            let _ = rx.await;
+        }
     }
 
     fn stop_running(&mut self, cancel: bool) {
@@ -415,23 +460,26 @@ impl SweepActor {
             return;
         }
         self.finishing = true;
-        self.flush();
+        let acknowledged = self.flush_and_acknowledge();
         self.progress.finish(self.core.counts());
         // The store's mailbox is FIFO: the views are written after the last batch.
         let views = self.store.send(WriteViews { force: true });
         let close = self.store.send(Close);
-        let agents: Vec<_> = self
+        let agents: Vec<Addr<AgentSource>> = self
             .sources
             .iter()
             .filter_map(|s| match s {
-                SourceHandle::Agent(addr) => Some(addr.send(Shutdown)),
+                SourceHandle::Agent(addr) => Some(addr.clone()),
                 SourceHandle::Local(_) => None,
             })
             .collect();
         let done = async move {
+            // The last acknowledgements reach the agent sources before they shut down.
+            acknowledged.await;
+            let shutdowns: Vec<_> = agents.iter().map(|a| a.send(Shutdown)).collect();
             let result = views.await;
             let _ = close.await;
-            for agent in agents {
+            for agent in shutdowns {
                 let _ = agent.await;
             }
             result
@@ -618,6 +666,12 @@ impl Handler<SourceEvent> for SweepActor {
             TaskReport::Finished { key, exit, at_ms } => {
                 let exit = self.explain(key.index, key.attempt, exit);
                 self.core.handle_exited(key.index, key.attempt, exit, at_ms);
+            }
+            TaskReport::Acks(acks) => {
+                // Its events' reports came before it (one mailbox): their changes go out in
+                // the next flush, and the acknowledgements after that.
+                self.held_acks.push((msg.source, acks));
+                return;
             }
         }
         self.dispatch(ctx);
