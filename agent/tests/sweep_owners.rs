@@ -138,6 +138,7 @@ impl Client {
                 FromAgent::Error(e) => seen.errors.push(e.message),
                 FromAgent::Attached(a) => seen.attached.push((a.sweep_id, a.unknown)),
                 FromAgent::Pong(p) => seen.pongs.push(p.nonce),
+                FromAgent::Cleaned(c) => seen.cleaned.push(c),
                 FromAgent::Heartbeat(_) => {
                     heartbeats += 1;
                     // Hang guard: a minute of heartbeats and nothing else.
@@ -171,6 +172,7 @@ struct Seen {
     errors: Vec<String>,
     attached: Vec<(SweepId, Vec<TaskRef>)>,
     pongs: Vec<u64>,
+    cleaned: Vec<hsm_protocol::CleanedMsg>,
 }
 
 impl Seen {
