@@ -137,6 +137,9 @@ impl Server {
         .with_context(|| format!("opening work dir {}", self.options.work_dir.display()))?;
         crate::clean::remove_leftovers(&self.options.work_dir);
         if let Some(retention) = self.options.ledger_retention {
+            // The first check before any coordinator is served: one that connects finds what
+            // retention left.
+            expire_once(&runner, retention).await;
             tokio::spawn(expire_sweeps(runner.clone(), retention));
         }
         // Coordinators connected now; when the last one has been gone long enough, the tasks
@@ -270,13 +273,17 @@ async fn cancel_when_alone(
 async fn expire_sweeps(runner: Runner, retention: Duration) {
     let every = crate::clean::retention_check_every(retention);
     loop {
-        let r = runner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::clean::expire(&r, retention, std::time::SystemTime::now())
-        })
-        .await;
         tokio::time::sleep(every).await;
+        expire_once(&runner, retention).await;
     }
+}
+
+async fn expire_once(runner: &Runner, retention: Duration) {
+    let runner = runner.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::clean::expire(&runner, retention, std::time::SystemTime::now())
+    })
+    .await;
 }
 
 /// Longest wait, when a session ends, for the coordinator to acknowledge the last frames.
