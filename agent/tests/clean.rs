@@ -162,7 +162,7 @@ async fn clean_removes_only_a_sweep_the_requester_may_remove_and_that_holds_noth
         kept_reason(&answer, &done).contains("another coordinator identity"),
         "{answer:?}"
     );
-    assert_eq!(answer.absent, [nowhere.clone()]);
+    assert_eq!(answer.absent, std::slice::from_ref(&nowhere));
     assert!(answer.removed.is_empty());
     other.close().await;
 
@@ -219,7 +219,7 @@ async fn clean_removes_only_a_sweep_the_requester_may_remove_and_that_holds_noth
     assert!(s.work.join(live.as_str()).is_dir(), "the other sweep stays");
     // Forgotten: asked again, there is nothing of it.
     let answer = clean(&mut again, &mut seen, clean_of(&[&done], None, false)).await;
-    assert_eq!(answer.absent, [done.clone()], "{answer:?}");
+    assert_eq!(answer.absent, std::slice::from_ref(&done), "{answer:?}");
 
     again
         .send(ToAgent::Cancel(CancelMsg {
