@@ -30,15 +30,15 @@ pub enum Verdict {
 /// attempts on it by status (`Store::attempts_on`), `running_now` whether a coordinator holds
 /// the sweep's lock.
 pub fn judge(id: &str, source: &str, attempts: &[(TaskStatus, u64)], running_now: bool) -> Verdict {
-    let total: u64 = attempts.iter().map(|(_, n)| n).sum();
-    if total == 0 {
-        return Verdict::NeverThere;
-    }
+    // A run going on may send tasks there at any moment.
     if running_now {
         return Verdict::NotHeld(format!(
             "a coordinator is running it now — wait for it to finish, or `hsm-coordinator sweep \
              cancel {id}`"
         ));
+    }
+    if attempts.is_empty() {
+        return Verdict::NeverThere;
     }
     let open: u64 = attempts
         .iter()
@@ -189,7 +189,9 @@ pub fn clean(global: &Global, args: &AgentCleanArgs) -> anyhow::Result<i32> {
             Verdict::NeverThere if naming => {
                 not_held.push((id.clone(), format!("none of its tasks ran on {name}")))
             }
+            // Unnamed, only the sweeps that sent work there are worth a line.
             Verdict::NeverThere => {}
+            Verdict::NotHeld(_) if !naming && attempts.is_empty() => {}
             Verdict::NotHeld(why) => not_held.push((id.clone(), why)),
         }
     }
@@ -271,6 +273,7 @@ mod tests {
     fn a_sweep_is_held_once_every_attempt_on_the_source_ended_and_nobody_runs_it() {
         use TaskStatus::*;
         assert_eq!(judge("s", "a1", &[], false), Verdict::NeverThere);
+        assert!(matches!(judge("s", "a1", &[], true), Verdict::NotHeld(_)));
         assert_eq!(
             judge(
                 "s",
