@@ -230,6 +230,11 @@ pub struct AgentDeployArgs {
     /// them over).
     #[arg(long)]
     pub restart: bool,
+    /// Start the daemon with this `hsm-agent serve --ledger-retention` (e.g. 7d, or off): how
+    /// long a sweep whose coordinator never came back for its results is kept. Applies when
+    /// deploy starts or restarts the daemon (default there: 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub ledger_retention: Option<String>,
     #[command(flatten)]
     pub ssh: SshArgs,
 }
