@@ -18,6 +18,9 @@
 //!   per-task output window.
 //! * A failing write (disk full) is logged and the agent keeps running on its memory; what was
 //!   not written is what a restart cannot know, and those tasks are then reported lost.
+//! * When a coordinator last addressed each sweep is kept in a `seen` table (for
+//!   `--ledger-retention`, see `clean.rs`). A table older agents ignore, so no schema bump: a
+//!   ledger downgraded and upgraded again only loses those times (they restart from then).
 
 use hsm_protocol::{EventKind, FileOffer, OutcomeMsg, Stream, TemplateMsg};
 use rusqlite::{params, Connection};
@@ -126,6 +129,8 @@ pub struct Recovered {
     pub events: Vec<StoredEvent>,
     /// Each sweep's owner: the fingerprint of the coordinator identity that submitted it.
     pub owners: Vec<(String, String)>,
+    /// When a coordinator last addressed each sweep (milliseconds since the Unix epoch).
+    pub seen: Vec<(String, i64)>,
 }
 
 /// A change to record.
@@ -149,8 +154,14 @@ pub enum Op {
     },
     Ack(Key, u64),
     Forget(Key),
-    /// A sweep now belongs to a coordinator identity (sweep id, fingerprint); never changes.
+    /// A sweep now belongs to a coordinator identity (sweep id, fingerprint); never changes
+    /// (until the sweep is forgotten).
     Owner(String, String),
+    /// A coordinator addressed the sweep at this time (ms since the Unix epoch).
+    Seen(String, i64),
+    /// Everything about a sweep: its attempts, events, owner and time seen (`agent clean`,
+    /// `--ledger-retention`). What came before it in the batch about that sweep is moot.
+    ForgetSweep(String),
     /// Answered once everything sent before it is committed.
     Barrier(mpsc::Sender<()>),
 }
@@ -209,7 +220,9 @@ impl Ledger {
                         attempt INTEGER NOT NULL, seq INTEGER NOT NULL, kind BLOB NOT NULL,
                         UNIQUE (sweep_id, idx, attempt, seq));
                      CREATE TABLE IF NOT EXISTS sweeps (
-                        sweep_id TEXT PRIMARY KEY, owner TEXT NOT NULL);",
+                        sweep_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
+                     CREATE TABLE IF NOT EXISTS seen (
+                        sweep_id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);",
                 )
             })
             .map_err(err)?;
@@ -374,6 +387,11 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Recovered> {
     for row in rows {
         recovered.owners.push(row?);
     }
+    let mut stmt = conn.prepare("SELECT sweep_id, at_ms FROM seen")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        recovered.seen.push(row?);
+    }
     Ok(recovered)
 }
 
@@ -448,6 +466,18 @@ fn apply_batch(
             last_forget.insert(key.clone(), at);
         }
     }
+    let mut last_sweep_forget: std::collections::HashMap<String, usize> = Default::default();
+    for (at, op) in batch.iter().enumerate() {
+        if let Op::ForgetSweep(sweep) = op {
+            last_sweep_forget.insert(sweep.clone(), at);
+        }
+    }
+    for sweep in last_sweep_forget.keys() {
+        for table in ["events", "tasks", "sweeps", "seen"] {
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE sweep_id = ?1"))?
+                .execute(params![sweep])?;
+        }
+    }
     for key in last_forget.keys() {
         let (s, i, a) = k(key);
         tx.prepare_cached(&format!("DELETE FROM events {WHERE}"))?
@@ -455,7 +485,10 @@ fn apply_batch(
         tx.prepare_cached(&format!("DELETE FROM tasks {WHERE}"))?
             .execute(params![s, i, a])?;
     }
-    let moot = |key: &Key, at: usize| last_forget.get(key).is_some_and(|&f| at < f);
+    let sweep_moot = |sweep: &str, at: usize| last_sweep_forget.get(sweep).is_some_and(|&f| at < f);
+    let moot = |key: &Key, at: usize| {
+        last_forget.get(key).is_some_and(|&f| at < f) || sweep_moot(&key.0, at)
+    };
     let mut updates: std::collections::HashMap<Key, RowUpdate> = Default::default();
     let mut acks: std::collections::HashMap<Key, u64> = Default::default();
     for (at, op) in batch.into_iter().enumerate() {
@@ -546,7 +579,15 @@ fn apply_batch(
                 let at = acks.entry(key).or_default();
                 *at = (*at).max(seq);
             }
-            Op::Forget(_) => {}
+            Op::Forget(_) | Op::ForgetSweep(_) => {}
+            Op::Owner(sweep, _) | Op::Seen(sweep, _) if sweep_moot(&sweep, at) => {}
+            Op::Seen(sweep, at_ms) => {
+                tx.prepare_cached(
+                    "INSERT INTO seen (sweep_id, at_ms) VALUES (?1, ?2)
+                     ON CONFLICT (sweep_id) DO UPDATE SET at_ms = MAX(at_ms, excluded.at_ms)",
+                )?
+                .execute(params![sweep, at_ms])?;
+            }
             Op::Owner(sweep, owner) => {
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO sweeps (sweep_id, owner) VALUES (?1, ?2)",
@@ -833,5 +874,60 @@ mod tests {
         let (_, recovered, _) = open(dir.path());
         assert_eq!(recovered.tasks.len(), 1);
         assert_eq!(recovered.tasks[0].phase, StoredPhase::Running);
+    }
+
+    #[test]
+    fn a_forgotten_sweep_leaves_nothing_and_a_later_submission_of_it_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ledger, _, _) = open(dir.path());
+        let other = StoredTask {
+            key: ("s2".into(), 1, 1),
+            ..task(1)
+        };
+        ledger.record(Op::Accept(Box::new(task(1))));
+        ledger.record(Op::Accept(Box::new(other)));
+        ledger.record(Op::Owner("s1".into(), "sha256:aa".into()));
+        ledger.record(Op::Owner("s2".into(), "sha256:aa".into()));
+        ledger.record(Op::Seen("s1".into(), 5));
+        ledger.record(Op::Seen("s1".into(), 3));
+        ledger.record(Op::Seen("s2".into(), 7));
+        ledger.record(Op::Event {
+            gen: 0,
+            key: ("s1".into(), 1, 1),
+            seq: 1,
+            kind: StoredKind::Event(EventKind::Started { pid: 1, at_ms: 1 }),
+            output: [0, 0],
+        });
+        ledger.flush();
+        drop(ledger);
+        let (ledger, recovered, _) = open(dir.path());
+        let mut seen = recovered.seen.clone();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [("s1".into(), 5), ("s2".into(), 7)],
+            "the latest time kept"
+        );
+        // In one batch: what came before the forget is moot, what came after is kept.
+        ledger.record(Op::Phase(("s1".into(), 1, 1), StoredPhase::Running));
+        ledger.record(Op::ForgetSweep("s1".into()));
+        ledger.record(Op::Accept(Box::new(task(2))));
+        ledger.record(Op::Owner("s1".into(), "sha256:bb".into()));
+        ledger.flush();
+        drop(ledger);
+        let (_, recovered, _) = open(dir.path());
+        let keys: Vec<Key> = recovered.tasks.iter().map(|t| t.key.clone()).collect();
+        assert_eq!(keys, [("s2".into(), 1, 1), ("s1".into(), 2, 1)]);
+        assert!(recovered.events.is_empty());
+        let mut owners = recovered.owners;
+        owners.sort();
+        assert_eq!(
+            owners,
+            [
+                ("s1".to_string(), "sha256:bb".to_string()),
+                ("s2".to_string(), "sha256:aa".to_string())
+            ]
+        );
+        assert_eq!(recovered.seen, [("s2".into(), 7)]);
     }
 }

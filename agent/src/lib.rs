@@ -1,6 +1,7 @@
 //! hsm agent library: the agent's identity and mutual TLS, frame I/O, and the task backends
 //! shared by the agent daemon and the coordinator's local source.
 
+pub mod clean;
 pub mod daemon;
 pub mod dist;
 pub mod hpc;

@@ -98,6 +98,12 @@ struct ServeArgs {
     /// coordinator confirmed start anyway (`keep-running`).
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     coordinator_lost_after: u64,
+    /// Forget a sweep, removing its files, when it holds results or events that no coordinator
+    /// came back for within this long (nothing of it running): 30d, 12h, a number of seconds,
+    /// or `off`. A sweep whose coordinator took everything stays until `hsm-coordinator agent
+    /// clean`.
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    ledger_retention: String,
     /// Run in the background, in a session of its own (it survives the end of an SSH session):
     /// output appended to <state-dir>/serve.log, pid in <state-dir>/serve.pid. Returns once it
     /// listens.
@@ -339,6 +345,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.heartbeat == 0 {
         return Err(UsageError("--heartbeat: expected a positive number of seconds".into()).into());
     }
+    let ledger_retention = hsm_agent::clean::parse_retention(&args.ledger_retention)
+        .map_err(|e| UsageError(format!("--ledger-retention: {e}")))?;
     let options = ServeOptions {
         listen,
         work_dir: args.work_dir.unwrap_or_else(|| state_dir.join("work")),
@@ -356,6 +364,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .then(|| std::time::Duration::from_secs(args.coordinator_lost_after)),
         release_unconfirmed_after: (args.on_coordinator_lost == OnCoordinatorLost::KeepRunning)
             .then(|| std::time::Duration::from_secs(args.coordinator_lost_after)),
+        ledger_retention,
     };
     if args.detach {
         // The same arguments without `--detach`, in a process of its own (see daemon.rs).

@@ -41,6 +41,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 
+mod sweeps;
+
 /// Largest `Output` event payload.
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
 /// Unacknowledged output bytes one attempt may hold in memory before its tailer pauses.
@@ -141,8 +143,12 @@ struct State {
     /// The disk ledger every change is also recorded in, when the agent has one.
     disk: Option<Ledger>,
     /// Each sweep's owner: the fingerprint of the coordinator identity that submitted it
-    /// (`owners.rs`). Kept for good, like the ledger's `sweeps` table.
+    /// (`owners.rs`). Kept until the sweep is forgotten, like the ledger's `sweeps` table.
     owners: HashMap<SweepId, Arc<str>>,
+    /// When a coordinator last addressed each sweep (ms since the Unix epoch), and the last
+    /// such time written to the ledger (`runner/sweeps.rs`).
+    seen: HashMap<SweepId, i64>,
+    seen_written: HashMap<SweepId, i64>,
 }
 
 struct Entry {
@@ -330,8 +336,13 @@ impl Runner {
                     .owners
                     .insert(SweepId::from(sweep.as_str()), owner.into());
             }
+            for (sweep, at) in std::mem::take(&mut recovered.seen) {
+                state.seen.insert(SweepId::from(sweep.as_str()), at);
+                state.seen_written.insert(SweepId::from(sweep.as_str()), at);
+            }
         }
         if recovered.tasks.is_empty() {
+            self.date_unseen_sweeps();
             return;
         }
         let mut lost = Vec::new();
@@ -527,6 +538,7 @@ impl Runner {
             lost = lost.len(),
             "took up the ledger of the previous run"
         );
+        self.date_unseen_sweeps();
         let now = SystemTime::now();
         for id in lost {
             self.finish_unstarted_msg(id, OutcomeMsg::Lost, now);
@@ -622,15 +634,20 @@ impl Runner {
     /// A coordinator session sent a `Submit` or `Attach` for `sweep`: while it is connected,
     /// that sweep's queued attempts start as slots free up.
     fn claim(&self, sweep: &SweepId) {
-        let mut state = self.lock();
-        *state.claims.entry(sweep.clone()).or_default() += 1;
-        state.unclaimed_since.remove(sweep);
+        {
+            let mut state = self.lock();
+            *state.claims.entry(sweep.clone()).or_default() += 1;
+            state.unclaimed_since.remove(sweep);
+        }
+        self.seen(sweep, true);
     }
 
     /// A session that claimed `sweep` ended. With no other session claiming it, its queued
     /// attempts wait to be confirmed: that coordinator may be taking them back to run elsewhere
     /// (it does when it loses the connection), and one that died may never come back for them.
     fn unclaim(&self, sweep: &SweepId) {
+        // Retention counts from the end of the last session that claimed it.
+        self.seen(sweep, true);
         let mut state = self.lock();
         let Some(count) = state.claims.get_mut(sweep) else {
             return;

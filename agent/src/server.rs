@@ -45,6 +45,9 @@ pub struct ServeOptions {
     /// Queued tasks of a sweep whose coordinator is gone wait to be confirmed by one; after this
     /// long without any, they start (`None`: never; they are stopped instead).
     pub release_unconfirmed_after: Option<Duration>,
+    /// Forget a sweep (and remove its files) that holds results or events no coordinator came
+    /// back for within this long (`None`: never; see `clean.rs`).
+    pub ledger_retention: Option<Duration>,
 }
 
 /// A bound, ready server: its address is known before `run` starts accepting.
@@ -132,6 +135,13 @@ impl Server {
             },
         )
         .with_context(|| format!("opening work dir {}", self.options.work_dir.display()))?;
+        crate::clean::remove_leftovers(&self.options.work_dir);
+        if let Some(retention) = self.options.ledger_retention {
+            // The first check before any coordinator is served: one that connects finds what
+            // retention left.
+            expire_once(&runner, retention).await;
+            tokio::spawn(expire_sweeps(runner.clone(), retention));
+        }
         // Coordinators connected now; when the last one has been gone long enough, the tasks
         // may be stopped (`--on-coordinator-lost cancel`).
         let sessions = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -257,6 +267,23 @@ async fn cancel_when_alone(
             done = true;
         }
     }
+}
+
+/// `--ledger-retention`: checks at start and then periodically (`clean::retention_check_every`).
+async fn expire_sweeps(runner: Runner, retention: Duration) {
+    let every = crate::clean::retention_check_every(retention);
+    loop {
+        tokio::time::sleep(every).await;
+        expire_once(&runner, retention).await;
+    }
+}
+
+async fn expire_once(runner: &Runner, retention: Duration) {
+    let runner = runner.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::clean::expire(&runner, retention, std::time::SystemTime::now())
+    })
+    .await;
 }
 
 /// Longest wait, when a session ends, for the coordinator to acknowledge the last frames.
@@ -431,10 +458,14 @@ impl Sweeps {
         submit: bool,
     ) -> Result<(), String> {
         match runner.sweep_access(sweep, &self.who, submit) {
-            Decision::Allow => Ok(()),
+            Decision::Allow => {
+                runner.seen(sweep, false);
+                Ok(())
+            }
             Decision::Bind => {
                 self.rewind.store(true, std::sync::atomic::Ordering::SeqCst);
                 runner.wake_sessions();
+                runner.seen(sweep, false);
                 Ok(())
             }
             Decision::Refuse => {
@@ -577,6 +608,23 @@ async fn read_loop(
                         unknown,
                     }))
                     .await;
+            }
+            Ok(ToAgent::Clean(clean)) => {
+                // Walking and deleting directories blocks; the session goes on meanwhile.
+                let runner = runner.clone();
+                let who = Arc::clone(&sweeps.who);
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let answer = tokio::task::spawn_blocking(move || {
+                        crate::clean::clean(&runner, &who, &clean, std::time::SystemTime::now())
+                    })
+                    .await;
+                    let reply = match answer {
+                        Ok(answer) => FromAgent::Cleaned(answer),
+                        Err(e) => FromAgent::Error(ErrorMsg::new(format!("clean-up failed: {e}"))),
+                    };
+                    let _ = replies.send(reply).await;
+                });
             }
             Err(e) => {
                 // A peer that sends garbage after authenticating is broken: say why, close.
@@ -866,6 +914,7 @@ mod tests {
             keep_results: false,
             cancel_when_alone: None,
             release_unconfirmed_after: None,
+            ledger_retention: None,
         };
         let h = health(&options, 1);
         assert_eq!((h.slots, h.running), (3, 1));

@@ -271,7 +271,7 @@ async fn collect(client: &mut Client, seen: &mut Seen, ack: bool, done: impl Fn(
             }
             FromAgent::Heartbeat(h) => seen.heartbeats.push(h.running),
             FromAgent::Error(e) => seen.errors.push(e.message),
-            FromAgent::Pong(_) => {}
+            FromAgent::Pong(_) | FromAgent::Cleaned(_) => {}
             FromAgent::Attached(a) => seen.attached.push(a.unknown),
         }
     }

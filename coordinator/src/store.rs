@@ -342,6 +342,31 @@ impl Store {
         Ok(tasks)
     }
 
+    /// How many attempts ran (or were handed) on `source`, by status (`agent clean` asks which
+    /// of them have not ended).
+    pub fn attempts_on(&self, source: &str) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT status, COUNT(*) FROM attempts WHERE source = ?1 GROUP BY status")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([source], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (status, n) = row.map_err(|e| self.sqlite(e))?;
+            let status = status.parse().map_err(|message| StoreError::Corrupt {
+                path: self.path.clone(),
+                index: 0,
+                message,
+            })?;
+            counts.push((status, n as u64));
+        }
+        Ok(counts)
+    }
+
     /// The stderr tail kept with each task's current attempt, for the tasks that have one (a
     /// failed attempt's), by task index.
     pub fn stderr_tails(&self) -> Result<std::collections::HashMap<u64, String>, StoreError> {

@@ -181,13 +181,19 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
     };
 
     // 1. From nothing: binary installed in h1's home, identity, authorization, daemon, config.
-    let first = deploy(&[]);
+    let first = deploy(&["--ledger-retention", "7d"]);
     assert!(first.stdout.contains("no hsm-agent at"), "{}", first.stdout);
     assert!(first.stdout.contains("sha256 verified"), "{}", first.stdout);
     assert!(first.stdout.contains("h1: deployed"), "{}", first.stdout);
     let installed = dir.join("h1/home/.local/bin/hsm-agent");
     assert_eq!(sha256(&installed), sha256(&agent_bin));
     let pid = serve_pid(dir).expect("a pidfile in h1's agent state dir");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--ledger-retention\x007d"),
+        "the daemon was started without the retention given: {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
     let config = std::fs::read_to_string(p.path().join(".hsm/config.yaml")).unwrap();
     assert!(
         config.contains(&format!("address: \"{net}.2:7300\""))

@@ -28,7 +28,9 @@
 //! - A field may be added without a version bump if it has `#[serde(default)]` or is an `Option`:
 //!   older peers ignore it, and newer peers fill it in when it is missing.
 //! - Removing or renaming a field or variant, changing a type or a meaning, or adding a message
-//!   variant (an older peer cannot decode it) needs a bump.
+//!   variant (an older peer cannot decode it) needs a bump — except a request only a one-shot
+//!   command sends, whose older peer's `Error` answer the sender recognises
+//!   ([`is_unknown_request`]; `Clean`, see `clean.rs`).
 //! - `Hello` and `HelloReply::Reject` never change incompatibly: they carry the versions.
 //!
 //! # Delivery
@@ -39,6 +41,7 @@
 //! longer assigns.
 
 mod bytes;
+mod clean;
 mod frame;
 mod handshake;
 mod ids;
@@ -49,6 +52,7 @@ pub mod sync;
 mod text;
 
 pub use bytes::Bytes;
+pub use clean::{is_unknown_request, CleanMsg, CleanedMsg, CleanedSweep, KeptSweep};
 pub use frame::{
     decode, encode, parse_length_prefix, FrameDecoder, FrameError, MAX_FRAME, PREFIX_LEN,
 };

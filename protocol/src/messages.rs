@@ -68,6 +68,9 @@ pub enum ToAgent {
     /// crash): the agent answers `Attached` naming the ones it does not hold, and sends again the
     /// end of any it holds whose end was acknowledged by the previous coordinator.
     Attach(AttachMsg),
+    /// Remove the named sweeps' files and forget them (`agent clean`); answered by `Cleaned`.
+    /// An agent that predates it answers `Error` (see `crate::clean`).
+    Clean(crate::clean::CleanMsg),
 }
 
 /// Attempts a coordinator takes up again.
@@ -295,6 +298,8 @@ pub enum FromAgent {
     Error(ErrorMsg),
     /// The answer to `Attach`.
     Attached(AttachedMsg),
+    /// The answer to `Clean`.
+    Cleaned(crate::clean::CleanedMsg),
 }
 
 /// The answer to an `Attach`: which of the attempts the agent does not hold (never received,

@@ -53,9 +53,10 @@ fn every_to_agent_variant_round_trips() {
             ToAgent::FetchResults(_) => "FetchResults",
             ToAgent::ResultsDone(_) => "ResultsDone",
             ToAgent::Attach(_) => "Attach",
+            ToAgent::Clean(_) => "Clean",
         })
         .collect();
-    assert_eq!(covered.len(), 7);
+    assert_eq!(covered.len(), 8);
     round_trips_at_every_split(&samples);
 }
 
@@ -96,9 +97,10 @@ fn every_from_agent_variant_round_trips() {
             FromAgent::Pong(_) => _ = covered.insert("Pong"),
             FromAgent::Error(_) => _ = covered.insert("Error"),
             FromAgent::Attached(_) => _ = covered.insert("Attached"),
+            FromAgent::Cleaned(_) => _ = covered.insert("Cleaned"),
         }
     }
-    assert_eq!(covered.len(), 5 + 5 + 7, "{covered:?}");
+    assert_eq!(covered.len(), 6 + 5 + 7, "{covered:?}");
     round_trips_at_every_split(&samples);
 }
 

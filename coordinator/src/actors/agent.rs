@@ -937,7 +937,8 @@ impl Handler<Incoming> for AgentSource {
                     self.status_to.do_send(status(!self.low_disk, None, note));
                 }
             }
-            Incoming::Frame(FromAgent::Pong(_)) => {}
+            // A sweep's session never asks for a clean-up (`agent clean` has its own).
+            Incoming::Frame(FromAgent::Pong(_) | FromAgent::Cleaned(_)) => {}
             Incoming::Frame(FromAgent::Attached(attached)) => {
                 if attached.sweep_id.as_str() != self.setup.sweep_id {
                     return;

@@ -438,9 +438,45 @@ pub(super) fn ping_address(
     timeout: std::time::Duration,
     asks: Asks,
 ) -> anyhow::Result<PingResult> {
+    use hsm_protocol::{FromAgent, PingMsg, ToAgent};
+    let nonce = std::process::id() as u64;
+    let mut health = None;
+    let (welcome, (), round_trip) = request_address(
+        address,
+        fingerprint,
+        transport,
+        timeout,
+        preflight,
+        ToAgent::Ping(PingMsg { nonce }),
+        |frame| {
+            match frame {
+                FromAgent::Pong(pong) if pong.nonce == nonce => return Some(Ok(())),
+                FromAgent::Heartbeat(h) => health = Some(h),
+                _ => {}
+            }
+            None
+        },
+    )?;
+    Ok((welcome, round_trip, health))
+}
+
+/// One request on a connection of its own, as a sweep connects (over UDP or ssh, as `transport`
+/// says, pinned to `fingerprint`; `preflight` checks asked in the hello when given): sends
+/// `request` once welcomed and reads frames until `answer` says what they mean (`Some`). Returns
+/// the welcome, the answer, and the time from sending the request to its answer; fails after
+/// `timeout` in all.
+pub(super) fn request_address<T>(
+    address: &str,
+    fingerprint: &str,
+    transport: &config::AgentTransport,
+    timeout: std::time::Duration,
+    preflight: Option<hsm_protocol::PreflightMsg>,
+    request: hsm_protocol::ToAgent,
+    mut answer: impl FnMut(hsm_protocol::FromAgent) -> Option<anyhow::Result<T>>,
+) -> anyhow::Result<(hsm_protocol::Welcome, T, std::time::Duration)> {
     use hsm_agent::tls::TransportOptions;
     use hsm_agent::wire::{read_frame, write_message};
-    use hsm_protocol::{decode, FromAgent, Hello, HelloReply, PingMsg, ToAgent, MAX_FRAME};
+    use hsm_protocol::{decode, FromAgent, Hello, HelloReply, MAX_FRAME};
 
     let identity = coordinator_identity()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -474,24 +510,19 @@ pub(super) fn ping_address(
                 HelloReply::Welcome(welcome) => welcome,
                 HelloReply::Reject(reject) => anyhow::bail!("{reject}"),
             };
-            let nonce = std::process::id() as u64;
             let started = std::time::Instant::now();
-            write_message(&mut send, &ToAgent::Ping(PingMsg { nonce })).await?;
-            let mut health = None;
-            let round_trip = loop {
+            write_message(&mut send, &request).await?;
+            loop {
                 let frame = read_frame(&mut recv, MAX_FRAME)
                     .await?
-                    .context("the agent closed the connection before answering the ping")?;
-                match decode::<FromAgent>(&frame)? {
-                    FromAgent::Pong(pong) if pong.nonce == nonce => break started.elapsed(),
-                    FromAgent::Heartbeat(h) => health = Some(h),
-                    _ => {}
+                    .context("the agent closed the connection before answering")?;
+                if let Some(answered) = answer(decode::<FromAgent>(&frame)?) {
+                    break answered.map(|value| (welcome, value, started.elapsed()));
                 }
-            };
-            Ok::<_, anyhow::Error>((welcome, round_trip, health))
+            }
         };
         let outcome = tokio::time::timeout(timeout, exchange).await;
-        conn.close(0u32.into(), b"ping done");
+        conn.close(0u32.into(), b"request done");
         endpoint.wait_idle().await;
         match outcome {
             Ok(result) => result,

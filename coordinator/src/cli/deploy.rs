@@ -59,15 +59,20 @@ chmod 755 "$T" && mv -f "$T" "$B" && echo "verified $GOT"
 "#;
 
 /// Identity, authorization, fingerprint and the daemon: `$1` binary, `$2` this coordinator's
-/// fingerprint, `$3` `keep|start|restart|hold`, `$4` the listen address.
+/// fingerprint, `$3` `keep|start|restart|hold`, `$4` the listen address, `$5` the
+/// `--ledger-retention` to start it with (empty: its default).
 const SETUP: &str = r#"
-B="$1"; FP="$2"; ACTION="$3"; LISTEN="$4"
+B="$1"; FP="$2"; ACTION="$3"; LISTEN="$4"; RETENTION="$5"
 "$B" init </dev/null >/dev/null || exit 4
 "$B" authorize "$FP" </dev/null || exit 4
 echo "fingerprint $("$B" fingerprint </dev/null)"
 if [ "$ACTION" = restart ]; then "$B" stop </dev/null || exit 5; fi
 if [ "$ACTION" = start ] || [ "$ACTION" = restart ]; then
-  OUT=$("$B" serve --detach --listen "$LISTEN" </dev/null) || exit 6
+  if [ -n "$RETENTION" ]; then
+    OUT=$("$B" serve --detach --listen "$LISTEN" --ledger-retention "$RETENTION" </dev/null) || exit 6
+  else
+    OUT=$("$B" serve --detach --listen "$LISTEN" </dev/null) || exit 6
+  fi
   echo "$OUT" | sed 's/^/serve_/'
 fi
 "#;
@@ -250,6 +255,10 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
     if args.slots == Some(0) {
         return Err(user_error("--slots: expected a positive number"));
     }
+    if let Some(retention) = &args.ledger_retention {
+        hsm_agent::clean::parse_retention(retention)
+            .map_err(|e| user_error(format!("--ledger-retention: {e}")))?;
+    }
     if let Some(address) = &args.address {
         config::validate_address(address)
             .map_err(|e| user_error(format!("--address {address}: {e}")))?;
@@ -343,8 +352,22 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
     let setup = ssh.script(
         "setting up the agent",
         SETUP,
-        &[&facts.bin, &own, action, &listen],
+        &[
+            &facts.bin,
+            &own,
+            action,
+            &listen,
+            args.ledger_retention.as_deref().unwrap_or(""),
+        ],
     )?;
+    if args.ledger_retention.is_some()
+        && matches!(decided.daemon, DaemonAction::Keep | DaemonAction::Hold)
+    {
+        println!(
+            "  note: --ledger-retention applies when the daemon starts; it was not (re)started \
+             (--restart restarts it)"
+        );
+    }
     let fingerprint = field(&setup, "fingerprint")
         .and_then(|fp| hsm_agent::identity::parse_fingerprint(fp).ok())
         .with_context(|| format!("the agent on {} printed no fingerprint", args.destination))?;

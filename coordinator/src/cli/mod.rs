@@ -2,6 +2,7 @@
 //! command implementations.
 
 mod agent_cmd;
+mod clean;
 mod config_cmd;
 mod deploy;
 mod deploy_plan;
@@ -148,6 +149,15 @@ pub enum AgentCommand {
         #[arg(long)]
         check: bool,
     },
+    /// Remove, on an agent, the task directories and logs of this project's sweeps whose results
+    /// this coordinator holds, and make the agent forget them.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator agent clean gpu1 --dry-run        # what would go\n  \
+        hsm-coordinator agent clean gpu1 --older-than 30d\n  \
+        hsm-coordinator agent clean gpu1 --sweep sweep_20261128_180516\n\n\
+        A sweep is removed only when every task that ran there has ended and its files are here,\n\
+        no coordinator runs it, and the agent holds nothing of it unreported.")]
+    Clean(AgentCleanArgs),
     /// Connect to an agent (mutual TLS, protocol handshake), measure a round trip, show its health.
     Ping {
         /// The agent source's name (as in `agent list`).
@@ -156,6 +166,24 @@ pub enum AgentCommand {
         #[arg(long, default_value = "10s", value_name = "DURATION")]
         timeout: String,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct AgentCleanArgs {
+    /// The agent source's name (as in `agent list`).
+    pub name: String,
+    /// Only this sweep (repeatable); refused unless this coordinator holds its results.
+    #[arg(long, value_name = "ID")]
+    pub sweep: Vec<String>,
+    /// Only sweeps whose last activity on the agent is at least this old, e.g. 30d, 12h.
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Give up after this long (connecting, and the agent deleting the files).
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub timeout: String,
 }
 
 /// How to run `ssh` (besides `~/.ssh/config`).
@@ -202,6 +230,11 @@ pub struct AgentDeployArgs {
     /// them over).
     #[arg(long)]
     pub restart: bool,
+    /// Start the daemon with this `hsm-agent serve --ledger-retention` (e.g. 7d, or off): how
+    /// long a sweep whose coordinator never came back for its results is kept. Applies when
+    /// deploy starts or restarts the daemon (default there: 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub ledger_retention: Option<String>,
     #[command(flatten)]
     pub ssh: SshArgs,
 }
@@ -426,6 +459,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             ssh,
         }) => deploy::stop(&global, &name, remote_bin.as_deref(), &ssh),
         Command::Agent(AgentCommand::Remove { name }) => agent_cmd::remove(&global, &name),
+        Command::Agent(AgentCommand::Clean(args)) => clean::clean(&global, &args),
         Command::Agent(AgentCommand::List { check }) => agent_cmd::list(&global, check),
         Command::Agent(AgentCommand::Ping { name, timeout }) => {
             agent_cmd::ping(&global, &name, &timeout)

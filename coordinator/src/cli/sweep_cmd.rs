@@ -643,7 +643,7 @@ fn try_acquire_lock(paths: &SweepPaths) -> anyhow::Result<Option<File>> {
 }
 
 /// True when a coordinator currently holds the sweep's lock.
-fn is_active(paths: &SweepPaths) -> bool {
+pub(super) fn is_active(paths: &SweepPaths) -> bool {
     let Ok(file) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -725,7 +725,7 @@ fn latest_sweep(global: &Global, cfg: &ProjectConfig) -> anyhow::Result<(String,
 /// Sweeps under `outputs`, oldest first (by the database's creation order: modification time of
 /// the directory is unreliable, so the `created` meta would need opening every db; names of
 /// default ids sort by time, and the directory mtime breaks ties for custom ids).
-fn list_sweeps(outputs: &Path) -> Vec<(String, SweepPaths)> {
+pub(super) fn list_sweeps(outputs: &Path) -> Vec<(String, SweepPaths)> {
     let Ok(entries) = std::fs::read_dir(outputs) else {
         return Vec::new();
     };

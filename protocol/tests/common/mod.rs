@@ -103,6 +103,11 @@ pub fn to_agent_samples() -> Vec<ToAgent> {
             sweep_id: sweep(),
             tasks: vec![task(5, 2), task(6, 1)],
         }),
+        ToAgent::Clean(CleanMsg {
+            sweeps: vec![sweep(), SweepId::from("other")],
+            older_than_secs: Some(30 * 86_400),
+            dry_run: true,
+        }),
     ]
 }
 
@@ -207,6 +212,19 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
         FromAgent::Attached(AttachedMsg {
             sweep_id: sweep(),
             unknown: vec![task(6, 1)],
+        }),
+        FromAgent::Cleaned(CleanedMsg {
+            removed: vec![CleanedSweep {
+                sweep_id: sweep(),
+                dir: "/home/me/.local/state/hsm-agent/work/sweep_20250101_120000".into(),
+                task_dirs: 12,
+                bytes: u64::MAX,
+            }],
+            kept: vec![KeptSweep {
+                sweep_id: SweepId::from("s2"),
+                reason: "2 attempts still running".into(),
+            }],
+            absent: vec![SweepId::from("s3")],
         }),
     ]
 }
