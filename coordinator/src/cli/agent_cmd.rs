@@ -446,7 +446,7 @@ pub(super) fn ping_address(
         fingerprint,
         transport,
         timeout,
-        preflight,
+        asks,
         ToAgent::Ping(PingMsg { nonce }),
         |frame| {
             match frame {
@@ -461,7 +461,7 @@ pub(super) fn ping_address(
 }
 
 /// One request on a connection of its own, as a sweep connects (over UDP or ssh, as `transport`
-/// says, pinned to `fingerprint`; `preflight` checks asked in the hello when given): sends
+/// says, pinned to `fingerprint`; what `asks` says asked in the hello): sends
 /// `request` once welcomed and reads frames until `answer` says what they mean (`Some`). Returns
 /// the welcome, the answer, and the time from sending the request to its answer; fails after
 /// `timeout` in all.
@@ -470,7 +470,7 @@ pub(super) fn request_address<T>(
     fingerprint: &str,
     transport: &config::AgentTransport,
     timeout: std::time::Duration,
-    preflight: Option<hsm_protocol::PreflightMsg>,
+    asks: Asks,
     request: hsm_protocol::ToAgent,
     mut answer: impl FnMut(hsm_protocol::FromAgent) -> Option<anyhow::Result<T>>,
 ) -> anyhow::Result<(hsm_protocol::Welcome, T, std::time::Duration)> {

@@ -222,7 +222,7 @@ pub fn clean(global: &Global, args: &AgentCleanArgs) -> anyhow::Result<i32> {
         fingerprint,
         transport,
         timeout,
-        None,
+        Default::default(),
         request,
         |frame| match frame {
             FromAgent::Cleaned(answer) => Some(Ok(answer)),
