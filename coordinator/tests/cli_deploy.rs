@@ -1,97 +1,15 @@
 //! `agent deploy` through the real binary against a real OpenSSH server on a network-namespace
-//! host (`tests/ssh-netns.sh`: h1, reachable over UDP, its own HOME): from nothing to a sweep
+//! host (`tests/ssh-netns.sh` through `common::ssh_hosts`: h1, reachable over UDP, its own HOME): from nothing to a sweep
 //! running there, a second deploy that changes nothing, an upgrade with a different binary, one
 //! SSH authentication per deploy (counted in sshd's log), and `agent status|logs|stop`. Needs
 //! root and openssh-server (tests/run-all.sh installs it); skips with a printed reason otherwise.
 
 mod common;
 
+use common::ssh_hosts::{self, close_masters};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-/// The hosts of one test; on drop: ssh control masters closed (through their sockets), then
-/// `ssh-netns.sh down` (sshds and leftover agents by PID, namespaces, route).
-struct SshHosts {
-    dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-}
-
-impl Drop for SshHosts {
-    fn drop(&mut self) {
-        close_masters(self.home.path());
-        let _ = std::process::Command::new(script())
-            .arg("down")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/ssh-netns.sh")
-}
-
-/// Asks every control master under `HSM_HOME/ssh` to exit (the coordinator starts them with
-/// ControlPersist; they are this test's).
-fn close_masters(home: &Path) {
-    for entry in std::fs::read_dir(home.join("ssh"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::process::Command::new("ssh")
-            .arg("-S")
-            .arg(entry.path())
-            .args(["-O", "exit", "h"])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-fn ssh_hosts(tag: &str) -> Result<(SshHosts, String), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not root (network namespaces and sshd need it)".into());
-    }
-    if !Path::new("/usr/sbin/sshd").exists() {
-        return Err(
-            "no /usr/sbin/sshd (openssh-server; tests/run-all.sh installs it as root)".into(),
-        );
-    }
-    // Short: ssh's ControlPath is a socket path.
-    let dir = tempfile::Builder::new()
-        .prefix("hd")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let home = tempfile::Builder::new()
-        .prefix("hh")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let out = std::process::Command::new(script())
-        .arg("up")
-        .arg(dir.path())
-        .arg(tag)
-        .output()
-        .map_err(|e| format!("cannot run tests/ssh-netns.sh: {e}"))?;
-    let hosts = SshHosts { dir, home };
-    if !out.status.success() {
-        return Err(format!(
-            "tests/ssh-netns.sh up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok((
-        hosts,
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    ))
-}
-
-fn accepted(dir: &Path) -> usize {
-    std::fs::read_to_string(dir.join("h1/sshd.log"))
-        .unwrap_or_default()
-        .matches("Accepted publickey")
-        .count()
-}
 
 fn serve_pid(dir: &Path) -> Option<String> {
     let text =
@@ -130,7 +48,7 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
         return;
     };
     let tag = format!("dp{}", std::process::id() % 100_000);
-    let (hosts, net) = match ssh_hosts(&tag) {
+    let hosts = match ssh_hosts::up(&tag, None) {
         Ok(h) => h,
         Err(why) => {
             eprintln!("SKIPPED: {why}");
@@ -139,6 +57,7 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
     };
     let dir = hosts.dir.path();
     let home = hosts.home.path();
+    let net = &hosts.net;
     let ssh_config = dir.join("ssh_config");
     let ssh_config = ssh_config.to_str().unwrap();
     let p = Project::new(
@@ -156,7 +75,7 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
     let deploy = |extra: &[&str]| {
         // A fresh connection per deploy, so each one's authentications can be counted.
         close_masters(home);
-        let before = accepted(dir);
+        let before = hosts.logins("h1");
         let mut args = vec![
             "agent",
             "deploy",
@@ -171,7 +90,7 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
         let run = run(&p, home, &args);
         run.expect_code(0);
         // sshd logs the login a moment after the session starts; it is long done by now.
-        let auths = accepted(dir) - before;
+        let auths = hosts.logins("h1") - before;
         if auths != 1 {
             run.fail(&format!(
                 "{auths} SSH authentications in one deploy, expected 1"
