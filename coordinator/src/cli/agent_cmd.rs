@@ -62,6 +62,7 @@ pub fn add(global: &Global, args: &AgentAddArgs) -> anyhow::Result<i32> {
         backend: args.backend.as_deref(),
         python: args.python.as_deref(),
         ssh: None,
+        ssh_options: None,
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
@@ -205,11 +206,11 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
         }
     };
     match ping_agent(&cfg, name, timeout, None) {
-        Ok((welcome, round_trip, health)) => {
+        Ok((welcome, round_trip, health, via)) => {
             // The agent's strings are escaped, never printed raw (see display_safe).
             use hsm_protocol::display_safe;
             println!(
-                "{name} ({address}): ok, round trip {:.2} ms — {} hsm-agent {} (protocol {}), backend {}, {} slot{}",
+                "{name} ({address}{via}): ok, round trip {:.2} ms — {} hsm-agent {} (protocol {}), backend {}, {} slot{}",
                 round_trip.as_secs_f64() * 1000.0,
                 display_safe(&welcome.agent_name),
                 display_safe(&welcome.agent_version),
@@ -241,11 +242,13 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
     }
 }
 
-/// What one successful ping learns: the agent's welcome, the round trip, its last heartbeat.
+/// What one successful ping learns: the agent's welcome, the round trip, its last heartbeat,
+/// and how it was reached (empty for UDP, else ` over ssh to HOST`).
 pub(super) type PingResult = (
     hsm_protocol::Welcome,
     std::time::Duration,
     Option<hsm_protocol::HeartbeatMsg>,
+    String,
 );
 
 /// `config validate --remote`: every agent source's pre-flight checks (the project directory,
@@ -286,7 +289,7 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
         );
         let timeout = std::time::Duration::from_secs(90);
         match ping_agent(cfg, name, timeout, Some(request)) {
-            Ok((welcome, _, _)) => match welcome.preflight {
+            Ok((welcome, _, _, _)) => match welcome.preflight {
                 Some(problems) if !problems.is_empty() => {
                     println!("{}", crate::preflight::explain(name, address, &problems));
                     code = code.max(EXIT_USAGE);
@@ -365,6 +368,7 @@ pub(super) fn ping_address(
             |(DialFailure::Retry(why) | DialFailure::Refused(why))| anyhow::anyhow!(why),
         )?;
         let (endpoint, conn) = (&dialled.endpoint, &dialled.conn);
+        let via = dialled.via(transport);
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
             let mut hello = Hello::new(env!("CARGO_PKG_VERSION"));
@@ -391,7 +395,7 @@ pub(super) fn ping_address(
                     _ => {}
                 }
             };
-            Ok::<_, anyhow::Error>((welcome, round_trip, health))
+            Ok::<_, anyhow::Error>((welcome, round_trip, health, via))
         };
         let outcome = tokio::time::timeout(timeout, exchange).await;
         conn.close(0u32.into(), b"ping done");

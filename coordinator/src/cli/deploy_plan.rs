@@ -227,9 +227,17 @@ pub fn plan(facts: &RemoteFacts, local_sha256: &str, listen: &str, restart: bool
                     DaemonAction::Hold
                 } else {
                     notes.push(format!(
-                        "restarting hsm-agent serve (pid {}): {}",
+                        "restarting hsm-agent serve (pid {}): {}{}",
                         d.pid,
-                        why.join("; ")
+                        why.join("; "),
+                        if tasks > 0 {
+                            format!(
+                                " — it holds {tasks} task{}; its ledger carries them over",
+                                if tasks == 1 { "" } else { "s" }
+                            )
+                        } else {
+                            String::new()
+                        }
                     ));
                     DaemonAction::Restart
                 }
@@ -436,6 +444,12 @@ mod tests {
         assert!(p.notes.iter().any(|n| n.contains("--restart")), "{p:?}");
         let p = plan(&busy, SHA_A, "0.0.0.0:7300", true);
         assert_eq!(p.daemon, DaemonAction::Restart);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("holds 2 tasks; its ledger carries them over")),
+            "{p:?}"
+        );
     }
 
     #[test]

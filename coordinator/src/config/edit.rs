@@ -24,6 +24,8 @@ pub struct AgentEntry<'a> {
     pub python: Option<&'a str>,
     /// The ssh destination `agent deploy` reached the host through.
     pub ssh: Option<&'a str>,
+    /// The user's options for that ssh (`-F FILE`, `-o K=V`), so later commands reuse them.
+    pub ssh_options: Option<&'a [String]>,
 }
 
 /// Returns `text` with `sources.<name>` set to an agent source. An existing agent entry of that
@@ -57,6 +59,7 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         backend,
         python,
         ssh,
+        ssh_options,
     } = *entry;
     validate_source_name(name)?;
     if name == "local" {
@@ -100,6 +103,12 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         }
         if let Some(ssh) = ssh {
             fields.insert("ssh".into(), ssh.trim().into());
+        }
+        if let Some(options) = ssh_options {
+            fields.insert(
+                "ssh_options".into(),
+                Value::Array(options.iter().map(|o| o.as_str().into()).collect()),
+            );
         }
         // Re-adding an agent (say after a redeploy changed its identity) keeps what the user
         // set up for it; a non-agent entry of that name is replaced whole.

@@ -1069,6 +1069,50 @@ fn set_agent_entry_with_the_same_values_leaves_the_text_as_it_was() {
     assert!(problems.contains("starts with `-`"), "{problems}");
 }
 
+/// `agent deploy --ssh-config FILE` stores the user's ssh options with the destination, so the
+/// ssh transport and `agent status|logs|stop` run ssh the same way; a redeploy with the same
+/// options rewrites nothing.
+#[test]
+fn set_agent_entry_stores_ssh_options_that_read_back_as_the_transports() {
+    let options = vec![
+        "-F".to_string(),
+        "/home/me/.ssh/lab config".to_string(),
+        "-o".to_string(),
+        "Port=2222".to_string(),
+    ];
+    let entry = crate::config::AgentEntry {
+        address: "gpu1.lab:7300",
+        fingerprint: FP,
+        project_dir: Some("/p"),
+        ssh: Some("me@gpu1.lab"),
+        ssh_options: Some(&options),
+        ..Default::default()
+    };
+    let once = crate::config::set_agent_entry("", "gpu1", &entry).unwrap();
+    let cfg = parse(&once);
+    match &cfg.sources["gpu1"].kind {
+        SourceKind::Agent { transport, .. } => {
+            let ssh = transport.ssh.as_ref().expect("an ssh target");
+            assert_eq!(ssh.target, "me@gpu1.lab");
+            assert_eq!(ssh.options, options);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        crate::config::set_agent_entry(&once, "gpu1", &entry).unwrap(),
+        once
+    );
+    // Not given: what is there stays.
+    let kept = crate::config::AgentEntry {
+        ssh_options: None,
+        ..entry
+    };
+    assert_eq!(
+        crate::config::set_agent_entry(&once, "gpu1", &kept).unwrap(),
+        once
+    );
+}
+
 #[test]
 fn sources_take_their_own_conda_env_env_and_pre_script_over_the_commands() {
     let cfg = parse(&format!(
