@@ -1,9 +1,15 @@
-//! `agent deploy` through the real binary against a real OpenSSH server on a network-namespace
-//! host (`tests/ssh-netns.sh` through `common::ssh_hosts`: h1, reachable over UDP, its own HOME): from nothing to a sweep
-//! running there, a second deploy that changes nothing, an upgrade with a different binary, one
-//! SSH authentication per deploy (counted in sshd's log), and `agent status|logs|stop`. Needs
-//! root and openssh-server (tests/run-all.sh installs it); skips with a printed reason otherwise.
-
+//! `agent deploy` through the real binary against real OpenSSH servers on network-namespace
+//! hosts (`tests/ssh-netns.sh` through `common::ssh_hosts`, each host with its own HOME), one
+//! SSH authentication per deploy (counted in sshd's log).
+//! - h1 (UDP reaches it): from nothing to a sweep, a second deploy that changes nothing, an
+//!   upgrade with a different binary, a `work_dir` set later (the run warns; a deploy moves the
+//!   agent there), `agent status|logs|stop` with the ssh config the deploy stored.
+//! - h2 (all UDP from outside dropped): from nothing to a sweep over ssh (`transport: auto`)
+//!   with a per-source `python` and `pre_script`, pre-flight refusing a wrong `project_dir`,
+//!   an upgrade held while it holds tasks and then `--restart`ed mid-sweep.
+//!
+//! Needs root and openssh-server (tests/run-all.sh installs it); skips with a printed reason
+//! otherwise.
 mod common;
 
 use common::ssh_hosts::{self, close_masters};
@@ -47,7 +53,7 @@ fn run(p: &Project, home: &Path, args: &[&str]) -> Run {
 }
 
 #[test]
-fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_stop() {
+fn deploy_from_nothing_to_a_sweep_then_up_to_date_upgrade_work_dir_and_status_logs_stop() {
     let Some(agent_bin) = agent_bin() else {
         return;
     };
@@ -163,9 +169,65 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
         third.stdout
     );
     assert_eq!(sha256(&installed), sha256(&other_bin));
-    let new_pid = serve_pid(dir).unwrap();
-    assert_ne!(new_pid, pid, "not restarted");
+    let upgraded_pid = serve_pid(dir).unwrap();
+    assert_ne!(upgraded_pid, pid, "not restarted");
     p.run(&["-q", "sweep", "complete", "dep"]); // the upgraded agent is usable (and nothing is left)
+
+    // 4b. A work_dir set after the agent started: the run warns (host, both paths, the fix)
+    // and still runs there; a deploy restarts the idle agent in it; the next run is quiet and
+    // its task directories are there.
+    set_source_key(&p, "h1", "work_dir", "~/hsm-work");
+    let warned = run(
+        &p,
+        home,
+        &["sweep", "run", "--sources", "h1", "--sweep-id", "wd1"],
+    );
+    warned.expect_code(0);
+    let default_work = dir.join("h1/home/.local/state/hsm-agent/work");
+    for want in [
+        "source h1: connected to ".to_string(),
+        format!(
+            "warning: its agent keeps task directories in {}, not in the configured work_dir \
+             ~/hsm-work",
+            default_work.display()
+        ),
+        "`hsm-coordinator agent deploy h1 h1 --restart`".to_string(),
+    ] {
+        if !warned.stderr.contains(&want) {
+            warned.fail(&format!("no `{want}`"));
+        }
+    }
+    assert!(
+        default_work.join("wd1").is_dir(),
+        "wd1 ran in the agent's dir"
+    );
+    let moved = deploy(&[]);
+    let work = dir.join("h1/home/hsm-work");
+    for want in [
+        "keeps task directories in".to_string(),
+        "restarted hsm-agent serve".to_string(),
+        format!("task directories in {}", work.display()),
+    ] {
+        if !moved.stdout.contains(&want) {
+            moved.fail(&format!("no `{want}`"));
+        }
+    }
+    let new_pid = serve_pid(dir).unwrap();
+    assert_ne!(new_pid, upgraded_pid, "not restarted in the new work_dir");
+    let quiet = run(
+        &p,
+        home,
+        &["sweep", "run", "--sources", "h1", "--sweep-id", "wd2"],
+    );
+    quiet.expect_code(0);
+    if quiet.stderr.contains("warning: its agent keeps") {
+        quiet.fail("warned although the agent now runs in its work_dir");
+    }
+    assert!(
+        work.join("wd2").is_dir(),
+        "wd2 not in the configured work_dir"
+    );
+    assert!(!default_work.join("wd2").exists());
 
     // 5. status, logs, stop over the same ssh path: the ssh config the deploy used is in the
     // source (`ssh_options`), so they need no --ssh-config (and log in again without the
@@ -179,6 +241,12 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
         st.stdout
     );
     assert!(st.stdout.contains("0 tasks held"), "{}", st.stdout);
+    assert!(
+        st.stdout
+            .contains(&format!("task directories in {}", work.display())),
+        "{}",
+        st.stdout
+    );
     let logs = run(&p, home, &["agent", "logs", "h1", "-n", "50"]);
     logs.expect_code(0);
     assert!(

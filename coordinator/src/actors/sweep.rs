@@ -64,6 +64,8 @@ pub enum SourceSpecKind {
         setup: crate::core::command::SourceSetup,
         /// UDP, ssh or auto.
         transport: crate::config::AgentTransport,
+        /// The configured `work_dir` on its host, checked against what the agent reports.
+        work_dir: Option<String>,
     },
     /// This host's batch scheduler, driven from this process (a coordinator on a login node).
     Scheduler {
@@ -503,6 +505,7 @@ impl Actor for SweepActor {
                     project_dir,
                     hpc,
                     transport,
+                    work_dir,
                     ..
                 } => {
                     // No work until it connects (the core starts agents unhealthy).
@@ -534,6 +537,7 @@ impl Actor for SweepActor {
                                     )
                                 }),
                                 transport: transport.clone(),
+                                work_dir: work_dir.clone(),
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),

@@ -19,13 +19,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The probe: the host's platform, home, CPU count, the project directory, and the installed
-/// agent (version, SHA-256, `status`). Run by `sh -s` with the script on stdin so the user's
-/// login shell (csh, fish) does not matter; `$1` is the binary (relative: under $HOME), `$2` the
-/// project dir. Each command reads /dev/null: stdin is the script.
+/// The probe: the host's platform, home, CPU count, the project directory, the work directory
+/// (`~` expanded, symlinks resolved when it exists), and the installed agent (version, SHA-256,
+/// `status`). Run by `sh -s` with the script on stdin so the user's login shell (csh, fish)
+/// does not matter; `$1` is the binary (relative: under $HOME), `$2` the project dir, `$3` the
+/// work dir (may be empty). Each command reads /dev/null: stdin is the script.
 const PROBE: &str = r#"
-B="$1"; P="$2"
+B="$1"; P="$2"; W="$3"
 case "$B" in /*) ;; *) B="$HOME/$B";; esac
+case "$W" in "~") W="$HOME";; "~/"*) W="$HOME/${W#"~/"}";; esac
+if [ -n "$W" ]; then
+  if [ -d "$W" ]; then W=$(cd "$W" </dev/null && pwd -P); fi
+  echo "work_dir $W"
+fi
 echo "uname $(uname -sm </dev/null)"
 echo "home $HOME"
 echo "bin $B"
@@ -52,15 +58,20 @@ chmod 755 "$T" && mv -f "$T" "$B" && echo "verified $GOT"
 "#;
 
 /// Identity, authorization, fingerprint and the daemon: `$1` binary, `$2` this coordinator's
-/// fingerprint, `$3` `keep|start|restart|hold`, `$4` the listen address.
+/// fingerprint, `$3` `keep|start|restart|hold`, `$4` the listen address, `$5` the work dir
+/// (absolute, or empty for the agent's default).
 const SETUP: &str = r#"
-B="$1"; FP="$2"; ACTION="$3"; LISTEN="$4"
+B="$1"; FP="$2"; ACTION="$3"; LISTEN="$4"; W="$5"
 "$B" init </dev/null >/dev/null || exit 4
 "$B" authorize "$FP" </dev/null || exit 4
 echo "fingerprint $("$B" fingerprint </dev/null)"
 if [ "$ACTION" = restart ]; then "$B" stop </dev/null || exit 5; fi
 if [ "$ACTION" = start ] || [ "$ACTION" = restart ]; then
-  OUT=$("$B" serve --detach --listen "$LISTEN" </dev/null) || exit 6
+  if [ -n "$W" ]; then
+    OUT=$("$B" serve --detach --listen "$LISTEN" --work-dir "$W" </dev/null) || exit 6
+  else
+    OUT=$("$B" serve --detach --listen "$LISTEN" </dev/null) || exit 6
+  fi
   echo "$OUT" | sed 's/^/serve_/'
 fi
 "#;
@@ -234,6 +245,10 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
     // Validate the config first: never rewrite a file that has problems.
     let cfg = load_config(global)?;
     let existing = cfg.sources.get(&args.name).map(|s| &s.kind);
+    if let Some(dir) = &args.work_dir {
+        config::validate_work_dir(dir)
+            .map_err(|e| user_error(format!("--work-dir: {e} — give an absolute path or ~/DIR")))?;
+    }
     let existing_project_dir = match existing {
         Some(SourceKind::Agent { project_dir, .. }) => project_dir.clone(),
         Some(other) => {
@@ -278,8 +293,23 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
     let remote_bin =
         plan::remote_path_arg(args.remote_bin.as_deref().unwrap_or(".local/bin/hsm-agent"));
 
+    // Where the agent keeps task directories: as given, else the source's (or defaults').
+    let work_dir = args
+        .work_dir
+        .as_deref()
+        .map(|d| config::validate_work_dir(d).unwrap_or_default())
+        .or_else(|| match existing {
+            Some(SourceKind::Agent { work_dir, .. }) => work_dir.clone(),
+            _ => cfg.defaults.work_dir.clone(),
+        })
+        .unwrap_or_default();
+
     // 1. What is there (this first command authenticates; the rest reuse its connection).
-    let probe = ssh.script("probing the host", PROBE, &[&remote_bin, &project_dir])?;
+    let probe = ssh.script(
+        "probing the host",
+        PROBE,
+        &[&remote_bin, &project_dir, &work_dir],
+    )?;
     let facts: RemoteFacts =
         plan::parse_facts(&probe).map_err(|e| anyhow::anyhow!("{}: {e}", args.destination))?;
     let here = std::env::current_exe().context("finding this executable")?;
@@ -333,20 +363,31 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
     let setup = ssh.script(
         "setting up the agent",
         SETUP,
-        &[&facts.bin, &own, action, &listen],
+        &[
+            &facts.bin,
+            &own,
+            action,
+            &listen,
+            facts.work_dir.as_deref().unwrap_or(""),
+        ],
     )?;
     let fingerprint = field(&setup, "fingerprint")
         .and_then(|fp| hsm_agent::identity::parse_fingerprint(fp).ok())
         .with_context(|| format!("the agent on {} printed no fingerprint", args.destination))?;
     if let Some(pid) = field(&setup, "serve_pid") {
         println!(
-            "  {} hsm-agent serve (pid {pid}), listening on {listen}, log {}",
+            "  {} hsm-agent serve (pid {pid}), listening on {listen}, log {}{}",
             if decided.daemon == DaemonAction::Restart {
                 "restarted"
             } else {
                 "started"
             },
-            field(&setup, "serve_log").unwrap_or("in its state dir")
+            field(&setup, "serve_log").unwrap_or("in its state dir"),
+            facts
+                .work_dir
+                .as_deref()
+                .map(|w| format!(", task directories in {w}"))
+                .unwrap_or_default()
         );
         changed = true;
     }
@@ -394,6 +435,7 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         python: None,
         ssh: Some(&args.destination),
         ssh_options: (!ssh_options.is_empty()).then_some(ssh_options.as_slice()),
+        work_dir: args.work_dir.as_deref().map(str::trim),
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
@@ -561,6 +603,9 @@ pub fn status(
             );
             if let Some(log) = &facts.log {
                 println!("  log {log}");
+            }
+            if let Some(work_dir) = &d.work_dir {
+                println!("  task directories in {work_dir}");
             }
             Ok(EXIT_OK)
         }

@@ -202,6 +202,11 @@ pub struct AgentDeployArgs {
     /// them over).
     #[arg(long)]
     pub restart: bool,
+    /// Where the agent keeps task directories on the host (absolute or ~/DIR; stored as the
+    /// source's `work_dir`; default: the source's `work_dir`, else `defaults.work_dir`, else
+    /// the agent's <state-dir>/work).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<String>,
     #[command(flatten)]
     pub ssh: SshArgs,
 }

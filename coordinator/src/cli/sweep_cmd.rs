@@ -128,6 +128,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 hpc,
                 setup,
                 transport,
+                work_dir,
                 ..
             } => {
                 let hpc = hpc_request(*backend, hpc, args, walltime);
@@ -145,6 +146,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         hpc,
                         setup: setup.clone(),
                         transport: transport.clone(),
+                        work_dir: work_dir.clone(),
                     },
                 });
             }
@@ -825,6 +827,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                     python,
                     setup,
                     transport,
+                    work_dir,
                     ..
                 },
             ..
@@ -847,6 +850,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                         hpc: None,
                         setup: setup.clone(),
                         transport: transport.clone(),
+                        work_dir: work_dir.clone(),
                     },
                     attach_only: true,
                 });

@@ -26,6 +26,8 @@ pub struct AgentEntry<'a> {
     pub ssh: Option<&'a str>,
     /// The user's options for that ssh (`-F FILE`, `-o K=V`), so later commands reuse them.
     pub ssh_options: Option<&'a [String]>,
+    /// Where the agent keeps task directories on its host (checked by the caller).
+    pub work_dir: Option<&'a str>,
 }
 
 /// Returns `text` with `sources.<name>` set to an agent source. An existing agent entry of that
@@ -60,6 +62,7 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         python,
         ssh,
         ssh_options,
+        work_dir,
     } = *entry;
     validate_source_name(name)?;
     if name == "local" {
@@ -103,6 +106,9 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         }
         if let Some(ssh) = ssh {
             fields.insert("ssh".into(), ssh.trim().into());
+        }
+        if let Some(dir) = work_dir {
+            fields.insert("work_dir".into(), dir.trim().into());
         }
         if let Some(options) = ssh_options {
             fields.insert(

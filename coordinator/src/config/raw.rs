@@ -67,7 +67,7 @@ pub(super) const COMMAND_KEYS: [&str; 9] = [
     "env",
     "pre_script",
 ];
-pub(super) const DEFAULTS_KEYS: [&str; 9] = [
+pub(super) const DEFAULTS_KEYS: [&str; 10] = [
     "parallel",
     "timeout",
     "retries",
@@ -77,6 +77,7 @@ pub(super) const DEFAULTS_KEYS: [&str; 9] = [
     "min_free_disk",
     "steal_after",
     "connect_timeout",
+    "work_dir",
 ];
 pub(super) const HPC_KEYS: [&str; 17] = [
     "walltime",
@@ -119,7 +120,7 @@ pub(super) const PATHS_KEYS: [&str; 7] = [
     "project_root",
 ];
 /// Every key any source type takes; `resolve` checks which ones fit the source's type.
-pub(super) const SOURCE_KEYS: [&str; 14] = [
+pub(super) const SOURCE_KEYS: [&str; 15] = [
     "type",
     "slots",
     "address",
@@ -134,6 +135,7 @@ pub(super) const SOURCE_KEYS: [&str; 14] = [
     "pre_script",
     "transport",
     "ssh_options",
+    "work_dir",
 ];
 
 #[derive(Debug, Default)]
@@ -188,6 +190,7 @@ pub(super) struct RawDefaults {
     pub min_free_disk: Option<At<String>>,
     pub steal_after: Option<At<String>>,
     pub connect_timeout: Option<At<String>>,
+    pub work_dir: Option<At<String>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -248,6 +251,8 @@ pub(super) struct RawSource {
     pub transport: Option<At<String>>,
     pub ssh: Option<At<String>>,
     pub ssh_options: Option<At<Vec<String>>>,
+    /// Where the agent keeps task directories (see `work_dir.rs`).
+    pub work_dir: Option<At<String>>,
 }
 
 /// Reads the whole document. `root` is `None` for an empty file.
@@ -294,6 +299,7 @@ pub(super) fn read(root: Option<&Spanned>, problems: &mut Vec<Problem>) -> RawCo
         min_free_disk: defaults.size("min_free_disk", problems),
         steal_after: defaults.duration("steal_after", problems),
         connect_timeout: defaults.duration("connect_timeout", problems),
+        work_dir: defaults.string("work_dir", problems),
     };
 
     let hpc = top.section("hpc", problems);
@@ -414,6 +420,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
                 transport: None,
                 ssh: None,
                 ssh_options: None,
+                work_dir: None,
                 name,
             });
             continue;
@@ -469,6 +476,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             transport: section.string("transport", problems),
             ssh: section.string("ssh", problems),
             ssh_options: section.strings("ssh_options", problems),
+            work_dir: section.string("work_dir", problems),
             name,
         });
     }

@@ -1176,3 +1176,47 @@ fn env_names_must_be_variables_and_not_hsms_own() {
         "{found:?}"
     );
 }
+
+/// `work_dir`: an agent source's own, else `defaults.work_dir`; absolute or `~/...`; only on
+/// agent sources; shown by `config show`, which reads back the same.
+#[test]
+fn agent_sources_take_a_work_dir_of_their_own_or_from_defaults() {
+    let text = format!(
+        "defaults:\n  work_dir: ~/hsm-work/\nsources:\n  a:\n    type: agent\n    address: a:7300\n    fingerprint: {FP}\n    project_dir: /p\n    work_dir: /scratch/me/hsm\n  b:\n    type: agent\n    address: b:7300\n    fingerprint: {FP}\n    project_dir: /p\n"
+    );
+    let cfg = parse(&text);
+    let work_dir = |cfg: &ProjectConfig, name: &str| match &cfg.sources[name].kind {
+        SourceKind::Agent { work_dir, .. } => work_dir.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(work_dir(&cfg, "a").as_deref(), Some("/scratch/me/hsm"));
+    assert_eq!(work_dir(&cfg, "b").as_deref(), Some("~/hsm-work"));
+    assert_eq!(cfg.defaults.work_dir.as_deref(), Some("~/hsm-work"));
+    let shown = to_display_yaml(&cfg);
+    assert!(shown.contains("work_dir: /scratch/me/hsm"), "{shown}");
+    let back = parse(&shown);
+    assert_eq!(work_dir(&back, "a"), work_dir(&cfg, "a"));
+    assert_eq!(work_dir(&back, "b"), work_dir(&cfg, "b"));
+    // Without any: none (the agent's own default), shown as null and read back as none.
+    let plain = parse(&text.replace("  work_dir: ~/hsm-work/\n", "  parallel: 2\n"));
+    assert_eq!(work_dir(&plain, "b"), None);
+    assert_eq!(work_dir(&parse(&to_display_yaml(&plain)), "b"), None);
+
+    let found = rendered(&text.replace("/scratch/me/hsm", "scratch/hsm"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].contains("sources.a.work_dir"), "{}", found[0]);
+    assert!(found[0].contains("is relative"), "{}", found[0]);
+    assert!(found[0].contains("~/hsm-work"), "the hint: {}", found[0]);
+    let found = rendered("defaults:\n  work_dir: work\n");
+    assert!(
+        found.len() == 1 && found[0].contains("defaults.work_dir"),
+        "{found:#?}"
+    );
+    let found = rendered("sources:\n  s: {type: slurm, work_dir: /w}\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("not a setting of a slurm source")),
+        "{found:#?}"
+    );
+}
