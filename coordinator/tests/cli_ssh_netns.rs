@@ -115,7 +115,8 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
     let control_path = hosts.dir.path().join("cm-%C");
     let h1 = start_agent_in(&agent_bin, Some(&format!("{tag}-h1")), "0.0.0.0:7300");
     let h2 = start_agent_in(&agent_bin, Some(&format!("{tag}-h2")), "0.0.0.0:7300");
-    let home = tempfile::tempdir().unwrap();
+    // Its ssh control masters (the relays share one per host) are closed with the hosts.
+    let home = hosts.home.path();
     let task = RESULT_PY.replace("import os, sys", "import os, sys, time\ntime.sleep(0.2)");
     let p = Project::new(
         CONFIG,
@@ -127,7 +128,7 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
             ),
         ],
     );
-    let own = coordinator_fingerprint(&p, home.path());
+    let own = coordinator_fingerprint(&p, home);
     for agent in [&h1, &h2] {
         let ok = std::process::Command::new(&agent_bin)
             .args(["authorize", &own, "--state-dir"])
@@ -151,7 +152,7 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
         ),
     );
     let logins_before = hosts.logins("h2");
-    let child = sweep(&p, home.path(), "h2", "viassh");
+    let child = sweep(&p, home, "h2", "viassh");
     wait_until(
         Duration::from_secs(120),
         "a third of the tasks done",
@@ -181,7 +182,7 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
         ".hsm/config.yaml",
         &config(&p, &hosts, &[("h1", &h1, "auto"), ("h2", &h2, "auto")], ""),
     );
-    let child = sweep(&p, home.path(), "h1,h2", "auto");
+    let child = sweep(&p, home, "h1,h2", "auto");
     let stderr = finish(child, &p, "auto", 40);
     assert!(
         stderr.contains(&format!("at {net}.6:7300 over ssh to h2")),
