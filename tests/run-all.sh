@@ -21,8 +21,8 @@ if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null \
       || say "could not install iptables; the packet-loss test will skip"
   fi
-  # OpenSSH's server for the `agent deploy` tests (an sshd per network-namespace host, started
-  # and stopped by each test through tests/ssh-netns.sh).
+  # OpenSSH's server for the `agent deploy` and ssh transport tests (an sshd per
+  # network-namespace host, started and stopped by each test through tests/ssh-netns.sh).
   if [ ! -x /usr/sbin/sshd ]; then
     say "installing openssh-server (for the agent deploy tests)"
     tests/ssh-netns.sh install || say "could not install openssh-server; the agent deploy tests will skip"

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Two SSH hosts on this machine for the `agent deploy` tests: network namespaces, each running
-# its own OpenSSH server (own sshd_config, host key, authorized_keys and HOME under DIR; key-only
-# root login). Adapted from the project's tested recipe. Needs root, iproute2, iptables and
-# openssh-server (`install` gets them; tests/run-all.sh runs it when root).
+# Two SSH hosts on this machine for the tests of `agent deploy` (coordinator/tests/cli_deploy.rs)
+# and of the ssh transport (cli_ssh_netns.rs): network namespaces, each running its own OpenSSH
+# server (own sshd_config, host key, authorized_keys and HOME under DIR; key-only root login).
+# Adapted from the project's tested recipe. Needs root, iproute2, iptables and openssh-server
+# (`install` gets them; tests/run-all.sh runs it when root).
 #
 #   h1  TAG-h1  NET.2  <-veth->  NET.1 (root ns)   UDP reaches it
-#   h2  TAG-h2  NET.6  <-veth->  NET.5 (root ns)   a "login node": all UDP to it dropped
+#   h2  TAG-h2  NET.6  <-veth->  NET.5 (root ns)   a "login node": all UDP from outside dropped
+#                                                  (iptables; its loopback still carries UDP, so
+#                                                  an ssh relay reaches the agent there)
 #
 # NET is 10.233.K (K derived from TAG) so tests with different TAGs run side by side; a
 # blackhole route for NET.0/24 in the root namespace while up keeps anything sent to that range
 # from leaving the machine. Each sshd sets HOME=DIR/hN/home for its sessions, so what a test
-# installs "in the remote home" stays in DIR.
+# installs "in the remote home" stays in DIR. SSH_NETNS_PATH, when set, is the PATH of the ssh
+# sessions on both hosts (sshd's SetEnv), so a test can put its own hsm-agent first.
 #
 #   tests/ssh-netns.sh install
 #   tests/ssh-netns.sh up DIR TAG    prints NET; writes DIR/ssh_config (Hosts h1, h2)
@@ -81,6 +85,10 @@ make_host() {  # make_host NS VETH_ROOT VETH_NS IP_ROOT IP_NS
 
 up() {
   local D tag=$2 h; D=$(realpath -m "$1")
+  [ "$(id -u)" = 0 ] || die "needs root (network namespaces, sshd)"
+  [ -x /usr/sbin/sshd ] || die "no /usr/sbin/sshd ($0 install)"
+  command -v iptables >/dev/null || die "no iptables ($0 install)"
+  command -v ssh >/dev/null || die "no ssh client ($0 install)"
   [ ${#D} -le 60 ] || die "DIR too long (${#D} chars): ssh's ControlPath must fit in a socket path"
   names "$tag"
   ns_exists "$NS1" && die "netns $NS1 exists (a test with the same TAG runs, or a stale one: down)"
@@ -95,13 +103,15 @@ up() {
   ip route add blackhole "$RANGE"     # the connected /30 routes are more specific and win
   make_host "$NS1" "$V1R" "$V1N" "$IP1R" "$IP1N"
   make_host "$NS2" "$V2R" "$V2N" "$IP2R" "$IP2N"
+  ip netns exec "$NS2" iptables -A INPUT -i lo -j ACCEPT
   ip netns exec "$NS2" iptables -A INPUT -p udp -j DROP
 
   ssh-keygen -q -t ed25519 -N '' -C "hsm-test-client" -f "$D/keys/id_ed25519"
   cp "$D/keys/id_ed25519.pub" "$D/keys/authorized_keys"
   : > "$D/known_hosts"
   mkdir -p /run/sshd   # sshd's privilege separation directory
-  local ns ip
+  local ns ip path=""
+  [ -n "${SSH_NETNS_PATH:-}" ] && path=" PATH=$SSH_NETNS_PATH"
   for h in h1 h2; do
     if [ $h = h1 ]; then ns=$NS1; ip=$IP1N; else ns=$NS2; ip=$IP2N; fi
     ssh-keygen -q -t ed25519 -N '' -C "$h-hostkey" -f "$D/$h/ssh_host_ed25519_key"
@@ -123,7 +133,7 @@ LogLevel VERBOSE
 UseDNS no
 PrintMotd no
 # this host's own home: what a session installs under ~ stays in DIR
-SetEnv HOME=$D/$h/home
+SetEnv HOME=$D/$h/home$path
 CONF
     /usr/sbin/sshd -t -f "$D/$h/sshd_config" || die "sshd -t failed for $h"
     # -D: in the foreground, so \$! is sshd's pid (ip netns exec execs); -E: its log

@@ -32,14 +32,17 @@ pub struct PidInfo {
     pub exe: String,
     /// `dev:inode:size:mtime` of `exe` when it started.
     pub exe_id: String,
+    /// Where it keeps task directories (absolute, symlinks resolved); empty in the pidfile of an
+    /// agent that predates it.
+    pub work_dir: String,
 }
 
 impl PidInfo {
     /// The pidfile's text: the pid alone on the first line (for scripts), then `key value`.
     pub fn render(&self) -> String {
         format!(
-            "{}\nversion {}\nlisten {}\nstarted {}\nexe {}\nexe_id {}\n",
-            self.pid, self.version, self.listen, self.started, self.exe, self.exe_id
+            "{}\nversion {}\nlisten {}\nstarted {}\nexe {}\nexe_id {}\nwork_dir {}\n",
+            self.pid, self.version, self.listen, self.started, self.exe, self.exe_id, self.work_dir
         )
     }
 
@@ -60,6 +63,7 @@ impl PidInfo {
                 "started" => info.started = value.parse().unwrap_or(0),
                 "exe" => info.exe = value,
                 "exe_id" => info.exe_id = value,
+                "work_dir" => info.work_dir = value,
                 _ => {}
             }
         }
@@ -88,7 +92,7 @@ fn now_secs() -> u64 {
 }
 
 /// In the detached child, once the server listens: writes the pidfile (atomically).
-pub fn write_pid_file(state_dir: &Path, listen: &str) -> anyhow::Result<()> {
+pub fn write_pid_file(state_dir: &Path, listen: &str, work_dir: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().unwrap_or_default();
     let info = PidInfo {
         pid: std::process::id(),
@@ -97,6 +101,10 @@ pub fn write_pid_file(state_dir: &Path, listen: &str) -> anyhow::Result<()> {
         started: now_secs(),
         exe_id: exe_id(&exe).unwrap_or_default(),
         exe: exe.display().to_string(),
+        work_dir: std::fs::canonicalize(work_dir)
+            .unwrap_or_else(|_| work_dir.to_path_buf())
+            .display()
+            .to_string(),
     };
     let path = state_dir.join(PID_FILE);
     let tmp = state_dir.join(format!(".{PID_FILE}.tmp"));
@@ -232,6 +240,9 @@ impl Status {
                         info.started,
                         now_secs().saturating_sub(info.started)
                     ));
+                    if !info.work_dir.is_empty() {
+                        out.push_str(&format!("work_dir {}\n", info.work_dir));
+                    }
                 }
                 if let Some(current) = self.current {
                     out.push_str(&format!("current {}\n", if current { "yes" } else { "no" }));
@@ -332,6 +343,7 @@ mod tests {
             started: 1_700_000_000,
             exe: "/home/me/.local/bin/hsm-agent".into(),
             exe_id: "1:2:3:4".into(),
+            work_dir: "/scratch/me/hsm work".into(),
         };
         let text = info.render();
         assert_eq!(text.lines().next(), Some("4242"));

@@ -388,13 +388,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let detached = std::env::var_os(hsm_agent::daemon::DETACHED_ENV).is_some();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let pid_dir = state_dir.clone();
+    let work_dir = options.work_dir.clone();
     let result = runtime.block_on(async move {
         let server = Server::bind(options).map_err(|e| bind_error(&e, listen, &state_dir))?;
         // Tests and scripts read these two lines; the address has the real port for `:0`.
         println!("listening on {}", server.local_addr()?);
         println!("fingerprint {}", server.fingerprint());
         if detached {
-            hsm_agent::daemon::write_pid_file(&state_dir, &server.local_addr()?.to_string())?;
+            hsm_agent::daemon::write_pid_file(
+                &state_dir,
+                &server.local_addr()?.to_string(),
+                &work_dir,
+            )?;
         }
         use std::io::Write as _;
         std::io::stdout().flush()?;

@@ -150,7 +150,25 @@ async fn dial_ssh(
     })?;
     // The relay sends to the agent's loopback address; to quinn the pipe is a path to it.
     let peer = SocketAddr::from(([127, 0, 0, 1], port));
-    let command = relay_command(ssh, port, std::env::var(SSH_PROGRAM_ENV).ok().as_deref());
+    // The connection `agent deploy` (or an earlier relay) authenticated, unless the user's
+    // options say how to share connections themselves.
+    let control = if crate::ssh_control::names_control(&ssh.options) {
+        Vec::new()
+    } else {
+        match crate::ssh_control::control_path(&ssh.target, &ssh.options) {
+            Ok(path) => crate::ssh_control::control_options(&path),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no shared ssh connection; each relay logs in");
+                Vec::new()
+            }
+        }
+    };
+    let command = relay_command(
+        ssh,
+        &control,
+        port,
+        std::env::var(SSH_PROGRAM_ENV).ok().as_deref(),
+    );
     let relay = Relay::spawn(&command, peer).map_err(|e| DialFailure::Retry(e.to_string()))?;
     let endpoint = relay
         .client_endpoint()
@@ -204,13 +222,20 @@ pub fn port_of(address: &str) -> Option<u16> {
     port.parse().ok().filter(|&p| p != 0)
 }
 
-/// The relay's command line: `ssh -T [options] -- TARGET 'sh -c ...hsm-agent relay...'`, with
-/// `program` instead of `ssh` when given ([`SSH_PROGRAM_ENV`]). The remote command runs under
+/// The relay's command line: `ssh -T [options] [control] -- TARGET 'sh -c ...hsm-agent
+/// relay...'` (`control`: the shared connection's options, see `ssh_control`), with `program`
+/// instead of `ssh` when given ([`SSH_PROGRAM_ENV`]). The remote command runs under
 /// `sh` whatever the login shell, and finds `hsm-agent` on the PATH or in `~/.local/bin`
 /// (where `agent deploy` puts it; a non-interactive ssh session often lacks it in PATH).
-pub fn relay_command(ssh: &SshTarget, port: u16, program: Option<&str>) -> RelayCommand {
+pub fn relay_command(
+    ssh: &SshTarget,
+    control: &[String],
+    port: u16,
+    program: Option<&str>,
+) -> RelayCommand {
     let mut args = vec!["-T".to_string()];
     args.extend(ssh.options.iter().cloned());
+    args.extend(control.iter().cloned());
     args.push("--".into());
     args.push(ssh.target.clone());
     args.push(format!(
@@ -235,7 +260,8 @@ mod tests {
             target: "alice@login".into(),
             options: vec!["-p".into(), "2222".into()],
         };
-        let cmd = relay_command(&ssh, 7300, None);
+        let control = ["-o".to_string(), "ControlPath=/h/ssh/ab".to_string()];
+        let cmd = relay_command(&ssh, &control, 7300, None);
         assert_eq!(cmd.program, "ssh");
         assert_eq!(
             cmd.args,
@@ -243,16 +269,18 @@ mod tests {
                 "-T",
                 "-p",
                 "2222",
+                "-o",
+                "ControlPath=/h/ssh/ab",
                 "--",
                 "alice@login",
                 "sh -c 'PATH=\"$PATH:$HOME/.local/bin\" exec hsm-agent relay --to 127.0.0.1:7300'"
             ]
         );
         assert_eq!(
-            relay_command(&ssh, 1, Some("/x/fake-ssh")).program,
+            relay_command(&ssh, &[], 1, Some("/x/fake-ssh")).program,
             "/x/fake-ssh"
         );
-        assert_eq!(relay_command(&ssh, 1, Some(" ")).program, "ssh");
+        assert_eq!(relay_command(&ssh, &[], 1, Some(" ")).program, "ssh");
     }
 
     #[test]

@@ -1,102 +1,30 @@
-//! `agent deploy` through the real binary against a real OpenSSH server on a network-namespace
-//! host (`tests/ssh-netns.sh`: h1, reachable over UDP, its own HOME): from nothing to a sweep
-//! running there, a second deploy that changes nothing, an upgrade with a different binary, one
-//! SSH authentication per deploy (counted in sshd's log), and `agent status|logs|stop`. Needs
-//! root and openssh-server (tests/run-all.sh installs it); skips with a printed reason otherwise.
-
+//! `agent deploy` through the real binary against real OpenSSH servers on network-namespace
+//! hosts (`tests/ssh-netns.sh` through `common::ssh_hosts`, each host with its own HOME), one
+//! SSH authentication per deploy (counted in sshd's log).
+//! - h1 (UDP reaches it): from nothing to a sweep, a second deploy that changes nothing, an
+//!   upgrade with a different binary, a `work_dir` set later (the run warns; a deploy moves the
+//!   agent there), `agent status|logs|stop` with the ssh config the deploy stored.
+//! - h2 (all UDP from outside dropped): from nothing to a sweep over ssh (`transport: auto`)
+//!   with a per-source `python` and `pre_script`, pre-flight refusing a wrong `project_dir`,
+//!   an upgrade held while it holds tasks and then `--restart`ed mid-sweep.
+//!
+//! Needs root and openssh-server (tests/run-all.sh installs it); skips with a printed reason
+//! otherwise.
 mod common;
 
+use common::ssh_hosts::{self, close_masters};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-/// The hosts of one test; on drop: ssh control masters closed (through their sockets), then
-/// `ssh-netns.sh down` (sshds and leftover agents by PID, namespaces, route).
-struct SshHosts {
-    dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-}
-
-impl Drop for SshHosts {
-    fn drop(&mut self) {
-        close_masters(self.home.path());
-        let _ = std::process::Command::new(script())
-            .arg("down")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/ssh-netns.sh")
-}
-
-/// Asks every control master under `HSM_HOME/ssh` to exit (the coordinator starts them with
-/// ControlPersist; they are this test's).
-fn close_masters(home: &Path) {
-    for entry in std::fs::read_dir(home.join("ssh"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::process::Command::new("ssh")
-            .arg("-S")
-            .arg(entry.path())
-            .args(["-O", "exit", "h"])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-fn ssh_hosts(tag: &str) -> Result<(SshHosts, String), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not root (network namespaces and sshd need it)".into());
-    }
-    if !Path::new("/usr/sbin/sshd").exists() {
-        return Err(
-            "no /usr/sbin/sshd (openssh-server; tests/run-all.sh installs it as root)".into(),
-        );
-    }
-    // Short: ssh's ControlPath is a socket path.
-    let dir = tempfile::Builder::new()
-        .prefix("hd")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let home = tempfile::Builder::new()
-        .prefix("hh")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let out = std::process::Command::new(script())
-        .arg("up")
-        .arg(dir.path())
-        .arg(tag)
-        .output()
-        .map_err(|e| format!("cannot run tests/ssh-netns.sh: {e}"))?;
-    let hosts = SshHosts { dir, home };
-    if !out.status.success() {
-        return Err(format!(
-            "tests/ssh-netns.sh up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok((
-        hosts,
-        String::from_utf8_lossy(&out.stdout).trim().to_string(),
-    ))
-}
-
-fn accepted(dir: &Path) -> usize {
-    std::fs::read_to_string(dir.join("h1/sshd.log"))
-        .unwrap_or_default()
-        .matches("Accepted publickey")
-        .count()
+/// The pid of the agent daemon whose state dir is in `home` (a host's home).
+fn serve_pid_in(home: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(home.join(".local/state/hsm-agent/serve.pid")).ok()?;
+    text.lines().next().map(str::to_string)
 }
 
 fn serve_pid(dir: &Path) -> Option<String> {
-    let text =
-        std::fs::read_to_string(dir.join("h1/home/.local/state/hsm-agent/serve.pid")).ok()?;
-    text.lines().next().map(str::to_string)
+    serve_pid_in(&dir.join("h1/home"))
 }
 
 fn sha256(path: &Path) -> String {
@@ -125,12 +53,12 @@ fn run(p: &Project, home: &Path, args: &[&str]) -> Run {
 }
 
 #[test]
-fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_stop() {
+fn deploy_from_nothing_to_a_sweep_then_up_to_date_upgrade_work_dir_and_status_logs_stop() {
     let Some(agent_bin) = agent_bin() else {
         return;
     };
     let tag = format!("dp{}", std::process::id() % 100_000);
-    let (hosts, net) = match ssh_hosts(&tag) {
+    let hosts = match ssh_hosts::up(&tag, None) {
         Ok(h) => h,
         Err(why) => {
             eprintln!("SKIPPED: {why}");
@@ -139,6 +67,7 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
     };
     let dir = hosts.dir.path();
     let home = hosts.home.path();
+    let net = &hosts.net;
     let ssh_config = dir.join("ssh_config");
     let ssh_config = ssh_config.to_str().unwrap();
     let p = Project::new(
@@ -156,22 +85,13 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
     let deploy = |extra: &[&str]| {
         // A fresh connection per deploy, so each one's authentications can be counted.
         close_masters(home);
-        let before = accepted(dir);
-        let mut args = vec![
-            "agent",
-            "deploy",
-            "h1",
-            "h1",
-            "--ssh-config",
-            ssh_config,
-            "--project-dir",
-            project,
-        ];
+        let before = hosts.logins("h1");
+        let mut args = vec!["agent", "deploy", "h1", "h1"];
         args.extend_from_slice(extra);
         let run = run(&p, home, &args);
         run.expect_code(0);
         // sshd logs the login a moment after the session starts; it is long done by now.
-        let auths = accepted(dir) - before;
+        let auths = hosts.logins("h1") - before;
         if auths != 1 {
             run.fail(&format!(
                 "{auths} SSH authentications in one deploy, expected 1"
@@ -181,7 +101,14 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
     };
 
     // 1. From nothing: binary installed in h1's home, identity, authorization, daemon, config.
-    let first = deploy(&["--ledger-retention", "7d"]);
+    let first = deploy(&[
+        "--ssh-config",
+        ssh_config,
+        "--project-dir",
+        project,
+        "--ledger-retention",
+        "7d",
+    ]);
     assert!(first.stdout.contains("no hsm-agent at"), "{}", first.stdout);
     assert!(first.stdout.contains("sha256 verified"), "{}", first.stdout);
     assert!(first.stdout.contains("h1: deployed"), "{}", first.stdout);
@@ -201,6 +128,10 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
         "{config}"
     );
     assert!(config.contains("ssh: h1"), "{config}");
+    assert!(
+        config.contains(&format!("ssh_options: [\"-F\", {ssh_config}]")),
+        "{config}"
+    );
 
     // 2. A sweep on local and h1; results come back.
     let sweep = run(
@@ -222,7 +153,7 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
 
     // 3. Again: nothing changes, nothing restarts.
     let config_before = std::fs::read_to_string(p.path().join(".hsm/config.yaml")).unwrap();
-    let second = deploy(&[]);
+    let second = deploy(&["--ssh-config", ssh_config, "--project-dir", project]);
     assert!(
         second.stdout.contains("h1: up to date — nothing changed"),
         "{}",
@@ -242,6 +173,7 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
     std::fs::write(&other_bin, bytes).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&other_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Without --ssh-config: the one the first deploy stored is used.
     let third = deploy(&["--agent-binary", other_bin.to_str().unwrap()]);
     assert!(third.stdout.contains("upgrading it"), "{}", third.stdout);
     assert!(
@@ -250,15 +182,71 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
         third.stdout
     );
     assert_eq!(sha256(&installed), sha256(&other_bin));
-    let new_pid = serve_pid(dir).unwrap();
-    assert_ne!(new_pid, pid, "not restarted");
+    let upgraded_pid = serve_pid(dir).unwrap();
+    assert_ne!(upgraded_pid, pid, "not restarted");
     p.run(&["-q", "sweep", "complete", "dep"]); // the upgraded agent is usable (and nothing is left)
 
-    // 5. status, logs, stop over the same ssh path.
-    let ssh_args = ["--ssh-config", ssh_config];
-    let mut args = vec!["agent", "status", "h1"];
-    args.extend_from_slice(&ssh_args);
-    let st = run(&p, home, &args);
+    // 4b. A work_dir set after the agent started: the run warns (host, both paths, the fix)
+    // and still runs there; a deploy restarts the idle agent in it; the next run is quiet and
+    // its task directories are there.
+    set_source_key(&p, "h1", "work_dir", "~/hsm-work");
+    let warned = run(
+        &p,
+        home,
+        &["sweep", "run", "--sources", "h1", "--sweep-id", "wd1"],
+    );
+    warned.expect_code(0);
+    let default_work = dir.join("h1/home/.local/state/hsm-agent/work");
+    for want in [
+        "source h1: connected to ".to_string(),
+        format!(
+            "warning: its agent keeps task directories in {}, not in the configured work_dir \
+             ~/hsm-work",
+            default_work.display()
+        ),
+        "`hsm-coordinator agent deploy h1 h1 --restart`".to_string(),
+    ] {
+        if !warned.stderr.contains(&want) {
+            warned.fail(&format!("no `{want}`"));
+        }
+    }
+    assert!(
+        default_work.join("wd1").is_dir(),
+        "wd1 ran in the agent's dir"
+    );
+    let moved = deploy(&[]);
+    let work = dir.join("h1/home/hsm-work");
+    for want in [
+        "keeps task directories in".to_string(),
+        "restarted hsm-agent serve".to_string(),
+        format!("task directories in {}", work.display()),
+    ] {
+        if !moved.stdout.contains(&want) {
+            moved.fail(&format!("no `{want}`"));
+        }
+    }
+    let new_pid = serve_pid(dir).unwrap();
+    assert_ne!(new_pid, upgraded_pid, "not restarted in the new work_dir");
+    let quiet = run(
+        &p,
+        home,
+        &["sweep", "run", "--sources", "h1", "--sweep-id", "wd2"],
+    );
+    quiet.expect_code(0);
+    if quiet.stderr.contains("warning: its agent keeps") {
+        quiet.fail("warned although the agent now runs in its work_dir");
+    }
+    assert!(
+        work.join("wd2").is_dir(),
+        "wd2 not in the configured work_dir"
+    );
+    assert!(!default_work.join("wd2").exists());
+
+    // 5. status, logs, stop over the same ssh path: the ssh config the deploy used is in the
+    // source (`ssh_options`), so they need no --ssh-config (and log in again without the
+    // deploy's connection).
+    close_masters(home);
+    let st = run(&p, home, &["agent", "status", "h1"]);
     st.expect_code(0);
     assert!(
         st.stdout.contains(&format!("h1: running, pid {new_pid}")),
@@ -266,18 +254,20 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
         st.stdout
     );
     assert!(st.stdout.contains("0 tasks held"), "{}", st.stdout);
-    let mut args = vec!["agent", "logs", "h1", "-n", "50"];
-    args.extend_from_slice(&ssh_args);
-    let logs = run(&p, home, &args);
+    assert!(
+        st.stdout
+            .contains(&format!("task directories in {}", work.display())),
+        "{}",
+        st.stdout
+    );
+    let logs = run(&p, home, &["agent", "logs", "h1", "-n", "50"]);
     logs.expect_code(0);
     assert!(
         logs.stdout.contains("listening on 0.0.0.0:7300"),
         "{}",
         logs.stdout
     );
-    let mut args = vec!["agent", "stop", "h1"];
-    args.extend_from_slice(&ssh_args);
-    let stop = run(&p, home, &args);
+    let stop = run(&p, home, &["agent", "stop", "h1"]);
     stop.expect_code(0);
     assert!(
         stop.stdout
@@ -285,10 +275,291 @@ fn deploy_from_nothing_to_a_sweep_then_up_to_date_then_upgrade_and_status_logs_s
         "{}",
         stop.stdout
     );
-    let mut args = vec!["agent", "status", "h1"];
-    args.extend_from_slice(&ssh_args);
-    let st = run(&p, home, &args);
+    // Given options replace the stored ones for that command.
+    let st = run(
+        &p,
+        home,
+        &["agent", "status", "h1", "--ssh-config", ssh_config],
+    );
     st.expect_code(1);
     assert!(st.stdout.contains("h1: not running"), "{}", st.stdout);
+    drop(hosts);
+}
+
+/// A task that says which interpreter wrapper and pre_script it ran under, sleeps for
+/// `sleep=S` when given, and writes `RESULT_PY`'s result.
+const MARKING_PY: &str = r#"
+import os, sys, time
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+print(f"wrapped={os.environ.get('HSM_TEST_WRAPPED')} mark={os.environ.get('HSM_TEST_MARK')}", flush=True)
+time.sleep(float(args.get("sleep", "0.3")))
+"#;
+
+/// Sets (or adds) `key: value` in the entry of source `name`, the last section of the file
+/// that `agent deploy` wrote (its keys indented by four spaces).
+fn set_source_key(p: &Project, name: &str, key: &str, value: &str) {
+    let path = p.path().join(".hsm/config.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text
+        .find(&format!("\n  {name}:\n"))
+        .unwrap_or_else(|| panic!("no source {name}: {text}"));
+    let (head, entry) = text.split_at(start);
+    let mut lines: Vec<String> = entry.lines().map(str::to_string).collect();
+    let prefix = format!("    {key}:");
+    let line = format!("    {key}: {value}");
+    match lines.iter().position(|l| l.starts_with(&prefix)) {
+        Some(i) => lines[i] = line,
+        None => lines.push(line),
+    }
+    std::fs::write(&path, format!("{head}{}\n", lines.join("\n"))).unwrap();
+}
+
+/// The host that drops UDP: `agent deploy` from nothing (auto finds ssh, one authentication),
+/// a sweep on local and it over ssh with its own `python` and `pre_script`, pre-flight refusing
+/// a wrong `project_dir` (the other source runs everything), and an upgrade while it holds
+/// tasks: kept without `--restart`, restarted with it, nothing lost or run twice.
+#[test]
+fn deploy_where_udp_is_dropped_uses_ssh_with_per_source_setup_preflight_and_restart() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let tag = format!("dq{}", std::process::id() % 100_000);
+    let hosts = match ssh_hosts::up(&tag, None) {
+        Ok(h) => h,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let home = hosts.home.path();
+    let ssh_config = hosts.ssh_config();
+    let ssh_config = ssh_config.to_str().unwrap();
+    let task = format!("{MARKING_PY}{}", RESULT_PY.replace("import os, sys", ""));
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\ndefaults:\n  parallel: 2\n  \
+         kill_grace: 1s\n  agent_grace: 120s\n  connect_timeout: 60s\n",
+        &[
+            ("task.py", &task),
+            // Long enough that h2 joins (auto: 3 s of UDP silence, then ssh) before local
+            // alone would have finished.
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    x: {range: [1, 17]}\n    sleep: [1]\n",
+            ),
+            (
+                "sweeps/slow.yaml",
+                "sweep:\n  grid:\n    x: {range: [1, 11]}\n    sleep: [5]\n",
+            ),
+        ],
+    );
+    let project = p.path().to_str().unwrap();
+    let remote = hosts.remote_home("h2");
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["agent", "deploy", "h2", "h2"];
+        args.extend_from_slice(extra);
+        run(&p, home, &args)
+    };
+
+    // 1. From nothing, through ssh alone: deploy's wait finds the agent over ssh, through the
+    // connection the deploy authenticated (one login), and stores how to run ssh.
+    let before = hosts.logins("h2");
+    let first = deploy(&["--ssh-config", ssh_config, "--project-dir", project]);
+    first.expect_code(0);
+    let auths = hosts.logins("h2") - before;
+    if auths != 1 {
+        first.fail(&format!(
+            "{auths} SSH authentications in one deploy, expected 1"
+        ));
+    }
+    let answered = format!("h2 answers at {}:7300 over ssh to h2", hosts.ip("h2"));
+    assert!(first.stdout.contains(&answered), "{}", first.stdout);
+    assert!(first.stdout.contains("h2: deployed"), "{}", first.stdout);
+    let config = std::fs::read_to_string(p.path().join(".hsm/config.yaml")).unwrap();
+    assert!(config.contains(ssh_config), "ssh_options stored: {config}");
+    let pid = serve_pid_in(&remote).expect("a pidfile in h2's agent state dir");
+
+    // 2. Its own interpreter (a wrapper that marks its use) and pre_script, used on the host.
+    let wrapper = remote.join("bin/py");
+    std::fs::create_dir_all(wrapper.parent().unwrap()).unwrap();
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\necho \"$$\" >> \"$HOME/python-wrapper-used\"\nHSM_TEST_WRAPPED=yes exec python3 \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    set_source_key(&p, "h2", "python", wrapper.to_str().unwrap());
+    set_source_key(
+        &p,
+        "h2",
+        "pre_script",
+        "[\"export HSM_TEST_MARK=from-pre-script\", \"touch \\\"$HOME/pre-script-ran\\\"\"]",
+    );
+    let sweep = run(
+        &p,
+        home,
+        &[
+            "sweep",
+            "run",
+            "--sources",
+            "local,h2",
+            "--sweep-id",
+            "viassh",
+        ],
+    );
+    sweep.expect_code(0);
+    if !sweep.stderr.contains("over ssh to h2") {
+        sweep.fail("transport auto did not say it uses ssh for h2");
+    }
+    assert_exactly_once(&p, "viassh", 16);
+    assert_results_intact(&p, "viassh", 16);
+    let status = p.status("viassh");
+    let mut on_h2 = 0;
+    for t in status["tasks"].as_array().unwrap() {
+        let name = t["task"].as_str().unwrap();
+        let out = std::fs::read_to_string(
+            p.sweep_dir("viassh")
+                .join("tasks")
+                .join(name)
+                .join("stdout.log"),
+        )
+        .unwrap_or_default();
+        let want = if t["source"] == "h2" {
+            on_h2 += 1;
+            "wrapped=yes mark=from-pre-script"
+        } else {
+            "wrapped=None mark=None"
+        };
+        assert!(out.contains(want), "{name} on {}: {out}", t["source"]);
+    }
+    assert!(on_h2 > 0, "no task ran on h2: {status}");
+    assert!(
+        remote.join("pre-script-ran").exists(),
+        "pre_script not run on h2"
+    );
+    let wrapped = std::fs::read_to_string(remote.join("python-wrapper-used")).unwrap();
+    // Once per task there, and once more for pre-flight's check that the interpreter runs.
+    assert!(
+        wrapped.lines().count() >= on_h2,
+        "the wrapper ran {} times for {on_h2} tasks on h2",
+        wrapped.lines().count()
+    );
+
+    // 3. A project_dir that is not there: h2 is out before any task, the run says why and how
+    // to fix it, local runs everything.
+    let missing = format!("{project}/not-here");
+    set_source_key(&p, "h2", "project_dir", &missing);
+    let refused = run(
+        &p,
+        home,
+        &[
+            "sweep",
+            "run",
+            "--sources",
+            "local,h2",
+            "--sweep-id",
+            "wrongdir",
+        ],
+    );
+    refused.expect_code(0);
+    for want in [
+        "pre-flight checks failed on h2",
+        &missing,
+        "set sources.h2.project_dir",
+    ] {
+        if !refused.stderr.contains(want) {
+            refused.fail(&format!("the refusal does not say `{want}`"));
+        }
+    }
+    let status = p.status("wrongdir");
+    assert_eq!(status["completed"], 16, "{status}");
+    assert!(
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["source"] == "local"),
+        "{status}"
+    );
+    let agent_work = remote.join(".local/state/hsm-agent/work");
+    assert!(
+        !agent_work.join("wrongdir").exists(),
+        "a task dir was made on h2 for the refused sweep"
+    );
+    set_source_key(&p, "h2", "project_dir", project);
+
+    // 4. An upgrade while it holds tasks: without --restart the new binary waits; with it the
+    // agent restarts and its ledger carries the tasks over.
+    let other = tempfile::tempdir().unwrap();
+    let other_bin = other.path().join("hsm-agent");
+    let mut bytes = std::fs::read(&agent_bin).unwrap();
+    bytes.extend_from_slice(b"\nanother build\n");
+    std::fs::write(&other_bin, bytes).unwrap();
+    std::fs::set_permissions(&other_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slow = p
+        .command(&[
+            "sweep",
+            "run",
+            "sweeps/slow.yaml",
+            "--sources",
+            "h2",
+            "--sweep-id",
+            "held",
+        ])
+        .env("HSM_HOME", home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(120), "tasks running on h2", || {
+        p.try_status("held")
+            .and_then(|s| s["running"].as_u64())
+            .is_some_and(|n| n > 0)
+    });
+    let held = deploy(&["--agent-binary", other_bin.to_str().unwrap()]);
+    held.expect_code(0);
+    assert!(held.stdout.contains("not restarting it"), "{}", held.stdout);
+    assert!(
+        held.stdout.contains("h2: installed, not restarted"),
+        "{}",
+        held.stdout
+    );
+    assert_eq!(
+        serve_pid_in(&remote).as_deref(),
+        Some(pid.as_str()),
+        "restarted"
+    );
+    let restarted = deploy(&["--agent-binary", other_bin.to_str().unwrap(), "--restart"]);
+    restarted.expect_code(0);
+    assert!(
+        restarted.stdout.contains("restarted hsm-agent serve"),
+        "{}",
+        restarted.stdout
+    );
+    assert_ne!(
+        serve_pid_in(&remote).as_deref(),
+        Some(pid.as_str()),
+        "not restarted"
+    );
+    let out = wait_with_timeout(slow, Duration::from_secs(300), "sweep run (held)");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It was restarted with tasks on it, and the sweep reconnected to the new daemon.
+    assert!(
+        restarted.stdout.contains("its ledger carries them over"),
+        "{}",
+        restarted.stdout
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.matches("source h2: connected to").count() >= 2,
+        "no reconnection after the restart: {stderr}"
+    );
+    assert_exactly_once(&p, "held", 10);
+    assert_results_intact(&p, "held", 10);
     drop(hosts);
 }

@@ -1,78 +1,15 @@
 //! The ssh transport against a real OpenSSH server: two network-namespace hosts
-//! (`tests/netns-sshd.sh`), each running `hsm-agent serve` and sshd; the second drops all UDP
-//! from outside, like a login node. `transport: ssh` runs a sweep there (and survives its `ssh`
+//! (`tests/ssh-netns.sh` through `common::ssh_hosts`), each running `hsm-agent serve` (started
+//! here, not deployed) and sshd; the second drops all UDP from outside, like a login node. `transport: ssh` runs a sweep there (and survives its `ssh`
 //! process killed mid-sweep); `auto` uses UDP for the first host and finds ssh for the second.
 //! Needs root and openssh-server; otherwise it says why and passes without running.
 
 mod common;
 
+use common::ssh_hosts::{self, SshHosts};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-const NET: &str = "10.236.0";
-
-/// The two hosts, taken down (sshd stopped by PID, namespaces removed) when dropped.
-struct SshHosts {
-    dir: tempfile::TempDir,
-}
-
-impl Drop for SshHosts {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(script())
-            .arg("down")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/netns-sshd.sh")
-}
-
-/// Why this test cannot run here, if it cannot.
-fn missing() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (network namespaces and sshd need it)".into());
-    }
-    for tool in ["/usr/sbin/sshd", "/usr/bin/ssh"] {
-        if !Path::new(tool).exists() {
-            return Some(format!(
-                "{tool} missing (apt-get install openssh-server openssh-client)"
-            ));
-        }
-    }
-    None
-}
-
-fn up(agent_bin: &Path) -> SshHosts {
-    // Short: the ssh control paths and sshd's files live under it.
-    let dir = tempfile::Builder::new()
-        .prefix("rsh")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let hosts = SshHosts { dir };
-    let out = std::process::Command::new(script())
-        .arg("up")
-        .arg(hosts.dir.path())
-        .env("NETNS_SSHD_NET", NET)
-        .env(
-            "NETNS_SSHD_PATH",
-            format!(
-                "{}:/usr/local/bin:/usr/bin:/bin",
-                agent_bin.parent().unwrap().display()
-            ),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "netns-sshd.sh up: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    hosts
-}
 
 /// The `ssh` processes whose parent is `parent`.
 fn ssh_children(parent: u32) -> Vec<i32> {
@@ -95,14 +32,6 @@ fn ssh_children(parent: u32) -> Vec<i32> {
         }
     }
     found
-}
-
-/// Successful ssh logins in `host`'s sshd log so far.
-fn logins(hosts: &SshHosts, host: &str) -> usize {
-    std::fs::read_to_string(hosts.dir.path().join(host).join("sshd.log"))
-        .unwrap_or_default()
-        .matches("Accepted publickey")
-        .count()
 }
 
 /// Ends the control master the relays started (`ssh -O exit`, which names it by its socket).
@@ -134,9 +63,9 @@ fn config(
                     agent_grace: 120s\n  connect_timeout: 60s\nsources:\n"
             .to_string();
     for (name, agent, transport) in agents {
-        let ip = if *name == "h1" { 2 } else { 6 };
+        let ip = hosts.ip(name);
         text.push_str(&format!(
-            "  {name}:\n    type: agent\n    address: {NET}.{ip}:7300\n    fingerprint: {}\n    \
+            "  {name}:\n    type: agent\n    address: {ip}:7300\n    fingerprint: {}\n    \
              project_dir: {}\n    transport: {transport}\n    ssh: {name}\n    ssh_options: [-F, {}{extra_ssh_options}]\n",
             agent.fingerprint,
             p.path().display(),
@@ -166,18 +95,28 @@ fn finish(child: std::process::Child, p: &Project, id: &str, n: u64) -> String {
 
 #[test]
 fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_it() {
-    if let Some(why) = missing() {
-        eprintln!("SKIPPED: {why}");
-        return;
-    }
     let Some(agent_bin) = agent_bin() else {
         return;
     };
-    let hosts = up(&agent_bin);
+    let tag = format!("sn{}", std::process::id() % 100_000);
+    // The sessions find this build's hsm-agent for `hsm-agent relay`.
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        agent_bin.parent().unwrap().display()
+    );
+    let hosts = match ssh_hosts::up(&tag, Some(&path)) {
+        Ok(hosts) => hosts,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let net = hosts.net.clone();
     let control_path = hosts.dir.path().join("cm-%C");
-    let h1 = start_agent_in(&agent_bin, Some("relay-h1"), "0.0.0.0:7300");
-    let h2 = start_agent_in(&agent_bin, Some("relay-h2"), "0.0.0.0:7300");
-    let home = tempfile::tempdir().unwrap();
+    let h1 = start_agent_in(&agent_bin, Some(&format!("{tag}-h1")), "0.0.0.0:7300");
+    let h2 = start_agent_in(&agent_bin, Some(&format!("{tag}-h2")), "0.0.0.0:7300");
+    // Its ssh control masters (the relays share one per host) are closed with the hosts.
+    let home = hosts.home.path();
     let task = RESULT_PY.replace("import os, sys", "import os, sys, time\ntime.sleep(0.2)");
     let p = Project::new(
         CONFIG,
@@ -189,7 +128,7 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
             ),
         ],
     );
-    let own = coordinator_fingerprint(&p, home.path());
+    let own = coordinator_fingerprint(&p, home);
     for agent in [&h1, &h2] {
         let ok = std::process::Command::new(&agent_bin)
             .args(["authorize", &own, "--state-dir"])
@@ -212,8 +151,8 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
             ),
         ),
     );
-    let logins_before = logins(&hosts, "h2");
-    let child = sweep(&p, home.path(), "h2", "viassh");
+    let logins_before = hosts.logins("h2");
+    let child = sweep(&p, home, "h2", "viassh");
     wait_until(
         Duration::from_secs(120),
         "a third of the tasks done",
@@ -227,7 +166,7 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
     // The killed ssh was a client of the control master, which stayed: the new relay used it,
     // so no second login (no second 2FA prompt on a real cluster).
     assert_eq!(
-        logins(&hosts, "h2") - logins_before,
+        hosts.logins("h2") - logins_before,
         1,
         "one ssh authentication for both relays"
     );
@@ -243,14 +182,14 @@ fn over_a_real_sshd_the_ssh_transport_works_where_udp_is_dropped_and_auto_finds_
         ".hsm/config.yaml",
         &config(&p, &hosts, &[("h1", &h1, "auto"), ("h2", &h2, "auto")], ""),
     );
-    let child = sweep(&p, home.path(), "h1,h2", "auto");
+    let child = sweep(&p, home, "h1,h2", "auto");
     let stderr = finish(child, &p, "auto", 40);
     assert!(
-        stderr.contains(&format!("at {NET}.6:7300 over ssh to h2")),
+        stderr.contains(&format!("at {net}.6:7300 over ssh to h2")),
         "auto found ssh for h2: {stderr}"
     );
     assert!(
-        stderr.contains(&format!("at {NET}.2:7300 (")),
+        stderr.contains(&format!("at {net}.2:7300 (")),
         "auto used UDP for h1: {stderr}"
     );
     assert!(!stderr.contains("over ssh to h1"), "{stderr}");

@@ -58,6 +58,8 @@ pub struct AgentSetup {
     pub transport: crate::config::AgentTransport,
     /// Compare (and push) the project before any task (see `crate::sync`); `None`: off.
     pub sync: Option<crate::sync::SourceSync>,
+    /// The configured `work_dir` on its host; a running agent elsewhere is warned about.
+    pub work_dir: Option<String>,
 }
 
 /// How long result files may make no progress (no byte arriving from the agent on any of them,
@@ -816,6 +818,22 @@ impl Handler<Incoming> for AgentSource {
                 );
                 if self.low_disk {
                     note.push_str(", free disk still low: no new work");
+                }
+                // Tasks run anyway (in the agent's directory); the user learns why their
+                // files are not where they configured.
+                if let (Some(configured), Some(reported)) = (&self.setup.work_dir, &self.work_dir) {
+                    if !crate::config::work_dir_matches(configured, reported) {
+                        let ssh = self.setup.transport.ssh.as_ref().map(|t| t.target.as_str());
+                        note.push_str(&format!(
+                            "; warning: {}",
+                            crate::config::mismatch_warning(
+                                &self.setup.name,
+                                configured,
+                                reported,
+                                ssh
+                            )
+                        ));
+                    }
                 }
                 self.status_to.do_send(SourceStatus {
                     rtt_ms: Some(rtt_ms),

@@ -68,6 +68,8 @@ pub enum SourceSpecKind {
         transport: crate::config::AgentTransport,
         /// Its copy of the project compared (and pushed) before its first task; `None`: off.
         sync: Option<crate::sync::SourceSync>,
+        /// The configured `work_dir` on its host, checked against what the agent reports.
+        work_dir: Option<String>,
     },
     /// This host's batch scheduler, driven from this process (a coordinator on a login node).
     Scheduler {
@@ -554,6 +556,7 @@ impl Actor for SweepActor {
                     hpc,
                     transport,
                     sync,
+                    work_dir,
                     ..
                 } => {
                     // No work until it connects (the core starts agents unhealthy).
@@ -594,6 +597,7 @@ impl Actor for SweepActor {
                                 }),
                                 transport: transport.clone(),
                                 sync: sync.clone(),
+                                work_dir: work_dir.clone(),
                             },
                             ctx.address().recipient(),
                             ctx.address().recipient(),

@@ -62,6 +62,8 @@ pub fn add(global: &Global, args: &AgentAddArgs) -> anyhow::Result<i32> {
         backend: args.backend.as_deref(),
         python: args.python.as_deref(),
         ssh: None,
+        ssh_options: None,
+        work_dir: None,
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
@@ -205,11 +207,11 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
         }
     };
     match ping_agent(&cfg, name, timeout, Default::default()) {
-        Ok((welcome, round_trip, health)) => {
+        Ok((welcome, round_trip, health, via)) => {
             // The agent's strings are escaped, never printed raw (see display_safe).
             use hsm_protocol::display_safe;
             println!(
-                "{name} ({address}): ok, round trip {:.2} ms — {} hsm-agent {} (protocol {}), backend {}, {} slot{}",
+                "{name} ({address}{via}): ok, round trip {:.2} ms — {} hsm-agent {} (protocol {}), backend {}, {} slot{}",
                 round_trip.as_secs_f64() * 1000.0,
                 display_safe(&welcome.agent_name),
                 display_safe(&welcome.agent_version),
@@ -285,11 +287,13 @@ fn sync_verdict(
     })
 }
 
-/// What one successful ping learns: the agent's welcome, the round trip, its last heartbeat.
+/// What one successful ping learns: the agent's welcome, the round trip, its last heartbeat,
+/// and how it was reached (empty for UDP, else ` over ssh to HOST`).
 pub(super) type PingResult = (
     hsm_protocol::Welcome,
     std::time::Duration,
     Option<hsm_protocol::HeartbeatMsg>,
+    String,
 );
 
 /// `config validate --remote`: every agent source's pre-flight checks (the project directory,
@@ -359,7 +363,7 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
             sync: sync_request,
         };
         match ping_agent(cfg, name, timeout, asks) {
-            Ok((welcome, _, _)) => {
+            Ok((welcome, _, _, _)) => {
                 let drift = match (&manifest, welcome.sync) {
                     (Some(Ok(manifest)), Some(report)) => {
                         sync_verdict(name, address, *sync, project_dir, manifest, report)
@@ -441,7 +445,7 @@ pub(super) fn ping_address(
     use hsm_protocol::{FromAgent, PingMsg, ToAgent};
     let nonce = std::process::id() as u64;
     let mut health = None;
-    let (welcome, (), round_trip) = request_address(
+    let (welcome, (), round_trip, via) = request_address(
         address,
         fingerprint,
         transport,
@@ -457,7 +461,7 @@ pub(super) fn ping_address(
             None
         },
     )?;
-    Ok((welcome, round_trip, health))
+    Ok((welcome, round_trip, health, via))
 }
 
 /// One request on a connection of its own, as a sweep connects (over UDP or ssh, as `transport`
@@ -473,7 +477,7 @@ pub(super) fn request_address<T>(
     asks: Asks,
     request: hsm_protocol::ToAgent,
     mut answer: impl FnMut(hsm_protocol::FromAgent) -> Option<anyhow::Result<T>>,
-) -> anyhow::Result<(hsm_protocol::Welcome, T, std::time::Duration)> {
+) -> anyhow::Result<(hsm_protocol::Welcome, T, std::time::Duration, String)> {
     use hsm_agent::tls::TransportOptions;
     use hsm_agent::wire::{read_frame, write_message};
     use hsm_protocol::{decode, FromAgent, Hello, HelloReply, MAX_FRAME};
@@ -497,6 +501,7 @@ pub(super) fn request_address<T>(
             |(DialFailure::Retry(why) | DialFailure::Refused(why))| anyhow::anyhow!(why),
         )?;
         let (endpoint, conn) = (&dialled.endpoint, &dialled.conn);
+        let via = dialled.via(transport);
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
             let mut hello = Hello::new(env!("CARGO_PKG_VERSION"));
@@ -517,7 +522,7 @@ pub(super) fn request_address<T>(
                     .await?
                     .context("the agent closed the connection before answering")?;
                 if let Some(answered) = answer(decode::<FromAgent>(&frame)?) {
-                    break answered.map(|value| (welcome, value, started.elapsed()));
+                    break answered.map(|value| (welcome, value, started.elapsed(), via));
                 }
             }
         };

@@ -237,7 +237,7 @@ pub fn clean(global: &Global, args: &AgentCleanArgs) -> anyhow::Result<i32> {
         },
     );
     let answer = match asked {
-        Ok((_, answer, _)) => answer,
+        Ok((_, answer, _, _)) => answer,
         Err(e) => {
             let text = if e.downcast_ref::<TooOld>().is_some() {
                 format!(

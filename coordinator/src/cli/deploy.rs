@@ -19,20 +19,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// How long the shared connection outlives the last command: later `agent status|logs` and the
-/// ssh transport reuse it without a new authentication.
-const CONTROL_PERSIST: &str = "10m";
-/// A Unix socket path must fit in `sockaddr_un` (108 bytes on Linux, 104 on macOS), and ssh
-/// binds a longer temporary name first.
-const MAX_CONTROL_PATH: usize = 80;
-
-/// The probe: the host's platform, home, CPU count, the project directory, and the installed
-/// agent (version, SHA-256, `status`). Run by `sh -s` with the script on stdin so the user's
-/// login shell (csh, fish) does not matter; `$1` is the binary (relative: under $HOME), `$2` the
-/// project dir. Each command reads /dev/null: stdin is the script.
+/// The probe: the host's platform, home, CPU count, the project directory, the work directory
+/// (`~` expanded, symlinks resolved when it exists), and the installed agent (version, SHA-256,
+/// `status`). Run by `sh -s` with the script on stdin so the user's login shell (csh, fish)
+/// does not matter; `$1` is the binary (relative: under $HOME), `$2` the project dir, `$3` the
+/// work dir (may be empty). Each command reads /dev/null: stdin is the script.
 const PROBE: &str = r#"
-B="$1"; P="$2"
+B="$1"; P="$2"; W="$3"
 case "$B" in /*) ;; *) B="$HOME/$B";; esac
+case "$W" in "~") W="$HOME";; "~/"*) W="$HOME/${W#"~/"}";; esac
+if [ -n "$W" ]; then
+  if [ -d "$W" ]; then W=$(cd "$W" </dev/null && pwd -P); fi
+  echo "work_dir $W"
+fi
 echo "uname $(uname -sm </dev/null)"
 echo "home $HOME"
 echo "bin $B"
@@ -59,54 +58,66 @@ chmod 755 "$T" && mv -f "$T" "$B" && echo "verified $GOT"
 "#;
 
 /// Identity, authorization, fingerprint and the daemon: `$1` binary, `$2` this coordinator's
-/// fingerprint, `$3` `keep|start|restart|hold`, `$4` the listen address, `$5` the
-/// `--ledger-retention` to start it with (empty: its default).
+/// fingerprint, `$3` `keep|start|restart|hold`, `$4` the listen address, `$5` the work dir
+/// (absolute, or empty for the agent's default), `$6` the `--ledger-retention` to start it with
+/// (empty: its default).
 const SETUP: &str = r#"
-B="$1"; FP="$2"; ACTION="$3"; LISTEN="$4"; RETENTION="$5"
+B="$1"; FP="$2"; ACTION="$3"; LISTEN="$4"; W="$5"; RETENTION="$6"
 "$B" init </dev/null >/dev/null || exit 4
 "$B" authorize "$FP" </dev/null || exit 4
 echo "fingerprint $("$B" fingerprint </dev/null)"
 if [ "$ACTION" = restart ]; then "$B" stop </dev/null || exit 5; fi
 if [ "$ACTION" = start ] || [ "$ACTION" = restart ]; then
-  if [ -n "$RETENTION" ]; then
-    OUT=$("$B" serve --detach --listen "$LISTEN" --ledger-retention "$RETENTION" </dev/null) || exit 6
-  else
-    OUT=$("$B" serve --detach --listen "$LISTEN" </dev/null) || exit 6
-  fi
+  set -- serve --detach --listen "$LISTEN"
+  if [ -n "$W" ]; then set -- "$@" --work-dir "$W"; fi
+  if [ -n "$RETENTION" ]; then set -- "$@" --ledger-retention "$RETENTION"; fi
+  OUT=$("$B" "$@" </dev/null) || exit 6
   echo "$OUT" | sed 's/^/serve_/'
 fi
 "#;
 
-/// One host reached through a shared ssh connection.
+/// One host reached through a shared ssh connection (`crate::ssh_control`).
 pub struct Ssh {
     destination: String,
-    /// Options before the destination: `-F`, `-o`, and the control socket's.
+    /// Options before the destination: the user's (`-F`, `-o`), then the control socket's.
     options: Vec<String>,
 }
 
+/// The user's ssh options of `--ssh-config FILE` (made absolute: it is stored in the config
+/// and used from wherever later commands run) and `--ssh-option KEY=VALUE`, as `ssh` takes them.
+pub fn user_ssh_options(args: &SshArgs) -> anyhow::Result<Vec<String>> {
+    let mut user = Vec::new();
+    if let Some(file) = &args.ssh_config {
+        if !file.is_file() {
+            return Err(user_error(format!(
+                "--ssh-config {}: no such file",
+                file.display()
+            )));
+        }
+        let file =
+            std::path::absolute(file).with_context(|| format!("finding {}", file.display()))?;
+        user.push("-F".to_string());
+        user.push(file.display().to_string());
+    }
+    for option in &args.ssh_option {
+        user.push("-o".to_string());
+        user.push(option.clone());
+    }
+    Ok(user)
+}
+
 impl Ssh {
-    pub fn new(destination: &str, args: &SshArgs) -> anyhow::Result<Ssh> {
+    /// `user`: the user's own options (`--ssh-config`, `--ssh-option`, or the source's
+    /// `ssh_options`); the shared connection's are added unless they name one.
+    pub fn new(destination: &str, user: &[String]) -> anyhow::Result<Ssh> {
         config::validate_ssh_destination(destination)
             .map_err(|e| user_error(format!("{e} — give [USER@]HOST as you would to ssh")))?;
-        let mut user = Vec::new();
-        if let Some(file) = &args.ssh_config {
-            user.push("-F".to_string());
-            user.push(file.display().to_string());
+        let mut options = user.to_vec();
+        if !crate::ssh_control::names_control(user) {
+            // The same socket the ssh transport's relays use for this destination and options.
+            let control = crate::ssh_control::control_path(destination, user)?;
+            options.extend(crate::ssh_control::control_options(&control));
         }
-        for option in &args.ssh_option {
-            user.push("-o".to_string());
-            user.push(option.clone());
-        }
-        let control = control_path(destination, &user)?;
-        let mut options = user;
-        options.extend([
-            "-o".into(),
-            "ControlMaster=auto".into(),
-            "-o".into(),
-            format!("ControlPath={}", control.display()),
-            "-o".into(),
-            format!("ControlPersist={CONTROL_PERSIST}"),
-        ]);
         Ok(Ssh {
             destination: destination.trim().to_string(),
             options,
@@ -202,34 +213,6 @@ impl Ssh {
     }
 }
 
-/// The control socket for `destination` with these options: short (a socket path is limited),
-/// one per destination and option set, in `HSM_HOME/ssh` (0700), else under /tmp when that path
-/// would be too long.
-fn control_path(destination: &str, options: &[String]) -> anyhow::Result<PathBuf> {
-    let mut hash = sha2::Sha256::new();
-    hash.update(destination.trim().as_bytes());
-    for option in options {
-        hash.update([0]);
-        hash.update(option.as_bytes());
-    }
-    let name: String = hash
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut dir = crate::home::state_dir()?.join("ssh");
-    if dir.join(&name).as_os_str().len() > MAX_CONTROL_PATH {
-        // SAFETY: getuid has no preconditions.
-        dir = PathBuf::from(format!("/tmp/hsm-ssh-{}", unsafe { libc::getuid() }));
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private", dir.display()))?;
-    Ok(dir.join(name))
-}
-
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
@@ -266,6 +249,10 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
     // Validate the config first: never rewrite a file that has problems.
     let cfg = load_config(global)?;
     let existing = cfg.sources.get(&args.name).map(|s| &s.kind);
+    if let Some(dir) = &args.work_dir {
+        config::validate_work_dir(dir)
+            .map_err(|e| user_error(format!("--work-dir: {e} — give an absolute path or ~/DIR")))?;
+    }
     let existing_project_dir = match existing {
         Some(SourceKind::Agent { project_dir, .. }) => project_dir.clone(),
         Some(other) => {
@@ -293,12 +280,40 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         })?,
     };
     let own = crate::home::coordinator_identity()?.fingerprint();
-    let ssh = Ssh::new(&args.destination, &args.ssh)?;
+    // How to run ssh: as given now, else as stored for this source and destination (a redeploy
+    // without --ssh-config goes the way the first one did). Stored in the config below, so the
+    // ssh transport's relays and `agent status|logs|stop` run ssh the same way.
+    let mut ssh_options = user_ssh_options(&args.ssh)?;
+    if ssh_options.is_empty() {
+        if let Some(SourceKind::Agent { transport, .. }) = existing {
+            if let Some(stored) = &transport.ssh {
+                if stored.target == args.destination.trim() {
+                    ssh_options = stored.options.clone();
+                }
+            }
+        }
+    }
+    let ssh = Ssh::new(&args.destination, &ssh_options)?;
     let remote_bin =
         plan::remote_path_arg(args.remote_bin.as_deref().unwrap_or(".local/bin/hsm-agent"));
 
+    // Where the agent keeps task directories: as given, else the source's (or defaults').
+    let work_dir = args
+        .work_dir
+        .as_deref()
+        .map(|d| config::validate_work_dir(d).unwrap_or_default())
+        .or_else(|| match existing {
+            Some(SourceKind::Agent { work_dir, .. }) => work_dir.clone(),
+            _ => cfg.defaults.work_dir.clone(),
+        })
+        .unwrap_or_default();
+
     // 1. What is there (this first command authenticates; the rest reuse its connection).
-    let probe = ssh.script("probing the host", PROBE, &[&remote_bin, &project_dir])?;
+    let probe = ssh.script(
+        "probing the host",
+        PROBE,
+        &[&remote_bin, &project_dir, &work_dir],
+    )?;
     let facts: RemoteFacts =
         plan::parse_facts(&probe).map_err(|e| anyhow::anyhow!("{}: {e}", args.destination))?;
     let here = std::env::current_exe().context("finding this executable")?;
@@ -357,6 +372,7 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
             &own,
             action,
             &listen,
+            facts.work_dir.as_deref().unwrap_or(""),
             args.ledger_retention.as_deref().unwrap_or(""),
         ],
     )?;
@@ -373,13 +389,18 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("the agent on {} printed no fingerprint", args.destination))?;
     if let Some(pid) = field(&setup, "serve_pid") {
         println!(
-            "  {} hsm-agent serve (pid {pid}), listening on {listen}, log {}",
+            "  {} hsm-agent serve (pid {pid}), listening on {listen}, log {}{}",
             if decided.daemon == DaemonAction::Restart {
                 "restarted"
             } else {
                 "started"
             },
-            field(&setup, "serve_log").unwrap_or("in its state dir")
+            field(&setup, "serve_log").unwrap_or("in its state dir"),
+            facts
+                .work_dir
+                .as_deref()
+                .map(|w| format!(", task directories in {w}"))
+                .unwrap_or_default()
         );
         changed = true;
     }
@@ -426,6 +447,8 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         backend: args.backend.as_deref(),
         python: None,
         ssh: Some(&args.destination),
+        ssh_options: (!ssh_options.is_empty()).then_some(ssh_options.as_slice()),
+        work_dir: args.work_dir.as_deref().map(str::trim),
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
@@ -452,9 +475,11 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         Err(e) => {
             eprintln!(
                 "hsm-coordinator: the agent runs on {} but does not answer at {address}: {} — \
-                 if UDP does not reach that host, the ssh transport will (issue 12)",
+                 see `hsm-coordinator agent logs {}`; where UDP cannot reach the host, the \
+                 source's `transport: auto` (or `ssh`) goes through ssh",
                 args.destination,
-                hsm_protocol::display_safe(&format!("{e:#}"))
+                hsm_protocol::display_safe(&format!("{e:#}")),
+                args.name
             );
             return Ok(EXIT_FAILED);
         }
@@ -501,9 +526,9 @@ fn wait_for_answer(
             left.min(Duration::from_secs(5)),
             Default::default(),
         ) {
-            Ok((welcome, round_trip, _)) => {
+            Ok((welcome, round_trip, _, via)) => {
                 return Ok(format!(
-                    "{name} answers at {address}: hsm-agent {} (protocol {}), {} slot{}, round trip {:.2} ms",
+                    "{name} answers at {address}{via}: hsm-agent {} (protocol {}), {} slot{}, round trip {:.2} ms",
                     hsm_protocol::display_safe(&welcome.agent_version),
                     welcome.protocol_version,
                     welcome.slots,
@@ -517,11 +542,26 @@ fn wait_for_answer(
     }
 }
 
-/// The ssh destination and remote binary of agent source `name`.
+/// Agent source `name`'s host over ssh: its `ssh:` destination, with `--ssh-config` /
+/// `--ssh-option` when given, else its `ssh_options` (what `agent deploy` stored).
 fn reach(global: &Global, name: &str, args: &SshArgs) -> anyhow::Result<Ssh> {
     let cfg = load_config(global)?;
     match cfg.sources.get(name).map(|s| &s.kind) {
-        Some(SourceKind::Agent { ssh: Some(ssh), .. }) => Ssh::new(ssh, args),
+        Some(SourceKind::Agent {
+            ssh: Some(ssh),
+            transport,
+            ..
+        }) => {
+            let mut options = user_ssh_options(args)?;
+            if options.is_empty() {
+                options = transport
+                    .ssh
+                    .as_ref()
+                    .map(|t| t.options.clone())
+                    .unwrap_or_default();
+            }
+            Ssh::new(ssh, &options)
+        }
         Some(SourceKind::Agent { .. }) => Err(user_error(format!(
             "agent `{name}` has no `ssh:` destination in the config (it was added by hand) — \
              add `ssh: [user@]host` to it, or deploy it with `hsm-coordinator agent deploy {name} HOST`"
@@ -576,6 +616,9 @@ pub fn status(
             );
             if let Some(log) = &facts.log {
                 println!("  log {log}");
+            }
+            if let Some(work_dir) = &d.work_dir {
+                println!("  task directories in {work_dir}");
             }
             Ok(EXIT_OK)
         }

@@ -24,6 +24,9 @@ pub struct RemoteFacts {
     pub daemon: Option<Daemon>,
     /// Where that daemon's log is.
     pub log: Option<String>,
+    /// The work directory asked for (`work_dir` of the source), absolute there (symlinks
+    /// resolved when it exists).
+    pub work_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub struct Daemon {
     /// `false` when the file it was started from has been replaced since.
     pub current: Option<bool>,
     pub tasks: Option<u64>,
+    /// Where it keeps task directories (an older agent does not say).
+    pub work_dir: Option<String>,
 }
 
 /// Reads the probe's output. Unknown lines are ignored (a newer agent may say more).
@@ -78,6 +83,8 @@ pub fn parse_facts(text: &str) -> Result<RemoteFacts, String> {
             "status_current" => daemon.current = Some(value == "yes"),
             "status_tasks" => daemon.tasks = value.parse().ok(),
             "status_log" => facts.log = Some(value.to_string()),
+            "status_work_dir" if !value.is_empty() => daemon.work_dir = Some(value.to_string()),
+            "work_dir" if !value.is_empty() => facts.work_dir = Some(value.to_string()),
             _ => {}
         }
     }
@@ -207,6 +214,13 @@ pub fn plan(facts: &RemoteFacts, local_sha256: &str, listen: &str, restart: bool
             if let Some(now) = d.listen.as_deref().filter(|now| *now != listen) {
                 why.push(format!("it listens on {now}, not {listen}"));
             }
+            if let (Some(now), Some(wanted)) = (&d.work_dir, &facts.work_dir) {
+                if now.trim_end_matches('/') != wanted.trim_end_matches('/') {
+                    why.push(format!(
+                        "it keeps task directories in {now}, not in work_dir {wanted}"
+                    ));
+                }
+            }
             if why.is_empty() {
                 notes.push(format!(
                     "hsm-agent serve runs (pid {}) on {listen}: leaving it",
@@ -227,9 +241,17 @@ pub fn plan(facts: &RemoteFacts, local_sha256: &str, listen: &str, restart: bool
                     DaemonAction::Hold
                 } else {
                     notes.push(format!(
-                        "restarting hsm-agent serve (pid {}): {}",
+                        "restarting hsm-agent serve (pid {}): {}{}",
                         d.pid,
-                        why.join("; ")
+                        why.join("; "),
+                        if tasks > 0 {
+                            format!(
+                                " — it holds {tasks} task{}; its ledger carries them over",
+                                if tasks == 1 { "" } else { "s" }
+                            )
+                        } else {
+                            String::new()
+                        }
                     ));
                     DaemonAction::Restart
                 }
@@ -345,6 +367,7 @@ mod tests {
             uptime_secs: Some(10),
             current: Some(current),
             tasks: Some(tasks),
+            work_dir: Some("/home/me/.local/state/hsm-agent/work".into()),
         }
     }
 
@@ -359,7 +382,7 @@ mod tests {
             status_log /home/me/.local/state/hsm-agent/serve.log\nstatus_running yes\n\
             status_pid 4242\nstatus_version 0.1.0\nstatus_listen 0.0.0.0:7300\n\
             status_started 1\nstatus_uptime 65\nstatus_current no\nstatus_tasks 3\n\
-            something_new 1\n";
+            status_work_dir /scratch/me/work\nwork_dir /scratch/me/w2\nsomething_new 1\n";
         let f = parse_facts(&text).unwrap();
         assert_eq!((f.os.as_str(), f.arch.as_str()), ("Linux", "x86_64"));
         assert_eq!(f.nproc, Some(8));
@@ -369,10 +392,43 @@ mod tests {
             f.log.as_deref(),
             Some("/home/me/.local/state/hsm-agent/serve.log")
         );
+        assert_eq!(f.work_dir.as_deref(), Some("/scratch/me/w2"));
         let d = f.daemon.unwrap();
         assert_eq!(
             (d.pid, d.current, d.tasks, d.uptime_secs),
             (4242, Some(false), Some(3), Some(65))
+        );
+        assert_eq!(d.work_dir.as_deref(), Some("/scratch/me/work"));
+    }
+
+    #[test]
+    fn a_daemon_in_another_work_dir_restarts_and_an_unknown_one_is_kept() {
+        let mut f = facts(Some(SHA_A), Some(running(0, true)));
+        let p = plan(&f, SHA_A, "0.0.0.0:7300", false);
+        assert_eq!(p.daemon, DaemonAction::Keep, "no work_dir asked for");
+        f.work_dir = Some("/scratch/me/hsm".into());
+        let p = plan(&f, SHA_A, "0.0.0.0:7300", false);
+        assert_eq!(p.daemon, DaemonAction::Restart);
+        assert!(
+            p.notes.iter().any(|n| n.contains(
+                "keeps task directories in /home/me/.local/state/hsm-agent/work, not in \
+                 work_dir /scratch/me/hsm"
+            )),
+            "{p:?}"
+        );
+        f.work_dir = Some("/home/me/.local/state/hsm-agent/work/".into());
+        assert_eq!(
+            plan(&f, SHA_A, "0.0.0.0:7300", false).daemon,
+            DaemonAction::Keep
+        );
+        // An agent that does not say where it works is left alone.
+        f.work_dir = Some("/scratch/me/hsm".into());
+        if let Some(d) = &mut f.daemon {
+            d.work_dir = None;
+        }
+        assert_eq!(
+            plan(&f, SHA_A, "0.0.0.0:7300", false).daemon,
+            DaemonAction::Keep
         );
     }
 
@@ -436,6 +492,12 @@ mod tests {
         assert!(p.notes.iter().any(|n| n.contains("--restart")), "{p:?}");
         let p = plan(&busy, SHA_A, "0.0.0.0:7300", true);
         assert_eq!(p.daemon, DaemonAction::Restart);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("holds 2 tasks; its ledger carries them over")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -235,6 +235,11 @@ pub struct AgentDeployArgs {
     /// deploy starts or restarts the daemon (default there: 30d).
     #[arg(long, value_name = "DURATION")]
     pub ledger_retention: Option<String>,
+    /// Where the agent keeps task directories on the host (absolute or ~/DIR; stored as the
+    /// source's `work_dir`; default: the source's `work_dir`, else `defaults.work_dir`, else
+    /// the agent's <state-dir>/work).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<String>,
     #[command(flatten)]
     pub ssh: SshArgs,
 }

@@ -131,6 +131,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                 setup,
                 transport,
                 sync,
+                work_dir,
                 ..
             } => {
                 let hpc = hpc_request(*backend, hpc, args, walltime);
@@ -171,6 +172,7 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                         setup: setup.clone(),
                         transport: transport.clone(),
                         sync,
+                        work_dir: work_dir.clone(),
                     },
                 });
             }
@@ -851,6 +853,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                     python,
                     setup,
                     transport,
+                    work_dir,
                     ..
                 },
             ..
@@ -875,6 +878,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                         transport: transport.clone(),
                         // Only finishing what it holds: its tasks already run what they run.
                         sync: None,
+                        work_dir: work_dir.clone(),
                     },
                     attach_only: true,
                 });

@@ -44,6 +44,7 @@ pub fn to_display_yaml(cfg: &ProjectConfig) -> String {
             "min_free_disk": format_size(defaults.min_free_disk),
             "steal_after": defaults.steal_after.map_or_else(|| "0".to_string(), format_duration),
             "connect_timeout": format_duration(defaults.connect_timeout),
+            "work_dir": defaults.work_dir,
         },
         "hpc": hpc_json(&cfg.hpc),
         "sync": {
@@ -77,6 +78,7 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             setup,
             transport,
             sync,
+            work_dir,
             ..
         } => {
             let mut agent = json!({
@@ -93,6 +95,8 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
             "backend": backend.as_str(),
             "sync": sync.as_str(),
             "hpc": hpc_json(hpc),
+            // null: the agent's default, <state-dir>/work on its host.
+            "work_dir": work_dir,
             });
             // The source's own settings, shown only when it has them (else `command:`'s apply).
             if let Some(conda_env) = &setup.conda_env {

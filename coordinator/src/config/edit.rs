@@ -24,6 +24,10 @@ pub struct AgentEntry<'a> {
     pub python: Option<&'a str>,
     /// The ssh destination `agent deploy` reached the host through.
     pub ssh: Option<&'a str>,
+    /// The user's options for that ssh (`-F FILE`, `-o K=V`), so later commands reuse them.
+    pub ssh_options: Option<&'a [String]>,
+    /// Where the agent keeps task directories on its host (checked by the caller).
+    pub work_dir: Option<&'a str>,
 }
 
 /// Returns `text` with `sources.<name>` set to an agent source. An existing agent entry of that
@@ -57,6 +61,8 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         backend,
         python,
         ssh,
+        ssh_options,
+        work_dir,
     } = *entry;
     validate_source_name(name)?;
     if name == "local" {
@@ -100,6 +106,15 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         }
         if let Some(ssh) = ssh {
             fields.insert("ssh".into(), ssh.trim().into());
+        }
+        if let Some(dir) = work_dir {
+            fields.insert("work_dir".into(), dir.trim().into());
+        }
+        if let Some(options) = ssh_options {
+            fields.insert(
+                "ssh_options".into(),
+                Value::Array(options.iter().map(|o| o.as_str().into()).collect()),
+            );
         }
         // Re-adding an agent (say after a redeploy changed its identity) keeps what the user
         // set up for it; a non-agent entry of that name is replaced whole.

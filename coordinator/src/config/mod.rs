@@ -14,6 +14,7 @@ mod init;
 mod raw;
 mod resolve;
 mod transport;
+mod work_dir;
 
 use crate::core::command::CommandSpec;
 use crate::core::diag::Problem;
@@ -36,6 +37,7 @@ pub use resolve::{
     DEFAULT_AGENT_PYTHON,
 };
 pub use transport::{AgentTransport, SshTarget, TransportMode};
+pub use work_dir::{mismatch_warning, validate_work_dir, work_dir_matches};
 
 /// Where the project config is looked for, relative to the project directory, in order.
 /// The last two are where Python HSM v1 kept it.
@@ -91,6 +93,9 @@ pub struct RunDefaults {
     pub steal_after: Option<Duration>,
     /// A run stops when none of its sources has answered for this long since it started.
     pub connect_timeout: Duration,
+    /// Where agents keep task directories on their hosts, for agent sources without their own
+    /// `work_dir` (`None`: the agent's default, `<state-dir>/work`).
+    pub work_dir: Option<String>,
 }
 
 impl Default for RunDefaults {
@@ -105,6 +110,7 @@ impl Default for RunDefaults {
             min_free_disk: 1 << 30,
             steal_after: Some(Duration::from_secs(300)),
             connect_timeout: Duration::from_secs(120),
+            work_dir: None,
         }
     }
 }
@@ -188,6 +194,9 @@ pub enum SourceKind {
         /// How its copy of the project is compared with this one (its own `sync`, else the
         /// project's).
         sync: SyncMode,
+        /// Where the agent keeps task directories on its host (`work_dir`, else
+        /// `defaults.work_dir`; absolute or `~/...`): `agent deploy` starts it there.
+        work_dir: Option<String>,
     },
     /// Slurm driven from this process (the coordinator runs on a login node). `slots`: tasks
     /// handed to the scheduler at once (default 1000).

@@ -69,7 +69,7 @@ pub(super) const COMMAND_KEYS: [&str; 9] = [
     "env",
     "pre_script",
 ];
-pub(super) const DEFAULTS_KEYS: [&str; 9] = [
+pub(super) const DEFAULTS_KEYS: [&str; 10] = [
     "parallel",
     "timeout",
     "retries",
@@ -79,6 +79,7 @@ pub(super) const DEFAULTS_KEYS: [&str; 9] = [
     "min_free_disk",
     "steal_after",
     "connect_timeout",
+    "work_dir",
 ];
 pub(super) const HPC_KEYS: [&str; 17] = [
     "walltime",
@@ -121,7 +122,7 @@ pub(super) const PATHS_KEYS: [&str; 7] = [
     "project_root",
 ];
 /// Every key any source type takes; `resolve` checks which ones fit the source's type.
-pub(super) const SOURCE_KEYS: [&str; 15] = [
+pub(super) const SOURCE_KEYS: [&str; 16] = [
     "type",
     "slots",
     "address",
@@ -137,6 +138,7 @@ pub(super) const SOURCE_KEYS: [&str; 15] = [
     "transport",
     "ssh_options",
     "sync",
+    "work_dir",
 ];
 
 #[derive(Debug, Default)]
@@ -200,6 +202,7 @@ pub(super) struct RawDefaults {
     pub min_free_disk: Option<At<String>>,
     pub steal_after: Option<At<String>>,
     pub connect_timeout: Option<At<String>>,
+    pub work_dir: Option<At<String>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -262,6 +265,8 @@ pub(super) struct RawSource {
     pub ssh_options: Option<At<Vec<String>>>,
     /// `check`, `push` or `off` for this source.
     pub sync: Option<At<String>>,
+    /// Where the agent keeps task directories (see `work_dir.rs`).
+    pub work_dir: Option<At<String>>,
 }
 
 /// Reads the whole document. `root` is `None` for an empty file.
@@ -308,6 +313,7 @@ pub(super) fn read(root: Option<&Spanned>, problems: &mut Vec<Problem>) -> RawCo
         min_free_disk: defaults.size("min_free_disk", problems),
         steal_after: defaults.duration("steal_after", problems),
         connect_timeout: defaults.duration("connect_timeout", problems),
+        work_dir: defaults.string("work_dir", problems),
     };
 
     let hpc = top.section("hpc", problems);
@@ -450,6 +456,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
                 ssh: None,
                 ssh_options: None,
                 sync: None,
+                work_dir: None,
                 name,
             });
             continue;
@@ -506,6 +513,7 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             ssh: section.string("ssh", problems),
             ssh_options: section.strings("ssh_options", problems),
             sync: section.string("sync", problems),
+            work_dir: section.string("work_dir", problems),
             name,
         });
     }

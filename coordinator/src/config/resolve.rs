@@ -211,6 +211,12 @@ fn resolve_defaults(raw: RawDefaults, v1: RawV1, problems: &mut Vec<Problem>) ->
     {
         defaults.connect_timeout = limit;
     }
+    if let Some(at) = &raw.work_dir {
+        match super::work_dir::validate_work_dir(&at.value) {
+            Ok(dir) => defaults.work_dir = Some(dir),
+            Err(why) => problems.push(at.problem(why).with_hint(super::work_dir::HINT)),
+        }
+    }
     if let Some(at) = raw.min_free_disk {
         match parse_size(&at.value) {
             Some(bytes) => defaults.min_free_disk = bytes,
@@ -614,6 +620,11 @@ fn resolve_source(
                     .as_ref()
                     .and_then(|at| sync_mode(at, problems))
                     .unwrap_or(sync),
+                work_dir: super::work_dir::resolve_work_dir(
+                    raw.work_dir.as_ref(),
+                    defaults.work_dir.as_ref(),
+                    problems,
+                ),
             }
         }
         "slurm" => SourceKind::Slurm {

@@ -1069,6 +1069,50 @@ fn set_agent_entry_with_the_same_values_leaves_the_text_as_it_was() {
     assert!(problems.contains("starts with `-`"), "{problems}");
 }
 
+/// `agent deploy --ssh-config FILE` stores the user's ssh options with the destination, so the
+/// ssh transport and `agent status|logs|stop` run ssh the same way; a redeploy with the same
+/// options rewrites nothing.
+#[test]
+fn set_agent_entry_stores_ssh_options_that_read_back_as_the_transports() {
+    let options = vec![
+        "-F".to_string(),
+        "/home/me/.ssh/lab config".to_string(),
+        "-o".to_string(),
+        "Port=2222".to_string(),
+    ];
+    let entry = crate::config::AgentEntry {
+        address: "gpu1.lab:7300",
+        fingerprint: FP,
+        project_dir: Some("/p"),
+        ssh: Some("me@gpu1.lab"),
+        ssh_options: Some(&options),
+        ..Default::default()
+    };
+    let once = crate::config::set_agent_entry("", "gpu1", &entry).unwrap();
+    let cfg = parse(&once);
+    match &cfg.sources["gpu1"].kind {
+        SourceKind::Agent { transport, .. } => {
+            let ssh = transport.ssh.as_ref().expect("an ssh target");
+            assert_eq!(ssh.target, "me@gpu1.lab");
+            assert_eq!(ssh.options, options);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        crate::config::set_agent_entry(&once, "gpu1", &entry).unwrap(),
+        once
+    );
+    // Not given: what is there stays.
+    let kept = crate::config::AgentEntry {
+        ssh_options: None,
+        ..entry
+    };
+    assert_eq!(
+        crate::config::set_agent_entry(&once, "gpu1", &kept).unwrap(),
+        once
+    );
+}
+
 #[test]
 fn sources_take_their_own_conda_env_env_and_pre_script_over_the_commands() {
     let cfg = parse(&format!(
@@ -1181,5 +1225,49 @@ fn sync_is_check_by_default_set_at_the_top_and_overridden_per_source() {
             .iter()
             .any(|p| p.contains("unknown sync mode `always`")),
         "{shown:?}"
+    );
+}
+
+/// `work_dir`: an agent source's own, else `defaults.work_dir`; absolute or `~/...`; only on
+/// agent sources; shown by `config show`, which reads back the same.
+#[test]
+fn agent_sources_take_a_work_dir_of_their_own_or_from_defaults() {
+    let text = format!(
+        "defaults:\n  work_dir: ~/hsm-work/\nsources:\n  a:\n    type: agent\n    address: a:7300\n    fingerprint: {FP}\n    project_dir: /p\n    work_dir: /scratch/me/hsm\n  b:\n    type: agent\n    address: b:7300\n    fingerprint: {FP}\n    project_dir: /p\n"
+    );
+    let cfg = parse(&text);
+    let work_dir = |cfg: &ProjectConfig, name: &str| match &cfg.sources[name].kind {
+        SourceKind::Agent { work_dir, .. } => work_dir.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(work_dir(&cfg, "a").as_deref(), Some("/scratch/me/hsm"));
+    assert_eq!(work_dir(&cfg, "b").as_deref(), Some("~/hsm-work"));
+    assert_eq!(cfg.defaults.work_dir.as_deref(), Some("~/hsm-work"));
+    let shown = to_display_yaml(&cfg);
+    assert!(shown.contains("work_dir: /scratch/me/hsm"), "{shown}");
+    let back = parse(&shown);
+    assert_eq!(work_dir(&back, "a"), work_dir(&cfg, "a"));
+    assert_eq!(work_dir(&back, "b"), work_dir(&cfg, "b"));
+    // Without any: none (the agent's own default), shown as null and read back as none.
+    let plain = parse(&text.replace("  work_dir: ~/hsm-work/\n", "  parallel: 2\n"));
+    assert_eq!(work_dir(&plain, "b"), None);
+    assert_eq!(work_dir(&parse(&to_display_yaml(&plain)), "b"), None);
+
+    let found = rendered(&text.replace("/scratch/me/hsm", "scratch/hsm"));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].contains("sources.a.work_dir"), "{}", found[0]);
+    assert!(found[0].contains("is relative"), "{}", found[0]);
+    assert!(found[0].contains("~/hsm-work"), "the hint: {}", found[0]);
+    let found = rendered("defaults:\n  work_dir: work\n");
+    assert!(
+        found.len() == 1 && found[0].contains("defaults.work_dir"),
+        "{found:#?}"
+    );
+    let found = rendered("sources:\n  s: {type: slurm, work_dir: /w}\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("not a setting of a slurm source")),
+        "{found:#?}"
     );
 }
