@@ -6,7 +6,9 @@
 //!   agent there), `agent status|logs|stop` with the ssh config the deploy stored.
 //! - h2 (all UDP from outside dropped): from nothing to a sweep over ssh (`transport: auto`)
 //!   with a per-source `python` and `pre_script`, pre-flight refusing a wrong `project_dir`,
-//!   an upgrade held while it holds tasks and then `--restart`ed mid-sweep.
+//!   an upgrade held while it holds tasks and then `--restart`ed mid-sweep; and, from a
+//!   project that is not on h2, `sync: push` written by deploy and the project sent by the
+//!   first sweep.
 //!
 //! Needs root and openssh-server (tests/run-all.sh installs it); skips with a printed reason
 //! otherwise.
@@ -561,5 +563,122 @@ fn deploy_where_udp_is_dropped_uses_ssh_with_per_source_setup_preflight_and_rest
     );
     assert_exactly_once(&p, "held", 10);
     assert_results_intact(&p, "held", 10);
+    drop(hosts);
+}
+
+/// The new user's whole path to a login node without the project: `agent deploy` to h2 (UDP
+/// dropped) with a `project_dir` that does not exist there gives the source `sync: push`, and
+/// the first `sweep run --sources local,h2` sends the project there before any task, over ssh;
+/// the tasks on h2 run the pushed files. A second run sends nothing.
+#[test]
+fn deploy_to_a_host_without_the_project_and_the_first_sweep_pushes_it_there() {
+    if agent_bin().is_none() {
+        return;
+    }
+    let tag = format!("dp{}", std::process::id() % 100_000);
+    let hosts = match ssh_hosts::up(&tag, None) {
+        Ok(h) => h,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let home = hosts.home.path();
+    let ssh_config = hosts.ssh_config();
+    let ssh_config = ssh_config.to_str().unwrap();
+    let p = Project::new(
+        "command:\n  python: python3\n  script: train.py\n  style: argparse\ndefaults:\n  parallel: 1\n  connect_timeout: 60s\n",
+        &[
+            (
+                "train.py",
+                "import argparse, os, pathlib, time\ntime.sleep(1)\nap = argparse.ArgumentParser()\nap.add_argument('--x')\na = ap.parse_args()\nprint('x', a.x, 'cwd', os.getcwd(), 'conf', pathlib.Path('conf/base.yaml').read_text().strip())\n",
+            ),
+            ("conf/base.yaml", "lr: 0.1\n"),
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    x: {range: [1, 9]}\n",
+            ),
+        ],
+    );
+    let remote = hosts.remote_home("h2");
+    let deployed = run(
+        &p,
+        home,
+        &[
+            "agent",
+            "deploy",
+            "h2",
+            "h2",
+            "--ssh-config",
+            ssh_config,
+            "--project-dir",
+            "demo",
+        ],
+    );
+    deployed.expect_code(0);
+    if !deployed.stdout.contains("the source gets `sync: push`") {
+        deployed.fail("deploy does not say the first sweep sends the project");
+    }
+    assert!(!remote.join("demo").exists());
+    let first = run(
+        &p,
+        home,
+        &[
+            "sweep",
+            "run",
+            "--sources",
+            "local,h2",
+            "--sweep-id",
+            "pushed",
+        ],
+    );
+    first.expect_code(0);
+    eprintln!("--- first sweep ---\n{}", first.stderr);
+    for want in ["over ssh to h2", "project pushed: 3 files ("] {
+        if !first.stderr.contains(want) {
+            first.fail(&format!("the run does not say `{want}`"));
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(remote.join("demo/conf/base.yaml")).unwrap(),
+        "lr: 0.1\n"
+    );
+    let status = p.status("pushed");
+    assert_eq!(status["completed"], 8, "{status}");
+    let mut on_h2 = 0;
+    for t in status["tasks"].as_array().unwrap() {
+        if t["source"] != "h2" {
+            continue;
+        }
+        on_h2 += 1;
+        let name = t["task"].as_str().unwrap();
+        let out = std::fs::read_to_string(
+            p.sweep_dir("pushed")
+                .join("tasks")
+                .join(name)
+                .join("stdout.log"),
+        )
+        .unwrap();
+        let want = format!("cwd {} conf lr: 0.1", remote.join("demo").display());
+        assert!(out.contains(&want), "{name}: {out:?}, wanted {want:?}");
+    }
+    assert!(on_h2 > 0, "no task ran on h2: {status}");
+    // In step now: the next run sends nothing.
+    let second = run(
+        &p,
+        home,
+        &[
+            "sweep",
+            "run",
+            "--sources",
+            "local,h2",
+            "--sweep-id",
+            "again",
+        ],
+    );
+    second.expect_code(0);
+    if second.stderr.contains("project pushed") {
+        second.fail("a run with nothing changed pushed files");
+    }
     drop(hosts);
 }

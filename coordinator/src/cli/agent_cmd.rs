@@ -64,6 +64,7 @@ pub fn add(global: &Global, args: &AgentAddArgs) -> anyhow::Result<i32> {
         ssh: None,
         ssh_options: None,
         work_dir: None,
+        sync_default: None,
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;

@@ -422,12 +422,27 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         .project_dir
         .as_ref()
         .map_or(project_dir.clone(), |(dir, _)| dir.clone());
+    // A host without the project gets it from the first sweep, unless the user already said
+    // how the project reaches agents (a `sync` of their own).
+    let push_project = matches!(&facts.project_dir, Some((_, false)))
+        && cfg.key_pos(&["sync"]).is_none()
+        && cfg
+            .key_pos(&[&format!("sources.{}.sync", args.name)])
+            .is_none();
     if let Some((dir, false)) = &facts.project_dir {
-        println!(
-            "  note: {dir} does not exist on {} yet — put the project there before a sweep (or \
-             pass --project-dir)",
-            args.destination
-        );
+        if push_project {
+            println!(
+                "  note: {dir} does not exist on {} yet: the source gets `sync: push`, so the \
+                 first sweep sends the project there",
+                args.destination
+            );
+        } else {
+            println!(
+                "  note: {dir} does not exist on {} yet — put the project there before a sweep \
+                 (or pass --project-dir)",
+                args.destination
+            );
+        }
     }
     let path = cfg
         .file
@@ -449,6 +464,7 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         ssh: Some(&args.destination),
         ssh_options: (!ssh_options.is_empty()).then_some(ssh_options.as_slice()),
         work_dir: args.work_dir.as_deref().map(str::trim),
+        sync_default: push_project.then_some("push"),
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;

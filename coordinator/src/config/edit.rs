@@ -28,6 +28,8 @@ pub struct AgentEntry<'a> {
     pub ssh_options: Option<&'a [String]>,
     /// Where the agent keeps task directories on its host (checked by the caller).
     pub work_dir: Option<&'a str>,
+    /// `sync` written only when the entry has none of its own (a default, never an override).
+    pub sync_default: Option<&'a str>,
 }
 
 /// Returns `text` with `sources.<name>` set to an agent source. An existing agent entry of that
@@ -63,6 +65,7 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         ssh,
         ssh_options,
         work_dir,
+        sync_default,
     } = *entry;
     validate_source_name(name)?;
     if name == "local" {
@@ -115,6 +118,11 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
                 "ssh_options".into(),
                 Value::Array(options.iter().map(|o| o.as_str().into()).collect()),
             );
+        }
+        if let Some(sync) = sync_default {
+            if existing.and_then(|e| e.get("sync")).is_none() {
+                fields.insert("sync".into(), sync.into());
+            }
         }
         // Re-adding an agent (say after a redeploy changed its identity) keeps what the user
         // set up for it; a non-agent entry of that name is replaced whole.

@@ -1271,3 +1271,24 @@ fn agent_sources_take_a_work_dir_of_their_own_or_from_defaults() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_deploys_sync_default_is_written_only_where_the_source_has_no_sync() {
+    let entry = crate::config::AgentEntry {
+        address: "gpu1.lab:7300",
+        fingerprint: FP,
+        project_dir: Some("/p"),
+        sync_default: Some("push"),
+        ..Default::default()
+    };
+    let fresh = crate::config::set_agent_entry("", "gpu1", &entry).unwrap();
+    assert_eq!(agent_sync(&parse(&fresh), "gpu1"), SyncMode::Push);
+    let own = fresh.replace("sync: push", "sync: off");
+    assert!(own.contains("sync: off"), "{own}");
+    let again = crate::config::set_agent_entry(&own, "gpu1", &entry).unwrap();
+    assert_eq!(
+        agent_sync(&parse(&again), "gpu1"),
+        SyncMode::Off,
+        "the user's own sync stays: {again}"
+    );
+}
