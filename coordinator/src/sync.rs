@@ -77,6 +77,8 @@ pub struct SourceSync {
     /// `--allow-remote-drift`: a `check` that finds differences warns instead of refusing.
     pub allow_drift: bool,
     pub manifest: Arc<Manifest>,
+    /// The source has a `sync:` of its own (said in the fix of a refusal).
+    pub set_on_source: bool,
 }
 
 /// Checks a `sync.include`/`sync.exclude` glob.
@@ -377,17 +379,26 @@ pub fn describe(differs: &[&SyncDiff], shown: usize) -> String {
     }
 }
 
-/// Why source `name` gets no tasks in this run: its copy of the project differs.
+/// Why source `name` gets no tasks from a sweep: its copy of the project differs.
+/// `set_on_source`: the source has a `sync:` of its own (the fix changes that one).
 pub fn drift_refusal(
     name: &str,
     address: &str,
     project_dir: &str,
     differs: &[&SyncDiff],
+    set_on_source: bool,
 ) -> String {
+    let push = if set_on_source {
+        format!("change sources.{name}.sync to `push` to send the changes")
+    } else {
+        format!(
+            "`sync: push` under sources.{name} (or at the top of the project config) sends the changes"
+        )
+    };
     format!(
-        "{name} ({address}): the project at {} differs from this one: {}; no tasks go there. \
-         Fix: `sync: push` under sources.{name} (or at the top of the project config) sends the \
-         changes; or copy them there yourself; or run with --allow-remote-drift to use it as it is",
+        "{name} ({address}): the project at {} differs from this one: {}; a sweep sends no tasks \
+         there. Fix: {push}; or copy them there yourself; or give the sweep --allow-remote-drift \
+         to use it as it is",
         display_safe(project_dir),
         describe(differs, 5)
     )
@@ -582,9 +593,13 @@ mod tests {
         let evil = [diff("a\x1b[2Kb", "differs")];
         let refs: Vec<&SyncDiff> = evil.iter().collect();
         assert!(describe(&refs, 5).contains("\\x1b"));
-        let why = drift_refusal("gpu1", "gpu1:7300", "/srv/p", &refs);
+        let why = drift_refusal("gpu1", "gpu1:7300", "/srv/p", &refs, false);
         assert!(why.starts_with("gpu1 (gpu1:7300): the project at /srv/p differs"));
-        assert!(why.contains("sync: push") && why.contains("--allow-remote-drift"));
+        assert!(
+            why.contains("`sync: push` under sources.gpu1") && why.contains("--allow-remote-drift")
+        );
+        let why = drift_refusal("gpu1", "gpu1:7300", "/srv/p", &refs, true);
+        assert!(why.contains("change sources.gpu1.sync to `push`"), "{why}");
     }
 
     #[test]

@@ -199,10 +199,12 @@ async fn handshake(
         .await
         .map_err(|e: DialError| {
             let why = match (&e, over) {
-                // Not a UDP problem: the relay runs; nothing answers on the agent's port there.
-                (DialError::Timeout(limit), Some(ssh)) => format!(
-                    "no answer from the agent through ssh to {} within {limit:?}: is `hsm-agent \
-                     serve` running there, listening on port {} of 127.0.0.1 (or 0.0.0.0)?",
+                // Not a UDP problem: the relay runs; nothing answers on the agent's port there
+                // (a timeout, or the connection timing out during the handshake).
+                (_, Some(ssh)) if !e.is_permanent() => format!(
+                    "no answer from the agent through ssh to {}: is `hsm-agent serve` running \
+                     there (`hsm-coordinator agent status NAME`; `agent deploy` starts it), \
+                     listening on port {} of 127.0.0.1 (or 0.0.0.0)?",
                     ssh.target,
                     addr.port()
                 ),

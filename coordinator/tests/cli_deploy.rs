@@ -491,7 +491,7 @@ fn deploy_where_udp_is_dropped_uses_ssh_with_per_source_setup_preflight_and_rest
     set_source_key(&p, "h2", "project_dir", project);
 
     // 4. An upgrade while it holds tasks: without --restart the new binary waits; with it the
-    // agent restarts and its ledger carries the tasks over.
+    // agent restarts; its ledger keeps the queued tasks and the running ones run again.
     let other = tempfile::tempdir().unwrap();
     let other_bin = other.path().join("hsm-agent");
     let mut bytes = std::fs::read(&agent_bin).unwrap();
@@ -552,7 +552,7 @@ fn deploy_where_udp_is_dropped_uses_ssh_with_per_source_setup_preflight_and_rest
     );
     // It was restarted with tasks on it, and the sweep reconnected to the new daemon.
     assert!(
-        restarted.stdout.contains("its ledger carries them over"),
+        restarted.stdout.contains("queued ones wait in its ledger"),
         "{}",
         restarted.stdout
     );
@@ -575,7 +575,7 @@ fn deploy_to_a_host_without_the_project_and_the_first_sweep_pushes_it_there() {
     if agent_bin().is_none() {
         return;
     }
-    let tag = format!("dp{}", std::process::id() % 100_000);
+    let tag = format!("dn{}", std::process::id() % 100_000);
     let hosts = match ssh_hosts::up(&tag, None) {
         Ok(h) => h,
         Err(why) => {

@@ -84,35 +84,46 @@ enum SourceHandle {
     Agent(Addr<AgentSource>),
 }
 
+/// What the sweep actor tells an agent source. Held until the store has written the changes the
+/// core made along with it (see `SweepActor::held_orders`).
+enum AgentOrder {
+    Launch(LaunchTask),
+    Cancel(TaskKey),
+    Withdraw(TaskKey),
+    Steal(TaskKey),
+    Attach(TaskKey),
+}
+
+impl AgentOrder {
+    fn send(self, addr: &Addr<AgentSource>) {
+        match self {
+            AgentOrder::Launch(msg) => addr.do_send(msg),
+            AgentOrder::Cancel(key) => addr.do_send(CancelTask(key)),
+            AgentOrder::Withdraw(key) => addr.do_send(WithdrawTask(key)),
+            AgentOrder::Steal(key) => addr.do_send(StealTask(key)),
+            AgentOrder::Attach(key) => addr.do_send(AttachTask(key)),
+        }
+    }
+}
+
+type HeldOrders = Vec<(Addr<AgentSource>, AgentOrder)>;
+
 impl SourceHandle {
-    fn launch(&self, msg: LaunchTask) {
+    /// Sends to a local source now; an agent's order waits in `held`.
+    fn order(&self, order: AgentOrder, held: &mut HeldOrders) {
         match self {
-            SourceHandle::Local(addr) => addr.do_send(msg),
-            SourceHandle::Agent(addr) => addr.do_send(msg),
-        }
-    }
-
-    fn cancel(&self, key: TaskKey) {
-        match self {
-            SourceHandle::Local(addr) => addr.do_send(CancelTask(key)),
-            SourceHandle::Agent(addr) => addr.do_send(CancelTask(key)),
-        }
-    }
-
-    fn withdraw(&self, key: TaskKey) {
-        match self {
-            // The local source is never drained; stopping the attempt is the closest thing.
-            SourceHandle::Local(addr) => addr.do_send(CancelTask(key)),
-            SourceHandle::Agent(addr) => addr.do_send(WithdrawTask(key)),
-        }
-    }
-
-    fn steal(&self, key: TaskKey) {
-        match self {
-            // Only an in-process scheduler source holds unstarted tasks locally: its pending
-            // job is cancelled (`scancel`/`qdel`), and the attempt ends cancelled.
-            SourceHandle::Local(addr) => addr.do_send(CancelTask(key)),
-            SourceHandle::Agent(addr) => addr.do_send(StealTask(key)),
+            SourceHandle::Agent(addr) => held.push((addr.clone(), order)),
+            SourceHandle::Local(addr) => match order {
+                AgentOrder::Launch(msg) => addr.do_send(msg),
+                // The local source is never drained; stopping the attempt is the closest thing.
+                // Only an in-process scheduler source holds unstarted tasks locally: a stolen
+                // one's pending job is cancelled (`scancel`/`qdel`) and the attempt ends
+                // cancelled.
+                AgentOrder::Cancel(key)
+                | AgentOrder::Withdraw(key)
+                | AgentOrder::Steal(key)
+                | AgentOrder::Attach(key) => addr.do_send(CancelTask(key)),
+            },
         }
     }
 }
@@ -184,6 +195,11 @@ pub struct SweepActor {
     views_dirty: bool,
     /// Agent events applied since the last write, by source: acknowledged once it is written.
     held_acks: Vec<(usize, Vec<hsm_protocol::EventRef>)>,
+    /// Orders for agent sources since the last write, in order: sent once the changes made
+    /// with them are written. An agent then never holds an attempt `sweep.db` does not know,
+    /// so `sweep complete` after a `kill -9` takes it up instead of launching the same
+    /// attempt number again.
+    held_orders: HeldOrders,
     started: Instant,
     /// Stops the directory preparer when the actor goes away.
     prefetch_thread: Option<PrefetchThread>,
@@ -236,6 +252,7 @@ impl SweepActor {
             finishing: false,
             views_dirty: true,
             held_acks: Vec::new(),
+            held_orders: Vec::new(),
             started: Instant::now(),
             prefetch_thread: None,
             tails: HashMap::new(),
@@ -305,6 +322,11 @@ impl SweepActor {
                 self.carry_out(command);
             }
         }
+        // Agent orders go out once written: write now rather than at the next tick, so that a
+        // launch waits for one SQLite commit, not up to FLUSH_EVERY.
+        if !self.held_orders.is_empty() {
+            self.flush();
+        }
         self.maybe_finish(ctx);
     }
 
@@ -346,7 +368,7 @@ impl SweepActor {
                             env: command_env(command, &launch_ctx),
                             argv,
                         };
-                        self.sources[source].launch(msg);
+                        self.sources[source].order(AgentOrder::Launch(msg), &mut self.held_orders);
                     }
                     Err(e) => self.core.handle_exited(
                         index,
@@ -363,23 +385,34 @@ impl SweepActor {
                 index,
                 attempt,
                 source,
-            } => self.sources[source].cancel(TaskKey { index, attempt }),
+            } => self.sources[source].order(
+                AgentOrder::Cancel(TaskKey { index, attempt }),
+                &mut self.held_orders,
+            ),
             Command::Withdraw {
                 index,
                 attempt,
                 source,
-            } => self.sources[source].withdraw(TaskKey { index, attempt }),
+            } => self.sources[source].order(
+                AgentOrder::Withdraw(TaskKey { index, attempt }),
+                &mut self.held_orders,
+            ),
             Command::Steal {
                 index,
                 attempt,
                 source,
-            } => self.sources[source].steal(TaskKey { index, attempt }),
+            } => self.sources[source].order(
+                AgentOrder::Steal(TaskKey { index, attempt }),
+                &mut self.held_orders,
+            ),
             Command::Attach {
                 index,
                 attempt,
                 source,
             } => match &self.sources[source] {
-                SourceHandle::Agent(addr) => addr.do_send(AttachTask(TaskKey { index, attempt })),
+                SourceHandle::Agent(addr) => self
+                    .held_orders
+                    .push((addr.clone(), AgentOrder::Attach(TaskKey { index, attempt }))),
                 // Only agents hold attempts across coordinators; a local attempt of a dead
                 // coordinator was ended by `kill_orphans`.
                 SourceHandle::Local(_) => self.core.handle_exited(
@@ -407,11 +440,12 @@ impl SweepActor {
         let stop = self.stop_cause();
         let outcomes = failure::annotate(&mut changes, &mut self.tails, stop);
         let acks = std::mem::take(&mut self.held_acks);
+        let orders = std::mem::take(&mut self.held_orders);
         let written = if !changes.is_empty() {
             self.views_dirty = true;
             self.progress.on_changes(&changes, &outcomes);
             Some(self.store.send(Persist(changes)))
-        } else if !acks.is_empty() {
+        } else if !acks.is_empty() || !orders.is_empty() {
             // The store's mailbox is FIFO: an empty batch answers once every earlier one is
             // written.
             Some(self.store.send(Persist(Vec::new())))
@@ -432,9 +466,12 @@ impl SweepActor {
                 Some(written) => written.await.unwrap_or(false),
                 None => true,
             };
-            // Not written: nothing is acknowledged, and the agent keeps the events for `sweep
-            // complete` (the run stops on the failed write).
+            // Not written: nothing is sent or acknowledged, and the agent keeps the events for
+            // `sweep complete` (the run stops on the failed write).
             if ok {
+                for (addr, order) in orders {
+                    order.send(&addr);
+                }
                 for (addr, acks) in to {
                     addr.do_send(SendAcks(acks));
                 }
@@ -462,6 +499,19 @@ impl SweepActor {
             return;
         }
         self.finishing = true;
+        // A source asked for that never connected took no task: say so, or a sweep that local
+        // alone finished would leave the person wondering about their new host.
+        for (i, spec) in self.run.sources.iter().enumerate() {
+            let silent = !self.answered.get(i).copied().unwrap_or(true)
+                && self.refused.get(i).is_some_and(Option::is_none);
+            if silent && !spec.attach_only {
+                self.progress.note(&format!(
+                    "source {}: not connected before the sweep ended; no task went there \
+                     (`hsm-coordinator agent ping {}` checks it)",
+                    spec.name, spec.name
+                ));
+            }
+        }
         let acknowledged = self.flush_and_acknowledge();
         self.progress.finish(self.core.counts());
         // The store's mailbox is FIFO: the views are written after the last batch.
@@ -620,7 +670,9 @@ impl Actor for SweepActor {
             actor.stop_for(
                 Stopped {
                     message: format!(
-                        "no source answered within {} (defaults.connect_timeout): check that                          `hsm-agent serve` runs on each and that its UDP port is reachable (`hsm-coordinator agent ping NAME`)",
+                        "no source answered within {} (defaults.connect_timeout): check that \
+                         each agent runs and can be reached (`hsm-coordinator agent ping NAME`, \
+                         `hsm-coordinator agent status NAME`)",
                         crate::config::format_duration(limit)
                     ),
                     user_fix: false,

@@ -65,6 +65,7 @@ pub fn add(global: &Global, args: &AgentAddArgs) -> anyhow::Result<i32> {
         ssh_options: None,
         work_dir: None,
         sync_default: None,
+        transport_default: None,
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
@@ -250,6 +251,7 @@ fn sync_verdict(
     name: &str,
     address: &str,
     mode: config::SyncMode,
+    set_on_source: bool,
     project_dir: &Option<String>,
     manifest: &crate::sync::Manifest,
     report: hsm_protocol::SyncReport,
@@ -281,7 +283,7 @@ fn sync_verdict(
         _ => (
             format!(
                 "remote {}",
-                crate::sync::drift_refusal(name, address, dir, &differs)
+                crate::sync::drift_refusal(name, address, dir, &differs, set_on_source)
             ),
             true,
         ),
@@ -323,12 +325,11 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
         let sync_request = match sync {
             config::SyncMode::Off => None,
             _ => match manifest.get_or_insert_with(|| crate::sync::build(&cfg.root, &cfg.sync)) {
-                // Under `push` the agent makes a missing project_dir (as a run's would), so
-                // that pre-flight judges what a run will find; no file is sent.
-                Ok(manifest) => Some(manifest.request(
-                    project_dir.as_deref().unwrap_or_default(),
-                    *sync == config::SyncMode::Push,
-                )),
+                // Only compared: a check changes nothing on the host (a run's push would
+                // create a missing project_dir; that is said below instead).
+                Ok(manifest) => {
+                    Some(manifest.request(project_dir.as_deref().unwrap_or_default(), false))
+                }
                 Err(why) => {
                     println!("remote {name} ({address}): the project cannot be compared: {why}");
                     code = code.max(EXIT_USAGE);
@@ -365,16 +366,49 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
         };
         match ping_agent(cfg, name, timeout, asks) {
             Ok((welcome, _, _, _)) => {
-                let drift = match (&manifest, welcome.sync) {
-                    (Some(Ok(manifest)), Some(report)) => {
-                        sync_verdict(name, address, *sync, project_dir, manifest, report)
+                let mut problems = welcome.preflight.clone();
+                let no_dir = |p: &hsm_protocol::PreflightProblem| {
+                    p.check == hsm_protocol::preflight::check::PROJECT_DIR
+                };
+                let dir_missing = problems.as_ref().is_some_and(|p| p.iter().any(no_dir));
+                // A run under `push` creates project_dir before its first task.
+                let created_by_push = *sync == config::SyncMode::Push && dir_missing;
+                if created_by_push {
+                    if let Some(problems) = problems.as_mut() {
+                        problems.retain(|p| !no_dir(p));
                     }
+                }
+                // Every file "missing" under a missing project_dir says nothing new.
+                let drift = match (&manifest, welcome.sync) {
+                    (Some(Ok(manifest)), Some(report)) if !dir_missing => sync_verdict(
+                        name,
+                        address,
+                        *sync,
+                        cfg.key_pos(&[&format!("sources.{name}.sync")]).is_some(),
+                        project_dir,
+                        manifest,
+                        report,
+                    ),
                     _ => None,
                 };
-                match welcome.preflight {
+                match problems {
                     Some(problems) if !problems.is_empty() => {
-                        println!("{}", crate::preflight::explain(name, address, &problems));
+                        println!(
+                            "remote {name} ({address}): {}",
+                            crate::preflight::explain(name, address, &problems)
+                        );
                         code = code.max(EXIT_USAGE);
+                    }
+                    Some(_) if created_by_push => {
+                        let files = match &manifest {
+                            Some(Ok(m)) => format!(" ({} files)", m.entries.len()),
+                            _ => String::new(),
+                        };
+                        println!(
+                            "remote {name} ({address}): ok; {} does not exist there yet: a \
+                             sweep creates it and sends the project{files} before its first task",
+                            hsm_protocol::display_safe(project_dir.as_deref().unwrap_or_default())
+                        );
                     }
                     Some(_) if drift.is_none() => println!("remote {name} ({address}): ok"),
                     Some(_) => {}

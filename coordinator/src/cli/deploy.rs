@@ -460,11 +460,16 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         slots,
         project_dir: Some(&project_dir_abs),
         backend: args.backend.as_deref(),
-        python: None,
+        python: args
+            .python
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty()),
         ssh: Some(&args.destination),
         ssh_options: (!ssh_options.is_empty()).then_some(ssh_options.as_slice()),
         work_dir: args.work_dir.as_deref().map(str::trim),
         sync_default: push_project.then_some("push"),
+        transport_default: None,
     };
     let updated = config::set_agent_entry(&text, &args.name, &entry)
         .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
@@ -487,7 +492,33 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
     let reload = load_config(global)?;
     let answered = wait_for_answer(&reload, &args.name, Duration::from_secs(30));
     match answered {
-        Ok(line) => println!("  {line}"),
+        Ok((line, via_ssh)) => {
+            println!("  {line}");
+            // UDP does not reach it: say so in the source, so that every connection goes
+            // straight through ssh instead of waiting for UDP first (`auto`).
+            let transport_set = reload
+                .key_pos(&[&format!("sources.{}.transport", args.name)])
+                .is_some();
+            if via_ssh && !transport_set {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let with_ssh = config::AgentEntry {
+                    transport_default: Some("ssh"),
+                    ..entry
+                };
+                let updated = config::set_agent_entry(&text, &args.name, &with_ssh)
+                    .map_err(|e| user_error(format!("{}: {e}", display_path(global, &path))))?;
+                if updated != text {
+                    write_config(&path, &updated)?;
+                    println!(
+                        "  UDP does not reach {}: the source now says `transport: ssh` (no wait \
+                         for UDP on each connection)",
+                        args.destination
+                    );
+                    changed = true;
+                }
+            }
+        }
         Err(e) => {
             eprintln!(
                 "hsm-coordinator: the agent runs on {} but does not answer at {address}: {} — \
@@ -521,7 +552,7 @@ fn wait_for_answer(
     cfg: &config::ProjectConfig,
     name: &str,
     within: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, bool)> {
     let Some(SourceKind::Agent {
         address,
         fingerprint,
@@ -543,14 +574,15 @@ fn wait_for_answer(
             Default::default(),
         ) {
             Ok((welcome, round_trip, _, via)) => {
-                return Ok(format!(
+                let line = format!(
                     "{name} answers at {address}{via}: hsm-agent {} (protocol {}), {} slot{}, round trip {:.2} ms",
                     hsm_protocol::display_safe(&welcome.agent_version),
                     welcome.protocol_version,
                     welcome.slots,
                     if welcome.slots == 1 { "" } else { "s" },
                     round_trip.as_secs_f64() * 1000.0
-                ))
+                );
+                return Ok((line, !via.is_empty()));
             }
             Err(e) if std::time::Instant::now() >= deadline => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
@@ -610,7 +642,8 @@ pub fn status(
     match &facts.daemon {
         None => {
             println!(
-                "{name}: not running ({} installed at {})",
+                "{name}: not running ({} installed at {}) — `hsm-coordinator agent deploy {name} \
+                 HOST` starts it again (nothing is copied when the binary is the same)",
                 installed.version, facts.bin
             );
             Ok(EXIT_FAILED)

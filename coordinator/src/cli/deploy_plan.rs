@@ -161,7 +161,8 @@ pub enum DaemonAction {
     /// It runs the binary being deployed, on the wanted address: leave it.
     Keep,
     Start,
-    /// Stop it, then start the new binary (its ledger carries its tasks over).
+    /// Stop it, then start the new binary (its ledger keeps its tasks; running ones are ended
+    /// and run again as new attempts).
     Restart,
     /// It should be restarted, but it holds tasks and `--restart` was not given.
     Hold,
@@ -232,8 +233,9 @@ pub fn plan(facts: &RemoteFacts, local_sha256: &str, listen: &str, restart: bool
                 if tasks > 0 && !restart {
                     notes.push(format!(
                         "hsm-agent serve (pid {}) should restart ({}) but holds {tasks} task{}: \
-                         not restarting it — pass --restart to restart it now (its ledger \
-                         carries the tasks over), or deploy again when it is idle",
+                         not restarting it — pass --restart to restart it now (queued tasks \
+                         wait in its ledger; running ones are ended and run again as new \
+                         attempts), or deploy again when it is idle",
                         d.pid,
                         why.join("; "),
                         if tasks == 1 { "" } else { "s" }
@@ -246,7 +248,8 @@ pub fn plan(facts: &RemoteFacts, local_sha256: &str, listen: &str, restart: bool
                         why.join("; "),
                         if tasks > 0 {
                             format!(
-                                " — it holds {tasks} task{}; its ledger carries them over",
+                                " — it holds {tasks} task{}: queued ones wait in its ledger, running \
+                                 ones are ended and run again as new attempts",
                                 if tasks == 1 { "" } else { "s" }
                             )
                         } else {
@@ -495,7 +498,7 @@ mod tests {
         assert!(
             p.notes
                 .iter()
-                .any(|n| n.contains("holds 2 tasks; its ledger carries them over")),
+                .any(|n| n.contains("holds 2 tasks: queued ones wait in its ledger")),
             "{p:?}"
         );
     }

@@ -226,8 +226,13 @@ pub struct AgentDeployArgs {
     /// How the agent runs tasks (see `agent add --backend`).
     #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "auto"])]
     pub backend: Option<String>,
-    /// Restart a running agent for an upgrade even when it holds tasks (its ledger carries
-    /// them over).
+    /// The interpreter its tasks run with on that host (stored as the source's `python:`;
+    /// default `python3` on the host's PATH), e.g. ~/venvs/torch/bin/python.
+    #[arg(long, value_name = "PROGRAM")]
+    pub python: Option<String>,
+    /// Restart a running agent for an upgrade even when it holds tasks (its ledger keeps
+    /// them: queued ones wait for the new daemon; running ones are ended and run again as new
+    /// attempts).
     #[arg(long)]
     pub restart: bool,
     /// Start the daemon with this `hsm-agent serve --ledger-retention` (e.g. 7d, or off): how

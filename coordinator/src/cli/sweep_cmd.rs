@@ -154,6 +154,9 @@ fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Result<ExecPla
                             mode: *mode,
                             allow_drift: args.allow_remote_drift,
                             manifest,
+                            set_on_source: cfg
+                                .key_pos(&[&format!("sources.{name}.sync")])
+                                .is_some(),
                         })
                     }
                 };

@@ -30,6 +30,8 @@ pub struct AgentEntry<'a> {
     pub work_dir: Option<&'a str>,
     /// `sync` written only when the entry has none of its own (a default, never an override).
     pub sync_default: Option<&'a str>,
+    /// `transport`, likewise only when the entry has none of its own.
+    pub transport_default: Option<&'a str>,
 }
 
 /// Returns `text` with `sources.<name>` set to an agent source. An existing agent entry of that
@@ -66,6 +68,7 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
         ssh_options,
         work_dir,
         sync_default,
+        transport_default,
     } = *entry;
     validate_source_name(name)?;
     if name == "local" {
@@ -119,9 +122,11 @@ pub fn set_agent_entry(text: &str, name: &str, entry: &AgentEntry) -> Result<Str
                 Value::Array(options.iter().map(|o| o.as_str().into()).collect()),
             );
         }
-        if let Some(sync) = sync_default {
-            if existing.and_then(|e| e.get("sync")).is_none() {
-                fields.insert("sync".into(), sync.into());
+        for (key, default) in [("sync", sync_default), ("transport", transport_default)] {
+            if let Some(value) = default {
+                if existing.and_then(|e| e.get(key)).is_none() {
+                    fields.insert(key.into(), value.into());
+                }
             }
         }
         // Re-adding an agent (say after a redeploy changed its identity) keeps what the user

@@ -208,6 +208,7 @@ async fn settle_sync(
                 &dial.address,
                 project_dir,
                 &differs,
+                sync.set_on_source,
             )))
         }
     }
