@@ -105,7 +105,7 @@ export HSM_HOME=$work/home
 fingerprint=$("$coordinator" identity)
 in_chroot /hsm-agent init --state-dir /tmp/state >/dev/null
 in_chroot /hsm-agent authorize "$fingerprint" --state-dir /tmp/state >/dev/null
-mkdir -p "$root/tmp/project"
+# No /tmp/project: the sweep's push creates it.
 
 mkfifo "$work/agent.out"
 # Not through the function: a function in the background runs in a subshell, whose PID is not
@@ -137,6 +137,9 @@ sources:
     address: "$address"
     fingerprint: "$agent_fp"
     project_dir: /tmp/project
+    # The chroot starts without the project: the first sweep sends it (and the agent in the
+    # chroot writes it).
+    sync: push
 EOF
 cat >"$project/sweeps/sweep.yaml" <<EOF
 sweep:
@@ -154,6 +157,8 @@ for i in $(seq 0 11); do
   [ -n "$file" ] || fail "no result file with i=$i came back"
   count=$((count + 1))
 done
+[ -f "$root/tmp/project/sweeps/sweep.yaml" ] \
+  || fail "the project was not pushed into the chroot's /tmp/project"
 # The tasks ran under the chrooted agent: their directories are in the chroot's /tmp/work.
 find "$root/tmp/work" -name "task_*" | grep -q . \
   || fail "no task directories in the chroot's /tmp/work"

@@ -171,8 +171,15 @@ impl Ssh {
                 self.destination
             );
         }
+        // The binary of this machine needs its C library; an older host's loader says so.
+        let fix = if stderr.contains("GLIBC_") {
+            " — that host's C library is older than this build's: build the portable agent \
+             (tools/build-agent.sh, glibc 2.17) or pass --agent-binary PATH"
+        } else {
+            ""
+        };
         anyhow::bail!(
-            "{what} on {} failed ({}): {stderr}",
+            "{what} on {} failed ({}): {stderr}{fix}",
             self.destination,
             out.status
         )
@@ -326,6 +333,13 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         &|p: &Path| p.is_file(),
     )
     .map_err(user_error)?;
+    if args.agent_binary.is_none() && local.file_name().is_some_and(|n| n == "hsm-agent") {
+        println!(
+            "  note: copying this machine's own hsm-agent ({}), which needs this machine's C \
+             library; for older hosts build the portable agent (tools/build-agent.sh)",
+            local.display()
+        );
+    }
     let local_sha = sha256_file(&local)?;
     let listen = format!("0.0.0.0:{}", args.port);
     let decided = plan::plan(&facts, &local_sha, &listen, args.restart);

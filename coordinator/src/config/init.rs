@@ -333,7 +333,9 @@ pub fn init_config_text(d: &Detection) -> String {
         None => {}
     }
     out.push_str(
-        "  # A host running `hsm-agent serve`. Add one with\n\
+        "  # A host running `hsm-agent serve`. Add one over ssh (installs and starts the agent):\n\
+         \x20 #   hsm-coordinator agent deploy gpu1 me@gpu1.lab\n\
+         \x20 # or, with an agent started by hand,\n\
          \x20 #   hsm-coordinator agent add gpu1 gpu1.lab:7300 --fingerprint sha256:...\n\
          \x20 # gpu1:\n\
          \x20 #   type: agent\n\

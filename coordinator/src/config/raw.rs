@@ -383,6 +383,28 @@ fn read_command(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawCommand {
     }
 }
 
+/// A `sync` mode as written; anything but a string is a problem whose hint lists the modes
+/// (`true` and a mapping are the likely mistakes, and quoting them would not help).
+fn sync_mode(
+    section: &Section<'_>,
+    expected: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<At<String>> {
+    let node = section.get("sync")?;
+    if let Node::Str(_) = node.node {
+        return section.string("sync", problems);
+    }
+    problems.push(
+        Problem::new(
+            Some(node.pos),
+            section.child_path("sync"),
+            format!("expected {expected}, got {}", describe(node)),
+        )
+        .with_hint("write e.g. `sync: push`"),
+    );
+    None
+}
+
 /// `sync:` is a mapping, or just the mode (`sync: push`).
 fn read_sync(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawSync {
     if top
@@ -390,7 +412,7 @@ fn read_sync(top: &Section<'_>, problems: &mut Vec<Problem>) -> RawSync {
         .is_some_and(|node| !matches!(node.node, Node::Map(_) | Node::Null))
     {
         return RawSync {
-            mode: top.string("sync", problems),
+            mode: sync_mode(top, "a mapping or one of check | push | off", problems),
             ..RawSync::default()
         };
     }
@@ -512,7 +534,11 @@ fn read_sources(top: &Section<'_>, problems: &mut Vec<Problem>) -> Vec<RawSource
             transport: section.string("transport", problems),
             ssh: section.string("ssh", problems),
             ssh_options: section.strings("ssh_options", problems),
-            sync: section.string("sync", problems),
+            sync: sync_mode(
+                &section,
+                "one of check | push | off (`include`/`exclude` go in the top-level `sync:`)",
+                problems,
+            ),
             work_dir: section.string("work_dir", problems),
             name,
         });

@@ -1226,6 +1226,23 @@ fn sync_is_check_by_default_set_at_the_top_and_overridden_per_source() {
             .any(|p| p.contains("unknown sync mode `always`")),
         "{shown:?}"
     );
+    // The likely mistakes get the modes listed, not "put it in quotes".
+    let shown = rendered(&format!(
+        "sources:\n  a: {{type: agent, address: h:1, fingerprint: '{fp}', project_dir: /p, sync: {{exclude: [x]}}}}\n"
+    ));
+    assert!(
+        shown.iter().any(|p| p.contains("sources.a.sync")
+            && p.contains("check | push | off")
+            && p.contains("go in the top-level `sync:`")),
+        "{shown:?}"
+    );
+    let shown = rendered("sync: true\n");
+    assert!(
+        shown.iter().any(|p| p.contains("c.yaml:1")
+            && p.contains("check | push | off")
+            && !p.contains("quotes")),
+        "{shown:?}"
+    );
 }
 
 /// `work_dir`: an agent source's own, else `defaults.work_dir`; absolute or `~/...`; only on
