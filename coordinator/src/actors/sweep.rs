@@ -108,6 +108,11 @@ impl AgentOrder {
 
 type HeldOrders = Vec<(Addr<AgentSource>, AgentOrder)>;
 
+/// A future that is ready at once.
+fn futures_ready() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(std::future::ready(()))
+}
+
 impl SourceHandle {
     /// Sends to a local source now; an agent's order waits in `held`.
     fn order(&self, order: AgentOrder, held: &mut HeldOrders) {
@@ -200,6 +205,8 @@ pub struct SweepActor {
     /// so `sweep complete` after a `kill -9` takes it up instead of launching the same
     /// attempt number again.
     held_orders: HeldOrders,
+    /// Resolves once the last flush's orders and acknowledgements were handed over.
+    sent_before: Option<tokio::sync::oneshot::Receiver<()>>,
     started: Instant,
     /// Stops the directory preparer when the actor goes away.
     prefetch_thread: Option<PrefetchThread>,
@@ -253,6 +260,7 @@ impl SweepActor {
             views_dirty: true,
             held_acks: Vec::new(),
             held_orders: Vec::new(),
+            sent_before: None,
             started: Instant::now(),
             prefetch_thread: None,
             tails: HashMap::new(),
@@ -435,7 +443,9 @@ impl SweepActor {
     /// Writes the changes since the last flush, then (once they are written) acknowledges to
     /// each agent the events applied before them. The future resolves when the acknowledgements
     /// are in the agent sources' mailboxes (at once when there are none).
-    fn flush_and_acknowledge(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+    fn flush_and_acknowledge(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
         let mut changes = self.core.poll_changes();
         let stop = self.stop_cause();
         let outcomes = failure::annotate(&mut changes, &mut self.tails, stop);
@@ -460,12 +470,21 @@ impl SweepActor {
                 _ => None,
             })
             .collect();
+        let Some(written) = written else {
+            // Nothing written, nothing to send (the interval's idle ticks).
+            return futures_ready();
+        };
+        // Each flush's sends wait for the previous flush's: orders reach an agent in the order
+        // the core gave them, whatever order the tasks below are woken in.
+        let before = self.sent_before.take();
+        let (next_tx, next_rx) = tokio::sync::oneshot::channel::<()>();
+        self.sent_before = Some(next_rx);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         actix::spawn(async move {
-            let ok = match written {
-                Some(written) => written.await.unwrap_or(false),
-                None => true,
-            };
+            let ok = written.await.unwrap_or(false);
+            if let Some(before) = before {
+                let _ = before.await;
+            }
             // Not written: nothing is sent or acknowledged, and the agent keeps the events for
             // `sweep complete` (the run stops on the failed write).
             if ok {
@@ -476,11 +495,12 @@ impl SweepActor {
                     addr.do_send(SendAcks(acks));
                 }
             }
+            let _ = next_tx.send(());
             let _ = tx.send(());
         });
-        async move {
+        Box::pin(async move {
             let _ = rx.await;
-        }
+        })
     }
 
     fn stop_running(&mut self, cancel: bool) {
@@ -513,6 +533,9 @@ impl SweepActor {
             }
         }
         let acknowledged = self.flush_and_acknowledge();
+        // The last of the flushes' hand-overs (this one's, or an earlier one still waiting for
+        // its write).
+        let all_sent = self.sent_before.take();
         self.progress.finish(self.core.counts());
         // The store's mailbox is FIFO: the views are written after the last batch.
         let views = self.store.send(WriteViews { force: true });
@@ -526,8 +549,12 @@ impl SweepActor {
             })
             .collect();
         let done = async move {
-            // The last acknowledgements reach the agent sources before they shut down.
+            // The last orders and acknowledgements reach the agent sources before they shut
+            // down.
             acknowledged.await;
+            if let Some(all_sent) = all_sent {
+                let _ = all_sent.await;
+            }
             let shutdowns: Vec<_> = agents.iter().map(|a| a.send(Shutdown)).collect();
             let result = views.await;
             let _ = close.await;
