@@ -37,7 +37,7 @@ agent=$target_dir/dist/hsm-agent-x86_64-linux
 # The tasks' command inside the chroot: a static busybox (Debian's busybox-static).
 busybox=""
 for candidate in /bin/busybox /usr/bin/busybox; do
-  if [ -x "$candidate" ] && ! readelf -l "$candidate" 2>/dev/null | grep -q 'interpreter:'; then
+  if [ -x "$candidate" ] && ! grep -q 'interpreter:' <<<"$(readelf -l "$candidate" 2>/dev/null)"; then
     busybox=$candidate
     break
   fi
@@ -49,12 +49,14 @@ coordinator=$PWD/$target_dir/debug/hsm-coordinator
 
 # The build's check must refuse what a plain `cargo build` makes on this host: Rust's std
 # links __libc_start_main@GLIBC_2.34 on a glibc 2.34+ host.
-host_glibc=$(ldd --version | head -1 | awk '{print $NF}')
-if [ "$(printf '%s\n2.34\n' "$host_glibc" | sort -V | head -1)" = 2.34 ]; then
+# No `| head` under pipefail: a writer cut off by SIGPIPE fails the pipeline, and set -e then
+# ends the script without a word.
+host_glibc=$(ldd --version 2>/dev/null | awk 'NR == 1 {print $NF}')
+if [ "$(printf '%s\n2.34\n' "$host_glibc" | sort -V | awk 'NR == 1')" = 2.34 ]; then
   if out=$(tools/build-agent.sh --check "$target_dir/debug/hsm-agent" 2>&1); then
     fail "the glibc check passed a host-linked agent (glibc $host_glibc): $out"
   fi
-  echo "$out" | grep -q 'newer than GLIBC_2.17' || fail "unexpected refusal: $out"
+  grep -q 'newer than GLIBC_2.17' <<<"$out" || fail "unexpected refusal: $out"
   say "the check refuses a host-linked agent: $out"
 fi
 
@@ -153,15 +155,15 @@ tasks_dir=$(echo "$project"/sweeps/outputs/*/tasks)
 [ -d "$tasks_dir" ] || fail "no task directories under $project/sweeps/outputs"
 count=0
 for i in $(seq 0 11); do
-  file=$(grep -lx "i=$i" "$tasks_dir"/task_*/results/out.txt 2>/dev/null | head -1)
+  file=$(grep -lx "i=$i" "$tasks_dir"/task_*/results/out.txt 2>/dev/null | awk 'NR == 1')
   [ -n "$file" ] || fail "no result file with i=$i came back"
   count=$((count + 1))
 done
 [ -f "$root/tmp/project/sweeps/sweep.yaml" ] \
   || fail "the project was not pushed into the chroot's /tmp/project"
 # The tasks ran under the chrooted agent: their directories are in the chroot's /tmp/work.
-find "$root/tmp/work" -name "task_*" | grep -q . \
+[ -n "$(find "$root/tmp/work" -name "task_*" -print -quit)" ] \
   || fail "no task directories in the chroot's /tmp/work"
 status=$("$coordinator" -C "$project" sweep status --json)
-echo "$status" | grep -q '"completed": *12' || fail "sweep status is not 12 completed: $status"
+grep -q '"completed": *12' <<<"$status" || fail "sweep status is not 12 completed: $status"
 say "PASS: $count tasks ran in the chroot and their results came back ($(stat -c %s "$agent") byte agent)"
