@@ -8,7 +8,6 @@ use hsm_protocol::sync::{diff, MAX_PUSH_HEADER};
 use hsm_protocol::{check_relative_path, PushHeader, PushReply, SyncDiff, SyncReport, SyncRequest};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -74,18 +73,12 @@ fn compare_file(
     Ok(None)
 }
 
-/// SHA-256 of a file's content, lowercase hex.
+/// SHA-256 of a file's content, lowercase hex (also what the coordinator hashes its project
+/// and the agent binary it deploys with).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(buf.get(..n).unwrap_or_default());
-    }
+    std::io::copy(&mut file, &mut hasher)?;
     Ok(hex(&hasher.finalize()))
 }
 
@@ -93,14 +86,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether the owner may execute the file (the bit a manifest carries).
 #[cfg(unix)]
-fn is_executable(meta: &std::fs::Metadata) -> bool {
+pub fn is_executable(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o100 != 0
 }
 
 #[cfg(not(unix))]
-fn is_executable(_meta: &std::fs::Metadata) -> bool {
+pub fn is_executable(_meta: &std::fs::Metadata) -> bool {
     false
 }
 

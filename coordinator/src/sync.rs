@@ -10,9 +10,7 @@ use crate::config::{SyncMode, SyncSettings};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use hsm_protocol::sync::diff;
 use hsm_protocol::{display_safe, ManifestEntry, PushHeader, PushReply, SyncDiff, SyncRequest};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -309,34 +307,7 @@ fn walk(root: &Path, selection: &Selection) -> Result<Vec<String>, String> {
     Ok(files)
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-#[cfg(unix)]
-fn is_executable(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o100 != 0
-}
-
-#[cfg(not(unix))]
-fn is_executable(_meta: &std::fs::Metadata) -> bool {
-    false
-}
+use hsm_agent::sync::{is_executable, sha256_file};
 
 /// The differences an agent reported that name files of `manifest` (anything else it says is
 /// ignored: it cannot ask for a file that is not the project's).
@@ -516,6 +487,7 @@ pub async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn settings(include: &[&str], exclude: &[&str]) -> SyncSettings {
         SyncSettings {

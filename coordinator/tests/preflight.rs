@@ -51,24 +51,7 @@ fn add(
 
 /// Task directories the agent made (none means no task went there).
 fn agent_task_dirs(agent: &AgentProcess) -> usize {
-    walk_count(&agent.work_dir(), "task_")
-}
-
-fn walk_count(dir: &std::path::Path, prefix: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let own = e.file_name().to_string_lossy().starts_with(prefix) as usize;
-            own + if e.path().is_dir() {
-                walk_count(&e.path(), prefix)
-            } else {
-                0
-            }
-        })
-        .sum()
+    count_named(&agent.work_dir(), "task_")
 }
 
 #[test]

@@ -54,23 +54,7 @@ fn stdout_of(p: &Project, sweep: &str, task: u32) -> String {
 }
 
 fn task_dirs(agent: &AgentProcess) -> usize {
-    fn count(dir: &Path) -> usize {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return 0;
-        };
-        entries
-            .flatten()
-            .map(|e| {
-                let own = e.file_name().to_string_lossy().starts_with("task_") as usize;
-                own + if e.path().is_dir() {
-                    count(&e.path())
-                } else {
-                    0
-                }
-            })
-            .sum()
-    }
-    count(&agent.work_dir())
+    count_named(&agent.work_dir(), "task_")
 }
 
 #[test]

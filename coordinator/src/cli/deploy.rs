@@ -14,7 +14,6 @@ use super::deploy_plan::{self as plan, DaemonAction, RemoteFacts};
 use super::{user_error, AgentDeployArgs, Global, SshArgs, EXIT_FAILED, EXIT_OK};
 use crate::config::{self, SourceKind};
 use anyhow::Context as _;
-use sha2::Digest as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -221,11 +220,7 @@ impl Ssh {
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hash = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hash).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    hsm_agent::sync::sha256_file(path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {

@@ -602,3 +602,22 @@ impl Hosts {
         );
     }
 }
+
+/// Entries under `dir` (at any depth) whose names start with `prefix`: an agent's task
+/// directories are `task_…` under its work dir, so 0 means no task reached it.
+pub fn count_named(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let own = e.file_name().to_string_lossy().starts_with(prefix) as usize;
+            own + if e.path().is_dir() {
+                count_named(&e.path(), prefix)
+            } else {
+                0
+            }
+        })
+        .sum()
+}
