@@ -517,6 +517,7 @@ mod tests {
             pid: None,
             job_id: None,
             stderr_tail: None,
+            usage: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The sweep's durable state: `sweep.db`, an SQLite database in WAL mode holding tasks, attempts,
 //! status events and control flags. It is the source of truth; the YAML files are views of it.
 
+use crate::core::metrics::TaskMetrics;
 use crate::core::state::{Change, TaskStatus};
 use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -10,9 +11,10 @@ use std::time::Duration;
 /// The `meta` key holding the digits of the sweep's task numbers.
 const TASK_WIDTH_KEY: &str = "task_width";
 
-/// Bumped when the schema changes. Versions 1 (no job ids) and 2 (no stderr tails) are
-/// upgraded in place when opened; newer files are refused with a clear message.
-pub const SCHEMA_VERSION: i64 = 3;
+/// Bumped when the schema changes. Versions 1 (no job ids), 2 (no stderr tails) and 3 (no
+/// usage columns, no metrics tables) are upgraded in place when opened; newer files are refused
+/// with a clear message.
+pub const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -147,7 +149,8 @@ impl Store {
     }
 
     /// An older schema to this one, step by step: version 1 (before job ids were kept) gains
-    /// the `job_id` columns, version 2 (before stderr tails were kept) `attempts.stderr_tail`.
+    /// the `job_id` columns, version 2 (before stderr tails were kept) `attempts.stderr_tail`,
+    /// version 3 the usage columns and the metrics tables.
     /// One transaction that holds the write lock from the start and looks at the version again,
     /// so two processes opening the same file at once upgrade it once.
     fn upgrade(&self) -> Result<(), StoreError> {
@@ -170,6 +173,9 @@ impl Store {
         if found < 3 {
             tx.execute_batch("ALTER TABLE attempts ADD COLUMN stderr_tail TEXT;")
                 .map_err(err)?;
+        }
+        if found < 4 {
+            tx.execute_batch(SCHEMA_4).map_err(err)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -441,6 +447,121 @@ impl Store {
         Ok(out)
     }
 
+    /// Keeps what attempt `attempt` of task `index` reported: its series replace any the same
+    /// attempt reported before, and its last values become the task's (`task_metrics`) unless
+    /// a later attempt of the task already reported. One transaction.
+    pub fn record_metrics(
+        &mut self,
+        index: u64,
+        attempt: u32,
+        metrics: &TaskMetrics,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let idx = index as i64;
+        tx.execute(
+            "DELETE FROM metrics WHERE idx = ?1 AND attempt = ?2",
+            params![idx, attempt],
+        )
+        .map_err(err)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO metrics (idx, attempt, name, step, value, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err)?;
+            for point in metrics.points() {
+                insert
+                    .execute(params![
+                        idx,
+                        attempt,
+                        point.name,
+                        point.step,
+                        point.value,
+                        at
+                    ])
+                    .map_err(err)?;
+            }
+        }
+        let newer: Option<i64> = tx
+            .query_row(
+                "SELECT max(attempt) FROM task_metrics WHERE idx = ?1",
+                [idx],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if newer.is_none_or(|n| n <= attempt as i64) {
+            tx.execute("DELETE FROM task_metrics WHERE idx = ?1", [idx])
+                .map_err(err)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO task_metrics (idx, name, attempt, step, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(err)?;
+            for (name, last) in metrics.last() {
+                insert
+                    .execute(params![idx, name, attempt, last.step, last.value])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The last value of every metric of every task that reported any, by task index.
+    pub fn last_metrics(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u64, std::collections::BTreeMap<String, f64>>, StoreError>
+    {
+        let mut out: std::collections::BTreeMap<u64, std::collections::BTreeMap<String, f64>> =
+            Default::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, name, value FROM task_metrics ORDER BY idx")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, f64>(2)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        for row in rows {
+            let (idx, name, value) = row.map_err(|e| self.sqlite(e))?;
+            out.entry(idx as u64).or_default().insert(name, value);
+        }
+        Ok(out)
+    }
+
+    /// The kept series of one attempt: (name, step, value), by name then in reported order.
+    pub fn metric_series(
+        &self,
+        index: u64,
+        attempt: u32,
+    ) -> Result<Vec<(String, Option<i64>, f64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, step, value FROM metrics WHERE idx = ?1 AND attempt = ?2
+                 ORDER BY name, rowid",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map(params![index as i64, attempt], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         self.conn
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))
@@ -465,15 +586,21 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
         tx.prepare_cached("UPDATE attempts SET job_id = ?3 WHERE idx = ?1 AND attempt = ?2")?;
     let mut attempt = tx.prepare_cached(
         "INSERT INTO attempts (idx, attempt, source, status, exit_code, reason, pid, queued_at,
-                               started_at, finished_at, stderr_tail)
+                               started_at, finished_at, stderr_tail,
+                               wall_ms, cpu_user_ms, cpu_sys_ms, max_rss_kb)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
                  CASE WHEN ?4 = 'running' THEN ?8 END,
-                 CASE WHEN ?4 IN ('completed', 'failed', 'cancelled') THEN ?8 END, ?9)
+                 CASE WHEN ?4 IN ('completed', 'failed', 'cancelled') THEN ?8 END, ?9,
+                 ?10, ?11, ?12, ?13)
          ON CONFLICT(idx, attempt) DO UPDATE SET
              source = COALESCE(excluded.source, source), status = excluded.status,
              exit_code = excluded.exit_code, reason = excluded.reason,
              pid = COALESCE(excluded.pid, pid),
              stderr_tail = COALESCE(excluded.stderr_tail, stderr_tail),
+             wall_ms = COALESCE(excluded.wall_ms, wall_ms),
+             cpu_user_ms = COALESCE(excluded.cpu_user_ms, cpu_user_ms),
+             cpu_sys_ms = COALESCE(excluded.cpu_sys_ms, cpu_sys_ms),
+             max_rss_kb = COALESCE(excluded.max_rss_kb, max_rss_kb),
              started_at = COALESCE(excluded.started_at, started_at),
              finished_at = COALESCE(excluded.finished_at, finished_at)",
     )?;
@@ -501,6 +628,8 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
         // again) carries the previous attempt's number: neither may touch an attempt row, or
         // the history of the failed attempt would be overwritten.
         if change.attempt > 0 && change.status != TaskStatus::Pending {
+            let usage = change.usage.unwrap_or_default();
+            let ms = |v: Option<u64>| v.map(|v| v.min(i64::MAX as u64) as i64);
             attempt.execute(params![
                 change.index as i64,
                 change.attempt,
@@ -510,7 +639,11 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
                 change.reason,
                 change.pid,
                 change.at,
-                change.stderr_tail
+                change.stderr_tail,
+                ms(usage.wall_ms),
+                ms(usage.cpu_user_ms),
+                ms(usage.cpu_sys_ms),
+                ms(usage.max_rss_kb)
             ])?;
         }
         event.execute(params![
@@ -557,6 +690,10 @@ CREATE TABLE attempts (
     job_id      TEXT,
     -- The last lines of a failed attempt's stderr (at most 20 lines, 4 KiB).
     stderr_tail TEXT,
+    wall_ms     INTEGER,
+    cpu_user_ms INTEGER,
+    cpu_sys_ms  INTEGER,
+    max_rss_kb  INTEGER,
     PRIMARY KEY (idx, attempt)
 );
 CREATE TABLE events (
@@ -568,11 +705,56 @@ CREATE TABLE events (
     at      INTEGER NOT NULL
 );
 CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE metrics (
+    idx     INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    step    INTEGER,
+    value   REAL NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX metrics_by_task ON metrics (idx, attempt, name);
+CREATE TABLE task_metrics (
+    idx     INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    step    INTEGER,
+    value   REAL NOT NULL,
+    PRIMARY KEY (idx, name)
+);
+";
+
+/// Added by schema 4: what each attempt used, and the metrics. `metrics` holds every kept point
+/// of every attempt (a bounded series per name); `task_metrics` the last value per name of the
+/// attempt that reported last, which the results table and the report read.
+const SCHEMA_4: &str = "
+ALTER TABLE attempts ADD COLUMN wall_ms INTEGER;
+ALTER TABLE attempts ADD COLUMN cpu_user_ms INTEGER;
+ALTER TABLE attempts ADD COLUMN cpu_sys_ms INTEGER;
+ALTER TABLE attempts ADD COLUMN max_rss_kb INTEGER;
+CREATE TABLE metrics (
+    idx     INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    step    INTEGER,
+    value   REAL NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX metrics_by_task ON metrics (idx, attempt, name);
+CREATE TABLE task_metrics (
+    idx     INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    step    INTEGER,
+    value   REAL NOT NULL,
+    PRIMARY KEY (idx, name)
+);
 ";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::state::Usage;
     use crate::core::value::{params_hash, Value};
 
     fn new_tasks(n: u64) -> impl Iterator<Item = NewTask> {
@@ -600,6 +782,7 @@ mod tests {
             pid: None,
             job_id: None,
             stderr_tail: None,
+            usage: None,
         }
     }
 
@@ -752,21 +935,106 @@ mod tests {
         assert_eq!(jobs, ["40_3", "41_0"]);
     }
 
+    /// Makes a current database look like one written by schema version `to`: each version's
+    /// schema is the next one's without what the next one added.
+    fn downgrade(store: &Store, to: i64) {
+        let mut sql = String::new();
+        if to < 4 {
+            sql += "DROP TABLE metrics; DROP TABLE task_metrics;
+                    ALTER TABLE attempts DROP COLUMN wall_ms;
+                    ALTER TABLE attempts DROP COLUMN cpu_user_ms;
+                    ALTER TABLE attempts DROP COLUMN cpu_sys_ms;
+                    ALTER TABLE attempts DROP COLUMN max_rss_kb;";
+        }
+        if to < 3 {
+            sql += "ALTER TABLE attempts DROP COLUMN stderr_tail;";
+        }
+        if to < 2 {
+            sql += "ALTER TABLE tasks DROP COLUMN job_id; ALTER TABLE attempts DROP COLUMN job_id;";
+        }
+        sql += &format!("PRAGMA user_version = {to};");
+        store.conn.execute_batch(&sql).unwrap();
+    }
+
+    #[test]
+    fn metrics_of_the_latest_attempt_are_the_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("sweep.db"), &[], 3, new_tasks(2)).unwrap();
+        let mut first = TaskMetrics::default();
+        first.parse_line("HSM_METRIC loss=2 step=1");
+        first.parse_line("HSM_METRIC loss=1 acc=0.5 step=2");
+        let mut second = TaskMetrics::default();
+        second.parse_line("HSM_METRIC loss=0.5");
+        store.record_metrics(1, 2, &second, 20).unwrap();
+        // A late report of the first attempt keeps its series but not the task's values.
+        store.record_metrics(1, 1, &first, 21).unwrap();
+        let last = store.last_metrics().unwrap();
+        assert_eq!(last[&1].get("loss"), Some(&0.5));
+        assert!(!last[&1].contains_key("acc"));
+        assert!(!last.contains_key(&2));
+        let series = store.metric_series(1, 1).unwrap();
+        assert_eq!(
+            series,
+            [
+                ("acc".to_string(), Some(2), 0.5),
+                ("loss".to_string(), Some(1), 2.0),
+                ("loss".to_string(), Some(2), 1.0)
+            ]
+        );
+        // Recorded again (a rerun of the extraction): replaced, not doubled.
+        store.record_metrics(1, 1, &first, 22).unwrap();
+        assert_eq!(store.metric_series(1, 1).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_version_3_database_gains_usage_and_metrics_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let store = Store::create(&path, &[], 3, new_tasks(1)).unwrap();
+        downgrade(&store, 3);
+        drop(store);
+        let mut store = Store::open(&path).unwrap();
+        let usage = Usage {
+            wall_ms: Some(1500),
+            cpu_user_ms: Some(1200),
+            cpu_sys_ms: Some(30),
+            max_rss_kb: Some(204_800),
+        };
+        store
+            .apply(&[
+                change(1, 1, TaskStatus::Running, 10),
+                Change {
+                    usage: Some(usage),
+                    ..change(1, 1, TaskStatus::Completed, 11)
+                },
+            ])
+            .unwrap();
+        let kept: (i64, i64, i64, i64) = store
+            .conn
+            .query_row(
+                "SELECT wall_ms, cpu_user_ms, cpu_sys_ms, max_rss_kb FROM attempts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (1500, 1200, 30, 204_800));
+        let tables: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('metrics', 'task_metrics')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 2);
+    }
+
     #[test]
     fn a_version_1_database_gains_the_job_id_columns_when_opened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
         let store = Store::create(&path, &[], 3, new_tasks(2)).unwrap();
-        // Version 1's schema is version 3's without the job_id and stderr_tail columns.
-        store
-            .conn
-            .execute_batch(
-                "ALTER TABLE tasks DROP COLUMN job_id;
-                 ALTER TABLE attempts DROP COLUMN job_id;
-                 ALTER TABLE attempts DROP COLUMN stderr_tail;
-                 PRAGMA user_version = 1;",
-            )
-            .unwrap();
+        downgrade(&store, 1);
         drop(store);
         let mut store = Store::open(&path).unwrap();
         store
@@ -800,13 +1068,7 @@ mod tests {
                 change(2, 1, TaskStatus::Failed, 6),
             ])
             .unwrap();
-        store
-            .conn
-            .execute_batch(
-                "ALTER TABLE attempts DROP COLUMN stderr_tail;
-                 PRAGMA user_version = 2;",
-            )
-            .unwrap();
+        downgrade(&store, 2);
         drop(store);
         let mut store = Store::open(&path).unwrap();
         let version: i64 = store

@@ -1217,6 +1217,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
                 pid: None,
                 job_id: None,
                 stderr_tail: None,
+                usage: None,
             })
             .collect();
         store.apply(&changes)?;

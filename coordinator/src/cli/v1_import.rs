@@ -233,6 +233,7 @@ pub fn import(
                     pid: None,
                     job_id: None,
                     stderr_tail: None,
+                    usage: None,
                 })
             })
             .collect();

@@ -3,6 +3,7 @@
 pub mod command;
 pub mod diag;
 pub mod failure;
+pub mod metrics;
 pub mod pace;
 pub mod plan;
 pub mod render;

@@ -300,6 +300,23 @@ pub struct Change {
     /// The last lines of a failed attempt's stderr (`core::failure`), filled in by the shell
     /// that read them.
     pub stderr_tail: Option<String>,
+    /// What the attempt used (wall time, CPU, peak memory), when its source measured it; a
+    /// change that carries it with an ending status records it with the attempt.
+    pub usage: Option<Usage>,
+}
+
+/// What one attempt used. Each field is `None` when the source could not measure it (a
+/// scheduler without accounting, an older agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Wall time from start to exit, milliseconds.
+    pub wall_ms: Option<u64>,
+    /// CPU time in user mode, milliseconds (the process and the children it waited for).
+    pub cpu_user_ms: Option<u64>,
+    /// CPU time in kernel mode, milliseconds.
+    pub cpu_sys_ms: Option<u64>,
+    /// Peak resident set size, KiB.
+    pub max_rss_kb: Option<u64>,
 }
 
 /// Something the shells must carry out.
@@ -823,6 +840,7 @@ impl SweepCore {
             pid: None,
             job_id: Some(job_id),
             stderr_tail: None,
+            usage: None,
         });
     }
 
@@ -1061,6 +1079,7 @@ impl SweepCore {
             pid,
             job_id: None,
             stderr_tail: None,
+            usage: None,
         });
     }
 }
