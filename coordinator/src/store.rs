@@ -2,7 +2,7 @@
 //! status events and control flags. It is the source of truth; the YAML files are views of it.
 
 use crate::core::metrics::TaskMetrics;
-use crate::core::state::{Change, TaskStatus};
+use crate::core::state::{Change, TaskStatus, Usage};
 use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
@@ -541,6 +541,35 @@ impl Store {
         Ok(out)
     }
 
+    /// What each task's current attempt used, by task index (tasks whose attempt measured
+    /// nothing are left out).
+    pub fn usage(&self) -> Result<std::collections::HashMap<u64, Usage>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT a.idx, a.wall_ms, a.cpu_user_ms, a.cpu_sys_ms, a.max_rss_kb
+                 FROM attempts a JOIN tasks t ON t.idx = a.idx AND t.attempt = a.attempt
+                 WHERE a.wall_ms IS NOT NULL OR a.cpu_user_ms IS NOT NULL
+                    OR a.max_rss_kb IS NOT NULL",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let ms = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    Usage {
+                        wall_ms: ms(r.get(1)?),
+                        cpu_user_ms: ms(r.get(2)?),
+                        cpu_sys_ms: ms(r.get(3)?),
+                        max_rss_kb: ms(r.get(4)?),
+                    },
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     /// The kept series of one attempt: (name, step, value), by name then in reported order.
     pub fn metric_series(
         &self,
@@ -754,7 +783,6 @@ CREATE TABLE task_metrics (
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::state::Usage;
     use crate::core::value::{params_hash, Value};
 
     fn new_tasks(n: u64) -> impl Iterator<Item = NewTask> {

@@ -666,7 +666,7 @@ pub(super) fn is_active(paths: &SweepPaths) -> bool {
 }
 
 /// Opens a sweep's database; one whose creation never finished is the user's to re-run.
-fn open_store(paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<Store> {
+pub(super) fn open_store(paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<Store> {
     match Store::open(&paths.db()) {
         Err(crate::store::StoreError::Incomplete { .. }) if is_active(paths) => Err(user_error(
             format!("sweep {sweep_id} is still being created; try again in a moment"),
@@ -675,6 +675,18 @@ fn open_store(paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<Store> {
             "sweep {sweep_id} was never fully created (its coordinator stopped while creating it); nothing of it ran — start it again with `hsm-coordinator sweep run`"
         ))),
         other => Ok(other?),
+    }
+}
+
+/// The sweep a command names (its id or directory), or the project's latest when none is named.
+pub(super) fn resolve_sweep(
+    global: &Global,
+    cfg: &ProjectConfig,
+    id: Option<&str>,
+) -> anyhow::Result<(String, SweepPaths)> {
+    match id {
+        Some(id) => find_sweep(global, cfg, id),
+        None => latest_sweep(global, cfg),
     }
 }
 
@@ -1098,10 +1110,7 @@ fn print_dry_run(
 
 pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
-    let (sweep_id, paths) = match &args.sweep_id {
-        Some(id) => find_sweep(global, &cfg, id)?,
-        None => latest_sweep(global, &cfg)?,
-    };
+    let (sweep_id, paths) = resolve_sweep(global, &cfg, args.sweep_id.as_deref())?;
     let store = open_store(&paths, &sweep_id)?;
     let rows = if args.json {
         store.tasks()?
