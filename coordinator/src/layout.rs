@@ -169,29 +169,7 @@ pub fn overwrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Unix milliseconds as an RFC 3339 UTC timestamp (`2026-11-28T17:48:55.123Z`).
-pub fn format_utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::core::time::format_utc;
 
 /// The last `max` bytes of a file, and whether the file is longer than that: the end of a
 /// task's log without reading all of it. A missing file reads as empty.
@@ -230,10 +208,12 @@ pub struct StatusView<'a> {
     pub reason: Option<&'a str>,
     pub pid: Option<u32>,
     pub updated_at: i64,
+    /// The last value of each metric, once the attempt's metrics were read.
+    pub metrics: Option<&'a std::collections::BTreeMap<String, crate::core::metrics::LastValue>>,
 }
 
 pub fn status_yaml(view: &StatusView<'_>) -> String {
-    emit_json(&json!({
+    let mut value = json!({
         "task": view.task,
         "status": view.status.as_str(),
         "attempt": view.attempt,
@@ -242,7 +222,15 @@ pub fn status_yaml(view: &StatusView<'_>) -> String {
         "reason": view.reason,
         "pid": view.pid,
         "updated": format_utc(view.updated_at),
-    }))
+    });
+    if let Some(metrics) = view.metrics.filter(|m| !m.is_empty()) {
+        value["metrics"] = metrics
+            .iter()
+            .map(|(name, last)| (name.clone(), json!(last.value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    emit_json(&value)
 }
 
 /// `task_mapping.yaml`: every task with its hash, source, status, attempt and times.
@@ -337,13 +325,6 @@ pub fn prepare_task_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_formatting_matches_known_instants() {
-        assert_eq!(format_utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_utc(1_795_888_135_123), "2026-11-28T17:48:55.123Z");
-        assert_eq!(format_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn sweep_ids_have_the_python_hsm_shape_and_never_collide() {

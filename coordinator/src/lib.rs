@@ -8,6 +8,7 @@ pub mod core;
 pub mod engine;
 pub mod home;
 pub mod layout;
+pub mod metrics_worker;
 pub mod offers;
 pub mod prefetch;
 pub mod preflight;

@@ -260,16 +260,16 @@ impl Store {
 
     /// Every task, in index order.
     pub fn tasks(&self) -> Result<Vec<TaskRow>, StoreError> {
-        self.read_tasks(true)
+        self.read_tasks(true, None)
     }
 
     /// Every task without its parameters (left empty): enough for the status views, and much
     /// cheaper on big sweeps than parsing every task's parameters.
     pub fn task_statuses(&self) -> Result<Vec<TaskRow>, StoreError> {
-        self.read_tasks(false)
+        self.read_tasks(false, None)
     }
 
-    fn read_tasks(&self, with_params: bool) -> Result<Vec<TaskRow>, StoreError> {
+    fn read_tasks(&self, with_params: bool, only: Option<u64>) -> Result<Vec<TaskRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -277,11 +277,11 @@ impl Store {
                         CASE WHEN ?1 THEN params ELSE '' END,
                         status, attempt, source, exit_code, reason, pid, started_at, finished_at,
                         job_id
-                 FROM tasks ORDER BY idx",
+                 FROM tasks WHERE ?2 IS NULL OR idx = ?2 ORDER BY idx",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([with_params], |row| {
+            .query_map(params![with_params, only.map(|i| i as i64)], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, String>(1)?,
@@ -447,69 +447,26 @@ impl Store {
         Ok(out)
     }
 
-    /// Keeps what attempt `attempt` of task `index` reported: its series replace any the same
-    /// attempt reported before, and its last values become the task's (`task_metrics`) unless
-    /// a later attempt of the task already reported. One transaction.
+    /// Keeps what attempts reported, `(index, attempt, metrics)`, in one transaction: each
+    /// attempt's series replace any it reported before, its last values become the task's
+    /// (`task_metrics`) unless a later attempt of the task already reported, and the attempt is
+    /// marked read (`metrics_at`).
     pub fn record_metrics(
         &mut self,
-        index: u64,
-        attempt: u32,
-        metrics: &TaskMetrics,
+        reported: &[(u64, u32, &TaskMetrics)],
         at: i64,
     ) -> Result<(), StoreError> {
+        if reported.is_empty() {
+            return Ok(());
+        }
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let idx = index as i64;
-        tx.execute(
-            "DELETE FROM metrics WHERE idx = ?1 AND attempt = ?2",
-            params![idx, attempt],
-        )
-        .map_err(err)?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO metrics (idx, attempt, name, step, value, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(err)?;
-            for point in metrics.points() {
-                insert
-                    .execute(params![
-                        idx,
-                        attempt,
-                        point.name,
-                        point.step,
-                        point.value,
-                        at
-                    ])
-                    .map_err(err)?;
-            }
-        }
-        let newer: Option<i64> = tx
-            .query_row(
-                "SELECT max(attempt) FROM task_metrics WHERE idx = ?1",
-                [idx],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if newer.is_none_or(|n| n <= attempt as i64) {
-            tx.execute("DELETE FROM task_metrics WHERE idx = ?1", [idx])
-                .map_err(err)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO task_metrics (idx, name, attempt, step, value)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(err)?;
-            for (name, last) in metrics.last() {
-                insert
-                    .execute(params![idx, name, attempt, last.step, last.value])
-                    .map_err(err)?;
-            }
+        for &(index, attempt, metrics) in reported {
+            record_metrics_in(&tx, index as i64, attempt, metrics, at).map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -539,6 +496,32 @@ impl Store {
             out.entry(idx as u64).or_default().insert(name, value);
         }
         Ok(out)
+    }
+
+    /// Ended attempts (each task's current one) whose metrics were never read: the coordinator
+    /// stopped before it got to them. `(index, attempt)`, in task order.
+    pub fn metrics_unread(&self) -> Result<Vec<(u64, u32)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT a.idx, a.attempt FROM attempts a
+                 JOIN tasks t ON t.idx = a.idx AND t.attempt = a.attempt
+                 WHERE a.status IN ('completed', 'failed', 'cancelled') AND a.metrics_at IS NULL
+                   AND a.started_at IS NOT NULL
+                 ORDER BY a.idx",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, u32>(1)?))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// One task's row (with its parameters).
+    pub fn task(&self, index: u64) -> Result<Option<TaskRow>, StoreError> {
+        Ok(self.read_tasks(true, Some(index))?.pop())
     }
 
     /// What each task's current attempt used, by task index (tasks whose attempt measured
@@ -596,6 +579,46 @@ impl Store {
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))
             .map_err(|e| self.sqlite(e))
     }
+}
+
+fn record_metrics_in(
+    tx: &Transaction<'_>,
+    idx: i64,
+    attempt: u32,
+    metrics: &TaskMetrics,
+    at: i64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM metrics WHERE idx = ?1 AND attempt = ?2")?
+        .execute(params![idx, attempt])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO metrics (idx, attempt, name, step, value, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for point in metrics.points() {
+        insert.execute(params![
+            idx,
+            attempt,
+            point.name,
+            point.step,
+            point.value,
+            at
+        ])?;
+    }
+    let newer: Option<i64> = tx
+        .prepare_cached("SELECT max(attempt) FROM task_metrics WHERE idx = ?1")?
+        .query_row([idx], |r| r.get(0))?;
+    if newer.is_none_or(|n| n <= attempt as i64) {
+        tx.prepare_cached("DELETE FROM task_metrics WHERE idx = ?1")?
+            .execute([idx])?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO task_metrics (idx, name, attempt, step, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (name, last) in metrics.last() {
+            insert.execute(params![idx, name, attempt, last.step, last.value])?;
+        }
+    }
+    tx.prepare_cached("UPDATE attempts SET metrics_at = ?3 WHERE idx = ?1 AND attempt = ?2")?
+        .execute(params![idx, attempt, at])?;
+    Ok(())
 }
 
 fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
@@ -723,6 +746,8 @@ CREATE TABLE attempts (
     cpu_user_ms INTEGER,
     cpu_sys_ms  INTEGER,
     max_rss_kb  INTEGER,
+    -- When the attempt's metrics were read from its output (NULL: not yet).
+    metrics_at  INTEGER,
     PRIMARY KEY (idx, attempt)
 );
 CREATE TABLE events (
@@ -761,6 +786,7 @@ ALTER TABLE attempts ADD COLUMN wall_ms INTEGER;
 ALTER TABLE attempts ADD COLUMN cpu_user_ms INTEGER;
 ALTER TABLE attempts ADD COLUMN cpu_sys_ms INTEGER;
 ALTER TABLE attempts ADD COLUMN max_rss_kb INTEGER;
+ALTER TABLE attempts ADD COLUMN metrics_at INTEGER;
 CREATE TABLE metrics (
     idx     INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -972,7 +998,8 @@ mod tests {
                     ALTER TABLE attempts DROP COLUMN wall_ms;
                     ALTER TABLE attempts DROP COLUMN cpu_user_ms;
                     ALTER TABLE attempts DROP COLUMN cpu_sys_ms;
-                    ALTER TABLE attempts DROP COLUMN max_rss_kb;";
+                    ALTER TABLE attempts DROP COLUMN max_rss_kb;
+                    ALTER TABLE attempts DROP COLUMN metrics_at;";
         }
         if to < 3 {
             sql += "ALTER TABLE attempts DROP COLUMN stderr_tail;";
@@ -993,9 +1020,9 @@ mod tests {
         first.parse_line("HSM_METRIC loss=1 acc=0.5 step=2");
         let mut second = TaskMetrics::default();
         second.parse_line("HSM_METRIC loss=0.5");
-        store.record_metrics(1, 2, &second, 20).unwrap();
+        store.record_metrics(&[(1, 2, &second)], 20).unwrap();
         // A late report of the first attempt keeps its series but not the task's values.
-        store.record_metrics(1, 1, &first, 21).unwrap();
+        store.record_metrics(&[(1, 1, &first)], 21).unwrap();
         let last = store.last_metrics().unwrap();
         assert_eq!(last[&1].get("loss"), Some(&0.5));
         assert!(!last[&1].contains_key("acc"));
@@ -1010,7 +1037,7 @@ mod tests {
             ]
         );
         // Recorded again (a rerun of the extraction): replaced, not doubled.
-        store.record_metrics(1, 1, &first, 22).unwrap();
+        store.record_metrics(&[(1, 1, &first)], 22).unwrap();
         assert_eq!(store.metric_series(1, 1).unwrap().len(), 3);
     }
 

@@ -233,14 +233,66 @@ fn quickstart_runs_to_completion_with_results() {
     run.expect_code(0);
     let status = p.status("qs");
     assert_eq!(status["completed"], 12, "{status}");
+    let read_json = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
     for i in 1..=12 {
-        let results = p.sweep_dir("qs").join(format!("tasks/task_{i:03}/results"));
-        let metrics: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(results.join("metrics.json")).unwrap())
-                .unwrap();
+        let task = p.sweep_dir("qs").join(format!("tasks/task_{i:03}"));
+        let config = read_json(task.join("results/config.json"));
         // Hydra-rendered values arrive with their types.
-        assert!(metrics["config"]["optimizer.lr"].is_f64(), "{metrics}");
-        assert!(metrics["config"]["model.hidden"].is_i64(), "{metrics}");
-        assert!(results.join("model.txt").is_file());
+        assert!(config["optimizer.lr"].is_f64(), "{config}");
+        assert!(config["model.hidden"].is_i64(), "{config}");
+        assert!(task.join("results/model.txt").is_file());
+        // The metrics it printed and wrote, collected into the task's metrics.json and
+        // status.yaml.
+        let metrics = read_json(task.join("metrics.json"));
+        assert!(metrics["loss"].is_f64(), "{metrics}");
+        assert!(metrics["eval.loss"].is_f64(), "{metrics}");
+        assert!(metrics["eval.accuracy"].is_f64(), "{metrics}");
+        let status = std::fs::read_to_string(task.join("status.yaml")).unwrap();
+        assert!(
+            status.contains("metrics:\n") && status.contains("  loss: "),
+            "{status}"
+        );
     }
+    // The results table, best three by loss: the stand-in learns best at lr=0.01.
+    let best = p.run(&[
+        "sweep", "results", "qs", "--sort", "loss", "--top", "3", "--format", "json",
+    ]);
+    best.expect_code(0);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&best.stdout).unwrap();
+    assert_eq!(rows.len(), 3, "{}", best.stdout);
+    let losses: Vec<f64> = rows
+        .iter()
+        .map(|r| r["metrics"]["loss"].as_f64().unwrap())
+        .collect();
+    assert!(losses.windows(2).all(|w| w[0] <= w[1]), "{losses:?}");
+    for row in &rows {
+        assert_eq!(row["params"]["optimizer.lr"], 0.01, "{row}");
+        assert_eq!(row["status"], "completed", "{row}");
+    }
+    // Every task kept its per-epoch series (5 points of `loss`).
+    let csv = p.run(&[
+        "sweep",
+        "results",
+        "qs",
+        "--format",
+        "csv",
+        "--columns",
+        "loss,optimizer.lr",
+    ]);
+    csv.expect_code(0);
+    let lines: Vec<&str> = csv.stdout.lines().collect();
+    assert_eq!(lines[0], "task,loss,optimizer.lr");
+    assert_eq!(lines.len(), 13, "{}", csv.stdout);
+    let db = rusqlite::Connection::open(p.sweep_dir("qs").join("sweep.db")).unwrap();
+    let points: i64 = db
+        .query_row(
+            "SELECT count(*) FROM metrics WHERE name = 'loss'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(points, 12 * 5);
 }

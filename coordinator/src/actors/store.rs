@@ -3,6 +3,7 @@
 
 use crate::core::state::{Change, TaskStatus};
 use crate::layout::{self, StatusView, SweepPaths};
+use crate::metrics_worker::{Extracted, MetricsWorker};
 use crate::store::Store;
 use actix::{Actor, Handler, Message, SyncContext};
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ pub struct StoreActor {
     /// When the views were last written and how long that took: on a big sweep a rewrite of
     /// task_mapping.yaml costs seconds, so rewrites are spaced to at least ten times their cost.
     last_views: Option<(std::time::Instant, std::time::Duration)>,
+    /// Reads ended attempts' metrics off this thread (`None` if its thread could not start:
+    /// the run goes on without metrics, which `sweep complete` reads later).
+    metrics: Option<MetricsWorker>,
 }
 
 impl StoreActor {
@@ -37,6 +41,21 @@ impl StoreActor {
             Ok(store) => (Some(store), None),
             Err(e) => (None, Some(e)),
         };
+        let mut metrics = MetricsWorker::spawn()
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the metrics reader"))
+            .ok();
+        // Attempts that ended while an earlier coordinator of this sweep ran but whose metrics
+        // it never read (it was killed): read them now.
+        if let (Some(store), Some(worker)) = (&store, &mut metrics) {
+            match store.metrics_unread() {
+                Ok(unread) => {
+                    for (index, attempt) in unread {
+                        worker.submit(index, attempt, paths.task_dir(index));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list attempts with unread metrics"),
+            }
+        }
         StoreActor {
             store,
             paths,
@@ -44,6 +63,58 @@ impl StoreActor {
             failure,
             log,
             last_views: None,
+            metrics,
+        }
+    }
+
+    /// Records the metrics read so far (`wait`: and every one still being read), and rewrites
+    /// `status.yaml` of each task whose current attempt reported some.
+    fn collect_metrics(&mut self, wait: bool) {
+        let (Some(worker), Some(store)) = (&mut self.metrics, &mut self.store) else {
+            return;
+        };
+        let ready: Vec<Extracted> = if wait { worker.all() } else { worker.ready() };
+        let ready: Vec<Extracted> = ready.into_iter().filter(|e| e.had_output).collect();
+        if ready.is_empty() {
+            return;
+        }
+        let at = super::sweep::now_ms();
+        let reported: Vec<(u64, u32, &crate::core::metrics::TaskMetrics)> = ready
+            .iter()
+            .map(|e| (e.index, e.attempt, &e.metrics))
+            .collect();
+        if let Err(e) = store.record_metrics(&reported, at) {
+            tracing::warn!(error = %e, "cannot record metrics");
+            return;
+        }
+        for extracted in &ready {
+            let task = self.paths.task_name(extracted.index);
+            for problem in &extracted.problems {
+                tracing::warn!("{task} attempt {}: {problem}", extracted.attempt);
+            }
+            if extracted.metrics.is_empty() {
+                continue;
+            }
+            let row = match store.task(extracted.index) {
+                Ok(Some(row)) if row.attempt == extracted.attempt => row,
+                _ => continue,
+            };
+            let view = StatusView {
+                task: &task,
+                status: row.status,
+                attempt: row.attempt,
+                source: row.source.as_deref(),
+                exit_code: row.exit_code,
+                reason: row.reason.as_deref(),
+                pid: row.pid,
+                updated_at: row.finished_at.unwrap_or(at),
+                metrics: Some(extracted.metrics.last()),
+            };
+            let path = self.paths.task_dir(extracted.index).join("status.yaml");
+            if let Err(e) = layout::overwrite_in_place(&path, layout::status_yaml(&view).as_bytes())
+            {
+                tracing::warn!(task = extracted.index, error = %e, "cannot write status.yaml");
+            }
         }
     }
 
@@ -74,6 +145,7 @@ impl StoreActor {
                 reason: change.reason.as_deref(),
                 pid: change.pid,
                 updated_at: change.at,
+                metrics: None,
             };
             let dir = self.paths.task_dir(change.index);
             let text = layout::status_yaml(&view);
@@ -93,6 +165,21 @@ impl StoreActor {
             };
             if let Err(e) = result {
                 tracing::warn!(task = change.index, error = %e, "cannot write status.yaml");
+            }
+        }
+        if let Some(worker) = &mut self.metrics {
+            for change in &changes {
+                if matches!(
+                    change.status,
+                    TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+                ) && change.attempt > 0
+                {
+                    worker.submit(
+                        change.index,
+                        change.attempt,
+                        self.paths.task_dir(change.index),
+                    );
+                }
             }
         }
         if let Some(log) = &mut self.log {
@@ -166,6 +253,7 @@ impl Handler<Persist> for StoreActor {
     type Result = bool;
     fn handle(&mut self, msg: Persist, _: &mut SyncContext<Self>) -> bool {
         self.persist(&msg.0);
+        self.collect_metrics(false);
         self.failure.is_none()
     }
 }
@@ -181,6 +269,9 @@ pub struct WriteViews {
 impl Handler<WriteViews> for StoreActor {
     type Result = Result<(), String>;
     fn handle(&mut self, msg: WriteViews, _: &mut SyncContext<Self>) -> Self::Result {
+        // At the end of a run (forced) every ended attempt's metrics are in before the views
+        // and the report are written.
+        self.collect_metrics(msg.force);
         self.write_views(msg.force)
     }
 }

@@ -7,6 +7,7 @@ mod config_cmd;
 mod deploy;
 mod deploy_plan;
 mod launch;
+mod results_cmd;
 mod sweep_cmd;
 mod v1_import;
 
@@ -312,6 +313,44 @@ pub enum SweepCommand {
     Status(StatusArgs),
     /// Cancel a sweep running in another terminal (or mark an abandoned one cancelled).
     Cancel(CancelArgs),
+    /// One row per task: params, status, duration, resources and last metric values.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep results --sort loss --top 3\n  \
+        hsm-coordinator sweep results --where 'optimizer.lr>0.001' --columns optimizer.lr,loss\n  \
+        hsm-coordinator sweep results --format csv > results.csv   # pandas.read_csv reads it\n\n\
+        Metrics come from `HSM_METRIC name=value [step=N]` lines on a task's stdout,\n\
+        results/metrics.json and results/metrics.jsonl.")]
+    Results(ResultsArgs),
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultsFormat {
+    Table,
+    Csv,
+    Json,
+    Jsonl,
+}
+
+#[derive(Args, Debug)]
+pub struct ResultsArgs {
+    /// The sweep: its id or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ResultsFormat,
+    /// Sort by a metric, param or column; the direction defaults to lowest first, highest
+    /// first for names like acc/accuracy/f1/auc/reward/score.
+    #[arg(long, value_name = "NAME[:asc|desc]")]
+    pub sort: Option<String>,
+    /// Only the first N rows (after --where and --sort).
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Keep rows where NAME OP VALUE holds (OP: < <= > >= = !=); repeat to require several.
+    #[arg(long = "where", value_name = "COND")]
+    pub filter: Vec<String>,
+    /// Only these columns, comma-separated (task always first).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub columns: Vec<String>,
 }
 
 /// Options shared by `run` and `complete`.
@@ -449,6 +488,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Complete(args)) => sweep_cmd::complete(&global, &args),
         Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
+        Command::Sweep(SweepCommand::Results(args)) => results_cmd::run(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
         Command::Agent(AgentCommand::Deploy(args)) => deploy::deploy(&global, &args),
         Command::Agent(AgentCommand::Status {
