@@ -15,6 +15,13 @@ if [ "$(id -u)" = 0 ]; then
     python3 -m pip install --quiet --disable-pip-version-check 'hydra-core==1.3.8' \
       || say "could not install hydra-core; the Hydra grammar test will skip"
   fi
+  # pandas: the results test reads `sweep results --format csv` with pandas.read_csv, as a
+  # researcher would (it checks with Python's csv module alone when pandas is missing).
+  if ! python3 -c 'import pandas' 2>/dev/null; then
+    say "installing pandas (for reading the results CSV as a researcher would)"
+    python3 -m pip install --quiet --disable-pip-version-check pandas \
+      || say "could not install pandas; the results test checks its CSV with the csv module only"
+  fi
   # iptables: the fault suite drops a share of one namespace host's packets with it.
   if ! command -v iptables >/dev/null; then
     say "installing iptables (for the packet-loss fault test)"
