@@ -107,12 +107,22 @@ impl TaskMetrics {
             self.dropped += 1;
             return;
         }
-        self.last
-            .insert(name.to_string(), LastValue { value, step });
-        self.series
-            .entry(name.to_string())
-            .or_default()
-            .push(step, value);
+        // The names repeat on every line: look up before allocating a key.
+        let last = LastValue { value, step };
+        match self.last.get_mut(name) {
+            Some(kept) => *kept = last,
+            None => {
+                self.last.insert(name.to_string(), last);
+            }
+        }
+        match self.series.get_mut(name) {
+            Some(series) => series.push(step, value),
+            None => self
+                .series
+                .entry(name.to_string())
+                .or_default()
+                .push(step, value),
+        }
     }
 
     /// Parses one stdout line; anything that is not a metric line is ignored.
@@ -195,20 +205,18 @@ impl TaskMetrics {
 /// A metric value: a decimal number, `nan`, `inf`, `-inf`, `true`/`false` as 1/0.
 pub fn parse_number(text: &str) -> Option<f64> {
     let text = text.trim_end_matches([',', ';']);
-    match text {
-        "true" | "True" => return Some(1.0),
-        "false" | "False" => return Some(0.0),
-        _ => {}
+    // Rust's float grammar also takes "infinity"/"nan" in any case, which is what we want, and
+    // rejects hex and empty text.
+    if let Ok(value) = text.parse::<f64>() {
+        return Some(value);
     }
-    let lower = text.to_ascii_lowercase();
-    match lower.as_str() {
-        "nan" => Some(f64::NAN),
-        "inf" | "+inf" | "infinity" => Some(f64::INFINITY),
-        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
-        _ if text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b"+-.eE_".contains(&b))
-            && text.bytes().any(|b| b.is_ascii_digit()) =>
+    match text {
+        "true" | "True" => Some(1.0),
+        "false" | "False" => Some(0.0),
+        _ if text.contains('_')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE_".contains(&b)) =>
         {
             text.replace('_', "").parse().ok()
         }
