@@ -7,6 +7,7 @@ mod config_cmd;
 mod deploy;
 mod deploy_plan;
 mod launch;
+mod report_cmd;
 mod sweep_cmd;
 mod v1_import;
 
@@ -312,6 +313,12 @@ pub enum SweepCommand {
     Status(StatusArgs),
     /// Cancel a sweep running in another terminal (or mark an abandoned one cancelled).
     Cancel(CancelArgs),
+    /// Write a sweep's report: one self-contained HTML file (plots, best runs, errors,
+    /// sources) that opens offline in any browser.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep report                   # the latest sweep: <sweep>/reports/report.html\n  \
+        hsm-coordinator sweep report sweep_20261128_180516 -o /tmp/lr.html")]
+    Report(ReportArgs),
 }
 
 /// Options shared by `run` and `complete`.
@@ -410,6 +417,15 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The sweep: its id or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
+    /// Where to write the report (default: reports/report.html in the sweep directory).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct CancelArgs {
     /// The sweep to cancel: its id or its directory (default: the latest sweep).
     pub sweep_id: Option<String>,
@@ -449,6 +465,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Complete(args)) => sweep_cmd::complete(&global, &args),
         Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
+        Command::Sweep(SweepCommand::Report(args)) => report_cmd::report(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
         Command::Agent(AgentCommand::Deploy(args)) => deploy::deploy(&global, &args),
         Command::Agent(AgentCommand::Status {
