@@ -585,6 +585,24 @@
     sec.appendChild(el("div", { cls: "scroll" }, [table]));
   }
 
+  // Opened as report.html#selfcheck: filters the best half by the chosen metric on its axis and
+  // sorts the best-runs table by its first parameter, as a reader would, and records what that
+  // gave in data-selfcheck (the browser test reads it from the dumped DOM).
+  function selfCheck() {
+    var list = axes(), last = list[list.length - 1];
+    if (!last || !last.metric) { body.setAttribute("data-selfcheck", "no-metric"); return; }
+    brushes[last.key] = lowerBetter ? [0, 0.5] : [0.5, 1];
+    update();
+    var header = Array.prototype.filter.call(document.querySelectorAll("#best-table th"), function (th) {
+      return D.params.length && th.textContent === D.params[0].name;
+    })[0];
+    if (header) header.click();
+    var table = document.getElementById("best-table");
+    body.setAttribute("data-selfcheck", "selected=" + countNote.getAttribute("data-selected") +
+      ";rows=" + table.getAttribute("data-rows") + ";sorted=" +
+      (table.querySelector("th.sorted-asc") || { textContent: "" }).textContent);
+  }
+
   function update() {
     var count = recompute();
     countNote.textContent = count.toLocaleString("en") + " of " + N.toLocaleString("en") + " shown tasks selected";
@@ -605,6 +623,7 @@
     renderHistogram();
     renderErrors();
     renderSources();
+    if (location.hash === "#selfcheck") selfCheck();
     if (body.getAttribute("data-rendered") !== "error") body.setAttribute("data-rendered", "ok");
   } catch (e) {
     showError("report failed to render: " + (e && e.stack ? e.stack : e));
