@@ -107,7 +107,11 @@
     var lo = Infinity, hi = -Infinity;
     col.values.forEach(function (v) { if (v != null) { if (v < lo) lo = v; if (v > hi) hi = v; } });
     if (lo === Infinity) { lo = 0; hi = 1; }
-    var log = lo > 0 && hi / lo >= 100;
+    // Log axis for values spread over decades and bunched low (a log-uniform learning rate),
+    // not for a uniform range that happens to start near zero.
+    var present = col.values.filter(function (v) { return v != null; }).sort(function (x, y) { return x - y; });
+    var median = present.length ? present[present.length >> 1] : 0;
+    var log = lo > 0 && hi / lo >= 100 && median < 0.2 * hi;
     var f = log ? Math.log : function (x) { return x; };
     var a = f(lo), b = f(hi);
     if (b === a) { a -= 1; b += 1; }
