@@ -40,6 +40,12 @@ if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null \
       || say "could not install busybox-static; the portable agent test will skip"
   fi
+  # Chromium: the report test opens a sweep's report.html in headless Chromium.
+  if ! command -v chromium >/dev/null; then
+    say "installing chromium (for the report's browser test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || say "could not install chromium; the report's browser test will fail as root"
+  fi
   # A single-node Slurm (with Debian's qsub/qstat/qdel wrappers) for the Slurm/PBS backend
   # tests; MaxArraySize 10 so that chunking into several arrays is exercised. Stopped by its
   # recorded PIDs when this script exits, however it exits.

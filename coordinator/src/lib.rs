@@ -13,6 +13,7 @@ pub mod offers;
 pub mod prefetch;
 pub mod preflight;
 pub mod progress;
+pub mod report;
 pub mod ssh_control;
 pub mod store;
 pub mod sync;

@@ -7,6 +7,7 @@ mod config_cmd;
 mod deploy;
 mod deploy_plan;
 mod launch;
+mod report_cmd;
 mod results_cmd;
 mod sweep_cmd;
 mod v1_import;
@@ -321,6 +322,12 @@ pub enum SweepCommand {
         Metrics come from `HSM_METRIC name=value [step=N]` lines on a task's stdout,\n\
         results/metrics.json and results/metrics.jsonl.")]
     Results(ResultsArgs),
+    /// Write a sweep's report: one self-contained HTML file (plots, best runs, errors,
+    /// sources) that opens offline in any browser.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep report                   # the latest sweep: <sweep>/reports/report.html\n  \
+        hsm-coordinator sweep report sweep_20261128_180516 -o /tmp/lr.html")]
+    Report(ReportArgs),
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,6 +456,15 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The sweep: its id or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
+    /// Where to write the report (default: reports/report.html in the sweep directory).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct CancelArgs {
     /// The sweep to cancel: its id or its directory (default: the latest sweep).
     pub sweep_id: Option<String>,
@@ -489,6 +505,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
         Command::Sweep(SweepCommand::Results(args)) => results_cmd::run(&global, &args),
+        Command::Sweep(SweepCommand::Report(args)) => report_cmd::report(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
         Command::Agent(AgentCommand::Deploy(args)) => deploy::deploy(&global, &args),
         Command::Agent(AgentCommand::Status {

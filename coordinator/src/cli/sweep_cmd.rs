@@ -534,6 +534,7 @@ fn finish(
     if !global.quiet {
         eprintln!("outputs: {outputs}");
     }
+    super::report_cmd::after_run(global, sweep_id, paths);
     if let Some(failure) = &summary.failure {
         eprintln!("hsm-coordinator: the sweep state could not be written: {failure}");
         eprintln!("fix the cause, then run `hsm-coordinator sweep complete {sweep_id}`");
