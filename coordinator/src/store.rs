@@ -8,6 +8,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use std::path::Path;
 use std::time::Duration;
 
+// Read-only access for the commands that look at a sweep from another terminal.
+mod read;
+pub use read::Span;
+
 /// The `meta` key holding the digits of the sweep's task numbers.
 const TASK_WIDTH_KEY: &str = "task_width";
 
