@@ -12,6 +12,7 @@ pub mod offers;
 pub mod prefetch;
 pub mod preflight;
 pub mod progress;
+pub mod run_log;
 pub mod ssh_control;
 pub mod store;
 pub mod sync;
