@@ -350,3 +350,55 @@ fn logs_follow_a_running_task_until_its_attempt_ends() {
     let status = p.status("ticking");
     assert_eq!(status["tasks"][0]["status"], "completed", "{status:#}");
 }
+
+#[test]
+fn an_agent_source_has_its_own_log_and_its_failures_group_like_local_ones() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\n",
+        &[
+            ("task.py", TASK_PY),
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    bs: [512]\n    seed: [1, 2]\n",
+            ),
+        ],
+    );
+    let own_fp = coordinator_fingerprint(&p, home.path());
+    let agent = start_agent(&agent_bin);
+    enlist(&p, &agent_bin, &agent, "a1", &own_fp);
+    let run = p.run_in(
+        home.path(),
+        &["sweep", "run", "--sources", "a1", "--sweep-id", "remote"],
+    );
+    run.expect_code(1);
+    let errors = json(&p.run(&["sweep", "errors", "remote", "--json"]));
+    assert_eq!(
+        errors["groups"][0]["signature"], "RuntimeError: CUDA out of memory",
+        "{errors:#}"
+    );
+    assert_eq!(errors["groups"][0]["count"], 2);
+    let log = read(p.sweep_dir("remote").join("logs/sources/a1.log"));
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines[0].contains(" run of remote started: agent at "),
+        "{log}"
+    );
+    assert!(lines.iter().any(|l| l.contains(" connected to ")), "{log}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains(" run of remote ended (0 completed, 2 failed"),
+        "{log}"
+    );
+    assert!(
+        !p.sweep_dir("remote")
+            .join("logs/sources/local.log")
+            .exists(),
+        "no local source in this run"
+    );
+}

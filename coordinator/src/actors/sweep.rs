@@ -713,11 +713,15 @@ impl Actor for SweepActor {
             let what = match &spec.kind {
                 SourceSpecKind::Local => format!("local processes, {} slots", spec.slots),
                 SourceSpecKind::Scheduler { hpc, .. } => {
-                    format!("this host's {:?} scheduler", hpc.scheduler)
+                    let scheduler = format!("{:?}", hpc.scheduler).to_lowercase();
+                    format!("this host's batch scheduler ({scheduler})")
                 }
                 SourceSpecKind::Agent {
                     address, transport, ..
-                } => format!("agent at {address} ({:?}), dialling", transport.mode),
+                } => format!(
+                    "agent at {address} (transport {}), dialling",
+                    transport.mode.as_str()
+                ),
             };
             self.source_logs.line(
                 &spec.name,
