@@ -20,12 +20,23 @@ pub(super) fn resolve(global: &Global, id: Option<&str>) -> anyhow::Result<(Stri
 }
 
 /// Opens a sweep's database for reading; a sweep whose creation never finished is named as
-/// such (exit 2), as `sweep status` does. The paths get the sweep's task width.
+/// such (exit 2), as `sweep status` does. The paths get the sweep's task width. With `current`,
+/// a database of an older schema is upgraded first (as `sweep status` does): the caller reads
+/// columns it lacks.
 pub(super) fn open_for_reading(
     paths: SweepPaths,
     sweep_id: &str,
+    current: bool,
 ) -> anyhow::Result<(Store, SweepPaths)> {
-    match Store::open_read_only(&paths.db()) {
+    let opened = Store::open_read_only(&paths.db()).and_then(|store| {
+        if current && store.schema_version()? < crate::store::SCHEMA_VERSION {
+            drop(store);
+            Store::open(&paths.db())
+        } else {
+            Ok(store)
+        }
+    });
+    match opened {
         Ok(store) => {
             let width = store.task_width()?;
             Ok((store, paths.with_task_width(width)))
@@ -44,7 +55,7 @@ pub(super) fn open_for_reading(
 
 pub fn errors(global: &Global, args: &ErrorsArgs) -> anyhow::Result<i32> {
     let (sweep_id, paths) = resolve(global, args.sweep_id.as_deref())?;
-    let (store, paths) = open_for_reading(paths, &sweep_id)?;
+    let (store, paths) = open_for_reading(paths, &sweep_id, true)?;
     let failures = store.failures()?;
     let constant = if failures.is_empty() {
         Default::default()

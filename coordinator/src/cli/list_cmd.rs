@@ -43,7 +43,8 @@ fn add(counts: &mut Counts, status: TaskStatus, n: u64) {
 fn read_entry(id: String, paths: SweepPaths, now: i64) -> Entry {
     let active = is_active(&paths);
     let read = || -> anyhow::Result<Entry> {
-        let (store, _) = open_for_reading(paths.clone(), &id)?;
+        // Any schema: a list must not upgrade (write to) every old sweep it shows.
+        let (store, _) = open_for_reading(paths.clone(), &id, false)?;
         let mut counts = Counts::default();
         for (status, n) in store.status_counts()? {
             add(&mut counts, status, n);

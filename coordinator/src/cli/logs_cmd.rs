@@ -37,7 +37,7 @@ pub fn log_name(stderr: bool, attempt: u32, current: u32) -> String {
 
 pub fn logs(global: &Global, args: &LogsArgs) -> anyhow::Result<i32> {
     let (sweep_id, paths) = resolve(global, Some(&args.sweep_id))?;
-    let (store, paths) = open_for_reading(paths, &sweep_id)?;
+    let (store, paths) = open_for_reading(paths, &sweep_id, true)?;
     let index = parse_task(&args.task).ok_or_else(|| {
         user_error(format!(
             "`{}` is not a task: give its number (7), 007 or task_007",

@@ -186,15 +186,25 @@ pub fn signature(reason: Option<&str>, exit_code: Option<i32>, tail: Option<&str
     // What hsm itself wrote before `: <stderr line>` (see `failure::reason_with_line`).
     let head = reason.split(": ").next().unwrap_or("");
     let both = |needle: &str| tail.contains(needle) || reason.contains(needle);
+    // PBS says `=>> PBS: job killed: walltime 3615 exceeded limit 3600` (or `mem …`).
+    let pbs_kill = |what: &[&str]| {
+        tail.lines().chain(reason.lines()).any(|l| {
+            l.contains("PBS: job killed:")
+                && l.contains("exceeded")
+                && what.iter().any(|w| l.contains(w))
+        })
+    };
     if both("oom-kill")
         || both("oom_kill")
         || both("OUT_OF_MEMORY")
+        || pbs_kill(&[" mem ", " vmem ", " pmem "])
         || head.starts_with("out of memory")
     {
         return "out of memory (killed by the scheduler)".into();
     }
-    if both("DUE TO TIME LIMIT") || head == "timeout" {
-        return if tail.contains("DUE TO TIME LIMIT") {
+    let scheduler_time = both("DUE TO TIME LIMIT") || pbs_kill(&[" walltime "]);
+    if scheduler_time || head == "timeout" {
+        return if scheduler_time {
             "timeout (the scheduler's time limit)".into()
         } else {
             "timeout".into()
@@ -588,6 +598,16 @@ ValueError: batch_size 512 too large for /data/set_07/train.csv
             "timeout (the scheduler's time limit)"
         );
         assert_eq!(sig("timeout", None, "step 17 of 100\n"), "timeout");
+        let pbs_time = "=>> PBS: job killed: walltime 3615 exceeded limit 3600\n";
+        assert_eq!(
+            sig("exit code 271", Some(271), pbs_time),
+            "timeout (the scheduler's time limit)"
+        );
+        let pbs_mem = "=>> PBS: job killed: mem 4194304kb exceeded limit 2097152kb\n";
+        assert_eq!(
+            sig("exit code 271", Some(271), pbs_mem),
+            "out of memory (killed by the scheduler)"
+        );
         assert_eq!(
             sig(
                 "node failure",

@@ -19,8 +19,8 @@ pub struct Span {
 
 impl Store {
     /// Opens a sweep's database without writing to it (a run may be writing it: WAL readers
-    /// never block it). A database of an older schema is upgraded in place first, as `open`
-    /// does, since the queries here read the current columns.
+    /// never block it). A database of an older schema is opened as it is: `schema_version`
+    /// tells, and what needs newer columns opens it with `open` (which upgrades it).
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let display = path.display().to_string();
         let sqlite = |source| StoreError::Sqlite {
@@ -33,27 +33,28 @@ impl Store {
         )
         .map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .map_err(sqlite)?;
-        match found {
-            0 => Err(StoreError::Incomplete { path: display }),
-            v if v == SCHEMA_VERSION => Ok(Store {
-                conn,
-                path: display,
-            }),
+        let store = Store {
+            conn,
+            path: display,
+        };
+        match store.schema_version()? {
+            0 => Err(StoreError::Incomplete { path: store.path }),
             v if v > SCHEMA_VERSION => Err(StoreError::Version {
-                path: display,
+                path: store.path,
                 found: v,
             }),
-            _ => {
-                drop(conn);
-                Store::open(path)
-            }
+            _ => Ok(store),
         }
     }
 
-    /// How many tasks have each status.
+    /// The schema version the file was written with (0: never fully created).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// How many tasks have each status (any schema version).
     pub fn status_counts(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
         let mut stmt = self
             .conn
@@ -75,7 +76,7 @@ impl Store {
         Ok(counts)
     }
 
-    /// The sources any attempt was handed to, by name.
+    /// The sources any attempt was handed to, by name (any schema version).
     pub fn sources_used(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self
             .conn
@@ -89,7 +90,7 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
-    /// The first start and last end of the sweep's attempts.
+    /// The first start and last end of the sweep's attempts (any schema version).
     pub fn span(&self) -> Result<Span, StoreError> {
         self.conn
             .query_row(
@@ -105,7 +106,8 @@ impl Store {
             .map_err(|e| self.sqlite(e))
     }
 
-    /// Every task whose current attempt failed, with that attempt's stderr tail, in task order.
+    /// Every task whose current attempt failed, with that attempt's stderr tail, in task order
+    /// (schema 3 and later).
     pub fn failures(&self) -> Result<Vec<Failure>, StoreError> {
         let mut stmt = self
             .conn
@@ -159,7 +161,8 @@ impl Store {
         Ok(out)
     }
 
-    /// One task's row (parameters left empty), `None` for a number the sweep does not have.
+    /// One task's row (parameters left empty), `None` for a number the sweep does not have
+    /// (schema 2 and later).
     pub fn task(&self, index: u64) -> Result<Option<TaskRow>, StoreError> {
         let row = self
             .conn
@@ -311,10 +314,23 @@ mod tests {
         assert_eq!(reader.all_params().unwrap().len(), 3);
         assert_eq!(reader.task(2).unwrap().unwrap().attempt, 1);
         assert!(reader.task(9).unwrap().is_none());
+        assert_eq!(reader.schema_version().unwrap(), SCHEMA_VERSION);
         // It cannot write.
         assert!(reader.request_cancel().is_err());
         // The writer still can while it is open.
         store.apply(&[change(3, TaskStatus::Running, 40)]).unwrap();
         assert_eq!(reader.task(3).unwrap().unwrap().status, TaskStatus::Running);
+        // An older sweep is read as it is, not upgraded.
+        store.conn.pragma_update(None, "user_version", 3).unwrap();
+        drop(store);
+        let old = Store::open_read_only(&path).unwrap();
+        assert_eq!(old.schema_version().unwrap(), 3);
+        assert_eq!(old.status_counts().unwrap().len(), 3);
+        drop(old);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
     }
 }
