@@ -216,6 +216,12 @@ pub fn signature(reason: Option<&str>, exit_code: Option<i32>, tail: Option<&str
     if head == "preempted" || tail.contains("DUE TO PREEMPTION") {
         return "preempted".into();
     }
+    // A batch job whose exit record was lost says `failed with exit code N`.
+    if let Some(code) = head.strip_prefix("failed with exit code ") {
+        if tail.trim().is_empty() {
+            return format!("exit code {code}");
+        }
+    }
     // The attempt never ran its command, or was lost with its source: the reason is the cause.
     if head.starts_with("could not start")
         || (!reason.is_empty()
@@ -642,6 +648,14 @@ ValueError: batch_size 512 too large for /data/set_07/train.csv
             "exit code 4"
         );
         assert_eq!(signature(None, None, None), "failed (no reason recorded)");
+        assert_eq!(
+            signature(Some("failed with exit code 3"), None, None),
+            "exit code 3"
+        );
+        assert_eq!(
+            signature(Some("unknown to a1 when taken up again"), None, None),
+            "unknown to a1 when taken up again"
+        );
         // Without an exception, the last real line.
         assert_eq!(
             sig(
