@@ -17,6 +17,51 @@ pub fn execute(
     store: Store,
     progress: Progress,
 ) -> anyhow::Result<RunSummary> {
+    // The run's own log, for as long as it runs (`run_log`).
+    let _engine_log = match crate::run_log::start_engine_log(&run.paths.engine_log()) {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            tracing::warn!(path = %run.paths.engine_log().display(), error = %e, "cannot write the engine log");
+            None
+        }
+    };
+    let sources: Vec<String> = run
+        .sources
+        .iter()
+        .map(|s| format!("{} ({} slots)", s.name, s.slots))
+        .collect();
+    tracing::info!(
+        sweep_id = %run.sweep_id,
+        tasks = core.counts().total(),
+        sources = %sources.join(", "),
+        version = env!("CARGO_PKG_VERSION"),
+        "run started"
+    );
+    let summary = run_actors(run, core, store, progress);
+    match &summary {
+        Ok(s) => tracing::info!(
+            completed = s.counts.completed,
+            failed = s.counts.failed,
+            cancelled = s.counts.cancelled,
+            left = s.counts.pending + s.counts.queued + s.counts.running,
+            interrupted = s.interrupted,
+            cancel_requested = s.cancelled,
+            stopped = ?s.stopped.as_ref().map(|s| &s.message),
+            store_failure = ?s.failure,
+            elapsed_s = s.elapsed.as_secs_f64(),
+            "run ended"
+        ),
+        Err(e) => tracing::info!(error = %e, "run ended without a summary"),
+    }
+    summary
+}
+
+fn run_actors(
+    run: RunContext,
+    core: SweepCore,
+    store: Store,
+    progress: Progress,
+) -> anyhow::Result<RunSummary> {
     let system = actix_rt::System::new();
     system.block_on(async move {
         let paths = run.paths.clone();

@@ -73,6 +73,19 @@ impl SweepPaths {
     pub fn failed_tasks(&self) -> PathBuf {
         self.logs_dir().join("errors").join("failed_tasks.yaml")
     }
+    /// Failures grouped by cause (`sweep errors`).
+    pub fn error_patterns(&self) -> PathBuf {
+        self.logs_dir().join("errors").join("error_patterns.yaml")
+    }
+    /// The run's own log (what the coordinator traced at info level, and its notes).
+    pub fn engine_log(&self) -> PathBuf {
+        self.logs_dir().join("engine.log")
+    }
+    /// One source's log: connections, losses, refusals, disk, submissions.
+    pub fn source_log(&self, source: &str) -> PathBuf {
+        let name = source.replace(['/', '\\'], "_");
+        self.logs_dir().join("sources").join(format!("{name}.log"))
+    }
 }
 
 /// `sweep_YYYYMMDD_HHMMSS` in local time (as Python HSM names them).
@@ -282,6 +295,53 @@ pub fn failed_tasks_yaml(tasks: &[TaskRow]) -> String {
     emit_json(&json!({ "failed_tasks": failed }))
 }
 
+/// `logs/errors/error_patterns.yaml`: the failures grouped by cause (`core::errors`), each
+/// traceback as a block list of lines (a flow list of them would be one unreadable line).
+pub fn error_patterns_yaml(
+    sweep_id: &str,
+    failed: usize,
+    groups: &[crate::core::errors::ErrorGroup],
+) -> String {
+    let mut out = String::from(
+        "# failed tasks grouped by cause, largest group first (a view of sweep.db; `sweep errors`)\n",
+    );
+    out.push_str(&emit_json(
+        &json!({ "sweep_id": sweep_id, "failed": failed }),
+    ));
+    if groups.is_empty() {
+        out.push_str("groups: []\n");
+        return out;
+    }
+    out.push_str("groups:\n");
+    for group in crate::core::errors::to_json(groups)
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let mut group = group.clone();
+        let traceback = group
+            .as_object_mut()
+            .and_then(|g| g.remove("traceback"))
+            .unwrap_or_default();
+        for line in emit_json(&json!([group])).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        let lines = traceback.as_array().cloned().unwrap_or_default();
+        if lines.is_empty() {
+            out.push_str("    traceback: []\n");
+            continue;
+        }
+        out.push_str("    traceback:\n");
+        for line in lines {
+            out.push_str("      - ");
+            out.push_str(&emit_json(&line));
+        }
+    }
+    out
+}
+
 /// Prepares a task directory for a new attempt: `results/`, `params.yaml`, `command.txt`. Logs of
 /// an earlier attempt are kept as `stdout.attemptN.log` so a re-run never destroys evidence.
 /// Returns the stdout and stderr paths for this attempt.
@@ -366,6 +426,47 @@ mod tests {
             read_end(&path, 64).unwrap(),
             (b"0123456789".to_vec(), false)
         );
+    }
+
+    #[test]
+    fn error_patterns_read_back_as_yaml_with_block_tracebacks() {
+        use crate::core::errors::ErrorGroup;
+        use crate::core::value::Value;
+        let groups = vec![ErrorGroup {
+            signature: "KeyError: '<str>'".into(),
+            count: 2,
+            examples: vec!["task_001".into(), "task_002".into()],
+            shared: vec![("lr".into(), Value::Float(0.1))],
+            traceback: vec![
+                "Traceback (most recent call last):".into(),
+                "  File \"t.py\", line 1".into(),
+                "KeyError: 'x'".into(),
+            ],
+        }];
+        let text = error_patterns_yaml("s1", 2, &groups);
+        assert!(
+            text.contains("    traceback:\n      - \"Traceback"),
+            "{text}"
+        );
+        let tree = crate::yaml::parse(&text).unwrap().unwrap();
+        let value = crate::core::value::Value::from_node(&tree);
+        let Value::Map(top) = value else {
+            panic!("{text}")
+        };
+        assert_eq!(top["failed"], Value::Int(2));
+        let Value::List(groups) = &top["groups"] else {
+            panic!("{text}")
+        };
+        let Value::Map(first) = &groups[0] else {
+            panic!("{text}")
+        };
+        assert_eq!(first["signature"], Value::Str("KeyError: '<str>'".into()));
+        assert_eq!(first["count"], Value::Int(2));
+        let Value::List(tb) = &first["traceback"] else {
+            panic!("{text}")
+        };
+        assert_eq!(tb[1], Value::Str("  File \"t.py\", line 1".into()));
+        assert!(error_patterns_yaml("s1", 0, &[]).ends_with("groups: []\n"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod prefetch;
 pub mod preflight;
 pub mod progress;
 pub mod report;
+pub mod run_log;
 pub mod ssh_control;
 pub mod store;
 pub mod sync;

@@ -23,7 +23,12 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Two outputs: the terminal (stderr, at the level `-q`/`-v`/`HSM_LOG` ask for) and the
+/// engine log of the run in progress (`logs/engine.log`, hsm's own events at info level
+/// whatever the terminal shows; it writes nothing outside a run).
 fn init_tracing(verbose: u8, quiet: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
         (true, _) => "error",
@@ -33,10 +38,22 @@ fn init_tracing(verbose: u8, quiet: bool) {
     };
     let filter = EnvFilter::try_from_env("HSM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let terminal = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_filter(filter);
+    let ours = Targets::new()
+        .with_target("hsm_coordinator", LevelFilter::INFO)
+        .with_target("hsm_agent", LevelFilter::INFO)
+        .with_target("hsm_protocol", LevelFilter::INFO);
+    let engine_log = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(hsm_coordinator::run_log::EngineLog)
+        .with_target(false)
+        .with_filter(ours);
+    tracing_subscriber::registry()
+        .with(terminal)
+        .with(engine_log)
         .init();
 }

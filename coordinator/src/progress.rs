@@ -296,6 +296,7 @@ impl Progress {
     }
 
     pub fn note(&self, line: &str) {
+        crate::run_log::note(line, crate::actors::sweep::now_ms());
         match (&self.bar, self.mode) {
             (Some(bar), _) => bar.println(line),
             (None, ProgressMode::Lines) => eprintln!("{line}"),

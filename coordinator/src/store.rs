@@ -8,6 +8,10 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use std::path::Path;
 use std::time::Duration;
 
+// Read-only access for the commands that look at a sweep from another terminal.
+mod read;
+pub use read::Span;
+
 /// The `meta` key holding the digits of the sweep's task numbers.
 const TASK_WIDTH_KEY: &str = "task_width";
 
@@ -517,11 +521,6 @@ impl Store {
             })
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
-    }
-
-    /// One task's row (with its parameters).
-    pub fn task(&self, index: u64) -> Result<Option<TaskRow>, StoreError> {
-        Ok(self.read_tasks(true, Some(index))?.pop())
     }
 
     /// What each task's current attempt used, by task index (tasks whose attempt measured

@@ -228,6 +228,17 @@ fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
             "task {x}: {stdout:?}"
         );
     }
+    // The source's log names each task's array element.
+    let log =
+        std::fs::read_to_string(c.project.sweep_dir("arr").join("logs/sources/hpc1.log")).unwrap();
+    for task in status["tasks"].as_array().unwrap() {
+        let line = format!(
+            " {} attempt 1 submitted as job {}\n",
+            task["task"].as_str().unwrap(),
+            task["job_id"].as_str().unwrap()
+        );
+        assert!(log.contains(&line), "no {line:?} in:\n{log}");
+    }
 }
 
 #[test]

@@ -23,6 +23,12 @@ pub struct StoreActor {
     /// Reads ended attempts' metrics off this thread (`None` if its thread could not start:
     /// the run goes on without metrics, which `sweep complete` reads later).
     metrics: Option<MetricsWorker>,
+    /// A failure was written (or a failed task queued again) since `error_patterns.yaml` was:
+    /// the grouping reads every failed task, so it runs only when they changed.
+    errors_dirty: bool,
+    /// The parameters every task of the sweep shares (`core::errors::constant_params`): read
+    /// once, at the first grouping (parameters never change).
+    constant: Option<std::collections::BTreeMap<String, crate::core::value::Value>>,
 }
 
 impl StoreActor {
@@ -64,6 +70,8 @@ impl StoreActor {
             log,
             last_views: None,
             metrics,
+            errors_dirty: true,
+            constant: None,
         }
     }
 
@@ -127,6 +135,9 @@ impl StoreActor {
             self.failure.get_or_insert_with(|| e.to_string());
             return;
         }
+        self.errors_dirty |= changes
+            .iter()
+            .any(|c| matches!(c.status, TaskStatus::Failed | TaskStatus::Pending));
         // status.yaml shows the latest state: write it once per task per batch. (A change that
         // only records a job id changes no state.)
         let changes: Vec<&Change> = changes.iter().filter(|c| c.job_id.is_none()).collect();
@@ -234,8 +245,37 @@ impl StoreActor {
         }
         layout::write_atomic(&failed, layout::failed_tasks_yaml(&tasks).as_bytes())
             .map_err(|e| e.to_string())?;
+        if std::mem::take(&mut self.errors_dirty) {
+            let result = self.write_error_patterns();
+            if result.is_err() {
+                self.errors_dirty = true;
+            }
+            result?;
+        }
         self.last_views = Some((std::time::Instant::now(), started.elapsed()));
         Ok(())
+    }
+}
+
+impl StoreActor {
+    /// `logs/errors/error_patterns.yaml` from the failed tasks now in the database.
+    fn write_error_patterns(&mut self) -> Result<(), String> {
+        let store = self
+            .store
+            .as_ref()
+            .ok_or("the sweep database is not open")?;
+        let failures = store.failures().map_err(|e| e.to_string())?;
+        if self.constant.is_none() && !failures.is_empty() {
+            let all = store.all_params().map_err(|e| e.to_string())?;
+            self.constant = Some(crate::core::errors::constant_params(&all));
+        }
+        let groups = crate::core::errors::group(
+            &failures,
+            self.constant.as_ref().unwrap_or(&Default::default()),
+        );
+        let text = layout::error_patterns_yaml(&self.sweep_id, failures.len(), &groups);
+        layout::write_atomic(&self.paths.error_patterns(), text.as_bytes())
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -258,7 +298,8 @@ impl Handler<Persist> for StoreActor {
     }
 }
 
-/// Regenerate `task_mapping.yaml` and `failed_tasks.yaml` from the database. Unless `force`d
+/// Regenerate `task_mapping.yaml`, `failed_tasks.yaml` and (when failures changed)
+/// `error_patterns.yaml` from the database. Unless `force`d
 /// (at the end of a run), skipped while the last rewrite is recent relative to its cost.
 #[derive(Message)]
 #[rtype(result = "Result<(), String>")]

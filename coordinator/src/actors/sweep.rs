@@ -215,6 +215,8 @@ pub struct SweepActor {
     /// Per source: for an agent, the run's command with the agent's own interpreter (the
     /// coordinator's interpreter path means nothing on another host); `None` for the others.
     agent_commands: Vec<Option<CommandSpec>>,
+    /// `logs/sources/NAME.log`: each source's news, written at each flush.
+    source_logs: crate::run_log::SourceLogs,
 }
 
 pub fn now_ms() -> i64 {
@@ -244,6 +246,7 @@ impl SweepActor {
             .collect();
         SweepActor {
             agent_commands,
+            source_logs: crate::run_log::SourceLogs::new(run.paths.clone()),
             core,
             run,
             store,
@@ -438,6 +441,14 @@ impl SweepActor {
     fn flush(&mut self) {
         // Nothing to wait for here: the acknowledgements travel on their own.
         drop(self.flush_and_acknowledge());
+        self.source_logs.flush();
+    }
+
+    /// A line for source `source`'s log.
+    fn source_log(&mut self, source: usize, text: &str) {
+        if let Some(spec) = self.run.sources.get(source) {
+            self.source_logs.line(&spec.name, text, now_ms());
+        }
     }
 
     /// Writes the changes since the last flush, then (once they are written) acknowledges to
@@ -533,6 +544,21 @@ impl SweepActor {
             }
         }
         let acknowledged = self.flush_and_acknowledge();
+        let counts = self.core.counts();
+        for source in 0..self.run.sources.len() {
+            self.source_log(
+                source,
+                &format!(
+                    "run of {} ended ({} completed, {} failed, {} cancelled, {} left in the sweep)",
+                    self.run.sweep_id,
+                    counts.completed,
+                    counts.failed,
+                    counts.cancelled,
+                    counts.pending + counts.queued + counts.running
+                ),
+            );
+        }
+        self.source_logs.flush();
         // The last of the flushes' hand-overs (this one's, or an earlier one still waiting for
         // its write).
         let all_sent = self.sent_before.take();
@@ -684,6 +710,32 @@ impl Actor for SweepActor {
                 }
             };
             tracing::debug!(source = %spec.name, slots = spec.slots, "source started");
+            let what = match &spec.kind {
+                SourceSpecKind::Local => format!("local processes, {} slots", spec.slots),
+                SourceSpecKind::Scheduler { hpc, .. } => {
+                    let scheduler = format!("{:?}", hpc.scheduler).to_lowercase();
+                    format!("this host's batch scheduler ({scheduler})")
+                }
+                SourceSpecKind::Agent {
+                    address, transport, ..
+                } => format!(
+                    "agent at {address} (transport {}), dialling",
+                    transport.mode.as_str()
+                ),
+            };
+            self.source_logs.line(
+                &spec.name,
+                &format!(
+                    "run of {} started: {what}{}",
+                    self.run.sweep_id,
+                    if spec.attach_only {
+                        " (only to finish attempts it holds)"
+                    } else {
+                        ""
+                    }
+                ),
+                now_ms(),
+            );
             self.answered
                 .push(!matches!(spec.kind, SourceSpecKind::Agent { .. }));
             self.refused.push(None);
@@ -740,6 +792,13 @@ impl Handler<SourceEvent> for SweepActor {
     fn handle(&mut self, msg: SourceEvent, ctx: &mut Context<Self>) {
         match msg.report {
             TaskReport::Submitted { key, job_id } => {
+                let line = format!(
+                    "{} attempt {} submitted as job {}",
+                    self.run.paths.task_name(key.index),
+                    key.attempt,
+                    hsm_protocol::display_safe(&job_id)
+                );
+                self.source_log(msg.source, &line);
                 self.core
                     .handle_submitted(key.index, key.attempt, job_id, now_ms());
             }
@@ -789,6 +848,8 @@ impl Handler<SourceStatus> for SweepActor {
         // Notes carry the agent's strings (its name, errors, close reasons): escaped here, once.
         let note = hsm_protocol::display_safe(&msg.note).into_owned();
         self.progress.note(&format!("source {name}: {note}"));
+        let name = name.to_string();
+        self.source_log(msg.source, &note);
         if msg.up {
             if let Some(answered) = self.answered.get_mut(msg.source) {
                 *answered = true;
@@ -802,10 +863,12 @@ impl Handler<SourceStatus> for SweepActor {
         if msg.lost {
             let n_lost = self.core.handle_source_lost(msg.source, now_ms());
             if n_lost > 0 {
-                self.progress.note(&format!(
+                let line = format!(
                     "{n_lost} task{} lost with {name} will run again as new attempts",
                     if n_lost == 1 { "" } else { "s" }
-                ));
+                );
+                self.source_log(msg.source, &line);
+                self.progress.note(&line);
             }
         } else if msg.up {
             self.core.handle_source_status(msg.source, true, slots);
@@ -815,11 +878,13 @@ impl Handler<SourceStatus> for SweepActor {
             // No new work, and what waits there unstarted moves to other sources.
             let commands = self.core.handle_source_drain(msg.source, &note, now_ms());
             if !commands.is_empty() {
-                self.progress.note(&format!(
+                let line = format!(
                     "{} task{} waiting at {name} will run elsewhere",
                     commands.len(),
                     if commands.len() == 1 { "" } else { "s" }
-                ));
+                );
+                self.source_log(msg.source, &line);
+                self.progress.note(&line);
             }
             for command in commands {
                 self.carry_out(command);

@@ -6,9 +6,12 @@ mod clean;
 mod config_cmd;
 mod deploy;
 mod deploy_plan;
+mod errors_cmd;
 mod launch;
 mod report_cmd;
 mod results_cmd;
+mod list_cmd;
+mod logs_cmd;
 mod sweep_cmd;
 mod v1_import;
 
@@ -80,6 +83,10 @@ pub enum Command {
     /// Manage the agents this project runs tasks on.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Look at sweeps (aliases: `monitor recent` = `sweep list`, `monitor errors` = `sweep
+    /// errors`).
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
     /// Print this coordinator's fingerprint (authorize it on agents with `hsm-agent authorize`).
     Identity,
     /// Print a shell completion script, e.g. `hsm-coordinator completions bash >
@@ -328,6 +335,19 @@ pub enum SweepCommand {
         hsm-coordinator sweep report                   # the latest sweep: <sweep>/reports/report.html\n  \
         hsm-coordinator sweep report sweep_20261128_180516 -o /tmp/lr.html")]
     Report(ReportArgs),
+    /// The project's sweeps, newest first: started, state, counts, sources, duration.
+    List(ListArgs),
+    /// A sweep's failed tasks grouped by cause (default: the latest sweep).
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep errors                   # the latest sweep\n  \
+        hsm-coordinator sweep errors sweep_20261128_180516 --json")]
+    Errors(ErrorsArgs),
+    /// Print a task's output log (stdout, or stderr with --stderr).
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep logs sweep_20261128_180516 7 --stderr\n  \
+        hsm-coordinator sweep logs sweep_20261128_180516 task_007 -f\n  \
+        hsm-coordinator sweep logs sweep_20261128_180516 7 --attempt 1   # an earlier attempt")]
+    Logs(LogsArgs),
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,6 +378,51 @@ pub struct ResultsArgs {
     /// Only these columns, comma-separated (task always first).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub columns: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MonitorCommand {
+    /// The project's recent sweeps (as `sweep list`).
+    Recent(ListArgs),
+    /// A sweep's failed tasks grouped by cause (as `sweep errors`).
+    Errors(ErrorsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Every sweep of the project, not only the 20 most recent.
+    #[arg(long)]
+    pub all: bool,
+    /// Machine-readable: each sweep with its counts, sources and duration.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ErrorsArgs {
+    /// The sweep: its id or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
+    /// Machine-readable: each group's signature, count, example_tasks, shared_params and
+    /// traceback.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The sweep: its id or its directory.
+    pub sweep_id: String,
+    /// The task: its number (7), padded (007) or its id (task_007).
+    pub task: String,
+    /// Print its stderr log instead of its stdout log.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Keep printing what the attempt writes until it ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// An earlier attempt's log (default: the current attempt).
+    #[arg(long, value_name = "N")]
+    pub attempt: Option<u32>,
 }
 
 /// Options shared by `run` and `complete`.
@@ -506,6 +571,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
         Command::Sweep(SweepCommand::Results(args)) => results_cmd::run(&global, &args),
         Command::Sweep(SweepCommand::Report(args)) => report_cmd::report(&global, &args),
+        Command::Sweep(SweepCommand::List(args))
+        | Command::Monitor(MonitorCommand::Recent(args)) => list_cmd::list(&global, &args),
+        Command::Sweep(SweepCommand::Errors(args))
+        | Command::Monitor(MonitorCommand::Errors(args)) => errors_cmd::errors(&global, &args),
+        Command::Sweep(SweepCommand::Logs(args)) => logs_cmd::logs(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
         Command::Agent(AgentCommand::Deploy(args)) => deploy::deploy(&global, &args),
         Command::Agent(AgentCommand::Status {

@@ -692,7 +692,7 @@ pub(super) fn resolve_sweep(
 }
 
 /// Finds a sweep by id (under the project's outputs) or by path.
-fn find_sweep(
+pub(super) fn find_sweep(
     global: &Global,
     cfg: &ProjectConfig,
     id: &str,
@@ -730,7 +730,10 @@ fn find_sweep(
 
 /// The most recently created sweep of the project (what `status` and `complete` take when no
 /// id is given).
-fn latest_sweep(global: &Global, cfg: &ProjectConfig) -> anyhow::Result<(String, SweepPaths)> {
+pub(super) fn latest_sweep(
+    global: &Global,
+    cfg: &ProjectConfig,
+) -> anyhow::Result<(String, SweepPaths)> {
     let outputs = layout::outputs_dir(&cfg.root);
     list_sweeps(&outputs).pop().ok_or_else(|| {
         user_error(format!(

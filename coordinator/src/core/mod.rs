@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod diag;
+pub mod errors;
 pub mod failure;
 pub mod metrics;
 pub mod pace;

@@ -1,0 +1,336 @@
+//! Reading a sweep from another terminal (`sweep list`, `sweep errors`, `sweep logs`): a
+//! read-only connection, counts per status, the sources and time span of its attempts, its
+//! failures with their stderr tails, and one task's row.
+
+use super::{Store, StoreError, TaskRow, SCHEMA_VERSION};
+use crate::core::errors::Failure;
+use crate::core::state::TaskStatus;
+use crate::core::value::Params;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::path::Path;
+use std::time::Duration;
+
+/// When a sweep's attempts ran: the first start and the last end (Unix ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    pub first_start: Option<i64>,
+    pub last_end: Option<i64>,
+}
+
+impl Store {
+    /// Opens a sweep's database without writing to it (a run may be writing it: WAL readers
+    /// never block it). A database of an older schema is opened as it is: `schema_version`
+    /// tells, and what needs newer columns opens it with `open` (which upgrades it).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let display = path.display().to_string();
+        let sqlite = |source| StoreError::Sqlite {
+            path: display.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
+        let store = Store {
+            conn,
+            path: display,
+        };
+        match store.schema_version()? {
+            0 => Err(StoreError::Incomplete { path: store.path }),
+            v if v > SCHEMA_VERSION => Err(StoreError::Version {
+                path: store.path,
+                found: v,
+            }),
+            _ => Ok(store),
+        }
+    }
+
+    /// The schema version the file was written with (0: never fully created).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// How many tasks have each status (any schema version).
+    pub fn status_counts(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.sqlite(e))?;
+        let mut counts = Vec::new();
+        for row in rows {
+            let (status, n) = row.map_err(|e| self.sqlite(e))?;
+            let status = status.parse().map_err(|message| StoreError::Corrupt {
+                path: self.path.clone(),
+                index: 0,
+                message,
+            })?;
+            counts.push((status, n as u64));
+        }
+        Ok(counts)
+    }
+
+    /// The sources any attempt was handed to, by name (any schema version).
+    pub fn sources_used(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT source FROM attempts WHERE source IS NOT NULL ORDER BY source",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// The first start and last end of the sweep's attempts (any schema version).
+    pub fn span(&self) -> Result<Span, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT min(started_at), max(finished_at) FROM attempts",
+                [],
+                |r| {
+                    Ok(Span {
+                        first_start: r.get(0)?,
+                        last_end: r.get(1)?,
+                    })
+                },
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Every task whose current attempt failed, with that attempt's stderr tail, in task order
+    /// (schema 3 and later).
+    pub fn failures(&self) -> Result<Vec<Failure>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT t.idx, t.task_id, t.reason, t.exit_code, a.stderr_tail, t.params
+                 FROM tasks t LEFT JOIN attempts a ON a.idx = t.idx AND a.attempt = t.attempt
+                 WHERE t.status = 'failed' ORDER BY t.idx",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (index, task, reason, exit_code, tail, params) = row.map_err(|e| self.sqlite(e))?;
+            out.push(Failure {
+                index: index as u64,
+                task,
+                reason,
+                exit_code: exit_code.map(|c| c as i32),
+                tail,
+                params: self.parse_params(index as u64, &params)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every task's parameters (for what the whole sweep has in common).
+    pub fn all_params(&self) -> Result<Vec<Params>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, params FROM tasks ORDER BY idx")
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (index, text) = row.map_err(|e| self.sqlite(e))?;
+            out.push(self.parse_params(index as u64, &text)?);
+        }
+        Ok(out)
+    }
+
+    /// One task's row (parameters left empty), `None` for a number the sweep does not have
+    /// (schema 2 and later).
+    pub fn task(&self, index: u64) -> Result<Option<TaskRow>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT task_id, params_hash, status, attempt, source, exit_code, reason, pid,
+                        job_id, started_at, finished_at
+                 FROM tasks WHERE idx = ?1",
+                [index as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, Option<i64>>(9)?,
+                        r.get::<_, Option<i64>>(10)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))?;
+        let Some((
+            task_id,
+            params_hash,
+            status,
+            attempt,
+            source,
+            exit_code,
+            reason,
+            pid,
+            job_id,
+            started_at,
+            finished_at,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        let status = status.parse().map_err(|message| StoreError::Corrupt {
+            path: self.path.clone(),
+            index,
+            message,
+        })?;
+        Ok(Some(TaskRow {
+            index,
+            task_id,
+            params_hash,
+            params: Params::new(),
+            status,
+            attempt: attempt as u32,
+            source,
+            exit_code: exit_code.map(|c| c as i32),
+            reason,
+            pid: pid.map(|p| p as u32),
+            job_id,
+            started_at,
+            finished_at,
+        }))
+    }
+
+    fn parse_params(&self, index: u64, text: &str) -> Result<Params, StoreError> {
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            index,
+            message: format!("unreadable parameters: {e}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::state::Change;
+    use crate::core::value::{params_hash, Value};
+    use crate::store::NewTask;
+
+    fn change(index: u64, status: TaskStatus, at: i64) -> Change {
+        Change {
+            index,
+            attempt: 1,
+            status,
+            source: Some("local".into()),
+            exit_code: None,
+            reason: None,
+            at,
+            pid: None,
+            job_id: None,
+            stderr_tail: None,
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn a_sweep_reads_back_through_a_read_only_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let tasks = (1..=3).map(|index| {
+            let params: Params = [("x".to_string(), Value::Int(index as i64))]
+                .into_iter()
+                .collect();
+            NewTask {
+                index,
+                params_hash: params_hash(&params),
+                params,
+            }
+        });
+        let mut store = Store::create(&path, &[], 3, tasks).unwrap();
+        store
+            .apply(&[
+                change(1, TaskStatus::Running, 10),
+                change(1, TaskStatus::Completed, 20),
+                change(2, TaskStatus::Running, 12),
+                Change {
+                    exit_code: Some(1),
+                    reason: Some("exit code 1: ValueError: x".into()),
+                    stderr_tail: Some("ValueError: x".into()),
+                    ..change(2, TaskStatus::Failed, 30)
+                },
+            ])
+            .unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        let mut counts = reader.status_counts().unwrap();
+        counts.sort_by_key(|(s, _)| s.as_str());
+        assert_eq!(
+            counts,
+            [
+                (TaskStatus::Completed, 1),
+                (TaskStatus::Failed, 1),
+                (TaskStatus::Pending, 1)
+            ]
+        );
+        assert_eq!(reader.sources_used().unwrap(), ["local"]);
+        assert_eq!(
+            reader.span().unwrap(),
+            Span {
+                first_start: Some(10),
+                last_end: Some(30)
+            }
+        );
+        let failures = reader.failures().unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].task, "task_002");
+        assert_eq!(failures[0].tail.as_deref(), Some("ValueError: x"));
+        assert_eq!(failures[0].params["x"], Value::Int(2));
+        assert_eq!(reader.all_params().unwrap().len(), 3);
+        assert_eq!(reader.task(2).unwrap().unwrap().attempt, 1);
+        assert!(reader.task(9).unwrap().is_none());
+        assert_eq!(reader.schema_version().unwrap(), SCHEMA_VERSION);
+        // It cannot write.
+        assert!(reader.request_cancel().is_err());
+        // The writer still can while it is open.
+        store.apply(&[change(3, TaskStatus::Running, 40)]).unwrap();
+        assert_eq!(reader.task(3).unwrap().unwrap().status, TaskStatus::Running);
+        // An older sweep is read as it is, not upgraded.
+        store.conn.pragma_update(None, "user_version", 3).unwrap();
+        drop(store);
+        let old = Store::open_read_only(&path).unwrap();
+        assert_eq!(old.schema_version().unwrap(), 3);
+        assert_eq!(old.status_counts().unwrap().len(), 3);
+        drop(old);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+    }
+}
