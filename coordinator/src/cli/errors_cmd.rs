@@ -3,7 +3,7 @@
 //! sweep that a coordinator in another terminal is running.
 
 use super::config_cmd::{display_path, load_config};
-use super::sweep_cmd::{find_sweep, is_active, latest_sweep};
+use super::sweep_cmd::{is_active, resolve_sweep};
 use super::{user_error, ErrorsArgs, Global, EXIT_OK};
 use crate::core::errors::{self, ErrorGroup};
 use crate::layout::SweepPaths;
@@ -12,11 +12,7 @@ use serde_json::json;
 
 /// The sweep named by `id` (default: the latest of the project), with its task width.
 pub(super) fn resolve(global: &Global, id: Option<&str>) -> anyhow::Result<(String, SweepPaths)> {
-    let cfg = load_config(global)?;
-    match id {
-        Some(id) => find_sweep(global, &cfg, id),
-        None => latest_sweep(global, &cfg),
-    }
+    resolve_sweep(global, &load_config(global)?, id)
 }
 
 /// Opens a sweep's database for reading; a sweep whose creation never finished is named as

@@ -8,10 +8,10 @@ mod deploy;
 mod deploy_plan;
 mod errors_cmd;
 mod launch;
-mod report_cmd;
-mod results_cmd;
 mod list_cmd;
 mod logs_cmd;
+mod report_cmd;
+mod results_cmd;
 mod sweep_cmd;
 mod v1_import;
 

@@ -692,7 +692,7 @@ pub(super) fn resolve_sweep(
 }
 
 /// Finds a sweep by id (under the project's outputs) or by path.
-pub(super) fn find_sweep(
+fn find_sweep(
     global: &Global,
     cfg: &ProjectConfig,
     id: &str,
@@ -730,10 +730,7 @@ pub(super) fn find_sweep(
 
 /// The most recently created sweep of the project (what `status` and `complete` take when no
 /// id is given).
-pub(super) fn latest_sweep(
-    global: &Global,
-    cfg: &ProjectConfig,
-) -> anyhow::Result<(String, SweepPaths)> {
+fn latest_sweep(global: &Global, cfg: &ProjectConfig) -> anyhow::Result<(String, SweepPaths)> {
     let outputs = layout::outputs_dir(&cfg.root);
     list_sweeps(&outputs).pop().ok_or_else(|| {
         user_error(format!(

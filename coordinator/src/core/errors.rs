@@ -257,6 +257,16 @@ pub fn signature(reason: Option<&str>, exit_code: Option<i32>, tail: Option<&str
     if let Some(line) = failure::meaningful_line(tail) {
         return cut(&normalise(&line));
     }
+    // No tail kept (a sweep from before tails were), but the reason carries the line that
+    // mattered after `exit code N: `.
+    if head.starts_with("exit code ") {
+        if let Some((_, line)) = reason.split_once(": ") {
+            let line = line.trim_end_matches(" (will retry)").trim();
+            if !line.is_empty() {
+                return cut(&normalise(line));
+            }
+        }
+    }
     if let Some(code) = exit_code {
         return format!("exit code {code}");
     }

@@ -3,6 +3,7 @@
 //! parameter and metric columns, the aggregated timeline and duration histogram, error groups and
 //! per-source statistics. No IO and no clock: the time of the report is an argument.
 
+use crate::core::errors;
 use crate::core::state::{TaskStatus, Usage};
 use crate::core::value::Value;
 use crate::layout::format_utc;
@@ -201,8 +202,11 @@ pub struct Histogram {
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct ErrorGroup {
+    /// The group's signature (`core::errors::signature`).
     pub reason: String,
     pub count: usize,
+    /// What every task of the group shares that others lack (`all 3 have lr=0.1`).
+    pub shared: Option<String>,
     /// Names of the first tasks in the group.
     pub examples: Vec<String>,
     /// The stderr tail of the first example that kept one.
@@ -545,36 +549,52 @@ fn usage_columns(picked: &[&TaskRow], usage: &HashMap<u64, Usage>) -> Vec<Column
         .collect()
 }
 
-/// Failed tasks grouped by their recorded reason, largest group first. Stands in until the
-/// signatures of `sweep errors` exist; only this function knows how tasks are grouped.
+/// Failed tasks grouped by cause as `sweep errors` groups them (`core::errors`: a normalised
+/// signature, the parameters a group shares), largest group first, each with the stderr tail of
+/// its first task.
 pub fn error_groups(
     tasks: &[TaskRow],
     tails: &HashMap<u64, String>,
     limits: &Limits,
 ) -> (Vec<ErrorGroup>, usize) {
-    let mut groups: BTreeMap<&str, Vec<&TaskRow>> = BTreeMap::new();
-    for task in tasks.iter().filter(|t| t.status == TaskStatus::Failed) {
-        let reason = task.reason.as_deref().unwrap_or("(no reason recorded)");
-        groups.entry(reason).or_default().push(task);
+    let failures: Vec<errors::Failure> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Failed)
+        .map(|t| errors::Failure {
+            index: t.index,
+            task: t.task_id.clone(),
+            reason: t.reason.clone(),
+            exit_code: t.exit_code,
+            tail: tails.get(&t.index).cloned(),
+            params: t.params.clone(),
+        })
+        .collect();
+    if failures.is_empty() {
+        return (Vec::new(), 0);
     }
-    let mut out: Vec<ErrorGroup> = groups
+    let constant = errors::constant_params(tasks.iter().map(|t| &t.params));
+    let by_id: HashMap<&str, u64> = failures
+        .iter()
+        .map(|f| (f.task.as_str(), f.index))
+        .collect();
+    let mut out: Vec<ErrorGroup> = errors::group(&failures, &constant)
         .into_iter()
-        .map(|(reason, members)| {
-            let with_tail = members.iter().find(|t| tails.contains_key(&t.index));
+        .map(|group| {
+            let first = group.examples.first().and_then(|t| by_id.get(t.as_str()));
             ErrorGroup {
-                reason: reason.to_string(),
-                count: members.len(),
-                examples: members
-                    .iter()
+                reason: group.signature.clone(),
+                count: group.count,
+                shared: errors::describe_shared(&group),
+                tail: first.and_then(|i| tails.get(i).cloned()),
+                tail_of: group.examples.first().cloned(),
+                examples: group
+                    .examples
+                    .into_iter()
                     .take(limits.examples_per_group)
-                    .map(|t| t.task_id.clone())
                     .collect(),
-                tail: with_tail.map(|t| tails[&t.index].clone()),
-                tail_of: with_tail.map(|t| t.task_id.clone()),
             }
         })
         .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
     let left_out = out.len().saturating_sub(limits.max_error_groups);
     out.truncate(limits.max_error_groups);
     (out, left_out)
@@ -940,19 +960,43 @@ mod tests {
     }
 
     #[test]
-    fn error_groups_count_by_reason_and_keep_an_example_tail() {
-        let failed = |i: u64, reason: Option<&str>| TaskRow {
+    fn error_groups_share_the_signatures_of_sweep_errors() {
+        let params = |batch: i64, lr: f64| -> Params {
+            [
+                ("batch".to_string(), Value::Int(batch)),
+                ("lr".to_string(), Value::Float(lr)),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let failed = |i: u64, reason: Option<&str>, p: Params| TaskRow {
             reason: reason.map(str::to_string),
-            ..task(i, TaskStatus::Failed, Params::new())
+            exit_code: Some(1),
+            ..task(i, TaskStatus::Failed, p)
         };
         let tasks = vec![
-            failed(1, Some("exit code 1: OOM")),
-            failed(2, Some("exit code 1: OOM")),
-            failed(3, None),
-            task(4, TaskStatus::Completed, Params::new()),
-            failed(5, Some("exit code 1: OOM")),
+            failed(
+                1,
+                Some("exit code 1: ValueError: bad value 3"),
+                params(512, 0.1),
+            ),
+            failed(
+                2,
+                Some("exit code 1: ValueError: bad value 17"),
+                params(512, 0.2),
+            ),
+            failed(3, None, params(64, 0.1)),
+            task(4, TaskStatus::Completed, params(64, 0.2)),
+            failed(
+                5,
+                Some("exit code 1: ValueError: bad value 4"),
+                params(512, 0.3),
+            ),
         ];
-        let tails = HashMap::from([(2, "Traceback\nOOM".to_string())]);
+        let tails = HashMap::from([(
+            2,
+            "Traceback (most recent call last):\nValueError: bad value 17".to_string(),
+        )]);
         let limits = Limits {
             examples_per_group: 2,
             max_error_groups: 1,
@@ -963,11 +1007,12 @@ mod tests {
         assert_eq!(
             groups,
             [ErrorGroup {
-                reason: "exit code 1: OOM".into(),
+                reason: "ValueError: bad value <n>".into(),
                 count: 3,
+                shared: Some("all 3 have batch=512".into()),
                 examples: vec!["task_001".into(), "task_002".into()],
-                tail: Some("Traceback\nOOM".into()),
-                tail_of: Some("task_002".into()),
+                tail: None,
+                tail_of: Some("task_001".into()),
             }]
         );
     }

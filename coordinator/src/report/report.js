@@ -558,13 +558,14 @@
   // ---------- errors ----------
   function renderErrors() {
     var failed = D.summary.counts[D.statuses.indexOf("failed")];
-    var sec = section("errors", "Errors", failed ? "Failed tasks grouped by their reason, largest group first." : "No task failed.");
+    var sec = section("errors", "Errors", failed ? "Failed tasks grouped by cause (numbers, ids, paths and quoted values masked, as `sweep errors` shows them), largest group first." : "No task failed.");
     var list = el("div", { id: "error-groups", "data-groups": String(D.errors.length) });
     D.errors.forEach(function (g) {
       var box = el("div", { cls: "err" }, [
         el("div", null, [el("span", { cls: "count", text: plural(g.count, "task") }), el("span", { cls: "reason", text: g.reason })]),
         el("div", { cls: "examples", text: "e.g. " + g.examples.join(", ") + (g.count > g.examples.length ? ", \u2026" : "") })
       ]);
+      if (g.shared) box.appendChild(el("div", { cls: "shared", text: g.shared }));
       if (g.tail != null) {
         box.appendChild(el("details", null, [el("summary", { text: "stderr tail of " + g.tail_of }), el("pre", { cls: "tail", text: g.tail })]));
       }
