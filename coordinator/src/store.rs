@@ -31,6 +31,9 @@ pub enum StoreError {
     /// The file was written by a newer hsm.
     #[error("sweep database {path} has schema version {found}, this hsm understands {SCHEMA_VERSION}: upgrade hsm")]
     Version { path: String, found: i64 },
+    /// Opened read-only, the file has an older schema that only a writer upgrades.
+    #[error("sweep database {path} has the older schema version {found}: `hsm-coordinator sweep status` upgrades it")]
+    Older { path: String, found: i64 },
     /// A row holds something this version cannot read.
     #[error("sweep database {path}: task {index}: {message}")]
     Corrupt {
@@ -146,6 +149,39 @@ impl Store {
             });
         }
         Ok(store)
+    }
+
+    /// Opens an existing database for reading only (`sweep watch` beside a running
+    /// coordinator): nothing is written, not even an upgrade, so an older schema is refused
+    /// with how to upgrade it. WAL lets it read while the run writes.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        use rusqlite::OpenFlags;
+        let display = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: display.clone(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(err)?;
+        match found {
+            0 => Err(StoreError::Incomplete { path: display }),
+            SCHEMA_VERSION => Ok(Store {
+                conn,
+                path: display,
+            }),
+            older if older < SCHEMA_VERSION => Err(StoreError::Older {
+                path: display,
+                found,
+            }),
+            _ => Err(StoreError::Version {
+                path: display,
+                found,
+            }),
+        }
     }
 
     /// An older schema to this one, step by step: version 1 (before job ids were kept) gains
@@ -1177,6 +1213,39 @@ mod tests {
             .execute("DELETE FROM meta WHERE key = 'task_width'", [])
             .unwrap();
         assert_eq!(store.task_width().unwrap(), MIN_TASK_WIDTH);
+    }
+
+    #[test]
+    fn a_read_only_store_reads_and_never_writes_or_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let mut store =
+            Store::create(&path, &[("sweep_id", "s1".into())], 3, new_tasks(2)).unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        // The writer goes on while the reader is open (WAL); the reader sees each commit.
+        store
+            .apply(&[change(1, 1, TaskStatus::Running, 10)])
+            .unwrap();
+        assert_eq!(
+            reader.task_statuses().unwrap()[0].status,
+            TaskStatus::Running
+        );
+        assert_eq!(reader.meta("sweep_id").unwrap().as_deref(), Some("s1"));
+        assert!(
+            reader.set_meta("x", "y").is_err(),
+            "a read-only store cannot write"
+        );
+        drop(reader);
+        downgrade(&store, 3);
+        drop(store);
+        let err = Store::open_read_only(&path).err().unwrap();
+        assert!(matches!(err, StoreError::Older { found: 3, .. }), "{err}");
+        let version: i64 = Store::connect(&path)
+            .unwrap()
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3, "left as it was");
     }
 
     #[test]

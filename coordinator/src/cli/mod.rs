@@ -9,6 +9,7 @@ mod deploy_plan;
 mod launch;
 mod sweep_cmd;
 mod v1_import;
+mod watch_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -78,6 +79,9 @@ pub enum Command {
     /// Manage the agents this project runs tasks on.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Follow sweeps from any terminal.
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
     /// Print this coordinator's fingerprint (authorize it on agents with `hsm-agent authorize`).
     Identity,
     /// Print a shell completion script, e.g. `hsm-coordinator completions bash >
@@ -312,6 +316,32 @@ pub enum SweepCommand {
     Status(StatusArgs),
     /// Cancel a sweep running in another terminal (or mark an abandoned one cancelled).
     Cancel(CancelArgs),
+    /// A live full-screen view of a sweep, from any terminal: progress and ETA, sources,
+    /// running tasks with their last output line, the newest failures; ends with the sweep.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep watch                    # the latest sweep\n  \
+        hsm-coordinator sweep watch sweep_20261128_180516 --interval 5\n  \
+        hsm-coordinator sweep watch --once             # one snapshot, as text\n\n\
+        q or Ctrl-C quits; the sweep goes on. Reads sweep.db only, so it never disturbs the run.")]
+    Watch(WatchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MonitorCommand {
+    /// The same as `sweep watch`.
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The sweep: its id or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
+    /// Seconds between redraws (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+    /// Print one snapshot as text and exit (what it does anyway when stdout is not a terminal).
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// Options shared by `run` and `complete`.
@@ -449,6 +479,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Complete(args)) => sweep_cmd::complete(&global, &args),
         Command::Sweep(SweepCommand::Status(args)) => sweep_cmd::status(&global, &args),
         Command::Sweep(SweepCommand::Cancel(args)) => sweep_cmd::cancel(&global, &args),
+        Command::Sweep(SweepCommand::Watch(args))
+        | Command::Monitor(MonitorCommand::Watch(args)) => watch_cmd::watch(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
         Command::Agent(AgentCommand::Deploy(args)) => deploy::deploy(&global, &args),
         Command::Agent(AgentCommand::Status {

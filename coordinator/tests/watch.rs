@@ -1,0 +1,368 @@
+//! `sweep watch` as a person sees it: a real sweep runs in one process while the real binary's
+//! watch runs in a tmux pane (a real terminal), and the test reads the screen with
+//! `tmux capture-pane`: progress, the per-source row, a running task with its last output line,
+//! a failure with its reason, a resize, the watch ending by itself with a summary when the sweep
+//! ends, and `q` / Ctrl-C giving the terminal back as it was. Skipped, saying why, without tmux.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A screen condition must hold within this long: a hang guard (the sweep's first tasks start
+/// within seconds even on a busy machine).
+const SCREEN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Every task prints a line, then: x=3 and x=10 raise an exception; x >= `gate_from` prints
+/// where it waits and waits for the file `release` in the project (or for the project to be
+/// deleted, so a failed test leaves no task behind); the others finish after 0.3 s.
+fn task_py(project: &Path, gate_from: u32) -> String {
+    format!(
+        r#"
+import os, sys, time
+args = dict(a.split("=", 1) for a in sys.argv[1:])
+x = int(args["x"])
+print(f"x={{x}} starting", flush=True)
+time.sleep(0.3)
+if x in (3, 10):
+    raise ValueError(f"bad input x={{x}}")
+if x >= {gate_from}:
+    print(f"x={{x}} waiting at step 7", flush=True)
+    project = {project:?}
+    deadline = time.time() + 600
+    while not os.path.exists(os.path.join(project, "release")):
+        if not os.path.isdir(project) or time.time() > deadline:
+            sys.exit(9)
+        time.sleep(0.1)
+print(f"x={{x}} done", flush=True)
+"#,
+        project = project.display().to_string()
+    )
+}
+
+/// A project whose sweep has `n` tasks (x = 1..=n), tasks from `gate_from` on held until
+/// released.
+fn project(n: u32, gate_from: u32) -> Project {
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 1s\n",
+        &[],
+    );
+    p.write("task.py", &task_py(p.path(), gate_from));
+    let xs: Vec<String> = (1..=n).map(|x| x.to_string()).collect();
+    p.write(
+        "sweeps/sweep.yaml",
+        &format!("sweep:\n  grid:\n    x: [{}]\n", xs.join(", ")),
+    );
+    p
+}
+
+/// A tmux server of this test's own (its own socket), killed when dropped.
+struct Tmux {
+    socket: String,
+    conf: tempfile::NamedTempFile,
+}
+
+impl Tmux {
+    /// `None` (after saying why) when tmux is not installed.
+    fn start() -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("SKIP: tmux is not installed; `sweep watch` needs a terminal to be tested");
+            return None;
+        }
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let socket = format!(
+            "hsm-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let conf = tempfile::NamedTempFile::new().unwrap();
+        // Dead panes stay, so the screen and the exit status can be read after the watch ends.
+        std::fs::write(conf.path(), "set -g remain-on-exit on\n").unwrap();
+        Some(Tmux { socket, conf })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let output = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("-f")
+            .arg(self.conf.path())
+            .args(args)
+            .output()
+            .expect("run tmux");
+        assert!(
+            output.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// A detached session `name`, `width` x `height`, running `command` (through sh).
+    fn session(&self, name: &str, width: u16, height: u16, command: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            command,
+        ]);
+    }
+
+    /// What the pane shows.
+    fn screen(&self, name: &str) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", name]).stdout).into_owned()
+    }
+
+    /// What the pane shows and every line scrolled off it (a pane that died with
+    /// remain-on-exit scrolls its last lines up for its "Pane is dead" line).
+    fn history(&self, name: &str) -> String {
+        String::from_utf8_lossy(
+            &self
+                .run(&["capture-pane", "-p", "-S", "-", "-t", name])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    /// A tmux format (`#{pane_dead}`, …) of the session's pane.
+    fn format(&self, name: &str, format: &str) -> String {
+        String::from_utf8_lossy(
+            &self
+                .run(&["display-message", "-p", "-t", name, format])
+                .stdout,
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// The screen once `cond` holds for it; the last screen in the failure otherwise.
+    fn wait_for(&self, name: &str, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        loop {
+            let screen = self.screen(name);
+            if cond(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pane's exit status once its command has ended.
+    fn wait_dead(&self, name: &str) -> i32 {
+        let deadline = Instant::now() + SCREEN_TIMEOUT;
+        while self.format(name, "#{pane_dead}") != "1" {
+            if Instant::now() > deadline {
+                panic!(
+                    "the watch in {name} did not end; the screen:\n{}",
+                    self.screen(name)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = self.format(name, "#{pane_dead_status}");
+        status.parse().unwrap_or_else(|_| {
+            panic!(
+                "{name} ended with status {status:?}, signal {:?}; the screen:\n{}",
+                self.format(name, "#{pane_dead_signal}"),
+                self.screen(name)
+            )
+        })
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+    }
+}
+
+fn watch_command(p: &Project, id: &str) -> String {
+    format!(
+        "env -u HSM_LOG {} -C {} sweep watch {id}",
+        bin(),
+        p.path().display()
+    )
+}
+
+/// Starts `sweep run` and waits until its database reads.
+fn start_sweep(p: &Project, id: &str, parallel: &str) -> std::process::Child {
+    let child = p.spawn(&["sweep", "run", "--parallel", parallel, "--sweep-id", id]);
+    wait_until(SCREEN_TIMEOUT, "the sweep's database", || {
+        p.try_status(id).is_some()
+    });
+    child
+}
+
+#[test]
+fn watch_shows_a_running_sweep_and_ends_with_it() {
+    let Some(tmux) = Tmux::start() else {
+        return;
+    };
+    // 20 tasks on 2 slots: 16 complete, 2 fail, the last two are held running until released.
+    let p = project(20, 19);
+    let run = start_sweep(&p, "w1", "2");
+    tmux.session("w", 120, 40, &watch_command(&p, "w1"));
+
+    let screen = tmux.wait_for("w", "18 of 20 done, two held running", |s| {
+        s.contains("18/20 (90%)")
+            && s.contains("x=19 waiting at step 7")
+            && s.contains("x=20 waiting at step 7")
+    });
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines[0].starts_with("hsm watch · w1 · running"), "{screen}");
+    assert!(
+        screen.contains("completed 16 · failed 2 · cancelled 0 · running 2 · queued 0 · pending 0"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("ETA"),
+        "an estimate while tasks finish:\n{screen}"
+    );
+    let source: Vec<&str> = lines
+        .iter()
+        .find(|l| l.starts_with("local "))
+        .unwrap_or_else(|| panic!("no row for the local source:\n{screen}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        source[..7],
+        ["local", "local", "2", "2", "0", "16", "2"],
+        "name, kind, slots, running, queued, completed, failed:\n{screen}"
+    );
+    assert!(
+        source[7].parse::<f64>().is_ok_and(|r| r > 0.0),
+        "a throughput:\n{screen}"
+    );
+    for x in [19, 20] {
+        let row = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("task_0{x}")))
+            .unwrap_or_else(|| panic!("task_0{x} not shown running:\n{screen}"));
+        assert!(
+            row.contains("local") && row.ends_with(&format!("x={x} waiting at step 7")),
+            "elapsed time and the last output line: {row:?}\n{screen}"
+        );
+    }
+    assert!(screen.contains("FAILED (2, newest first)"), "{screen}");
+    let failure = lines
+        .iter()
+        .find(|l| l.starts_with("task_010"))
+        .unwrap_or_else(|| panic!("the failure of task_010 not shown:\n{screen}"));
+    assert!(
+        failure.ends_with("exit code 1: ValueError: bad input x=10"),
+        "{failure:?}"
+    );
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("q quit")),
+        "{screen}"
+    );
+
+    // Not a terminal: one plain snapshot, at once, while the sweep still runs.
+    let plain = p.run(&["sweep", "watch", "w1"]);
+    plain.expect_code(0);
+    assert!(
+        plain.stdout.starts_with("hsm watch · w1 · running")
+            && plain.stdout.contains("x=19 waiting at step 7")
+            && !plain.stdout.contains('\x1b'),
+        "{}",
+        plain.stdout
+    );
+
+    // A smaller terminal: the frame follows, no row wider than it.
+    tmux.run(&["resize-window", "-t", "w", "-x", "60", "-y", "16"]);
+    let small = tmux.wait_for("w", "the frame redrawn for 60x16", |s| {
+        s.lines().count() <= 16
+            && s.lines().all(|l| l.chars().count() < 60)
+            && s.contains("RUNNING (2)")
+    });
+    assert!(small.starts_with("hsm watch · w1"), "{small}");
+    assert!(small.contains("…"), "long rows cut, not wrapped:\n{small}");
+
+    // The sweep ends: the watch ends by itself, exit 0, the summary on the shell's screen.
+    p.write("release", "");
+    let run = Run::wait(run, "sweep run".into());
+    run.expect_code(1);
+    assert_eq!(tmux.wait_dead("w"), 0, "{}", tmux.screen("w"));
+    // Joined: the summary is wider than the resized pane.
+    let end = tmux.history("w").replace('\n', "");
+    assert!(
+        end.contains("w1 ended: 18 completed, 2 failed, 0 cancelled, 0 pending, of 20 tasks"),
+        "{end}"
+    );
+    assert_eq!(tmux.format("w", "#{alternate_on}"), "0", "{end}");
+}
+
+#[test]
+fn q_and_ctrl_c_leave_the_watch_and_give_the_terminal_back() {
+    let Some(tmux) = Tmux::start() else {
+        return;
+    };
+    let p = project(2, 1);
+    let run = start_sweep(&p, "w2", "2");
+    for (session, key, code) in [("quit", "q", 0), ("ctrlc", "C-c", 130)] {
+        // After the watch, the shell says how it ended and how the terminal is set, and stays
+        // (a dead pane's cursor and screen are tmux's, not what the watch left).
+        tmux.session(
+            session,
+            100,
+            30,
+            &format!(
+                "{}; echo \"WATCH-EXIT=$?\"; stty -a | tr -s ' ;\\n' '\\n\\n\\n' | grep -x -e icanon -e echo -e isig | tr '\\n' ' '; echo; echo SHELL-BACK; exec sleep 600",
+                watch_command(&p, "w2")
+            ),
+        );
+        tmux.wait_for(session, "two tasks waiting", |s| {
+            s.contains("RUNNING (2)") && s.contains("x=2 waiting at step 7")
+        });
+        assert_eq!(tmux.format(session, "#{alternate_on}"), "1");
+        assert_eq!(
+            tmux.format(session, "#{cursor_flag}"),
+            "0",
+            "no cursor in the view"
+        );
+        tmux.run(&["send-keys", "-t", session, key]);
+        let screen = tmux.wait_for(session, "the shell after the watch", |s| {
+            s.contains("SHELL-BACK")
+        });
+        assert!(
+            screen.contains(&format!("WATCH-EXIT={code}")),
+            "{key}: exit code {code}:\n{screen}"
+        );
+        assert!(
+            screen.contains("isig icanon echo"),
+            "{key}: signals, line editing and echo back on:\n{screen}"
+        );
+        assert!(
+            !screen.contains("hsm watch"),
+            "{key}: the shell's screen back:\n{screen}"
+        );
+        assert_eq!(tmux.format(session, "#{alternate_on}"), "0", "{key}");
+        assert_eq!(
+            tmux.format(session, "#{cursor_flag}"),
+            "1",
+            "{key}: cursor shown"
+        );
+        tmux.run(&["kill-session", "-t", session]);
+    }
+    assert!(
+        p.try_status("w2").is_some_and(|s| s["running"] == 2),
+        "the sweep goes on"
+    );
+    p.write("release", "");
+    Run::wait(run, "sweep run".into()).expect_code(0);
+}
