@@ -3,6 +3,7 @@
 //! `tmux capture-pane`: progress, the per-source row, a running task with its last output line,
 //! a failure with its reason, a resize, the watch ending by itself with a summary when the sweep
 //! ends, and `q` / Ctrl-C giving the terminal back as it was. Skipped, saying why, without tmux.
+//! And a sweep over the local source and a real agent, seen through the plain snapshot.
 
 mod common;
 
@@ -59,10 +60,9 @@ fn project(n: u32, gate_from: u32) -> Project {
     p
 }
 
-/// A tmux server of this test's own (its own socket), killed when dropped.
+/// A tmux server of this test's own (its own socket, no config file), killed when dropped.
 struct Tmux {
     socket: String,
-    conf: tempfile::NamedTempFile,
 }
 
 impl Tmux {
@@ -78,18 +78,14 @@ impl Tmux {
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        let conf = tempfile::NamedTempFile::new().unwrap();
-        // Dead panes stay, so the screen and the exit status can be read after the watch ends.
-        std::fs::write(conf.path(), "set -g remain-on-exit on\n").unwrap();
-        Some(Tmux { socket, conf })
+        Some(Tmux { socket })
     }
 
     fn run(&self, args: &[&str]) -> Output {
         let output = Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
-            .arg("-f")
-            .arg(self.conf.path())
+            .args(["-f", "/dev/null"])
             .args(args)
             .output()
             .expect("run tmux");
@@ -121,8 +117,7 @@ impl Tmux {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", name]).stdout).into_owned()
     }
 
-    /// What the pane shows and every line scrolled off it (a pane that died with
-    /// remain-on-exit scrolls its last lines up for its "Pane is dead" line).
+    /// What the pane shows and every line scrolled off it.
     fn history(&self, name: &str) -> String {
         String::from_utf8_lossy(
             &self
@@ -157,28 +152,6 @@ impl Tmux {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    /// The pane's exit status once its command has ended.
-    fn wait_dead(&self, name: &str) -> i32 {
-        let deadline = Instant::now() + SCREEN_TIMEOUT;
-        while self.format(name, "#{pane_dead}") != "1" {
-            if Instant::now() > deadline {
-                panic!(
-                    "the watch in {name} did not end; the screen:\n{}",
-                    self.screen(name)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let status = self.format(name, "#{pane_dead_status}");
-        status.parse().unwrap_or_else(|_| {
-            panic!(
-                "{name} ended with status {status:?}, signal {:?}; the screen:\n{}",
-                self.format(name, "#{pane_dead_signal}"),
-                self.screen(name)
-            )
-        })
-    }
 }
 
 impl Drop for Tmux {
@@ -199,6 +172,15 @@ fn watch_command(p: &Project, id: &str) -> String {
     )
 }
 
+/// `command` in a shell that, once it ends, prints its exit code and how the terminal is set
+/// (`isig icanon echo` when signals, line editing and echo are on), then stays: the shell,
+/// not tmux, waits for the watch, and the pane stays alive to be looked at.
+fn in_shell(command: &str) -> String {
+    format!(
+        "{command}; echo \"WATCH-EXIT=$?\"; stty -a | tr -s ' ;\\n' '\\n\\n\\n' | grep -x -e icanon -e echo -e isig | tr '\\n' ' '; echo; echo SHELL-BACK; exec sleep 600"
+    )
+}
+
 /// Starts `sweep run` and waits until its database reads.
 fn start_sweep(p: &Project, id: &str, parallel: &str) -> std::process::Child {
     let child = p.spawn(&["sweep", "run", "--parallel", parallel, "--sweep-id", id]);
@@ -216,7 +198,7 @@ fn watch_shows_a_running_sweep_and_ends_with_it() {
     // 20 tasks on 2 slots: 16 complete, 2 fail, the last two are held running until released.
     let p = project(20, 19);
     let run = start_sweep(&p, "w1", "2");
-    tmux.session("w", 120, 40, &watch_command(&p, "w1"));
+    tmux.session("w", 120, 40, &in_shell(&watch_command(&p, "w1")));
 
     let screen = tmux.wait_for("w", "18 of 20 done, two held running", |s| {
         s.contains("18/20 (90%)")
@@ -297,14 +279,30 @@ fn watch_shows_a_running_sweep_and_ends_with_it() {
     p.write("release", "");
     let run = Run::wait(run, "sweep run".into());
     run.expect_code(1);
-    assert_eq!(tmux.wait_dead("w"), 0, "{}", tmux.screen("w"));
+    let end = tmux.wait_for("w", "the watch ending by itself", |s| {
+        s.contains("SHELL-BACK")
+    });
     // Joined: the summary is wider than the resized pane.
-    let end = tmux.history("w").replace('\n', "");
+    let joined = tmux.history("w").replace('\n', "");
     assert!(
-        end.contains("w1 ended: 18 completed, 2 failed, 0 cancelled, 0 pending, of 20 tasks"),
+        joined.contains("w1 ended: 18 completed, 2 failed, 0 cancelled, 0 pending, of 20 tasks"),
         "{end}"
     );
+    assert!(end.contains("WATCH-EXIT=0"), "{end}");
+    assert!(
+        end.contains("isig icanon echo"),
+        "the terminal given back:\n{end}"
+    );
+    assert!(
+        !end.contains("hsm watch"),
+        "the shell's screen back:\n{end}"
+    );
     assert_eq!(tmux.format("w", "#{alternate_on}"), "0", "{end}");
+    assert_eq!(
+        tmux.format("w", "#{cursor_flag}"),
+        "1",
+        "cursor shown:\n{end}"
+    );
 }
 
 #[test]
@@ -315,17 +313,7 @@ fn q_and_ctrl_c_leave_the_watch_and_give_the_terminal_back() {
     let p = project(2, 1);
     let run = start_sweep(&p, "w2", "2");
     for (session, key, code) in [("quit", "q", 0), ("ctrlc", "C-c", 130)] {
-        // After the watch, the shell says how it ended and how the terminal is set, and stays
-        // (a dead pane's cursor and screen are tmux's, not what the watch left).
-        tmux.session(
-            session,
-            100,
-            30,
-            &format!(
-                "{}; echo \"WATCH-EXIT=$?\"; stty -a | tr -s ' ;\\n' '\\n\\n\\n' | grep -x -e icanon -e echo -e isig | tr '\\n' ' '; echo; echo SHELL-BACK; exec sleep 600",
-                watch_command(&p, "w2")
-            ),
-        );
+        tmux.session(session, 100, 30, &in_shell(&watch_command(&p, "w2")));
         tmux.wait_for(session, "two tasks waiting", |s| {
             s.contains("RUNNING (2)") && s.contains("x=2 waiting at step 7")
         });
@@ -365,4 +353,93 @@ fn q_and_ctrl_c_leave_the_watch_and_give_the_terminal_back() {
     );
     p.write("release", "");
     Run::wait(run, "sweep run".into()).expect_code(0);
+}
+
+/// A sweep spread over the local source and an agent: each has its row (kind, slots as the run
+/// set them: `auto` for an agent that reports its own), and the agent's running tasks show the
+/// last line they printed on the agent's host (streamed into the sweep's task directory).
+#[test]
+fn an_agent_s_tasks_and_row_are_shown_beside_the_local_ones() {
+    let Some(agent_bin) = agent_bin() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    // x=3 fails; 1, 2 and 4 are held running.
+    let p = project(4, 1);
+    let own_fp = coordinator_fingerprint(&p, home.path());
+    let agent = start_agent(&agent_bin);
+    enlist(&p, &agent_bin, &agent, "a1", &own_fp);
+    let mut cmd = p.command(&[
+        "sweep",
+        "run",
+        "--sources",
+        "local,a1",
+        "--parallel",
+        "1",
+        "--sweep-id",
+        "w3",
+    ]);
+    cmd.env("HSM_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = cmd.spawn().unwrap();
+    wait_until(SCREEN_TIMEOUT, "the sweep's database", || {
+        p.try_status("w3").is_some()
+    });
+    // One local slot: three waiting means two run on the agent.
+    let deadline = Instant::now() + SCREEN_TIMEOUT;
+    let snapshot = loop {
+        let plain = p.run(&["sweep", "watch", "w3"]);
+        plain.expect_code(0);
+        if [1, 2, 4]
+            .iter()
+            .all(|x| plain.stdout.contains(&format!("x={x} waiting")))
+        {
+            break plain.stdout;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "three tasks never shown waiting; the last snapshot:\n{}",
+                plain.stdout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let row = |name: &str| -> Vec<String> {
+        snapshot
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{snapshot}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        row("local")[..4],
+        ["local", "local", "1", "1"],
+        "{snapshot}"
+    );
+    assert_eq!(row("a1")[..4], ["a1", "agent", "auto", "2"], "{snapshot}");
+    let running_on = |source: &str| {
+        snapshot
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some(source))
+            .filter(|l| l.ends_with(" waiting at step 7"))
+            .count()
+    };
+    assert_eq!(
+        (running_on("local"), running_on("a1")),
+        (1, 2),
+        "each running task with its source and last line:\n{snapshot}"
+    );
+    assert!(
+        snapshot
+            .lines()
+            .any(|l| l.starts_with("task_003")
+                && l.ends_with("exit code 1: ValueError: bad input x=3")),
+        "the failure's reason, wherever it ran:\n{snapshot}"
+    );
+    p.write("release", "");
+    Run::wait(run, "sweep run --sources local,a1".into()).expect_code(1);
+    drop(agent);
 }
