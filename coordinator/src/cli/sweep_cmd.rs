@@ -470,7 +470,7 @@ fn execute(
     // What `sweep watch` shows per source (it reads sweep.db only): this run's sources.
     if let Err(e) = store.set_meta(
         crate::watch::view::SOURCES_META,
-        &sources_meta(&exec.sources),
+        &super::watch_cmd::sources_meta(&exec.sources),
     ) {
         tracing::warn!(error = %e, "cannot record the run's sources in sweep.db");
     }
@@ -508,40 +508,6 @@ fn execute(
         connect_timeout: cfg.defaults.connect_timeout,
     };
     engine::execute(run, core, store, progress)
-}
-
-/// `[{"name", "kind", "slots"}]` of a run's sources, as JSON: `kind` is local, agent,
-/// agent/slurm, agent/pbs, agent/batch (the agent's host decides), slurm or pbs; `slots` is null
-/// for an agent that says how many it has when it connects.
-fn sources_meta(sources: &[SourceSpec]) -> String {
-    use hsm_protocol::SchedulerChoice;
-    let scheduler = |hpc: &hsm_protocol::HpcMsg| match hpc.scheduler {
-        SchedulerChoice::Slurm => "slurm",
-        SchedulerChoice::Pbs => "pbs",
-        SchedulerChoice::Auto => "batch",
-    };
-    let list: Vec<_> = sources
-        .iter()
-        .map(|s| {
-            let (kind, slots) = match &s.kind {
-                SourceSpecKind::Local => ("local".to_string(), Some(s.slots)),
-                SourceSpecKind::Agent {
-                    hpc,
-                    slots_configured,
-                    ..
-                } => (
-                    hpc.as_ref()
-                        .map_or("agent".to_string(), |h| format!("agent/{}", scheduler(h))),
-                    slots_configured.then_some(s.slots),
-                ),
-                SourceSpecKind::Scheduler { hpc, .. } => {
-                    (scheduler(hpc).to_string(), Some(s.slots))
-                }
-            };
-            json!({"name": s.name, "kind": kind, "slots": slots})
-        })
-        .collect();
-    serde_json::Value::Array(list).to_string()
 }
 
 #[allow(clippy::too_many_arguments)]

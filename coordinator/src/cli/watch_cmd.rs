@@ -1,9 +1,11 @@
 //! `sweep watch` (and `monitor watch`): finds the sweep, checks the flags, opens its database
-//! read-only and hands over to `crate::watch`.
+//! read-only and hands over to `crate::watch`; and what `sweep run`/`sweep complete` record
+//! for it (`sources_meta`).
 
 use super::config_cmd::load_config;
 use super::sweep_cmd::{is_active, resolve_sweep};
 use super::{user_error, Global, WatchArgs};
+use crate::actors::sweep::{SourceSpec, SourceSpecKind};
 use crate::store::{Store, StoreError};
 use std::time::Duration;
 
@@ -41,4 +43,38 @@ pub fn watch(global: &Global, args: &WatchArgs) -> anyhow::Result<i32> {
         once: args.once,
     };
     crate::watch::watch(&sweep_id, paths, store, &options, &is_active)
+}
+
+/// `[{"name", "kind", "slots"}]` of a run's sources, as JSON: `kind` is local, agent,
+/// agent/slurm, agent/pbs, agent/batch (the agent's host decides), slurm or pbs; `slots` is null
+/// for an agent that says how many it has when it connects.
+pub(super) fn sources_meta(sources: &[SourceSpec]) -> String {
+    use hsm_protocol::SchedulerChoice;
+    let scheduler = |hpc: &hsm_protocol::HpcMsg| match hpc.scheduler {
+        SchedulerChoice::Slurm => "slurm",
+        SchedulerChoice::Pbs => "pbs",
+        SchedulerChoice::Auto => "batch",
+    };
+    let list: Vec<_> = sources
+        .iter()
+        .map(|s| {
+            let (kind, slots) = match &s.kind {
+                SourceSpecKind::Local => ("local".to_string(), Some(s.slots)),
+                SourceSpecKind::Agent {
+                    hpc,
+                    slots_configured,
+                    ..
+                } => (
+                    hpc.as_ref()
+                        .map_or("agent".to_string(), |h| format!("agent/{}", scheduler(h))),
+                    slots_configured.then_some(s.slots),
+                ),
+                SourceSpecKind::Scheduler { hpc, .. } => {
+                    (scheduler(hpc).to_string(), Some(s.slots))
+                }
+            };
+            serde_json::json!({"name": s.name, "kind": kind, "slots": slots})
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }
