@@ -3,7 +3,8 @@
 //! `tmux capture-pane`: progress, the per-source row, a running task with its last output line,
 //! a failure with its reason, a resize, the watch ending by itself with a summary when the sweep
 //! ends, and `q` / Ctrl-C giving the terminal back as it was. Skipped, saying why, without tmux.
-//! And a sweep over the local source and a real agent, seen through the plain snapshot.
+//! And a sweep over the local source and a real agent, seen through the plain snapshot; and a
+//! read failing mid-watch (exit 1, the reason, the terminal given back).
 
 mod common;
 
@@ -442,4 +443,47 @@ fn an_agent_s_tasks_and_row_are_shown_beside_the_local_ones() {
     p.write("release", "");
     Run::wait(run, "sweep run --sources local,a1".into()).expect_code(1);
     drop(agent);
+}
+
+/// A read that fails in the middle of a watch (here: the database removed while the sweep's
+/// lock is held, as if its coordinator ran) ends the watch with exit 1 and the reason, on the
+/// shell's screen, with the terminal given back.
+#[test]
+fn an_error_while_watching_gives_the_terminal_back_and_says_why() {
+    let Some(tmux) = Tmux::start() else {
+        return;
+    };
+    let p = project(2, 99);
+    p.run(&["sweep", "run", "--sweep-id", "w4"]).expect_code(0);
+    let dir = p.sweep_dir("w4");
+    // This test is the "coordinator": it holds the sweep's lock.
+    let lock = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(dir.join(".coordinator.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    tmux.session("e", 100, 30, &in_shell(&watch_command(&p, "w4")));
+    tmux.wait_for("e", "the watch of a sweep whose lock is held", |s| {
+        s.starts_with("hsm watch · w4 · running") && s.contains("completed 2")
+    });
+    for name in ["sweep.db", "sweep.db-wal", "sweep.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let end = tmux.wait_for("e", "the watch ending on the error", |s| {
+        s.contains("SHELL-BACK")
+    });
+    assert!(end.contains("WATCH-EXIT=1"), "{end}");
+    assert!(
+        end.lines()
+            .any(|l| l.starts_with("hsm-coordinator: ") && l.contains("sweep.db")),
+        "the reason, naming the file:\n{end}"
+    );
+    assert!(
+        end.contains("isig icanon echo"),
+        "the terminal given back:\n{end}"
+    );
+    assert_eq!(tmux.format("e", "#{alternate_on}"), "0", "{end}");
+    assert_eq!(tmux.format("e", "#{cursor_flag}"), "1", "{end}");
+    drop(lock);
 }
