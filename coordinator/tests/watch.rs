@@ -61,9 +61,11 @@ fn project(n: u32, gate_from: u32) -> Project {
     p
 }
 
-/// A tmux server of this test's own (its own socket, no config file), killed when dropped.
+/// A tmux server of this test's own (its own socket, `hsm-test-<pid>-<n>` in a temporary
+/// directory, no config file), killed when dropped, its socket removed with the directory.
 struct Tmux {
-    socket: String,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -74,17 +76,18 @@ impl Tmux {
             return None;
         }
         static N: AtomicUsize = AtomicUsize::new(0);
-        let socket = format!(
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join(format!(
             "hsm-test-{}-{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
-        );
-        Some(Tmux { socket })
+        ));
+        Some(Tmux { socket, _dir: dir })
     }
 
     fn run(&self, args: &[&str]) -> Output {
         let output = Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .args(["-f", "/dev/null"])
             .args(args)
@@ -158,7 +161,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .arg("kill-server")
             .output();
