@@ -20,4 +20,5 @@ pub mod store;
 pub mod sync;
 pub mod transfer;
 pub mod transport;
+pub mod watch;
 pub mod yaml;

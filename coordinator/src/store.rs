@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The file was written by a newer hsm.
     #[error("sweep database {path} has schema version {found}, this hsm understands {SCHEMA_VERSION}: upgrade hsm")]
     Version { path: String, found: i64 },
+    /// Opened read-only, the file has an older schema that only a writer upgrades.
+    #[error("sweep database {path} has the older schema version {found}: `hsm-coordinator sweep status` upgrades it")]
+    Older { path: String, found: i64 },
     /// A row holds something this version cannot read.
     #[error("sweep database {path}: task {index}: {message}")]
     Corrupt {
@@ -1203,6 +1206,39 @@ mod tests {
             .execute("DELETE FROM meta WHERE key = 'task_width'", [])
             .unwrap();
         assert_eq!(store.task_width().unwrap(), MIN_TASK_WIDTH);
+    }
+
+    #[test]
+    fn a_read_only_store_reads_and_never_writes_or_upgrades() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.db");
+        let mut store =
+            Store::create(&path, &[("sweep_id", "s1".into())], 3, new_tasks(2)).unwrap();
+        let reader = Store::open_read_only(&path).unwrap();
+        // The writer goes on while the reader is open (WAL); the reader sees each commit.
+        store
+            .apply(&[change(1, 1, TaskStatus::Running, 10)])
+            .unwrap();
+        assert_eq!(
+            reader.task_statuses().unwrap()[0].status,
+            TaskStatus::Running
+        );
+        assert_eq!(reader.meta("sweep_id").unwrap().as_deref(), Some("s1"));
+        assert!(
+            reader.set_meta("x", "y").is_err(),
+            "a read-only store cannot write"
+        );
+        drop(reader);
+        downgrade(&store, 3);
+        drop(store);
+        let err = Store::open_read_only_current(&path).err().unwrap();
+        assert!(matches!(err, StoreError::Older { found: 3, .. }), "{err}");
+        let version: i64 = Store::connect(&path)
+            .unwrap()
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3, "left as it was");
     }
 
     #[test]

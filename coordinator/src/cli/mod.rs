@@ -14,6 +14,7 @@ mod report_cmd;
 mod results_cmd;
 mod sweep_cmd;
 mod v1_import;
+mod watch_cmd;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -83,8 +84,8 @@ pub enum Command {
     /// Manage the agents this project runs tasks on.
     #[command(subcommand)]
     Agent(AgentCommand),
-    /// Look at sweeps (aliases: `monitor recent` = `sweep list`, `monitor errors` = `sweep
-    /// errors`).
+    /// Follow and look at sweeps from any terminal (aliases: `monitor watch|recent|errors`
+    /// = `sweep watch|list|errors`).
     #[command(subcommand)]
     Monitor(MonitorCommand),
     /// Print this coordinator's fingerprint (authorize it on agents with `hsm-agent authorize`).
@@ -348,6 +349,14 @@ pub enum SweepCommand {
         hsm-coordinator sweep logs sweep_20261128_180516 task_007 -f\n  \
         hsm-coordinator sweep logs sweep_20261128_180516 7 --attempt 1   # an earlier attempt")]
     Logs(LogsArgs),
+    /// A live full-screen view of a sweep, from any terminal: progress and ETA, sources,
+    /// running tasks with their last output line, the newest failures; ends with the sweep.
+    #[command(after_help = "Examples:\n  \
+        hsm-coordinator sweep watch                    # the latest sweep\n  \
+        hsm-coordinator sweep watch sweep_20261128_180516 --interval 5\n  \
+        hsm-coordinator sweep watch --once             # one snapshot, as text\n\n\
+        q or Ctrl-C quits; the sweep goes on. Reads sweep.db only, so it never disturbs the run.")]
+    Watch(WatchArgs),
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,6 +395,8 @@ pub enum MonitorCommand {
     Recent(ListArgs),
     /// A sweep's failed tasks grouped by cause (as `sweep errors`).
     Errors(ErrorsArgs),
+    /// The same as `sweep watch`.
+    Watch(WatchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -423,6 +434,18 @@ pub struct LogsArgs {
     /// An earlier attempt's log (default: the current attempt).
     #[arg(long, value_name = "N")]
     pub attempt: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The sweep: its id or its directory (default: the latest sweep).
+    pub sweep_id: Option<String>,
+    /// Seconds between redraws (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub interval: f64,
+    /// Print one snapshot as text and exit (what it does anyway when stdout is not a terminal).
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// Options shared by `run` and `complete`.
@@ -576,6 +599,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sweep(SweepCommand::Errors(args))
         | Command::Monitor(MonitorCommand::Errors(args)) => errors_cmd::errors(&global, &args),
         Command::Sweep(SweepCommand::Logs(args)) => logs_cmd::logs(&global, &args),
+        Command::Sweep(SweepCommand::Watch(args))
+        | Command::Monitor(MonitorCommand::Watch(args)) => watch_cmd::watch(&global, &args),
         Command::Agent(AgentCommand::Add(args)) => agent_cmd::add(&global, &args),
         Command::Agent(AgentCommand::Deploy(args)) => deploy::deploy(&global, &args),
         Command::Agent(AgentCommand::Status {

@@ -467,6 +467,13 @@ fn execute(
                 state.with_class(class)
             })
             .collect();
+    // What `sweep watch` shows per source (it reads sweep.db only): this run's sources.
+    if let Err(e) = store.set_meta(
+        crate::watch::view::SOURCES_META,
+        &super::watch_cmd::sources_meta(&exec.sources),
+    ) {
+        tracing::warn!(error = %e, "cannot record the run's sources in sweep.db");
+    }
     let mut core =
         SweepCore::new(tasks, sources, exec.strategy).with_steal_after(cfg.defaults.steal_after);
     let initial = core.counts();

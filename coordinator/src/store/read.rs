@@ -47,6 +47,19 @@ impl Store {
         }
     }
 
+    /// `open_read_only` for a reader of this schema's columns (`sweep watch`): as it must not
+    /// write, an older schema is refused (`Older`, with how to upgrade it) rather than upgraded.
+    pub fn open_read_only_current(path: &Path) -> Result<Store, StoreError> {
+        let store = Store::open_read_only(path)?;
+        match store.schema_version()? {
+            SCHEMA_VERSION => Ok(store),
+            found => Err(StoreError::Older {
+                path: store.path,
+                found,
+            }),
+        }
+    }
+
     /// The schema version the file was written with (0: never fully created).
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.conn
