@@ -595,11 +595,16 @@ impl SchedulerBackend {
     }
 
     fn exited(&self, key: TaskKey, outcome: Outcome) {
+        self.exited_with(key, outcome, None);
+    }
+
+    fn exited_with(&self, key: TaskKey, outcome: Outcome, usage: Option<hsm_protocol::UsageMsg>) {
         self.lock().early_cancels.remove(&key);
         let _ = self.inner.events.send(ProcessEvent::Exited {
             key,
             outcome,
             at: SystemTime::now(),
+            usage,
         });
     }
 
