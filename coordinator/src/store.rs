@@ -2,7 +2,7 @@
 //! status events and control flags. It is the source of truth; the YAML files are views of it.
 
 use crate::core::metrics::TaskMetrics;
-use crate::core::state::{Change, TaskStatus};
+use crate::core::state::{Change, TaskStatus, Usage};
 use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
@@ -560,6 +560,75 @@ impl Store {
             })
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Every attempt with where it ran, its status, times and what it used, in task and
+    /// attempt order: the input of `core::stats::source_stats`.
+    pub fn attempt_rows(&self) -> Result<Vec<crate::core::stats::AttemptRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT idx, attempt, source, status, started_at, finished_at,
+                        wall_ms, cpu_user_ms, cpu_sys_ms, max_rss_kb
+                 FROM attempts ORDER BY idx, attempt",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let ms = |i| {
+                    r.get::<_, Option<i64>>(i)
+                        .map(|v| v.and_then(|v| u64::try_from(v).ok()))
+                };
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    Usage {
+                        wall_ms: ms(6)?,
+                        cpu_user_ms: ms(7)?,
+                        cpu_sys_ms: ms(8)?,
+                        max_rss_kb: ms(9)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (index, attempt, source, status, started_at, finished_at, usage) =
+                row.map_err(|e| self.sqlite(e))?;
+            let status: TaskStatus = status.parse().map_err(|message| StoreError::Corrupt {
+                path: self.path.clone(),
+                index: index as u64,
+                message,
+            })?;
+            out.push(crate::core::stats::AttemptRow {
+                index: index as u64,
+                attempt: attempt as u32,
+                source,
+                status,
+                started_at,
+                finished_at,
+                usage,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When attempt `attempt` of task `index` started (Unix ms), if it did.
+    pub fn attempt_started(&self, index: u64, attempt: u32) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT started_at FROM attempts WHERE idx = ?1 AND attempt = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![index as i64, attempt], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })
+                .optional()
+            })
+            .map(Option::flatten)
+            .map_err(|e| self.sqlite(e))
     }
 
     pub fn integrity_check(&self) -> Result<String, StoreError> {

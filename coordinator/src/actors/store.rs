@@ -19,6 +19,8 @@ pub struct StoreActor {
     /// When the views were last written and how long that took: on a big sweep a rewrite of
     /// task_mapping.yaml costs seconds, so rewrites are spaced to at least ten times their cost.
     last_views: Option<(std::time::Instant, std::time::Duration)>,
+    /// The attempt running of each task and when it started (for `status.yaml`'s times).
+    started: HashMap<u64, (u32, i64)>,
 }
 
 impl StoreActor {
@@ -44,6 +46,7 @@ impl StoreActor {
             failure,
             log,
             last_views: None,
+            started: HashMap::new(),
         }
     }
 
@@ -63,8 +66,16 @@ impl StoreActor {
         for change in &changes {
             last.insert(change.index, change);
         }
+        for change in &changes {
+            // When each attempt started, for its `started`/`duration_s` once it ends.
+            if change.status == TaskStatus::Running {
+                self.started
+                    .insert(change.index, (change.attempt, change.at));
+            }
+        }
         for change in last.values() {
             let task = self.paths.task_name(change.index);
+            let (started_at, finished_at) = self.times_of(change);
             let view = StatusView {
                 task: &task,
                 status: change.status,
@@ -74,6 +85,9 @@ impl StoreActor {
                 reason: change.reason.as_deref(),
                 pid: change.pid,
                 updated_at: change.at,
+                started_at,
+                finished_at,
+                usage: change.usage,
             };
             let dir = self.paths.task_dir(change.index);
             let text = layout::status_yaml(&view);
@@ -119,6 +133,28 @@ impl StoreActor {
             }
             let _ = log.write_all(text.as_bytes());
         }
+    }
+
+    /// When the change's attempt started and, for an ending, ended. A start this run did not
+    /// see (an attempt taken up from an earlier coordinator) is read from `sweep.db`.
+    fn times_of(&mut self, change: &Change) -> (Option<i64>, Option<i64>) {
+        let ended = matches!(
+            change.status,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        );
+        let started = match self.started.get(&change.index) {
+            Some(&(attempt, at)) if attempt == change.attempt => Some(at),
+            _ if ended => self
+                .store
+                .as_ref()
+                .and_then(|s| s.attempt_started(change.index, change.attempt).ok())
+                .flatten(),
+            _ => None,
+        };
+        if ended || !matches!(change.status, TaskStatus::Running) {
+            self.started.remove(&change.index);
+        }
+        (started, ended.then_some(change.at))
     }
 
     fn write_views(&mut self, force: bool) -> Result<(), String> {

@@ -7,6 +7,7 @@ mod config_cmd;
 mod deploy;
 mod deploy_plan;
 mod launch;
+mod source_stats;
 mod sweep_cmd;
 mod v1_import;
 

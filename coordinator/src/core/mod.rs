@@ -8,6 +8,7 @@ pub mod pace;
 pub mod plan;
 pub mod render;
 pub mod state;
+pub mod stats;
 pub mod sweep;
 pub mod taskspec;
 pub mod v1;
