@@ -104,6 +104,19 @@ pub fn sacct_usage(stdout: &str, element_id: &str) -> Option<UsageMsg> {
     Some(usage)
 }
 
+/// Whether `sacct` output lists a step of element `element_id` (`40_2.batch`): its record is
+/// complete then, an empty MaxRSS included (Slurm sampled none), and asking again changes
+/// nothing.
+pub fn sacct_lists_steps(stdout: &str, element_id: &str) -> bool {
+    stdout.lines().any(|line| {
+        line.trim()
+            .split('|')
+            .next()
+            .and_then(|id| id.strip_prefix(element_id))
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
 /// What PBS's `qstat -f` attributes of one job say it used (`resources_used.*`); `None` when
 /// it says nothing (a job that never ran, a server that does not collect it).
 pub fn pbs_usage(attributes: &BTreeMap<String, String>) -> Option<UsageMsg> {
@@ -274,8 +287,38 @@ mod tests {
             })
         );
         assert_eq!(sacct_usage(SACCT, "1_3"), None);
+        assert!(sacct_lists_steps(SACCT, "6") && sacct_lists_steps(SACCT, "1_2"));
+        assert!(!sacct_lists_steps(SACCT, "1_3") && !sacct_lists_steps(SACCT, "1"));
+        assert!(!sacct_lists_steps("1_20.batch|||||\n", "1_2"));
         assert_eq!(sacct_usage(SACCT, "1"), None, "an array's id is no element");
         assert_eq!(sacct_usage("garbage\n||\n", "1_1"), None);
+    }
+
+    /// Real output of a Slurm with accounting (see tests/fixtures/hpc/README.md).
+    #[test]
+    fn sacct_of_a_real_cluster() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/hpc/slurm-22.05-sacct-usage.txt"
+        ))
+        .unwrap();
+        assert_eq!(
+            sacct_usage(&text, "1_2"),
+            Some(UsageMsg {
+                wall_ms: Some(1_000),
+                cpu_user_ms: Some(294),
+                cpu_sys_ms: Some(310),
+                max_rss_kb: Some(76_236),
+            })
+        );
+        for id in ["1_1", "2"] {
+            let u = sacct_usage(&text, id).unwrap();
+            assert!(u.max_rss_kb.unwrap() > 60 * 1024, "{id}: {u:?}");
+            assert!(
+                u.cpu_user_ms.unwrap() + u.cpu_sys_ms.unwrap() >= 500,
+                "{id}: {u:?}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Longest the exit reports of a poll wait for the scheduler's accounts of what they used.
-const USAGE_WAIT: Duration = Duration::from_secs(10);
+const USAGE_WAIT: Duration = Duration::from_secs(6);
+/// Between two `sacct` calls for elements it did not list completely yet.
+const SACCT_RETRY: Duration = Duration::from_secs(1);
 
 /// What the wrapper's records in `task_dir` say the task used.
 pub(super) fn from_records(task_dir: &Path) -> Option<UsageMsg> {
@@ -57,19 +59,37 @@ impl SchedulerBackend {
                 "-j",
                 &list,
             ];
-            match run_within("sacct", &args, None, USAGE_WAIT).await {
-                Ok(out) if out.ok => {
-                    for (key, e, _) in &slurm {
-                        let id = element_id(e.scheduler, &e.job, e.index);
-                        if let Some(u) = parse_usage::sacct_usage(&out.stdout, &id) {
-                            scheduler.insert(*key, u);
+            // sacct lags the controller by about a second: an element that just ended may
+            // not be listed yet, or without its step lines (where MaxRSS is). Asked again
+            // every second until every element's steps are listed, within USAGE_WAIT; what is
+            // still missing then stays missing.
+            let deadline = tokio::time::Instant::now() + USAGE_WAIT;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let mut complete = true;
+                match run_within("sacct", &args, None, left).await {
+                    Ok(out) if out.ok => {
+                        for (key, e, _) in &slurm {
+                            let id = element_id(e.scheduler, &e.job, e.index);
+                            if let Some(u) = parse_usage::sacct_usage(&out.stdout, &id) {
+                                scheduler.insert(*key, u);
+                            }
+                            complete &= parse_usage::sacct_lists_steps(&out.stdout, &id);
                         }
                     }
+                    Ok(out) => {
+                        tracing::debug!(stderr = %out.stderr.trim(), "sacct has no usage figures");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sacct for usage failed");
+                        break;
+                    }
                 }
-                Ok(out) => {
-                    tracing::debug!(stderr = %out.stderr.trim(), "sacct has no usage figures")
+                if complete || left < SACCT_RETRY * 2 {
+                    break;
                 }
-                Err(e) => tracing::debug!(error = %e, "sacct for usage failed"),
+                tokio::time::sleep(SACCT_RETRY).await;
             }
         }
         let pbs: Vec<_> = ran
