@@ -110,6 +110,15 @@ fn a_local_task_records_what_it_used() {
     assert!(local["mean_duration_s"].as_f64().unwrap() >= 0.4, "{local}");
     assert!(local["max_rss_mb"].as_f64().unwrap() > 40.0, "{local}");
     assert_eq!(status["completed"], 2, "the existing keys stay");
+    let task = &status["tasks"][0];
+    assert!(
+        task["usage"]["max_rss_mb"].as_f64().unwrap() > 40.0,
+        "{task}"
+    );
+    assert!(
+        task["usage"]["cpu_user_s"].as_f64().unwrap() > 0.0,
+        "{task}"
+    );
     let text = p.run(&["sweep", "status", "burn"]);
     text.expect_code(0);
     let header = text

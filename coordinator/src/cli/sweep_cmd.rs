@@ -1122,9 +1122,15 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     };
     let counts: Counts = rows.iter().map(|r| r.status).collect();
     let active = is_active(&paths);
-    let stats = source_stats(&store.attempt_rows()?);
+    let attempts = store.attempt_rows()?;
+    let stats = source_stats(&attempts);
     if args.json {
         let mut tails = store.stderr_tails()?;
+        // What each task's current attempt used, when measured.
+        let used: std::collections::HashMap<(u64, u32), crate::core::state::Usage> = attempts
+            .iter()
+            .map(|a| ((a.index, a.attempt), a.usage))
+            .collect();
         let tasks: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -1142,6 +1148,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
                     "job_id": r.job_id,
                     "started": r.started_at.map(layout::format_utc),
                     "finished": r.finished_at.map(layout::format_utc),
+                    "usage": used.get(&(r.index, r.attempt)).and_then(layout::usage_json),
                 })
             })
             .collect();
