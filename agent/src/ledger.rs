@@ -22,7 +22,7 @@
 //!   `--ledger-retention`, see `clean.rs`). A table older agents ignore, so no schema bump: a
 //!   ledger downgraded and upgraded again only loses those times (they restart from then).
 
-use hsm_protocol::{EventKind, FileOffer, OutcomeMsg, Stream, TemplateMsg};
+use hsm_protocol::{EventKind, FileOffer, OutcomeMsg, Stream, TemplateMsg, UsageMsg};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -109,6 +109,8 @@ pub struct StoredTask {
     /// Bytes of stdout and stderr already turned into events.
     pub output: [u64; 2],
     pub exit: Option<(OutcomeMsg, i64)>,
+    /// What the attempt used, stored with its exit.
+    pub usage: Option<UsageMsg>,
     pub offered: Vec<FileOffer>,
     pub results_done: bool,
     pub element: Option<StoredElement>,
@@ -138,7 +140,7 @@ pub enum Op {
     Accept(Box<StoredTask>),
     Phase(Key, StoredPhase),
     Cancel(Key),
-    Exit(Key, OutcomeMsg, i64),
+    Exit(Key, OutcomeMsg, i64, Option<UsageMsg>),
     /// The result offer; the phase becomes `Finished`.
     Offered(Key, Vec<FileOffer>),
     ResultsDone(Key),
@@ -238,6 +240,20 @@ impl Ledger {
                 .into(),
             )));
         }
+        // The `usage` column (what an attempt used, stored with its exit) came later without a
+        // version bump: older agents name their columns and never see it.
+        let has_usage: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('tasks') WHERE name = 'usage'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(err)?;
+        if !has_usage {
+            conn.execute_batch("ALTER TABLE tasks ADD COLUMN usage BLOB")
+                .map_err(err)?;
+        }
         // Version 1 gained the `sweeps` table above; nothing else changed.
         if version < SCHEMA_VERSION {
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -289,7 +305,7 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Recovered> {
     let mut recovered = Recovered::default();
     let mut stmt = conn.prepare(
         "SELECT sweep_id, idx, attempt, dir, template, args, env, phase, cancel, next_seq,
-                out_stdout, out_stderr, exit, offered, results_done, element
+                out_stdout, out_stderr, exit, offered, results_done, element, usage
          FROM tasks ORDER BY rowid",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -311,6 +327,7 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Recovered> {
             r.get::<_, Option<Vec<u8>>>(13)?,
             r.get::<_, bool>(14)?,
             r.get::<_, Option<Vec<u8>>>(15)?,
+            r.get::<_, Option<Vec<u8>>>(16)?,
         ))
     })?;
     for row in rows {
@@ -328,6 +345,7 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Recovered> {
             offered,
             done,
             element,
+            usage,
         ) = row?;
         // A row this build cannot read (written by another version, damaged) is skipped and
         // said: its task is then unknown here, which the coordinator treats as lost.
@@ -346,6 +364,8 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Recovered> {
                     Some(bytes) => Some(unblob(&bytes)?),
                     None => None,
                 },
+                // Only informative: an unreadable one is dropped, not the task.
+                usage: usage.and_then(|bytes| unblob(&bytes)),
                 offered: match offered {
                     Some(bytes) => unblob(&bytes)?,
                     None => Vec::new(),
@@ -437,6 +457,7 @@ struct RowUpdate {
     phase: i64,
     cancel: bool,
     exit: Option<Vec<u8>>,
+    usage: Option<Vec<u8>>,
     /// `Some(None)`: the offer was cleared (results done).
     offered: Option<Option<Vec<u8>>>,
     results_done: bool,
@@ -557,9 +578,10 @@ fn apply_batch(
                 u.phase = u.phase.max(phase as i64);
             }
             Op::Cancel(key) => updates.entry(key).or_default().cancel = true,
-            Op::Exit(key, outcome, at_ms) => {
+            Op::Exit(key, outcome, at_ms, usage) => {
                 let u = updates.entry(key).or_default();
                 u.exit = Some(blob(&(outcome, at_ms)));
+                u.usage = usage.map(|usage| blob(&usage));
                 u.phase = u.phase.max(StoredPhase::Draining as i64);
             }
             Op::Offered(key, files) => {
@@ -604,7 +626,7 @@ fn apply_batch(
         };
         tx.prepare_cached(&format!(
             "UPDATE tasks SET phase = MAX(phase, ?4), cancel = MAX(cancel, ?5),
-                exit = COALESCE(?6, exit),
+                exit = COALESCE(?6, exit), usage = COALESCE(?14, usage),
                 offered = CASE WHEN ?7 THEN ?8 ELSE offered END,
                 results_done = MAX(results_done, ?9), element = COALESCE(?10, element),
                 next_seq = MAX(next_seq, ?11), out_stdout = MAX(out_stdout, ?12),
@@ -624,6 +646,7 @@ fn apply_batch(
             u.next_seq,
             u.output[0],
             u.output[1],
+            u.usage,
         ])?;
     }
     for (key, seq) in acks {
@@ -663,10 +686,55 @@ mod tests {
             next_seq: 1,
             output: [0, 0],
             exit: None,
+            usage: None,
             offered: vec![],
             results_done: false,
             element: None,
         }
+    }
+
+    fn usage() -> UsageMsg {
+        UsageMsg {
+            wall_ms: Some(1_500),
+            cpu_user_ms: Some(1_200),
+            cpu_sys_ms: None,
+            max_rss_kb: Some(51_200),
+        }
+    }
+
+    /// A ledger written before the `usage` column gains it when opened, and keeps its tasks.
+    #[test]
+    fn a_ledger_without_the_usage_column_gains_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE tasks (
+                    sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
+                    dir TEXT NOT NULL, template BLOB NOT NULL, args BLOB NOT NULL,
+                    env BLOB NOT NULL, phase INTEGER NOT NULL, cancel INTEGER NOT NULL,
+                    next_seq INTEGER NOT NULL, out_stdout INTEGER NOT NULL,
+                    out_stderr INTEGER NOT NULL, exit BLOB, offered BLOB,
+                    results_done INTEGER NOT NULL, element BLOB,
+                    PRIMARY KEY (sweep_id, idx, attempt));
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let (ledger, recovered, _) = open(dir.path());
+        assert!(recovered.tasks.is_empty());
+        ledger.record(Op::Accept(Box::new(task(1))));
+        let key = ("s1".to_string(), 1u64, 1u32);
+        ledger.record(Op::Exit(
+            key,
+            OutcomeMsg::Exited { code: 0 },
+            5,
+            Some(usage()),
+        ));
+        ledger.flush();
+        drop(ledger);
+        let (_, recovered, _) = open(dir.path());
+        assert_eq!(recovered.tasks[0].usage, Some(usage()));
     }
 
     fn open(dir: &Path) -> (Ledger, Recovered, Arc<AtomicU64>) {
@@ -780,7 +848,12 @@ mod tests {
             output: [6, 0],
         });
         ledger.record(Op::Ack(k(1), 1));
-        ledger.record(Op::Exit(k(2), OutcomeMsg::Exited { code: 3 }, 99));
+        ledger.record(Op::Exit(
+            k(2),
+            OutcomeMsg::Exited { code: 3 },
+            99,
+            Some(usage()),
+        ));
         ledger.record(Op::Offered(
             k(2),
             vec![FileOffer {
@@ -816,6 +889,7 @@ mod tests {
         let t2 = &recovered.tasks[1];
         assert_eq!(t2.phase, StoredPhase::Finished);
         assert_eq!(t2.exit, Some((OutcomeMsg::Exited { code: 3 }, 99)));
+        assert_eq!(t2.usage, Some(usage()), "what it used survives a restart");
         assert_eq!(t2.offered.len(), 1);
         let t3 = &recovered.tasks[2];
         assert!(t3.cancel_requested);

@@ -4,14 +4,16 @@
 //!
 //! Design notes (the reasons behind the code below):
 //!
-//! * Spawning goes through `tokio::process::Command` (a thin wrapper over std's) with
+//! * Spawning goes through std's `Command` (what `tokio::process::Command` wraps) with
 //!   `process_group(0)` and plain file redirections only. std then takes its `posix_spawn` fast
 //!   path (vfork-like, independent of our RSS). Anything that needs code in the child between fork
 //!   and exec (`pre_exec`, uid/gid, ...) would force a real `fork` and cost ~3x spawn rate, so none
 //!   of that is used. One more thing disables the fast path in std: setting `PATH` in the extra
 //!   environment while `argv[0]` is a bare name (std must then search the child's PATH itself).
-//! * One tokio task per process, no threads, no polling. Normal exits are observed through tokio's
-//!   `Child::wait`, which uses a pidfd on Linux >= 5.3 (O(1) per exit) and SIGCHLD otherwise.
+//! * One tokio task per process, no threads, no polling. Exits are noticed without reaping (a
+//!   pidfd on Linux >= 5.3, O(1) per exit; SIGCHLD plus `waitid(WNOWAIT)` on older kernels) and
+//!   the leader is then reaped with `wait4`, whose rusage says what the task used
+//!   (`process/leader.rs`).
 //! * Process-group ids can be reused once the group is empty and its leader has been reaped.
 //!   Signalling `-pgid` is therefore only done while our leader is *not yet reaped*: an unreaped
 //!   leader (alive or zombie) keeps its pid allocated, so the number cannot name anybody else's
@@ -21,16 +23,18 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::process::{Child, Command};
-use tokio::signal::unix::{signal, SignalKind};
+use hsm_protocol::UsageMsg;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+mod leader;
+use leader::{sleep_until_opt, Leader, LeaderState};
 
 /// Identifies one attempt of one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,6 +111,9 @@ pub enum ProcessEvent {
         key: TaskKey,
         outcome: Outcome,
         at: SystemTime,
+        /// What the process used (wall time from spawn to exit, CPU, peak RSS), when measured:
+        /// `None` for a task that never started or whose leader somebody else reaped.
+        usage: Option<UsageMsg>,
     },
 }
 
@@ -162,6 +169,7 @@ impl ProcessBackend {
             self.inner.send_exit(
                 key,
                 Outcome::SpawnFailed("process backend used outside a tokio runtime".into()),
+                None,
             );
             return;
         }
@@ -178,18 +186,21 @@ impl ProcessBackend {
             }
             tasks.insert(key, Some(cancel_tx));
         }
+        let started = std::time::Instant::now();
         let child = match spawn(&launch) {
             Ok(child) => child,
             Err(message) => {
                 tracing::warn!(?key, %message, "task could not be started");
                 self.inner.lock().remove(&key);
-                self.inner.send_exit(key, Outcome::SpawnFailed(message));
+                self.inner
+                    .send_exit(key, Outcome::SpawnFailed(message), None);
                 return;
             }
         };
-        // A freshly spawned, unreaped child always has an id; 0 is only a defensive placeholder
-        // (and `signal_group` refuses to signal it).
-        let pid = child.id().unwrap_or(0);
+        // std's `Child` does nothing when dropped (no wait, no kill): from here on the pid is
+        // the leader's to watch and reap.
+        let pid = child.id();
+        drop(child);
         tracing::debug!(?key, pid, "task started");
         // Started is sent before the watcher exists, so it always precedes Exited.
         let _ = self.inner.events.send(ProcessEvent::Started {
@@ -197,11 +208,8 @@ impl ProcessBackend {
             pid,
             at: SystemTime::now(),
         });
-        let leader = Leader {
-            child,
-            pgid: libc::pid_t::try_from(pid).unwrap_or(0),
-            may_signal: true,
-        };
+        // Watched from here (a pidfd or a SIGCHLD subscription), before the watcher task runs.
+        let leader = Leader::new(libc::pid_t::try_from(pid).unwrap_or(0), started);
         tokio::spawn(watch(
             Arc::clone(&self.inner),
             key,
@@ -251,21 +259,22 @@ impl Inner {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn send_exit(&self, key: TaskKey, outcome: Outcome) {
+    fn send_exit(&self, key: TaskKey, outcome: Outcome, usage: Option<UsageMsg>) {
         // A dropped receiver means nobody listens any more; there is nothing useful to do then.
         let _ = self.events.send(ProcessEvent::Exited {
             key,
             outcome,
             at: SystemTime::now(),
+            usage,
         });
     }
 
     /// Forgets the task, then reports it: whoever sees `Exited` also sees `running()` without it
     /// and may relaunch the key.
-    fn finish(&self, key: TaskKey, outcome: Outcome) {
-        tracing::debug!(?key, ?outcome, "task ended");
+    fn finish(&self, key: TaskKey, outcome: Outcome, usage: Option<UsageMsg>) {
+        tracing::debug!(?key, ?outcome, ?usage, "task ended");
         self.lock().remove(&key);
-        self.send_exit(key, outcome);
+        self.send_exit(key, outcome, usage);
     }
 }
 
@@ -284,7 +293,7 @@ fn create_empty(path: &std::path::Path) -> std::io::Result<File> {
     Ok(file)
 }
 
-fn spawn(launch: &TaskLaunch) -> Result<Child, String> {
+fn spawn(launch: &TaskLaunch) -> Result<std::process::Child, String> {
     let Some((program, args)) = launch.argv.split_first() else {
         return Err("empty argv".into());
     };
@@ -325,156 +334,6 @@ fn describe_spawn_error(program: &str, cwd: &Path, err: &io::Error) -> String {
     }
 }
 
-/// Our child, the leader of its own process group, until it is reaped.
-struct Leader {
-    child: Child,
-    pgid: libc::pid_t,
-    /// True while the leader is unreaped by us, i.e. while `pgid` provably still names our group.
-    may_signal: bool,
-}
-
-impl Drop for Leader {
-    /// Reached with `may_signal` set only if the watcher is dropped mid-flight (runtime shutdown):
-    /// nobody would ever report or clean up these processes, so end the whole group now.
-    fn drop(&mut self) {
-        if self.may_signal {
-            tracing::warn!(
-                pgid = self.pgid,
-                "watcher dropped; killing the task's group"
-            );
-            self.signal_group(libc::SIGKILL);
-        }
-    }
-}
-
-enum LeaderState {
-    Running,
-    /// Exited, not reaped yet (a zombie that still pins the pid and thus the pgid).
-    Exited,
-    /// `waitid` failed (e.g. somebody else reaped it); the pgid may no longer be ours.
-    Unknown(io::Error),
-}
-
-impl Leader {
-    fn signal_group(&self, sig: libc::c_int) {
-        // pgid <= 1 would address our own group (0), init's group or every process (-1).
-        if !self.may_signal || self.pgid <= 1 {
-            return;
-        }
-        // SAFETY: plain syscall without memory arguments.
-        let rc = unsafe { libc::kill(-self.pgid, sig) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            tracing::warn!(pgid = self.pgid, sig, %err, "could not signal task group");
-        }
-    }
-
-    /// Whether the leader has exited, without reaping it.
-    fn state(&self) -> LeaderState {
-        loop {
-            // SAFETY: siginfo_t is plain data for which all-zero is a valid value; waitid only
-            // writes into it.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            let rc = unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    self.pgid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-                )
-            };
-            if rc != 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return LeaderState::Unknown(err);
-            }
-            // With WNOHANG and nothing to report, the kernel leaves the pid field zero.
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            // SAFETY: the union field read is the one waitid fills for child events.
-            let found = unsafe { info.si_pid() } != 0;
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            let found = info.si_signo != 0;
-            return if found {
-                LeaderState::Exited
-            } else {
-                LeaderState::Running
-            };
-        }
-    }
-
-    /// SIGTERM (plus SIGCONT, so a stopped group can act on it) to the group; then, once the
-    /// leader has exited or `grace` has passed, whichever comes first, SIGKILL to the group while
-    /// the unreaped leader still pins the pgid; finally reap the leader.
-    ///
-    /// Group members therefore get at most `grace` after SIGTERM, and no more than the leader takes
-    /// to exit: once the leader is gone the task is over, and holding its zombie for the rest of
-    /// the grace (the only way to signal its group safely later) would delay every report.
-    async fn terminate(&mut self, grace: Duration) {
-        // Subscribe before signalling and before the first state check, so the SIGCHLD of the
-        // leader's exit cannot fall between check and wait.
-        let sigchld = signal(SignalKind::child());
-        self.signal_group(libc::SIGTERM);
-        self.signal_group(libc::SIGCONT);
-        let deadline = sleep_until_opt(Instant::now().checked_add(grace));
-        tokio::pin!(deadline);
-        match sigchld {
-            Ok(mut sigchld) => loop {
-                match self.state() {
-                    LeaderState::Running => {}
-                    LeaderState::Exited => break,
-                    LeaderState::Unknown(err) => {
-                        tracing::error!(pgid = self.pgid, %err, "lost track of task leader");
-                        self.may_signal = false;
-                        break;
-                    }
-                }
-                // Every SIGCHLD in the process wakes us (they cannot be told apart); the state
-                // check above filters. Only tasks being terminated listen, so this stays cheap.
-                tokio::select! {
-                    received = sigchld.recv() => {
-                        if received.is_none() {
-                            break; // runtime shutting down
-                        }
-                    }
-                    () = &mut deadline => break,
-                }
-            },
-            Err(err) => {
-                // Cannot happen once a child was spawned (that needed the same driver), but stay
-                // safe: wait for the leader by reaping it; if that wins we must not signal the
-                // group any more.
-                tracing::warn!(%err, "no SIGCHLD stream; cannot kill group members after leader exit");
-                tokio::select! {
-                    status = self.child.wait() => {
-                        self.may_signal = false;
-                        if let Err(err) = status {
-                            tracing::error!(pgid = self.pgid, %err, "waiting for task failed");
-                        }
-                        return;
-                    }
-                    () = &mut deadline => {}
-                }
-            }
-        }
-        self.signal_group(libc::SIGKILL);
-        // From here on the leader may be reaped at any moment.
-        self.may_signal = false;
-        if let Err(err) = self.child.wait().await {
-            tracing::error!(pgid = self.pgid, %err, "waiting for terminated task failed");
-        }
-    }
-}
-
-/// Sleeps until `deadline`; `None` (a deadline beyond what `Instant` can represent) never ends.
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn exit_outcome(status: io::Result<ExitStatus>) -> Outcome {
     match status {
         Ok(status) => match (status.code(), status.signal()) {
@@ -502,7 +361,7 @@ async fn watch(
     cancel: oneshot::Receiver<()>,
 ) {
     enum Ending {
-        Exited(io::Result<ExitStatus>),
+        Exited(LeaderState),
         Terminate(Outcome),
     }
     let expired = sleep_until_opt(timeout.and_then(|t| Instant::now().checked_add(t)));
@@ -514,24 +373,27 @@ async fn watch(
         }
     };
     let ending = tokio::select! {
-        status = leader.child.wait() => Ending::Exited(status),
+        state = leader.exited() => Ending::Exited(state),
         () = cancelled => Ending::Terminate(Outcome::Cancelled),
         () = expired => Ending::Terminate(Outcome::TimedOut),
     };
-    let outcome = match ending {
-        Ending::Exited(status) => {
-            // `wait` completes exactly when it reaped the leader (or failed to).
+    let (outcome, usage) = match ending {
+        Ending::Exited(LeaderState::Unknown(err)) => {
             leader.may_signal = false;
-            exit_outcome(status)
+            (exit_outcome(Err(err)), None)
+        }
+        Ending::Exited(_) => {
+            let (status, usage) = leader.reap();
+            (exit_outcome(status), usage)
         }
         Ending::Terminate(outcome) => {
             tracing::debug!(?key, ?outcome, pgid = leader.pgid, "terminating task");
-            leader.terminate(grace).await;
-            outcome
+            let usage = leader.terminate(grace).await;
+            (outcome, usage)
         }
     };
     drop(leader);
-    inner.finish(key, outcome);
+    inner.finish(key, outcome, usage);
 }
 
 /// Kills (SIGKILL) the process group of every process of this user whose environment

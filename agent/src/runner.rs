@@ -30,7 +30,7 @@ use crate::scheduler::{ElementRef, HpcLaunch, PendingElement, SchedulerBackend};
 use hsm_protocol::{
     check_relative_path, display_safe, Bytes, CancelMsg, EventKind, EventRef, FetchMsg, FileOffer,
     JobScriptMsg, OutcomeMsg, ResultsDoneMsg, Seq, Stream, SubmitMsg, SweepId, SweepTaskRef,
-    TaskEventMsg, TaskRef, TemplateMsg, AGENT_OUTPUT_DIR,
+    TaskEventMsg, TaskRef, TemplateMsg, UsageMsg, AGENT_OUTPUT_DIR,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -185,6 +185,8 @@ struct Record {
     wake: Arc<Notify>,
     /// How it ended, as reported (`Lost` has no process outcome).
     exit: Option<(OutcomeMsg, SystemTime)>,
+    /// What it used, when measured (sent with `Exited`, kept in the ledger with the exit).
+    usage: Option<UsageMsg>,
     offered: Vec<FileOffer>,
     results_done: bool,
     /// Bytes of stdout and stderr turned into `Output` events so far.
@@ -364,6 +366,7 @@ impl Runner {
                     next_seq,
                     output,
                     exit,
+                    usage,
                     offered,
                     results_done,
                     element,
@@ -391,6 +394,7 @@ impl Runner {
                     unacked_events: 0,
                     wake: Arc::new(Notify::new()),
                     exit,
+                    usage,
                     offered,
                     results_done,
                     output,
@@ -818,6 +822,7 @@ impl Runner {
                         unacked_events: 0,
                         wake: Arc::new(Notify::new()),
                         exit: None,
+                        usage: None,
                         offered: Vec::new(),
                         results_done: false,
                         output: [0, 0],
@@ -840,6 +845,7 @@ impl Runner {
                         next_seq: 1,
                         output: [0, 0],
                         exit: None,
+                        usage: None,
                         offered: Vec::new(),
                         results_done: false,
                         element: None,
@@ -934,7 +940,7 @@ impl Runner {
                 }
                 Err(message) => {
                     tracing::warn!(%message, "task could not be prepared");
-                    self.on_exited(id, Outcome::SpawnFailed(message), SystemTime::now());
+                    self.on_exited(id, Outcome::SpawnFailed(message), SystemTime::now(), None);
                 }
             }
         }
@@ -981,7 +987,7 @@ impl Runner {
                 }
                 Err(message) => {
                     tracing::warn!(%message, "task could not be prepared");
-                    self.on_exited(id, Outcome::SpawnFailed(message), SystemTime::now());
+                    self.on_exited(id, Outcome::SpawnFailed(message), SystemTime::now(), None);
                 }
             }
         }
@@ -1002,7 +1008,12 @@ impl Runner {
                     script,
                 } => self.on_submitted(key.index, element, script),
                 ProcessEvent::Started { key, pid, at } => self.on_started(key.index, pid, at),
-                ProcessEvent::Exited { key, outcome, at } => self.on_exited(key.index, outcome, at),
+                ProcessEvent::Exited {
+                    key,
+                    outcome,
+                    at,
+                    usage,
+                } => self.on_exited(key.index, outcome, at, usage),
             }
         }
     }
@@ -1198,7 +1209,7 @@ impl Runner {
 
     /// The process ended (or never started): frees the slot; a started task's tailer reports
     /// the exit once the output is drained, a never-started one is reported here.
-    fn on_exited(&self, id: u64, outcome: Outcome, at: SystemTime) {
+    fn on_exited(&self, id: u64, outcome: Outcome, at: SystemTime, usage: Option<UsageMsg>) {
         let never_started = {
             let mut state = self.lock();
             let hpc = state
@@ -1212,10 +1223,11 @@ impl Runner {
                 Some(record) if record.phase == Phase::Launching => true,
                 Some(record) => {
                     record.exit = Some((outcome_msg(&outcome), at));
+                    record.usage = usage;
                     record.phase = Phase::Draining;
                     record.wake.notify_one();
                     let key = record.ledger_key();
-                    state.log(Op::Exit(key, outcome_msg(&outcome), epoch_ms(at)));
+                    state.log(Op::Exit(key, outcome_msg(&outcome), epoch_ms(at), usage));
                     false
                 }
                 None => false,
@@ -1244,13 +1256,14 @@ impl Runner {
             let active_key = (record.sweep_id.clone(), record.task.index.0);
             let key = record.ledger_key();
             state.release(active_key, id);
-            state.log(Op::Exit(key.clone(), outcome.clone(), epoch_ms(at)));
+            state.log(Op::Exit(key.clone(), outcome.clone(), epoch_ms(at), None));
             state.log(Op::Offered(key, Vec::new()));
             state.append(
                 id,
                 EventKind::Exited {
                     outcome,
                     at_ms: epoch_ms(at),
+                    usage: None,
                 },
             );
             state.append(id, EventKind::ResultOffer { files: Vec::new() });
@@ -1347,11 +1360,13 @@ impl Runner {
                 return;
             };
             let dir = record.dir.clone();
+            let usage = record.usage;
             state.append(
                 id,
                 EventKind::Exited {
                     outcome,
                     at_ms: epoch_ms(at),
+                    usage,
                 },
             );
             dir
@@ -1786,11 +1801,13 @@ impl State {
             None => (OutcomeMsg::Lost, SystemTime::now()),
         };
         let files = record.offered.clone();
+        let usage = record.usage;
         self.append(
             id,
             EventKind::Exited {
                 outcome,
                 at_ms: epoch_ms(at),
+                usage,
             },
         );
         self.append(id, EventKind::ResultOffer { files });

@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, Notify};
 
+mod usage;
+
 /// How long launches are collected before they are submitted together.
 const GATHER: Duration = Duration::from_millis(200);
 /// Longest a scheduler command may take before it counts as failed (and is retried later).
@@ -428,22 +430,29 @@ pub fn scontrol_account(
 }
 
 /// One element's block in PBS `qstat -f` output (`123[4].server`, or `123.server` alone).
-pub fn qstat_account(jobs: &[parse::QstatJob], job: &str, index: Option<u32>) -> Option<Account> {
+pub fn qstat_element<'a>(
+    jobs: &'a [parse::QstatJob],
+    job: &str,
+    index: Option<u32>,
+) -> Option<&'a parse::QstatJob> {
     let number = |id: &str| id.split(['.', '[']).next().unwrap_or("").to_string();
     let wanted = number(job);
-    jobs.iter()
-        .find(|j| {
-            number(&j.job_id) == wanted
-                && match index {
-                    Some(i) => j.array_index == Some(i),
-                    None => j.array_index.is_none() && j.array_indices_submitted.is_none(),
-                }
-        })
-        .map(|j| Account {
-            state: j.state.clone(),
-            // PBS Pro: an exit status above 256 is a signal (status - 256).
-            signal: j.exit_status.filter(|&s| s > 256).map(|s| s - 256),
-        })
+    jobs.iter().find(|j| {
+        number(&j.job_id) == wanted
+            && match index {
+                Some(i) => j.array_index == Some(i),
+                None => j.array_index.is_none() && j.array_indices_submitted.is_none(),
+            }
+    })
+}
+
+/// The account of one element in PBS `qstat -f` output.
+pub fn qstat_account(jobs: &[parse::QstatJob], job: &str, index: Option<u32>) -> Option<Account> {
+    qstat_element(jobs, job, index).map(|j| Account {
+        state: j.state.clone(),
+        // PBS Pro: an exit status above 256 is a signal (status - 256).
+        signal: j.exit_status.filter(|&s| s > 256).map(|s| s - 256),
+    })
 }
 
 /// The words for a scheduler-caused failure; `None` for the task's own (non-zero exit, other).
@@ -595,11 +604,16 @@ impl SchedulerBackend {
     }
 
     fn exited(&self, key: TaskKey, outcome: Outcome) {
+        self.exited_with(key, outcome, None);
+    }
+
+    fn exited_with(&self, key: TaskKey, outcome: Outcome, usage: Option<hsm_protocol::UsageMsg>) {
         self.lock().early_cancels.remove(&key);
         let _ = self.inner.events.send(ProcessEvent::Exited {
             key,
             outcome,
             at: SystemTime::now(),
+            usage,
         });
     }
 
@@ -1003,7 +1017,7 @@ impl SchedulerBackend {
         if decision.start {
             self.started(key);
         }
-        self.exited(key, outcome);
+        self.exited_with(key, outcome, usage::from_records(task_dir));
         true
     }
 
@@ -1388,6 +1402,7 @@ impl SchedulerBackend {
         } else {
             self.accounts(&due).await
         };
+        let mut ended = Vec::new();
         for (key, element, seen, started_record, exit_record) in observed {
             let decision = decide(
                 &seen,
@@ -1420,7 +1435,15 @@ impl SchedulerBackend {
                 self.started(key);
             }
             if let Some(outcome) = decision.exit {
-                self.exited(key, outcome);
+                ended.push((key, element, outcome));
+            }
+        }
+        // What the ended elements used: the wrapper's records, and the scheduler's accounts
+        // (one call for all of them, bounded) where it keeps them.
+        if !ended.is_empty() {
+            let mut used = self.usages(&ended).await;
+            for (key, _, outcome) in ended {
+                self.exited_with(key, outcome, used.remove(&key));
             }
         }
         all_ok
@@ -1573,6 +1596,16 @@ fn write_task_inputs(launch: &HpcLaunch) -> Result<(), String> {
 
 /// Runs a scheduler command (no shell) with a time limit.
 async fn run(program: &str, args: &[&str], dir: Option<&Path>) -> Result<CommandOutput, String> {
+    run_within(program, args, dir, COMMAND_TIMEOUT).await
+}
+
+/// `run` with its own time limit.
+async fn run_within(
+    program: &str,
+    args: &[&str],
+    dir: Option<&Path>,
+    limit: Duration,
+) -> Result<CommandOutput, String> {
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
@@ -1581,9 +1614,9 @@ async fn run(program: &str, args: &[&str], dir: Option<&Path>) -> Result<Command
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
+    let output = tokio::time::timeout(limit, command.output())
         .await
-        .map_err(|_| format!("`{program}` took longer than {COMMAND_TIMEOUT:?}"))?
+        .map_err(|_| format!("`{program}` took longer than {limit:?}"))?
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
     Ok(CommandOutput {
         ok: output.status.success(),

@@ -461,3 +461,43 @@ fn sigterm_to_the_whole_group_still_records_the_status() {
     let exit = parse_exit_record(&read(dir, "hsm_exit")).unwrap();
     assert_eq!((exit.exit_code, exit.signal), (143, Some(15)));
 }
+
+/// The wrapper measures the task it ran: wall time from its records' stamps and the task's CPU
+/// from bash's `times` (the children line), read back by `hpc::usage::wrapper_usage`.
+#[test]
+fn the_records_say_what_the_task_used() {
+    let chunk = chunk(1);
+    let dir = &chunk.task_dirs[0];
+    let burn =
+        "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n";
+    write_task(dir, &["python3", "-c", burn], &[], None);
+    let status = wrapper_command(&chunk, "0").status().unwrap();
+    assert!(status.success());
+    let (start, exit) = (read(dir, "hsm_start"), read(dir, "hsm_exit"));
+    // The records stay readable by the parsers that know nothing of the new lines.
+    parse_start_record(&start).unwrap();
+    assert_eq!(parse_exit_record(&exit).unwrap().exit_code, 0);
+    let usage = hsm_agent::hpc::usage::wrapper_usage(Some(&start), &exit)
+        .unwrap_or_else(|| panic!("nothing measured:\n{start}\n{exit}"));
+    let cpu = usage.cpu_user_ms.unwrap() + usage.cpu_sys_ms.unwrap();
+    assert!(cpu >= 300, "{usage:?}\n{exit}");
+    let wall = usage.wall_ms.unwrap();
+    // Milliseconds with bash 5's $EPOCHREALTIME; whole seconds (maybe 0) with bash 4.
+    if start.contains("start_real=1") {
+        assert!(wall >= cpu, "{usage:?}\n{start}\n{exit}");
+    }
+    assert_eq!(usage.max_rss_kb, None, "a shell cannot see the peak memory");
+    assert_eq!(
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".times"))
+            .count(),
+        0,
+        "the wrapper's temporary file is gone"
+    );
+}

@@ -545,3 +545,77 @@ async fn five_hundred_true_two_in_flight() {
         TOTAL as f64 / secs
     );
 }
+
+/// The script both usage tests run: ~60 MiB touched (a filled bytes object, not a lazily mapped
+/// zero one) and 0.4 s of CPU (user and system: the loop's clock reads are system calls).
+const BURN: &str = "import time\nx = b'\\x01' * (60 << 20)\nt = time.process_time()\nwhile time.process_time() - t < 0.4:\n    pass\nprint(len(x))\n";
+
+/// What a task used comes with its exit: wall time, CPU and the peak RSS `wait4` reported.
+#[tokio::test]
+async fn an_exit_carries_what_the_process_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut rx) = ProcessBackend::new();
+    backend.launch(spec(dir.path(), 1, &["python3", "-c", BURN]));
+    expect_started(&mut rx, key(1)).await;
+    let (outcome, usage) = match next_event(&mut rx).await {
+        ProcessEvent::Exited { outcome, usage, .. } => (outcome, usage),
+        other => panic!("expected Exited, got {other:?}"),
+    };
+    assert_eq!(outcome, Outcome::Exited(0));
+    let usage = usage.expect("usage measured");
+    assert!(usage.wall_ms.unwrap() >= 400, "{usage:?}");
+    let cpu = usage.cpu_user_ms.unwrap() + usage.cpu_sys_ms.unwrap();
+    assert!(cpu >= 400, "{usage:?}");
+    assert!(usage.cpu_user_ms.unwrap() > 0, "{usage:?}");
+    assert!(usage.max_rss_kb.unwrap() > 60_000, "{usage:?}");
+    // Wall time includes the CPU the single-threaded task burnt.
+    assert!(usage.wall_ms.unwrap() >= cpu, "{usage:?}");
+}
+
+/// A task ended by a timeout is measured too (reaped by the backend after its SIGKILL).
+#[tokio::test]
+async fn a_timed_out_task_is_measured_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, mut rx) = ProcessBackend::new();
+    let mut launch = spec(dir.path(), 1, &["sleep", "60"]);
+    launch.timeout = Some(Duration::from_millis(300));
+    backend.launch(launch);
+    expect_started(&mut rx, key(1)).await;
+    match next_event(&mut rx).await {
+        ProcessEvent::Exited {
+            outcome: Outcome::TimedOut,
+            usage: Some(usage),
+            ..
+        } => {
+            let wall = usage.wall_ms.unwrap();
+            assert!((300..30_000).contains(&wall), "{usage:?}");
+        }
+        other => panic!("expected a measured TimedOut, got {other:?}"),
+    }
+}
+
+/// Without pidfds (kernels before 5.3, forced here with `HSM_PROCESS_NO_PIDFD`) exits are noticed
+/// through SIGCHLD and still measured: this test binary runs the tests that check exits,
+/// timeouts, cancellation and measurement again in a child process with pidfds off.
+#[test]
+fn without_pidfds_exits_are_noticed_and_measured() {
+    if std::env::var_os("HSM_PROCESS_NO_PIDFD").is_some() {
+        return; // already the child
+    }
+    let me = std::env::current_exe().unwrap();
+    let output = std::process::Command::new(me)
+        .env("HSM_PROCESS_NO_PIDFD", "1")
+        .args([
+            "--test-threads=1",
+            "an_exit_carries_what_the_process_used",
+            "a_timed_out_task_is_measured_too",
+            "exit_codes_zero_and_three",
+            "sigterm_ignoring_process_is_killed_after_grace_on_cancel",
+            "five_hundred_true_two_in_flight",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("test result: ok. 5 passed"), "{text}");
+}

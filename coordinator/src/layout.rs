@@ -1,7 +1,7 @@
 //! The sweep output layout (README: Output layout): where every file of a sweep lives, sweep ids, atomic
 //! writes, task directories and the human-readable YAML views of the durable state.
 
-use crate::core::state::TaskStatus;
+use crate::core::state::{TaskStatus, Usage};
 use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
 use crate::store::TaskRow;
 use crate::yaml::emit_json;
@@ -223,6 +223,11 @@ pub struct StatusView<'a> {
     pub updated_at: i64,
     /// The last value of each metric, once the attempt's metrics were read.
     pub metrics: Option<&'a std::collections::BTreeMap<String, crate::core::metrics::LastValue>>,
+    /// When the attempt started and ended (Unix ms), when it did.
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// What the attempt used, when its source measured it.
+    pub usage: Option<Usage>,
 }
 
 pub fn status_yaml(view: &StatusView<'_>) -> String {
@@ -236,6 +241,19 @@ pub fn status_yaml(view: &StatusView<'_>) -> String {
         "pid": view.pid,
         "updated": format_utc(view.updated_at),
     });
+    // Times and usage only when known: a queued task has none of them.
+    if let Some(started) = view.started_at {
+        value["started"] = json!(format_utc(started));
+    }
+    if let Some(finished) = view.finished_at {
+        value["finished"] = json!(format_utc(finished));
+        if let Some(started) = view.started_at {
+            value["duration_s"] = json!(seconds(finished.saturating_sub(started).max(0) as u64));
+        }
+    }
+    if let Some(usage) = view.usage.as_ref().and_then(usage_json) {
+        value["usage"] = usage;
+    }
     if let Some(metrics) = view.metrics.filter(|m| !m.is_empty()) {
         value["metrics"] = metrics
             .iter()
@@ -244,6 +262,33 @@ pub fn status_yaml(view: &StatusView<'_>) -> String {
             .into();
     }
     emit_json(&value)
+}
+
+/// Milliseconds as seconds with millisecond precision.
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// `{wall_s, cpu_user_s, cpu_sys_s, max_rss_mb}` with the fields that were measured; `None`
+/// when none was.
+pub fn usage_json(usage: &Usage) -> Option<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            out.insert(key.into(), json!(v));
+        }
+    };
+    put("wall_s", usage.wall_ms.map(seconds));
+    put("cpu_user_s", usage.cpu_user_ms.map(seconds));
+    put("cpu_sys_s", usage.cpu_sys_ms.map(seconds));
+    // One decimal: a KiB figure as MiB.
+    put(
+        "max_rss_mb",
+        usage
+            .max_rss_kb
+            .map(|kb| (kb as f64 / 1024.0 * 10.0).round() / 10.0),
+    );
+    (!out.is_empty()).then_some(serde_json::Value::Object(out))
 }
 
 /// `task_mapping.yaml`: every task with its hash, source, status, attempt and times.

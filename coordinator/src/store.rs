@@ -529,18 +529,42 @@ impl Store {
     /// What each task's current attempt used, by task index (tasks whose attempt measured
     /// nothing are left out).
     pub fn usage(&self) -> Result<std::collections::HashMap<u64, Usage>, StoreError> {
+        self.usage_where("", [])
+    }
+
+    /// What attempt `attempt` of task `index` used, when its source measured anything.
+    pub fn attempt_usage(&self, index: u64, attempt: u32) -> Result<Option<Usage>, StoreError> {
+        Ok(self
+            .usage_where(
+                "AND a.idx = ?1 AND a.attempt = ?2",
+                [index as i64, i64::from(attempt)],
+            )?
+            .remove(&index))
+    }
+
+    fn usage_where<const N: usize>(
+        &self,
+        filter: &str,
+        args: [i64; N],
+    ) -> Result<std::collections::HashMap<u64, Usage>, StoreError> {
+        // Without a filter the task's current attempt; with one, the attempt it names.
+        let join = if filter.is_empty() {
+            "JOIN tasks t ON t.idx = a.idx AND t.attempt = a.attempt"
+        } else {
+            ""
+        };
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT a.idx, a.wall_ms, a.cpu_user_ms, a.cpu_sys_ms, a.max_rss_kb
-                 FROM attempts a JOIN tasks t ON t.idx = a.idx AND t.attempt = a.attempt
-                 WHERE a.wall_ms IS NOT NULL OR a.cpu_user_ms IS NOT NULL
-                    OR a.max_rss_kb IS NOT NULL",
-            )
+                 FROM attempts a {join}
+                 WHERE (a.wall_ms IS NOT NULL OR a.cpu_user_ms IS NOT NULL
+                        OR a.max_rss_kb IS NOT NULL) {filter}"
+            ))
             .map_err(|e| self.sqlite(e))?;
         let ms = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok((
                     r.get::<_, i64>(0)? as u64,
                     Usage {
@@ -574,6 +598,75 @@ impl Store {
             })
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
+    /// Every attempt with where it ran, its status, times and what it used, in task and
+    /// attempt order: the input of `core::stats::source_stats`.
+    pub fn attempt_rows(&self) -> Result<Vec<crate::core::stats::AttemptRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT idx, attempt, source, status, started_at, finished_at,
+                        wall_ms, cpu_user_ms, cpu_sys_ms, max_rss_kb
+                 FROM attempts ORDER BY idx, attempt",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let ms = |i| {
+                    r.get::<_, Option<i64>>(i)
+                        .map(|v| v.and_then(|v| u64::try_from(v).ok()))
+                };
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    Usage {
+                        wall_ms: ms(6)?,
+                        cpu_user_ms: ms(7)?,
+                        cpu_sys_ms: ms(8)?,
+                        max_rss_kb: ms(9)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (index, attempt, source, status, started_at, finished_at, usage) =
+                row.map_err(|e| self.sqlite(e))?;
+            let status: TaskStatus = status.parse().map_err(|message| StoreError::Corrupt {
+                path: self.path.clone(),
+                index: index as u64,
+                message,
+            })?;
+            out.push(crate::core::stats::AttemptRow {
+                index: index as u64,
+                attempt: attempt as u32,
+                source,
+                status,
+                started_at,
+                finished_at,
+                usage,
+            });
+        }
+        Ok(out)
+    }
+
+    /// When attempt `attempt` of task `index` started (Unix ms), if it did.
+    pub fn attempt_started(&self, index: u64, attempt: u32) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT started_at FROM attempts WHERE idx = ?1 AND attempt = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![index as i64, attempt], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })
+                .optional()
+            })
+            .map(Option::flatten)
+            .map_err(|e| self.sqlite(e))
     }
 
     pub fn integrity_check(&self) -> Result<String, StoreError> {

@@ -270,6 +270,34 @@ fn thirty_tasks_complete_with_their_files_and_complete_reruns_the_failed_one() {
             .join(format!("tasks/task_{x:03}/results/r.txt"));
         assert_eq!(std::fs::read_to_string(r).unwrap(), format!("x={x}\n"));
     }
+    assert_measured(&c.project, "thirty", 31);
+}
+
+/// Every attempt of `sweep` that ran has its wall time and CPU in `sweep.db` (the wrapper's
+/// records measure them where the cluster keeps no accounting, as the test cluster does not),
+/// and the per-source figures of `sweep status --json` count them.
+fn assert_measured(project: &Project, sweep: &str, attempts: usize) {
+    let db = rusqlite::Connection::open(project.sweep_dir(sweep).join("sweep.db")).unwrap();
+    let rows: Vec<(i64, i64, Option<i64>, Option<i64>)> = db
+        .prepare("SELECT idx, attempt, wall_ms, cpu_user_ms FROM attempts WHERE status IN ('completed', 'failed')")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), attempts, "{rows:?}");
+    for row in &rows {
+        assert!(row.2.is_some() && row.3.is_some(), "not measured: {row:?}");
+    }
+    // Python's start-up alone takes CPU: somebody measured more than nothing.
+    assert!(rows.iter().any(|r| r.3 > Some(0)), "{rows:?}");
+    let status = project.status(sweep);
+    assert_eq!(status["sources"][0]["name"], "hpc1", "{status}");
+    assert_eq!(status["sources"][0]["attempts"], attempts, "{status}");
+    assert!(
+        status["sources"][0]["median_duration_s"].is_number(),
+        "{status}"
+    );
 }
 
 #[test]
@@ -624,6 +652,7 @@ fn the_pbs_backend_submits_follows_and_cancels_through_qsub_qstat_qdel() {
             .join(format!("tasks/task_{x:03}/results/r.txt"));
         assert_eq!(std::fs::read_to_string(r).unwrap(), format!("x={x}\n"));
     }
+    assert_measured(&c.project, "pbs", 6);
 
     c.project.write(
         "sweeps/slow.yaml",

@@ -64,7 +64,7 @@ pub use messages::{
     AckMsg, AttachMsg, AttachedMsg, CancelMsg, ErrorMsg, EventKind, EventRef, EventsMsg, FetchMsg,
     FileHeader, FileOffer, FileRef, FromAgent, HeartbeatMsg, HpcMsg, HpcResources, JobScriptMsg,
     OutcomeMsg, PingMsg, PongMsg, ResultsDoneMsg, SchedulerChoice, Stream, SubmitMsg, SweepTaskRef,
-    TaskEventMsg, TaskMsg, TaskRef, TemplateMsg, ToAgent, AGENT_OUTPUT_DIR,
+    TaskEventMsg, TaskMsg, TaskRef, TemplateMsg, ToAgent, UsageMsg, AGENT_OUTPUT_DIR,
 };
 pub use paths::{
     check_relative_path, is_sha256_hex, PathError, MAX_COMPONENT_LEN, MAX_PATH_COMPONENTS,

@@ -379,12 +379,33 @@ pub enum EventKind {
         outcome: OutcomeMsg,
         /// Agent wall clock, milliseconds since the Unix epoch.
         at_ms: i64,
+        /// What the attempt used, when the agent measured it (absent from older agents).
+        #[serde(default)]
+        usage: Option<UsageMsg>,
     },
     /// Result files the agent holds for this attempt; fetch them with `FetchResults`.
     ResultOffer {
         /// The files, with paths relative to the task's directory.
         files: Vec<FileOffer>,
     },
+}
+
+/// What one attempt used. Each field is `None` when it could not be measured (a batch
+/// scheduler without accounting, a task that never started).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageMsg {
+    /// Wall time from start to exit, milliseconds.
+    #[serde(default)]
+    pub wall_ms: Option<u64>,
+    /// CPU time in user mode, milliseconds (the process and the children it waited for).
+    #[serde(default)]
+    pub cpu_user_ms: Option<u64>,
+    /// CPU time in kernel mode, milliseconds.
+    #[serde(default)]
+    pub cpu_sys_ms: Option<u64>,
+    /// Peak resident set size, KiB.
+    #[serde(default)]
+    pub max_rss_kb: Option<u64>,
 }
 
 /// A job script the agent submitted, for the coordinator's `scripts/job_scripts/`.
@@ -524,4 +545,33 @@ pub struct FileHeader {
     pub size: u64,
     /// SHA-256 of those bytes, lowercase hex.
     pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Exited` as agents before `usage` sent it.
+    #[derive(Serialize)]
+    enum OldEventKind {
+        Exited { outcome: OutcomeMsg, at_ms: i64 },
+    }
+
+    #[test]
+    fn an_exited_without_usage_still_decodes() {
+        let old = OldEventKind::Exited {
+            outcome: OutcomeMsg::Exited { code: 3 },
+            at_ms: 7,
+        };
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let new: EventKind = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            new,
+            EventKind::Exited {
+                outcome: OutcomeMsg::Exited { code: 3 },
+                at_ms: 7,
+                usage: None,
+            }
+        );
+    }
 }

@@ -6,10 +6,12 @@
 //! * [`script`]: job scripts for arrays and single tasks, chunking, the tasks index file.
 //! * [`wrapper`]: the bash wrapper each element runs, its input encoders and record parsers.
 //! * [`parse`]: scheduler output parsers, the shared [`parse::JobState`], detection.
+//! * [`usage`]: what an element used, from `sacct`, `qstat -f` and the wrapper's records.
 
 pub mod parse;
 pub mod resources;
 pub mod script;
+pub mod usage;
 pub mod wrapper;
 
 pub use parse::{detect, FailReason, JobState};

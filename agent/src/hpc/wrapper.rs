@@ -8,9 +8,11 @@
 //! argv0        the task's argv, each element followed by one NUL byte (write_argv0)
 //! env0         extra environment, each `KEY=VALUE` followed by one NUL byte (write_env0)
 //! cwd          the working directory's path, raw bytes, no terminator (optional: task dir)
-//! hsm_start    written by the wrapper: start=<unix s>, host=, job_id=, index=
+//! hsm_start    written by the wrapper: start=<unix s>, start_real=<$EPOCHREALTIME, bash 5>,
+//!              host=, job_id=, index=
 //! hsm_exit     written by the wrapper via temp + rename: exit_code=, signal= (optional),
-//!              end=<unix s>, error= (optional)
+//!              end=<unix s>, end_real=, error= (optional), times= (twice: bash's `times`,
+//!              the wrapper's CPU then its children's; see hpc/usage.rs)
 //! stdout.log   the task's stdout (appended)
 //! stderr.log   the task's stderr (appended; the wrapper's own complaints land here too)
 //! ```
@@ -52,13 +54,18 @@ hsm_fail() { # message: record a failure to start the task, then stop
   exit 127
 }
 hsm_exit_record() { # exit_code signal error
-  local tmp="$task_dir/.hsm_exit.$$"
+  local tmp="$task_dir/.hsm_exit.$$" end_real=${EPOCHREALTIME:-} line
+  # `times` in this shell (not a subshell, which would not see the task's CPU): its second line
+  # is the CPU of the children it waited for.
+  times >"$tmp.times" 2>/dev/null || :
   {
     printf 'exit_code=%s\n' "$1"
     if [ -n "$2" ]; then printf 'signal=%s\n' "$2"; fi
-    printf 'end=%s\n' "$(hsm_now)"
+    printf 'end=%s\nend_real=%s\n' "$(hsm_now)" "$end_real"
     if [ -n "$3" ]; then printf 'error=%s\n' "${3//$'\n'/ }"; fi
+    while IFS= read -r line; do printf 'times=%s\n' "$line"; done <"$tmp.times"
   } >"$tmp" && mv -f -- "$tmp" "$task_dir/hsm_exit"
+  rm -f -- "$tmp.times"
 }
 hsm_read0() { # file -> array hsm_items (NUL-terminated elements, byte-exact)
   hsm_items=()
@@ -90,7 +97,7 @@ fi
 
 job_id=${SLURM_JOB_ID:-${PBS_JOBID:-}}
 tmp="$task_dir/.hsm_start.$$"
-printf 'start=%s\nhost=%s\njob_id=%s\nindex=%s\n' "$(hsm_now)" "${HOSTNAME:-$(hostname)}" "$job_id" "$index" >"$tmp" &&
+printf 'start=%s\nstart_real=%s\nhost=%s\njob_id=%s\nindex=%s\n' "$(hsm_now)" "${EPOCHREALTIME:-}" "${HOSTNAME:-$(hostname)}" "$job_id" "$index" >"$tmp" &&
   mv -f -- "$tmp" "$task_dir/hsm_start"
 
 if [ -n "${HSM_SETUP_FAILED:-}" ]; then hsm_fail "job set-up failed: ${HSM_SETUP_FAILED}"; fi

@@ -80,6 +80,8 @@ struct Attempting {
     /// wherever that one's acknowledgements ended, so the first one sets the sequence.
     attached: bool,
     exit: Option<ExitKind>,
+    /// What the attempt used, as its `Exited` said.
+    usage: Option<crate::core::state::Usage>,
     /// The first problem receiving result files (the files the attempt awaits are in `offers`).
     transfer_failure: Option<String>,
     /// A `ResultOffer` was applied: a repeated one (the end reported again to a coordinator
@@ -159,7 +161,7 @@ impl AgentSource {
     }
 
     fn finish(&mut self, key: TaskKey, exit: ExitKind) {
-        self.attempts.remove(&key);
+        let usage = self.attempts.remove(&key).and_then(|a| a.usage);
         self.offers.lock().forget(key);
         self.events_to.do_send(SourceEvent {
             source: self.setup.source,
@@ -167,6 +169,7 @@ impl AgentSource {
                 key,
                 exit,
                 at_ms: super::sweep::now_ms(),
+                usage,
             },
         });
     }
@@ -355,8 +358,9 @@ impl AgentSource {
                     }
                 }
             }
-            EventKind::Exited { outcome, .. } => {
+            EventKind::Exited { outcome, usage, .. } => {
                 attempt.exit = Some(exit_of(outcome));
+                attempt.usage = usage.map(super::usage_of);
             }
             EventKind::ResultOffer { files } => {
                 if std::mem::replace(&mut attempt.offer_seen, true) {

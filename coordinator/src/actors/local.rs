@@ -162,6 +162,7 @@ impl Handler<LaunchTask> for LocalSource {
                         self.setup.paths.task_dir(msg.key.index).display()
                     )),
                     at: SystemTime::now(),
+                    usage: None,
                 };
                 if let Some(report) = report_of(failed) {
                     self.events_to.do_send(SourceEvent {

@@ -7,7 +7,7 @@ pub mod local;
 pub mod store;
 pub mod sweep;
 
-use crate::core::state::ExitKind;
+use crate::core::state::{ExitKind, Usage};
 use hsm_agent::process::{Outcome, ProcessEvent, TaskKey};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +26,8 @@ pub enum TaskReport {
         key: TaskKey,
         exit: ExitKind,
         at_ms: i64,
+        /// What the attempt used, when its source measured it.
+        usage: Option<Usage>,
     },
     /// Events an agent source applied, to be acknowledged to the agent only once the changes
     /// they made are in `sweep.db`: the agent forgets an acknowledged event, so a coordinator
@@ -72,6 +74,16 @@ pub fn ms_of(at: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// What an attempt used, as the process backend or an agent measured it.
+pub fn usage_of(msg: hsm_protocol::UsageMsg) -> Usage {
+    Usage {
+        wall_ms: msg.wall_ms,
+        cpu_user_ms: msg.cpu_user_ms,
+        cpu_sys_ms: msg.cpu_sys_ms,
+        max_rss_kb: msg.max_rss_kb,
+    }
+}
+
 /// How a process outcome counts for the sweep.
 pub fn exit_of(outcome: Outcome) -> ExitKind {
     match outcome {
@@ -116,10 +128,16 @@ pub fn report_of(event: ProcessEvent) -> Option<TaskReport> {
             pid: Some(pid),
             at_ms: ms_of(at),
         }),
-        ProcessEvent::Exited { key, outcome, at } => Some(TaskReport::Finished {
+        ProcessEvent::Exited {
+            key,
+            outcome,
+            at,
+            usage,
+        } => Some(TaskReport::Finished {
             key,
             exit: exit_of(outcome),
             at_ms: ms_of(at),
+            usage: usage.map(usage_of),
         }),
     }
 }

@@ -29,6 +29,8 @@ pub struct StoreActor {
     /// The parameters every task of the sweep shares (`core::errors::constant_params`): read
     /// once, at the first grouping (parameters never change).
     constant: Option<std::collections::BTreeMap<String, crate::core::value::Value>>,
+    /// The attempt running of each task and when it started (for `status.yaml`'s times).
+    started: HashMap<u64, (u32, i64)>,
 }
 
 impl StoreActor {
@@ -72,6 +74,7 @@ impl StoreActor {
             metrics,
             errors_dirty: true,
             constant: None,
+            started: HashMap::new(),
         }
     }
 
@@ -117,6 +120,12 @@ impl StoreActor {
                 pid: row.pid,
                 updated_at: row.finished_at.unwrap_or(at),
                 metrics: Some(extracted.metrics.last()),
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+                usage: store
+                    .attempt_usage(extracted.index, extracted.attempt)
+                    .ok()
+                    .flatten(),
             };
             let path = self.paths.task_dir(extracted.index).join("status.yaml");
             if let Err(e) = layout::overwrite_in_place(&path, layout::status_yaml(&view).as_bytes())
@@ -145,8 +154,16 @@ impl StoreActor {
         for change in &changes {
             last.insert(change.index, change);
         }
+        for change in &changes {
+            // When each attempt started, for its `started`/`duration_s` once it ends.
+            if change.status == TaskStatus::Running {
+                self.started
+                    .insert(change.index, (change.attempt, change.at));
+            }
+        }
         for change in last.values() {
             let task = self.paths.task_name(change.index);
+            let (started_at, finished_at) = self.times_of(change);
             let view = StatusView {
                 task: &task,
                 status: change.status,
@@ -157,6 +174,9 @@ impl StoreActor {
                 pid: change.pid,
                 updated_at: change.at,
                 metrics: None,
+                started_at,
+                finished_at,
+                usage: change.usage,
             };
             let dir = self.paths.task_dir(change.index);
             let text = layout::status_yaml(&view);
@@ -217,6 +237,28 @@ impl StoreActor {
             }
             let _ = log.write_all(text.as_bytes());
         }
+    }
+
+    /// When the change's attempt started and, for an ending, ended. A start this run did not
+    /// see (an attempt taken up from an earlier coordinator) is read from `sweep.db`.
+    fn times_of(&mut self, change: &Change) -> (Option<i64>, Option<i64>) {
+        let ended = matches!(
+            change.status,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        );
+        let started = match self.started.get(&change.index) {
+            Some(&(attempt, at)) if attempt == change.attempt => Some(at),
+            _ if ended => self
+                .store
+                .as_ref()
+                .and_then(|s| s.attempt_started(change.index, change.attempt).ok())
+                .flatten(),
+            _ => None,
+        };
+        if ended || !matches!(change.status, TaskStatus::Running) {
+            self.started.remove(&change.index);
+        }
+        (started, ended.then_some(change.at))
     }
 
     fn write_views(&mut self, force: bool) -> Result<(), String> {

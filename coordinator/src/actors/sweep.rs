@@ -805,9 +805,15 @@ impl Handler<SourceEvent> for SweepActor {
             TaskReport::Started { key, pid, at_ms } => {
                 self.core.handle_started(key.index, key.attempt, pid, at_ms);
             }
-            TaskReport::Finished { key, exit, at_ms } => {
+            TaskReport::Finished {
+                key,
+                exit,
+                at_ms,
+                usage,
+            } => {
                 let exit = self.explain(key.index, key.attempt, exit);
-                self.core.handle_exited(key.index, key.attempt, exit, at_ms);
+                self.core
+                    .handle_exited_using(key.index, key.attempt, exit, usage, at_ms);
             }
             TaskReport::Acks(acks) => {
                 // Its events' reports came before it (one mailbox): their changes go out in

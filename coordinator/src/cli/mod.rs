@@ -12,6 +12,7 @@ mod list_cmd;
 mod logs_cmd;
 mod report_cmd;
 mod results_cmd;
+mod source_stats;
 mod sweep_cmd;
 mod v1_import;
 mod watch_cmd;

@@ -13,6 +13,7 @@ use crate::config::{self, ProjectConfig, SourceKind};
 use crate::core::command::{build_argv, LaunchContext};
 use crate::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use crate::core::state::{Change, Counts, Strategy, SweepCore, TaskState, TaskStatus};
+use crate::core::stats::source_stats;
 use crate::core::taskspec::parse_task_ids;
 use crate::core::value::{params_hash, task_width, Params};
 use crate::engine;
@@ -598,13 +599,24 @@ fn write_metadata(
     metadata: Option<&crate::core::value::Value>,
 ) -> anyhow::Result<()> {
     let counts: Counts = rows.iter().map(|r| r.status).collect();
+    let configured: Vec<(String, usize)> = exec
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), s.slots))
+        .collect();
+    // The figures are a view: a database that cannot be read for them leaves them out.
+    let attempts = Store::open(&paths.db())
+        .and_then(|store| store.attempt_rows())
+        .unwrap_or_default();
+    let stats = source_stats(&attempts);
+    let sources = super::source_stats::metadata_sources(&configured, &stats);
     let value = json!({
         "sweep_id": sweep_id,
         "created": layout::format_utc(created),
         "updated": layout::format_utc(now_ms()),
         "project": cfg.name,
         "project_root": cfg.root.display().to_string(),
-        "sources": exec.sources.iter().map(|s| json!({"name": s.name, "slots": s.slots})).collect::<Vec<_>>(),
+        "sources": sources,
         "strategy": exec.strategy.as_str(),
         "counts": {
             "total": counts.total(),
@@ -1127,8 +1139,15 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     };
     let counts: Counts = rows.iter().map(|r| r.status).collect();
     let active = is_active(&paths);
+    let attempts = store.attempt_rows()?;
+    let stats = source_stats(&attempts);
     if args.json {
         let mut tails = store.stderr_tails()?;
+        // What each task's current attempt used, when measured.
+        let used: std::collections::HashMap<(u64, u32), crate::core::state::Usage> = attempts
+            .iter()
+            .map(|a| ((a.index, a.attempt), a.usage))
+            .collect();
         let tasks: Vec<_> = rows
             .iter()
             .map(|r| {
@@ -1146,6 +1165,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
                     "job_id": r.job_id,
                     "started": r.started_at.map(layout::format_utc),
                     "finished": r.finished_at.map(layout::format_utc),
+                    "usage": used.get(&(r.index, r.attempt)).and_then(layout::usage_json),
                 })
             })
             .collect();
@@ -1161,6 +1181,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
             "queued": counts.queued,
             "pending": counts.pending,
             "tasks": tasks,
+            "sources": stats.iter().map(super::source_stats::stats_json).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(EXIT_OK);
@@ -1179,6 +1200,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
         counts.queued,
         counts.pending
     );
+    print!("{}", super::source_stats::table(&stats));
     for row in &rows {
         let show = args.all || matches!(row.status, TaskStatus::Failed | TaskStatus::Running);
         if !show {

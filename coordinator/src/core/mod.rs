@@ -10,6 +10,7 @@ pub mod plan;
 pub mod render;
 pub mod results;
 pub mod state;
+pub mod stats;
 pub mod sweep;
 pub mod taskspec;
 pub mod time;

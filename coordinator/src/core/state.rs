@@ -863,6 +863,37 @@ impl SweepCore {
     /// one, or for a task already final, is ignored: a result is accepted only from the attempt
     /// currently assigned. Failures with retries left go back to the queue as a new attempt.
     pub fn handle_exited(&mut self, index: u64, attempt: u32, exit: ExitKind, now: i64) {
+        self.handle_exited_using(index, attempt, exit, None, now);
+    }
+
+    /// `handle_exited` with what the attempt used, which goes on the change that ends the
+    /// attempt (and so onto its row in `sweep.db`).
+    pub fn handle_exited_using(
+        &mut self,
+        index: u64,
+        attempt: u32,
+        exit: ExitKind,
+        usage: Option<Usage>,
+        now: i64,
+    ) {
+        let from = self.changes.len();
+        self.end_attempt(index, attempt, exit, now);
+        if let Some(usage) = usage {
+            // A retry's `pending` change carries the ended attempt's number but is no attempt
+            // row's; every other change of this attempt made here is its ending.
+            for change in &mut self.changes[from..] {
+                if change.index == index
+                    && change.attempt == attempt
+                    && change.status != TaskStatus::Pending
+                    && change.job_id.is_none()
+                {
+                    change.usage = Some(usage);
+                }
+            }
+        }
+    }
+
+    fn end_attempt(&mut self, index: u64, attempt: u32, exit: ExitKind, now: i64) {
         let Some(task) = self.current_attempt(index, attempt) else {
             return;
         };
@@ -1195,6 +1226,43 @@ mod tests {
         assert!(core.is_finished());
         assert_eq!(core.task(1).unwrap().status, TaskStatus::Failed);
         assert_eq!(core.task(1).unwrap().attempt, 2);
+    }
+
+    #[test]
+    fn what_an_attempt_used_goes_on_its_ending_change_only() {
+        let used = Usage {
+            wall_ms: Some(1_500),
+            cpu_user_ms: Some(300),
+            cpu_sys_ms: Some(20),
+            max_rss_kb: Some(51_200),
+        };
+        let mut core = core_with(2, &[2], Strategy::RoundRobin);
+        core.enqueue(&[1, 2], 1, 0);
+        core.poll_dispatch(0);
+        core.handle_started(1, 1, None, 1);
+        core.handle_started(2, 1, None, 1);
+        core.poll_changes();
+        let failure = ExitKind::Failure {
+            exit_code: Some(1),
+            reason: "exit code 1".into(),
+        };
+        core.handle_exited_using(1, 1, failure, Some(used), 2);
+        core.handle_exited_using(2, 1, ExitKind::Success, Some(used), 2);
+        let changes = core.poll_changes();
+        let of = |index, status| {
+            changes
+                .iter()
+                .find(|c| c.index == index && c.status == status)
+                .unwrap_or_else(|| panic!("no {status:?} change of {index}: {changes:?}"))
+                .usage
+        };
+        assert_eq!(of(1, TaskStatus::Failed), Some(used));
+        assert_eq!(
+            of(1, TaskStatus::Pending),
+            None,
+            "the retry is no attempt row"
+        );
+        assert_eq!(of(2, TaskStatus::Completed), Some(used));
     }
 
     #[test]

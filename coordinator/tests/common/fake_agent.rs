@@ -114,6 +114,7 @@ pub fn exited_ok() -> EventKind {
     EventKind::Exited {
         outcome: OutcomeMsg::Exited { code: 0 },
         at_ms: 0,
+        usage: None,
     }
 }
 

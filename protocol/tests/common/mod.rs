@@ -168,7 +168,21 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
         ),
     ];
     for (seq, outcome) in (5..).zip(outcomes) {
-        events.push(event(seq, EventKind::Exited { outcome, at_ms: -5 }));
+        // One with every usage field, the others without (as an older agent sends).
+        let usage = (seq == 5).then_some(UsageMsg {
+            wall_ms: Some(1_234),
+            cpu_user_ms: Some(u64::MAX),
+            cpu_sys_ms: Some(0),
+            max_rss_kb: Some(51_200),
+        });
+        events.push(event(
+            seq,
+            EventKind::Exited {
+                outcome,
+                at_ms: -5,
+                usage,
+            },
+        ));
     }
     events.push(event(
         20,
@@ -446,7 +460,21 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
                 stream,
                 data: Bytes(data)
             }),
-        (outcome(), any::<i64>()).prop_map(|(outcome, at_ms)| EventKind::Exited { outcome, at_ms }),
+        (
+            outcome(),
+            any::<i64>(),
+            proptest::option::of(vec(proptest::option::of(any::<u64>()), 4))
+        )
+            .prop_map(|(outcome, at_ms, usage)| EventKind::Exited {
+                outcome,
+                at_ms,
+                usage: usage.map(|u| UsageMsg {
+                    wall_ms: u[0],
+                    cpu_user_ms: u[1],
+                    cpu_sys_ms: u[2],
+                    max_rss_kb: u[3],
+                }),
+            }),
         vec(file_offer(), 0..3).prop_map(|files| EventKind::ResultOffer { files }),
         (text(), proptest::option::of((text(), text()))).prop_map(|(job_id, script)| {
             EventKind::Submitted {
