@@ -7,11 +7,10 @@
 
 mod common;
 
+use common::browser::*;
 use common::*;
 use hsm_coordinator::store::Store;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
 /// Prints metrics; `sgd` with lr 0.1 diverges with a traceback whose message holds markup;
 /// adam with lr 0.001 and batch 64 exits 3.
@@ -34,62 +33,6 @@ for step in range(3):
 "#;
 
 const SWEEP: &str = "sweep:\n  grid:\n    lr: [0.001, 0.01, 0.1]\n    optimizer: [adam, sgd]\n    batch_size: [32, 64]\n";
-
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
-        .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Runs headless Chromium on `url` with its own profile; returns (stdout, stderr).
-fn run_chromium(browser: &Path, profile: &Path, extra: &[&str], url: &str) -> (String, String) {
-    let mut cmd = Command::new(browser);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--enable-logging=stderr",
-        "--v=0",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(url)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("spawn chromium");
-    let out = wait_with_timeout(child, Duration::from_secs(180), "chromium");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Lines of Chromium's log that report a script error or console message from the page.
-fn page_errors(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| l.contains("Uncaught") || l.contains(":CONSOLE("))
-        .collect()
-}
-
-/// The value of `attr` on the element with `id` in a dumped DOM.
-fn attr_of(dom: &str, id: &str, attr: &str) -> Option<String> {
-    let at = dom.find(&format!("id=\"{id}\""))?;
-    let start = dom[..at].rfind('<')?;
-    let end = at + dom[at..].find('>')?;
-    let tag = &dom[start..end];
-    let key = format!("{attr}=\"");
-    let from = tag.find(&key)? + key.len();
-    Some(tag[from..from + tag[from..].find('"')?].to_string())
-}
 
 #[test]
 fn the_report_renders_in_a_real_browser() {
@@ -136,11 +79,7 @@ fn the_report_renders_in_a_real_browser() {
     let html = std::fs::read_to_string(&out).unwrap();
     assert!(!html.contains("<script>document.title"), "markup escaped");
 
-    let Some(browser) = chromium() else {
-        if is_root() {
-            panic!("chromium is not installed: `apt-get install chromium` (tests/run-all.sh does as root)");
-        }
-        println!("SKIP: chromium is not installed and this is not root (tests/run-all.sh installs it as root)");
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     let profile = tempfile::tempdir().unwrap();

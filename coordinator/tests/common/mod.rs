@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod ssh_hosts;
 
 use std::path::{Path, PathBuf};
