@@ -494,7 +494,7 @@ impl Store {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, f64>(2)?,
+                    metric_value(r, 2)?,
                 ))
             })
             .map_err(|e| self.sqlite(e))?;
@@ -594,7 +594,7 @@ impl Store {
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![index as i64, attempt], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, metric_value(r, 2)?))
             })
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
@@ -676,6 +676,32 @@ impl Store {
     }
 }
 
+/// A metric value as SQLite keeps it. SQLite turns a NaN it is given into NULL (which the
+/// `NOT NULL` columns refuse, losing the attempt's every metric), so NaN — a diverged loss, worth
+/// seeing — is kept as the text `nan`; infinities are REALs SQLite keeps as they are.
+fn metric_sql(value: f64) -> rusqlite::types::Value {
+    if value.is_nan() {
+        rusqlite::types::Value::Text("nan".into())
+    } else {
+        rusqlite::types::Value::Real(value)
+    }
+}
+
+/// Reads a metric value written by `metric_sql` (a REAL, an INTEGER, or the text `nan`).
+fn metric_value(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<f64> {
+    use rusqlite::types::{FromSqlError, ValueRef};
+    match row.get_ref(column)? {
+        ValueRef::Real(v) => Ok(v),
+        ValueRef::Integer(v) => Ok(v as f64),
+        ValueRef::Text(b"nan") => Ok(f64::NAN),
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            column,
+            other.data_type(),
+            Box::new(FromSqlError::InvalidType),
+        )),
+    }
+}
+
 fn record_metrics_in(
     tx: &Transaction<'_>,
     idx: i64,
@@ -694,7 +720,7 @@ fn record_metrics_in(
             attempt,
             point.name,
             point.step,
-            point.value,
+            metric_sql(point.value),
             at
         ])?;
     }
@@ -708,7 +734,13 @@ fn record_metrics_in(
             "INSERT INTO task_metrics (idx, name, attempt, step, value) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for (name, last) in metrics.last() {
-            insert.execute(params![idx, name, attempt, last.step, last.value])?;
+            insert.execute(params![
+                idx,
+                name,
+                attempt,
+                last.step,
+                metric_sql(last.value)
+            ])?;
         }
     }
     tx.prepare_cached("UPDATE attempts SET metrics_at = ?3 WHERE idx = ?1 AND attempt = ?2")?
@@ -1134,6 +1166,29 @@ mod tests {
         // Recorded again (a rerun of the extraction): replaced, not doubled.
         store.record_metrics(&[(1, 1, &first)], 22).unwrap();
         assert_eq!(store.metric_series(1, 1).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn nan_and_infinite_metrics_are_kept_with_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(&dir.path().join("sweep.db"), &[], 3, new_tasks(1)).unwrap();
+        let mut m = TaskMetrics::default();
+        m.parse_line("HSM_METRIC loss=0.5 step=1");
+        m.parse_line("HSM_METRIC loss=nan acc=inf gap=-inf step=2");
+        store.record_metrics(&[(1, 1, &m)], 20).unwrap();
+        let last = &store.last_metrics().unwrap()[&1];
+        assert!(last["loss"].is_nan(), "{last:?}");
+        assert_eq!(last["acc"], f64::INFINITY);
+        assert_eq!(last["gap"], f64::NEG_INFINITY);
+        let series = store.metric_series(1, 1).unwrap();
+        let loss: Vec<f64> = series
+            .iter()
+            .filter(|(name, _, _)| name == "loss")
+            .map(|&(_, _, v)| v)
+            .collect();
+        assert_eq!(loss.len(), 2, "{series:?}");
+        assert_eq!(loss[0], 0.5);
+        assert!(loss[1].is_nan());
     }
 
     #[test]
