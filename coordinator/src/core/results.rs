@@ -141,6 +141,13 @@ pub fn parse_filter(text: &str) -> Result<Filter, String> {
     if column.is_empty() {
         return Err(format!("`{text}` names no column before `{sym}`"));
     }
+    // `lr>>1` or `lr=>1` would compare against the text `>1` and quietly keep no row.
+    if let Some(extra) = value.chars().next().filter(|c| "<>=!".contains(*c)) {
+        return Err(format!(
+            "`{text}`: the value `{value}` starts with `{extra}`; write one comparison, e.g. '{column}{sym}{}'",
+            value.trim_start_matches(['<', '>', '=', '!'])
+        ));
+    }
     Ok(Filter { column, op, value })
 }
 
@@ -366,7 +373,17 @@ fn find<'a>(known: &'a [Column], name: &str, what: &str) -> Result<&'a Column, S
         return Ok(c);
     }
     let names: Vec<&str> = known.iter().map(|c| c.name.as_str()).collect();
+    // Also near a dotted name's last part: `acuracy` finds `val.accuracy`.
+    let last_parts: Vec<&str> = names
+        .iter()
+        .map(|n| n.rsplit('.').next().unwrap_or(n))
+        .collect();
     let hint = did_you_mean(name, &names)
+        .or_else(|| {
+            let part = did_you_mean(name, &last_parts)?;
+            let at = last_parts.iter().position(|p| *p == part)?;
+            Some(names[at])
+        })
         .map(|n| format!(" — did you mean `{n}`?"))
         .unwrap_or_default();
     let metrics: Vec<&str> = known
@@ -402,6 +419,19 @@ fn matches(cell: &Cell, filter: &Filter) -> bool {
     }
 }
 
+/// Whether every task that has a value in this column has a number there (and one has).
+fn holds_numbers(tasks: &[TaskResult], column: &Column) -> bool {
+    let mut any = false;
+    for task in tasks {
+        match cell(column, task) {
+            Cell::Empty => {}
+            c if c.number().is_some() => any = true,
+            _ => return false,
+        }
+    }
+    any
+}
+
 /// Builds the table. Errors name the unknown column (with a suggestion) for exit code 2.
 pub fn build(tasks: &[TaskResult], query: &Query) -> Result<Table, String> {
     let (shown, known) = all_columns(tasks, query.compact);
@@ -410,6 +440,17 @@ pub fn build(tasks: &[TaskResult], query: &Query) -> Result<Table, String> {
         .iter()
         .map(|f| find(&known, &f.column, "--where").map(|c| (c, f)))
         .collect::<Result<_, _>>()?;
+    for (column, filter) in &filters {
+        if filter.value.parse::<f64>().is_err() && holds_numbers(tasks, column) {
+            return Err(format!(
+                "--where: `{}` holds numbers and `{}` is not one (e.g. '{}>0.01')",
+                column.name, filter.value, column.name
+            ));
+        }
+    }
+    if query.top == Some(0) {
+        return Err("--top 0 keeps no row; give N of 1 or more".into());
+    }
     let sort = match &query.sort {
         Some(sort) => {
             let column = find(&known, &sort.column, "--sort")?;
@@ -784,6 +825,37 @@ mod tests {
     }
 
     #[test]
+    fn mistyped_conditions_and_top_zero_are_errors_not_empty_tables() {
+        let err = parse_filter("lr>>1").unwrap_err();
+        assert!(
+            err.contains("starts with `>`") && err.contains("'lr>1'"),
+            "{err}"
+        );
+        assert!(parse_filter("lr=>1").is_err());
+        assert_eq!(parse_filter("lr>=1").unwrap().op, Op::Ge);
+        let query = |w: &str| Query {
+            filters: vec![parse_filter(w).unwrap()],
+            ..Query::default()
+        };
+        let err = build(&tasks(), &query("lr>abc")).unwrap_err();
+        assert!(
+            err.contains("`lr` holds numbers and `abc` is not one"),
+            "{err}"
+        );
+        // Text columns still compare as text; NaN is a number.
+        assert_eq!(
+            ids(&build(&tasks(), &query("optimizer>b")).unwrap()),
+            ["task_002"]
+        );
+        assert!(build(&tasks(), &query("loss!=nan")).is_ok());
+        let top0 = Query {
+            top: Some(0),
+            ..Query::default()
+        };
+        assert!(build(&tasks(), &top0).unwrap_err().contains("--top 0"));
+    }
+
+    #[test]
     fn unknown_names_are_named_with_a_suggestion() {
         let query = Query {
             sort: Some(parse_sort("los").unwrap()),
@@ -794,6 +866,13 @@ mod tests {
         assert!(err.contains("did you mean `loss`"), "{err}");
         assert!(err.contains("metrics: loss, val.acc"), "{err}");
         assert!(parse_filter("lr").unwrap_err().contains("no comparison"));
+        // Near the last part of a dotted name.
+        let query = Query {
+            sort: Some(parse_sort("vacc").unwrap()),
+            ..Query::default()
+        };
+        let err = build(&tasks(), &query).unwrap_err();
+        assert!(err.contains("did you mean `val.acc`"), "{err}");
         assert!(parse_sort("loss:up").unwrap_err().contains("asc or desc"));
     }
 
