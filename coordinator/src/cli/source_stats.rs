@@ -50,7 +50,9 @@ pub fn metadata_sources(configured: &[(String, usize)], stats: &[SourceStats]) -
     out
 }
 
-/// The table `sweep status` prints (nothing when no attempt ran yet).
+/// The table `sweep status` prints (nothing when no attempt ran yet). Outcomes count attempts
+/// (a retried task's failed attempt too, wherever it ran), so `attempts` stands beside `tasks`
+/// for them to add up.
 pub fn table(stats: &[SourceStats]) -> String {
     if stats.is_empty() {
         return String::new();
@@ -58,7 +60,8 @@ pub fn table(stats: &[SourceStats]) -> String {
     let header = [
         "source",
         "tasks",
-        "done",
+        "attempts",
+        "completed",
         "failed",
         "mean",
         "median",
@@ -66,12 +69,13 @@ pub fn table(stats: &[SourceStats]) -> String {
         "CPU",
         "max RSS",
     ];
-    let rows: Vec<[String; 9]> = stats
+    let rows: Vec<[String; 10]> = stats
         .iter()
         .map(|s| {
             [
                 hsm_protocol::display_safe(&s.source).into_owned(),
                 s.tasks.to_string(),
+                s.attempts.to_string(),
                 s.completed.to_string(),
                 s.failed.to_string(),
                 s.mean_s.map_or("-".into(), duration),
@@ -158,6 +162,13 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].starts_with("  source    "), "{text}");
+        // Outcomes are of attempts: the attempts column makes them add up.
+        assert!(
+            lines[0].contains("tasks  attempts  completed  failed"),
+            "{text}"
+        );
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(cells[1..5], ["12", "13", "10", "2"], "{text}");
         assert!(lines[1].contains("1m15s"), "{text}");
         assert!(lines[1].contains("3.00s"), "{text}");
         assert!(lines[1].ends_with("51 MB"), "{text}");
