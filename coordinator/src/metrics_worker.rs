@@ -86,8 +86,13 @@ pub fn extract(index: u64, attempt: u32, dir: &Path) -> Extracted {
     }
     if metrics.dropped > 0 {
         problems.push(format!(
-            "{} metric value(s) were not numbers or past the limits and were left out",
-            metrics.dropped
+            "{} metric value(s) left out{}",
+            metrics.dropped,
+            metrics
+                .first_dropped
+                .as_deref()
+                .map(|why| format!(", the first because {why}"))
+                .unwrap_or_default()
         ));
     }
     Extracted {

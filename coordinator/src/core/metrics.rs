@@ -74,6 +74,9 @@ pub struct TaskMetrics {
     series: BTreeMap<String, Series>,
     /// Values that were not numbers, names too long, past `MAX_NAMES`: counted, not kept.
     pub dropped: u64,
+    /// Why the first of them was left out (`` `loss=abc` is not a number ``), so the warning
+    /// shows the user one case to fix rather than only a count.
+    pub first_dropped: Option<String>,
 }
 
 impl TaskMetrics {
@@ -97,14 +100,24 @@ impl TaskMetrics {
         })
     }
 
+    /// Counts one value left out, keeping the reason of the first.
+    fn drop_one(&mut self, why: impl FnOnce() -> String) {
+        self.dropped += 1;
+        if self.first_dropped.is_none() {
+            self.first_dropped = Some(why());
+        }
+    }
+
     /// Records one value.
     pub fn record(&mut self, name: &str, value: f64, step: Option<i64>) {
         if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
-            self.dropped += 1;
+            self.drop_one(|| {
+                format!("a metric name must be 1 to {MAX_NAME_LEN} characters without control characters")
+            });
             return;
         }
         if !self.last.contains_key(name) && self.last.len() >= MAX_NAMES {
-            self.dropped += 1;
+            self.drop_one(|| format!("`{name}` is past the limit of {MAX_NAMES} names per task"));
             return;
         }
         // The names repeat on every line: look up before allocating a key.
@@ -138,7 +151,7 @@ impl TaskMetrics {
         let mut step = None;
         for word in rest.split_whitespace() {
             let Some((name, value)) = word.split_once('=') else {
-                self.dropped += 1;
+                self.drop_one(|| format!("`{word}` is not name=value"));
                 continue;
             };
             if name == "step" {
@@ -146,14 +159,14 @@ impl TaskMetrics {
                     Ok(s) => step = Some(s),
                     Err(_) => match parse_number(value) {
                         Some(v) if v.fract() == 0.0 && v.abs() < 9e15 => step = Some(v as i64),
-                        _ => self.dropped += 1,
+                        _ => self.drop_one(|| format!("`{word}`: a step is a whole number")),
                     },
                 }
                 continue;
             }
             match parse_number(value) {
                 Some(v) => pairs.push((name, v)),
-                None => self.dropped += 1,
+                None => self.drop_one(|| format!("`{word}`: `{value}` is not a number")),
             }
         }
         for (name, value) in pairs {
@@ -184,8 +197,8 @@ impl TaskMetrics {
                 self.record_json_object(&object);
                 Ok(())
             }
-            Ok(_) => Err("not a JSON object".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(_) => Err("not a JSON object (write one object, e.g. {\"loss\": 0.25})".into()),
+            Err(e) => Err(format!("not valid JSON: {e}")),
         }
     }
 
@@ -197,7 +210,7 @@ impl TaskMetrics {
         }
         match serde_json::from_str::<serde_json::Value>(line) {
             Ok(serde_json::Value::Object(object)) => self.record_json_object(&object),
-            _ => self.dropped += 1,
+            _ => self.drop_one(|| "a line of metrics.jsonl is not a JSON object".to_string()),
         }
     }
 }
@@ -283,6 +296,11 @@ mod tests {
         assert_eq!(last(&m, "lr"), Some((0.1, None)));
         assert!(last(&m, "loss").is_none());
         assert_eq!(m.dropped, 3);
+        // The first one is named, for the warning.
+        assert_eq!(
+            m.first_dropped.as_deref(),
+            Some("`loss=abc`: `abc` is not a number")
+        );
         m.parse_line("HSM_METRIC loss=nan");
         assert!(m.last()["loss"].value.is_nan());
     }
@@ -297,7 +315,10 @@ mod tests {
         assert!(last(&m, "note").is_none());
         assert!(last(&m, "step").is_none());
         assert!(m.parse_json("[1, 2]").is_err());
-        assert!(m.parse_json("{").is_err());
+        assert!(m
+            .parse_json("{")
+            .unwrap_err()
+            .starts_with("not valid JSON: "));
     }
 
     #[test]
@@ -344,6 +365,10 @@ mod tests {
         m.record(&"x".repeat(MAX_NAME_LEN + 1), 1.0, None);
         assert_eq!(m.last().len(), MAX_NAMES);
         assert_eq!(m.dropped, 11);
+        assert_eq!(
+            m.first_dropped.as_deref(),
+            Some("`m256` is past the limit of 256 names per task")
+        );
     }
 
     #[test]
