@@ -37,7 +37,7 @@ pub fn run(global: &Global, args: &ResultsArgs) -> anyhow::Result<i32> {
     let tasks = load(&store)?;
     let table = results::build(&tasks, &query).map_err(|e| {
         let hint = if e.contains("no column") && tasks.iter().all(|t| t.metrics.is_empty()) {
-            "\n  hint: a task reports metrics by printing lines like `HSM_METRIC loss=0.25 step=3`, or by writing results/metrics.json or results/metrics.jsonl"
+            "\n  hint: a task reports metrics by printing lines like `HSM_METRIC loss=0.25 step=3`, or by writing metrics.json or metrics.jsonl into its results directory ($HSM_OUTPUT_DIR)"
         } else {
             ""
         };
