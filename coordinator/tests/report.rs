@@ -78,6 +78,16 @@ fn the_report_renders_in_a_real_browser() {
     );
     let html = std::fs::read_to_string(&out).unwrap();
     assert!(!html.contains("<script>document.title"), "markup escaped");
+    // A mistyped -o directory is refused, not created.
+    let missing = p.path().join("no-such-dir/r.html");
+    let refused = p.run(&["sweep", "report", "rep", "-o", missing.to_str().unwrap()]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("does not exist"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!p.path().join("no-such-dir").exists());
 
     let Some(browser) = chromium_or_skip() else {
         return;

@@ -3,7 +3,7 @@
 
 use super::config_cmd::{display_path, load_config};
 use super::sweep_cmd::{is_active, open_store, resolve_sweep};
-use super::{Global, ReportArgs, EXIT_OK};
+use super::{user_error, Global, ReportArgs, EXIT_OK};
 use crate::layout::SweepPaths;
 use crate::report;
 
@@ -12,6 +12,28 @@ pub fn report(global: &Global, args: &ReportArgs) -> anyhow::Result<i32> {
     let (sweep_id, paths) = resolve_sweep(global, &cfg, args.sweep_id.as_deref())?;
     // Opened once here for its clear messages (never created, newer schema); `write` reads it.
     drop(open_store(&paths, &sweep_id)?);
+    // `-o` names a file in a directory that exists (a typo must not create directories); the
+    // default `reports/` is the sweep's own and is made when missing.
+    if let Some(out) = &args.output {
+        let dir = match out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(user_error(format!(
+                "-o {}: the directory {} does not exist; create it first or name a file in an existing one",
+                out.display(),
+                dir.display()
+            )));
+        }
+        if out.is_dir() {
+            return Err(user_error(format!(
+                "-o {}: is a directory; name the file to write, e.g. {}",
+                out.display(),
+                out.join("report.html").display()
+            )));
+        }
+    }
     let out = args
         .output
         .clone()
