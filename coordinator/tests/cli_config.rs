@@ -296,3 +296,39 @@ fn quickstart_runs_to_completion_with_results() {
         .unwrap();
     assert_eq!(points, 12 * 5);
 }
+
+#[test]
+fn an_argparse_flag_spelled_with_the_other_separator_is_named_before_anything_runs() {
+    let p = Project::new(
+        "command:\n  python: python3\n  script: train.py\n  style: argparse\n",
+        &[
+            (
+                "train.py",
+                "import argparse\np = argparse.ArgumentParser()\np.add_argument('--batch-size', type=int)\np.add_argument('--lr', type=float)\np.parse_args()\n",
+            ),
+            (
+                "sweeps/sweep.yaml",
+                "sweep:\n  grid:\n    batch_size: [32, 64]\n    lr: [0.1]\n",
+            ),
+        ],
+    );
+    let expected = "train.py declares --batch-size, not --batch_size";
+    let validate = p.run(&["config", "validate"]);
+    validate.expect_code(2);
+    assert!(validate.stderr.contains(expected), "{}", validate.stderr);
+    assert!(
+        validate.stderr.contains("name the key `batch-size`"),
+        "{}",
+        validate.stderr
+    );
+    let run = p.run(&["sweep", "run"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains(expected), "{}", run.stderr);
+    assert!(!p.outputs().exists(), "nothing was created");
+    // Named as the script declares it, the sweep runs.
+    p.write(
+        "sweeps/sweep.yaml",
+        "sweep:\n  grid:\n    batch-size: [32, 64]\n    lr: [0.1]\n",
+    );
+    p.run(&["sweep", "run"]).expect_code(0);
+}

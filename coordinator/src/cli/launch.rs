@@ -127,6 +127,11 @@ pub fn command_problems(
             }
         }
     }
+    if uses_script && command.style == ArgStyle::Argparse {
+        if let Some(script) = script_override.or(command.script.as_deref()) {
+            problems.extend(flag_problems(&cfg.root.join(script), script, sample));
+        }
+    }
     if let Some(program) = argv.first() {
         if !program_exists(program) {
             let message = format!("program `{program}` not found (on PATH or as a path)");
@@ -183,6 +188,35 @@ pub fn command_problems(
         }
     }
     problems
+}
+
+/// Sweep keys an argparse script would refuse: it declares the same name with `-` and `_`
+/// swapped (`--batch-size` for the key `batch_size`). The script is read as text, at most 1 MiB.
+fn flag_problems(path: &Path, script: &str, sample: &Params) -> Vec<CommandProblem> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(1 << 20).read_to_string(&mut text));
+    if read.is_err() || !text.contains("add_argument(") {
+        return Vec::new();
+    }
+    let declared = crate::core::argflags::declared_flags(&text);
+    crate::core::argflags::misspelled(sample.keys().map(String::as_str), &declared)
+        .into_iter()
+        .map(|(key, flag)| {
+            let wanted = flag.trim_start_matches("--");
+            CommandProblem {
+                in_sweep_file: true,
+                problem: Problem::new(
+                    None,
+                    key.clone(),
+                    format!(
+                        "{script} declares {flag}, not --{key}: argparse would refuse every task (unrecognized arguments)"
+                    ),
+                )
+                .with_hint(format!("name the key `{wanted}` in the sweep file")),
+            }
+        })
+        .collect()
 }
 
 /// One line per problem: `file:line:col: key: message — fix`. `config` and `sweep` are the

@@ -1,5 +1,6 @@
 //! The pure core: no IO, no clock, no actix/tokio types. Time is an argument; IO lives in shells.
 
+pub mod argflags;
 pub mod command;
 pub mod diag;
 pub mod errors;
