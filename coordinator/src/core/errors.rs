@@ -528,16 +528,11 @@ fn size_unit_len(chars: &[char]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const PYTHON: &str = "\
-Epoch 1:  45%|████▌     | 45/100 [00:03<00:04, 13.2it/s]
-Traceback (most recent call last):
-  File \"/home/me/train.py\", line 40, in <module>
-    main()
-  File \"/home/me/train.py\", line 31, in main
-    x = model(batch)
-        ^^^^^^^^^^^^
-ValueError: batch_size 512 too large for /data/set_07/train.csv
-";
+    fn python() -> String {
+        crate::core::failure::python_traceback(
+            "ValueError: batch_size 512 too large for /data/set_07/train.csv",
+        )
+    }
 
     fn sig(reason: &str, code: Option<i32>, tail: &str) -> String {
         signature(Some(reason), code, Some(tail))
@@ -546,7 +541,7 @@ ValueError: batch_size 512 too large for /data/set_07/train.csv
     #[test]
     fn a_python_exception_line_is_masked() {
         assert_eq!(
-            sig("exit code 1: ValueError: …", Some(1), PYTHON),
+            sig("exit code 1: ValueError: …", Some(1), &python()),
             "ValueError: batch_size <n> too large for <path>"
         );
         assert_eq!(
@@ -711,7 +706,7 @@ ValueError: batch_size 512 too large for /data/set_07/train.csv
 
     #[test]
     fn the_traceback_starts_at_its_header() {
-        let lines = traceback(PYTHON);
+        let lines = traceback(&python());
         assert_eq!(lines[0], "Traceback (most recent call last):");
         assert_eq!(
             lines.last().unwrap(),
@@ -723,12 +718,7 @@ ValueError: batch_size 512 too large for /data/set_07/train.csv
         assert_eq!(lines[0], "line 25");
     }
 
-    fn params(pairs: &[(&str, Value)]) -> Params {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    }
+    use crate::core::value::params_from as params;
 
     fn failure(index: u64, tail: &str, p: Params) -> Failure {
         Failure {

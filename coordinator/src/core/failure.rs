@@ -219,12 +219,12 @@ pub fn annotate(
     outcomes
 }
 
+/// A Python task's stderr ending in a traceback that raised `exception` (a progress bar before
+/// it): what the unit tests of failures and their signatures read.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::state::{ExitKind, SourceState, Strategy, SweepCore, TaskState};
-
-    const TRACEBACK: &str = "\
+pub(crate) fn python_traceback(exception: &str) -> String {
+    format!(
+        "\
 Epoch 1:  45%|████▌     | 45/100 [00:03<00:04, 13.2it/s]
 Traceback (most recent call last):
   File \"/home/me/train.py\", line 40, in <module>
@@ -232,13 +232,23 @@ Traceback (most recent call last):
   File \"/home/me/train.py\", line 31, in main
     x = model(batch)
         ^^^^^^^^^^^^
-RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB
-";
+{exception}
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::state::{ExitKind, SourceState, Strategy, SweepCore, TaskState};
 
     #[test]
     fn a_python_traceback_gives_its_exception_line() {
         assert_eq!(
-            meaningful_line(TRACEBACK).as_deref(),
+            meaningful_line(&python_traceback(
+                "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+            ))
+            .as_deref(),
             Some("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
         );
     }

@@ -760,12 +760,7 @@ mod tests {
     use super::*;
     use crate::core::value::Params;
 
-    fn params(pairs: &[(&str, Value)]) -> Params {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    }
+    use crate::core::value::params_from as params;
 
     fn small_limits() -> Limits {
         Limits {

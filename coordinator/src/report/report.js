@@ -578,7 +578,9 @@
   // ---------- sources ----------
   function renderSources() {
     var sec = section("sources", "Sources");
-    var table = el("table", { id: "sources-table" });
+    // data-attempts: what the test reads to know the figures came through.
+    var attempts = D.sources.reduce(function (n, s) { return n + s.attempts; }, 0);
+    var table = el("table", { id: "sources-table", "data-sources": String(D.sources.length), "data-attempts": String(attempts) });
     // Figures per attempt (core::stats): a task retried on a source counts once in "tasks".
     var headers = ["source", "tasks", "attempts", "completed", "failed", "cancelled", "running", "mean duration", "median duration", "completed / min", "CPU", "max RSS"];
     table.appendChild(el("thead", null, [el("tr", null, headers.map(function (h, i) { return el("th", { cls: i ? "num" : "", text: h }); }))]));

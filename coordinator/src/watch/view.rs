@@ -376,15 +376,7 @@ pub fn frame(snap: &Snapshot, width: usize, height: usize, footer: Option<&str>)
     } else {
         head.push(tail.trim_start().to_string());
     }
-    head.push(format!(
-        "completed {} · failed {} · cancelled {} · running {} · queued {} · pending {}",
-        counts.completed,
-        counts.failed,
-        counts.cancelled,
-        counts.running,
-        counts.queued,
-        counts.pending
-    ));
+    head.push(counts.breakdown());
 
     let stats = source_rows(
         &snap.sources,
