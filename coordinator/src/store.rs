@@ -264,13 +264,21 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
+        self.in_transaction(|tx| apply_in(tx, changes))
+    }
+
+    /// Runs `write` in one transaction, committed when it succeeds.
+    fn in_transaction(
+        &mut self,
+        write: impl FnOnce(&Transaction) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        apply_in(&tx, changes).map_err(err)?;
+        write(&tx).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -377,12 +385,21 @@ impl Store {
     /// How many attempts ran (or were handed) on `source`, by status (`agent clean` asks which
     /// of them have not ended).
     pub fn attempts_on(&self, source: &str) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT status, COUNT(*) FROM attempts WHERE source = ?1 GROUP BY status")
-            .map_err(|e| self.sqlite(e))?;
+        self.count_by_status(
+            "SELECT status, COUNT(*) FROM attempts WHERE source = ?1 GROUP BY status",
+            [source],
+        )
+    }
+
+    /// `(status, count)` rows of a `SELECT status, COUNT(*) … GROUP BY status`.
+    fn count_by_status(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([source], |r| {
+            .query_map(params, |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .map_err(|e| self.sqlite(e))?;
@@ -480,16 +497,12 @@ impl Store {
         if reported.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        for &(index, attempt, metrics) in reported {
-            record_metrics_in(&tx, index as i64, attempt, metrics, at).map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        self.in_transaction(|tx| {
+            for &(index, attempt, metrics) in reported {
+                record_metrics_in(tx, index as i64, attempt, metrics, at)?;
+            }
+            Ok(())
+        })
     }
 
     /// The last value of every metric of every task that reported any, by task index.

@@ -237,7 +237,7 @@ pub fn signature(reason: Option<&str>, exit_code: Option<i32>, tail: Option<&str
         .rev()
         .find(|l| l.contains("CUDA out of memory"))
     {
-        return match exception_name(line) {
+        return match failure::exception_name(line) {
             Some(name) => format!("{name}: CUDA out of memory"),
             None => "CUDA out of memory".into(),
         };
@@ -296,7 +296,11 @@ fn last_exception_or_panic(lines: &[&str]) -> Option<String> {
                 .position(|l| !l.starts_with([' ', '\t']) && !l.trim().is_empty())?;
             Some(header + 1 + offset)
         })
-        .or_else(|| lines.iter().rposition(|l| exception_name(l).is_some()))
+        .or_else(|| {
+            lines
+                .iter()
+                .rposition(|l| failure::exception_name(l).is_some())
+        })
         .map(|i| (i, lines[i].trim().to_string()));
     match (panic, exception) {
         (Some(p), Some(e)) => Some(if p.0 > e.0 { p.1 } else { e.1 }),
@@ -323,29 +327,6 @@ fn panic_message(lines: &[&str], at: usize) -> String {
         .or_else(|| lines.get(at + 1).map(|l| l.trim().to_string()))
         .unwrap_or_default();
     format!("panicked: {message}")
-}
-
-/// `ValueError` of `ValueError: bad`, `torch.cuda.OutOfMemoryError` of `torch.cuda.…: …`: an
-/// unindented dotted name ending in Error/Exception/Interrupt/Exit, alone or before `:`.
-fn exception_name(line: &str) -> Option<&str> {
-    if line.starts_with([' ', '\t']) {
-        return None;
-    }
-    let name = line
-        .split_once(':')
-        .map_or(line, |(name, _)| name)
-        .trim_end();
-    let valid = !name.is_empty()
-        && name.split('.').all(|part| {
-            part.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        });
-    let kind = ["Error", "Exception", "Interrupt", "Exit"]
-        .iter()
-        .any(|suffix| name.ends_with(suffix));
-    (valid && kind).then_some(name)
 }
 
 /// `Killed` as a shell or the kernel's OOM killer leaves it (`/bin/sh: line 1: 42 Killed …`).

@@ -60,7 +60,7 @@ pub fn meaningful_line(tail: &str) -> Option<String> {
                 .find(|l| !l.starts_with([' ', '\t']) && !is_junk(l))
         });
     let line = after_traceback
-        .or_else(|| lines.iter().rev().find(|l| looks_like_exception(l)))
+        .or_else(|| lines.iter().rev().find(|l| exception_name(l).is_some()))
         .or_else(|| lines.iter().rev().find(|l| !is_junk(l)))?;
     Some(clean(line))
 }
@@ -82,13 +82,16 @@ fn is_junk(line: &str) -> bool {
             .all(|c| "^~-=#*.|>[] ".contains(c) || ('\u{2580}'..='\u{259f}').contains(&c))
 }
 
-/// `ValueError: bad`, `torch.cuda.OutOfMemoryError: …`, `KeyboardInterrupt`: an unindented
-/// dotted name ending in Error/Exception/Interrupt/Exit, alone or followed by `:`.
-fn looks_like_exception(line: &str) -> bool {
+/// `ValueError` of `ValueError: bad`, `KeyboardInterrupt` of `KeyboardInterrupt`, `torch.cuda.OutOfMemoryError` of `torch.cuda.…: …`: an
+/// unindented dotted name ending in Error/Exception/Interrupt/Exit, alone or before `:`.
+pub(crate) fn exception_name(line: &str) -> Option<&str> {
     if line.starts_with([' ', '\t']) {
-        return false;
+        return None;
     }
-    let name = line.split_once(':').map_or(line, |(name, _)| name);
+    let name = line
+        .split_once(':')
+        .map_or(line, |(name, _)| name)
+        .trim_end();
     let valid = !name.is_empty()
         && name.split('.').all(|part| {
             part.chars()
@@ -96,10 +99,10 @@ fn looks_like_exception(line: &str) -> bool {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         });
-    valid
-        && ["Error", "Exception", "Interrupt", "Exit"]
-            .iter()
-            .any(|suffix| name.ends_with(suffix))
+    let kind = ["Error", "Exception", "Interrupt", "Exit"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix));
+    (valid && kind).then_some(name)
 }
 
 fn clean(line: &str) -> String {

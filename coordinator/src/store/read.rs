@@ -70,24 +70,7 @@ impl Store {
 
     /// How many tasks have each status (any schema version).
     pub fn status_counts(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT status, COUNT(*) FROM tasks GROUP BY status")
-            .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.sqlite(e))?;
-        let mut counts = Vec::new();
-        for row in rows {
-            let (status, n) = row.map_err(|e| self.sqlite(e))?;
-            let status = status.parse().map_err(|message| StoreError::Corrupt {
-                path: self.path.clone(),
-                index: 0,
-                message,
-            })?;
-            counts.push((status, n as u64));
-        }
-        Ok(counts)
+        self.count_by_status("SELECT status, COUNT(*) FROM tasks GROUP BY status", [])
     }
 
     /// The sources any attempt was handed to, by name (any schema version).
