@@ -702,24 +702,24 @@ mod tests {
         }
     }
 
+    /// The tasks table as versions 1 and 2 wrote it (no `usage` column).
+    const TASKS_BEFORE_USAGE: &str = "CREATE TABLE tasks (
+        sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
+        dir TEXT NOT NULL, template BLOB NOT NULL, args BLOB NOT NULL,
+        env BLOB NOT NULL, phase INTEGER NOT NULL, cancel INTEGER NOT NULL,
+        next_seq INTEGER NOT NULL, out_stdout INTEGER NOT NULL,
+        out_stderr INTEGER NOT NULL, exit BLOB, offered BLOB,
+        results_done INTEGER NOT NULL, element BLOB,
+        PRIMARY KEY (sweep_id, idx, attempt));";
+
     /// A ledger written before the `usage` column gains it when opened, and keeps its tasks.
     #[test]
     fn a_ledger_without_the_usage_column_gains_it() {
         let dir = tempfile::tempdir().unwrap();
         {
             let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE tasks (
-                    sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
-                    dir TEXT NOT NULL, template BLOB NOT NULL, args BLOB NOT NULL,
-                    env BLOB NOT NULL, phase INTEGER NOT NULL, cancel INTEGER NOT NULL,
-                    next_seq INTEGER NOT NULL, out_stdout INTEGER NOT NULL,
-                    out_stderr INTEGER NOT NULL, exit BLOB, offered BLOB,
-                    results_done INTEGER NOT NULL, element BLOB,
-                    PRIMARY KEY (sweep_id, idx, attempt));
-                 PRAGMA user_version = 2;",
-            )
-            .unwrap();
+            conn.execute_batch(&format!("{TASKS_BEFORE_USAGE} PRAGMA user_version = 2;"))
+                .unwrap();
         }
         let (ledger, recovered, _) = open(dir.path());
         assert!(recovered.tasks.is_empty());
@@ -773,21 +773,14 @@ mod tests {
         {
             // The schema as version 1 wrote it, with one accepted task.
             let conn = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE tasks (
-                    sweep_id TEXT NOT NULL, idx INTEGER NOT NULL, attempt INTEGER NOT NULL,
-                    dir TEXT NOT NULL, template BLOB NOT NULL, args BLOB NOT NULL,
-                    env BLOB NOT NULL, phase INTEGER NOT NULL, cancel INTEGER NOT NULL,
-                    next_seq INTEGER NOT NULL, out_stdout INTEGER NOT NULL,
-                    out_stderr INTEGER NOT NULL, exit BLOB, offered BLOB,
-                    results_done INTEGER NOT NULL, element BLOB,
-                    PRIMARY KEY (sweep_id, idx, attempt));
+            conn.execute_batch(&format!(
+                "{TASKS_BEFORE_USAGE}
                  CREATE TABLE events (
                     id INTEGER PRIMARY KEY, sweep_id TEXT NOT NULL, idx INTEGER NOT NULL,
                     attempt INTEGER NOT NULL, seq INTEGER NOT NULL, kind BLOB NOT NULL,
                     UNIQUE (sweep_id, idx, attempt, seq));
-                 PRAGMA user_version = 1;",
-            )
+                 PRAGMA user_version = 1;"
+            ))
             .unwrap();
             conn.execute(
                 "INSERT INTO tasks VALUES ('s1', 3, 1, '/w/s1/tasks/task_003', ?1, ?2, ?3, 0, 0,

@@ -508,17 +508,8 @@ mod tests {
 
     fn change(index: u64, status: TaskStatus, reason: Option<&str>) -> Change {
         Change {
-            index,
-            attempt: 1,
-            status,
-            source: Some("gpu1".into()),
-            exit_code: None,
             reason: reason.map(str::to_string),
-            at: 0,
-            pid: None,
-            job_id: None,
-            stderr_tail: None,
-            usage: None,
+            ..Change::new(index, 1, status, Some("gpu1".into()), 0)
         }
     }
 

@@ -212,6 +212,15 @@ impl Store {
         Ok(store)
     }
 
+    /// A task's parameters as stored (JSON); unreadable ones name the task and the file.
+    fn parse_params(&self, index: u64, text: &str) -> Result<Params, StoreError> {
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            index,
+            message: format!("unreadable parameters: {e}"),
+        })
+    }
+
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
@@ -255,13 +264,21 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
+        self.in_transaction(|tx| apply_in(tx, changes))
+    }
+
+    /// Runs `write` in one transaction, committed when it succeeds.
+    fn in_transaction(
+        &mut self,
+        write: impl FnOnce(&Transaction) -> rusqlite::Result<()>,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        apply_in(&tx, changes).map_err(err)?;
+        write(&tx).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -276,16 +293,28 @@ impl Store {
         self.read_tasks(false, None)
     }
 
+    /// One task's row (parameters left empty), `None` for a number the sweep does not have.
+    pub fn task(&self, index: u64) -> Result<Option<TaskRow>, StoreError> {
+        Ok(self.read_tasks(false, Some(index))?.pop())
+    }
+
+    /// Every task's row, or only task `only`; the one place task rows are decoded.
     fn read_tasks(&self, with_params: bool, only: Option<u64>) -> Result<Vec<TaskRow>, StoreError> {
+        // Two statements, so that one task is looked up by its key rather than by a scan.
+        let filter = if only.is_some() {
+            "idx = ?2"
+        } else {
+            "?2 IS NULL"
+        };
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(&format!(
                 "SELECT idx, task_id, params_hash,
                         CASE WHEN ?1 THEN params ELSE '' END,
                         status, attempt, source, exit_code, reason, pid, started_at, finished_at,
                         job_id
-                 FROM tasks WHERE ?2 IS NULL OR idx = ?2 ORDER BY idx",
-            )
+                 FROM tasks WHERE {filter} ORDER BY idx"
+            ))
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map(params![with_params, only.map(|i| i as i64)], |row| {
@@ -324,18 +353,16 @@ impl Store {
                 job_id,
             ) = row.map_err(|e| self.sqlite(e))?;
             let index = index as u64;
-            let corrupt = |message: String| StoreError::Corrupt {
-                path: self.path.clone(),
-                index,
-                message,
-            };
             let params: Params = if with_params {
-                serde_json::from_str(&params_json)
-                    .map_err(|e| corrupt(format!("unreadable parameters: {e}")))?
+                self.parse_params(index, &params_json)?
             } else {
                 Params::new()
             };
-            let status: TaskStatus = status.parse().map_err(corrupt)?;
+            let status: TaskStatus = status.parse().map_err(|message| StoreError::Corrupt {
+                path: self.path.clone(),
+                index,
+                message,
+            })?;
             tasks.push(TaskRow {
                 index,
                 task_id,
@@ -358,12 +385,21 @@ impl Store {
     /// How many attempts ran (or were handed) on `source`, by status (`agent clean` asks which
     /// of them have not ended).
     pub fn attempts_on(&self, source: &str) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT status, COUNT(*) FROM attempts WHERE source = ?1 GROUP BY status")
-            .map_err(|e| self.sqlite(e))?;
+        self.count_by_status(
+            "SELECT status, COUNT(*) FROM attempts WHERE source = ?1 GROUP BY status",
+            [source],
+        )
+    }
+
+    /// `(status, count)` rows of a `SELECT status, COUNT(*) … GROUP BY status`.
+    fn count_by_status(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([source], |r| {
+            .query_map(params, |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .map_err(|e| self.sqlite(e))?;
@@ -444,12 +480,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (index, text) = row.map_err(|e| self.sqlite(e))?;
-            let params = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
-                index: index as u64,
-                message: format!("unreadable parameters: {e}"),
-            })?;
-            out.push((index as u64, params));
+            out.push((index as u64, self.parse_params(index as u64, &text)?));
         }
         Ok(out)
     }
@@ -466,16 +497,12 @@ impl Store {
         if reported.is_empty() {
             return Ok(());
         }
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        for &(index, attempt, metrics) in reported {
-            record_metrics_in(&tx, index as i64, attempt, metrics, at).map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        self.in_transaction(|tx| {
+            for &(index, attempt, metrics) in reported {
+                record_metrics_in(tx, index as i64, attempt, metrics, at)?;
+            }
+            Ok(())
+        })
     }
 
     /// The last value of every metric of every task that reported any, by task index.
@@ -836,7 +863,34 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
     Ok(())
 }
 
-const SCHEMA: &str = "
+/// The metrics tables, in a new sweep's schema and added by the upgrade to schema 4 alike (a
+/// macro, so both schemas stay one string each).
+macro_rules! metrics_tables {
+    () => {
+        "
+CREATE TABLE metrics (
+    idx     INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    step    INTEGER,
+    value   REAL NOT NULL,
+    at      INTEGER NOT NULL
+);
+CREATE INDEX metrics_by_task ON metrics (idx, attempt, name);
+CREATE TABLE task_metrics (
+    idx     INTEGER NOT NULL,
+    name    TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    step    INTEGER,
+    value   REAL NOT NULL,
+    PRIMARY KEY (idx, name)
+);
+"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tasks (
     idx         INTEGER PRIMARY KEY,
@@ -886,52 +940,23 @@ CREATE TABLE events (
     at      INTEGER NOT NULL
 );
 CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE metrics (
-    idx     INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    name    TEXT NOT NULL,
-    step    INTEGER,
-    value   REAL NOT NULL,
-    at      INTEGER NOT NULL
+",
+    metrics_tables!()
 );
-CREATE INDEX metrics_by_task ON metrics (idx, attempt, name);
-CREATE TABLE task_metrics (
-    idx     INTEGER NOT NULL,
-    name    TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    step    INTEGER,
-    value   REAL NOT NULL,
-    PRIMARY KEY (idx, name)
-);
-";
 
 /// Added by schema 4: what each attempt used, and the metrics. `metrics` holds every kept point
 /// of every attempt (a bounded series per name); `task_metrics` the last value per name of the
 /// attempt that reported last, which the results table and the report read.
-const SCHEMA_4: &str = "
+const SCHEMA_4: &str = concat!(
+    "
 ALTER TABLE attempts ADD COLUMN wall_ms INTEGER;
 ALTER TABLE attempts ADD COLUMN cpu_user_ms INTEGER;
 ALTER TABLE attempts ADD COLUMN cpu_sys_ms INTEGER;
 ALTER TABLE attempts ADD COLUMN max_rss_kb INTEGER;
 ALTER TABLE attempts ADD COLUMN metrics_at INTEGER;
-CREATE TABLE metrics (
-    idx     INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    name    TEXT NOT NULL,
-    step    INTEGER,
-    value   REAL NOT NULL,
-    at      INTEGER NOT NULL
+",
+    metrics_tables!()
 );
-CREATE INDEX metrics_by_task ON metrics (idx, attempt, name);
-CREATE TABLE task_metrics (
-    idx     INTEGER NOT NULL,
-    name    TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    step    INTEGER,
-    value   REAL NOT NULL,
-    PRIMARY KEY (idx, name)
-);
-";
 
 #[cfg(test)]
 mod tests {
@@ -952,19 +977,7 @@ mod tests {
     }
 
     fn change(index: u64, attempt: u32, status: TaskStatus, at: i64) -> Change {
-        Change {
-            index,
-            attempt,
-            status,
-            source: Some("local".into()),
-            exit_code: None,
-            reason: None,
-            at,
-            pid: None,
-            job_id: None,
-            stderr_tail: None,
-            usage: None,
-        }
+        Change::new(index, attempt, status, Some("local".into()), at)
     }
 
     #[test]

@@ -29,10 +29,6 @@ if mode == "exit":
 
 const EXCEPTION: &str = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB";
 
-fn read(path: std::path::PathBuf) -> String {
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// The reason of every view of one failed task mentions `line`, the run's output included.
 fn assert_failure_shown(p: &Project, id: &str, run: &Run, task: &str, line: &str) {
     let expected = format!("exit code 1: {line}");
@@ -164,9 +160,7 @@ fn an_agent_task_s_python_exception_is_its_failure_reason_everywhere() {
             ),
         ],
     );
-    let own_fp = coordinator_fingerprint(&p, home.path());
-    let agent = start_agent(&agent_bin);
-    enlist(&p, &agent_bin, &agent, "a1", &own_fp);
+    let _agent = start_enlisted_agent(&p, &agent_bin, home.path(), "a1");
     let mut cmd = p.command(&["sweep", "run", "--sources", "a1", "--sweep-id", "remote"]);
     cmd.env("HSM_HOME", home.path())
         .stdout(std::process::Stdio::piped())

@@ -43,10 +43,6 @@ fn json(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| run.fail(&format!("bad JSON: {e}")))
 }
 
-fn read(path: std::path::PathBuf) -> String {
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 #[test]
 fn failures_are_grouped_by_cause_and_a_sweep_s_logs_are_readable_from_another_command() {
     let p = Project::new(
@@ -367,9 +363,7 @@ fn an_agent_source_has_its_own_log_and_its_failures_group_like_local_ones() {
             ),
         ],
     );
-    let own_fp = coordinator_fingerprint(&p, home.path());
-    let agent = start_agent(&agent_bin);
-    enlist(&p, &agent_bin, &agent, "a1", &own_fp);
+    let _agent = start_enlisted_agent(&p, &agent_bin, home.path(), "a1");
     let run = p.run_in(
         home.path(),
         &["sweep", "run", "--sources", "a1", "--sweep-id", "remote"],

@@ -117,6 +117,9 @@ fn the_report_renders_in_a_real_browser() {
         "the 9 completed tasks"
     );
     assert_eq!(attr("error-groups", "data-groups"), "2");
+    // One source (local) ran one attempt of each of the 12 tasks (core::stats' figures).
+    assert_eq!(attr("sources-table", "data-sources"), "1");
+    assert_eq!(attr("sources-table", "data-attempts"), "12");
     assert_eq!(
         attr("pc-canvas", "data-axes"),
         "4",

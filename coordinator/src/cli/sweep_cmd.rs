@@ -1190,16 +1190,7 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
         "{sweep_id} ({})",
         if active { "running" } else { "not running" }
     );
-    println!(
-        "  total {} · completed {} · failed {} · cancelled {} · running {} · queued {} · pending {}",
-        counts.total(),
-        counts.completed,
-        counts.failed,
-        counts.cancelled,
-        counts.running,
-        counts.queued,
-        counts.pending
-    );
+    println!("  total {} · {}", counts.total(), counts.breakdown());
     print!("{}", super::source_stats::table(&stats));
     for row in &rows {
         let show = args.all || matches!(row.status, TaskStatus::Failed | TaskStatus::Running);
@@ -1246,17 +1237,14 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
             .iter()
             .filter(|r| !r.status.is_final())
             .map(|r| Change {
-                index: r.index,
-                attempt: r.attempt,
-                status: TaskStatus::Cancelled,
-                source: r.source.clone(),
-                exit_code: None,
                 reason: Some(crate::core::failure::StopCause::Cancel.reason().into()),
-                at: now,
-                pid: None,
-                job_id: None,
-                stderr_tail: None,
-                usage: None,
+                ..Change::new(
+                    r.index,
+                    r.attempt,
+                    TaskStatus::Cancelled,
+                    r.source.clone(),
+                    now,
+                )
             })
             .collect();
         store.apply(&changes)?;

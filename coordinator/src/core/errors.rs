@@ -237,7 +237,7 @@ pub fn signature(reason: Option<&str>, exit_code: Option<i32>, tail: Option<&str
         .rev()
         .find(|l| l.contains("CUDA out of memory"))
     {
-        return match exception_name(line) {
+        return match failure::exception_name(line) {
             Some(name) => format!("{name}: CUDA out of memory"),
             None => "CUDA out of memory".into(),
         };
@@ -296,7 +296,11 @@ fn last_exception_or_panic(lines: &[&str]) -> Option<String> {
                 .position(|l| !l.starts_with([' ', '\t']) && !l.trim().is_empty())?;
             Some(header + 1 + offset)
         })
-        .or_else(|| lines.iter().rposition(|l| exception_name(l).is_some()))
+        .or_else(|| {
+            lines
+                .iter()
+                .rposition(|l| failure::exception_name(l).is_some())
+        })
         .map(|i| (i, lines[i].trim().to_string()));
     match (panic, exception) {
         (Some(p), Some(e)) => Some(if p.0 > e.0 { p.1 } else { e.1 }),
@@ -323,29 +327,6 @@ fn panic_message(lines: &[&str], at: usize) -> String {
         .or_else(|| lines.get(at + 1).map(|l| l.trim().to_string()))
         .unwrap_or_default();
     format!("panicked: {message}")
-}
-
-/// `ValueError` of `ValueError: bad`, `torch.cuda.OutOfMemoryError` of `torch.cuda.…: …`: an
-/// unindented dotted name ending in Error/Exception/Interrupt/Exit, alone or before `:`.
-fn exception_name(line: &str) -> Option<&str> {
-    if line.starts_with([' ', '\t']) {
-        return None;
-    }
-    let name = line
-        .split_once(':')
-        .map_or(line, |(name, _)| name)
-        .trim_end();
-    let valid = !name.is_empty()
-        && name.split('.').all(|part| {
-            part.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        });
-    let kind = ["Error", "Exception", "Interrupt", "Exit"]
-        .iter()
-        .any(|suffix| name.ends_with(suffix));
-    (valid && kind).then_some(name)
 }
 
 /// `Killed` as a shell or the kernel's OOM killer leaves it (`/bin/sh: line 1: 42 Killed …`).
@@ -528,16 +509,11 @@ fn size_unit_len(chars: &[char]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const PYTHON: &str = "\
-Epoch 1:  45%|████▌     | 45/100 [00:03<00:04, 13.2it/s]
-Traceback (most recent call last):
-  File \"/home/me/train.py\", line 40, in <module>
-    main()
-  File \"/home/me/train.py\", line 31, in main
-    x = model(batch)
-        ^^^^^^^^^^^^
-ValueError: batch_size 512 too large for /data/set_07/train.csv
-";
+    fn python() -> String {
+        crate::core::failure::python_traceback(
+            "ValueError: batch_size 512 too large for /data/set_07/train.csv",
+        )
+    }
 
     fn sig(reason: &str, code: Option<i32>, tail: &str) -> String {
         signature(Some(reason), code, Some(tail))
@@ -546,7 +522,7 @@ ValueError: batch_size 512 too large for /data/set_07/train.csv
     #[test]
     fn a_python_exception_line_is_masked() {
         assert_eq!(
-            sig("exit code 1: ValueError: …", Some(1), PYTHON),
+            sig("exit code 1: ValueError: …", Some(1), &python()),
             "ValueError: batch_size <n> too large for <path>"
         );
         assert_eq!(
@@ -711,7 +687,7 @@ ValueError: batch_size 512 too large for /data/set_07/train.csv
 
     #[test]
     fn the_traceback_starts_at_its_header() {
-        let lines = traceback(PYTHON);
+        let lines = traceback(&python());
         assert_eq!(lines[0], "Traceback (most recent call last):");
         assert_eq!(
             lines.last().unwrap(),
@@ -723,12 +699,7 @@ ValueError: batch_size 512 too large for /data/set_07/train.csv
         assert_eq!(lines[0], "line 25");
     }
 
-    fn params(pairs: &[(&str, Value)]) -> Params {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    }
+    use crate::core::value::params_from as params;
 
     fn failure(index: u64, tail: &str, p: Params) -> Failure {
         Failure {

@@ -60,7 +60,7 @@ pub fn meaningful_line(tail: &str) -> Option<String> {
                 .find(|l| !l.starts_with([' ', '\t']) && !is_junk(l))
         });
     let line = after_traceback
-        .or_else(|| lines.iter().rev().find(|l| looks_like_exception(l)))
+        .or_else(|| lines.iter().rev().find(|l| exception_name(l).is_some()))
         .or_else(|| lines.iter().rev().find(|l| !is_junk(l)))?;
     Some(clean(line))
 }
@@ -82,13 +82,16 @@ fn is_junk(line: &str) -> bool {
             .all(|c| "^~-=#*.|>[] ".contains(c) || ('\u{2580}'..='\u{259f}').contains(&c))
 }
 
-/// `ValueError: bad`, `torch.cuda.OutOfMemoryError: …`, `KeyboardInterrupt`: an unindented
-/// dotted name ending in Error/Exception/Interrupt/Exit, alone or followed by `:`.
-fn looks_like_exception(line: &str) -> bool {
+/// `ValueError` of `ValueError: bad`, `KeyboardInterrupt` of `KeyboardInterrupt`, `torch.cuda.OutOfMemoryError` of `torch.cuda.…: …`: an
+/// unindented dotted name ending in Error/Exception/Interrupt/Exit, alone or before `:`.
+pub(crate) fn exception_name(line: &str) -> Option<&str> {
     if line.starts_with([' ', '\t']) {
-        return false;
+        return None;
     }
-    let name = line.split_once(':').map_or(line, |(name, _)| name);
+    let name = line
+        .split_once(':')
+        .map_or(line, |(name, _)| name)
+        .trim_end();
     let valid = !name.is_empty()
         && name.split('.').all(|part| {
             part.chars()
@@ -96,10 +99,10 @@ fn looks_like_exception(line: &str) -> bool {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         });
-    valid
-        && ["Error", "Exception", "Interrupt", "Exit"]
-            .iter()
-            .any(|suffix| name.ends_with(suffix))
+    let kind = ["Error", "Exception", "Interrupt", "Exit"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix));
+    (valid && kind).then_some(name)
 }
 
 fn clean(line: &str) -> String {
@@ -219,12 +222,12 @@ pub fn annotate(
     outcomes
 }
 
+/// A Python task's stderr ending in a traceback that raised `exception` (a progress bar before
+/// it): what the unit tests of failures and their signatures read.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::state::{ExitKind, SourceState, Strategy, SweepCore, TaskState};
-
-    const TRACEBACK: &str = "\
+pub(crate) fn python_traceback(exception: &str) -> String {
+    format!(
+        "\
 Epoch 1:  45%|████▌     | 45/100 [00:03<00:04, 13.2it/s]
 Traceback (most recent call last):
   File \"/home/me/train.py\", line 40, in <module>
@@ -232,13 +235,23 @@ Traceback (most recent call last):
   File \"/home/me/train.py\", line 31, in main
     x = model(batch)
         ^^^^^^^^^^^^
-RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB
-";
+{exception}
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::state::{ExitKind, SourceState, Strategy, SweepCore, TaskState};
 
     #[test]
     fn a_python_traceback_gives_its_exception_line() {
         assert_eq!(
-            meaningful_line(TRACEBACK).as_deref(),
+            meaningful_line(&python_traceback(
+                "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+            ))
+            .as_deref(),
             Some("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
         );
     }

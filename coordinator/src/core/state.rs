@@ -305,6 +305,32 @@ pub struct Change {
     pub usage: Option<Usage>,
 }
 
+impl Change {
+    /// A change of attempt `attempt` of task `index` to `status` at `at` (unix ms), nothing
+    /// else known: the other fields are set with struct update syntax.
+    pub fn new(
+        index: u64,
+        attempt: u32,
+        status: TaskStatus,
+        source: Option<String>,
+        at: i64,
+    ) -> Change {
+        Change {
+            index,
+            attempt,
+            status,
+            source,
+            exit_code: None,
+            reason: None,
+            at,
+            pid: None,
+            job_id: None,
+            stderr_tail: None,
+            usage: None,
+        }
+    }
+}
+
 /// What one attempt used. Each field is `None` when the source could not measure it (a
 /// scheduler without accounting, an older agent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -388,6 +414,15 @@ impl Counts {
 
     pub fn add(&mut self, status: TaskStatus) {
         *self.slot(status) += 1;
+    }
+
+    /// `completed 4 · failed 1 · cancelled 0 · running 2 · queued 0 · pending 3`: the line
+    /// `sweep status` and `sweep watch` show.
+    pub fn breakdown(&self) -> String {
+        format!(
+            "completed {} · failed {} · cancelled {} · running {} · queued {} · pending {}",
+            self.completed, self.failed, self.cancelled, self.running, self.queued, self.pending
+        )
     }
 
     fn remove(&mut self, status: TaskStatus) {

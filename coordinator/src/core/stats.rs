@@ -1,6 +1,6 @@
 //! Per-source statistics of a sweep's attempts (tasks, outcomes, mean/median duration,
-//! throughput, CPU, peak memory): one pure function over per-attempt rows, shared by
-//! `sweep_metadata.yaml`, `sweep status` and anything else that summarises a sweep.
+//! throughput, recent pace, CPU, peak memory): one pure function over per-attempt rows, shared
+//! by `sweep_metadata.yaml`, `sweep status`, the report and `sweep watch`.
 
 use super::state::{TaskStatus, Usage};
 use serde::Serialize;
@@ -43,21 +43,36 @@ pub struct SourceStats {
     pub completed: u64,
     pub failed: u64,
     pub cancelled: u64,
-    /// Started and not ended (or handed to a scheduler and waiting).
+    /// Started and not ended.
     pub running: u64,
+    /// Handed to the source and not started yet (an agent's queue, a scheduler's pending job).
+    pub queued: u64,
     /// Duration of the attempts that ran to an end (completed or failed), seconds.
     pub mean_s: Option<f64>,
     pub median_s: Option<f64>,
     /// Completed attempts per minute, from the first start to the last end here.
     pub throughput_per_min: Option<f64>,
+    /// Attempts ended (completed, failed or cancelled) per minute over the `RATE_WINDOW_MS`
+    /// before the time asked for ([`source_stats_at`]); `None` when not asked or none ended then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_per_min: Option<f64>,
     /// CPU (user + system) of every measured attempt here, seconds.
     pub cpu_s: Option<f64>,
     /// The largest peak RSS of an attempt here, MiB.
     pub max_rss_mb: Option<f64>,
 }
 
+/// Rates are measured over the ends of the last five minutes: recent enough to follow a change
+/// of pace, long enough to smooth out attempts ending in bursts.
+pub const RATE_WINDOW_MS: i64 = 5 * 60 * 1000;
+
 /// Statistics per source, ordered by source name. Attempts without a source are left out.
 pub fn source_stats(rows: &[AttemptRow]) -> Vec<SourceStats> {
+    source_stats_at(rows, None)
+}
+
+/// [`source_stats`], with each source's `recent_per_min` up to `rate_to` (unix ms) when given.
+pub fn source_stats_at(rows: &[AttemptRow], rate_to: Option<i64>) -> Vec<SourceStats> {
     let mut by_source: std::collections::BTreeMap<&str, Vec<&AttemptRow>> = Default::default();
     for row in rows {
         if let Some(source) = row.source.as_deref() {
@@ -66,11 +81,36 @@ pub fn source_stats(rows: &[AttemptRow]) -> Vec<SourceStats> {
     }
     by_source
         .into_iter()
-        .map(|(source, rows)| one_source(source, &rows))
+        .map(|(source, rows)| one_source(source, &rows, rate_to))
         .collect()
 }
 
-fn one_source(source: &str, rows: &[&AttemptRow]) -> SourceStats {
+/// Ended per minute over the `RATE_WINDOW_MS` before `now_ms`, from the `(started, finished)`
+/// times of ended tasks or attempts: the ends in the window divided by the time since the
+/// window began, or since the earliest of those started when that is later (a run that began a
+/// minute ago is measured over that minute). `None` without an end in the window.
+pub fn rate_per_min(
+    finished: impl IntoIterator<Item = (Option<i64>, i64)>,
+    now_ms: i64,
+) -> Option<f64> {
+    let window_start = now_ms - RATE_WINDOW_MS;
+    let mut count = 0u64;
+    let mut earliest = now_ms;
+    for (started, finished) in finished {
+        if finished <= window_start || finished > now_ms {
+            continue;
+        }
+        count += 1;
+        earliest = earliest.min(started.unwrap_or(finished));
+    }
+    if count == 0 {
+        return None;
+    }
+    let span_ms = (now_ms - earliest.max(window_start)).max(1000);
+    Some(count as f64 * 60_000.0 / span_ms as f64)
+}
+
+fn one_source(source: &str, rows: &[&AttemptRow], rate_to: Option<i64>) -> SourceStats {
     let count = |status: TaskStatus| rows.iter().filter(|r| r.status == status).count() as u64;
     let mut tasks: Vec<u64> = rows.iter().map(|r| r.index).collect();
     tasks.sort_unstable();
@@ -104,12 +144,20 @@ fn one_source(source: &str, rows: &[&AttemptRow]) -> SourceStats {
         completed,
         failed: count(TaskStatus::Failed),
         cancelled: count(TaskStatus::Cancelled),
-        running: count(TaskStatus::Running) + count(TaskStatus::Queued),
+        running: count(TaskStatus::Running),
+        queued: count(TaskStatus::Queued),
         mean_s: (!durations.is_empty())
             .then(|| durations.iter().map(|&d| d as f64).sum::<f64>() / durations.len() as f64)
             .map(seconds),
         median_s: median(&durations).map(seconds),
         throughput_per_min,
+        recent_per_min: rate_to.and_then(|now| {
+            let ended = rows
+                .iter()
+                .filter(|r| r.status.is_final())
+                .filter_map(|r| Some((r.started_at, r.finished_at?)));
+            rate_per_min(ended, now)
+        }),
         cpu_s: (!cpu.is_empty()).then(|| seconds(cpu.iter().map(|&c| c as f64).sum())),
         max_rss_mb: rows
             .iter()
@@ -188,6 +236,7 @@ mod tests {
             (gpu.tasks, gpu.completed, gpu.cancelled, gpu.running),
             (3, 1, 1, 1)
         );
+        assert_eq!(gpu.recent_per_min, None, "not asked for");
         assert_eq!(
             gpu.mean_s,
             Some(60.0),
@@ -223,7 +272,7 @@ mod tests {
         r.started_at = None;
         r.finished_at = None;
         let stats = source_stats(&[r]);
-        assert_eq!(stats[0].running, 1);
+        assert_eq!((stats[0].running, stats[0].queued), (0, 1));
         assert_eq!(
             (
                 stats[0].mean_s,
@@ -231,6 +280,42 @@ mod tests {
                 stats[0].throughput_per_min
             ),
             (None, None, None)
+        );
+    }
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn the_rate_is_recent_ends_over_the_time_they_took() {
+        // Five ends in the minutes since the run began at 0.
+        let five = (1..=5).map(|i| (Some(0), i * MIN));
+        assert_eq!(rate_per_min(five, 5 * MIN), Some(1.0));
+        // An end before the window does not count; an attempt that started before it is
+        // measured from the window's start.
+        let old_and_new = [(Some(0), MIN), (Some(2 * MIN), 10 * MIN)];
+        assert_eq!(rate_per_min(old_and_new, 10 * MIN), Some(0.2));
+        assert_eq!(rate_per_min([], 10 * MIN), None);
+        // A burst the same second is measured over at least one second, not zero.
+        assert_eq!(rate_per_min([(Some(5), 5), (Some(5), 5)], 5), Some(120.0));
+    }
+
+    #[test]
+    fn the_recent_pace_counts_every_end_in_the_window() {
+        let rows = [
+            row(1, "s", TaskStatus::Completed, 0, MIN),
+            row(2, "s", TaskStatus::Failed, 0, 2 * MIN),
+            row(3, "s", TaskStatus::Cancelled, MIN, 3 * MIN),
+            row(4, "s", TaskStatus::Completed, 0, 20 * MIN),
+        ];
+        // Three ends in the 3 minutes since the first of them started.
+        let stats = source_stats_at(&rows[..3], Some(3 * MIN));
+        assert_eq!(stats[0].recent_per_min, Some(1.0));
+        // Twenty minutes on, only the last end is in the window.
+        let stats = source_stats_at(&rows, Some(20 * MIN));
+        assert_eq!(stats[0].recent_per_min, Some(0.2));
+        assert_eq!(
+            source_stats_at(&rows, Some(40 * MIN))[0].recent_per_min,
+            None
         );
     }
 

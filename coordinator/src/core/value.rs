@@ -134,16 +134,20 @@ pub fn parse_task_name(text: &str) -> Option<u64> {
     digits.parse().ok().filter(|&i| i > 0)
 }
 
+/// Parameters from `(name, value)` pairs: what unit tests build tasks from.
+#[cfg(test)]
+pub(crate) fn params_from(pairs: &[(&str, Value)]) -> Params {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, Value)]) -> Params {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    }
+    use super::params_from as params;
 
     #[test]
     fn hash_ignores_key_order_but_not_types() {

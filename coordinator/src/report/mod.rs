@@ -58,6 +58,7 @@ pub fn load(
         metrics: store.last_metrics()?,
         usage: store.usage()?,
         tails: store.stderr_tails()?,
+        attempts: store.attempt_rows()?,
         tasks,
     })
 }

@@ -1,10 +1,12 @@
 //! The report's data model, built from what a sweep's database holds by plain functions: which
 //! tasks the page plots (a bounded sample that always keeps the best runs and failures), the
 //! parameter and metric columns, the aggregated timeline and duration histogram, error groups and
-//! per-source statistics. No IO and no clock: the time of the report is an argument.
+//! per-source statistics (`core::stats`). No IO and no clock: the time of the report is an
+//! argument.
 
 use crate::core::errors;
 use crate::core::state::{TaskStatus, Usage};
+use crate::core::stats::{self, AttemptRow, SourceStats};
 use crate::core::value::Value;
 use crate::layout::format_utc;
 use crate::store::TaskRow;
@@ -33,6 +35,8 @@ pub struct ReportInput {
     pub usage: HashMap<u64, Usage>,
     /// The stderr tail of each task's current (failed) attempt, by task index.
     pub tails: HashMap<u64, String>,
+    /// Every attempt (`Store::attempt_rows`), for the per-source statistics.
+    pub attempts: Vec<AttemptRow>,
 }
 
 /// Bounds that keep a report of any sweep a few MB and quick to open.
@@ -214,20 +218,6 @@ pub struct ErrorGroup {
     pub tail_of: Option<String>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
-pub struct SourceStats {
-    pub name: String,
-    pub tasks: usize,
-    pub completed: usize,
-    pub failed: usize,
-    pub cancelled: usize,
-    pub running: usize,
-    pub mean_ms: Option<f64>,
-    pub median_ms: Option<f64>,
-    /// Tasks ended per minute between the source's first start and last end.
-    pub per_minute: Option<f64>,
-}
-
 /// A task's current attempt's duration, when it started and ended.
 fn duration(task: &TaskRow) -> Option<i64> {
     match (task.started_at, task.finished_at) {
@@ -316,7 +306,7 @@ pub fn build(input: &ReportInput, limits: &Limits) -> Report {
         histogram: histogram(tasks, limits.histogram_bins),
         errors,
         errors_left_out,
-        sources: source_stats(tasks),
+        sources: stats::source_stats(&input.attempts),
     }
 }
 
@@ -600,55 +590,6 @@ pub fn error_groups(
     (out, left_out)
 }
 
-/// Tasks, outcomes, durations and throughput per source. Stands in until the shared per-source
-/// statistics exist.
-pub fn source_stats(tasks: &[TaskRow]) -> Vec<SourceStats> {
-    let mut by_source: BTreeMap<&str, Vec<&TaskRow>> = BTreeMap::new();
-    for task in tasks {
-        if let Some(source) = task.source.as_deref() {
-            by_source.entry(source).or_default().push(task);
-        }
-    }
-    by_source
-        .into_iter()
-        .map(|(name, members)| {
-            let count = |s: TaskStatus| members.iter().filter(|t| t.status == s).count();
-            let mut durations: Vec<i64> = members.iter().filter_map(|t| duration(t)).collect();
-            durations.sort_unstable();
-            let mean_ms = (!durations.is_empty())
-                .then(|| durations.iter().map(|&d| d as f64).sum::<f64>() / durations.len() as f64);
-            let median_ms = (!durations.is_empty()).then(|| {
-                let n = durations.len();
-                if n % 2 == 1 {
-                    durations[n / 2] as f64
-                } else {
-                    (durations[n / 2 - 1] + durations[n / 2]) as f64 / 2.0
-                }
-            });
-            let first = members.iter().filter_map(|t| t.started_at).min();
-            let last = members.iter().filter_map(|t| t.finished_at).max();
-            let ended = members.iter().filter(|t| t.finished_at.is_some()).count();
-            let per_minute = match (first, last) {
-                (Some(f), Some(l)) if l > f && ended > 0 => {
-                    Some(ended as f64 * 60_000.0 / (l - f) as f64)
-                }
-                _ => None,
-            };
-            SourceStats {
-                name: name.to_string(),
-                tasks: members.len(),
-                completed: count(TaskStatus::Completed),
-                failed: count(TaskStatus::Failed),
-                cancelled: count(TaskStatus::Cancelled),
-                running: count(TaskStatus::Running),
-                mean_ms,
-                median_ms,
-                per_minute,
-            }
-        })
-        .collect()
-}
-
 /// The timeline: per source, how many tasks ran on average in each of `timeline_bins` bins and
 /// how many failed there; and each task as a bar when few started.
 fn timeline(
@@ -819,12 +760,7 @@ mod tests {
     use super::*;
     use crate::core::value::Params;
 
-    fn params(pairs: &[(&str, Value)]) -> Params {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    }
+    use crate::core::value::params_from as params;
 
     fn small_limits() -> Limits {
         Limits {
@@ -876,6 +812,43 @@ mod tests {
         assert_eq!(report.summary.duration_ms, Some(1_120 - 1_010));
         assert_eq!(report.summary.sources, ["local"]);
         assert!(report.usage.is_empty(), "nothing measured, no columns");
+        assert!(
+            report.sources.is_empty(),
+            "no attempt rows, no source figures"
+        );
+    }
+
+    #[test]
+    fn source_figures_come_from_the_attempts() {
+        let attempt = |index: u64, attempt: u32, status| AttemptRow {
+            index,
+            attempt,
+            source: Some("gpu".into()),
+            status,
+            started_at: Some(0),
+            finished_at: Some(2_000),
+            usage: Usage::default(),
+        };
+        let input = ReportInput {
+            tasks: vec![task(1, TaskStatus::Completed, Params::new())],
+            // A failed first attempt, then the one that completed.
+            attempts: vec![
+                attempt(1, 1, TaskStatus::Failed),
+                attempt(1, 2, TaskStatus::Completed),
+            ],
+            ..ReportInput::default()
+        };
+        let report = build(&input, &LIMITS);
+        assert_eq!(report.sources, stats::source_stats(&input.attempts));
+        let json = serde_json::to_value(&report.sources).unwrap();
+        // The keys report.js reads.
+        assert_eq!(json[0]["source"], "gpu");
+        assert_eq!(
+            (json[0]["tasks"].as_u64(), json[0]["attempts"].as_u64()),
+            (Some(1), Some(2))
+        );
+        assert_eq!(json[0]["median_s"], 2.0);
+        assert!(json[0]["throughput_per_min"].is_number());
     }
 
     #[test]
@@ -1015,31 +988,6 @@ mod tests {
                 tail_of: Some("task_001".into()),
             }]
         );
-    }
-
-    #[test]
-    fn source_stats_count_outcomes_and_time() {
-        let on = |i: u64, source: &str, status, start, end| TaskRow {
-            source: Some(source.into()),
-            started_at: Some(start),
-            finished_at: end,
-            ..task(i, status, Params::new())
-        };
-        let tasks = vec![
-            on(1, "a", TaskStatus::Completed, 0, Some(1_000)),
-            on(2, "a", TaskStatus::Failed, 0, Some(3_000)),
-            on(3, "a", TaskStatus::Completed, 1_000, Some(60_000)),
-            on(4, "b", TaskStatus::Running, 0, None),
-        ];
-        let stats = source_stats(&tasks);
-        assert_eq!(stats.len(), 2);
-        let a = &stats[0];
-        assert_eq!((a.tasks, a.completed, a.failed), (3, 2, 1));
-        assert_eq!(a.median_ms, Some(3_000.0));
-        assert_eq!(a.mean_ms, Some(21_000.0));
-        assert_eq!(a.per_minute, Some(3.0));
-        let b = &stats[1];
-        assert_eq!((b.running, b.mean_ms, b.per_minute), (1, None, None));
     }
 
     #[test]

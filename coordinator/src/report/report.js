@@ -578,12 +578,18 @@
   // ---------- sources ----------
   function renderSources() {
     var sec = section("sources", "Sources");
-    var table = el("table", { id: "sources-table" });
-    var headers = ["source", "tasks", "completed", "failed", "cancelled", "running", "mean duration", "median duration", "ended / min"];
+    // data-attempts: what the test reads to know the figures came through.
+    var attempts = D.sources.reduce(function (n, s) { return n + s.attempts; }, 0);
+    var table = el("table", { id: "sources-table", "data-sources": String(D.sources.length), "data-attempts": String(attempts) });
+    // Figures per attempt (core::stats): a task retried on a source counts once in "tasks".
+    var headers = ["source", "tasks", "attempts", "completed", "failed", "cancelled", "running", "mean duration", "median duration", "completed / min", "CPU", "max RSS"];
     table.appendChild(el("thead", null, [el("tr", null, headers.map(function (h, i) { return el("th", { cls: i ? "num" : "", text: h }); }))]));
     var tbody = el("tbody");
     D.sources.forEach(function (s) {
-      var cells = [s.name, s.tasks, s.completed, s.failed, s.cancelled, s.running, fmtDur(s.mean_ms), fmtDur(s.median_ms), s.per_minute == null ? "" : fmtNum(Math.round(s.per_minute * 10) / 10)];
+      var ms = function (sec) { return sec == null ? null : sec * 1000; };
+      var cells = [s.source, s.tasks, s.attempts, s.completed, s.failed, s.cancelled, s.running, fmtDur(ms(s.mean_s)), fmtDur(ms(s.median_s)),
+        s.throughput_per_min == null ? "" : fmtNum(Math.round(s.throughput_per_min * 10) / 10), fmtDur(ms(s.cpu_s)),
+        s.max_rss_mb == null ? "" : Math.round(s.max_rss_mb) + " MB"];
       tbody.appendChild(el("tr", null, cells.map(function (v, i) { return el("td", { cls: i ? "num" : "", text: typeof v === "number" ? v.toLocaleString("en") : String(v) }); })));
     });
     table.appendChild(tbody);

@@ -1,12 +1,13 @@
 //! Reading a sweep from another terminal (`sweep list`, `sweep errors`, `sweep logs`): a
 //! read-only connection, counts per status, the sources and time span of its attempts, its
-//! failures with their stderr tails, and one task's row.
+//! failures with their stderr tails (one task's row is `Store::task`, beside the other task
+//! reads).
 
-use super::{Store, StoreError, TaskRow, SCHEMA_VERSION};
+use super::{Store, StoreError, SCHEMA_VERSION};
 use crate::core::errors::Failure;
 use crate::core::state::TaskStatus;
 use crate::core::value::Params;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,24 +70,7 @@ impl Store {
 
     /// How many tasks have each status (any schema version).
     pub fn status_counts(&self) -> Result<Vec<(TaskStatus, u64)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT status, COUNT(*) FROM tasks GROUP BY status")
-            .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.sqlite(e))?;
-        let mut counts = Vec::new();
-        for row in rows {
-            let (status, n) = row.map_err(|e| self.sqlite(e))?;
-            let status = status.parse().map_err(|message| StoreError::Corrupt {
-                path: self.path.clone(),
-                index: 0,
-                message,
-            })?;
-            counts.push((status, n as u64));
-        }
-        Ok(counts)
+        self.count_by_status("SELECT status, COUNT(*) FROM tasks GROUP BY status", [])
     }
 
     /// The sources any attempt was handed to, by name (any schema version).
@@ -173,80 +157,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// One task's row (parameters left empty), `None` for a number the sweep does not have
-    /// (schema 2 and later).
-    pub fn task(&self, index: u64) -> Result<Option<TaskRow>, StoreError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT task_id, params_hash, status, attempt, source, exit_code, reason, pid,
-                        job_id, started_at, finished_at
-                 FROM tasks WHERE idx = ?1",
-                [index as i64],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, Option<i64>>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                        r.get::<_, Option<i64>>(9)?,
-                        r.get::<_, Option<i64>>(10)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| self.sqlite(e))?;
-        let Some((
-            task_id,
-            params_hash,
-            status,
-            attempt,
-            source,
-            exit_code,
-            reason,
-            pid,
-            job_id,
-            started_at,
-            finished_at,
-        )) = row
-        else {
-            return Ok(None);
-        };
-        let status = status.parse().map_err(|message| StoreError::Corrupt {
-            path: self.path.clone(),
-            index,
-            message,
-        })?;
-        Ok(Some(TaskRow {
-            index,
-            task_id,
-            params_hash,
-            params: Params::new(),
-            status,
-            attempt: attempt as u32,
-            source,
-            exit_code: exit_code.map(|c| c as i32),
-            reason,
-            pid: pid.map(|p| p as u32),
-            job_id,
-            started_at,
-            finished_at,
-        }))
-    }
-
-    fn parse_params(&self, index: u64, text: &str) -> Result<Params, StoreError> {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            path: self.path.clone(),
-            index,
-            message: format!("unreadable parameters: {e}"),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -257,19 +167,7 @@ mod tests {
     use crate::store::NewTask;
 
     fn change(index: u64, status: TaskStatus, at: i64) -> Change {
-        Change {
-            index,
-            attempt: 1,
-            status,
-            source: Some("local".into()),
-            exit_code: None,
-            reason: None,
-            at,
-            pid: None,
-            job_id: None,
-            stderr_tail: None,
-            usage: None,
-        }
+        Change::new(index, 1, status, Some("local".into()), at)
     }
 
     #[test]

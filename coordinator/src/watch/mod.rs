@@ -49,6 +49,7 @@ impl Reader<'_> {
             None => Store::open_read_only_current(&self.paths.db())?,
         };
         let tasks = store.task_statuses()?;
+        let attempts = store.attempt_rows()?;
         let sources = view::parse_sources(store.meta(view::SOURCES_META)?.as_deref());
         drop(store);
         let last_lines = view::running_order(&tasks)
@@ -69,6 +70,7 @@ impl Reader<'_> {
             active,
             sources,
             tasks,
+            attempts,
             last_lines,
         })
     }

@@ -1,14 +1,12 @@
 //! What `sweep watch` shows, as plain functions of a snapshot of `sweep.db` and the terminal's
-//! size: the frame's rows, the completion rate and ETA, per-source statistics, the last line of
-//! a task's output and the summary printed when the sweep ends. No IO, no clock.
+//! size: the frame's rows, the completion rate and ETA, the per-source rows (figures from
+//! `core::stats`), the last line of a task's output and the summary printed when the sweep ends.
+//! No IO, no clock.
 
 use crate::core::state::{Counts, TaskStatus};
+use crate::core::stats::{rate_per_min, source_stats_at, AttemptRow};
 use crate::store::TaskRow;
 use std::collections::HashMap;
-
-/// Rates are measured over the finishes of the last five minutes: recent enough to follow a
-/// change of pace, long enough to smooth out tasks finishing in bursts.
-pub const RATE_WINDOW_MS: i64 = 5 * 60 * 1000;
 
 /// The `meta` key where `sweep run`/`sweep complete` record the run's sources: JSON
 /// `[{"name", "kind", "slots"}]` ([`SourceInfo`]).
@@ -45,14 +43,16 @@ pub struct Snapshot {
     pub sources: Vec<SourceInfo>,
     /// Every task (parameters not needed).
     pub tasks: Vec<TaskRow>,
+    /// Every attempt (`Store::attempt_rows`), for the per-source rows.
+    pub attempts: Vec<AttemptRow>,
     /// The last line of output of running tasks, by task index (see [`running_order`]).
     pub last_lines: HashMap<u64, String>,
 }
 
-/// One source's row of the frame. Computed here for now; a shared per-source statistics
-/// function can replace [`source_stats`] without changing the frame.
+/// One source's row of the frame: how the run recorded it and its figures from
+/// `core::stats::source_stats_at` (counted per attempt).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SourceStats {
+pub struct SourceRow {
     pub name: String,
     pub kind: String,
     pub slots: Option<usize>,
@@ -60,7 +60,7 @@ pub struct SourceStats {
     pub queued: u64,
     pub completed: u64,
     pub failed: u64,
-    /// Tasks finished per minute recently (`rate_per_min`).
+    /// Attempts ended per minute recently (`core::stats::rate_per_min`).
     pub per_min: Option<f64>,
 }
 
@@ -75,32 +75,6 @@ fn rate_reference(tasks: &[TaskRow], now_ms: i64, active: bool) -> i64 {
         .filter_map(|t| t.finished_at)
         .max()
         .unwrap_or(now_ms)
-}
-
-/// Tasks finished per minute over the `RATE_WINDOW_MS` before `now_ms`, from the `(started,
-/// finished)` times of finished tasks: the finishes in the window divided by the time since
-/// the window began, or since the earliest of those tasks started when that is later (a run
-/// that began a minute ago is measured over that minute). `None` without a finish in the
-/// window.
-pub fn rate_per_min(
-    finished: impl IntoIterator<Item = (Option<i64>, i64)>,
-    now_ms: i64,
-) -> Option<f64> {
-    let window_start = now_ms - RATE_WINDOW_MS;
-    let mut count = 0u64;
-    let mut earliest = now_ms;
-    for (started, finished) in finished {
-        if finished <= window_start || finished > now_ms {
-            continue;
-        }
-        count += 1;
-        earliest = earliest.min(started.unwrap_or(finished));
-    }
-    if count == 0 {
-        return None;
-    }
-    let span_ms = (now_ms - earliest.max(window_start)).max(1000);
-    Some(count as f64 * 60_000.0 / span_ms as f64)
 }
 
 /// The finished tasks' `(started, finished)` times.
@@ -119,65 +93,41 @@ pub fn eta_secs(remaining: u64, per_min: Option<f64>) -> Option<u64> {
     (remaining > 0).then(|| (remaining as f64 / rate * 60.0).ceil() as u64)
 }
 
-/// Per source: the run's sources in their order, then any other source a task ran on (an
-/// earlier run's). Tasks that never ran anywhere count nowhere.
-pub fn source_stats(
+/// Per source: the run's sources in their order, then any other source an attempt ran on (an
+/// earlier run's). Attempts never handed anywhere count nowhere.
+pub fn source_rows(
     sources: &[SourceInfo],
     tasks: &[TaskRow],
+    attempts: &[AttemptRow],
     now_ms: i64,
     active: bool,
-) -> Vec<SourceStats> {
-    let mut rows: Vec<SourceStats> = sources
-        .iter()
-        .map(|s| SourceStats {
-            name: s.name.clone(),
-            kind: s.kind.clone(),
-            slots: s.slots,
-            running: 0,
-            queued: 0,
-            completed: 0,
-            failed: 0,
-            per_min: None,
-        })
-        .collect();
-    let mut by_source: HashMap<&str, Vec<&TaskRow>> = HashMap::new();
-    for task in tasks {
-        if let Some(source) = task.source.as_deref() {
-            by_source.entry(source).or_default().push(task);
-        }
-    }
-    let mut others: Vec<&str> = by_source
-        .keys()
-        .copied()
-        .filter(|name| !sources.iter().any(|s| s.name == *name))
-        .collect();
-    others.sort_unstable();
-    rows.extend(others.into_iter().map(|name| SourceStats {
-        name: name.to_string(),
-        kind: String::new(),
-        slots: None,
-        running: 0,
-        queued: 0,
-        completed: 0,
-        failed: 0,
-        per_min: None,
-    }));
+) -> Vec<SourceRow> {
     let reference = rate_reference(tasks, now_ms, active);
-    for row in &mut rows {
-        let Some(tasks) = by_source.get(row.name.as_str()) else {
-            continue;
-        };
-        for task in tasks {
-            match task.status {
-                TaskStatus::Running => row.running += 1,
-                TaskStatus::Queued => row.queued += 1,
-                TaskStatus::Completed => row.completed += 1,
-                TaskStatus::Failed => row.failed += 1,
-                TaskStatus::Pending | TaskStatus::Cancelled => {}
-            }
+    let stats = source_stats_at(attempts, Some(reference));
+    let row = |name: &str, kind: &str, slots: Option<usize>| {
+        let figures = stats.iter().find(|s| s.source == name);
+        SourceRow {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            slots,
+            running: figures.map_or(0, |s| s.running),
+            queued: figures.map_or(0, |s| s.queued),
+            completed: figures.map_or(0, |s| s.completed),
+            failed: figures.map_or(0, |s| s.failed),
+            per_min: figures.and_then(|s| s.recent_per_min),
         }
-        row.per_min = rate_per_min(finishes(tasks.iter().copied()), reference);
-    }
+    };
+    let mut rows: Vec<SourceRow> = sources
+        .iter()
+        .map(|s| row(&s.name, &s.kind, s.slots))
+        .collect();
+    // `stats` is in name order.
+    rows.extend(
+        stats
+            .iter()
+            .filter(|s| !sources.iter().any(|info| info.name == s.source))
+            .map(|s| row(&s.source, "", None)),
+    );
     rows
 }
 
@@ -426,17 +376,15 @@ pub fn frame(snap: &Snapshot, width: usize, height: usize, footer: Option<&str>)
     } else {
         head.push(tail.trim_start().to_string());
     }
-    head.push(format!(
-        "completed {} · failed {} · cancelled {} · running {} · queued {} · pending {}",
-        counts.completed,
-        counts.failed,
-        counts.cancelled,
-        counts.running,
-        counts.queued,
-        counts.pending
-    ));
+    head.push(counts.breakdown());
 
-    let stats = source_stats(&snap.sources, &snap.tasks, snap.now_ms, snap.active);
+    let stats = source_rows(
+        &snap.sources,
+        &snap.tasks,
+        &snap.attempts,
+        snap.now_ms,
+        snap.active,
+    );
     let name_w = stats
         .iter()
         .map(|s| text_width(&s.name))
@@ -633,23 +581,27 @@ mod tests {
                     slots: None,
                 },
             ],
+            attempts: attempts_of(&tasks),
             tasks,
             last_lines: [(6, "epoch 3 loss=0.25".to_string())].into_iter().collect(),
         }
     }
 
-    #[test]
-    fn the_rate_is_recent_finishes_over_the_time_they_took() {
-        // Five finishes in the minutes since the run began at 0.
-        let five = (1..=5).map(|i| (Some(0), i * MIN));
-        assert_eq!(rate_per_min(five, 5 * MIN), Some(1.0));
-        // A finish before the window does not count; a task that started before it is
-        // measured from the window's start.
-        let old_and_new = [(Some(0), MIN), (Some(2 * MIN), 10 * MIN)];
-        assert_eq!(rate_per_min(old_and_new, 10 * MIN), Some(0.2));
-        assert_eq!(rate_per_min([], 10 * MIN), None);
-        // A burst the same second is measured over at least one second, not zero.
-        assert_eq!(rate_per_min([(Some(5), 5), (Some(5), 5)], 5), Some(120.0));
+    /// One attempt per task that was handed to a source, as `sweep.db` would hold it.
+    fn attempts_of(tasks: &[TaskRow]) -> Vec<AttemptRow> {
+        tasks
+            .iter()
+            .filter(|t| t.source.is_some())
+            .map(|t| AttemptRow {
+                index: t.index,
+                attempt: t.attempt,
+                source: t.source.clone(),
+                status: t.status,
+                started_at: t.started_at,
+                finished_at: t.finished_at,
+                usage: Default::default(),
+            })
+            .collect()
     }
 
     #[test]
@@ -662,8 +614,23 @@ mod tests {
 
     #[test]
     fn sources_count_their_tasks_and_pace() {
-        let snap = snapshot(5 * MIN);
-        let stats = source_stats(&snap.sources, &snap.tasks, snap.now_ms, true);
+        let mut snap = snapshot(5 * MIN);
+        // Task 5 failed on gpu1 and its next attempt waits in gpu1's queue: rows count
+        // attempts, so gpu1 shows both.
+        snap.attempts.push(AttemptRow {
+            attempt: 2,
+            status: TaskStatus::Queued,
+            started_at: None,
+            finished_at: None,
+            ..snap.attempts[4].clone()
+        });
+        let stats = source_rows(
+            &snap.sources,
+            &snap.tasks,
+            &snap.attempts,
+            snap.now_ms,
+            true,
+        );
         assert_eq!(stats.len(), 2);
         let local = &stats[0];
         assert_eq!(
@@ -679,7 +646,10 @@ mod tests {
         // Four finishes over the five minutes since its first started.
         assert_eq!(local.per_min, Some(0.8));
         let gpu = &stats[1];
-        assert_eq!((gpu.running, gpu.failed, gpu.slots), (1, 1, None));
+        assert_eq!(
+            (gpu.running, gpu.queued, gpu.failed, gpu.slots),
+            (1, 1, 1, None)
+        );
     }
 
     #[test]
@@ -691,7 +661,7 @@ mod tests {
             Some(0),
             Some(1000),
         )];
-        let stats = source_stats(&[local(1)], &tasks, 2000, false);
+        let stats = source_rows(&[local(1)], &tasks, &attempts_of(&tasks), 2000, false);
         let names: Vec<&str> = stats.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["local", "old"]);
         assert_eq!(stats[1].completed, 1);
@@ -779,6 +749,7 @@ mod tests {
                 None,
             );
         }
+        snap.attempts = attempts_of(&snap.tasks);
         let rows = frame(&snap, 80, 14, None);
         let text = rows.join("\n");
         assert!(
@@ -801,6 +772,7 @@ mod tests {
                 t.finished_at = Some(5 * MIN);
             }
         }
+        snap.attempts = attempts_of(&snap.tasks);
         let rows = frame(&snap, 100, 30, None);
         assert!(rows[0].contains("· ended"), "{rows:#?}");
         assert!(

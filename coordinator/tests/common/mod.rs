@@ -502,6 +502,24 @@ pub fn expected_data(x: u64) -> Vec<u8> {
     pattern.iter().cycle().take(size).copied().collect()
 }
 
+/// A file's text; the test fails naming the file when it cannot be read.
+pub fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// One agent started and enlisted as source `name` for the coordinator identity under `home`.
+pub fn start_enlisted_agent(
+    p: &Project,
+    agent_bin: &Path,
+    home: &Path,
+    name: &str,
+) -> AgentProcess {
+    let own_fp = coordinator_fingerprint(p, home);
+    let agent = start_agent(agent_bin);
+    enlist(p, agent_bin, &agent, name, &own_fp);
+    agent
+}
+
 /// The fingerprint of the coordinator identity under `home` (`HSM_HOME`), created if needed.
 pub fn coordinator_fingerprint(p: &Project, home: &Path) -> String {
     let identity = p

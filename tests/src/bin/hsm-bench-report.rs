@@ -119,19 +119,7 @@ fn create(paths: &SweepPaths, n: u64) -> anyhow::Result<()> {
         let start = clock[s];
         clock[s] += duration / slots[s] as i64;
         let failed = rng.next().is_multiple_of(20);
-        let change = |status, at| Change {
-            index,
-            attempt: 1,
-            status,
-            source: Some(sources[s].to_string()),
-            exit_code: None,
-            reason: None,
-            at,
-            pid: None,
-            job_id: None,
-            stderr_tail: None,
-            usage: None,
-        };
+        let change = |status, at| Change::new(index, 1, status, Some(sources[s].to_string()), at);
         batch.push(change(TaskStatus::Running, start));
         let kind = (rng.next() % 4) as usize;
         batch.push(Change {
