@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 
 say() { printf '==> %s\n' "$*"; }
 
+# apt-get install, and once more after `apt-get update` when the package lists are missing or
+# stale (a fresh machine has none).
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 && return 0
+  apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 if [ "$(id -u)" = 0 ]; then
   # hydra-core: the Hydra grammar test checks our rendering against Hydra's own parser.
   if ! python3 -c 'import hydra' 2>/dev/null; then
@@ -25,7 +33,7 @@ if [ "$(id -u)" = 0 ]; then
   # iptables: the fault suite drops a share of one namespace host's packets with it.
   if ! command -v iptables >/dev/null; then
     say "installing iptables (for the packet-loss fault test)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null \
+    apt_install iptables \
       || say "could not install iptables; the packet-loss test will skip"
   fi
   # OpenSSH's server for the `agent deploy` and ssh transport tests (an sshd per
@@ -37,13 +45,13 @@ if [ "$(id -u)" = 0 ]; then
   # busybox-static: the commands the portable agent's tasks run inside its empty chroot.
   if ! [ -x /bin/busybox ]; then
     say "installing busybox-static (for the portable agent's chroot test)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null \
+    apt_install busybox-static \
       || say "could not install busybox-static; the portable agent test will skip"
   fi
   # Chromium: the report test opens a sweep's report.html in headless Chromium.
   if ! command -v chromium >/dev/null; then
     say "installing chromium (for the report's browser test)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    apt_install chromium \
       || say "could not install chromium; the report's browser test will fail as root"
   fi
   # A single-node Slurm (with Debian's qsub/qstat/qdel wrappers) for the Slurm/PBS backend
