@@ -130,7 +130,13 @@
   var metricIdx = -1, lowerBetter = true, brushes = {}, selected = null;
   if (D.metrics.length) {
     metricIdx = 0;
-    D.metrics.forEach(function (m, i) { if (metricIdx === 0 && /loss/i.test(m.name)) metricIdx = i; });
+    // A metric named just "loss" first, else the first with "loss" in its name.
+    var exact = -1, some = -1;
+    D.metrics.forEach(function (m, i) {
+      if (exact < 0 && /^loss$/i.test(m.name)) exact = i;
+      if (some < 0 && /loss/i.test(m.name)) some = i;
+    });
+    metricIdx = exact >= 0 ? exact : some >= 0 ? some : 0;
     lowerBetter = D.metrics[metricIdx].lower_is_better;
   }
   function metric() { return metricIdx >= 0 ? D.metrics[metricIdx] : null; }
@@ -191,7 +197,7 @@
     var rows = [
       ["sweep id", s.sweep_id], ["created", s.created || ""],
       ["duration", s.duration_ms == null ? "" : fmtDur(s.duration_ms) + " (first start to last end)"],
-      ["sources", s.sources.join(", ")], ["command", s.command || ""], ["sweep file", s.sweep_file || ""],
+      ["sources", s.sources.join(", ")], ["command (task 1)", s.command || ""], ["sweep file", s.sweep_file || ""],
       ["metrics", s.with_metrics ? plural(s.with_metrics, "task") + " reported metrics" : "none recorded"]
     ];
     if (s.wall_ms != null) rows.push(["task time", fmtDur(s.wall_ms) + " wall" + (s.cpu_ms != null ? ", " + fmtDur(s.cpu_ms) + " CPU" : "")]);
@@ -504,7 +510,9 @@
         var rows = Math.max(1, ends[B.lane[i]].length), h = (laneH - 6) / rows;
         var y0 = top + B.lane[i] * laneH + 3 + slot[i] * h;
         ctx.fillStyle = STATUS_COLORS[D.statuses[B.status[i]]];
-        ctx.fillRect(x(B.start[i]), y0, Math.max(1, x(B.end[i]) - x(B.start[i])), Math.max(1, h - (h > 4 ? 1 : 0)));
+        // A pixel of gap after a bar wide enough to spare it, so back-to-back tasks stay apart.
+        var w = x(B.end[i]) - x(B.start[i]);
+        ctx.fillRect(x(B.start[i]), y0, Math.max(1, w > 3 ? w - 1 : w), Math.max(1, h - (h > 4 ? 1 : 0)));
       });
     } else {
       T.running.forEach(function (bins, lane) {
