@@ -484,7 +484,8 @@ fn the_records_say_what_the_task_used() {
     let wall = usage.wall_ms.unwrap();
     // Milliseconds with bash 5's $EPOCHREALTIME; whole seconds (maybe 0) with bash 4.
     if start.contains("start_real=1") {
-        assert!(wall >= cpu, "{usage:?}\n{start}\n{exit}");
+        // Up to the CPU accounting granularity (`times` counts clock ticks).
+        assert!(wall + 50 >= cpu, "{usage:?}\n{start}\n{exit}");
     }
     assert_eq!(usage.max_rss_kb, None, "a shell cannot see the peak memory");
     assert_eq!(

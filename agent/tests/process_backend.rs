@@ -568,8 +568,9 @@ async fn an_exit_carries_what_the_process_used() {
     assert!(cpu >= 400, "{usage:?}");
     assert!(usage.cpu_user_ms.unwrap() > 0, "{usage:?}");
     assert!(usage.max_rss_kb.unwrap() > 60_000, "{usage:?}");
-    // Wall time includes the CPU the single-threaded task burnt.
-    assert!(usage.wall_ms.unwrap() >= cpu, "{usage:?}");
+    // Wall time includes the CPU the single-threaded task burnt, up to the kernel's CPU
+    // accounting granularity (a CI run saw 531 ms of CPU in 530 ms of wall time).
+    assert!(usage.wall_ms.unwrap() + 50 >= cpu, "{usage:?}");
 }
 
 /// A task ended by a timeout is measured too (reaped by the backend after its SIGKILL).
