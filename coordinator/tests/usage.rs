@@ -37,7 +37,9 @@ fn assert_measured(row: &UsageRow) {
         rss.unwrap_or_else(|| panic!("{source}: no peak RSS: {row:?}")),
     );
     assert!(user > 0 && user + sys >= 400, "{row:?}");
-    assert!(wall >= user + sys, "{row:?}");
+    // Wall time covers the CPU of the single-threaded task, up to the kernel's CPU accounting
+    // granularity.
+    assert!(wall + 50 >= user + sys, "{row:?}");
     assert!(rss > 40_000, "{row:?}");
 }
 
