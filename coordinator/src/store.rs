@@ -963,7 +963,8 @@ mod tests {
     use super::*;
     use crate::core::value::{params_hash, Value};
 
-    fn new_tasks(n: u64) -> impl Iterator<Item = NewTask> {
+    /// Tasks 1..=n with one parameter, `seed` = the index.
+    pub(crate) fn new_tasks(n: u64) -> impl Iterator<Item = NewTask> {
         (1..=n).map(|index| {
             let params: Params = [("seed".to_string(), Value::Int(index as i64))]
                 .into_iter()

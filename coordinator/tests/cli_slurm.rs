@@ -8,19 +8,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The Slurm configuration of the running test cluster, or why there is none.
-fn slurm() -> Option<PathBuf> {
-    match std::env::var_os("SLURM_CONF") {
-        Some(conf) if Path::new(&conf).is_file() => Some(PathBuf::from(conf)),
-        _ => {
-            eprintln!(
-                "SKIPPED: no test Slurm (SLURM_CONF unset; tests/run-all.sh starts one when run as root)"
-            );
-            None
-        }
-    }
-}
-
 /// Writes `results/r.txt` (`x=<x>`), prints a line, fails with 3 for x == 13, sleeps for
 /// `sleep` seconds when given, kills its wrapper (SIGKILL) when x == `kill_wrapper`, and appends
 /// `x` to the file `runs` when given (one line per run, to count them).
@@ -71,12 +58,7 @@ impl Cluster {
         );
         let agent = start_agent_with_env(agent_bin, None, "127.0.0.1:0", &["--poll", "1"], env);
         let own_fp = coordinator_fingerprint(&project, home.path());
-        let ok = std::process::Command::new(agent_bin)
-            .args(["authorize", &own_fp, "--state-dir"])
-            .arg(&agent.state)
-            .output()
-            .unwrap();
-        assert!(ok.status.success());
+        authorize(agent_bin, &agent, &own_fp);
         let config = format!(
             "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 2s\n{extra_config}sources:\n  hpc1:\n    type: agent\n    address: {}\n    fingerprint: {}\n    project_dir: {}\n    slots: 100\n    backend: {backend}\n",
             agent.addr,
@@ -150,7 +132,7 @@ fn in_queue(sweep: &str) -> String {
 
 #[test]
 fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     let c = Cluster::new(
@@ -243,7 +225,7 @@ fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
 
 #[test]
 fn thirty_tasks_complete_with_their_files_and_complete_reruns_the_failed_one() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     let c = Cluster::new(
@@ -302,7 +284,7 @@ fn assert_measured(project: &Project, sweep: &str, attempts: usize) {
 
 #[test]
 fn a_cancelled_sweep_leaves_nothing_in_the_queue() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     let c = Cluster::new(
@@ -343,7 +325,7 @@ fn cancel_and_expect_nothing_queued(c: &Cluster, run: std::process::Child, sweep
 
 #[test]
 fn a_task_over_its_walltime_ends_failed_with_reason_timeout() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     // Slurm enforces walltime with minute granularity and about a minute late: ~2 minutes.
@@ -383,7 +365,7 @@ fn a_task_over_its_walltime_ends_failed_with_reason_timeout() {
 
 #[test]
 fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     // Task 2 SIGKILLs the wrapper, so no exit record is written; Slurm records FAILED 0:9.
@@ -423,28 +405,28 @@ fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
 #[test]
 fn an_agent_killed_while_sbatch_runs_follows_that_job_after_a_restart_instead_of_running_it_again()
 {
-    if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
+    if let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) {
         killed_while_submitting(&agent_bin, "slurm", "sbatch", "", Kill::After);
     }
 }
 
 #[test]
 fn an_agent_killed_while_a_slow_sbatch_runs_waits_for_it_and_follows_its_job() {
-    if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
+    if let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) {
         killed_while_submitting(&agent_bin, "slurm", "sbatch", "", Kill::DuringSlow);
     }
 }
 
 #[test]
 fn an_agent_killed_before_sbatch_ran_finds_no_job_and_its_tasks_run_once() {
-    if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
+    if let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) {
         killed_while_submitting(&agent_bin, "slurm", "sbatch", "", Kill::Before);
     }
 }
 
 #[test]
 fn an_agent_killed_while_qsub_runs_follows_that_job_after_a_restart_instead_of_running_it_again() {
-    if let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) {
+    if let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) {
         // PBS servers do not tell their array limit; the one under this qsub is Slurm's.
         killed_while_submitting(
             &agent_bin,
@@ -478,7 +460,7 @@ fn shim_on_path(dir: &Path, command: &str, body: impl Fn(&str) -> String) -> Str
 
 #[test]
 fn a_cancel_while_sbatch_runs_reaches_the_job_it_creates() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     // The cancel arrives while sbatch is still submitting (a slow controller, here a shim that
@@ -624,7 +606,7 @@ fn killed_while_submitting(
 
 #[test]
 fn the_pbs_backend_submits_follows_and_cancels_through_qsub_qstat_qdel() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     // Debian's slurm-wlm-torque: real qsub/qstat/qdel binaries over the same Slurm.
@@ -694,8 +676,8 @@ fn the_pbs_backend_submits_follows_and_cancels_through_qsub_qstat_qdel() {
 }
 
 #[test]
-fn a_sweep_half_cancelled_locally_is_completed_on_slurm() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+fn a_sweep_half_cancelled_locally_is_completed_on_test_slurm() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     // Also: backend `auto` finds Slurm, and `array: false` submits one job per task.
@@ -810,7 +792,7 @@ fn a_dry_run_with_an_hpc_source_shows_the_job_script_it_would_submit() {
 
 #[test]
 fn a_coordinator_on_the_login_node_submits_to_slurm_itself() {
-    let Some(_) = slurm() else {
+    let Some(_) = test_slurm() else {
         return;
     };
     let p = Project::new(

@@ -10,7 +10,6 @@ mod common;
 use common::browser::*;
 use common::*;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 /// Prints a loss per step and writes `results/metrics.json`; x = 4, 8 and 11 raise the same
 /// ValueError with different numbers, x = 6 runs out of patience with a RuntimeError.
@@ -31,30 +30,9 @@ with open(os.path.join(out, "metrics.json"), "w") as f:
     json.dump({"val": {"acc": 1 - x / 100}}, f)
 "#;
 
-fn slurm() -> Option<PathBuf> {
-    match std::env::var_os("SLURM_CONF") {
-        Some(conf) if Path::new(&conf).is_file() => Some(PathBuf::from(conf)),
-        _ => {
-            eprintln!(
-                "SKIPPED: no test Slurm (SLURM_CONF unset; tests/run-all.sh starts one when run as root)"
-            );
-            None
-        }
-    }
-}
-
-fn authorize(agent_bin: &Path, agent: &AgentProcess, own: &str) {
-    let ok = std::process::Command::new(agent_bin)
-        .args(["authorize", own, "--state-dir"])
-        .arg(&agent.state)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
-}
-
 #[test]
 fn a_sweep_over_local_an_agent_and_slurm_is_seen_whole() {
-    let (Some(_), Some(agent_bin)) = (slurm(), agent_bin()) else {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     let home = tempfile::tempdir().unwrap();

@@ -26,12 +26,7 @@ fn copy_project(p: &Project, to: &Path, files: &[&str]) {
 }
 
 fn authorize_and_add(p: &Project, agent_bin: &Path, agent: &AgentProcess, own: &str, dir: &str) {
-    let ok = std::process::Command::new(agent_bin)
-        .args(["authorize", own, "--state-dir"])
-        .arg(&agent.state)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
+    authorize(agent_bin, agent, own);
     p.run(&[
         "agent",
         "add",

@@ -163,8 +163,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::core::state::Change;
-    use crate::core::value::{params_hash, Value};
-    use crate::store::NewTask;
+    use crate::core::value::Value;
 
     fn change(index: u64, status: TaskStatus, at: i64) -> Change {
         Change::new(index, 1, status, Some("local".into()), at)
@@ -174,17 +173,7 @@ mod tests {
     fn a_sweep_reads_back_through_a_read_only_connection() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.db");
-        let tasks = (1..=3).map(|index| {
-            let params: Params = [("x".to_string(), Value::Int(index as i64))]
-                .into_iter()
-                .collect();
-            NewTask {
-                index,
-                params_hash: params_hash(&params),
-                params,
-            }
-        });
-        let mut store = Store::create(&path, &[], 3, tasks).unwrap();
+        let mut store = Store::create(&path, &[], 3, crate::store::tests::new_tasks(3)).unwrap();
         store
             .apply(&[
                 change(1, TaskStatus::Running, 10),
@@ -221,7 +210,7 @@ mod tests {
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].task, "task_002");
         assert_eq!(failures[0].tail.as_deref(), Some("ValueError: x"));
-        assert_eq!(failures[0].params["x"], Value::Int(2));
+        assert_eq!(failures[0].params["seed"], Value::Int(2));
         assert_eq!(reader.all_params().unwrap().len(), 3);
         assert_eq!(reader.task(2).unwrap().unwrap().attempt, 1);
         assert!(reader.task(9).unwrap().is_none());

@@ -531,6 +531,29 @@ pub fn coordinator_fingerprint(p: &Project, home: &Path) -> String {
     String::from_utf8_lossy(&identity.stdout).trim().to_string()
 }
 
+/// `hsm-agent authorize own_fp` in `agent`'s state directory.
+pub fn authorize(agent_bin: &Path, agent: &AgentProcess, own_fp: &str) {
+    let ok = std::process::Command::new(agent_bin)
+        .args(["authorize", own_fp, "--state-dir"])
+        .arg(&agent.state)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "hsm-agent authorize failed");
+}
+
+/// The Slurm configuration of the running test cluster, or `None` with a printed reason.
+pub fn test_slurm() -> Option<PathBuf> {
+    match std::env::var_os("SLURM_CONF") {
+        Some(conf) if Path::new(&conf).is_file() => Some(PathBuf::from(conf)),
+        _ => {
+            eprintln!(
+                "SKIPPED: no test Slurm (SLURM_CONF unset; tests/run-all.sh starts one when run as root)"
+            );
+            None
+        }
+    }
+}
+
 /// Authorizes this coordinator (`own_fp`) on `agent` and adds it to the project as source `name`,
 /// running tasks in the project directory.
 pub fn enlist(
@@ -540,12 +563,7 @@ pub fn enlist(
     name: &str,
     own_fp: &str,
 ) {
-    let ok = std::process::Command::new(agent_bin)
-        .args(["authorize", own_fp, "--state-dir"])
-        .arg(&agent.state)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
+    authorize(agent_bin, agent, own_fp);
     let project = p.path().to_str().unwrap();
     p.run(&[
         "agent",
