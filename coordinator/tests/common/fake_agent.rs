@@ -1,7 +1,9 @@
 //! A fake agent built from the protocol crate, for what a real `hsm-agent` never does: lie about
 //! a result file's hash or size, offer paths outside `results/`, skip event numbers, send files
 //! of tasks it was never given. It speaks real QUIC with mutual TLS (it accepts any coordinator)
-//! and follows a per-task script.
+//! and follows a per-task script. Like a real agent it answers `Attach` after a reconnect: it
+//! sends again every event it sent for the attempts it holds (events lost with the old
+//! connection would otherwise leave their task running forever) and names the others unknown.
 
 #![allow(dead_code)]
 
@@ -48,6 +50,10 @@ type Planner = dyn Fn(&SweepId, TaskRef, &BTreeSet<u64>) -> Script + Send + Sync
 /// `FetchResults` received, as (task index, paths asked for).
 pub type Fetches = Arc<Mutex<Vec<(u64, Vec<String>)>>>;
 type Scripts = Arc<Mutex<std::collections::HashMap<(u64, u32), Script>>>;
+/// Events sent so far for each attempt, sent again on `Attach`.
+type SentLog = Arc<Mutex<std::collections::HashMap<(u64, u32), Vec<(u64, EventKind)>>>>;
+/// The writer of the current connection's control stream: scripts outlive connections.
+type Writer = Arc<Mutex<mpsc::UnboundedSender<FromAgent>>>;
 
 pub struct FakeAgent {
     pub addr: String,
@@ -151,6 +157,8 @@ impl FakeAgent {
                         .unwrap();
                 addr_tx.send(endpoint.local_addr().unwrap()).unwrap();
                 let scripts = Scripts::default();
+                let sent = SentLog::default();
+                let writer: Writer = Arc::new(Mutex::new(mpsc::unbounded_channel().0));
                 let serve = async {
                     while let Some(incoming) = endpoint.accept().await {
                         let Ok(conn) = incoming.await else { continue };
@@ -159,6 +167,8 @@ impl FakeAgent {
                             slots,
                             plan.clone(),
                             scripts.clone(),
+                            sent.clone(),
+                            writer.clone(),
                             given2.clone(),
                             fetches2.clone(),
                         ));
@@ -190,6 +200,8 @@ async fn serve_connection(
     slots: u32,
     plan: Arc<Planner>,
     scripts: Scripts,
+    sent: SentLog,
+    writer: Writer,
     given: Arc<Mutex<BTreeSet<u64>>>,
     fetches: Fetches,
 ) {
@@ -215,6 +227,7 @@ async fn serve_connection(
     }
     // One writer for the control stream; scripts send through it.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<FromAgent>();
+    *writer.lock().unwrap() = out_tx.clone();
     tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
             if write_message(&mut send, &msg).await.is_err() {
@@ -247,7 +260,8 @@ async fn serve_connection(
                         submit.sweep_id.clone(),
                         task,
                         script,
-                        out_tx.clone(),
+                        sent.clone(),
+                        writer.clone(),
                     ));
                 }
             }
@@ -272,6 +286,24 @@ async fn serve_connection(
                         }
                     });
                 }
+            }
+            ToAgent::Attach(attach) => {
+                let mut unknown = Vec::new();
+                for task in attach.tasks {
+                    let key = (task.index.0, task.attempt.0);
+                    if !scripts.lock().unwrap().contains_key(&key) {
+                        unknown.push(task);
+                        continue;
+                    }
+                    let again = sent.lock().unwrap().get(&key).cloned().unwrap_or_default();
+                    if !again.is_empty() {
+                        let _ = out_tx.send(events(&attach.sweep_id, task, again));
+                    }
+                }
+                let _ = out_tx.send(FromAgent::Attached(AttachedMsg {
+                    sweep_id: attach.sweep_id,
+                    unknown,
+                }));
             }
             ToAgent::Ping(ping) => {
                 let _ = out_tx.send(FromAgent::Pong(PongMsg { nonce: ping.nonce }));
@@ -300,10 +332,21 @@ async fn run_script(
     sweep: SweepId,
     task: TaskRef,
     script: Script,
-    out: mpsc::UnboundedSender<FromAgent>,
+    sent: SentLog,
+    writer: Writer,
 ) {
+    // Logged before it is written, so an `Attach` racing the write sends it again rather than
+    // never.
+    let send = |list: Vec<(u64, EventKind)>| {
+        sent.lock()
+            .unwrap()
+            .entry((task.index.0, task.attempt.0))
+            .or_default()
+            .extend(list.iter().cloned());
+        let _ = writer.lock().unwrap().send(events(&sweep, task, list));
+    };
     if !script.first.is_empty() {
-        let _ = out.send(events(&sweep, task, script.first));
+        send(script.first);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !script.wait_for.iter().all(|p| p.exists()) {
@@ -313,7 +356,7 @@ async fn run_script(
         send_stream(&conn, stream).await;
     }
     if !script.then.is_empty() {
-        let _ = out.send(events(&sweep, task, script.then));
+        send(script.then);
     }
 }
 
