@@ -165,12 +165,14 @@ impl FakeAgent {
                         tokio::spawn(serve_connection(
                             conn,
                             slots,
-                            plan.clone(),
-                            scripts.clone(),
-                            sent.clone(),
-                            writer.clone(),
-                            given2.clone(),
-                            fetches2.clone(),
+                            Shared {
+                                plan: plan.clone(),
+                                scripts: scripts.clone(),
+                                sent: sent.clone(),
+                                writer: writer.clone(),
+                                given: given2.clone(),
+                                fetches: fetches2.clone(),
+                            },
                         ));
                     }
                 };
@@ -195,16 +197,25 @@ impl FakeAgent {
     }
 }
 
-async fn serve_connection(
-    conn: quinn::Connection,
-    slots: u32,
+/// What every connection of one fake agent shares.
+struct Shared {
     plan: Arc<Planner>,
     scripts: Scripts,
     sent: SentLog,
     writer: Writer,
     given: Arc<Mutex<BTreeSet<u64>>>,
     fetches: Fetches,
-) {
+}
+
+async fn serve_connection(conn: quinn::Connection, slots: u32, shared: Shared) {
+    let Shared {
+        plan,
+        scripts,
+        sent,
+        writer,
+        given,
+        fetches,
+    } = shared;
     let Ok((mut send, mut recv)) = conn.accept_bi().await else {
         return;
     };
