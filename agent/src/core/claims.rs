@@ -64,12 +64,14 @@ impl AgentCore {
     /// report when a coordinator comes). Returns how many were released.
     pub fn poll_timeout(&mut self, after_ms: u64, mono_ms: u64) -> usize {
         self.set_mono_ms(mono_ms);
-        let stale: Vec<SweepId> = self
+        let mut stale: Vec<SweepId> = self
             .unclaimed_since
             .iter()
             .filter(|(_, since)| self.mono_ms.saturating_sub(**since) >= after_ms)
             .map(|(sweep, _)| sweep.clone())
             .collect();
+        // Sorted, so the same commands give the same queue order (deterministic replays).
+        stale.sort();
         let mut released = 0;
         for sweep in stale {
             self.unclaimed_since.remove(&sweep);

@@ -217,7 +217,9 @@ impl AgentCore {
             out.events += 1;
         }
         // Finished attempts with nothing left to report or fetch are done with.
-        let all: Vec<u64> = ids.values().copied().collect();
+        let mut all: Vec<u64> = ids.values().copied().collect();
+        // In the ledger's order, not the map's (the `Forget` ops come out in it).
+        all.sort_unstable();
         for id in all {
             self.maybe_forget(id);
         }

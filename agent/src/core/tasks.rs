@@ -214,11 +214,16 @@ impl AgentCore {
     pub fn handle_cancel(&mut self, msg: &CancelMsg, now_ms: i64) {
         let mut dropped = Vec::new();
         let ids: Vec<u64> = if msg.tasks.is_empty() {
-            self.tasks
+            // In submission order, not the map's: the same commands give the same events
+            // (a simulator replays a seed bit for bit).
+            let mut ids: Vec<u64> = self
+                .tasks
                 .iter()
                 .filter(|(_, r)| r.sweep_id == msg.sweep_id)
                 .map(|(id, _)| *id)
-                .collect()
+                .collect();
+            ids.sort_unstable();
+            ids
         } else {
             msg.tasks
                 .iter()
