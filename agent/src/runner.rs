@@ -10,7 +10,7 @@
 //!
 //! * One `Mutex<Inner>` holds the core (never held across an `.await`, no file or process IO
 //!   under it). The ledger ops the core makes are sent into the ledger writer's channel while
-//!   the lock is still held, when the lock is let go ([`Locked`]): the order they reach the
+//!   the lock is still held, when the lock is let go (`Locked`): the order they reach the
 //!   writer is the order the core made them in, which is their `gen` order. Sending on that
 //!   unbounded channel does not block.
 //! * Events are sent only once durable in the ledger (`ledger.rs`): its writer reports each
