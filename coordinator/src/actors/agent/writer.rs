@@ -1,0 +1,186 @@
+//! The agent source's writer thread: carries out its blocking file work off the actor thread —
+//! preparing a launched task's local directory, appending live output to the task's logs,
+//! keeping job scripts — and forwards its reports to the sweep actor, all in the order the
+//! actor queued them. So an attempt's `Finished` reaches the sweep actor only after its output
+//! is on disk (the metrics reader and the failure reason read the logs when an attempt ends),
+//! and reports keep their order with each other.
+
+use super::{SourceEvent, SourceStatus, TaskReport};
+use crate::core::link::Write;
+use crate::core::value::Params;
+use crate::layout::{self, SweepPaths};
+use actix::Recipient;
+use hsm_agent::process::TaskKey;
+use hsm_protocol::Stream;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+/// One piece of work, in queue order.
+pub(super) enum Job {
+    /// Make the local directory of a launched attempt (or, for a first attempt the preparer
+    /// made already, rewrite its `command.txt`).
+    Prepare {
+        key: TaskKey,
+        command_txt: String,
+    },
+    Write(Write),
+    Event(TaskReport),
+    Status(SourceStatus),
+}
+
+pub(super) struct WriterSetup {
+    pub(super) source: usize,
+    pub(super) name: String,
+    pub(super) paths: SweepPaths,
+    pub(super) params: Arc<Vec<Params>>,
+    pub(super) prefetch: Option<Arc<crate::prefetch::Prefetch>>,
+    pub(super) events_to: Recipient<SourceEvent>,
+    pub(super) status_to: Recipient<SourceStatus>,
+}
+
+/// The queue to the thread; the thread ends when this is dropped (with the actor), after the
+/// work already queued.
+pub(super) struct Writer(mpsc::Sender<Job>);
+
+impl Writer {
+    pub(super) fn start(setup: WriterSetup) -> Writer {
+        let (tx, rx) = mpsc::channel();
+        let name = format!("hsm-agent-writer-{}", setup.source);
+        let mut state = State {
+            setup,
+            logs: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                for job in rx {
+                    state.run(job);
+                }
+            })
+            .expect("cannot start a writer thread");
+        Writer(tx)
+    }
+
+    pub(super) fn send(&self, job: Job) {
+        let _ = self.0.send(job);
+    }
+}
+
+/// The local log files of an attempt, opened (for appending) on its first output: most tasks'
+/// logs exist already (created empty when the task directory was prepared) and many stay empty.
+#[derive(Default)]
+struct Logs {
+    stdout: Option<File>,
+    stderr: Option<File>,
+}
+
+struct State {
+    setup: WriterSetup,
+    logs: HashMap<TaskKey, Logs>,
+}
+
+impl State {
+    fn run(&mut self, job: Job) {
+        match job {
+            Job::Prepare { key, command_txt } => self.prepare(key, &command_txt),
+            Job::Write(Write::Append { key, stream, data }) => self.append(key, stream, &data),
+            Job::Write(Write::JobScript { name, text }) => self.save_job_script(&name, &text),
+            Job::Write(Write::Close(key)) => {
+                self.logs.remove(&key);
+            }
+            Job::Event(report) => {
+                if let TaskReport::Finished { key, .. } = &report {
+                    self.logs.remove(key);
+                }
+                self.setup.events_to.do_send(SourceEvent {
+                    source: self.setup.source,
+                    report,
+                });
+            }
+            Job::Status(status) => self.setup.status_to.do_send(status),
+        }
+    }
+
+    fn prepare(&mut self, key: TaskKey, command_txt: &str) {
+        let setup = &self.setup;
+        let prepared =
+            key.attempt == 1 && setup.prefetch.as_ref().is_some_and(|p| p.claim(key.index));
+        let written = if prepared {
+            std::fs::write(
+                setup.paths.task_dir(key.index).join("command.txt"),
+                command_txt,
+            )
+        } else {
+            let params_yaml = setup
+                .params
+                .get((key.index - 1) as usize)
+                .map(layout::params_yaml)
+                .unwrap_or_default();
+            layout::prepare_task_dir(
+                &setup.paths,
+                key.index,
+                key.attempt,
+                &params_yaml,
+                command_txt,
+            )
+            .and_then(|(out, err)| {
+                File::create(out)?;
+                File::create(err)?;
+                Ok(())
+            })
+        };
+        if let Err(e) = written {
+            tracing::warn!(task = key.index, error = %e, "cannot prepare the local task directory");
+        }
+    }
+
+    fn append(&mut self, key: TaskKey, stream: Stream, data: &[u8]) {
+        let logs = self.logs.entry(key).or_default();
+        let (file, name) = match stream {
+            Stream::Stdout => (&mut logs.stdout, "stdout.log"),
+            Stream::Stderr => (&mut logs.stderr, "stderr.log"),
+        };
+        if file.is_none() {
+            let path = self.setup.paths.task_dir(key.index).join(name);
+            match std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+            {
+                Ok(f) => *file = Some(f),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot open task log")
+                }
+            }
+        }
+        if let Some(file) = file {
+            if let Err(e) = file.write_all(data) {
+                tracing::warn!(task = key.index, error = %e, "cannot append task output");
+            }
+        }
+    }
+
+    /// Keeps a job script the agent submitted under `scripts/job_scripts/<source>/`, next to the
+    /// scripts of in-process scheduler sources (the link checked the name is one plain file
+    /// name).
+    fn save_job_script(&self, name: &str, text: &str) {
+        let dir = self
+            .setup
+            .paths
+            .root
+            .join("scripts")
+            .join("job_scripts")
+            .join(&self.setup.name);
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, text.as_bytes())?;
+            std::fs::rename(&tmp, dir.join(name))
+        });
+        if let Err(e) = written {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot save a job script");
+        }
+    }
+}
