@@ -151,11 +151,14 @@ impl AgentSource {
             self.kick.notify_one();
         }
         while let Some(log) = self.link.poll_logs() {
-            let (agent, task, message) = (&self.setup.name, log.task, log.message);
-            match log.level {
-                Level::Debug => tracing::debug!(%agent, ?task, "{message}"),
-                Level::Info => tracing::info!(%agent, ?task, "{message}"),
-                Level::Warn => tracing::warn!(%agent, ?task, "{message}"),
+            let (agent, message) = (&self.setup.name, log.message);
+            match (log.level, log.task) {
+                (Level::Debug, Some(task)) => tracing::debug!(%agent, task, "{message}"),
+                (Level::Debug, None) => tracing::debug!(%agent, "{message}"),
+                (Level::Info, Some(task)) => tracing::info!(%agent, task, "{message}"),
+                (Level::Info, None) => tracing::info!(%agent, "{message}"),
+                (Level::Warn, Some(task)) => tracing::warn!(%agent, task, "{message}"),
+                (Level::Warn, None) => tracing::warn!(%agent, "{message}"),
             }
         }
         while let Some(write) = self.link.poll_writes() {
@@ -388,11 +391,24 @@ struct ClaimFile {
 }
 
 impl Handler<ClaimFile> for AgentSource {
-    type Result = Result<(), Refusal>;
+    type Result = actix::ResponseFuture<Result<(), Refusal>>;
     fn handle(&mut self, msg: ClaimFile, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        self.link
-            .handle_file_claim(now, msg.key, &msg.path, msg.size, &msg.sha256)
+        let claimed = self
+            .link
+            .handle_file_claim(now, msg.key, &msg.path, msg.size, &msg.sha256);
+        // The writer thread prepares a launched attempt's directory: the file is written into
+        // it only once the work queued before this claim (that launch among it) is done.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if claimed.is_ok() {
+            self.writer.send(Job::Barrier(done_tx));
+        }
+        Box::pin(async move {
+            if claimed.is_ok() {
+                let _ = done_rx.await;
+            }
+            claimed
+        })
     }
 }
 

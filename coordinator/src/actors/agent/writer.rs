@@ -29,6 +29,8 @@ pub(super) enum Job {
     Write(Write),
     Event(TaskReport),
     Status(SourceStatus),
+    /// Answered once everything queued before it is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 pub(super) struct WriterSetup {
@@ -91,16 +93,14 @@ impl State {
             Job::Write(Write::Close(key)) => {
                 self.logs.remove(&key);
             }
-            Job::Event(report) => {
-                if let TaskReport::Finished { key, .. } = &report {
-                    self.logs.remove(key);
-                }
-                self.setup.events_to.do_send(SourceEvent {
-                    source: self.setup.source,
-                    report,
-                });
-            }
+            Job::Event(report) => self.setup.events_to.do_send(SourceEvent {
+                source: self.setup.source,
+                report,
+            }),
             Job::Status(status) => self.setup.status_to.do_send(status),
+            Job::Barrier(done) => {
+                let _ = done.send(());
+            }
         }
     }
 
