@@ -144,6 +144,12 @@ impl AgentSource {
     /// Carries out what the link decided: messages to the agent, a dropped connection, log
     /// lines, then its writes and reports in order through the writer.
     fn drain(&mut self) {
+        self.drain_link();
+        self.writer.flush();
+    }
+
+    /// `drain`, leaving the writer's jobs queued for the next `flush`.
+    fn drain_link(&mut self) {
         while let Some(msg) = self.link.poll_outgoing() {
             self.send(msg);
         }
@@ -162,7 +168,7 @@ impl AgentSource {
             }
         }
         while let Some(write) = self.link.poll_writes() {
-            self.writer.send(Job::Write(write));
+            self.writer.push(Job::Write(write));
         }
         let source = self.setup.source;
         while let Some(report) = self.link.poll_reports() {
@@ -199,7 +205,7 @@ impl AgentSource {
                     refused,
                 }),
             };
-            self.writer.send(job);
+            self.writer.report(job);
         }
     }
 
@@ -312,15 +318,18 @@ impl Handler<LaunchTask> for AgentSource {
             self.setup.name,
             shell_display(&shown)
         );
-        self.writer.send(Job::Prepare { key, command_txt });
+        self.writer.push(Job::Prepare { key, command_txt });
         if self.link.handle_launch(key, msg.argv, msg.env) {
-            // Launches arrive in bursts: sent as one `Submit` once the burst has been handled.
+            // Launches arrive in bursts: sent as one `Submit` once the burst has been handled
+            // (and the burst's directories handed to the writer in one batch).
             ctx.run_later(Duration::ZERO, |actor, _| {
                 actor.link.handle_flush();
                 actor.drain();
             });
         }
-        self.drain();
+        // A burst is open (this launch opened it or joined it): its flush hands the writer
+        // this launch's directory.
+        self.drain_link();
     }
 }
 
@@ -401,7 +410,8 @@ impl Handler<ClaimFile> for AgentSource {
         // it only once the work queued before this claim (that launch among it) is done.
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         if claimed.is_ok() {
-            self.writer.send(Job::Barrier(done_tx));
+            self.writer.push(Job::Barrier(done_tx));
+            self.writer.flush();
         }
         Box::pin(async move {
             if claimed.is_ok() {
