@@ -238,3 +238,134 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::state::ExitKind;
+    use actix::{Actor, Context, Handler};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Stands in for the sweep actor: notes each report, and for a `Finished` the size of the
+    /// attempt's `stdout.log` when it arrived.
+    struct Sweep {
+        seen: Arc<Mutex<Vec<String>>>,
+        paths: SweepPaths,
+    }
+
+    impl Actor for Sweep {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SourceEvent> for Sweep {
+        type Result = ();
+        fn handle(&mut self, msg: SourceEvent, _: &mut Context<Self>) {
+            let note = match msg.report {
+                TaskReport::Finished { key, .. } => {
+                    let log = self.paths.task_dir(key.index).join("stdout.log");
+                    let len = std::fs::metadata(log).map_or(0, |m| m.len());
+                    format!("finished with {len} bytes of output")
+                }
+                TaskReport::Started { .. } => "started".into(),
+                other => format!("{other:?}"),
+            };
+            self.seen.lock().unwrap().push(note);
+        }
+    }
+
+    impl Handler<SourceStatus> for Sweep {
+        type Result = ();
+        fn handle(&mut self, msg: SourceStatus, _: &mut Context<Self>) {
+            self.seen.lock().unwrap().push(msg.note);
+        }
+    }
+
+    async fn wait_for(seen: &Mutex<Vec<String>>, n: usize) -> Vec<String> {
+        for _ in 0..500 {
+            if seen.lock().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_finish_reaches_the_sweep_only_after_the_output_queued_before_it_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = SweepPaths::new(dir.path().to_path_buf());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        actix_rt::System::new().block_on(async {
+            let sweep = Sweep {
+                seen: seen.clone(),
+                paths: paths.clone(),
+            }
+            .start();
+            let mut writer = Writer::start(WriterSetup {
+                source: 0,
+                name: "gpu1".into(),
+                paths: paths.clone(),
+                params: Arc::new(Vec::new()),
+                prefetch: None,
+                events_to: sweep.clone().recipient(),
+                status_to: sweep.recipient(),
+            });
+            let key = TaskKey {
+                index: 1,
+                attempt: 1,
+            };
+            writer.push(Job::Prepare {
+                key,
+                command_txt: "true\n".into(),
+            });
+            writer.flush();
+            // Enough output that the thread is still writing when the finish is queued.
+            const CHUNK: usize = 64 * 1024;
+            for _ in 0..64 {
+                writer.push(Job::Write(Write::Append {
+                    key,
+                    stream: Stream::Stdout,
+                    data: vec![b'x'; CHUNK],
+                }));
+            }
+            writer.report(Job::Event(TaskReport::Finished {
+                key,
+                exit: ExitKind::Success,
+                at_ms: 0,
+                usage: None,
+            }));
+            writer.flush();
+            let seen_now = wait_for(&seen, 1).await;
+            assert_eq!(
+                seen_now,
+                vec![format!("finished with {} bytes of output", 64 * CHUNK)]
+            );
+            // Nothing queued or unfinished: a report goes at once, without waiting for a flush.
+            let caught_up = writer.done.load(Ordering::Acquire) == writer.sent;
+            assert!(caught_up, "the thread finished its batches");
+            writer.report(Job::Event(TaskReport::Started {
+                key,
+                pid: Some(7),
+                at_ms: 0,
+            }));
+            assert_eq!(wait_for(&seen, 2).await[1], "started");
+            assert!(writer.batch.is_empty());
+            // With something queued, a report waits behind it.
+            writer.push(Job::Write(Write::Close(key)));
+            writer.report(Job::Status(SourceStatus {
+                source: 0,
+                up: false,
+                slots: None,
+                note: "connection lost".into(),
+                lost: false,
+                keep_waiting: false,
+                rtt_ms: None,
+                refused: false,
+            }));
+            assert_eq!(writer.batch.len(), 2);
+            writer.flush();
+            assert_eq!(wait_for(&seen, 3).await[2], "connection lost");
+        });
+    }
+}
