@@ -9,7 +9,6 @@ pub mod engine;
 pub mod home;
 pub mod layout;
 pub mod metrics_worker;
-pub mod offers;
 pub mod prefetch;
 pub mod preflight;
 pub mod progress;

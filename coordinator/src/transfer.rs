@@ -8,6 +8,7 @@
 use hsm_agent::wire::read_frame;
 use hsm_protocol::{check_relative_path, decode, FileHeader};
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -83,13 +84,13 @@ pub struct Arrival {
     pub outcome: Result<PathBuf, TransferError>,
 }
 
-/// Reads one file stream. `accept` checks the header against what is awaited, claims it and
-/// returns the task directory to write into (which must exist), or says why not; nothing is
-/// created before it agreed. `progress` is called as bytes arrive; `stall` bounds the wait for
-/// any one read.
-pub async fn receive_file<R: AsyncRead + Unpin>(
+/// Reads one file stream. `accept` (async: the agent actor's link decides) checks the header
+/// against what is awaited, claims it and returns the task directory to write into (which must
+/// exist), or says why not; nothing is created before it agreed. `progress` is called as bytes
+/// arrive; `stall` bounds the wait for any one read.
+pub async fn receive_file<R: AsyncRead + Unpin, A: Future<Output = Result<PathBuf, String>>>(
     stream: &mut R,
-    accept: impl FnOnce(&FileHeader) -> Result<PathBuf, String>,
+    accept: impl FnOnce(&FileHeader) -> A,
     mut progress: impl FnMut(),
     stall: Duration,
 ) -> Arrival {
@@ -117,7 +118,7 @@ pub async fn receive_file<R: AsyncRead + Unpin>(
         };
         return unclaimed(Some(header), err);
     }
-    let task_dir = match accept(&header) {
+    let task_dir = match accept(&header).await {
         Ok(dir) => dir,
         Err(why) => {
             let err = TransferError::Refused {
@@ -280,6 +281,7 @@ mod tests {
     use super::*;
     use hsm_agent::wire::write_message;
     use hsm_protocol::{Attempt, SweepId, TaskIndex, TaskRef};
+    use std::future::{ready, Ready};
 
     fn header(path: &str, bytes: &[u8]) -> FileHeader {
         FileHeader {
@@ -306,7 +308,7 @@ mod tests {
             let _ = a.write_all(&body).await;
         });
         let dir = dir.to_path_buf();
-        let arrival = receive_file(&mut b, move |_| Ok(dir), || {}, STALL).await;
+        let arrival = receive_file(&mut b, move |_| ready(Ok(dir)), || {}, STALL).await;
         let _ = writer.await;
         arrival.outcome
     }
@@ -335,7 +337,9 @@ mod tests {
         a.write_all(&[0u8; 1024]).await.unwrap();
         let arrival = receive_file(
             &mut b,
-            |_| panic!("a header that was never read cannot be accepted"),
+            |_| -> Ready<Result<PathBuf, String>> {
+                panic!("a header that was never read cannot be accepted")
+            },
             || {},
             STALL,
         )
@@ -353,7 +357,8 @@ mod tests {
         write_message(&mut a, &h).await.unwrap();
         a.write_all(b"x").await.unwrap();
         drop(a);
-        let arrival = receive_file(&mut b, |_| Err("not offered".into()), || {}, STALL).await;
+        let arrival =
+            receive_file(&mut b, |_| ready(Err("not offered".into())), || {}, STALL).await;
         assert!(!arrival.claimed);
         assert!(matches!(
             arrival.outcome,
@@ -390,7 +395,13 @@ mod tests {
         let mut bytes = hsm_protocol::encode(&header("results/big.bin", &body)).unwrap();
         bytes.extend_from_slice(&body[..50_000]);
         let dir_path = dir.path().to_path_buf();
-        let arrival = receive_file(&mut Failing(bytes), move |_| Ok(dir_path), || {}, STALL).await;
+        let arrival = receive_file(
+            &mut Failing(bytes),
+            move |_| ready(Ok(dir_path)),
+            || {},
+            STALL,
+        )
+        .await;
         assert!(arrival.claimed);
         let err = arrival.outcome.unwrap_err();
         assert!(err.is_interruption(), "{err}");
@@ -403,7 +414,7 @@ mod tests {
         let dir_path = dir.path().to_path_buf();
         let arrival = receive_file(
             &mut b,
-            move |_| Ok(dir_path),
+            move |_| ready(Ok(dir_path)),
             || {},
             Duration::from_millis(200),
         )

@@ -1,22 +1,22 @@
-//! The agent source actor: one per agent of a run. A connection task dials the agent (mutual
-//! TLS, pinned fingerprint), keeps the control stream and reconnects with capped backoff; the
-//! actor turns launches into `Submit`s and the agent's events into task reports — applying each
-//! event once by its sequence number, appending live output to the local task logs, and
-//! reporting an attempt finished only after its result files arrived and were verified.
+//! The agent source actor: one per agent of a run, the IO shell of its `core::link::AgentLink`.
+//! A connection task dials the agent (mutual TLS, pinned fingerprint), keeps the control stream
+//! and reconnects with capped backoff; the actor turns launches, the agent's frames, file
+//! streams and timers into the link's `handle_*` calls and carries out what it decides: messages
+//! to the agent, and — through one writer thread per source, in order — output appended to the
+//! local task logs, job scripts, prepared task directories, and the reports to the sweep actor
+//! (so an attempt is reported finished only after its output is on disk).
 
 mod connection;
-mod reports;
+mod writer;
 
-pub use reports::MIN_FREE_INODES;
-use reports::{disk_low, exit_of, gib};
+pub use crate::core::link::{MIN_FREE_INODES, RESULT_STALL};
 
 use super::local::{CancelTask, LaunchTask};
 use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::command::shell_display;
-use crate::core::state::ExitKind;
+use crate::core::link::{AgentLink, Level, LinkSetup, LinkStatus, Refusal, Report};
 use crate::core::value::Params;
-use crate::layout::{self, SweepPaths};
-use crate::offers::SharedOffers;
+use crate::layout::SweepPaths;
 use crate::transfer::{receive_file, Arrival};
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
 use connection::{connection, Dial};
@@ -24,16 +24,12 @@ use hsm_agent::identity::Identity;
 use hsm_agent::process::TaskKey;
 use hsm_agent::tls::TransportOptions;
 use hsm_agent::wire::{read_frame, write_message};
-use hsm_protocol::{
-    AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, FetchMsg, FileHeader, FromAgent, Hello,
-    HelloReply, JobScriptMsg, ResultsDoneMsg, Stream, SubmitMsg, SweepId, TaskIndex, TaskMsg,
-    TaskRef, TemplateMsg, ToAgent, MAX_FRAME,
-};
-use std::collections::HashMap;
-use std::io::Write as _;
+use hsm_protocol::{FileHeader, FromAgent, Hello, HelloReply, TemplateMsg, ToAgent, MAX_FRAME};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
+use writer::{Job, Writer};
 
 /// Everything an agent source needs.
 pub struct AgentSetup {
@@ -66,57 +62,22 @@ pub struct AgentSetup {
     pub work_dir: Option<String>,
 }
 
-/// How long result files may make no progress (no byte arriving from the agent on any of them,
-/// no header on a new stream) while it is connected, before the attempts awaiting them end
-/// failed. Generous: a file is only slow to start when many others are ahead of it.
-pub const RESULT_STALL: Duration = Duration::from_secs(120);
-
-/// An attempt between its launch and its report as finished.
-#[derive(Default)]
-struct Attempting {
-    /// Highest event sequence number applied.
-    last_seq: u64,
-    /// Taken up from an earlier coordinator (`AttachTask`): the agent replays its events from
-    /// wherever that one's acknowledgements ended, so the first one sets the sequence.
-    attached: bool,
-    exit: Option<ExitKind>,
-    /// What the attempt used, as its `Exited` said.
-    usage: Option<crate::core::state::Usage>,
-    /// The first problem receiving result files (the files the attempt awaits are in `offers`).
-    transfer_failure: Option<String>,
-    /// A `ResultOffer` was applied: a repeated one (the end reported again to a coordinator
-    /// taking the attempt up) must not fetch the files twice — a second copy arriving after the
-    /// attempt finished would be refused as not offered and deleted in place.
-    offer_seen: bool,
-    /// The local log files, opened (for appending) on the first output: most tasks' logs exist
-    /// already (created empty when the task directory was prepared) and many stay empty.
-    stdout: Option<std::fs::File>,
-    stderr: Option<std::fs::File>,
-}
-
 pub struct AgentSource {
     setup: AgentSetup,
-    events_to: Recipient<SourceEvent>,
-    status_to: Recipient<SourceStatus>,
+    /// What is decided about the agent's attempts and connection.
+    link: AgentLink,
+    /// The link's clock: its times are milliseconds since this instant.
+    epoch: Instant,
     outbox: Option<mpsc::UnboundedSender<ToAgent>>,
-    attempts: HashMap<TaskKey, Attempting>,
-    /// Counts connection losses, so a grace timer knows whether the agent came back since.
-    outage: u64,
-    connected: bool,
-    /// The last heartbeat reported free disk below `min_free_disk`.
-    low_disk: bool,
-    /// Why the last attempt to reach it failed, while it has not been reached since.
-    last_down: Option<String>,
+    /// File writes and reports to the sweep actor, carried out in order off the actor thread.
+    writer: Writer,
     /// The agent's work directory, as it said when it connected.
     work_dir: Option<String>,
     /// Resolves when the connection task has ended (see `Shutdown`).
     closed: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// Launches not yet sent (see `flush_submits`).
-    submit_batch: Vec<TaskMsg>,
-    /// Attempts to take up again, not yet asked for (one `Attach` per burst).
-    attach_batch: Vec<TaskRef>,
-    /// Result files offered and awaited, shared with the connection task.
-    offers: SharedOffers,
+    /// When result bytes last arrived (ms on the link's clock): streams record it as they read,
+    /// the tick hands it to the link.
+    file_progress: Arc<AtomicU64>,
     /// Tells the connection task to drop the connection (the agent broke the protocol); it then
     /// dials again and the agent replays what was not acknowledged.
     kick: Arc<Notify>,
@@ -128,23 +89,50 @@ impl AgentSource {
         events_to: Recipient<SourceEvent>,
         status_to: Recipient<SourceStatus>,
     ) -> Self {
-        AgentSource {
-            setup,
+        let link = AgentLink::new(
+            LinkSetup {
+                name: setup.name.clone(),
+                sweep_id: setup.sweep_id.clone(),
+                grace: setup.grace,
+                min_free_disk: setup.min_free_disk,
+                keep_waiting: setup.hpc.is_some(),
+                template: TemplateMsg {
+                    id: 0,
+                    argv_prefix: Vec::new(),
+                    env: Vec::new(),
+                    cwd: setup.project_dir.clone().unwrap_or_else(|| ".".into()),
+                    timeout_ms: setup.timeout.map(|t| t.as_millis() as u64),
+                    kill_grace_ms: setup.kill_grace.as_millis() as u64,
+                    hpc: setup.hpc.clone(),
+                },
+            },
+            0,
+        );
+        let writer = Writer::start(writer::WriterSetup {
+            source: setup.source,
+            name: setup.name.clone(),
+            paths: setup.paths.clone(),
+            params: setup.params.clone(),
+            prefetch: setup.prefetch.clone(),
             events_to,
             status_to,
+        });
+        AgentSource {
+            setup,
+            link,
+            epoch: Instant::now(),
             outbox: None,
-            attempts: HashMap::new(),
-            outage: 0,
-            connected: false,
-            low_disk: false,
-            last_down: None,
+            writer,
             work_dir: None,
             closed: None,
-            submit_batch: Vec::new(),
-            attach_batch: Vec::new(),
-            offers: SharedOffers::new(Instant::now()),
+            file_progress: Arc::new(AtomicU64::new(0)),
             kick: Arc::new(Notify::new()),
         }
+    }
+
+    /// Now on the link's clock.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn send(&self, msg: ToAgent) {
@@ -153,256 +141,83 @@ impl AgentSource {
         }
     }
 
-    fn task_ref(key: TaskKey) -> TaskRef {
-        TaskRef {
-            index: TaskIndex(key.index),
-            attempt: Attempt(key.attempt),
+    /// Carries out what the link decided: messages to the agent, a dropped connection, log
+    /// lines, then its writes and reports in order through the writer.
+    fn drain(&mut self) {
+        self.drain_link();
+        self.writer.flush();
+    }
+
+    /// `drain`, leaving the writer's jobs queued for the next `flush`.
+    fn drain_link(&mut self) {
+        while let Some(msg) = self.link.poll_outgoing() {
+            self.send(msg);
         }
-    }
-
-    fn finish(&mut self, key: TaskKey, exit: ExitKind) {
-        let usage = self.attempts.remove(&key).and_then(|a| a.usage);
-        self.offers.lock().forget(key);
-        self.events_to.do_send(SourceEvent {
-            source: self.setup.source,
-            report: TaskReport::Finished {
-                key,
-                exit,
-                at_ms: super::sweep::now_ms(),
-                usage,
-            },
-        });
-    }
-
-    /// Reports the attempt once its exit is known and no result file is outstanding.
-    fn maybe_finish(&mut self, key: TaskKey) {
-        let Some(attempt) = self.attempts.get(&key) else {
-            return;
-        };
-        if self.offers.lock().awaiting(key) > 0 {
-            return;
+        if self.link.poll_reconnect() {
+            self.kick.notify_one();
         }
-        let Some(exit) = attempt.exit.clone() else {
-            return;
-        };
-        let exit = match (&attempt.transfer_failure, exit) {
-            (Some(why), ExitKind::Success) => ExitKind::Failure {
-                exit_code: Some(0),
-                reason: format!(
-                    "result files did not arrive intact: {why} (the files stay on {})",
-                    self.setup.name
-                ),
-            },
-            (_, exit) => exit,
-        };
-        self.finish(key, exit);
-    }
-
-    /// A result file of the attempt will not arrive intact: stop waiting for it, remember why
-    /// (the first reason), and end the attempt once nothing else is outstanding. The agent is not
-    /// told its results are done, so it keeps them.
-    fn file_failed(&mut self, key: TaskKey, path: &str, why: String) {
-        self.offers.lock().settle(key, path);
-        if let Some(attempt) = self.attempts.get_mut(&key) {
-            tracing::warn!(agent = %self.setup.name, task = key.index, error = %why, "result file not received");
-            attempt.transfer_failure.get_or_insert(why);
-        }
-        self.maybe_finish(key);
-    }
-
-    /// A result file of the attempt arrived intact.
-    fn file_arrived(&mut self, key: TaskKey, path: &str) {
-        let all_in = self.offers.lock().settle(key, path);
-        if let Some(attempt) = self.attempts.get(&key) {
-            if all_in && attempt.transfer_failure.is_none() {
-                self.send(ToAgent::ResultsDone(ResultsDoneMsg {
-                    sweep_id: SweepId(self.setup.sweep_id.clone()),
-                    task: Self::task_ref(key),
-                }));
+        while let Some(log) = self.link.poll_logs() {
+            let (agent, message) = (&self.setup.name, log.message);
+            match (log.level, log.task) {
+                (Level::Debug, Some(task)) => tracing::debug!(%agent, task, "{message}"),
+                (Level::Debug, None) => tracing::debug!(%agent, "{message}"),
+                (Level::Info, Some(task)) => tracing::info!(%agent, task, "{message}"),
+                (Level::Info, None) => tracing::info!(%agent, "{message}"),
+                (Level::Warn, Some(task)) => tracing::warn!(%agent, task, "{message}"),
+                (Level::Warn, None) => tracing::warn!(%agent, "{message}"),
             }
         }
-        self.maybe_finish(key);
-    }
-
-    /// Ends the attempts whose result files made no progress for `RESULT_STALL` while the agent
-    /// was connected (a stream that never came, a header that never arrived).
-    fn check_stalled(&mut self) {
-        let stalled = {
-            let book = self.offers.lock();
-            if !self.connected || !book.stalled(Instant::now(), RESULT_STALL) {
-                return;
-            }
-            book.keys()
-                .into_iter()
-                .map(|key| (key, book.paths(key)))
-                .collect::<Vec<_>>()
-        };
-        for (key, paths) in stalled {
-            let why = format!(
-                "no data of {} arrived from {} for {RESULT_STALL:?}",
-                paths
-                    .iter()
-                    .map(|p| format!("{p:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                self.setup.name
-            );
-            if let Some(attempt) = self.attempts.get_mut(&key) {
-                attempt.transfer_failure.get_or_insert(why);
-            }
-            self.offers.lock().forget(key);
-            self.maybe_finish(key);
+        while let Some(write) = self.link.poll_writes() {
+            self.writer.push(Job::Write(write));
         }
-    }
-
-    /// Keeps a job script the agent submitted under `scripts/job_scripts/<source>/`, next to the
-    /// scripts of in-process scheduler sources. A name that is not one plain file name is the
-    /// peer's error: logged, not written.
-    fn save_job_script(&self, script: &JobScriptMsg) {
-        let name = script.name.as_str();
-        let plain = !name.is_empty()
-            && name.len() <= 200
-            && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if !plain {
-            tracing::warn!(agent = %self.setup.name, name = ?name, "agent sent a job script with an unusable name; not saved");
-            return;
-        }
-        let dir = self
-            .setup
-            .paths
-            .root
-            .join("scripts")
-            .join("job_scripts")
-            .join(&self.setup.name);
-        let written = std::fs::create_dir_all(&dir).and_then(|()| {
-            let tmp = dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, script.text.as_bytes())?;
-            std::fs::rename(&tmp, dir.join(name))
-        });
-        if let Err(e) = written {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot save a job script");
-        }
-    }
-
-    /// Applies one event of an attempt. Events of an attempt come numbered 1, 2, 3…; one that
-    /// skips a number (`Gap`) is a protocol error: it is not applied or acknowledged, and the
-    /// attempt ends failed.
-    fn apply_event(&mut self, key: TaskKey, seq: u64, kind: EventKind) -> Applied {
-        let Some(attempt) = self.attempts.get_mut(&key) else {
-            // Not an attempt this run waits for (an old attempt, another run): acknowledged
-            // by the caller and otherwise ignored.
-            return Applied::Yes;
-        };
-        if seq <= attempt.last_seq {
-            return Applied::Yes; // replayed after a reconnect: applied already
-        }
-        let first_of_taken_up = attempt.attached && attempt.last_seq == 0;
-        if seq != attempt.last_seq + 1 && !first_of_taken_up {
-            let after = attempt.last_seq;
-            self.finish(
-                key,
-                ExitKind::Failure {
-                    exit_code: None,
-                    reason: format!(
-                        "protocol error: {} sent event {seq} of this attempt after event {after}",
-                        self.setup.name
-                    ),
-                },
-            );
-            return Applied::Gap;
-        }
-        attempt.last_seq = seq;
-        match kind {
-            EventKind::Submitted { job_id, script } => {
-                tracing::debug!(task = key.index, job = %hsm_protocol::display_safe(&job_id), "submitted to the agent's scheduler");
-                if let Some(script) = script {
-                    self.save_job_script(&script);
+        let source = self.setup.source;
+        while let Some(report) = self.link.poll_reports() {
+            let job = match report {
+                Report::Submitted { key, job_id } => {
+                    Job::Event(TaskReport::Submitted { key, job_id })
                 }
-                self.events_to.do_send(SourceEvent {
-                    source: self.setup.source,
-                    report: TaskReport::Submitted { key, job_id },
-                });
-            }
-            EventKind::Started { pid, at_ms } => self.events_to.do_send(SourceEvent {
-                source: self.setup.source,
-                report: TaskReport::Started {
+                Report::Started { key, pid, at_ms } => {
+                    Job::Event(TaskReport::Started { key, pid, at_ms })
+                }
+                Report::Finished { key, exit, usage } => Job::Event(TaskReport::Finished {
                     key,
-                    pid: Some(pid),
-                    at_ms,
-                },
-            }),
-            EventKind::Output { stream, data } => {
-                let (file, name) = match stream {
-                    Stream::Stdout => (&mut attempt.stdout, "stdout.log"),
-                    Stream::Stderr => (&mut attempt.stderr, "stderr.log"),
-                };
-                if file.is_none() {
-                    let path = self.setup.paths.task_dir(key.index).join(name);
-                    match std::fs::OpenOptions::new()
-                        .append(true)
-                        .create(true)
-                        .open(&path)
-                    {
-                        Ok(f) => *file = Some(f),
-                        Err(e) => {
-                            tracing::warn!(path = %path.display(), error = %e, "cannot open task log")
-                        }
-                    }
-                }
-                if let Some(file) = file {
-                    if let Err(e) = file.write_all(&data.0) {
-                        tracing::warn!(task = key.index, error = %e, "cannot append task output");
-                    }
-                }
-            }
-            EventKind::Exited { outcome, usage, .. } => {
-                attempt.exit = Some(exit_of(outcome));
-                attempt.usage = usage.map(super::usage_of);
-            }
-            EventKind::ResultOffer { files } => {
-                if std::mem::replace(&mut attempt.offer_seen, true) {
-                    return Applied::Yes;
-                }
-                let (problems, awaiting) = {
-                    let mut book = self.offers.lock();
-                    let problems = book.offer(key, files, Instant::now());
-                    (problems, book.awaiting(key))
-                };
-                if let Some(first) = problems.first() {
-                    let more = match problems.len() {
-                        1 => String::new(),
-                        n => format!(" (and {} more)", n - 1),
-                    };
-                    tracing::warn!(agent = %self.setup.name, task = key.index, problems = ?problems, "unusable result offer");
-                    attempt
-                        .transfer_failure
-                        .get_or_insert(format!("{first}{more}"));
-                }
-                if awaiting == 0 {
-                    self.maybe_finish(key);
-                } else {
-                    self.send(ToAgent::FetchResults(FetchMsg {
-                        sweep_id: SweepId(self.setup.sweep_id.clone()),
-                        task: Self::task_ref(key),
-                        paths: Vec::new(),
-                    }));
-                }
-            }
+                    exit,
+                    at_ms: super::sweep::now_ms(),
+                    usage,
+                }),
+                Report::Acks(acks) => Job::Event(TaskReport::Acks(acks)),
+                Report::Status(LinkStatus {
+                    up,
+                    slots,
+                    note,
+                    lost,
+                    keep_waiting,
+                    rtt_ms,
+                    refused,
+                }) => Job::Status(SourceStatus {
+                    source,
+                    up,
+                    slots,
+                    note,
+                    lost,
+                    keep_waiting,
+                    rtt_ms,
+                    refused,
+                }),
+            };
+            self.writer.report(job);
         }
-        Applied::Yes
     }
-}
 
-/// Whether an event was taken in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Applied {
-    /// Applied now or before: acknowledge it.
-    Yes,
-    /// It skipped a sequence number.
-    Gap,
+    /// Hands the link the time and the file progress seen since, and carries out what it
+    /// decides (a grace deadline passed, result files stalled).
+    fn tick(&mut self) {
+        self.link
+            .handle_file_progress(self.file_progress.load(Ordering::Relaxed));
+        let now = self.now();
+        self.link.handle_tick(now);
+        self.drain();
+    }
 }
 
 impl Actor for AgentSource {
@@ -417,7 +232,8 @@ impl Actor for AgentSource {
             fingerprint: self.setup.fingerprint.clone(),
             sweep_id: self.setup.sweep_id.clone(),
             paths: self.setup.paths.clone(),
-            offers: self.offers.clone(),
+            epoch: self.epoch,
+            file_progress: self.file_progress.clone(),
             kick: self.kick.clone(),
             preflight: self.setup.preflight.clone(),
             transport: self.setup.transport.clone(),
@@ -425,7 +241,7 @@ impl Actor for AgentSource {
             project_dir: self.setup.project_dir.clone(),
         };
         // Result files that stopped coming end their attempts (see `RESULT_STALL`).
-        ctx.run_interval(Duration::from_secs(5), |actor, _| actor.check_stalled());
+        ctx.run_interval(Duration::from_secs(5), |actor, _| actor.tick());
         let me = ctx.address();
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         self.closed = Some(closed_rx);
@@ -446,11 +262,12 @@ pub struct Shutdown;
 impl Handler<Shutdown> for AgentSource {
     type Result = actix::ResponseFuture<()>;
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
-        self.flush_submits();
+        self.link.handle_shutdown();
+        self.drain();
         // The connection task sees the outbox end once it has sent what is in it.
         self.outbox = None;
         // An agent not connected now is not waited for (it may be dialling for 15 s).
-        let closed = self.closed.take().filter(|_| self.connected);
+        let closed = self.closed.take().filter(|_| self.link.connected());
         Box::pin(async move {
             if let Some(closed) = closed {
                 let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
@@ -468,7 +285,8 @@ pub struct SendAcks(pub Vec<hsm_protocol::EventRef>);
 impl Handler<SendAcks> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: SendAcks, _: &mut Context<Self>) {
-        self.send(ToAgent::Ack(AckMsg { acks: msg.0 }));
+        self.link.handle_acks(msg.0);
+        self.drain();
     }
 }
 
@@ -480,7 +298,7 @@ impl Handler<LaunchTask> for AgentSource {
         // The local task directory holds what the user reads: params, command, live logs,
         // and the result files once they arrive. A first attempt's directory was usually made
         // ahead of time by the preparer thread; then only command.txt changes (it says where
-        // the task runs).
+        // the task runs). Written by the writer thread, before any output of the attempt.
         // The results directory is the agent's own: shown as the path it has there.
         let results = match &self.work_dir {
             Some(work) => format!(
@@ -500,76 +318,18 @@ impl Handler<LaunchTask> for AgentSource {
             self.setup.name,
             shell_display(&shown)
         );
-        let prepared = key.attempt == 1
-            && self
-                .setup
-                .prefetch
-                .as_ref()
-                .is_some_and(|p| p.claim(key.index));
-        let written = if prepared {
-            std::fs::write(
-                self.setup.paths.task_dir(key.index).join("command.txt"),
-                &command_txt,
-            )
-        } else {
-            let params_yaml = self
-                .setup
-                .params
-                .get((key.index - 1) as usize)
-                .map(layout::params_yaml)
-                .unwrap_or_default();
-            layout::prepare_task_dir(
-                &self.setup.paths,
-                key.index,
-                key.attempt,
-                &params_yaml,
-                &command_txt,
-            )
-            .and_then(|(out, err)| {
-                std::fs::File::create(out)?;
-                std::fs::File::create(err)?;
-                Ok(())
-            })
-        };
-        if let Err(e) = written {
-            tracing::warn!(task = key.index, error = %e, "cannot prepare the local task directory");
+        self.writer.push(Job::Prepare { key, command_txt });
+        if self.link.handle_launch(key, msg.argv, msg.env) {
+            // Launches arrive in bursts: sent as one `Submit` once the burst has been handled
+            // (and the burst's directories handed to the writer in one batch).
+            ctx.run_later(Duration::ZERO, |actor, _| {
+                actor.link.handle_flush();
+                actor.drain();
+            });
         }
-        self.attempts.insert(key, Attempting::default());
-        // Launches arrive in bursts (a dispatch round hands out many at once): they travel as
-        // one `Submit`, sent once the burst has been handled.
-        if self.submit_batch.is_empty() {
-            ctx.run_later(Duration::ZERO, |actor, _| actor.flush_submits());
-        }
-        self.submit_batch.push(TaskMsg {
-            index: TaskIndex(key.index),
-            attempt: Attempt(key.attempt),
-            template: 0,
-            args: msg.argv,
-            env: msg.env,
-        });
-    }
-}
-
-impl AgentSource {
-    fn flush_submits(&mut self) {
-        if self.submit_batch.is_empty() {
-            return;
-        }
-        let tasks = std::mem::take(&mut self.submit_batch);
-        let cwd = self.setup.project_dir.clone().unwrap_or_else(|| ".".into());
-        self.send(ToAgent::Submit(SubmitMsg {
-            sweep_id: SweepId(self.setup.sweep_id.clone()),
-            templates: vec![TemplateMsg {
-                id: 0,
-                argv_prefix: Vec::new(),
-                env: Vec::new(),
-                cwd,
-                timeout_ms: self.setup.timeout.map(|t| t.as_millis() as u64),
-                kill_grace_ms: self.setup.kill_grace.as_millis() as u64,
-                hpc: self.setup.hpc.clone(),
-            }],
-            tasks,
-        }));
+        // A burst is open (this launch opened it or joined it): its flush hands the writer
+        // this launch's directory.
+        self.drain_link();
     }
 }
 
@@ -577,29 +337,8 @@ impl AgentSource {
 impl Handler<CancelTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: CancelTask, _: &mut Context<Self>) {
-        let key = msg.0;
-        // An attempt that ended and whose result files are still arriving has nothing left to
-        // stop on the agent: it ends here, now, rather than when (or if) its files arrive. The
-        // files stay on the agent.
-        let receiving = self.attempts.get(&key).is_some_and(|a| a.exit.is_some());
-        if receiving {
-            self.finish(key, ExitKind::Cancelled);
-            return;
-        }
-        self.send_cancel(key, false);
-    }
-}
-
-impl AgentSource {
-    /// Asks the agent to stop an attempt (`unstarted_only`: only if it has not started).
-    fn send_cancel(&mut self, key: TaskKey, unstarted_only: bool) {
-        // A cancel must not overtake the submission of the attempt it stops.
-        self.flush_submits();
-        self.send(ToAgent::Cancel(CancelMsg {
-            sweep_id: SweepId(self.setup.sweep_id.clone()),
-            tasks: vec![Self::task_ref(key)],
-            unstarted_only,
-        }));
+        self.link.handle_cancel(msg.0);
+        self.drain();
     }
 }
 
@@ -612,28 +351,17 @@ pub struct AttachTask(pub TaskKey);
 impl Handler<AttachTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: AttachTask, ctx: &mut Context<Self>) {
-        self.attempts.insert(
-            msg.0,
-            Attempting {
-                attached: true,
-                ..Attempting::default()
-            },
-        );
-        if self.attach_batch.is_empty() {
+        if self.link.handle_attach_task(msg.0) {
             ctx.run_later(Duration::ZERO, |actor, _| {
-                let tasks = std::mem::take(&mut actor.attach_batch);
-                actor.send(ToAgent::Attach(AttachMsg {
-                    sweep_id: SweepId(actor.setup.sweep_id.clone()),
-                    tasks,
-                }));
+                actor.link.handle_flush();
+                actor.drain();
             });
         }
-        self.attach_batch.push(Self::task_ref(msg.0));
+        self.drain();
     }
 }
 
-/// Take back an attempt that has not started on the agent: the agent drops it (or stops it,
-/// should it have started meanwhile) and whatever it still reports about it is ignored.
+/// Take back an attempt that has not started on the agent (see `AgentLink::handle_withdraw`).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct WithdrawTask(pub TaskKey);
@@ -641,16 +369,13 @@ pub struct WithdrawTask(pub TaskKey);
 impl Handler<WithdrawTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: WithdrawTask, _: &mut Context<Self>) {
-        self.attempts.remove(&msg.0);
-        self.offers.lock().forget(msg.0);
-        self.send_cancel(msg.0, false);
+        self.link.handle_withdraw(msg.0);
+        self.drain();
     }
 }
 
-/// Ask the agent for an attempt back if it has not started there, so an idle source can run
-/// it: the agent drops it and reports it ended `Cancelled`, or leaves it be if it has started
-/// (its reports then go on as usual). Unlike a withdrawal, the attempt stays this run's until the
-/// agent's answer arrives, so it never runs in two places.
+/// Ask the agent for an attempt back if it has not started there (see
+/// `AgentLink::handle_steal`).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct StealTask(pub TaskKey);
@@ -658,7 +383,42 @@ pub struct StealTask(pub TaskKey);
 impl Handler<StealTask> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: StealTask, _: &mut Context<Self>) {
-        self.send_cancel(msg.0, true);
+        self.link.handle_steal(msg.0);
+        self.drain();
+    }
+}
+
+/// A file stream announces a result file: may it be received? (see
+/// `AgentLink::handle_file_claim`).
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+struct ClaimFile {
+    key: TaskKey,
+    path: String,
+    size: u64,
+    sha256: String,
+}
+
+impl Handler<ClaimFile> for AgentSource {
+    type Result = actix::ResponseFuture<Result<(), Refusal>>;
+    fn handle(&mut self, msg: ClaimFile, _: &mut Context<Self>) -> Self::Result {
+        let now = self.now();
+        let claimed = self
+            .link
+            .handle_file_claim(now, msg.key, &msg.path, msg.size, &msg.sha256);
+        // The writer thread prepares a launched attempt's directory: the file is written into
+        // it only once the work queued before this claim (that launch among it) is done.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if claimed.is_ok() {
+            self.writer.push(Job::Barrier(done_tx));
+            self.writer.flush();
+        }
+        Box::pin(async move {
+            if claimed.is_ok() {
+                let _ = done_rx.await;
+            }
+            claimed
+        })
     }
 }
 
@@ -691,17 +451,7 @@ enum Incoming {
 impl Handler<Incoming> for AgentSource {
     type Result = ();
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
-        let source = self.setup.source;
-        let status = move |up, slots, note: String| SourceStatus {
-            source,
-            up,
-            slots,
-            note,
-            lost: false,
-            keep_waiting: false,
-            rtt_ms: None,
-            refused: false,
-        };
+        let now = self.now();
         match msg {
             Incoming::Up {
                 slots,
@@ -711,224 +461,43 @@ impl Handler<Incoming> for AgentSource {
                 via,
                 synced,
             } => {
-                self.connected = true;
                 self.work_dir = (!work_dir.is_empty()).then_some(work_dir);
-                self.last_down = None;
-                // After an outage the agent may have restarted and not kept an attempt it had
-                // only just accepted (or never got): ask about every attempt whose end has not
-                // arrived; those it does not hold come back as unknown and run again.
-                if self.outage > 0 {
-                    let tasks: Vec<TaskRef> = self
-                        .attempts
-                        .iter()
-                        .filter(|(_, a)| a.exit.is_none())
-                        .map(|(k, _)| Self::task_ref(*k))
-                        .collect();
-                    if !tasks.is_empty() {
-                        self.flush_submits();
-                        self.send(ToAgent::Attach(AttachMsg {
-                            sweep_id: SweepId(self.setup.sweep_id.clone()),
-                            tasks,
-                        }));
-                    }
-                }
-                // Files in flight when the connection dropped will not come on their own:
-                // ask again for what each ended attempt still awaits.
-                // Only the paths still awaited: a file received twice would be refused as not
-                // offered any more.
-                let refetch: Vec<(TaskKey, Vec<String>)> = {
-                    let mut book = self.offers.lock();
-                    book.touch(Instant::now());
-                    book.keys()
-                        .into_iter()
-                        .filter(|k| self.attempts.get(k).is_some_and(|a| a.exit.is_some()))
-                        .map(|k| {
-                            // Streams of the old connection are gone: claimable again.
-                            let paths = book.paths(k);
-                            for path in &paths {
-                                book.release(k, path);
-                            }
-                            (k, paths)
-                        })
-                        .collect()
-                };
-                for (key, paths) in refetch {
-                    self.send(ToAgent::FetchResults(FetchMsg {
-                        sweep_id: SweepId(self.setup.sweep_id.clone()),
-                        task: Self::task_ref(key),
-                        paths,
-                    }));
-                }
-                let mut note = format!(
+                let note = format!(
                     "connected to {agent} at {}{via} ({slots} slots){synced}",
                     self.setup.address
                 );
-                if self.low_disk {
-                    note.push_str(", free disk still low: no new work");
-                }
                 // Tasks run anyway (in the agent's directory); the user learns why their
                 // files are not where they configured.
-                if let (Some(configured), Some(reported)) = (&self.setup.work_dir, &self.work_dir) {
-                    if !crate::config::work_dir_matches(configured, reported) {
+                let warning = match (&self.setup.work_dir, &self.work_dir) {
+                    (Some(configured), Some(reported))
+                        if !crate::config::work_dir_matches(configured, reported) =>
+                    {
                         let ssh = self.setup.transport.ssh.as_ref().map(|t| t.target.as_str());
-                        note.push_str(&format!(
-                            "; warning: {}",
-                            crate::config::mismatch_warning(
-                                &self.setup.name,
-                                configured,
-                                reported,
-                                ssh
-                            )
-                        ));
+                        Some(crate::config::mismatch_warning(
+                            &self.setup.name,
+                            configured,
+                            reported,
+                            ssh,
+                        ))
                     }
-                }
-                self.status_to.do_send(SourceStatus {
-                    rtt_ms: Some(rtt_ms),
-                    ..status(!self.low_disk, Some(slots as usize), note)
-                })
+                    _ => None,
+                };
+                self.link.handle_up(now, slots, rtt_ms, note, warning);
             }
-            Incoming::Refused { why } => {
-                self.connected = false;
-                // Nothing more will come from it: whatever it held runs elsewhere.
-                self.attempts.clear();
-                self.offers.lock().clear();
-                self.status_to.do_send(SourceStatus {
-                    lost: true,
-                    refused: true,
-                    ..status(false, None, why)
-                });
-            }
+            Incoming::Refused { why } => self.link.handle_refused(why),
             Incoming::Down { why } => {
-                // The same failure again (a retry that found the agent still unreachable) is
-                // said once.
-                let repeated = !self.connected && self.last_down.as_deref() == Some(why.as_str());
-                self.last_down = Some(why.clone());
-                if repeated {
-                    return;
-                }
-                if self.connected || self.outage == 0 {
-                    // A new outage: its tasks get `grace` to come back before they are lost.
-                    self.outage += 1;
-                    let outage = self.outage;
-                    let grace = self.setup.grace;
-                    ctx.run_later(grace, move |actor, _| {
-                        if actor.connected || actor.outage != outage {
-                            return;
-                        }
-                        // Whatever the agent still reports about these attempts is stale now.
-                        actor.attempts.clear();
-                        actor.offers.lock().clear();
-                        actor.status_to.do_send(SourceStatus {
-                            source: actor.setup.source,
-                            up: false,
-                            slots: None,
-                            note: format!(
-                                "unreachable for {grace:?}: its tasks run again elsewhere"
-                            ),
-                            lost: true,
-                            keep_waiting: false,
-                            rtt_ms: None,
-                            refused: false,
-                        });
-                    });
-                }
-                self.connected = false;
-                self.status_to.do_send(SourceStatus {
-                    keep_waiting: self.setup.hpc.is_some(),
-                    ..status(false, None, why)
-                });
-            }
-            Incoming::Frame(FromAgent::Events(batch)) => {
-                let mut acks = Vec::with_capacity(batch.events.len());
-                let mut gap = false;
-                for event in batch.events {
-                    // Another sweep's events are for its own coordinator: acknowledging them
-                    // here would make the agent forget what that one has not seen.
-                    if event.sweep_id.as_str() != self.setup.sweep_id {
-                        continue;
-                    }
-                    let event_ref = event.event_ref();
-                    let key = TaskKey {
-                        index: event.task.index.0,
-                        attempt: event.task.attempt.0,
-                    };
-                    match self.apply_event(key, event.seq.0, event.kind) {
-                        Applied::Yes => acks.push(event_ref),
-                        Applied::Gap => {
-                            tracing::warn!(agent = %self.setup.name, task = key.index, seq = event_ref.seq.0, "event out of sequence: protocol error, reconnecting");
-                            gap = true;
-                        }
-                    }
-                }
-                if !acks.is_empty() {
-                    // Through the sweep actor: acknowledged once their changes are written.
-                    self.events_to.do_send(SourceEvent {
-                        source: self.setup.source,
-                        report: TaskReport::Acks(acks),
-                    });
-                }
-                if gap {
-                    self.kick.notify_one();
+                let before = self.link.poll_timeout();
+                self.link.handle_down(now, why);
+                // A new outage: its tasks get `grace` to come back before they are lost.
+                if let Some(deadline) = self.link.poll_timeout().filter(|d| before != Some(*d)) {
+                    let wait = Duration::from_millis(deadline.saturating_sub(now));
+                    ctx.run_later(wait, |actor, _| actor.tick());
                 }
             }
-            Incoming::Frame(FromAgent::Error(e)) => {
-                tracing::warn!(agent = %self.setup.name, message = %hsm_protocol::display_safe(&e.message), "agent reported an error");
-                // An offered file it cannot send: the attempt is not waited on for it.
-                if let Some(file) = e
-                    .file
-                    .filter(|f| f.sweep_id.as_str() == self.setup.sweep_id)
-                {
-                    let key = TaskKey {
-                        index: file.task.index.0,
-                        attempt: file.task.attempt.0,
-                    };
-                    if self.offers.lock().paths(key).contains(&file.path) {
-                        let why = format!("{} could not send it: {:?}", self.setup.name, e.message);
-                        self.file_failed(key, &file.path, why);
-                    }
-                }
-            }
-            Incoming::Frame(FromAgent::Heartbeat(health)) => {
-                let low = disk_low(&health, self.setup.min_free_disk);
-                if low.is_some() != self.low_disk {
-                    self.low_disk = low.is_some();
-                    let note = match low {
-                        Some(why) => format!("{why}: no new work"),
-                        None => format!(
-                            "disk has room again ({} free): taking work",
-                            gib(health.free_disk_bytes)
-                        ),
-                    };
-                    self.status_to.do_send(status(!self.low_disk, None, note));
-                }
-            }
-            // A sweep's session never asks for a clean-up (`agent clean` has its own).
-            Incoming::Frame(FromAgent::Pong(_) | FromAgent::Cleaned(_)) => {}
-            Incoming::Frame(FromAgent::Attached(attached)) => {
-                if attached.sweep_id.as_str() != self.setup.sweep_id {
-                    return;
-                }
-                for task in attached.unknown {
-                    let key = TaskKey {
-                        index: task.index.0,
-                        attempt: task.attempt.0,
-                    };
-                    if self.attempts.contains_key(&key) {
-                        self.finish(
-                            key,
-                            ExitKind::Lost {
-                                reason: format!(
-                                    "unknown to {} when taken up again (never received, or \
-                                     forgotten after it ended)",
-                                    self.setup.name
-                                ),
-                            },
-                        );
-                    }
-                }
-            }
+            Incoming::Frame(msg) => self.link.handle_frame(now, msg),
             Incoming::File(arrival) => self.file_arrival(arrival),
         }
+        self.drain();
     }
 }
 
@@ -949,13 +518,15 @@ impl AgentSource {
             attempt: header.task.attempt.0,
         };
         match arrival.outcome {
-            Ok(_) => self.file_arrived(key, &header.path),
+            Ok(_) => self.link.handle_file_arrived(key, &header.path),
             Err(e) if e.is_interruption() => {
-                // The connection dropped: asked for again when it is back (`Incoming::Up`).
+                // The connection dropped: asked for again when it is back.
                 tracing::info!(agent = %self.setup.name, error = %e, "result transfer broke off");
-                self.offers.lock().release(key, &header.path);
+                self.link.handle_file_interrupted(key, &header.path);
             }
-            Err(e) => self.file_failed(key, &header.path, e.to_string()),
+            Err(e) => self
+                .link
+                .handle_file_failed(key, &header.path, e.to_string()),
         }
     }
 }

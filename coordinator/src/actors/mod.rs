@@ -74,15 +74,7 @@ pub fn ms_of(at: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// What an attempt used, as the process backend or an agent measured it.
-pub fn usage_of(msg: hsm_protocol::UsageMsg) -> Usage {
-    Usage {
-        wall_ms: msg.wall_ms,
-        cpu_user_ms: msg.cpu_user_ms,
-        cpu_sys_ms: msg.cpu_sys_ms,
-        max_rss_kb: msg.max_rss_kb,
-    }
-}
+pub use crate::core::link::usage_of;
 
 /// How a process outcome counts for the sweep.
 pub fn exit_of(outcome: Outcome) -> ExitKind {

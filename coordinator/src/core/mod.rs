@@ -5,6 +5,7 @@ pub mod command;
 pub mod diag;
 pub mod errors;
 pub mod failure;
+pub mod link;
 pub mod metrics;
 pub mod pace;
 pub mod plan;

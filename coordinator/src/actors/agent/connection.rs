@@ -1,6 +1,7 @@
 //! The agent source's connection task: dials the agent (over the source's transport, pinned
 //! fingerprint), says hello (with the pre-flight request), pumps frames both ways, accepts result
-//! file streams against the offer book, and reconnects with capped backoff until the actor goes.
+//! file streams once the actor's link claimed them, and reconnects with capped backoff until the
+//! actor goes.
 
 use super::*;
 
@@ -60,8 +61,10 @@ pub(super) struct Dial {
     pub(super) sweep_id: String,
     /// Where received result files go (`tasks/<task>/`).
     pub(super) paths: SweepPaths,
-    /// What may be received: a file stream is claimed against it before anything is written.
-    pub(super) offers: SharedOffers,
+    /// The link's clock (see `AgentSource::epoch`).
+    pub(super) epoch: Instant,
+    /// When result bytes last arrived, on that clock (see `AgentSource::file_progress`).
+    pub(super) file_progress: Arc<AtomicU64>,
     /// Drop the connection now (see `AgentSource::kick`).
     pub(super) kick: Arc<Notify>,
     /// Asked in the `Hello`; problems found refuse the source for this run.
@@ -342,23 +345,39 @@ async fn session(
                 let actor = actor.clone();
                 let sweep_id = sweep_id.clone();
                 let paths = paths.clone();
-                let offers = dial.offers.clone();
+                let epoch = dial.epoch;
+                let file_progress = dial.file_progress.clone();
                 tokio::spawn(async move {
+                    // A file stream is claimed against what the attempt offered (the actor's
+                    // link decides) before anything is written.
                     let accept = |h: &FileHeader| {
-                        if h.sweep_id.as_str() != sweep_id {
-                            return Err(format!("it is of sweep {:?}, not this one", h.sweep_id.as_str()));
+                        let h = h.clone();
+                        let actor = actor.clone();
+                        async move {
+                            if h.sweep_id.as_str() != sweep_id {
+                                return Err(format!("it is of sweep {:?}, not this one", h.sweep_id.as_str()));
+                            }
+                            let key = TaskKey {
+                                index: h.task.index.0,
+                                attempt: h.task.attempt.0,
+                            };
+                            let claim = ClaimFile {
+                                key,
+                                path: h.path,
+                                size: h.size,
+                                sha256: h.sha256,
+                            };
+                            match actor.send(claim).await {
+                                Ok(claimed) => claimed.map_err(|e| e.to_string())?,
+                                Err(_) => return Err("the run is ending".to_string()),
+                            }
+                            Ok(paths.task_dir(key.index))
                         }
-                        let key = TaskKey {
-                            index: h.task.index.0,
-                            attempt: h.task.attempt.0,
-                        };
-                        offers
-                            .lock()
-                            .claim(key, &h.path, h.size, &h.sha256, Instant::now())
-                            .map_err(|e| e.to_string())?;
-                        Ok(paths.task_dir(key.index))
                     };
-                    let progress = || offers.lock().progress(Instant::now());
+                    let progress = || {
+                        let now = epoch.elapsed().as_millis() as u64;
+                        file_progress.fetch_max(now, Ordering::Relaxed);
+                    };
                     let arrival = receive_file(&mut stream, accept, progress, RESULT_STALL).await;
                     actor.do_send(Incoming::File(arrival));
                 });

@@ -1,20 +1,18 @@
-//! The result files an agent offered and this coordinator still awaits, per attempt: the one
-//! table the agent actor (which records offers and decides when an attempt is done) and the
-//! connection task (which accepts a file stream only against it) both consult.
+//! The result files an agent offered and this coordinator still awaits, per attempt. The agent
+//! link owns it (it records offers and decides when an attempt is done); the connection task
+//! claims each file stream against it through the link (`AgentLink::handle_file_claim`).
 //!
 //! A file stream is matched against the current attempt's offer — path, size and hash — and
 //! claimed *before* any byte of it is written, so a peer can neither write a file nobody offered
 //! nor make the coordinator delete one (nothing is ever written that then has to be removed,
 //! except the receiver's own temporary file). A claimed file is received at most once at a time.
 //!
-//! Time is an argument: the table remembers when result bytes last arrived from the agent, so the
-//! actor can end attempts whose files stopped coming.
+//! Time is an argument (monotonic milliseconds): the table remembers when result bytes last
+//! arrived from the agent, so the link can end attempts whose files stopped coming.
 
 use hsm_agent::process::TaskKey;
 use hsm_protocol::{check_relative_path, is_sha256_hex, FileOffer};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 /// Offered result files live under this directory of the task; anything else in a task
 /// directory (params, command, logs) is the coordinator's own and never replaced by a peer.
@@ -49,31 +47,12 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct OfferBook {
     attempts: HashMap<TaskKey, HashMap<String, Wanted>>,
-    /// When the agent last made progress sending results (or was last asked for them).
-    last_progress: Instant,
-}
-
-/// The book, shared between the actor and the connection task (locked briefly, never across an
-/// await).
-#[derive(Debug, Clone)]
-pub struct SharedOffers(Arc<Mutex<OfferBook>>);
-
-impl SharedOffers {
-    pub fn new(now: Instant) -> Self {
-        SharedOffers(Arc::new(Mutex::new(OfferBook::new(now))))
-    }
-
-    pub fn lock(&self) -> MutexGuard<'_, OfferBook> {
-        // A panic while holding the lock cannot leave the table half-changed in a way that
-        // matters more than losing it would.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+    /// When the agent last made progress sending results (or was last asked for them), ms.
+    last_progress: u64,
 }
 
 impl OfferBook {
-    pub fn new(now: Instant) -> Self {
+    pub fn new(now: u64) -> Self {
         OfferBook {
             attempts: HashMap::new(),
             last_progress: now,
@@ -82,7 +61,7 @@ impl OfferBook {
 
     /// Records an attempt's offer. Files whose path or hash is unusable are not awaited; the
     /// returned problems say why (the attempt cannot be complete without them).
-    pub fn offer(&mut self, key: TaskKey, files: Vec<FileOffer>, now: Instant) -> Vec<String> {
+    pub fn offer(&mut self, key: TaskKey, files: Vec<FileOffer>, now: u64) -> Vec<String> {
         let mut problems = Vec::new();
         let entry = self.attempts.entry(key).or_default();
         for FileOffer { path, size, sha256 } in files {
@@ -138,7 +117,7 @@ impl OfferBook {
         path: &str,
         size: u64,
         sha256: &str,
-        now: Instant,
+        now: u64,
     ) -> Result<(), Refusal> {
         let wanted = self
             .attempts
@@ -161,13 +140,14 @@ impl OfferBook {
         Ok(())
     }
 
-    /// Bytes of a claimed file arrived.
-    pub fn progress(&mut self, now: Instant) {
-        self.last_progress = now;
+    /// Bytes of a claimed file arrived (at `at`; reported late by the shell, so never moves
+    /// the time back).
+    pub fn progress(&mut self, at: u64) {
+        self.last_progress = self.last_progress.max(at);
     }
 
     /// The agent was (again) asked for files: waiting starts afresh.
-    pub fn touch(&mut self, now: Instant) {
+    pub fn touch(&mut self, now: u64) {
         self.last_progress = now;
     }
 
@@ -204,8 +184,13 @@ impl OfferBook {
     }
 
     /// Whether files are awaited and none made progress for `limit`.
-    pub fn stalled(&self, now: Instant, limit: Duration) -> bool {
-        !self.attempts.is_empty() && now.saturating_duration_since(self.last_progress) >= limit
+    pub fn stalled(&self, now: u64, limit_ms: u64) -> bool {
+        !self.attempts.is_empty() && now.saturating_sub(self.last_progress) >= limit_ms
+    }
+
+    /// When waiting would count as stalled, while files are awaited.
+    pub fn stall_deadline(&self, limit_ms: u64) -> Option<u64> {
+        (!self.attempts.is_empty()).then(|| self.last_progress.saturating_add(limit_ms))
     }
 }
 
@@ -250,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_stream_is_accepted_only_for_what_the_attempt_offered_and_only_once() {
-        let t0 = Instant::now();
+        let t0 = 1_000;
         let mut book = OfferBook::new(t0);
         let problems = book.offer(
             KEY,
@@ -306,7 +291,7 @@ mod tests {
 
     #[test]
     fn offers_outside_results_or_with_unusable_paths_or_hashes_are_not_awaited() {
-        let t0 = Instant::now();
+        let t0 = 1_000;
         let mut book = OfferBook::new(t0);
         let long_name = format!("results/{}", "n".repeat(300));
         let problems = book.offer(
@@ -340,8 +325,8 @@ mod tests {
 
     #[test]
     fn waiting_stalls_only_while_files_are_awaited_without_progress() {
-        let t0 = Instant::now();
-        let limit = Duration::from_secs(120);
+        let t0 = 1_000;
+        let limit = 120_000;
         let mut book = OfferBook::new(t0);
         assert!(!book.stalled(t0 + limit * 2, limit), "nothing awaited");
         book.offer(KEY, vec![offer("results/a.txt", 5, 'a')], t0);

@@ -1,8 +1,8 @@
 //! What an agent's reports mean for the sweep, as plain functions: whether its heartbeat says
 //! its disk has room for new work, and how an attempt's outcome counts.
 
-use crate::core::state::ExitKind;
-use hsm_protocol::{HeartbeatMsg, OutcomeMsg};
+use crate::core::state::{ExitKind, Usage};
+use hsm_protocol::{HeartbeatMsg, OutcomeMsg, UsageMsg};
 
 /// Below this many free inodes an agent's disk counts as full however many bytes are free:
 /// every task creates files (its directory, logs, records), and a file system out of inodes fails
@@ -10,7 +10,7 @@ use hsm_protocol::{HeartbeatMsg, OutcomeMsg};
 pub const MIN_FREE_INODES: u64 = 10_000;
 
 /// Why an agent's disk has no room for new work, from its heartbeat (`None`: it has room).
-pub(super) fn disk_low(health: &HeartbeatMsg, min_free_disk: u64) -> Option<String> {
+pub fn disk_low(health: &HeartbeatMsg, min_free_disk: u64) -> Option<String> {
     if min_free_disk == 0 {
         return None;
     }
@@ -30,12 +30,22 @@ pub(super) fn disk_low(health: &HeartbeatMsg, min_free_disk: u64) -> Option<Stri
 }
 
 /// Bytes as GiB with two decimals, for notes.
-pub(super) fn gib(bytes: u64) -> String {
+pub fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// What an attempt used, as the process backend or an agent measured it.
+pub fn usage_of(msg: UsageMsg) -> Usage {
+    Usage {
+        wall_ms: msg.wall_ms,
+        cpu_user_ms: msg.cpu_user_ms,
+        cpu_sys_ms: msg.cpu_sys_ms,
+        max_rss_kb: msg.max_rss_kb,
+    }
+}
+
 /// How an agent-reported outcome counts for the sweep.
-pub(super) fn exit_of(outcome: OutcomeMsg) -> ExitKind {
+pub fn exit_of(outcome: OutcomeMsg) -> ExitKind {
     match outcome {
         OutcomeMsg::Exited { code: 0 } => ExitKind::Success,
         OutcomeMsg::Exited { code } => ExitKind::Failure {
