@@ -1,0 +1,82 @@
+//! `sweep cancel`: stops a running sweep through its coordinator, or marks an abandoned one's
+//! unfinished tasks cancelled.
+
+use super::*;
+
+pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
+    let cfg = load_config(global)?;
+    let (sweep_id, paths) = match &args.sweep_id {
+        Some(id) => find_sweep(global, &cfg, id)?,
+        None => {
+            let (id, paths) = latest_sweep(global, &cfg)?;
+            note(global, &format!("cancelling the latest sweep, {id}"));
+            (id, paths)
+        }
+    };
+    let mut store = open_store(&paths, &sweep_id)?;
+    if let Some(_lock) = try_acquire_lock(&paths)? {
+        // No coordinator runs the sweep, and none can start while we hold the lock: end what
+        // an abandoned run left behind and record the cancellation ourselves.
+        kill_orphans(&sweep_id);
+        let rows = store.task_statuses()?;
+        let now = now_ms();
+        let changes: Vec<Change> = rows
+            .iter()
+            .filter(|r| !r.status.is_final())
+            .map(|r| Change {
+                reason: Some(crate::core::failure::StopCause::Cancel.reason().into()),
+                ..Change::new(
+                    r.index,
+                    r.attempt,
+                    TaskStatus::Cancelled,
+                    r.source.clone(),
+                    now,
+                )
+            })
+            .collect();
+        store.apply(&changes)?;
+        let rows = store.task_statuses()?;
+        let _ = layout::write_atomic(
+            &paths.mapping(),
+            layout::mapping_yaml(&sweep_id, &rows).as_bytes(),
+        );
+        eprintln!(
+            "{sweep_id} was not running; marked {} unfinished task{} cancelled",
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        );
+    } else {
+        store.request_cancel()?;
+        eprintln!(
+            "asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop"
+        );
+        // The request is recorded; waiting is a courtesy, so a coordinator that takes long to
+        // stop (a grace period, a huge sweep) is reported, not treated as a failure.
+        let started = std::time::Instant::now();
+        let mut next_note = Duration::from_secs(15);
+        while is_active(&paths) {
+            if started.elapsed() > Duration::from_secs(600) {
+                eprintln!(
+                    "the coordinator is still stopping after 10 minutes; it will finish on its own"
+                );
+                return Ok(EXIT_OK);
+            }
+            if started.elapsed() > next_note {
+                eprintln!("still stopping ({} s)…", started.elapsed().as_secs());
+                next_note += Duration::from_secs(15);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let rows = Store::open(&paths.db())?.task_statuses()?;
+    let counts: Counts = rows.iter().map(|r| r.status).collect();
+    println!(
+        "{sweep_id}: {} completed, {} failed, {} cancelled, {} pending, of {}",
+        counts.completed,
+        counts.failed,
+        counts.cancelled,
+        counts.pending + counts.queued + counts.running,
+        counts.total()
+    );
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,135 @@
+//! `--dry-run` of `sweep run`/`sweep complete`: what would run, with each Slurm/PBS source's job
+//! script preview.
+
+use super::*;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn print_dry_run(
+    settings: &SweepSettings,
+    sweep_id: &str,
+    paths: &SweepPaths,
+    tasks: impl Iterator<Item = (u64, Params)>,
+    as_json: bool,
+    reasons: Option<&std::collections::HashMap<u64, &str>>,
+    hpc: &[(String, hsm_protocol::HpcMsg)],
+) -> anyhow::Result<i32> {
+    // Streamed: a dry run of millions of tasks prints as it goes and holds one task at a time.
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut n = 0u64;
+    if as_json {
+        out.write_all(b"[")?;
+    }
+    for (index, params) in tasks {
+        n += 1;
+        let task_id = paths.task_name(index);
+        let output_dir = paths.results_dir(index).display().to_string();
+        let ctx = LaunchContext {
+            sweep_id,
+            task_index: index,
+            task_id: &task_id,
+            attempt: 1,
+            output_dir: &output_dir,
+            group: &settings.group,
+            script_override: settings.script_override.as_deref(),
+        };
+        let argv =
+            build_argv(&settings.command, &params, &ctx).map_err(|e| user_error(e.to_string()))?;
+        let reason = reasons.and_then(|r| r.get(&index));
+        if as_json {
+            let mut item = json!({"task": task_id, "index": index, "params": params, "argv": argv});
+            if let Some(reason) = reason {
+                item["reason"] = json!(reason);
+            }
+            out.write_all(if n == 1 { b"\n  " } else { b",\n  " })?;
+            serde_json::to_writer(&mut out, &item)?;
+        } else {
+            let reason = reason
+                .map(|r| format!(" ({})", hsm_protocol::display_safe(r)))
+                .unwrap_or_default();
+            writeln!(out, "{task_id}{reason}")?;
+            writeln!(
+                out,
+                "  params: {}",
+                serde_json::to_string(&params).unwrap_or_default()
+            )?;
+            writeln!(
+                out,
+                "  argv:   {}",
+                crate::core::command::shell_display(&argv)
+            )?;
+        }
+    }
+    if as_json {
+        out.write_all(if n == 0 { b"]\n" } else { b"\n]\n" })?;
+    }
+    if !as_json {
+        for (name, request) in hpc {
+            write_job_script_preview(&mut out, name, request, sweep_id, n)?;
+        }
+    }
+    out.flush()?;
+    if !as_json {
+        eprintln!(
+            "dry run: {n} task{} would run; nothing was started",
+            if n == 1 { "" } else { "s" }
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+/// The job script an HPC agent would submit for the first array of this run (all of them
+/// differ only in their size and directory), as the dry run shows it.
+pub(super) fn write_job_script_preview(
+    out: &mut impl std::io::Write,
+    name: &str,
+    request: &hsm_protocol::HpcMsg,
+    sweep_id: &str,
+    n_tasks: u64,
+) -> anyhow::Result<()> {
+    use hsm_agent::hpc::script::{array_job_script, ArrayJobSpec, Scheduler};
+    use hsm_protocol::SchedulerChoice;
+    let (scheduler, which) = match request.scheduler {
+        SchedulerChoice::Slurm => (Scheduler::Slurm, "slurm"),
+        SchedulerChoice::Pbs => (
+            Scheduler::PbsPro,
+            "pbs (shown for PBS Pro; Torque uses `-t`)",
+        ),
+        SchedulerChoice::Auto => (
+            Scheduler::Slurm,
+            "auto (shown for Slurm; the agent uses PBS where there is no Slurm)",
+        ),
+    };
+    // The agent also caps arrays at the cluster's MaxArraySize, which only it can read.
+    let max = request.resources.max_array_size.unwrap_or(1000).max(1) as u64;
+    let first = n_tasks.min(max).max(1);
+    let arrays = n_tasks.div_ceil(max).max(1);
+    let spec = ArrayJobSpec {
+        // The agent names each submission after its directory (`job_<stamp>_<n>`).
+        job_name: format!("hsm_{sweep_id}_STAMP_0001"),
+        chunk_dir: format!("/AGENT_WORK_DIR/{sweep_id}/scripts/job_scripts/job_STAMP_0001").into(),
+        count: first as u32,
+        throttle: request.resources.array_throttle,
+        resources: request.resources.clone(),
+        scheduler_output: None,
+    };
+    writeln!(
+        out,
+        "\njob script for source {name}, backend {which}: {arrays} array{} of up to {max} tasks (fewer if the cluster's MaxArraySize is lower); the first:",
+        if arrays == 1 { "" } else { "s" }
+    )?;
+    match array_job_script(scheduler, &spec) {
+        Ok(text) => {
+            for line in text.lines() {
+                writeln!(out, "  {line}")?;
+            }
+        }
+        Err(e) => {
+            return Err(user_error(format!(
+                "source {name}: the job script cannot be built: {e} — check `hpc:` in the project config"
+            )))
+        }
+    }
+    Ok(())
+}
