@@ -91,7 +91,6 @@ enum AgentOrder {
     Cancel(TaskKey),
     Withdraw(TaskKey),
     Steal(TaskKey),
-    Attach(TaskKey),
 }
 
 impl AgentOrder {
@@ -101,7 +100,6 @@ impl AgentOrder {
             AgentOrder::Cancel(key) => addr.do_send(CancelTask(key)),
             AgentOrder::Withdraw(key) => addr.do_send(WithdrawTask(key)),
             AgentOrder::Steal(key) => addr.do_send(StealTask(key)),
-            AgentOrder::Attach(key) => addr.do_send(AttachTask(key)),
         }
     }
 }
@@ -124,10 +122,9 @@ impl SourceHandle {
                 // Only an in-process scheduler source holds unstarted tasks locally: a stolen
                 // one's pending job is cancelled (`scancel`/`qdel`) and the attempt ends
                 // cancelled.
-                AgentOrder::Cancel(key)
-                | AgentOrder::Withdraw(key)
-                | AgentOrder::Steal(key)
-                | AgentOrder::Attach(key) => addr.do_send(CancelTask(key)),
+                AgentOrder::Cancel(key) | AgentOrder::Withdraw(key) | AgentOrder::Steal(key) => {
+                    addr.do_send(CancelTask(key))
+                }
             },
         }
     }
@@ -421,9 +418,11 @@ impl SweepActor {
                 attempt,
                 source,
             } => match &self.sources[source] {
-                SourceHandle::Agent(addr) => self
-                    .held_orders
-                    .push((addr.clone(), AgentOrder::Attach(TaskKey { index, attempt }))),
+                // At once, not after the next write: `sweep.db` holds the attempt already (it is
+                // where it came from), and the agent source must hold it before the agent replays
+                // its events. One that arrived first would be acknowledged as another run's and
+                // dropped, and the run would wait for it for ever (found by the simulator).
+                SourceHandle::Agent(addr) => addr.do_send(AttachTask(TaskKey { index, attempt })),
                 // Only agents hold attempts across coordinators; a local attempt of a dead
                 // coordinator was ended by `kill_orphans`.
                 SourceHandle::Local(_) => self.core.handle_exited(

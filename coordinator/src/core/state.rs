@@ -487,6 +487,11 @@ pub struct SweepCore {
     /// How long a task waits in a batch scheduler's queue before it may move to an idle source
     /// (ms); `None`: never.
     steal_after_ms: Option<i64>,
+    /// Attempts taken up from an earlier run (`attach`) that their source has said nothing
+    /// about in this one: recorded queued, they may have started since. A drain does not take
+    /// them back (that could run the task twice, or start the taken-back attempt when the
+    /// source takes it up); they finish there or are lost with the source.
+    taken_up: std::collections::HashSet<(u64, u32)>,
 }
 
 /// A task asked back from the source holding it (`Command::Steal`), not yet answered.
@@ -518,6 +523,7 @@ impl SweepCore {
             moved_to: HashMap::new(),
             moved: std::collections::HashSet::new(),
             steal_after_ms: Some(DEFAULT_STEAL_AFTER_MS),
+            taken_up: std::collections::HashSet::new(),
         }
     }
 
@@ -607,6 +613,7 @@ impl SweepCore {
             if task.status == TaskStatus::Queued {
                 self.sources[source].waiting.insert(index, now);
             }
+            self.taken_up.insert((index, attempt));
             self.sources[source].running += 1;
             self.open += 1;
             self.pending.push(Command::Attach {
@@ -733,6 +740,7 @@ impl SweepCore {
             .iter()
             .filter(|t| t.source == Some(source) && t.status == TaskStatus::Queued)
             .map(|t| (t.index, t.attempt))
+            .filter(|key| !self.taken_up.contains(key))
             .collect();
         let mut commands = Vec::with_capacity(queued.len());
         for &(index, attempt) in queued.iter().rev() {
@@ -933,6 +941,7 @@ impl SweepCore {
             return;
         };
         let source = task.source;
+        self.taken_up.remove(&(index, attempt));
         if let Some(s) = source {
             self.sources[s].running = self.sources[s].running.saturating_sub(1);
         }
@@ -1553,6 +1562,55 @@ mod tests {
             reason.starts_with("lost by the agent on ") && reason.contains("3 attempts lost"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn a_drained_source_keeps_the_attempts_taken_up_from_an_earlier_run() {
+        // Found by the simulator (seed 227): `sweep complete` took up task 1's queued attempt
+        // on an agent that was down; the drain withdrew it and ran attempt 2 elsewhere, and
+        // when the agent came back the queued `Attach` made it start attempt 1 of a completed
+        // task. What a source holds from an earlier run is unknown until it reports.
+        let mut tasks: Vec<TaskState> = (1..=2)
+            .map(|index| TaskState {
+                index,
+                status: TaskStatus::Queued,
+                attempt: 1,
+                source: None,
+                retries_left: 0,
+                pid: None,
+                lost: 0,
+            })
+            .collect();
+        tasks[1].status = TaskStatus::Pending;
+        tasks[1].attempt = 0;
+        let sources = vec![SourceState::new("s0", 1), SourceState::new("s1", 2)];
+        let mut core = SweepCore::new(tasks, sources, Strategy::RoundRobin);
+        core.handle_source_status(1, false, None);
+        core.attach(&[(1, 1, 1)], 0, 0);
+        core.enqueue(&[2], 0, 0);
+        core.handle_source_status(0, false, None);
+        core.handle_source_status(1, true, None);
+        let commands = core.poll_dispatch(0);
+        assert!(commands.contains(&Command::Attach {
+            index: 1,
+            attempt: 1,
+            source: 1
+        }));
+        assert_eq!(launches(&commands), [(2, 1, 1)]);
+        let taken = core.handle_source_drain(1, "unreachable", 1);
+        assert_eq!(
+            taken,
+            [Command::Withdraw {
+                index: 2,
+                attempt: 1,
+                source: 1
+            }],
+            "only the attempt this run handed over goes back"
+        );
+        assert_eq!(core.task(1).unwrap().status, TaskStatus::Queued);
+        // Lost with the source after its grace, it runs again.
+        assert_eq!(core.handle_source_lost(1, 2), 1);
+        assert_eq!(core.task(1).unwrap().status, TaskStatus::Pending);
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             id
         }
     };
-    if let Some(v1_paths) = crate::cli::v1_import::find(&layout::outputs_dir(&cfg.root), &requested) {
+    if let Some(v1_paths) = crate::cli::v1_import::find(&layout::outputs_dir(&cfg.root), &requested)
+    {
         let v1_id = v1_paths
             .root
             .file_name()
