@@ -198,7 +198,14 @@ impl World {
     pub fn new(seed: u64) -> World {
         let mut rng = Rng::new(seed);
         let cfg = Config::draw(&mut rng);
-        let dir = tempfile::tempdir().expect("temporary directory");
+        // The agents' ledgers are real SQLite files: in memory when the host has a tmpfs.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::Builder::new().prefix("hsm-sim").tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("temporary directory");
         let agents = cfg
             .slots
             .iter()
