@@ -123,6 +123,9 @@ impl World {
         core.set_mono_ms(self.now);
         let recovery = core.recover(recovered, &mut |_, _, _, _| Vec::new());
         let orphans = std::mem::take(&mut host.orphans);
+        if inc > 1 {
+            self.check.stats.agent_restarts += 1;
+        }
         host.live = Some(Live {
             core,
             ledger,

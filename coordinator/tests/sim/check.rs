@@ -28,10 +28,31 @@ pub struct Checker {
     pub stats: Stats,
 }
 
+/// What the seeds exercised, summed (shown with the result, so a fault mix that stopped
+/// reaching some path shows).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
     pub starts: u64,
     pub runs: u64,
+    pub steals: u64,
+    pub withdrawals: u64,
+    pub attaches: u64,
+    pub cancels: u64,
+    pub lost_sources: u64,
+    pub agent_restarts: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, other: &Stats) {
+        self.starts += other.starts;
+        self.runs += other.runs;
+        self.steals += other.steals;
+        self.withdrawals += other.withdrawals;
+        self.attaches += other.attaches;
+        self.cancels += other.cancels;
+        self.lost_sources += other.lost_sources;
+        self.agent_restarts += other.agent_restarts;
+    }
 }
 
 fn kind_text(kind: &EventKind) -> String {
@@ -148,10 +169,12 @@ impl Checker {
     }
 
     pub fn withdrawn(&mut self, key: TaskKey) {
+        self.stats.withdrawals += 1;
         self.withdrawn.insert((key.index, key.attempt));
     }
 
     pub fn source_lost(&mut self, agent: usize) {
+        self.stats.lost_sources += 1;
         self.lost_agents.insert(agent);
     }
 

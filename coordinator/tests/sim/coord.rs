@@ -281,6 +281,7 @@ impl World {
             } => {
                 // `sweep.db` holds the attempt already: nothing to write first. At once, so the
                 // link holds it before the agent replays its events.
+                self.check.stats.attaches += 1;
                 let link = &mut coord.links[source];
                 link.handle_attach_task(TaskKey { index, attempt });
                 link.handle_flush();
@@ -356,12 +357,18 @@ impl World {
                 Order::Launch(key) => {
                     link.handle_launch(key, vec![key.index.to_string()], Vec::new());
                 }
-                Order::Cancel(key) => link.handle_cancel(key),
+                Order::Cancel(key) => {
+                    self.check.stats.cancels += 1;
+                    link.handle_cancel(key)
+                }
                 Order::Withdraw(key) => {
                     self.check.withdrawn(key);
                     link.handle_withdraw(key)
                 }
-                Order::Steal(key) => link.handle_steal(key),
+                Order::Steal(key) => {
+                    self.check.stats.steals += 1;
+                    link.handle_steal(key)
+                }
                 Order::Attach(key) => {
                     link.handle_attach_task(key);
                 }

@@ -56,16 +56,19 @@ fn every_task_ends_exactly_once_whatever_crashes() {
     let started = std::time::Instant::now();
     let mut steps = 0;
     let mut virtual_ms = 0;
+    let mut stats = check::Stats::default();
     for seed in first..first + n {
         let outcome = run_seed(seed).unwrap_or_else(|e| panic!("{e}"));
         steps += outcome.steps;
         virtual_ms += outcome.virtual_ms;
+        stats.add(&outcome.stats);
     }
     println!(
         "sim: {n} seeds from {first} passed: {steps} steps, {} min of virtual time, in {:.1} s",
         virtual_ms / 60_000,
         started.elapsed().as_secs_f64()
     );
+    println!("sim: exercised {stats:?}");
 }
 
 #[test]

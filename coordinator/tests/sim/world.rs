@@ -189,6 +189,7 @@ pub struct World {
 
 /// How a simulated run went.
 pub struct Outcome {
+    pub stats: crate::check::Stats,
     pub digest: u64,
     pub virtual_ms: u64,
     pub steps: u64,
@@ -351,6 +352,7 @@ impl World {
         }
         self.final_checks()?;
         Ok(Outcome {
+            stats: self.check.stats,
             digest: self.digest,
             virtual_ms: self.now,
             steps,
