@@ -84,10 +84,10 @@ pub struct Arrival {
     pub outcome: Result<PathBuf, TransferError>,
 }
 
-/// Reads one file stream. `accept` checks the header against what is awaited, claims it and
-/// returns the task directory to write into (which must exist), or says why not; nothing is
-/// created before it agreed. `progress` is called as bytes arrive; `stall` bounds the wait for
-/// any one read.
+/// Reads one file stream. `accept` (async: the agent actor's link decides) checks the header
+/// against what is awaited, claims it and returns the task directory to write into (which must
+/// exist), or says why not; nothing is created before it agreed. `progress` is called as bytes
+/// arrive; `stall` bounds the wait for any one read.
 pub async fn receive_file<R: AsyncRead + Unpin, A: Future<Output = Result<PathBuf, String>>>(
     stream: &mut R,
     accept: impl FnOnce(&FileHeader) -> A,

@@ -144,6 +144,12 @@ impl AgentSource {
     /// Carries out what the link decided: messages to the agent, a dropped connection, log
     /// lines, then its writes and reports in order through the writer.
     fn drain(&mut self) {
+        self.drain_link();
+        self.writer.flush();
+    }
+
+    /// `drain`, leaving the writer's jobs queued for the next `flush`.
+    fn drain_link(&mut self) {
         while let Some(msg) = self.link.poll_outgoing() {
             self.send(msg);
         }
@@ -151,15 +157,18 @@ impl AgentSource {
             self.kick.notify_one();
         }
         while let Some(log) = self.link.poll_logs() {
-            let (agent, task, message) = (&self.setup.name, log.task, log.message);
-            match log.level {
-                Level::Debug => tracing::debug!(%agent, ?task, "{message}"),
-                Level::Info => tracing::info!(%agent, ?task, "{message}"),
-                Level::Warn => tracing::warn!(%agent, ?task, "{message}"),
+            let (agent, message) = (&self.setup.name, log.message);
+            match (log.level, log.task) {
+                (Level::Debug, Some(task)) => tracing::debug!(%agent, task, "{message}"),
+                (Level::Debug, None) => tracing::debug!(%agent, "{message}"),
+                (Level::Info, Some(task)) => tracing::info!(%agent, task, "{message}"),
+                (Level::Info, None) => tracing::info!(%agent, "{message}"),
+                (Level::Warn, Some(task)) => tracing::warn!(%agent, task, "{message}"),
+                (Level::Warn, None) => tracing::warn!(%agent, "{message}"),
             }
         }
         while let Some(write) = self.link.poll_writes() {
-            self.writer.send(Job::Write(write));
+            self.writer.push(Job::Write(write));
         }
         let source = self.setup.source;
         while let Some(report) = self.link.poll_reports() {
@@ -196,7 +205,7 @@ impl AgentSource {
                     refused,
                 }),
             };
-            self.writer.send(job);
+            self.writer.report(job);
         }
     }
 
@@ -309,15 +318,18 @@ impl Handler<LaunchTask> for AgentSource {
             self.setup.name,
             shell_display(&shown)
         );
-        self.writer.send(Job::Prepare { key, command_txt });
+        self.writer.push(Job::Prepare { key, command_txt });
         if self.link.handle_launch(key, msg.argv, msg.env) {
-            // Launches arrive in bursts: sent as one `Submit` once the burst has been handled.
+            // Launches arrive in bursts: sent as one `Submit` once the burst has been handled
+            // (and the burst's directories handed to the writer in one batch).
             ctx.run_later(Duration::ZERO, |actor, _| {
                 actor.link.handle_flush();
                 actor.drain();
             });
         }
-        self.drain();
+        // A burst is open (this launch opened it or joined it): its flush hands the writer
+        // this launch's directory.
+        self.drain_link();
     }
 }
 
@@ -388,11 +400,25 @@ struct ClaimFile {
 }
 
 impl Handler<ClaimFile> for AgentSource {
-    type Result = Result<(), Refusal>;
+    type Result = actix::ResponseFuture<Result<(), Refusal>>;
     fn handle(&mut self, msg: ClaimFile, _: &mut Context<Self>) -> Self::Result {
         let now = self.now();
-        self.link
-            .handle_file_claim(now, msg.key, &msg.path, msg.size, &msg.sha256)
+        let claimed = self
+            .link
+            .handle_file_claim(now, msg.key, &msg.path, msg.size, &msg.sha256);
+        // The writer thread prepares a launched attempt's directory: the file is written into
+        // it only once the work queued before this claim (that launch among it) is done.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if claimed.is_ok() {
+            self.writer.push(Job::Barrier(done_tx));
+            self.writer.flush();
+        }
+        Box::pin(async move {
+            if claimed.is_ok() {
+                let _ = done_rx.await;
+            }
+            claimed
+        })
     }
 }
 

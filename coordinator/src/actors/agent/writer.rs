@@ -15,6 +15,7 @@ use hsm_protocol::Stream;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub(super) enum Job {
     Write(Write),
     Event(TaskReport),
     Status(SourceStatus),
+    /// Answered once everything queued before it is done.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 pub(super) struct WriterSetup {
@@ -42,30 +45,83 @@ pub(super) struct WriterSetup {
 }
 
 /// The queue to the thread; the thread ends when this is dropped (with the actor), after the
-/// work already queued.
-pub(super) struct Writer(mpsc::Sender<Job>);
+/// work already queued. Jobs are gathered and handed over once per actor message (`flush`):
+/// one wake-up of the thread per batch rather than per job. A report with nothing queued or
+/// unfinished before it is sent at once (`report`): nothing it must follow is pending, and most
+/// reports (a start, the end of a task with no output) skip the trip through the thread.
+pub(super) struct Writer {
+    tx: mpsc::Sender<Vec<Job>>,
+    batch: Vec<Job>,
+    /// Batches handed to the thread, and (shared with it) batches it has finished.
+    sent: u64,
+    done: Arc<AtomicU64>,
+    source: usize,
+    events_to: Recipient<SourceEvent>,
+    status_to: Recipient<SourceStatus>,
+}
 
 impl Writer {
     pub(super) fn start(setup: WriterSetup) -> Writer {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::channel::<Vec<Job>>();
         let name = format!("hsm-agent-writer-{}", setup.source);
+        let done = Arc::new(AtomicU64::new(0));
+        let (source, events_to, status_to) = (
+            setup.source,
+            setup.events_to.clone(),
+            setup.status_to.clone(),
+        );
         let mut state = State {
             setup,
             logs: HashMap::new(),
         };
+        let finished = done.clone();
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                for job in rx {
-                    state.run(job);
+                for batch in rx {
+                    for job in batch {
+                        state.run(job);
+                    }
+                    // After the batch's reports were handed to the sweep actor.
+                    finished.fetch_add(1, Ordering::Release);
                 }
             })
             .expect("cannot start a writer thread");
-        Writer(tx)
+        Writer {
+            tx,
+            batch: Vec::new(),
+            sent: 0,
+            done,
+            source,
+            events_to,
+            status_to,
+        }
     }
 
-    pub(super) fn send(&self, job: Job) {
-        let _ = self.0.send(job);
+    /// Queues a job (handed over at the next `flush`).
+    pub(super) fn push(&mut self, job: Job) {
+        self.batch.push(job);
+    }
+
+    /// Reports to the sweep actor after everything queued before: at once when nothing is
+    /// queued or unfinished, else through the thread.
+    pub(super) fn report(&mut self, job: Job) {
+        let idle = self.batch.is_empty() && self.done.load(Ordering::Acquire) == self.sent;
+        match job {
+            Job::Event(report) if idle => self.events_to.do_send(SourceEvent {
+                source: self.source,
+                report,
+            }),
+            Job::Status(status) if idle => self.status_to.do_send(status),
+            job => self.batch.push(job),
+        }
+    }
+
+    /// Hands the queued jobs to the thread.
+    pub(super) fn flush(&mut self) {
+        if !self.batch.is_empty() && self.tx.send(std::mem::take(&mut self.batch)).is_ok() {
+            self.sent += 1;
+        }
     }
 }
 
@@ -91,16 +147,14 @@ impl State {
             Job::Write(Write::Close(key)) => {
                 self.logs.remove(&key);
             }
-            Job::Event(report) => {
-                if let TaskReport::Finished { key, .. } = &report {
-                    self.logs.remove(key);
-                }
-                self.setup.events_to.do_send(SourceEvent {
-                    source: self.setup.source,
-                    report,
-                });
-            }
+            Job::Event(report) => self.setup.events_to.do_send(SourceEvent {
+                source: self.setup.source,
+                report,
+            }),
             Job::Status(status) => self.setup.status_to.do_send(status),
+            Job::Barrier(done) => {
+                let _ = done.send(());
+            }
         }
     }
 

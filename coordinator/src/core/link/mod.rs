@@ -604,7 +604,6 @@ impl AgentLink {
     /// dialling again cannot help, and nothing more will come from it.
     pub fn handle_refused(&mut self, why: String) {
         self.connected = false;
-        self.grace_deadline = None;
         // Whatever it held runs elsewhere.
         self.drop_all();
         self.status(LinkStatus {
