@@ -2,6 +2,7 @@
 //! shared by the agent daemon and the coordinator's local source.
 
 pub mod clean;
+pub mod core;
 pub mod daemon;
 pub mod dist;
 pub mod hpc;
