@@ -126,6 +126,9 @@ struct Attempting {
     usage: Option<Usage>,
     /// The first problem receiving result files (the files the attempt awaits are in `offers`).
     transfer_failure: Option<String>,
+    /// Asked to stop (`Some(unstarted_only)`): asked again after a reconnect, since the
+    /// cancel may have been lost with the connection.
+    cancel: Option<bool>,
     /// A `ResultOffer` was applied: a repeated one (the end reported again to a coordinator
     /// taking the attempt up) must not fetch the files twice — a second copy arriving after the
     /// attempt finished would be refused as not offered and deleted in place.
@@ -165,6 +168,10 @@ pub struct AgentLink {
     /// the agent replays what was not acknowledged).
     reconnect: bool,
     outgoing: VecDeque<ToAgent>,
+    /// See [`AgentLink::epoch`].
+    epoch: u64,
+    /// Attempts given up on while the agent was away, to stop when it is back.
+    abandoned: Vec<TaskKey>,
     reports: VecDeque<Report>,
     writes: VecDeque<Write>,
     logs: VecDeque<Log>,
@@ -209,6 +216,8 @@ impl AgentLink {
             offers: OfferBook::new(now),
             reconnect: false,
             outgoing: VecDeque::new(),
+            epoch: 0,
+            abandoned: Vec::new(),
             reports: VecDeque::new(),
             writes: VecDeque::new(),
             logs: VecDeque::new(),
@@ -303,12 +312,27 @@ impl AgentLink {
         attempt
     }
 
-    /// Forgets every attempt: whatever the agent still reports about them is stale.
+    /// Forgets every attempt: whatever the agent still reports about them is stale. Orders not
+    /// yet sent are dropped with them (a `Submit` or `Attach` queued for an agent given up on
+    /// would start, when it came back, attempts that run elsewhere by then; see `epoch`), and
+    /// the agent is asked to stop them when it is back: they run elsewhere now.
     fn drop_all(&mut self) {
-        for key in self.held() {
-            self.drop_attempt(key);
+        let held = self.held();
+        for key in &held {
+            self.drop_attempt(*key);
         }
+        self.abandoned.extend(held);
         self.offers.clear();
+        self.outgoing.clear();
+        self.submit_batch.clear();
+        self.attach_batch.clear();
+        self.epoch += 1;
+    }
+
+    /// Counts the times the link gave up on what it had sent: a message handed out under an
+    /// earlier epoch and not yet on the wire is to be dropped, not sent.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     // ---- orders from the sweep ----------------------------------------------------------------
@@ -383,6 +407,9 @@ impl AgentLink {
             self.finish(key, ExitKind::Cancelled);
             return;
         }
+        if let Some(attempt) = self.attempts.get_mut(&key) {
+            attempt.cancel = Some(false);
+        }
         self.send_cancel(key, false);
     }
 
@@ -390,7 +417,34 @@ impl AgentLink {
     /// should it have started meanwhile) and whatever it still reports about it is ignored.
     pub fn handle_withdraw(&mut self, key: TaskKey) {
         self.drop_attempt(key);
-        self.send_cancel(key, false);
+        // A submission not sent yet is taken out: the agent never hears of the attempt. One
+        // sent is stopped, and stopped again after a reconnect (the cancel may have been lost
+        // with the connection).
+        if !self.retract_submit(key) {
+            self.send_cancel(key, false);
+            self.abandoned.push(key);
+        }
+    }
+
+    /// Takes attempt `key` out of the submissions not yet handed out; whether it was there.
+    fn retract_submit(&mut self, key: TaskKey) -> bool {
+        let is = |t: &TaskMsg| t.index.0 == key.index && t.attempt.0 == key.attempt;
+        let before = self.submit_batch.len();
+        self.submit_batch.retain(|t| !is(t));
+        if self.submit_batch.len() != before {
+            return true;
+        }
+        let mut found = false;
+        for msg in &mut self.outgoing {
+            if let ToAgent::Submit(submit) = msg {
+                let n = submit.tasks.len();
+                submit.tasks.retain(|t| !is(t));
+                found |= submit.tasks.len() != n;
+            }
+        }
+        self.outgoing
+            .retain(|m| !matches!(m, ToAgent::Submit(s) if s.tasks.is_empty()));
+        found
     }
 
     /// Ask the agent for an attempt back if it has not started there, so an idle source can run
@@ -398,6 +452,9 @@ impl AgentLink {
     /// (its reports then go on as usual). Unlike a withdrawal, the attempt stays this link's
     /// until the agent's answer arrives, so it never runs in two places.
     pub fn handle_steal(&mut self, key: TaskKey) {
+        if let Some(attempt) = self.attempts.get_mut(&key) {
+            attempt.cancel.get_or_insert(true);
+        }
         self.send_cancel(key, true);
     }
 
@@ -439,10 +496,32 @@ impl AgentLink {
         self.connected = true;
         self.last_down = None;
         self.grace_deadline = None;
+        // What was given up on runs elsewhere now: the agent stops it (one it never started
+        // is dropped; one it does not hold is ignored).
+        if !self.abandoned.is_empty() {
+            let mut tasks: Vec<TaskRef> = self.abandoned.drain(..).map(task_ref).collect();
+            tasks.sort();
+            let msg = ToAgent::Cancel(CancelMsg {
+                sweep_id: self.sweep_id(),
+                tasks,
+                unstarted_only: false,
+            });
+            self.send(msg);
+        }
         // After an outage the agent may have restarted and not kept an attempt it had only just
         // accepted (or never got): ask about every attempt whose end has not arrived; those it
         // does not hold come back as unknown and run again.
         if self.outage > 0 {
+            let mut again: Vec<(TaskKey, bool)> = self
+                .attempts
+                .iter()
+                .filter(|(_, a)| a.exit.is_none())
+                .filter_map(|(k, a)| Some((*k, a.cancel?)))
+                .collect();
+            again.sort();
+            for (key, unstarted_only) in again {
+                self.send_cancel(key, unstarted_only);
+            }
             let mut keys: Vec<TaskKey> = self
                 .attempts
                 .iter()
