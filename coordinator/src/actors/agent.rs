@@ -68,7 +68,13 @@ pub struct AgentSource {
     link: AgentLink,
     /// The link's clock: its times are milliseconds since this instant.
     epoch: Instant,
-    outbox: Option<mpsc::UnboundedSender<ToAgent>>,
+    /// Messages for the connection task, each tagged with the session it was meant for: one
+    /// of a session that ended before it was written is dropped, not sent on the next (it may
+    /// be stale by then: a submission of an attempt taken back meanwhile). The link says again
+    /// on the next `Up` what still matters.
+    outbox: Option<mpsc::UnboundedSender<(u64, ToAgent)>>,
+    /// The session the last `Up` announced.
+    session: u64,
     /// File writes and reports to the sweep actor, carried out in order off the actor thread.
     writer: Writer,
     /// The agent's work directory, as it said when it connected.
@@ -122,6 +128,7 @@ impl AgentSource {
             link,
             epoch: Instant::now(),
             outbox: None,
+            session: 0,
             writer,
             work_dir: None,
             closed: None,
@@ -137,7 +144,7 @@ impl AgentSource {
 
     fn send(&self, msg: ToAgent) {
         if let Some(outbox) = &self.outbox {
-            let _ = outbox.send(msg);
+            let _ = outbox.send((self.session, msg));
         }
     }
 
@@ -150,8 +157,12 @@ impl AgentSource {
 
     /// `drain`, leaving the writer's jobs queued for the next `flush`.
     fn drain_link(&mut self) {
-        while let Some(msg) = self.link.poll_outgoing() {
-            self.send(msg);
+        // While the agent is away, messages stay with the link, which can still take one back
+        // (a withdrawn attempt's submission) or drop them (an agent given up on).
+        if self.link.connected() {
+            while let Some(msg) = self.link.poll_outgoing() {
+                self.send(msg);
+            }
         }
         if self.link.poll_reconnect() {
             self.kick.notify_one();
@@ -427,6 +438,8 @@ impl Handler<ClaimFile> for AgentSource {
 #[rtype(result = "()")]
 enum Incoming {
     Up {
+        /// Counts the connection task's sessions (see `AgentSource::outbox`).
+        session: u64,
         slots: u32,
         agent: String,
         rtt_ms: u32,
@@ -454,6 +467,7 @@ impl Handler<Incoming> for AgentSource {
         let now = self.now();
         match msg {
             Incoming::Up {
+                session,
                 slots,
                 agent,
                 rtt_ms,
@@ -461,6 +475,7 @@ impl Handler<Incoming> for AgentSource {
                 via,
                 synced,
             } => {
+                self.session = session;
                 self.work_dir = (!work_dir.is_empty()).then_some(work_dir);
                 let note = format!(
                     "connected to {agent} at {}{via} ({slots} slots){synced}",

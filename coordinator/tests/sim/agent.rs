@@ -46,7 +46,6 @@ pub struct Live {
 }
 
 pub struct AgentHost {
-    pub index: usize,
     pub slots: usize,
     pub state_dir: PathBuf,
     pub work_dir: PathBuf,
@@ -78,7 +77,6 @@ impl AgentHost {
         let state_dir = root.join(format!("agent{index}/state"));
         std::fs::create_dir_all(&state_dir).expect("state dir");
         AgentHost {
-            index,
             slots,
             state_dir,
             work_dir: PathBuf::from(format!("/sim/agent{index}/work")),

@@ -59,7 +59,6 @@ pub enum Order {
     Cancel(TaskKey),
     Withdraw(TaskKey),
     Steal(TaskKey),
-    Attach(TaskKey),
 }
 
 pub struct Batch {
@@ -368,9 +367,6 @@ impl World {
                 Order::Steal(key) => {
                     self.check.stats.steals += 1;
                     link.handle_steal(key)
-                }
-                Order::Attach(key) => {
-                    link.handle_attach_task(key);
                 }
             }
             if !touched.contains(&source) {

@@ -184,7 +184,8 @@ pub struct World {
     pub digest: u64,
     /// The run (the last one, after any coordinator restarts) has ended.
     pub ended_at: Option<u64>,
-    pub dir: tempfile::TempDir,
+    /// Holds the agents' state directories until the run is dropped.
+    _dir: tempfile::TempDir,
 }
 
 /// How a simulated run went.
@@ -230,7 +231,7 @@ impl World {
             trace: VecDeque::new(),
             digest: 0xcbf2_9ce4_8422_2325,
             ended_at: None,
-            dir,
+            _dir: dir,
         }
     }
 

@@ -93,7 +93,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub(super) async fn connection(
     mut dial: Dial,
     actor: actix::Addr<AgentSource>,
-    mut outbox: mpsc::UnboundedReceiver<ToAgent>,
+    mut outbox: mpsc::UnboundedReceiver<(u64, ToAgent)>,
 ) {
     let identity = match crate::home::coordinator_identity() {
         Ok(identity) => identity,
@@ -105,14 +105,16 @@ pub(super) async fn connection(
         }
     };
     let mut backoff = BACKOFF_START;
-    let mut pending: Option<ToAgent> = None;
+    let mut pending: Option<(u64, ToAgent)> = None;
+    // Sessions welcomed so far; messages are tagged with the one they were meant for.
+    let mut sessions = 0u64;
     // What `transport: auto` found working, kept for the reconnects of this run.
     let mut chosen = None;
     loop {
         if !actor.connected() {
             return;
         }
-        let mut welcomed = false;
+        let before = sessions;
         match session(
             &dial,
             &identity,
@@ -120,7 +122,7 @@ pub(super) async fn connection(
             &actor,
             &mut outbox,
             &mut pending,
-            &mut welcomed,
+            &mut sessions,
         )
         .await
         {
@@ -133,7 +135,7 @@ pub(super) async fn connection(
                 actor.do_send(Incoming::Down { why });
                 // A session that got going ends the run of failures: the agent restarted or
                 // the network blinked, and coming back quickly is what matters.
-                if welcomed {
+                if sessions != before {
                     backoff = BACKOFF_START;
                     // Checked once, before the first task: a later check failing (say, disk
                     // filling up) would throw out tasks that run there; the heartbeat's disk
@@ -222,9 +224,9 @@ async fn session(
     identity: &Identity,
     chosen: &mut Option<crate::config::TransportMode>,
     actor: &actix::Addr<AgentSource>,
-    outbox: &mut mpsc::UnboundedReceiver<ToAgent>,
-    pending: &mut Option<ToAgent>,
-    welcomed: &mut bool,
+    outbox: &mut mpsc::UnboundedReceiver<(u64, ToAgent)>,
+    pending: &mut Option<(u64, ToAgent)>,
+    sessions: &mut u64,
 ) -> Result<(), SessionError> {
     use crate::transport::{self, DialFailure};
     let target = transport::Target {
@@ -282,9 +284,10 @@ async fn session(
                 }
                 _ => String::new(),
             };
-            *welcomed = true;
+            *sessions += 1;
             // The agent's strings are shown to the user: escaped, never raw (see display_safe).
             actor.do_send(Incoming::Up {
+                session: *sessions,
                 slots: welcome.slots,
                 agent: hsm_protocol::display_safe(&welcome.agent_name).into_owned(),
                 rtt_ms: conn.rtt().as_millis().min(u128::from(u32::MAX)) as u32,
@@ -299,6 +302,7 @@ async fn session(
             ))
         }
     }
+    let this = *sessions;
     let sweep_id = dial.sweep_id.clone();
     let paths = dial.paths.clone();
     // Frames are read by their own task: `read_frame` is not cancel-safe (a frame half read when
@@ -310,9 +314,17 @@ async fn session(
         dial.name.clone(),
     )));
     loop {
-        if let Some(msg) = pending.take() {
+        // Meant for an earlier session: it went down with it (the link says again what
+        // still matters when a session comes up).
+        if pending
+            .as_ref()
+            .is_some_and(|(session, _)| *session != this)
+        {
+            *pending = None;
+        }
+        if let Some((session, msg)) = pending.take() {
             if let Err(e) = write_message(&mut send, &msg).await {
-                *pending = Some(msg);
+                *pending = Some((session, msg));
                 return Err(format!("connection to {} lost: {e}", dial.name).into());
             }
         }

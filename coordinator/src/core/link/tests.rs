@@ -649,3 +649,92 @@ fn job_scripts_are_kept_only_under_a_plain_name() {
         "{logs:?}"
     );
 }
+
+#[test]
+fn orders_for_an_agent_given_up_on_are_dropped_and_its_attempts_stopped_when_it_is_back() {
+    // Found by the simulator (seed 227): a `sweep complete` queued an `Attach` for an agent
+    // that was down; past the grace its attempts ran elsewhere, and when it came back the
+    // queued `Attach` started attempt 1 of a task that had completed.
+    let (a, b) = (key(1, 1), key(2, 1));
+    let mut link = link();
+    link.handle_attach_task(a);
+    link.handle_launch(b, vec![], vec![]);
+    link.handle_flush();
+    link.handle_down(0, "unreachable".into());
+    drain(&mut link);
+    let deadline = GRACE.as_millis() as u64;
+    link.handle_tick(deadline);
+    drain(&mut link);
+    assert!(!link.holds(a) && !link.holds(b));
+    link.handle_up(deadline + 1, 4, 1, "connected".into(), None);
+    let out = outgoing(&mut link);
+    assert!(
+        !out.iter()
+            .any(|m| matches!(m, ToAgent::Submit(_) | ToAgent::Attach(_))),
+        "nothing queued for it before goes out: {out:?}"
+    );
+    let stopped: Vec<(u64, u32)> = out
+        .iter()
+        .filter_map(|m| match m {
+            ToAgent::Cancel(c) if !c.unstarted_only => Some(c.tasks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .map(|t| (t.index.0, t.attempt.0))
+        .collect();
+    assert_eq!(stopped, [(1, 1), (2, 1)], "{out:?}");
+    // Asked once: the next connection sends nothing more about them.
+    link.handle_down(deadline + 2, "connection lost".into());
+    link.handle_up(deadline + 3, 4, 1, "connected".into(), None);
+    assert!(outgoing(&mut link).is_empty());
+}
+
+#[test]
+fn a_withdrawal_takes_back_a_submission_not_sent_yet() {
+    // Found by the simulator (seed 1543): a submission queued while the agent was away, then
+    // withdrawn, went out when it came back, and the attempt started before the cancel
+    // behind it stopped it — after the task had completed elsewhere.
+    let (a, b) = (key(1, 1), key(2, 1));
+    let mut link = running(&[]);
+    link.handle_down(0, "connection lost".into());
+    drain(&mut link);
+    link.handle_launch(a, vec![], vec![]);
+    link.handle_launch(b, vec![], vec![]);
+    link.handle_flush();
+    link.handle_withdraw(a);
+    link.handle_up(10, 4, 1, "connected".into(), None);
+    let out = outgoing(&mut link);
+    let submitted: Vec<u64> = out
+        .iter()
+        .filter_map(|m| match m {
+            ToAgent::Submit(s) => Some(s.tasks.iter().map(|t| t.index.0).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(submitted, [2], "{out:?}");
+    assert!(
+        !out.iter().any(|m| matches!(m, ToAgent::Cancel(_))),
+        "the agent never heard of it: nothing to stop"
+    );
+}
+
+#[test]
+fn cancels_are_sent_again_after_a_reconnect() {
+    let (a, b) = (key(1, 1), key(2, 1));
+    let mut link = running(&[a, b]);
+    link.handle_cancel(a);
+    link.handle_steal(b);
+    drain(&mut link);
+    // The connection dropped: the cancels may not have arrived.
+    link.handle_down(100, "connection lost".into());
+    link.handle_up(200, 4, 1, "connected".into(), None);
+    let cancels: Vec<(u64, bool)> = outgoing(&mut link)
+        .iter()
+        .filter_map(|m| match m {
+            ToAgent::Cancel(c) => Some((c.tasks[0].index.0, c.unstarted_only)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, [(1, false), (2, true)]);
+}
