@@ -225,11 +225,7 @@ pub struct Measured {
     pub newest_ms: Option<i64>,
 }
 
-fn ms(at: SystemTime) -> i64 {
-    at.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+use hsm_protocol::epoch_ms as ms;
 
 /// Walks `dir` without following symbolic links; `None` when it does not exist.
 pub fn measure(dir: &Path) -> std::io::Result<Option<Measured>> {

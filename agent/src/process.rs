@@ -83,6 +83,26 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// As the protocol reports it (the coordinator maps that to how the attempt counts, for
+    /// local and agent tasks alike: `core::link::exit_of`).
+    pub fn to_msg(&self) -> hsm_protocol::OutcomeMsg {
+        use hsm_protocol::OutcomeMsg;
+        match self {
+            Outcome::Exited(code) => OutcomeMsg::Exited { code: *code },
+            Outcome::Signaled(signal) => OutcomeMsg::Signaled { signal: *signal },
+            Outcome::TimedOut => OutcomeMsg::TimedOut,
+            Outcome::Cancelled => OutcomeMsg::Cancelled,
+            Outcome::Failed(reason) => OutcomeMsg::Failed {
+                reason: reason.clone(),
+            },
+            Outcome::SpawnFailed(message) => OutcomeMsg::SpawnFailed {
+                message: message.clone(),
+            },
+        }
+    }
+}
+
 /// What the backend reports, in order per task: `Started` (unless spawning failed) then `Exited`.
 #[derive(Debug)]
 pub enum ProcessEvent {

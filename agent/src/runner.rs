@@ -166,31 +166,7 @@ pub struct RunnerOptions {
     pub keep_results: bool,
 }
 
-fn epoch_ms(at: SystemTime) -> i64 {
-    match at.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
-fn now_ms() -> i64 {
-    epoch_ms(SystemTime::now())
-}
-
-fn outcome_msg(outcome: &Outcome) -> OutcomeMsg {
-    match outcome {
-        Outcome::Exited(code) => OutcomeMsg::Exited { code: *code },
-        Outcome::Signaled(signal) => OutcomeMsg::Signaled { signal: *signal },
-        Outcome::TimedOut => OutcomeMsg::TimedOut,
-        Outcome::Cancelled => OutcomeMsg::Cancelled,
-        Outcome::Failed(reason) => OutcomeMsg::Failed {
-            reason: reason.clone(),
-        },
-        Outcome::SpawnFailed(message) => OutcomeMsg::SpawnFailed {
-            message: message.clone(),
-        },
-    }
-}
+use hsm_protocol::{epoch_ms, now_ms};
 
 impl Runner {
     /// Starts the runner (must be called inside a tokio runtime): `work_dir` must exist. With a
@@ -458,7 +434,7 @@ impl Runner {
         if let Some(mut hpc) = template.hpc.clone() {
             // A per-task time limit without a walltime becomes the walltime.
             if hpc.resources.walltime.is_none() {
-                hpc.resources.walltime = template.timeout_ms.map(|ms| ms.div_ceil(1000).max(60));
+                hpc.resources.walltime = crate::hpc::resources::walltime_for(template.timeout_ms);
             }
             match prepare(id, task.attempt.0, &dir, &template, args, env) {
                 Ok(mut launch) => {
@@ -679,7 +655,7 @@ impl Runner {
     fn on_exited(&self, id: u64, outcome: Outcome, at: SystemTime, usage: Option<UsageMsg>) {
         self.lock().handle_backend_event(BackendEvent::Exited {
             id,
-            outcome: outcome_msg(&outcome),
+            outcome: outcome.to_msg(),
             at_ms: epoch_ms(at),
             usage,
         });

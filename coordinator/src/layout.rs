@@ -108,15 +108,9 @@ pub fn sweep_id_at(unix_seconds: i64) -> String {
     )
 }
 
-/// True when `id` is safe as a directory name (user-given `--sweep-id`).
-pub fn valid_sweep_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-}
+/// True when `id` is safe as a directory name (user-given `--sweep-id`); the agent applies the
+/// same rule.
+pub use hsm_protocol::valid_sweep_id;
 
 /// Creates the sweep directory. With `exact`, the id must be free; otherwise `_2`, `_3`, … are
 /// appended on collision. `create_dir` is atomic, so two coordinators never share a directory.

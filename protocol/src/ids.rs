@@ -92,6 +92,18 @@ impl Seq {
     }
 }
 
+/// True when `id` is safe as one directory name, the rule for sweep ids on both sides: the
+/// coordinator's `--sweep-id` and an agent's task directories (letters, digits, `_`, `-`, `.`,
+/// not starting with `.`, at most 128 bytes).
+pub fn valid_sweep_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,7 @@ mod paths;
 pub mod preflight;
 pub mod sync;
 mod text;
+mod time;
 
 pub use bytes::Bytes;
 pub use clean::{is_unknown_request, CleanMsg, CleanedMsg, CleanedSweep, KeptSweep};
@@ -59,7 +60,7 @@ pub use frame::{
 pub use handshake::{
     is_compatible, negotiate, AgentInfo, Hello, HelloReply, Reject, Welcome, PROTOCOL_VERSION,
 };
-pub use ids::{Attempt, Seq, SweepId, TaskIndex};
+pub use ids::{valid_sweep_id, Attempt, Seq, SweepId, TaskIndex};
 pub use messages::{
     AckMsg, AttachMsg, AttachedMsg, CancelMsg, ErrorMsg, EventKind, EventRef, EventsMsg, FetchMsg,
     FileHeader, FileOffer, FileRef, FromAgent, HeartbeatMsg, HpcMsg, HpcResources, JobScriptMsg,
@@ -73,3 +74,4 @@ pub use paths::{
 pub use preflight::{PreflightMsg, PreflightProblem};
 pub use sync::{ManifestEntry, PushHeader, PushReply, SyncDiff, SyncReport, SyncRequest};
 pub use text::{display_safe, MAX_DISPLAY_CHARS};
+pub use time::{epoch_ms, now_ms};

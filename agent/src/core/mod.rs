@@ -48,15 +48,7 @@ pub use recover::Recovery;
 /// Unacknowledged output bytes one attempt may hold in memory before its tailer pauses.
 pub const OUTPUT_WINDOW: usize = 1024 * 1024;
 
-/// True when `id` is safe as one directory name: the rule the coordinator uses for sweep ids.
-pub fn valid_sweep_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-}
+pub use hsm_protocol::valid_sweep_id;
 
 /// `task_007`: at least three digits, like the coordinator's layout.
 pub fn task_dir_name(index: u64) -> String {

@@ -2,8 +2,9 @@
 //! coordinator last addressed it, and forgetting it whole, from the core under the runner's lock
 //! (`core/sweeps.rs`).
 
-use super::{now_ms, Runner};
+use super::Runner;
 use crate::clean::{Keep, SweepFacts};
+use hsm_protocol::now_ms;
 use hsm_protocol::SweepId;
 use std::path::{Path, PathBuf};
 

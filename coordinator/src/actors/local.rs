@@ -140,8 +140,9 @@ impl Handler<LaunchTask> for LocalSource {
                         let mut hpc = hpc.clone();
                         // A per-task time limit without a walltime becomes the walltime.
                         if hpc.resources.walltime.is_none() {
-                            hpc.resources.walltime =
-                                self.setup.timeout.map(|t| t.as_secs().max(60));
+                            hpc.resources.walltime = hsm_agent::hpc::resources::walltime_for(
+                                self.setup.timeout.map(|t| t.as_millis() as u64),
+                            );
                         }
                         scheduler.launch(HpcLaunch {
                             launch,

@@ -9,7 +9,6 @@ pub mod sweep;
 
 use crate::core::state::{ExitKind, Usage};
 use hsm_agent::process::{Outcome, ProcessEvent, TaskKey};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a source reports about one task attempt, whatever kind of source it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,40 +67,13 @@ pub struct SourceStatus {
 }
 
 /// Unix milliseconds of a `SystemTime`.
-pub fn ms_of(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use hsm_protocol::epoch_ms as ms_of;
 
 pub use crate::core::link::usage_of;
 
-/// How a process outcome counts for the sweep.
+/// How a process outcome counts for the sweep: as the same outcome reported by an agent.
 pub fn exit_of(outcome: Outcome) -> ExitKind {
-    match outcome {
-        Outcome::Exited(0) => ExitKind::Success,
-        Outcome::Exited(code) => ExitKind::Failure {
-            exit_code: Some(code),
-            reason: format!("exit code {code}"),
-        },
-        Outcome::Signaled(signal) => ExitKind::Failure {
-            exit_code: None,
-            reason: format!("killed by signal {signal}"),
-        },
-        Outcome::TimedOut => ExitKind::Failure {
-            exit_code: None,
-            reason: "timeout".into(),
-        },
-        Outcome::Cancelled => ExitKind::Cancelled,
-        Outcome::Failed(reason) => ExitKind::Failure {
-            exit_code: None,
-            reason,
-        },
-        Outcome::SpawnFailed(message) => ExitKind::Failure {
-            exit_code: None,
-            reason: format!("could not start: {message}"),
-        },
-    }
+    crate::core::link::exit_of(outcome.to_msg())
 }
 
 /// A local process event as a task report; `None` for a scheduler submission, whose job script

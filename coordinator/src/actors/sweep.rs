@@ -22,7 +22,7 @@ use hsm_agent::process::TaskKey;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How often changes are flushed to the store (one transaction per flush).
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -216,12 +216,7 @@ pub struct SweepActor {
     source_logs: crate::run_log::SourceLogs,
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use hsm_protocol::now_ms;
 
 impl SweepActor {
     pub fn new(
