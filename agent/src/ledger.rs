@@ -67,21 +67,8 @@ impl StoredPhase {
     }
 }
 
-/// A batch-scheduler element running a task, enough to follow it again after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredElement {
-    /// `slurm`, `pbspro` or `torque`.
-    pub scheduler: String,
-    /// The array's (or the single job's) id; empty while the submission is under way (the
-    /// job is then found by `name`).
-    pub job: String,
-    /// Index within the array.
-    pub index: Option<u32>,
-    /// The job name the submission went out under (unique per submission). Absent in ledgers
-    /// written before it was kept.
-    #[serde(default)]
-    pub name: Option<String>,
-}
+/// A batch-scheduler element running a task, as kept (defined with the scheduler backend).
+pub use hsm_exec::scheduler::StoredElement;
 
 /// An event as stored: output as a reference into the task's log file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,21 +1,22 @@
-//! hsm agent library: the agent's identity and mutual TLS, frame I/O, and the task backends
-//! shared by the agent daemon and the coordinator's local source.
+//! hsm agent library: the agent daemon (its core and runner, ledger, server, clean-up), its
+//! identity and mutual TLS, and frame I/O. The task backends are the `hsm-exec` crate,
+//! re-exported here for the daemon's own paths.
 
 pub mod clean;
 pub mod core;
 pub mod daemon;
 pub mod dist;
-pub mod hpc;
 pub mod identity;
 pub mod ledger;
 pub mod owners;
 pub mod preflight;
-pub mod process;
 pub mod relay;
 pub mod runner;
-pub mod scheduler;
 pub mod server;
 pub mod strict;
 pub mod sync;
 pub mod tls;
 pub mod wire;
+
+/// The execution backends live in their own crate (`hsm-exec`), shared with the coordinator.
+pub use hsm_exec::{hpc, process, scheduler};

@@ -9,8 +9,8 @@ use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
 use crate::prefetch::Prefetch;
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
-use hsm_agent::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
-use hsm_agent::scheduler::{HpcLaunch, SchedulerBackend};
+use hsm_exec::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey, TaskLaunch};
+use hsm_exec::scheduler::{HpcLaunch, SchedulerBackend};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -140,7 +140,7 @@ impl Handler<LaunchTask> for LocalSource {
                         let mut hpc = hpc.clone();
                         // A per-task time limit without a walltime becomes the walltime.
                         if hpc.resources.walltime.is_none() {
-                            hpc.resources.walltime = hsm_agent::hpc::resources::walltime_for(
+                            hpc.resources.walltime = hsm_exec::hpc::resources::walltime_for(
                                 self.setup.timeout.map(|t| t.as_millis() as u64),
                             );
                         }
@@ -205,7 +205,7 @@ impl Handler<CancelTask> for LocalSource {
 pub fn kill_orphans(sweep_id: &str) -> usize {
     let want_sweep = format!("HSM_SWEEP_ID={sweep_id}");
     let mark = format!("{}=", hsm_agent::runner::TASK_MARK);
-    hsm_agent::process::kill_groups_where(|environ| {
+    hsm_exec::process::kill_groups_where(|environ| {
         let mut sweep_ok = false;
         let mut task_ok = false;
         let mut agents = false;

@@ -8,7 +8,7 @@ pub mod store;
 pub mod sweep;
 
 use crate::core::state::{ExitKind, Usage};
-use hsm_agent::process::{Outcome, ProcessEvent, TaskKey};
+use hsm_exec::process::{Outcome, ProcessEvent, TaskKey};
 
 /// What a source reports about one task attempt, whatever kind of source it is.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,7 +18,7 @@ use crate::progress::Progress;
 use actix::{
     Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, WrapFuture,
 };
-use hsm_agent::process::TaskKey;
+use hsm_exec::process::TaskKey;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

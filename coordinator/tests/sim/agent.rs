@@ -331,7 +331,7 @@ impl World {
                 Ev::File {
                     agent,
                     conn,
-                    key: hsm_agent::process::TaskKey {
+                    key: hsm_exec::process::TaskKey {
                         index: task.index.0,
                         attempt: task.attempt.0,
                     },

@@ -5,8 +5,8 @@
 //! cancel reaches every running attempt.
 
 use crate::coord::Store;
-use hsm_agent::process::TaskKey;
 use hsm_coordinator::core::state::TaskStatus;
+use hsm_exec::process::TaskKey;
 use hsm_protocol::{EventKind, EventRef, TaskEventMsg};
 use std::collections::{BTreeMap, BTreeSet};
 

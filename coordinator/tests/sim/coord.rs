@@ -6,12 +6,12 @@
 
 use crate::agent::{result_body, sha256_hex};
 use crate::world::{Down, Ev, World, SWEEP};
-use hsm_agent::process::TaskKey;
 use hsm_coordinator::core::link::{AgentLink, LinkSetup, Report};
 use hsm_coordinator::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use hsm_coordinator::core::state::{
     Change, Command, SourceClass, SourceState, Strategy, SweepCore, TaskState, TaskStatus,
 };
+use hsm_exec::process::TaskKey;
 use hsm_protocol::{EventRef, TemplateMsg};
 use std::collections::BTreeMap;
 use std::time::Duration;

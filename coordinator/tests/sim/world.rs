@@ -7,7 +7,7 @@ use crate::agent::AgentHost;
 use crate::check::Checker;
 use crate::coord::{Coord, Store};
 use crate::rng::Rng;
-use hsm_agent::process::TaskKey;
+use hsm_exec::process::TaskKey;
 use hsm_protocol::{FromAgent, OutcomeMsg, ToAgent};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};

@@ -10,7 +10,7 @@ use crate::core::link::Write;
 use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
 use actix::Recipient;
-use hsm_agent::process::TaskKey;
+use hsm_exec::process::TaskKey;
 use hsm_protocol::Stream;
 use std::collections::HashMap;
 use std::fs::File;

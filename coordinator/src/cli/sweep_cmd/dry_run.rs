@@ -88,7 +88,7 @@ pub(super) fn write_job_script_preview(
     sweep_id: &str,
     n_tasks: u64,
 ) -> anyhow::Result<()> {
-    use hsm_agent::hpc::script::{array_job_script, ArrayJobSpec, Scheduler};
+    use hsm_exec::hpc::script::{array_job_script, ArrayJobSpec, Scheduler};
     use hsm_protocol::SchedulerChoice;
     let (scheduler, which) = match request.scheduler {
         SchedulerChoice::Slurm => (Scheduler::Slurm, "slurm"),

@@ -15,7 +15,7 @@ pub use offers::{OfferBook, Refusal, RESULTS_DIR};
 pub use reports::{disk_low, exit_of, gib, usage_of, MIN_FREE_INODES};
 
 use crate::core::state::{ExitKind, Usage};
-use hsm_agent::process::TaskKey;
+use hsm_exec::process::TaskKey;
 use hsm_protocol::{
     AckMsg, AttachMsg, Attempt, CancelMsg, EventKind, EventRef, FetchMsg, FromAgent,
     ResultsDoneMsg, Stream, SubmitMsg, SweepId, TaskIndex, TaskMsg, TaskRef, TemplateMsg, ToAgent,

@@ -10,7 +10,7 @@
 //! Time is an argument (monotonic milliseconds): the table remembers when result bytes last
 //! arrived from the agent, so the link can end attempts whose files stopped coming.
 
-use hsm_agent::process::TaskKey;
+use hsm_exec::process::TaskKey;
 use hsm_protocol::{check_relative_path, is_sha256_hex, FileOffer};
 use std::collections::HashMap;
 

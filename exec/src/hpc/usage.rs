@@ -299,7 +299,7 @@ mod tests {
     fn sacct_of_a_real_cluster() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/hpc/slurm-22.05-sacct-usage.txt"
+            "/../agent/tests/fixtures/hpc/slurm-22.05-sacct-usage.txt"
         ))
         .unwrap();
         assert_eq!(
@@ -326,7 +326,7 @@ mod tests {
         // From the PBS Pro `qstat -fx` sample in tests/fixtures/hpc.
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/hpc/pbspro-qstat-fxt-array-reconstructed.txt"
+            "/../agent/tests/fixtures/hpc/pbspro-qstat-fxt-array-reconstructed.txt"
         ))
         .unwrap();
         let jobs = crate::hpc::parse::parse_qstat_full(&text).unwrap();

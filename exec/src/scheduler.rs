@@ -71,8 +71,8 @@ impl ElementRef {
         element_id(self.scheduler, &self.job, self.index)
     }
 
-    pub fn to_stored(&self) -> crate::ledger::StoredElement {
-        crate::ledger::StoredElement {
+    pub fn to_stored(&self) -> StoredElement {
+        StoredElement {
             scheduler: scheduler_name(self.scheduler).into(),
             job: self.job.clone(),
             index: self.index,
@@ -82,7 +82,7 @@ impl ElementRef {
 
     /// The element a stored one names; `None` for a submission under way (no job id yet) or an
     /// unknown scheduler.
-    pub fn from_stored(stored: &crate::ledger::StoredElement) -> Option<ElementRef> {
+    pub fn from_stored(stored: &StoredElement) -> Option<ElementRef> {
         if stored.job.is_empty() {
             return None;
         }
@@ -122,8 +122,8 @@ pub struct PendingElement {
 
 impl PendingElement {
     /// As stored before `sbatch`/`qsub` runs (no job id yet).
-    pub fn to_stored(&self) -> crate::ledger::StoredElement {
-        crate::ledger::StoredElement {
+    pub fn to_stored(&self) -> StoredElement {
+        StoredElement {
             scheduler: scheduler_name(self.scheduler).into(),
             job: String::new(),
             index: self.index,
@@ -132,7 +132,7 @@ impl PendingElement {
     }
 
     /// The pending submission a stored element names, if it is one.
-    pub fn from_stored(stored: &crate::ledger::StoredElement) -> Option<PendingElement> {
+    pub fn from_stored(stored: &StoredElement) -> Option<PendingElement> {
         if !stored.job.is_empty() {
             return None;
         }
@@ -1343,6 +1343,22 @@ async fn run_within(
     })
 }
 
+/// A batch-scheduler element running a task, enough to follow it again after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredElement {
+    /// `slurm`, `pbspro` or `torque`.
+    pub scheduler: String,
+    /// The array's (or the single job's) id; empty while the submission is under way (the
+    /// job is then found by `name`).
+    pub job: String,
+    /// Index within the array.
+    pub index: Option<u32>,
+    /// The job name the submission went out under (unique per submission). Absent in ledgers
+    /// written before it was kept.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1371,7 +1387,7 @@ mod tests {
         assert_eq!(ElementRef::from_stored(&stored), Some(element));
         assert_eq!(PendingElement::from_stored(&stored), None);
         // A ledger written before names were kept: a pending element without one is unusable.
-        let old = crate::ledger::StoredElement {
+        let old = StoredElement {
             scheduler: "slurm".into(),
             job: String::new(),
             index: None,
