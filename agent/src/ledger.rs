@@ -647,6 +647,12 @@ fn apply_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ledger_is_among_the_files_kept_under_strict_permissions() {
+        // `hsm_transport::strict` names it without depending on this crate.
+        assert!(crate::strict::GUARDED_FILES.contains(&LEDGER_FILE));
+    }
     use std::sync::atomic::{AtomicU64, Ordering};
 
     fn template() -> TemplateMsg {

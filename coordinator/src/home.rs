@@ -1,7 +1,7 @@
 //! The coordinator's own state directory and identity (its certificate, which agents authorize).
 
 use anyhow::Context as _;
-use hsm_agent::identity::Identity;
+use hsm_transport::identity::Identity;
 use std::path::PathBuf;
 
 /// `$HSM_HOME`, else `$XDG_STATE_HOME/hsm`, else `~/.local/state/hsm`.

@@ -424,7 +424,7 @@ pub async fn push(
     project_dir: &str,
     differs: &[&SyncDiff],
 ) -> Result<Pushed, PushError> {
-    use hsm_agent::wire::{read_frame, write_message};
+    use hsm_transport::wire::{read_frame, write_message};
     let started = Instant::now();
     let by_path: HashMap<&str, &ManifestEntry> = manifest
         .entries

@@ -5,8 +5,8 @@
 //! into place only when size and SHA-256 match, so a failed or forged transfer never leaves a
 //! file that looks complete, and the temporary file is removed on every error path.
 
-use hsm_agent::wire::read_frame;
 use hsm_protocol::{check_relative_path, decode, FileHeader};
+use hsm_transport::wire::read_frame;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::path::{Component, Path, PathBuf};
@@ -279,8 +279,8 @@ fn resolve_inside(task_dir: &Path, rel: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hsm_agent::wire::write_message;
     use hsm_protocol::{Attempt, SweepId, TaskIndex, TaskRef};
+    use hsm_transport::wire::write_message;
     use std::future::{ready, Ready};
 
     fn header(path: &str, bytes: &[u8]) -> FileHeader {

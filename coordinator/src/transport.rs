@@ -4,9 +4,9 @@
 //! mutual TLS, the protocol, the agent's ledger — is the same either way.
 
 use crate::config::{AgentTransport, SshTarget, TransportMode};
-use hsm_agent::identity::Identity;
-use hsm_agent::tls::stdio_socket::{Relay, RelayCommand};
-use hsm_agent::tls::{self, DialError, TransportOptions};
+use hsm_transport::identity::Identity;
+use hsm_transport::tls::stdio_socket::{Relay, RelayCommand};
+use hsm_transport::tls::{self, DialError, TransportOptions};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 

@@ -5,7 +5,7 @@ use super::config_cmd::{display_path, load_config};
 use super::{user_error, AgentAddArgs, Global, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::config::{self, SourceKind};
 use anyhow::Context as _;
-use hsm_agent::identity;
+use hsm_transport::identity;
 
 use crate::home::coordinator_identity;
 
@@ -513,9 +513,9 @@ pub(super) fn request_address<T>(
     request: hsm_protocol::ToAgent,
     mut answer: impl FnMut(hsm_protocol::FromAgent) -> Option<anyhow::Result<T>>,
 ) -> anyhow::Result<(hsm_protocol::Welcome, T, std::time::Duration, String)> {
-    use hsm_agent::tls::TransportOptions;
-    use hsm_agent::wire::{read_frame, write_message};
     use hsm_protocol::{decode, FromAgent, Hello, HelloReply, MAX_FRAME};
+    use hsm_transport::tls::TransportOptions;
+    use hsm_transport::wire::{read_frame, write_message};
 
     let identity = coordinator_identity()?;
     let runtime = tokio::runtime::Builder::new_current_thread()

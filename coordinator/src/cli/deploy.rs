@@ -394,7 +394,7 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         );
     }
     let fingerprint = field(&setup, "fingerprint")
-        .and_then(|fp| hsm_agent::identity::parse_fingerprint(fp).ok())
+        .and_then(|fp| hsm_transport::identity::parse_fingerprint(fp).ok())
         .with_context(|| format!("the agent on {} printed no fingerprint", args.destination))?;
     if let Some(pid) = field(&setup, "serve_pid") {
         println!(

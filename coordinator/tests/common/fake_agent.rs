@@ -7,10 +7,10 @@
 
 #![allow(dead_code)]
 
-use hsm_agent::identity::Identity;
-use hsm_agent::tls::{self, TransportOptions};
-use hsm_agent::wire::{read_frame, write_message};
 use hsm_protocol::*;
+use hsm_transport::identity::Identity;
+use hsm_transport::tls::{self, TransportOptions};
+use hsm_transport::wire::{read_frame, write_message};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::PathBuf;

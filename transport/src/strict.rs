@@ -92,7 +92,8 @@ pub const GUARDED_FILES: &[&str] = &[
     crate::identity::KEY_FILE,
     crate::identity::CERT_FILE,
     crate::identity::AUTHORIZED_FILE,
-    crate::ledger::LEDGER_FILE,
+    // The agent's ledger (`hsm_agent::ledger::LEDGER_FILE`; a test there checks the name).
+    "ledger.db",
     "ledger.db-wal",
     "ledger.db-shm",
 ];

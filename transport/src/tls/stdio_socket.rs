@@ -1,5 +1,5 @@
 //! A quinn socket whose datagrams travel over a child process's stdin/stdout (framed as in
-//! [`crate::relay`]) instead of UDP: the coordinator's end of the ssh transport, where the child
+//! the agent's `relay`) instead of UDP: the coordinator's end of the ssh transport, where the child
 //! is `ssh HOST hsm-agent relay --to 127.0.0.1:PORT`. The QUIC connection over it is the usual
 //! one (same TLS, protocol and timers); to quinn the pipe is a network path to one peer.
 //!
@@ -20,7 +20,7 @@ use quinn::udp::{RecvMeta, Transmit};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::relay::encode_frame;
+use crate::pipe::encode_frame;
 
 /// Chunks of frames (one per `try_send`, up to `SEGMENTS` datagrams each) waiting for the pipe.
 /// About 1,000 datagrams of QUIC's size: enough to keep the pipe busy, small enough that a
