@@ -91,9 +91,11 @@ impl AgentHost {
         self.live.is_some()
     }
 
-    /// (task, attempt) of every process running now, orphans included.
+    /// (task, attempt) of every process a running agent follows now. Processes a crash left
+    /// behind are not among them: no coordinator can reach them while the agent is down, and
+    /// the restarted agent ends them (seed 172643 of the soak ended its run in that window).
     pub fn running(&self) -> Vec<(u64, u32)> {
-        let mut out = self.orphans.clone();
+        let mut out = Vec::new();
         if let Some(live) = &self.live {
             out.extend(
                 live.procs
