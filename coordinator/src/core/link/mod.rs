@@ -168,8 +168,6 @@ pub struct AgentLink {
     /// the agent replays what was not acknowledged).
     reconnect: bool,
     outgoing: VecDeque<ToAgent>,
-    /// See [`AgentLink::epoch`].
-    epoch: u64,
     /// Attempts given up on while the agent was away, to stop when it is back.
     abandoned: Vec<TaskKey>,
     reports: VecDeque<Report>,
@@ -216,7 +214,6 @@ impl AgentLink {
             offers: OfferBook::new(now),
             reconnect: false,
             outgoing: VecDeque::new(),
-            epoch: 0,
             abandoned: Vec::new(),
             reports: VecDeque::new(),
             writes: VecDeque::new(),
@@ -314,8 +311,9 @@ impl AgentLink {
 
     /// Forgets every attempt: whatever the agent still reports about them is stale. Orders not
     /// yet sent are dropped with them (a `Submit` or `Attach` queued for an agent given up on
-    /// would start, when it came back, attempts that run elsewhere by then; see `epoch`), and
-    /// the agent is asked to stop them when it is back: they run elsewhere now.
+    /// would start, when it came back, attempts that run elsewhere by then; what the shell had
+    /// handed out goes down with its session), and the agent is asked to stop them when it is
+    /// back: they run elsewhere now.
     fn drop_all(&mut self) {
         let held = self.held();
         for key in &held {
@@ -326,13 +324,6 @@ impl AgentLink {
         self.outgoing.clear();
         self.submit_batch.clear();
         self.attach_batch.clear();
-        self.epoch += 1;
-    }
-
-    /// Counts the times the link gave up on what it had sent: a message handed out under an
-    /// earlier epoch and not yet on the wire is to be dropped, not sent.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
     }
 
     // ---- orders from the sweep ----------------------------------------------------------------
