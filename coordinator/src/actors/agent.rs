@@ -372,19 +372,6 @@ impl Handler<AttachTask> for AgentSource {
     }
 }
 
-/// Take back an attempt that has not started on the agent (see `AgentLink::handle_withdraw`).
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct WithdrawTask(pub TaskKey);
-
-impl Handler<WithdrawTask> for AgentSource {
-    type Result = ();
-    fn handle(&mut self, msg: WithdrawTask, _: &mut Context<Self>) {
-        self.link.handle_withdraw(msg.0);
-        self.drain();
-    }
-}
-
 /// Ask the agent for an attempt back if it has not started there (see
 /// `AgentLink::handle_steal`).
 #[derive(Message, Debug)]

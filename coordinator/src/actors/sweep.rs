@@ -2,9 +2,7 @@
 //! inputs, carries the core's commands to the source actors, and batches the core's changes to
 //! the store actor.
 
-use super::agent::{
-    AgentSetup, AgentSource, AttachTask, SendAcks, Shutdown, StealTask, WithdrawTask,
-};
+use super::agent::{AgentSetup, AgentSource, AttachTask, SendAcks, Shutdown, StealTask};
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
@@ -89,7 +87,6 @@ enum SourceHandle {
 enum AgentOrder {
     Launch(LaunchTask),
     Cancel(TaskKey),
-    Withdraw(TaskKey),
     Steal(TaskKey),
 }
 
@@ -98,7 +95,6 @@ impl AgentOrder {
         match self {
             AgentOrder::Launch(msg) => addr.do_send(msg),
             AgentOrder::Cancel(key) => addr.do_send(CancelTask(key)),
-            AgentOrder::Withdraw(key) => addr.do_send(WithdrawTask(key)),
             AgentOrder::Steal(key) => addr.do_send(StealTask(key)),
         }
     }
@@ -122,9 +118,7 @@ impl SourceHandle {
                 // Only an in-process scheduler source holds unstarted tasks locally: a stolen
                 // one's pending job is cancelled (`scancel`/`qdel`) and the attempt ends
                 // cancelled.
-                AgentOrder::Cancel(key) | AgentOrder::Withdraw(key) | AgentOrder::Steal(key) => {
-                    addr.do_send(CancelTask(key))
-                }
+                AgentOrder::Cancel(key) | AgentOrder::Steal(key) => addr.do_send(CancelTask(key)),
             },
         }
     }
@@ -392,15 +386,14 @@ impl SweepActor {
                 AgentOrder::Cancel(TaskKey { index, attempt }),
                 &mut self.held_orders,
             ),
+            // A drained source's unstarted attempt is asked back like a stolen one: it moves
+            // only once the agent says it dropped it (it may have started there meanwhile).
             Command::Withdraw {
                 index,
                 attempt,
                 source,
-            } => self.sources[source].order(
-                AgentOrder::Withdraw(TaskKey { index, attempt }),
-                &mut self.held_orders,
-            ),
-            Command::Steal {
+            }
+            | Command::Steal {
                 index,
                 attempt,
                 source,
@@ -875,11 +868,11 @@ impl Handler<SourceStatus> for SweepActor {
         } else if msg.keep_waiting {
             self.core.handle_source_status(msg.source, false, None);
         } else {
-            // No new work, and what waits there unstarted moves to other sources.
+            // No new work, and what waits there unstarted is asked back for other sources.
             let commands = self.core.handle_source_drain(msg.source, &note, now_ms());
             if !commands.is_empty() {
                 let line = format!(
-                    "{} task{} waiting at {name} will run elsewhere",
+                    "{} task{} waiting at {name} asked back, to run elsewhere",
                     commands.len(),
                     if commands.len() == 1 { "" } else { "s" }
                 );

@@ -492,6 +492,11 @@ pub struct SweepCore {
     /// them back (that could run the task twice, or start the taken-back attempt when the
     /// source takes it up); they finish there or are lost with the source.
     taken_up: std::collections::HashSet<(u64, u32)>,
+    /// Attempts asked back from a drained source, by task index: the attempt and why. Such an
+    /// attempt stays its source's until the source answers (it may have started there, its
+    /// `Started` lost with a connection): dropped, it runs again elsewhere as a new attempt;
+    /// started, it stays.
+    reclaiming: HashMap<u64, (u32, String)>,
 }
 
 /// A task asked back from the source holding it (`Command::Steal`), not yet answered.
@@ -524,6 +529,7 @@ impl SweepCore {
             moved: std::collections::HashSet::new(),
             steal_after_ms: Some(DEFAULT_STEAL_AFTER_MS),
             taken_up: std::collections::HashSet::new(),
+            reclaiming: HashMap::new(),
         }
     }
 
@@ -727,10 +733,12 @@ impl SweepCore {
     }
 
     /// The source cannot take work now (its heartbeat stopped, its disk is low): it gets no new
-    /// work and the attempts handed to it that have not started are taken back, to run
-    /// elsewhere as new attempts (not counted against retries). Running attempts stay: they
-    /// finish there, or are lost with the source.
-    pub fn handle_source_drain(&mut self, source: usize, why: &str, now: i64) -> Vec<Command> {
+    /// work and the attempts handed to it that have not started are asked back. Each stays the
+    /// source's until it answers (nobody can tell whether one started meanwhile, its report
+    /// lost with the connection): one it dropped runs elsewhere as a new attempt (not counted
+    /// against retries), one it started stays. Running attempts stay: they finish there, or are
+    /// lost with the source.
+    pub fn handle_source_drain(&mut self, source: usize, why: &str, _now: i64) -> Vec<Command> {
         let Some(name) = self.sources.get(source).map(|s| s.name.clone()) else {
             return Vec::new();
         };
@@ -741,28 +749,32 @@ impl SweepCore {
             .filter(|t| t.source == Some(source) && t.status == TaskStatus::Queued)
             .map(|t| (t.index, t.attempt))
             .filter(|key| !self.taken_up.contains(key))
+            // Already asked back (for an idle source, or by an earlier drain): that answer
+            // moves it.
+            .filter(|(index, _)| {
+                !self.stealing.contains_key(index) && !self.reclaiming.contains_key(index)
+            })
             .collect();
         let mut commands = Vec::with_capacity(queued.len());
-        for &(index, attempt) in queued.iter().rev() {
-            self.settle_steal(index, attempt);
-            self.sources[source].running = self.sources[source].running.saturating_sub(1);
+        for (index, attempt) in queued {
             let reason = format!("attempt {attempt} taken back from {name}: {why}");
-            self.requeue(
-                index,
-                attempt,
-                TaskStatus::Cancelled,
-                reason.clone(),
-                reason,
-                now,
-            );
+            self.reclaiming.insert(index, (attempt, reason));
             commands.push(Command::Withdraw {
                 index,
                 attempt,
                 source,
             });
         }
-        commands.reverse();
         commands
+    }
+
+    /// The answer to a drain's `Withdraw` came (the attempt started, ended or was lost): why
+    /// it was asked back, if it was.
+    fn settle_reclaim(&mut self, index: u64, attempt: u32) -> Option<String> {
+        match self.reclaiming.get(&index) {
+            Some((a, _)) if *a == attempt => self.reclaiming.remove(&index).map(|(_, why)| why),
+            _ => None,
+        }
     }
 
     /// The source is gone (unreachable past its grace period). Its queued and running attempts
@@ -786,6 +798,7 @@ impl SweepCore {
             .collect();
         for &(index, attempt) in lost.iter().rev() {
             self.settle_steal(index, attempt);
+            self.settle_reclaim(index, attempt);
             self.lose(
                 index,
                 attempt,
@@ -896,8 +909,9 @@ impl SweepCore {
             return;
         }
         let source = task.source;
-        // Started before the source read the steal: it stays there.
+        // Started before the source read the steal (or the drain's withdrawal): it stays there.
         self.settle_steal(index, attempt);
+        self.settle_reclaim(index, attempt);
         self.started_at.insert(index, now);
         self.set_status(index, TaskStatus::Running, attempt, source, pid, now);
     }
@@ -958,6 +972,13 @@ impl SweepCore {
                 self.requeue(index, attempt, TaskStatus::Cancelled, why.clone(), why, now);
                 self.moved_to.insert(index, steal.thief);
                 self.moved.insert(index);
+                return;
+            }
+        }
+        if let Some(why) = self.settle_reclaim(index, attempt) {
+            if exit == ExitKind::Cancelled && self.dispatching {
+                // Dropped by its drained source as asked: it runs next, elsewhere.
+                self.requeue(index, attempt, TaskStatus::Cancelled, why.clone(), why, now);
                 return;
             }
         }
@@ -1608,9 +1629,10 @@ mod tests {
             "only the attempt this run handed over goes back"
         );
         assert_eq!(core.task(1).unwrap().status, TaskStatus::Queued);
-        // Lost with the source after its grace, it runs again.
-        assert_eq!(core.handle_source_lost(1, 2), 1);
+        // Lost with the source after its grace (no answer came), both run again.
+        assert_eq!(core.handle_source_lost(1, 2), 2);
         assert_eq!(core.task(1).unwrap().status, TaskStatus::Pending);
+        assert_eq!(core.task(2).unwrap().status, TaskStatus::Pending);
     }
 
     #[test]
@@ -1633,27 +1655,38 @@ mod tests {
             })
         );
         assert!(
+            core.handle_source_drain(1, "free disk low", 2).is_empty(),
+            "asked back once"
+        );
+        assert!(
             core.poll_dispatch(2).is_empty(),
             "source 0 is busy, 1 drained"
         );
-        // A late report about a withdrawn attempt changes nothing.
-        core.handle_started(3, 1, None, 3);
-        core.handle_exited(3, 1, ExitKind::Cancelled, 3);
+        // Until the source answers, the attempts are its own: nothing runs them elsewhere.
+        core.handle_exited(1, 1, ExitKind::Success, 3);
+        assert_eq!(
+            launches(&core.poll_dispatch(3)),
+            [(6, 1, 0)],
+            "only the task not handed out yet"
+        );
+        // It dropped 3 and 4; 5 had started (its report was on the way): it stays.
+        core.handle_exited(3, 1, ExitKind::Cancelled, 4);
+        core.handle_exited(4, 1, ExitKind::Cancelled, 4);
+        core.handle_started(5, 1, None, 4);
         assert_eq!(core.task(3).unwrap().status, TaskStatus::Pending);
-        // The running task finishes where it is.
-        core.handle_exited(2, 1, ExitKind::Success, 4);
-        core.handle_exited(1, 1, ExitKind::Success, 4);
+        assert_eq!(core.task(5).unwrap().status, TaskStatus::Running);
+        core.handle_exited(6, 1, ExitKind::Success, 5);
         assert_eq!(
             launches(&core.poll_dispatch(5)),
-            [(3, 2, 0)],
-            "taken-back tasks first, as new attempts, on the healthy source"
+            [(4, 2, 0)],
+            "taken-back tasks first (the last answered first), as new attempts, on the healthy source"
         );
+        // The running tasks finish where they are.
+        core.handle_exited(2, 1, ExitKind::Success, 5);
+        core.handle_exited(5, 1, ExitKind::Success, 5);
         core.handle_source_status(1, true, None);
-        assert_eq!(
-            launches(&core.poll_dispatch(6)),
-            [(4, 2, 1), (5, 2, 1), (6, 1, 1)]
-        );
-        for (index, attempt) in [(3, 2), (4, 2), (5, 2), (6, 1)] {
+        assert_eq!(launches(&core.poll_dispatch(6)), [(3, 2, 1)]);
+        for (index, attempt) in [(3, 2), (4, 2)] {
             core.handle_exited(index, attempt, ExitKind::Success, 7);
         }
         assert!(core.is_finished());
@@ -1664,7 +1697,7 @@ mod tests {
             .filter(|c| c.status == TaskStatus::Cancelled)
             .filter_map(|c| c.reason.filter(|r| r.contains("taken back")))
             .collect();
-        assert_eq!(reasons.len(), 3, "each taken-back attempt ends cancelled");
+        assert_eq!(reasons.len(), 2, "each taken-back attempt ends cancelled");
         assert_eq!(reasons[0], "attempt 1 taken back from s1: free disk low");
     }
 

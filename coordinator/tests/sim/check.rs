@@ -20,8 +20,6 @@ pub struct Checker {
     running: BTreeMap<(u64, u32), usize>,
     /// Every event an agent sent: (task, attempt, seq) → what it said.
     sent: BTreeMap<(u64, u32, u64), String>,
-    /// Attempts the coordinator took back before they started (they may start briefly).
-    withdrawn: BTreeSet<(u64, u32)>,
     /// Agents the coordinator gave up on at some point: their attempts are known lost.
     lost_agents: BTreeSet<usize>,
     cancelled: bool,
@@ -68,7 +66,6 @@ impl Checker {
             finals: BTreeMap::new(),
             running: BTreeMap::new(),
             sent: BTreeMap::new(),
-            withdrawn: BTreeSet::new(),
             lost_agents: BTreeSet::new(),
             cancelled: false,
             stats: Stats::default(),
@@ -154,7 +151,7 @@ impl Checker {
                  runs on agent {where_}"
             ));
         }
-        if row.attempt > attempt && !self.withdrawn.contains(&(index, attempt)) {
+        if row.attempt > attempt {
             self.fail(format!(
                 "task {index}: attempt {attempt} started on agent {agent} after the coordinator \
                  had recorded attempt {}",
@@ -166,11 +163,6 @@ impl Checker {
 
     pub fn proc_ended(&mut self, _agent: usize, index: u64, attempt: u32, _now: u64) {
         self.running.remove(&(index, attempt));
-    }
-
-    pub fn withdrawn(&mut self, key: TaskKey) {
-        self.stats.withdrawals += 1;
-        self.withdrawn.insert((key.index, key.attempt));
     }
 
     pub fn source_lost(&mut self, agent: usize) {

@@ -361,8 +361,8 @@ impl World {
                     link.handle_cancel(key)
                 }
                 Order::Withdraw(key) => {
-                    self.check.withdrawn(key);
-                    link.handle_withdraw(key)
+                    self.check.stats.withdrawals += 1;
+                    link.handle_steal(key)
                 }
                 Order::Steal(key) => {
                     self.check.stats.steals += 1;

@@ -404,19 +404,6 @@ impl AgentLink {
         self.send_cancel(key, false);
     }
 
-    /// Take back an attempt that has not started on the agent: the agent drops it (or stops it,
-    /// should it have started meanwhile) and whatever it still reports about it is ignored.
-    pub fn handle_withdraw(&mut self, key: TaskKey) {
-        self.drop_attempt(key);
-        // A submission not sent yet is taken out: the agent never hears of the attempt. One
-        // sent is stopped, and stopped again after a reconnect (the cancel may have been lost
-        // with the connection).
-        if !self.retract_submit(key) {
-            self.send_cancel(key, false);
-            self.abandoned.push(key);
-        }
-    }
-
     /// Takes attempt `key` out of the submissions not yet handed out; whether it was there.
     fn retract_submit(&mut self, key: TaskKey) -> bool {
         let is = |t: &TaskMsg| t.index.0 == key.index && t.attempt.0 == key.attempt;
@@ -443,6 +430,11 @@ impl AgentLink {
     /// (its reports then go on as usual). Unlike a withdrawal, the attempt stays this link's
     /// until the agent's answer arrives, so it never runs in two places.
     pub fn handle_steal(&mut self, key: TaskKey) {
+        // Not handed out yet: the agent never hears of it, and it is back at once.
+        if self.retract_submit(key) {
+            self.finish(key, ExitKind::Cancelled);
+            return;
+        }
         if let Some(attempt) = self.attempts.get_mut(&key) {
             attempt.cancel.get_or_insert(true);
         }

@@ -573,16 +573,17 @@ fn orders_cancel_withdraw_and_steal_go_out_behind_the_submission() {
     link.handle_steal(c);
     assert!(matches!(&outgoing(&mut link)[..], [ToAgent::Cancel(m)] if m.unstarted_only));
     assert!(link.holds(c));
-    // A withdrawal forgets it at once: what the agent reports later is ignored (but acknowledged).
-    link.handle_withdraw(b);
-    assert!(!link.holds(b));
+    // Its answer: it had started (the steal is void) — the start is reported as usual.
     link.handle_frame(
         10,
-        events(vec![event(b, 1, EventKind::Started { pid: 1, at_ms: 0 })]),
+        events(vec![event(c, 1, EventKind::Started { pid: 1, at_ms: 0 })]),
     );
     let out = reports(&mut link);
     assert_eq!(acked(&out), vec![1]);
-    assert!(!out.iter().any(|r| matches!(r, Report::Started { .. })));
+    assert!(out
+        .iter()
+        .any(|r| matches!(r, Report::Started { key, .. } if *key == c)));
+    assert!(link.holds(c));
     // Cancelling an attempt whose files are still arriving ends it now.
     link.handle_launch(d, vec![], vec![]);
     link.handle_flush();
@@ -690,9 +691,9 @@ fn orders_for_an_agent_given_up_on_are_dropped_and_its_attempts_stopped_when_it_
 }
 
 #[test]
-fn a_withdrawal_takes_back_a_submission_not_sent_yet() {
+fn asking_back_a_submission_not_sent_yet_takes_it_out_and_answers_at_once() {
     // Found by the simulator (seed 1543): a submission queued while the agent was away, then
-    // withdrawn, went out when it came back, and the attempt started before the cancel
+    // taken back, went out when it came back, and the attempt started before the cancel
     // behind it stopped it — after the task had completed elsewhere.
     let (a, b) = (key(1, 1), key(2, 1));
     let mut link = running(&[]);
@@ -701,7 +702,12 @@ fn a_withdrawal_takes_back_a_submission_not_sent_yet() {
     link.handle_launch(a, vec![], vec![]);
     link.handle_launch(b, vec![], vec![]);
     link.handle_flush();
-    link.handle_withdraw(a);
+    link.handle_steal(a);
+    assert_eq!(
+        finished(&reports(&mut link)),
+        vec![(a, ExitKind::Cancelled)]
+    );
+    assert!(!link.holds(a));
     link.handle_up(10, 4, 1, "connected".into(), None);
     let out = outgoing(&mut link);
     let submitted: Vec<u64> = out

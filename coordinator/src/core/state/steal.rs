@@ -42,8 +42,11 @@ impl SweepCore {
     /// pending longest past `steal_after`.
     fn steal_candidate(&self, thief: usize, now: i64) -> Option<(usize, u64)> {
         let mean = self.durations.mean_ms();
-        let not_taken =
-            |index: &u64| !self.stealing.contains_key(index) && !self.moved.contains(index);
+        let not_taken = |index: &u64| {
+            !self.stealing.contains_key(index)
+                && !self.reclaiming.contains_key(index)
+                && !self.moved.contains(index)
+        };
         let from_agent = (0..self.sources.len())
             .filter(|&v| v != thief)
             .filter(|&v| {
@@ -108,9 +111,10 @@ impl SweepCore {
         Some(steal)
     }
 
-    /// Forgets every unanswered steal (the run stops, so nothing moves any more).
+    /// Forgets every unanswered steal and drain (the run stops, so nothing moves any more).
     pub(super) fn forget_steals(&mut self) {
         self.stealing.clear();
+        self.reclaiming.clear();
         self.moved_to.clear();
         for s in &mut self.sources {
             s.incoming = 0;
