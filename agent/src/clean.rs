@@ -155,52 +155,6 @@ pub fn retention_check_every(retention: Duration) -> Duration {
     (retention / 8).clamp(Duration::from_millis(100), Duration::from_secs(3600))
 }
 
-/// `--ledger-retention`: `30d`, `12h`, `90m`, `45s`, `1d12h`, a number of seconds; `off` (or
-/// `0`) keeps everything for ever.
-pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
-    let t = text.trim();
-    if matches!(t, "off" | "never" | "0") {
-        return Ok(None);
-    }
-    let fail = || {
-        format!(
-            "`{text}` is not a duration: write e.g. 30d, 12h, 90m, 1d12h, a number of seconds, \
-             or `off`"
-        )
-    };
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return t
-            .parse()
-            .map(|s| Some(Duration::from_secs(s)))
-            .map_err(|_| fail());
-    }
-    let mut total: u64 = 0;
-    let mut rest = t;
-    if rest.is_empty() {
-        return Err(fail());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let number: u64 = rest[..digits].parse().map_err(|_| fail())?;
-        let factor = match rest.as_bytes().get(digits) {
-            Some(b'd') => 86_400,
-            Some(b'h') => 3_600,
-            Some(b'm') => 60,
-            Some(b's') => 1,
-            _ => return Err(fail()),
-        };
-        total = number
-            .checked_mul(factor)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(fail)?;
-        rest = &rest[digits + 1..];
-    }
-    if total == 0 {
-        return Ok(None);
-    }
-    Ok(Some(Duration::from_secs(total)))
-}
-
 /// `3d 4h`, `2h 5m`, `40s`: a duration as people read it (two units at most).
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
@@ -572,30 +526,6 @@ mod tests {
     }
 
     #[test]
-    fn retention_durations_parse_and_off_disables() {
-        let d = |s: u64| Ok(Some(Duration::from_secs(s)));
-        assert_eq!(parse_retention("30d"), d(30 * 86_400));
-        assert_eq!(parse_retention("1d12h"), d(36 * 3_600));
-        assert_eq!(parse_retention("2s"), d(2));
-        assert_eq!(parse_retention("90"), d(90));
-        assert_eq!(parse_retention("off"), Ok(None));
-        assert_eq!(parse_retention("0"), Ok(None));
-        assert_eq!(parse_retention("0d"), Ok(None));
-        for bad in ["", "3w", "d", "1.5d", "-1d", "12h5"] {
-            let e = parse_retention(bad).unwrap_err();
-            assert!(e.contains("30d") && e.contains("off"), "{bad}: {e}");
-        }
-        assert_eq!(
-            retention_check_every(Duration::from_secs(2)),
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            retention_check_every(DEFAULT_RETENTION),
-            Duration::from_secs(3600)
-        );
-    }
-
-    #[test]
     fn measure_counts_task_dirs_and_bytes_without_following_links() {
         let dir = tempfile::tempdir().unwrap();
         let sweep = dir.path().join("s1");
@@ -627,5 +557,17 @@ mod tests {
         remove_leftovers(dir.path());
         assert!(!left.exists());
         assert!(dir.path().join("s2/tasks").exists());
+    }
+
+    #[test]
+    fn retention_is_checked_often_enough_and_at_most_hourly() {
+        assert_eq!(
+            retention_check_every(Duration::from_secs(2)),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            retention_check_every(DEFAULT_RETENTION),
+            Duration::from_secs(3600)
+        );
     }
 }

@@ -5,7 +5,6 @@
 pub mod clean;
 pub mod core;
 pub mod daemon;
-pub mod dist;
 pub mod ledger;
 pub mod owners;
 pub mod preflight;

@@ -345,7 +345,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.heartbeat == 0 {
         return Err(UsageError("--heartbeat: expected a positive number of seconds".into()).into());
     }
-    let ledger_retention = hsm_agent::clean::parse_retention(&args.ledger_retention)
+    let ledger_retention = hsm_protocol::parse_retention(&args.ledger_retention)
         .map_err(|e| UsageError(format!("--ledger-retention: {e}")))?;
     let options = ServeOptions {
         listen,

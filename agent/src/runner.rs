@@ -45,8 +45,9 @@ pub use crate::core::{task_dir_name, valid_sweep_id, FetchItem, FetchPlan, OUTPU
 mod files;
 mod sweeps;
 
-pub use files::{hash_file, scan_results};
+pub use files::scan_results;
 use files::{prepare, read_appended, read_log_range};
+pub use hsm_protocol::digest::hash_file;
 
 /// Largest `Output` event payload.
 pub const OUTPUT_CHUNK: usize = 64 * 1024;
@@ -59,9 +60,7 @@ const FIND_FOR: Duration = Duration::from_secs(600);
 /// Longest a restarted agent waits for a submit command its previous run left running.
 const SUBMIT_WAIT: Duration = Duration::from_secs(120);
 
-/// The environment variable that marks a process task as this agent's (`<task dir>#<attempt>`),
-/// so a restarted agent can end the ones it can no longer follow.
-pub const TASK_MARK: &str = "HSM_AGENT_TASK";
+pub use hsm_exec::process::TASK_MARK;
 
 /// Handle on the agent's task runner; cheap to clone, shared by every session.
 #[derive(Clone)]

@@ -4,6 +4,7 @@
 //! Only files this session's own report named are accepted.
 
 use crate::wire::{read_frame, write_message};
+use hsm_protocol::digest::{hex, is_executable, sha256_file};
 use hsm_protocol::sync::{diff, MAX_PUSH_HEADER};
 use hsm_protocol::{check_relative_path, PushHeader, PushReply, SyncDiff, SyncReport, SyncRequest};
 use sha2::{Digest, Sha256};
@@ -71,31 +72,6 @@ fn compare_file(
         return Ok(Some(diff::MODE));
     }
     Ok(None)
-}
-
-/// SHA-256 of a file's content, lowercase hex (also what the coordinator hashes its project
-/// and the agent binary it deploys with).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether the owner may execute the file (the bit a manifest carries).
-#[cfg(unix)]
-pub fn is_executable(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o100 != 0
-}
-
-#[cfg(not(unix))]
-pub fn is_executable(_meta: &std::fs::Metadata) -> bool {
-    false
 }
 
 /// What a session accepts pushes for: its request's `project_dir` and the paths its report
@@ -291,7 +267,7 @@ mod tests {
         ManifestEntry {
             path: path.into(),
             size: content.len() as u64,
-            sha256: hex(&Sha256::digest(content)),
+            sha256: hsm_protocol::digest::sha256_hex(content),
             executable,
         }
     }

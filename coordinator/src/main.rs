@@ -45,7 +45,8 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .with_filter(filter);
     let ours = Targets::new()
         .with_target("hsm_coordinator", LevelFilter::INFO)
-        .with_target("hsm_agent", LevelFilter::INFO)
+        .with_target("hsm_exec", LevelFilter::INFO)
+        .with_target("hsm_transport", LevelFilter::INFO)
         .with_target("hsm_protocol", LevelFilter::INFO);
     let engine_log = tracing_subscriber::fmt::layer()
         .with_ansi(false)

@@ -307,7 +307,7 @@ fn walk(root: &Path, selection: &Selection) -> Result<Vec<String>, String> {
     Ok(files)
 }
 
-use hsm_agent::sync::{is_executable, sha256_file};
+use hsm_protocol::digest::{is_executable, sha256_file};
 
 /// The differences an agent reported that name files of `manifest` (anything else it says is
 /// ignored: it cannot ask for a file that is not the project's).
@@ -487,7 +487,6 @@ pub async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest, Sha256};
 
     fn settings(include: &[&str], exclude: &[&str]) -> SyncSettings {
         SyncSettings {
@@ -598,10 +597,7 @@ mod tests {
         let manifest = build(root, &SyncSettings::default()).unwrap();
         let paths: Vec<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["conf/x.yaml", "train.py"]);
-        let digest: String = Sha256::digest(b"print(1)\n")
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = hsm_protocol::digest::sha256_hex(b"print(1)\n");
         assert_eq!(manifest.entries[1].sha256, digest);
         assert_eq!(manifest.entries[1].size, 9);
         let report = [diff("train.py", "differs"), diff("/etc/passwd", "missing")];

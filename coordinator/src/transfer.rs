@@ -235,11 +235,7 @@ async fn write_verified<R: AsyncRead + Unpin>(
             got,
         });
     }
-    let received: String = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let received = hsm_protocol::digest::hex(&hasher.finalize());
     if received != header.sha256 {
         return Err(TransferError::Hash {
             path: path(),
@@ -292,10 +288,7 @@ mod tests {
             },
             path: path.into(),
             size: bytes.len() as u64,
-            sha256: Sha256::digest(bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            sha256: hsm_protocol::digest::sha256_hex(bytes),
         }
     }
 

@@ -31,6 +31,11 @@ use std::time::{Duration, SystemTime};
 
 use hsm_protocol::UsageMsg;
 use tokio::sync::{mpsc, oneshot};
+
+/// The environment variable that marks a process task as an agent's (`<task dir>#<attempt>`), so
+/// a restarted agent can end the ones it can no longer follow, and the coordinator's orphan
+/// sweep leaves an agent's tasks on its own host alone.
+pub const TASK_MARK: &str = "HSM_AGENT_TASK";
 use tokio::time::Instant;
 
 mod leader;

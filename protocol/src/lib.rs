@@ -42,6 +42,7 @@
 
 mod bytes;
 mod clean;
+pub mod digest;
 mod frame;
 mod handshake;
 mod ids;
@@ -68,10 +69,10 @@ pub use messages::{
     TaskEventMsg, TaskMsg, TaskRef, TemplateMsg, ToAgent, UsageMsg, AGENT_OUTPUT_DIR,
 };
 pub use paths::{
-    check_relative_path, is_sha256_hex, PathError, MAX_COMPONENT_LEN, MAX_PATH_COMPONENTS,
-    MAX_PATH_LEN,
+    check_relative_path, is_sha256_hex, task_dir_name, PathError, MAX_COMPONENT_LEN,
+    MAX_PATH_COMPONENTS, MAX_PATH_LEN,
 };
 pub use preflight::{PreflightMsg, PreflightProblem};
 pub use sync::{ManifestEntry, PushHeader, PushReply, SyncDiff, SyncReport, SyncRequest};
 pub use text::{display_safe, MAX_DISPLAY_CHARS};
-pub use time::{epoch_ms, now_ms};
+pub use time::{epoch_ms, now_ms, parse_retention};

@@ -5,6 +5,12 @@
 //! so a bug or a hostile peer on either side cannot write outside a task's directory. They look at
 //! the text only; symlinks that leave the directory must still be caught where the file system is.
 
+/// A task's directory name, `task_007` (at least three digits): the same in the coordinator's
+/// sweep directory and an agent's work directory.
+pub fn task_dir_name(index: u64) -> String {
+    format!("task_{index:03}")
+}
+
 /// Longest accepted path, in bytes (Linux's `PATH_MAX`).
 pub const MAX_PATH_LEN: usize = 4096;
 

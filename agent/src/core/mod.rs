@@ -48,12 +48,7 @@ pub use recover::Recovery;
 /// Unacknowledged output bytes one attempt may hold in memory before its tailer pauses.
 pub const OUTPUT_WINDOW: usize = 1024 * 1024;
 
-pub use hsm_protocol::valid_sweep_id;
-
-/// `task_007`: at least three digits, like the coordinator's layout.
-pub fn task_dir_name(index: u64) -> String {
-    format!("task_{index:03}")
-}
+pub use hsm_protocol::{task_dir_name, valid_sweep_id};
 
 /// A task whose submission a restart cut short: its id, the job name and place it went out
 /// under, its directory.

@@ -4,9 +4,8 @@
 
 use super::{backend_key, OUTPUT_CHUNK, TASK_MARK};
 use crate::process::TaskLaunch;
+use hsm_protocol::digest::hash_file;
 use hsm_protocol::{check_relative_path, FileOffer, Stream, TemplateMsg, AGENT_OUTPUT_DIR};
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -274,33 +273,6 @@ fn walk(
             }
         }
     }
-}
-
-/// Size and lowercase-hex SHA-256 of a file, read in pieces.
-pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, hex(&hasher.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -315,7 +315,7 @@ impl Handler<LaunchTask> for AgentSource {
             Some(work) => format!(
                 "{work}/{}/tasks/{}/results",
                 self.setup.sweep_id,
-                hsm_agent::runner::task_dir_name(key.index)
+                hsm_protocol::task_dir_name(key.index)
             ),
             None => "<its results directory>".to_string(),
         };

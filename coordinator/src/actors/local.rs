@@ -204,7 +204,7 @@ impl Handler<CancelTask> for LocalSource {
 /// number of process groups killed.
 pub fn kill_orphans(sweep_id: &str) -> usize {
     let want_sweep = format!("HSM_SWEEP_ID={sweep_id}");
-    let mark = format!("{}=", hsm_agent::runner::TASK_MARK);
+    let mark = format!("{}=", hsm_exec::process::TASK_MARK);
     hsm_exec::process::kill_groups_where(|environ| {
         let mut sweep_ok = false;
         let mut task_ok = false;

@@ -4,7 +4,7 @@
 //!
 //! The coordinator decides which sweeps it holds ([`judge`]: every attempt that sweep.db says
 //! went to the agent has ended, and no coordinator runs the sweep now); the agent checks again
-//! with its ledger and keeps anything still running or unreported (`hsm_agent::clean`).
+//! with its ledger and keeps anything still running or unreported (the agent's `clean.rs`).
 
 use super::config_cmd::{display_path, load_config};
 use super::sweep_cmd::{is_active, list_sweeps};

@@ -220,7 +220,7 @@ impl Ssh {
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    hsm_agent::sync::sha256_file(path).with_context(|| format!("reading {}", path.display()))
+    hsm_protocol::digest::sha256_file(path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
@@ -241,7 +241,7 @@ pub fn deploy(global: &Global, args: &AgentDeployArgs) -> anyhow::Result<i32> {
         return Err(user_error("--slots: expected a positive number"));
     }
     if let Some(retention) = &args.ledger_retention {
-        hsm_agent::clean::parse_retention(retention)
+        hsm_protocol::parse_retention(retention)
             .map_err(|e| user_error(format!("--ledger-retention: {e}")))?;
     }
     if let Some(address) = &args.address {

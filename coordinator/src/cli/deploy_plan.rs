@@ -141,7 +141,7 @@ pub fn agent_binary_for(
     let (os, arch) = platform(os, arch);
     let portable = format!("hsm-agent-{arch}-{os}");
     // Where `tools/build-agent.sh` leaves portable builds, relative to the coordinator.
-    let mut candidates = hsm_agent::dist::candidates(&beside.join("hsm-coordinator"), &portable);
+    let mut candidates = candidates(&beside.join("hsm-coordinator"), &portable);
     if os == std::env::consts::OS && arch == std::env::consts::ARCH {
         candidates.push(beside.join("hsm-agent"));
     }
@@ -153,6 +153,24 @@ pub fn agent_binary_for(
             beside.display()
         )
     })
+}
+
+/// Where to look for the agent binary `name`, first match wins, for a coordinator installed at
+/// `coordinator_exe`: beside it (an install that ships both, e.g. `~/.cargo/bin`), then the
+/// `dist/` one level up, which is the checkout's `target/dist/` when the coordinator runs from
+/// `target/<profile>/` (for an installed coordinator it names a directory that rarely exists).
+/// Never the plain `hsm-agent` beside it: that one is linked against this machine's C library,
+/// which a login node's may be older than.
+pub fn candidates(coordinator_exe: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = coordinator_exe.parent() {
+        out.push(dir.join(name));
+        // `target/debug/` or `target/release/` (or `$CARGO_TARGET_DIR/...`) → `target/dist/`.
+        if let Some(target) = dir.parent() {
+            out.push(target.join("dist").join(name));
+        }
+    }
+    out
 }
 
 /// What to do with the daemon.
@@ -590,5 +608,24 @@ mod tests {
         assert_eq!(join_host_port("h", 7300), "h:7300");
         assert_eq!(human_duration(59), "59s");
         assert_eq!(human_duration(3 * 3600 + 300), "3h 5m");
+    }
+
+    #[test]
+    fn looks_beside_the_coordinator_then_in_the_checkout_dist_dir() {
+        let name = "hsm-agent-x86_64-linux";
+        assert_eq!(
+            candidates(Path::new("/src/hsm/target/debug/hsm-coordinator"), name),
+            vec![
+                PathBuf::from("/src/hsm/target/debug/hsm-agent-x86_64-linux"),
+                PathBuf::from("/src/hsm/target/dist/hsm-agent-x86_64-linux"),
+            ]
+        );
+        assert_eq!(
+            candidates(Path::new("/home/me/.cargo/bin/hsm-coordinator"), name),
+            vec![
+                PathBuf::from("/home/me/.cargo/bin/hsm-agent-x86_64-linux"),
+                PathBuf::from("/home/me/.cargo/dist/hsm-agent-x86_64-linux"),
+            ]
+        );
     }
 }
