@@ -1,0 +1,316 @@
+//! Following the jobs: one `squeue`/`qstat` per poll for every job, the wrapper's exit records,
+//! accounting (`sacct`, `scontrol`, `qstat -f`) for elements that ended without one, and batched
+//! cancels.
+
+use super::*;
+
+impl SchedulerBackend {
+    pub(super) async fn send_cancels(&self, keys: &[TaskKey]) {
+        let ids: Vec<(Scheduler, String)> = {
+            let state = self.lock();
+            keys.iter()
+                .filter_map(|k| state.elements.get(k))
+                .map(|e| (e.scheduler, element_id(e.scheduler, &e.job, e.index)))
+                .collect()
+        };
+        for scheduler in [Scheduler::Slurm, Scheduler::PbsPro, Scheduler::Torque] {
+            let ids: Vec<&str> = ids
+                .iter()
+                .filter(|(s, _)| *s == scheduler)
+                .map(|(_, id)| id.as_str())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let program = if scheduler == Scheduler::Slurm {
+                "scancel"
+            } else {
+                "qdel"
+            };
+            match run(program, &ids, None).await {
+                Ok(out) if out.ok => {}
+                Ok(out) => {
+                    tracing::warn!(program, stderr = %out.stderr.trim(), "cancel reported a problem")
+                }
+                Err(e) => tracing::warn!(program, error = %e, "cancel failed"),
+            }
+        }
+    }
+
+    /// The scheduler's records of elements that left without an exit record: Slurm's `sacct`
+    /// (one call, when the cluster keeps accounting), then `scontrol show job` (one call per
+    /// job) for what sacct did not know; PBS `qstat -f` (`-x` on PBS Pro for finished jobs).
+    /// Failures only mean no account: the caller then concludes as before.
+    pub(super) async fn accounts(&self, due: &[(TaskKey, Element)]) -> HashMap<TaskKey, Account> {
+        let mut found = HashMap::new();
+        let slurm: Vec<&(TaskKey, Element)> = due
+            .iter()
+            .filter(|(_, e)| e.scheduler == Scheduler::Slurm)
+            .collect();
+        if !slurm.is_empty() {
+            let mut jobs: Vec<&str> = slurm.iter().map(|(_, e)| e.job.as_str()).collect();
+            jobs.sort_unstable();
+            jobs.dedup();
+            if self.slurm_config().await.1 {
+                let list = jobs.join(",");
+                match run(
+                    "sacct",
+                    &["-n", "-P", "-o", parse::SACCT_FORMAT, "-j", &list],
+                    None,
+                )
+                .await
+                {
+                    Ok(out) if out.ok => {
+                        let rows = parse::parse_sacct(&out.stdout).rows;
+                        for (key, e) in &slurm {
+                            if let Some(a) = sacct_account(&rows, &e.job, e.index) {
+                                found.insert(*key, a);
+                            }
+                        }
+                    }
+                    Ok(out) => {
+                        tracing::info!(stderr = %out.stderr.trim(), "sacct has no answer; asking scontrol")
+                    }
+                    Err(e) => tracing::info!(error = %e, "sacct failed; asking scontrol"),
+                }
+            }
+            for job in jobs {
+                if slurm
+                    .iter()
+                    .all(|(k, e)| e.job != job || found.contains_key(k))
+                {
+                    continue;
+                }
+                match run("scontrol", &["show", "job", job], None).await {
+                    Ok(out) if out.ok => match parse::parse_scontrol_job(&out.stdout) {
+                        Ok(records) => {
+                            for (key, e) in slurm.iter().filter(|(_, e)| e.job == job) {
+                                if let Some(a) = scontrol_account(&records, &e.job, e.index) {
+                                    found.entry(*key).or_insert(a);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read scontrol show job"),
+                    },
+                    // Gone from the controller too (older than MinJobAge): no account.
+                    Ok(_) => {}
+                    Err(e) => tracing::info!(error = %e, "scontrol show job failed"),
+                }
+            }
+        }
+        let pbs: Vec<&(TaskKey, Element)> = due
+            .iter()
+            .filter(|(_, e)| e.scheduler != Scheduler::Slurm)
+            .collect();
+        if !pbs.is_empty() {
+            let mut ids: Vec<String> = pbs
+                .iter()
+                .map(|(_, e)| element_id(e.scheduler, &e.job, e.index))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut args = vec!["-f"];
+            if pbs.iter().any(|(_, e)| e.scheduler == Scheduler::PbsPro) {
+                args.push("-x");
+            }
+            args.extend(ids.iter().map(String::as_str));
+            match run("qstat", &args, None).await {
+                // qstat prints what it knows and complains about the rest.
+                Ok(out) if !out.stdout.trim().is_empty() => {
+                    match parse::parse_qstat_full(&out.stdout) {
+                        Ok(records) => {
+                            for (key, e) in &pbs {
+                                if let Some(a) = qstat_account(&records, &e.job, e.index) {
+                                    found.insert(*key, a);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read qstat -f"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(error = %e, "qstat -f failed"),
+            }
+        }
+        found
+    }
+
+    /// One round of following; false when a scheduler command failed.
+    pub(super) async fn poll(&self) -> bool {
+        let elements: Vec<(TaskKey, Element)> = self
+            .lock()
+            .elements
+            .iter()
+            .map(|(k, e)| (*k, e.clone()))
+            .collect();
+        let mut slurm_jobs: Vec<&str> = elements
+            .iter()
+            .filter(|(_, e)| e.scheduler == Scheduler::Slurm)
+            .map(|(_, e)| e.job.as_str())
+            .collect();
+        slurm_jobs.sort_unstable();
+        slurm_jobs.dedup();
+        let mut pbs_jobs: Vec<&str> = elements
+            .iter()
+            .filter(|(_, e)| e.scheduler != Scheduler::Slurm)
+            .map(|(_, e)| e.job.as_str())
+            .collect();
+        pbs_jobs.sort_unstable();
+        pbs_jobs.dedup();
+        // One call per scheduler for every job of the agent; `None`: the call failed, so
+        // nothing is concluded from this poll.
+        let slurm_rows = if slurm_jobs.is_empty() {
+            Some(Vec::new())
+        } else {
+            let list = slurm_jobs.join(",");
+            match run(
+                "squeue",
+                &["-h", "-t", "all", "-o", parse::SQUEUE_FORMAT, "-j", &list],
+                None,
+            )
+            .await
+            {
+                Ok(out) if out.ok => Some(parse::parse_squeue(&out.stdout).rows),
+                Ok(out) if parse::is_invalid_job_id(&out.stderr) => Some(Vec::new()),
+                Ok(out) => {
+                    tracing::warn!(stderr = %out.stderr.trim(), "squeue failed; trying again at the next poll");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "squeue failed; trying again at the next poll");
+                    None
+                }
+            }
+        };
+        let pbs_rows = if pbs_jobs.is_empty() {
+            Some(Vec::new())
+        } else {
+            match run("qstat", &pbs_jobs, None).await {
+                Ok(out) if out.ok || !out.stdout.trim().is_empty() => {
+                    Some(parse::parse_qstat_list(&out.stdout).rows)
+                }
+                // qstat exits non-zero when every job asked about is gone.
+                Ok(out)
+                    if out.stderr.to_ascii_lowercase().contains("unknown job")
+                        || out.stderr.to_ascii_lowercase().contains("invalid job") =>
+                {
+                    Some(Vec::new())
+                }
+                Ok(out) => {
+                    tracing::warn!(stderr = %out.stderr.trim(), "qstat failed; trying again at the next poll");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "qstat failed; trying again at the next poll");
+                    None
+                }
+            }
+        };
+        let all_ok = slurm_rows.is_some() && pbs_rows.is_some();
+        let mut observed = Vec::with_capacity(elements.len());
+        for (key, element) in elements {
+            let seen = match element.scheduler {
+                Scheduler::Slurm => match &slurm_rows {
+                    Some(rows) => slurm_seen(rows, &element.job, element.index),
+                    None => continue,
+                },
+                _ => match &pbs_rows {
+                    // The list shows the array as a whole: whether it is still there.
+                    Some(rows) => {
+                        let number = element.job.split(['.', '[']).next().unwrap_or("");
+                        match rows
+                            .iter()
+                            .find(|r| r.job_id.split(['.', '[']).next() == Some(number))
+                        {
+                            Some(row) if row.state.is_final() => Seen::Listed(JobState::Ended),
+                            Some(_) if element.started => Seen::Listed(JobState::Running),
+                            Some(row) => Seen::Listed(match row.state {
+                                JobState::Running => JobState::Queued,
+                                ref other => other.clone(),
+                            }),
+                            None => Seen::Missing,
+                        }
+                    }
+                    None => continue,
+                },
+            };
+            // An element Slurm still holds in its queue has written no record: no file access
+            // for the (usually many) waiting elements at each poll. (PBS lists the array as a
+            // whole, so there the records are what tell its elements apart.)
+            let waiting =
+                element.scheduler == Scheduler::Slurm && seen == Seen::Listed(JobState::Queued);
+            let started_record = !waiting && element.task_dir.join(wrapper::START_FILE).exists();
+            let exit_record = if waiting {
+                None
+            } else {
+                read_exit_record(&element.task_dir)
+            };
+            observed.push((key, element, seen, started_record, exit_record));
+        }
+        // Elements that ended without an exit record and used up their grace: ask the
+        // scheduler's records how they ended (a few calls for all of them, never one per task).
+        let due: Vec<(TaskKey, Element)> = observed
+            .iter()
+            .filter(|(_, e, seen, _, record)| {
+                wants_account(seen, record.is_some(), e.unaccounted_polls)
+            })
+            .map(|(k, e, ..)| (*k, e.clone()))
+            .collect();
+        let accounts = if due.is_empty() {
+            HashMap::new()
+        } else {
+            self.accounts(&due).await
+        };
+        let mut ended = Vec::new();
+        for (key, element, seen, started_record, exit_record) in observed {
+            let decision = decide(
+                &seen,
+                started_record,
+                exit_record.as_ref(),
+                element.started,
+                element.cancel_requested,
+                element.unaccounted_polls,
+                accounts.get(&key),
+            );
+            {
+                let mut state = self.lock();
+                if let Some(e) = state.elements.get_mut(&key) {
+                    if decision.start {
+                        e.started = true;
+                    }
+                    let ended = match &seen {
+                        Seen::Listed(s) => s.is_final(),
+                        Seen::Missing => true,
+                    };
+                    if decision.exit.is_none() && (ended || exit_record.is_some()) {
+                        e.unaccounted_polls += 1;
+                    }
+                }
+                if decision.exit.is_some() {
+                    state.elements.remove(&key);
+                }
+            }
+            if decision.start {
+                self.started(key);
+            }
+            if let Some(outcome) = decision.exit {
+                ended.push((key, element, outcome));
+            }
+        }
+        // What the ended elements used: the wrapper's records, and the scheduler's accounts
+        // (one call for all of them, bounded) where it keeps them.
+        if !ended.is_empty() {
+            let mut used = self.usages(&ended).await;
+            for (key, _, outcome) in ended {
+                self.exited_with(key, outcome, used.remove(&key));
+            }
+        }
+        all_ok
+    }
+}
+
+/// The wrapper's exit record in `task_dir`, if it wrote a readable one.
+pub(super) fn read_exit_record(task_dir: &Path) -> Option<ExitRecord> {
+    let text = std::fs::read_to_string(task_dir.join(wrapper::EXIT_FILE)).ok()?;
+    wrapper::parse_exit_record(&text).ok()
+}

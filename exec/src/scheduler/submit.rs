@@ -1,0 +1,404 @@
+//! Submitting: launches gathered into job arrays (or single jobs) per group of equal resources,
+//! each recorded by job name before `sbatch`/`qsub` runs, their scripts and the wrapper's inputs
+//! written, and the elements announced with their job ids.
+
+use super::*;
+
+impl SchedulerBackend {
+    pub(super) async fn submit(&self, launches: Vec<HpcLaunch>) {
+        // Groups: same scheduler choice, resources and scripts directory go in one array.
+        let mut groups: Vec<Vec<HpcLaunch>> = Vec::new();
+        for launch in launches {
+            match groups
+                .iter_mut()
+                .find(|g| g[0].hpc == launch.hpc && g[0].scripts_dir == launch.scripts_dir)
+            {
+                Some(group) => group.push(launch),
+                None => groups.push(vec![launch]),
+            }
+        }
+        for group in groups {
+            let scheduler = match self.scheduler_for(group[0].hpc.scheduler).await {
+                Ok(s) => s,
+                Err(message) => {
+                    for launch in group {
+                        self.exited(launch.launch.key, Outcome::SpawnFailed(message.clone()));
+                    }
+                    continue;
+                }
+            };
+            let mut ready = Vec::with_capacity(group.len());
+            for launch in group {
+                match write_task_inputs(&launch) {
+                    Ok(()) => ready.push(launch),
+                    Err(message) => self.exited(launch.launch.key, Outcome::SpawnFailed(message)),
+                }
+            }
+            if ready.is_empty() {
+                continue;
+            }
+            let resources = ready[0].hpc.resources.clone();
+            if resources.array {
+                let max = self.max_array(scheduler, &resources).await;
+                let ranges = script::chunk_ranges(ready.len(), max);
+                let mut rest = ready;
+                let mut chunks = Vec::new();
+                for range in ranges.iter().rev() {
+                    chunks.push(rest.split_off(range.start));
+                }
+                chunks.reverse();
+                for chunk in chunks {
+                    self.submit_array(scheduler, &resources, chunk).await;
+                }
+            } else {
+                for launch in ready {
+                    self.submit_single(scheduler, &resources, launch).await;
+                }
+            }
+        }
+    }
+
+    pub(super) fn next_chunk_dir(&self, scripts_dir: &Path) -> PathBuf {
+        let mut state = self.lock();
+        state.next_chunk += 1;
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        scripts_dir.join(format!("job_{stamp}_{:04}", state.next_chunk))
+    }
+
+    pub(super) async fn submit_array(
+        &self,
+        scheduler: Scheduler,
+        resources: &HpcResources,
+        chunk: Vec<HpcLaunch>,
+    ) {
+        let chunk_dir = self.next_chunk_dir(&chunk[0].scripts_dir);
+        let name = chunk_job_name(&chunk[0].scripts_dir, &chunk_dir);
+        let dirs: Vec<PathBuf> = chunk.iter().map(|l| l.task_dir.clone()).collect();
+        let prepared = (|| -> Result<(PathBuf, String), String> {
+            std::fs::create_dir_all(&chunk_dir)
+                .map_err(|e| format!("cannot create {}: {e}", chunk_dir.display()))?;
+            let index = script::tasks_index(&dirs).map_err(|e| e.to_string())?;
+            write_file(&chunk_dir.join(script::TASKS_INDEX_FILE), &index)?;
+            write_file(
+                &chunk_dir.join(script::WRAPPER_FILE),
+                wrapper::WRAPPER_SCRIPT.as_bytes(),
+            )?;
+            let spec = ArrayJobSpec {
+                job_name: name.clone(),
+                chunk_dir: chunk_dir.clone(),
+                count: chunk.len() as u32,
+                throttle: resources.array_throttle,
+                resources: resources.clone(),
+                scheduler_output: None,
+            };
+            let text = script::array_job_script(scheduler, &spec).map_err(|e| e.to_string())?;
+            let path = chunk_dir.join("job.sh");
+            write_file(&path, text.as_bytes())?;
+            Ok((path, text))
+        })();
+        let keys: Vec<(TaskKey, PathBuf)> = chunk
+            .iter()
+            .map(|l| (l.launch.key, l.task_dir.clone()))
+            .collect();
+        let (script_path, script_text) = match prepared {
+            Ok(prepared) => prepared,
+            Err(message) => {
+                for (key, _) in keys {
+                    self.exited(key, Outcome::SpawnFailed(message.clone()));
+                }
+                return;
+            }
+        };
+        self.announce(
+            scheduler,
+            &name,
+            keys.iter()
+                .enumerate()
+                .map(|(i, (key, _))| (*key, Some(i as u32)))
+                .collect(),
+        )
+        .await;
+        match self
+            .submit_script(scheduler, &script_path, &chunk_dir, &name)
+            .await
+        {
+            Ok(job) => {
+                let mut script = Some((script_name(&chunk_dir, &job), script_text));
+                let mut state = self.lock();
+                for (i, (key, task_dir)) in keys.into_iter().enumerate() {
+                    let _ = self.inner.events.send(ProcessEvent::Submitted {
+                        key,
+                        element: ElementRef {
+                            scheduler,
+                            job: job.clone(),
+                            index: Some(i as u32),
+                        },
+                        script: script.take(),
+                    });
+                    state.insert_element(
+                        key,
+                        Element {
+                            scheduler,
+                            job: job.clone(),
+                            index: Some(i as u32),
+                            task_dir,
+                            started: false,
+                            cancel_requested: false,
+                            unaccounted_polls: 0,
+                        },
+                    );
+                }
+                tracing::info!(job = %job, tasks = chunk.len(), "job array submitted");
+            }
+            Err(message) => {
+                for (key, _) in keys {
+                    self.exited(key, Outcome::SpawnFailed(message.clone()));
+                }
+            }
+        }
+    }
+
+    pub(super) async fn submit_single(
+        &self,
+        scheduler: Scheduler,
+        resources: &HpcResources,
+        launch: HpcLaunch,
+    ) {
+        let chunk_dir = self.next_chunk_dir(&launch.scripts_dir);
+        let name = chunk_job_name(&launch.scripts_dir, &chunk_dir);
+        let key = launch.launch.key;
+        let prepared = (|| -> Result<(PathBuf, String), String> {
+            std::fs::create_dir_all(&chunk_dir)
+                .map_err(|e| format!("cannot create {}: {e}", chunk_dir.display()))?;
+            let wrapper_path = chunk_dir.join(script::WRAPPER_FILE);
+            write_file(&wrapper_path, wrapper::WRAPPER_SCRIPT.as_bytes())?;
+            let spec = SingleJobSpec {
+                job_name: name.clone(),
+                wrapper: wrapper_path,
+                task_dir: launch.task_dir.clone(),
+                resources: resources.clone(),
+                scheduler_output: None,
+            };
+            let text = script::single_job_script(scheduler, &spec).map_err(|e| e.to_string())?;
+            let path = chunk_dir.join("job.sh");
+            write_file(&path, text.as_bytes())?;
+            Ok((path, text))
+        })();
+        let result = match prepared {
+            Ok((path, text)) => {
+                self.announce(scheduler, &name, vec![(key, None)]).await;
+                self.submit_script(scheduler, &path, &chunk_dir, &name)
+                    .await
+                    .map(|job| (job, text))
+            }
+            Err(message) => Err(message),
+        };
+        match result {
+            Ok((job, text)) => {
+                let _ = self.inner.events.send(ProcessEvent::Submitted {
+                    key,
+                    element: ElementRef {
+                        scheduler,
+                        job: job.clone(),
+                        index: None,
+                    },
+                    script: Some((script_name(&chunk_dir, &job), text)),
+                });
+                self.lock().insert_element(
+                    key,
+                    Element {
+                        scheduler,
+                        job,
+                        index: None,
+                        task_dir: launch.task_dir,
+                        started: false,
+                        cancel_requested: false,
+                        unaccounted_polls: 0,
+                    },
+                );
+            }
+            Err(message) => self.exited(key, Outcome::SpawnFailed(message)),
+        }
+    }
+
+    /// Tells the runner which tasks go out next under job name `name` and waits until it has
+    /// recorded that: an agent killed while `sbatch`/`qsub` runs (the job accepted, its id not
+    /// yet read) then finds the job by its name instead of submitting the tasks again. Without
+    /// a ledger the event is dropped unanswered, which lets the submission go ahead as well.
+    pub(super) async fn announce(
+        &self,
+        scheduler: Scheduler,
+        name: &str,
+        elements: Vec<(TaskKey, Option<u32>)>,
+    ) {
+        let (recorded, done) = tokio::sync::oneshot::channel();
+        let sent = self.inner.events.send(ProcessEvent::Submitting {
+            elements,
+            scheduler,
+            name: name.to_string(),
+            recorded,
+        });
+        if sent.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// `sbatch`/`qsub` with retries; the job id on success. Before a retry the job is looked
+    /// up by its `name`: a command that timed out or failed may have submitted it all the same.
+    pub(super) async fn submit_script(
+        &self,
+        scheduler: Scheduler,
+        script_path: &Path,
+        dir: &Path,
+        name: &str,
+    ) -> Result<String, String> {
+        let script_text = script_path.to_string_lossy().into_owned();
+        let mut last = String::new();
+        for attempt in 0..SUBMIT_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                if let Ok(Some(job)) = self.find_job_named(scheduler, name).await {
+                    tracing::info!(job = %job, job_name = %name, "the failed submission went through after all");
+                    return Ok(job);
+                }
+            }
+            let out = match scheduler {
+                Scheduler::Slurm => run("sbatch", &["--parsable", &script_text], Some(dir)).await,
+                _ => run("qsub", &[&script_text], Some(dir)).await,
+            };
+            match out {
+                Ok(out) if out.ok => {
+                    let parsed = match scheduler {
+                        Scheduler::Slurm => parse::parse_sbatch(&out.stdout),
+                        _ => parse::parse_qsub(&out.stdout),
+                    };
+                    match parsed {
+                        Ok(submitted) => return Ok(submitted.job_id),
+                        Err(e) => {
+                            // Submitted, but the id is unreadable: retrying would submit twice.
+                            return Err(format!(
+                                "submitted {script_text} but could not read the job id: {e}"
+                            ));
+                        }
+                    }
+                }
+                Ok(out) => {
+                    last = format!(
+                        "{} refused {script_text}: {}",
+                        submit_command(scheduler),
+                        out.stderr.trim()
+                    );
+                    tracing::warn!(%last, attempt, "submission failed");
+                }
+                Err(e) => {
+                    last = e;
+                    tracing::warn!(%last, attempt, "submission failed");
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn submit_command(scheduler: Scheduler) -> &'static str {
+    match scheduler {
+        Scheduler::Slurm => "sbatch",
+        _ => "qsub",
+    }
+}
+
+pub(super) fn failure_text(out: &Result<CommandOutput, String>) -> String {
+    match out {
+        Ok(out) => out.stderr.trim().to_string(),
+        Err(e) => e.clone(),
+    }
+}
+
+/// The job name of one submission, `hsm_<sweep>_<stamp>_<n>` after its directory under
+/// `scripts_dir` (`job_<stamp>_<n>`): unique, so a restarted agent can find by it a job whose id
+/// it never read.
+pub(super) fn chunk_job_name(scripts_dir: &Path, chunk_dir: &Path) -> String {
+    let chunk = chunk_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    format!(
+        "{}_{}",
+        job_name(scripts_dir),
+        chunk.strip_prefix("job_").unwrap_or(chunk)
+    )
+}
+
+/// A job name from the sweep (the scripts directory is `<sweep>/scripts/job_scripts`).
+fn job_name(scripts_dir: &Path) -> String {
+    let sweep = scripts_dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .unwrap_or("sweep");
+    let name: String = sweep
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("hsm_{name}")
+}
+
+/// The name a job script travels under: its chunk directory and the job id, as one safe file
+/// name (`job_1764370000000_0001-4242.sh`).
+fn script_name(chunk_dir: &Path, job: &str) -> String {
+    let chunk = chunk_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("job");
+    let id: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{chunk}-{id}.sh")
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The task's argv, environment and working directory for the wrapper, and empty logs it appends
+/// to (the runner follows them while the task runs).
+fn write_task_inputs(launch: &HpcLaunch) -> Result<(), String> {
+    let dir = &launch.task_dir;
+    let argv = wrapper::write_argv0(&launch.launch.argv).map_err(|e| e.to_string())?;
+    let env = wrapper::write_env0(&launch.launch.env).map_err(|e| e.to_string())?;
+    write_file(&dir.join(wrapper::ARGV_FILE), &argv)?;
+    write_file(&dir.join(wrapper::ENV_FILE), &env)?;
+    let mut cwd = launch
+        .launch
+        .cwd
+        .to_string_lossy()
+        .into_owned()
+        .into_bytes();
+    cwd.push(0);
+    write_file(&dir.join(wrapper::CWD_FILE), &cwd)?;
+    for name in [wrapper::START_FILE, wrapper::EXIT_FILE] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    write_file(&launch.launch.stdout, b"")?;
+    write_file(&launch.launch.stderr, b"")?;
+    Ok(())
+}
