@@ -1,7 +1,7 @@
 //! `hsm-agent relay`: carries QUIC datagrams between a byte pipe (stdin/stdout, usually an `ssh`
 //! session) and the agent's local UDP port, for hosts that UDP from the coordinator cannot reach.
-//! Also the pipe's framing (a big-endian u16 length before each datagram), shared with the
-//! coordinator's end ([`crate::tls::stdio_socket`]).
+//! The pipe's framing (a big-endian u16 length before each datagram) is hsm-transport's
+//! `pipe.rs`, shared with the coordinator's end (`tls/stdio_socket.rs`).
 //!
 //! The relay holds no state beyond one UDP socket and two fixed buffers: the QUIC connection
 //! (TLS, streams, retransmission) runs end to end between coordinator and agent, so a relay that

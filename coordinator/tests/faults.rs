@@ -1,6 +1,7 @@
-//! The fault-injection suite (issue 5): sweeps of 100+ short tasks with result files against real
-//! `hsm-agent` processes, with one fault each — an agent killed and restarted, an agent
-//! restarted while a large result file is in transfer. Each ends with the same verdict
+//! The fault-injection suite: sweeps of 100+ short tasks with result files against real
+//! `hsm-agent` processes, with one fault each — an agent or the coordinator killed and
+//! restarted, a partition, packet loss, an agent restarted while a large result file is in
+//! transfer, a task that ignores SIGTERM. Each ends with the same verdict
 //! (`assert_exactly_once`, `assert_results_intact`) and prints its recovery time as
 //! `RECOVERY <scenario>: <seconds>` for the notes.
 

@@ -1,6 +1,5 @@
-//! The local source actor: runs tasks on this machine through the agent crate's process backend
-//! (or, for a coordinator on a login node, through this host's Slurm/PBS with the agent crate's
-//! scheduler backend), preparing each task directory first, and forwards the backend's events to
+//! The local source actor: runs tasks on this machine through hsm-exec's process backend (or,
+//! for a coordinator on a login node, through this host's Slurm/PBS with its scheduler backend), preparing each task directory first, and forwards the backend's events to
 //! the sweep actor.
 
 use super::{report_of, SourceEvent};

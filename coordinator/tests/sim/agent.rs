@@ -43,6 +43,8 @@ pub struct Live {
     pub procs: BTreeMap<u64, Proc>,
     pub tails: BTreeSet<u64>,
     pub session: Option<Session>,
+    /// Ticks since it started (a heartbeat goes out every other one).
+    pub ticks: u64,
 }
 
 pub struct AgentHost {
@@ -56,6 +58,8 @@ pub struct AgentHost {
     pub orphans: Vec<(u64, u32)>,
     /// The host's files (result files), which outlive the agent.
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Until then (virtual ms) its work directory's disk is full.
+    pub disk_full_until: u64,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -84,6 +88,7 @@ impl AgentHost {
             live: None,
             orphans: Vec::new(),
             files: BTreeMap::new(),
+            disk_full_until: 0,
         }
     }
 
@@ -135,6 +140,7 @@ impl World {
             procs: BTreeMap::new(),
             tails: BTreeSet::new(),
             session: None,
+            ticks: 0,
         });
         self.note(format!(
             "agent {agent}: started (incarnation {inc}; took up {} attempts, {} events, {} lost)",
@@ -597,6 +603,24 @@ impl World {
             return;
         };
         live.core.poll_timeout(COORDINATOR_LOST_AFTER_MS, now);
+        // A heartbeat every other tick (a second), as a connected agent sends them: the free
+        // space is what a disk-full fault leaves.
+        live.ticks += 1;
+        let heartbeat = (live.ticks % 2 == 0)
+            .then(|| live.session.as_ref().map(|s| s.conn))
+            .flatten();
+        if let Some(conn) = heartbeat {
+            let full = now < self.agents[agent].disk_full_until;
+            let msg = FromAgent::Heartbeat(hsm_protocol::HeartbeatMsg {
+                load1: 0.0,
+                free_mem_bytes: 1 << 34,
+                free_disk_bytes: if full { 0 } else { 1 << 40 },
+                running: 0,
+                slots: self.agents[agent].slots as u32,
+                free_inodes: Some(if full { 0 } else { 1 << 20 }),
+            });
+            self.send_to_coord(agent, conn, Down::Msg(msg));
+        }
         self.at(AGENT_TICK_MS, Ev::AgentTick { agent, inc });
         self.agent_pump(agent);
     }

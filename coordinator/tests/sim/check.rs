@@ -38,6 +38,8 @@ pub struct Stats {
     pub cancels: u64,
     pub lost_sources: u64,
     pub agent_restarts: u64,
+    /// Times an agent was out of rotation for a full disk.
+    pub disk_low: u64,
 }
 
 impl Stats {
@@ -49,6 +51,7 @@ impl Stats {
         self.attaches += other.attaches;
         self.cancels += other.cancels;
         self.lost_sources += other.lost_sources;
+        self.disk_low += other.disk_low;
         self.agent_restarts += other.agent_restarts;
     }
 }

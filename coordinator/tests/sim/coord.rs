@@ -175,7 +175,7 @@ impl World {
                         name: source_name(a),
                         sweep_id: SWEEP.into(),
                         grace: Duration::from_millis(self.cfg.grace_ms),
-                        min_free_disk: 0,
+                        min_free_disk: 1 << 30,
                         keep_waiting: false,
                         template: template(),
                     },
@@ -621,6 +621,9 @@ impl World {
                 } else if status.keep_waiting {
                     coord.core.handle_source_status(agent, false, None);
                 } else {
+                    if status.note.contains("min_free_disk") {
+                        self.check.stats.disk_low += 1;
+                    }
                     let commands = coord.core.handle_source_drain(agent, &status.note, now_ms);
                     for command in commands {
                         self.carry_out(command);

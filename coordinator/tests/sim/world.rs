@@ -41,6 +41,8 @@ pub struct Config {
     pub agent_crashes: u32,
     pub coord_crashes: u32,
     pub cancel_at: Option<u64>,
+    /// Times an agent's disk fills up for a while (its heartbeat then reports no free space).
+    pub disk_fills: u32,
 }
 
 impl Config {
@@ -62,6 +64,7 @@ impl Config {
             agent_crashes: rng.range(0, 2) as u32,
             coord_crashes: rng.range(0, 2) as u32,
             cancel_at: rng.chance(0.1).then(|| rng.range(0, faults_until)),
+            disk_fills: rng.range(0, 2) as u32,
         }
     }
 }
@@ -151,6 +154,10 @@ pub enum Ev {
     CoordCrash,
     CoordRestart,
     Cancel,
+    DiskFull {
+        agent: usize,
+        ms: u64,
+    },
 }
 
 /// One agent's end of the network.
@@ -317,6 +324,12 @@ impl World {
         if let Some(at) = self.cfg.cancel_at {
             self.at(at, Ev::Cancel);
         }
+        for _ in 0..self.cfg.disk_fills {
+            let at = self.rng.range(0, until);
+            let agent = self.rng.range(0, n - 1) as usize;
+            let ms = self.rng.range(500, 2 * self.cfg.grace_ms);
+            self.at(at, Ev::DiskFull { agent, ms });
+        }
     }
 
     /// Runs the seed to its end; `Err` says which invariant broke (the trace is in `self`).
@@ -416,6 +429,10 @@ impl World {
             Ev::CoordCrash => self.coord_crash(),
             Ev::CoordRestart => self.coord_start(false),
             Ev::Cancel => self.coord_cancel(),
+            Ev::DiskFull { agent, ms } => {
+                self.note(format!("agent {agent}: disk full for {ms} ms"));
+                self.agents[agent].disk_full_until = self.now + ms;
+            }
         }
     }
 
@@ -481,6 +498,7 @@ pub fn describe(msg: &FromAgent) -> String {
                 .collect::<Vec<_>>()
         ),
         FromAgent::Error(e) => format!("error {:?}", e.message),
+        FromAgent::Heartbeat(h) => format!("heartbeat, {} bytes free", h.free_disk_bytes),
         other => format!("{other:?}"),
     }
 }
