@@ -7,7 +7,9 @@ use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
 use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::command::{build_argv, command_env, CommandSpec, LaunchContext};
+use crate::core::drive::{self, Order, Route, WriteAhead};
 use crate::core::failure::{self, StopCause};
+use crate::core::link::LinkStatus;
 use crate::core::state::{Command, Counts, ExitKind, SweepCore, TaskStatus};
 use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
@@ -82,8 +84,8 @@ enum SourceHandle {
     Agent(Addr<AgentSource>),
 }
 
-/// What the sweep actor tells an agent source. Held until the store has written the changes the
-/// core made along with it (see `SweepActor::held_orders`).
+/// What the sweep actor tells a source (for an agent source, held until the store has written
+/// the changes the core made along with it: `drive::WriteAhead`).
 enum AgentOrder {
     Launch(LaunchTask),
     Cancel(TaskKey),
@@ -100,28 +102,9 @@ impl AgentOrder {
     }
 }
 
-type HeldOrders = Vec<(Addr<AgentSource>, AgentOrder)>;
-
 /// A future that is ready at once.
 fn futures_ready() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
     Box::pin(std::future::ready(()))
-}
-
-impl SourceHandle {
-    /// Sends to a local source now; an agent's order waits in `held`.
-    fn order(&self, order: AgentOrder, held: &mut HeldOrders) {
-        match self {
-            SourceHandle::Agent(addr) => held.push((addr.clone(), order)),
-            SourceHandle::Local(addr) => match order {
-                AgentOrder::Launch(msg) => addr.do_send(msg),
-                // The local source is never drained; stopping the attempt is the closest thing.
-                // Only an in-process scheduler source holds unstarted tasks locally: a stolen
-                // one's pending job is cancelled (`scancel`/`qdel`) and the attempt ends
-                // cancelled.
-                AgentOrder::Cancel(key) | AgentOrder::Steal(key) => addr.do_send(CancelTask(key)),
-            },
-        }
-    }
 }
 
 /// What the sweep actor needs to launch tasks.
@@ -189,13 +172,9 @@ pub struct SweepActor {
     refused: Vec<Option<String>>,
     finishing: bool,
     views_dirty: bool,
-    /// Agent events applied since the last write, by source: acknowledged once it is written.
-    held_acks: Vec<(usize, Vec<hsm_protocol::EventRef>)>,
-    /// Orders for agent sources since the last write, in order: sent once the changes made
-    /// with them are written. An agent then never holds an attempt `sweep.db` does not know,
-    /// so `sweep complete` after a `kill -9` takes it up instead of launching the same
-    /// attempt number again.
-    held_orders: HeldOrders,
+    /// Orders for agent sources and acknowledgements of their events since the last write,
+    /// in order: sent once the changes made with them are written.
+    held: WriteAhead<AgentOrder>,
     /// Resolves once the last flush's orders and acknowledgements were handed over.
     sent_before: Option<tokio::sync::oneshot::Receiver<()>>,
     started: Instant,
@@ -247,8 +226,7 @@ impl SweepActor {
             refused: Vec::new(),
             finishing: false,
             views_dirty: true,
-            held_acks: Vec::new(),
-            held_orders: Vec::new(),
+            held: WriteAhead::default(),
             sent_before: None,
             started: Instant::now(),
             prefetch_thread: None,
@@ -321,108 +299,91 @@ impl SweepActor {
         }
         // Agent orders go out once written: write now rather than at the next tick, so that a
         // launch waits for one SQLite commit, not up to FLUSH_EVERY.
-        if !self.held_orders.is_empty() {
+        if self.held.has_orders() {
             self.flush();
         }
         self.maybe_finish(ctx);
     }
 
     fn carry_out(&mut self, command: Command) {
-        match command {
-            Command::Launch {
-                index,
-                attempt,
-                source,
-            } => {
-                let task_id = self.run.paths.task_name(index);
-                // An agent's results live on its host: it substitutes its own directory for
-                // this token.
-                let output_dir = match self.run.sources.get(source).map(|s| &s.kind) {
-                    Some(SourceSpecKind::Agent { .. }) => {
-                        hsm_protocol::AGENT_OUTPUT_DIR.to_string()
-                    }
-                    _ => self.run.paths.results_dir(index).display().to_string(),
-                };
-                let launch_ctx = LaunchContext {
-                    sweep_id: &self.run.sweep_id,
-                    task_index: index,
-                    task_id: &task_id,
-                    attempt,
-                    output_dir: &output_dir,
-                    group: &self.run.group,
-                    script_override: self.run.script_override.as_deref(),
-                };
-                let params = &self.run.params[(index - 1) as usize];
-                let command = self
-                    .agent_commands
-                    .get(source)
-                    .and_then(Option::as_ref)
-                    .unwrap_or(&self.run.command);
-                match build_argv(command, params, &launch_ctx) {
-                    Ok(argv) => {
-                        let msg = LaunchTask {
-                            key: TaskKey { index, attempt },
-                            env: command_env(command, &launch_ctx),
-                            argv,
-                        };
-                        self.sources[source].order(AgentOrder::Launch(msg), &mut self.held_orders);
-                    }
-                    Err(e) => self.core.handle_exited(
-                        index,
-                        attempt,
-                        ExitKind::Failure {
-                            exit_code: None,
-                            reason: e.to_string(),
+        let (source, order) = match drive::route(command) {
+            Route::Order(source, order) => (source, order),
+            Route::Attach(source, key) => {
+                match &self.sources[source] {
+                    SourceHandle::Agent(addr) => addr.do_send(AttachTask(key)),
+                    // Only agents hold attempts across coordinators; a local attempt of a dead
+                    // coordinator was ended by `kill_orphans`.
+                    SourceHandle::Local(_) => self.core.handle_exited(
+                        key.index,
+                        key.attempt,
+                        ExitKind::Lost {
+                            reason: "not held by a local source".into(),
                         },
                         now_ms(),
                     ),
                 }
+                return;
             }
-            Command::Cancel {
-                index,
-                attempt,
-                source,
-            } => self.sources[source].order(
-                AgentOrder::Cancel(TaskKey { index, attempt }),
-                &mut self.held_orders,
-            ),
-            // A drained source's unstarted attempt is asked back like a stolen one: it moves
-            // only once the agent says it dropped it (it may have started there meanwhile).
-            Command::Withdraw {
-                index,
-                attempt,
-                source,
-            }
-            | Command::Steal {
-                index,
-                attempt,
-                source,
-            } => self.sources[source].order(
-                AgentOrder::Steal(TaskKey { index, attempt }),
-                &mut self.held_orders,
-            ),
-            Command::Attach {
-                index,
-                attempt,
-                source,
-            } => match &self.sources[source] {
-                // At once, not after the next write: `sweep.db` holds the attempt already (it is
-                // where it came from), and the agent source must hold it before the agent replays
-                // its events. One that arrived first would be acknowledged as another run's and
-                // dropped, and the run would wait for it for ever (found by the simulator).
-                SourceHandle::Agent(addr) => addr.do_send(AttachTask(TaskKey { index, attempt })),
-                // Only agents hold attempts across coordinators; a local attempt of a dead
-                // coordinator was ended by `kill_orphans`.
-                SourceHandle::Local(_) => self.core.handle_exited(
-                    index,
-                    attempt,
-                    ExitKind::Lost {
-                        reason: "not held by a local source".into(),
-                    },
-                    now_ms(),
-                ),
+        };
+        let order = match order {
+            Order::Launch(key) => match self.launch_task(key, source) {
+                Ok(msg) => AgentOrder::Launch(msg),
+                Err(reason) => {
+                    let exit = ExitKind::Failure {
+                        exit_code: None,
+                        reason,
+                    };
+                    self.core
+                        .handle_exited(key.index, key.attempt, exit, now_ms());
+                    return;
+                }
+            },
+            Order::Cancel(key) => AgentOrder::Cancel(key),
+            Order::Steal(key) => AgentOrder::Steal(key),
+        };
+        match &self.sources[source] {
+            SourceHandle::Agent(_) => self.held.order(source, order),
+            SourceHandle::Local(addr) => match order {
+                AgentOrder::Launch(msg) => addr.do_send(msg),
+                // The local source is never drained; stopping the attempt is the closest thing.
+                // Only an in-process scheduler source holds unstarted tasks locally: a stolen
+                // one's pending job is cancelled (`scancel`/`qdel`) and the attempt ends
+                // cancelled.
+                AgentOrder::Cancel(key) | AgentOrder::Steal(key) => addr.do_send(CancelTask(key)),
             },
         }
+    }
+
+    /// The message that launches attempt `key` on `source`: its argv and environment.
+    fn launch_task(&self, key: TaskKey, source: usize) -> Result<LaunchTask, String> {
+        let TaskKey { index, attempt } = key;
+        let task_id = self.run.paths.task_name(index);
+        // An agent's results live on its host: it substitutes its own directory for this token.
+        let output_dir = match self.run.sources.get(source).map(|s| &s.kind) {
+            Some(SourceSpecKind::Agent { .. }) => hsm_protocol::AGENT_OUTPUT_DIR.to_string(),
+            _ => self.run.paths.results_dir(index).display().to_string(),
+        };
+        let launch_ctx = LaunchContext {
+            sweep_id: &self.run.sweep_id,
+            task_index: index,
+            task_id: &task_id,
+            attempt,
+            output_dir: &output_dir,
+            group: &self.run.group,
+            script_override: self.run.script_override.as_deref(),
+        };
+        let params = &self.run.params[(index - 1) as usize];
+        let command = self
+            .agent_commands
+            .get(source)
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.run.command);
+        let argv = build_argv(command, params, &launch_ctx).map_err(|e| e.to_string())?;
+        Ok(LaunchTask {
+            key,
+            env: command_env(command, &launch_ctx),
+            argv,
+        })
     }
 
     fn flush(&mut self) {
@@ -447,31 +408,31 @@ impl SweepActor {
         let mut changes = self.core.poll_changes();
         let stop = self.stop_cause();
         let outcomes = failure::annotate(&mut changes, &mut self.tails, stop);
-        let acks = std::mem::take(&mut self.held_acks);
-        let orders = std::mem::take(&mut self.held_orders);
-        let written = if !changes.is_empty() {
+        if !changes.is_empty() {
             self.views_dirty = true;
             self.progress.on_changes(&changes, &outcomes);
-            Some(self.store.send(Persist(changes)))
-        } else if !acks.is_empty() || !orders.is_empty() {
-            // The store's mailbox is FIFO: an empty batch answers once every earlier one is
-            // written.
-            Some(self.store.send(Persist(Vec::new())))
-        } else {
-            None
-        };
+        }
         self.progress.update(self.core.counts());
-        let to: Vec<(Addr<AgentSource>, Vec<hsm_protocol::EventRef>)> = acks
-            .into_iter()
-            .filter_map(|(source, acks)| match self.sources.get(source) {
-                Some(SourceHandle::Agent(addr)) => Some((addr.clone(), acks)),
-                _ => None,
-            })
-            .collect();
-        let Some(written) = written else {
+        let Some(batch) = self.held.take(changes) else {
             // Nothing written, nothing to send (the interval's idle ticks).
             return futures_ready();
         };
+        // The store's mailbox is FIFO: an empty batch answers once every earlier one is written.
+        let written = self.store.send(Persist(batch.changes));
+        let agent = |source: usize| match self.sources.get(source) {
+            Some(SourceHandle::Agent(addr)) => Some(addr.clone()),
+            _ => None,
+        };
+        let orders: Vec<(Addr<AgentSource>, AgentOrder)> = batch
+            .orders
+            .into_iter()
+            .filter_map(|(source, order)| Some((agent(source)?, order)))
+            .collect();
+        let to: Vec<(Addr<AgentSource>, Vec<hsm_protocol::EventRef>)> = batch
+            .acks
+            .into_iter()
+            .filter_map(|(source, acks)| Some((agent(source)?, acks)))
+            .collect();
         // Each flush's sends wait for the previous flush's: orders reach an agent in the order
         // the core gave them, whatever order the tasks below are woken in.
         let before = self.sent_before.take();
@@ -805,7 +766,7 @@ impl Handler<SourceEvent> for SweepActor {
             TaskReport::Acks(acks) => {
                 // Its events' reports came before it (one mailbox): their changes go out in
                 // the next flush, and the acknowledgements after that.
-                self.held_acks.push((msg.source, acks));
+                self.held.acks(msg.source, acks);
                 return;
             }
         }
@@ -826,13 +787,6 @@ impl Handler<SourceStatus> for SweepActor {
                     | SourceSpecKind::Scheduler { .. }
             )
         });
-        let slots = if configured { None } else { msg.slots };
-        if let Some(parallel) = msg.slots {
-            self.core.handle_source_parallel(msg.source, parallel);
-        }
-        if let Some(rtt) = msg.rtt_ms {
-            self.core.handle_source_latency(msg.source, rtt);
-        }
         let name = self
             .run
             .sources
@@ -853,35 +807,37 @@ impl Handler<SourceStatus> for SweepActor {
                 *refused = Some(note.clone());
             }
         }
-        if msg.lost {
-            let n_lost = self.core.handle_source_lost(msg.source, now_ms());
-            if n_lost > 0 {
-                let line = format!(
-                    "{n_lost} task{} lost with {name} will run again as new attempts",
-                    if n_lost == 1 { "" } else { "s" }
-                );
-                self.source_log(msg.source, &line);
-                self.progress.note(&line);
-            }
-        } else if msg.up {
-            self.core.handle_source_status(msg.source, true, slots);
-        } else if msg.keep_waiting {
-            self.core.handle_source_status(msg.source, false, None);
-        } else {
-            // No new work, and what waits there unstarted is asked back for other sources.
-            let commands = self.core.handle_source_drain(msg.source, &note, now_ms());
-            if !commands.is_empty() {
-                let line = format!(
-                    "{} task{} waiting at {name} asked back, to run elsewhere",
-                    commands.len(),
-                    if commands.len() == 1 { "" } else { "s" }
-                );
-                self.source_log(msg.source, &line);
-                self.progress.note(&line);
-            }
-            for command in commands {
-                self.carry_out(command);
-            }
+        let status = LinkStatus {
+            up: msg.up,
+            slots: msg.slots,
+            note,
+            lost: msg.lost,
+            keep_waiting: msg.keep_waiting,
+            rtt_ms: msg.rtt_ms,
+            refused: msg.refused,
+        };
+        let effect = drive::apply_status(&mut self.core, msg.source, &status, configured, now_ms());
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        if effect.lost > 0 {
+            let n = effect.lost;
+            let line = format!(
+                "{n} task{} lost with {name} will run again as new attempts",
+                plural(n)
+            );
+            self.source_log(msg.source, &line);
+            self.progress.note(&line);
+        }
+        if !effect.drained.is_empty() {
+            let n = effect.drained.len();
+            let line = format!(
+                "{n} task{} waiting at {name} asked back, to run elsewhere",
+                plural(n)
+            );
+            self.source_log(msg.source, &line);
+            self.progress.note(&line);
+        }
+        for command in effect.drained {
+            self.carry_out(command);
         }
         if msg.refused {
             self.stop_if_no_source_left(ctx);

@@ -3,6 +3,7 @@
 pub mod argflags;
 pub mod command;
 pub mod diag;
+pub mod drive;
 pub mod errors;
 pub mod failure;
 pub mod link;

@@ -1,18 +1,19 @@
 //! The simulated coordinator: the real `SweepCore` and one real `AgentLink` per agent, with the
-//! glue `SweepActor` and `AgentSource` have around them — changes written in batches to a
-//! modelled `sweep.db` (lost with a crash unless committed), orders to agents and event
-//! acknowledgements held until the batch made with them is committed, source status handling,
-//! result files claimed against the offer — and `sweep complete`'s start from what was committed.
+//! glue `SweepActor` and `AgentSource` have around them — the same `core::drive` rules (where
+//! commands go, what a source's status does, orders and acknowledgements held until the batch
+//! made with them is committed) over a modelled `sweep.db` (lost with a crash unless committed),
+//! result files claimed against the offer, and `sweep complete`'s start from what was committed.
 
 use crate::agent::{result_body, sha256_hex};
 use crate::world::{Down, Ev, World, SWEEP};
+use hsm_coordinator::core::drive::{self, Batch, Order, Route, WriteAhead};
 use hsm_coordinator::core::link::{AgentLink, LinkSetup, Report};
 use hsm_coordinator::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use hsm_coordinator::core::state::{
-    Change, Command, SourceClass, SourceState, Strategy, SweepCore, TaskState, TaskStatus,
+    Command, SourceClass, SourceState, Strategy, SweepCore, TaskState, TaskStatus,
 };
 use hsm_exec::process::TaskKey;
-use hsm_protocol::{EventRef, TemplateMsg};
+use hsm_protocol::TemplateMsg;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -53,26 +54,11 @@ impl Store {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub enum Order {
-    Launch(TaskKey),
-    Cancel(TaskKey),
-    Withdraw(TaskKey),
-    Steal(TaskKey),
-}
-
-pub struct Batch {
-    changes: Vec<Change>,
-    orders: Vec<(usize, Order)>,
-    acks: Vec<(usize, Vec<EventRef>)>,
-}
-
 pub struct Coord {
     pub core: SweepCore,
     pub links: Vec<AgentLink>,
-    held_orders: Vec<(usize, Order)>,
-    held_acks: Vec<(usize, Vec<EventRef>)>,
-    batches: BTreeMap<u64, Batch>,
+    held: WriteAhead<Order>,
+    batches: BTreeMap<u64, Batch<Order>>,
     next_batch: u64,
     last_commit_at: u64,
     cancelled: bool,
@@ -190,8 +176,7 @@ impl World {
         self.coord = Some(Coord {
             core,
             links,
-            held_orders: Vec::new(),
-            held_acks: Vec::new(),
+            held: WriteAhead::default(),
             batches: BTreeMap::new(),
             next_batch: 0,
             last_commit_at: self.now,
@@ -252,42 +237,22 @@ impl World {
 
     fn carry_out(&mut self, command: Command) {
         let coord = self.coord.as_mut().expect("coordinator");
-        let (source, order) = match command {
-            Command::Launch {
-                index,
-                attempt,
-                source,
-            } => (source, Order::Launch(TaskKey { index, attempt })),
-            Command::Cancel {
-                index,
-                attempt,
-                source,
-            } => (source, Order::Cancel(TaskKey { index, attempt })),
-            Command::Withdraw {
-                index,
-                attempt,
-                source,
-            } => (source, Order::Withdraw(TaskKey { index, attempt })),
-            Command::Steal {
-                index,
-                attempt,
-                source,
-            } => (source, Order::Steal(TaskKey { index, attempt })),
-            Command::Attach {
-                index,
-                attempt,
-                source,
-            } => {
-                // `sweep.db` holds the attempt already: nothing to write first. At once, so the
-                // link holds it before the agent replays its events.
+        match command {
+            Command::Withdraw { .. } => self.check.stats.withdrawals += 1,
+            Command::Steal { .. } => self.check.stats.steals += 1,
+            _ => {}
+        }
+        match drive::route(command) {
+            Route::Order(source, order) => {
+                coord.held.order(source, order);
+            }
+            Route::Attach(source, key) => {
                 self.check.stats.attaches += 1;
                 let link = &mut coord.links[source];
-                link.handle_attach_task(TaskKey { index, attempt });
+                link.handle_attach_task(key);
                 link.handle_flush();
-                return;
             }
-        };
-        coord.held_orders.push((source, order));
+        }
     }
 
     /// Writes the changes since the last flush; orders and acknowledgements go out once written.
@@ -297,21 +262,12 @@ impl World {
             return;
         };
         let changes = coord.core.poll_changes();
-        let orders = std::mem::take(&mut coord.held_orders);
-        let acks = std::mem::take(&mut coord.held_acks);
-        if changes.is_empty() && orders.is_empty() && acks.is_empty() {
+        let Some(written) = coord.held.take(changes) else {
             return;
-        }
+        };
         let batch = coord.next_batch;
         coord.next_batch += 1;
-        coord.batches.insert(
-            batch,
-            Batch {
-                changes,
-                orders,
-                acks,
-            },
-        );
+        coord.batches.insert(batch, written);
         // One writer: batches are committed in order.
         let write = self.rng.range(1, 8);
         let at = (self.now + write).max(coord.last_commit_at);
@@ -360,14 +316,7 @@ impl World {
                     self.check.stats.cancels += 1;
                     link.handle_cancel(key)
                 }
-                Order::Withdraw(key) => {
-                    self.check.stats.withdrawals += 1;
-                    link.handle_steal(key)
-                }
-                Order::Steal(key) => {
-                    self.check.stats.steals += 1;
-                    link.handle_steal(key)
-                }
+                Order::Steal(key) => link.handle_steal(key),
             }
             if !touched.contains(&source) {
                 touched.push(source);
@@ -559,7 +508,7 @@ impl World {
                 }
             }
             let coord = self.coord.as_mut().expect("coordinator");
-            if !coord.held_orders.is_empty() {
+            if coord.held.has_orders() {
                 self.coord_flush();
             }
             let coord = self.coord.as_mut().expect("coordinator");
@@ -602,32 +551,23 @@ impl World {
                     .core
                     .handle_exited_using(key.index, key.attempt, exit, usage, now_ms);
             }
-            Report::Acks(acks) => coord.held_acks.push((agent, acks)),
+            Report::Acks(acks) => coord.held.acks(agent, acks),
             Report::Status(status) => {
-                if let Some(parallel) = status.slots {
-                    coord.core.handle_source_parallel(agent, parallel);
-                }
-                if let Some(rtt) = status.rtt_ms {
-                    coord.core.handle_source_latency(agent, rtt);
-                }
+                // The sources' slot counts are configured: what an agent offers is its
+                // parallelism.
+                let effect = drive::apply_status(&mut coord.core, agent, &status, true, now_ms);
                 if status.lost {
-                    let n = coord.core.handle_source_lost(agent, now_ms);
                     self.note(format!(
-                        "coordinator: agent {agent} lost ({n} tasks run again)"
+                        "coordinator: agent {agent} lost ({} tasks run again)",
+                        effect.lost
                     ));
                     self.check.source_lost(agent);
-                } else if status.up {
-                    coord.core.handle_source_status(agent, true, None);
-                } else if status.keep_waiting {
-                    coord.core.handle_source_status(agent, false, None);
-                } else {
-                    if status.note.contains("min_free_disk") {
-                        self.check.stats.disk_low += 1;
-                    }
-                    let commands = coord.core.handle_source_drain(agent, &status.note, now_ms);
-                    for command in commands {
-                        self.carry_out(command);
-                    }
+                }
+                if status.note.contains("min_free_disk") && !status.up {
+                    self.check.stats.disk_low += 1;
+                }
+                for command in effect.drained {
+                    self.carry_out(command);
                 }
             }
         }
