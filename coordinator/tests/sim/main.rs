@@ -2,12 +2,13 @@
 //! `AgentLink` per agent (the coordinator), the real `AgentCore` and SQLite ledger per agent, over
 //! an in-memory network under a virtual clock, with faults drawn from a seeded RNG — message
 //! delays, dropped connections, partitions, agent and coordinator crashes (each keeps only what
-//! it had committed), failing tasks, cancels, withdrawals and steals — and the invariants of
+//! it had committed), full disks, failing tasks, cancels, withdrawals and steals — and the invariants of
 //! ARCHITECTURE.md checked after every step and at the end (`check.rs`).
 //!
 //! `cargo test -p hsm-coordinator --test sim` runs seeds 0..2000 (`HSM_SIM_SEEDS=N` for more,
 //! `HSM_SIM_FIRST=K` to start elsewhere). A failing seed prints itself and the end of its trace,
 //! and replays bit-for-bit: `HSM_SIM_SEED=1234 cargo test -p hsm-coordinator --test sim`.
+//! `HSM_SIM_KEEP_GOING=1` runs every seed and lists the failing ones (a soak's count).
 
 mod agent;
 mod check;
@@ -57,18 +58,35 @@ fn every_task_ends_exactly_once_whatever_crashes() {
     let mut steps = 0;
     let mut virtual_ms = 0;
     let mut stats = check::Stats::default();
+    let keep_going = std::env::var_os("HSM_SIM_KEEP_GOING").is_some();
+    let mut failed = Vec::new();
     for seed in first..first + n {
-        let outcome = run_seed(seed).unwrap_or_else(|e| panic!("{e}"));
-        steps += outcome.steps;
-        virtual_ms += outcome.virtual_ms;
-        stats.add(&outcome.stats);
+        match run_seed(seed) {
+            Ok(outcome) => {
+                steps += outcome.steps;
+                virtual_ms += outcome.virtual_ms;
+                stats.add(&outcome.stats);
+            }
+            Err(e) if keep_going => {
+                println!("{}", e.lines().next().unwrap_or_default());
+                failed.push(seed);
+            }
+            Err(e) => panic!("{e}"),
+        }
     }
     println!(
-        "sim: {n} seeds from {first} passed: {steps} steps, {} min of virtual time, in {:.1} s",
+        "sim: {} of {n} seeds from {first} passed: {steps} steps, {} min of virtual time, in \
+         {:.1} s",
+        n - failed.len() as u64,
         virtual_ms / 60_000,
         started.elapsed().as_secs_f64()
     );
     println!("sim: exercised {stats:?}");
+    assert!(
+        failed.is_empty(),
+        "{} seeds failed: {failed:?}",
+        failed.len()
+    );
 }
 
 #[test]
