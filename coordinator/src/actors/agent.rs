@@ -158,7 +158,7 @@ impl AgentSource {
     /// `drain`, leaving the writer's jobs queued for the next `flush`.
     fn drain_link(&mut self) {
         // While the agent is away, messages stay with the link, which can still take one back
-        // (a withdrawn attempt's submission) or drop them (an agent given up on).
+        // (the submission of an attempt asked back) or drop them (an agent given up on).
         if self.link.connected() {
             while let Some(msg) = self.link.poll_outgoing() {
                 self.send(msg);

@@ -86,18 +86,18 @@ enum SourceHandle {
 
 /// What the sweep actor tells a source (for an agent source, held until the store has written
 /// the changes the core made along with it: `drive::WriteAhead`).
-enum AgentOrder {
+enum SourceOrder {
     Launch(LaunchTask),
     Cancel(TaskKey),
     Steal(TaskKey),
 }
 
-impl AgentOrder {
+impl SourceOrder {
     fn send(self, addr: &Addr<AgentSource>) {
         match self {
-            AgentOrder::Launch(msg) => addr.do_send(msg),
-            AgentOrder::Cancel(key) => addr.do_send(CancelTask(key)),
-            AgentOrder::Steal(key) => addr.do_send(StealTask(key)),
+            SourceOrder::Launch(msg) => addr.do_send(msg),
+            SourceOrder::Cancel(key) => addr.do_send(CancelTask(key)),
+            SourceOrder::Steal(key) => addr.do_send(StealTask(key)),
         }
     }
 }
@@ -174,7 +174,7 @@ pub struct SweepActor {
     views_dirty: bool,
     /// Orders for agent sources and acknowledgements of their events since the last write,
     /// in order: sent once the changes made with them are written.
-    held: WriteAhead<AgentOrder>,
+    held: WriteAhead<SourceOrder>,
     /// Resolves once the last flush's orders and acknowledgements were handed over.
     sent_before: Option<tokio::sync::oneshot::Receiver<()>>,
     started: Instant,
@@ -327,7 +327,7 @@ impl SweepActor {
         };
         let order = match order {
             Order::Launch(key) => match self.launch_task(key, source) {
-                Ok(msg) => AgentOrder::Launch(msg),
+                Ok(msg) => SourceOrder::Launch(msg),
                 Err(reason) => {
                     let exit = ExitKind::Failure {
                         exit_code: None,
@@ -338,18 +338,18 @@ impl SweepActor {
                     return;
                 }
             },
-            Order::Cancel(key) => AgentOrder::Cancel(key),
-            Order::Steal(key) => AgentOrder::Steal(key),
+            Order::Cancel(key) => SourceOrder::Cancel(key),
+            Order::Steal(key) => SourceOrder::Steal(key),
         };
         match &self.sources[source] {
             SourceHandle::Agent(_) => self.held.order(source, order),
             SourceHandle::Local(addr) => match order {
-                AgentOrder::Launch(msg) => addr.do_send(msg),
+                SourceOrder::Launch(msg) => addr.do_send(msg),
                 // The local source is never drained; stopping the attempt is the closest thing.
                 // Only an in-process scheduler source holds unstarted tasks locally: a stolen
                 // one's pending job is cancelled (`scancel`/`qdel`) and the attempt ends
                 // cancelled.
-                AgentOrder::Cancel(key) | AgentOrder::Steal(key) => addr.do_send(CancelTask(key)),
+                SourceOrder::Cancel(key) | SourceOrder::Steal(key) => addr.do_send(CancelTask(key)),
             },
         }
     }
@@ -423,7 +423,7 @@ impl SweepActor {
             Some(SourceHandle::Agent(addr)) => Some(addr.clone()),
             _ => None,
         };
-        let orders: Vec<(Addr<AgentSource>, AgentOrder)> = batch
+        let orders: Vec<(Addr<AgentSource>, SourceOrder)> = batch
             .orders
             .into_iter()
             .filter_map(|(source, order)| Some((agent(source)?, order)))

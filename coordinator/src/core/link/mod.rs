@@ -262,7 +262,7 @@ impl AgentLink {
         self.connected
     }
 
-    /// Whether the attempt is this link's (launched or taken up, not yet finished or withdrawn).
+    /// Whether the attempt is this link's (launched or taken up, not yet finished or given back).
     pub fn holds(&self, key: TaskKey) -> bool {
         self.attempts.contains_key(&key)
     }
@@ -425,10 +425,11 @@ impl AgentLink {
         found
     }
 
-    /// Ask the agent for an attempt back if it has not started there, so an idle source can run
-    /// it: the agent drops it and reports it ended `Cancelled`, or leaves it be if it has started
-    /// (its reports then go on as usual). Unlike a withdrawal, the attempt stays this link's
-    /// until the agent's answer arrives, so it never runs in two places.
+    /// Ask the agent for an attempt back if it has not started there (for an idle source, or
+    /// from a drained one): the agent drops it and reports it ended `Cancelled`, or leaves it be
+    /// if it has started (its reports then go on as usual). The attempt stays this link's until
+    /// the agent's answer arrives, so it never runs in two places; one whose submission was not
+    /// sent yet is taken out and answered at once.
     pub fn handle_steal(&mut self, key: TaskKey) {
         // Not handed out yet: the agent never hears of it, and it is back at once.
         if self.retract_submit(key) {

@@ -549,7 +549,7 @@ fn files_that_stall_fail_their_attempt_after_result_stall_of_virtual_time() {
 }
 
 #[test]
-fn orders_cancel_withdraw_and_steal_go_out_behind_the_submission() {
+fn orders_cancel_and_steal_go_out_behind_the_submission() {
     let (a, b, c, d) = (key(1, 1), key(2, 1), key(3, 1), key(4, 1));
     let mut link = link();
     link.handle_up(0, 4, 1, "connected".into(), None);

@@ -364,9 +364,10 @@ pub enum Command {
         attempt: u32,
         source: usize,
     },
-    /// Take back attempt `attempt` of task `index`, handed to source number `source` and not
-    /// started there: the source drops it (stops it, should it have started meanwhile) and
-    /// reports nothing more about it. The task runs as a new attempt elsewhere.
+    /// Ask back attempt `attempt` of task `index`, handed to drained source number `source` and
+    /// not known to have started there: carried like a `Steal`. Nothing moves until the source
+    /// answers: dropped (`Cancelled`), the task runs as a new attempt elsewhere; started, it
+    /// stays.
     Withdraw {
         index: u64,
         attempt: u32,
