@@ -169,15 +169,7 @@ mod tests {
 
     fn core(n: u64) -> SweepCore {
         let tasks = (1..=n)
-            .map(|index| TaskState {
-                index,
-                status: TaskStatus::Pending,
-                attempt: 0,
-                source: None,
-                retries_left: 0,
-                pid: None,
-                lost: 0,
-            })
+            .map(|index| TaskState::recorded(index, TaskStatus::Pending, 0))
             .collect();
         SweepCore::new(
             tasks,

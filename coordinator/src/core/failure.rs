@@ -345,15 +345,7 @@ mod tests {
 
     fn core(n: u64, sources: usize) -> SweepCore {
         let tasks = (1..=n)
-            .map(|index| TaskState {
-                index,
-                status: TaskStatus::Pending,
-                attempt: 0,
-                source: None,
-                retries_left: 0,
-                pid: None,
-                lost: 0,
-            })
+            .map(|index| TaskState::recorded(index, TaskStatus::Pending, 0))
             .collect();
         let sources = (0..sources)
             .map(|i| SourceState::new(format!("s{i}"), 4))

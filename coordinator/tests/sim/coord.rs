@@ -93,15 +93,7 @@ impl World {
             .rows
             .iter()
             .enumerate()
-            .map(|(i, row)| TaskState {
-                index: i as u64 + 1,
-                status: row.status,
-                attempt: row.attempt,
-                source: None,
-                retries_left: 0,
-                pid: None,
-                lost: 0,
-            })
+            .map(|(i, row)| TaskState::recorded(i as u64 + 1, row.status, row.attempt))
             .collect();
         let sources = (0..n_agents)
             .map(|a| {

@@ -225,15 +225,7 @@ pub(super) fn execute(
 ) -> anyhow::Result<RunSummary> {
     let tasks: Vec<TaskState> = rows
         .iter()
-        .map(|row| TaskState {
-            index: row.index,
-            status: row.status,
-            attempt: row.attempt,
-            source: None,
-            retries_left: 0,
-            pid: None,
-            lost: 0,
-        })
+        .map(|row| TaskState::recorded(row.index, row.status, row.attempt))
         .collect();
     let sources =
         exec.sources

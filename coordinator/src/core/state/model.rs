@@ -268,6 +268,22 @@ pub struct TaskState {
     pub lost: u32,
 }
 
+impl TaskState {
+    /// Task `index` as a run starts with it: `status` and `attempt` as `sweep.db` recorded
+    /// them, no source yet, no retries granted, nothing lost in this run.
+    pub fn recorded(index: u64, status: TaskStatus, attempt: u32) -> TaskState {
+        TaskState {
+            index,
+            status,
+            attempt,
+            source: None,
+            retries_left: 0,
+            pid: None,
+            lost: 0,
+        }
+    }
+}
+
 /// Attempts of one task that may be lost while running in a run before it ends failed instead
 /// of running again: a task that takes its host down (memory, a kernel bug) would otherwise be run, and
 /// bring the host down, for ever. `sweep complete` runs it again.

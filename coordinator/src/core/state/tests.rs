@@ -4,15 +4,7 @@ use super::*;
 
 fn core_with(n: u64, slots: &[usize], strategy: Strategy) -> SweepCore {
     let tasks = (1..=n)
-        .map(|index| TaskState {
-            index,
-            status: TaskStatus::Pending,
-            attempt: 0,
-            source: None,
-            retries_left: 0,
-            pid: None,
-            lost: 0,
-        })
+        .map(|index| TaskState::recorded(index, TaskStatus::Pending, 0))
         .collect();
     let sources = slots
         .iter()
@@ -410,15 +402,7 @@ fn a_drained_source_keeps_the_attempts_taken_up_from_an_earlier_run() {
     // when the agent came back the queued `Attach` made it start attempt 1 of a completed
     // task. What a source holds from an earlier run is unknown until it reports.
     let mut tasks: Vec<TaskState> = (1..=2)
-        .map(|index| TaskState {
-            index,
-            status: TaskStatus::Queued,
-            attempt: 1,
-            source: None,
-            retries_left: 0,
-            pid: None,
-            lost: 0,
-        })
+        .map(|index| TaskState::recorded(index, TaskStatus::Queued, 1))
         .collect();
     tasks[1].status = TaskStatus::Pending;
     tasks[1].attempt = 0;
