@@ -363,8 +363,9 @@ impl SweepCore {
         }
         let source = task.source;
         // Started before the source read the steal (or the drain's withdrawal): it stays there.
+        // A drain's stays marked until the attempt ends: a batch scheduler's job that started
+        // in the moment it was cancelled ends `Cancelled`, and then runs again elsewhere.
         self.settle_steal(index, attempt);
-        self.settle_reclaim(index, attempt);
         self.started_at.insert(index, now);
         self.set_status(index, TaskStatus::Running, attempt, source, pid, now);
     }
@@ -430,7 +431,8 @@ impl SweepCore {
         }
         if let Some(why) = self.settle_reclaim(index, attempt) {
             if exit == ExitKind::Cancelled && self.dispatching {
-                // Dropped by its drained source as asked: it runs next, elsewhere.
+                // Dropped (or, a batch job that had just started, stopped) by its drained source
+                // as asked: it runs next, elsewhere.
                 self.requeue(index, attempt, TaskStatus::Cancelled, why.clone(), why, now);
                 return;
             }

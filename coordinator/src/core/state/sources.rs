@@ -70,8 +70,7 @@ impl SweepCore {
         commands
     }
 
-    /// The answer to a drain's `Withdraw` came (the attempt started, ended or was lost): why
-    /// it was asked back, if it was.
+    /// The attempt a drain asked back ended or was lost: why it was asked back, if it was.
     pub(super) fn settle_reclaim(&mut self, index: u64, attempt: u32) -> Option<String> {
         match self.reclaiming.get(&index) {
             Some((a, _)) if *a == attempt => self.reclaiming.remove(&index).map(|(_, why)| why),

@@ -504,6 +504,29 @@ fn a_drained_source_keeps_its_running_tasks_and_gives_back_the_queued_ones() {
 }
 
 #[test]
+fn a_drained_attempt_stopped_as_it_started_runs_again_and_one_that_ran_on_completes() {
+    // A batch scheduler's pending job is cancelled when asked back; one that started in that
+    // moment reports `Started`, then ends `Cancelled`. That is the drain's doing, not the
+    // user's: the task runs again elsewhere rather than ending cancelled.
+    let mut core = core_with(2, &[1, 2], Strategy::RoundRobin);
+    core.enqueue(&[1, 2], 0, 0);
+    assert_eq!(launches(&core.poll_dispatch(0)), [(1, 1, 0), (2, 1, 1)]);
+    assert_eq!(core.handle_source_drain(1, "free disk low", 1).len(), 1);
+    core.handle_started(2, 1, None, 2);
+    assert_eq!(core.task(2).unwrap().status, TaskStatus::Running);
+    core.handle_exited(2, 1, ExitKind::Cancelled, 3);
+    assert_eq!(core.task(2).unwrap().status, TaskStatus::Pending);
+    core.handle_exited(1, 1, ExitKind::Success, 4);
+    assert_eq!(launches(&core.poll_dispatch(4)), [(2, 2, 0)]);
+    // Asked back again, it started and ran on: it completes there.
+    core.handle_source_drain(0, "free disk low", 5);
+    core.handle_started(2, 2, None, 5);
+    core.handle_exited(2, 2, ExitKind::Success, 6);
+    assert!(core.is_finished());
+    assert_eq!(core.counts().completed, 2);
+}
+
+#[test]
 fn unhealthy_sources_get_no_work() {
     let mut core = core_with(2, &[1, 1], Strategy::RoundRobin);
     core.sources[0].healthy = false;
