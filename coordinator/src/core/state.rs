@@ -363,9 +363,15 @@ impl SweepCore {
         }
         let source = task.source;
         // Started before the source read the steal (or the drain's withdrawal): it stays there.
-        // A drain's stays marked until the attempt ends: a batch scheduler's job that started
-        // in the moment it was cancelled ends `Cancelled`, and then runs again elsewhere.
-        self.settle_steal(index, attempt);
+        // It stays marked as asked back until it ends: a batch scheduler's job that started in
+        // the moment it was cancelled ends `Cancelled`, and then runs again elsewhere.
+        if let Some(steal) = self.settle_steal(index, attempt) {
+            let from = &self.sources[steal.victim].name;
+            let why = format!(
+                "attempt {attempt} stopped at {from} as it started (asked back for an idle source)"
+            );
+            self.reclaiming.entry(index).or_insert((attempt, why));
+        }
         self.started_at.insert(index, now);
         self.set_status(index, TaskStatus::Running, attempt, source, pid, now);
     }

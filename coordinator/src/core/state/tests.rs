@@ -527,6 +527,25 @@ fn a_drained_attempt_stopped_as_it_started_runs_again_and_one_that_ran_on_comple
 }
 
 #[test]
+fn a_batch_job_stolen_as_it_started_and_stopped_runs_again() {
+    use SourceClass::*;
+    let mut core = classed(2, &[(1, Local), (100, Batch)])
+        .with_steal_after(Some(std::time::Duration::from_secs(60)));
+    core.handle_source_status(0, false, None);
+    core.enqueue(&[1, 2], 0, 0);
+    core.poll_dispatch(1_000);
+    core.handle_started(1, 1, None, 2_000);
+    core.handle_source_status(0, true, None);
+    assert_eq!(steals(&core.poll_dispatch(61_000)), [(2, 1, 1)]);
+    // The job started as `scancel` reached it: a start, then a cancelled end. The drain's or
+    // steal's doing, not the user's: the task runs again.
+    core.handle_started(2, 1, None, 61_001);
+    core.handle_exited(2, 1, ExitKind::Cancelled, 61_002);
+    assert_eq!(core.task(2).unwrap().status, TaskStatus::Pending);
+    assert_eq!(launches(&core.poll_dispatch(61_003)), [(2, 2, 0)]);
+}
+
+#[test]
 fn unhealthy_sources_get_no_work() {
     let mut core = core_with(2, &[1, 1], Strategy::RoundRobin);
     core.sources[0].healthy = false;
