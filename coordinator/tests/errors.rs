@@ -314,6 +314,49 @@ fn failures_are_grouped_by_cause_and_a_sweep_s_logs_are_readable_from_another_co
     assert!(view.contains("groups: []"), "{view}");
 }
 
+/// Task 1 fails at once, task 2 after 4.5 s (after the views' first rewrite, before the next
+/// tick), task 3 runs until the file `go` appears (two minutes at most).
+const STALE_PY: &str = r#"
+import os, sys, time
+x = int(sys.argv[1].split("=", 1)[1])
+if x == 2:
+    time.sleep(4.5)
+if x == 3:
+    # Bounded, so a failed test leaves nothing running for long.
+    deadline = time.time() + 120
+    while not os.path.exists("go") and time.time() < deadline:
+        time.sleep(0.05)
+    sys.exit(0)
+raise ValueError(f"bad shard {x}")
+"#;
+
+#[test]
+fn error_patterns_yaml_is_kept_current_while_tasks_still_run() {
+    // The views were rewritten at most every 3 s, and a rewrite asked for too soon after the
+    // last was dropped, not put off: task 2's failure then waited for the next change (here,
+    // task 3's end, which may be hours away).
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\ndefaults:\n  parallel: 3\n",
+        &[
+            ("task.py", STALE_PY),
+            ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: [1, 2, 3]\n"),
+        ],
+    );
+    let sweep = p.spawn(&["sweep", "run", "--sweep-id", "stale"]);
+    let patterns = p.sweep_dir("stale").join("logs/errors/error_patterns.yaml");
+    // A hang guard, not a speed limit: without the fix the file never shows both while
+    // task 3 waits.
+    wait_until(
+        Duration::from_secs(60),
+        "error_patterns.yaml listing both failures while task 3 runs",
+        || std::fs::read_to_string(&patterns).is_ok_and(|t| t.contains("failed: 2")),
+    );
+    let status = p.status("stale");
+    assert_eq!(status["running"], 1, "task 3 still runs: {status:#}");
+    p.write("go", "");
+    Run::wait(sweep, "sweep run stale".into()).expect_code(1);
+}
+
 #[test]
 fn logs_follow_a_running_task_until_its_attempt_ends() {
     let p = Project::new(

@@ -261,10 +261,11 @@ impl StoreActor {
         (started, ended.then_some(change.at))
     }
 
-    fn write_views(&mut self, force: bool) -> Result<(), String> {
+    /// Whether it wrote them (`Ok(false)`: skipped, the last rewrite being recent).
+    fn write_views(&mut self, force: bool) -> Result<bool, String> {
         if let (false, Some((at, took))) = (force, self.last_views) {
-            if at.elapsed() < (took * 10).max(std::time::Duration::from_secs(3)) {
-                return Ok(());
+            if at.elapsed() < (took * 10).max(VIEWS_AT_MOST_EVERY) {
+                return Ok(false);
             }
         }
         let started = std::time::Instant::now();
@@ -295,7 +296,7 @@ impl StoreActor {
             result?;
         }
         self.last_views = Some((std::time::Instant::now(), started.elapsed()));
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -342,15 +343,20 @@ impl Handler<Persist> for StoreActor {
 
 /// Regenerate `task_mapping.yaml`, `failed_tasks.yaml` and (when failures changed)
 /// `error_patterns.yaml` from the database. Unless `force`d
-/// (at the end of a run), skipped while the last rewrite is recent relative to its cost.
+/// (at the end of a run), skipped while the last rewrite is recent relative to its cost; the
+/// answer says whether they were written (the sender asks again later when not).
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<bool, String>")]
 pub struct WriteViews {
     pub force: bool,
 }
 
+/// Views are rewritten at most this often, or ten times their last cost if that is longer
+/// (a large sweep's views take long to build).
+const VIEWS_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Handler<WriteViews> for StoreActor {
-    type Result = Result<(), String>;
+    type Result = Result<bool, String>;
     fn handle(&mut self, msg: WriteViews, _: &mut SyncContext<Self>) -> Self::Result {
         // At the end of a run (forced) every ended attempt's metrics are in before the views
         // and the report are written.

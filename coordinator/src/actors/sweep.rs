@@ -709,9 +709,17 @@ impl Actor for SweepActor {
         });
         ctx.run_interval(FLUSH_EVERY, |actor, _| actor.flush());
         ctx.run_interval(DISPATCH_TICK, |actor, ctx| actor.dispatch(ctx));
-        ctx.run_interval(VIEWS_EVERY, |actor, _| {
+        ctx.run_interval(VIEWS_EVERY, |actor, ctx| {
             if std::mem::take(&mut actor.views_dirty) {
-                actor.store.do_send(WriteViews { force: false });
+                // A rewrite the store skipped (too soon after the last) is asked for again at
+                // the next tick: the views (`failed_tasks.yaml`, `error_patterns.yaml`) must not
+                // wait for the next change, which may be hours away.
+                let write = actor.store.send(WriteViews { force: false });
+                ctx.spawn(write.into_actor(actor).map(|result, actor, _| {
+                    if !matches!(result, Ok(Ok(true))) {
+                        actor.views_dirty = true;
+                    }
+                }));
             }
         });
         ctx.run_interval(POLL_CONTROL_EVERY, |actor, ctx| {
