@@ -424,9 +424,10 @@ pub fn frame(snap: &Snapshot, width: usize, height: usize, footer: Option<&str>)
     let source_room = height.saturating_sub(fixed).max(1);
     let sources_shown = source_rows.len().min(source_room);
     let mut rest = height.saturating_sub(fixed + sources_shown);
-    // Failures get a third of what is left (at least 3 when they fit), running tasks the rest,
-    // and failures take back what running tasks leave.
-    let fail_rows = failed.len().min((rest / 3).max(rest.min(3)));
+    // Failures get a third of what is left (at least one when two rows are left), running
+    // tasks the rest, and failures take back what running tasks leave: in a short terminal
+    // the live part is not crowded out by old failures.
+    let fail_rows = failed.len().min((rest / 3).max(usize::from(rest >= 2)));
     rest -= fail_rows;
     let run_rows = running.len().min(rest);
     let fail_rows = failed.len().min(fail_rows + rest - run_rows);
@@ -759,6 +760,31 @@ mod tests {
         assert!(text.contains("task_007"), "the newest is shown:\n{text}");
         assert!(text.contains("task_005"), "a failure still shown:\n{text}");
         assert_eq!(rows.len(), 14, "{text}");
+    }
+
+    #[test]
+    fn running_tasks_keep_rows_when_failures_are_many_and_the_terminal_short() {
+        // Found by a new-user check: at 70x14 with three failures, RUNNING had no row.
+        let mut snap = snapshot(10 * MIN);
+        for i in 8..=10 {
+            let mut failed = task(i, TaskStatus::Failed, Some("local"), Some(0), Some(MIN));
+            failed.reason = Some("exit code 1: ValueError: bad x".into());
+            snap.tasks[i as usize - 1] = failed;
+        }
+        snap.attempts = attempts_of(&snap.tasks);
+        for height in [13, 14, 16] {
+            let text = frame(&snap, 70, height, Some("q quit")).join("\n");
+            assert!(
+                text.contains("task_007") || text.contains("task_006"),
+                "{height} rows: a running task shown:\n{text}"
+            );
+            if height > 13 {
+                assert!(
+                    text.contains("ValueError"),
+                    "{height} rows: a failure shown:\n{text}"
+                );
+            }
+        }
     }
 
     #[test]
