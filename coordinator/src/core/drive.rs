@@ -98,7 +98,7 @@ pub fn apply_status(
         core.handle_source_status(source, false, None);
     } else {
         // No new work, and what waits there unstarted is asked back for other sources.
-        effect.drained = core.handle_source_drain(source, &status.note, now);
+        effect.drained = core.handle_source_drain(source, &status.note);
     }
     effect
 }

@@ -40,7 +40,7 @@ impl SweepCore {
     /// lost with the connection): one it dropped runs elsewhere as a new attempt (not counted
     /// against retries), one it started stays. Running attempts stay: they finish there, or are
     /// lost with the source.
-    pub fn handle_source_drain(&mut self, source: usize, why: &str, _now: i64) -> Vec<Command> {
+    pub fn handle_source_drain(&mut self, source: usize, why: &str) -> Vec<Command> {
         let Some(name) = self.sources.get(source).map(|s| s.name.clone()) else {
             return Vec::new();
         };

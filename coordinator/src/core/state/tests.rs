@@ -420,7 +420,7 @@ fn a_drained_source_keeps_the_attempts_taken_up_from_an_earlier_run() {
         source: 1
     }));
     assert_eq!(launches(&commands), [(2, 1, 1)]);
-    let taken = core.handle_source_drain(1, "unreachable", 1);
+    let taken = core.handle_source_drain(1, "unreachable");
     assert_eq!(
         taken,
         [Command::Withdraw {
@@ -447,7 +447,7 @@ fn a_drained_source_keeps_its_running_tasks_and_gives_back_the_queued_ones() {
         [(1, 1, 0), (2, 1, 1), (3, 1, 1), (4, 1, 1), (5, 1, 1)]
     );
     core.handle_started(2, 1, None, 1);
-    let taken = core.handle_source_drain(1, "free disk low", 2);
+    let taken = core.handle_source_drain(1, "free disk low");
     assert_eq!(
         taken,
         [3, 4, 5].map(|index| Command::Withdraw {
@@ -457,7 +457,7 @@ fn a_drained_source_keeps_its_running_tasks_and_gives_back_the_queued_ones() {
         })
     );
     assert!(
-        core.handle_source_drain(1, "free disk low", 2).is_empty(),
+        core.handle_source_drain(1, "free disk low").is_empty(),
         "asked back once"
     );
     assert!(
@@ -511,7 +511,7 @@ fn a_drained_attempt_stopped_as_it_started_runs_again_and_one_that_ran_on_comple
     let mut core = core_with(2, &[1, 2], Strategy::RoundRobin);
     core.enqueue(&[1, 2], 0, 0);
     assert_eq!(launches(&core.poll_dispatch(0)), [(1, 1, 0), (2, 1, 1)]);
-    assert_eq!(core.handle_source_drain(1, "free disk low", 1).len(), 1);
+    assert_eq!(core.handle_source_drain(1, "free disk low").len(), 1);
     core.handle_started(2, 1, None, 2);
     assert_eq!(core.task(2).unwrap().status, TaskStatus::Running);
     core.handle_exited(2, 1, ExitKind::Cancelled, 3);
@@ -519,7 +519,7 @@ fn a_drained_attempt_stopped_as_it_started_runs_again_and_one_that_ran_on_comple
     core.handle_exited(1, 1, ExitKind::Success, 4);
     assert_eq!(launches(&core.poll_dispatch(4)), [(2, 2, 0)]);
     // Asked back again, it started and ran on: it completes there.
-    core.handle_source_drain(0, "free disk low", 5);
+    core.handle_source_drain(0, "free disk low");
     core.handle_started(2, 2, None, 5);
     core.handle_exited(2, 2, ExitKind::Success, 6);
     assert!(core.is_finished());
