@@ -144,12 +144,25 @@ pub fn create_sweep_dir(
 
 /// Writes a file via a temporary name and rename, so readers never see half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// `write_atomic` of what `write` writes (buffered); the temporary file is removed when it fails.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
+    let written = fs::File::create(&tmp).and_then(|file| {
+        let mut out = io::BufWriter::with_capacity(1 << 16, file);
+        write(&mut out)?;
+        out.flush()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
     fs::rename(&tmp, path)
 }
@@ -287,29 +300,58 @@ pub fn usage_json(usage: &Usage) -> Option<serde_json::Value> {
 
 /// `task_mapping.yaml`: every task with its hash, source, status, attempt and times.
 pub fn mapping_yaml(sweep_id: &str, tasks: &[TaskRow]) -> String {
-    let mut out = format!(
-        "# task -> params hash, source, status, attempt, times (a view of sweep.db)\nsweep_id: {sweep_id}\ntasks:\n"
-    );
+    let mut out = mapping_header(sweep_id);
     for task in tasks {
-        let entry = json!({
-            "params_hash": task.params_hash,
-            "status": task.status.as_str(),
-            "attempt": task.attempt,
-            "source": task.source,
-            "exit_code": task.exit_code,
-            "started": task.started_at.map(format_utc),
-            "finished": task.finished_at.map(format_utc),
-        });
-        out.push_str("  ");
-        out.push_str(&task.task_id);
-        out.push_str(":\n");
-        for line in emit_json(&entry).lines() {
-            out.push_str("    ");
-            out.push_str(line);
-            out.push('\n');
-        }
+        mapping_entry(&mut out, task);
     }
     out
+}
+
+/// The lines of `task_mapping.yaml` before its tasks.
+pub fn mapping_header(sweep_id: &str) -> String {
+    format!(
+        "# task -> params hash, source, status, attempt, times (a view of sweep.db)\nsweep_id: {sweep_id}\ntasks:\n"
+    )
+}
+
+/// One task's entry of `task_mapping.yaml`, appended to `out`: the block `emit_json` writes for
+/// the same object, formatted directly (a million of them are written at a sweep's end).
+pub fn mapping_entry(out: &mut String, task: &TaskRow) {
+    use std::fmt::Write as _;
+    let text = |v: Option<&str>| v.map_or_else(|| "null".to_string(), crate::yaml::emit_string);
+    let time = |t: Option<i64>| text(t.map(format_utc).as_deref());
+    let _ = write!(
+        out,
+        "  {}:\n    params_hash: {}\n    status: {}\n    attempt: {}\n    source: {}\n    exit_code: {}\n    started: {}\n    finished: {}\n",
+        task.task_id,
+        crate::yaml::emit_string(&task.params_hash),
+        task.status.as_str(),
+        task.attempt,
+        text(task.source.as_deref()),
+        task.exit_code
+            .map_or_else(|| "null".to_string(), |c| c.to_string()),
+        time(task.started_at),
+        time(task.finished_at),
+    );
+}
+
+/// Writes `task_mapping.yaml` from the database a task at a time (temp + rename): a million
+/// tasks' view without a million rows in memory.
+pub fn write_mapping(path: &Path, sweep_id: &str, store: &crate::store::Store) -> io::Result<()> {
+    write_atomic_with(path, |file| {
+        file.write_all(mapping_header(sweep_id).as_bytes())?;
+        let mut entry = String::new();
+        store
+            .visit_tasks(false, &mut |task| {
+                entry.clear();
+                mapping_entry(&mut entry, &task);
+                file.write_all(entry.as_bytes())
+            })
+            .map_err(|e| match e {
+                crate::store::StoreError::Write(e) => e,
+                other => io::Error::other(other.to_string()),
+            })
+    })
 }
 
 /// `logs/errors/failed_tasks.yaml`.
@@ -424,6 +466,51 @@ pub fn prepare_task_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mapping_entry_is_the_block_emit_json_writes() {
+        let mut task = crate::report::model::task(12, TaskStatus::Failed, Params::new());
+        for (hash, source, exit_code, times) in [
+            (
+                "0123456789012345",
+                Some("local"),
+                Some(3),
+                (Some(1_700_000_000_123), Some(1_700_000_001_000)),
+            ),
+            ("1e10", None, None, (None, None)),
+            (
+                "abcdef0123456789",
+                Some("gpu box: 2"),
+                Some(-1),
+                (None, Some(5)),
+            ),
+            ("yes", Some("on"), Some(0), (Some(0), None)),
+        ] {
+            task.task_id = "task_012".into();
+            task.params_hash = hash.into();
+            task.source = source.map(str::to_string);
+            task.exit_code = exit_code;
+            (task.started_at, task.finished_at) = times;
+            let entry = json!({
+                "params_hash": task.params_hash,
+                "status": task.status.as_str(),
+                "attempt": task.attempt,
+                "source": task.source,
+                "exit_code": task.exit_code,
+                "started": task.started_at.map(format_utc),
+                "finished": task.finished_at.map(format_utc),
+            });
+            let mut expected = String::from("  task_012:\n");
+            for line in emit_json(&entry).lines() {
+                expected.push_str("    ");
+                expected.push_str(line);
+                expected.push('\n');
+            }
+            let mut got = String::new();
+            mapping_entry(&mut got, &task);
+            assert_eq!(got, expected);
+        }
+    }
 
     #[test]
     fn sweep_ids_have_the_python_hsm_shape_and_never_collide() {

@@ -6,6 +6,7 @@
 use crate::core::command::{build_argv, shell_display, CommandSpec, LaunchContext};
 use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
+use crate::store::TaskParams;
 use std::fs;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -24,8 +25,10 @@ pub struct PrefetchPlan {
     pub group: String,
     pub command: CommandSpec,
     pub script_override: Option<String>,
-    /// Parameters of every task of the sweep (index - 1), shared with the sweep actor.
-    pub params: Arc<Vec<Params>>,
+    /// Parameters of the sweep's tasks, shared with the sweep actor.
+    pub params: Arc<TaskParams>,
+    /// How many tasks the sweep has.
+    pub total: u64,
     /// Tasks about to run their first attempt, in dispatch order.
     pub order: Vec<u64>,
 }
@@ -51,9 +54,7 @@ impl Prefetch {
     /// Starts the preparer thread. The returned handle stops it when dropped.
     pub fn start(plan: PrefetchPlan) -> (Arc<Prefetch>, PrefetchThread) {
         let shared = Arc::new(Prefetch {
-            state: (0..plan.params.len())
-                .map(|_| AtomicU8::new(UNTOUCHED))
-                .collect(),
+            state: (0..plan.total).map(|_| AtomicU8::new(UNTOUCHED)).collect(),
             launched: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
@@ -108,8 +109,16 @@ impl Prefetch {
             let Some(slot) = index.checked_sub(1).map(|i| i as usize) else {
                 continue;
             };
-            let (Some(params), Some(state)) = (plan.params.get(slot), self.state.get(slot)) else {
+            let Some(state) = self.state.get(slot) else {
                 continue;
+            };
+            let params = match plan.params.get(index) {
+                Ok(params) => params,
+                // The source reads them again when it launches the task, and reports it.
+                Err(e) => {
+                    tracing::debug!(task = index, error = %e, "prefetch cannot read parameters");
+                    continue;
+                }
             };
             if state
                 .compare_exchange(UNTOUCHED, PREPARING, Ordering::AcqRel, Ordering::Acquire)
@@ -118,7 +127,7 @@ impl Prefetch {
                 // Claimed by the source, which prepares it itself.
                 continue;
             }
-            match prepare_first_attempt(&plan, index, params) {
+            match prepare_first_attempt(&plan, index, &params) {
                 Ok(()) => state.store(PREPARED, Ordering::Release),
                 Err(e) => {
                     // The source prepares it again and reports the error on the task.
@@ -203,7 +212,8 @@ mod tests {
                 group: "g".into(),
                 command,
                 script_override: None,
-                params: Arc::new(params),
+                params: Arc::new(TaskParams::in_memory(params)),
+                total: n,
                 order: (1..=n).collect(),
             });
             // Claim from the back while the preparer works from the front, so they meet.

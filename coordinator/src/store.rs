@@ -11,14 +11,17 @@ use std::time::Duration;
 // Read-only access for the commands that look at a sweep from another terminal.
 mod read;
 pub use read::Span;
+// Reads and writes that stay cheap at a million tasks: counts, compact states, parameters.
+mod scale;
+pub use scale::{TaskParams, PARAMS_CHUNK};
 
 /// The `meta` key holding the digits of the sweep's task numbers.
 const TASK_WIDTH_KEY: &str = "task_width";
 
-/// Bumped when the schema changes. Versions 1 (no job ids), 2 (no stderr tails) and 3 (no
-/// usage columns, no metrics tables) are upgraded in place when opened; newer files are refused
-/// with a clear message.
-pub const SCHEMA_VERSION: i64 = 4;
+/// Bumped when the schema changes. Versions 1 (no job ids), 2 (no stderr tails), 3 (no
+/// usage columns, no metrics tables) and 4 (no task counts) are upgraded in place when opened;
+/// newer files are refused with a clear message.
+pub const SCHEMA_VERSION: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +35,9 @@ pub enum StoreError {
     /// The coordinator stopped while creating the database (no committed schema).
     #[error("sweep database {path} was never fully created")]
     Incomplete { path: String },
+    /// Writing what was read from the database failed (a view, a command's output).
+    #[error("writing: {0}")]
+    Write(#[source] std::io::Error),
     /// The file was written by a newer hsm.
     #[error("sweep database {path} has schema version {found}, this hsm understands {SCHEMA_VERSION}: upgrade hsm")]
     Version { path: String, found: i64 },
@@ -66,6 +72,11 @@ pub struct TaskRow {
     pub finished_at: Option<i64>,
 }
 
+/// The columns a `TaskRow` is decoded from (`Store::task_row`), in order; `?1` says whether
+/// to read the parameters.
+const TASK_COLUMNS: &str = "idx, task_id, params_hash, CASE WHEN ?1 THEN params ELSE '' END,
+    status, attempt, source, exit_code, reason, pid, started_at, finished_at, job_id";
+
 /// A new task to insert at sweep creation.
 pub struct NewTask {
     pub index: u64,
@@ -96,8 +107,15 @@ impl Store {
         // Schema, meta and tasks in one transaction, the schema version written last: a
         // coordinator killed while creating the sweep leaves a database that `open` recognises
         // as never created, not an empty sweep that looks finished.
+        // A page cache of 64 MiB while the tasks go in (a million rows overflow SQLite's
+        // default 2 MiB, and evicted pages are read back), then the default again.
+        store
+            .conn
+            .pragma_update(None, "cache_size", -65536)
+            .map_err(err)?;
         let tx = store.conn.transaction().map_err(err)?;
         tx.execute_batch(SCHEMA).map_err(err)?;
+        tx.execute_batch(SCHEMA_5).map_err(err)?;
         {
             let mut insert_meta = tx
                 .prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")
@@ -126,9 +144,16 @@ impl Store {
                     .map_err(err)?;
             }
         }
+        // Counted once all tasks are in: a trigger per inserted row would be a million updates
+        // of the same six rows.
+        tx.execute_batch(FILL_COUNTS).map_err(err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
         tx.commit().map_err(err)?;
+        store
+            .conn
+            .pragma_update(None, "cache_size", -2000)
+            .map_err(err)?;
         Ok(store)
     }
 
@@ -183,6 +208,10 @@ impl Store {
         }
         if found < 4 {
             tx.execute_batch(SCHEMA_4).map_err(err)?;
+        }
+        if found < 5 {
+            tx.execute_batch(SCHEMA_5).map_err(err)?;
+            tx.execute_batch(FILL_COUNTS).map_err(err)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -298,7 +327,7 @@ impl Store {
         Ok(self.read_tasks(false, Some(index))?.pop())
     }
 
-    /// Every task's row, or only task `only`; the one place task rows are decoded.
+    /// Every task's row, or only task `only`.
     fn read_tasks(&self, with_params: bool, only: Option<u64>) -> Result<Vec<TaskRow>, StoreError> {
         // Two statements, so that one task is looked up by its key rather than by a scan.
         let filter = if only.is_some() {
@@ -306,80 +335,102 @@ impl Store {
         } else {
             "?2 IS NULL"
         };
+        self.read_tasks_with(filter, params![with_params, only.map(|i| i as i64)])
+    }
+
+    /// The rows of the tasks matching `filter` (an SQL condition on `tasks`), parameters left
+    /// empty.
+    pub(crate) fn read_tasks_where(&self, filter: &str) -> Result<Vec<TaskRow>, StoreError> {
+        self.read_tasks_with(filter, params![false])
+    }
+
+    /// The one place task rows are decoded: `?1` says whether to read the parameters.
+    pub(crate) fn read_tasks_with(
+        &self,
+        filter: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<TaskRow>, StoreError> {
+        let mut tasks = Vec::new();
+        self.visit_tasks_with(filter, args, &mut |row| {
+            tasks.push(row);
+            Ok(())
+        })?;
+        Ok(tasks)
+    }
+
+    /// Hands every task's row (parameters read when `with_params`) to `visit`, in index order,
+    /// one at a time: a view of a million tasks is written without holding them all.
+    pub fn visit_tasks(
+        &self,
+        with_params: bool,
+        visit: &mut dyn FnMut(TaskRow) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        self.visit_tasks_with("1", params![with_params], visit)
+    }
+
+    /// The one place task rows are decoded: `?1` says whether to read the parameters.
+    fn visit_tasks_with(
+        &self,
+        filter: &str,
+        args: impl rusqlite::Params,
+        visit: &mut dyn FnMut(TaskRow) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT idx, task_id, params_hash,
-                        CASE WHEN ?1 THEN params ELSE '' END,
-                        status, attempt, source, exit_code, reason, pid, started_at, finished_at,
-                        job_id
-                 FROM tasks WHERE {filter} ORDER BY idx"
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE {filter} ORDER BY idx"
             ))
             .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map(params![with_params, only.map(|i| i as i64)], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, i64>(5)?,
-                    row.get::<_, Option<String>>(6)?,
-                    row.get::<_, Option<i64>>(7)?,
-                    row.get::<_, Option<String>>(8)?,
-                    row.get::<_, Option<i64>>(9)?,
-                    row.get::<_, Option<i64>>(10)?,
-                    row.get::<_, Option<i64>>(11)?,
-                    row.get::<_, Option<String>>(12)?,
-                ))
-            })
-            .map_err(|e| self.sqlite(e))?;
-        let mut tasks = Vec::new();
-        for row in rows {
-            let (
-                index,
-                task_id,
-                params_hash,
-                params_json,
-                status,
-                attempt,
-                source,
-                exit_code,
-                reason,
-                pid,
-                started_at,
-                finished_at,
-                job_id,
-            ) = row.map_err(|e| self.sqlite(e))?;
-            let index = index as u64;
-            let params: Params = if with_params {
-                self.parse_params(index, &params_json)?
-            } else {
-                Params::new()
-            };
-            let status: TaskStatus = status.parse().map_err(|message| StoreError::Corrupt {
-                path: self.path.clone(),
-                index,
-                message,
-            })?;
-            tasks.push(TaskRow {
-                index,
-                task_id,
-                params_hash,
-                params,
-                status,
-                attempt: attempt as u32,
-                source,
-                exit_code: exit_code.map(|c| c as i32),
-                reason,
-                pid: pid.map(|p| p as u32),
-                job_id,
-                started_at,
-                finished_at,
-            });
+        let mut rows = stmt.query(args).map_err(|e| self.sqlite(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            visit(self.task_row(row)?).map_err(StoreError::Write)?;
         }
-        Ok(tasks)
+        Ok(())
+    }
+
+    /// A row selected as `TASK_COLUMNS` (its first 13 columns).
+    pub(super) fn task_row(&self, row: &rusqlite::Row<'_>) -> Result<TaskRow, StoreError> {
+        let sqlite = |e| self.sqlite(e);
+        let index = row.get::<_, i64>(0).map_err(sqlite)? as u64;
+        let params_json = row
+            .get_ref(3)
+            .and_then(|v| v.as_str().map_err(Into::into))
+            .map_err(sqlite)?;
+        let params: Params = if params_json.is_empty() {
+            Params::new()
+        } else {
+            self.parse_params(index, params_json)?
+        };
+        let status = row
+            .get_ref(4)
+            .and_then(|v| v.as_str().map_err(Into::into))
+            .map_err(sqlite)?;
+        let status: TaskStatus = status.parse().map_err(|message| StoreError::Corrupt {
+            path: self.path.clone(),
+            index,
+            message,
+        })?;
+        Ok(TaskRow {
+            index,
+            task_id: row.get(1).map_err(sqlite)?,
+            params_hash: row.get(2).map_err(sqlite)?,
+            params,
+            status,
+            attempt: row.get::<_, i64>(5).map_err(sqlite)? as u32,
+            source: row.get(6).map_err(sqlite)?,
+            exit_code: row
+                .get::<_, Option<i64>>(7)
+                .map_err(sqlite)?
+                .map(|c| c as i32),
+            reason: row.get(8).map_err(sqlite)?,
+            pid: row
+                .get::<_, Option<i64>>(9)
+                .map_err(sqlite)?
+                .map(|p| p as u32),
+            started_at: row.get(10).map_err(sqlite)?,
+            finished_at: row.get(11).map_err(sqlite)?,
+            job_id: row.get(12).map_err(sqlite)?,
+        })
     }
 
     /// How many attempts ran (or were handed) on `source`, by status (`agent clean` asks which
@@ -463,26 +514,6 @@ impl Store {
             .optional()
             .map(|v| v.as_deref() == Some("1"))
             .map_err(|e| self.sqlite(e))
-    }
-
-    /// `PRAGMA integrity_check` result (`ok` when healthy).
-    /// Parameters of the failed tasks only (for `failed_tasks.yaml`).
-    pub fn failed_params(&self) -> Result<Vec<(u64, Params)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT idx, params FROM tasks WHERE status = 'failed' ORDER BY idx")
-            .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.sqlite(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (index, text) = row.map_err(|e| self.sqlite(e))?;
-            out.push((index as u64, self.parse_params(index as u64, &text)?));
-        }
-        Ok(out)
     }
 
     /// Keeps what attempts reported, `(index, attempt, metrics)`, in one transaction: each
@@ -696,6 +727,7 @@ impl Store {
             .map_err(|e| self.sqlite(e))
     }
 
+    /// `PRAGMA integrity_check` result (`ok` when healthy).
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         self.conn
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))
@@ -894,7 +926,7 @@ const SCHEMA: &str = concat!(
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE tasks (
     idx         INTEGER PRIMARY KEY,
-    task_id     TEXT NOT NULL UNIQUE,
+    task_id     TEXT NOT NULL,
     params_hash TEXT NOT NULL,
     params      TEXT NOT NULL,
     status      TEXT NOT NULL,
@@ -908,7 +940,6 @@ CREATE TABLE tasks (
     updated_at  INTEGER,
     job_id      TEXT
 );
-CREATE INDEX tasks_by_hash ON tasks (params_hash);
 CREATE TABLE attempts (
     idx         INTEGER NOT NULL REFERENCES tasks (idx),
     attempt     INTEGER NOT NULL,
@@ -943,6 +974,38 @@ CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ",
     metrics_tables!()
 );
+
+/// Schema 5's `tasks` has no index but its key (`task_id` is `task_` and the key, and nothing
+/// looks a task up by its hash): a million rows go in at append speed. Sweeps created before
+/// keep their `task_id` and `tasks_by_hash` indexes.
+///
+/// Added by schema 5, for sweeps of a million tasks: the number of tasks in each status, kept
+/// by triggers in the transaction that changes a task (so `sweep status` reads six rows, not a
+/// million), and an index of the tasks in the few statuses listed one by one (queued, running,
+/// failed). `task_counts` is filled once the tasks exist (`FILL_COUNTS`), before the triggers.
+const SCHEMA_5: &str = "
+CREATE TABLE task_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX tasks_listed ON tasks (status) WHERE status IN ('queued', 'running', 'failed');
+";
+
+/// `task_counts` from the tasks as they are, then the triggers that keep it.
+const FILL_COUNTS: &str = "
+INSERT INTO task_counts (status, n)
+    SELECT s.status, (SELECT count(*) FROM tasks t WHERE t.status = s.status)
+    FROM (SELECT 'pending' AS status UNION ALL SELECT 'queued' UNION ALL SELECT 'running'
+          UNION ALL SELECT 'completed' UNION ALL SELECT 'failed' UNION ALL SELECT 'cancelled') s;
+CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER task_counts_update AFTER UPDATE OF status ON tasks
+    WHEN OLD.status IS NOT NEW.status BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+";
 
 /// Added by schema 4: what each attempt used, and the metrics. `metrics` holds every kept point
 /// of every attempt (a bounded series per name); `task_metrics` the last value per name of the
@@ -1132,8 +1195,13 @@ mod tests {
 
     /// Makes a current database look like one written by schema version `to`: each version's
     /// schema is the next one's without what the next one added.
-    fn downgrade(store: &Store, to: i64) {
+    pub(super) fn downgrade(store: &Store, to: i64) {
         let mut sql = String::new();
+        if to < 5 {
+            sql += "DROP TRIGGER task_counts_insert; DROP TRIGGER task_counts_update;
+                    DROP TRIGGER task_counts_delete; DROP TABLE task_counts;
+                    DROP INDEX tasks_listed;";
+        }
         if to < 4 {
             sql += "DROP TABLE metrics; DROP TABLE task_metrics;
                     ALTER TABLE attempts DROP COLUMN wall_ms;

@@ -712,7 +712,8 @@ fn emit_float(f: f64) -> String {
     }
 }
 
-fn emit_string(s: &str) -> String {
+/// A string as a YAML scalar: plain when it reads back as that string, else double-quoted.
+pub fn emit_string(s: &str) -> String {
     let plain_ok = !s.is_empty()
         && s.chars()
             .all(|c| c.is_alphanumeric() || "_-./@+".contains(c))

@@ -15,7 +15,6 @@ use super::local::{CancelTask, LaunchTask};
 use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::command::shell_display;
 use crate::core::link::{AgentLink, Level, LinkSetup, LinkStatus, Refusal, Report};
-use crate::core::value::Params;
 use crate::layout::SweepPaths;
 use crate::transfer::{receive_file, Arrival};
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
@@ -43,7 +42,7 @@ pub struct AgentSetup {
     pub sweep_id: String,
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
-    pub params: Arc<Vec<Params>>,
+    pub params: Arc<crate::store::TaskParams>,
     /// How long running tasks wait for an unreachable agent before they run elsewhere.
     pub grace: Duration,
     /// Below this much free disk (in its heartbeat) the agent gets no new work; 0: no check.

@@ -4,7 +4,6 @@
 
 use super::{report_of, SourceEvent};
 use crate::core::command::shell_display;
-use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
 use crate::prefetch::Prefetch;
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
@@ -24,7 +23,7 @@ pub struct LocalSourceSetup {
     pub timeout: Option<Duration>,
     pub kill_grace: Duration,
     /// Parameters of every task of the sweep (index - 1), shared with the sweep actor.
-    pub params: Arc<Vec<Params>>,
+    pub params: Arc<crate::store::TaskParams>,
     /// Task directories prepared ahead of time, when the run prefetches.
     pub prefetch: Option<Arc<Prefetch>>,
     /// Run through this host's batch scheduler with these resources, polling this often.
@@ -107,12 +106,13 @@ impl Handler<LaunchTask> for LocalSource {
             let dir = self.setup.paths.task_dir(index);
             Ok((dir.join("stdout.log"), dir.join("stderr.log")))
         } else {
-            let params_yaml = self
-                .setup
-                .params
-                .get((index - 1) as usize)
-                .map(layout::params_yaml)
-                .unwrap_or_default();
+            let params_yaml = match self.setup.params.get(index) {
+                Ok(params) => layout::params_yaml(&params),
+                Err(e) => {
+                    tracing::warn!(task = index, error = %e, "cannot read the task's parameters for params.yaml");
+                    String::new()
+                }
+            };
             let command_txt = format!("{}\n", shell_display(&msg.argv));
             layout::prepare_task_dir(
                 &self.setup.paths,

@@ -273,20 +273,15 @@ impl StoreActor {
             .store
             .as_ref()
             .ok_or("the sweep database is not open")?;
-        let mut tasks = store.task_statuses().map_err(|e| e.to_string())?;
-        let mapping = layout::mapping_yaml(&self.sweep_id, &tasks);
-        layout::write_atomic(&self.paths.mapping(), mapping.as_bytes())
+        layout::write_mapping(&self.paths.mapping(), &self.sweep_id, store)
             .map_err(|e| e.to_string())?;
-        for (index, params) in store.failed_params().map_err(|e| e.to_string())? {
-            if let Some(task) = tasks.get_mut((index - 1) as usize) {
-                task.params = params;
-            }
-        }
+        // Only the failed tasks, found through their index, with their parameters.
+        let failed_rows = store.failed_tasks().map_err(|e| e.to_string())?;
         let failed = self.paths.failed_tasks();
         if let Some(dir) = failed.parent() {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         }
-        layout::write_atomic(&failed, layout::failed_tasks_yaml(&tasks).as_bytes())
+        layout::write_atomic(&failed, layout::failed_tasks_yaml(&failed_rows).as_bytes())
             .map_err(|e| e.to_string())?;
         if std::mem::take(&mut self.errors_dirty) {
             let result = self.write_error_patterns();
@@ -309,8 +304,7 @@ impl StoreActor {
             .ok_or("the sweep database is not open")?;
         let failures = store.failures().map_err(|e| e.to_string())?;
         if self.constant.is_none() && !failures.is_empty() {
-            let all = store.all_params().map_err(|e| e.to_string())?;
-            self.constant = Some(crate::core::errors::constant_params(&all));
+            self.constant = Some(store.constant_params().map_err(|e| e.to_string())?);
         }
         let groups = crate::core::errors::group(
             &failures,
@@ -338,6 +332,44 @@ impl Handler<Persist> for StoreActor {
         self.persist(&msg.0);
         self.collect_metrics(false);
         self.failure.is_none()
+    }
+}
+
+/// Tasks cancelled before they started, by range (`SweepCore::poll_cancelled_unstarted`):
+/// written in one transaction, with one line in `logs/sweep.log` for them all.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CancelUnstarted {
+    pub ranges: Vec<(u64, u64)>,
+    pub at: i64,
+}
+
+impl Handler<CancelUnstarted> for StoreActor {
+    type Result = ();
+    fn handle(&mut self, msg: CancelUnstarted, _: &mut SyncContext<Self>) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        let reason = crate::core::state::CANCELLED_UNSTARTED;
+        match store.cancel_unstarted(&msg.ranges, reason, msg.at) {
+            Ok(n) => {
+                if let (Some(log), Some(first), Some(last)) =
+                    (&mut self.log, msg.ranges.first(), msg.ranges.last())
+                {
+                    let _ = writeln!(
+                        log,
+                        "{} {n} tasks ({} … {}) cancelled: {reason}",
+                        layout::format_utc(msg.at),
+                        self.paths.task_name(first.0),
+                        self.paths.task_name(last.1),
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write the sweep state");
+                self.failure.get_or_insert_with(|| e.to_string());
+            }
+        }
     }
 }
 

@@ -4,14 +4,13 @@
 
 use super::agent::{AgentSetup, AgentSource, AttachTask, SendAcks, Shutdown, StealTask};
 use super::local::{CancelTask, LaunchTask, LocalSource, LocalSourceSetup};
-use super::store::{Close, Persist, PollControl, StoreActor, WriteViews};
+use super::store::{CancelUnstarted, Close, Persist, PollControl, StoreActor, WriteViews};
 use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::command::{build_argv, command_env, CommandSpec, LaunchContext};
 use crate::core::drive::{self, Order, Route, WriteAhead};
 use crate::core::failure::{self, StopCause};
 use crate::core::link::LinkStatus;
 use crate::core::state::{Command, Counts, ExitKind, SweepCore, TaskStatus};
-use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
 use crate::prefetch::{Prefetch, PrefetchPlan, PrefetchThread};
 use crate::progress::Progress;
@@ -116,7 +115,7 @@ pub struct RunContext {
     pub script_override: Option<String>,
     pub group: String,
     /// Parameters of every task of the sweep, index - 1.
-    pub params: Arc<Vec<Params>>,
+    pub params: Arc<crate::store::TaskParams>,
     /// Tasks of this run that start their first attempt, in dispatch order: their directories
     /// are prepared ahead of time.
     pub prefetch: Vec<u64>,
@@ -372,13 +371,13 @@ impl SweepActor {
             group: &self.run.group,
             script_override: self.run.script_override.as_deref(),
         };
-        let params = &self.run.params[(index - 1) as usize];
+        let params = self.run.params.get(index).map_err(|e| e.to_string())?;
         let command = self
             .agent_commands
             .get(source)
             .and_then(Option::as_ref)
             .unwrap_or(&self.run.command);
-        let argv = build_argv(command, params, &launch_ctx).map_err(|e| e.to_string())?;
+        let argv = build_argv(command, &params, &launch_ctx).map_err(|e| e.to_string())?;
         Ok(LaunchTask {
             key,
             env: command_env(command, &launch_ctx),
@@ -406,6 +405,16 @@ impl SweepActor {
         &mut self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
         let mut changes = self.core.poll_changes();
+        let unstarted = self.core.poll_cancelled_unstarted();
+        if !unstarted.is_empty() {
+            // Ahead of this batch in the store's FIFO mailbox, after every earlier one: the
+            // tasks are still pending in sweep.db when it runs.
+            self.views_dirty = true;
+            self.store.do_send(CancelUnstarted {
+                ranges: unstarted,
+                at: now_ms(),
+            });
+        }
         let stop = self.stop_cause();
         let outcomes = failure::annotate(&mut changes, &mut self.tails, stop);
         if !changes.is_empty() {
@@ -569,6 +578,7 @@ impl Actor for SweepActor {
                 command: self.run.command.clone(),
                 script_override: self.run.script_override.clone(),
                 params: Arc::clone(&self.run.params),
+                total: self.core.total(),
                 order: std::mem::take(&mut self.run.prefetch),
             };
             let (shared, thread) = Prefetch::start(plan);

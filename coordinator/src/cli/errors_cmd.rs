@@ -56,7 +56,7 @@ pub fn errors(global: &Global, args: &ErrorsArgs) -> anyhow::Result<i32> {
     let constant = if failures.is_empty() {
         Default::default()
     } else {
-        errors::constant_params(&store.all_params()?)
+        store.constant_params()?
     };
     let groups = errors::group(&failures, &constant);
     if args.json {

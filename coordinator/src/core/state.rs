@@ -57,7 +57,16 @@ pub struct SweepCore {
     /// `Started` lost with a connection): dropped, it runs again elsewhere as a new attempt;
     /// started, it stays.
     reclaiming: HashMap<u64, (u32, String)>,
+    /// Ranges of unstarted tasks cancelled in bulk, not yet polled.
+    cancelled_unstarted: Vec<(u64, u64)>,
 }
+
+/// How many queued tasks `handle_cancel` cancels with a change each before the rest go by
+/// range: more than the shell prepares ahead of launches.
+pub const CANCEL_ONE_BY_ONE: usize = 1024;
+
+/// Why a task cancelled before it started ended.
+pub const CANCELLED_UNSTARTED: &str = "cancelled by `sweep cancel` before it started";
 
 /// A task asked back from the source holding it (`Command::Steal`), not yet answered.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +99,7 @@ impl SweepCore {
             steal_after_ms: Some(DEFAULT_STEAL_AFTER_MS),
             taken_up: std::collections::HashSet::new(),
             reclaiming: HashMap::new(),
+            cancelled_unstarted: Vec::new(),
         }
     }
 
@@ -103,6 +113,11 @@ impl SweepCore {
     /// The mean duration of this run's attempts so far, in ms.
     pub fn mean_duration_ms(&self) -> Option<f64> {
         self.durations.mean_ms()
+    }
+
+    /// How many tasks the sweep has.
+    pub fn total(&self) -> u64 {
+        self.tasks.len() as u64
     }
 
     pub fn counts(&self) -> Counts {
@@ -512,23 +527,52 @@ impl SweepCore {
     }
 
     /// Cancel the run (`sweep cancel`): tasks not started end cancelled; the returned commands
-    /// stop the running ones, which end cancelled when their sources report it.
+    /// stop the running ones, which end cancelled when their sources report it. The first
+    /// `CANCEL_ONE_BY_ONE` tasks of the queue are changes like any other (they may have task
+    /// directories prepared ahead, whose `status.yaml` must say so); the rest never got
+    /// anything on disk and are cancelled by range (`poll_cancelled_unstarted`), so a cancelled
+    /// million-task sweep is one statement, not a million changes.
     pub fn handle_cancel(&mut self, now: i64) -> Vec<Command> {
         self.dispatching = false;
         self.forget_steals();
+        let mut rest = Vec::new();
+        let mut n = 0;
         while let Some(index) = self.queue.pop_front() {
             let attempt = self.tasks[(index - 1) as usize].attempt;
-            self.finish(
-                index,
-                TaskStatus::Cancelled,
-                attempt,
-                None,
-                None,
-                Some("cancelled by `sweep cancel` before it started".into()),
-                now,
-            );
+            if n < CANCEL_ONE_BY_ONE {
+                n += 1;
+                self.finish(
+                    index,
+                    TaskStatus::Cancelled,
+                    attempt,
+                    None,
+                    None,
+                    Some(CANCELLED_UNSTARTED.into()),
+                    now,
+                );
+                continue;
+            }
+            let task = &mut self.tasks[(index - 1) as usize];
+            self.counts.remove(task.status);
+            self.counts.add(TaskStatus::Cancelled);
+            task.status = TaskStatus::Cancelled;
+            self.open = self.open.saturating_sub(1);
+            rest.push(index);
+        }
+        rest.sort_unstable();
+        for index in rest {
+            match self.cancelled_unstarted.last_mut() {
+                Some((_, to)) if *to + 1 == index => *to = index,
+                _ => self.cancelled_unstarted.push((index, index)),
+            }
         }
         self.cancel_commands()
+    }
+
+    /// Ranges of tasks (inclusive) `handle_cancel` cancelled without a change each, since the
+    /// last call: the store cancels them with `CANCELLED_UNSTARTED` as the reason.
+    pub fn poll_cancelled_unstarted(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.cancelled_unstarted)
     }
 
     fn cancel_commands(&self) -> Vec<Command> {

@@ -6,8 +6,10 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// One parameter value. Serialized untagged, so JSON and YAML views show plain values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One parameter value. Serialized untagged, so JSON and YAML views show plain values; read
+/// back by `ValueVisitor` (as serde's untagged reading would, without trying each variant in
+/// turn: a million tasks' parameters are read at a sweep's start and in its views).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     Null,
@@ -17,6 +19,64 @@ pub enum Value {
     Str(String),
     List(Vec<Value>),
     Map(IndexMap<String, Value>),
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a parameter value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    /// Past `i64::MAX` a number is kept as a float, as the untagged reading did.
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Str(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Str(v))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::List(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = IndexMap::new();
+        while let Some((k, v)) = map.next_entry::<String, Value>()? {
+            out.insert(k, v);
+        }
+        Ok(Value::Map(out))
+    }
 }
 
 /// A task's parameters in sweep order (grid keys, then paired keys, then random keys).
@@ -146,6 +206,35 @@ pub(crate) fn params_from(pairs: &[(&str, Value)]) -> Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_read_back_from_json_as_written() {
+        let value = Value::List(vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::Float(0.5),
+            Value::Str("1e-3".into()),
+            Value::Map(
+                [("z", Value::Int(1)), ("a", Value::List(vec![]))]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ),
+        ]);
+        let text = serde_json::to_string(&value).unwrap();
+        assert_eq!(text, r#"[null,true,-3,0.5,"1e-3",{"z":1,"a":[]}]"#);
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+        // Past i64 a number is a float, as before.
+        assert_eq!(
+            serde_json::from_str::<Value>("18446744073709551615").unwrap(),
+            Value::Float(u64::MAX as f64)
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>("2.0").unwrap(),
+            Value::Float(2.0)
+        );
+    }
 
     use super::params_from as params;
 

@@ -6,7 +6,6 @@
 use super::{Store, StoreError, SCHEMA_VERSION};
 use crate::core::errors::Failure;
 use crate::core::state::TaskStatus;
-use crate::core::value::Params;
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 use std::time::Duration;
@@ -140,23 +139,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Every task's parameters (for what the whole sweep has in common).
-    pub fn all_params(&self) -> Result<Vec<Params>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT idx, params FROM tasks ORDER BY idx")
-            .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| self.sqlite(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (index, text) = row.map_err(|e| self.sqlite(e))?;
-            out.push(self.parse_params(index as u64, &text)?);
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -211,7 +193,7 @@ mod tests {
         assert_eq!(failures[0].task, "task_002");
         assert_eq!(failures[0].tail.as_deref(), Some("ValueError: x"));
         assert_eq!(failures[0].params["seed"], Value::Int(2));
-        assert_eq!(reader.all_params().unwrap().len(), 3);
+        assert!(reader.constant_params().unwrap().is_empty());
         assert_eq!(reader.task(2).unwrap().unwrap().attempt, 1);
         assert!(reader.task(9).unwrap().is_none());
         assert_eq!(reader.schema_version().unwrap(), SCHEMA_VERSION);

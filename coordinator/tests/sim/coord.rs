@@ -10,7 +10,7 @@ use hsm_coordinator::core::drive::{self, Batch, Order, Route, WriteAhead};
 use hsm_coordinator::core::link::{AgentLink, LinkSetup, Report};
 use hsm_coordinator::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use hsm_coordinator::core::state::{
-    Command, SourceClass, SourceState, Strategy, SweepCore, TaskState, TaskStatus,
+    Change, Command, SourceClass, SourceState, Strategy, SweepCore, TaskState, TaskStatus,
 };
 use hsm_exec::process::TaskKey;
 use hsm_protocol::TemplateMsg;
@@ -250,10 +250,22 @@ impl World {
     /// Writes the changes since the last flush; orders and acknowledgements go out once written.
     fn coord_flush(&mut self) {
         let inc = self.coord_inc;
+        let now_ms = self.now_ms();
         let Some(coord) = self.coord.as_mut() else {
             return;
         };
-        let changes = coord.core.poll_changes();
+        let mut changes = coord.core.poll_changes();
+        // Tasks cancelled by range are written by the store in one statement per range; here
+        // they are the changes that statement makes.
+        for (from, to) in coord.core.poll_cancelled_unstarted() {
+            for index in from..=to {
+                let attempt = coord.core.task(index).map_or(0, |t| t.attempt);
+                changes.push(Change {
+                    reason: Some(hsm_coordinator::core::state::CANCELLED_UNSTARTED.into()),
+                    ..Change::new(index, attempt, TaskStatus::Cancelled, None, now_ms)
+                });
+            }
+        }
         let Some(written) = coord.held.take(changes) else {
             return;
         };

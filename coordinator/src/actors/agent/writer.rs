@@ -7,7 +7,6 @@
 
 use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::link::Write;
-use crate::core::value::Params;
 use crate::layout::{self, SweepPaths};
 use actix::Recipient;
 use hsm_exec::process::TaskKey;
@@ -38,7 +37,7 @@ pub(super) struct WriterSetup {
     pub(super) source: usize,
     pub(super) name: String,
     pub(super) paths: SweepPaths,
-    pub(super) params: Arc<Vec<Params>>,
+    pub(super) params: Arc<crate::store::TaskParams>,
     pub(super) prefetch: Option<Arc<crate::prefetch::Prefetch>>,
     pub(super) events_to: Recipient<SourceEvent>,
     pub(super) status_to: Recipient<SourceStatus>,
@@ -168,11 +167,13 @@ impl State {
                 command_txt,
             )
         } else {
-            let params_yaml = setup
-                .params
-                .get((key.index - 1) as usize)
-                .map(layout::params_yaml)
-                .unwrap_or_default();
+            let params_yaml = match setup.params.get(key.index) {
+                Ok(params) => layout::params_yaml(&params),
+                Err(e) => {
+                    tracing::warn!(task = key.index, error = %e, "cannot read the task's parameters for params.yaml");
+                    String::new()
+                }
+            };
             layout::prepare_task_dir(
                 &setup.paths,
                 key.index,
@@ -306,7 +307,7 @@ mod tests {
                 source: 0,
                 name: "gpu1".into(),
                 paths: paths.clone(),
-                params: Arc::new(Vec::new()),
+                params: Arc::new(crate::store::TaskParams::in_memory(Vec::new())),
                 prefetch: None,
                 events_to: sweep.clone().recipient(),
                 status_to: sweep.recipient(),

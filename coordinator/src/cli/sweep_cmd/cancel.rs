@@ -18,32 +18,26 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
         // No coordinator runs the sweep, and none can start while we hold the lock: end what
         // an abandoned run left behind and record the cancellation ourselves.
         kill_orphans(&sweep_id);
-        let rows = store.task_statuses()?;
         let now = now_ms();
-        let changes: Vec<Change> = rows
-            .iter()
+        let reason = crate::core::failure::StopCause::Cancel.reason();
+        // Queued and running tasks one by one (they have attempts and sources); the pending
+        // ones, possibly a million, in one statement.
+        let changes: Vec<Change> = store
+            .listed_tasks()?
+            .into_iter()
             .filter(|r| !r.status.is_final())
             .map(|r| Change {
-                reason: Some(crate::core::failure::StopCause::Cancel.reason().into()),
-                ..Change::new(
-                    r.index,
-                    r.attempt,
-                    TaskStatus::Cancelled,
-                    r.source.clone(),
-                    now,
-                )
+                reason: Some(reason.into()),
+                ..Change::new(r.index, r.attempt, TaskStatus::Cancelled, r.source, now)
             })
             .collect();
         store.apply(&changes)?;
-        let rows = store.task_statuses()?;
-        let _ = layout::write_atomic(
-            &paths.mapping(),
-            layout::mapping_yaml(&sweep_id, &rows).as_bytes(),
-        );
+        let n_pending = store.cancel_unstarted(&[(1, i64::MAX as u64)], reason, now)?;
+        let n = changes.len() as u64 + n_pending;
+        let _ = layout::write_mapping(&paths.mapping(), &sweep_id, &store);
         eprintln!(
-            "{sweep_id} was not running; marked {} unfinished task{} cancelled",
-            changes.len(),
-            if changes.len() == 1 { "" } else { "s" }
+            "{sweep_id} was not running; marked {n} unfinished task{} cancelled",
+            if n == 1 { "" } else { "s" }
         );
     } else {
         store.request_cancel()?;
@@ -68,8 +62,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    let rows = Store::open(&paths.db())?.task_statuses()?;
-    let counts: Counts = rows.iter().map(|r| r.status).collect();
+    let counts = Store::open(&paths.db())?.counts()?;
     println!(
         "{sweep_id}: {} completed, {} failed, {} cancelled, {} pending, of {}",
         counts.completed,

@@ -44,8 +44,11 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         store.clear_cancel()?;
     }
     let settings = open_settings(&store, &cfg)?;
-    let rows = store.tasks()?;
-    let total = rows.len() as u64;
+    // Each task's status and attempt only: parameters are read for the tasks that run, when
+    // they run.
+    let tasks = store.task_states()?;
+    let total = tasks.len() as u64;
+    let params = crate::store::TaskParams::open(&paths.db())?;
     let task_ids = match &args.task_ids {
         Some(spec) => Some(
             parse_task_ids(spec, total, &|path: &str| {
@@ -60,11 +63,11 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         ),
         None => None,
     };
-    let recorded: Vec<RecordedTask> = rows
+    let recorded: Vec<RecordedTask> = tasks
         .iter()
-        .map(|r| RecordedTask {
-            index: r.index,
-            status: r.status,
+        .map(|t| RecordedTask {
+            index: t.index,
+            status: t.status,
         })
         .collect();
     // Attempts an agent may still hold from a coordinator that died (recorded queued or running
@@ -72,7 +75,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     // hold them, and only then do they run again. Its source joins this run for that alone when
     // not among --sources.
     let mut attach: Vec<(u64, u32, usize)> = Vec::new();
-    for row in &rows {
+    for row in store.listed_tasks()? {
         if !matches!(row.status, TaskStatus::Queued | TaskStatus::Running) || row.attempt == 0 {
             continue;
         }
@@ -140,21 +143,18 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             &cfg,
             &settings.command,
             settings.script_override.as_deref(),
-            &rows[(first.0 - 1) as usize].params,
+            &params.get(first.0)?,
         )?;
     }
     if args.exec.dry_run {
         let reasons: std::collections::HashMap<u64, &str> =
             plan.runs.iter().map(|(i, r)| (*i, r.as_str())).collect();
-        let tasks = plan
-            .runs
-            .iter()
-            .map(|(i, _)| (*i, rows[(*i - 1) as usize].params.clone()));
+        let runs = plan.runs.iter().map(|(i, _)| Ok((*i, params.get(*i)?)));
         return print_dry_run(
             &settings,
             &sweep_id,
             &paths,
-            tasks,
+            runs,
             args.exec.json,
             Some(&reasons),
             &hpc_sources(&exec),
@@ -206,7 +206,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
     let n_rerun_final = plan
         .runs
         .iter()
-        .filter(|(i, _)| rows[(*i - 1) as usize].status.is_final())
+        .filter(|(i, _)| tasks[(*i - 1) as usize].status.is_final())
         .count() as u64;
     if !to_run.is_empty() {
         note(
@@ -216,8 +216,9 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
                 to_run.len(),
                 if to_run.len() == 1 { "" } else { "s" },
                 describe_sources(&exec.sources),
-                rows.iter()
-                    .filter(|r| r.status == TaskStatus::Completed)
+                tasks
+                    .iter()
+                    .filter(|t| t.status == TaskStatus::Completed)
                     .count()
             ),
         );
@@ -237,7 +238,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         &sweep_id,
         &paths,
         store,
-        rows,
+        tasks,
         &to_run,
         &attach,
         n_rerun_final,

@@ -8,7 +8,7 @@ pub(super) fn print_dry_run(
     settings: &SweepSettings,
     sweep_id: &str,
     paths: &SweepPaths,
-    tasks: impl Iterator<Item = (u64, Params)>,
+    tasks: impl Iterator<Item = Result<(u64, Params), crate::store::StoreError>>,
     as_json: bool,
     reasons: Option<&std::collections::HashMap<u64, &str>>,
     hpc: &[(String, hsm_protocol::HpcMsg)],
@@ -21,7 +21,8 @@ pub(super) fn print_dry_run(
     if as_json {
         out.write_all(b"[")?;
     }
-    for (index, params) in tasks {
+    for task in tasks {
+        let (index, params) = task?;
         n += 1;
         let task_id = paths.task_name(index);
         let output_dir = paths.results_dir(index).display().to_string();

@@ -19,7 +19,7 @@ use crate::core::value::{params_hash, task_width, Params};
 use crate::engine;
 use crate::layout::{self, SweepPaths};
 use crate::progress::{Progress, ProgressMode};
-use crate::store::{NewTask, Store, TaskRow};
+use crate::store::{NewTask, Store};
 use crate::yaml::emit_json;
 use anyhow::Context as _;
 use serde_json::json;

@@ -69,7 +69,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             .iter()
             .take(n_tasks as usize)
             .enumerate()
-            .map(|(i, params)| (i as u64 + 1, params));
+            .map(|(i, params)| Ok((i as u64 + 1, params)));
         return print_dry_run(
             &settings,
             &base_id,
@@ -136,13 +136,19 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             params,
         }),
     )?;
-    let rows = store.tasks()?;
+    // A new sweep's tasks are all pending and never run: nothing to read back.
+    let tasks: Vec<TaskState> = (1..=total)
+        .map(|index| TaskState::recorded(index, TaskStatus::Pending, 0))
+        .collect();
     write_metadata(
         &paths,
         &sweep_id,
         &cfg,
         &exec,
-        &rows,
+        Counts {
+            pending: total,
+            ..Counts::default()
+        },
         created,
         sweep.metadata.as_ref(),
     )?;
@@ -164,7 +170,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         &sweep_id,
         &paths,
         store,
-        rows,
+        tasks,
         &to_run,
         &[],
         0,
@@ -218,15 +224,11 @@ pub(super) fn execute(
     sweep_id: &str,
     paths: &SweepPaths,
     store: Store,
-    rows: Vec<TaskRow>,
+    tasks: Vec<TaskState>,
     to_run: &[u64],
     attach: &[(u64, u32, usize)],
     n_rerun_final: u64,
 ) -> anyhow::Result<RunSummary> {
-    let tasks: Vec<TaskState> = rows
-        .iter()
-        .map(|row| TaskState::recorded(row.index, row.status, row.attempt))
-        .collect();
     let sources =
         exec.sources
             .iter()
@@ -253,6 +255,14 @@ pub(super) fn execute(
     ) {
         tracing::warn!(error = %e, "cannot record the run's sources in sweep.db");
     }
+    // Tasks about to run their first attempt get their directories prepared ahead.
+    let prefetch: Vec<u64> = to_run
+        .iter()
+        .copied()
+        .filter(|&i| tasks.get((i - 1) as usize).is_some_and(|t| t.attempt == 0))
+        .collect();
+    // Read from sweep.db as tasks are prepared and launched, never all held at once.
+    let params = crate::store::TaskParams::open(&paths.db())?;
     let mut core =
         SweepCore::new(tasks, sources, exec.strategy).with_steal_after(cfg.defaults.steal_after);
     let initial = core.counts();
@@ -272,13 +282,8 @@ pub(super) fn execute(
         command: settings.command.clone(),
         script_override: settings.script_override.clone(),
         group: settings.group.clone(),
-        prefetch: to_run
-            .iter()
-            .copied()
-            .filter(|&i| rows.get((i - 1) as usize).is_some_and(|r| r.attempt == 0))
-            .collect(),
-        // Moved out of the rows, not cloned: one copy of every task's parameters per run.
-        params: std::sync::Arc::new(rows.into_iter().map(|r| r.params).collect()),
+        prefetch,
+        params: std::sync::Arc::new(params),
         sources: exec.sources.clone(),
         timeout: exec.timeout,
         kill_grace: exec.kill_grace,
@@ -300,9 +305,8 @@ pub(super) fn finish(
     summary: &RunSummary,
     metadata: Option<&crate::core::value::Value>,
 ) -> anyhow::Result<i32> {
-    let store = Store::open(&paths.db())?;
-    let rows = store.task_statuses()?;
-    if let Err(e) = write_metadata(paths, sweep_id, cfg, exec, &rows, created, metadata) {
+    let counts = Store::open(&paths.db())?.counts()?;
+    if let Err(e) = write_metadata(paths, sweep_id, cfg, exec, counts, created, metadata) {
         tracing::warn!(error = %e, "cannot update sweep_metadata.yaml");
     }
     let c = summary.counts;
@@ -372,11 +376,10 @@ pub(super) fn write_metadata(
     sweep_id: &str,
     cfg: &ProjectConfig,
     exec: &ExecPlan,
-    rows: &[TaskRow],
+    counts: Counts,
     created: i64,
     metadata: Option<&crate::core::value::Value>,
 ) -> anyhow::Result<()> {
-    let counts: Counts = rows.iter().map(|r| r.status).collect();
     let configured: Vec<(String, usize)> = exec
         .sources
         .iter()

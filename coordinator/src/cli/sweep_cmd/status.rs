@@ -6,66 +6,25 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let (sweep_id, paths) = resolve_sweep(global, &cfg, args.sweep_id.as_deref())?;
     let store = open_store(&paths, &sweep_id)?;
-    let rows = if args.json {
-        store.tasks()?
-    } else {
-        store.task_statuses()?
-    };
-    let counts: Counts = rows.iter().map(|r| r.status).collect();
+    // Counts from the table the store keeps: six rows however many tasks the sweep has.
+    let counts = store.counts()?;
     let active = is_active(&paths);
-    let attempts = store.attempt_rows()?;
-    let stats = source_stats(&attempts);
     if args.json {
-        let mut tails = store.stderr_tails()?;
-        // What each task's current attempt used, when measured.
-        let used: std::collections::HashMap<(u64, u32), crate::core::state::Usage> = attempts
-            .iter()
-            .map(|a| ((a.index, a.attempt), a.usage))
-            .collect();
-        let tasks: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "task": r.task_id,
-                    "index": r.index,
-                    "status": r.status.as_str(),
-                    "attempt": r.attempt,
-                    "params": r.params,
-                    "params_hash": r.params_hash,
-                    "source": r.source,
-                    "exit_code": r.exit_code,
-                    "reason": r.reason,
-                    "stderr_tail": tails.remove(&r.index),
-                    "job_id": r.job_id,
-                    "started": r.started_at.map(layout::format_utc),
-                    "finished": r.finished_at.map(layout::format_utc),
-                    "usage": used.get(&(r.index, r.attempt)).and_then(layout::usage_json),
-                })
-            })
-            .collect();
-        let value = json!({
-            "sweep_id": sweep_id,
-            "path": paths.root.display().to_string(),
-            "active": active,
-            "total": counts.total(),
-            "completed": counts.completed,
-            "failed": counts.failed,
-            "cancelled": counts.cancelled,
-            "running": counts.running,
-            "queued": counts.queued,
-            "pending": counts.pending,
-            "tasks": tasks,
-            "sources": stats.iter().map(crate::cli::source_stats::stats_json).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(EXIT_OK);
+        return status_json(&store, &sweep_id, &paths, counts, active);
     }
+    let stats = source_stats(&store.attempt_rows()?);
     println!(
         "{sweep_id} ({})",
         if active { "running" } else { "not running" }
     );
     println!("  total {} · {}", counts.total(), counts.breakdown());
     print!("{}", crate::cli::source_stats::table(&stats));
+    // Without --all only the failed and running tasks, found through their index.
+    let rows = if args.all {
+        store.task_statuses()?
+    } else {
+        store.listed_tasks()?
+    };
     for row in &rows {
         let show = args.all || matches!(row.status, TaskStatus::Failed | TaskStatus::Running);
         if !show {
@@ -87,5 +46,80 @@ pub fn status(global: &Global, args: &StatusArgs) -> anyhow::Result<i32> {
         );
     }
     println!("  outputs: {}", display_path(global, &paths.root));
+    Ok(EXIT_OK)
+}
+
+/// `sweep status --json`, written as it is read: the counts at once, then each task as its
+/// row arrives (a million tasks in constant memory), then the per-source figures.
+fn status_json(
+    store: &Store,
+    sweep_id: &str,
+    paths: &SweepPaths,
+    counts: Counts,
+    active: bool,
+) -> anyhow::Result<i32> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let head = json!({
+        "sweep_id": sweep_id,
+        "path": paths.root.display().to_string(),
+        "active": active,
+        "total": counts.total(),
+        "completed": counts.completed,
+        "failed": counts.failed,
+        "cancelled": counts.cancelled,
+        "running": counts.running,
+        "queued": counts.queued,
+        "pending": counts.pending,
+    });
+    // The object's fields without its closing brace, then the two lists: the same document
+    // `serde_json::to_string_pretty` writes for the whole.
+    let head = serde_json::to_string_pretty(&head)?;
+    let head = head.trim_end().trim_end_matches('}').trim_end();
+    write!(out, "{head},\n  \"tasks\": [")?;
+    out.flush()?;
+    let mut first = true;
+    store.visit_task_details(&mut |r, tail, usage| {
+        let task = json!({
+            "task": r.task_id,
+            "index": r.index,
+            "status": r.status.as_str(),
+            "attempt": r.attempt,
+            "params": r.params,
+            "params_hash": r.params_hash,
+            "source": r.source,
+            "exit_code": r.exit_code,
+            "reason": r.reason,
+            "stderr_tail": tail,
+            "job_id": r.job_id,
+            "started": r.started_at.map(layout::format_utc),
+            "finished": r.finished_at.map(layout::format_utc),
+            "usage": layout::usage_json(&usage),
+        });
+        let text = serde_json::to_string_pretty(&task).map_err(std::io::Error::other)?;
+        out.write_all(if first { b"\n" } else { b",\n" })?;
+        first = false;
+        for (i, line) in text.lines().enumerate() {
+            if i > 0 {
+                out.write_all(b"\n")?;
+            }
+            out.write_all(b"    ")?;
+            out.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    })?;
+    let stats = source_stats(&store.attempt_rows()?);
+    let sources: Vec<_> = stats
+        .iter()
+        .map(crate::cli::source_stats::stats_json)
+        .collect();
+    let sources = serde_json::to_string_pretty(&sources)?.replace('\n', "\n  ");
+    if first {
+        write!(out, "],\n  \"sources\": {sources}\n}}\n")?;
+    } else {
+        write!(out, "\n  ],\n  \"sources\": {sources}\n}}\n")?;
+    }
+    out.flush()?;
     Ok(EXIT_OK)
 }

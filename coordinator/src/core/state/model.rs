@@ -430,6 +430,11 @@ impl Counts {
         *self.slot(status) += 1;
     }
 
+    /// `n` more tasks in `status`.
+    pub fn add_n(&mut self, status: TaskStatus, n: u64) {
+        *self.slot(status) += n;
+    }
+
     /// `completed 4 · failed 1 · cancelled 0 · running 2 · queued 0 · pending 3`: the line
     /// `sweep status` and `sweep watch` show.
     pub fn breakdown(&self) -> String {

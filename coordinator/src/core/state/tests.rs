@@ -159,6 +159,40 @@ fn cancel_ends_unstarted_tasks_and_stops_running_ones() {
 }
 
 #[test]
+fn cancel_of_a_long_queue_gives_a_change_each_to_the_first_and_ranges_for_the_rest() {
+    let n = CANCEL_ONE_BY_ONE as u64 + 3000;
+    let mut core = core_with(n, &[2], Strategy::RoundRobin);
+    // A retried task ahead of the queue, and a gap (task 2000 not in this run).
+    let queue: Vec<u64> = (1..=n).filter(|&i| i != 2000).collect();
+    core.enqueue(&queue, 0, 0);
+    core.poll_dispatch(0);
+    core.poll_changes();
+    let commands = core.handle_cancel(5);
+    assert_eq!(commands.len(), 2, "the two launched tasks are stopped");
+    let changes = core.poll_changes();
+    assert_eq!(changes.len(), CANCEL_ONE_BY_ONE);
+    assert!(changes
+        .iter()
+        .all(|c| c.status == TaskStatus::Cancelled
+            && c.reason.as_deref() == Some(CANCELLED_UNSTARTED)));
+    // Tasks 3..=1026 went one by one; the rest, around the gap, by range.
+    assert_eq!(changes[0].index, 3);
+    let first_ranged = 3 + CANCEL_ONE_BY_ONE as u64;
+    assert_eq!(
+        core.poll_cancelled_unstarted(),
+        [(first_ranged, 1999), (2001, n)]
+    );
+    assert!(core.poll_cancelled_unstarted().is_empty(), "polled once");
+    let c = core.counts();
+    assert_eq!((c.cancelled, c.queued, c.pending), (n - 3, 2, 1));
+    assert_eq!(core.task(2000).unwrap().status, TaskStatus::Pending);
+    assert_eq!(core.task(n).unwrap().status, TaskStatus::Cancelled);
+    core.handle_exited(1, 1, ExitKind::Cancelled, 6);
+    core.handle_exited(2, 1, ExitKind::Cancelled, 6);
+    assert!(core.is_finished());
+}
+
+#[test]
 fn interrupt_keeps_unstarted_tasks_pending() {
     let mut core = core_with(4, &[1], Strategy::RoundRobin);
     core.enqueue(&[1, 2, 3, 4], 0, 0);
