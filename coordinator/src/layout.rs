@@ -3,7 +3,7 @@
 
 use crate::core::state::{TaskStatus, Usage};
 use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
-use crate::store::TaskRow;
+use crate::store::{MappingRow, TaskRow};
 use crate::yaml::emit_json;
 use serde_json::json;
 use std::fs;
@@ -302,7 +302,7 @@ pub fn usage_json(usage: &Usage) -> Option<serde_json::Value> {
 pub fn mapping_yaml(sweep_id: &str, tasks: &[TaskRow]) -> String {
     let mut out = mapping_header(sweep_id);
     for task in tasks {
-        mapping_entry(&mut out, task);
+        mapping_entry(&mut out, &mapping_row(task));
     }
     out
 }
@@ -316,7 +316,7 @@ pub fn mapping_header(sweep_id: &str) -> String {
 
 /// One task's entry of `task_mapping.yaml`, appended to `out`: the block `emit_json` writes for
 /// the same object, formatted directly (a million of them are written at a sweep's end).
-pub fn mapping_entry(out: &mut String, task: &TaskRow) {
+pub fn mapping_entry(out: &mut String, task: &MappingRow<'_>) {
     use std::fmt::Write as _;
     let text = |v: Option<&str>| v.map_or_else(|| "null".to_string(), crate::yaml::emit_string);
     let time = |t: Option<i64>| text(t.map(format_utc).as_deref());
@@ -324,15 +324,29 @@ pub fn mapping_entry(out: &mut String, task: &TaskRow) {
         out,
         "  {}:\n    params_hash: {}\n    status: {}\n    attempt: {}\n    source: {}\n    exit_code: {}\n    started: {}\n    finished: {}\n",
         task.task_id,
-        crate::yaml::emit_string(&task.params_hash),
-        task.status.as_str(),
+        crate::yaml::emit_string(task.params_hash),
+        task.status,
         task.attempt,
-        text(task.source.as_deref()),
+        text(task.source),
         task.exit_code
             .map_or_else(|| "null".to_string(), |c| c.to_string()),
         time(task.started_at),
         time(task.finished_at),
     );
+}
+
+/// A task row as `mapping_entry` reads it.
+fn mapping_row(task: &TaskRow) -> MappingRow<'_> {
+    MappingRow {
+        task_id: &task.task_id,
+        params_hash: &task.params_hash,
+        status: task.status.as_str(),
+        attempt: i64::from(task.attempt),
+        source: task.source.as_deref(),
+        exit_code: task.exit_code.map(i64::from),
+        started_at: task.started_at,
+        finished_at: task.finished_at,
+    }
 }
 
 /// Writes `task_mapping.yaml` from the database a task at a time (temp + rename): a million
@@ -342,9 +356,9 @@ pub fn write_mapping(path: &Path, sweep_id: &str, store: &crate::store::Store) -
         file.write_all(mapping_header(sweep_id).as_bytes())?;
         let mut entry = String::new();
         store
-            .visit_tasks(false, &mut |task| {
+            .visit_mapping(&mut |task| {
                 entry.clear();
-                mapping_entry(&mut entry, &task);
+                mapping_entry(&mut entry, task);
                 file.write_all(entry.as_bytes())
             })
             .map_err(|e| match e {
@@ -507,7 +521,7 @@ mod tests {
                 expected.push('\n');
             }
             let mut got = String::new();
-            mapping_entry(&mut got, &task);
+            mapping_entry(&mut got, &mapping_row(&task));
             assert_eq!(got, expected);
         }
     }

@@ -17,8 +17,8 @@ pub struct StoreActor {
     /// The first persistence error; reported to the sweep actor, which then stops the run.
     failure: Option<String>,
     log: Option<std::fs::File>,
-    /// When the views were last written and how long that took: on a big sweep a rewrite of
-    /// task_mapping.yaml costs seconds, so rewrites are spaced to at least ten times their cost.
+    /// When the failure views were last written and how long that took: rewrites are spaced
+    /// to at least ten times their cost (`task_mapping.yaml` keeps its own spacing).
     last_views: Option<(std::time::Instant, std::time::Duration)>,
     /// Reads ended attempts' metrics off this thread (`None` if its thread could not start:
     /// the run goes on without metrics, which `sweep complete` reads later).
@@ -31,6 +31,10 @@ pub struct StoreActor {
     constant: Option<std::collections::BTreeMap<String, crate::core::value::Value>>,
     /// The attempt running of each task and when it started (for `status.yaml`'s times).
     started: HashMap<u64, (u32, i64)>,
+    /// The thread writing `task_mapping.yaml`, while it runs; when the last one was written and
+    /// how long it took.
+    mapping: Option<std::thread::JoinHandle<Result<std::time::Duration, String>>>,
+    last_mapping: Option<(std::time::Instant, std::time::Duration)>,
 }
 
 impl StoreActor {
@@ -75,6 +79,8 @@ impl StoreActor {
             errors_dirty: true,
             constant: None,
             started: HashMap::new(),
+            mapping: None,
+            last_mapping: None,
         }
     }
 
@@ -269,12 +275,11 @@ impl StoreActor {
             }
         }
         let started = std::time::Instant::now();
+        self.write_mapping(force)?;
         let store = self
             .store
             .as_ref()
             .ok_or("the sweep database is not open")?;
-        layout::write_mapping(&self.paths.mapping(), &self.sweep_id, store)
-            .map_err(|e| e.to_string())?;
         // Only the failed tasks, found through their index, with their parameters.
         let failed_rows = store.failed_tasks().map_err(|e| e.to_string())?;
         let failed = self.paths.failed_tasks();
@@ -296,6 +301,49 @@ impl StoreActor {
 }
 
 impl StoreActor {
+    /// `task_mapping.yaml`, on a thread of its own reading through its own read-only
+    /// connection: for a million tasks it takes a second or two, which on this thread would
+    /// hold up every batch (and with them the orders to agents) and the cancel poll. One at a
+    /// time, spaced ten times its cost apart; `force` (the run's end) waits for one under way,
+    /// then writes it here, after every batch.
+    fn write_mapping(&mut self, force: bool) -> Result<(), String> {
+        if let Some(writer) = self.mapping.take_if(|w| w.is_finished() || force) {
+            match writer.join() {
+                Ok(Ok(took)) => self.last_mapping = Some((std::time::Instant::now(), took)),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write task_mapping.yaml"),
+                Err(_) => tracing::warn!("the task_mapping.yaml writer panicked"),
+            }
+        }
+        if self.mapping.is_some() {
+            return Ok(());
+        }
+        if let (false, Some((at, took))) = (force, self.last_mapping) {
+            if at.elapsed() < (took * 10).max(VIEWS_AT_MOST_EVERY) {
+                return Ok(());
+            }
+        }
+        let (db, path, sweep_id) = (self.paths.db(), self.paths.mapping(), self.sweep_id.clone());
+        let write = move || -> Result<std::time::Duration, String> {
+            let started = std::time::Instant::now();
+            let store = Store::open_read_only(&db).map_err(|e| e.to_string())?;
+            layout::write_mapping(&path, &sweep_id, &store).map_err(|e| e.to_string())?;
+            Ok(started.elapsed())
+        };
+        if force {
+            let took = write()?;
+            self.last_mapping = Some((std::time::Instant::now(), took));
+            return Ok(());
+        }
+        match std::thread::Builder::new()
+            .name("hsm-mapping".into())
+            .spawn(write)
+        {
+            Ok(writer) => self.mapping = Some(writer),
+            Err(e) => tracing::warn!(error = %e, "cannot start the task_mapping.yaml writer"),
+        }
+        Ok(())
+    }
+
     /// `logs/errors/error_patterns.yaml` from the failed tasks now in the database.
     fn write_error_patterns(&mut self) -> Result<(), String> {
         let store = self
@@ -434,6 +482,10 @@ pub struct Close;
 impl Handler<Close> for StoreActor {
     type Result = ();
     fn handle(&mut self, _: Close, _: &mut SyncContext<Self>) {
+        // A view being written finishes first (its reader would otherwise outlive the run).
+        if let Some(writer) = self.mapping.take() {
+            let _ = writer.join();
+        }
         self.store = None;
     }
 }

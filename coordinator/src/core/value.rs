@@ -161,7 +161,13 @@ pub fn params_hash(params: &Params) -> String {
     let mut canonical = String::new();
     write_canonical_map(params, &mut canonical);
     let digest = Sha256::digest(canonical.as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for b in &digest[..8] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// The narrowest task numbers are zero-padded to (Python HSM's `task_001`); also the width of
