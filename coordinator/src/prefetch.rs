@@ -18,6 +18,10 @@ use std::time::Duration;
 /// leave thousands of never-run task directories behind.
 pub const AHEAD: u64 = 256;
 
+// A `sweep cancel` gives the first `CANCEL_ONE_BY_ONE` queued tasks a change each, so that every
+// task directory prepared ahead gets its `status.yaml` rewritten; the rest are cancelled by range.
+const _: () = assert!(AHEAD < crate::core::state::CANCEL_ONE_BY_ONE as u64);
+
 /// What the preparer needs to write a task's first attempt.
 pub struct PrefetchPlan {
     pub paths: SweepPaths,

@@ -7,7 +7,7 @@ use super::errors_cmd::open_for_reading;
 use super::sweep_cmd::{is_active, list_sweeps};
 use super::{Global, ListArgs, EXIT_OK};
 use crate::actors::sweep::now_ms;
-use crate::core::state::{Counts, TaskStatus};
+use crate::core::state::Counts;
 use crate::layout::{self, SweepPaths};
 use serde_json::json;
 
@@ -28,27 +28,13 @@ struct Entry {
     unreadable: Option<String>,
 }
 
-fn add(counts: &mut Counts, status: TaskStatus, n: u64) {
-    let slot = match status {
-        TaskStatus::Pending => &mut counts.pending,
-        TaskStatus::Queued => &mut counts.queued,
-        TaskStatus::Running => &mut counts.running,
-        TaskStatus::Completed => &mut counts.completed,
-        TaskStatus::Failed => &mut counts.failed,
-        TaskStatus::Cancelled => &mut counts.cancelled,
-    };
-    *slot += n;
-}
-
 fn read_entry(id: String, paths: SweepPaths, now: i64) -> Entry {
     let active = is_active(&paths);
     let read = || -> anyhow::Result<Entry> {
         // Any schema: a list must not upgrade (write to) every old sweep it shows.
         let (store, _) = open_for_reading(paths.clone(), &id, false)?;
-        let mut counts = Counts::default();
-        for (status, n) in store.status_counts()? {
-            add(&mut counts, status, n);
-        }
+        // Kept by the store (schema 5); counted from the tasks in older sweeps.
+        let counts = store.counts()?;
         let span = store.span()?;
         let created = store
             .meta("created")?
@@ -237,6 +223,7 @@ fn local_minute(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::state::TaskStatus;
 
     #[test]
     fn durations_are_short_and_states_follow_the_counts() {
@@ -245,11 +232,11 @@ mod tests {
         assert_eq!(duration(11_220_000), "3h07m");
         assert_eq!(duration(187_200_000), "2d04h");
         let mut e = Entry::default();
-        add(&mut e.counts, TaskStatus::Completed, 3);
+        e.counts.add_n(TaskStatus::Completed, 3);
         assert_eq!(state(&e), "done");
-        add(&mut e.counts, TaskStatus::Failed, 1);
+        e.counts.add_n(TaskStatus::Failed, 1);
         assert_eq!(state(&e), "failed");
-        add(&mut e.counts, TaskStatus::Pending, 1);
+        e.counts.add_n(TaskStatus::Pending, 1);
         assert_eq!(state(&e), "incomplete");
         e.active = true;
         assert_eq!(state(&e), "running");
@@ -263,7 +250,7 @@ mod tests {
             duration_ms: Some(90_000),
             ..Entry::default()
         };
-        add(&mut a.counts, TaskStatus::Completed, 10);
+        a.counts.add_n(TaskStatus::Completed, 10);
         let b = Entry {
             id: "long_sweep_name".into(),
             unreadable: Some("schema version 99".into()),
