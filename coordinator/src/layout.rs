@@ -319,12 +319,26 @@ pub fn mapping_header(sweep_id: &str) -> String {
 pub fn mapping_entry(out: &mut String, task: &MappingRow<'_>) {
     use std::fmt::Write as _;
     let text = |v: Option<&str>| v.map_or_else(|| "null".to_string(), crate::yaml::emit_string);
-    let time = |t: Option<i64>| text(t.map(format_utc).as_deref());
+    // What `emit_string` gives, without running the YAML resolver a million times: a time
+    // always has `:` (so it is quoted, and has nothing to escape); a hex hash with a letter
+    // other than `e` cannot read as a number, so it stays plain.
+    let time =
+        |t: Option<i64>| t.map_or_else(|| "null".to_string(), |t| format!("\"{}\"", format_utc(t)));
+    let hash = task.params_hash;
+    let plain_hash = hash
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && hash.bytes().any(|b| matches!(b, b'a'..=b'd' | b'f'));
+    let hash = if plain_hash {
+        std::borrow::Cow::Borrowed(hash)
+    } else {
+        std::borrow::Cow::Owned(crate::yaml::emit_string(hash))
+    };
     let _ = write!(
         out,
         "  {}:\n    params_hash: {}\n    status: {}\n    attempt: {}\n    source: {}\n    exit_code: {}\n    started: {}\n    finished: {}\n",
         task.task_id,
-        crate::yaml::emit_string(task.params_hash),
+        hash,
         task.status,
         task.attempt,
         text(task.source),
@@ -499,6 +513,8 @@ mod tests {
                 (None, Some(5)),
             ),
             ("yes", Some("on"), Some(0), (Some(0), None)),
+            ("deadbeef00000000", None, None, (None, None)),
+            ("0000000000000e12", None, None, (None, None)),
         ] {
             task.task_id = "task_012".into();
             task.params_hash = hash.into();

@@ -331,6 +331,7 @@ impl StoreActor {
         };
         if force {
             let took = write()?;
+            tracing::debug!(ms = took.as_millis() as u64, "task_mapping.yaml written");
             self.last_mapping = Some((std::time::Instant::now(), took));
             return Ok(());
         }
@@ -399,8 +400,15 @@ impl Handler<CancelUnstarted> for StoreActor {
             return;
         };
         let reason = crate::core::state::CANCELLED_UNSTARTED;
+        let started = std::time::Instant::now();
         match store.cancel_unstarted(&msg.ranges, reason, msg.at) {
             Ok(n) => {
+                tracing::debug!(
+                    tasks = n,
+                    ranges = msg.ranges.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "cancelled unstarted tasks by range"
+                );
                 if let (Some(log), Some(first), Some(last)) =
                     (&mut self.log, msg.ranges.first(), msg.ranges.last())
                 {
@@ -440,7 +448,14 @@ impl Handler<WriteViews> for StoreActor {
     fn handle(&mut self, msg: WriteViews, _: &mut SyncContext<Self>) -> Self::Result {
         // At the end of a run (forced) every ended attempt's metrics are in before the views
         // and the report are written.
+        let started = std::time::Instant::now();
         self.collect_metrics(msg.force);
+        if msg.force {
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "metrics collected"
+            );
+        }
         self.write_views(msg.force)
     }
 }
