@@ -114,7 +114,7 @@ pub struct RunContext {
     pub command: CommandSpec,
     pub script_override: Option<String>,
     pub group: String,
-    /// Parameters of every task of the sweep, index - 1.
+    /// The tasks' parameters, read from sweep.db when a task is prepared or launched.
     pub params: Arc<crate::store::TaskParams>,
     /// Tasks of this run that start their first attempt, in dispatch order: their directories
     /// are prepared ahead of time.

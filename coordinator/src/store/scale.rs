@@ -377,6 +377,11 @@ mod tests {
     use super::*;
     use crate::core::state::Change;
 
+    /// Attempt 1 of task `index` on `local` changed to `status` at `at`.
+    fn local(index: u64, status: TaskStatus, at: i64) -> Change {
+        Change::new(index, 1, status, Some("local".into()), at)
+    }
+
     fn sweep(n: u64) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(
@@ -395,10 +400,10 @@ mod tests {
         assert_eq!(store.counts().unwrap().pending, 10);
         store
             .apply(&[
-                Change::new(1, 1, TaskStatus::Queued, Some("local".into()), 5),
-                Change::new(1, 1, TaskStatus::Running, Some("local".into()), 6),
-                Change::new(2, 1, TaskStatus::Queued, Some("local".into()), 6),
-                Change::new(1, 1, TaskStatus::Completed, Some("local".into()), 7),
+                local(1, TaskStatus::Queued, 5),
+                local(1, TaskStatus::Running, 6),
+                local(2, TaskStatus::Queued, 6),
+                local(1, TaskStatus::Completed, 7),
             ])
             .unwrap();
         let counts = store.counts().unwrap();
@@ -425,15 +430,7 @@ mod tests {
         }
         assert_eq!(counted, counts);
         // The trigger is back: a later change is counted.
-        store
-            .apply(&[Change::new(
-                2,
-                1,
-                TaskStatus::Running,
-                Some("local".into()),
-                9,
-            )])
-            .unwrap();
+        store.apply(&[local(2, TaskStatus::Running, 9)]).unwrap();
         let counts = store.counts().unwrap();
         assert_eq!((counts.queued, counts.running), (0, 1));
         let row = store.task(9).unwrap().unwrap();
@@ -456,9 +453,9 @@ mod tests {
         let (dir, mut store) = sweep(2500);
         store
             .apply(&[
-                Change::new(7, 1, TaskStatus::Running, Some("local".into()), 5),
-                Change::new(8, 1, TaskStatus::Failed, Some("local".into()), 6),
-                Change::new(9, 1, TaskStatus::Completed, Some("local".into()), 6),
+                local(7, TaskStatus::Running, 5),
+                local(8, TaskStatus::Failed, 6),
+                local(9, TaskStatus::Completed, 6),
             ])
             .unwrap();
         let states = store.task_states().unwrap();
@@ -505,15 +502,7 @@ mod tests {
     #[test]
     fn an_older_database_gains_its_counts_when_opened() {
         let (dir, mut store) = sweep(5);
-        store
-            .apply(&[Change::new(
-                2,
-                1,
-                TaskStatus::Failed,
-                Some("local".into()),
-                6,
-            )])
-            .unwrap();
+        store.apply(&[local(2, TaskStatus::Failed, 6)]).unwrap();
         super::super::tests::downgrade(&store, 4);
         drop(store);
         let path = dir.path().join("sweep.db");
@@ -527,15 +516,7 @@ mod tests {
         );
         let counts = store.counts().unwrap();
         assert_eq!((counts.pending, counts.failed), (4, 1));
-        store
-            .apply(&[Change::new(
-                3,
-                1,
-                TaskStatus::Completed,
-                Some("local".into()),
-                7,
-            )])
-            .unwrap();
+        store.apply(&[local(3, TaskStatus::Completed, 7)]).unwrap();
         let counts = store.counts().unwrap();
         assert_eq!((counts.pending, counts.completed), (3, 1));
     }

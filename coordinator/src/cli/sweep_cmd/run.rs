@@ -399,15 +399,7 @@ pub(super) fn write_metadata(
         "project_root": cfg.root.display().to_string(),
         "sources": sources,
         "strategy": exec.strategy.as_str(),
-        "counts": {
-            "total": counts.total(),
-            "completed": counts.completed,
-            "failed": counts.failed,
-            "cancelled": counts.cancelled,
-            "running": counts.running,
-            "queued": counts.queued,
-            "pending": counts.pending,
-        },
+        "counts": super::status::counts_json(&counts),
         "metadata": metadata,
         "versions": {"hsm": env!("CARGO_PKG_VERSION"), "schema": crate::store::SCHEMA_VERSION},
     });

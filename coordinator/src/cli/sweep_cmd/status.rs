@@ -61,18 +61,16 @@ fn status_json(
     use std::io::Write;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let head = json!({
+    let mut head = json!({
         "sweep_id": sweep_id,
         "path": paths.root.display().to_string(),
         "active": active,
-        "total": counts.total(),
-        "completed": counts.completed,
-        "failed": counts.failed,
-        "cancelled": counts.cancelled,
-        "running": counts.running,
-        "queued": counts.queued,
-        "pending": counts.pending,
     });
+    if let (Some(head), serde_json::Value::Object(counts)) =
+        (head.as_object_mut(), counts_json(&counts))
+    {
+        head.extend(counts);
+    }
     // The object's fields without its closing brace, then the two lists: the same document
     // `serde_json::to_string_pretty` writes for the whole.
     let head = serde_json::to_string_pretty(&head)?;
@@ -122,4 +120,18 @@ fn status_json(
     }
     out.flush()?;
     Ok(EXIT_OK)
+}
+
+/// A sweep's counts as JSON fields (`sweep status --json` and `sweep_metadata.yaml`), in the order
+/// they are shown.
+pub(super) fn counts_json(counts: &Counts) -> serde_json::Value {
+    json!({
+        "total": counts.total(),
+        "completed": counts.completed,
+        "failed": counts.failed,
+        "cancelled": counts.cancelled,
+        "running": counts.running,
+        "queued": counts.queued,
+        "pending": counts.pending,
+    })
 }
