@@ -37,6 +37,10 @@ pub struct ReportInput {
     pub tails: HashMap<u64, String>,
     /// Every attempt (`Store::attempt_rows`), for the per-source statistics.
     pub attempts: Vec<AttemptRow>,
+    /// The parameters every task of the sweep shares, when the shell read them itself: then
+    /// `tasks` may carry parameters only for the rows `picked` chooses and the failed ones (a
+    /// million tasks' parameters are most of a gigabyte). `None`: found from `tasks`.
+    pub constant: Option<BTreeMap<String, Value>>,
 }
 
 /// Bounds that keep a report of any sweep a few MB and quick to open.
@@ -226,6 +230,24 @@ fn duration(task: &TaskRow) -> Option<i64> {
     }
 }
 
+/// The metric columns the report shows (the most common names), and how many were left out.
+fn metric_names<'a>(input: &'a ReportInput, limits: &Limits) -> (Vec<&'a str>, usize) {
+    common_names(
+        input
+            .metrics
+            .values()
+            .flat_map(|m| m.keys().map(String::as_str)),
+        limits.max_columns,
+    )
+}
+
+/// The rows `build` embeds, as indices into `input.tasks`: they depend on statuses and metrics
+/// only, so a shell can read parameters for these alone.
+pub fn picked(input: &ReportInput, limits: &Limits) -> Vec<usize> {
+    let (names, _) = metric_names(input, limits);
+    select_rows(&input.tasks, &input.metrics, &names, limits)
+}
+
 /// Builds the whole model.
 pub fn build(input: &ReportInput, limits: &Limits) -> Report {
     let tasks = &input.tasks;
@@ -235,13 +257,7 @@ pub fn build(input: &ReportInput, limits: &Limits) -> Report {
         .enumerate()
         .map(|(i, s)| (s.as_str(), i as i32))
         .collect();
-    let (metric_names, metrics_left_out) = common_names(
-        input
-            .metrics
-            .values()
-            .flat_map(|m| m.keys().map(String::as_str)),
-        limits.max_columns,
-    );
+    let (metric_names, metrics_left_out) = metric_names(input, limits);
     let (param_names, params_left_out) = common_names(
         tasks
             .iter()
@@ -290,7 +306,8 @@ pub fn build(input: &ReportInput, limits: &Limits) -> Report {
         })
         .collect();
     let usage = usage_columns(&picked, &input.usage);
-    let (errors, errors_left_out) = error_groups(tasks, &input.tails, limits);
+    let (errors, errors_left_out) =
+        error_groups(tasks, &input.tails, input.constant.as_ref(), limits);
     Report {
         summary: summary(input, &sources),
         limits: *limits,
@@ -545,6 +562,7 @@ fn usage_columns(picked: &[&TaskRow], usage: &HashMap<u64, Usage>) -> Vec<Column
 pub fn error_groups(
     tasks: &[TaskRow],
     tails: &HashMap<u64, String>,
+    constant: Option<&BTreeMap<String, Value>>,
     limits: &Limits,
 ) -> (Vec<ErrorGroup>, usize) {
     let failures: Vec<errors::Failure> = tasks
@@ -562,7 +580,10 @@ pub fn error_groups(
     if failures.is_empty() {
         return (Vec::new(), 0);
     }
-    let constant = errors::constant_params(tasks.iter().map(|t| &t.params));
+    let constant = match constant {
+        Some(constant) => constant.clone(),
+        None => errors::constant_params(tasks.iter().map(|t| &t.params)),
+    };
     let by_id: HashMap<&str, u64> = failures
         .iter()
         .map(|f| (f.task.as_str(), f.index))
@@ -975,7 +996,7 @@ mod tests {
             max_error_groups: 1,
             ..LIMITS
         };
-        let (groups, left_out) = error_groups(&tasks, &tails, &limits);
+        let (groups, left_out) = error_groups(&tasks, &tails, None, &limits);
         assert_eq!(left_out, 1);
         assert_eq!(
             groups,

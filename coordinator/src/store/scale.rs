@@ -139,6 +139,49 @@ impl Store {
         Ok(())
     }
 
+    /// Every task's row as the report reads it, in index order: no parameters and no hash,
+    /// the name and reason of failed tasks only (the report names those), so a million rows
+    /// stay small; `params_of` fills in the rows it embeds.
+    pub fn report_rows(&self) -> Result<Vec<TaskRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT idx, CASE WHEN status = 'failed' THEN task_id ELSE '' END, '', '',
+                        status, attempt, source, exit_code,
+                        CASE WHEN status = 'failed' THEN reason END, NULL, started_at,
+                        finished_at, NULL
+                 FROM tasks ORDER BY idx",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.sqlite(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
+            out.push(self.task_row(row)?);
+        }
+        Ok(out)
+    }
+
+    /// Task `index`'s parameters (`None`: no such task).
+    pub fn params_of(&self, index: u64) -> Result<Option<Params>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT params FROM tasks WHERE idx = ?1")
+            .map_err(|e| self.sqlite(e))?;
+        let mut rows = stmt
+            .query(params![index as i64])
+            .map_err(|e| self.sqlite(e))?;
+        match rows.next().map_err(|e| self.sqlite(e))? {
+            Some(row) => {
+                let text = row
+                    .get_ref(0)
+                    .and_then(|v| v.as_str().map_err(Into::into))
+                    .map_err(|e| self.sqlite(e))?;
+                Ok(Some(self.parse_params(index, text)?))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The failed tasks' rows with their parameters (`failed_tasks.yaml`), in index order.
     pub fn failed_tasks(&self) -> Result<Vec<TaskRow>, StoreError> {
         self.read_tasks_with("status = 'failed'", params![true])
