@@ -344,7 +344,8 @@ impl Store {
         self.read_tasks_with(filter, params![false])
     }
 
-    /// The one place task rows are decoded: `?1` says whether to read the parameters.
+    /// The rows of the tasks matching `filter`, in index order: `?1` says whether to read the
+    /// parameters.
     pub(crate) fn read_tasks_with(
         &self,
         filter: &str,
@@ -356,16 +357,6 @@ impl Store {
             Ok(())
         })?;
         Ok(tasks)
-    }
-
-    /// Hands every task's row (parameters read when `with_params`) to `visit`, in index order,
-    /// one at a time: a view of a million tasks is written without holding them all.
-    pub fn visit_tasks(
-        &self,
-        with_params: bool,
-        visit: &mut dyn FnMut(TaskRow) -> std::io::Result<()>,
-    ) -> Result<(), StoreError> {
-        self.visit_tasks_with("1", params![with_params], visit)
     }
 
     /// The one place task rows are decoded: `?1` says whether to read the parameters.

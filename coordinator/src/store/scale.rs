@@ -307,7 +307,7 @@ struct Chunks {
     /// A read-only connection of its own (`None` for parameters given in memory).
     store: Option<Store>,
     /// Chunk number (index - 1) / PARAMS_CHUNK → its tasks' parameters, and when last used.
-    kept: HashMap<u64, (Vec<Params>, u64)>,
+    kept: HashMap<u64, (Vec<Option<Params>>, u64)>,
     clock: u64,
     /// Parameters given in memory (`TaskParams::in_memory`), by index - 1.
     given: Vec<Params>,
@@ -380,18 +380,11 @@ impl TaskParams {
         let now = chunks.clock;
         if !chunks.kept.contains_key(&chunk) {
             let from = chunk * PARAMS_CHUNK + 1;
-            let rows = store.params_between(from, from + PARAMS_CHUNK - 1)?;
-            let mut params = Vec::with_capacity(rows.len());
-            for (i, (idx, p)) in rows.into_iter().enumerate() {
-                // Indices are dense from 1; a gap would misplace every later task.
-                if idx != from + i as u64 {
-                    return Err(StoreError::Corrupt {
-                        path: store.path.clone(),
-                        index: from + i as u64,
-                        message: "task numbers are not consecutive".into(),
-                    });
-                }
-                params.push(p);
+            // Placed by number: a sweep with a gap in its numbers (an imported one) keeps every
+            // other task's parameters in their place.
+            let mut params: Vec<Option<Params>> = vec![None; PARAMS_CHUNK as usize];
+            for (idx, p) in store.params_between(from, from + PARAMS_CHUNK - 1)? {
+                params[(idx - from) as usize] = Some(p);
             }
             if chunks.kept.len() >= CHUNKS_KEPT {
                 if let Some(oldest) = chunks
@@ -411,6 +404,7 @@ impl TaskParams {
         params
             .get((slot % PARAMS_CHUNK) as usize)
             .cloned()
+            .flatten()
             .ok_or(missing)
     }
 }
@@ -537,6 +531,19 @@ mod tests {
         }
         assert!(params.get(0).is_err());
         assert!(params.get(2501).is_err());
+        // A gap in the numbers leaves the others in place.
+        store
+            .conn
+            .execute("DELETE FROM tasks WHERE idx = 2100", [])
+            .unwrap();
+        let params = TaskParams::open(&dir.path().join("sweep.db")).unwrap();
+        assert!(params.get(2100).is_err());
+        assert_eq!(params.get(2101).unwrap(), all[2100].params);
+        assert_eq!(
+            store.counts().unwrap().total(),
+            2499,
+            "the delete trigger counts too"
+        );
         let given = TaskParams::in_memory(vec![all[0].params.clone()]);
         assert_eq!(given.get(1).unwrap(), all[0].params);
         assert!(given.get(2).is_err());
