@@ -379,23 +379,28 @@ impl Store {
         Ok(())
     }
 
+    /// Column `i` of `row` as text, borrowed from the row (no copy per row read).
+    pub(super) fn text_at<'r>(
+        &self,
+        row: &'r rusqlite::Row<'_>,
+        i: usize,
+    ) -> Result<&'r str, StoreError> {
+        row.get_ref(i)
+            .and_then(|v| v.as_str().map_err(Into::into))
+            .map_err(|e| self.sqlite(e))
+    }
+
     /// A row selected as `TASK_COLUMNS` (its first 13 columns).
     pub(super) fn task_row(&self, row: &rusqlite::Row<'_>) -> Result<TaskRow, StoreError> {
         let sqlite = |e| self.sqlite(e);
         let index = row.get::<_, i64>(0).map_err(sqlite)? as u64;
-        let params_json = row
-            .get_ref(3)
-            .and_then(|v| v.as_str().map_err(Into::into))
-            .map_err(sqlite)?;
+        let params_json = self.text_at(row, 3)?;
         let params: Params = if params_json.is_empty() {
             Params::new()
         } else {
             self.parse_params(index, params_json)?
         };
-        let status = row
-            .get_ref(4)
-            .and_then(|v| v.as_str().map_err(Into::into))
-            .map_err(sqlite)?;
+        let status = self.text_at(row, 4)?;
         let status: TaskStatus = status.parse().map_err(|message| StoreError::Corrupt {
             path: self.path.clone(),
             index,

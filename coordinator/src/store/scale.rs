@@ -48,10 +48,7 @@ impl Store {
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
             let index = row.get::<_, i64>(0).map_err(|e| self.sqlite(e))? as u64;
-            let status = row
-                .get_ref(1)
-                .and_then(|v| v.as_str().map_err(Into::into))
-                .map_err(|e| self.sqlite(e))?;
+            let status = self.text_at(row, 1)?;
             let status = parse_status(status).ok_or_else(|| StoreError::Corrupt {
                 path: self.path.clone(),
                 index,
@@ -172,10 +169,7 @@ impl Store {
             .map_err(|e| self.sqlite(e))?;
         match rows.next().map_err(|e| self.sqlite(e))? {
             Some(row) => {
-                let text = row
-                    .get_ref(0)
-                    .and_then(|v| v.as_str().map_err(Into::into))
-                    .map_err(|e| self.sqlite(e))?;
+                let text = self.text_at(row, 0)?;
                 Ok(Some(self.parse_params(index, text)?))
             }
             None => Ok(None),
@@ -201,10 +195,7 @@ impl Store {
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
             let index = row.get::<_, i64>(0).map_err(|e| self.sqlite(e))? as u64;
-            let text = row
-                .get_ref(1)
-                .and_then(|v| v.as_str().map_err(Into::into))
-                .map_err(|e| self.sqlite(e))?;
+            let text = self.text_at(row, 1)?;
             out.push((index, self.parse_params(index, text)?));
         }
         Ok(out)
@@ -221,10 +212,7 @@ impl Store {
         let mut constant: Option<BTreeMap<String, Value>> = None;
         while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
             let index = row.get::<_, i64>(0).map_err(|e| self.sqlite(e))? as u64;
-            let text = row
-                .get_ref(1)
-                .and_then(|v| v.as_str().map_err(Into::into))
-                .map_err(|e| self.sqlite(e))?;
+            let text = self.text_at(row, 1)?;
             let params = self.parse_params(index, text)?;
             match &mut constant {
                 None => constant = Some(params.into_iter().collect()),
