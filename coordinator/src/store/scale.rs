@@ -260,7 +260,7 @@ impl Store {
                  WHERE status IN ('pending', 'cancelled')",
                 params![n as i64],
             )?;
-            tx.execute_batch(super::count_update_trigger!())?;
+            tx.execute_batch(super::schema::count_update_trigger!())?;
             Ok(())
         })?;
         Ok(n)
