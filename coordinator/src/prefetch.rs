@@ -35,6 +35,9 @@ pub struct PrefetchPlan {
     pub total: u64,
     /// Tasks about to run their first attempt, in dispatch order.
     pub order: Vec<u64>,
+    /// Whether to create the empty log files: a local or scheduler source opens them at launch,
+    /// which is then cheaper; an agent source's tasks get theirs on their first output.
+    pub create_logs: bool,
 }
 
 /// Per-task states. A task is prepared by exactly one side: the preparer moves it
@@ -48,9 +51,15 @@ const CLAIMED: u8 = 3;
 
 /// Shared between the preparer thread and the local source.
 pub struct Prefetch {
+    /// How many launches must have been claimed before the parked preparer is woken
+    /// (`u64::MAX` while it works): it waits for a quarter of its lead to be used, not for
+    /// each launch, and polls nothing while tasks are long.
+    wake_at: AtomicU64,
     /// `state[index - 1]`, see the constants above.
     state: Vec<AtomicU8>,
     launched: AtomicU64,
+    /// The preparer thread, for `claim` to wake it.
+    preparer: std::sync::OnceLock<std::thread::Thread>,
     stop: AtomicBool,
 }
 
@@ -58,8 +67,10 @@ impl Prefetch {
     /// Starts the preparer thread. The returned handle stops it when dropped.
     pub fn start(plan: PrefetchPlan) -> (Arc<Prefetch>, PrefetchThread) {
         let shared = Arc::new(Prefetch {
+            wake_at: AtomicU64::new(u64::MAX),
             state: (0..plan.total).map(|_| AtomicU8::new(UNTOUCHED)).collect(),
             launched: AtomicU64::new(0),
+            preparer: std::sync::OnceLock::new(),
             stop: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
@@ -74,7 +85,12 @@ impl Prefetch {
     /// false when the caller must prepare it itself. Waits while the preparer is in the middle
     /// of that very task (a few file operations).
     pub fn claim(&self, index: u64) -> bool {
-        self.launched.fetch_add(1, Ordering::Relaxed);
+        let launched = self.launched.fetch_add(1, Ordering::SeqCst) + 1;
+        if launched >= self.wake_at.load(Ordering::SeqCst) {
+            if let Some(preparer) = self.preparer.get() {
+                preparer.unpark();
+            }
+        }
         let Some(state) = index
             .checked_sub(1)
             .and_then(|i| self.state.get(i as usize))
@@ -100,12 +116,21 @@ impl Prefetch {
     }
 
     fn run(&self, plan: PrefetchPlan) {
+        let _ = self.preparer.set(std::thread::current());
         for (n_done, &index) in plan.order.iter().enumerate() {
-            while n_done as u64 >= self.launched.load(Ordering::Relaxed) + AHEAD {
-                if self.stop.load(Ordering::Relaxed) {
+            let n_done = n_done as u64;
+            while n_done >= self.launched.load(Ordering::SeqCst) + AHEAD {
+                if self.stop.load(Ordering::SeqCst) {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                // Stored before the launches are read again, so a claim that misses the new
+                // mark is seen here (both SeqCst) and no wake-up is lost.
+                self.wake_at
+                    .store(n_done + 1 - AHEAD + AHEAD / 4, Ordering::SeqCst);
+                if n_done >= self.launched.load(Ordering::SeqCst) + AHEAD {
+                    std::thread::park_timeout(Duration::from_millis(500));
+                }
+                self.wake_at.store(u64::MAX, Ordering::SeqCst);
             }
             if self.stop.load(Ordering::Relaxed) {
                 return;
@@ -151,15 +176,16 @@ pub struct PrefetchThread {
 
 impl Drop for PrefetchThread {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(handle) = self.handle.take() {
+            handle.thread().unpark();
             let _ = handle.join();
         }
     }
 }
 
-/// Everything `layout::prepare_task_dir` does for attempt 1, plus empty log files, so the
-/// backend's open of stdout.log/stderr.log finds existing inodes.
+/// Everything `layout::prepare_task_dir` does for attempt 1, plus (for a local or scheduler
+/// source) empty log files, so the backend's open of stdout.log/stderr.log finds existing inodes.
 fn prepare_first_attempt(plan: &PrefetchPlan, index: u64, params: &Params) -> io::Result<()> {
     let task_id = plan.paths.task_name(index);
     let results = plan.paths.results_dir(index);
@@ -182,8 +208,10 @@ fn prepare_first_attempt(plan: &PrefetchPlan, index: u64, params: &Params) -> io
         &layout::params_yaml(params),
         &command_txt,
     )?;
-    fs::File::create(stdout)?;
-    fs::File::create(stderr)?;
+    if plan.create_logs {
+        fs::File::create(stdout)?;
+        fs::File::create(stderr)?;
+    }
     Ok(())
 }
 
@@ -219,6 +247,7 @@ mod tests {
                 params: Arc::new(TaskParams::in_memory(params)),
                 total: n,
                 order: (1..=n).collect(),
+                create_logs: true,
             });
             // Claim from the back while the preparer works from the front, so they meet.
             let mut self_prepared = Vec::new();

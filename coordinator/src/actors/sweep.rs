@@ -580,6 +580,11 @@ impl Actor for SweepActor {
                 params: Arc::clone(&self.run.params),
                 total: self.core.total(),
                 order: std::mem::take(&mut self.run.prefetch),
+                create_logs: self
+                    .run
+                    .sources
+                    .iter()
+                    .any(|s| !matches!(s.kind, SourceSpecKind::Agent { .. })),
             };
             let (shared, thread) = Prefetch::start(plan);
             self.prefetch_thread = Some(thread);

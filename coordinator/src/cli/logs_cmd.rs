@@ -80,16 +80,27 @@ pub fn logs(global: &Global, args: &LogsArgs) -> anyhow::Result<i32> {
         .task_dir(index)
         .join(log_name(args.stderr, attempt, row.attempt));
     let following = args.follow && attempt == row.attempt;
+    // A task that ran on an agent and printed nothing has no log file on this side: the
+    // coordinator creates one on the first output it receives.
+    let printed_nothing = |store: &Store| -> anyhow::Result<bool> {
+        Ok(store
+            .task(index)?
+            .is_some_and(|r| attempt < r.attempt || r.started_at.is_some()))
+    };
     let mut file = match std::fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && following => {
             match wait_for_file(&store, index, attempt, &path, &paths)? {
                 Some(file) => file,
+                None if printed_nothing(&store)? => return Ok(EXIT_OK),
                 None => return Err(missing(&name, attempt, &path)),
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(missing(&name, attempt, &path))
+            if printed_nothing(&store)? {
+                return Ok(EXIT_OK);
+            }
+            return Err(missing(&name, attempt, &path));
         }
         Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
     };
