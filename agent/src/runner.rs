@@ -30,8 +30,8 @@ use crate::owners::Decision;
 use crate::process::{Outcome, ProcessBackend, ProcessEvent, TaskKey};
 use crate::scheduler::{ElementRef, HpcLaunch, SchedulerBackend};
 use hsm_protocol::{
-    CancelMsg, EventRef, FetchMsg, OutcomeMsg, ResultsDoneMsg, SubmitMsg, SweepId, SweepTaskRef,
-    TaskEventMsg, TaskRef, UsageMsg,
+    CancelMsg, EventRef, FetchMsg, FileOffer, OutcomeMsg, ResultsDoneMsg, SubmitMsg, SweepId,
+    SweepTaskRef, TaskEventMsg, TaskRef, UsageMsg,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -665,59 +665,63 @@ impl Runner {
     /// core gives), then has the core report `Exited` and the `ResultOffer`.
     async fn tail(self, tail: Tail, wake: Arc<Notify>) {
         let Tail { id, dir, from } = tail;
-        self.tail_until_done(
-            id,
-            &wake,
-            dir.join("stdout.log"),
-            dir.join("stderr.log"),
-            from,
-        )
-        .await;
+        self.tail_until_done(id, &wake, &dir, from).await;
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.wakes.get(&id).is_some_and(|w| Arc::ptr_eq(w, &wake)) {
             state.wakes.remove(&id);
         }
     }
 
-    async fn tail_until_done(
-        &self,
-        id: u64,
-        wake: &Notify,
-        stdout: PathBuf,
-        stderr: PathBuf,
-        from: [u64; 2],
-    ) {
+    async fn tail_until_done(&self, id: u64, wake: &Notify, dir: &Path, from: [u64; 2]) {
+        let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
         let mut positions = from;
         let mut files: [Option<std::fs::File>; 2] = [None, None];
+        // A task that just started has printed nothing yet: its first read waits for its exit
+        // or the first tick. Each read is a round trip to the blocking pool, and a short task
+        // then needs one (output and results together) instead of three.
+        let mut first = from == [0, 0];
         loop {
             // Read the exit flag before reading the files: end-of-file seen after an exit is
             // the real end of the output.
             let Some((credit, exited)) = self.lock().tail_state(id) else {
                 return;
             };
+            if std::mem::take(&mut first) && !exited {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(TAIL_EVERY) => {}
+                }
+                continue;
+            }
             if credit > 0 {
                 let paths = [stdout.clone(), stderr.clone()];
                 let before = positions;
                 let mut held = std::mem::take(&mut files);
+                let task_dir = dir.to_path_buf();
                 let read = tokio::task::spawn_blocking(move || {
-                    read_appended(&paths, &mut held, &mut positions, credit)
-                        .map(|chunks| (chunks, positions, held))
+                    read_appended(&paths, &mut held, &mut positions, credit).map(|chunks| {
+                        let got: usize = chunks.iter().map(|(_, c)| c.len()).sum();
+                        // After the exit and at the end of the output: the results are final
+                        // too, so they are scanned in the same trip.
+                        let scanned = (exited && got < credit).then(|| scan_results(&task_dir));
+                        (chunks, positions, held, scanned)
+                    })
                 })
                 .await;
-                let (chunks, at_end) = match read {
-                    Ok(Ok((chunks, new_positions, held))) => {
+                let (chunks, at_end, scanned) = match read {
+                    Ok(Ok((chunks, new_positions, held, scanned))) => {
                         positions = new_positions;
                         files = held;
                         let got: usize = chunks.iter().map(|(_, c)| c.len()).sum();
-                        (chunks, got < credit)
+                        (chunks, got < credit, scanned)
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(id, error = %e, "cannot read task output; giving up on it");
-                        (Vec::new(), true)
+                        (Vec::new(), true, None)
                     }
                     Err(e) => {
                         tracing::error!(id, error = %e, "output reader failed");
-                        (Vec::new(), true)
+                        (Vec::new(), true, None)
                     }
                 };
                 if !chunks.is_empty() {
@@ -736,7 +740,7 @@ impl Runner {
                     self.notify_appended();
                 }
                 if exited && at_end {
-                    self.finish_started(id).await;
+                    self.finish_started(id, scanned).await;
                     return;
                 }
                 if !at_end {
@@ -751,7 +755,8 @@ impl Runner {
         }
     }
 
-    async fn finish_started(&self, id: u64) {
+    /// `scanned`: the task directory's results, when the last read already scanned them.
+    async fn finish_started(&self, id: u64, scanned: Option<Vec<FileOffer>>) {
         let Some(dir) = self
             .lock()
             .handle_backend_event(BackendEvent::Drained { id })
@@ -759,12 +764,15 @@ impl Runner {
             return;
         };
         self.notify_appended();
-        let files = tokio::task::spawn_blocking(move || scan_results(&dir))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::error!(id, error = %e, "scanning results failed");
-                Vec::new()
-            });
+        let files = match scanned {
+            Some(files) => files,
+            None => tokio::task::spawn_blocking(move || scan_results(&dir))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(id, error = %e, "scanning results failed");
+                    Vec::new()
+                }),
+        };
         self.lock()
             .handle_backend_event(BackendEvent::ResultsScanned { id, files });
         self.notify_appended();
