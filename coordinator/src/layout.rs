@@ -237,38 +237,64 @@ pub struct StatusView<'a> {
     pub usage: Option<Usage>,
 }
 
+/// A task's `status.yaml`: the block `emit_json` writes for the same object, formatted directly
+/// (it is rewritten at each change of every task, thousands of times a second).
 pub fn status_yaml(view: &StatusView<'_>) -> String {
-    let mut value = json!({
-        "task": view.task,
-        "status": view.status.as_str(),
-        "attempt": view.attempt,
-        "source": view.source,
-        "exit_code": view.exit_code,
-        "reason": view.reason,
-        "pid": view.pid,
-        "updated": format_utc(view.updated_at),
-    });
+    use crate::yaml::{emit_float, emit_string};
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(384);
+    let text = |v: Option<&str>| v.map_or_else(|| "null".to_string(), emit_string);
+    let number = |v: Option<i64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
+    // serde_json has no NaN or infinity: `json!` made them null.
+    let float = |v: f64| {
+        if v.is_finite() {
+            emit_float(v)
+        } else {
+            "null".to_string()
+        }
+    };
+    // A time always has `:` and nothing to escape: `emit_string` would quote it as is.
+    let _ = write!(
+        out,
+        "task: {}\nstatus: {}\nattempt: {}\nsource: {}\nexit_code: {}\nreason: {}\npid: {}\nupdated: \"{}\"\n",
+        emit_string(view.task),
+        emit_string(view.status.as_str()),
+        view.attempt,
+        text(view.source),
+        number(view.exit_code.map(i64::from)),
+        text(view.reason),
+        number(view.pid.map(i64::from)),
+        format_utc(view.updated_at),
+    );
     // Times and usage only when known: a queued task has none of them.
     if let Some(started) = view.started_at {
-        value["started"] = json!(format_utc(started));
+        let _ = writeln!(out, "started: \"{}\"", format_utc(started));
     }
     if let Some(finished) = view.finished_at {
-        value["finished"] = json!(format_utc(finished));
+        let _ = writeln!(out, "finished: \"{}\"", format_utc(finished));
         if let Some(started) = view.started_at {
-            value["duration_s"] = json!(seconds(finished.saturating_sub(started).max(0) as u64));
+            let seconds = seconds(finished.saturating_sub(started).max(0) as u64);
+            let _ = writeln!(out, "duration_s: {}", float(seconds));
         }
     }
-    if let Some(usage) = view.usage.as_ref().and_then(usage_json) {
-        value["usage"] = usage;
+    if let Some(usage) = &view.usage {
+        let fields = usage_fields(usage);
+        if fields.iter().any(|(_, v)| v.is_some()) {
+            out.push_str("usage:\n");
+            for (key, value) in fields {
+                if let Some(v) = value {
+                    let _ = writeln!(out, "  {key}: {}", float(v));
+                }
+            }
+        }
     }
     if let Some(metrics) = view.metrics.filter(|m| !m.is_empty()) {
-        value["metrics"] = metrics
-            .iter()
-            .map(|(name, last)| (name.clone(), json!(last.value)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
+        out.push_str("metrics:\n");
+        for (name, last) in metrics {
+            let _ = writeln!(out, "  {}: {}", emit_string(name), float(last.value));
+        }
     }
-    emit_json(&value)
+    out
 }
 
 /// Milliseconds as seconds with millisecond precision.
@@ -276,25 +302,29 @@ fn seconds(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// `wall_s`, `cpu_user_s`, `cpu_sys_s` and `max_rss_mb` of an attempt, each when measured.
+fn usage_fields(usage: &Usage) -> [(&'static str, Option<f64>); 4] {
+    [
+        ("wall_s", usage.wall_ms.map(seconds)),
+        ("cpu_user_s", usage.cpu_user_ms.map(seconds)),
+        ("cpu_sys_s", usage.cpu_sys_ms.map(seconds)),
+        // One decimal: a KiB figure as MiB.
+        (
+            "max_rss_mb",
+            usage
+                .max_rss_kb
+                .map(|kb| (kb as f64 / 1024.0 * 10.0).round() / 10.0),
+        ),
+    ]
+}
+
 /// `{wall_s, cpu_user_s, cpu_sys_s, max_rss_mb}` with the fields that were measured; `None`
 /// when none was.
 pub fn usage_json(usage: &Usage) -> Option<serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    let mut put = |key: &str, value: Option<f64>| {
-        if let Some(v) = value {
-            out.insert(key.into(), json!(v));
-        }
-    };
-    put("wall_s", usage.wall_ms.map(seconds));
-    put("cpu_user_s", usage.cpu_user_ms.map(seconds));
-    put("cpu_sys_s", usage.cpu_sys_ms.map(seconds));
-    // One decimal: a KiB figure as MiB.
-    put(
-        "max_rss_mb",
-        usage
-            .max_rss_kb
-            .map(|kb| (kb as f64 / 1024.0 * 10.0).round() / 10.0),
-    );
+    let out: serde_json::Map<String, serde_json::Value> = usage_fields(usage)
+        .into_iter()
+        .filter_map(|(key, value)| value.map(|v| (key.to_string(), json!(v))))
+        .collect();
     (!out.is_empty()).then_some(serde_json::Value::Object(out))
 }
 
@@ -494,6 +524,122 @@ pub fn prepare_task_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `status_yaml` wrote before it formatted directly: the object through `emit_json`.
+    fn status_yaml_through_json(view: &StatusView<'_>) -> String {
+        let mut value = json!({
+            "task": view.task,
+            "status": view.status.as_str(),
+            "attempt": view.attempt,
+            "source": view.source,
+            "exit_code": view.exit_code,
+            "reason": view.reason,
+            "pid": view.pid,
+            "updated": format_utc(view.updated_at),
+        });
+        if let Some(started) = view.started_at {
+            value["started"] = json!(format_utc(started));
+        }
+        if let Some(finished) = view.finished_at {
+            value["finished"] = json!(format_utc(finished));
+            if let Some(started) = view.started_at {
+                value["duration_s"] =
+                    json!(seconds(finished.saturating_sub(started).max(0) as u64));
+            }
+        }
+        if let Some(usage) = view.usage.as_ref().and_then(usage_json) {
+            value["usage"] = usage;
+        }
+        if let Some(metrics) = view.metrics.filter(|m| !m.is_empty()) {
+            value["metrics"] = metrics
+                .iter()
+                .map(|(name, last)| (name.clone(), json!(last.value)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        emit_json(&value)
+    }
+
+    #[test]
+    fn status_yaml_is_the_block_emit_json_writes() {
+        use crate::core::metrics::LastValue;
+        let metrics: std::collections::BTreeMap<String, LastValue> = [
+            ("loss", 0.25),
+            ("acc", 1.0),
+            ("big", 1e300),
+            ("nan", f64::NAN),
+            ("true", -0.0),
+            ("a b: c", f64::INFINITY),
+        ]
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                LastValue {
+                    value: v,
+                    step: None,
+                },
+            )
+        })
+        .collect();
+        let usages = [
+            None,
+            Some(Usage::default()),
+            Some(Usage {
+                wall_ms: Some(2),
+                cpu_user_ms: Some(1),
+                cpu_sys_ms: Some(0),
+                max_rss_kb: Some(10_445),
+            }),
+            Some(Usage {
+                max_rss_kb: Some(1),
+                ..Usage::default()
+            }),
+        ];
+        let mut checked = 0;
+        for status in [TaskStatus::Queued, TaskStatus::Running, TaskStatus::Failed] {
+            for (source, reason) in [
+                (None, None),
+                (Some("local"), Some("exit code 3")),
+                (Some("gpu box: 2"), Some("line\nbreak \"quoted\" ü")),
+                (Some("null"), Some("yes")),
+            ] {
+                for (started_at, finished_at) in [
+                    (None, None),
+                    (Some(1_700_000_000_123), None),
+                    (Some(5), Some(3)),
+                    (None, Some(7)),
+                    (Some(1), Some(1_234_567)),
+                ] {
+                    for usage in &usages {
+                        for with_metrics in [false, true] {
+                            let view = StatusView {
+                                task: "task_0007",
+                                status,
+                                attempt: 2,
+                                source,
+                                exit_code: reason.map(|_| -1),
+                                reason,
+                                pid: source.map(|_| 4242),
+                                updated_at: 1_700_000_000_999,
+                                metrics: with_metrics.then_some(&metrics),
+                                started_at,
+                                finished_at,
+                                usage: *usage,
+                            };
+                            assert_eq!(
+                                status_yaml(&view),
+                                status_yaml_through_json(&view),
+                                "{view:?}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 4 * 5 * 4 * 2);
+    }
 
     #[test]
     fn a_mapping_entry_is_the_block_emit_json_writes() {

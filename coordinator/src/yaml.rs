@@ -693,7 +693,7 @@ fn emit_scalar(value: &serde_json::Value) -> String {
 }
 
 /// Floats keep a decimal point or exponent so they read back as floats (`1.0`, `1e-05`).
-fn emit_float(f: f64) -> String {
+pub fn emit_float(f: f64) -> String {
     if f.is_nan() {
         ".nan".into()
     } else if f.is_infinite() {
