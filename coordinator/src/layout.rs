@@ -46,6 +46,12 @@ impl SweepPaths {
     pub fn lock(&self) -> PathBuf {
         self.root.join(".coordinator.lock")
     }
+    /// Created by `sweep cancel` for the running coordinator, which looks for it often: a file
+    /// reaches the run at once, where the request's row in `sweep.db` waits for the write lock
+    /// that a busy run holds most of the time.
+    pub fn cancel_request(&self) -> PathBuf {
+        self.root.join(".cancel-request")
+    }
     pub fn config_copy(&self) -> PathBuf {
         self.root.join("sweep_config.yaml")
     }

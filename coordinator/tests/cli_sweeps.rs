@@ -105,8 +105,12 @@ fn failed_combinations_then_complete_reruns_only_those() {
         .collect();
     assert_eq!(planned, ["task_004", "task_005", "task_006"]);
 
+    // A `sweep cancel` request that an earlier run ended before seeing must not stop this one.
+    let stale = p.sweep_dir(&id).join(".cancel-request");
+    std::fs::write(&stale, "").unwrap();
     let complete = p.run(&["sweep", "complete", &id]);
     complete.expect_code(0);
+    assert!(!stale.exists());
     let status = p.status(&id);
     assert_eq!(status["completed"], 6);
     for (task, st, attempt) in statuses(&status) {
@@ -291,6 +295,8 @@ fn cancel_from_another_terminal_cancels_running_and_pending_tasks() {
     assert!(started.elapsed() < Duration::from_secs(60));
     let status = p.status("to_cancel");
     assert_eq!(status["cancelled"], 5, "{status}");
+    // The run consumed the request file it stopped on.
+    assert!(!p.sweep_dir("to_cancel").join(".cancel-request").exists());
     for pid in pids {
         assert!(!pid_alive(pid), "task process {pid} still alive");
     }

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// How often the control table (`sweep cancel` from another terminal) is read.
 const POLL_CONTROL_EVERY: Duration = Duration::from_millis(300);
+/// How often the run looks for `sweep cancel`'s request file (a `stat`).
+const CANCEL_REQUEST_EVERY: Duration = Duration::from_millis(50);
 /// How often `task_mapping.yaml` is rewritten while running.
 const VIEWS_EVERY: Duration = Duration::from_secs(3);
 /// How often dispatch runs without an event to trigger it: a job pending in a batch queue
@@ -471,6 +473,16 @@ impl SweepActor {
         })
     }
 
+    /// `sweep cancel` asked (its request file, or its row in `sweep.db`): stop every task.
+    fn cancel_requested(&mut self, ctx: &mut Context<Self>) {
+        self.cancelled = true;
+        // Consumed: a later `sweep complete` of this sweep must not see it.
+        let _ = std::fs::remove_file(self.run.paths.cancel_request());
+        tracing::info!(sweep_id = %self.run.sweep_id, "cancel requested: stopping all tasks");
+        self.stop_running(true);
+        self.maybe_finish(ctx);
+    }
+
     fn stop_running(&mut self, cancel: bool) {
         let commands = if cancel {
             self.core.handle_cancel(now_ms())
@@ -737,6 +749,11 @@ impl Actor for SweepActor {
                 }));
             }
         });
+        ctx.run_interval(CANCEL_REQUEST_EVERY, |actor, ctx| {
+            if !actor.cancelled && actor.run.paths.cancel_request().exists() {
+                actor.cancel_requested(ctx);
+            }
+        });
         ctx.run_interval(POLL_CONTROL_EVERY, |actor, ctx| {
             let poll = actor.store.send(PollControl);
             ctx.spawn(poll.into_actor(actor).map(|result, actor, ctx| {
@@ -747,9 +764,7 @@ impl Actor for SweepActor {
                         actor.stop_running(false);
                     }
                 } else if poll.cancel_requested && !actor.cancelled {
-                    actor.cancelled = true;
-                    tracing::info!(sweep_id = %actor.run.sweep_id, "cancel requested: stopping all tasks");
-                    actor.stop_running(true);
+                    actor.cancel_requested(ctx);
                 }
                 actor.maybe_finish(ctx);
             }));

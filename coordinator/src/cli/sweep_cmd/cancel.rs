@@ -14,7 +14,14 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
         }
     };
     let mut store = open_store(&paths, &sweep_id)?;
-    if let Some(_lock) = try_acquire_lock(&paths)? {
+    // A coordinator that holds the lock now is asked at once; only when none seems to is the
+    // lock taken (with its retries, in case another command was probing it for an instant).
+    let lock = if is_active(&paths) {
+        None
+    } else {
+        try_acquire_lock(&paths)?
+    };
+    if let Some(_lock) = lock {
         // No coordinator runs the sweep, and none can start while we hold the lock: end what
         // an abandoned run left behind and record the cancellation ourselves.
         kill_orphans(&sweep_id);
@@ -40,6 +47,11 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
             if n == 1 { "" } else { "s" }
         );
     } else {
+        // The file first: the run looks for it every 50 ms, while the row below may wait for
+        // the database's write lock, which a busy run holds most of the time. The row stays
+        // the durable record of the request.
+        std::fs::write(paths.cancel_request(), b"")
+            .with_context(|| format!("cannot write {}", paths.cancel_request().display()))?;
         store.request_cancel()?;
         eprintln!(
             "asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop"
@@ -59,7 +71,7 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
                 eprintln!("still stopping ({} s)…", started.elapsed().as_secs());
                 next_note += Duration::from_secs(15);
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
     let counts = Store::open(&paths.db())?.counts()?;

@@ -42,6 +42,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         // A cancel request left from an earlier run must not stop this one; one arriving from
         // now on (we hold the lock) is meant for this run.
         store.clear_cancel()?;
+        remove_cancel_request(&paths)?;
     }
     let settings = open_settings(&store, &cfg)?;
     // Each task's status and attempt only: parameters are read for the tasks that run, when

@@ -36,6 +36,18 @@ pub(super) fn try_acquire_lock(paths: &SweepPaths) -> anyhow::Result<Option<File
     Ok(None)
 }
 
+/// Removes a `sweep cancel` request file an earlier run left (a run that ended before it looked).
+pub(super) fn remove_cancel_request(paths: &SweepPaths) -> anyhow::Result<()> {
+    match std::fs::remove_file(paths.cancel_request()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot remove {}: {e}",
+            paths.cancel_request().display()
+        )),
+    }
+}
+
 /// True when a coordinator currently holds the sweep's lock.
 pub(crate) fn is_active(paths: &SweepPaths) -> bool {
     let Ok(file) = std::fs::OpenOptions::new()
