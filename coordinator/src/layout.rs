@@ -402,11 +402,30 @@ fn mapping_row(task: &TaskRow) -> MappingRow<'_> {
 /// Writes `task_mapping.yaml` from the database a task at a time (temp + rename): a million
 /// tasks' view without a million rows in memory.
 pub fn write_mapping(path: &Path, sweep_id: &str, store: &crate::store::Store) -> io::Result<()> {
+    write_mapping_unless(
+        path,
+        sweep_id,
+        store,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+}
+
+/// `write_mapping`, given up (an error of kind `Interrupted`, the file left as it was) once
+/// `superseded` is set: a newer one is about to be written.
+pub fn write_mapping_unless(
+    path: &Path,
+    sweep_id: &str,
+    store: &crate::store::Store,
+    superseded: &std::sync::atomic::AtomicBool,
+) -> io::Result<()> {
     write_atomic_with(path, |file| {
         file.write_all(mapping_header(sweep_id).as_bytes())?;
         let mut entry = String::new();
         store
             .visit_mapping(&mut |task| {
+                if superseded.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "superseded"));
+                }
                 entry.clear();
                 mapping_entry(&mut entry, task);
                 file.write_all(entry.as_bytes())
@@ -645,6 +664,27 @@ mod tests {
             }
         }
         assert_eq!(checked, 3 * 4 * 5 * 4 * 2);
+    }
+
+    #[test]
+    fn a_superseded_mapping_stops_and_leaves_the_last_one_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::create(
+            &dir.path().join("sweep.db"),
+            &[],
+            3,
+            crate::store::tests::new_tasks(5),
+        )
+        .unwrap();
+        let path = dir.path().join("task_mapping.yaml");
+        write_mapping(&path, "s1", &store).unwrap();
+        let written = fs::read_to_string(&path).unwrap();
+        assert!(written.contains("task_005:"), "{written}");
+        let superseded = std::sync::atomic::AtomicBool::new(true);
+        let err = write_mapping_unless(&path, "s2", &store, &superseded).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        assert_eq!(fs::read_to_string(&path).unwrap(), written);
+        assert!(!dir.path().join("task_mapping.yaml.tmp").exists());
     }
 
     #[test]

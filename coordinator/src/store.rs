@@ -963,7 +963,7 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::value::{params_hash, Value};
 

@@ -33,7 +33,7 @@ pub struct StoreActor {
     started: HashMap<u64, (u32, i64)>,
     /// The thread writing `task_mapping.yaml`, while it runs; when the last one was written and
     /// how long it took.
-    mapping: Option<std::thread::JoinHandle<Result<std::time::Duration, String>>>,
+    mapping: Option<MappingWriter>,
     last_mapping: Option<(std::time::Instant, std::time::Duration)>,
 }
 
@@ -300,16 +300,40 @@ impl StoreActor {
     }
 }
 
+/// A `task_mapping.yaml` being written by a thread of its own.
+struct MappingWriter {
+    thread: std::thread::JoinHandle<std::io::Result<std::time::Duration>>,
+    /// Set when a newer mapping is on its way: the thread stops where it is.
+    superseded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
 impl StoreActor {
+    /// Stops the mapping writer under way, if any (it is joined later, as usual).
+    fn supersede_mapping(&self) {
+        if let Some(writer) = &self.mapping {
+            writer
+                .superseded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// `task_mapping.yaml`, on a thread of its own reading through its own read-only
     /// connection: for a million tasks it takes a second or two, which on this thread would
     /// hold up every batch (and with them the orders to agents) and the cancel poll. One at a
     /// time, spaced ten times its cost apart; `force` (the run's end) waits for one under way,
     /// then writes it here, after every batch.
     fn write_mapping(&mut self, force: bool) -> Result<(), String> {
-        if let Some(writer) = self.mapping.take_if(|w| w.is_finished() || force) {
-            match writer.join() {
+        if force {
+            // The one under way is out of date: it stops, and the run's end does not wait for
+            // it (a second for a million tasks).
+            self.supersede_mapping();
+        }
+        if let Some(writer) = self.mapping.take_if(|w| w.thread.is_finished() || force) {
+            match writer.thread.join() {
                 Ok(Ok(took)) => self.last_mapping = Some((std::time::Instant::now(), took)),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    tracing::debug!("an out-of-date task_mapping.yaml was given up");
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot write task_mapping.yaml"),
                 Err(_) => tracing::warn!("the task_mapping.yaml writer panicked"),
             }
@@ -323,14 +347,17 @@ impl StoreActor {
             }
         }
         let (db, path, sweep_id) = (self.paths.db(), self.paths.mapping(), self.sweep_id.clone());
-        let write = move || -> Result<std::time::Duration, String> {
+        let superseded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&superseded);
+        let write = move || -> std::io::Result<std::time::Duration> {
             let started = std::time::Instant::now();
-            let store = Store::open_read_only(&db).map_err(|e| e.to_string())?;
-            layout::write_mapping(&path, &sweep_id, &store).map_err(|e| e.to_string())?;
+            let store =
+                Store::open_read_only(&db).map_err(|e| std::io::Error::other(e.to_string()))?;
+            layout::write_mapping_unless(&path, &sweep_id, &store, &flag)?;
             Ok(started.elapsed())
         };
         if force {
-            let took = write()?;
+            let took = write().map_err(|e| e.to_string())?;
             tracing::debug!(ms = took.as_millis() as u64, "task_mapping.yaml written");
             self.last_mapping = Some((std::time::Instant::now(), took));
             return Ok(());
@@ -339,7 +366,7 @@ impl StoreActor {
             .name("hsm-mapping".into())
             .spawn(write)
         {
-            Ok(writer) => self.mapping = Some(writer),
+            Ok(thread) => self.mapping = Some(MappingWriter { thread, superseded }),
             Err(e) => tracing::warn!(error = %e, "cannot start the task_mapping.yaml writer"),
         }
         Ok(())
@@ -396,6 +423,9 @@ pub struct CancelUnstarted {
 impl Handler<CancelUnstarted> for StoreActor {
     type Result = ();
     fn handle(&mut self, msg: CancelUnstarted, _: &mut SyncContext<Self>) {
+        // A mapping being written now is out of date the moment this commits: it would only
+        // take a core from the statements below.
+        self.supersede_mapping();
         let Some(store) = &mut self.store else {
             return;
         };
@@ -499,7 +529,7 @@ impl Handler<Close> for StoreActor {
     fn handle(&mut self, _: Close, _: &mut SyncContext<Self>) {
         // A view being written finishes first (its reader would otherwise outlive the run).
         if let Some(writer) = self.mapping.take() {
-            let _ = writer.join();
+            let _ = writer.thread.join();
         }
         self.store = None;
     }
