@@ -105,15 +105,38 @@ impl Store {
         &self,
         visit: &mut dyn FnMut(&MappingRow<'_>) -> std::io::Result<()>,
     ) -> Result<(), StoreError> {
+        self.visit_mapping_between(0, u64::MAX, visit)
+    }
+
+    /// The highest task number (0 for no tasks).
+    pub fn last_index(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(idx), 0) FROM tasks", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// `visit_mapping` of the tasks numbered `from..=to`.
+    pub fn visit_mapping_between(
+        &self,
+        from: u64,
+        to: u64,
+        visit: &mut dyn FnMut(&MappingRow<'_>) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT task_id, params_hash, status, attempt, source, exit_code, started_at,
                         finished_at
-                 FROM tasks ORDER BY idx",
+                 FROM tasks WHERE idx BETWEEN ?1 AND ?2 ORDER BY idx",
             )
             .map_err(|e| self.sqlite(e))?;
-        let mut rows = stmt.query([]).map_err(|e| self.sqlite(e))?;
+        let bound = |n: u64| n.min(i64::MAX as u64) as i64;
+        let mut rows = stmt
+            .query([bound(from), bound(to)])
+            .map_err(|e| self.sqlite(e))?;
         while let Some(row) = rows.next().map_err(|e| self.sqlite(e))? {
             let sqlite = |e| self.sqlite(e);
             let text = |i| {
