@@ -113,10 +113,6 @@ enum Side {
 /// the agent's `open_uni` waits for a free one, which costs nothing while files stream.
 pub const RESULT_STREAMS: u32 = 32;
 
-/// The largest UDP payload path MTU discovery looks for: a 9,000-byte frame less 48 bytes of
-/// IPv6 and UDP headers.
-pub const JUMBO_UDP_PAYLOAD: u16 = 8952;
-
 fn transport_config(
     options: TransportOptions,
     side: Side,
@@ -147,14 +143,6 @@ fn transport_config(
     };
     config.max_concurrent_bidi_streams(bidi.into());
     config.max_concurrent_uni_streams(uni.into());
-    // Path MTU discovery may grow datagrams up to a jumbo frame (9,000 bytes, less the IPv6
-    // and UDP headers) instead of stopping at 1,452: result files then cost a sixth of the
-    // packets, and with them of the per-packet encryption and acknowledgements, on loopback
-    // and on the jumbo-frame networks of many clusters. On a 1,500-byte path the larger
-    // probes are lost and discovery settles where it would have anyway.
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(JUMBO_UDP_PAYLOAD);
-    config.mtu_discovery_config(Some(mtu));
     Ok(Arc::new(config))
 }
 
