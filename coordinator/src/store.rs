@@ -896,21 +896,19 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
             continue;
         }
         let status = change.status.as_str();
+        event.execute(params![
+            change.index as i64,
+            change.attempt,
+            status,
+            change.source,
+            change.at
+        ])?;
         let started = match started_in_batch.get(i) {
+            // Its attempt ends later in this batch: the history row above is all for now.
+            Some(InBatch::EndsLater) => continue,
             Some(InBatch::StartedAt(r)) => changes.get(*r),
             _ => None,
         };
-        if matches!(started_in_batch.get(i), Some(InBatch::EndsLater)) {
-            // Its attempt ends later in this batch: only the history row is written now.
-            event.execute(params![
-                change.index as i64,
-                change.attempt,
-                status,
-                change.source,
-                change.at
-            ])?;
-            continue;
-        }
         let source = change
             .source
             .as_deref()
@@ -951,13 +949,6 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
                 started_at
             ])?;
         }
-        event.execute(params![
-            change.index as i64,
-            change.attempt,
-            status,
-            change.source,
-            change.at
-        ])?;
     }
     Ok(())
 }

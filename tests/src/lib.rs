@@ -13,13 +13,7 @@ pub fn hsm_sweep(
     extra: &[&str],
 ) -> anyhow::Result<()> {
     use clap::Parser;
-    std::fs::create_dir_all(project.join(".hsm"))?;
-    std::fs::create_dir_all(project.join("sweeps"))?;
-    std::fs::write(project.join(".hsm/config.yaml"), config)?;
-    std::fs::write(
-        project.join("sweeps/sweep.yaml"),
-        format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
-    )?;
+    write_project(project, config, tasks)?;
     let dir = project.display().to_string();
     let mut argv = vec!["hsm-coordinator", "-q", "-C", &dir, "sweep", "run"];
     argv.extend_from_slice(extra);
@@ -27,6 +21,18 @@ pub fn hsm_sweep(
     if code != 0 {
         bail!("sweep run exited with {code}");
     }
+    Ok(())
+}
+
+/// A project in `project` with `config` and a sweep of `tasks` tasks (`i` = 0..tasks).
+pub fn write_project(project: &std::path::Path, config: &str, tasks: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(project.join(".hsm"))?;
+    std::fs::create_dir_all(project.join("sweeps"))?;
+    std::fs::write(project.join(".hsm/config.yaml"), config)?;
+    std::fs::write(
+        project.join("sweeps/sweep.yaml"),
+        format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
+    )?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 //! `hsm-agent` (default: the directory of this bench).
 
 use anyhow::{bail, Context};
-use hsm_tests::{agent_config, start_agent, BenchAgent};
+use hsm_tests::{agent_config, start_agent, write_project, BenchAgent};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -282,17 +282,6 @@ fn sweep(
         wall: started.elapsed(),
         cpu,
     })
-}
-
-fn write_project(project: &Path, config: &str, tasks: u64) -> anyhow::Result<()> {
-    std::fs::create_dir_all(project.join(".hsm"))?;
-    std::fs::create_dir_all(project.join("sweeps"))?;
-    std::fs::write(project.join(".hsm/config.yaml"), config)?;
-    std::fs::write(
-        project.join("sweeps/sweep.yaml"),
-        format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
-    )?;
-    Ok(())
 }
 
 /// Waits for our child with `wait4`: its CPU time, children included.
