@@ -307,6 +307,46 @@ fn cancel_from_another_terminal_cancels_running_and_pending_tasks() {
 }
 
 #[test]
+fn cancel_finishes_the_job_itself_when_the_lock_holder_lets_go_without_doing_it() {
+    // A run killed with -9 leaves tasks running and pending; then something that is not a
+    // coordinator holds the sweep's lock for a moment (another command probing it) as
+    // `sweep cancel` looks. Cancel asks, sees the lock let go with tasks unfinished, and
+    // cancels them itself.
+    let p = project("sweep:\n  grid:\n    sleep: [60]\n    x: [1, 2, 3, 4]\n");
+    let mut child = p.spawn(&["sweep", "run", "--sweep-id", "held"]);
+    wait_until(Duration::from_secs(60), "two running tasks", || {
+        p.sweep_dir("held").join("sweep.db").exists()
+            && p.try_status("held").is_some_and(|s| s["running"] == 2)
+    });
+    child.kill().expect("kill -9 the coordinator");
+    let _ = child.wait();
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p.sweep_dir("held").join(".coordinator.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        drop(lock);
+    });
+    let cancel = p.run(&["sweep", "cancel", "held"]);
+    holder.join().unwrap();
+    cancel.expect_code(0);
+    assert!(
+        cancel.stderr.contains("asked the running coordinator")
+            && cancel
+                .stderr
+                .contains("coordinator stopped before it was done; marked 4 unfinished tasks"),
+        "{}",
+        cancel.stderr
+    );
+    let status = p.status("held");
+    assert_eq!(status["cancelled"], 4, "{status}");
+    assert!(!p.sweep_dir("held").join(".cancel-request").exists());
+}
+
+#[test]
 fn ctrl_c_stops_running_tasks_keeps_pending_and_exits_130() {
     let p = project("sweep:\n  grid:\n    sleep: [60]\n    x: [1, 2, 3, 4]\n");
     let child = p.spawn(&["sweep", "run", "--sweep-id", "interrupted"]);

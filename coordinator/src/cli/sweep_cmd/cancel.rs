@@ -14,64 +14,34 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
         }
     };
     let mut store = open_store(&paths, &sweep_id)?;
-    // A coordinator that holds the lock now is asked at once; only when none seems to is the
-    // lock taken (with its retries, in case another command was probing it for an instant).
-    let lock = if is_active(&paths) {
-        None
-    } else {
-        try_acquire_lock(&paths)?
-    };
-    if let Some(_lock) = lock {
-        // No coordinator runs the sweep, and none can start while we hold the lock: end what
-        // an abandoned run left behind and record the cancellation ourselves.
-        kill_orphans(&sweep_id);
-        let now = now_ms();
-        let reason = crate::core::failure::StopCause::Cancel.reason();
-        // Queued and running tasks one by one (they have attempts and sources); the pending
-        // ones, possibly a million, in one statement.
-        let changes: Vec<Change> = store
-            .listed_tasks()?
-            .into_iter()
-            .filter(|r| !r.status.is_final())
-            .map(|r| Change {
-                reason: Some(reason.into()),
-                ..Change::new(r.index, r.attempt, TaskStatus::Cancelled, r.source, now)
-            })
-            .collect();
-        store.apply(&changes)?;
-        let n_pending = store.cancel_unstarted(&[(1, i64::MAX as u64)], reason, now)?;
-        let n = changes.len() as u64 + n_pending;
-        let _ = layout::write_mapping(&paths.mapping(), &sweep_id, &store);
-        eprintln!(
-            "{sweep_id} was not running; marked {n} unfinished task{} cancelled",
-            if n == 1 { "" } else { "s" }
-        );
-    } else {
-        // The file first: the run looks for it every 50 ms, while the row below may wait for
-        // the database's write lock, which a busy run holds most of the time. The row stays
-        // the durable record of the request.
-        std::fs::write(paths.cancel_request(), b"")
-            .with_context(|| format!("cannot write {}", paths.cancel_request().display()))?;
-        store.request_cancel()?;
-        eprintln!(
-            "asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop"
-        );
-        // The request is recorded; waiting is a courtesy, so a coordinator that takes long to
-        // stop (a grace period, a huge sweep) is reported, not treated as a failure.
-        let started = std::time::Instant::now();
-        let mut next_note = Duration::from_secs(15);
-        while is_active(&paths) {
-            if started.elapsed() > Duration::from_secs(600) {
+    // A coordinator that holds the lock now is asked at once. The lock's holder may also have
+    // been another command probing it for an instant, or the run may die before it is done:
+    // whatever is left unfinished once no coordinator holds the lock is cancelled here.
+    let asked = is_active(&paths);
+    if asked && !ask_running(&paths, &store, &sweep_id)? {
+        return Ok(EXIT_OK);
+    }
+    match try_acquire_lock(&paths)? {
+        Some(_lock) => {
+            remove_cancel_request(&paths)?;
+            let n = cancel_abandoned(&mut store, &paths, &sweep_id)?;
+            let tasks = if n == 1 { "task" } else { "tasks" };
+            if !asked {
+                eprintln!("{sweep_id} was not running; marked {n} unfinished {tasks} cancelled");
+            } else if n > 0 {
                 eprintln!(
-                    "the coordinator is still stopping after 10 minutes; it will finish on its own"
+                    "{sweep_id}'s coordinator stopped before it was done; marked {n} unfinished {tasks} cancelled"
                 );
+            }
+        }
+        // Busy after the run we asked let go: another coordinator took the sweep since (a
+        // `sweep complete`), and that one was not asked about.
+        None if asked => {}
+        // A coordinator started, or was running all along and the lock only looked free.
+        None => {
+            if !ask_running(&paths, &store, &sweep_id)? {
                 return Ok(EXIT_OK);
             }
-            if started.elapsed() > next_note {
-                eprintln!("still stopping ({} s)…", started.elapsed().as_secs());
-                next_note += Duration::from_secs(15);
-            }
-            std::thread::sleep(Duration::from_millis(25));
         }
     }
     let counts = Store::open(&paths.db())?.counts()?;
@@ -84,4 +54,61 @@ pub fn cancel(global: &Global, args: &CancelArgs) -> anyhow::Result<i32> {
         counts.total()
     );
     Ok(EXIT_OK)
+}
+
+/// Asks the coordinator running the sweep to cancel it and waits for it to let the sweep go.
+/// False when it still runs after 10 minutes (said so; it finishes on its own).
+fn ask_running(paths: &SweepPaths, store: &Store, sweep_id: &str) -> anyhow::Result<bool> {
+    // The file first: the run looks for it every 50 ms, while the row below may wait for the
+    // database's write lock, which a busy run holds most of the time. The row stays the
+    // durable record of the request.
+    std::fs::write(paths.cancel_request(), b"")
+        .with_context(|| format!("cannot write {}", paths.cancel_request().display()))?;
+    store.request_cancel()?;
+    eprintln!("asked the running coordinator to cancel {sweep_id}; waiting for its tasks to stop");
+    // The request is recorded; waiting is a courtesy, so a coordinator that takes long to
+    // stop (a grace period, a huge sweep) is reported, not treated as a failure.
+    let started = std::time::Instant::now();
+    let mut next_note = Duration::from_secs(15);
+    while is_active(paths) {
+        if started.elapsed() > Duration::from_secs(600) {
+            eprintln!(
+                "the coordinator is still stopping after 10 minutes; it will finish on its own"
+            );
+            return Ok(false);
+        }
+        if started.elapsed() > next_note {
+            eprintln!("still stopping ({} s)…", started.elapsed().as_secs());
+            next_note += Duration::from_secs(15);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(true)
+}
+
+/// With the sweep's lock held (no coordinator runs it, none can start): ends what an
+/// abandoned run left behind and marks its unfinished tasks cancelled. How many it marked.
+fn cancel_abandoned(store: &mut Store, paths: &SweepPaths, sweep_id: &str) -> anyhow::Result<u64> {
+    let counts = store.counts()?;
+    if counts.pending + counts.queued + counts.running == 0 {
+        return Ok(0);
+    }
+    kill_orphans(sweep_id);
+    let now = now_ms();
+    let reason = crate::core::failure::StopCause::Cancel.reason();
+    // Queued and running tasks one by one (they have attempts and sources); the pending ones,
+    // possibly a million, in one statement.
+    let changes: Vec<Change> = store
+        .listed_tasks()?
+        .into_iter()
+        .filter(|r| !r.status.is_final())
+        .map(|r| Change {
+            reason: Some(reason.into()),
+            ..Change::new(r.index, r.attempt, TaskStatus::Cancelled, r.source, now)
+        })
+        .collect();
+    store.apply(&changes)?;
+    let n_pending = store.cancel_unstarted(&[(1, i64::MAX as u64)], reason, now)?;
+    let _ = layout::write_mapping(&paths.mapping(), sweep_id, store);
+    Ok(changes.len() as u64 + n_pending)
 }
