@@ -124,3 +124,39 @@ pub fn agent_config(agent: &BenchAgent, template: &str, project_dir: &std::path:
         project_dir.display()
     )
 }
+
+/// Waits for our child with `wait4`: its resource usage (its own and its reaped children's).
+/// An error when it did not exit with 0 (`what` names it).
+pub fn wait_usage(child: std::process::Child, what: &str) -> anyhow::Result<libc::rusage> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is a plain struct we own; wait4 reaps our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    // Reaped above: the handle must not wait again.
+    std::mem::forget(child);
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!("{what} failed (wait status {status})");
+    }
+    Ok(usage)
+}
+
+/// Files and directories under `dir`, recursively (not `dir` itself).
+pub fn count_files(dir: &std::path::Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            n += 1;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    n
+}

@@ -11,7 +11,7 @@
 //! `hsm-agent` (default: the directory of this bench).
 
 use anyhow::{bail, Context};
-use hsm_tests::{agent_config, start_agent, write_project, BenchAgent};
+use hsm_tests::{agent_config, count_files, start_agent, wait_usage, write_project, BenchAgent};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -284,19 +284,9 @@ fn sweep(
     })
 }
 
-/// Waits for our child with `wait4`: its CPU time, children included.
+/// Waits for our child: its CPU time, children included.
 fn wait_cpu(child: std::process::Child) -> anyhow::Result<Duration> {
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is a plain struct we own; wait4 reaps our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
-    std::mem::forget(child);
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("sweep run failed (wait status {status})");
-    }
+    let usage = wait_usage(child, "sweep run")?;
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(tv(usage.ru_utime) + tv(usage.ru_stime))
 }
@@ -483,23 +473,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn count_files(dir: &Path) -> u64 {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            n += 1;
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
-            }
-        }
-    }
-    n
 }
 
 fn render(args: &Args, baselines: &[Baseline], rows: &[Row]) -> String {

@@ -8,6 +8,7 @@
 //! `hsm-coordinator` beside this bench).
 
 use anyhow::{bail, Context};
+use hsm_tests::{count_files, wait_usage};
 use std::fmt::Write as _;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -414,35 +415,7 @@ fn streamed(
 }
 
 fn wait_rss(child: Child, args: &[&str]) -> anyhow::Result<u64> {
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is a plain struct we own; wait4 reaps our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } < 0 {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
-    std::mem::forget(child);
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        bail!("{args:?} failed (wait status {status})");
-    }
-    Ok(usage.ru_maxrss as u64)
-}
-
-fn count_files(dir: &Path) -> u64 {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            n += 1;
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
-            }
-        }
-    }
-    n
+    Ok(wait_usage(child, &format!("{args:?}"))?.ru_maxrss as u64)
 }
 
 fn render(args: &Args, rows: &[Row]) -> String {
