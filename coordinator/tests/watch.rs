@@ -395,9 +395,12 @@ fn an_agent_s_tasks_and_row_are_shown_beside_the_local_ones() {
     let snapshot = loop {
         let plain = p.run(&["sweep", "watch", "w3"]);
         plain.expect_code(0);
+        // x=3's failure recorded too: it can still show as running for a moment after its
+        // exit on the agent (its output arrives before its ending is written).
         if [1, 2, 4]
             .iter()
             .all(|x| plain.stdout.contains(&format!("x={x} waiting")))
+            && plain.stdout.contains("failed 1 ·")
         {
             break plain.stdout;
         }
