@@ -429,33 +429,19 @@ fn split_mapping(path: &Path, sweep_id: &str, db: &Path, above: u64) -> io::Resu
         return write_mapping(path, sweep_id, &store);
     }
     let middle = last / 2;
+    let never = std::sync::atomic::AtomicBool::new(false);
     let mut upper = path.as_os_str().to_owned();
     upper.push(".upper.tmp");
     let upper = PathBuf::from(upper);
     let written = std::thread::scope(|scope| {
         let second = scope.spawn(|| -> io::Result<()> {
-            let store = open()?;
             let mut out = io::BufWriter::with_capacity(1 << 16, fs::File::create(&upper)?);
-            let mut entry = String::new();
-            store
-                .visit_mapping_between(middle + 1, u64::MAX, &mut |task| {
-                    entry.clear();
-                    mapping_entry(&mut entry, task);
-                    out.write_all(entry.as_bytes())
-                })
-                .map_err(store_io)?;
+            mapping_entries(&open()?, middle + 1, u64::MAX, &mut out, &never)?;
             out.flush()
         });
         write_atomic_with(path, |file| {
             file.write_all(mapping_header(sweep_id).as_bytes())?;
-            let mut entry = String::new();
-            store
-                .visit_mapping_between(0, middle, &mut |task| {
-                    entry.clear();
-                    mapping_entry(&mut entry, task);
-                    file.write_all(entry.as_bytes())
-                })
-                .map_err(store_io)?;
+            mapping_entries(&store, 0, middle, file, &never)?;
             second
                 .join()
                 .map_err(|_| io::Error::other("the mapping's second writer panicked"))??;
@@ -470,11 +456,29 @@ fn split_mapping(path: &Path, sweep_id: &str, db: &Path, above: u64) -> io::Resu
 /// Below this many tasks one thread writes the mapping (a tenth of a second or less).
 const SPLIT_MAPPING_ABOVE: u64 = 100_000;
 
-fn store_io(e: crate::store::StoreError) -> io::Error {
-    match e {
-        crate::store::StoreError::Write(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
+/// The mapping entries of the tasks numbered `from..=to`, written to `out`; stops with an
+/// `Interrupted` error once `superseded` is set.
+fn mapping_entries(
+    store: &crate::store::Store,
+    from: u64,
+    to: u64,
+    out: &mut dyn Write,
+    superseded: &std::sync::atomic::AtomicBool,
+) -> io::Result<()> {
+    let mut entry = String::new();
+    store
+        .visit_mapping_between(from, to, &mut |task| {
+            if superseded.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "superseded"));
+            }
+            entry.clear();
+            mapping_entry(&mut entry, task);
+            out.write_all(entry.as_bytes())
+        })
+        .map_err(|e| match e {
+            crate::store::StoreError::Write(e) => e,
+            other => io::Error::other(other.to_string()),
+        })
 }
 
 /// `write_mapping`, given up (an error of kind `Interrupted`, the file left as it was) once
@@ -487,20 +491,7 @@ pub fn write_mapping_unless(
 ) -> io::Result<()> {
     write_atomic_with(path, |file| {
         file.write_all(mapping_header(sweep_id).as_bytes())?;
-        let mut entry = String::new();
-        store
-            .visit_mapping(&mut |task| {
-                if superseded.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err(io::Error::new(io::ErrorKind::Interrupted, "superseded"));
-                }
-                entry.clear();
-                mapping_entry(&mut entry, task);
-                file.write_all(entry.as_bytes())
-            })
-            .map_err(|e| match e {
-                crate::store::StoreError::Write(e) => e,
-                other => io::Error::other(other.to_string()),
-            })
+        mapping_entries(store, 0, u64::MAX, file, superseded)
     })
 }
 

@@ -320,8 +320,8 @@ impl StoreActor {
     /// `task_mapping.yaml`, on a thread of its own reading through its own read-only
     /// connection: for a million tasks it takes a second or two, which on this thread would
     /// hold up every batch (and with them the orders to agents) and the cancel poll. One at a
-    /// time, spaced ten times its cost apart; `force` (the run's end) waits for one under way,
-    /// then writes it here, after every batch.
+    /// time, spaced ten times its cost apart; `force` (the run's end) gives up one under way,
+    /// then writes it here with two threads, after every batch.
     fn write_mapping(&mut self, force: bool) -> Result<(), String> {
         if force {
             // The one under way is out of date: it stops, and the run's end does not wait for
@@ -346,16 +346,6 @@ impl StoreActor {
                 return Ok(());
             }
         }
-        let (db, path, sweep_id) = (self.paths.db(), self.paths.mapping(), self.sweep_id.clone());
-        let superseded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&superseded);
-        let write = move || -> std::io::Result<std::time::Duration> {
-            let started = std::time::Instant::now();
-            let store =
-                Store::open_read_only(&db).map_err(|e| std::io::Error::other(e.to_string()))?;
-            layout::write_mapping_unless(&path, &sweep_id, &store, &flag)?;
-            Ok(started.elapsed())
-        };
         if force {
             // The run's last: both cores, nothing else is running.
             let started = std::time::Instant::now();
@@ -366,6 +356,16 @@ impl StoreActor {
             self.last_mapping = Some((std::time::Instant::now(), took));
             return Ok(());
         }
+        let (db, path, sweep_id) = (self.paths.db(), self.paths.mapping(), self.sweep_id.clone());
+        let superseded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&superseded);
+        let write = move || -> std::io::Result<std::time::Duration> {
+            let started = std::time::Instant::now();
+            let store =
+                Store::open_read_only(&db).map_err(|e| std::io::Error::other(e.to_string()))?;
+            layout::write_mapping_unless(&path, &sweep_id, &store, &flag)?;
+            Ok(started.elapsed())
+        };
         match std::thread::Builder::new()
             .name("hsm-mapping".into())
             .spawn(write)

@@ -99,15 +99,6 @@ impl Store {
         Ok(())
     }
 
-    /// Hands each task's `task_mapping.yaml` fields to `visit`, borrowed from the row being
-    /// read (no allocation per task: the view of a million tasks is written at a run's end).
-    pub fn visit_mapping(
-        &self,
-        visit: &mut dyn FnMut(&MappingRow<'_>) -> std::io::Result<()>,
-    ) -> Result<(), StoreError> {
-        self.visit_mapping_between(0, u64::MAX, visit)
-    }
-
     /// The highest task number (0 for no tasks).
     pub fn last_index(&self) -> Result<u64, StoreError> {
         self.conn
@@ -118,7 +109,9 @@ impl Store {
             .map_err(|e| self.sqlite(e))
     }
 
-    /// `visit_mapping` of the tasks numbered `from..=to`.
+    /// Hands the `task_mapping.yaml` fields of the tasks numbered `from..=to` to `visit`, in
+    /// order, borrowed from the row being read (no allocation per task: the view of a million
+    /// tasks is written at a run's end).
     pub fn visit_mapping_between(
         &self,
         from: u64,
