@@ -678,6 +678,7 @@ mod tests {
             timeout_ms: Some(5000),
             kill_grace_ms: 2000,
             hpc: None,
+            compact: false,
         }
     }
 

@@ -764,15 +764,22 @@ impl Runner {
             return;
         };
         self.notify_appended();
+        let compact = self.lock().is_compact(id);
+        let scan_dir = dir.clone();
         let files = match scanned {
             Some(files) => files,
-            None => tokio::task::spawn_blocking(move || scan_results(&dir))
+            None => tokio::task::spawn_blocking(move || scan_results(&scan_dir))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!(id, error = %e, "scanning results failed");
                     Vec::new()
                 }),
         };
+        // Nothing to deliver: a compact sweep's silent task leaves nothing here (with results,
+        // this waits for their delivery, `results_done`).
+        if compact && files.is_empty() {
+            files::tidy(&dir);
+        }
         self.lock()
             .handle_backend_event(BackendEvent::ResultsScanned { id, files });
         self.notify_appended();
@@ -850,9 +857,10 @@ impl Runner {
     }
 
     /// The coordinator holds the attempt's files: delete them here (the logs stay), unless the
-    /// agent keeps results.
+    /// agent keeps results. In a compact sweep the logs stay only when something was written to
+    /// them, and the task directory only when something is left in it.
     pub fn results_done(&self, msg: &ResultsDoneMsg) {
-        let Some(dir) = self.lock().handle_results_done(msg) else {
+        let Some((dir, compact)) = self.lock().handle_results_done(msg) else {
             return;
         };
         if self.shared.keep_results {
@@ -863,6 +871,9 @@ impl Runner {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %results.display(), error = %e, "cannot delete results");
             }
+        }
+        if compact {
+            files::tidy(&dir);
         }
     }
 

@@ -324,6 +324,7 @@ fn template(id: u32, script: &str, cwd: &Path) -> TemplateMsg {
         timeout_ms: None,
         kill_grace_ms: 200,
         hpc: None,
+        compact: false,
     }
 }
 

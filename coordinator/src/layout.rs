@@ -2,6 +2,7 @@
 //! writes, task directories and the human-readable YAML views of the durable state.
 
 use crate::core::state::{TaskStatus, Usage};
+use crate::core::task_layout::TaskLayout;
 use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
 use crate::store::{MappingRow, TaskRow};
 use crate::yaml::emit_json;
@@ -22,6 +23,8 @@ pub struct SweepPaths {
     /// Digits of the sweep's task numbers (`core::value::task_width`), as recorded in its
     /// `sweep.db`.
     pub task_width: usize,
+    /// Which per-task files the sweep keeps, as recorded in its `sweep.db`.
+    pub task_layout: TaskLayout,
 }
 
 impl SweepPaths {
@@ -30,10 +33,22 @@ impl SweepPaths {
         SweepPaths {
             root,
             task_width: MIN_TASK_WIDTH,
+            task_layout: TaskLayout::Full,
         }
     }
     pub fn with_task_width(self, task_width: usize) -> Self {
         SweepPaths { task_width, ..self }
+    }
+    pub fn with_task_layout(self, task_layout: TaskLayout) -> Self {
+        SweepPaths {
+            task_layout,
+            ..self
+        }
+    }
+    /// Whether tasks get no `params.yaml`, `command.txt` and `status.yaml`, and keep their
+    /// directory only when they leave something in it.
+    pub fn compact(&self) -> bool {
+        self.task_layout.is_compact()
     }
     /// The id of task `index` in this sweep (`task_007`, or `task_0007` in a 1,000-task sweep).
     pub fn task_name(&self, index: u64) -> String {
@@ -597,11 +612,34 @@ pub fn prepare_task_dir(
             }
         }
     }
+    if paths.compact() {
+        return Ok((stdout, stderr));
+    }
     if attempt <= 1 || !dir.join("params.yaml").exists() {
         fs::write(dir.join("params.yaml"), params_yaml)?;
     }
     fs::write(dir.join("command.txt"), command_txt)?;
     Ok((stdout, stderr))
+}
+
+/// After an attempt of a compact sweep's task ended: its empty logs removed, then `results/` and
+/// the task directory if nothing is left in them, so a silent task leaves no file behind. What
+/// the task printed or wrote stays (removal of a directory that is not empty fails, harmlessly).
+/// Nothing happens in the full layout.
+pub fn tidy_task_dir(paths: &SweepPaths, index: u64) {
+    if !paths.compact() {
+        return;
+    }
+    let dir = paths.task_dir(index);
+    for name in ["stdout.log", "stderr.log"] {
+        let log = dir.join(name);
+        if fs::metadata(&log).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            let _ = fs::remove_file(&log);
+        }
+    }
+    if fs::remove_dir(dir.join("results")).is_ok() {
+        let _ = fs::remove_dir(&dir);
+    }
 }
 
 #[cfg(test)]
@@ -908,6 +946,51 @@ mod tests {
         };
         assert_eq!(tb[1], Value::Str("  File \"t.py\", line 1".into()));
         assert!(error_patterns_yaml("s1", 0, &[]).ends_with("groups: []\n"));
+    }
+
+    #[test]
+    fn a_compact_task_keeps_only_what_it_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = SweepPaths::new(dir.path().to_path_buf()).with_task_layout(TaskLayout::Compact);
+        let names = |index: u64| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(paths.task_dir(index))
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        for index in 1..=3 {
+            let (out, err) = prepare_task_dir(&paths, index, 1, "a: 1\n", "t\n").unwrap();
+            assert_eq!(names(index), ["results"], "no params.yaml or command.txt");
+            // As the run opens them.
+            fs::File::create(&out).unwrap();
+            fs::File::create(&err).unwrap();
+        }
+        // 1 is silent; 2 printed; 3 left a result.
+        fs::write(paths.task_dir(2).join("stdout.log"), "hi\n").unwrap();
+        fs::write(paths.results_dir(3).join("r.txt"), "3").unwrap();
+        for index in 1..=3 {
+            tidy_task_dir(&paths, index);
+        }
+        assert!(!paths.task_dir(1).exists(), "a silent task leaves nothing");
+        assert_eq!(names(2), ["stdout.log"]);
+        assert_eq!(names(3), ["results"]);
+        assert_eq!(
+            fs::read_to_string(paths.results_dir(3).join("r.txt")).unwrap(),
+            "3"
+        );
+
+        // The full layout keeps everything.
+        let full = SweepPaths::new(dir.path().join("full"));
+        let (out, _) = prepare_task_dir(&full, 1, 1, "a: 1\n", "t\n").unwrap();
+        fs::File::create(&out).unwrap();
+        tidy_task_dir(&full, 1);
+        for name in ["params.yaml", "command.txt", "stdout.log", "results"] {
+            assert!(full.task_dir(1).join(name).exists(), "{name}");
+        }
     }
 
     #[test]

@@ -141,10 +141,13 @@ impl Prefetch {
             let Some(state) = self.state.get(slot) else {
                 continue;
             };
-            let params = match plan.params.get(index) {
-                Ok(params) => params,
+            // A compact sweep writes no params.yaml or command.txt: nothing to read.
+            let read = (!plan.paths.compact()).then(|| plan.params.get(index));
+            let params = match read {
+                None => Params::default(),
+                Some(Ok(params)) => params,
                 // The source reads them again when it launches the task, and reports it.
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::debug!(task = index, error = %e, "prefetch cannot read parameters");
                     continue;
                 }
@@ -187,6 +190,15 @@ impl Drop for PrefetchThread {
 /// Everything `layout::prepare_task_dir` does for attempt 1, plus (for a local or scheduler
 /// source) empty log files, so the backend's open of stdout.log/stderr.log finds existing inodes.
 fn prepare_first_attempt(plan: &PrefetchPlan, index: u64, params: &Params) -> io::Result<()> {
+    if plan.paths.compact() {
+        // No per-task views; an agent's task gets its directory when something arrives for it.
+        if plan.create_logs {
+            let (stdout, stderr) = layout::prepare_task_dir(&plan.paths, index, 1, "", "")?;
+            fs::File::create(stdout)?;
+            fs::File::create(stderr)?;
+        }
+        return Ok(());
+    }
     let task_id = plan.paths.task_name(index);
     let results = plan.paths.results_dir(index);
     let output_dir = results.display().to_string();

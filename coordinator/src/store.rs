@@ -20,6 +20,8 @@ use schema::{FILL_COUNTS, LISTED, SCHEMA, SCHEMA_4, SCHEMA_5};
 
 /// The `meta` key holding the digits of the sweep's task numbers.
 const TASK_WIDTH_KEY: &str = "task_width";
+/// `meta.layout`: `full` or `compact` (`core::task_layout`), written by `sweep run`.
+pub const LAYOUT_KEY: &str = "layout";
 
 /// Bumped when the schema changes. Versions 1 (no job ids), 2 (no stderr tails), 3 (no
 /// usage columns, no metrics tables) and 4 (no task counts) are upgraded in place when opened;
@@ -277,6 +279,14 @@ impl Store {
             .and_then(|w| w.parse().ok())
             .filter(|&w| (MIN_TASK_WIDTH..=20).contains(&w))
             .unwrap_or(MIN_TASK_WIDTH))
+    }
+
+    /// The sweep's per-task layout: as recorded at creation, or the full layout for a sweep
+    /// created before layouts were recorded.
+    pub fn task_layout(&self) -> Result<crate::core::task_layout::TaskLayout, StoreError> {
+        Ok(crate::core::task_layout::TaskLayout::recorded(
+            self.meta(LAYOUT_KEY)?.as_deref(),
+        ))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {

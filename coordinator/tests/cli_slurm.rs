@@ -225,34 +225,47 @@ fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
 
 #[test]
 fn thirty_tasks_complete_with_their_files_and_complete_reruns_the_failed_one() {
+    thirty_tasks("", "thirty");
+}
+
+/// The same in the compact layout: no per-task views on the coordinator, the same results.
+#[test]
+fn thirty_tasks_of_a_compact_sweep_complete_with_their_files() {
+    thirty_tasks("layout: compact\n", "thirty-compact");
+}
+
+fn thirty_tasks(layout: &str, id: &str) {
     let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
     let c = Cluster::new(
         &agent_bin,
         "slurm",
-        "sweep:\n  grid:\n    x: {range: [1, 31]}\n",
+        &format!("{layout}sweep:\n  grid:\n    x: {{range: [1, 31]}}\n"),
         "",
     );
-    c.run(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "thirty"])
+    c.run(&["sweep", "run", "--sources", "hpc1", "--sweep-id", id])
         .expect_code(1);
     // Task 13 fails by design; with the fix in place `complete` re-runs only it, on Slurm again.
     let fixed = TASK_PY.replace("3 if x == 13 else 0", "0");
     c.project.write("task.py", &fixed);
-    c.run(&["sweep", "complete", "thirty", "--sources", "hpc1"])
+    c.run(&["sweep", "complete", id, "--sources", "hpc1"])
         .expect_code(0);
-    let status = c.project.status("thirty");
+    let compact = !layout.is_empty();
+    let views = count_named(&c.project.sweep_dir(id).join("tasks"), "status.yaml");
+    assert_eq!(views, if compact { 0 } else { 30 }, "status.yaml files");
+    let status = c.project.status(id);
     assert_eq!(status["completed"], 30, "{status}");
     for task in status["tasks"].as_array().unwrap() {
         let x = task["params"]["x"].as_u64().unwrap();
         assert_eq!(task["attempt"], if x == 13 { 2 } else { 1 }, "{task}");
         let r = c
             .project
-            .sweep_dir("thirty")
+            .sweep_dir(id)
             .join(format!("tasks/task_{x:03}/results/r.txt"));
         assert_eq!(std::fs::read_to_string(r).unwrap(), format!("x={x}\n"));
     }
-    assert_measured(&c.project, "thirty", 31);
+    assert_measured(&c.project, id, 31);
 }
 
 /// Every attempt of `sweep` that ran has its wall time and CPU in `sweep.db` (the wrapper's

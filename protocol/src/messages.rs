@@ -116,6 +116,11 @@ pub struct TemplateMsg {
     /// Run through a batch scheduler (Slurm/PBS) instead of as processes on the agent's host.
     #[serde(default)]
     pub hpc: Option<HpcMsg>,
+    /// The sweep keeps a compact layout: once an attempt's results are delivered, the agent
+    /// removes its empty logs and its directory when nothing else is left in it, so a silent
+    /// task leaves no file on the agent's host either. Absent (an older coordinator): false.
+    #[serde(default)]
+    pub compact: bool,
 }
 
 /// How the tasks of a template go through a batch scheduler.

@@ -370,6 +370,7 @@ fn fields_with_defaults_may_be_missing() {
                 timeout_ms: None,
                 kill_grace_ms: 5,
                 hpc: None,
+                compact: false,
             }],
             tasks: vec![TaskMsg {
                 index: TaskIndex(1),

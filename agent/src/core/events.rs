@@ -289,7 +289,7 @@ impl AgentCore {
 
     /// The coordinator holds the attempt's files: they are no longer offered. Returns the task
     /// directory whose `results/` may now be deleted (`None`: unknown or not finished, ignored).
-    pub fn handle_results_done(&mut self, msg: &ResultsDoneMsg) -> Option<PathBuf> {
+    pub fn handle_results_done(&mut self, msg: &ResultsDoneMsg) -> Option<(PathBuf, bool)> {
         let key = SweepTaskRef {
             sweep_id: msg.sweep_id.clone(),
             task: msg.task,
@@ -308,10 +308,10 @@ impl AgentCore {
         }
         record.offered.clear();
         record.results_done = true;
-        let dir = record.dir.clone();
+        let done = (record.dir.clone(), record.template.compact);
         let key = record.ledger_key();
         self.log(Op::ResultsDone(key));
         self.maybe_forget(id);
-        Some(dir)
+        Some(done)
     }
 }

@@ -371,6 +371,11 @@ impl AgentCore {
 
     /// What a backend or the tailer reports. Answers `Drained` with the task directory whose
     /// `results/` to scan (then `ResultsScanned`); nothing otherwise.
+    /// Whether attempt `id` belongs to a compact sweep (its files are tidied once delivered).
+    pub fn is_compact(&self, id: u64) -> bool {
+        self.tasks.get(&id).is_some_and(|r| r.template.compact)
+    }
+
     pub fn handle_backend_event(&mut self, event: BackendEvent) -> Option<PathBuf> {
         match event {
             BackendEvent::Submitted {

@@ -61,6 +61,7 @@ fn template(hpc: bool) -> TemplateMsg {
             scheduler: SchedulerChoice::Slurm,
             resources: HpcResources::default(),
         }),
+        compact: false,
     }
 }
 
@@ -269,7 +270,7 @@ fn an_attempt_runs_reports_in_order_once_durable_and_is_forgotten_when_acked_and
     };
     assert_eq!(
         core.handle_results_done(&done),
-        Some(PathBuf::from("/w/s1/tasks/task_001"))
+        Some((PathBuf::from("/w/s1/tasks/task_001"), false))
     );
     assert_eq!(ledger_ops(&mut core), ["results done 1", "forget 1"]);
     assert!(core.fetch_plan(&fetch).is_err(), "forgotten");

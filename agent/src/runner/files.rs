@@ -40,6 +40,21 @@ pub(super) fn read_log_range(dir: &Path, stream: Stream, offset: u64, len: u64) 
     buf
 }
 
+/// A compact sweep's ended attempt with nothing left to deliver (no results, or results the
+/// coordinator has): its empty logs removed, then an empty `results/`, then its directory if
+/// nothing else is in it (output, or a scheduler's start and exit records, keep it). Output
+/// events still unacknowledged point into non-empty logs only, which stay.
+pub(super) fn tidy(dir: &Path) {
+    for name in ["stdout.log", "stderr.log"] {
+        let log = dir.join(name);
+        if std::fs::metadata(&log).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            let _ = std::fs::remove_file(&log);
+        }
+    }
+    let _ = std::fs::remove_dir(dir.join("results"));
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// Creates the task directory (fresh `results/`) and builds the launch.
 pub(super) fn prepare(
     id: u64,

@@ -217,6 +217,7 @@ pub fn submit(sweep: &SweepId, project: &Path, scripts: &[(u64, &str)]) -> ToAge
                 timeout_ms: None,
                 kill_grace_ms: 200,
                 hpc: None,
+                compact: false,
             })
             .collect(),
         tasks: scripts

@@ -109,6 +109,7 @@ impl AgentSource {
                     timeout_ms: setup.timeout.map(|t| t.as_millis() as u64),
                     kill_grace_ms: setup.kill_grace.as_millis() as u64,
                     hpc: setup.hpc.clone(),
+                    compact: setup.paths.compact(),
                 },
             },
             0,

@@ -66,9 +66,15 @@ impl Actor for LocalSource {
         };
         let events_to = self.events_to.clone();
         let source = self.setup.source;
+        let paths = self.setup.paths.clone();
         // Forward backend events in arrival order; the sweep actor's mailbox is the only queue.
         ctx.spawn(actix::fut::wrap_future(async move {
             while let Some(event) = events_rx.recv().await {
+                // A compact sweep's silent task leaves nothing behind; tidied before the sweep
+                // actor hears of the exit, so never under a retry's fresh directory.
+                if let ProcessEvent::Exited { key, .. } = &event {
+                    layout::tidy_task_dir(&paths, key.index);
+                }
                 if let Some(report) = report_of(event) {
                     events_to.do_send(SourceEvent { source, report });
                 }
@@ -105,6 +111,8 @@ impl Handler<LaunchTask> for LocalSource {
         let files = if prepared {
             let dir = self.setup.paths.task_dir(index);
             Ok((dir.join("stdout.log"), dir.join("stderr.log")))
+        } else if self.setup.paths.compact() {
+            layout::prepare_task_dir(&self.setup.paths, index, msg.key.attempt, "", "")
         } else {
             let params_yaml = match self.setup.params.get(index) {
                 Ok(params) => layout::params_yaml(&params),

@@ -109,7 +109,8 @@ impl StoreActor {
             for problem in &extracted.problems {
                 tracing::warn!("{task} attempt {}: {problem}", extracted.attempt);
             }
-            if extracted.metrics.is_empty() {
+            // A compact sweep has no status.yaml: its metrics are in sweep.db only.
+            if extracted.metrics.is_empty() || self.paths.compact() {
                 continue;
             }
             let row = match store.task(extracted.index) {
@@ -154,13 +155,12 @@ impl StoreActor {
             .iter()
             .any(|c| matches!(c.status, TaskStatus::Failed | TaskStatus::Pending));
         // status.yaml shows the latest state: write it once per task per batch. (A change that
-        // only records a job id changes no state.)
+        // only records a job id changes no state.) A compact sweep has none.
         let changes: Vec<&Change> = changes.iter().filter(|c| c.job_id.is_none()).collect();
-        let mut last: HashMap<u64, &Change> = HashMap::with_capacity(changes.len());
-        for change in &changes {
+        let views = !self.paths.compact();
+        let mut last: HashMap<u64, &Change> = HashMap::new();
+        for change in changes.iter().filter(|_| views) {
             last.insert(change.index, change);
-        }
-        for change in &changes {
             // When each attempt started, for its `started`/`duration_s` once it ends.
             if change.status == TaskStatus::Running {
                 self.started

@@ -582,7 +582,15 @@ impl Actor for SweepActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let prefetch = (!self.run.prefetch.is_empty()).then(|| {
+        let create_logs = self
+            .run
+            .sources
+            .iter()
+            .any(|s| !matches!(s.kind, SourceSpecKind::Agent { .. }));
+        // A compact sweep run on agents alone has nothing to prepare: its tasks' directories
+        // appear with their first output or result.
+        let prepares = create_logs || !self.run.paths.compact();
+        let prefetch = (prepares && !self.run.prefetch.is_empty()).then(|| {
             let plan = PrefetchPlan {
                 paths: self.run.paths.clone(),
                 sweep_id: self.run.sweep_id.clone(),
@@ -592,11 +600,7 @@ impl Actor for SweepActor {
                 params: Arc::clone(&self.run.params),
                 total: self.core.total(),
                 order: std::mem::take(&mut self.run.prefetch),
-                create_logs: self
-                    .run
-                    .sources
-                    .iter()
-                    .any(|s| !matches!(s.kind, SourceSpecKind::Agent { .. })),
+                create_logs,
             };
             let (shared, thread) = Prefetch::start(plan);
             self.prefetch_thread = Some(thread);

@@ -15,6 +15,7 @@ pub mod results;
 pub mod state;
 pub mod stats;
 pub mod sweep;
+pub mod task_layout;
 pub mod taskspec;
 pub mod time;
 pub mod v1;

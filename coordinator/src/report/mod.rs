@@ -30,7 +30,8 @@ pub struct Written {
     pub build_ms: f64,
 }
 
-/// Reads what a report needs from an open store (and the first task's `command.txt`).
+/// Reads what a report needs from an open store (and the first task's `command.txt`, or the
+/// command `sweep run` recorded).
 pub fn load(
     store: &Store,
     paths: &SweepPaths,
@@ -40,11 +41,15 @@ pub fn load(
 ) -> anyhow::Result<model::ReportInput> {
     // Lean rows; parameters only for the rows the page embeds and the failed ones (below).
     let tasks = store.report_rows()?;
-    let command = tasks.first().and_then(|t| {
-        std::fs::read_to_string(paths.task_dir(t.index).join("command.txt"))
-            .ok()
-            .map(|c| c.trim_end().to_string())
-    });
+    // A compact sweep has no command.txt; `sweep run` recorded task 1's command.
+    let command = tasks
+        .first()
+        .and_then(|t| {
+            std::fs::read_to_string(paths.task_dir(t.index).join("command.txt"))
+                .ok()
+                .map(|c| c.trim_end().to_string())
+        })
+        .or(store.meta("first_command")?.filter(|c| !c.is_empty()));
     let mut input = model::ReportInput {
         sweep_id: sweep_id.to_string(),
         created_ms: store.meta("created")?.and_then(|c| c.parse().ok()),

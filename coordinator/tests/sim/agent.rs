@@ -300,7 +300,7 @@ impl World {
                 Err(message) => replies.push(FromAgent::Error(ErrorMsg::new(message))),
             },
             ToAgent::ResultsDone(done) => {
-                if let Some(dir) = live.core.handle_results_done(&done) {
+                if let Some((dir, _)) = live.core.handle_results_done(&done) {
                     let results = dir.join("results");
                     self.agents[agent]
                         .files

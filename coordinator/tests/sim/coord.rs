@@ -74,6 +74,7 @@ fn template() -> TemplateMsg {
         timeout_ms: None,
         kill_grace_ms: 1_000,
         hpc: None,
+        compact: false,
     }
 }
 

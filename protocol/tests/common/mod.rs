@@ -42,6 +42,7 @@ pub fn to_agent_samples() -> Vec<ToAgent> {
                 timeout_ms: Some(3_600_000),
                 kill_grace_ms: 10_000,
                 hpc: Some(sample_hpc()),
+                compact: true,
             }],
             tasks: vec![
                 TaskMsg {
@@ -377,6 +378,7 @@ fn template() -> impl Strategy<Value = TemplateMsg> {
                 timeout_ms,
                 kill_grace_ms,
                 hpc: None,
+                compact: false,
             },
         )
 }

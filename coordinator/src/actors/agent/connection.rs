@@ -383,7 +383,12 @@ async fn session(
                                 Ok(claimed) => claimed.map_err(|e| e.to_string())?,
                                 Err(_) => return Err("the run is ending".to_string()),
                             }
-                            Ok(paths.task_dir(key.index))
+                            // A compact sweep's task may have no directory yet.
+                            let dir = paths.task_dir(key.index);
+                            tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+                                format!("cannot create {}: {e}", dir.display())
+                            })?;
+                            Ok(dir)
                         }
                     };
                     let progress = || {

@@ -161,7 +161,15 @@ impl State {
         let setup = &self.setup;
         let prepared =
             key.attempt == 1 && setup.prefetch.as_ref().is_some_and(|p| p.claim(key.index));
-        let written = if prepared {
+        let written = if setup.paths.compact() {
+            // No per-task views; what the preparer made (for a local source, not knowing this
+            // task would go to an agent) is taken away again: the agent's task gets its
+            // directory with its first output or result.
+            if prepared {
+                layout::tidy_task_dir(&setup.paths, key.index);
+            }
+            Ok(())
+        } else if prepared {
             std::fs::write(
                 setup.paths.task_dir(key.index).join("command.txt"),
                 command_txt,
@@ -197,12 +205,22 @@ impl State {
             Stream::Stderr => (&mut logs.stderr, "stderr.log"),
         };
         if file.is_none() {
-            let path = self.setup.paths.task_dir(key.index).join(name);
-            match std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)
-            {
+            let dir = self.setup.paths.task_dir(key.index);
+            let path = dir.join(name);
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+            };
+            // A compact sweep's agent task has no directory until its first output.
+            let opened = match open() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&dir).and_then(|()| open())
+                }
+                other => other,
+            };
+            match opened {
                 Ok(f) => *file = Some(f),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot open task log")

@@ -37,7 +37,9 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
         Some(acquire_lock(&paths, &sweep_id)?)
     };
     let store = open_store(&paths, &sweep_id)?;
-    let paths = paths.with_task_width(store.task_width()?);
+    let paths = paths
+        .with_task_width(store.task_width()?)
+        .with_task_layout(store.task_layout()?);
     if lock.is_some() {
         // A cancel request left from an earlier run must not stop this one; one arriving from
         // now on (we hold the lock) is meant for this run.

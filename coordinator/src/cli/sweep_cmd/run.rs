@@ -2,6 +2,7 @@
 //! the engine, and the summary and exit code at the end (shared with `sweep complete`).
 
 use super::*;
+use crate::core::task_layout::COMPACT_ABOVE;
 
 pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
@@ -99,8 +100,22 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
         group: args.group.clone().unwrap_or_else(|| sweep_id.clone()),
         command,
     };
-    let paths = paths.with_task_width(task_width(total));
+    let (task_layout, auto) = sweep.layout.decide(total);
+    let paths = paths
+        .with_task_width(task_width(total))
+        .with_task_layout(task_layout);
     println!("sweep_id: {sweep_id}");
+    if auto && task_layout.is_compact() {
+        note(
+            global,
+            &format!(
+                "layout: compact ({total} tasks, more than {COMPACT_ABOVE}): no params.yaml, \
+                 command.txt or status.yaml per task (sweep.db and task_mapping.yaml hold them), \
+                 and a task directory only for a task that prints or leaves results; \
+                 `layout: full` in the sweep file keeps them all"
+            ),
+        );
+    }
     let lock = acquire_lock(&paths, &sweep_id)?;
 
     std::fs::write(paths.config_copy(), &sweep_text)
@@ -124,6 +139,12 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             serde_json::to_string(&sweep.metadata).unwrap_or_else(|_| "null".into()),
         ),
         ("hsm_version", env!("CARGO_PKG_VERSION").to_string()),
+        (crate::store::LAYOUT_KEY, task_layout.as_str().to_string()),
+        // What the report shows as the sweep's command: a compact sweep has no command.txt.
+        (
+            "first_command",
+            first_command(&settings, &sweep_id, &paths, &first).unwrap_or_default(),
+        ),
     ];
     // Streamed from the expansion into SQLite: the whole sweep is never held twice.
     let store = Store::create(
@@ -399,10 +420,34 @@ pub(super) fn write_metadata(
         "project_root": cfg.root.display().to_string(),
         "sources": sources,
         "strategy": exec.strategy.as_str(),
+        "layout": paths.task_layout.as_str(),
         "counts": super::status::counts_json(&counts),
         "metadata": metadata,
         "versions": {"hsm": env!("CARGO_PKG_VERSION"), "schema": crate::store::SCHEMA_VERSION},
     });
     layout::write_atomic(&paths.metadata(), emit_json(&value).as_bytes())
         .with_context(|| format!("writing {}", paths.metadata().display()))
+}
+
+/// The first task's command line as `command.txt` shows it.
+fn first_command(
+    settings: &SweepSettings,
+    sweep_id: &str,
+    paths: &SweepPaths,
+    params: &crate::core::value::Params,
+) -> Option<String> {
+    let task_id = paths.task_name(1);
+    let output_dir = paths.results_dir(1).display().to_string();
+    let ctx = crate::core::command::LaunchContext {
+        sweep_id,
+        task_index: 1,
+        task_id: &task_id,
+        attempt: 1,
+        output_dir: &output_dir,
+        group: &settings.group,
+        script_override: settings.script_override.as_deref(),
+    };
+    crate::core::command::build_argv(&settings.command, params, &ctx)
+        .ok()
+        .map(|argv| crate::core::command::shell_display(&argv))
 }

@@ -29,6 +29,7 @@ fn link() -> AgentLink {
                 timeout_ms: None,
                 kill_grace_ms: 1_000,
                 hpc: None,
+                compact: false,
             },
         },
         0,

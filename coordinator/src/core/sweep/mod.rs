@@ -34,9 +34,9 @@ pub const MAX_TOTAL_VALUES: u64 = 10_000_000;
 const MAX_INCLUSION_EXCLUSION_RULES: usize = 12;
 
 const SECTIONS: [&str; 4] = ["grid", "paired", "random", "exclude"];
-const TOP_LEVEL_ONLY: [&str; 3] = ["script", "metadata", "defaults"];
-const TOP_LEVEL_KEYS: [&str; 8] = [
-    "sweep", "grid", "paired", "random", "exclude", "script", "metadata", "defaults",
+const TOP_LEVEL_ONLY: [&str; 4] = ["script", "metadata", "defaults", "layout"];
+const TOP_LEVEL_KEYS: [&str; 9] = [
+    "sweep", "grid", "paired", "random", "exclude", "script", "metadata", "defaults", "layout",
 ];
 const GENERATORS: [&str; 3] = ["range", "linspace", "logspace"];
 const DISTRIBUTIONS: [&str; 4] = ["uniform", "loguniform", "choice", "randint"];
@@ -53,6 +53,8 @@ pub struct SweepFile {
     pub metadata: Option<Value>,
     /// `defaults:`, Hydra's list; kept as written and otherwise unused (absent or null is `None`).
     pub defaults: Option<Value>,
+    /// `layout:`, which per-task files the sweep keeps (`auto` when absent).
+    pub layout: crate::core::task_layout::LayoutChoice,
 }
 
 /// The expanded shape of a sweep: dimensions, exclude rules and the task count.

@@ -2,6 +2,7 @@
 //! problem collected with its position.
 
 use super::*;
+use crate::core::task_layout::{LayoutChoice, COMPACT_ABOVE};
 
 /// Parses and validates a sweep document. Collects every problem before returning.
 pub fn parse_sweep(root: Option<&Spanned>) -> Result<SweepFile, Vec<Problem>> {
@@ -10,6 +11,7 @@ pub fn parse_sweep(root: Option<&Spanned>) -> Result<SweepFile, Vec<Problem>> {
     let mut script = None;
     let mut metadata = None;
     let mut defaults = None;
+    let mut layout = LayoutChoice::Auto;
     match root.map(|r| (r, &r.node)) {
         None | Some((_, Node::Null)) => {}
         Some((_, Node::Map(entries))) => {
@@ -27,6 +29,25 @@ pub fn parse_sweep(root: Option<&Spanned>) -> Result<SweepFile, Vec<Problem>> {
                             "script",
                             format!("expected the path of a script, got {}", other.kind()),
                             Some("e.g. script: scripts/train.py".into()),
+                        ),
+                    },
+                    Some("layout") => match value.as_str().and_then(LayoutChoice::parse) {
+                        Some(choice) => layout = choice,
+                        None => builder.report(
+                            value.pos,
+                            "layout",
+                            format!(
+                                "expected one of auto, full, compact, got {}",
+                                match value.as_str() {
+                                    Some(word) => format!("`{word}`"),
+                                    None => value.node.kind().to_string(),
+                                }
+                            ),
+                            Some(format!(
+                                "`full` keeps every task's directory and files, `compact` keeps \
+                                 only what tasks leave; `auto` (the default) is compact above \
+                                 {COMPACT_ABOVE} tasks"
+                            )),
                         ),
                     },
                     Some("metadata") => metadata = kept_value(value),
@@ -105,6 +126,7 @@ pub fn parse_sweep(root: Option<&Spanned>) -> Result<SweepFile, Vec<Problem>> {
         script,
         metadata,
         defaults,
+        layout,
     })
 }
 

@@ -789,3 +789,25 @@ fn task_numbering_skips_excluded_combinations_lazily() {
         ]
     );
 }
+
+#[test]
+fn layout_is_read_and_a_wrong_one_is_named_with_its_line() {
+    use crate::core::task_layout::LayoutChoice;
+    assert_eq!(load("grid: {x: [1]}\n").layout, LayoutChoice::Auto);
+    assert_eq!(
+        load("layout: compact\ngrid: {x: [1]}\n").layout,
+        LayoutChoice::Compact
+    );
+    assert_eq!(
+        load("sweep: {grid: {x: [1]}}\nlayout: full\n").layout,
+        LayoutChoice::Full
+    );
+    let bad = problems("grid: {x: [1]}\nlayout: tiny\n");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].contains("sweep.yaml:2") && bad[0].contains("`tiny`") && bad[0].contains("compact"),
+        "{bad:?}"
+    );
+    let nested = problems("sweep: {grid: {x: [1]}, layout: compact}\n");
+    assert!(nested[0].contains("top level"), "{nested:?}");
+}
