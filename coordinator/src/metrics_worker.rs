@@ -48,6 +48,16 @@ fn open_stdout(dir: &Path, attempt: u32) -> Option<File> {
 pub fn extract(index: u64, attempt: u32, dir: &Path) -> Extracted {
     let mut metrics = TaskMetrics::default();
     let mut problems = Vec::new();
+    // A compact sweep's silent task has no directory: one look instead of five.
+    if !dir.is_dir() {
+        return Extracted {
+            index,
+            attempt,
+            metrics,
+            problems,
+            had_output: false,
+        };
+    }
     let stdout = open_stdout(dir, attempt);
     let had_output = stdout.is_some() || dir.join("results").is_dir();
     if let Some(file) = stdout {

@@ -61,6 +61,8 @@ pub struct Prefetch {
     /// The preparer thread, for `claim` to wake it.
     preparer: std::sync::OnceLock<std::thread::Thread>,
     stop: AtomicBool,
+    /// A compact sweep's paths: tasks prepared but never launched are tidied away at the end.
+    compact: Option<SweepPaths>,
 }
 
 impl Prefetch {
@@ -72,6 +74,7 @@ impl Prefetch {
             launched: AtomicU64::new(0),
             preparer: std::sync::OnceLock::new(),
             stop: AtomicBool::new(false),
+            compact: plan.paths.compact().then(|| plan.paths.clone()),
         });
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
@@ -183,6 +186,19 @@ impl Drop for PrefetchThread {
         if let Some(handle) = self.handle.take() {
             handle.thread().unpark();
             let _ = handle.join();
+        }
+        // A compact sweep keeps no directory for a task that never ran: those prepared ahead
+        // and not launched (the run was cancelled or interrupted) go. Each is claimed first,
+        // so a launch still racing the run's end prepares its own.
+        if let Some(paths) = &self.shared.compact {
+            for (i, state) in self.shared.state.iter().enumerate() {
+                if state
+                    .compare_exchange(PREPARED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    layout::tidy_task_dir(paths, i as u64 + 1);
+                }
+            }
         }
     }
 }

@@ -89,6 +89,17 @@ fn a_compact_sweep_keeps_only_what_tasks_leave_and_fails_and_completes_like_a_fu
     let metadata = read(p.sweep_dir("c1").join("sweep_metadata.yaml"));
     assert!(metadata.contains("layout: compact"), "{metadata}");
 
+    // Silent tasks are read too (nothing to read): no later command looks for their files.
+    let db = rusqlite::Connection::open(p.sweep_dir("c1").join("sweep.db")).unwrap();
+    let unread: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM attempts WHERE metrics_at IS NULL AND started_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unread, 0, "every ended attempt's metrics read");
+
     let files = tree(&p.sweep_dir("c1").join("tasks"));
     no_views(&files);
     let expected: BTreeSet<String> = [

@@ -26,12 +26,24 @@ pub fn hsm_sweep(
 
 /// A project in `project` with `config` and a sweep of `tasks` tasks (`i` = 0..tasks).
 pub fn write_project(project: &std::path::Path, config: &str, tasks: u64) -> anyhow::Result<()> {
+    write_project_in(project, config, tasks, None)
+}
+
+/// `write_project` with `layout: <layout>` in the sweep file when given (a build from before
+/// layouts existed refuses the key: give it none).
+pub fn write_project_in(
+    project: &std::path::Path,
+    config: &str,
+    tasks: u64,
+    layout: Option<&str>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(project.join(".hsm"))?;
     std::fs::create_dir_all(project.join("sweeps"))?;
     std::fs::write(project.join(".hsm/config.yaml"), config)?;
+    let layout = layout.map_or_else(String::new, |l| format!("layout: {l}\n"));
     std::fs::write(
         project.join("sweeps/sweep.yaml"),
-        format!("sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
+        format!("{layout}sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
     )?;
     Ok(())
 }

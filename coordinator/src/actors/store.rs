@@ -91,7 +91,13 @@ impl StoreActor {
             return;
         };
         let ready: Vec<Extracted> = if wait { worker.all() } else { worker.ready() };
-        let ready: Vec<Extracted> = ready.into_iter().filter(|e| e.had_output).collect();
+        // A compact sweep's ended attempt with no directory left nothing, and never will (its
+        // output arrives before its end is reported): read, so no later command looks again.
+        let compact = self.paths.compact();
+        let ready: Vec<Extracted> = ready
+            .into_iter()
+            .filter(|e| e.had_output || compact)
+            .collect();
         if ready.is_empty() {
             return;
         }

@@ -14,6 +14,7 @@ pub fn run(global: &Global, args: &ResultsArgs) -> anyhow::Result<i32> {
     let cfg = load_config(global)?;
     let (sweep_id, paths) = resolve_sweep(global, &cfg, args.sweep_id.as_deref())?;
     let mut store = open_store(&paths, &sweep_id)?;
+    let paths = paths.with_task_layout(store.task_layout()?);
     let query = Query {
         sort: args
             .sort
@@ -119,7 +120,8 @@ pub fn read_unread_metrics(store: &mut Store, paths: &SweepPaths) {
         .map(|(index, attempt)| {
             crate::metrics_worker::read_and_write(index, attempt, &paths.task_dir(index))
         })
-        .filter(|e| e.had_output)
+        // As the run does: in a compact sweep, no directory means nothing to read.
+        .filter(|e| e.had_output || paths.compact())
         .collect();
     let reported: Vec<_> = read
         .iter()

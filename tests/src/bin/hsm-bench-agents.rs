@@ -8,10 +8,15 @@
 //! Usage: `cargo run --release -p hsm-tests --bin hsm-bench-agents -- [--tasks 10000]
 //! [--slots 2] [--rounds 1] [--dir DIR] [--out FILE] [--build DIR]... [--hq PATH]
 //! [--ext4 DIR] [--idle-agents 16]`. A `--build` directory holds `hsm-coordinator` and
-//! `hsm-agent` (default: the directory of this bench).
+//! `hsm-agent` (default: the directory of this bench); `--build DIR:compact` (or `:full`) runs
+//! that build's sweeps with `layout: compact` (`full`) in the sweep file, so one run compares
+//! the layouts; without a suffix the sweep file says nothing (what a build before layouts
+//! needs).
 
 use anyhow::{bail, Context};
-use hsm_tests::{agent_config, count_files, start_agent, wait_usage, write_project, BenchAgent};
+use hsm_tests::{
+    agent_config, count_files, start_agent, wait_usage, write_project, write_project_in, BenchAgent,
+};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,7 +29,7 @@ struct Args {
     rounds: u32,
     dir: PathBuf,
     out: PathBuf,
-    builds: Vec<PathBuf>,
+    builds: Vec<Build>,
     hq: Option<PathBuf>,
     ext4: Option<PathBuf>,
     idle_agents: usize,
@@ -56,7 +61,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rounds" => args.rounds = value()?.parse()?,
             "--dir" => args.dir = value()?.into(),
             "--out" => args.out = value()?.into(),
-            "--build" => args.builds.push(value()?.into()),
+            "--build" => args.builds.push(Build::parse(&value()?)),
             "--hq" => args.hq = Some(value()?.into()),
             "--ext4" => args.ext4 = Some(value()?.into()),
             "--idle-agents" => args.idle_agents = value()?.parse()?,
@@ -73,15 +78,17 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     if args.builds.is_empty() {
         let me = std::env::current_exe()?;
-        args.builds
-            .push(me.parent().context("bench path")?.to_path_buf());
+        args.builds.push(Build {
+            dir: me.parent().context("bench path")?.to_path_buf(),
+            layout: None,
+        });
     }
     for build in &args.builds {
         for bin in ["hsm-coordinator", "hsm-agent"] {
-            if !build.join(bin).is_file() {
+            if !build.dir.join(bin).is_file() {
                 bail!(
                     "{} has no {bin} (cargo build --release -p hsm-coordinator -p hsm-agent)",
-                    build.display()
+                    build.dir.display()
                 );
             }
         }
@@ -92,6 +99,35 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     Ok(args)
+}
+
+/// A build directory, and the layout its sweeps ask for (none: the sweep file says nothing).
+struct Build {
+    dir: PathBuf,
+    layout: Option<String>,
+}
+
+impl Build {
+    /// `DIR` or `DIR:full` / `DIR:compact` / `DIR:auto`.
+    fn parse(text: &str) -> Build {
+        match text.rsplit_once(':') {
+            Some((dir, layout)) if ["full", "compact", "auto"].contains(&layout) => Build {
+                dir: dir.into(),
+                layout: Some(layout.to_string()),
+            },
+            _ => Build {
+                dir: text.into(),
+                layout: None,
+            },
+        }
+    }
+
+    fn label(&self) -> String {
+        match &self.layout {
+            Some(layout) => format!("{}:{layout}", self.dir.display()),
+            None => self.dir.display().to_string(),
+        }
+    }
 }
 
 /// One round's figures for one build.
@@ -142,7 +178,7 @@ fn main() -> anyhow::Result<()> {
         }
         baselines.push(base);
         // Alternate the order each round so drift in the machine's speed affects all alike.
-        let mut order: Vec<&PathBuf> = args.builds.iter().collect();
+        let mut order: Vec<&Build> = args.builds.iter().collect();
         if round % 2 == 1 {
             order.reverse();
         }
@@ -161,11 +197,12 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure(args: &Args, build: &Path) -> anyhow::Result<Row> {
-    let coordinator = build.join("hsm-coordinator");
-    let agent_bin = build.join("hsm-agent");
+fn measure(args: &Args, build: &Build) -> anyhow::Result<Row> {
+    let coordinator = build.dir.join("hsm-coordinator");
+    let agent_bin = build.dir.join("hsm-agent");
+    let layout = build.layout.as_deref();
     let mut row = Row {
-        build: build.display().to_string(),
+        build: build.label(),
         ..Row::default()
     };
     let tasks = args.tasks as f64;
@@ -179,6 +216,7 @@ fn measure(args: &Args, build: &Path) -> anyhow::Result<Row> {
         project.path(),
         &config,
         args.tasks,
+        layout,
         &["--parallel", &parallel],
     )?;
     row.local_rate = tasks / run.wall.as_secs_f64();
@@ -195,6 +233,7 @@ fn measure(args: &Args, build: &Path) -> anyhow::Result<Row> {
         project.path(),
         &config,
         args.tasks,
+        layout,
         &["--sources", "a1"],
     )?;
     row.one_rate = tasks / run.wall.as_secs_f64();
@@ -220,6 +259,7 @@ fn measure(args: &Args, build: &Path) -> anyhow::Result<Row> {
         project.path(),
         &config,
         args.tasks,
+        layout,
         &["--sources", "a1,a2"],
     )?;
     row.two_rate = tasks / run.wall.as_secs_f64();
@@ -237,7 +277,7 @@ fn measure(args: &Args, build: &Path) -> anyhow::Result<Row> {
     );
 
     if let Some(ext4) = &args.ext4 {
-        row.ext4 = Some(after_delete(args, ext4, &coordinator)?);
+        row.ext4 = Some(after_delete(args, ext4, &coordinator, layout)?);
     }
     Ok(row)
 }
@@ -264,9 +304,10 @@ fn sweep(
     project: &Path,
     config: &str,
     tasks: u64,
+    layout: Option<&str>,
     extra: &[&str],
 ) -> anyhow::Result<Run> {
-    write_project(project, config, tasks)?;
+    write_project_in(project, config, tasks, layout)?;
     let started = Instant::now();
     let child = Command::new(coordinator)
         .args(["-q", "-C"])
@@ -356,7 +397,12 @@ fn idle_agents(args: &Args, coordinator: &Path, agent_bin: &Path) -> anyhow::Res
 
 /// hsm local against `xargs` on the `--ext4` directory: fresh, then right after `rm -rf` of
 /// the fresh run's sweep (ext4 skips recently freed inodes when it allocates).
-fn after_delete(args: &Args, ext4: &Path, coordinator: &Path) -> anyhow::Result<(f64, f64)> {
+fn after_delete(
+    args: &Args,
+    ext4: &Path,
+    coordinator: &Path,
+    layout: Option<&str>,
+) -> anyhow::Result<(f64, f64)> {
     let config = "command:\n  template: [\"/bin/true\", \"{overrides}\"]\n";
     let parallel = args.slots.to_string();
     let tasks = args.tasks as f64;
@@ -367,6 +413,7 @@ fn after_delete(args: &Args, ext4: &Path, coordinator: &Path) -> anyhow::Result<
         first.path(),
         config,
         args.tasks,
+        layout,
         &["--parallel", &parallel],
     )?;
     let fresh = tasks / run.wall.as_secs_f64() / x;
@@ -381,6 +428,7 @@ fn after_delete(args: &Args, ext4: &Path, coordinator: &Path) -> anyhow::Result<
         second.path(),
         config,
         args.tasks,
+        layout,
         &["--parallel", &parallel],
     )?;
     let after = tasks / run.wall.as_secs_f64() / x;

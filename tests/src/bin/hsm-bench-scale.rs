@@ -5,7 +5,9 @@
 //!
 //! Usage: `cargo run --release -p hsm-tests --bin hsm-bench-scale -- [--tasks 1000000]
 //! [--rounds 1] [--dir DIR] [--out FILE] [--coordinator PATH]...` (default: the
-//! `hsm-coordinator` beside this bench).
+//! `hsm-coordinator` beside this bench). `--coordinator PATH:full` (or `:compact`) puts
+//! `layout: full` (`compact`) in the sweep file; without a suffix the file says nothing, and a
+//! build that knows layouts chooses (compact, past 10,000 tasks).
 
 use anyhow::{bail, Context};
 use hsm_tests::{count_files, wait_usage};
@@ -20,7 +22,8 @@ struct Args {
     rounds: u32,
     dir: PathBuf,
     out: PathBuf,
-    coordinators: Vec<PathBuf>,
+    /// Each binary, and the layout its sweep file asks for.
+    coordinators: Vec<(PathBuf, Option<String>)>,
     /// How long the sweep runs before `status` and `cancel` are measured.
     run_for: Duration,
     /// How long a run may take to stop after `sweep cancel` before it is killed and the
@@ -49,7 +52,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rounds" => args.rounds = value()?.parse()?,
             "--dir" => args.dir = value()?.into(),
             "--out" => args.out = value()?.into(),
-            "--coordinator" => args.coordinators.push(value()?.into()),
+            "--coordinator" => {
+                let text = value()?;
+                args.coordinators.push(match text.rsplit_once(':') {
+                    Some((bin, layout)) if ["full", "compact", "auto"].contains(&layout) => {
+                        (bin.into(), Some(layout.to_string()))
+                    }
+                    _ => (text.into(), None),
+                });
+            }
             "--run-for" => args.run_for = Duration::from_secs(value()?.parse()?),
             "--cancel-limit" => args.cancel_limit = Duration::from_secs(value()?.parse()?),
             "-h" | "--help" => {
@@ -64,7 +75,8 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     if args.coordinators.is_empty() {
         let me = std::env::current_exe()?;
-        args.coordinators.push(me.with_file_name("hsm-coordinator"));
+        args.coordinators
+            .push((me.with_file_name("hsm-coordinator"), None));
     }
     if args.tasks < 1000 || !args.tasks.is_multiple_of(1000) {
         bail!("--tasks must be a multiple of 1000 (the sweep is a grid of N/1000 x 1000)");
@@ -107,13 +119,13 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for round in 0..args.rounds {
         // Alternate the order each round so neither binary always runs on a warmer machine.
-        let mut order: Vec<&PathBuf> = args.coordinators.iter().collect();
+        let mut order: Vec<&(PathBuf, Option<String>)> = args.coordinators.iter().collect();
         if round % 2 == 1 {
             order.reverse();
         }
-        for bin in order {
+        for (bin, layout) in order {
             eprintln!("hsm-bench-scale: round {}: {}", round + 1, bin.display());
-            rows.push(measure(&args, bin)?);
+            rows.push(measure(&args, bin, layout.as_deref())?);
         }
     }
     let report = render(&args, &rows);
@@ -126,7 +138,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure(args: &Args, bin: &Path) -> anyhow::Result<Row> {
+fn measure(args: &Args, bin: &Path, layout: Option<&str>) -> anyhow::Result<Row> {
     let project = tempfile::tempdir_in(&args.dir)?;
     let p = project.path();
     let marker = p.join("first-task-started");
@@ -143,12 +155,16 @@ fn measure(args: &Args, bin: &Path) -> anyhow::Result<Row> {
     std::fs::write(
         p.join("sweeps/sweep.yaml"),
         format!(
-            "sweep:\n  grid:\n    a: {{range: [0, {}]}}\n    b: {{range: [0, 1000]}}\n",
+            "{}sweep:\n  grid:\n    a: {{range: [0, {}]}}\n    b: {{range: [0, 1000]}}\n",
+            layout.map_or_else(String::new, |l| format!("layout: {l}\n")),
             args.tasks / 1000
         ),
     )?;
     let mut row = Row {
-        binary: bin.display().to_string(),
+        binary: match layout {
+            Some(layout) => format!("{}:{layout}", bin.display()),
+            None => bin.display().to_string(),
+        },
         ..Row::default()
     };
     let started = Instant::now();
