@@ -38,6 +38,8 @@ pub struct PrefetchPlan {
     /// Whether to create the empty log files: a local or scheduler source opens them at launch,
     /// which is then cheaper; an agent source's tasks get theirs on their first output.
     pub create_logs: bool,
+    /// A compact sweep's spare task directories, taken before new ones are made.
+    pub spares: Option<Arc<layout::SparePool>>,
 }
 
 /// Per-task states. A task is prepared by exactly one side: the preparer moves it
@@ -209,9 +211,12 @@ fn prepare_first_attempt(plan: &PrefetchPlan, index: u64, params: &Params) -> io
     if plan.paths.compact() {
         // No per-task views; an agent's task gets its directory when something arrives for it.
         if plan.create_logs {
-            let (stdout, stderr) = layout::prepare_task_dir(&plan.paths, index, 1, "", "")?;
-            fs::File::create(stdout)?;
-            fs::File::create(stderr)?;
+            let (stdout, stderr, recycled) =
+                layout::prepare_compact_task_dir(&plan.paths, index, 1, plan.spares.as_deref())?;
+            if !recycled {
+                fs::File::create(stdout)?;
+                fs::File::create(stderr)?;
+            }
         }
         return Ok(());
     }
@@ -276,6 +281,7 @@ mod tests {
                 total: n,
                 order: (1..=n).collect(),
                 create_logs: true,
+                spares: None,
             });
             // Claim from the back while the preparer works from the front, so they meet.
             let mut self_prepared = Vec::new();

@@ -28,6 +28,8 @@ pub struct LocalSourceSetup {
     pub prefetch: Option<Arc<Prefetch>>,
     /// Run through this host's batch scheduler with these resources, polling this often.
     pub scheduler: Option<(hsm_protocol::HpcMsg, Duration)>,
+    /// A compact sweep's spare task directories: silent tasks' go there, new tasks take them.
+    pub spares: Option<Arc<layout::SparePool>>,
 }
 
 pub struct LocalSource {
@@ -67,13 +69,14 @@ impl Actor for LocalSource {
         let events_to = self.events_to.clone();
         let source = self.setup.source;
         let paths = self.setup.paths.clone();
+        let spares = self.setup.spares.clone();
         // Forward backend events in arrival order; the sweep actor's mailbox is the only queue.
         ctx.spawn(actix::fut::wrap_future(async move {
             while let Some(event) = events_rx.recv().await {
                 // A compact sweep's silent task leaves nothing behind; tidied before the sweep
                 // actor hears of the exit, so never under a retry's fresh directory.
                 if let ProcessEvent::Exited { key, .. } = &event {
-                    layout::tidy_task_dir(&paths, key.index);
+                    layout::retire_task_dir(&paths, key.index, spares.as_deref());
                 }
                 if let Some(report) = report_of(event) {
                     events_to.do_send(SourceEvent { source, report });
@@ -112,7 +115,13 @@ impl Handler<LaunchTask> for LocalSource {
             let dir = self.setup.paths.task_dir(index);
             Ok((dir.join("stdout.log"), dir.join("stderr.log")))
         } else if self.setup.paths.compact() {
-            layout::prepare_task_dir(&self.setup.paths, index, msg.key.attempt, "", "")
+            layout::prepare_compact_task_dir(
+                &self.setup.paths,
+                index,
+                msg.key.attempt,
+                self.setup.spares.as_deref(),
+            )
+            .map(|(stdout, stderr, _)| (stdout, stderr))
         } else {
             let params_yaml = match self.setup.params.get(index) {
                 Ok(params) => layout::params_yaml(&params),

@@ -590,6 +590,14 @@ impl Actor for SweepActor {
         // A compact sweep run on agents alone has nothing to prepare: its tasks' directories
         // appear with their first output or result.
         let prepares = create_logs || !self.run.paths.compact();
+        // A compact sweep's silent local tasks pass their directories on to the next ones.
+        let spares = (self.run.paths.compact()
+            && self
+                .run
+                .sources
+                .iter()
+                .any(|s| matches!(s.kind, SourceSpecKind::Local)))
+        .then(|| Arc::new(crate::layout::SparePool::new(&self.run.paths)));
         let prefetch = (prepares && !self.run.prefetch.is_empty()).then(|| {
             let plan = PrefetchPlan {
                 paths: self.run.paths.clone(),
@@ -601,6 +609,7 @@ impl Actor for SweepActor {
                 total: self.core.total(),
                 order: std::mem::take(&mut self.run.prefetch),
                 create_logs,
+                spares: spares.clone(),
             };
             let (shared, thread) = Prefetch::start(plan);
             self.prefetch_thread = Some(thread);
@@ -624,6 +633,8 @@ impl Actor for SweepActor {
                                 kill_grace: self.run.kill_grace,
                                 params: Arc::clone(&self.run.params),
                                 prefetch: prefetch.clone(),
+                                // A batch scheduler's records stay in the task directory.
+                                spares: spares.clone().filter(|_| scheduler.is_none()),
                                 scheduler,
                             },
                             ctx.address().recipient(),

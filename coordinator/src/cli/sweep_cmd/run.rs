@@ -312,7 +312,12 @@ pub(super) fn execute(
         min_free_disk: cfg.defaults.min_free_disk,
         connect_timeout: cfg.defaults.connect_timeout,
     };
-    engine::execute(run, core, store, progress)
+    // A compact sweep's spare task directories from a run killed before it removed them.
+    layout::remove_spares(paths);
+    let summary = engine::execute(run, core, store, progress);
+    // The run removes its spares when it drops them; this also covers an actor left undropped.
+    layout::remove_spares(paths);
+    summary
 }
 
 #[allow(clippy::too_many_arguments)]
