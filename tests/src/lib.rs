@@ -40,12 +40,28 @@ pub fn write_project_in(
     std::fs::create_dir_all(project.join(".hsm"))?;
     std::fs::create_dir_all(project.join("sweeps"))?;
     std::fs::write(project.join(".hsm/config.yaml"), config)?;
-    let layout = layout.map_or_else(String::new, |l| format!("layout: {l}\n"));
+    let layout = layout_line(layout);
     std::fs::write(
         project.join("sweeps/sweep.yaml"),
         format!("{layout}sweep:\n  grid:\n    i: {{range: [0, {tasks}]}}\n"),
     )?;
     Ok(())
+}
+
+/// A bench's `PATH` or `PATH:full` / `PATH:compact` / `PATH:auto`: the path, and the layout its
+/// sweep files ask for (none: they say nothing, as a build from before layouts needs).
+pub fn path_and_layout(text: &str) -> (std::path::PathBuf, Option<String>) {
+    match text.rsplit_once(':') {
+        Some((path, layout)) if ["full", "compact", "auto"].contains(&layout) => {
+            (path.into(), Some(layout.to_string()))
+        }
+        _ => (text.into(), None),
+    }
+}
+
+/// The sweep file's `layout:` line for `layout`, or nothing.
+pub fn layout_line(layout: Option<&str>) -> String {
+    layout.map_or_else(String::new, |l| format!("layout: {l}\n"))
 }
 
 /// A running `hsm-agent serve` on loopback that authorizes this process's coordinator identity.

@@ -15,7 +15,8 @@
 
 use anyhow::{bail, Context};
 use hsm_tests::{
-    agent_config, count_files, start_agent, wait_usage, write_project, write_project_in, BenchAgent,
+    agent_config, count_files, path_and_layout, start_agent, wait_usage, write_project,
+    write_project_in, BenchAgent,
 };
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -110,16 +111,8 @@ struct Build {
 impl Build {
     /// `DIR` or `DIR:full` / `DIR:compact` / `DIR:auto`.
     fn parse(text: &str) -> Build {
-        match text.rsplit_once(':') {
-            Some((dir, layout)) if ["full", "compact", "auto"].contains(&layout) => Build {
-                dir: dir.into(),
-                layout: Some(layout.to_string()),
-            },
-            _ => Build {
-                dir: text.into(),
-                layout: None,
-            },
-        }
+        let (dir, layout) = path_and_layout(text);
+        Build { dir, layout }
     }
 
     fn label(&self) -> String {

@@ -10,7 +10,7 @@
 //! build that knows layouts chooses (compact, past 10,000 tasks).
 
 use anyhow::{bail, Context};
-use hsm_tests::{count_files, wait_usage};
+use hsm_tests::{count_files, layout_line, path_and_layout, wait_usage};
 use std::fmt::Write as _;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -52,15 +52,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rounds" => args.rounds = value()?.parse()?,
             "--dir" => args.dir = value()?.into(),
             "--out" => args.out = value()?.into(),
-            "--coordinator" => {
-                let text = value()?;
-                args.coordinators.push(match text.rsplit_once(':') {
-                    Some((bin, layout)) if ["full", "compact", "auto"].contains(&layout) => {
-                        (bin.into(), Some(layout.to_string()))
-                    }
-                    _ => (text.into(), None),
-                });
-            }
+            "--coordinator" => args.coordinators.push(path_and_layout(&value()?)),
             "--run-for" => args.run_for = Duration::from_secs(value()?.parse()?),
             "--cancel-limit" => args.cancel_limit = Duration::from_secs(value()?.parse()?),
             "-h" | "--help" => {
@@ -156,7 +148,7 @@ fn measure(args: &Args, bin: &Path, layout: Option<&str>) -> anyhow::Result<Row>
         p.join("sweeps/sweep.yaml"),
         format!(
             "{}sweep:\n  grid:\n    a: {{range: [0, {}]}}\n    b: {{range: [0, 1000]}}\n",
-            layout.map_or_else(String::new, |l| format!("layout: {l}\n")),
+            layout_line(layout),
             args.tasks / 1000
         ),
     )?;
