@@ -4,7 +4,7 @@
 use crate::core::state::{TaskStatus, Usage};
 use crate::core::task_layout::TaskLayout;
 use crate::core::value::{task_name_in, Params, MIN_TASK_WIDTH};
-use crate::store::{MappingRow, TaskRow};
+use crate::store::TaskRow;
 use crate::yaml::emit_json;
 use serde_json::json;
 use std::fs;
@@ -212,6 +212,13 @@ pub fn overwrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 pub use crate::core::time::format_utc;
 
+mod mapping;
+pub use mapping::{
+    finish_mapping_ahead, mapping_entry, mapping_header, mapping_yaml, write_mapping,
+    write_mapping_ahead, write_mapping_split, write_mapping_unless, CancelOverlay, MappingAhead,
+    MappingFormat,
+};
+
 /// The last `max` bytes of a file, and whether the file is longer than that: the end of a
 /// task's log without reading all of it. A missing file reads as empty.
 pub fn read_end(path: &Path, max: usize) -> io::Result<(Vec<u8>, bool)> {
@@ -347,167 +354,6 @@ pub fn usage_json(usage: &Usage) -> Option<serde_json::Value> {
         .filter_map(|(key, value)| value.map(|v| (key.to_string(), json!(v))))
         .collect();
     (!out.is_empty()).then_some(serde_json::Value::Object(out))
-}
-
-/// `task_mapping.yaml`: every task with its hash, source, status, attempt and times.
-pub fn mapping_yaml(sweep_id: &str, tasks: &[TaskRow]) -> String {
-    let mut out = mapping_header(sweep_id);
-    for task in tasks {
-        mapping_entry(&mut out, &mapping_row(task));
-    }
-    out
-}
-
-/// The lines of `task_mapping.yaml` before its tasks.
-pub fn mapping_header(sweep_id: &str) -> String {
-    format!(
-        "# task -> params hash, source, status, attempt, times (a view of sweep.db)\nsweep_id: {sweep_id}\ntasks:\n"
-    )
-}
-
-/// One task's entry of `task_mapping.yaml`, appended to `out`: the block `emit_json` writes for
-/// the same object, formatted directly (a million of them are written at a sweep's end).
-pub fn mapping_entry(out: &mut String, task: &MappingRow<'_>) {
-    use std::fmt::Write as _;
-    let text = |v: Option<&str>| v.map_or_else(|| "null".to_string(), crate::yaml::emit_string);
-    // What `emit_string` gives, without running the YAML resolver a million times: a time
-    // always has `:` (so it is quoted, and has nothing to escape); a hex hash with a letter
-    // other than `e` cannot read as a number, so it stays plain.
-    let time =
-        |t: Option<i64>| t.map_or_else(|| "null".to_string(), |t| format!("\"{}\"", format_utc(t)));
-    let hash = task.params_hash;
-    let plain_hash = hash
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        && hash.bytes().any(|b| matches!(b, b'a'..=b'd' | b'f'));
-    let hash = if plain_hash {
-        std::borrow::Cow::Borrowed(hash)
-    } else {
-        std::borrow::Cow::Owned(crate::yaml::emit_string(hash))
-    };
-    let _ = write!(
-        out,
-        "  {}:\n    params_hash: {}\n    status: {}\n    attempt: {}\n    source: {}\n    exit_code: {}\n    started: {}\n    finished: {}\n",
-        task.task_id,
-        hash,
-        task.status,
-        task.attempt,
-        text(task.source),
-        task.exit_code
-            .map_or_else(|| "null".to_string(), |c| c.to_string()),
-        time(task.started_at),
-        time(task.finished_at),
-    );
-}
-
-/// A task row as `mapping_entry` reads it.
-fn mapping_row(task: &TaskRow) -> MappingRow<'_> {
-    MappingRow {
-        task_id: &task.task_id,
-        params_hash: &task.params_hash,
-        status: task.status.as_str(),
-        attempt: i64::from(task.attempt),
-        source: task.source.as_deref(),
-        exit_code: task.exit_code.map(i64::from),
-        started_at: task.started_at,
-        finished_at: task.finished_at,
-    }
-}
-
-/// Writes `task_mapping.yaml` from the database a task at a time (temp + rename): a million
-/// tasks' view without a million rows in memory.
-pub fn write_mapping(path: &Path, sweep_id: &str, store: &crate::store::Store) -> io::Result<()> {
-    write_mapping_unless(
-        path,
-        sweep_id,
-        store,
-        &std::sync::atomic::AtomicBool::new(false),
-    )
-}
-
-/// `write_mapping` of the sweep whose database is `db`, by two threads with a connection each:
-/// the second renders the upper half of the tasks into a file of its own, appended at the end.
-/// For the run's last mapping, when nothing else needs the cores: a million tasks' mapping
-/// takes over a second on one.
-pub fn write_mapping_split(path: &Path, sweep_id: &str, db: &Path) -> io::Result<()> {
-    split_mapping(path, sweep_id, db, SPLIT_MAPPING_ABOVE)
-}
-
-fn split_mapping(path: &Path, sweep_id: &str, db: &Path, above: u64) -> io::Result<()> {
-    use crate::store::Store;
-    let open = || Store::open_read_only(db).map_err(|e| io::Error::other(e.to_string()));
-    let store = open()?;
-    let last = store
-        .last_index()
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    if last < above {
-        return write_mapping(path, sweep_id, &store);
-    }
-    let middle = last / 2;
-    let never = std::sync::atomic::AtomicBool::new(false);
-    let mut upper = path.as_os_str().to_owned();
-    upper.push(".upper.tmp");
-    let upper = PathBuf::from(upper);
-    let written = std::thread::scope(|scope| {
-        let second = scope.spawn(|| -> io::Result<()> {
-            let mut out = io::BufWriter::with_capacity(1 << 16, fs::File::create(&upper)?);
-            mapping_entries(&open()?, middle + 1, u64::MAX, &mut out, &never)?;
-            out.flush()
-        });
-        write_atomic_with(path, |file| {
-            file.write_all(mapping_header(sweep_id).as_bytes())?;
-            mapping_entries(&store, 0, middle, file, &never)?;
-            second
-                .join()
-                .map_err(|_| io::Error::other("the mapping's second writer panicked"))??;
-            io::copy(&mut fs::File::open(&upper)?, file)?;
-            Ok(())
-        })
-    });
-    let _ = fs::remove_file(&upper);
-    written
-}
-
-/// Below this many tasks one thread writes the mapping (a tenth of a second or less).
-const SPLIT_MAPPING_ABOVE: u64 = 100_000;
-
-/// The mapping entries of the tasks numbered `from..=to`, written to `out`; stops with an
-/// `Interrupted` error once `superseded` is set.
-fn mapping_entries(
-    store: &crate::store::Store,
-    from: u64,
-    to: u64,
-    out: &mut dyn Write,
-    superseded: &std::sync::atomic::AtomicBool,
-) -> io::Result<()> {
-    let mut entry = String::new();
-    store
-        .visit_mapping_between(from, to, &mut |task| {
-            if superseded.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "superseded"));
-            }
-            entry.clear();
-            mapping_entry(&mut entry, task);
-            out.write_all(entry.as_bytes())
-        })
-        .map_err(|e| match e {
-            crate::store::StoreError::Write(e) => e,
-            other => io::Error::other(other.to_string()),
-        })
-}
-
-/// `write_mapping`, given up (an error of kind `Interrupted`, the file left as it was) once
-/// `superseded` is set: a newer one is about to be written.
-pub fn write_mapping_unless(
-    path: &Path,
-    sweep_id: &str,
-    store: &crate::store::Store,
-    superseded: &std::sync::atomic::AtomicBool,
-) -> io::Result<()> {
-    write_atomic_with(path, |file| {
-        file.write_all(mapping_header(sweep_id).as_bytes())?;
-        mapping_entries(store, 0, u64::MAX, file, superseded)
-    })
 }
 
 /// `logs/errors/failed_tasks.yaml`.
@@ -906,109 +752,6 @@ mod tests {
             }
         }
         assert_eq!(checked, 3 * 4 * 5 * 4 * 2);
-    }
-
-    #[test]
-    fn a_mapping_written_in_two_halves_is_the_one_written_whole() {
-        for n in [1u64, 2, 5, 8] {
-            let dir = tempfile::tempdir().unwrap();
-            let db = dir.path().join("sweep.db");
-            let mut store =
-                crate::store::Store::create(&db, &[], 3, crate::store::tests::new_tasks(n))
-                    .unwrap();
-            let mut done = crate::core::state::Change::new(
-                n,
-                1,
-                TaskStatus::Completed,
-                Some("gpu box".into()),
-                1_700_000_000_000,
-            );
-            done.exit_code = Some(0);
-            store.apply(&[done]).unwrap();
-            let whole = dir.path().join("whole.yaml");
-            write_mapping(&whole, "s1", &store).unwrap();
-            let halves = dir.path().join("halves.yaml");
-            split_mapping(&halves, "s1", &db, 0).unwrap();
-            assert_eq!(
-                fs::read_to_string(&halves).unwrap(),
-                fs::read_to_string(&whole).unwrap(),
-                "{n} tasks"
-            );
-            let left: Vec<_> = fs::read_dir(dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .filter(|name| name.contains("tmp"))
-                .collect();
-            assert!(left.is_empty(), "{left:?}");
-        }
-    }
-
-    #[test]
-    fn a_superseded_mapping_stops_and_leaves_the_last_one_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::create(
-            &dir.path().join("sweep.db"),
-            &[],
-            3,
-            crate::store::tests::new_tasks(5),
-        )
-        .unwrap();
-        let path = dir.path().join("task_mapping.yaml");
-        write_mapping(&path, "s1", &store).unwrap();
-        let written = fs::read_to_string(&path).unwrap();
-        assert!(written.contains("task_005:"), "{written}");
-        let superseded = std::sync::atomic::AtomicBool::new(true);
-        let err = write_mapping_unless(&path, "s2", &store, &superseded).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
-        assert_eq!(fs::read_to_string(&path).unwrap(), written);
-        assert!(!dir.path().join("task_mapping.yaml.tmp").exists());
-    }
-
-    #[test]
-    fn a_mapping_entry_is_the_block_emit_json_writes() {
-        let mut task = crate::report::model::task(12, TaskStatus::Failed, Params::new());
-        for (hash, source, exit_code, times) in [
-            (
-                "0123456789012345",
-                Some("local"),
-                Some(3),
-                (Some(1_700_000_000_123), Some(1_700_000_001_000)),
-            ),
-            ("1e10", None, None, (None, None)),
-            (
-                "abcdef0123456789",
-                Some("gpu box: 2"),
-                Some(-1),
-                (None, Some(5)),
-            ),
-            ("yes", Some("on"), Some(0), (Some(0), None)),
-            ("deadbeef00000000", None, None, (None, None)),
-            ("0000000000000e12", None, None, (None, None)),
-        ] {
-            task.task_id = "task_012".into();
-            task.params_hash = hash.into();
-            task.source = source.map(str::to_string);
-            task.exit_code = exit_code;
-            (task.started_at, task.finished_at) = times;
-            let entry = json!({
-                "params_hash": task.params_hash,
-                "status": task.status.as_str(),
-                "attempt": task.attempt,
-                "source": task.source,
-                "exit_code": task.exit_code,
-                "started": task.started_at.map(format_utc),
-                "finished": task.finished_at.map(format_utc),
-            });
-            let mut expected = String::from("  task_012:\n");
-            for line in emit_json(&entry).lines() {
-                expected.push_str("    ");
-                expected.push_str(line);
-                expected.push('\n');
-            }
-            let mut got = String::new();
-            mapping_entry(&mut got, &mapping_row(&task));
-            assert_eq!(got, expected);
-        }
     }
 
     #[test]

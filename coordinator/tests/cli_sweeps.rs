@@ -608,6 +608,11 @@ fn cancelling_a_large_sweep_creates_no_directories_for_unstarted_tasks() {
     Run::wait(child, "sweep run (cancelled)".into()).expect_code(1);
     let status = p.status("large");
     assert_eq!(status["cancelled"], 20000);
+    // The mapping is written while the cancel's transaction runs, and the two running tasks
+    // end after it: both show in it as the database has them.
+    let mapping = std::fs::read_to_string(p.sweep_dir("large").join("task_mapping.yaml")).unwrap();
+    assert_eq!(mapping.matches("status: cancelled").count(), 20000);
+    assert_eq!(mapping.matches("started: null").count(), 20000 - 2);
     let n_dirs = std::fs::read_dir(p.sweep_dir("large").join("tasks"))
         .unwrap()
         .count();

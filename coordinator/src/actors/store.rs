@@ -35,6 +35,9 @@ pub struct StoreActor {
     /// how long it took.
     mapping: Option<MappingWriter>,
     last_mapping: Option<(std::time::Instant, std::time::Duration)>,
+    /// The mapping being written while a cancel's transaction runs, put in place by the next
+    /// mapping write once it is done.
+    ahead: Option<AheadWriter>,
 }
 
 impl StoreActor {
@@ -81,6 +84,7 @@ impl StoreActor {
             started: HashMap::new(),
             mapping: None,
             last_mapping: None,
+            ahead: None,
         }
     }
 
@@ -156,6 +160,13 @@ impl StoreActor {
             tracing::error!(error = %e, "cannot write the sweep state");
             self.failure.get_or_insert_with(|| e.to_string());
             return;
+        }
+        if let Some(ahead) = &mut self.ahead {
+            ahead.changed.extend(changes.iter().map(|c| c.index));
+            if ahead.changed.len() > AHEAD_CHANGED_AT_MOST {
+                // Cheaper to write it again than to read these back one by one.
+                ahead.give_up();
+            }
         }
         self.errors_dirty |= changes
             .iter()
@@ -306,6 +317,53 @@ impl StoreActor {
     }
 }
 
+/// A mapping written ahead (`layout::write_mapping_ahead`) by a thread of its own while a
+/// cancel's transaction runs, and what changed after that cancel.
+struct AheadWriter {
+    thread: std::thread::JoinHandle<std::io::Result<layout::MappingAhead>>,
+    superseded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Tasks written since the cancel: their entries are read again when it is put in place.
+    changed: std::collections::BTreeSet<u64>,
+    /// The cancel's transaction failed, or too much changed since: not to be used.
+    void: bool,
+}
+
+impl AheadWriter {
+    fn give_up(&mut self) {
+        self.void = true;
+        self.superseded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn give_up_and_join(mut self) {
+        self.give_up();
+        let _ = self.join();
+    }
+
+    /// The mapping it wrote, unless given up or failed.
+    fn join(self) -> Option<(layout::MappingAhead, std::collections::BTreeSet<u64>)> {
+        match self.thread.join() {
+            Ok(Ok(ahead)) if !self.void => Some((ahead, self.changed)),
+            Ok(Ok(ahead)) => {
+                ahead.discard();
+                None
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot write task_mapping.yaml ahead of the cancel");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("the task_mapping.yaml writer panicked");
+                None
+            }
+        }
+    }
+}
+
+/// Past this many tasks changed after a cancel, its mapping written ahead is not used.
+const AHEAD_CHANGED_AT_MOST: usize = 10_000;
+
 /// A `task_mapping.yaml` being written by a thread of its own.
 struct MappingWriter {
     thread: std::thread::JoinHandle<std::io::Result<std::time::Duration>>,
@@ -327,8 +385,24 @@ impl StoreActor {
     /// connection: for a million tasks it takes a second or two, which on this thread would
     /// hold up every batch (and with them the orders to agents) and the cancel poll. One at a
     /// time, spaced ten times its cost apart; `force` (the run's end) gives up one under way,
-    /// then writes it here with two threads, after every batch.
+    /// then writes it here with two threads, after every batch. A mapping written ahead of a
+    /// cancel is put in place instead, once done (waited for at the run's end).
     fn write_mapping(&mut self, force: bool) -> Result<(), String> {
+        if let Some(ahead) = self
+            .ahead
+            .take_if(|a| force || a.void || a.thread.is_finished())
+        {
+            // A periodic writer superseded by the cancel shares the temporary file's name.
+            if let Some(writer) = self.mapping.take() {
+                let _ = writer.thread.join();
+            }
+            if self.put_ahead_in_place(ahead) {
+                return Ok(());
+            }
+        } else if self.ahead.is_some() {
+            // The mapping written ahead of a cancel is nearly done: it is put in place next.
+            return Ok(());
+        }
         if force {
             // The one under way is out of date: it stops, and the run's end does not wait for
             // it (a second for a million tasks).
@@ -380,6 +454,66 @@ impl StoreActor {
             Err(e) => tracing::warn!(error = %e, "cannot start the task_mapping.yaml writer"),
         }
         Ok(())
+    }
+
+    /// Puts the mapping written ahead of a cancel in place, with the tasks changed since read
+    /// again; whether it did (if not, the mapping is written as usual).
+    fn put_ahead_in_place(&mut self, ahead: AheadWriter) -> bool {
+        let started = std::time::Instant::now();
+        let Some(store) = &self.store else {
+            ahead.give_up_and_join();
+            return false;
+        };
+        let Some((written, changed)) = ahead.join() else {
+            return false;
+        };
+        let waited = started.elapsed();
+        match layout::finish_mapping_ahead(&self.paths.mapping(), written, &changed, store) {
+            Ok(()) => {
+                tracing::debug!(
+                    waited_ms = waited.as_millis() as u64,
+                    ms = started.elapsed().as_millis() as u64,
+                    changed = changed.len(),
+                    "task_mapping.yaml written ahead of the cancel put in place"
+                );
+                self.last_mapping = Some((std::time::Instant::now(), started.elapsed()));
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot use the task_mapping.yaml written ahead");
+                false
+            }
+        }
+    }
+
+    /// Starts writing the mapping as it will be once the cancel of `ranges` at `at` commits
+    /// (an earlier one under way is out of date).
+    fn start_ahead(&mut self, ranges: &[(u64, u64)], at: i64) {
+        if let Some(earlier) = self.ahead.take() {
+            earlier.give_up_and_join();
+        }
+        let cancel = layout::CancelOverlay::new(ranges, at);
+        let (db, sweep_id) = (self.paths.db(), self.sweep_id.clone());
+        let mut file = self.paths.mapping().into_os_string();
+        file.push(".ahead.tmp");
+        let superseded = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&superseded);
+        let write =
+            move || layout::write_mapping_ahead(file.as_ref(), &sweep_id, &db, &cancel, &flag);
+        match std::thread::Builder::new()
+            .name("hsm-mapping-ahead".into())
+            .spawn(write)
+        {
+            Ok(thread) => {
+                self.ahead = Some(AheadWriter {
+                    thread,
+                    superseded,
+                    changed: Default::default(),
+                    void: false,
+                })
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot start the task_mapping.yaml writer"),
+        }
     }
 
     /// `logs/errors/error_patterns.yaml` from the failed tasks now in the database.
@@ -436,6 +570,11 @@ impl Handler<CancelUnstarted> for StoreActor {
         // A mapping being written now is out of date the moment this commits: it would only
         // take a core from the statements below.
         self.supersede_mapping();
+        if self.store.is_none() {
+            return;
+        }
+        // The mapping the run's end writes is written meanwhile, on the other core.
+        self.start_ahead(&msg.ranges, msg.at);
         let Some(store) = &mut self.store else {
             return;
         };
@@ -464,6 +603,9 @@ impl Handler<CancelUnstarted> for StoreActor {
             Err(e) => {
                 tracing::error!(error = %e, "cannot write the sweep state");
                 self.failure.get_or_insert_with(|| e.to_string());
+                if let Some(ahead) = &mut self.ahead {
+                    ahead.give_up();
+                }
             }
         }
     }
@@ -540,6 +682,9 @@ impl Handler<Close> for StoreActor {
         // A view being written finishes first (its reader would otherwise outlive the run).
         if let Some(writer) = self.mapping.take() {
             let _ = writer.thread.join();
+        }
+        if let Some(ahead) = self.ahead.take() {
+            ahead.give_up_and_join();
         }
         self.store = None;
     }

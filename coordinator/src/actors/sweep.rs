@@ -407,16 +407,20 @@ impl SweepActor {
         &mut self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
         let mut changes = self.core.poll_changes();
+        // Behind this batch in the store's FIFO mailbox: a task queued again by a change of
+        // this batch is pending in sweep.db before its range is cancelled (ahead of it, the
+        // range would skip the task and the batch then make it pending again). And the batch's
+        // orders (the agents' cancels) go out without waiting for a million rows.
         let unstarted = self.core.poll_cancelled_unstarted();
-        if !unstarted.is_empty() {
-            // Ahead of this batch in the store's FIFO mailbox, after every earlier one: the
-            // tasks are still pending in sweep.db when it runs.
-            self.views_dirty = true;
-            self.store.do_send(CancelUnstarted {
-                ranges: unstarted,
-                at: now_ms(),
-            });
-        }
+        let cancel_unstarted = |actor: &mut Self| {
+            if !unstarted.is_empty() {
+                actor.views_dirty = true;
+                actor.store.do_send(CancelUnstarted {
+                    ranges: unstarted,
+                    at: now_ms(),
+                });
+            }
+        };
         let stop = self.stop_cause();
         let outcomes = failure::annotate(&mut changes, &mut self.tails, stop);
         if !changes.is_empty() {
@@ -426,10 +430,12 @@ impl SweepActor {
         self.progress.update(self.core.counts());
         let Some(batch) = self.held.take(changes) else {
             // Nothing written, nothing to send (the interval's idle ticks).
+            cancel_unstarted(self);
             return futures_ready();
         };
         // The store's mailbox is FIFO: an empty batch answers once every earlier one is written.
         let written = self.store.send(Persist(batch.changes));
+        cancel_unstarted(self);
         let agent = |source: usize| match self.sources.get(source) {
             Some(SourceHandle::Agent(addr)) => Some(addr.clone()),
             _ => None,

@@ -118,11 +118,12 @@ impl Store {
         to: u64,
         visit: &mut dyn FnMut(&MappingRow<'_>) -> std::io::Result<()>,
     ) -> Result<(), StoreError> {
+        // Cached: a mapping written ahead of a cancel reads the tasks changed since one by one.
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT task_id, params_hash, status, attempt, source, exit_code, started_at,
-                        finished_at
+                        finished_at, idx
                  FROM tasks WHERE idx BETWEEN ?1 AND ?2 ORDER BY idx",
             )
             .map_err(|e| self.sqlite(e))?;
@@ -138,6 +139,7 @@ impl Store {
                     .map_err(sqlite)
             };
             let mapping = MappingRow {
+                index: row.get::<_, i64>(8).map_err(sqlite)? as u64,
                 task_id: text(0)?.unwrap_or_default(),
                 params_hash: text(1)?.unwrap_or_default(),
                 status: text(2)?.unwrap_or_default(),
@@ -284,7 +286,9 @@ impl Store {
 }
 
 /// What `task_mapping.yaml` shows of a task, borrowed from its row.
+#[derive(Debug, Clone, Copy)]
 pub struct MappingRow<'a> {
+    pub index: u64,
     pub task_id: &'a str,
     pub params_hash: &'a str,
     pub status: &'a str,
