@@ -211,6 +211,44 @@ fn failures_to_start_leave_a_record() {
 }
 
 #[test]
+fn a_run_slurm_requeued_replaces_the_stopped_run_s_exit_record_and_says_why() {
+    let chunk = chunk(2);
+    for dir in &chunk.task_dirs {
+        write_task(dir, &["sh", "-c", "echo ran"], &[], None);
+    }
+    // What the run Slurm stopped for the requeue left: SIGTERM, recorded.
+    let dir = &chunk.task_dirs[0];
+    fs::write(dir.join("hsm_exit"), "exit_code=143\nsignal=15\nend=1\n").unwrap();
+    fs::write(dir.join("stdout.log"), "ran\n").unwrap();
+    let status = wrapper_command(&chunk, "0")
+        .env("SLURM_RESTART_COUNT", "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = parse_exit_record(&read(dir, "hsm_exit")).unwrap();
+    assert_eq!(
+        (exit.exit_code, exit.signal),
+        (0, None),
+        "this run's record"
+    );
+    assert!(read(dir, "hsm_start").contains("\nrestart=1\n"));
+    assert_eq!(read(dir, "stdout.log"), "ran\nran\n", "appended to");
+    assert_eq!(
+        read(dir, "stderr.log"),
+        "hsm wrapper: running the task again: Slurm requeued its job (restart 1)\n"
+    );
+    // A first run says nothing of the kind.
+    let first = &chunk.task_dirs[1];
+    let status = wrapper_command(&chunk, "1")
+        .env_remove("SLURM_RESTART_COUNT")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(read(first, "hsm_start").contains("\nrestart=0\n"));
+    assert_eq!(read(first, "stderr.log"), "");
+}
+
+#[test]
 fn sigterm_is_forwarded_and_recorded() {
     let chunk = chunk(1);
     let dir = &chunk.task_dirs[0];

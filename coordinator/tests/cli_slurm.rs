@@ -416,6 +416,82 @@ fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
 }
 
 #[test]
+fn an_element_slurm_requeues_runs_again_in_the_same_attempt_and_says_why() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
+        return;
+    };
+    // `scontrol requeue` of a running element (what a preemption in REQUEUE mode or a node
+    // failure does): Slurm stops it and runs the same job again. Not a failure, not done, no
+    // retry used.
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        &format!(
+            "sweep:\n  grid:\n    runs: ['{}']\n    sleep: [6]\n    x: [1, 2, 3]\n",
+            runs.display()
+        ),
+        "",
+    );
+    let child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "requeue"])
+        .spawn()
+        .unwrap();
+    // Task 2 (element 1 of the array) running, and its task started (it wrote its run).
+    let mut element = String::new();
+    wait_until(Duration::from_secs(120), "task 2 running", || {
+        let queue = in_queue("requeue");
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        match queue.lines().find(|l| l.contains("_1 RUNNING")) {
+            Some(line) if ran.lines().any(|l| l == "2") => {
+                element = line.split_whitespace().next().unwrap().to_string();
+                true
+            }
+            _ => false,
+        }
+    });
+    let scontrol = |args: &[&str]| {
+        let out = std::process::Command::new("scontrol")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scontrol {args:?}: {out:?}");
+    };
+    scontrol(&["requeue", &element]);
+    // A requeued job waits (BeginTime) before it may start again; the test does not.
+    wait_until(Duration::from_secs(60), "the element pending again", || {
+        in_queue("requeue").contains(&format!("{element} PENDING"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    scontrol(&["update", &format!("JobId={element}"), "StartTime=now"]);
+    let run = Run::wait(child, "sweep run (requeued)".into());
+    run.expect_code(0);
+    let status = c.project.status("requeue");
+    assert_eq!(status["completed"], 3, "{status}");
+    let task = &status["tasks"][1];
+    assert_eq!(task["attempt"], 1, "the requeue used no retry: {task}");
+    let mut ran: Vec<String> = std::fs::read_to_string(&runs)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ran.sort();
+    assert_eq!(
+        ran,
+        ["1", "2", "2", "3"],
+        "task 2 ran twice, the others once"
+    );
+    // Why it ran twice is in its log, as the user reads it.
+    let logs = c.run(&["sweep", "logs", "requeue", "task_002", "--stderr"]);
+    assert!(
+        logs.stdout.contains("Slurm requeued its job (restart 1)"),
+        "{}",
+        logs.stdout
+    );
+}
+
+#[test]
 fn an_agent_killed_while_sbatch_runs_follows_that_job_after_a_restart_instead_of_running_it_again()
 {
     if let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) {

@@ -41,8 +41,9 @@ use submit::failure_text;
 
 use crate::hpc::decide::RECORD_GRACE_POLLS;
 pub use crate::hpc::decide::{
-    decide, element_id, qstat_account, qstat_element, sacct_account, scontrol_account, slurm_seen,
-    wants_account, Account, Decision, Seen,
+    decide, element_id, qstat_account, qstat_element, sacct_account, scontrol_account,
+    slurm_requeued, slurm_row, slurm_seen, wants_account, Account, Decision, Seen,
+    MAX_SLURM_RESTARTS,
 };
 
 /// How long launches are collected before they are submitted together.
@@ -234,6 +235,10 @@ struct Element {
     cancel_requested: bool,
     /// Polls since the scheduler last listed it, or since it ended without an exit record.
     unaccounted_polls: u32,
+    /// Times Slurm put it back in its queue after it had started, and whether it waits there
+    /// now to run again.
+    restarts: u32,
+    requeued: bool,
 }
 
 impl SchedulerBackend {

@@ -178,6 +178,9 @@ pub struct HpcResources {
     pub array_throttle: Option<u32>,
     /// `true`: one job array per chunk; `false`: one job per task, for sites that forbid arrays.
     pub array: bool,
+    /// Whether the scheduler may run a job again after a preemption or a node failure
+    /// (`--requeue`/`--no-requeue`, PBS `-r y`/`-r n`); `None`: the cluster's default.
+    pub requeue: Option<bool>,
     /// A Python HSM v1 resource string (`hpc.default_resources`, e.g. `select=1:ncpus=4:mem=16gb`),
     /// passed through to the scheduler as written (`-l` for PBS, `#SBATCH` words for Slurm).
     pub resources: Option<String>,
@@ -202,6 +205,7 @@ impl Default for HpcResources {
             max_array_size: None,
             array_throttle: None,
             array: true,
+            requeue: None,
             resources: None,
         }
     }

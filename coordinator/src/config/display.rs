@@ -144,6 +144,7 @@ fn hpc_json(hpc: &HpcOptions) -> Value {
         "max_array_size": hpc.max_array_size,
         "array_throttle": hpc.array_throttle,
         "array": hpc.array,
+        "requeue": hpc.requeue,
         "poll": hpc.poll.map(format_duration),
         "resources": hpc.resources,
     })

@@ -309,6 +309,7 @@ pub fn init_config_text(d: &Detection) -> String {
          \x20 # directives: [\"--constraint=a100\"]   # extra scheduler options, without #SBATCH/#PBS\n\
          \x20 # max_array_size: 1000         # default: read from the cluster where possible\n\
          \x20 # array_throttle: 50           # at most this many array elements running at once\n\
+         \x20 # requeue: true                # preempted or node-failed jobs run again (default: the cluster's)\n\
          \n\
          # Where tasks run; choose with `sweep run --sources a,b`. Default: local.\n\
          sources:\n\

@@ -145,6 +145,9 @@ pub struct HpcOptions {
     pub array_throttle: Option<u32>,
     /// `false`: one job per task instead of job arrays (sites that forbid arrays).
     pub array: Option<bool>,
+    /// Whether the scheduler may run a job again after a preemption or a node failure
+    /// (`--requeue`/`--no-requeue`, PBS `-r y`/`-r n`); `None`: the cluster's default.
+    pub requeue: Option<bool>,
     /// Slurm/PBS sources run by the coordinator itself: time between `squeue`/`qstat` calls
     /// (agents have `hsm-agent serve --poll`).
     pub poll: Option<Duration>,

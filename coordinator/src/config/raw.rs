@@ -81,7 +81,7 @@ pub(super) const DEFAULTS_KEYS: [&str; 10] = [
     "connect_timeout",
     "work_dir",
 ];
-pub(super) const HPC_KEYS: [&str; 17] = [
+pub(super) const HPC_KEYS: [&str; 18] = [
     "walltime",
     "partition",
     "queue",
@@ -97,6 +97,7 @@ pub(super) const HPC_KEYS: [&str; 17] = [
     "max_array_size",
     "array_throttle",
     "array",
+    "requeue",
     "poll",
     "resources",
 ];
@@ -222,6 +223,7 @@ pub(super) struct RawHpc {
     pub max_array_size: Option<At<i64>>,
     pub array_throttle: Option<At<i64>>,
     pub array: Option<At<bool>>,
+    pub requeue: Option<At<bool>>,
     pub poll: Option<At<String>>,
     pub resources: Option<At<String>>,
     // Python HSM v1, top level only.
@@ -443,6 +445,7 @@ fn read_hpc(hpc: &Section<'_>, problems: &mut Vec<Problem>) -> RawHpc {
         max_array_size: hpc.int("max_array_size", "a positive integer", problems),
         array_throttle: hpc.int("array_throttle", "a positive integer", problems),
         array: hpc.boolean("array", problems),
+        requeue: hpc.boolean("requeue", problems),
         poll: hpc.duration("poll", problems),
         resources: hpc.string("resources", problems),
         ..RawHpc::default()

@@ -302,6 +302,7 @@ fn overlay(over: Option<&RawHpc>, base: &RawHpc) -> RawHpc {
         max_array_size: pick_int(&over.max_array_size, &base.max_array_size),
         array_throttle: pick_int(&over.array_throttle, &base.array_throttle),
         array: over.array.clone().or_else(|| base.array.clone()),
+        requeue: over.requeue.clone().or_else(|| base.requeue.clone()),
         poll: pick(&over.poll, &base.poll),
         resources: pick(&over.resources, &base.resources),
         ..RawHpc::default()
@@ -367,6 +368,7 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
             .as_ref()
             .and_then(|at| ranged(at, 1, "a positive integer", problems)),
         array: raw.array.as_ref().map(|at| at.value),
+        requeue: raw.requeue.as_ref().map(|at| at.value),
         poll: raw
             .poll
             .as_ref()

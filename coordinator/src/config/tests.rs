@@ -107,6 +107,7 @@ fn full_config_reads_every_key() {
         max_array_size: Some(1000),
         array_throttle: Some(50),
         array: None,
+        requeue: Some(true),
         poll: None,
         resources: None,
     };

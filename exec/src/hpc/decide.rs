@@ -271,18 +271,32 @@ fn describe(state: &JobState) -> String {
 /// The state of one element in `squeue` rows: an exact row for it, or a row of its array whose
 /// index range contains it (pending ranges).
 pub fn slurm_seen(rows: &[SqueueRow], job: &str, index: Option<u32>) -> Seen {
-    for row in rows {
-        let hit = match index {
-            Some(i) => {
-                row.array_job_id == job && row.indices.as_ref().is_some_and(|set| set.contains(i))
-            }
-            None => row.job_id == job || (row.array_job_id == job && row.indices.is_none()),
-        };
-        if hit {
-            return Seen::Listed(row.state.clone());
+    slurm_row(rows, job, index).map_or(Seen::Missing, |row| Seen::Listed(row.state.clone()))
+}
+
+/// The row `squeue` lists an element in, if any.
+pub fn slurm_row<'a>(
+    rows: &'a [SqueueRow],
+    job: &str,
+    index: Option<u32>,
+) -> Option<&'a SqueueRow> {
+    rows.iter().find(|row| match index {
+        Some(i) => {
+            row.array_job_id == job && row.indices.as_ref().is_some_and(|set| set.contains(i))
         }
-    }
-    Seen::Missing
+        None => row.job_id == job || (row.array_job_id == job && row.indices.is_none()),
+    })
+}
+
+/// Times Slurm may put a started element back in its queue before hsm gives up on it (cancels
+/// it and reports the task failed): a task that takes a node down, or a partition preempting it
+/// over and over, is not run for ever.
+pub const MAX_SLURM_RESTARTS: u32 = 3;
+
+/// Whether Slurm put an element that had started back in its queue to run it again (in the
+/// same job, so the same attempt): `row` is where `squeue` lists it now.
+pub fn slurm_requeued(row: Option<&SqueueRow>, already_started: bool) -> bool {
+    already_started && row.is_some_and(|r| parse::slurm_waiting_to_restart(&r.raw_state))
 }
 
 /// The id `scancel`/`qdel` takes for one element.
@@ -685,5 +699,38 @@ mod tests {
                 reason: FailReason::Timeout
             })
         );
+    }
+
+    #[test]
+    fn a_started_element_listed_pending_again_was_requeued_and_a_suspended_one_was_not() {
+        let row = |raw: &str| SqueueRow {
+            array_job_id: "7".into(),
+            indices: Some(parse::IndexSet::parse("2").unwrap()),
+            job_id: "9".into(),
+            state: parse::slurm_state(raw, None),
+            raw_state: raw.into(),
+            reason: "BeginTime".into(),
+        };
+        for (raw, started, requeued) in [
+            ("PENDING", true, true),
+            ("REQUEUED", true, true),
+            ("REQUEUE_HOLD", true, true),
+            ("PENDING", false, false),
+            ("SUSPENDED", true, false),
+            ("RUNNING", true, false),
+            ("COMPLETING", true, false),
+        ] {
+            let rows = [row(raw)];
+            let found = slurm_row(&rows, "7", Some(2));
+            assert!(found.is_some());
+            assert_eq!(
+                slurm_requeued(found, started),
+                requeued,
+                "{raw} started={started}"
+            );
+        }
+        assert!(!slurm_requeued(None, true), "gone from the queue");
+        let rows = [row("PENDING")];
+        assert_eq!(slurm_row(&rows, "7", Some(3)), None);
     }
 }

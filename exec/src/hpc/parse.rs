@@ -82,6 +82,23 @@ impl SlurmExitCode {
     }
 }
 
+/// Whether a Slurm state (as printed) is one a started job is put back in to run again:
+/// pending (after `scontrol requeue`, a preemption in REQUEUE mode, a node failure of a job
+/// submitted with `--requeue`) or one of the requeue states. Not `SUSPENDED`/`STOPPED`: those
+/// go on where they stopped.
+pub fn slurm_waiting_to_restart(raw: &str) -> bool {
+    let word = raw
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('+')
+        .to_ascii_uppercase();
+    matches!(
+        word.as_str(),
+        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
+    )
+}
+
 /// Maps a Slurm state name (`squeue %T`, `scontrol JobState`, `sacct State`, with or without a
 /// `by UID` suffix or `+` marker) to a [`JobState`].
 pub fn slurm_state(raw: &str, exit: Option<SlurmExitCode>) -> JobState {

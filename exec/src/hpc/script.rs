@@ -275,6 +275,11 @@ fn build(
             if let Some(account) = &res.account {
                 d(format!("--account={account}"));
             }
+            match res.requeue {
+                Some(true) => d("--requeue".into()),
+                Some(false) => d("--no-requeue".into()),
+                None => {}
+            }
             match scheduler_output {
                 None => {
                     d("--output=/dev/null".into());
@@ -361,6 +366,11 @@ fn build(
             }
             if let Some(account) = &res.account {
                 d(format!("-A {account}"));
+            }
+            match res.requeue {
+                Some(true) => d("-r y".into()),
+                Some(false) => d("-r n".into()),
+                None => {}
             }
             match scheduler_output {
                 None => {
@@ -572,6 +582,33 @@ mod tests {
         assert!(script.ends_with(
             "exec /bin/bash '/scratch/sweep 1/chunks/0/hsm_wrapper.sh' '/scratch/sweep 1/chunks/0/tasks' \"${SLURM_ARRAY_TASK_ID:-0}\"\n"
         ));
+    }
+
+    #[test]
+    fn requeue_is_asked_for_or_refused_only_when_the_config_says() {
+        for (requeue, slurm, pbs) in [
+            (Some(true), Some("--requeue"), Some("-r y")),
+            (Some(false), Some("--no-requeue"), Some("-r n")),
+            (None, None, None),
+        ] {
+            let res = Resources {
+                requeue,
+                ..Resources::default()
+            };
+            let d = directives(
+                &array_job_script(Scheduler::Slurm, &spec(2, res.clone())).unwrap(),
+                "#SBATCH",
+            );
+            let found: Vec<&String> = d.iter().filter(|l| l.contains("requeue")).collect();
+            assert_eq!(found.first().map(|s| s.as_str()), slurm, "{d:?}");
+            assert!(found.len() <= 1);
+            let d = directives(
+                &array_job_script(Scheduler::PbsPro, &spec(2, res)).unwrap(),
+                "#PBS",
+            );
+            let found: Vec<&String> = d.iter().filter(|l| l.starts_with("-r ")).collect();
+            assert_eq!(found.first().map(|s| s.as_str()), pbs, "{d:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! env0         extra environment, each `KEY=VALUE` followed by one NUL byte (write_env0)
 //! cwd          the working directory's path, raw bytes, no terminator (optional: task dir)
 //! hsm_start    written by the wrapper: start=<unix s>, start_real=<$EPOCHREALTIME, bash 5>,
-//!              host=, job_id=, index=
+//!              host=, job_id=, index=, restart= (Slurm's restart count: a requeued job's
+//!              run removes the exit record the run before left)
 //! hsm_exit     written by the wrapper via temp + rename: exit_code=, signal= (optional),
 //!              end=<unix s>, end_real=, error= (optional), times= (twice: bash's `times`,
 //!              the wrapper's CPU then its children's; see hpc/usage.rs)
@@ -96,8 +97,15 @@ if [ -z "$task_dir" ] || [ ! -d "$task_dir" ]; then
 fi
 
 job_id=${SLURM_JOB_ID:-${PBS_JOBID:-}}
+# Slurm runs a requeued job again (`scontrol requeue`, preemption, a node failure) in the same
+# task directory: the exit record of the run it stopped is not this run's.
+restart=${SLURM_RESTART_COUNT:-0}
+rm -f -- "$task_dir/hsm_exit"
+if [ "$restart" != 0 ]; then
+  printf 'hsm wrapper: running the task again: Slurm requeued its job (restart %s)\n' "$restart" >>"$task_dir/stderr.log"
+fi
 tmp="$task_dir/.hsm_start.$$"
-printf 'start=%s\nstart_real=%s\nhost=%s\njob_id=%s\nindex=%s\n' "$(hsm_now)" "${EPOCHREALTIME:-}" "${HOSTNAME:-$(hostname)}" "$job_id" "$index" >"$tmp" &&
+printf 'start=%s\nstart_real=%s\nhost=%s\njob_id=%s\nindex=%s\nrestart=%s\n' "$(hsm_now)" "${EPOCHREALTIME:-}" "${HOSTNAME:-$(hostname)}" "$job_id" "$index" "$restart" >"$tmp" &&
   mv -f -- "$tmp" "$task_dir/hsm_start"
 
 if [ -n "${HSM_SETUP_FAILED:-}" ]; then hsm_fail "job set-up failed: ${HSM_SETUP_FAILED}"; fi

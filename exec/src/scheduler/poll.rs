@@ -135,6 +135,36 @@ impl SchedulerBackend {
         found
     }
 
+    /// Slurm put `element`, which had started, back in its queue (`scontrol requeue`, a
+    /// preemption in REQUEUE mode, a node failure): it will run the task again in the same job,
+    /// so the same attempt, which is neither failed nor done. The first poll that sees it so
+    /// counts the restart and moves the stopped run's exit record aside (the new run's wrapper
+    /// also removes it); past [`MAX_SLURM_RESTARTS`], the outcome to give up with.
+    fn requeued(&self, key: TaskKey, element: &Element) -> Option<Outcome> {
+        let mut state = self.lock();
+        let e = state.elements.get_mut(&key)?;
+        if e.requeued {
+            return None;
+        }
+        e.requeued = true;
+        e.restarts += 1;
+        e.unaccounted_polls = 0;
+        let restarts = e.restarts;
+        drop(state);
+        let id = element_id(element.scheduler, &element.job, element.index);
+        let record = element.task_dir.join(wrapper::EXIT_FILE);
+        let _ = std::fs::rename(&record, element.task_dir.join("hsm_exit.requeued"));
+        if restarts > MAX_SLURM_RESTARTS {
+            tracing::warn!(element = %id, restarts, "Slurm requeued the job again; giving up");
+            self.lock().elements.remove(&key);
+            return Some(Outcome::Failed(format!(
+                "Slurm requeued its job {restarts} times (preempted, or a node failed); hsm stops at {MAX_SLURM_RESTARTS}"
+            )));
+        }
+        tracing::info!(element = %id, restarts, "Slurm requeued the job; the task will run again");
+        None
+    }
+
     /// One round of following; false when a scheduler command failed.
     pub(super) async fn poll(&self) -> bool {
         let elements: Vec<(TaskKey, Element)> = self
@@ -208,10 +238,20 @@ impl SchedulerBackend {
         };
         let all_ok = slurm_rows.is_some() && pbs_rows.is_some();
         let mut observed = Vec::with_capacity(elements.len());
+        let mut given_up = Vec::new();
         for (key, element) in elements {
             let seen = match element.scheduler {
                 Scheduler::Slurm => match &slurm_rows {
-                    Some(rows) => slurm_seen(rows, &element.job, element.index),
+                    Some(rows) => {
+                        let row = slurm_row(rows, &element.job, element.index);
+                        if slurm_requeued(row, element.started) {
+                            if let Some(outcome) = self.requeued(key, &element) {
+                                given_up.push((key, element, outcome));
+                            }
+                            continue;
+                        }
+                        slurm_seen(rows, &element.job, element.index)
+                    }
                     None => continue,
                 },
                 _ => match &pbs_rows {
@@ -285,6 +325,10 @@ impl SchedulerBackend {
                     if decision.exit.is_none() && (ended || exit_record.is_some()) {
                         e.unaccounted_polls += 1;
                     }
+                    if e.requeued && seen != Seen::Listed(JobState::Queued) {
+                        // Running again (or over): its records are this run's from here on.
+                        e.requeued = false;
+                    }
                 }
                 if decision.exit.is_some() {
                     state.elements.remove(&key);
@@ -296,6 +340,13 @@ impl SchedulerBackend {
             if let Some(outcome) = decision.exit {
                 ended.push((key, element, outcome));
             }
+        }
+        for (key, element, outcome) in given_up {
+            let id = element_id(element.scheduler, &element.job, element.index);
+            if let Err(e) = run("scancel", &[&id], None).await {
+                tracing::warn!(element = %id, error = %e, "scancel failed");
+            }
+            ended.push((key, element, outcome));
         }
         // What the ended elements used: the wrapper's records, and the scheduler's accounts
         // (one call for all of them, bounded) where it keeps them.

@@ -26,6 +26,8 @@ impl SchedulerBackend {
                 started,
                 cancel_requested,
                 unaccounted_polls: 0,
+                restarts: 0,
+                requeued: false,
             },
         );
         self.ensure_driver();

@@ -148,6 +148,8 @@ impl SchedulerBackend {
                             started: false,
                             cancel_requested: false,
                             unaccounted_polls: 0,
+                            restarts: 0,
+                            requeued: false,
                         },
                     );
                 }
@@ -217,6 +219,8 @@ impl SchedulerBackend {
                         started: false,
                         cancel_requested: false,
                         unaccounted_polls: 0,
+                        restarts: 0,
+                        requeued: false,
                     },
                 );
             }

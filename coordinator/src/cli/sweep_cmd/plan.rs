@@ -251,6 +251,7 @@ pub(super) fn hpc_request(
                 .or(args.parallel.and_then(|n| u32::try_from(n).ok()))
                 .or(hpc.array_throttle),
             array: hpc.array.unwrap_or(true),
+            requeue: hpc.requeue,
             resources: hpc.resources.clone(),
         },
     })
