@@ -415,6 +415,122 @@ fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
     );
 }
 
+/// Array elements of `sweep`'s jobs Slurm holds now (pending or running; `-r`: one line each).
+fn queued_elements(sweep: &str) -> usize {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-r", "-o", "%j"])
+        .output()
+        .unwrap();
+    let prefix = format!("hsm_{sweep}_");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|name| name.starts_with(&prefix))
+        .count()
+}
+
+/// Runs `sweep run` of `sweep` to its end while watching the queue: the run, and the most
+/// elements of the sweep Slurm held at once.
+fn run_watching_the_queue(c: &Cluster, sweep: &str) -> (Run, usize) {
+    let child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", sweep])
+        .spawn()
+        .unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, sweep) = (std::sync::Arc::clone(&done), sweep.to_string());
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(queued_elements(&sweep));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            most
+        })
+    };
+    let run = Run::wait(child, format!("sweep run {sweep}"));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    (run, watcher.join().unwrap())
+}
+
+#[test]
+fn hpc_max_jobs_keeps_the_queue_under_it_and_every_task_runs() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
+        return;
+    };
+    // 40 tasks, arrays of up to 10 (the test cluster's MaxArraySize), at most 8 in the queue.
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    sleep: [1]\n    x: {range: [14, 54]}\n",
+        "hpc:\n  max_jobs: 8\n",
+    );
+    let (run, most) = run_watching_the_queue(&c, "capped");
+    run.expect_code(0);
+    let status = c.project.status("capped");
+    assert_eq!(
+        (&status["completed"], &status["failed"]),
+        (&40.into(), &0.into()),
+        "{status}"
+    );
+    assert!(most <= 8, "{most} elements in the queue at once");
+    assert!(most >= 2, "the queue was watched: {most}");
+    // The first job took 8 elements, not the 10 an array may hold.
+    let first = std::fs::read_to_string(c.jobs("capped")[0].join("job.sh")).unwrap();
+    assert!(first.contains("#SBATCH --array=0-7\n"), "{first}");
+}
+
+#[test]
+fn a_submission_refused_for_a_queued_jobs_limit_waits_and_no_task_fails() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
+        return;
+    };
+    // The test cluster keeps no accounting, so it has no QOS or association limit: a shim in
+    // front of the real sbatch refuses, with the words a real Slurm 22.05 printed for
+    // `MaxSubmitJobsPerUser=8` (agent/tests/fixtures/hpc/), any array that would put more than
+    // 8 of this sweep's elements in the queue. Everything else is the real Slurm.
+    let dir = tempfile::tempdir().unwrap();
+    let refused = dir.path().join("refused");
+    let path = shim_on_path(dir.path(), "sbatch", |real| {
+        format!(
+            "# test shim: a per-user limit of 8 queued jobs\n\
+             case \"$*\" in *--version*) exec '{real}' \"$@\" ;; esac\n\
+             for a in \"$@\"; do script=$a; done\n\
+             n=$(sed -n 's/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p' \"$script\")\n\
+             n=$(( ${{n:-0}} + 1 ))\n\
+             q=$(squeue -h -r -o %j | grep -c '^hsm_qos8_')\n\
+             if [ $(( q + n )) -gt 8 ]; then\n\
+               echo x >>'{refused}'\n\
+               echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2\n\
+               echo \"sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\" >&2\n\
+               exit 1\n\
+             fi\n\
+             exec '{real}' \"$@\"\n",
+            refused = refused.display()
+        )
+    });
+    let c = Cluster::with_agent_env(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    sleep: [1]\n    x: {range: [14, 54]}\n",
+        "",
+        &[("PATH".into(), path)],
+    );
+    let (run, most) = run_watching_the_queue(&c, "qos8");
+    run.expect_code(0);
+    let status = c.project.status("qos8");
+    assert_eq!(
+        (&status["completed"], &status["failed"]),
+        (&40.into(), &0.into()),
+        "{status}"
+    );
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(task["attempt"], 1, "a refusal used a retry: {task}");
+    }
+    assert!(most <= 8, "{most} elements in the queue at once");
+    let refusals = std::fs::read_to_string(&refused).unwrap_or_default();
+    assert!(!refusals.is_empty(), "the limit was never met");
+}
+
 #[test]
 fn an_element_slurm_requeues_runs_again_in_the_same_attempt_and_says_why() {
     let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {

@@ -19,6 +19,7 @@
 //! (arrays and single jobs), `poll.rs` (following jobs, accounting, cancels), `restart.rs`
 //! (taking up elements after an agent restart), `usage.rs` (what an element used).
 
+use crate::hpc::caps;
 use crate::hpc::parse::{self, JobState};
 use crate::hpc::script::{self, ArrayJobSpec, Scheduler, SingleJobSpec};
 use crate::hpc::wrapper::{self, ExitRecord};
@@ -56,6 +57,11 @@ const SUBMIT_TRIES: u32 = 4;
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
 /// Array size when the cluster does not say (PBS) and the resources do not either.
 const DEFAULT_MAX_ARRAY: u32 = 1000;
+/// After a submission refused for a limit on queued jobs, no submission for this long (doubled
+/// at each refusal in a row, up to `LIMIT_WAIT_MAX`): room frees as jobs end, and a controller
+/// refusing is not asked again at once.
+const LIMIT_WAIT_FIRST: Duration = Duration::from_secs(5);
+const LIMIT_WAIT_MAX: Duration = Duration::from_secs(300);
 
 /// One task for the scheduler.
 pub struct HpcLaunch {
@@ -188,6 +194,13 @@ struct State {
     detected: HashMap<ChoiceKey, Scheduler>,
     /// What `scontrol show config` said, once asked: MaxArraySize and whether sacct has data.
     slurm_config: Option<(Option<u32>, bool)>,
+    /// What refused submissions taught (`limited`): at most this many of our jobs queued or
+    /// running, no submission before `hold_until`, the wait after the next refusal, and the
+    /// limits already named in the log.
+    learned_cap: Option<usize>,
+    hold_until: Option<tokio::time::Instant>,
+    limit_wait: Option<Duration>,
+    limits_said: std::collections::HashSet<String>,
     next_chunk: u64,
     driver_started: bool,
 }

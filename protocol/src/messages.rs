@@ -181,6 +181,9 @@ pub struct HpcResources {
     /// Whether the scheduler may run a job again after a preemption or a node failure
     /// (`--requeue`/`--no-requeue`, PBS `-r y`/`-r n`); `None`: the cluster's default.
     pub requeue: Option<bool>,
+    /// At most this many of the agent's jobs (array elements count one each) queued or running
+    /// at once: more are submitted as they end.
+    pub max_jobs: Option<u32>,
     /// A Python HSM v1 resource string (`hpc.default_resources`, e.g. `select=1:ncpus=4:mem=16gb`),
     /// passed through to the scheduler as written (`-l` for PBS, `#SBATCH` words for Slurm).
     pub resources: Option<String>,
@@ -206,6 +209,7 @@ impl Default for HpcResources {
             array_throttle: None,
             array: true,
             requeue: None,
+            max_jobs: None,
             resources: None,
         }
     }

@@ -145,6 +145,7 @@ fn hpc_json(hpc: &HpcOptions) -> Value {
         "array_throttle": hpc.array_throttle,
         "array": hpc.array,
         "requeue": hpc.requeue,
+        "max_jobs": hpc.max_jobs,
         "poll": hpc.poll.map(format_duration),
         "resources": hpc.resources,
     })

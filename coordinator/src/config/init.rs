@@ -310,6 +310,7 @@ pub fn init_config_text(d: &Detection) -> String {
          \x20 # max_array_size: 1000         # default: read from the cluster where possible\n\
          \x20 # array_throttle: 50           # at most this many array elements running at once\n\
          \x20 # requeue: true                # preempted or node-failed jobs run again (default: the cluster's)\n\
+         \x20 # max_jobs: 500                # at most this many jobs (array elements) queued or running\n\
          \n\
          # Where tasks run; choose with `sweep run --sources a,b`. Default: local.\n\
          sources:\n\

@@ -148,6 +148,10 @@ pub struct HpcOptions {
     /// Whether the scheduler may run a job again after a preemption or a node failure
     /// (`--requeue`/`--no-requeue`, PBS `-r y`/`-r n`); `None`: the cluster's default.
     pub requeue: Option<bool>,
+    /// At most this many of the source's jobs (array elements count one each) queued or
+    /// running at once: the cluster's per-user limit (`MaxSubmitJobs`) when it is lower than
+    /// what the agent can learn, or the user's own.
+    pub max_jobs: Option<u32>,
     /// Slurm/PBS sources run by the coordinator itself: time between `squeue`/`qstat` calls
     /// (agents have `hsm-agent serve --poll`).
     pub poll: Option<Duration>,

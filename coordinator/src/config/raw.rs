@@ -81,7 +81,7 @@ pub(super) const DEFAULTS_KEYS: [&str; 10] = [
     "connect_timeout",
     "work_dir",
 ];
-pub(super) const HPC_KEYS: [&str; 18] = [
+pub(super) const HPC_KEYS: [&str; 19] = [
     "walltime",
     "partition",
     "queue",
@@ -98,6 +98,7 @@ pub(super) const HPC_KEYS: [&str; 18] = [
     "array_throttle",
     "array",
     "requeue",
+    "max_jobs",
     "poll",
     "resources",
 ];
@@ -224,6 +225,7 @@ pub(super) struct RawHpc {
     pub array_throttle: Option<At<i64>>,
     pub array: Option<At<bool>>,
     pub requeue: Option<At<bool>>,
+    pub max_jobs: Option<At<i64>>,
     pub poll: Option<At<String>>,
     pub resources: Option<At<String>>,
     // Python HSM v1, top level only.
@@ -446,6 +448,7 @@ fn read_hpc(hpc: &Section<'_>, problems: &mut Vec<Problem>) -> RawHpc {
         array_throttle: hpc.int("array_throttle", "a positive integer", problems),
         array: hpc.boolean("array", problems),
         requeue: hpc.boolean("requeue", problems),
+        max_jobs: hpc.int("max_jobs", "a positive integer", problems),
         poll: hpc.duration("poll", problems),
         resources: hpc.string("resources", problems),
         ..RawHpc::default()

@@ -303,6 +303,7 @@ fn overlay(over: Option<&RawHpc>, base: &RawHpc) -> RawHpc {
         array_throttle: pick_int(&over.array_throttle, &base.array_throttle),
         array: over.array.clone().or_else(|| base.array.clone()),
         requeue: over.requeue.clone().or_else(|| base.requeue.clone()),
+        max_jobs: pick_int(&over.max_jobs, &base.max_jobs),
         poll: pick(&over.poll, &base.poll),
         resources: pick(&over.resources, &base.resources),
         ..RawHpc::default()
@@ -369,6 +370,10 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
             .and_then(|at| ranged(at, 1, "a positive integer", problems)),
         array: raw.array.as_ref().map(|at| at.value),
         requeue: raw.requeue.as_ref().map(|at| at.value),
+        max_jobs: raw
+            .max_jobs
+            .as_ref()
+            .and_then(|at| ranged(at, 1, "a positive integer", problems)),
         poll: raw
             .poll
             .as_ref()

@@ -108,6 +108,7 @@ fn full_config_reads_every_key() {
         array_throttle: Some(50),
         array: None,
         requeue: Some(true),
+        max_jobs: Some(500),
         poll: None,
         resources: None,
     };

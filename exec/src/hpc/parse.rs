@@ -82,6 +82,36 @@ impl SlurmExitCode {
     }
 }
 
+/// The limit a refused submission ran into, when the scheduler refused it for how many jobs the
+/// user, account or QOS may have queued (a wait, not a failure: room frees as jobs end), by the
+/// name the scheduler gives it: Slurm's `QOSMaxSubmitJobPerUserLimit`, `AssocMaxSubmitJobLimit`,
+/// `QOSGrpSubmitJobsLimit`, ...; PBS's per-user queue limits. `None`: refused for another reason.
+pub fn submit_limit(stderr: &str) -> Option<String> {
+    let named = stderr
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| {
+            (w.starts_with("QOS") || w.starts_with("Assoc"))
+                && w.ends_with("Limit")
+                && w.contains("Submit")
+        });
+    if let Some(name) = named {
+        return Some(name.to_string());
+    }
+    let lower = stderr.to_ascii_lowercase();
+    if lower.contains("job violates accounting/qos policy") && lower.contains("submit limit") {
+        return Some("job submit limit (accounting/QOS policy)".into());
+    }
+    // Torque: "Maximum number of jobs already in queue for user"; PBS Pro: "would exceed
+    // queue's per-user limit" / "would exceed complex's per-user limit".
+    if lower.contains("maximum number of jobs already in queue") {
+        return Some("maximum number of jobs already in queue".into());
+    }
+    if lower.contains("would exceed") && lower.contains("per-user limit") {
+        return Some("per-user limit of queued jobs".into());
+    }
+    None
+}
+
 /// Whether a Slurm state (as printed) is one a started job is put back in to run again:
 /// pending (after `scontrol requeue`, a preemption in REQUEUE mode, a node failure of a job
 /// submitted with `--requeue`) or one of the requeue states. Not `SUSPENDED`/`STOPPED`: those
@@ -1177,6 +1207,42 @@ mod tests {
             fn structured_noise(text in "[0-9_\\[\\]%,:|=. A-Za-z\\n\\t-]{0,300}") {
                 all(&text);
             }
+        }
+    }
+
+    #[test]
+    fn a_refusal_for_a_submit_limit_names_the_limit_and_others_are_not_one() {
+        let sample = |name: &str| {
+            std::fs::read_to_string(format!(
+                "{}/../agent/tests/fixtures/hpc/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            submit_limit(&sample("slurm-22.05-sbatch-qos-limit-stderr.txt")).as_deref(),
+            Some("QOSMaxSubmitJobPerUserLimit")
+        );
+        assert_eq!(
+            submit_limit(&sample("slurm-22.05-sbatch-assoc-limit-stderr.txt")).as_deref(),
+            Some("AssocMaxSubmitJobLimit")
+        );
+        assert_eq!(
+            submit_limit("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)").as_deref(),
+            Some("job submit limit (accounting/QOS policy)")
+        );
+        assert!(submit_limit(
+            "qsub: submit error (Maximum number of jobs already in queue for user MSG=total number of current user's jobs exceeds the queue limit: user me, queue batch)"
+        )
+        .is_some());
+        assert!(submit_limit("qsub: would exceed queue workq's per-user limit").is_some());
+        for other in [
+            "sbatch: error: Batch job submission failed: Invalid partition name specified",
+            "sbatch: error: invalid account or account/partition combination specified",
+            "sbatch: error: QOSMaxWallDurationPerJobLimit",
+            "",
+        ] {
+            assert_eq!(submit_limit(other), None, "{other}");
         }
     }
 }

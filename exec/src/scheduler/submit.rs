@@ -4,8 +4,36 @@
 
 use super::*;
 
+/// Why a submission did not go in.
+pub(super) enum NotSubmitted {
+    /// Refused for a limit on queued jobs (its name): the tasks wait for room.
+    Limit(String),
+    /// Anything else (after the retries): the tasks fail to start.
+    Failed(String),
+}
+
 impl SchedulerBackend {
-    pub(super) async fn submit(&self, launches: Vec<HpcLaunch>) {
+    pub(super) async fn submit(&self, mut launches: Vec<HpcLaunch>) {
+        // Caps: the user's `hpc.max_jobs`, and what a refusal for a limit taught. What does not
+        // fit waits in `pending` (in order) for jobs to end.
+        let max_jobs = launches
+            .iter()
+            .filter_map(|l| l.hpc.resources.max_jobs)
+            .min();
+        let room = {
+            let state = self.lock();
+            match state.hold_until {
+                Some(until) if tokio::time::Instant::now() < until => Some(0),
+                _ => caps::room(max_jobs, state.learned_cap, state.elements.len()),
+            }
+        };
+        if let Some(room) = room.filter(|&room| room < launches.len()) {
+            let later = launches.split_off(room);
+            self.hold_back(later);
+        }
+        if launches.is_empty() {
+            return;
+        }
         // Groups: same scheduler choice, resources and scripts directory go in one array.
         let mut groups: Vec<Vec<HpcLaunch>> = Vec::new();
         for launch in launches {
@@ -126,6 +154,7 @@ impl SchedulerBackend {
             .await
         {
             Ok(job) => {
+                self.lock().limit_wait = None;
                 let mut script = Some((script_name(&chunk_dir, &job), script_text));
                 let mut state = self.lock();
                 for (i, (key, task_dir)) in keys.into_iter().enumerate() {
@@ -155,11 +184,54 @@ impl SchedulerBackend {
                 }
                 tracing::info!(job = %job, tasks = chunk.len(), "job array submitted");
             }
-            Err(message) => {
+            Err(NotSubmitted::Limit(limit)) => {
+                let _ = std::fs::remove_dir_all(&chunk_dir);
+                self.limited(&limit, submit_command(scheduler), chunk);
+            }
+            Err(NotSubmitted::Failed(message)) => {
                 for (key, _) in keys {
                     self.exited(key, Outcome::SpawnFailed(message.clone()));
                 }
             }
+        }
+    }
+
+    /// Puts `launches` back at the head of the queue of launches (they came before the ones
+    /// there), to be submitted when there is room.
+    pub(super) fn hold_back(&self, launches: Vec<HpcLaunch>) {
+        let mut state = self.lock();
+        let rest = std::mem::take(&mut state.pending);
+        state.pending = launches;
+        state.pending.extend(rest);
+    }
+
+    /// `command` refused `launches` for the scheduler's `limit` on queued jobs: not a failure.
+    /// They wait; the cap learned from the refusal keeps later submissions under the limit, and
+    /// none goes out for a while (doubling while refusals go on). Said once per limit.
+    fn limited(&self, limit: &str, command: &str, launches: Vec<HpcLaunch>) {
+        let tried = launches.len();
+        let (held, cap, wait, first) = {
+            let mut state = self.lock();
+            let held = state.elements.len();
+            let cap = caps::learned_after_refusal(held, tried, state.learned_cap);
+            state.learned_cap = Some(cap);
+            let wait = state
+                .limit_wait
+                .map_or(LIMIT_WAIT_FIRST, |w| (w * 2).min(LIMIT_WAIT_MAX))
+                .max(LIMIT_WAIT_FIRST);
+            state.limit_wait = Some(wait);
+            state.hold_until = Some(tokio::time::Instant::now() + wait);
+            (held, cap, wait, state.limits_said.insert(limit.to_string()))
+        };
+        self.hold_back(launches);
+        if first {
+            tracing::warn!(
+                "{command} refused {tried} jobs for the cluster's limit {limit} with {held} of \
+                 ours queued or running: the tasks wait and go in as jobs end, at most {cap} \
+                 at a time in the queue (set hpc.max_jobs to the limit to use all of it)"
+            );
+        } else {
+            tracing::info!(%limit, tried, held, cap, wait_s = wait.as_secs(), "submission refused for a limit again; waiting");
         }
     }
 
@@ -196,10 +268,11 @@ impl SchedulerBackend {
                     .await
                     .map(|job| (job, text))
             }
-            Err(message) => Err(message),
+            Err(message) => Err(NotSubmitted::Failed(message)),
         };
         match result {
             Ok((job, text)) => {
+                self.lock().limit_wait = None;
                 let _ = self.inner.events.send(ProcessEvent::Submitted {
                     key,
                     element: ElementRef {
@@ -224,7 +297,11 @@ impl SchedulerBackend {
                     },
                 );
             }
-            Err(message) => self.exited(key, Outcome::SpawnFailed(message)),
+            Err(NotSubmitted::Limit(limit)) => {
+                let _ = std::fs::remove_dir_all(&chunk_dir);
+                self.limited(&limit, submit_command(scheduler), vec![launch]);
+            }
+            Err(NotSubmitted::Failed(message)) => self.exited(key, Outcome::SpawnFailed(message)),
         }
     }
 
@@ -258,7 +335,7 @@ impl SchedulerBackend {
         script_path: &Path,
         dir: &Path,
         name: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, NotSubmitted> {
         let script_text = script_path.to_string_lossy().into_owned();
         let mut last = String::new();
         for attempt in 0..SUBMIT_TRIES {
@@ -283,13 +360,18 @@ impl SchedulerBackend {
                         Ok(submitted) => return Ok(submitted.job_id),
                         Err(e) => {
                             // Submitted, but the id is unreadable: retrying would submit twice.
-                            return Err(format!(
+                            return Err(NotSubmitted::Failed(format!(
                                 "submitted {script_text} but could not read the job id: {e}"
-                            ));
+                            )));
                         }
                     }
                 }
                 Ok(out) => {
+                    // A limit on queued jobs: trying again at once would only hammer the
+                    // controller; the caller waits for room instead.
+                    if let Some(limit) = parse::submit_limit(&out.stderr) {
+                        return Err(NotSubmitted::Limit(limit));
+                    }
                     last = format!(
                         "{} refused {script_text}: {}",
                         submit_command(scheduler),
@@ -303,7 +385,7 @@ impl SchedulerBackend {
                 }
             }
         }
-        Err(last)
+        Err(NotSubmitted::Failed(last))
     }
 }
 

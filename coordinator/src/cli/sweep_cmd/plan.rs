@@ -252,6 +252,7 @@ pub(super) fn hpc_request(
                 .or(hpc.array_throttle),
             array: hpc.array.unwrap_or(true),
             requeue: hpc.requeue,
+            max_jobs: hpc.max_jobs,
             resources: hpc.resources.clone(),
         },
     })
