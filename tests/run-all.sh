@@ -57,9 +57,11 @@ if [ "$(id -u)" = 0 ]; then
   # A single-node Slurm (with Debian's qsub/qstat/qdel wrappers) for the Slurm/PBS backend
   # tests; MaxArraySize 10 so that chunking into several arrays is exercised. Stopped by its
   # recorded PIDs when this script exits, however it exits.
+  stop_clusters=""
   if [ -z "${SLURM_CONF:-}" ]; then
     slurm_dir=$(mktemp -d "${TMPDIR:-/tmp}/hsm-test-slurm.XXXXXX")
-    trap 'tests/slurm.sh down "$slurm_dir" >/dev/null 2>&1 || true' EXIT
+    stop_clusters='tests/slurm.sh down "$slurm_dir" >/dev/null 2>&1 || true'
+    trap "$stop_clusters" EXIT
     say "starting a single-node Slurm for the Slurm/PBS tests ($slurm_dir)"
     if HSM_SLURM_MAX_ARRAY=10 tests/slurm.sh up "$slurm_dir" >"$slurm_dir.log" 2>&1; then
       export SLURM_CONF="$slurm_dir/slurm.conf"
@@ -67,6 +69,20 @@ if [ "$(id -u)" = 0 ]; then
     else
       say "could not start Slurm (see $slurm_dir.log); the Slurm/PBS tests will skip"
       cat "$slurm_dir.log" >&2 || true
+    fi
+  fi
+  # A second single-node Slurm, with accounting (slurmdbd + MariaDB) and a QOS limit of 8
+  # queued jobs per user, for the job-cap test; its own ports, munge and directories.
+  if [ -z "${HSM_TEST_SLURM_QOS_CONF:-}" ]; then
+    qos_dir=$(mktemp -d "${TMPDIR:-/tmp}/hsm-test-slurm-qos.XXXXXX")
+    stop_clusters="tests/slurm-qos.sh down \"\$qos_dir\" >/dev/null 2>&1 || true; $stop_clusters"
+    trap "$stop_clusters" EXIT
+    say "starting a single-node Slurm with accounting for the job-cap test ($qos_dir)"
+    if tests/slurm-qos.sh up "$qos_dir" >"$qos_dir.log" 2>&1; then
+      export HSM_TEST_SLURM_QOS_CONF="$qos_dir/etc/slurm.conf"
+    else
+      say "could not start it (see $qos_dir.log); the job-cap test against a real QOS limit will skip"
+      tail -20 "$qos_dir.log" >&2 || true
     fi
   fi
 else

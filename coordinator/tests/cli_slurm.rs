@@ -415,12 +415,14 @@ fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
     );
 }
 
-/// Array elements of `sweep`'s jobs Slurm holds now (pending or running; `-r`: one line each).
-fn queued_elements(sweep: &str) -> usize {
-    let out = std::process::Command::new("squeue")
-        .args(["-h", "-r", "-o", "%j"])
-        .output()
-        .unwrap();
+/// Array elements of `sweep`'s jobs Slurm holds now (pending or running; `-r`: one line each),
+/// on the cluster of `conf` (default: the test Slurm).
+fn queued_elements(sweep: &str, conf: Option<&Path>) -> usize {
+    let mut squeue = std::process::Command::new("squeue");
+    if let Some(conf) = conf {
+        squeue.env("SLURM_CONF", conf);
+    }
+    let out = squeue.args(["-h", "-r", "-o", "%j"]).output().unwrap();
     let prefix = format!("hsm_{sweep}_");
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -428,9 +430,9 @@ fn queued_elements(sweep: &str) -> usize {
         .count()
 }
 
-/// Runs `sweep run` of `sweep` to its end while watching the queue: the run, and the most
-/// elements of the sweep Slurm held at once.
-fn run_watching_the_queue(c: &Cluster, sweep: &str) -> (Run, usize) {
+/// Runs `sweep run` of `sweep` to its end while watching the queue (of the cluster of `conf`):
+/// the run, and the most elements of the sweep Slurm held at once.
+fn run_watching_the_queue(c: &Cluster, sweep: &str, conf: Option<&Path>) -> (Run, usize) {
     let child = c
         .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", sweep])
         .spawn()
@@ -438,10 +440,11 @@ fn run_watching_the_queue(c: &Cluster, sweep: &str) -> (Run, usize) {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let (done, sweep) = (std::sync::Arc::clone(&done), sweep.to_string());
+        let conf = conf.map(Path::to_path_buf);
         std::thread::spawn(move || {
             let mut most = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                most = most.max(queued_elements(&sweep));
+                most = most.max(queued_elements(&sweep, conf.as_deref()));
                 std::thread::sleep(Duration::from_millis(100));
             }
             most
@@ -464,7 +467,7 @@ fn hpc_max_jobs_keeps_the_queue_under_it_and_every_task_runs() {
         "sweep:\n  grid:\n    sleep: [1]\n    x: {range: [14, 54]}\n",
         "hpc:\n  max_jobs: 8\n",
     );
-    let (run, most) = run_watching_the_queue(&c, "capped");
+    let (run, most) = run_watching_the_queue(&c, "capped", None);
     run.expect_code(0);
     let status = c.project.status("capped");
     assert_eq!(
@@ -479,56 +482,80 @@ fn hpc_max_jobs_keeps_the_queue_under_it_and_every_task_runs() {
     assert!(first.contains("#SBATCH --array=0-7\n"), "{first}");
 }
 
-#[test]
-fn a_submission_refused_for_a_queued_jobs_limit_waits_and_no_task_fails() {
-    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
-        return;
-    };
-    // The test cluster keeps no accounting, so it has no QOS or association limit: a shim in
-    // front of the real sbatch refuses, with the words a real Slurm 22.05 printed for
-    // `MaxSubmitJobsPerUser=8` (agent/tests/fixtures/hpc/), any array that would put more than
-    // 8 of this sweep's elements in the queue. Everything else is the real Slurm.
+/// `n` tasks on the test Slurm with accounting, whose QOS lets a user have 8 jobs queued or
+/// running: every task completes on its first attempt, and never more than 8 elements wait.
+/// `sacctmgr`: whether the agent may read the limit there (if not, the refusals teach it).
+fn tasks_under_a_real_qos_limit(
+    agent_bin: &Path,
+    conf: &Path,
+    sweep: &str,
+    n: u64,
+    sacctmgr: bool,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let refused = dir.path().join("refused");
-    let path = shim_on_path(dir.path(), "sbatch", |real| {
-        format!(
-            "# test shim: a per-user limit of 8 queued jobs\n\
-             case \"$*\" in *--version*) exec '{real}' \"$@\" ;; esac\n\
-             for a in \"$@\"; do script=$a; done\n\
-             n=$(sed -n 's/^#SBATCH --array=0-\\([0-9]*\\).*/\\1/p' \"$script\")\n\
-             n=$(( ${{n:-0}} + 1 ))\n\
-             q=$(squeue -h -r -o %j | grep -c '^hsm_qos8_')\n\
-             if [ $(( q + n )) -gt 8 ]; then\n\
-               echo x >>'{refused}'\n\
-               echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2\n\
-               echo \"sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\" >&2\n\
-               exit 1\n\
-             fi\n\
-             exec '{real}' \"$@\"\n",
-            refused = refused.display()
-        )
-    });
+    let mut env = vec![("SLURM_CONF".to_string(), conf.display().to_string())];
+    if !sacctmgr {
+        // A shim that fails as a sacctmgr without access to slurmdbd would.
+        let path = shim_on_path(dir.path(), "sacctmgr", |_| {
+            "# test shim: sacctmgr cannot reach slurmdbd\necho 'sacctmgr: error: Problem talking to the database: Connection refused' >&2\nexit 1\n".into()
+        });
+        env.push(("PATH".into(), path));
+    }
     let c = Cluster::with_agent_env(
-        &agent_bin,
+        agent_bin,
         "slurm",
-        "sweep:\n  grid:\n    sleep: [1]\n    x: {range: [14, 54]}\n",
+        &format!(
+            "sweep:\n  grid:\n    sleep: [1]\n    x: {{range: [14, {}]}}\n",
+            14 + n
+        ),
         "",
-        &[("PATH".into(), path)],
+        &env,
     );
-    let (run, most) = run_watching_the_queue(&c, "qos8");
+    // slurmctld logs each refusal for a limit (`_job_create: exceeded association/QOS limit`).
+    let ctld_log = conf
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("log/slurmctld.log");
+    let refusals = || {
+        std::fs::read_to_string(&ctld_log)
+            .unwrap_or_default()
+            .matches("exceeded association/QOS limit")
+            .count()
+    };
+    let refused_before = refusals();
+    let (run, most) = run_watching_the_queue(&c, sweep, Some(conf));
     run.expect_code(0);
-    let status = c.project.status("qos8");
+    let refused = refusals() - refused_before;
+    if sacctmgr {
+        assert_eq!(refused, 0, "the limit read from sacctmgr was not kept to");
+    } else {
+        assert!(refused > 0, "the limit was never met");
+    }
+    let status = c.project.status(sweep);
     assert_eq!(
         (&status["completed"], &status["failed"]),
-        (&40.into(), &0.into()),
+        (&n.into(), &0.into()),
         "{status}"
     );
     for task in status["tasks"].as_array().unwrap() {
-        assert_eq!(task["attempt"], 1, "a refusal used a retry: {task}");
+        assert_eq!(task["attempt"], 1, "a limit used a retry: {task}");
     }
     assert!(most <= 8, "{most} elements in the queue at once");
-    let refusals = std::fs::read_to_string(&refused).unwrap_or_default();
-    assert!(!refusals.is_empty(), "the limit was never met");
+    assert!(most >= 2, "the queue was watched: {most}");
+}
+
+#[test]
+fn under_a_real_qos_submit_limit_tasks_wait_for_room_and_none_fails() {
+    let (Some(conf), Some(agent_bin)) = (test_slurm_qos(), agent_bin()) else {
+        return;
+    };
+    // One after the other: the limit is the user's, so two sweeps at once would share it.
+    // First 40 tasks with the agent reading the limit from sacctmgr; then 16 (each wave waits
+    // for sacct's usage figures) with sacctmgr failing, so the refusals teach it.
+    tasks_under_a_real_qos_limit(&agent_bin, &conf, "qosread", 40, true);
+    tasks_under_a_real_qos_limit(&agent_bin, &conf, "qosrefused", 16, false);
 }
 
 #[test]

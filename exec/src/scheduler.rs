@@ -47,6 +47,8 @@ pub use crate::hpc::decide::{
     MAX_SLURM_RESTARTS,
 };
 
+/// Longest a decided element counts as still queued (`State::lingering`).
+const LINGER_AT_MOST: Duration = Duration::from_secs(60);
 /// How long launches are collected before they are submitted together.
 const GATHER: Duration = Duration::from_millis(200);
 /// Longest a scheduler command may take before it counts as failed (and is retried later).
@@ -193,11 +195,18 @@ struct State {
     /// Detected scheduler per choice, once known.
     detected: HashMap<ChoiceKey, Scheduler>,
     /// What `scontrol show config` said, once asked: MaxArraySize and whether sacct has data.
-    slurm_config: Option<(Option<u32>, bool)>,
+    slurm_config: Option<(Option<u32>, bool, Option<String>)>,
+    /// What `sacctmgr` says of the user's limit on queued jobs, once asked (Slurm with
+    /// accounting only): `Some(None)` when it sets none or cannot be read.
+    sacctmgr_cap: Option<Option<u32>>,
     /// What refused submissions taught (`limited`): at most this many of our jobs queued or
     /// running, no submission before `hold_until`, the wait after the next refusal, and the
     /// limits already named in the log.
     learned_cap: Option<usize>,
+    /// Slurm elements decided (their exit record read) while Slurm still listed them active:
+    /// their jobs still count against a limit on queued jobs until Slurm lets go of them.
+    /// Dropped once `squeue` shows them final or gone, or at the deadline.
+    lingering: Vec<(String, Option<u32>, tokio::time::Instant)>,
     hold_until: Option<tokio::time::Instant>,
     limit_wait: Option<Duration>,
     limits_said: std::collections::HashSet<String>,
@@ -431,22 +440,92 @@ impl SchedulerBackend {
         Ok(scheduler)
     }
 
-    /// `MaxArraySize` and whether the cluster keeps accounting, read once from
-    /// `scontrol show config` (unknown and false when it cannot be read).
-    async fn slurm_config(&self) -> (Option<u32>, bool) {
-        let cached = self.lock().slurm_config;
+    /// `MaxArraySize`, whether the cluster keeps accounting and its `ClusterName`, read once
+    /// from `scontrol show config` (unknown and false when it cannot be read).
+    async fn slurm_config(&self) -> (Option<u32>, bool, Option<String>) {
+        let cached = self.lock().slurm_config.clone();
         if let Some(known) = cached {
             return known;
         }
         let known = match run("scontrol", &["show", "config"], None).await {
             Ok(out) if out.ok => {
                 let config = parse::parse_scontrol_config(&out.stdout);
-                (config.max_array_size, config.has_accounting())
+                let accounting = config.has_accounting();
+                (config.max_array_size, accounting, config.cluster_name)
             }
-            _ => (None, false),
+            _ => (None, false, None),
         };
-        self.lock().slurm_config = Some(known);
+        self.lock().slurm_config = Some(known.clone());
         known
+    }
+
+    /// The user's limit on queued jobs as `sacctmgr` shows it (`parse::sacctmgr_submit_cap`),
+    /// read once, on a Slurm cluster that keeps accounting: the jobs' QOS is the first
+    /// submission's (`hpc.qos`, else the association's default). `None` where nothing limits
+    /// them, or where `sacctmgr` cannot tell (a refusal then teaches the cap).
+    async fn sacctmgr_cap(&self, job_qos: Option<&str>) -> Option<u32> {
+        if let Some(known) = self.lock().sacctmgr_cap {
+            return known;
+        }
+        let known = self.read_sacctmgr_cap(job_qos).await;
+        self.lock().sacctmgr_cap = Some(known);
+        if let Some(cap) = known {
+            tracing::info!(
+                cap,
+                "the cluster lets this user have {cap} jobs queued or running (sacctmgr): at most that many are submitted"
+            );
+        }
+        known
+    }
+
+    async fn read_sacctmgr_cap(&self, job_qos: Option<&str>) -> Option<u32> {
+        let (_, accounting, cluster) = self.slurm_config().await;
+        let cluster = cluster.filter(|_| accounting)?;
+        let text = |out: Result<CommandOutput, String>| match out {
+            Ok(out) if out.ok => Some(out.stdout),
+            _ => None,
+        };
+        let user = text(run("id", &["-un"], None).await)?.trim().to_string();
+        let account = text(
+            run(
+                "sacctmgr",
+                &["-n", "-P", "show", "user", &user, "format=DefaultAccount"],
+                None,
+            )
+            .await,
+        )
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty());
+        let assoc = text(
+            run(
+                "sacctmgr",
+                &[
+                    "-n",
+                    "-P",
+                    "show",
+                    "assoc",
+                    &format!("user={user}"),
+                    &format!("format={}", parse::SACCTMGR_ASSOC_FORMAT),
+                ],
+                None,
+            )
+            .await,
+        )?;
+        let qos = text(
+            run(
+                "sacctmgr",
+                &[
+                    "-n",
+                    "-P",
+                    "show",
+                    "qos",
+                    &format!("format={}", parse::SACCTMGR_QOS_FORMAT),
+                ],
+                None,
+            )
+            .await,
+        )?;
+        parse::sacctmgr_submit_cap(&assoc, &qos, &cluster, account.as_deref(), job_qos)
     }
 
     async fn max_array(&self, scheduler: Scheduler, resources: &HpcResources) -> u32 {

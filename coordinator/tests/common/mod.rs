@@ -554,6 +554,20 @@ pub fn test_slurm() -> Option<PathBuf> {
     }
 }
 
+/// The test Slurm with accounting and a QOS limit of 8 queued jobs per user
+/// (`tests/slurm-qos.sh`, started by tests/run-all.sh as root): its `slurm.conf`.
+pub fn test_slurm_qos() -> Option<PathBuf> {
+    match std::env::var_os("HSM_TEST_SLURM_QOS_CONF") {
+        Some(conf) if Path::new(&conf).is_file() => Some(PathBuf::from(conf)),
+        _ => {
+            eprintln!(
+                "SKIPPED: no test Slurm with accounting (HSM_TEST_SLURM_QOS_CONF unset; tests/run-all.sh starts one when run as root)"
+            );
+            None
+        }
+    }
+}
+
 /// Authorizes this coordinator (`own_fp`) on `agent` and adds it to the project as source `name`,
 /// running tasks in the project directory.
 pub fn enlist(

@@ -598,6 +598,8 @@ pub struct SlurmConfig {
     pub version: Option<String>,
     /// `AccountingStorageType` (`accounting_storage/none` = sacct has nothing).
     pub accounting_storage: Option<String>,
+    /// `ClusterName` (what `sacctmgr` names the cluster's associations by).
+    pub cluster_name: Option<String>,
     /// Every `Key = Value` line.
     pub fields: BTreeMap<String, String>,
 }
@@ -634,7 +636,49 @@ pub fn parse_scontrol_config(stdout: &str) -> SlurmConfig {
         min_job_age: first_number("MinJobAge"),
         version: fields.get("SLURM_VERSION").cloned(),
         accounting_storage: fields.get("AccountingStorageType").cloned(),
+        cluster_name: fields.get("ClusterName").cloned(),
         fields,
+    }
+}
+
+/// `sacctmgr -n -P show assoc user=U format=SACCTMGR_ASSOC_FORMAT`.
+pub const SACCTMGR_ASSOC_FORMAT: &str = "Cluster,Account,User,MaxSubmit,QOS,DefaultQOS";
+/// `sacctmgr -n -P show qos format=SACCTMGR_QOS_FORMAT`.
+pub const SACCTMGR_QOS_FORMAT: &str = "Name,MaxSubmitPU";
+
+/// The most jobs (array elements count one each) the cluster lets the user have queued or
+/// running, as `sacctmgr` shows it (`None` where nothing limits them): the association's
+/// `MaxSubmit` on `cluster` (for `account`, the user's default, when known) and the per-user
+/// `MaxSubmitPU` of the QOS the jobs run under (`job_qos`, else the association's default QOS,
+/// else `normal`), the smaller. `assoc` and `qos` are the outputs of the two `sacctmgr` calls
+/// with [`SACCTMGR_ASSOC_FORMAT`] and [`SACCTMGR_QOS_FORMAT`]; lines that do not read are skipped.
+pub fn sacctmgr_submit_cap(
+    assoc: &str,
+    qos: &str,
+    cluster: &str,
+    account: Option<&str>,
+    job_qos: Option<&str>,
+) -> Option<u32> {
+    let number = |text: &str| text.trim().parse::<u32>().ok();
+    let rows: Vec<Vec<&str>> = assoc
+        .lines()
+        .map(|l| l.split('|').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 6 && f[0] == cluster)
+        .filter(|f| account.is_none_or(|a| f[1] == a))
+        .collect();
+    let assoc_cap = rows.iter().filter_map(|f| number(f[3])).min();
+    let default_qos = rows
+        .iter()
+        .find_map(|f| f.get(5).map(|q| q.trim()).filter(|q| !q.is_empty()));
+    let job_qos = job_qos.or(default_qos).unwrap_or("normal");
+    let qos_cap = qos
+        .lines()
+        .map(|l| l.split('|').collect::<Vec<_>>())
+        .find(|f| f.len() >= 2 && f[0] == job_qos)
+        .and_then(|f| number(f[1]));
+    match (assoc_cap, qos_cap) {
+        (Some(a), Some(q)) => Some(a.min(q)),
+        (a, q) => a.or(q),
     }
 }
 
@@ -1244,5 +1288,55 @@ mod tests {
         ] {
             assert_eq!(submit_limit(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn the_users_submit_cap_is_the_lower_of_association_and_qos() {
+        // As sacctmgr printed them on a Slurm 22.05 with slurmdbd (tests/slurm-qos.sh), with
+        // SACCTMGR_ASSOC_FORMAT and SACCTMGR_QOS_FORMAT.
+        let assoc = "qostest|testacct|root||normal|\nqostest|root|root||normal|\n";
+        let qos = "normal|8\n";
+        assert_eq!(
+            sacctmgr_submit_cap(assoc, qos, "qostest", Some("testacct"), None),
+            Some(8)
+        );
+        let assoc6 = "qostest|testacct|root|6|normal|\nqostest|root|root||normal|\n";
+        assert_eq!(
+            sacctmgr_submit_cap(assoc6, qos, "qostest", Some("testacct"), None),
+            Some(6)
+        );
+        assert_eq!(
+            sacctmgr_submit_cap(assoc6, "normal|\n", "qostest", Some("root"), None),
+            None,
+            "another account's limit is not this one's"
+        );
+        assert_eq!(
+            sacctmgr_submit_cap(assoc6, "normal|\n", "qostest", None, None),
+            Some(6),
+            "default account unknown: the lowest"
+        );
+        // The jobs' own QOS, then the association's default.
+        let qoses = "normal|8\nlong|3\nhigh|\n";
+        assert_eq!(
+            sacctmgr_submit_cap(assoc, qoses, "qostest", None, Some("long")),
+            Some(3)
+        );
+        assert_eq!(
+            sacctmgr_submit_cap(assoc, qoses, "qostest", None, Some("high")),
+            None
+        );
+        let default_long = "qostest|testacct|root||normal,long|long\n";
+        assert_eq!(
+            sacctmgr_submit_cap(default_long, qoses, "qostest", None, None),
+            Some(3)
+        );
+        assert_eq!(
+            sacctmgr_submit_cap(assoc, qos, "other", None, None),
+            Some(8)
+        );
+        assert_eq!(
+            sacctmgr_submit_cap("garbage", "", "qostest", None, None),
+            None
+        );
     }
 }

@@ -173,10 +173,12 @@ impl SchedulerBackend {
             .iter()
             .map(|(k, e)| (*k, e.clone()))
             .collect();
+        let lingering = self.lock().lingering.clone();
         let mut slurm_jobs: Vec<&str> = elements
             .iter()
             .filter(|(_, e)| e.scheduler == Scheduler::Slurm)
             .map(|(_, e)| e.job.as_str())
+            .chain(lingering.iter().map(|(job, ..)| job.as_str()))
             .collect();
         slurm_jobs.sort_unstable();
         slurm_jobs.dedup();
@@ -237,6 +239,14 @@ impl SchedulerBackend {
             }
         };
         let all_ok = slurm_rows.is_some() && pbs_rows.is_some();
+        if let Some(rows) = &slurm_rows {
+            // Those Slurm lets go of no longer count against a limit on queued jobs.
+            let now = tokio::time::Instant::now();
+            self.lock().lingering.retain(|(job, index, until)| {
+                now < *until
+                    && matches!(slurm_seen(rows, job, *index), Seen::Listed(s) if !s.is_final())
+            });
+        }
         let mut observed = Vec::with_capacity(elements.len());
         let mut given_up = Vec::new();
         for (key, element) in elements {
@@ -332,6 +342,14 @@ impl SchedulerBackend {
                 }
                 if decision.exit.is_some() {
                     state.elements.remove(&key);
+                    if element.scheduler == Scheduler::Slurm
+                        && matches!(&seen, Seen::Listed(s) if !s.is_final())
+                    {
+                        let until = tokio::time::Instant::now() + LINGER_AT_MOST;
+                        state
+                            .lingering
+                            .push((element.job.clone(), element.index, until));
+                    }
                 }
             }
             if decision.start {

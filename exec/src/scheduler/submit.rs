@@ -14,17 +14,28 @@ pub(super) enum NotSubmitted {
 
 impl SchedulerBackend {
     pub(super) async fn submit(&self, mut launches: Vec<HpcLaunch>) {
-        // Caps: the user's `hpc.max_jobs`, and what a refusal for a limit taught. What does not
-        // fit waits in `pending` (in order) for jobs to end.
-        let max_jobs = launches
+        // Caps: the user's `hpc.max_jobs`, the limit `sacctmgr` shows on a Slurm cluster with
+        // accounting, and what a refusal for a limit taught. What does not fit waits in
+        // `pending` (in order) for jobs to end.
+        let mut max_jobs = launches
             .iter()
             .filter_map(|l| l.hpc.resources.max_jobs)
             .min();
+        if let Some(first) = launches.first() {
+            if let Ok(Scheduler::Slurm) = self.scheduler_for(first.hpc.scheduler).await {
+                let qos = first.hpc.resources.qos.clone();
+                if let Some(cap) = self.sacctmgr_cap(qos.as_deref()).await {
+                    max_jobs = Some(max_jobs.map_or(cap, |m| m.min(cap)));
+                }
+            }
+        }
         let room = {
             let state = self.lock();
+            // Elements just decided that Slurm still holds count too.
+            let held = state.elements.len() + state.lingering.len();
             match state.hold_until {
                 Some(until) if tokio::time::Instant::now() < until => Some(0),
-                _ => caps::room(max_jobs, state.learned_cap, state.elements.len()),
+                _ => caps::room(max_jobs, state.learned_cap, held),
             }
         };
         if let Some(room) = room.filter(|&room| room < launches.len()) {
@@ -212,7 +223,7 @@ impl SchedulerBackend {
         let tried = launches.len();
         let (held, cap, wait, first) = {
             let mut state = self.lock();
-            let held = state.elements.len();
+            let held = state.elements.len() + state.lingering.len();
             let cap = caps::learned_after_refusal(held, tried, state.learned_cap);
             state.learned_cap = Some(cap);
             let wait = state
