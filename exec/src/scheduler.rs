@@ -64,6 +64,8 @@ const DEFAULT_MAX_ARRAY: u32 = 1000;
 /// refusing is not asked again at once.
 const LIMIT_WAIT_FIRST: Duration = Duration::from_secs(5);
 const LIMIT_WAIT_MAX: Duration = Duration::from_secs(300);
+/// Refusals for a limit in a row, with none of our jobs queued, before the tasks fail.
+const LIMIT_GIVE_UP: u32 = 5;
 
 /// One task for the scheduler.
 pub struct HpcLaunch {
@@ -209,6 +211,7 @@ struct State {
     lingering: Vec<(String, Option<u32>, tokio::time::Instant)>,
     hold_until: Option<tokio::time::Instant>,
     limit_wait: Option<Duration>,
+    refused_with_none_held: u32,
     limits_said: std::collections::HashSet<String>,
     next_chunk: u64,
     driver_started: bool,
@@ -373,7 +376,12 @@ impl SchedulerBackend {
             if !cancels.is_empty() {
                 self.send_cancels(&cancels).await;
             }
-            if !self.lock().elements.is_empty() {
+            let follow = {
+                let state = self.lock();
+                // Lingering elements too: the poll is what lets them go.
+                !state.elements.is_empty() || !state.lingering.is_empty()
+            };
+            if follow {
                 delay = if self.poll().await {
                     self.inner.poll_every
                 } else {
@@ -467,7 +475,12 @@ impl SchedulerBackend {
         if let Some(known) = self.lock().sacctmgr_cap {
             return known;
         }
-        let known = self.read_sacctmgr_cap(job_qos).await;
+        let mut known = self.read_sacctmgr_cap(job_qos).await;
+        if known == Some(0) {
+            // No room at all: left to sbatch, whose refusals then end the tasks, saying why.
+            tracing::warn!("sacctmgr says this user may have no job queued (MaxSubmit 0)");
+            known = None;
+        }
         self.lock().sacctmgr_cap = Some(known);
         if let Some(cap) = known {
             tracing::info!(

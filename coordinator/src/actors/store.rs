@@ -540,6 +540,16 @@ impl Actor for StoreActor {
     type Context = SyncContext<Self>;
 }
 
+impl Drop for StoreActor {
+    /// A mapping written ahead of a cancel and never put in place (the run ended without
+    /// `Close`) is not left behind: it is as large as the mapping.
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            ahead.give_up_and_join();
+        }
+    }
+}
+
 /// A batch of changes to write in one transaction.
 #[derive(Message)]
 #[rtype(result = "bool")]

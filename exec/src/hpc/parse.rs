@@ -87,15 +87,14 @@ impl SlurmExitCode {
 /// name the scheduler gives it: Slurm's `QOSMaxSubmitJobPerUserLimit`, `AssocMaxSubmitJobLimit`,
 /// `QOSGrpSubmitJobsLimit`, ...; PBS's per-user queue limits. `None`: refused for another reason.
 pub fn submit_limit(stderr: &str) -> Option<String> {
-    let named = stderr
+    // Slurm names the limit on the first line; the second is the same for every policy
+    // (`... (job submit limit, user's size and/or time limits)`), a wall time over the QOS's
+    // maximum included, which no job ending makes room for.
+    let mut named = stderr
         .split(|c: char| !c.is_ascii_alphanumeric())
-        .find(|w| {
-            (w.starts_with("QOS") || w.starts_with("Assoc"))
-                && w.ends_with("Limit")
-                && w.contains("Submit")
-        });
-    if let Some(name) = named {
-        return Some(name.to_string());
+        .filter(|w| (w.starts_with("QOS") || w.starts_with("Assoc")) && w.ends_with("Limit"));
+    if let Some(name) = named.next() {
+        return name.contains("Submit").then(|| name.to_string());
     }
     let lower = stderr.to_ascii_lowercase();
     if lower.contains("job violates accounting/qos policy") && lower.contains("submit limit") {
@@ -117,27 +116,26 @@ pub fn submit_limit(stderr: &str) -> Option<String> {
 /// submitted with `--requeue`) or one of the requeue states. Not `SUSPENDED`/`STOPPED`: those
 /// go on where they stopped.
 pub fn slurm_waiting_to_restart(raw: &str) -> bool {
-    let word = raw
-        .split_whitespace()
+    matches!(
+        slurm_state_word(raw).as_str(),
+        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
+    )
+}
+
+/// A Slurm state as printed, reduced to its name: without a `by UID` suffix or `+` marker,
+/// upper case.
+fn slurm_state_word(raw: &str) -> String {
+    raw.split_whitespace()
         .next()
         .unwrap_or("")
         .trim_end_matches('+')
-        .to_ascii_uppercase();
-    matches!(
-        word.as_str(),
-        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED"
-    )
+        .to_ascii_uppercase()
 }
 
 /// Maps a Slurm state name (`squeue %T`, `scontrol JobState`, `sacct State`, with or without a
 /// `by UID` suffix or `+` marker) to a [`JobState`].
 pub fn slurm_state(raw: &str, exit: Option<SlurmExitCode>) -> JobState {
-    let word = raw
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('+')
-        .to_ascii_uppercase();
+    let word = slurm_state_word(raw);
     match word.as_str() {
         "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" | "SUSPENDED"
         | "STOPPED" => JobState::Queued,
@@ -1281,6 +1279,8 @@ mod tests {
         .is_some());
         assert!(submit_limit("qsub: would exceed queue workq's per-user limit").is_some());
         for other in [
+            "sbatch: error: QOSMaxWallDurationPerJobLimit\nsbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
+            "sbatch: error: AssocGrpCpuLimit\nsbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
             "sbatch: error: Batch job submission failed: Invalid partition name specified",
             "sbatch: error: invalid account or account/partition combination specified",
             "sbatch: error: QOSMaxWallDurationPerJobLimit",

@@ -30,8 +30,10 @@ impl SchedulerBackend {
             }
         }
         let room = {
-            let state = self.lock();
-            // Elements just decided that Slurm still holds count too.
+            let mut state = self.lock();
+            // Elements just decided that Slurm still holds count too, up to their deadline.
+            let now = tokio::time::Instant::now();
+            state.lingering.retain(|(.., until)| now < *until);
             let held = state.elements.len() + state.lingering.len();
             match state.hold_until {
                 Some(until) if tokio::time::Instant::now() < until => Some(0),
@@ -56,7 +58,8 @@ impl SchedulerBackend {
                 None => groups.push(vec![launch]),
             }
         }
-        for group in groups {
+        let mut groups = groups.into_iter();
+        while let Some(group) = groups.next() {
             let scheduler = match self.scheduler_for(group[0].hpc.scheduler).await {
                 Ok(s) => s,
                 Err(message) => {
@@ -86,12 +89,24 @@ impl SchedulerBackend {
                     chunks.push(rest.split_off(range.start));
                 }
                 chunks.reverse();
-                for chunk in chunks {
-                    self.submit_array(scheduler, &resources, chunk).await;
+                let mut chunks = chunks.into_iter();
+                while let Some(chunk) = chunks.next() {
+                    if let Some(refused) = self.submit_array(scheduler, &resources, chunk).await {
+                        // Refused for a limit: nothing more goes to the scheduler now. What
+                        // was refused waits first, then the rest, in order.
+                        let rest = chunks.flatten().chain(groups.flatten());
+                        self.hold_back(refused.into_iter().chain(rest).collect());
+                        return;
+                    }
                 }
             } else {
-                for launch in ready {
-                    self.submit_single(scheduler, &resources, launch).await;
+                let mut ready = ready.into_iter();
+                while let Some(launch) = ready.next() {
+                    if let Some(refused) = self.submit_single(scheduler, &resources, launch).await {
+                        let rest = ready.chain(groups.flatten());
+                        self.hold_back(refused.into_iter().chain(rest).collect());
+                        return;
+                    }
                 }
             }
         }
@@ -107,12 +122,14 @@ impl SchedulerBackend {
         scripts_dir.join(format!("job_{stamp}_{:04}", state.next_chunk))
     }
 
+    /// Submits one array; the launches back when the scheduler refused them for a limit on
+    /// queued jobs (the caller holds them back with whatever else was to go now).
     pub(super) async fn submit_array(
         &self,
         scheduler: Scheduler,
         resources: &HpcResources,
         chunk: Vec<HpcLaunch>,
-    ) {
+    ) -> Option<Vec<HpcLaunch>> {
         let chunk_dir = self.next_chunk_dir(&chunk[0].scripts_dir);
         let name = chunk_job_name(&chunk[0].scripts_dir, &chunk_dir);
         let dirs: Vec<PathBuf> = chunk.iter().map(|l| l.task_dir.clone()).collect();
@@ -148,7 +165,7 @@ impl SchedulerBackend {
                 for (key, _) in keys {
                     self.exited(key, Outcome::SpawnFailed(message.clone()));
                 }
-                return;
+                return None;
             }
         };
         self.announce(
@@ -165,7 +182,6 @@ impl SchedulerBackend {
             .await
         {
             Ok(job) => {
-                self.lock().limit_wait = None;
                 let mut script = Some((script_name(&chunk_dir, &job), script_text));
                 let mut state = self.lock();
                 for (i, (key, task_dir)) in keys.into_iter().enumerate() {
@@ -193,16 +209,20 @@ impl SchedulerBackend {
                         },
                     );
                 }
+                drop(state);
                 tracing::info!(job = %job, tasks = chunk.len(), "job array submitted");
+                self.submitted();
+                None
             }
             Err(NotSubmitted::Limit(limit)) => {
                 let _ = std::fs::remove_dir_all(&chunk_dir);
-                self.limited(&limit, submit_command(scheduler), chunk);
+                self.limited(&limit, submit_command(scheduler), chunk)
             }
             Err(NotSubmitted::Failed(message)) => {
                 for (key, _) in keys {
                     self.exited(key, Outcome::SpawnFailed(message.clone()));
                 }
+                None
             }
         }
     }
@@ -211,17 +231,46 @@ impl SchedulerBackend {
     /// there), to be submitted when there is room.
     pub(super) fn hold_back(&self, launches: Vec<HpcLaunch>) {
         let mut state = self.lock();
+        // A cancel that came while they were being submitted ends them here, unsubmitted.
+        let (cancelled, kept): (Vec<HpcLaunch>, Vec<HpcLaunch>) = launches
+            .into_iter()
+            .partition(|l| state.early_cancels.contains(&l.launch.key));
         let rest = std::mem::take(&mut state.pending);
-        state.pending = launches;
+        state.pending = kept;
         state.pending.extend(rest);
+        drop(state);
+        for launch in cancelled {
+            self.exited(launch.launch.key, Outcome::Cancelled);
+        }
+    }
+
+    /// A submission went in: refusals stop counting, and a cap learned from them grows by one
+    /// when it was reached (the limit may be higher than what the queue held at a refusal, or
+    /// the user's other jobs that filled it may be gone; a refusal teaches it again).
+    fn submitted(&self) {
+        let mut state = self.lock();
+        state.limit_wait = None;
+        state.refused_with_none_held = 0;
+        let held = state.elements.len() + state.lingering.len();
+        if let Some(cap) = state.learned_cap.filter(|&cap| held >= cap) {
+            state.learned_cap = Some(cap + 1);
+        }
     }
 
     /// `command` refused `launches` for the scheduler's `limit` on queued jobs: not a failure.
-    /// They wait; the cap learned from the refusal keeps later submissions under the limit, and
-    /// none goes out for a while (doubling while refusals go on). Said once per limit.
-    fn limited(&self, limit: &str, command: &str, launches: Vec<HpcLaunch>) {
+    /// They are given back to wait; the cap learned from the refusal keeps later submissions
+    /// under the limit, and none goes out for a while (doubling while refusals go on). Said
+    /// once per limit. `None` (the launches failed) once the scheduler has refused
+    /// [`LIMIT_GIVE_UP`] times in a row with none of our jobs queued: then the limit is not
+    /// one that jobs ending will make room under (a quota of zero, another user's jobs).
+    fn limited(
+        &self,
+        limit: &str,
+        command: &str,
+        launches: Vec<HpcLaunch>,
+    ) -> Option<Vec<HpcLaunch>> {
         let tried = launches.len();
-        let (held, cap, wait, first) = {
+        let (held, cap, wait, first, give_up) = {
             let mut state = self.lock();
             let held = state.elements.len() + state.lingering.len();
             let cap = caps::learned_after_refusal(held, tried, state.learned_cap);
@@ -232,9 +281,25 @@ impl SchedulerBackend {
                 .max(LIMIT_WAIT_FIRST);
             state.limit_wait = Some(wait);
             state.hold_until = Some(tokio::time::Instant::now() + wait);
-            (held, cap, wait, state.limits_said.insert(limit.to_string()))
+            if held == 0 {
+                state.refused_with_none_held += 1;
+            }
+            let give_up = state.refused_with_none_held >= LIMIT_GIVE_UP;
+            let first = state.limits_said.insert(limit.to_string());
+            (held, cap, wait, first, give_up)
         };
-        self.hold_back(launches);
+        if give_up {
+            let message = format!(
+                "{command} refused the job {LIMIT_GIVE_UP} times in a row for the cluster's limit \
+                 {limit} while none of this sweep's jobs were queued: the limit leaves no room \
+                 (ask the cluster's administrators, or check `sacctmgr show assoc user=$USER`)"
+            );
+            tracing::warn!("{message}");
+            for launch in launches {
+                self.exited(launch.launch.key, Outcome::SpawnFailed(message.clone()));
+            }
+            return None;
+        }
         if first {
             tracing::warn!(
                 "{command} refused {tried} jobs for the cluster's limit {limit} with {held} of \
@@ -244,14 +309,17 @@ impl SchedulerBackend {
         } else {
             tracing::info!(%limit, tried, held, cap, wait_s = wait.as_secs(), "submission refused for a limit again; waiting");
         }
+        Some(launches)
     }
 
+    /// Submits one task as a job of its own; the launch back when refused for a limit (as
+    /// `submit_array`).
     pub(super) async fn submit_single(
         &self,
         scheduler: Scheduler,
         resources: &HpcResources,
         launch: HpcLaunch,
-    ) {
+    ) -> Option<Vec<HpcLaunch>> {
         let chunk_dir = self.next_chunk_dir(&launch.scripts_dir);
         let name = chunk_job_name(&launch.scripts_dir, &chunk_dir);
         let key = launch.launch.key;
@@ -283,7 +351,6 @@ impl SchedulerBackend {
         };
         match result {
             Ok((job, text)) => {
-                self.lock().limit_wait = None;
                 let _ = self.inner.events.send(ProcessEvent::Submitted {
                     key,
                     element: ElementRef {
@@ -307,12 +374,17 @@ impl SchedulerBackend {
                         requeued: false,
                     },
                 );
+                self.submitted();
+                None
             }
             Err(NotSubmitted::Limit(limit)) => {
                 let _ = std::fs::remove_dir_all(&chunk_dir);
-                self.limited(&limit, submit_command(scheduler), vec![launch]);
+                self.limited(&limit, submit_command(scheduler), vec![launch])
             }
-            Err(NotSubmitted::Failed(message)) => self.exited(key, Outcome::SpawnFailed(message)),
+            Err(NotSubmitted::Failed(message)) => {
+                self.exited(key, Outcome::SpawnFailed(message));
+                None
+            }
         }
     }
 
@@ -381,6 +453,20 @@ impl SchedulerBackend {
                     // A limit on queued jobs: trying again at once would only hammer the
                     // controller; the caller waits for room instead.
                     if let Some(limit) = parse::submit_limit(&out.stderr) {
+                        if attempt > 0 {
+                            // An earlier try that timed out may have gone in and taken the
+                            // room: its job is this one.
+                            match self.find_job_named(scheduler, name).await {
+                                Ok(Some(job)) => return Ok(job),
+                                Ok(None) => {}
+                                Err(e) => {
+                                    return Err(NotSubmitted::Failed(format!(
+                                        "{} refused {script_text} ({limit}) after an earlier try that may have gone in, which cannot be looked up: {e}",
+                                        submit_command(scheduler)
+                                    )))
+                                }
+                            }
+                        }
                         return Err(NotSubmitted::Limit(limit));
                     }
                     last = format!(
