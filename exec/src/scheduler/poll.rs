@@ -260,7 +260,7 @@ impl SchedulerBackend {
                             }
                             continue;
                         }
-                        slurm_seen(rows, &element.job, element.index)
+                        row.map_or(Seen::Missing, |r| Seen::Listed(r.state.clone()))
                     }
                     None => continue,
                 },
