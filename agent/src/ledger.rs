@@ -870,6 +870,7 @@ mod tests {
                 job: "40".into(),
                 index: Some(2),
                 name: None,
+                packed: true,
             },
         ));
         ledger.record(Op::Cancel(k(3)));

@@ -483,8 +483,9 @@ impl Runner {
                     elements,
                     scheduler,
                     name,
+                    packed,
                     recorded,
-                } => self.on_submitting(elements, scheduler, name, recorded),
+                } => self.on_submitting(elements, scheduler, name, packed, recorded),
                 ProcessEvent::Submitted {
                     key,
                     element,
@@ -520,13 +521,14 @@ impl Runner {
         elements: Vec<(TaskKey, Option<u32>)>,
         scheduler: Scheduler,
         name: String,
+        packed: bool,
         recorded: tokio::sync::oneshot::Sender<()>,
     ) {
         let elements = elements.into_iter().map(|(k, i)| (k.index, i)).collect();
         let mut state = self.lock();
         // Without a disk ledger there is nothing to remember it in: dropping `recorded` lets
         // the submission go ahead.
-        let Some(token) = state.handle_submitting(elements, scheduler, name) else {
+        let Some(token) = state.handle_submitting(elements, scheduler, name, packed) else {
             return;
         };
         let (durable, wait) = std::sync::mpsc::channel();
@@ -581,6 +583,7 @@ impl Runner {
                             scheduler,
                             job: job.clone(),
                             index: pending.index,
+                            packed: pending.packed,
                         };
                         self.on_submitted(id, element.clone(), None);
                         // A cancel that arrives meanwhile waits in the scheduler backend for the

@@ -218,6 +218,11 @@ fn a_run_slurm_requeued_replaces_the_stopped_run_s_exit_record_and_says_why() {
     }
     // What the run Slurm stopped for the requeue left: SIGTERM, recorded.
     let dir = &chunk.task_dirs[0];
+    fs::write(
+        dir.join("hsm_start"),
+        "start=1\nhost=n\njob_id=4242\nindex=0\n",
+    )
+    .unwrap();
     fs::write(dir.join("hsm_exit"), "exit_code=143\nsignal=15\nend=1\n").unwrap();
     fs::write(dir.join("stdout.log"), "ran\n").unwrap();
     let status = wrapper_command(&chunk, "0")

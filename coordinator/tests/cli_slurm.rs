@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Writes `results/r.txt` (`x=<x>`), prints a line, fails with 3 for x == 13, sleeps for
-/// `sleep` seconds when given, kills its wrapper (SIGKILL) when x == `kill_wrapper`, and appends
+/// `sleep` seconds when given (600 more when x == `hang`), kills its wrapper (SIGKILL) when x == `kill_wrapper`, and appends
 /// `x` to the file `runs` when given (one line per run, to count them).
 const TASK_PY: &str = r#"
 import os, sys, time
@@ -19,6 +19,8 @@ if "runs" in args:
     with open(args["runs"], "a") as f:
         f.write(f"{x}\n")
 time.sleep(float(args.get("sleep", "0")))
+if x == int(args.get("hang", "0")):
+    time.sleep(600)
 out = args["output.dir"]
 os.makedirs(out, exist_ok=True)
 with open(os.path.join(out, "r.txt"), "w") as f:
@@ -334,6 +336,118 @@ fn cancel_and_expect_nothing_queued(c: &Cluster, run: std::process::Child, sweep
         "the queue empty of the sweep's jobs",
         || in_queue(sweep).trim().is_empty(),
     );
+}
+
+#[test]
+fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_limit() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
+        return;
+    };
+    // 23 tasks, 5 per job: 5 jobs in one array (the last with 3). x=13 fails, x=30 outlives
+    // its own 5 s limit; the tasks after them in their jobs still run.
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    hang: [30]\n    x: {range: [10, 33]}\n",
+        "hpc:\n  tasks_per_job: 5\n",
+    );
+    let run = c.run(&[
+        "sweep",
+        "run",
+        "--sources",
+        "hpc1",
+        "--sweep-id",
+        "packed",
+        "--timeout",
+        "5s",
+    ]);
+    run.expect_code(1);
+    let status = c.project.status("packed");
+    assert_eq!(
+        (&status["completed"], &status["failed"]),
+        (&21.into(), &2.into()),
+        "{status}"
+    );
+    let jobs = c.jobs("packed");
+    assert_eq!(jobs.len(), 1, "one array: {jobs:?}");
+    let script = std::fs::read_to_string(jobs[0].join("job.sh")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-4\n"), "{script}");
+    // The job's wall time covers its five tasks' limits (60 s each at least) and the slack.
+    assert!(script.contains("#SBATCH --time=00:06:00\n"), "{script}");
+    assert!(script.contains("hsm_pack.sh"), "{script}");
+    let mut per_element: std::collections::BTreeMap<String, usize> = Default::default();
+    for task in status["tasks"].as_array().unwrap() {
+        let x: u64 = task["params"]["x"].as_u64().unwrap();
+        let job_id = task["job_id"].as_str().unwrap_or_default().to_string();
+        let (_, index) = job_id.split_once('_').unwrap_or_else(|| panic!("{task}"));
+        assert_eq!(
+            index,
+            ((x - 10) / 5).to_string(),
+            "in order, 5 per job: {task}"
+        );
+        *per_element.entry(job_id).or_default() += 1;
+        assert_eq!(task["attempt"], 1, "{task}");
+        match x {
+            13 => assert_eq!(task["status"], "failed", "{task}"),
+            30 => {
+                assert_eq!(task["status"], "failed", "{task}");
+                assert_eq!(task["reason"], "timeout", "{task}");
+            }
+            _ => {
+                assert_eq!(task["status"], "completed", "{task}");
+                let result = c.project.sweep_dir("packed").join(format!(
+                    "tasks/{}/results/r.txt",
+                    task["task"].as_str().unwrap()
+                ));
+                assert_eq!(
+                    std::fs::read_to_string(&result).unwrap_or_default(),
+                    format!("x={x}\n"),
+                    "{}",
+                    result.display()
+                );
+            }
+        }
+    }
+    assert_eq!(
+        per_element.values().copied().collect::<Vec<_>>(),
+        [5, 5, 5, 5, 3],
+        "{per_element:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_packed_sweep_cancels_every_task_and_leaves_nothing_in_the_queue() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
+        return;
+    };
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    sleep: [120]\n    x: {range: [1, 21]}\n",
+        "hpc:\n  tasks_per_job: 4\n",
+    );
+    let child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "pcnl"])
+        .spawn()
+        .unwrap();
+    let db = c.project.sweep_dir("pcnl").join("sweep.db");
+    // One task of each of the 5 jobs runs; the other 15 wait for their turn.
+    wait_until(
+        Duration::from_secs(60),
+        "packed tasks running on Slurm",
+        || {
+            db.exists()
+                && c.project
+                    .try_status("pcnl")
+                    .is_some_and(|s| s["running"].as_u64().unwrap_or(0) >= 2)
+        },
+    );
+    let status = c.project.status("pcnl");
+    assert!(
+        status["running"].as_u64().unwrap() <= 5,
+        "a task waiting for its turn counted as running: {status}"
+    );
+    cancel_and_expect_nothing_queued(&c, child, "pcnl", 20);
 }
 
 #[test]

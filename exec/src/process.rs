@@ -118,6 +118,8 @@ pub enum ProcessEvent {
         elements: Vec<(TaskKey, Option<u32>)>,
         scheduler: crate::hpc::script::Scheduler,
         name: String,
+        /// The elements run several tasks each (`hpc.tasks_per_job`).
+        packed: bool,
         recorded: tokio::sync::oneshot::Sender<()>,
     },
     /// Handed to a batch scheduler (scheduler backend only): where it runs there and, for the

@@ -20,6 +20,7 @@
 //! (taking up elements after an agent restart), `usage.rs` (what an element used).
 
 use crate::hpc::caps;
+use crate::hpc::pack::{self, Pack};
 use crate::hpc::parse::{self, JobState};
 use crate::hpc::script::{self, ArrayJobSpec, Scheduler, SingleJobSpec};
 use crate::hpc::wrapper::{self, ExitRecord};
@@ -42,9 +43,9 @@ use submit::failure_text;
 
 use crate::hpc::decide::RECORD_GRACE_POLLS;
 pub use crate::hpc::decide::{
-    decide, element_id, qstat_account, qstat_element, sacct_account, scontrol_account,
-    slurm_requeued, slurm_row, slurm_seen, wants_account, Account, Decision, Seen,
-    MAX_SLURM_RESTARTS,
+    decide, decide_packed, element_id, qstat_account, qstat_element, sacct_account,
+    scontrol_account, slurm_requeued, slurm_row, slurm_seen, wants_account, Account, Decision,
+    Seen, MAX_SLURM_RESTARTS,
 };
 
 /// Longest a decided element counts as still queued (`State::lingering`).
@@ -85,6 +86,8 @@ pub struct ElementRef {
     pub job: String,
     /// Index within the array.
     pub index: Option<u32>,
+    /// The element runs several tasks, this one among them (`hpc.tasks_per_job`).
+    pub packed: bool,
 }
 
 impl ElementRef {
@@ -99,6 +102,7 @@ impl ElementRef {
             job: self.job.clone(),
             index: self.index,
             name: None,
+            packed: self.packed,
         }
     }
 
@@ -112,6 +116,7 @@ impl ElementRef {
             scheduler: scheduler_named(&stored.scheduler)?,
             job: stored.job.clone(),
             index: stored.index,
+            packed: stored.packed,
         })
     }
 }
@@ -140,6 +145,7 @@ pub struct PendingElement {
     pub scheduler: Scheduler,
     pub name: String,
     pub index: Option<u32>,
+    pub packed: bool,
 }
 
 impl PendingElement {
@@ -150,6 +156,7 @@ impl PendingElement {
             job: String::new(),
             index: self.index,
             name: Some(self.name.clone()),
+            packed: self.packed,
         }
     }
 
@@ -162,6 +169,7 @@ impl PendingElement {
             scheduler: scheduler_named(&stored.scheduler)?,
             name: stored.name.clone()?,
             index: stored.index,
+            packed: stored.packed,
         })
     }
 }
@@ -218,6 +226,22 @@ struct State {
 }
 
 impl State {
+    /// Our jobs the scheduler holds (queued or running): array elements, each counted once
+    /// however many tasks it runs, and those just decided that it still lists.
+    fn held_jobs(&self) -> usize {
+        let mut jobs: std::collections::HashSet<(&str, Option<u32>)> = self
+            .elements
+            .values()
+            .map(|e| (e.job.as_str(), e.index))
+            .collect();
+        jobs.extend(
+            self.lingering
+                .iter()
+                .map(|(job, index, _)| (job.as_str(), *index)),
+        );
+        jobs.len()
+    }
+
     /// Follows `element` from now on, with a cancel that arrived before it was known.
     fn insert_element(&mut self, key: TaskKey, mut element: Element) {
         if self.early_cancels.remove(&key) {
@@ -255,6 +279,8 @@ struct Element {
     job: String,
     /// Index within the array; `None` for a task submitted alone.
     index: Option<u32>,
+    /// The element runs other tasks too (`hpc.tasks_per_job`): see `hpc::pack`.
+    packed: bool,
     task_dir: PathBuf,
     started: bool,
     cancel_requested: bool,
@@ -608,6 +634,9 @@ pub struct StoredElement {
     /// written before it was kept.
     #[serde(default)]
     pub name: Option<String>,
+    /// The element runs several tasks (`hpc.tasks_per_job`). Absent in older ledgers: false.
+    #[serde(default)]
+    pub packed: bool,
 }
 
 #[cfg(test)]
@@ -621,6 +650,7 @@ mod tests {
             scheduler: Scheduler::Torque,
             name: "hsm_s_1_0001".into(),
             index: Some(3),
+            packed: true,
         };
         let stored = pending.to_stored();
         assert_eq!(stored.job, "", "no job id yet");
@@ -634,6 +664,7 @@ mod tests {
             scheduler: Scheduler::Slurm,
             job: "40".into(),
             index: Some(3),
+            packed: false,
         };
         let stored = element.to_stored();
         assert_eq!(ElementRef::from_stored(&stored), Some(element));
@@ -644,6 +675,7 @@ mod tests {
             job: String::new(),
             index: None,
             name: None,
+            packed: false,
         };
         assert_eq!(PendingElement::from_stored(&old), None);
     }

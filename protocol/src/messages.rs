@@ -184,6 +184,12 @@ pub struct HpcResources {
     /// At most this many of the agent's jobs (array elements count one each) queued or running
     /// at once: more are submitted as they end.
     pub max_jobs: Option<u32>,
+    /// Tasks one job (array element) runs one after another (`hpc.tasks_per_job`, packing
+    /// short tasks); `None` or 1: one task per job. Each keeps its own directory and records.
+    pub tasks_per_job: Option<u32>,
+    /// Of a packed job's tasks, at most this many at once (the job asks for that many times
+    /// the per-task CPUs and memory); `None`: one at a time.
+    pub pack_parallel: Option<u32>,
     /// A Python HSM v1 resource string (`hpc.default_resources`, e.g. `select=1:ncpus=4:mem=16gb`),
     /// passed through to the scheduler as written (`-l` for PBS, `#SBATCH` words for Slurm).
     pub resources: Option<String>,
@@ -210,6 +216,8 @@ impl Default for HpcResources {
             array: true,
             requeue: None,
             max_jobs: None,
+            tasks_per_job: None,
+            pack_parallel: None,
             resources: None,
         }
     }

@@ -351,6 +351,7 @@ impl AgentCore {
         elements: Vec<(u64, Option<u32>)>,
         scheduler: Scheduler,
         name: String,
+        packed: bool,
     ) -> Option<u64> {
         if !self.on_disk {
             return None;
@@ -363,6 +364,7 @@ impl AgentCore {
                 scheduler,
                 name: name.clone(),
                 index,
+                packed,
             };
             self.log(Op::Element(ledger_key, pending.to_stored()));
         }

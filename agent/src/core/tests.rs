@@ -285,7 +285,7 @@ fn without_a_disk_ledger_events_are_sendable_at_once_and_no_ops_pile_up() {
     assert_eq!(summary(&replay(&core)), [(1, 1, 1, "started".to_string())]);
     assert!(core.poll_ledger_ops().is_empty());
     assert_eq!(
-        core.handle_submitting(vec![(id, None)], Scheduler::Slurm, "j".into()),
+        core.handle_submitting(vec![(id, None)], Scheduler::Slurm, "j".into(), false),
         None
     );
 }
@@ -386,7 +386,12 @@ fn a_scheduler_task_handed_over_is_cancelled_in_the_scheduler() {
     // Recorded before the submit command runs, then a barrier to wait for.
     ledger_ops(&mut core);
     assert_eq!(
-        core.handle_submitting(vec![(id, Some(0))], Scheduler::Slurm, "hsm_s1".into()),
+        core.handle_submitting(
+            vec![(id, Some(0))],
+            Scheduler::Slurm,
+            "hsm_s1".into(),
+            false
+        ),
         Some(0)
     );
     assert_eq!(ledger_ops(&mut core), ["element 1", "barrier 0"]);

@@ -146,6 +146,8 @@ fn hpc_json(hpc: &HpcOptions) -> Value {
         "array": hpc.array,
         "requeue": hpc.requeue,
         "max_jobs": hpc.max_jobs,
+        "tasks_per_job": hpc.tasks_per_job,
+        "pack_parallel": hpc.pack_parallel,
         "poll": hpc.poll.map(format_duration),
         "resources": hpc.resources,
     })

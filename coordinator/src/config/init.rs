@@ -311,6 +311,8 @@ pub fn init_config_text(d: &Detection) -> String {
          \x20 # array_throttle: 50           # at most this many array elements running at once\n\
          \x20 # requeue: true                # preempted or node-failed jobs run again (default: the cluster's)\n\
          \x20 # max_jobs: 500                # at most this many jobs (array elements) queued or running\n\
+         \x20 # tasks_per_job: 50            # short tasks: each job runs 50, one after another\n\
+         \x20 # pack_parallel: 4             # ... 4 at a time (the job asks for 4x cpus/mem/gpus)\n\
          \n\
          # Where tasks run; choose with `sweep run --sources a,b`. Default: local.\n\
          sources:\n\

@@ -152,6 +152,12 @@ pub struct HpcOptions {
     /// running at once: the cluster's per-user limit (`MaxSubmitJobs`) when it is lower than
     /// what the agent can learn, or the user's own.
     pub max_jobs: Option<u32>,
+    /// Short tasks packed: each job (array element) runs this many, one after another, each
+    /// with its own directory, records and time limit.
+    pub tasks_per_job: Option<u32>,
+    /// Of a packed job's tasks, this many at once (the job asks for as many times the
+    /// per-task CPUs, memory and GPUs).
+    pub pack_parallel: Option<u32>,
     /// Slurm/PBS sources run by the coordinator itself: time between `squeue`/`qstat` calls
     /// (agents have `hsm-agent serve --poll`).
     pub poll: Option<Duration>,

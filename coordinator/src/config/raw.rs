@@ -81,7 +81,7 @@ pub(super) const DEFAULTS_KEYS: [&str; 10] = [
     "connect_timeout",
     "work_dir",
 ];
-pub(super) const HPC_KEYS: [&str; 19] = [
+pub(super) const HPC_KEYS: [&str; 21] = [
     "walltime",
     "partition",
     "queue",
@@ -99,6 +99,8 @@ pub(super) const HPC_KEYS: [&str; 19] = [
     "array",
     "requeue",
     "max_jobs",
+    "tasks_per_job",
+    "pack_parallel",
     "poll",
     "resources",
 ];
@@ -226,6 +228,8 @@ pub(super) struct RawHpc {
     pub array: Option<At<bool>>,
     pub requeue: Option<At<bool>>,
     pub max_jobs: Option<At<i64>>,
+    pub tasks_per_job: Option<At<i64>>,
+    pub pack_parallel: Option<At<i64>>,
     pub poll: Option<At<String>>,
     pub resources: Option<At<String>>,
     // Python HSM v1, top level only.
@@ -449,6 +453,8 @@ fn read_hpc(hpc: &Section<'_>, problems: &mut Vec<Problem>) -> RawHpc {
         array: hpc.boolean("array", problems),
         requeue: hpc.boolean("requeue", problems),
         max_jobs: hpc.int("max_jobs", "a positive integer", problems),
+        tasks_per_job: hpc.int("tasks_per_job", "a positive integer", problems),
+        pack_parallel: hpc.int("pack_parallel", "a positive integer", problems),
         poll: hpc.duration("poll", problems),
         resources: hpc.string("resources", problems),
         ..RawHpc::default()

@@ -304,6 +304,8 @@ fn overlay(over: Option<&RawHpc>, base: &RawHpc) -> RawHpc {
         array: over.array.clone().or_else(|| base.array.clone()),
         requeue: over.requeue.clone().or_else(|| base.requeue.clone()),
         max_jobs: pick_int(&over.max_jobs, &base.max_jobs),
+        tasks_per_job: pick_int(&over.tasks_per_job, &base.tasks_per_job),
+        pack_parallel: pick_int(&over.pack_parallel, &base.pack_parallel),
         poll: pick(&over.poll, &base.poll),
         resources: pick(&over.resources, &base.resources),
         ..RawHpc::default()
@@ -335,6 +337,23 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
                 directives
                     .problem(format!("`{line}`: write the option only"))
                     .with_hint("e.g. --constraint=a100; hsm adds the #SBATCH/#PBS prefix"),
+            );
+        }
+    }
+    let packs = raw.tasks_per_job.as_ref().is_some_and(|k| k.value > 1);
+    if let (Some(k), Some(array)) = (&raw.tasks_per_job, &raw.array) {
+        if packs && !array.value {
+            problems.push(
+                k.problem("packing tasks needs job arrays, and `array: false` turns them off")
+                    .with_hint("remove tasks_per_job, or array: false"),
+            );
+        }
+    }
+    if let Some(p) = &raw.pack_parallel {
+        if !packs {
+            problems.push(
+                p.problem("pack_parallel applies to packed jobs only")
+                    .with_hint("set tasks_per_job to 2 or more as well, or remove pack_parallel"),
             );
         }
     }
@@ -372,6 +391,14 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
         requeue: raw.requeue.as_ref().map(|at| at.value),
         max_jobs: raw
             .max_jobs
+            .as_ref()
+            .and_then(|at| ranged(at, 1, "a positive integer", problems)),
+        tasks_per_job: raw
+            .tasks_per_job
+            .as_ref()
+            .and_then(|at| ranged(at, 1, "a positive integer", problems)),
+        pack_parallel: raw
+            .pack_parallel
             .as_ref()
             .and_then(|at| ranged(at, 1, "a positive integer", problems)),
         poll: raw

@@ -109,6 +109,8 @@ fn full_config_reads_every_key() {
         array: None,
         requeue: Some(true),
         max_jobs: Some(500),
+        tasks_per_job: Some(20),
+        pack_parallel: Some(2),
         poll: None,
         resources: None,
     };
@@ -491,6 +493,31 @@ fn wrong_types_and_ranges_say_what_was_expected() {
     let cfg = parse("hpc: {account: 12345, gpus: 0}\n");
     assert_eq!(cfg.hpc.account.as_deref(), Some("12345"));
     assert_eq!(cfg.hpc.gpus, Some(0));
+}
+
+#[test]
+fn packing_needs_arrays_and_pack_parallel_needs_packing() {
+    let found = rendered("hpc:\n  array: false\n  tasks_per_job: 50\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("c.yaml:3:18: hpc.tasks_per_job: packing tasks needs job arrays"),
+        "{found:?}"
+    );
+    let found = rendered("hpc:\n  pack_parallel: 4\n");
+    assert!(
+        found[0].contains("pack_parallel applies to packed jobs only"),
+        "{found:?}"
+    );
+    // A source may pack where the project does not.
+    let cfg = parse(&format!(
+        "sources:\n  c: {{type: agent, address: 'h:1', fingerprint: {FP}, project_dir: /p, backend: slurm, hpc: {{tasks_per_job: 10}}}}\n"
+    ));
+    assert!(cfg.hpc.tasks_per_job.is_none());
+    let found = rendered("hpc:\n  tasks_per_job: 0\n");
+    assert!(
+        found[0].contains("expected a positive integer, got 0"),
+        "{found:?}"
+    );
 }
 
 #[test]

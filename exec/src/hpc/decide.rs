@@ -106,6 +106,20 @@ pub fn decide(
         _ => None,
     };
     if let Some(record) = exit_record {
+        // A packed job's wrapper ends a task itself: skipped when cancelled before its turn
+        // (it never started), or stopped at its own time limit.
+        if record.skipped {
+            return Decision {
+                start: false,
+                exit: Some(Outcome::Cancelled),
+            };
+        }
+        if record.timed_out {
+            return Decision {
+                start,
+                exit: Some(Outcome::TimedOut),
+            };
+        }
         // Killed by a signal we did not send while the scheduler still shows the job active:
         // its account (TIMEOUT, OUT_OF_MEMORY, PREEMPTED) usually follows a poll later and
         // says more than the signal. Waited for a few polls, never longer.
@@ -169,6 +183,53 @@ pub fn decide(
         start: !already_started && exit.is_some() && ran,
         exit,
     }
+}
+
+/// [`decide`] for a task packed with others into one element (`hpc.tasks_per_job`): the
+/// element running does not mean this task started (it may wait for its turn), and an element
+/// that ended before the task's turn came did not run it, whatever the element's own fate.
+/// A task that started is decided as an element of its own.
+pub fn decide_packed(
+    seen: &Seen,
+    started_record: bool,
+    exit_record: Option<&ExitRecord>,
+    already_started: bool,
+    cancel_requested: bool,
+    unaccounted_polls: u32,
+    account: Option<&Account>,
+) -> Decision {
+    if exit_record.is_some() || started_record || already_started {
+        return decide(
+            seen,
+            started_record,
+            exit_record,
+            already_started,
+            cancel_requested,
+            unaccounted_polls,
+            account,
+        );
+    }
+    let ended = match seen {
+        Seen::Listed(state) => state.is_final(),
+        Seen::Missing => true,
+    };
+    let exit = match seen {
+        _ if !ended => None,
+        _ if cancel_requested => Some(Outcome::Cancelled),
+        // The start record may show up late on a shared filesystem.
+        _ if unaccounted_polls < RECORD_GRACE_POLLS => None,
+        Seen::Listed(state) => Some(Outcome::Failed(format!(
+            "its job ended ({}) before the task's turn came, so it did not run (it was packed \
+             with other tasks: hpc.tasks_per_job; a job's wall time covers all of them)",
+            describe(state)
+        ))),
+        Seen::Missing => Some(Outcome::Failed(
+            "its job left the scheduler's queue before the task's turn came, so it did not run \
+             (it was packed with other tasks: hpc.tasks_per_job)"
+                .into(),
+        )),
+    };
+    Decision { start: false, exit }
 }
 
 /// Whether an element is due for the scheduler's account at this poll: it has ended without an
@@ -322,6 +383,8 @@ mod tests {
             signal,
             end_time: 1,
             error: None,
+            timed_out: false,
+            skipped: false,
         }
     }
 
@@ -732,5 +795,87 @@ mod tests {
         assert!(!slurm_requeued(None, true), "gone from the queue");
         let rows = [row("PENDING")];
         assert_eq!(slurm_row(&rows, "7", Some(3)), None);
+    }
+
+    #[test]
+    fn a_packed_task_waits_for_its_turn_and_one_that_never_got_it_did_not_run() {
+        let running = Seen::Listed(JobState::Running);
+        // Its element runs another task: this one has not started.
+        assert_eq!(
+            decide_packed(&running, false, None, false, false, 0, None),
+            Decision {
+                start: false,
+                exit: None
+            }
+        );
+        // Its turn: the start record says so.
+        assert_eq!(
+            decide_packed(&running, true, None, false, false, 0, None),
+            Decision {
+                start: true,
+                exit: None
+            }
+        );
+        // The element timed out before its turn: after the grace, a failure that says why,
+        // never a timeout of a task that did not run.
+        let timeout = Seen::Listed(JobState::Failed {
+            reason: FailReason::Timeout,
+        });
+        assert_eq!(
+            decide_packed(&timeout, false, None, false, false, 0, None).exit,
+            None
+        );
+        let late = decide_packed(
+            &timeout,
+            false,
+            None,
+            false,
+            false,
+            RECORD_GRACE_POLLS,
+            None,
+        );
+        assert!(!late.start);
+        assert!(
+            matches!(&late.exit, Some(Outcome::Failed(why)) if why.contains("before the task's turn") && why.contains("timeout")),
+            "{late:?}"
+        );
+        // Cancelled (the element with it) before its turn: cancelled.
+        let cancelled = Seen::Listed(JobState::Cancelled);
+        assert_eq!(
+            decide_packed(&cancelled, false, None, false, true, 0, None).exit,
+            Some(Outcome::Cancelled)
+        );
+        // The element completed and forgot this task's turn (a lost line): not a success.
+        let completed = decide_packed(&Seen::Missing, false, None, false, false, 5, None);
+        assert!(matches!(completed.exit, Some(Outcome::Failed(_))));
+        // A task that started and lost its element is decided as any element.
+        let lost = decide_packed(&Seen::Missing, true, None, false, false, 5, None);
+        assert!(
+            matches!(lost.exit, Some(Outcome::SpawnFailed(_))),
+            "{lost:?}"
+        );
+    }
+
+    #[test]
+    fn the_wrapper_s_own_timeout_and_skip_decide() {
+        let running = Seen::Listed(JobState::Running);
+        let mut timed_out = record(143, None);
+        timed_out.timed_out = true;
+        assert_eq!(
+            decide_packed(&running, true, Some(&timed_out), false, false, 0, None),
+            Decision {
+                start: true,
+                exit: Some(Outcome::TimedOut)
+            }
+        );
+        let mut skipped = record(143, None);
+        skipped.skipped = true;
+        assert_eq!(
+            decide_packed(&running, false, Some(&skipped), false, true, 0, None),
+            Decision {
+                start: false,
+                exit: Some(Outcome::Cancelled)
+            }
+        );
     }
 }

@@ -6,12 +6,14 @@
 //! * [`script`]: job scripts for arrays and single tasks, chunking, the tasks index file.
 //! * [`wrapper`]: the bash wrapper each element runs, its input encoders and record parsers.
 //! * [`parse`]: scheduler output parsers, the shared [`parse::JobState`], detection.
+//! * [`pack`]: several short tasks per job (`hpc.tasks_per_job`) and the runner script.
 //! * [`caps`]: how many jobs may go to the scheduler now (`hpc.max_jobs`, refusals for limits).
 //! * [`decide`]: what a poll concludes about one element (started, ended how), from the above.
 //! * [`usage`]: what an element used, from `sacct`, `qstat -f` and the wrapper's records.
 
 pub mod caps;
 pub mod decide;
+pub mod pack;
 pub mod parse;
 pub mod resources;
 pub mod script;

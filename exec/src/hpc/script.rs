@@ -7,11 +7,13 @@
 //! ```text
 //! <chunk_dir>/tasks            line i = absolute task directory of array element i (tasks_index)
 //! <chunk_dir>/hsm_wrapper.sh   super::wrapper::WRAPPER_SCRIPT
+//! <chunk_dir>/hsm_pack.sh      super::pack::PACK_SCRIPT (packed arrays only)
 //! ```
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use super::pack::{element_resources, Pack, PACK_FILE};
 use super::resources::{pbs_walltime, slurm_walltime, Memory, MemoryError, Resources};
 
 /// File name of the per-chunk task index inside a chunk directory.
@@ -62,7 +64,8 @@ impl Scheduler {
 }
 
 /// One array job: `count` elements, element `i` running the task on line `i` of
-/// `<chunk_dir>/tasks`.
+/// `<chunk_dir>/tasks`; or, when the resources pack tasks (`tasks_per_job` K), lines `i*K ..`
+/// through `<chunk_dir>/hsm_pack.sh`, with the element's resources ([`element_resources`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArrayJobSpec {
     /// Job name shown by the scheduler (letters, digits, `._-+`; at most 64 characters).
@@ -173,17 +176,34 @@ pub fn array_job_script(scheduler: Scheduler, spec: &ArrayJobSpec) -> Result<Str
     absolute("chunk directory", &spec.chunk_dir)?;
     let wrapper = spec.chunk_dir.join(WRAPPER_FILE);
     let tasks = spec.chunk_dir.join(TASKS_INDEX_FILE);
-    let exec_line = format!(
-        "exec /bin/bash {} {} \"{}\"",
-        shell_quote(&wrapper.to_string_lossy()),
-        shell_quote(&tasks.to_string_lossy()),
-        scheduler.index_expression()
-    );
+    let (exec_line, resources) = match Pack::of(&spec.resources) {
+        None => (
+            format!(
+                "exec /bin/bash {} {} \"{}\"",
+                shell_quote(&wrapper.to_string_lossy()),
+                shell_quote(&tasks.to_string_lossy()),
+                scheduler.index_expression()
+            ),
+            std::borrow::Cow::Borrowed(&spec.resources),
+        ),
+        // Each element runs `tasks` tasks through the pack runner, and asks for all of them.
+        Some(pack) => (
+            format!(
+                "exec /bin/bash {} {} \"{}\" {} {}",
+                shell_quote(&spec.chunk_dir.join(PACK_FILE).to_string_lossy()),
+                shell_quote(&tasks.to_string_lossy()),
+                scheduler.index_expression(),
+                pack.tasks,
+                pack.parallel
+            ),
+            std::borrow::Cow::Owned(element_resources(&spec.resources, pack)?),
+        ),
+    };
     build(
         scheduler,
         &spec.job_name,
         Some((spec.count, spec.throttle)),
-        &spec.resources,
+        &resources,
         spec.scheduler_output.as_deref(),
         &exec_line,
     )
@@ -555,6 +575,27 @@ mod tests {
             gpus: Some(2),
             ..Resources::default()
         }
+    }
+
+    #[test]
+    fn a_packed_array_runs_the_pack_runner_and_asks_for_all_its_tasks() {
+        let mut resources = full();
+        resources.walltime = Some(600);
+        resources.tasks_per_job = Some(50);
+        resources.pack_parallel = Some(2);
+        let script = array_job_script(Scheduler::Slurm, &spec(40, resources)).unwrap();
+        let d = directives(&script, "#SBATCH");
+        assert!(d.contains(&"--array=0-39".to_string()), "{d:?}");
+        // 25 rounds of 600 s plus the slack; two tasks' CPUs, memory and GPUs at once.
+        assert!(d.contains(&"--time=04:11:00".to_string()), "{d:?}");
+        assert!(d.contains(&"--cpus-per-task=16".to_string()), "{d:?}");
+        assert!(d.contains(&"--mem=3G".to_string()), "{d:?}");
+        assert!(d.contains(&"--gpus=4".to_string()), "{d:?}");
+        let exec = script.lines().last().unwrap();
+        assert_eq!(
+            exec,
+            "exec /bin/bash '/scratch/sweep 1/chunks/0/hsm_pack.sh' '/scratch/sweep 1/chunks/0/tasks' \"${SLURM_ARRAY_TASK_ID:-0}\" 50 2"
+        );
     }
 
     #[test]

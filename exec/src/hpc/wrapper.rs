@@ -12,6 +12,7 @@
 //!              host=, job_id=, index=, restart= (Slurm's restart count: a requeued job's
 //!              run removes the exit record the run before left)
 //! hsm_exit     written by the wrapper via temp + rename: exit_code=, signal= (optional),
+//!              timed_out=1 / skipped=1 (optional, packed jobs: see hpc/pack.rs),
 //!              end=<unix s>, end_real=, error= (optional), times= (twice: bash's `times`,
 //!              the wrapper's CPU then its children's; see hpc/usage.rs)
 //! stdout.log   the task's stdout (appended)
@@ -62,6 +63,8 @@ hsm_exit_record() { # exit_code signal error
   {
     printf 'exit_code=%s\n' "$1"
     if [ -n "$2" ]; then printf 'signal=%s\n' "$2"; fi
+    if [ -e "$task_dir/.hsm_timed_out" ]; then printf 'timed_out=1\n'; fi
+    if [ -n "${hsm_skipped:-}" ]; then printf 'skipped=1\n'; fi
     printf 'end=%s\nend_real=%s\n' "$(hsm_now)" "$end_real"
     if [ -n "$3" ]; then printf 'error=%s\n' "${3//$'\n'/ }"; fi
     while IFS= read -r line; do printf 'times=%s\n' "$line"; done <"$tmp.times"
@@ -96,12 +99,24 @@ if [ -z "$task_dir" ] || [ ! -d "$task_dir" ]; then
   exit 127
 fi
 
+# Run by a packed job (hsm_pack.sh): this task is one of several in the job, with a time limit
+# of its own and a cancel of its own (hsm_cancel). Cancelled before its turn: skipped.
+packed=${HSM_PACKED:-}
+unset HSM_PACKED
+if [ -n "$packed" ] && [ -e "$task_dir/hsm_cancel" ]; then
+  rm -f -- "$task_dir/.hsm_timed_out"
+  hsm_skipped=1
+  hsm_exit_record 143 "" "cancelled before its turn in a packed job"
+  exit 143
+fi
+
 job_id=${SLURM_JOB_ID:-${PBS_JOBID:-}}
 # Slurm runs a requeued job again (`scontrol requeue`, preemption, a node failure) in the same
-# task directory: the exit record of the run it stopped is not this run's.
+# task directory: the exit record of the run it stopped is not this run's. (In a packed job,
+# tasks that had not started yet run for the first time.)
 restart=${SLURM_RESTART_COUNT:-0}
-rm -f -- "$task_dir/hsm_exit"
-if [ "$restart" != 0 ]; then
+rm -f -- "$task_dir/hsm_exit" "$task_dir/.hsm_timed_out"
+if [ "$restart" != 0 ] && [ -e "$task_dir/hsm_start" ]; then
   printf 'hsm wrapper: running the task again: Slurm requeued its job (restart %s)\n' "$restart" >>"$task_dir/stderr.log"
 fi
 tmp="$task_dir/.hsm_start.$$"
@@ -146,6 +161,46 @@ trap 'hsm_forward 12 USR2' USR2
 child=$!
 # A signal that came before the task existed is passed on now.
 if [ -n "$caught" ]; then kill -TERM "$child" 2>/dev/null; fi
+watcher=""
+if [ -n "$packed" ]; then
+  # The task's own time limit and cancel, looked at every second: TERM, then KILL after the
+  # grace. (Unpacked, the job's wall time and scancel/qdel do this.)
+  limit=""
+  grace=10
+  if [ -f "$task_dir/hsm_limits" ]; then
+    while IFS='=' read -r key value; do
+      case "$key" in timeout) limit=$value ;; grace) grace=$value ;; esac
+    done <"$task_dir/hsm_limits"
+  fi
+  case "$limit" in *[!0-9]*) limit="" ;; esac
+  case "$grace" in '' | *[!0-9]*) grace=10 ;; esac
+  (
+    pause=""
+    trap 'if [ -n "$pause" ]; then kill "$pause" 2>/dev/null; fi; exit 0' TERM
+    trap - INT HUP USR1 USR2
+    began=$SECONDS
+    while kill -0 "$child" 2>/dev/null; do
+      if [ -e "$task_dir/hsm_cancel" ]; then break; fi
+      if [ -n "$limit" ] && [ $((SECONDS - began)) -ge "$limit" ]; then
+        : >"$task_dir/.hsm_timed_out"
+        break
+      fi
+      sleep 1 &
+      pause=$!
+      wait "$pause"
+      pause=""
+    done
+    kill -0 "$child" 2>/dev/null || exit 0
+    kill -TERM "$child" 2>/dev/null
+    tenths=0
+    while [ "$tenths" -lt $((grace * 10)) ] && kill -0 "$child" 2>/dev/null; do
+      sleep 0.1
+      tenths=$((tenths + 1))
+    done
+    kill -KILL "$child" 2>/dev/null
+  ) &
+  watcher=$!
+fi
 prev=""
 while :; do
   seen=$nsig
@@ -162,6 +217,7 @@ while :; do
   [ "$nsig" != "$seen" ] || break
   prev=$rc
 done
+if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
 hsm_exit_record "$rc" "$caught" ""
 exit "$rc"
 "#;
@@ -272,6 +328,10 @@ pub struct ExitRecord {
     pub end_time: u64,
     /// Why the wrapper could not run the task, when it could not.
     pub error: Option<String>,
+    /// The wrapper stopped the task at its own time limit (packed jobs).
+    pub timed_out: bool,
+    /// The task was cancelled before its turn in a packed job and never started.
+    pub skipped: bool,
 }
 
 /// A record file that cannot be understood (e.g. truncated by a full disk).
@@ -325,8 +385,11 @@ pub fn parse_start_record(text: &str) -> Result<StartRecord, RecordError> {
 /// race; it is an error, never a guess.
 pub fn parse_exit_record(text: &str) -> Result<ExitRecord, RecordError> {
     let (mut exit_code, mut signal, mut end, mut error) = (None, None, None, None);
+    let (mut timed_out, mut skipped) = (false, false);
     for (key, value) in record_fields(text) {
         match key {
+            "timed_out" => timed_out = value.trim() == "1",
+            "skipped" => skipped = value.trim() == "1",
             "exit_code" => exit_code = Some(number("exit_code", value)?),
             "signal" if !value.is_empty() => signal = Some(number("signal", value)?),
             "end" => end = Some(number("end", value)?),
@@ -339,6 +402,8 @@ pub fn parse_exit_record(text: &str) -> Result<ExitRecord, RecordError> {
         signal,
         end_time: end.ok_or(RecordError::Missing("end"))?,
         error,
+        timed_out,
+        skipped,
     })
 }
 

@@ -6,13 +6,35 @@ use super::*;
 
 impl SchedulerBackend {
     pub(super) async fn send_cancels(&self, keys: &[TaskKey]) {
-        let ids: Vec<(Scheduler, String)> = {
+        let mut ids: Vec<(Scheduler, String)> = Vec::new();
+        let mut alone: Vec<PathBuf> = Vec::new();
+        {
             let state = self.lock();
-            keys.iter()
-                .filter_map(|k| state.elements.get(k))
-                .map(|e| (e.scheduler, element_id(e.scheduler, &e.job, e.index)))
-                .collect()
-        };
+            for e in keys.iter().filter_map(|k| state.elements.get(k)) {
+                // A packed element runs other tasks too: it is cancelled whole only once every
+                // task of it still followed is to be; until then the task alone is, through
+                // its directory (the wrapper stops it, or skips it when its turn comes).
+                let whole = !e.packed
+                    || state
+                        .elements
+                        .values()
+                        .filter(|o| o.job == e.job && o.index == e.index)
+                        .all(|o| o.cancel_requested);
+                if whole {
+                    let id = (e.scheduler, element_id(e.scheduler, &e.job, e.index));
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                } else {
+                    alone.push(e.task_dir.clone());
+                }
+            }
+        }
+        for dir in alone {
+            if let Err(e) = std::fs::write(dir.join(pack::CANCEL_FILE), b"") {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot cancel a packed task");
+            }
+        }
         for scheduler in [Scheduler::Slurm, Scheduler::PbsPro, Scheduler::Torque] {
             let ids: Vec<&str> = ids
                 .iter()
@@ -254,7 +276,13 @@ impl SchedulerBackend {
                 Scheduler::Slurm => match &slurm_rows {
                     Some(rows) => {
                         let row = slurm_row(rows, &element.job, element.index);
-                        if slurm_requeued(row, element.started) {
+                        // In a packed element, a task that had ended before the requeue keeps
+                        // its record (the new run skips it); only one the requeue stopped, or
+                        // that was about to start, runs again.
+                        let stopped = !element.packed
+                            || read_exit_record(&element.task_dir)
+                                .is_none_or(|r| r.signal.is_some());
+                        if stopped && slurm_requeued(row, element.started) {
                             if let Some(outcome) = self.requeued(key, &element) {
                                 given_up.push((key, element, outcome));
                             }
@@ -287,8 +315,9 @@ impl SchedulerBackend {
             // An element Slurm still holds in its queue has written no record: no file access
             // for the (usually many) waiting elements at each poll. (PBS lists the array as a
             // whole, so there the records are what tell its elements apart.)
-            let waiting =
-                element.scheduler == Scheduler::Slurm && seen == Seen::Listed(JobState::Queued);
+            let waiting = element.scheduler == Scheduler::Slurm
+                && seen == Seen::Listed(JobState::Queued)
+                && !(element.packed && element.started);
             let started_record = !waiting && element.task_dir.join(wrapper::START_FILE).exists();
             let exit_record = if waiting {
                 None
@@ -313,7 +342,11 @@ impl SchedulerBackend {
         };
         let mut ended = Vec::new();
         for (key, element, seen, started_record, exit_record) in observed {
-            let decision = decide(
+            let decision = if element.packed {
+                decide_packed
+            } else {
+                decide
+            }(
                 &seen,
                 started_record,
                 exit_record.as_ref(),
@@ -342,8 +375,13 @@ impl SchedulerBackend {
                 }
                 if decision.exit.is_some() {
                     state.elements.remove(&key);
+                    let listed = state
+                        .lingering
+                        .iter()
+                        .any(|(job, index, _)| *job == element.job && *index == element.index);
                     if element.scheduler == Scheduler::Slurm
                         && matches!(&seen, Seen::Listed(s) if !s.is_final())
+                        && !listed
                     {
                         let until = tokio::time::Instant::now() + LINGER_AT_MOST;
                         state

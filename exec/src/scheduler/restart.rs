@@ -22,6 +22,7 @@ impl SchedulerBackend {
                 scheduler: element.scheduler,
                 job: element.job,
                 index: element.index,
+                packed: element.packed,
                 task_dir,
                 started,
                 cancel_requested,

@@ -29,17 +29,24 @@ impl SchedulerBackend {
                 }
             }
         }
+        // Caps count jobs: a packed job holds several tasks.
+        let per_job = launches
+            .iter()
+            .map(|l| Pack::of(&l.hpc.resources).map_or(1, |p| p.tasks as usize))
+            .min()
+            .unwrap_or(1);
         let room = {
             let mut state = self.lock();
             // Elements just decided that Slurm still holds count too, up to their deadline.
             let now = tokio::time::Instant::now();
             state.lingering.retain(|(.., until)| now < *until);
-            let held = state.elements.len() + state.lingering.len();
+            let held = state.held_jobs();
             match state.hold_until {
                 Some(until) if tokio::time::Instant::now() < until => Some(0),
                 _ => caps::room(max_jobs, state.learned_cap, held),
             }
-        };
+        }
+        .map(|jobs| jobs.saturating_mul(per_job));
         if let Some(room) = room.filter(|&room| room < launches.len()) {
             let later = launches.split_off(room);
             self.hold_back(later);
@@ -82,7 +89,9 @@ impl SchedulerBackend {
             let resources = ready[0].hpc.resources.clone();
             if resources.array {
                 let max = self.max_array(scheduler, &resources).await;
-                let ranges = script::chunk_ranges(ready.len(), max);
+                // MaxArraySize counts elements; a packed element takes several tasks.
+                let per = Pack::of(&resources).map_or(1, |p| p.tasks);
+                let ranges = script::chunk_ranges(ready.len(), max.saturating_mul(per));
                 let mut rest = ready;
                 let mut chunks = Vec::new();
                 for range in ranges.iter().rev() {
@@ -133,6 +142,8 @@ impl SchedulerBackend {
         let chunk_dir = self.next_chunk_dir(&chunk[0].scripts_dir);
         let name = chunk_job_name(&chunk[0].scripts_dir, &chunk_dir);
         let dirs: Vec<PathBuf> = chunk.iter().map(|l| l.task_dir.clone()).collect();
+        let pack = Pack::of(resources);
+        let element_of = |i: usize| pack.map_or(i as u32, |p| p.element_of(i));
         let prepared = (|| -> Result<(PathBuf, String), String> {
             std::fs::create_dir_all(&chunk_dir)
                 .map_err(|e| format!("cannot create {}: {e}", chunk_dir.display()))?;
@@ -142,10 +153,16 @@ impl SchedulerBackend {
                 &chunk_dir.join(script::WRAPPER_FILE),
                 wrapper::WRAPPER_SCRIPT.as_bytes(),
             )?;
+            if pack.is_some() {
+                write_file(
+                    &chunk_dir.join(pack::PACK_FILE),
+                    pack::PACK_SCRIPT.as_bytes(),
+                )?;
+            }
             let spec = ArrayJobSpec {
                 job_name: name.clone(),
                 chunk_dir: chunk_dir.clone(),
-                count: chunk.len() as u32,
+                count: pack.map_or(chunk.len(), |p| p.elements(chunk.len())) as u32,
                 throttle: resources.array_throttle,
                 resources: resources.clone(),
                 scheduler_output: None,
@@ -173,8 +190,9 @@ impl SchedulerBackend {
             &name,
             keys.iter()
                 .enumerate()
-                .map(|(i, (key, _))| (*key, Some(i as u32)))
+                .map(|(i, (key, _))| (*key, Some(element_of(i))))
                 .collect(),
+            pack.is_some(),
         )
         .await;
         match self
@@ -190,7 +208,8 @@ impl SchedulerBackend {
                         element: ElementRef {
                             scheduler,
                             job: job.clone(),
-                            index: Some(i as u32),
+                            index: Some(element_of(i)),
+                            packed: pack.is_some(),
                         },
                         script: script.take(),
                     });
@@ -199,7 +218,8 @@ impl SchedulerBackend {
                         Element {
                             scheduler,
                             job: job.clone(),
-                            index: Some(i as u32),
+                            index: Some(element_of(i)),
+                            packed: pack.is_some(),
                             task_dir,
                             started: false,
                             cancel_requested: false,
@@ -210,7 +230,7 @@ impl SchedulerBackend {
                     );
                 }
                 drop(state);
-                tracing::info!(job = %job, tasks = chunk.len(), "job array submitted");
+                tracing::info!(job = %job, tasks = chunk.len(), tasks_per_job = pack.map_or(1, |p| p.tasks), "job array submitted");
                 self.submitted();
                 None
             }
@@ -251,7 +271,7 @@ impl SchedulerBackend {
         let mut state = self.lock();
         state.limit_wait = None;
         state.refused_with_none_held = 0;
-        let held = state.elements.len() + state.lingering.len();
+        let held = state.held_jobs();
         if let Some(cap) = state.learned_cap.filter(|&cap| held >= cap) {
             state.learned_cap = Some(cap + 1);
         }
@@ -269,10 +289,14 @@ impl SchedulerBackend {
         command: &str,
         launches: Vec<HpcLaunch>,
     ) -> Option<Vec<HpcLaunch>> {
-        let tried = launches.len();
+        // In jobs: a packed job holds several of the launches.
+        let tried = launches
+            .first()
+            .and_then(|l| Pack::of(&l.hpc.resources))
+            .map_or(launches.len(), |p| p.elements(launches.len()));
         let (held, cap, wait, first, give_up) = {
             let mut state = self.lock();
-            let held = state.elements.len() + state.lingering.len();
+            let held = state.held_jobs();
             let cap = caps::learned_after_refusal(held, tried, state.learned_cap);
             state.learned_cap = Some(cap);
             let wait = state
@@ -342,7 +366,8 @@ impl SchedulerBackend {
         })();
         let result = match prepared {
             Ok((path, text)) => {
-                self.announce(scheduler, &name, vec![(key, None)]).await;
+                self.announce(scheduler, &name, vec![(key, None)], false)
+                    .await;
                 self.submit_script(scheduler, &path, &chunk_dir, &name)
                     .await
                     .map(|job| (job, text))
@@ -357,6 +382,7 @@ impl SchedulerBackend {
                         scheduler,
                         job: job.clone(),
                         index: None,
+                        packed: false,
                     },
                     script: Some((script_name(&chunk_dir, &job), text)),
                 });
@@ -366,6 +392,7 @@ impl SchedulerBackend {
                         scheduler,
                         job,
                         index: None,
+                        packed: false,
                         task_dir: launch.task_dir,
                         started: false,
                         cancel_requested: false,
@@ -397,12 +424,14 @@ impl SchedulerBackend {
         scheduler: Scheduler,
         name: &str,
         elements: Vec<(TaskKey, Option<u32>)>,
+        packed: bool,
     ) {
         let (recorded, done) = tokio::sync::oneshot::channel();
         let sent = self.inner.events.send(ProcessEvent::Submitting {
             elements,
             scheduler,
             name: name.to_string(),
+            packed,
             recorded,
         });
         if sent.is_ok() {
@@ -578,8 +607,26 @@ fn write_task_inputs(launch: &HpcLaunch) -> Result<(), String> {
         .into_bytes();
     cwd.push(0);
     write_file(&dir.join(wrapper::CWD_FILE), &cwd)?;
-    for name in [wrapper::START_FILE, wrapper::EXIT_FILE] {
+    for name in [
+        wrapper::START_FILE,
+        wrapper::EXIT_FILE,
+        pack::CANCEL_FILE,
+        pack::TIMED_OUT_MARK,
+        "hsm_exit.requeued",
+    ] {
         let _ = std::fs::remove_file(dir.join(name));
+    }
+    let resources = &launch.hpc.resources;
+    if resources.array && Pack::of(resources).is_some() {
+        // Packed: the job's wall time covers all its tasks, so the wrapper keeps each to its
+        // own limit (the task's timeout, else the per-task walltime).
+        let timeout = launch
+            .launch
+            .timeout
+            .map(|t| t.as_secs_f64().ceil() as u64)
+            .or(resources.walltime);
+        let limits = pack::limits_file(timeout, launch.launch.kill_grace.as_secs().max(1));
+        write_file(&dir.join(pack::LIMITS_FILE), limits.as_bytes())?;
     }
     write_file(&launch.launch.stdout, b"")?;
     write_file(&launch.launch.stderr, b"")?;

@@ -104,8 +104,11 @@ pub(super) fn write_job_script_preview(
     };
     // The agent also caps arrays at the cluster's MaxArraySize, which only it can read.
     let max = request.resources.max_array_size.unwrap_or(1000).max(1) as u64;
-    let first = n_tasks.min(max).max(1);
-    let arrays = n_tasks.div_ceil(max).max(1);
+    let pack = hsm_exec::hpc::pack::Pack::of(&request.resources);
+    let per_job = pack.map_or(1, |p| u64::from(p.tasks));
+    let jobs = n_tasks.div_ceil(per_job);
+    let first = jobs.min(max).max(1);
+    let arrays = jobs.div_ceil(max).max(1);
     let spec = ArrayJobSpec {
         // The agent names each submission after its directory (`job_<stamp>_<n>`).
         job_name: format!("hsm_{sweep_id}_STAMP_0001"),
@@ -115,11 +118,23 @@ pub(super) fn write_job_script_preview(
         resources: request.resources.clone(),
         scheduler_output: None,
     };
-    writeln!(
-        out,
-        "\njob script for source {name}, backend {which}: {arrays} array{} of up to {max} tasks (fewer if the cluster's MaxArraySize is lower); the first:",
-        if arrays == 1 { "" } else { "s" }
-    )?;
+    let s = |n: u64| if n == 1 { "" } else { "s" };
+    match pack {
+        None => writeln!(
+            out,
+            "\njob script for source {name}, backend {which}: {arrays} array{} of up to {max} tasks (fewer if the cluster's MaxArraySize is lower); the first:",
+            s(arrays)
+        )?,
+        Some(pack) => writeln!(
+            out,
+            "\njob script for source {name}, backend {which}: {n_tasks} task{} packed {} per job, {} at a time, into {jobs} job{} (array elements), {arrays} array{} of up to {max} jobs (fewer if the cluster's MaxArraySize is lower); each task keeps its own time limit; the first:",
+            s(n_tasks),
+            pack.tasks,
+            pack.parallel,
+            s(jobs),
+            s(arrays)
+        )?,
+    }
     match array_job_script(scheduler, &spec) {
         Ok(text) => {
             for line in text.lines() {

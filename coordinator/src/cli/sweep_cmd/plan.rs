@@ -253,6 +253,8 @@ pub(super) fn hpc_request(
             array: hpc.array.unwrap_or(true),
             requeue: hpc.requeue,
             max_jobs: hpc.max_jobs,
+            tasks_per_job: hpc.tasks_per_job,
+            pack_parallel: hpc.pack_parallel,
             resources: hpc.resources.clone(),
         },
     })
