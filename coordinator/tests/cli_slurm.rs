@@ -343,13 +343,13 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
     let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
-    // 23 tasks, 5 per job: 5 jobs in one array (the last with 3). x=13 fails, x=30 outlives
-    // its own 5 s limit; the tasks after them in their jobs still run.
+    // 23 tasks, 5 per job: 5 jobs (the last with 3), at most 2 queued. x=13 fails, x=30
+    // outlives its own 5 s limit; the tasks after them in their jobs still run.
     let c = Cluster::new(
         &agent_bin,
         "slurm",
         "sweep:\n  grid:\n    hang: [30]\n    x: {range: [10, 33]}\n",
-        "hpc:\n  tasks_per_job: 5\n",
+        "hpc:\n  tasks_per_job: 5\n  max_jobs: 2\n",
     );
     let run = c.run(&[
         "sweep",
@@ -368,10 +368,23 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
         (&21.into(), &2.into()),
         "{status}"
     );
+    // `max_jobs: 2` counts jobs, not tasks: arrays of at most two elements, five in all.
     let jobs = c.jobs("packed");
-    assert_eq!(jobs.len(), 1, "one array: {jobs:?}");
+    let sizes: Vec<usize> = jobs
+        .iter()
+        .map(|j| {
+            let script = std::fs::read_to_string(j.join("job.sh")).unwrap();
+            let line = script
+                .lines()
+                .find_map(|l| l.strip_prefix("#SBATCH --array=0-"))
+                .unwrap_or_else(|| panic!("{script}"));
+            line.parse::<usize>().unwrap() + 1
+        })
+        .collect();
+    assert_eq!(sizes[0], 2, "the first array fills the cap: {sizes:?}");
+    assert!(sizes.iter().all(|&n| n <= 2), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 5, "{sizes:?}");
     let script = std::fs::read_to_string(jobs[0].join("job.sh")).unwrap();
-    assert!(script.contains("#SBATCH --array=0-4\n"), "{script}");
     // The job's wall time covers its five tasks' limits (60 s each at least) and the slack.
     assert!(script.contains("#SBATCH --time=00:06:00\n"), "{script}");
     assert!(script.contains("hsm_pack.sh"), "{script}");
@@ -379,12 +392,7 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
     for task in status["tasks"].as_array().unwrap() {
         let x: u64 = task["params"]["x"].as_u64().unwrap();
         let job_id = task["job_id"].as_str().unwrap_or_default().to_string();
-        let (_, index) = job_id.split_once('_').unwrap_or_else(|| panic!("{task}"));
-        assert_eq!(
-            index,
-            ((x - 10) / 5).to_string(),
-            "in order, 5 per job: {task}"
-        );
+        assert!(job_id.contains('_'), "an array element: {task}");
         *per_element.entry(job_id).or_default() += 1;
         assert_eq!(task["attempt"], 1, "{task}");
         match x {
@@ -408,10 +416,87 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
             }
         }
     }
+    // Five jobs: four of five tasks and the last of three.
+    let mut counts: Vec<usize> = per_element.values().copied().collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [3, 5, 5, 5, 5], "{per_element:?}");
+}
+
+#[test]
+fn a_requeued_packed_job_runs_again_only_the_task_it_stopped_and_those_not_yet_run() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    // One job of three tasks, 4 s each, one after another.
+    let c = Cluster::new(
+        &agent_bin,
+        "slurm",
+        &format!(
+            "sweep:\n  grid:\n    runs: ['{}']\n    sleep: [4]\n    x: [1, 2, 3]\n",
+            runs.display()
+        ),
+        "hpc:\n  tasks_per_job: 3\n",
+    );
+    let child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "prq"])
+        .spawn()
+        .unwrap();
+    // Task 1 done, task 2 running in the same element.
+    let mut element = String::new();
+    wait_until(Duration::from_secs(120), "task 2 running", || {
+        let queue = in_queue("prq");
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        match queue.lines().find(|l| l.contains("_0 RUNNING")) {
+            Some(line) if ran.lines().any(|l| l == "2") => {
+                element = line.split_whitespace().next().unwrap().to_string();
+                true
+            }
+            _ => false,
+        }
+    });
+    let scontrol = |args: &[&str]| {
+        let out = std::process::Command::new("scontrol")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scontrol {args:?}: {out:?}");
+    };
+    scontrol(&["requeue", &element]);
+    wait_until(Duration::from_secs(60), "the element pending again", || {
+        in_queue("prq").contains(&format!("{element} PENDING"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    scontrol(&["update", &format!("JobId={element}"), "StartTime=now"]);
+    let run = Run::wait(child, "sweep run (packed, requeued)".into());
+    run.expect_code(0);
+    let status = c.project.status("prq");
+    assert_eq!(status["completed"], 3, "{status}");
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(task["attempt"], 1, "the requeue used no retry: {task}");
+    }
+    let mut ran: Vec<String> = std::fs::read_to_string(&runs)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ran.sort();
     assert_eq!(
-        per_element.values().copied().collect::<Vec<_>>(),
-        [5, 5, 5, 5, 3],
-        "{per_element:?}"
+        ran,
+        ["1", "2", "2", "3"],
+        "the finished task ran once, the stopped one twice, the waiting one once"
+    );
+    let stderr = |task: &str| c.run(&["sweep", "logs", "prq", task, "--stderr"]).stdout;
+    assert!(
+        stderr("task_002").contains("Slurm requeued its job (restart 1)"),
+        "{}",
+        stderr("task_002")
+    );
+    assert!(
+        !stderr("task_003").contains("requeued"),
+        "task 3's first run: {}",
+        stderr("task_003")
     );
 }
 
@@ -1134,6 +1219,30 @@ fn a_dry_run_with_an_hpc_source_shows_the_job_script_it_would_submit() {
         "soon",
     ])
     .expect_code(2);
+    // Packed: 10 tasks, 3 per job, 2 at a time: 4 jobs in one array, each asking for two
+    // tasks' CPUs and memory and two rounds of the walltime.
+    p.write(
+        ".hsm/config.yaml",
+        &std::fs::read_to_string(p.path().join(".hsm/config.yaml"))
+            .unwrap()
+            .replace("  max_array_size: 4\n", "  tasks_per_job: 3\n  pack_parallel: 2\n"),
+    );
+    let run = p.run(&["sweep", "run", "--sources", "hpc1", "--dry-run"]);
+    run.expect_code(0);
+    for line in [
+        "10 tasks packed 3 per job, 2 at a time, into 4 jobs (array elements), 1 array of up to 1000 jobs",
+        "#SBATCH --array=0-3\n",
+        "#SBATCH --time=02:01:00",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32G",
+        "hsm_pack.sh",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "missing {line:?}:\n{}",
+            run.stdout
+        );
+    }
 }
 
 #[test]
