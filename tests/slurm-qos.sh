@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # tests/slurm-qos.sh -- a second single-node Slurm 22.05 (Debian 12), WITH accounting (slurmdbd +
 # MariaDB), so that QOS / association limits (MaxSubmitJobsPerUser / MaxSubmitJobs) are enforced:
-# what the job-cap tests in coordinator/tests/cli_slurm.rs run against. tests/run-all.sh starts it
+# what the job-cap and preemption tests in coordinator/tests/cli_slurm.rs run against. tests/run-all.sh starts it
 # as root and exports HSM_TEST_SLURM_QOS_CONF; without it those tests skip.
 # Everything (MariaDB datadir+socket, munge key+socket, Slurm state/spool/logs) lives under DIR.
 #
 #   slurm-qos.sh install     apt-get install slurmctld slurmd slurm-client munge slurmdbd mariadb-server
 #   slurm-qos.sh up DIR      start mariadbd, munged, slurmdbd, slurmctld, slurmd; create cluster/account/user;
-#                            set QOS normal MaxSubmitJobsPerUser=$SLURM_QOS_MAXSUBMIT (default 8)
+#                            set QOS normal MaxSubmitJobsPerUser=$SLURM_QOS_MAXSUBMIT (default 8);
+#                            QOS urgent preempts QOS scavenger (PreemptMode CANCEL), for the
+#                            preemption tests
 #   slurm-qos.sh down DIR    cancel jobs, stop all daemons by recorded PIDs (reverse order)
 #   slurm-qos.sh status DIR
 #
@@ -160,6 +162,9 @@ MaxArraySize=1001
 MinJobAge=300
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 SlurmdParameters=config_overrides
+# A job of QOS urgent preempts (cancels: state PREEMPTED) jobs of QOS scavenger it needs room of.
+PreemptType=preempt/qos
+PreemptMode=CANCEL
 NodeName=$NODE NodeHostname=$H NodeAddr=127.0.0.1 Port=$SLURMD_PORT CPUs=16 RealMemory=4000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -198,6 +203,11 @@ EOF
   sacctmgr -i add user root Account="$ACCOUNT" DefaultAccount="$ACCOUNT" >/dev/null
   sacctmgr -i modify user root set DefaultAccount="$ACCOUNT" >/dev/null   # root already exists in account root
   sacctmgr -i modify qos normal set MaxSubmitJobsPerUser="$MAXSUBMIT" >/dev/null
+  sacctmgr -i add qos scavenger >/dev/null
+  sacctmgr -i modify qos scavenger set PreemptMode=cancel >/dev/null
+  sacctmgr -i add qos urgent >/dev/null
+  sacctmgr -i modify qos urgent set Preempt=scavenger >/dev/null
+  sacctmgr -i modify user root set qos+=scavenger,urgent >/dev/null
 
   # ---------------- slurmctld + slurmd
   start_bg slurmctld "$D/log/slurmctld.out" slurmctld -D
@@ -206,7 +216,7 @@ EOF
   start_bg slurmd "$D/log/slurmd.out" slurmd -D -N "$NODE"
   WATCH=$D/pids/slurmd.pid wait_for 60 "node $NODE idle" bash -c "sinfo -h -n '$NODE' -o %T | grep -qx idle"
   wait_for 30 "cluster registered in slurmdbd" bash -c "sacctmgr -n -P show cluster format=cluster,controlport | grep -qx '$CLUSTER|$CTLD_PORT'"
-  log "slurmd up (pid $(readpid "$D/pids/slurmd.pid")); node $NODE idle; QOS normal MaxSubmitJobsPerUser=$MAXSUBMIT"
+  log "slurmd up (pid $(readpid "$D/pids/slurmd.pid")); node $NODE idle; QOS normal MaxSubmitJobsPerUser=$MAXSUBMIT; urgent preempts scavenger"
   log "use: . $D/env.sh"
 }
 

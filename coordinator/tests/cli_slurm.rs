@@ -745,16 +745,148 @@ fn tasks_under_a_real_qos_limit(
     assert!(most >= 2, "the queue was watched: {most}");
 }
 
+/// Taken by each test on the test Slurm with accounting: its limit is the user's, and a
+/// preemption there may cancel any job of the preemptible QOS, so they run one at a time.
+static QOS_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn under_a_real_qos_submit_limit_tasks_wait_for_room_and_none_fails() {
     let (Some(conf), Some(agent_bin)) = (test_slurm_qos(), agent_bin()) else {
         return;
     };
+    let _alone = QOS_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     // One after the other: the limit is the user's, so two sweeps at once would share it.
     // First 40 tasks with the agent reading the limit from sacctmgr; then 16 (each wave waits
     // for sacct's usage figures) with sacctmgr failing, so the refusals teach it.
     tasks_under_a_real_qos_limit(&agent_bin, &conf, "qosread", 40, true);
     tasks_under_a_real_qos_limit(&agent_bin, &conf, "qosrefused", 16, false);
+}
+
+/// Lines `squeue` shows for jobs of `sweep` on the cluster of `conf`: `<id> <state>`.
+fn queue_of(sweep: &str, conf: &Path) -> String {
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-t", "all", "-o", "%i %T %j"])
+        .env("SLURM_CONF", conf)
+        .output()
+        .unwrap();
+    let prefix = format!(" hsm_{sweep}_");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&prefix))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// A sweep of tasks 1..=n (4 s each, `extra_config` on top of QOS scavenger) on the test Slurm
+/// with accounting; once task `running` runs, a job of QOS urgent asking for the whole node
+/// preempts the sweep's jobs (PreemptMode CANCEL: they end PREEMPTED). Returns the cluster, the
+/// sorted runs of each task, and the finished run.
+fn preempted_while_running(
+    agent_bin: &Path,
+    conf: &Path,
+    sweep: &str,
+    n: u32,
+    running: u32,
+    extra_config: &str,
+) -> (Cluster, Vec<String>, Run) {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let xs: Vec<String> = (1..=n).map(|x| x.to_string()).collect();
+    let c = Cluster::with_agent_env(
+        agent_bin,
+        "slurm",
+        &format!(
+            "sweep:\n  grid:\n    runs: ['{}']\n    sleep: [4]\n    x: [{}]\n",
+            runs.display(),
+            xs.join(", ")
+        ),
+        &format!("hpc:\n  qos: scavenger\n{extra_config}"),
+        &[("SLURM_CONF".to_string(), conf.display().to_string())],
+    );
+    let child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", sweep])
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(120), "the task running", || {
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        ran.lines().any(|l| l == running.to_string()) && queue_of(sweep, conf).contains(" RUNNING ")
+    });
+    let out = std::process::Command::new("sbatch")
+        .args([
+            "--qos=urgent",
+            "--exclusive",
+            "--job-name=preemptor",
+            "--output=/dev/null",
+            "--wrap",
+            "sleep 1",
+        ])
+        .env("SLURM_CONF", conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sbatch the preemptor: {out:?}");
+    wait_until(
+        Duration::from_secs(60),
+        "the sweep's jobs preempted",
+        || queue_of(sweep, conf).contains(" PREEMPTED "),
+    );
+    let run = Run::wait(child, format!("sweep run {sweep} (preempted)"));
+    let mut ran: Vec<String> = std::fs::read_to_string(&runs)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ran.sort();
+    (c, ran, run)
+}
+
+#[test]
+fn a_preempted_task_runs_again_in_a_new_job_without_using_a_retry() {
+    let (Some(conf), Some(agent_bin)) = (test_slurm_qos(), agent_bin()) else {
+        return;
+    };
+    let _alone = QOS_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let (c, ran, run) = preempted_while_running(&agent_bin, &conf, "preempt", 2, 2, "");
+    run.expect_code(0);
+    let status = c.project.status("preempt");
+    assert_eq!(status["completed"], 2, "{status}");
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(task["attempt"], 1, "the preemption used no retry: {task}");
+    }
+    assert_eq!(ran, ["1", "1", "2", "2"], "each ran again");
+    assert!(
+        c.jobs("preempt").len() >= 2,
+        "a new job: {:?}",
+        c.jobs("preempt")
+    );
+    let logs = c.run(&["sweep", "logs", "preempt", "task_001", "--stderr"]);
+    assert!(
+        logs.stdout
+            .contains("running the task again: Slurm preempted its job (restart 1)"),
+        "{}",
+        logs.stdout
+    );
+}
+
+#[test]
+fn a_preempted_packed_job_runs_again_only_its_unfinished_tasks() {
+    let (Some(conf), Some(agent_bin)) = (test_slurm_qos(), agent_bin()) else {
+        return;
+    };
+    let _alone = QOS_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    // One job of three tasks; preempted while the second runs.
+    let (c, ran, run) =
+        preempted_while_running(&agent_bin, &conf, "ppre", 3, 2, "  tasks_per_job: 3\n");
+    run.expect_code(0);
+    let status = c.project.status("ppre");
+    assert_eq!(status["completed"], 3, "{status}");
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(task["attempt"], 1, "the preemption used no retry: {task}");
+    }
+    assert_eq!(
+        ran,
+        ["1", "2", "2", "3"],
+        "the finished task once, the stopped one twice, the waiting one once"
+    );
 }
 
 #[test]
@@ -1225,7 +1357,10 @@ fn a_dry_run_with_an_hpc_source_shows_the_job_script_it_would_submit() {
         ".hsm/config.yaml",
         &std::fs::read_to_string(p.path().join(".hsm/config.yaml"))
             .unwrap()
-            .replace("  max_array_size: 4\n", "  tasks_per_job: 3\n  pack_parallel: 2\n"),
+            .replace(
+                "  max_array_size: 4\n",
+                "  tasks_per_job: 3\n  pack_parallel: 2\n",
+            ),
     );
     let run = p.run(&["sweep", "run", "--sources", "hpc1", "--dry-run"]);
     run.expect_code(0);

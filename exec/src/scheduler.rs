@@ -43,9 +43,9 @@ use submit::failure_text;
 
 use crate::hpc::decide::RECORD_GRACE_POLLS;
 pub use crate::hpc::decide::{
-    decide, decide_packed, element_id, qstat_account, qstat_element, sacct_account,
-    scontrol_account, slurm_requeued, slurm_row, slurm_seen, wants_account, Account, Decision,
-    Seen, MAX_SLURM_RESTARTS,
+    decide, decide_packed, element_id, qstat_account, qstat_element, rerun_after_preemption,
+    sacct_account, scontrol_account, slurm_requeued, slurm_row, slurm_seen, wants_account, Account,
+    Decision, Seen, MAX_SLURM_RESTARTS,
 };
 
 /// Longest a decided element counts as still queued (`State::lingering`).
@@ -69,6 +69,7 @@ const LIMIT_WAIT_MAX: Duration = Duration::from_secs(300);
 const LIMIT_GIVE_UP: u32 = 5;
 
 /// One task for the scheduler.
+#[derive(Debug, Clone)]
 pub struct HpcLaunch {
     pub launch: TaskLaunch,
     pub hpc: HpcMsg,
@@ -221,6 +222,9 @@ struct State {
     limit_wait: Option<Duration>,
     refused_with_none_held: u32,
     limits_said: std::collections::HashSet<String>,
+    /// Tasks going out again after Slurm preempted their element: restarts so far, and whether
+    /// `Started` was reported for them.
+    reruns: HashMap<TaskKey, (u32, bool)>,
     next_chunk: u64,
     driver_started: bool,
 }
@@ -286,10 +290,16 @@ struct Element {
     cancel_requested: bool,
     /// Polls since the scheduler last listed it, or since it ended without an exit record.
     unaccounted_polls: u32,
-    /// Times Slurm put it back in its queue after it had started, and whether it waits there
-    /// now to run again.
+    /// Times Slurm put it back in its queue after it had started (or preempted it, and hsm
+    /// submitted it again), and whether it waits there now to run again.
     restarts: u32,
     requeued: bool,
+    /// `Started` went to the runner already (by an element before this one, which Slurm
+    /// preempted): not again.
+    start_reported: bool,
+    /// What was submitted, to submit it again after a preemption; `None` for an element taken
+    /// up after an agent restart.
+    launch: Option<Arc<HpcLaunch>>,
 }
 
 impl SchedulerBackend {
@@ -366,7 +376,11 @@ impl SchedulerBackend {
     }
 
     fn exited_with(&self, key: TaskKey, outcome: Outcome, usage: Option<hsm_protocol::UsageMsg>) {
-        self.lock().early_cancels.remove(&key);
+        {
+            let mut state = self.lock();
+            state.early_cancels.remove(&key);
+            state.reruns.remove(&key);
+        }
         let _ = self.inner.events.send(ProcessEvent::Exited {
             key,
             outcome,

@@ -198,6 +198,20 @@ pub fn decide_packed(
     unaccounted_polls: u32,
     account: Option<&Account>,
 ) -> Decision {
+    if let Some(record) = exit_record.filter(|r| r.signal.is_none()) {
+        // Ended on its own (no signal reached the job while it ran): what happened to the
+        // element later, to another of its tasks (a timeout, memory, a preemption), is not
+        // this task's story.
+        return decide(
+            &Seen::Missing,
+            started_record,
+            Some(record),
+            already_started,
+            cancel_requested,
+            unaccounted_polls,
+            account,
+        );
+    }
     if exit_record.is_some() || started_record || already_started {
         return decide(
             seen,
@@ -230,6 +244,31 @@ pub fn decide_packed(
         )),
     };
     Decision { start: false, exit }
+}
+
+/// Whether a task whose element has just been decided is to run again instead: Slurm preempted
+/// the element (PreemptMode CANCEL: the job is over, state PREEMPTED, by `squeue` or the
+/// account) while the task ran or waited its turn, and nobody asked for it to stop. A task that
+/// had ended on its own before (an exit record without a signal) keeps its outcome.
+pub fn rerun_after_preemption(
+    seen: &Seen,
+    account: Option<&Account>,
+    exit_record: Option<&ExitRecord>,
+    cancel_requested: bool,
+) -> bool {
+    let preempted = |state: &JobState| {
+        matches!(
+            state,
+            JobState::Failed {
+                reason: parse::FailReason::Preempted
+            }
+        )
+    };
+    let was_preempted = matches!(seen, Seen::Listed(state) if preempted(state))
+        || account.is_some_and(|a| preempted(&a.state));
+    was_preempted
+        && !cancel_requested
+        && exit_record.is_none_or(|r| r.signal.is_some() && !r.skipped)
 }
 
 /// Whether an element is due for the scheduler's account at this poll: it has ended without an
@@ -876,6 +915,86 @@ mod tests {
                 start: false,
                 exit: Some(Outcome::Cancelled)
             }
+        );
+    }
+
+    #[test]
+    fn a_preempted_task_runs_again_unless_it_had_ended_or_was_cancelled() {
+        let preempted = Seen::Listed(JobState::Failed {
+            reason: FailReason::Preempted,
+        });
+        let stopped = record(143, Some(15));
+        // Stopped by the preemption, or never got to run: again.
+        assert!(rerun_after_preemption(
+            &preempted,
+            None,
+            Some(&stopped),
+            false
+        ));
+        assert!(rerun_after_preemption(&preempted, None, None, false));
+        // Known only from the account, the queue having forgotten it.
+        let account = Account {
+            state: JobState::Failed {
+                reason: FailReason::Preempted,
+            },
+            signal: None,
+        };
+        assert!(rerun_after_preemption(
+            &Seen::Missing,
+            Some(&account),
+            None,
+            false
+        ));
+        // Ended on its own before the preemption, or cancelled: its outcome stands.
+        assert!(!rerun_after_preemption(
+            &preempted,
+            None,
+            Some(&record(3, None)),
+            false
+        ));
+        assert!(!rerun_after_preemption(
+            &preempted,
+            None,
+            Some(&stopped),
+            true
+        ));
+        // Not preempted at all.
+        let timeout = Seen::Listed(JobState::Failed {
+            reason: FailReason::Timeout,
+        });
+        assert!(!rerun_after_preemption(
+            &timeout,
+            None,
+            Some(&stopped),
+            false
+        ));
+    }
+
+    #[test]
+    fn a_packed_task_that_ended_on_its_own_keeps_its_outcome_whatever_befell_its_job() {
+        // Exit 3 before another task of the job ran out of memory: exit 3, not "out of memory".
+        let oom = Seen::Listed(JobState::Failed {
+            reason: FailReason::OutOfMemory,
+        });
+        assert_eq!(
+            decide_packed(&oom, true, Some(&record(3, None)), true, false, 0, None).exit,
+            Some(Outcome::Exited(3))
+        );
+        // The task the job's end stopped (a signal reached it) is decided by that end.
+        assert_eq!(
+            decide_packed(
+                &oom,
+                true,
+                Some(&record(137, Some(15))),
+                true,
+                false,
+                5,
+                None
+            )
+            .exit,
+            Some(Outcome::Failed(
+                "out of memory (killed by the scheduler)".into()
+            ))
         );
     }
 }

@@ -187,6 +187,45 @@ impl SchedulerBackend {
         None
     }
 
+    /// Slurm preempted `element` (PreemptMode CANCEL: its job is over) while its task ran or
+    /// waited its turn: the task goes out again in a new job, in the same attempt (no retry
+    /// used), its `stderr.log` saying why; `started`: the poll found it had started. `None`
+    /// when it does; otherwise the outcome to end it with: `decided` for an element taken up
+    /// after an agent restart (what was submitted is not known), a failure past
+    /// [`MAX_SLURM_RESTARTS`].
+    fn preempted(
+        &self,
+        key: TaskKey,
+        element: &Element,
+        started: bool,
+        decided: Outcome,
+    ) -> Option<Outcome> {
+        let id = element_id(element.scheduler, &element.job, element.index);
+        let restarts = element.restarts + 1;
+        if restarts > MAX_SLURM_RESTARTS {
+            tracing::warn!(element = %id, restarts, "Slurm preempted the job again; giving up");
+            return Some(Outcome::Failed(format!(
+                "Slurm preempted its job {restarts} times; hsm stops at {MAX_SLURM_RESTARTS}"
+            )));
+        }
+        let Some(launch) = &element.launch else {
+            return Some(decided);
+        };
+        if started && !element.start_reported {
+            self.started(key);
+        }
+        let reported = started || element.start_reported;
+        {
+            let mut state = self.lock();
+            state.elements.remove(&key);
+            state.reruns.insert(key, (restarts, reported));
+            state.pending.push((**launch).clone());
+        }
+        tracing::info!(element = %id, restarts, "Slurm preempted the job; the task goes out again");
+        self.inner.wake.notify_one();
+        None
+    }
+
     /// One round of following; false when a scheduler command failed.
     pub(super) async fn poll(&self) -> bool {
         let elements: Vec<(TaskKey, Element)> = self
@@ -355,11 +394,29 @@ impl SchedulerBackend {
                 element.unaccounted_polls,
                 accounts.get(&key),
             );
+            let mut decision = decision;
+            if decision.exit.is_some()
+                && element.scheduler == Scheduler::Slurm
+                && rerun_after_preemption(
+                    &seen,
+                    accounts.get(&key),
+                    exit_record.as_ref(),
+                    element.cancel_requested,
+                )
+            {
+                if let Some(decided) = decision.exit.take() {
+                    match self.preempted(key, &element, decision.start, decided) {
+                        Some(outcome) => decision.exit = Some(outcome),
+                        None => continue,
+                    }
+                }
+            }
             {
                 let mut state = self.lock();
                 if let Some(e) = state.elements.get_mut(&key) {
                     if decision.start {
                         e.started = true;
+                        e.start_reported = true;
                     }
                     let ended = match &seen {
                         Seen::Listed(s) => s.is_final(),
@@ -390,7 +447,7 @@ impl SchedulerBackend {
                     }
                 }
             }
-            if decision.start {
+            if decision.start && !element.start_reported {
                 self.started(key);
             }
             if let Some(outcome) = decision.exit {

@@ -29,6 +29,8 @@ impl SchedulerBackend {
                 unaccounted_polls: 0,
                 restarts: 0,
                 requeued: false,
+                start_reported: started,
+                launch: None,
             },
         );
         self.ensure_driver();

@@ -78,7 +78,8 @@ impl SchedulerBackend {
             };
             let mut ready = Vec::with_capacity(group.len());
             for launch in group {
-                match write_task_inputs(&launch) {
+                let rerun = self.lock().reruns.get(&launch.launch.key).map(|r| r.0);
+                match write_task_inputs(&launch, rerun) {
                     Ok(()) => ready.push(launch),
                     Err(message) => self.exited(launch.launch.key, Outcome::SpawnFailed(message)),
                 }
@@ -201,8 +202,10 @@ impl SchedulerBackend {
         {
             Ok(job) => {
                 let mut script = Some((script_name(&chunk_dir, &job), script_text));
+                let tasks = chunk.len();
                 let mut state = self.lock();
-                for (i, (key, task_dir)) in keys.into_iter().enumerate() {
+                for (i, ((key, task_dir), launch)) in keys.into_iter().zip(chunk).enumerate() {
+                    let restarts = state.reruns.remove(&key);
                     let _ = self.inner.events.send(ProcessEvent::Submitted {
                         key,
                         element: ElementRef {
@@ -224,13 +227,15 @@ impl SchedulerBackend {
                             started: false,
                             cancel_requested: false,
                             unaccounted_polls: 0,
-                            restarts: 0,
+                            restarts: restarts.map_or(0, |r| r.0),
                             requeued: false,
+                            start_reported: restarts.is_some_and(|r| r.1),
+                            launch: Some(Arc::new(launch)),
                         },
                     );
                 }
                 drop(state);
-                tracing::info!(job = %job, tasks = chunk.len(), tasks_per_job = pack.map_or(1, |p| p.tasks), "job array submitted");
+                tracing::info!(job = %job, tasks, tasks_per_job = pack.map_or(1, |p| p.tasks), "job array submitted");
                 self.submitted();
                 None
             }
@@ -386,21 +391,26 @@ impl SchedulerBackend {
                     },
                     script: Some((script_name(&chunk_dir, &job), text)),
                 });
-                self.lock().insert_element(
+                let mut state = self.lock();
+                let restarts = state.reruns.remove(&key);
+                state.insert_element(
                     key,
                     Element {
                         scheduler,
                         job,
                         index: None,
                         packed: false,
-                        task_dir: launch.task_dir,
+                        task_dir: launch.task_dir.clone(),
                         started: false,
                         cancel_requested: false,
                         unaccounted_polls: 0,
-                        restarts: 0,
+                        restarts: restarts.map_or(0, |r| r.0),
                         requeued: false,
+                        start_reported: restarts.is_some_and(|r| r.1),
+                        launch: Some(Arc::new(launch)),
                     },
                 );
+                drop(state);
                 self.submitted();
                 None
             }
@@ -592,8 +602,9 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// The task's argv, environment and working directory for the wrapper, and empty logs it appends
-/// to (the runner follows them while the task runs).
-fn write_task_inputs(launch: &HpcLaunch) -> Result<(), String> {
+/// to (the runner follows them while the task runs). `rerun`: the task goes out again after
+/// Slurm preempted it (restarts so far): its logs are kept, and its `stderr.log` says why.
+fn write_task_inputs(launch: &HpcLaunch, rerun: Option<u32>) -> Result<(), String> {
     let dir = &launch.task_dir;
     let argv = wrapper::write_argv0(&launch.launch.argv).map_err(|e| e.to_string())?;
     let env = wrapper::write_env0(&launch.launch.env).map_err(|e| e.to_string())?;
@@ -628,7 +639,26 @@ fn write_task_inputs(launch: &HpcLaunch) -> Result<(), String> {
         let limits = pack::limits_file(timeout, launch.launch.kill_grace.as_secs().max(1));
         write_file(&dir.join(pack::LIMITS_FILE), limits.as_bytes())?;
     }
-    write_file(&launch.launch.stdout, b"")?;
-    write_file(&launch.launch.stderr, b"")?;
+    match rerun {
+        None => {
+            write_file(&launch.launch.stdout, b"")?;
+            write_file(&launch.launch.stderr, b"")?;
+        }
+        Some(restarts) => {
+            use std::io::Write as _;
+            let path = &launch.launch.stderr;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .and_then(|mut f| {
+                    writeln!(
+                        f,
+                        "hsm: running the task again: Slurm preempted its job (restart {restarts})"
+                    )
+                })
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+    }
     Ok(())
 }
