@@ -325,6 +325,11 @@ impl Runner {
         Locked(inner)
     }
 
+    /// What the agent has to tell its users now (the heartbeat's `notice`).
+    pub fn notice(&self) -> Option<String> {
+        self.shared.scheduler.notice()
+    }
+
     /// Processes running now (the heartbeat's `running`).
     pub fn running(&self) -> u32 {
         u32::try_from(self.shared.backend.running() + self.shared.scheduler.active())

@@ -651,7 +651,7 @@ async fn write_loop(
     // A first heartbeat right away, so `agent ping` shows health without waiting.
     send_frame(
         &mut send,
-        &FromAgent::Heartbeat(health(options, runner.running())),
+        &FromAgent::Heartbeat(health(options, runner.running(), runner.notice())),
     )
     .await?;
     let mut appended = runner.subscribe();
@@ -686,7 +686,7 @@ async fn write_loop(
                 }
             },
             _ = heartbeat.tick() => {
-                send_frame(&mut send, &FromAgent::Heartbeat(health(options, runner.running()))).await?;
+                send_frame(&mut send, &FromAgent::Heartbeat(health(options, runner.running(), runner.notice()))).await?;
             }
             changed = appended.changed() => {
                 if changed.is_err() {
@@ -829,7 +829,7 @@ async fn send_frame(send: &mut quinn::SendStream, msg: &FromAgent) -> anyhow::Re
 }
 
 /// The agent's health as reported in heartbeats.
-pub fn health(options: &ServeOptions, running: u32) -> HeartbeatMsg {
+pub fn health(options: &ServeOptions, running: u32, notice: Option<String>) -> HeartbeatMsg {
     let free = free_space(&options.work_dir);
     HeartbeatMsg {
         load1: load_average().unwrap_or(0.0),
@@ -838,6 +838,7 @@ pub fn health(options: &ServeOptions, running: u32) -> HeartbeatMsg {
         running,
         slots: options.slots,
         free_inodes: free.and_then(|f| f.1),
+        notice,
     }
 }
 
@@ -916,7 +917,7 @@ mod tests {
             release_unconfirmed_after: None,
             ledger_retention: None,
         };
-        let h = health(&options, 1);
+        let h = health(&options, 1, None);
         assert_eq!((h.slots, h.running), (3, 1));
         assert!(h.free_mem_bytes > 0 && h.free_disk_bytes > 0, "{h:?}");
     }

@@ -731,6 +731,18 @@ fn tasks_under_a_real_qos_limit(
         assert_eq!(refused, 0, "the limit read from sacctmgr was not kept to");
     } else {
         assert!(refused > 0, "the limit was never met");
+        // The user hears of it once, at the coordinator, naming the limit and the source.
+        let said: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("refused") && l.contains("for the cluster's limit"))
+            .collect();
+        assert_eq!(said.len(), 1, "{}", run.stderr);
+        assert!(
+            said[0].contains("QOSMaxSubmitJobPerUserLimit") && said[0].contains("hpc1"),
+            "{}",
+            said[0]
+        );
     }
     let status = c.project.status(sweep);
     assert_eq!(

@@ -222,6 +222,9 @@ struct State {
     limit_wait: Option<Duration>,
     refused_with_none_held: u32,
     limits_said: std::collections::HashSet<String>,
+    /// What its users should know now (a refusal for a limit): sent with the agent's
+    /// heartbeats, shown once by the coordinator. Cleared once nothing waits for room.
+    notice: Option<String>,
     /// Tasks going out again after Slurm preempted their element: restarts so far, and whether
     /// `Started` was reported for them.
     reruns: HashMap<TaskKey, (u32, bool)>,
@@ -363,6 +366,11 @@ impl SchedulerBackend {
             self.exited(key, Outcome::Cancelled);
         }
         dropped
+    }
+
+    /// What its users should know now, if anything (see `State::notice`).
+    pub fn notice(&self) -> Option<String> {
+        self.lock().notice.clone()
     }
 
     /// Tasks submitted or waiting to be, not yet reported ended.
@@ -508,14 +516,15 @@ impl SchedulerBackend {
     }
 
     /// The user's limit on queued jobs as `sacctmgr` shows it (`parse::sacctmgr_submit_cap`),
-    /// read once, on a Slurm cluster that keeps accounting: the jobs' QOS is the first
-    /// submission's (`hpc.qos`, else the association's default). `None` where nothing limits
-    /// them, or where `sacctmgr` cannot tell (a refusal then teaches the cap).
-    async fn sacctmgr_cap(&self, job_qos: Option<&str>) -> Option<u32> {
+    /// read once, on a Slurm cluster that keeps accounting: the jobs' QOS and account are the
+    /// first submission's (`hpc.qos`, `hpc.account`, else the association's defaults). `None`
+    /// where nothing limits them, or where `sacctmgr` cannot tell (a refusal then teaches the
+    /// cap).
+    async fn sacctmgr_cap(&self, job_qos: Option<&str>, job_account: Option<&str>) -> Option<u32> {
         if let Some(known) = self.lock().sacctmgr_cap {
             return known;
         }
-        let mut known = self.read_sacctmgr_cap(job_qos).await;
+        let mut known = self.read_sacctmgr_cap(job_qos, job_account).await;
         if known == Some(0) {
             // No room at all: left to sbatch, whose refusals then end the tasks, saying why.
             tracing::warn!("sacctmgr says this user may have no job queued (MaxSubmit 0)");
@@ -531,7 +540,11 @@ impl SchedulerBackend {
         known
     }
 
-    async fn read_sacctmgr_cap(&self, job_qos: Option<&str>) -> Option<u32> {
+    async fn read_sacctmgr_cap(
+        &self,
+        job_qos: Option<&str>,
+        job_account: Option<&str>,
+    ) -> Option<u32> {
         let (_, accounting, cluster) = self.slurm_config().await;
         let cluster = cluster.filter(|_| accounting)?;
         let text = |out: Result<CommandOutput, String>| match out {
@@ -539,16 +552,20 @@ impl SchedulerBackend {
             _ => None,
         };
         let user = text(run("id", &["-un"], None).await)?.trim().to_string();
-        let account = text(
-            run(
-                "sacctmgr",
-                &["-n", "-P", "show", "user", &user, "format=DefaultAccount"],
-                None,
+        // The jobs' account: `hpc.account`, else the user's default one.
+        let account = match job_account {
+            Some(account) => Some(account.to_string()),
+            None => text(
+                run(
+                    "sacctmgr",
+                    &["-n", "-P", "show", "user", &user, "format=DefaultAccount"],
+                    None,
+                )
+                .await,
             )
-            .await,
-        )
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty());
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty()),
+        };
         let assoc = text(
             run(
                 "sacctmgr",

@@ -509,6 +509,11 @@ pub struct HeartbeatMsg {
     /// that predates this field.
     #[serde(default)]
     pub free_inodes: Option<u64>,
+    /// What the agent has to tell its users now, in words (a batch scheduler refusing jobs for
+    /// a limit on queued jobs, and what the agent does about it); `None`: nothing. The
+    /// coordinator shows each one once.
+    #[serde(default)]
+    pub notice: Option<String>,
 }
 
 /// Reply to a [`PingMsg`].

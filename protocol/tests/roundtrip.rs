@@ -254,6 +254,7 @@ fn fields_added_by_a_newer_release_are_ignored() {
             running: 1,
             slots: 2,
             free_inodes: None,
+            notice: None,
         })
     );
 

@@ -618,6 +618,7 @@ impl World {
                 running: 0,
                 slots: self.agents[agent].slots as u32,
                 free_inodes: Some(if full { 0 } else { 1 << 20 }),
+                notice: None,
             });
             self.send_to_coord(agent, conn, Down::Msg(msg));
         }

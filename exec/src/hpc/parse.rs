@@ -646,7 +646,7 @@ pub const SACCTMGR_QOS_FORMAT: &str = "Name,MaxSubmitPU";
 
 /// The most jobs (array elements count one each) the cluster lets the user have queued or
 /// running, as `sacctmgr` shows it (`None` where nothing limits them): the association's
-/// `MaxSubmit` on `cluster` (for `account`, the user's default, when known) and the per-user
+/// `MaxSubmit` on `cluster` (for `account`, the jobs' own: `hpc.account`, else the user's default) and the per-user
 /// `MaxSubmitPU` of the QOS the jobs run under (`job_qos`, else the association's default QOS,
 /// else `normal`), the smaller. `assoc` and `qos` are the outputs of the two `sacctmgr` calls
 /// with [`SACCTMGR_ASSOC_FORMAT`] and [`SACCTMGR_QOS_FORMAT`]; lines that do not read are skipped.

@@ -24,7 +24,8 @@ impl SchedulerBackend {
         if let Some(first) = launches.first() {
             if let Ok(Scheduler::Slurm) = self.scheduler_for(first.hpc.scheduler).await {
                 let qos = first.hpc.resources.qos.clone();
-                if let Some(cap) = self.sacctmgr_cap(qos.as_deref()).await {
+                let account = first.hpc.resources.account.clone();
+                if let Some(cap) = self.sacctmgr_cap(qos.as_deref(), account.as_deref()).await {
                     max_jobs = Some(max_jobs.map_or(cap, |m| m.min(cap)));
                 }
             }
@@ -277,6 +278,9 @@ impl SchedulerBackend {
         state.limit_wait = None;
         state.refused_with_none_held = 0;
         let held = state.held_jobs();
+        if state.pending.is_empty() {
+            state.notice = None;
+        }
         if let Some(cap) = state.learned_cap.filter(|&cap| held >= cap) {
             state.learned_cap = Some(cap + 1);
         }
@@ -330,11 +334,13 @@ impl SchedulerBackend {
             return None;
         }
         if first {
-            tracing::warn!(
+            let notice = format!(
                 "{command} refused {tried} jobs for the cluster's limit {limit} with {held} of \
                  ours queued or running: the tasks wait and go in as jobs end, at most {cap} \
                  at a time in the queue (set hpc.max_jobs to the limit to use all of it)"
             );
+            tracing::warn!("{notice}");
+            self.lock().notice = Some(notice);
         } else {
             tracing::info!(%limit, tried, held, cap, wait_s = wait.as_secs(), "submission refused for a limit again; waiting");
         }

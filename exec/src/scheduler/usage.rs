@@ -42,9 +42,11 @@ impl SchedulerBackend {
             })
             .collect();
         let mut scheduler: HashMap<TaskKey, UsageMsg> = HashMap::new();
+        // The scheduler accounts for whole elements: a packed one's figures are its tasks'
+        // together (and it may still run), so its tasks have the wrapper's records only.
         let slurm: Vec<_> = ran
             .iter()
-            .filter(|(_, e, _)| e.scheduler == Scheduler::Slurm)
+            .filter(|(_, e, _)| e.scheduler == Scheduler::Slurm && !e.packed)
             .collect();
         if !slurm.is_empty() && self.slurm_config().await.1 {
             let mut jobs: Vec<&str> = slurm.iter().map(|(_, e, _)| e.job.as_str()).collect();
@@ -94,7 +96,7 @@ impl SchedulerBackend {
         }
         let pbs: Vec<_> = ran
             .iter()
-            .filter(|(_, e, _)| e.scheduler != Scheduler::Slurm)
+            .filter(|(_, e, _)| e.scheduler != Scheduler::Slurm && !e.packed)
             .collect();
         if !pbs.is_empty() {
             let mut ids: Vec<String> = pbs

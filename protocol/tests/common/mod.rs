@@ -213,6 +213,7 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
             running: 3,
             slots: 4,
             free_inodes: Some(12),
+            notice: Some("sbatch refused 4 jobs".into()),
         }),
         FromAgent::Pong(PongMsg { nonce: 0xdead_beef }),
         FromAgent::Error(ErrorMsg::new("unknown sweep sweep_x")),
@@ -506,10 +507,11 @@ pub fn from_agent() -> impl Strategy<Value = FromAgent> {
             any::<u64>(),
             any::<u32>(),
             any::<u32>(),
-            any::<Option<u64>>()
+            any::<Option<u64>>(),
+            proptest::option::of(text())
         )
             .prop_map(
-                |(load1, free_mem_bytes, free_disk_bytes, running, slots, free_inodes)| {
+                |(load1, free_mem_bytes, free_disk_bytes, running, slots, free_inodes, notice)| {
                     FromAgent::Heartbeat(HeartbeatMsg {
                         load1,
                         free_mem_bytes,
@@ -517,6 +519,7 @@ pub fn from_agent() -> impl Strategy<Value = FromAgent> {
                         running,
                         slots,
                         free_inodes,
+                        notice,
                     })
                 },
             ),

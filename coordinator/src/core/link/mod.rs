@@ -156,6 +156,8 @@ pub struct AgentLink {
     grace_deadline: Option<u64>,
     /// The last heartbeat reported free disk below `min_free_disk`.
     low_disk: bool,
+    /// The agent's last notice shown (each is shown once).
+    notice: Option<String>,
     /// Why the last attempt to reach it failed, while it has not been reached since.
     last_down: Option<String>,
     /// Launches not yet sent (see `handle_flush`).
@@ -208,6 +210,7 @@ impl AgentLink {
             connected: false,
             grace_deadline: None,
             low_disk: false,
+            notice: None,
             last_down: None,
             submit_batch: Vec::new(),
             attach_batch: Vec::new(),
@@ -762,6 +765,11 @@ impl AgentLink {
                 }
             }
             FromAgent::Heartbeat(health) => {
+                if health.notice.is_some() && health.notice != self.notice {
+                    self.notice = health.notice.clone();
+                    let text = hsm_protocol::display_safe(health.notice.as_deref().unwrap_or(""));
+                    self.log(Level::Warn, None, format!("{}: {text}", self.setup.name));
+                }
                 let low = disk_low(&health, self.setup.min_free_disk);
                 if low.is_some() != self.low_disk {
                     self.low_disk = low.is_some();

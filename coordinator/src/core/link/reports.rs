@@ -87,6 +87,7 @@ mod tests {
             running: 0,
             slots: 1,
             free_inodes,
+            notice: None,
         }
     }
 

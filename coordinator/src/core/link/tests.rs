@@ -137,6 +137,7 @@ fn heartbeat(free_disk_bytes: u64) -> FromAgent {
         running: 0,
         slots: 4,
         free_inodes: None,
+        notice: None,
     })
 }
 
@@ -481,6 +482,40 @@ fn past_the_grace_an_unreachable_agents_attempts_are_handed_back() {
     link.setup.keep_waiting = true;
     link.handle_down(1_000, "connection lost".into());
     assert!(matches!(&reports(&mut link)[..], [Report::Status(s)] if s.keep_waiting));
+}
+
+#[test]
+fn an_agent_s_notice_is_shown_once() {
+    let mut link = running(&[]);
+    let with_notice = |text: &str| match heartbeat(2 * GIB) {
+        FromAgent::Heartbeat(mut h) => {
+            h.notice = Some(text.to_string());
+            FromAgent::Heartbeat(h)
+        }
+        _ => unreachable!(),
+    };
+    let warnings = |link: &mut AgentLink| -> Vec<String> {
+        std::iter::from_fn(|| link.poll_logs())
+            .filter(|l| l.level == Level::Warn)
+            .map(|l| l.message)
+            .collect()
+    };
+    let refused = "sbatch refused 10 jobs for the cluster's limit QOSMaxSubmitJobPerUserLimit";
+    link.handle_frame(10, with_notice(refused));
+    let shown = warnings(&mut link);
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(shown[0].ends_with(refused), "{shown:?}");
+    assert!(
+        shown[0].starts_with(&link.setup.name),
+        "names the source: {shown:?}"
+    );
+    link.handle_frame(20, with_notice(refused));
+    link.handle_frame(30, heartbeat(2 * GIB));
+    assert!(warnings(&mut link).is_empty(), "shown once");
+    link.handle_frame(40, with_notice("another limit \x1b[31m"));
+    let shown = warnings(&mut link);
+    assert_eq!(shown.len(), 1, "a new one is shown: {shown:?}");
+    assert!(!shown[0].contains('\x1b'), "made safe to print: {shown:?}");
 }
 
 #[test]
