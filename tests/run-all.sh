@@ -85,6 +85,20 @@ if [ "$(id -u)" = 0 ]; then
       tail -20 "$qos_dir.log" >&2 || true
     fi
   fi
+  # A single-node Grid Engine for the Grid Engine backend tests (its qsub/qstat replace Debian's
+  # Slurm wrappers in /usr/bin: tests/slurm.sh keeps a copy of those for the PBS tests).
+  if [ -z "${HSM_TEST_SGE_ENV:-}" ]; then
+    sge_dir=$(mktemp -d "${TMPDIR:-/tmp}/hsm-test-sge.XXXXXX")
+    stop_clusters="SGE_QMASTER_STOP_TIMEOUT=1 tests/sge.sh down \"\$sge_dir\" >/dev/null 2>&1 || true; $stop_clusters"
+    trap "$stop_clusters" EXIT
+    say "starting a single-node Grid Engine for the Grid Engine tests ($sge_dir)"
+    if tests/sge.sh up "$sge_dir" >"$sge_dir.log" 2>&1; then
+      export HSM_TEST_SGE_ENV="$sge_dir/env.sh"
+    else
+      say "could not start Grid Engine (see $sge_dir.log); the Grid Engine tests will skip"
+      tail -20 "$sge_dir.log" >&2 || true
+    fi
+  fi
 else
   say "not root: installing nothing; tests whose prerequisites are missing will skip"
 fi

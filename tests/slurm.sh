@@ -30,20 +30,42 @@ install_packages() {
   command -v slurmd >/dev/null || missing+=(slurmd)
   command -v sbatch >/dev/null || missing+=(slurm-client)
   [ -x /usr/sbin/munged ] || missing+=(munge)
-  # The Torque/PBS command wrappers (qsub, qstat, qdel) over Slurm.
-  command -v qsub >/dev/null || missing+=(slurm-wlm-torque)
+  # The Torque/PBS command wrappers (qsub, qstat, qdel) over Slurm, unless another qsub is
+  # installed (Grid Engine's conflicts with them: `keep_torque_copy` then keeps a private copy).
+  local pkgs=(slurmctld slurmd slurm-client munge)
+  if ! command -v qsub >/dev/null; then missing+=(slurm-wlm-torque); pkgs+=(slurm-wlm-torque); fi
   [ ${#missing[@]} -eq 0 ] && return 0
   [ "${HSM_SLURM_NO_INSTALL:-0}" = 1 ] && die "missing ${missing[*]} and HSM_SLURM_NO_INSTALL=1"
   echo "slurm.sh: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge slurm-wlm-torque \
+  apt-get install -y --no-install-recommends "${pkgs[@]}" \
     >"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1 || {
     # A stale package index is the usual cause: refresh once and retry.
     apt-get update >>"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1 || true
-    apt-get install -y --no-install-recommends slurmctld slurmd slurm-client munge slurm-wlm-torque \
+    apt-get install -y --no-install-recommends "${pkgs[@]}" \
       >>"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1 ||
       die "apt-get install failed, see ${TMPDIR:-/tmp}/hsm-slurm-apt.log"
   }
+}
+
+# When the qsub on PATH is not Debian's wrapper over Slurm (Grid Engine's client replaced it),
+# a copy of slurm-wlm-torque's commands unpacked under DIR/torque (the PBS tests put
+# DIR/torque/usr/bin first on the agent's PATH). Best effort: without it those tests skip.
+keep_torque_copy() {
+  local qsub
+  qsub=$(command -v qsub || true)
+  if [ -n "$qsub" ] && grep -q Slurm "$qsub" 2>/dev/null; then return 0; fi
+  perl -MSlurm -e 1 2>/dev/null ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libslurm-perl \
+      >>"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1 || true
+  mkdir -p "$dir/torque-pkg"
+  if (cd "$dir/torque-pkg" && apt-get download slurm-wlm-torque >>"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1) &&
+    dpkg-deb -x "$dir"/torque-pkg/slurm-wlm-torque_*.deb "$dir/torque"; then
+    echo "slurm.sh: Slurm's qsub/qstat/qdel wrappers kept in $dir/torque/usr/bin (the installed qsub is ${qsub:-none})" >&2
+  else
+    echo "slurm.sh: could not unpack slurm-wlm-torque; the PBS tests will skip" >&2
+  fi
+  rm -rf "$dir/torque-pkg"
 }
 
 # Reads a PID file written by a daemon, waiting a little for it to appear.
@@ -73,6 +95,7 @@ up() {
   host=$(hostname -s)
   port=${HSM_SLURM_PORT:-6817}
   max_array=${HSM_SLURM_MAX_ARRAY:-1001}
+  keep_torque_copy
 
   # munge: the package creates /etc/munge/munge.key.
   if munge_works; then

@@ -411,3 +411,85 @@ fn a_submission_is_found_by_its_job_name() {
         Some("1001[].torque01.cluster")
     );
 }
+
+#[test]
+fn grid_engine_outputs() {
+    use hsm_agent::hpc::decide::Seen;
+    use hsm_agent::hpc::sge::*;
+    // Detection: Grid Engine's qstat, with or without its cell, is told from PBS's and Slurm's.
+    for name in [
+        "sge-8.1.9-qstat-version.txt",
+        "sge-8.1.9-qstat-version-no-cell.txt",
+    ] {
+        assert_eq!(
+            detect(None, Some(&fixture(name))),
+            Some(Scheduler::Sge),
+            "{name}"
+        );
+    }
+    assert_eq!(unusable(&fixture("sge-8.1.9-qstat-version.txt")), None);
+    assert!(unusable(&fixture("sge-8.1.9-qstat-version-no-cell.txt")).is_some());
+    assert_eq!(
+        detect(
+            None,
+            Some(&fixture("pbspro-qstat-version-reconstructed.txt"))
+        ),
+        Some(Scheduler::PbsPro)
+    );
+    assert_eq!(
+        parse_qsub_terse(&fixture("sge-8.1.9-qsub-terse-array.txt")).unwrap(),
+        "1"
+    );
+    assert_eq!(
+        parse_qsub_terse(&fixture("sge-8.1.9-qsub-terse-single.txt")).unwrap(),
+        "2"
+    );
+    assert_eq!(
+        submit_limit(&fixture("sge-8.1.9-qsub-max-u-jobs-stderr.txt")).as_deref(),
+        Some("max_u_jobs (jobs allowed per user)")
+    );
+
+    // Running tasks one line each; pending ones together. Element i is task i + 1.
+    let jobs = parse_qstat_xml(&fixture("sge-8.1.9-qstat-xml-array-running-pending.xml"));
+    assert_eq!(jobs.len(), 3);
+    assert_eq!(
+        sge_seen(&jobs, "1", Some(0)),
+        Seen::Listed(JobState::Running)
+    );
+    assert_eq!(
+        sge_seen(&jobs, "1", Some(1)),
+        Seen::Listed(JobState::Running),
+        "`t`"
+    );
+    for i in 2..5 {
+        assert_eq!(
+            sge_seen(&jobs, "1", Some(i)),
+            Seen::Listed(JobState::Queued)
+        );
+    }
+    assert_eq!(sge_seen(&jobs, "1", Some(5)), Seen::Missing);
+    assert_eq!(job_named(&jobs, "arr").as_deref(), Some("1"));
+    let held = parse_qstat_xml(&fixture("sge-8.1.9-qstat-xml-held.xml"));
+    assert_eq!(sge_seen(&held, "2", None), Seen::Listed(JobState::Queued));
+    let after = parse_qstat_xml(&fixture("sge-8.1.9-qstat-xml-after-qdel-tasks.xml"));
+    let listed: Vec<u32> = (0..6)
+        .filter(|&i| sge_seen(&after, "3", Some(i)) != Seen::Missing)
+        .collect();
+    assert_eq!(listed, [0, 3, 5], "tasks 1, 4 and 6 left");
+    assert!(parse_qstat_xml(&fixture("sge-8.1.9-qstat-xml-empty.xml")).is_empty());
+
+    // Accounting: exit 0, exit 3, h_rt, killed.
+    let records = parse_qacct(&fixture("sge-8.1.9-qacct-j-array-exit-killed-h_rt.txt"));
+    assert_eq!(records.len(), 4);
+    let account = |i| qacct_account(&records, "1", Some(i)).unwrap();
+    assert_eq!(account(0).state, JobState::Completed);
+    assert_eq!(account(1).state, failed(FailReason::NonZeroExit(3)));
+    assert_eq!(
+        account(2).state,
+        failed(FailReason::Timeout),
+        "failed 37: h_rt"
+    );
+    assert_eq!(account(3).signal, Some(9), "failed 100, exit 137");
+    assert!(qacct_account(&records, "1", Some(4)).is_none());
+    assert!(parse_qacct(&fixture("sge-8.1.9-qacct-unknown-stderr.txt")).is_empty());
+}

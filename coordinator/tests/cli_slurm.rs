@@ -118,6 +118,35 @@ fn assert_slurm_job_ids(status: &serde_json::Value, max_array: usize) {
     assert_eq!(arrays.len(), tasks.len().div_ceil(max_array), "{arrays:?}");
 }
 
+/// A search path whose `qsub`/`qstat`/`qdel` are Debian's wrappers over the test Slurm
+/// (slurm-wlm-torque): the copy `tests/slurm.sh` keeps next to its `slurm.conf` when Grid
+/// Engine's client took `/usr/bin/qsub`, else the PATH when its qsub is the wrapper. `None`, with
+/// the reason printed, when there is neither.
+fn pbs_path() -> Option<String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let conf = std::env::var_os("SLURM_CONF").map(PathBuf::from)?;
+    let copy = conf.parent()?.join("torque/usr/bin");
+    if copy.join("qsub").is_file() {
+        let dirs = std::iter::once(copy).chain(std::env::split_paths(&path));
+        return Some(
+            std::env::join_paths(dirs)
+                .ok()?
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    let qsub = std::env::split_paths(&path)
+        .map(|d| d.join("qsub"))
+        .find(|p| p.is_file());
+    match qsub.and_then(|q| std::fs::read_to_string(q).ok()) {
+        Some(text) if text.contains("Slurm") => Some(path.to_string_lossy().into_owned()),
+        _ => {
+            eprintln!("SKIPPED: no qsub wrappers over Slurm (slurm-wlm-torque) on PATH or next to SLURM_CONF");
+            None
+        }
+    }
+}
+
 /// Lines `squeue` still shows (pending or running) for jobs of `sweep` (named `hsm_<sweep>_…`).
 fn in_queue(sweep: &str) -> String {
     let out = std::process::Command::new("squeue")
@@ -1016,8 +1045,22 @@ fn an_agent_killed_while_qsub_runs_follows_that_job_after_a_restart_instead_of_r
 /// A PATH for the agent with a shell script in front of the real `command`: `body(real)` after
 /// `#!/bin/sh`, given the real command's path. The script lives in `dir`.
 fn shim_on_path(dir: &Path, command: &str, body: impl Fn(&str) -> String) -> String {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let real = std::env::split_paths(&path)
+    shim_on(
+        &std::env::var_os("PATH").unwrap_or_default(),
+        dir,
+        command,
+        body,
+    )
+}
+
+/// `shim_on_path` over the search path `path`.
+fn shim_on(
+    path: &std::ffi::OsStr,
+    dir: &Path,
+    command: &str,
+    body: impl Fn(&str) -> String,
+) -> String {
+    let real = std::env::split_paths(path)
         .map(|d| d.join(command))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{command} on PATH"));
@@ -1027,7 +1070,7 @@ fn shim_on_path(dir: &Path, command: &str, body: impl Fn(&str) -> String) -> Str
     let text = format!("#!/bin/sh\n{}", body(&real.to_string_lossy()));
     std::fs::write(&shim, text).unwrap();
     std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::env::join_paths(std::iter::once(shims).chain(std::env::split_paths(&path)))
+    std::env::join_paths(std::iter::once(shims).chain(std::env::split_paths(path)))
         .unwrap()
         .to_string_lossy()
         .into_owned()
@@ -1110,7 +1153,16 @@ fn killed_while_submitting(
             Kill::DuringSlow => "sleep 4; ",
         }
     );
-    let path = shim_on_path(dir.path(), submit, |real| {
+    // PBS: the qsub/qstat wrappers over the test Slurm (not Grid Engine's, when installed).
+    let base = if backend == "pbs" {
+        let Some(path) = pbs_path() else {
+            return;
+        };
+        std::ffi::OsString::from(path)
+    } else {
+        std::env::var_os("PATH").unwrap_or_default()
+    };
+    let path = shim_on(&base, dir.path(), submit, |real| {
         if kill == Kill::After {
             format!("# test shim: the real {submit}, its first submission followed (once) by kill -9 of the agent that ran it\nout=$('{real}' \"$@\")\nrc=$?\n{fire}\nprintf '%s\\n' \"$out\"\nexit $rc\n")
         } else {
@@ -1185,11 +1237,15 @@ fn the_pbs_backend_submits_follows_and_cancels_through_qsub_qstat_qdel() {
         return;
     };
     // Debian's slurm-wlm-torque: real qsub/qstat/qdel binaries over the same Slurm.
-    let c = Cluster::new(
+    let Some(path) = pbs_path() else {
+        return;
+    };
+    let c = Cluster::with_agent_env(
         &agent_bin,
         "pbs",
         "sweep:\n  grid:\n    x: {range: [1, 7]}\n",
         "",
+        &[("PATH".to_string(), path)],
     );
     c.run(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "pbs"])
         .expect_code(0);

@@ -23,6 +23,7 @@ use crate::hpc::caps;
 use crate::hpc::pack::{self, Pack};
 use crate::hpc::parse::{self, JobState};
 use crate::hpc::script::{self, ArrayJobSpec, Scheduler, SingleJobSpec};
+use crate::hpc::sge;
 use crate::hpc::wrapper::{self, ExitRecord};
 use crate::process::{Outcome, ProcessEvent, TaskKey, TaskLaunch};
 use hsm_protocol::{HpcMsg, HpcResources, SchedulerChoice};
@@ -127,6 +128,7 @@ fn scheduler_name(scheduler: Scheduler) -> &'static str {
         Scheduler::Slurm => "slurm",
         Scheduler::PbsPro => "pbspro",
         Scheduler::Torque => "torque",
+        Scheduler::Sge => "sge",
     }
 }
 
@@ -135,6 +137,7 @@ fn scheduler_named(name: &str) -> Option<Scheduler> {
         "slurm" => Some(Scheduler::Slurm),
         "pbspro" => Some(Scheduler::PbsPro),
         "torque" => Some(Scheduler::Torque),
+        "sge" => Some(Scheduler::Sge),
         _ => None,
     }
 }
@@ -266,6 +269,7 @@ enum ChoiceKey {
     Auto,
     Slurm,
     Pbs,
+    Sge,
 }
 
 impl From<SchedulerChoice> for ChoiceKey {
@@ -274,6 +278,7 @@ impl From<SchedulerChoice> for ChoiceKey {
             SchedulerChoice::Auto => ChoiceKey::Auto,
             SchedulerChoice::Slurm => ChoiceKey::Slurm,
             SchedulerChoice::Pbs => ChoiceKey::Pbs,
+            SchedulerChoice::Sge => ChoiceKey::Sge,
         }
     }
 }
@@ -472,6 +477,15 @@ impl SchedulerBackend {
             },
             SchedulerChoice::Pbs => match found {
                 Some(s @ (Scheduler::PbsPro | Scheduler::Torque)) => s,
+                // Grid Engine's qsub takes other options: nothing is submitted through it.
+                Some(Scheduler::Sge) => {
+                    return Err(format!(
+                        "backend pbs: the `qsub`/`qstat` on this host are Grid Engine's ({}), not \
+                         PBS's: use `backend: sge` for this source, or put PBS's commands first on \
+                         the agent's PATH",
+                        first_line(qstat_text.as_deref())
+                    ))
+                }
                 // Slurm's qsub wrappers (and some Torque builds) do not answer --version: their
                 // `qsub -t` arrays are Torque-style.
                 _ if qstat_present => Scheduler::Torque,
@@ -482,7 +496,37 @@ impl SchedulerBackend {
                     ))
                 }
             },
+            SchedulerChoice::Sge => match found {
+                Some(Scheduler::Sge) => match qstat_text.as_deref().and_then(sge::unusable) {
+                    None => Scheduler::Sge,
+                    Some(why) => {
+                        return Err(format!(
+                            "backend sge: Grid Engine's `qstat` cannot reach its cluster ({why}): \
+                             start the agent in the environment Grid Engine needs (SGE_ROOT, \
+                             SGE_CELL; e.g. `. $SGE_ROOT/default/common/settings.sh`)"
+                        ))
+                    }
+                },
+                _ => {
+                    return Err(format!(
+                        "backend sge: `qstat --version` does not answer as Grid Engine's on this \
+                         host ({})",
+                        if qstat_present {
+                            first_line(qstat_text.as_deref())
+                        } else {
+                            failure_text(&qstat)
+                        }
+                    ))
+                }
+            },
             SchedulerChoice::Auto => match found {
+                Some(Scheduler::Sge) if qstat_text.as_deref().and_then(sge::unusable).is_some() => {
+                    return Err(format!(
+                        "backend auto: only Grid Engine's `qstat` is here, and it cannot reach its \
+                         cluster ({})",
+                        qstat_text.as_deref().and_then(sge::unusable).unwrap_or_default()
+                    ))
+                }
                 Some(s) => s,
                 None if qstat_present => Scheduler::Torque,
                 None => {
@@ -618,6 +662,13 @@ impl SchedulerBackend {
     pub fn forget(&self, key: TaskKey) {
         self.lock().early_cancels.remove(&key);
     }
+}
+
+/// The first line of a command's output, for a message.
+fn first_line(text: Option<&str>) -> String {
+    text.and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("no output")
+        .to_string()
 }
 
 /// Runs a scheduler command (no shell) with a time limit.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// The protocol this build speaks. Bumped for any change an older peer cannot decode or would
 /// misread: a new message variant, a changed field type or meaning. Adding a field that has a
 /// default does not need a bump.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Coordinator → agent, the first frame on the control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -133,11 +133,13 @@ pub struct HpcMsg {
 /// Which scheduler an agent uses for a template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SchedulerChoice {
-    /// Whatever the agent's host has: Slurm first, then PBS.
+    /// Whatever the agent's host has: Slurm first, then PBS or Grid Engine.
     Auto,
     Slurm,
     /// PBS Pro or Torque (the agent tells them apart).
     Pbs,
+    /// Grid Engine (Son of Grid Engine, Univa/Altair, Open Grid Scheduler): `qsub -t`, `#$`.
+    Sge,
 }
 
 /// Resources requested for every task of a sweep on an HPC source. Every field is optional except

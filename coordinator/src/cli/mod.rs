@@ -235,7 +235,7 @@ pub struct AgentDeployArgs {
     #[arg(long, value_name = "N")]
     pub slots: Option<usize>,
     /// How the agent runs tasks (see `agent add --backend`).
-    #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "auto"])]
+    #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "sge", "auto"])]
     pub backend: Option<String>,
     /// The interpreter its tasks run with on that host (stored as the source's `python:`;
     /// default `python3` on the host's PATH), e.g. ~/venvs/torch/bin/python.
@@ -277,7 +277,7 @@ pub struct AgentAddArgs {
     pub project_dir: Option<String>,
     /// How the agent runs tasks: as processes, or as Slurm/PBS job arrays (auto: Slurm if its
     /// host has sbatch, else PBS if qsub, else processes).
-    #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "auto"])]
+    #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "sge", "auto"])]
     pub backend: Option<String>,
     /// The interpreter on the agent's host (default: python3 on its PATH).
     #[arg(long, value_name = "PROGRAM")]

@@ -53,6 +53,7 @@ pub(super) fn sources_meta(sources: &[SourceSpec]) -> String {
     let scheduler = |hpc: &hsm_protocol::HpcMsg| match hpc.scheduler {
         SchedulerChoice::Slurm => "slurm",
         SchedulerChoice::Pbs => "pbs",
+        SchedulerChoice::Sge => "sge",
         SchedulerChoice::Auto => "batch",
     };
     let list: Vec<_> = sources

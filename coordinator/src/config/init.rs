@@ -347,7 +347,7 @@ pub fn init_config_text(d: &Detection) -> String {
          \x20 #   fingerprint: sha256:...       # `hsm-agent fingerprint` on that host prints it\n\
          \x20 #   slots: 4\n\
          \x20 #   project_dir: /home/me/proj    # where the project lives on that host\n\
-         \x20 #   backend: process              # process | slurm | pbs | auto\n\
+         \x20 #   backend: process              # process | slurm | pbs | sge | auto\n\
          \x20 #   hpc: {partition: gpu}         # when its backend is slurm or pbs\n",
     );
     out

@@ -281,15 +281,18 @@ pub enum Backend {
     Process,
     Slurm,
     Pbs,
-    /// Slurm if the agent's host has `sbatch`, else PBS if `qsub`, else processes.
+    /// Grid Engine (Son of Grid Engine, Univa/Altair, Open Grid Scheduler).
+    Sge,
+    /// Slurm if the agent's host has `sbatch`, else PBS or Grid Engine by its `qstat`.
     Auto,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 4] = [
+    pub const ALL: [Backend; 5] = [
         Backend::Process,
         Backend::Slurm,
         Backend::Pbs,
+        Backend::Sge,
         Backend::Auto,
     ];
 
@@ -298,6 +301,7 @@ impl Backend {
             Backend::Process => "process",
             Backend::Slurm => "slurm",
             Backend::Pbs => "pbs",
+            Backend::Sge => "sge",
             Backend::Auto => "auto",
         }
     }
@@ -311,7 +315,7 @@ impl FromStr for Backend {
             .into_iter()
             .find(|b| b.as_str() == text.trim())
             .ok_or_else(|| {
-                format!("unknown backend `{text}`; expected process, slurm, pbs or auto")
+                format!("unknown backend `{text}`; expected process, slurm, pbs, sge or auto")
             })
     }
 }

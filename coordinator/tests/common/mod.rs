@@ -554,6 +554,26 @@ pub fn test_slurm() -> Option<PathBuf> {
     }
 }
 
+/// The environment of the running test Grid Engine (`tests/sge.sh`, started by tests/run-all.sh
+/// as root): the `export K=V` lines of its `env.sh` (SGE_ROOT, SGE_CELL, ports), or `None` with a
+/// printed reason.
+pub fn test_sge() -> Option<Vec<(String, String)>> {
+    let env =
+        std::env::var_os("HSM_TEST_SGE_ENV").and_then(|path| std::fs::read_to_string(path).ok());
+    let Some(env) = env else {
+        eprintln!(
+            "SKIPPED: no test Grid Engine (HSM_TEST_SGE_ENV unset; tests/run-all.sh starts one when run as root)"
+        );
+        return None;
+    };
+    Some(
+        env.lines()
+            .filter_map(|l| l.trim().strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
 /// The test Slurm with accounting and a QOS limit of 8 queued jobs per user
 /// (`tests/slurm-qos.sh`, started by tests/run-all.sh as root): its `slurm.conf`.
 pub fn test_slurm_qos() -> Option<PathBuf> {

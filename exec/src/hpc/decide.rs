@@ -44,6 +44,11 @@ impl Account {
     /// What the account says happened, when it says enough: `None` for states that do not tell
     /// how the task ended (PBS `F` without an exit status, a state still active).
     fn outcome(&self, cancel_requested: bool) -> Option<Outcome> {
+        // Killed by a signal after hsm asked for it to stop: the cancel (Grid Engine's qdel
+        // kills with SIGKILL, leaving no exit record).
+        if cancel_requested && self.signal.is_some() {
+            return Some(Outcome::Cancelled);
+        }
         match &self.state {
             JobState::Completed => Some(Outcome::Exited(0)),
             JobState::Failed { reason } => Some(match reason {
@@ -404,6 +409,8 @@ pub fn element_id(scheduler: Scheduler, job: &str, index: Option<u32>) -> String
     match (scheduler, index) {
         (_, None) => job.to_string(),
         (Scheduler::Slurm, Some(i)) => format!("{job}_{i}"),
+        // Grid Engine's task ids count from 1 (`qdel JOB -t N`).
+        (Scheduler::Sge, Some(i)) => format!("{job}.{}", i + 1),
         (Scheduler::PbsPro | Scheduler::Torque, Some(i)) => match job.split_once('[') {
             Some((head, tail)) => format!("{head}[{i}]{}", tail.trim_start_matches(']')),
             None => format!("{job}[{i}]"),

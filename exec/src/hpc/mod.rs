@@ -1,4 +1,4 @@
-//! HPC schedulers (Slurm, PBS Pro, Torque): the pure layer — typed resources, job scripts, the
+//! HPC schedulers (Slurm, PBS Pro, Torque, Grid Engine): the pure layer — typed resources, job scripts, the
 //! per-task wrapper and its records, and parsers for the schedulers' output. No IO here; the
 //! backends that run `sbatch`/`squeue`/`qsub`/`qstat` feed text in and get values out.
 //!
@@ -8,6 +8,7 @@
 //! * [`parse`]: scheduler output parsers, the shared [`parse::JobState`], detection.
 //! * [`pack`]: several short tasks per job (`hpc.tasks_per_job`) and the runner script.
 //! * [`caps`]: how many jobs may go to the scheduler now (`hpc.max_jobs`, refusals for limits).
+//! * [`sge`]: Grid Engine's output (`qstat -xml`, `qacct`, `qsub -terse`) and how to tell its `qstat`.
 //! * [`decide`]: what a poll concludes about one element (started, ended how), from the above.
 //! * [`usage`]: what an element used, from `sacct`, `qstat -f` and the wrapper's records.
 
@@ -17,6 +18,7 @@ pub mod pack;
 pub mod parse;
 pub mod resources;
 pub mod script;
+pub mod sge;
 pub mod usage;
 pub mod wrapper;
 

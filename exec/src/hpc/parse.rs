@@ -85,7 +85,8 @@ impl SlurmExitCode {
 /// The limit a refused submission ran into, when the scheduler refused it for how many jobs the
 /// user, account or QOS may have queued (a wait, not a failure: room frees as jobs end), by the
 /// name the scheduler gives it: Slurm's `QOSMaxSubmitJobPerUserLimit`, `AssocMaxSubmitJobLimit`,
-/// `QOSGrpSubmitJobsLimit`, ...; PBS's per-user queue limits. `None`: refused for another reason.
+/// `QOSGrpSubmitJobsLimit`, ...; PBS's per-user queue limits; Grid Engine's `max_u_jobs`.
+/// `None`: refused for another reason.
 pub fn submit_limit(stderr: &str) -> Option<String> {
     // Slurm names the limit on the first line; the second is the same for every policy
     // (`... (job submit limit, user's size and/or time limits)`), a wall time over the QOS's
@@ -107,6 +108,10 @@ pub fn submit_limit(stderr: &str) -> Option<String> {
     }
     if lower.contains("would exceed") && lower.contains("per-user limit") {
         return Some("per-user limit of queued jobs".into());
+    }
+    // Grid Engine: "job rejected: only 10 jobs are allowed per user (current job count: 10)".
+    if lower.contains("jobs are allowed per user") {
+        return Some("max_u_jobs (jobs allowed per user)".into());
     }
     None
 }
@@ -946,7 +951,8 @@ pub fn parse_qstat_list(stdout: &str) -> Rows<QstatRow> {
 /// Which scheduler this machine talks to, from what `sbatch --version` and `qstat --version`
 /// printed (`None` = the command is absent or failed). Slurm wins: Slurm sites often ship qsub/qstat
 /// wrappers, whose `qstat --version` is an "Unknown option" usage text. PBS Pro/OpenPBS print
-/// `pbs_version = 19.1.3`; Torque prints `Version: 6.1.2` (older: `version: 4.2.10`).
+/// `pbs_version = 19.1.3`; Torque prints `Version: 6.1.2` (older: `version: 4.2.10`); Grid
+/// Engine `SGE 8.1.9` and the like ([`super::sge::is_grid_engine`]), all three as `qstat`.
 pub fn detect(sbatch_version: Option<&str>, qstat_version: Option<&str>) -> Option<Scheduler> {
     if let Some(out) = sbatch_version {
         let first = out.trim_start().to_ascii_lowercase();
@@ -955,6 +961,9 @@ pub fn detect(sbatch_version: Option<&str>, qstat_version: Option<&str>) -> Opti
         }
     }
     let out = qstat_version?;
+    if super::sge::is_grid_engine(out) {
+        return Some(Scheduler::Sge);
+    }
     for line in out.lines() {
         let lower = line.trim().to_ascii_lowercase();
         if lower.starts_with("pbs_version") {

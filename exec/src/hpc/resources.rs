@@ -103,6 +103,17 @@ impl Memory {
             format!("{}mb", self.kib.div_ceil(1024))
         }
     }
+
+    /// Grid Engine's memory value (`h_vmem=`): `NG` when whole gibibytes, else `NM` (rounded
+    /// up); Grid Engine reads `K`/`M`/`G` as powers of 1024.
+    pub fn sge(&self) -> String {
+        const GIB: u64 = 1024 * 1024;
+        if self.kib.is_multiple_of(GIB) {
+            format!("{}G", self.kib / GIB)
+        } else {
+            format!("{}M", self.kib.div_ceil(1024))
+        }
+    }
 }
 
 /// Formats a walltime for Slurm: `HH:MM:SS`, or `D-HH:MM:SS` from one day on.

@@ -30,6 +30,8 @@ pub enum Scheduler {
     PbsPro,
     /// Torque (`qsub -t`, `PBS_ARRAYID`).
     Torque,
+    /// Grid Engine (`qsub -t 1-N`, `SGE_TASK_ID`, counted from 1).
+    Sge,
 }
 
 impl Scheduler {
@@ -39,6 +41,7 @@ impl Scheduler {
             Scheduler::Slurm => "SLURM_ARRAY_TASK_ID",
             Scheduler::PbsPro => "PBS_ARRAY_INDEX",
             Scheduler::Torque => "PBS_ARRAYID",
+            Scheduler::Sge => "SGE_TASK_ID",
         }
     }
 
@@ -47,6 +50,7 @@ impl Scheduler {
         match self {
             Scheduler::Slurm => "#SBATCH",
             Scheduler::PbsPro | Scheduler::Torque => "#PBS",
+            Scheduler::Sge => "#$",
         }
     }
 
@@ -59,6 +63,8 @@ impl Scheduler {
             Scheduler::Slurm => "${SLURM_ARRAY_TASK_ID:-0}",
             Scheduler::PbsPro => "${PBS_ARRAY_INDEX:-${SLURM_ARRAY_TASK_ID:-0}}",
             Scheduler::Torque => "${PBS_ARRAYID:-${PBS_ARRAY_INDEX:-${SLURM_ARRAY_TASK_ID:-0}}}",
+            // Grid Engine numbers array tasks from 1; the wrapper's lines from 0.
+            Scheduler::Sge => "$((${SGE_TASK_ID:-1} - 1))",
         }
     }
 }
@@ -399,6 +405,62 @@ fn build(
                 }
                 Some(dir) => {
                     // A directory ending in `/` makes PBS name the files after the job id.
+                    d(format!("-o {}/", dir.display()));
+                    d(format!("-e {}/", dir.display()));
+                }
+            }
+            if let Some(raw) = &res.resources {
+                check_line("resources", raw)?;
+                d(format!("-l {}", raw.trim()));
+            }
+        }
+        Scheduler::Sge => {
+            d(format!("-N {job_name}"));
+            if let Some((count, _)) = array {
+                d(format!("-t 1-{count}"));
+                if let Some(k) = throttle {
+                    d(format!("-tc {k}"));
+                }
+            }
+            // The script is bash (the queue's shell may be sh), and the task sees the
+            // environment the agent submits with, as under Slurm.
+            d("-S /bin/bash".into());
+            d("-V".into());
+            if let Some(seconds) = res.walltime {
+                d(format!("-l h_rt={}", pbs_walltime(seconds)));
+            }
+            // CPUs are slots of the `smp` parallel environment, the usual name for one host's
+            // cores; memory (`h_vmem`) is per slot, so the task's is shared out among them.
+            let slots = res.cpus.filter(|c| *c > 1);
+            if let Some(cpus) = slots {
+                d(format!("-pe smp {cpus}"));
+            }
+            if let Some(mem) = mem {
+                let per_slot = Memory {
+                    kib: mem.kib.div_ceil(u64::from(slots.unwrap_or(1))),
+                };
+                d(format!("-l h_vmem={}", per_slot.sge()));
+            }
+            if let Some(gpus) = res.gpus.filter(|g| *g > 0) {
+                d(format!("-l gpu={gpus}"));
+            }
+            if let Some(queue) = res.queue.as_ref().or(res.partition.as_ref()) {
+                d(format!("-q {queue}"));
+            }
+            if let Some(account) = &res.account {
+                d(format!("-A {account}"));
+            }
+            match res.requeue {
+                Some(true) => d("-r y".into()),
+                Some(false) => d("-r n".into()),
+                None => {}
+            }
+            match scheduler_output {
+                None => {
+                    d("-o /dev/null".into());
+                    d("-e /dev/null".into());
+                }
+                Some(dir) => {
                     d(format!("-o {}/", dir.display()));
                     d(format!("-e {}/", dir.display()));
                 }

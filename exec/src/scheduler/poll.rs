@@ -35,6 +35,38 @@ impl SchedulerBackend {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot cancel a packed task");
             }
         }
+        // Grid Engine: `qdel JOB -t N-M` per run of tasks (its `-t` takes one range).
+        let mut sge_jobs: HashMap<&str, Vec<u32>> = HashMap::new();
+        let mut sge_whole: Vec<&str> = Vec::new();
+        for (scheduler, id) in &ids {
+            if *scheduler != Scheduler::Sge {
+                continue;
+            }
+            match id.split_once('.') {
+                Some((job, task)) => match task.parse::<u32>() {
+                    Ok(task) if task > 0 => sge_jobs.entry(job).or_default().push(task - 1),
+                    _ => sge_whole.push(id),
+                },
+                None => sge_whole.push(id),
+            }
+        }
+        let mut sge_calls: Vec<Vec<String>> = sge_whole
+            .into_iter()
+            .map(|job| vec![job.to_string()])
+            .collect();
+        for (job, indices) in sge_jobs {
+            sge_calls.extend(sge::qdel_args(job, &indices, false));
+        }
+        for args in sge_calls {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match run("qdel", &args, None).await {
+                Ok(out) if out.ok => {}
+                Ok(out) => {
+                    tracing::warn!(program = "qdel", stderr = %out.stderr.trim(), "cancel reported a problem")
+                }
+                Err(e) => tracing::warn!(program = "qdel", error = %e, "cancel failed"),
+            }
+        }
         for scheduler in [Scheduler::Slurm, Scheduler::PbsPro, Scheduler::Torque] {
             let ids: Vec<&str> = ids
                 .iter()
@@ -120,9 +152,34 @@ impl SchedulerBackend {
                 }
             }
         }
+        // Grid Engine: `qacct -j JOB` (one call per job) for the tasks of its that ended.
+        let mut sge_jobs: Vec<&str> = due
+            .iter()
+            .filter(|(_, e)| e.scheduler == Scheduler::Sge)
+            .map(|(_, e)| e.job.as_str())
+            .collect();
+        sge_jobs.sort_unstable();
+        sge_jobs.dedup();
+        for job in sge_jobs {
+            match run("qacct", &["-j", job], None).await {
+                Ok(out) if out.ok => {
+                    let records = sge::parse_qacct(&out.stdout);
+                    for (key, e) in due.iter().filter(|(_, e)| e.scheduler == Scheduler::Sge) {
+                        if e.job == job {
+                            if let Some(a) = sge::qacct_account(&records, &e.job, e.index) {
+                                found.insert(*key, a);
+                            }
+                        }
+                    }
+                }
+                // Not in the accounting file (yet, or at all): no account.
+                Ok(_) => {}
+                Err(e) => tracing::info!(error = %e, "qacct failed"),
+            }
+        }
         let pbs: Vec<&(TaskKey, Element)> = due
             .iter()
-            .filter(|(_, e)| e.scheduler != Scheduler::Slurm)
+            .filter(|(_, e)| matches!(e.scheduler, Scheduler::PbsPro | Scheduler::Torque))
             .collect();
         if !pbs.is_empty() {
             let mut ids: Vec<String> = pbs
@@ -245,9 +302,10 @@ impl SchedulerBackend {
         slurm_jobs.dedup();
         let mut pbs_jobs: Vec<&str> = elements
             .iter()
-            .filter(|(_, e)| e.scheduler != Scheduler::Slurm)
+            .filter(|(_, e)| matches!(e.scheduler, Scheduler::PbsPro | Scheduler::Torque))
             .map(|(_, e)| e.job.as_str())
             .collect();
+        let any_sge = elements.iter().any(|(_, e)| e.scheduler == Scheduler::Sge);
         pbs_jobs.sort_unstable();
         pbs_jobs.dedup();
         // One call per scheduler for every job of the agent; `None`: the call failed, so
@@ -299,7 +357,23 @@ impl SchedulerBackend {
                 }
             }
         };
-        let all_ok = slurm_rows.is_some() && pbs_rows.is_some();
+        // Grid Engine: `qstat -xml` lists every job of the user's, pending tasks together.
+        let sge_rows = if !any_sge {
+            Some(Vec::new())
+        } else {
+            match run("qstat", &["-xml"], None).await {
+                Ok(out) if out.ok => Some(sge::parse_qstat_xml(&out.stdout)),
+                Ok(out) => {
+                    tracing::warn!(stderr = %out.stderr.trim(), "qstat -xml failed; trying again at the next poll");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "qstat -xml failed; trying again at the next poll");
+                    None
+                }
+            }
+        };
+        let all_ok = slurm_rows.is_some() && pbs_rows.is_some() && sge_rows.is_some();
         if let Some(rows) = &slurm_rows {
             // Those Slurm lets go of no longer count against a limit on queued jobs.
             let now = tokio::time::Instant::now();
@@ -331,7 +405,11 @@ impl SchedulerBackend {
                     }
                     None => continue,
                 },
-                _ => match &pbs_rows {
+                Scheduler::Sge => match &sge_rows {
+                    Some(rows) => sge::sge_seen(rows, &element.job, element.index),
+                    None => continue,
+                },
+                Scheduler::PbsPro | Scheduler::Torque => match &pbs_rows {
                     // The list shows the array as a whole: whether it is still there.
                     Some(rows) => {
                         let number = element.job.split(['.', '[']).next().unwrap_or("");
@@ -354,7 +432,7 @@ impl SchedulerBackend {
             // An element Slurm still holds in its queue has written no record: no file access
             // for the (usually many) waiting elements at each poll. (PBS lists the array as a
             // whole, so there the records are what tell its elements apart.)
-            let waiting = element.scheduler == Scheduler::Slurm
+            let waiting = matches!(element.scheduler, Scheduler::Slurm | Scheduler::Sge)
                 && seen == Seen::Listed(JobState::Queued)
                 && !(element.packed && element.started);
             let started_record = !waiting && element.task_dir.join(wrapper::START_FILE).exists();

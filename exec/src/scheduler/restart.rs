@@ -105,6 +105,21 @@ impl SchedulerBackend {
                     Err(format!("sacct: {}", out.stderr.trim()))
                 }
             }
+            Scheduler::Sge => {
+                let out = run("qstat", &["-xml"], None).await?;
+                if !out.ok {
+                    return Err(format!("qstat -xml: {}", out.stderr.trim()));
+                }
+                if let Some(job) = sge::job_named(&sge::parse_qstat_xml(&out.stdout), name) {
+                    return Ok(Some(job));
+                }
+                // Ended already: the accounting file knows jobs by name too.
+                let out = run("qacct", &["-j", name], None).await?;
+                Ok(sge::parse_qacct(&out.stdout)
+                    .into_iter()
+                    .find(|r| r.job_name == name)
+                    .map(|r| r.job_number))
+            }
             Scheduler::PbsPro | Scheduler::Torque => {
                 // qselect asks the server for this name only (PBS Pro: finished jobs too).
                 let mut select = vec!["-N", name];

@@ -476,16 +476,24 @@ impl SchedulerBackend {
             }
             let out = match scheduler {
                 Scheduler::Slurm => run("sbatch", &["--parsable", &script_text], Some(dir)).await,
-                _ => run("qsub", &[&script_text], Some(dir)).await,
+                Scheduler::Sge => run("qsub", &["-terse", &script_text], Some(dir)).await,
+                Scheduler::PbsPro | Scheduler::Torque => {
+                    run("qsub", &[&script_text], Some(dir)).await
+                }
             };
             match out {
                 Ok(out) if out.ok => {
                     let parsed = match scheduler {
-                        Scheduler::Slurm => parse::parse_sbatch(&out.stdout),
-                        _ => parse::parse_qsub(&out.stdout),
+                        Scheduler::Slurm => parse::parse_sbatch(&out.stdout)
+                            .map(|s| s.job_id)
+                            .map_err(|e| e.to_string()),
+                        Scheduler::Sge => sge::parse_qsub_terse(&out.stdout),
+                        Scheduler::PbsPro | Scheduler::Torque => parse::parse_qsub(&out.stdout)
+                            .map(|s| s.job_id)
+                            .map_err(|e| e.to_string()),
                     };
                     match parsed {
-                        Ok(submitted) => return Ok(submitted.job_id),
+                        Ok(job_id) => return Ok(job_id),
                         Err(e) => {
                             // Submitted, but the id is unreadable: retrying would submit twice.
                             return Err(NotSubmitted::Failed(format!(

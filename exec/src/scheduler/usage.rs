@@ -96,7 +96,9 @@ impl SchedulerBackend {
         }
         let pbs: Vec<_> = ran
             .iter()
-            .filter(|(_, e, _)| e.scheduler != Scheduler::Slurm && !e.packed)
+            .filter(|(_, e, _)| {
+                matches!(e.scheduler, Scheduler::PbsPro | Scheduler::Torque) && !e.packed
+            })
             .collect();
         if !pbs.is_empty() {
             let mut ids: Vec<String> = pbs

@@ -97,6 +97,7 @@ pub(super) fn write_job_script_preview(
             Scheduler::PbsPro,
             "pbs (shown for PBS Pro; Torque uses `-t`)",
         ),
+        SchedulerChoice::Sge => (Scheduler::Sge, "sge"),
         SchedulerChoice::Auto => (
             Scheduler::Slurm,
             "auto (shown for Slurm; the agent uses PBS where there is no Slurm)",

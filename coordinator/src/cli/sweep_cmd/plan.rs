@@ -224,6 +224,7 @@ pub(super) fn hpc_request(
         config::Backend::Process => return None,
         config::Backend::Slurm => SchedulerChoice::Slurm,
         config::Backend::Pbs => SchedulerChoice::Pbs,
+        config::Backend::Sge => SchedulerChoice::Sge,
         config::Backend::Auto => SchedulerChoice::Auto,
     };
     let walltime = walltime.or(hpc.walltime);
