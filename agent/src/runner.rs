@@ -302,11 +302,14 @@ impl Runner {
             }
         }
         self.notify_appended();
-        for (id, element, dir, started, cancel) in recovery.adopt {
-            self.shared
-                .scheduler
-                .adopt(backend_key(id), element, dir, started, cancel);
-        }
+        let adopted = recovery
+            .adopt
+            .into_iter()
+            .map(|(id, element, dir, started, cancel)| {
+                (backend_key(id), element, dir, started, cancel)
+            })
+            .collect();
+        self.shared.scheduler.adopt_all(adopted);
         if !recovery.find.is_empty() {
             // Taken before this run submits anything itself: the sbatch/qsub a kill -9 left
             // running may still be creating a job.
@@ -583,6 +586,7 @@ impl Runner {
             match found {
                 Ok(Some(job)) => {
                     tracing::info!(job = %job, job_name = %name, tasks = tasks.len(), "following a job whose submission the previous run did not see through");
+                    let mut adopted = Vec::with_capacity(tasks.len());
                     for (id, pending, dir) in tasks {
                         let element = ElementRef {
                             scheduler,
@@ -594,10 +598,9 @@ impl Runner {
                         // A cancel that arrives meanwhile waits in the scheduler backend for the
                         // element (`early_cancels`); one from before is passed here.
                         let cancel = self.cancel_requested(id);
-                        self.shared
-                            .scheduler
-                            .adopt(backend_key(id), element, dir, false, cancel);
+                        adopted.push((backend_key(id), element, dir, false, cancel));
                     }
+                    self.shared.scheduler.adopt_all(adopted);
                 }
                 Ok(None) => {
                     for (id, _, dir) in tasks {

@@ -293,3 +293,68 @@ fn bad_arguments_are_refused_with_a_message() {
     }
     assert!(!chunk.task_dirs[0].join("hsm_start").exists());
 }
+
+/// Whether process `pid` is alive (a zombie awaiting its reaper counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_task_stopped_at_its_limit_leaves_none_of_its_processes_behind() {
+    // The task starts a child of its own that would outlive it; at the limit both go, so the
+    // job's next task does not share the node with leftovers.
+    let chunk = chunk(
+        &[
+            "sleep 300 & echo $! > child; echo started; sleep 300",
+            "echo next",
+        ],
+        Some(1),
+    );
+    let status = runner(&chunk, 0, 2, 1).status().unwrap();
+    assert!(status.success());
+    let child: u32 = read(&chunk.task_dirs[0], "child").trim().parse().unwrap();
+    // A hang guard: a killed orphan is reaped by init, a moment later on a busy machine.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(child) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !alive(child),
+        "the task's own child {child} outlived its limit"
+    );
+    assert!(exit_of(&chunk.task_dirs[0]).timed_out);
+    assert_eq!(read(&chunk.task_dirs[1], "stdout.log"), "next\n");
+}
+
+#[test]
+fn a_warning_signal_reaches_the_running_task_and_the_job_goes_on() {
+    // USR1 (`--signal=B:USR1@N`, a checkpoint warning) is passed on; the next task still runs.
+    let chunk = chunk(
+        &[
+            "trap 'echo warned; exit 0' USR1; echo started; while :; do sleep 0.05; done",
+            "echo next",
+        ],
+        None,
+    );
+    let mut child = runner(&chunk, 0, 2, 1).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs::read_to_string(chunk.task_dirs[0].join("stdout.log")).unwrap_or_default()
+        != "started\n"
+    {
+        assert!(Instant::now() < deadline, "task never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    assert!(child.wait().unwrap().success());
+    assert_eq!(read(&chunk.task_dirs[0], "stdout.log"), "started\nwarned\n");
+    assert_eq!(
+        read(&chunk.task_dirs[1], "stdout.log"),
+        "next\n",
+        "the job went on"
+    );
+}

@@ -414,8 +414,9 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
     assert!(sizes.iter().all(|&n| n <= 2), "{sizes:?}");
     assert_eq!(sizes.iter().sum::<usize>(), 5, "{sizes:?}");
     let script = std::fs::read_to_string(jobs[0].join("job.sh")).unwrap();
-    // The job's wall time covers its five tasks' limits (60 s each at least) and the slack.
-    assert!(script.contains("#SBATCH --time=00:06:00\n"), "{script}");
+    // The job's wall time covers its five tasks' limits (60 s each at least, and 15 s to stop
+    // each) and the slack.
+    assert!(script.contains("#SBATCH --time=00:07:15\n"), "{script}");
     assert!(script.contains("hsm_pack.sh"), "{script}");
     let mut per_element: std::collections::BTreeMap<String, usize> = Default::default();
     for task in status["tasks"].as_array().unwrap() {
@@ -1435,7 +1436,7 @@ fn a_dry_run_with_an_hpc_source_shows_the_job_script_it_would_submit() {
     for line in [
         "10 tasks packed 3 per job, 2 at a time, into 4 jobs (array elements), 1 array of up to 1000 jobs",
         "#SBATCH --array=0-3\n",
-        "#SBATCH --time=02:01:00",
+        "#SBATCH --time=02:01:30",
         "#SBATCH --cpus-per-task=8",
         "#SBATCH --mem=32G",
         "hsm_pack.sh",

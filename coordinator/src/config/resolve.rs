@@ -355,6 +355,12 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
                 p.problem("pack_parallel applies to packed jobs only")
                     .with_hint("set tasks_per_job to 2 or more as well, or remove pack_parallel"),
             );
+        } else if p.value > 1 && (raw.gpus.is_some() || raw.gres.is_some()) {
+            // Tasks running side by side in one job would all see all of its GPUs.
+            problems.push(
+                p.problem("tasks packed side by side would share every GPU of their job")
+                    .with_hint("use pack_parallel: 1 with gpus/gres (tasks one after another)"),
+            );
         }
     }
     HpcOptions {

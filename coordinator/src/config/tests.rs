@@ -110,7 +110,7 @@ fn full_config_reads_every_key() {
         requeue: Some(true),
         max_jobs: Some(500),
         tasks_per_job: Some(20),
-        pack_parallel: Some(2),
+        pack_parallel: Some(1),
         poll: None,
         resources: None,
     };
@@ -513,6 +513,11 @@ fn packing_needs_arrays_and_pack_parallel_needs_packing() {
         "sources:\n  c: {{type: agent, address: 'h:1', fingerprint: {FP}, project_dir: /p, backend: slurm, hpc: {{tasks_per_job: 10}}}}\n"
     ));
     assert!(cfg.hpc.tasks_per_job.is_none());
+    let found = rendered("hpc:\n  gpus: 1\n  tasks_per_job: 8\n  pack_parallel: 2\n");
+    assert!(
+        found[0].contains("would share every GPU of their job"),
+        "{found:?}"
+    );
     let found = rendered("hpc:\n  tasks_per_job: 0\n");
     assert!(
         found[0].contains("expected a positive integer, got 0"),

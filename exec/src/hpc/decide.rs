@@ -218,6 +218,21 @@ pub fn decide_packed(
         );
     }
     if exit_record.is_some() || started_record || already_started {
+        // The scheduler's account is the whole job's: a packed job ends 0 whatever its tasks
+        // did. Only what it did to the job as a whole (a timeout, memory, a node, a preemption,
+        // a cancel) may speak for the task that was running.
+        let job_level = account.filter(|a| {
+            matches!(
+                &a.state,
+                JobState::Cancelled
+                    | JobState::Failed {
+                        reason: parse::FailReason::Timeout
+                            | parse::FailReason::OutOfMemory
+                            | parse::FailReason::NodeFail
+                            | parse::FailReason::Preempted
+                    }
+            )
+        });
         return decide(
             seen,
             started_record,
@@ -225,7 +240,7 @@ pub fn decide_packed(
             already_started,
             cancel_requested,
             unaccounted_polls,
-            account,
+            job_level,
         );
     }
     let ended = match seen {
@@ -235,8 +250,9 @@ pub fn decide_packed(
     let exit = match seen {
         _ if !ended => None,
         _ if cancel_requested => Some(Outcome::Cancelled),
-        // The start record may show up late on a shared filesystem.
-        _ if unaccounted_polls < RECORD_GRACE_POLLS => None,
+        // The start record may show up late on a shared filesystem (and nothing else tells
+        // whether the task ran): twice the usual grace.
+        _ if unaccounted_polls < 2 * RECORD_GRACE_POLLS => None,
         Seen::Listed(state) => Some(Outcome::Failed(format!(
             "its job ended ({}) before the task's turn came, so it did not run (it was packed \
              with other tasks: hpc.tasks_per_job; a job's wall time covers all of them)",
@@ -877,7 +893,7 @@ mod tests {
             None,
             false,
             false,
-            RECORD_GRACE_POLLS,
+            2 * RECORD_GRACE_POLLS,
             None,
         );
         assert!(!late.start);
@@ -892,7 +908,7 @@ mod tests {
             Some(Outcome::Cancelled)
         );
         // The element completed and forgot this task's turn (a lost line): not a success.
-        let completed = decide_packed(&Seen::Missing, false, None, false, false, 5, None);
+        let completed = decide_packed(&Seen::Missing, false, None, false, false, 6, None);
         assert!(matches!(completed.exit, Some(Outcome::Failed(_))));
         // A task that started and lost its element is decided as any element.
         let lost = decide_packed(&Seen::Missing, true, None, false, false, 5, None);
@@ -900,6 +916,30 @@ mod tests {
             matches!(lost.exit, Some(Outcome::SpawnFailed(_))),
             "{lost:?}"
         );
+    }
+
+    #[test]
+    fn a_packed_job_s_account_speaks_for_its_task_only_of_what_befell_the_job() {
+        // The task started, its exit record is not there (yet): the job's COMPLETED 0:0 is
+        // the pack runner's, not the task's.
+        let done = Account {
+            state: JobState::Completed,
+            signal: None,
+        };
+        let d = decide_packed(&Seen::Missing, true, None, true, false, 5, Some(&done));
+        assert!(
+            matches!(d.exit, Some(Outcome::SpawnFailed(_))),
+            "never a success without the task's record: {d:?}"
+        );
+        // A timeout of the whole job is the running task's.
+        let timeout = Account {
+            state: JobState::Failed {
+                reason: FailReason::Timeout,
+            },
+            signal: None,
+        };
+        let d = decide_packed(&Seen::Missing, true, None, true, false, 5, Some(&timeout));
+        assert_eq!(d.exit, Some(Outcome::TimedOut));
     }
 
     #[test]

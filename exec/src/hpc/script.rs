@@ -648,8 +648,9 @@ mod tests {
         let script = array_job_script(Scheduler::Slurm, &spec(40, resources)).unwrap();
         let d = directives(&script, "#SBATCH");
         assert!(d.contains(&"--array=0-39".to_string()), "{d:?}");
-        // 25 rounds of 600 s plus the slack; two tasks' CPUs, memory and GPUs at once.
-        assert!(d.contains(&"--time=04:11:00".to_string()), "{d:?}");
+        // 25 rounds of 600 s (and 15 s each to stop a task) plus the slack; two tasks' CPUs,
+        // memory and GPUs at once.
+        assert!(d.contains(&"--time=04:17:15".to_string()), "{d:?}");
         assert!(d.contains(&"--cpus-per-task=16".to_string()), "{d:?}");
         assert!(d.contains(&"--mem=3G".to_string()), "{d:?}");
         assert!(d.contains(&"--gpus=4".to_string()), "{d:?}");

@@ -71,6 +71,17 @@ hsm_exit_record() { # exit_code signal error
   } >"$tmp" && mv -f -- "$tmp" "$task_dir/hsm_exit"
   rm -f -- "$tmp.times"
 }
+hsm_tree() { # pid: it and every process descended from it (from ps; just it without ps)
+  ps -e -o pid= -o ppid= 2>/dev/null | awk -v root="$1" '
+    { parent[$1] = $2 }
+    END {
+      keep[root] = 1; print root
+      do {
+        more = 0
+        for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; print p; more = 1 }
+      } while (more)
+    }'
+}
 hsm_read0() { # file -> array hsm_items (NUL-terminated elements, byte-exact)
   hsm_items=()
   if [ "${BASH_VERSINFO[0]}" -gt 4 ] || { [ "${BASH_VERSINFO[0]}" -eq 4 ] && [ "${BASH_VERSINFO[1]}" -ge 4 ]; }; then
@@ -164,7 +175,9 @@ if [ -n "$caught" ]; then kill -TERM "$child" 2>/dev/null; fi
 watcher=""
 if [ -n "$packed" ]; then
   # The task's own time limit and cancel, looked at every second: TERM, then KILL after the
-  # grace. (Unpacked, the job's wall time and scancel/qdel do this.)
+  # grace, to the task and every process it started (the job goes on with other tasks, so
+  # nothing of this one may be left running). Unpacked, the job's wall time and
+  # scancel/qdel do this.
   limit=""
   grace=10
   if [ -f "$task_dir/hsm_limits" ]; then
@@ -191,13 +204,18 @@ if [ -n "$packed" ]; then
       pause=""
     done
     kill -0 "$child" 2>/dev/null || exit 0
-    kill -TERM "$child" 2>/dev/null
+    tree=$(hsm_tree "$child")
+    kill -TERM $tree 2>/dev/null
     tenths=0
-    while [ "$tenths" -lt $((grace * 10)) ] && kill -0 "$child" 2>/dev/null; do
+    while [ "$tenths" -lt $((grace * 10)) ]; do
+      alive=""
+      for p in $tree; do if kill -0 "$p" 2>/dev/null; then alive=1; break; fi; done
+      [ -n "$alive" ] || exit 0
       sleep 0.1
       tenths=$((tenths + 1))
     done
-    kill -KILL "$child" 2>/dev/null
+    if kill -0 "$child" 2>/dev/null; then tree="$tree $(hsm_tree "$child")"; fi
+    kill -KILL $tree 2>/dev/null
   ) &
   watcher=$!
 fi

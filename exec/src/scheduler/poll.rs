@@ -272,6 +272,22 @@ impl SchedulerBackend {
             self.started(key);
         }
         let reported = started || element.start_reported;
+        if reported {
+            // Said once, here: the resubmission may be held back and tried again.
+            use std::io::Write as _;
+            let said = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&launch.launch.stderr)
+                .and_then(|mut f| {
+                    writeln!(
+                        f,
+                        "hsm: running the task again: Slurm preempted its job (restart {restarts})"
+                    )
+                });
+            if let Err(e) = said {
+                tracing::warn!(element = %id, error = %e, "cannot note the preemption in stderr.log");
+            }
+        }
         {
             let mut state = self.lock();
             state.elements.remove(&key);
@@ -392,10 +408,12 @@ impl SchedulerBackend {
                         // In a packed element, a task that had ended before the requeue keeps
                         // its record (the new run skips it); only one the requeue stopped, or
                         // that was about to start, runs again.
-                        let stopped = !element.packed
-                            || read_exit_record(&element.task_dir)
-                                .is_none_or(|r| r.signal.is_some());
-                        if stopped && slurm_requeued(row, element.started) {
+                        let stopped = || {
+                            !element.packed
+                                || read_exit_record(&element.task_dir)
+                                    .is_none_or(|r| r.signal.is_some())
+                        };
+                        if slurm_requeued(row, element.started) && stopped() {
                             if let Some(outcome) = self.requeued(key, &element) {
                                 given_up.push((key, element, outcome));
                             }
@@ -534,7 +552,18 @@ impl SchedulerBackend {
         }
         for (key, element, outcome) in given_up {
             let id = element_id(element.scheduler, &element.job, element.index);
-            if let Err(e) = run("scancel", &[&id], None).await {
+            // A packed job runs other tasks too: only this one is stopped (skipped when the
+            // job runs again), unless none of its others is followed any more.
+            let others = element.packed && {
+                let state = self.lock();
+                state
+                    .elements
+                    .values()
+                    .any(|o| o.job == element.job && o.index == element.index)
+            };
+            if others {
+                let _ = std::fs::write(element.task_dir.join(pack::CANCEL_FILE), b"");
+            } else if let Err(e) = run("scancel", &[&id], None).await {
                 tracing::warn!(element = %id, error = %e, "scancel failed");
             }
             ended.push((key, element, outcome));

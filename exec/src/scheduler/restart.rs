@@ -14,25 +14,37 @@ impl SchedulerBackend {
         started: bool,
         cancel_requested: bool,
     ) {
-        // A cancel asked for before the restart may not have reached the scheduler: it is sent
-        // (again) with the next round.
-        self.lock().insert_element(
-            key,
-            Element {
-                scheduler: element.scheduler,
-                job: element.job,
-                index: element.index,
-                packed: element.packed,
-                task_dir,
-                started,
-                cancel_requested,
-                unaccounted_polls: 0,
-                restarts: 0,
-                requeued: false,
-                start_reported: started,
-                launch: None,
-            },
-        );
+        self.adopt_all(vec![(key, element, task_dir, started, cancel_requested)]);
+    }
+
+    /// [`Self::adopt`] for several elements at once: all are followed before the next round,
+    /// so a cancel kept for one task of a packed job does not end the job whole while the
+    /// job's other tasks are still being taken up.
+    pub fn adopt_all(&self, elements: Vec<(TaskKey, ElementRef, PathBuf, bool, bool)>) {
+        {
+            let mut state = self.lock();
+            for (key, element, task_dir, started, cancel_requested) in elements {
+                // A cancel asked for before the restart may not have reached the scheduler: it
+                // is sent (again) with the next round.
+                state.insert_element(
+                    key,
+                    Element {
+                        scheduler: element.scheduler,
+                        job: element.job,
+                        index: element.index,
+                        packed: element.packed,
+                        task_dir,
+                        started,
+                        cancel_requested,
+                        unaccounted_polls: 0,
+                        restarts: 0,
+                        requeued: false,
+                        start_reported: started,
+                        launch: None,
+                    },
+                );
+            }
+        }
         self.ensure_driver();
     }
 

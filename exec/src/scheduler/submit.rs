@@ -439,9 +439,19 @@ impl SchedulerBackend {
         &self,
         scheduler: Scheduler,
         name: &str,
-        elements: Vec<(TaskKey, Option<u32>)>,
+        mut elements: Vec<(TaskKey, Option<u32>)>,
         packed: bool,
     ) {
+        // A task going out again after a preemption keeps its running attempt's record (the
+        // element it ran in) until the new job is known: recorded as a submission under way it
+        // would be taken up after a restart as one that never started.
+        {
+            let state = self.lock();
+            elements.retain(|(key, _)| !state.reruns.contains_key(key));
+        }
+        if elements.is_empty() {
+            return;
+        }
         let (recorded, done) = tokio::sync::oneshot::channel();
         let sent = self.inner.events.send(ProcessEvent::Submitting {
             elements,
@@ -617,7 +627,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
 
 /// The task's argv, environment and working directory for the wrapper, and empty logs it appends
 /// to (the runner follows them while the task runs). `rerun`: the task goes out again after
-/// Slurm preempted it (restarts so far): its logs are kept, and its `stderr.log` says why.
+/// Slurm preempted it (restarts so far): its logs are kept.
 fn write_task_inputs(launch: &HpcLaunch, rerun: Option<u32>) -> Result<(), String> {
     let dir = &launch.task_dir;
     let argv = wrapper::write_argv0(&launch.launch.argv).map_err(|e| e.to_string())?;
@@ -644,35 +654,21 @@ fn write_task_inputs(launch: &HpcLaunch, rerun: Option<u32>) -> Result<(), Strin
     let resources = &launch.hpc.resources;
     if resources.array && Pack::of(resources).is_some() {
         // Packed: the job's wall time covers all its tasks, so the wrapper keeps each to its
-        // own limit (the task's timeout, else the per-task walltime).
+        // own limit (the task's timeout or the per-task walltime, whichever is shorter: the
+        // job's time is counted from the walltime).
         let timeout = launch
             .launch
             .timeout
             .map(|t| t.as_secs_f64().ceil() as u64)
-            .or(resources.walltime);
+            .into_iter()
+            .chain(resources.walltime)
+            .min();
         let limits = pack::limits_file(timeout, launch.launch.kill_grace.as_secs().max(1));
         write_file(&dir.join(pack::LIMITS_FILE), limits.as_bytes())?;
     }
-    match rerun {
-        None => {
-            write_file(&launch.launch.stdout, b"")?;
-            write_file(&launch.launch.stderr, b"")?;
-        }
-        Some(restarts) => {
-            use std::io::Write as _;
-            let path = &launch.launch.stderr;
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .and_then(|mut f| {
-                    writeln!(
-                        f,
-                        "hsm: running the task again: Slurm preempted its job (restart {restarts})"
-                    )
-                })
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        }
+    if rerun.is_none() {
+        write_file(&launch.launch.stdout, b"")?;
+        write_file(&launch.launch.stderr, b"")?;
     }
     Ok(())
 }
