@@ -54,6 +54,11 @@ if [ "$(id -u)" = 0 ]; then
     apt_install chromium \
       || say "could not install chromium; the report's browser test will fail as root"
   fi
+  # Grid Engine's client first: it replaces Debian's Slurm qsub wrappers, of which
+  # tests/slurm.sh then keeps a private copy for the PBS tests.
+  if [ -z "${HSM_TEST_SGE_ENV:-}" ]; then
+    tests/sge.sh install >/dev/null 2>&1 || say "could not install Grid Engine; its tests will skip"
+  fi
   # A single-node Slurm (with Debian's qsub/qstat/qdel wrappers) for the Slurm/PBS backend
   # tests; MaxArraySize 10 so that chunking into several arrays is exercised. Stopped by its
   # recorded PIDs when this script exits, however it exits.

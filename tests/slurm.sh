@@ -61,6 +61,11 @@ keep_torque_copy() {
   mkdir -p "$dir/torque-pkg"
   if (cd "$dir/torque-pkg" && apt-get download slurm-wlm-torque >>"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1) &&
     dpkg-deb -x "$dir"/torque-pkg/slurm-wlm-torque_*.deb "$dir/torque"; then
+    # The wrappers run Slurm's commands from their own directory ($FindBin::Bin/sbatch).
+    local c
+    for c in sbatch salloc srun; do
+      if command -v "$c" >/dev/null; then ln -sf "$(command -v "$c")" "$dir/torque/usr/bin/$c"; fi
+    done
     echo "slurm.sh: Slurm's qsub/qstat/qdel wrappers kept in $dir/torque/usr/bin (the installed qsub is ${qsub:-none})" >&2
   else
     echo "slurm.sh: could not unpack slurm-wlm-torque; the PBS tests will skip" >&2

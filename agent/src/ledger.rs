@@ -707,6 +707,7 @@ mod tests {
             cpu_user_ms: Some(1_200),
             cpu_sys_ms: None,
             max_rss_kb: Some(51_200),
+            scheduler: None,
         }
     }
 

@@ -346,13 +346,17 @@ fn usage_fields(usage: &Usage) -> [(&'static str, Option<f64>); 4] {
     ]
 }
 
-/// `{wall_s, cpu_user_s, cpu_sys_s, max_rss_mb}` with the fields that were measured; `None`
+/// `{wall_s, cpu_user_s, cpu_sys_s, max_rss_mb, scheduler}` with the fields that were known; `None`
 /// when none was.
 pub fn usage_json(usage: &Usage) -> Option<serde_json::Value> {
-    let out: serde_json::Map<String, serde_json::Value> = usage_fields(usage)
+    let mut out: serde_json::Map<String, serde_json::Value> = usage_fields(usage)
         .into_iter()
         .filter_map(|(key, value)| value.map(|v| (key.to_string(), json!(v))))
         .collect();
+    // How a batch scheduler's accounting recorded the job, in its words (`FAILED 3:0`).
+    if let Some(record) = usage.scheduler {
+        out.insert("scheduler".into(), json!(record.display()));
+    }
     (!out.is_empty()).then_some(serde_json::Value::Object(out))
 }
 
@@ -703,6 +707,7 @@ mod tests {
                 cpu_user_ms: Some(1),
                 cpu_sys_ms: Some(0),
                 max_rss_kb: Some(10_445),
+                scheduler: None,
             }),
             Some(Usage {
                 max_rss_kb: Some(1),

@@ -16,7 +16,7 @@ mod scale;
 pub use scale::{MappingRow, TaskParams, PARAMS_CHUNK};
 // The schema: tables, indexes and triggers of each version.
 mod schema;
-use schema::{FILL_COUNTS, LISTED, SCHEMA, SCHEMA_4, SCHEMA_5};
+use schema::{FILL_COUNTS, LISTED, SCHEMA, SCHEMA_4, SCHEMA_5, SCHEMA_6};
 
 /// The `meta` key holding the digits of the sweep's task numbers.
 const TASK_WIDTH_KEY: &str = "task_width";
@@ -26,7 +26,7 @@ pub const LAYOUT_KEY: &str = "layout";
 /// Bumped when the schema changes. Versions 1 (no job ids), 2 (no stderr tails), 3 (no
 /// usage columns, no metrics tables) and 4 (no task counts) are upgraded in place when opened;
 /// newer files are refused with a clear message.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -121,6 +121,7 @@ impl Store {
         let tx = store.conn.transaction().map_err(err)?;
         tx.execute_batch(SCHEMA).map_err(err)?;
         tx.execute_batch(SCHEMA_5).map_err(err)?;
+        tx.execute_batch(SCHEMA_6).map_err(err)?;
         {
             let mut insert_meta = tx
                 .prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")
@@ -187,7 +188,8 @@ impl Store {
 
     /// An older schema to this one, step by step: version 1 (before job ids were kept) gains
     /// the `job_id` columns, version 2 (before stderr tails were kept) `attempts.stderr_tail`,
-    /// version 3 the usage columns and the metrics tables.
+    /// version 3 the usage columns and the metrics tables, version 4 the task counts, version 5
+    /// the scheduler's record of each attempt.
     /// One transaction that holds the write lock from the start and looks at the version again,
     /// so two processes opening the same file at once upgrade it once.
     fn upgrade(&self) -> Result<(), StoreError> {
@@ -217,6 +219,9 @@ impl Store {
         if found < 5 {
             tx.execute_batch(SCHEMA_5).map_err(err)?;
             tx.execute_batch(FILL_COUNTS).map_err(err)?;
+        }
+        if found < 6 {
+            tx.execute_batch(SCHEMA_6).map_err(err)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -623,10 +628,11 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT a.idx, a.wall_ms, a.cpu_user_ms, a.cpu_sys_ms, a.max_rss_kb
+                "SELECT a.idx, a.wall_ms, a.cpu_user_ms, a.cpu_sys_ms, a.max_rss_kb,
+                        a.scheduler_state
                  FROM attempts a {join}
                  WHERE (a.wall_ms IS NOT NULL OR a.cpu_user_ms IS NOT NULL
-                        OR a.max_rss_kb IS NOT NULL) {filter}"
+                        OR a.max_rss_kb IS NOT NULL OR a.scheduler_state IS NOT NULL) {filter}"
             ))
             .map_err(|e| self.sqlite(e))?;
         let ms = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
@@ -639,6 +645,7 @@ impl Store {
                         cpu_user_ms: ms(r.get(2)?),
                         cpu_sys_ms: ms(r.get(3)?),
                         max_rss_kb: ms(r.get(4)?),
+                        scheduler: scheduler_record(r.get(5)?),
                     },
                 ))
             })
@@ -674,7 +681,7 @@ impl Store {
             .conn
             .prepare(
                 "SELECT idx, attempt, source, status, started_at, finished_at,
-                        wall_ms, cpu_user_ms, cpu_sys_ms, max_rss_kb
+                        wall_ms, cpu_user_ms, cpu_sys_ms, max_rss_kb, scheduler_state
                  FROM attempts ORDER BY idx, attempt",
             )
             .map_err(|e| self.sqlite(e))?;
@@ -696,6 +703,7 @@ impl Store {
                         cpu_user_ms: ms(7)?,
                         cpu_sys_ms: ms(8)?,
                         max_rss_kb: ms(9)?,
+                        scheduler: scheduler_record(r.get(10)?),
                     },
                 ))
             })
@@ -878,11 +886,11 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
     let mut attempt = tx.prepare_cached(
         "INSERT INTO attempts (idx, attempt, source, status, exit_code, reason, pid, queued_at,
                                started_at, finished_at, stderr_tail,
-                               wall_ms, cpu_user_ms, cpu_sys_ms, max_rss_kb)
+                               wall_ms, cpu_user_ms, cpu_sys_ms, max_rss_kb, scheduler_state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
                  CASE WHEN ?4 = 'running' THEN ?8 ELSE ?14 END,
                  CASE WHEN ?4 IN ('completed', 'failed', 'cancelled') THEN ?8 END, ?9,
-                 ?10, ?11, ?12, ?13)
+                 ?10, ?11, ?12, ?13, ?15)
          ON CONFLICT(idx, attempt) DO UPDATE SET
              source = COALESCE(excluded.source, source), status = excluded.status,
              exit_code = excluded.exit_code, reason = excluded.reason,
@@ -892,6 +900,7 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
              cpu_user_ms = COALESCE(excluded.cpu_user_ms, cpu_user_ms),
              cpu_sys_ms = COALESCE(excluded.cpu_sys_ms, cpu_sys_ms),
              max_rss_kb = COALESCE(excluded.max_rss_kb, max_rss_kb),
+             scheduler_state = COALESCE(excluded.scheduler_state, scheduler_state),
              started_at = COALESCE(excluded.started_at, started_at),
              finished_at = COALESCE(excluded.finished_at, finished_at)",
     )?;
@@ -956,11 +965,18 @@ fn apply_in(tx: &Transaction<'_>, changes: &[Change]) -> rusqlite::Result<()> {
                 ms(usage.cpu_user_ms),
                 ms(usage.cpu_sys_ms),
                 ms(usage.max_rss_kb),
-                started_at
+                started_at,
+                usage.scheduler.map(|s| s.display())
             ])?;
         }
     }
     Ok(())
+}
+
+/// What a `scheduler_state` column holds, read back (`FAILED 3:0`).
+fn scheduler_record(text: Option<String>) -> Option<hsm_protocol::SchedulerRecordMsg> {
+    text.as_deref()
+        .and_then(hsm_protocol::SchedulerRecordMsg::parse)
 }
 
 #[cfg(test)]
@@ -1064,6 +1080,7 @@ pub(crate) mod tests {
             cpu_user_ms: Some(1),
             cpu_sys_ms: None,
             max_rss_kb: Some(2048),
+            scheduler: None,
         };
         let changes = vec![
             change(1, 1, TaskStatus::Queued, 10),
@@ -1230,6 +1247,9 @@ pub(crate) mod tests {
     /// schema is the next one's without what the next one added.
     pub(super) fn downgrade(store: &Store, to: i64) {
         let mut sql = String::new();
+        if to < 6 {
+            sql += "ALTER TABLE attempts DROP COLUMN scheduler_state;";
+        }
         if to < 5 {
             sql += "DROP TRIGGER task_counts_insert; DROP TRIGGER task_counts_update;
                     DROP TRIGGER task_counts_delete; DROP TABLE task_counts;
@@ -1319,6 +1339,7 @@ pub(crate) mod tests {
             cpu_user_ms: Some(1200),
             cpu_sys_ms: Some(30),
             max_rss_kb: Some(204_800),
+            scheduler: hsm_protocol::SchedulerRecordMsg::parse("OUT_OF_MEMORY 0:125"),
         };
         store
             .apply(&[
@@ -1329,6 +1350,8 @@ pub(crate) mod tests {
                 },
             ])
             .unwrap();
+        // The scheduler's record, a column of schema 6, reads back as it was.
+        assert_eq!(store.usage().unwrap()[&1], usage);
         let kept: (i64, i64, i64, i64) = store
             .conn
             .query_row(

@@ -68,6 +68,9 @@ const LIMIT_WAIT_FIRST: Duration = Duration::from_secs(5);
 const LIMIT_WAIT_MAX: Duration = Duration::from_secs(300);
 /// Refusals for a limit in a row, with none of our jobs queued, before the tasks fail.
 const LIMIT_GIVE_UP: u32 = 5;
+/// Polls past the usual grace a started Grid Engine task that left no exit record waits for its
+/// `qacct` record (the accounting file is written late).
+const SGE_ACCOUNT_POLLS: u32 = 20;
 
 /// One task for the scheduler.
 #[derive(Debug, Clone)]
@@ -464,6 +467,8 @@ impl SchedulerBackend {
             .ok()
             .map(|o| format!("{}{}", o.stdout, o.stderr));
         let found = parse::detect(sbatch_text, qstat_text.as_deref());
+        // Whether the `qstat` here is Grid Engine's, whatever else the host has.
+        let grid_engine = qstat_text.as_deref().is_some_and(sge::is_grid_engine);
         let qstat_present = qstat.is_ok();
         let scheduler = match choice {
             SchedulerChoice::Slurm => match sbatch_text {
@@ -476,9 +481,9 @@ impl SchedulerBackend {
                 }
             },
             SchedulerChoice::Pbs => match found {
-                Some(s @ (Scheduler::PbsPro | Scheduler::Torque)) => s,
-                // Grid Engine's qsub takes other options: nothing is submitted through it.
-                Some(Scheduler::Sge) => {
+                // Grid Engine's qsub takes other options: nothing is submitted through it (a
+                // host with Slurm too has its own `qsub` answering here: Slurm does not win).
+                _ if grid_engine => {
                     return Err(format!(
                         "backend pbs: the `qsub`/`qstat` on this host are Grid Engine's ({}), not \
                          PBS's: use `backend: sge` for this source, or put PBS's commands first on \
@@ -486,6 +491,7 @@ impl SchedulerBackend {
                         first_line(qstat_text.as_deref())
                     ))
                 }
+                Some(s @ (Scheduler::PbsPro | Scheduler::Torque)) => s,
                 // Slurm's qsub wrappers (and some Torque builds) do not answer --version: their
                 // `qsub -t` arrays are Torque-style.
                 _ if qstat_present => Scheduler::Torque,
@@ -497,7 +503,7 @@ impl SchedulerBackend {
                 }
             },
             SchedulerChoice::Sge => match found {
-                Some(Scheduler::Sge) => match qstat_text.as_deref().and_then(sge::unusable) {
+                _ if grid_engine => match qstat_text.as_deref().and_then(sge::unusable) {
                     None => Scheduler::Sge,
                     Some(why) => {
                         return Err(format!(

@@ -65,8 +65,9 @@ pub use ids::{valid_sweep_id, Attempt, Seq, SweepId, TaskIndex};
 pub use messages::{
     AckMsg, AttachMsg, AttachedMsg, CancelMsg, ErrorMsg, EventKind, EventRef, EventsMsg, FetchMsg,
     FileHeader, FileOffer, FileRef, FromAgent, HeartbeatMsg, HpcMsg, HpcResources, JobScriptMsg,
-    OutcomeMsg, PingMsg, PongMsg, ResultsDoneMsg, SchedulerChoice, Stream, SubmitMsg, SweepTaskRef,
-    TaskEventMsg, TaskMsg, TaskRef, TemplateMsg, ToAgent, UsageMsg, AGENT_OUTPUT_DIR,
+    OutcomeMsg, PingMsg, PongMsg, ResultsDoneMsg, SchedulerChoice, SchedulerRecordMsg,
+    SchedulerStateMsg, Stream, SubmitMsg, SweepTaskRef, TaskEventMsg, TaskMsg, TaskRef,
+    TemplateMsg, ToAgent, UsageMsg, AGENT_OUTPUT_DIR,
 };
 pub use paths::{
     check_relative_path, is_sha256_hex, task_dir_name, PathError, MAX_COMPONENT_LEN,

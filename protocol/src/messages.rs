@@ -429,6 +429,115 @@ pub struct UsageMsg {
     /// Peak resident set size, KiB.
     #[serde(default)]
     pub max_rss_kb: Option<u64>,
+    /// How the batch scheduler's accounting recorded the attempt's job, where it keeps one
+    /// (Slurm's `State` and `ExitCode` from `sacct`; PBS's `Exit_status`).
+    #[serde(default)]
+    pub scheduler: Option<SchedulerRecordMsg>,
+}
+
+/// A batch scheduler's record of how a job ended: Slurm's `State` and `ExitCode`
+/// (`FAILED 3:0`, `TIMEOUT 0:15`), PBS's `Exit_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerRecordMsg {
+    pub state: SchedulerStateMsg,
+    /// The job's exit code (Slurm's `ExitCode` before the colon; PBS's `Exit_status`).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// The signal that ended it (Slurm's `ExitCode` after the colon).
+    #[serde(default)]
+    pub signal: Option<i32>,
+}
+
+/// A job's final state in the scheduler's words (Slurm's names; PBS's finished jobs are
+/// `Completed` or `Failed` by their exit status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SchedulerStateMsg {
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    OutOfMemory,
+    NodeFail,
+    Preempted,
+    BootFail,
+    Deadline,
+    /// A state with no name here.
+    Other,
+}
+
+impl SchedulerStateMsg {
+    /// Slurm's name of the state (`OUT_OF_MEMORY`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerStateMsg::Completed => "COMPLETED",
+            SchedulerStateMsg::Failed => "FAILED",
+            SchedulerStateMsg::Cancelled => "CANCELLED",
+            SchedulerStateMsg::Timeout => "TIMEOUT",
+            SchedulerStateMsg::OutOfMemory => "OUT_OF_MEMORY",
+            SchedulerStateMsg::NodeFail => "NODE_FAIL",
+            SchedulerStateMsg::Preempted => "PREEMPTED",
+            SchedulerStateMsg::BootFail => "BOOT_FAIL",
+            SchedulerStateMsg::Deadline => "DEADLINE",
+            SchedulerStateMsg::Other => "OTHER",
+        }
+    }
+
+    /// The state a Slurm state word names (`CANCELLED by 0` and `COMPLETED+` too).
+    pub fn from_slurm(word: &str) -> SchedulerStateMsg {
+        let word = word
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('+')
+            .to_ascii_uppercase();
+        [
+            SchedulerStateMsg::Completed,
+            SchedulerStateMsg::Failed,
+            SchedulerStateMsg::Cancelled,
+            SchedulerStateMsg::Timeout,
+            SchedulerStateMsg::OutOfMemory,
+            SchedulerStateMsg::NodeFail,
+            SchedulerStateMsg::Preempted,
+            SchedulerStateMsg::BootFail,
+            SchedulerStateMsg::Deadline,
+        ]
+        .into_iter()
+        .find(|s| s.name() == word)
+        .unwrap_or(SchedulerStateMsg::Other)
+    }
+}
+
+impl SchedulerRecordMsg {
+    /// As Slurm prints it: `FAILED 3:0` (the exit code and signal when known).
+    pub fn display(&self) -> String {
+        match (self.exit_code, self.signal) {
+            (None, None) => self.state.name().to_string(),
+            (code, signal) => format!(
+                "{} {}:{}",
+                self.state.name(),
+                code.unwrap_or(0),
+                signal.unwrap_or(0)
+            ),
+        }
+    }
+
+    /// Reads back what [`Self::display`] wrote.
+    pub fn parse(text: &str) -> Option<SchedulerRecordMsg> {
+        let mut words = text.split_whitespace();
+        let state = SchedulerStateMsg::from_slurm(words.next()?);
+        let (exit_code, signal) = match words.next() {
+            Some(codes) => {
+                let (code, signal) = codes.split_once(':')?;
+                (Some(code.parse().ok()?), Some(signal.parse().ok()?))
+            }
+            None => (None, None),
+        };
+        Some(SchedulerRecordMsg {
+            state,
+            exit_code,
+            signal,
+        })
+    }
 }
 
 /// A job script the agent submitted, for the coordinator's `scripts/job_scripts/`.

@@ -736,6 +736,7 @@ mod tests {
                 cpu_user_ms: Some(1_500),
                 cpu_sys_ms: Some(100),
                 max_rss_kb: Some(51_200),
+                scheduler: None,
             },
             params,
             metrics,

@@ -254,6 +254,7 @@ mod tests {
             cpu_user_ms: Some(1_500),
             cpu_sys_ms: Some(500),
             max_rss_kb: Some(2_048),
+            scheduler: None,
         };
         let mut b = row(2, "s", TaskStatus::Completed, 0, 4_000);
         b.usage.cpu_user_ms = Some(1_000);

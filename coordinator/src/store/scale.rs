@@ -76,7 +76,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT q.*, a.stderr_tail, a.wall_ms, a.cpu_user_ms, a.cpu_sys_ms, a.max_rss_kb
+                "SELECT q.*, a.stderr_tail, a.wall_ms, a.cpu_user_ms, a.cpu_sys_ms, a.max_rss_kb,
+                        a.scheduler_state
                  FROM (SELECT {TASK_COLUMNS} FROM tasks) q
                  LEFT JOIN attempts a ON a.idx = q.idx AND a.attempt = q.attempt
                  ORDER BY q.idx"
@@ -93,6 +94,11 @@ impl Store {
                 cpu_user_ms: ms(row.get(15).map_err(sqlite)?),
                 cpu_sys_ms: ms(row.get(16).map_err(sqlite)?),
                 max_rss_kb: ms(row.get(17).map_err(sqlite)?),
+                scheduler: row
+                    .get::<_, Option<String>>(18)
+                    .map_err(sqlite)?
+                    .as_deref()
+                    .and_then(hsm_protocol::SchedulerRecordMsg::parse),
             };
             visit(task, tail, usage).map_err(StoreError::Write)?;
         }

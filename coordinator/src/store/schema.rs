@@ -93,6 +93,9 @@ CREATE TABLE control (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 /// insert and update of a task, and an `IN` list builds a temporary B-tree each time (it made
 /// creating a million tasks twice as slow). `LISTED` is the same condition, which a query must
 /// repeat word for word for SQLite to use the index. `task_counts` is filled once the tasks exist (`FILL_COUNTS`), before the triggers.
+/// Added by schema 6: how a batch scheduler recorded each attempt's job (`FAILED 3:0`).
+pub(super) const SCHEMA_6: &str = "ALTER TABLE attempts ADD COLUMN scheduler_state TEXT;";
+
 pub(super) const SCHEMA_5: &str = "
 CREATE TABLE task_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX tasks_listed ON tasks (status)

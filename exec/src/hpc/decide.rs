@@ -168,6 +168,11 @@ pub fn decide(
     let exit = match seen {
         Seen::Listed(JobState::Cancelled) if cancel_requested => Some(Outcome::Cancelled),
         _ if cancel_requested && !already_started && !started_record => Some(Outcome::Cancelled),
+        // Asked to stop and gone without a word (Grid Engine's qdel kills with SIGKILL): the
+        // cancel, once a late record has had its chance.
+        _ if cancel_requested && unaccounted_polls >= RECORD_GRACE_POLLS => {
+            Some(Outcome::Cancelled)
+        }
         Seen::Listed(JobState::Failed {
             reason: parse::FailReason::Timeout,
         }) => Some(Outcome::TimedOut),

@@ -423,7 +423,8 @@ fn build(
                 }
             }
             // The script is bash (the queue's shell may be sh), and the task sees the
-            // environment the agent submits with, as under Slurm.
+            // environment the agent submits with, as under Slurm (PATH restored below: a
+            // login shell's profile resets it).
             d("-S /bin/bash".into());
             d("-V".into());
             if let Some(seconds) = res.walltime {
@@ -482,6 +483,11 @@ fn build(
     }
 
     lines.push(String::new());
+    if scheduler == Scheduler::Sge {
+        // Grid Engine usually starts bash as a login shell, whose profile resets PATH: the
+        // task's interpreter is found on the PATH the agent submitted with, as under Slurm.
+        lines.push("if [ -n \"${SGE_O_PATH:-}\" ]; then export PATH=\"$SGE_O_PATH\"; fi".into());
+    }
     // Set-up runs in the job's shell so `module load` and `conda activate` change the
     // environment the wrapper (and so the task) inherits. A failure is passed on to the wrapper,
     // which records it in the task's stderr.log and exit record instead of losing it.
@@ -659,6 +665,41 @@ mod tests {
             exec,
             "exec /bin/bash '/scratch/sweep 1/chunks/0/hsm_pack.sh' '/scratch/sweep 1/chunks/0/tasks' \"${SLURM_ARRAY_TASK_ID:-0}\" 50 2"
         );
+    }
+
+    #[test]
+    fn grid_engine_array_with_everything() {
+        let mut res = full();
+        res.queue = Some("all.q".into());
+        res.requeue = Some(false);
+        let mut s = spec(6, res);
+        s.throttle = Some(2);
+        let script = array_job_script(Scheduler::Sge, &s).unwrap();
+        assert_eq!(
+            directives(&script, "#$"),
+            vec![
+                "-N hsm-sweep1-c0",
+                "-t 1-6",
+                "-tc 2",
+                "-S /bin/bash",
+                "-V",
+                "-l h_rt=49:00:05",
+                "-pe smp 8",
+                // 1.5G over 8 slots: per slot, rounded up.
+                "-l h_vmem=192M",
+                "-l gpu=2",
+                "-q all.q",
+                "-A proj42",
+                "-r n",
+                "-o /dev/null",
+                "-e /dev/null",
+            ]
+        );
+        // Task ids count from 1, the wrapper's lines from 0; PATH as the agent submitted it.
+        assert!(script.ends_with(
+            "exec /bin/bash '/scratch/sweep 1/chunks/0/hsm_wrapper.sh' '/scratch/sweep 1/chunks/0/tasks' \"$((${SGE_TASK_ID:-1} - 1))\"\n"
+        ));
+        assert!(script.contains("export PATH=\"$SGE_O_PATH\""));
     }
 
     #[test]

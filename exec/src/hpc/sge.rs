@@ -69,8 +69,8 @@ pub struct SgeJob {
 
 impl SgeJob {
     /// What the state letters mean to hsm. `E` (error: the job will not run until an
-    /// administrator clears it) is final; `d` (being deleted), `s`/`S`/`T` (suspended) and the
-    /// running letters are running; the rest (`qw`, `hqw`, `Rq`) waiting.
+    /// administrator clears it) is final; with `q` waiting (`qw`, `hqw`, `Rq`, `dqw`); `d` (being
+    /// deleted), `s`/`S`/`T` (suspended) and the running letters running.
     pub fn job_state(&self) -> JobState {
         let s = self.state.as_str();
         if s.contains('E') {
@@ -79,15 +79,14 @@ impl SgeJob {
                     "Grid Engine put the job in error state {s} (see `qstat -j JOB` for why)"
                 )),
             }
-        } else if s.contains('r')
-            || s.contains('t')
-            || s.contains('d')
-            || s.contains(['s', 'S', 'T'])
-        {
+        } else if s.contains('q') {
+            // Waiting (`qw`, `hqw`, `Rq`), or deleted while waiting (`dqw`): not started.
+            JobState::Queued
+        } else if s.contains(['r', 't', 'd', 's', 'S', 'T']) {
             JobState::Running
         } else if s.contains('z') {
             JobState::Ended
-        } else if s.contains('q') || s.contains('w') || s.contains('h') {
+        } else if s.contains(['w', 'h']) {
             JobState::Queued
         } else {
             JobState::Unknown(s.to_string())
@@ -226,7 +225,8 @@ pub fn parse_qacct(text: &str) -> Vec<QacctRecord> {
 /// by a signal (`exit_status` 128+N after `failed 100`) the signal; other `failed` codes (the
 /// job could not start: a missing shell, an unwritable output file) their words.
 pub fn qacct_account(records: &[QacctRecord], job: &str, index: Option<u32>) -> Option<Account> {
-    let r = records.iter().find(|r| {
+    // The latest record: a job Grid Engine ran again (or a job number used again) has several.
+    let r = records.iter().rev().find(|r| {
         r.job_number == job
             && match index {
                 Some(i) => r.task == Some(i + 1),
@@ -351,6 +351,12 @@ mod tests {
         assert_eq!(job("dr").job_state(), JobState::Running);
         assert_eq!(job("qw").job_state(), JobState::Queued);
         assert_eq!(job("hqw").job_state(), JobState::Queued);
+        assert_eq!(
+            job("dqw").job_state(),
+            JobState::Queued,
+            "deleted before it ran"
+        );
+        assert_eq!(job("Rr").job_state(), JobState::Running);
         assert!(job("Eqw").job_state().is_final());
     }
 

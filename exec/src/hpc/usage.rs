@@ -7,10 +7,28 @@
 
 use std::collections::BTreeMap;
 
-use hsm_protocol::UsageMsg;
+use hsm_protocol::{SchedulerRecordMsg, SchedulerStateMsg, UsageMsg};
 
 /// `sacct -n -P -o SACCT_USAGE_FORMAT -j JOBS`.
-pub const SACCT_USAGE_FORMAT: &str = "JobID,Elapsed,TotalCPU,UserCPU,SystemCPU,MaxRSS";
+pub const SACCT_USAGE_FORMAT: &str =
+    "JobID,Elapsed,TotalCPU,UserCPU,SystemCPU,MaxRSS,State,ExitCode";
+
+/// Slurm's `State` and `ExitCode` (`3:0`) of a job line; `None` for an empty state.
+pub fn slurm_record(state: &str, exit_code: &str) -> Option<SchedulerRecordMsg> {
+    let state = state.trim();
+    if state.is_empty() {
+        return None;
+    }
+    let codes = exit_code
+        .trim()
+        .split_once(':')
+        .and_then(|(code, signal)| Some((code.parse().ok()?, signal.parse().ok()?)));
+    Some(SchedulerRecordMsg {
+        state: SchedulerStateMsg::from_slurm(state),
+        exit_code: codes.map(|c| c.0),
+        signal: codes.map(|c| c.1),
+    })
+}
 
 /// A Slurm or PBS duration in milliseconds: `[D-][HH:]MM:SS[.mmm]` (sacct's Elapsed is
 /// `HH:MM:SS` or `D-HH:MM:SS`, its CPU times `MM:SS.mmm` under an hour), PBS `HH:MM:SS`, or
@@ -80,6 +98,10 @@ pub fn sacct_usage(stdout: &str, element_id: &str) -> Option<UsageMsg> {
             continue;
         };
         if *id == element_id {
+            let record = match fields.as_slice() {
+                [.., state, exit_code] if fields.len() >= 8 => slurm_record(state, exit_code),
+                _ => None,
+            };
             let (user, system) = (duration_ms(user), duration_ms(system));
             // TotalCPU is UserCPU + SystemCPU; when only the total is known it is counted as
             // user time rather than dropped.
@@ -89,6 +111,7 @@ pub fn sacct_usage(stdout: &str, element_id: &str) -> Option<UsageMsg> {
                 cpu_user_ms: user,
                 cpu_sys_ms: system,
                 max_rss_kb: None,
+                scheduler: record,
             });
         } else if id
             .strip_prefix(element_id)
@@ -127,6 +150,17 @@ pub fn pbs_usage(attributes: &BTreeMap<String, String>) -> Option<UsageMsg> {
         cpu_user_ms: get("resources_used.cput").and_then(duration_ms),
         cpu_sys_ms: None,
         max_rss_kb: get("resources_used.mem").and_then(memory_kb),
+        scheduler: get("Exit_status")
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .map(|code| SchedulerRecordMsg {
+                state: if code == 0 {
+                    SchedulerStateMsg::Completed
+                } else {
+                    SchedulerStateMsg::Failed
+                },
+                exit_code: Some(code),
+                signal: None,
+            }),
     };
     (usage != UsageMsg::default()).then_some(usage)
 }
@@ -190,6 +224,7 @@ pub fn wrapper_usage(start: Option<&str>, exit: &str) -> Option<UsageMsg> {
         cpu_user_ms: children.map(|c| c.0),
         cpu_sys_ms: children.map(|c| c.1),
         max_rss_kb: None,
+        scheduler: None,
     };
     (usage != UsageMsg::default()).then_some(usage)
 }
@@ -203,6 +238,7 @@ pub fn merge(scheduler: Option<UsageMsg>, wrapper: Option<UsageMsg>) -> Option<U
             cpu_user_ms: s.cpu_user_ms.or(w.cpu_user_ms),
             cpu_sys_ms: s.cpu_sys_ms.or(w.cpu_sys_ms),
             max_rss_kb: s.max_rss_kb.or(w.max_rss_kb),
+            scheduler: s.scheduler,
         }),
         (s, w) => s.or(w),
     }
@@ -211,6 +247,32 @@ pub fn merge(scheduler: Option<UsageMsg>, wrapper: Option<UsageMsg>) -> Option<U
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slurm_s_state_and_exit_code_are_kept_as_recorded() {
+        let record = slurm_record("FAILED", "3:0").unwrap();
+        assert_eq!(record.state, SchedulerStateMsg::Failed);
+        assert_eq!((record.exit_code, record.signal), (Some(3), Some(0)));
+        assert_eq!(record.display(), "FAILED 3:0");
+        assert_eq!(SchedulerRecordMsg::parse("FAILED 3:0"), Some(record));
+        let cancelled = slurm_record("CANCELLED by 0", "0:15").unwrap();
+        assert_eq!(cancelled.display(), "CANCELLED 0:15");
+        assert_eq!(
+            slurm_record("OUT_OF_MEMORY", "0:125").unwrap().state,
+            SchedulerStateMsg::OutOfMemory
+        );
+        assert_eq!(slurm_record("", "0:0"), None);
+        assert_eq!(
+            slurm_record("WEIRD", "x").unwrap().display(),
+            "OTHER",
+            "an unknown state, an unreadable code"
+        );
+        // The job line of sacct with State and ExitCode; the step lines' are not the job's.
+        let out = "40_2|00:00:03|00:01.5|00:01.2|00:00.3||TIMEOUT|0:0\n40_2.batch|00:00:03|00:01.5|00:01.2|00:00.3|2048K|CANCELLED|0:15\n";
+        let used = sacct_usage(out, "40_2").unwrap();
+        assert_eq!(used.scheduler.unwrap().display(), "TIMEOUT 0:0");
+        assert_eq!(used.max_rss_kb, Some(2048));
+    }
 
     #[test]
     fn slurm_and_pbs_durations() {
@@ -268,6 +330,7 @@ mod tests {
                 cpu_user_ms: Some(2),
                 cpu_sys_ms: Some(1),
                 max_rss_kb: Some(3_228),
+                scheduler: None,
             })
         );
         let second = sacct_usage(SACCT, "1_2").unwrap();
@@ -284,6 +347,7 @@ mod tests {
                 cpu_user_ms: Some(2),
                 cpu_sys_ms: None,
                 max_rss_kb: None,
+                scheduler: None,
             })
         );
         assert_eq!(sacct_usage(SACCT, "1_3"), None);
@@ -309,6 +373,7 @@ mod tests {
                 cpu_user_ms: Some(294),
                 cpu_sys_ms: Some(310),
                 max_rss_kb: Some(76_236),
+                scheduler: None,
             })
         );
         for id in ["1_1", "2"] {
@@ -340,6 +405,11 @@ mod tests {
                 cpu_user_ms: Some(41_000),
                 cpu_sys_ms: None,
                 max_rss_kb: Some(1_024),
+                scheduler: Some(SchedulerRecordMsg {
+                    state: SchedulerStateMsg::Completed,
+                    exit_code: Some(0),
+                    signal: None,
+                }),
             }),
             "{used:?}"
         );
@@ -358,6 +428,7 @@ mod tests {
                 cpu_user_ms: Some(1_250),
                 cpu_sys_ms: Some(125),
                 max_rss_kb: None,
+                scheduler: None,
             })
         );
         // Bash 4 (no $EPOCHREALTIME: empty values), an older wrapper without `times`.
@@ -383,12 +454,14 @@ mod tests {
             cpu_user_ms: Some(900),
             cpu_sys_ms: None,
             max_rss_kb: Some(51_200),
+            scheduler: None,
         };
         let w = UsageMsg {
             wall_ms: Some(1_750),
             cpu_user_ms: Some(800),
             cpu_sys_ms: Some(100),
             max_rss_kb: None,
+            scheduler: None,
         };
         assert_eq!(
             merge(Some(s), Some(w)),
@@ -397,6 +470,7 @@ mod tests {
                 cpu_user_ms: Some(900),
                 cpu_sys_ms: Some(100),
                 max_rss_kb: Some(51_200),
+                scheduler: None,
             })
         );
         assert_eq!(merge(None, Some(w)), Some(w));

@@ -237,6 +237,9 @@ while :; do
 done
 if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
 hsm_exit_record "$rc" "$caught" ""
+# Grid Engine reruns a job that exits 99 and holds one that exits 100 in error state: the
+# task's own code is in the exit record; the job ends 1.
+if [ -n "${SGE_TASK_ID:-}" ] && { [ "$rc" = 99 ] || [ "$rc" = 100 ]; }; then exit 1; fi
 exit "$rc"
 "#;
 

@@ -270,6 +270,7 @@ fn usage_of(rusage: &libc::rusage, wall: Duration) -> UsageMsg {
     #[cfg(target_os = "macos")]
     let maxrss = maxrss / 1024;
     UsageMsg {
+        scheduler: None,
         wall_ms: Some(u64::try_from(wall.as_millis()).unwrap_or(u64::MAX)),
         cpu_user_ms: Some(ms_of_timeval(&rusage.ru_utime)),
         cpu_sys_ms: Some(ms_of_timeval(&rusage.ru_stime)),

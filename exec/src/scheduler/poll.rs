@@ -476,6 +476,7 @@ impl SchedulerBackend {
             self.accounts(&due).await
         };
         let mut ended = Vec::new();
+        let mut errored = Vec::new();
         for (key, element, seen, started_record, exit_record) in observed {
             let decision = if element.packed {
                 decide_packed
@@ -491,6 +492,22 @@ impl SchedulerBackend {
                 accounts.get(&key),
             );
             let mut decision = decision;
+            // Grid Engine writes its accounting file late (`flush_time`, 15 s by default) and
+            // kills without warning (qdel, h_rt): a task that started and left neither an exit
+            // record nor an account yet is not concluded on for a while longer.
+            if element.scheduler == Scheduler::Sge
+                && decision.exit.is_some()
+                && exit_record.is_none()
+                && (started_record || element.started)
+                && !element.cancel_requested
+                && !accounts.contains_key(&key)
+                && element.unaccounted_polls < RECORD_GRACE_POLLS + SGE_ACCOUNT_POLLS
+            {
+                decision.exit = None;
+                if let Some(e) = self.lock().elements.get_mut(&key) {
+                    e.unaccounted_polls += 1;
+                }
+            }
             if decision.exit.is_some()
                 && element.scheduler == Scheduler::Slurm
                 && rerun_after_preemption(
@@ -547,7 +564,26 @@ impl SchedulerBackend {
                 self.started(key);
             }
             if let Some(outcome) = decision.exit {
+                // A Grid Engine job in error state (Eqw) stays queued until someone clears it,
+                // and would then run the task again: it is deleted once decided.
+                if element.scheduler == Scheduler::Sge
+                    && matches!(&seen, Seen::Listed(s) if s.is_final())
+                {
+                    errored.push((element.job.clone(), element.index));
+                }
                 ended.push((key, element, outcome));
+            }
+        }
+        for (job, index) in errored {
+            let args = match index {
+                Some(i) => sge::qdel_args(&job, &[i], false),
+                None => vec![vec![job.clone()]],
+            };
+            for args in args {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                if let Err(e) = run("qdel", &args, None).await {
+                    tracing::warn!(job = %job, error = %e, "qdel of a job in error state failed");
+                }
             }
         }
         for (key, element, outcome) in given_up {

@@ -140,8 +140,12 @@ impl SchedulerBackend {
                 }
                 match run("qselect", &select, None).await {
                     Ok(out) if out.ok => return Ok(parse::pbs_parent_id(&out.stdout)),
-                    Ok(out) => return Err(format!("qselect: {}", out.stderr.trim())),
-                    // No qselect: Slurm's qsub wrappers, where squeue knows the array whole.
+                    // No qselect (Slurm's qsub wrappers, where squeue knows the array whole),
+                    // or one that is not PBS's (Grid Engine's, beside Slurm's wrappers): the
+                    // other ways below.
+                    Ok(out) => {
+                        tracing::debug!(stderr = %out.stderr.trim(), "qselect failed; asking squeue/qstat")
+                    }
                     Err(_) => {}
                 }
                 if let Ok(found) = squeue_job_named(name).await {

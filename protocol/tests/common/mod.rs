@@ -175,6 +175,11 @@ pub fn from_agent_samples() -> Vec<FromAgent> {
             cpu_user_ms: Some(u64::MAX),
             cpu_sys_ms: Some(0),
             max_rss_kb: Some(51_200),
+            scheduler: Some(hsm_protocol::SchedulerRecordMsg {
+                state: hsm_protocol::SchedulerStateMsg::Timeout,
+                exit_code: Some(0),
+                signal: Some(15),
+            }),
         });
         events.push(event(
             seq,
@@ -476,6 +481,7 @@ fn event_kind() -> impl Strategy<Value = EventKind> {
                     cpu_user_ms: u[1],
                     cpu_sys_ms: u[2],
                     max_rss_kb: u[3],
+                    scheduler: None,
                 }),
             }),
         vec(file_offer(), 0..3).prop_map(|files| EventKind::ResultOffer { files }),

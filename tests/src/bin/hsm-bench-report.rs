@@ -131,6 +131,7 @@ fn create(paths: &SweepPaths, n: u64) -> anyhow::Result<()> {
                 cpu_user_ms: Some((duration as f64 * 0.9) as u64),
                 cpu_sys_ms: Some(duration as u64 / 50),
                 max_rss_kb: Some(500_000 + rng.next() % 4_000_000),
+                scheduler: None,
             }),
             ..change(
                 if failed {

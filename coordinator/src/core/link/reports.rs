@@ -41,6 +41,7 @@ pub fn usage_of(msg: UsageMsg) -> Usage {
         cpu_user_ms: msg.cpu_user_ms,
         cpu_sys_ms: msg.cpu_sys_ms,
         max_rss_kb: msg.max_rss_kb,
+        scheduler: msg.scheduler,
     }
 }
 

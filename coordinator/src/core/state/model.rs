@@ -356,6 +356,8 @@ pub struct Usage {
     pub cpu_sys_ms: Option<u64>,
     /// Peak resident set size, KiB.
     pub max_rss_kb: Option<u64>,
+    /// How a batch scheduler's accounting recorded the job (Slurm's State and ExitCode).
+    pub scheduler: Option<hsm_protocol::SchedulerRecordMsg>,
 }
 
 /// Something the shells must carry out.

@@ -110,6 +110,7 @@ fn what_an_attempt_used_goes_on_its_ending_change_only() {
         cpu_user_ms: Some(300),
         cpu_sys_ms: Some(20),
         max_rss_kb: Some(51_200),
+        scheduler: None,
     };
     let mut core = core_with(2, &[2], Strategy::RoundRobin);
     core.enqueue(&[1, 2], 1, 0);
