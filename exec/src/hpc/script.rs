@@ -387,31 +387,8 @@ fn build(
                 }
                 d(select);
             }
-            if let Some(queue) = res.queue.as_ref().or(res.partition.as_ref()) {
-                d(format!("-q {queue}"));
-            }
-            if let Some(account) = &res.account {
-                d(format!("-A {account}"));
-            }
-            match res.requeue {
-                Some(true) => d("-r y".into()),
-                Some(false) => d("-r n".into()),
-                None => {}
-            }
-            match scheduler_output {
-                None => {
-                    d("-o /dev/null".into());
-                    d("-e /dev/null".into());
-                }
-                Some(dir) => {
-                    // A directory ending in `/` makes PBS name the files after the job id.
-                    d(format!("-o {}/", dir.display()));
-                    d(format!("-e {}/", dir.display()));
-                }
-            }
-            if let Some(raw) = &res.resources {
-                check_line("resources", raw)?;
-                d(format!("-l {}", raw.trim()));
+            for text in qsub_common(res, scheduler_output)? {
+                d(text);
             }
         }
         Scheduler::Sge => {
@@ -445,30 +422,8 @@ fn build(
             if let Some(gpus) = res.gpus.filter(|g| *g > 0) {
                 d(format!("-l gpu={gpus}"));
             }
-            if let Some(queue) = res.queue.as_ref().or(res.partition.as_ref()) {
-                d(format!("-q {queue}"));
-            }
-            if let Some(account) = &res.account {
-                d(format!("-A {account}"));
-            }
-            match res.requeue {
-                Some(true) => d("-r y".into()),
-                Some(false) => d("-r n".into()),
-                None => {}
-            }
-            match scheduler_output {
-                None => {
-                    d("-o /dev/null".into());
-                    d("-e /dev/null".into());
-                }
-                Some(dir) => {
-                    d(format!("-o {}/", dir.display()));
-                    d(format!("-e {}/", dir.display()));
-                }
-            }
-            if let Some(raw) = &res.resources {
-                check_line("resources", raw)?;
-                d(format!("-l {}", raw.trim()));
+            for text in qsub_common(res, scheduler_output)? {
+                d(text);
             }
         }
     }
@@ -512,6 +467,42 @@ fn build(
     let mut text = lines.join("\n");
     text.push('\n');
     Ok(text)
+}
+
+/// The `qsub` options PBS and Grid Engine spell alike: queue, account, rerun, the scheduler's
+/// own output (a directory ending in `/` makes either name the files after the job id) and a v1
+/// resource string (`-l`).
+fn qsub_common(
+    res: &Resources,
+    scheduler_output: Option<&Path>,
+) -> Result<Vec<String>, ScriptError> {
+    let mut out = Vec::new();
+    if let Some(queue) = res.queue.as_ref().or(res.partition.as_ref()) {
+        out.push(format!("-q {queue}"));
+    }
+    if let Some(account) = &res.account {
+        out.push(format!("-A {account}"));
+    }
+    match res.requeue {
+        Some(true) => out.push("-r y".into()),
+        Some(false) => out.push("-r n".into()),
+        None => {}
+    }
+    match scheduler_output {
+        None => {
+            out.push("-o /dev/null".into());
+            out.push("-e /dev/null".into());
+        }
+        Some(dir) => {
+            out.push(format!("-o {}/", dir.display()));
+            out.push(format!("-e {}/", dir.display()));
+        }
+    }
+    if let Some(raw) = &res.resources {
+        check_line("resources", raw)?;
+        out.push(format!("-l {}", raw.trim()));
+    }
+    Ok(out)
 }
 
 /// Conda activation that works in a non-interactive batch shell, where `conda` is usually not yet
