@@ -503,10 +503,8 @@ impl SchedulerBackend {
                 && !accounts.contains_key(&key)
                 && element.unaccounted_polls < RECORD_GRACE_POLLS + SGE_ACCOUNT_POLLS
             {
+                // (Counted below as a poll without a conclusion.)
                 decision.exit = None;
-                if let Some(e) = self.lock().elements.get_mut(&key) {
-                    e.unaccounted_polls += 1;
-                }
             }
             if decision.exit.is_some()
                 && element.scheduler == Scheduler::Slurm
