@@ -55,9 +55,17 @@ keep_torque_copy() {
   local qsub
   qsub=$(command -v qsub || true)
   if [ -n "$qsub" ] && grep -q Slurm "$qsub" 2>/dev/null; then return 0; fi
-  perl -MSlurm -e 1 2>/dev/null ||
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libslurm-perl \
-      >>"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1 || true
+  # What the wrappers need (slurm-wlm-torque's Depends, but for slurm-client): without
+  # libslurmdb-perl, qstat dies at its `use Slurmdb` and every PBS task waits, unfollowed.
+  local dep deps=()
+  for dep in libslurm-perl libslurmdb-perl libswitch-perl; do
+    dpkg -s "$dep" >/dev/null 2>&1 || deps+=("$dep")
+  done
+  if [ ${#deps[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${deps[@]}" \
+      >>"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1 ||
+      echo "slurm.sh: could not install ${deps[*]}; the PBS tests will fail at qstat" >&2
+  fi
   mkdir -p "$dir/torque-pkg"
   if (cd "$dir/torque-pkg" && apt-get download slurm-wlm-torque >>"${TMPDIR:-/tmp}/hsm-slurm-apt.log" 2>&1) &&
     dpkg-deb -x "$dir"/torque-pkg/slurm-wlm-torque_*.deb "$dir/torque"; then

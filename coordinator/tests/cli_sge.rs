@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::hpc::*;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Writes `results/r.txt` (`x=<x>`), prints a line, fails with 3 for x == 13 and sleeps for
@@ -24,68 +25,25 @@ print(f"task {x} ran as Grid Engine task {os.environ.get('SGE_TASK_ID')}", flush
 sys.exit(3 if x == 13 else 0)
 "#;
 
-struct Cluster {
-    project: Project,
-    home: tempfile::TempDir,
-    agent: AgentProcess,
-}
+type Cluster = HpcCluster;
 
-impl Cluster {
-    /// An agent on this host with `backend`, in Grid Engine's environment `env`.
-    fn new(
-        agent_bin: &Path,
-        env: &[(String, String)],
-        backend: &str,
-        sweep: &str,
-        extra_config: &str,
-    ) -> Cluster {
-        let home = tempfile::tempdir().unwrap();
-        let project = Project::new(
-            "command:\n  python: python3\n  script: task.py\n",
-            &[("task.py", TASK_PY), ("sweeps/sweep.yaml", sweep)],
-        );
-        let agent = start_agent_with_env(agent_bin, None, "127.0.0.1:0", &["--poll", "1"], env);
-        let own_fp = coordinator_fingerprint(&project, home.path());
-        authorize(agent_bin, &agent, &own_fp);
-        let config = format!(
-            "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 2s\n{extra_config}sources:\n  grid:\n    type: agent\n    address: {}\n    fingerprint: {}\n    project_dir: {}\n    slots: 100\n    backend: {backend}\n",
-            agent.addr,
-            agent.fingerprint,
-            project.path().display()
-        );
-        project.write(".hsm/config.yaml", &config);
-        Cluster {
-            project,
-            home,
-            agent,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = self.project.command(args);
-        cmd.env("HSM_HOME", self.home.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        Run::wait(self.command(args).spawn().unwrap(), args.join(" "))
-    }
-
-    /// Job scripts the agent submitted for `sweep` (one directory per job).
-    fn jobs(&self, sweep: &str) -> Vec<PathBuf> {
-        let dir = self
-            .agent
-            .work_dir()
-            .join(sweep)
-            .join("scripts/job_scripts");
-        let mut jobs: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        jobs.sort();
-        jobs
-    }
+/// An agent on this host with `backend`, in Grid Engine's environment `env` (source `grid`).
+fn cluster(
+    agent_bin: &Path,
+    env: &[(String, String)],
+    backend: &str,
+    sweep: &str,
+    extra_config: &str,
+) -> Cluster {
+    HpcCluster::new(
+        agent_bin,
+        "grid",
+        backend,
+        TASK_PY,
+        sweep,
+        extra_config,
+        env,
+    )
 }
 
 /// `qstat -xml` lines of jobs named for `sweep` (`hsm_<sweep>_…`), in Grid Engine's environment.
@@ -105,7 +63,7 @@ fn a_sweep_runs_as_grid_engine_arrays_each_task_with_its_outcome_and_files() {
     let (Some(env), Some(agent_bin)) = (test_sge(), agent_bin()) else {
         return;
     };
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         &env,
         "sge",
@@ -167,7 +125,7 @@ fn packed_tasks_run_several_per_grid_engine_task() {
     let (Some(env), Some(agent_bin)) = (test_sge(), agent_bin()) else {
         return;
     };
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         &env,
         "sge",
@@ -193,7 +151,7 @@ fn a_cancelled_grid_engine_sweep_leaves_nothing_queued() {
         return;
     };
     // More tasks than the queue's 4 slots: some run, the rest wait.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         &env,
         "sge",
@@ -235,7 +193,7 @@ fn a_task_over_its_walltime_on_grid_engine_ends_timed_out() {
     };
     // h_rt is a minute at least (hsm rounds walltimes up to minutes); Grid Engine kills the
     // job with SIGKILL, so its accounting (`failed 37`) says what happened.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         &env,
         "sge",
@@ -277,7 +235,7 @@ fn a_pbs_source_that_finds_grid_engine_s_qsub_says_so_and_submits_nothing() {
     };
     // The host's qsub/qstat are Grid Engine's (as on a machine with gridengine-client next to
     // Slurm's wrappers): a source configured for PBS must not hand them PBS job scripts.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         &env,
         "pbs",

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::hpc::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,73 +34,30 @@ if x == int(args.get("kill_wrapper", "0")):
 sys.exit(3 if x == 13 else 0)
 "#;
 
-struct Cluster {
-    project: Project,
-    home: tempfile::TempDir,
-    agent: AgentProcess,
+type Cluster = HpcCluster;
+
+/// An agent on this host with `backend` for the project (source `hpc1`), holding up to 100 tasks.
+fn cluster(agent_bin: &Path, backend: &str, sweep: &str, extra_config: &str) -> Cluster {
+    cluster_with_agent_env(agent_bin, backend, sweep, extra_config, &[])
 }
 
-impl Cluster {
-    /// An agent on this host with `backend` for the project, holding up to 100 tasks.
-    fn new(agent_bin: &Path, backend: &str, sweep: &str, extra_config: &str) -> Cluster {
-        Cluster::with_agent_env(agent_bin, backend, sweep, extra_config, &[])
-    }
-
-    /// `new`, the agent's environment extended by `env`.
-    fn with_agent_env(
-        agent_bin: &Path,
-        backend: &str,
-        sweep: &str,
-        extra_config: &str,
-        env: &[(String, String)],
-    ) -> Cluster {
-        let home = tempfile::tempdir().unwrap();
-        let project = Project::new(
-            "command:\n  python: python3\n  script: task.py\n",
-            &[("task.py", TASK_PY), ("sweeps/sweep.yaml", sweep)],
-        );
-        let agent = start_agent_with_env(agent_bin, None, "127.0.0.1:0", &["--poll", "1"], env);
-        let own_fp = coordinator_fingerprint(&project, home.path());
-        authorize(agent_bin, &agent, &own_fp);
-        let config = format!(
-            "command:\n  python: python3\n  script: task.py\ndefaults:\n  kill_grace: 2s\n{extra_config}sources:\n  hpc1:\n    type: agent\n    address: {}\n    fingerprint: {}\n    project_dir: {}\n    slots: 100\n    backend: {backend}\n",
-            agent.addr,
-            agent.fingerprint,
-            project.path().display()
-        );
-        project.write(".hsm/config.yaml", &config);
-        Cluster {
-            project,
-            home,
-            agent,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = self.project.command(args);
-        cmd.env("HSM_HOME", self.home.path())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        Run::wait(self.command(args).spawn().unwrap(), args.join(" "))
-    }
-
-    /// Job scripts the agent submitted for `sweep` (one directory per job).
-    fn jobs(&self, sweep: &str) -> Vec<PathBuf> {
-        let dir = self
-            .agent
-            .work_dir()
-            .join(sweep)
-            .join("scripts/job_scripts");
-        let mut jobs: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        jobs.sort();
-        jobs
-    }
+/// `cluster`, the agent's environment extended by `env`.
+fn cluster_with_agent_env(
+    agent_bin: &Path,
+    backend: &str,
+    sweep: &str,
+    extra_config: &str,
+    env: &[(String, String)],
+) -> Cluster {
+    HpcCluster::new(
+        agent_bin,
+        "hpc1",
+        backend,
+        TASK_PY,
+        sweep,
+        extra_config,
+        env,
+    )
 }
 
 /// Every task of `status` names its Slurm array element (`<job>_<index>`), the tasks in order
@@ -161,12 +119,45 @@ fn in_queue(sweep: &str) -> String {
         .collect()
 }
 
+/// Waits until element `_<index>` of `sweep`'s array runs and its task `x` has started (written
+/// its run to `runs`), then has Slurm requeue the element (what a preemption in REQUEUE mode or
+/// a node failure does) and start it again at once: a requeued job otherwise waits out a
+/// BeginTime, the test does not.
+fn requeue_once_running(sweep: &str, index: usize, x: &str, runs: &Path) {
+    let mut element = String::new();
+    let running = format!("_{index} RUNNING");
+    wait_until(Duration::from_secs(120), "the task running", || {
+        let queue = in_queue(sweep);
+        let ran = std::fs::read_to_string(runs).unwrap_or_default();
+        match queue.lines().find(|l| l.contains(&running)) {
+            Some(line) if ran.lines().any(|l| l == x) => {
+                element = line.split_whitespace().next().unwrap().to_string();
+                true
+            }
+            _ => false,
+        }
+    });
+    let scontrol = |args: &[&str]| {
+        let out = std::process::Command::new("scontrol")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scontrol {args:?}: {out:?}");
+    };
+    scontrol(&["requeue", &element]);
+    wait_until(Duration::from_secs(60), "the element pending again", || {
+        in_queue(sweep).contains(&format!("{element} PENDING"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    scontrol(&["update", &format!("JobId={element}"), "StartTime=now"]);
+}
+
 #[test]
 fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
     let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         "sweep:\n  grid:\n    x: {range: [1, 26]}\n",
@@ -269,7 +260,7 @@ fn thirty_tasks(layout: &str, id: &str) {
     let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         &format!("{layout}sweep:\n  grid:\n    x: {{range: [1, 31]}}\n"),
@@ -331,7 +322,7 @@ fn a_cancelled_sweep_leaves_nothing_in_the_queue() {
     let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         "sweep:\n  grid:\n    sleep: [120]\n    x: {range: [1, 21]}\n",
@@ -374,7 +365,7 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
     };
     // 23 tasks, 5 per job: 5 jobs (the last with 3), at most 2 queued. x=13 fails, x=30
     // outlives its own 5 s limit; the tasks after them in their jobs still run.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         "sweep:\n  grid:\n    hang: [30]\n    x: {range: [10, 33]}\n",
@@ -460,7 +451,7 @@ fn a_requeued_packed_job_runs_again_only_the_task_it_stopped_and_those_not_yet_r
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     // One job of three tasks, 4 s each, one after another.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         &format!(
@@ -474,31 +465,7 @@ fn a_requeued_packed_job_runs_again_only_the_task_it_stopped_and_those_not_yet_r
         .spawn()
         .unwrap();
     // Task 1 done, task 2 running in the same element.
-    let mut element = String::new();
-    wait_until(Duration::from_secs(120), "task 2 running", || {
-        let queue = in_queue("prq");
-        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
-        match queue.lines().find(|l| l.contains("_0 RUNNING")) {
-            Some(line) if ran.lines().any(|l| l == "2") => {
-                element = line.split_whitespace().next().unwrap().to_string();
-                true
-            }
-            _ => false,
-        }
-    });
-    let scontrol = |args: &[&str]| {
-        let out = std::process::Command::new("scontrol")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "scontrol {args:?}: {out:?}");
-    };
-    scontrol(&["requeue", &element]);
-    wait_until(Duration::from_secs(60), "the element pending again", || {
-        in_queue("prq").contains(&format!("{element} PENDING"))
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    scontrol(&["update", &format!("JobId={element}"), "StartTime=now"]);
+    requeue_once_running("prq", 0, "2", &runs);
     let run = Run::wait(child, "sweep run (packed, requeued)".into());
     run.expect_code(0);
     let status = c.project.status("prq");
@@ -506,14 +473,8 @@ fn a_requeued_packed_job_runs_again_only_the_task_it_stopped_and_those_not_yet_r
     for task in status["tasks"].as_array().unwrap() {
         assert_eq!(task["attempt"], 1, "the requeue used no retry: {task}");
     }
-    let mut ran: Vec<String> = std::fs::read_to_string(&runs)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    ran.sort();
     assert_eq!(
-        ran,
+        runs_sorted(&runs),
         ["1", "2", "2", "3"],
         "the finished task ran once, the stopped one twice, the waiting one once"
     );
@@ -535,7 +496,7 @@ fn a_cancelled_packed_sweep_cancels_every_task_and_leaves_nothing_in_the_queue()
     let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
     };
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         "sweep:\n  grid:\n    sleep: [120]\n    x: {range: [1, 21]}\n",
@@ -571,7 +532,7 @@ fn a_task_over_its_walltime_ends_failed_with_reason_timeout() {
         return;
     };
     // Slurm enforces walltime with minute granularity and about a minute late: ~2 minutes.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         "sweep:\n  grid:\n    sleep: [600]\n    x: [1]\n",
@@ -612,7 +573,7 @@ fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
     };
     // Task 2 SIGKILLs the wrapper, so no exit record is written; Slurm records FAILED 0:9.
     // This cluster keeps no accounting, so `scontrol show job` is where that is read.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         "sweep:\n  grid:\n    x: [1, 2, 3]\n    kill_wrapper: [2]\n",
@@ -690,7 +651,7 @@ fn hpc_max_jobs_keeps_the_queue_under_it_and_every_task_runs() {
         return;
     };
     // 40 tasks, arrays of up to 10 (the test cluster's MaxArraySize), at most 8 in the queue.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         "sweep:\n  grid:\n    sleep: [1]\n    x: {range: [14, 54]}\n",
@@ -730,7 +691,7 @@ fn tasks_under_a_real_qos_limit(
         });
         env.push(("PATH".into(), path));
     }
-    let c = Cluster::with_agent_env(
+    let c = cluster_with_agent_env(
         agent_bin,
         "slurm",
         &format!(
@@ -836,7 +797,7 @@ fn preempted_while_running(
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let xs: Vec<String> = (1..=n).map(|x| x.to_string()).collect();
-    let c = Cluster::with_agent_env(
+    let c = cluster_with_agent_env(
         agent_bin,
         "slurm",
         &format!(
@@ -943,7 +904,7 @@ fn an_element_slurm_requeues_runs_again_in_the_same_attempt_and_says_why() {
     // retry used.
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "slurm",
         &format!(
@@ -957,46 +918,15 @@ fn an_element_slurm_requeues_runs_again_in_the_same_attempt_and_says_why() {
         .spawn()
         .unwrap();
     // Task 2 (element 1 of the array) running, and its task started (it wrote its run).
-    let mut element = String::new();
-    wait_until(Duration::from_secs(120), "task 2 running", || {
-        let queue = in_queue("requeue");
-        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
-        match queue.lines().find(|l| l.contains("_1 RUNNING")) {
-            Some(line) if ran.lines().any(|l| l == "2") => {
-                element = line.split_whitespace().next().unwrap().to_string();
-                true
-            }
-            _ => false,
-        }
-    });
-    let scontrol = |args: &[&str]| {
-        let out = std::process::Command::new("scontrol")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "scontrol {args:?}: {out:?}");
-    };
-    scontrol(&["requeue", &element]);
-    // A requeued job waits (BeginTime) before it may start again; the test does not.
-    wait_until(Duration::from_secs(60), "the element pending again", || {
-        in_queue("requeue").contains(&format!("{element} PENDING"))
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    scontrol(&["update", &format!("JobId={element}"), "StartTime=now"]);
+    requeue_once_running("requeue", 1, "2", &runs);
     let run = Run::wait(child, "sweep run (requeued)".into());
     run.expect_code(0);
     let status = c.project.status("requeue");
     assert_eq!(status["completed"], 3, "{status}");
     let task = &status["tasks"][1];
     assert_eq!(task["attempt"], 1, "the requeue used no retry: {task}");
-    let mut ran: Vec<String> = std::fs::read_to_string(&runs)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    ran.sort();
     assert_eq!(
-        ran,
+        runs_sorted(&runs),
         ["1", "2", "2", "3"],
         "task 2 ran twice, the others once"
     );
@@ -1043,6 +973,63 @@ fn an_agent_killed_while_qsub_runs_follows_that_job_after_a_restart_instead_of_r
             Kill::After,
         );
     }
+}
+
+#[test]
+fn a_scheduler_command_that_keeps_failing_is_told_to_the_user_and_the_sweep_goes_on_once_fixed() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
+        return;
+    };
+    // `squeue` broken on the agent's host, as a half-installed client or a controller that is
+    // down leave it: the tasks' jobs cannot be followed. The user hears why instead of watching
+    // "queued" forever; once it works again the sweep finishes, nothing lost or run twice.
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = dir.path().join("fixed");
+    let path = shim_on_path(dir.path(), "squeue", |real| {
+        format!(
+            "[ -e '{}' ] && exec '{real}' \"$@\"\necho 'squeue: error: slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n",
+            fixed.display()
+        )
+    });
+    let c = cluster_with_agent_env(
+        &agent_bin,
+        "slurm",
+        "sweep:\n  grid:\n    x: [1, 2]\n",
+        "",
+        &[("PATH".to_string(), path)],
+    );
+    let mut child = c
+        .command(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "blind"])
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let said = "hpc1: `squeue` fails: squeue: error: slurm_load_jobs error: Unable to contact slurm controller (connect failure) (3 polls in a row on the agent's host)";
+    wait_until(Duration::from_secs(120), "the failing squeue told", || {
+        seen.extend(lines_rx.try_iter());
+        seen.iter().any(|l| l.contains(said))
+    });
+    std::fs::write(&fixed, "").unwrap();
+    let run = Run::wait(child, "sweep run (squeue fixed)".into());
+    run.expect_code(0);
+    let status = c.project.status("blind");
+    assert_eq!(status["completed"], 2, "{status}");
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(task["attempt"], 1, "{task}");
+    }
+    seen.extend(lines_rx.try_iter());
+    let told = seen.iter().filter(|l| l.contains("`squeue` fails")).count();
+    assert_eq!(told, 1, "said once: {seen:#?}");
 }
 
 /// A PATH for the agent with a shell script in front of the real `command`: `body(real)` after
@@ -1094,7 +1081,7 @@ fn a_cancel_while_sbatch_runs_reaches_the_job_it_creates() {
             busy.display()
         )
     });
-    let c = Cluster::with_agent_env(
+    let c = cluster_with_agent_env(
         &agent_bin,
         "slurm",
         &format!(
@@ -1180,7 +1167,7 @@ fn killed_while_submitting(
             Kill::DuringSlow => "slow",
         }
     );
-    let mut c = Cluster::with_agent_env(
+    let mut c = cluster_with_agent_env(
         agent_bin,
         backend,
         &format!(
@@ -1243,7 +1230,7 @@ fn the_pbs_backend_submits_follows_and_cancels_through_qsub_qstat_qdel() {
     let Some(path) = pbs_path() else {
         return;
     };
-    let c = Cluster::with_agent_env(
+    let c = cluster_with_agent_env(
         &agent_bin,
         "pbs",
         "sweep:\n  grid:\n    x: {range: [1, 7]}\n",
@@ -1315,7 +1302,7 @@ fn a_sweep_half_cancelled_locally_is_completed_on_test_slurm() {
         return;
     };
     // Also: backend `auto` finds Slurm, and `array: false` submits one job per task.
-    let c = Cluster::new(
+    let c = cluster(
         &agent_bin,
         "auto",
         "sweep:\n  grid:\n    sleep: [0.4]\n    x: {range: [1, 11]}\n",

@@ -59,6 +59,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const SUBMIT_TRIES: u32 = 4;
 /// Longest wait between polls while scheduler commands keep failing.
 const MAX_POLL_BACKOFF: Duration = Duration::from_secs(60);
+/// Polls in a row with a failing scheduler command before the user is told.
+const POLL_FAILURES_SAID: u32 = 3;
 /// Array size when the cluster does not say (PBS) and the resources do not either.
 const DEFAULT_MAX_ARRAY: u32 = 1000;
 /// After a submission refused for a limit on queued jobs, no submission for this long (doubled
@@ -231,6 +233,9 @@ struct State {
     /// What its users should know now (a refusal for a limit): sent with the agent's
     /// heartbeats, shown once by the coordinator. Cleared once nothing waits for room.
     notice: Option<String>,
+    /// Polls in a row whose scheduler command failed, and the notice that said so.
+    failed_polls: u32,
+    poll_notice: Option<String>,
     /// Tasks going out again after Slurm preempted their element: restarts so far, and whether
     /// `Started` was reported for them.
     reruns: HashMap<TaskKey, (u32, bool)>,
@@ -766,6 +771,40 @@ mod tests {
             packed: false,
         };
         assert_eq!(PendingElement::from_stored(&old), None);
+    }
+
+    #[test]
+    fn a_scheduler_command_failing_poll_after_poll_is_told_once_and_untold_when_it_works() {
+        let (backend, _events) = SchedulerBackend::new(Duration::from_secs(1));
+        let broken = "`qstat` fails: Can't locate Slurmdb.pm in @INC";
+        for _ in 1..POLL_FAILURES_SAID {
+            backend.polled(Some(broken.into()));
+            assert_eq!(
+                backend.notice(),
+                None,
+                "a failure or two is a busy controller"
+            );
+        }
+        backend.polled(Some(broken.into()));
+        let notice = backend.notice().expect("told after three in a row");
+        assert!(
+            notice.starts_with(broken) && notice.contains("3 polls in a row"),
+            "{notice}"
+        );
+        backend.polled(Some("`qstat` fails: something else".into()));
+        assert_eq!(backend.notice(), Some(notice), "said once, not per poll");
+        backend.polled(None);
+        assert_eq!(backend.notice(), None, "it works again");
+        // A run of failures broken by a poll that worked starts counting again.
+        backend.polled(Some(broken.into()));
+        backend.polled(None);
+        backend.polled(Some(broken.into()));
+        backend.polled(Some(broken.into()));
+        assert_eq!(backend.notice(), None);
+        // Another notice (a limit) is not the poll's to clear.
+        backend.lock().notice = Some("limit".into());
+        backend.polled(None);
+        assert_eq!(backend.notice(), Some("limit".into()));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod hpc;
 pub mod ssh_hosts;
 
 use std::path::{Path, PathBuf};

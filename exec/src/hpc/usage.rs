@@ -13,10 +13,11 @@ use hsm_protocol::{SchedulerRecordMsg, SchedulerStateMsg, UsageMsg};
 pub const SACCT_USAGE_FORMAT: &str =
     "JobID,Elapsed,TotalCPU,UserCPU,SystemCPU,MaxRSS,State,ExitCode";
 
-/// Slurm's `State` and `ExitCode` (`3:0`) of a job line; `None` for an empty state.
+/// Slurm's `State` and `ExitCode` (`3:0`) of a job line; `None` for an empty state and for one
+/// that says the job is not over (`RUNNING`, `COMPLETING`, ...): that is no record of its end.
 pub fn slurm_record(state: &str, exit_code: &str) -> Option<SchedulerRecordMsg> {
     let state = state.trim();
-    if state.is_empty() {
+    if state.is_empty() || slurm_state_in_progress(state) {
         return None;
     }
     let codes = exit_code
@@ -28,6 +29,33 @@ pub fn slurm_record(state: &str, exit_code: &str) -> Option<SchedulerRecordMsg> 
         exit_code: codes.map(|c| c.0),
         signal: codes.map(|c| c.1),
     })
+}
+
+/// Whether a Slurm state word (`RUNNING`, `COMPLETING+`) says the job is not over. `sacct` can
+/// still show an element `RUNNING`, or `COMPLETING`, a moment after its batch step ended and the
+/// controller let it go.
+pub fn slurm_state_in_progress(state: &str) -> bool {
+    const IN_PROGRESS: [&str; 12] = [
+        "PENDING",
+        "RUNNING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "COMPLETING",
+        "CONFIGURING",
+        "SIGNALING",
+        "STAGE_OUT",
+    ];
+    let word = state
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('+')
+        .to_ascii_uppercase();
+    IN_PROGRESS.contains(&word.as_str())
 }
 
 /// A Slurm or PBS duration in milliseconds: `[D-][HH:]MM:SS[.mmm]` (sacct's Elapsed is
@@ -127,17 +155,28 @@ pub fn sacct_usage(stdout: &str, element_id: &str) -> Option<UsageMsg> {
     Some(usage)
 }
 
-/// Whether `sacct` output lists a step of element `element_id` (`40_2.batch`): its record is
-/// complete then, an empty MaxRSS included (Slurm sampled none), and asking again changes
-/// nothing.
-pub fn sacct_lists_steps(stdout: &str, element_id: &str) -> bool {
-    stdout.lines().any(|line| {
+/// Whether `sacct` output has all it will say of element `element_id`: a step of it is listed
+/// (`40_2.batch`; an empty MaxRSS then means Slurm sampled none) and its job line no longer
+/// shows a state in progress. Asking again changes nothing then.
+pub fn sacct_is_complete(stdout: &str, element_id: &str) -> bool {
+    let fields = |line: &str| {
         line.trim()
             .split('|')
-            .next()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let steps = stdout.lines().any(|line| {
+        fields(line)
+            .first()
             .and_then(|id| id.strip_prefix(element_id))
             .is_some_and(|rest| rest.starts_with('.'))
-    })
+    });
+    let over = stdout.lines().map(fields).all(|f| {
+        f.first().map(String::as_str) != Some(element_id)
+            || f.len() < 8
+            || !slurm_state_in_progress(&f[f.len() - 2])
+    });
+    steps && over
 }
 
 /// What PBS's `qstat -f` attributes of one job say it used (`resources_used.*`); `None` when
@@ -272,6 +311,21 @@ mod tests {
         let used = sacct_usage(out, "40_2").unwrap();
         assert_eq!(used.scheduler.unwrap().display(), "TIMEOUT 0:0");
         assert_eq!(used.max_rss_kb, Some(2048));
+        assert!(sacct_is_complete(out, "40_2"));
+        // sacct a moment after the batch step ended, before the job line caught up (seen on
+        // the test Slurm with accounting): no record of the end yet, and asked again.
+        let early = "40_2|00:00:01|00:00.1|00:00.1|00:00:00||RUNNING|0:0\n40_2.batch|00:00:01|00:00.1|00:00.1|00:00:00|1024K|COMPLETED|0:0\n";
+        assert_eq!(sacct_usage(early, "40_2").unwrap().scheduler, None);
+        assert!(!sacct_is_complete(early, "40_2"));
+        assert!(!sacct_is_complete(
+            &early.replace("RUNNING", "COMPLETING"),
+            "40_2"
+        ));
+        assert!(sacct_is_complete(
+            &early.replace("RUNNING", "COMPLETED"),
+            "40_2"
+        ));
+        assert_eq!(slurm_record("COMPLETING+", "0:0"), None);
     }
 
     #[test]
@@ -351,9 +405,9 @@ mod tests {
             })
         );
         assert_eq!(sacct_usage(SACCT, "1_3"), None);
-        assert!(sacct_lists_steps(SACCT, "6") && sacct_lists_steps(SACCT, "1_2"));
-        assert!(!sacct_lists_steps(SACCT, "1_3") && !sacct_lists_steps(SACCT, "1"));
-        assert!(!sacct_lists_steps("1_20.batch|||||\n", "1_2"));
+        assert!(sacct_is_complete(SACCT, "6") && sacct_is_complete(SACCT, "1_2"));
+        assert!(!sacct_is_complete(SACCT, "1_3") && !sacct_is_complete(SACCT, "1"));
+        assert!(!sacct_is_complete("1_20.batch|||||\n", "1_2"));
         assert_eq!(sacct_usage(SACCT, "1"), None, "an array's id is no element");
         assert_eq!(sacct_usage("garbage\n||\n", "1_1"), None);
     }

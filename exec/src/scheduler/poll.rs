@@ -299,6 +299,34 @@ impl SchedulerBackend {
         None
     }
 
+    /// Counts polls whose scheduler command failed (`failed`: what failed). Once they go on
+    /// for [`POLL_FAILURES_SAID`] polls in a row the user is told, through the agent's notice:
+    /// the tasks only look queued (a broken `qstat` install, a controller that is down), and
+    /// the error is what to fix. Nothing fails for it: a controller coming back is the usual
+    /// end. The notice goes once a poll works again.
+    pub(super) fn polled(&self, failed: Option<String>) {
+        let mut state = self.lock();
+        match failed {
+            None => {
+                state.failed_polls = 0;
+                if let Some(said) = state.poll_notice.take() {
+                    if state.notice.as_ref() == Some(&said) {
+                        state.notice = None;
+                    }
+                }
+            }
+            Some(what) => {
+                state.failed_polls += 1;
+                if state.failed_polls == POLL_FAILURES_SAID {
+                    let notice = poll_failure_notice(&what, POLL_FAILURES_SAID);
+                    tracing::warn!("{notice}");
+                    state.notice = Some(notice.clone());
+                    state.poll_notice = Some(notice);
+                }
+            }
+        }
+    }
+
     /// One round of following; false when a scheduler command failed.
     pub(super) async fn poll(&self) -> bool {
         let elements: Vec<(TaskKey, Element)> = self
@@ -324,6 +352,8 @@ impl SchedulerBackend {
         let any_sge = elements.iter().any(|(_, e)| e.scheduler == Scheduler::Sge);
         pbs_jobs.sort_unstable();
         pbs_jobs.dedup();
+        // What failed this time, said to the user when it goes on (`polled`).
+        let mut failed: Option<String> = None;
         // One call per scheduler for every job of the agent; `None`: the call failed, so
         // nothing is concluded from this poll.
         let slurm_rows = if slurm_jobs.is_empty() {
@@ -341,10 +371,15 @@ impl SchedulerBackend {
                 Ok(out) if parse::is_invalid_job_id(&out.stderr) => Some(Vec::new()),
                 Ok(out) => {
                     tracing::warn!(stderr = %out.stderr.trim(), "squeue failed; trying again at the next poll");
+                    failed.get_or_insert(format!(
+                        "`squeue` fails: {}",
+                        first_line(Some(&out.stderr))
+                    ));
                     None
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "squeue failed; trying again at the next poll");
+                    failed.get_or_insert(format!("`squeue` fails: {e}"));
                     None
                 }
             }
@@ -365,10 +400,13 @@ impl SchedulerBackend {
                 }
                 Ok(out) => {
                     tracing::warn!(stderr = %out.stderr.trim(), "qstat failed; trying again at the next poll");
+                    failed
+                        .get_or_insert(format!("`qstat` fails: {}", first_line(Some(&out.stderr))));
                     None
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "qstat failed; trying again at the next poll");
+                    failed.get_or_insert(format!("`qstat` fails: {e}"));
                     None
                 }
             }
@@ -381,15 +419,21 @@ impl SchedulerBackend {
                 Ok(out) if out.ok => Some(sge::parse_qstat_xml(&out.stdout)),
                 Ok(out) => {
                     tracing::warn!(stderr = %out.stderr.trim(), "qstat -xml failed; trying again at the next poll");
+                    failed.get_or_insert(format!(
+                        "`qstat -xml` fails: {}",
+                        first_line(Some(&out.stderr))
+                    ));
                     None
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "qstat -xml failed; trying again at the next poll");
+                    failed.get_or_insert(format!("`qstat -xml` fails: {e}"));
                     None
                 }
             }
         };
         let all_ok = slurm_rows.is_some() && pbs_rows.is_some() && sge_rows.is_some();
+        self.polled(failed);
         if let Some(rows) = &slurm_rows {
             // Those Slurm lets go of no longer count against a limit on queued jobs.
             let now = tokio::time::Instant::now();
@@ -618,4 +662,12 @@ impl SchedulerBackend {
 pub(super) fn read_exit_record(task_dir: &Path) -> Option<ExitRecord> {
     let text = std::fs::read_to_string(task_dir.join(wrapper::EXIT_FILE)).ok()?;
     wrapper::parse_exit_record(&text).ok()
+}
+
+/// What the user reads when following the jobs has failed `polls` times in a row.
+fn poll_failure_notice(what: &str, polls: u32) -> String {
+    format!(
+        "{what} ({polls} polls in a row on the agent's host): its jobs cannot be followed, so \
+         their tasks show as queued; fix the command there (hsm keeps trying, nothing is lost)"
+    )
 }

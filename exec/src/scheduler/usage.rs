@@ -62,9 +62,9 @@ impl SchedulerBackend {
                 &list,
             ];
             // sacct lags the controller by about a second: an element that just ended may
-            // not be listed yet, or without its step lines (where MaxRSS is). Asked again
-            // every second until every element's steps are listed, within USAGE_WAIT; what is
-            // still missing then stays missing.
+            // not be listed yet, or without its step lines (where MaxRSS is), or still as
+            // RUNNING. Asked again every second until every element's record is complete,
+            // within USAGE_WAIT; what is still missing then stays missing.
             let deadline = tokio::time::Instant::now() + USAGE_WAIT;
             loop {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -76,7 +76,7 @@ impl SchedulerBackend {
                             if let Some(u) = parse_usage::sacct_usage(&out.stdout, &id) {
                                 scheduler.insert(*key, u);
                             }
-                            complete &= parse_usage::sacct_lists_steps(&out.stdout, &id);
+                            complete &= parse_usage::sacct_is_complete(&out.stdout, &id);
                         }
                     }
                     Ok(out) => {

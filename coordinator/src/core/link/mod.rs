@@ -765,7 +765,10 @@ impl AgentLink {
                 }
             }
             FromAgent::Heartbeat(health) => {
-                if health.notice.is_some() && health.notice != self.notice {
+                if health.notice.is_none() {
+                    // Cleared on the agent: a notice that comes back later is news again.
+                    self.notice = None;
+                } else if health.notice != self.notice {
                     self.notice = health.notice.clone();
                     let text = hsm_protocol::display_safe(health.notice.as_deref().unwrap_or(""));
                     self.log(Level::Warn, None, format!("{}: {text}", self.setup.name));
