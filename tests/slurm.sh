@@ -59,7 +59,8 @@ keep_torque_copy() {
   # libslurmdb-perl, qstat dies at its `use Slurmdb` and every PBS task waits, unfollowed.
   local dep deps=()
   for dep in libslurm-perl libslurmdb-perl libswitch-perl; do
-    dpkg -s "$dep" >/dev/null 2>&1 || deps+=("$dep")
+    # (`dpkg -s` also succeeds for a package removed but not purged.)
+    [ "$(dpkg-query -W -f='${Status}' "$dep" 2>/dev/null)" = "install ok installed" ] || deps+=("$dep")
   done
   if [ ${#deps[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${deps[@]}" \

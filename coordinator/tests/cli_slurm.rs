@@ -1021,13 +1021,14 @@ fn a_scheduler_command_that_keeps_failing_is_told_to_the_user_and_the_sweep_goes
     });
     std::fs::write(&fixed, "").unwrap();
     let run = Run::wait(child, "sweep run (squeue fixed)".into());
-    run.expect_code(0);
+    seen.extend(lines_rx.recv_timeout(Duration::from_secs(5)));
+    seen.extend(lines_rx.try_iter());
+    assert_eq!(run.code, Some(0), "its stderr: {seen:#?}");
     let status = c.project.status("blind");
     assert_eq!(status["completed"], 2, "{status}");
     for task in status["tasks"].as_array().unwrap() {
         assert_eq!(task["attempt"], 1, "{task}");
     }
-    seen.extend(lines_rx.try_iter());
     let told = seen.iter().filter(|l| l.contains("`squeue` fails")).count();
     assert_eq!(told, 1, "said once: {seen:#?}");
 }

@@ -230,12 +230,14 @@ struct State {
     limit_wait: Option<Duration>,
     refused_with_none_held: u32,
     limits_said: std::collections::HashSet<String>,
-    /// What its users should know now (a refusal for a limit): sent with the agent's
-    /// heartbeats, shown once by the coordinator. Cleared once nothing waits for room.
-    notice: Option<String>,
-    /// Polls in a row whose scheduler command failed, and the notice that said so.
-    failed_polls: u32,
+    /// What its users should know now (see `notice()`): a refusal for a limit, cleared once
+    /// nothing waits for room; a poll command that keeps failing, cleared once polls work
+    /// again. Each path sets and clears only its own.
+    limit_notice: Option<String>,
     poll_notice: Option<String>,
+    /// Polls in a row whose scheduler command failed, and that worked.
+    failed_polls: u32,
+    good_polls: u32,
     /// Tasks going out again after Slurm preempted their element: restarts so far, and whether
     /// `Started` was reported for them.
     reruns: HashMap<TaskKey, (u32, bool)>,
@@ -381,9 +383,15 @@ impl SchedulerBackend {
         dropped
     }
 
-    /// What its users should know now, if anything (see `State::notice`).
+    /// What its users should know now, if anything: sent with the agent's heartbeats, shown
+    /// once by the coordinator. A poll command failing comes first (nothing moves until it is
+    /// fixed), then a limit the tasks wait under.
     pub fn notice(&self) -> Option<String> {
-        self.lock().notice.clone()
+        let state = self.lock();
+        state
+            .poll_notice
+            .clone()
+            .or_else(|| state.limit_notice.clone())
     }
 
     /// Tasks submitted or waiting to be, not yet reported ended.
@@ -792,18 +800,46 @@ mod tests {
             "{notice}"
         );
         backend.polled(Some("`qstat` fails: something else".into()));
-        assert_eq!(backend.notice(), Some(notice), "said once, not per poll");
+        assert_eq!(
+            backend.notice(),
+            Some(notice.clone()),
+            "said once, not per poll"
+        );
+        // One poll that works between failures is a flaky controller still: kept.
         backend.polled(None);
-        assert_eq!(backend.notice(), None, "it works again");
+        backend.polled(Some(broken.into()));
+        backend.polled(None);
+        assert_eq!(backend.notice(), Some(notice.clone()));
+        for _ in 1..POLL_FAILURES_SAID {
+            backend.polled(None);
+        }
+        assert_eq!(backend.notice(), None, "works again");
         // A run of failures broken by a poll that worked starts counting again.
         backend.polled(Some(broken.into()));
         backend.polled(None);
         backend.polled(Some(broken.into()));
         backend.polled(Some(broken.into()));
         assert_eq!(backend.notice(), None);
-        // Another notice (a limit) is not the poll's to clear.
-        backend.lock().notice = Some("limit".into());
-        backend.polled(None);
+        // A limit's notice is not the poll's to clear, and one submission that goes in does
+        // not clear the poll's.
+        backend.lock().limit_notice = Some("limit".into());
+        for _ in 0..POLL_FAILURES_SAID {
+            backend.polled(Some(broken.into()));
+        }
+        assert_eq!(backend.notice(), Some(notice), "the poll's first");
+        backend.submitted();
+        for _ in 0..POLL_FAILURES_SAID {
+            backend.polled(None);
+        }
+        assert_eq!(
+            backend.notice(),
+            None,
+            "the limit's cleared by the submission"
+        );
+        backend.lock().limit_notice = Some("limit".into());
+        for _ in 0..POLL_FAILURES_SAID {
+            backend.polled(None);
+        }
         assert_eq!(backend.notice(), Some("limit".into()));
     }
 

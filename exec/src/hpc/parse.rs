@@ -464,6 +464,17 @@ pub fn is_invalid_job_id(stderr: &str) -> bool {
     stderr.contains("Invalid job id specified")
 }
 
+/// True when `qstat JOB...` failed only because the jobs asked about are gone: Torque and
+/// Slurm's wrappers say `Unknown Job Id` (or `invalid job`), PBS Pro with job history kept says
+/// `Job has finished, use -x or -H to obtain historical job information` (exit 35). Not a
+/// failure of the command.
+pub fn qstat_says_gone(stderr: &str) -> bool {
+    let stderr = stderr.to_ascii_lowercase();
+    stderr.contains("unknown job")
+        || stderr.contains("invalid job")
+        || stderr.contains("job has finished")
+}
+
 /// One job record of `scontrol show job`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScontrolJob {
@@ -979,6 +990,20 @@ pub fn detect(sbatch_version: Option<&str>, qstat_version: Option<&str>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qstat_saying_its_jobs_are_gone_is_no_failure() {
+        assert!(qstat_says_gone("qstat: Unknown Job Id 12.server\n"));
+        assert!(qstat_says_gone(
+            "qstat: 123[].pbs1 Job has finished, use -x or -H to obtain historical job information\n"
+        ));
+        assert!(!qstat_says_gone(
+            "Can't locate Slurmdb.pm in @INC (you may need to install the Slurmdb module)\n"
+        ));
+        assert!(!qstat_says_gone(
+            "qstat: cannot connect to server pbs1 (errno=111)\n"
+        ));
+    }
 
     #[test]
     fn first_job_id_reads_squeue_and_sacct_lines() {

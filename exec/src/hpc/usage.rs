@@ -35,27 +35,11 @@ pub fn slurm_record(state: &str, exit_code: &str) -> Option<SchedulerRecordMsg> 
 /// still show an element `RUNNING`, or `COMPLETING`, a moment after its batch step ended and the
 /// controller let it go.
 pub fn slurm_state_in_progress(state: &str) -> bool {
-    const IN_PROGRESS: [&str; 12] = [
-        "PENDING",
-        "RUNNING",
-        "REQUEUED",
-        "REQUEUE_FED",
-        "REQUEUE_HOLD",
-        "RESIZING",
-        "SUSPENDED",
-        "STOPPED",
-        "COMPLETING",
-        "CONFIGURING",
-        "SIGNALING",
-        "STAGE_OUT",
-    ];
-    let word = state
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('+')
-        .to_ascii_uppercase();
-    IN_PROGRESS.contains(&word.as_str())
+    use super::parse::{slurm_state, JobState};
+    matches!(
+        slurm_state(state, None),
+        JobState::Queued | JobState::Running
+    )
 }
 
 /// A Slurm or PBS duration in milliseconds: `[D-][HH:]MM:SS[.mmm]` (sacct's Elapsed is
@@ -326,6 +310,17 @@ mod tests {
             "40_2"
         ));
         assert_eq!(slurm_record("COMPLETING+", "0:0"), None);
+        assert_eq!(slurm_record("RESV_DEL_HOLD", "0:0"), None);
+        assert!(slurm_state_in_progress("RUNNING") && slurm_state_in_progress("requeued"));
+        for over in [
+            "COMPLETED",
+            "PREEMPTED",
+            "REVOKED",
+            "SPECIAL_EXIT",
+            "CANCELLED by 0",
+        ] {
+            assert!(!slurm_state_in_progress(over), "{over}");
+        }
     }
 
     #[test]

@@ -303,24 +303,24 @@ impl SchedulerBackend {
     /// for [`POLL_FAILURES_SAID`] polls in a row the user is told, through the agent's notice:
     /// the tasks only look queued (a broken `qstat` install, a controller that is down), and
     /// the error is what to fix. Nothing fails for it: a controller coming back is the usual
-    /// end. The notice goes once a poll works again.
+    /// end. The notice goes once as many polls in a row work again (one that works between
+    /// failures is a flaky controller, not a fixed one: told again it would be noise).
     pub(super) fn polled(&self, failed: Option<String>) {
         let mut state = self.lock();
         match failed {
             None => {
                 state.failed_polls = 0;
-                if let Some(said) = state.poll_notice.take() {
-                    if state.notice.as_ref() == Some(&said) {
-                        state.notice = None;
-                    }
+                state.good_polls = state.good_polls.saturating_add(1);
+                if state.good_polls >= POLL_FAILURES_SAID {
+                    state.poll_notice = None;
                 }
             }
             Some(what) => {
+                state.good_polls = 0;
                 state.failed_polls += 1;
-                if state.failed_polls == POLL_FAILURES_SAID {
+                if state.failed_polls == POLL_FAILURES_SAID && state.poll_notice.is_none() {
                     let notice = poll_failure_notice(&what, POLL_FAILURES_SAID);
                     tracing::warn!("{notice}");
-                    state.notice = Some(notice.clone());
                     state.poll_notice = Some(notice);
                 }
             }
@@ -392,12 +392,7 @@ impl SchedulerBackend {
                     Some(parse::parse_qstat_list(&out.stdout).rows)
                 }
                 // qstat exits non-zero when every job asked about is gone.
-                Ok(out)
-                    if out.stderr.to_ascii_lowercase().contains("unknown job")
-                        || out.stderr.to_ascii_lowercase().contains("invalid job") =>
-                {
-                    Some(Vec::new())
-                }
+                Ok(out) if parse::qstat_says_gone(&out.stderr) => Some(Vec::new()),
                 Ok(out) => {
                     tracing::warn!(stderr = %out.stderr.trim(), "qstat failed; trying again at the next poll");
                     failed

@@ -273,13 +273,13 @@ impl SchedulerBackend {
     /// A submission went in: refusals stop counting, and a cap learned from them grows by one
     /// when it was reached (the limit may be higher than what the queue held at a refusal, or
     /// the user's other jobs that filled it may be gone; a refusal teaches it again).
-    fn submitted(&self) {
+    pub(super) fn submitted(&self) {
         let mut state = self.lock();
         state.limit_wait = None;
         state.refused_with_none_held = 0;
         let held = state.held_jobs();
         if state.pending.is_empty() {
-            state.notice = None;
+            state.limit_notice = None;
         }
         if let Some(cap) = state.learned_cap.filter(|&cap| held >= cap) {
             state.learned_cap = Some(cap + 1);
@@ -340,7 +340,7 @@ impl SchedulerBackend {
                  at a time in the queue (set hpc.max_jobs to the limit to use all of it)"
             );
             tracing::warn!("{notice}");
-            self.lock().notice = Some(notice);
+            self.lock().limit_notice = Some(notice);
         } else {
             tracing::info!(%limit, tried, held, cap, wait_s = wait.as_secs(), "submission refused for a limit again; waiting");
         }

@@ -516,6 +516,12 @@ fn an_agent_s_notice_is_shown_once() {
     let shown = warnings(&mut link);
     assert_eq!(shown.len(), 1, "a new one is shown: {shown:?}");
     assert!(!shown[0].contains('\x1b'), "made safe to print: {shown:?}");
+    // Cleared on the agent (a poll command works again), then back: news again.
+    link.handle_frame(50, with_notice(refused));
+    link.handle_frame(60, heartbeat(2 * GIB));
+    link.handle_frame(70, with_notice(refused));
+    let shown = warnings(&mut link);
+    assert_eq!(shown.len(), 2, "{shown:?}");
 }
 
 #[test]
