@@ -314,6 +314,44 @@ fn sigterm_kills_a_task_without_handler() {
     assert_eq!((exit.exit_code, exit.signal), (143, Some(15)));
 }
 
+#[test]
+fn a_task_over_its_own_time_limit_is_stopped_with_what_it_started_and_recorded_as_timed_out() {
+    // `--timeout` on a job of one task: the job's wall time is the scheduler's, the task's own
+    // limit (`hsm_limits`) the wrapper's.
+    let chunk = chunk(1);
+    let dir = &chunk.task_dirs[0];
+    let pids = dir.join("grandchild.pid");
+    write_task(
+        dir,
+        &[
+            "bash",
+            "-c",
+            &format!("sleep 120 & echo $! > '{}'; wait", pids.display()),
+        ],
+        &[],
+        None,
+    );
+    fs::write(dir.join("hsm_limits"), "timeout=1\ngrace=1\n").unwrap();
+    let started = Instant::now();
+    let status = wrapper_command(&chunk, "0").status().unwrap();
+    // Stopped about a second in (the wrapper looks once a second), not after 120 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "not stopped: {:?}",
+        started.elapsed()
+    );
+    let exit = parse_exit_record(&read(dir, "hsm_exit")).unwrap();
+    assert!(exit.timed_out, "{exit:?}");
+    assert_eq!(status.code(), Some(exit.exit_code));
+    // The sleep the task started went with it.
+    let grandchild: i32 = read(dir, "grandchild.pid").trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while unsafe { libc::kill(grandchild, 0) } == 0 {
+        assert!(Instant::now() < deadline, "pid {grandchild} left running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Through a real Slurm when one is up (`tests/slurm.sh up DIR`, then
 /// `HSM_TEST_SLURM_CONF=DIR/slurm.conf`): the generated array job script is accepted by
 /// `sbatch`, every element runs its own task through the wrapper, and `squeue`'s output parses.

@@ -256,3 +256,54 @@ fn a_pbs_source_that_finds_grid_engine_s_qsub_says_so_and_submits_nothing() {
     assert!(c.jobs("notpbs").is_empty(), "a job script was submitted");
     assert_eq!(queued(&env, "notpbs"), 0);
 }
+
+#[test]
+fn a_coordinator_on_the_login_node_submits_to_grid_engine_itself() {
+    let Some(env) = test_sge() else {
+        return;
+    };
+    // `type: sge`: no agent, this process runs qsub/qstat/qacct in Grid Engine's environment.
+    let p = Project::new(
+        "command:\n  python: python3\n  script: task.py\nsources:\n  here:\n    type: sge\n    hpc:\n      poll: 1s\n",
+        &[
+            ("task.py", TASK_PY),
+            ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: {range: [11, 15]}\n"),
+        ],
+    );
+    let mut cmd = p.command(&["sweep", "run", "--sources", "here", "--sweep-id", "inproc"]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run = Run::wait(cmd.spawn().unwrap(), "sweep run (type: sge)".into());
+    run.expect_code(1);
+    let status = p.status("inproc");
+    assert_eq!(
+        (&status["completed"], &status["failed"]),
+        (&3.into(), &1.into()),
+        "{status}"
+    );
+    // One array; its script kept in the sweep directory.
+    let scripts = p.sweep_dir("inproc").join("scripts/job_scripts");
+    let jobs: Vec<_> = std::fs::read_dir(&scripts).unwrap().collect();
+    assert_eq!(jobs.len(), 1, "{}", scripts.display());
+    for (i, task) in status["tasks"].as_array().unwrap().iter().enumerate() {
+        let x = task["params"]["x"].as_u64().unwrap();
+        let job_id = task["job_id"].as_str().unwrap_or_default();
+        assert!(job_id.ends_with(&format!(".{}", i + 1)), "{task}");
+        if x == 13 {
+            assert_eq!(task["exit_code"], 3, "{task}");
+        }
+        let dir = p
+            .sweep_dir("inproc")
+            .join(format!("tasks/task_{:03}", i + 1));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("results/r.txt")).unwrap_or_default(),
+            format!("x={x}\n")
+        );
+        let stdout = std::fs::read_to_string(dir.join("stdout.log")).unwrap_or_default();
+        assert!(
+            stdout.starts_with(&format!("task {x} ran as Grid Engine task {}", i + 1)),
+            "{stdout:?}"
+        );
+    }
+}

@@ -405,9 +405,9 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
     assert!(sizes.iter().all(|&n| n <= 2), "{sizes:?}");
     assert_eq!(sizes.iter().sum::<usize>(), 5, "{sizes:?}");
     let script = std::fs::read_to_string(jobs[0].join("job.sh")).unwrap();
-    // The job's wall time covers its five tasks' limits (60 s each at least, and 15 s to stop
-    // each) and the slack.
-    assert!(script.contains("#SBATCH --time=00:07:15\n"), "{script}");
+    // The job's wall time covers its five tasks' limits (5 s each, and 15 s to stop each) and
+    // the slack: no more than that is asked of the scheduler.
+    assert!(script.contains("#SBATCH --time=00:02:40\n"), "{script}");
     assert!(script.contains("hsm_pack.sh"), "{script}");
     let mut per_element: std::collections::BTreeMap<String, usize> = Default::default();
     for task in status["tasks"].as_array().unwrap() {
@@ -567,6 +567,61 @@ fn a_task_over_its_walltime_ends_failed_with_reason_timeout() {
 }
 
 #[test]
+fn a_task_over_its_timeout_is_stopped_by_the_wrapper_and_the_job_asks_only_for_that_time() {
+    let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
+        return;
+    };
+    // `--timeout 3s` with the default 4 h walltime: the task is stopped at 3 s (not after
+    // hours), ends `timeout`, and its job asks Slurm for the timeout and a little more.
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let c = cluster(
+        &agent_bin,
+        "slurm",
+        &format!(
+            "sweep:\n  grid:\n    runs: ['{}']\n    sleep: [120]\n    x: [1, 2]\n",
+            runs.display()
+        ),
+        "hpc:\n  walltime: 4h\n",
+    );
+    let started = std::time::Instant::now();
+    let run = c.run(&[
+        "sweep",
+        "run",
+        "--sources",
+        "hpc1",
+        "--sweep-id",
+        "tmo",
+        "--timeout",
+        "3s",
+    ]);
+    run.expect_code(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(100),
+        "the tasks ran their 120 s: {:?}",
+        started.elapsed()
+    );
+    let status = c.project.status("tmo");
+    for task in status["tasks"].as_array().unwrap() {
+        assert_eq!(task["status"], "failed", "{task}");
+        assert_eq!(task["reason"], "timeout", "{task}");
+    }
+    assert_eq!(runs_sorted(&runs), ["1", "2"], "each ran once");
+    let script = std::fs::read_to_string(c.jobs("tmo")[0].join("job.sh")).unwrap();
+    // 3 s, 15 s to stop the task, 60 s for the job: 78 s, which Slurm takes in minutes.
+    assert!(
+        script.contains("#SBATCH --time=00:01:18") || script.contains("#SBATCH --time=00:02:00"),
+        "{script}"
+    );
+    // A hang guard: the stopped jobs leave the queue within seconds.
+    wait_until(
+        Duration::from_secs(60),
+        "the jobs gone from the queue",
+        || in_queue("tmo").trim().is_empty(),
+    );
+}
+
+#[test]
 fn a_task_that_leaves_no_exit_record_ends_as_the_scheduler_recorded_it() {
     let (Some(_), Some(agent_bin)) = (test_slurm(), agent_bin()) else {
         return;
@@ -720,6 +775,14 @@ fn tasks_under_a_real_qos_limit(
     let refused = refusals() - refused_before;
     if sacctmgr {
         assert_eq!(refused, 0, "the limit read from sacctmgr was not kept to");
+        // Why only 8 run is said once, at the coordinator.
+        let said: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.contains("the cluster lets this user have 8 jobs queued or running"))
+            .collect();
+        assert_eq!(said.len(), 1, "{}", run.stderr);
+        assert!(said[0].contains("hpc1"), "{}", said[0]);
     } else {
         assert!(refused > 0, "the limit was never met");
         // The user hears of it once, at the coordinator, naming the limit and the source.

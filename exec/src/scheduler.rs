@@ -451,11 +451,21 @@ impl SchedulerBackend {
                 !state.elements.is_empty() || !state.lingering.is_empty()
             };
             if follow {
+                let held_before = self.lock().held_jobs();
                 delay = if self.poll().await {
                     self.inner.poll_every
                 } else {
                     (delay * 2).min(MAX_POLL_BACKOFF.max(self.inner.poll_every))
                 };
+                // Under a cap, tasks wait for room: room this poll made is used now, not a
+                // poll interval later.
+                let freed = {
+                    let state = self.lock();
+                    !state.pending.is_empty() && state.held_jobs() < held_before
+                };
+                if freed {
+                    self.inner.wake.notify_one();
+                }
             }
             if Arc::strong_count(&self.inner) == 1 {
                 return; // every handle is gone

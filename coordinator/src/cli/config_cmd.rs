@@ -156,6 +156,7 @@ pub fn init(global: &Global, args: &InitArgs) -> anyhow::Result<i32> {
     match detection.scheduler {
         Some(Scheduler::Slurm) => eprintln!("scheduler: Slurm (sbatch found)"),
         Some(Scheduler::Pbs) => eprintln!("scheduler: PBS (qsub found)"),
+        Some(Scheduler::Sge) => eprintln!("scheduler: Grid Engine (qsub, with SGE_ROOT or qconf)"),
         None => eprintln!("scheduler: none found (local runs only)"),
     }
     for (write, path, text) in [

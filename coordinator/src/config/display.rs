@@ -116,6 +116,9 @@ fn source_json(cfg: &ProjectConfig, kind: &SourceKind) -> Value {
         SourceKind::Pbs { hpc, slots } => {
             json!({"type": "pbs", "slots": slots, "hpc": hpc_json(hpc)})
         }
+        SourceKind::Sge { hpc, slots } => {
+            json!({"type": "sge", "slots": slots, "hpc": hpc_json(hpc)})
+        }
     }
 }
 

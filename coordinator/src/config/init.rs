@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub enum Scheduler {
     Slurm,
     Pbs,
+    /// Grid Engine's `qsub` (SGE, Son of Grid Engine, UGE, OGS).
+    Sge,
 }
 
 /// What `init` found.
@@ -64,7 +66,8 @@ pub fn script_style(text: &str) -> ScriptStyle {
 ///   `scripts/` and `src/` (not deeper), in that order of likelihood, then by place.
 ///   Hidden files and `test_*` files are skipped.
 /// - scheduler: Slurm if `sbatch` is on `PATH` (first: Slurm clusters may ship qsub
-///   wrappers), else PBS if `qsub` is.
+///   wrappers), else, when `qsub` is, Grid Engine if `SGE_ROOT` is set or `qconf` is on `PATH`
+///   (both PBS and Grid Engine name their submit command `qsub`), else PBS.
 pub fn detect(project_dir: &Path) -> Detection {
     detect_with(project_dir, |key| std::env::var_os(key))
 }
@@ -103,7 +106,13 @@ fn detect_with(project_dir: &Path, env: impl Fn(&str) -> Option<OsString>) -> De
     let scheduler = if on_path("sbatch").is_some() {
         Some(Scheduler::Slurm)
     } else if on_path("qsub").is_some() {
-        Some(Scheduler::Pbs)
+        let grid_engine =
+            env("SGE_ROOT").is_some_and(|root| !root.is_empty()) || on_path("qconf").is_some();
+        Some(if grid_engine {
+            Scheduler::Sge
+        } else {
+            Scheduler::Pbs
+        })
     } else {
         None
     };
@@ -334,6 +343,12 @@ pub fn init_config_text(d: &Detection) -> String {
              \x20   type: pbs\n\
              \x20   # hpc: {queue: workq}         # overrides of the hpc: defaults above\n",
         ),
+        Some(Scheduler::Sge) => out.push_str(
+            "  # Grid Engine's `qsub` is on this machine: submit job arrays from here with --sources sge.\n\
+             \x20 sge:\n\
+             \x20   type: sge\n\
+             \x20   # hpc: {queue: all.q}         # overrides of the hpc: defaults above\n",
+        ),
         None => {}
     }
     out.push_str(
@@ -469,6 +484,14 @@ mod tests {
             Some(&*bin2.join("python3").to_string_lossy())
         );
         assert_eq!(found.scheduler, Some(Scheduler::Pbs));
+        // The same qsub with Grid Engine's environment, or its qconf beside it.
+        vars.insert("SGE_ROOT", "/var/lib/gridengine".into());
+        let found = detect_with(dir.path(), |k| vars.get(k).cloned());
+        assert_eq!(found.scheduler, Some(Scheduler::Sge));
+        vars.remove("SGE_ROOT");
+        touch(&bin1.join("qconf"), true);
+        let found = detect_with(dir.path(), |k| vars.get(k).cloned());
+        assert_eq!(found.scheduler, Some(Scheduler::Sge));
 
         touch(&bin2.join("sbatch"), true);
         vars.insert("VIRTUAL_ENV", venv.clone().into_os_string());

@@ -222,6 +222,11 @@ pub enum SourceKind {
         hpc: HpcOptions,
         slots: Option<usize>,
     },
+    /// Grid Engine driven from this process (in Grid Engine's environment, as `qsub` is).
+    Sge {
+        hpc: HpcOptions,
+        slots: Option<usize>,
+    },
 }
 
 impl SourceKind {
@@ -232,6 +237,7 @@ impl SourceKind {
             SourceKind::Agent { .. } => "agent",
             SourceKind::Slurm { .. } => "slurm",
             SourceKind::Pbs { .. } => "pbs",
+            SourceKind::Sge { .. } => "sge",
         }
     }
 }

@@ -501,7 +501,7 @@ fn resolve_source(
         None => {
             problems.push(
                 Problem::new(Some(raw.pos), raw.name.path.clone(), "missing `type`")
-                    .with_hint("add type: agent (or local, slurm, pbs)"),
+                    .with_hint("add type: agent (or local, slurm, pbs, sge)"),
             );
             return None;
         }
@@ -511,6 +511,7 @@ fn resolve_source(
                 ("agent", "agent"),
                 ("slurm", "slurm"),
                 ("pbs", "pbs"),
+                ("sge", "sge"),
             ];
             choice(kind, "source type", &options, problems)?
         }
@@ -671,7 +672,11 @@ fn resolve_source(
             hpc: resolve_hpc(&overlay(raw.hpc.as_ref(), top_hpc), problems),
             slots,
         },
-        _ => SourceKind::Pbs {
+        "pbs" => SourceKind::Pbs {
+            hpc: resolve_hpc(&overlay(raw.hpc.as_ref(), top_hpc), problems),
+            slots,
+        },
+        _ => SourceKind::Sge {
             hpc: resolve_hpc(&overlay(raw.hpc.as_ref(), top_hpc), problems),
             slots,
         },

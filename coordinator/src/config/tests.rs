@@ -794,6 +794,10 @@ fn init_config_round_trips_for_zero_one_and_several_scripts() {
             ),
             Some("scripts/train.py"),
         ),
+        (
+            detection(&["train.py"], None, Some(Scheduler::Sge)),
+            Some("train.py"),
+        ),
     ];
     for (d, script) in cases {
         let text = init_config_text(&d);
@@ -814,6 +818,9 @@ fn init_config_round_trips_for_zero_one_and_several_scripts() {
             }
             Some(Scheduler::Pbs) => {
                 assert!(matches!(cfg.sources["pbs"].kind, SourceKind::Pbs { .. }))
+            }
+            Some(Scheduler::Sge) => {
+                assert!(matches!(cfg.sources["sge"].kind, SourceKind::Sge { .. }))
             }
             None => {
                 assert_eq!(cfg.sources.len(), 1);

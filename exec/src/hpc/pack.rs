@@ -92,6 +92,31 @@ pub fn element_resources(resources: &Resources, pack: Pack) -> Result<Resources,
     Ok(out)
 }
 
+/// The resources a job of tasks with a time limit of their own (`--timeout`, `task_limit`
+/// seconds; `None` when any of them has none) asks for: where that limit is shorter than the
+/// per-task `walltime` (or there is none), it is the task's wall time, so the job does not ask
+/// the scheduler for hours its tasks will never use (queue priority, backfill). Unpacked, the
+/// job gets the limit plus [`PACK_TASK_OVERHEAD_SECS`] and [`PACK_SLACK_SECS`] (the wrapper
+/// stops the task at the limit, then the job ends); packed, [`element_resources`] counts its
+/// rounds from it.
+pub fn with_task_limit(resources: &Resources, task_limit: Option<u64>) -> Resources {
+    let mut out = resources.clone();
+    let Some(limit) = task_limit.map(|l| l.max(1)) else {
+        return out;
+    };
+    if resources.walltime.is_some_and(|w| w <= limit) {
+        return out;
+    }
+    out.walltime = Some(if Pack::of(resources).is_some() {
+        limit
+    } else {
+        limit
+            .saturating_add(PACK_TASK_OVERHEAD_SECS)
+            .saturating_add(PACK_SLACK_SECS)
+    });
+    out
+}
+
 /// The content of a packed task's `hsm_limits`: its own time limit (none: empty) and the grace
 /// between SIGTERM and SIGKILL, in whole seconds.
 pub fn limits_file(timeout_secs: Option<u64>, grace_secs: u64) -> String {
@@ -287,6 +312,48 @@ mod tests {
                 .unwrap()
                 .walltime,
             None
+        );
+    }
+
+    #[test]
+    fn a_task_limit_shorter_than_the_walltime_is_what_the_job_asks_for() {
+        let four_hours = Resources {
+            walltime: Some(4 * 3600),
+            ..Resources::default()
+        };
+        // Unpacked: the limit, the time to stop the task, and the job's slack.
+        assert_eq!(
+            with_task_limit(&four_hours, Some(5)).walltime,
+            Some(5 + 15 + 60)
+        );
+        assert_eq!(
+            with_task_limit(&four_hours, None),
+            four_hours,
+            "no limit: as asked"
+        );
+        assert_eq!(
+            with_task_limit(&four_hours, Some(5 * 3600)).walltime,
+            Some(4 * 3600),
+            "the walltime is the shorter: it stays"
+        );
+        assert_eq!(
+            with_task_limit(&Resources::default(), Some(60)).walltime,
+            Some(135),
+            "no walltime: the limit bounds the job"
+        );
+        // Packed: the per-task figure element_resources counts its rounds from.
+        let packed = Resources {
+            tasks_per_job: Some(4),
+            pack_parallel: Some(2),
+            ..four_hours.clone()
+        };
+        let job = with_task_limit(&packed, Some(5));
+        assert_eq!(job.walltime, Some(5));
+        let pack = Pack::of(&packed).unwrap();
+        assert_eq!(
+            element_resources(&job, pack).unwrap().walltime,
+            Some(2 * (5 + 15) + 60),
+            "two rounds of 5 s tasks, not of 4 h"
         );
     }
 

@@ -11,8 +11,10 @@
 //! hsm_start    written by the wrapper: start=<unix s>, start_real=<$EPOCHREALTIME, bash 5>,
 //!              host=, job_id=, index=, restart= (Slurm's restart count: a requeued job's
 //!              run removes the exit record the run before left)
+//! hsm_limits   timeout=<s>, grace=<s> (optional): the task's own time limit, which the
+//!              wrapper enforces (TERM, then KILL after the grace, to the process tree)
 //! hsm_exit     written by the wrapper via temp + rename: exit_code=, signal= (optional),
-//!              timed_out=1 / skipped=1 (optional, packed jobs: see hpc/pack.rs),
+//!              timed_out=1 (stopped at its limit) / skipped=1 (packed: see hpc/pack.rs),
 //!              end=<unix s>, end_real=, error= (optional), times= (twice: bash's `times`,
 //!              the wrapper's CPU then its children's; see hpc/usage.rs)
 //! stdout.log   the task's stdout (appended)
@@ -173,20 +175,20 @@ child=$!
 # A signal that came before the task existed is passed on now.
 if [ -n "$caught" ]; then kill -TERM "$child" 2>/dev/null; fi
 watcher=""
-if [ -n "$packed" ]; then
-  # The task's own time limit and cancel, looked at every second: TERM, then KILL after the
-  # grace, to the task and every process it started (the job goes on with other tasks, so
-  # nothing of this one may be left running). Unpacked, the job's wall time and
-  # scancel/qdel do this.
-  limit=""
-  grace=10
-  if [ -f "$task_dir/hsm_limits" ]; then
-    while IFS='=' read -r key value; do
-      case "$key" in timeout) limit=$value ;; grace) grace=$value ;; esac
-    done <"$task_dir/hsm_limits"
-  fi
-  case "$limit" in *[!0-9]*) limit="" ;; esac
-  case "$grace" in '' | *[!0-9]*) grace=10 ;; esac
+limit=""
+grace=10
+if [ -f "$task_dir/hsm_limits" ]; then
+  while IFS='=' read -r key value; do
+    case "$key" in timeout) limit=$value ;; grace) grace=$value ;; esac
+  done <"$task_dir/hsm_limits"
+fi
+case "$limit" in *[!0-9]*) limit="" ;; esac
+case "$grace" in '' | *[!0-9]*) grace=10 ;; esac
+if [ -n "$packed" ] || [ -n "$limit" ]; then
+  # The task's own time limit (`--timeout`) and, packed, its cancel, looked at every second:
+  # TERM, then KILL after the grace, to the task and every process it started (a packed job
+  # goes on with other tasks, so nothing of this one may be left running). The job's wall
+  # time and scancel/qdel do the rest.
   (
     pause=""
     trap 'if [ -n "$pause" ]; then kill "$pause" 2>/dev/null; fi; exit 0' TERM

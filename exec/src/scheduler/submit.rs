@@ -21,11 +21,16 @@ impl SchedulerBackend {
             .iter()
             .filter_map(|l| l.hpc.resources.max_jobs)
             .min();
+        // The cluster's own limit, when it is the one that binds (said to the user once).
+        let mut cluster_cap = None;
         if let Some(first) = launches.first() {
             if let Ok(Scheduler::Slurm) = self.scheduler_for(first.hpc.scheduler).await {
                 let qos = first.hpc.resources.qos.clone();
                 let account = first.hpc.resources.account.clone();
                 if let Some(cap) = self.sacctmgr_cap(qos.as_deref(), account.as_deref()).await {
+                    if max_jobs.is_none_or(|m| cap < m) {
+                        cluster_cap = Some(cap);
+                    }
                     max_jobs = Some(max_jobs.map_or(cap, |m| m.min(cap)));
                 }
             }
@@ -50,6 +55,17 @@ impl SchedulerBackend {
         .map(|jobs| jobs.saturating_mul(per_job));
         if let Some(room) = room.filter(|&room| room < launches.len()) {
             let later = launches.split_off(room);
+            if let Some(cap) = cluster_cap {
+                let mut state = self.lock();
+                if state.limits_said.insert("sacctmgr".into()) {
+                    let notice = format!(
+                        "the cluster lets this user have {cap} jobs queued or running \
+                         (sacctmgr): the tasks go in as jobs end, {cap} at a time"
+                    );
+                    tracing::info!("{notice}");
+                    state.limit_notice = Some(notice);
+                }
+            }
             self.hold_back(later);
         }
         if launches.is_empty() {
@@ -166,7 +182,7 @@ impl SchedulerBackend {
                 chunk_dir: chunk_dir.clone(),
                 count: pack.map_or(chunk.len(), |p| p.elements(chunk.len())) as u32,
                 throttle: resources.array_throttle,
-                resources: resources.clone(),
+                resources: pack::with_task_limit(resources, task_limit(&chunk)),
                 scheduler_output: None,
             };
             let text = script::array_job_script(scheduler, &spec).map_err(|e| e.to_string())?;
@@ -367,7 +383,10 @@ impl SchedulerBackend {
                 job_name: name.clone(),
                 wrapper: wrapper_path,
                 task_dir: launch.task_dir.clone(),
-                resources: resources.clone(),
+                resources: pack::with_task_limit(
+                    resources,
+                    task_limit(std::slice::from_ref(&launch)),
+                ),
                 scheduler_output: None,
             };
             let text = script::single_job_script(scheduler, &spec).map_err(|e| e.to_string())?;
@@ -652,18 +671,20 @@ fn write_task_inputs(launch: &HpcLaunch, rerun: Option<u32>) -> Result<(), Strin
         let _ = std::fs::remove_file(dir.join(name));
     }
     let resources = &launch.hpc.resources;
-    if resources.array && Pack::of(resources).is_some() {
-        // Packed: the job's wall time covers all its tasks, so the wrapper keeps each to its
-        // own limit (the task's timeout or the per-task walltime, whichever is shorter: the
-        // job's time is counted from the walltime).
-        let timeout = launch
-            .launch
-            .timeout
-            .map(|t| t.as_secs_f64().ceil() as u64)
-            .into_iter()
-            .chain(resources.walltime)
-            .min();
-        let limits = pack::limits_file(timeout, launch.launch.kill_grace.as_secs().max(1));
+    let timeout = launch.launch.timeout.map(|t| t.as_secs_f64().ceil() as u64);
+    let packed = resources.array && Pack::of(resources).is_some();
+    // The wrapper keeps the task to its own limit: packed, the job's wall time covers all its
+    // tasks (the limit is the task's timeout or the per-task walltime, whichever is shorter);
+    // alone, the job's wall time is the walltime, or the timeout and a little more
+    // (`pack::with_task_limit`), and `--timeout` is the wrapper's to enforce.
+    let limit = if packed {
+        timeout.into_iter().chain(resources.walltime).min()
+    } else {
+        timeout
+    };
+    let _ = std::fs::remove_file(dir.join(pack::LIMITS_FILE));
+    if packed || limit.is_some() {
+        let limits = pack::limits_file(limit, launch.launch.kill_grace.as_secs().max(1));
         write_file(&dir.join(pack::LIMITS_FILE), limits.as_bytes())?;
     }
     if rerun.is_none() {
@@ -671,4 +692,13 @@ fn write_task_inputs(launch: &HpcLaunch, rerun: Option<u32>) -> Result<(), Strin
         write_file(&launch.launch.stderr, b"")?;
     }
     Ok(())
+}
+
+/// The time limit every task of `chunk` has of its own (`--timeout`), in whole seconds: the
+/// longest, as one job script serves them all; `None` when any has none.
+fn task_limit(chunk: &[HpcLaunch]) -> Option<u64> {
+    chunk
+        .iter()
+        .map(|l| l.launch.timeout.map(|t| t.as_secs_f64().ceil() as u64))
+        .try_fold(0u64, |longest, t| Some(longest.max(t?)))
 }

@@ -120,15 +120,21 @@ pub(super) fn write_job_script_preview(
         scheduler_output: None,
     };
     let s = |n: u64| if n == 1 { "" } else { "s" };
+    // Only Slurm tells the agent its array limit; elsewhere `max_array_size` (default 1000) is it.
+    let fewer = if scheduler == Scheduler::Slurm {
+        " (fewer if the cluster's MaxArraySize is lower)"
+    } else {
+        ""
+    };
     match pack {
         None => writeln!(
             out,
-            "\njob script for source {name}, backend {which}: {arrays} array{} of up to {max} tasks (fewer if the cluster's MaxArraySize is lower); the first:",
+            "\njob script for source {name}, backend {which}: {arrays} array{} of up to {max} tasks{fewer}; the first:",
             s(arrays)
         )?,
         Some(pack) => writeln!(
             out,
-            "\njob script for source {name}, backend {which}: {n_tasks} task{} packed {} per job, {} at a time, into {jobs} job{} (array elements), {arrays} array{} of up to {max} jobs (fewer if the cluster's MaxArraySize is lower); each task keeps its own time limit; the first:",
+            "\njob script for source {name}, backend {which}: {n_tasks} task{} packed {} per job, {} at a time, into {jobs} job{} (array elements), {arrays} array{} of up to {max} jobs{fewer}; each task keeps its own time limit; the first:",
             s(n_tasks),
             pack.tasks,
             pack.parallel,

@@ -157,11 +157,14 @@ pub(super) fn validate_exec(cfg: &ProjectConfig, args: &ExecArgs) -> anyhow::Res
                     },
                 });
             }
-            SourceKind::Slurm { hpc, slots } | SourceKind::Pbs { hpc, slots } => {
+            SourceKind::Slurm { hpc, slots }
+            | SourceKind::Pbs { hpc, slots }
+            | SourceKind::Sge { hpc, slots } => {
                 // This process submits to the scheduler of the host it runs on (a login node).
                 let backend = match source.kind {
                     SourceKind::Slurm { .. } => config::Backend::Slurm,
-                    _ => config::Backend::Pbs,
+                    SourceKind::Pbs { .. } => config::Backend::Pbs,
+                    _ => config::Backend::Sge,
                 };
                 let Some(request) = hpc_request(backend, hpc, args, walltime) else {
                     continue;
@@ -261,13 +264,19 @@ pub(super) fn hpc_request(
     })
 }
 
-/// The Slurm/PBS sources of a run and what they ask of their scheduler.
+/// The Slurm/PBS/Grid Engine sources of a run and what their jobs ask of the scheduler (the
+/// tasks' `--timeout` shortening the wall time as the submitting side does).
 pub(super) fn hpc_sources(exec: &ExecPlan) -> Vec<(String, hsm_protocol::HpcMsg)> {
+    let limit = exec.timeout.map(|t| t.as_secs_f64().ceil() as u64);
     exec.sources
         .iter()
         .filter_map(|s| match &s.kind {
             SourceSpecKind::Agent { hpc: Some(h), .. }
-            | SourceSpecKind::Scheduler { hpc: h, .. } => Some((s.name.clone(), h.clone())),
+            | SourceSpecKind::Scheduler { hpc: h, .. } => {
+                let mut h = h.clone();
+                h.resources = hsm_exec::hpc::pack::with_task_limit(&h.resources, limit);
+                Some((s.name.clone(), h))
+            }
             _ => None,
         })
         .collect()
