@@ -438,11 +438,9 @@ impl Runner {
             args,
             env,
         } = launch;
-        if let Some(mut hpc) = template.hpc.clone() {
-            // A per-task time limit without a walltime becomes the walltime.
-            if hpc.resources.walltime.is_none() {
-                hpc.resources.walltime = crate::hpc::resources::walltime_for(template.timeout_ms);
-            }
+        if let Some(hpc) = template.hpc.clone() {
+            // A per-task time limit bounds the job's walltime where it is shorter (or there is
+            // none): `hpc::pack::with_task_limit`, when the job is submitted.
             match prepare(id, task.attempt.0, &dir, &template, args, env) {
                 Ok(mut launch) => {
                     // Not this agent's process: the scheduler runs it, and a restarted agent

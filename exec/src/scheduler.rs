@@ -430,10 +430,13 @@ impl SchedulerBackend {
         // Doubled after a poll whose scheduler command failed (a busy or restarting
         // controller should not be hammered), back to `poll_every` after one that worked.
         let mut delay = self.inner.poll_every;
+        // Polls keep to `delay` apart; a wake (launches, cancels, room a poll made) submits
+        // and cancels at once without polling sooner.
+        let mut next_poll = tokio::time::Instant::now() + delay;
         loop {
             tokio::select! {
                 () = self.inner.wake.notified() => {}
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep_until(next_poll) => {}
             }
             if !self.lock().pending.is_empty() {
                 // Launches come in bursts: gather the rest of this one.
@@ -445,27 +448,30 @@ impl SchedulerBackend {
             if !cancels.is_empty() {
                 self.send_cancels(&cancels).await;
             }
-            let follow = {
-                let state = self.lock();
-                // Lingering elements too: the poll is what lets them go.
-                !state.elements.is_empty() || !state.lingering.is_empty()
-            };
-            if follow {
-                let held_before = self.lock().held_jobs();
-                delay = if self.poll().await {
-                    self.inner.poll_every
-                } else {
-                    (delay * 2).min(MAX_POLL_BACKOFF.max(self.inner.poll_every))
-                };
-                // Under a cap, tasks wait for room: room this poll made is used now, not a
-                // poll interval later.
-                let freed = {
+            if tokio::time::Instant::now() >= next_poll {
+                let follow = {
                     let state = self.lock();
-                    !state.pending.is_empty() && state.held_jobs() < held_before
+                    // Lingering elements too: the poll is what lets them go.
+                    !state.elements.is_empty() || !state.lingering.is_empty()
                 };
-                if freed {
-                    self.inner.wake.notify_one();
+                if follow {
+                    let held_before = self.lock().held_jobs();
+                    delay = if self.poll().await {
+                        self.inner.poll_every
+                    } else {
+                        (delay * 2).min(MAX_POLL_BACKOFF.max(self.inner.poll_every))
+                    };
+                    // Under a cap, tasks wait for room: room this poll made is used now, not
+                    // a poll interval later.
+                    let freed = {
+                        let state = self.lock();
+                        !state.pending.is_empty() && state.held_jobs() < held_before
+                    };
+                    if freed {
+                        self.inner.wake.notify_one();
+                    }
                 }
+                next_poll = tokio::time::Instant::now() + delay;
             }
             if Arc::strong_count(&self.inner) == 1 {
                 return; // every handle is gone

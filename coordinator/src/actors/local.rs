@@ -153,13 +153,9 @@ impl Handler<LaunchTask> for LocalSource {
                 };
                 match (&self.scheduler, &self.setup.scheduler, &self.backend) {
                     (Some(scheduler), Some((hpc, _)), _) => {
-                        let mut hpc = hpc.clone();
-                        // A per-task time limit without a walltime becomes the walltime.
-                        if hpc.resources.walltime.is_none() {
-                            hpc.resources.walltime = hsm_exec::hpc::resources::walltime_for(
-                                self.setup.timeout.map(|t| t.as_millis() as u64),
-                            );
-                        }
+                        // The task's time limit bounds the job's walltime when it is
+                        // submitted (`hpc::pack::with_task_limit`).
+                        let hpc = hpc.clone();
                         scheduler.launch(HpcLaunch {
                             launch,
                             hpc,

@@ -93,27 +93,36 @@ pub fn element_resources(resources: &Resources, pack: Pack) -> Result<Resources,
 }
 
 /// The resources a job of tasks with a time limit of their own (`--timeout`, `task_limit`
-/// seconds; `None` when any of them has none) asks for: where that limit is shorter than the
-/// per-task `walltime` (or there is none), it is the task's wall time, so the job does not ask
-/// the scheduler for hours its tasks will never use (queue priority, backfill). Unpacked, the
-/// job gets the limit plus [`PACK_TASK_OVERHEAD_SECS`] and [`PACK_SLACK_SECS`] (the wrapper
-/// stops the task at the limit, then the job ends); packed, [`element_resources`] counts its
-/// rounds from it.
-pub fn with_task_limit(resources: &Resources, task_limit: Option<u64>) -> Resources {
+/// seconds; `None` when any of them has none) asks for, the wrapper giving each task
+/// `grace_secs` between SIGTERM and SIGKILL at its limit. Where the limit is shorter than the
+/// per-task `walltime` (or there is none) it is the task's wall time, so the job does not ask the
+/// scheduler for hours its tasks will never use (queue priority, backfill): unpacked, the limit,
+/// the time to stop the task and [`PACK_SLACK_SECS`], never more than the `walltime` asked
+/// for; packed, the per-task figure [`element_resources`] counts its rounds from. A grace
+/// longer than [`PACK_TASK_OVERHEAD_SECS`] allows for is added to that figure.
+pub fn with_task_limit(
+    resources: &Resources,
+    task_limit: Option<u64>,
+    grace_secs: u64,
+) -> Resources {
     let mut out = resources.clone();
-    let Some(limit) = task_limit.map(|l| l.max(1)) else {
+    // Beyond what element_resources already allows each task for stopping.
+    let extra_stop = (grace_secs + 5).saturating_sub(PACK_TASK_OVERHEAD_SECS);
+    let per_task = match (task_limit.map(|l| l.max(1)), resources.walltime) {
+        (Some(limit), Some(w)) => Some(limit.min(w)),
+        (limit, w) => limit.or(w),
+    };
+    let Some(per_task) = per_task else {
         return out;
     };
-    if resources.walltime.is_some_and(|w| w <= limit) {
-        return out;
+    if Pack::of(resources).is_some() {
+        out.walltime = Some(per_task.saturating_add(extra_stop));
+    } else if task_limit.is_some() {
+        let job = per_task
+            .saturating_add(PACK_TASK_OVERHEAD_SECS + extra_stop)
+            .saturating_add(PACK_SLACK_SECS);
+        out.walltime = Some(resources.walltime.map_or(job, |w| w.min(job)));
     }
-    out.walltime = Some(if Pack::of(resources).is_some() {
-        limit
-    } else {
-        limit
-            .saturating_add(PACK_TASK_OVERHEAD_SECS)
-            .saturating_add(PACK_SLACK_SECS)
-    });
     out
 }
 
@@ -323,23 +332,37 @@ mod tests {
         };
         // Unpacked: the limit, the time to stop the task, and the job's slack.
         assert_eq!(
-            with_task_limit(&four_hours, Some(5)).walltime,
+            with_task_limit(&four_hours, Some(5), 10).walltime,
             Some(5 + 15 + 60)
         );
         assert_eq!(
-            with_task_limit(&four_hours, None),
+            with_task_limit(&four_hours, None, 10),
             four_hours,
             "no limit: as asked"
         );
         assert_eq!(
-            with_task_limit(&four_hours, Some(5 * 3600)).walltime,
+            with_task_limit(&four_hours, Some(5 * 3600), 10).walltime,
             Some(4 * 3600),
             "the walltime is the shorter: it stays"
         );
         assert_eq!(
-            with_task_limit(&Resources::default(), Some(60)).walltime,
+            with_task_limit(&four_hours, Some(4 * 3600 - 30), 10).walltime,
+            Some(4 * 3600),
+            "never more than the walltime asked for (a partition's MaxTime)"
+        );
+        assert_eq!(
+            with_task_limit(&Resources::default(), Some(60), 10).walltime,
             Some(135),
             "no walltime: the limit bounds the job"
+        );
+        assert_eq!(
+            with_task_limit(&four_hours, Some(60), 120).walltime,
+            Some(60 + 125 + 60),
+            "a long kill grace is the task's to use"
+        );
+        assert_eq!(
+            with_task_limit(&Resources::default(), None, 10).walltime,
+            None
         );
         // Packed: the per-task figure element_resources counts its rounds from.
         let packed = Resources {
@@ -347,13 +370,19 @@ mod tests {
             pack_parallel: Some(2),
             ..four_hours.clone()
         };
-        let job = with_task_limit(&packed, Some(5));
+        let job = with_task_limit(&packed, Some(5), 10);
         assert_eq!(job.walltime, Some(5));
         let pack = Pack::of(&packed).unwrap();
         assert_eq!(
             element_resources(&job, pack).unwrap().walltime,
             Some(2 * (5 + 15) + 60),
             "two rounds of 5 s tasks, not of 4 h"
+        );
+        assert_eq!(with_task_limit(&packed, None, 10).walltime, Some(4 * 3600));
+        assert_eq!(
+            with_task_limit(&packed, None, 60).walltime,
+            Some(4 * 3600 + 50),
+            "each task's grace past its walltime"
         );
     }
 

@@ -142,24 +142,9 @@ pub fn pbs_walltime(seconds: u64) -> String {
     )
 }
 
-/// The walltime (seconds) a job gets when none was asked for: the task's own time limit,
-/// rounded up to a whole second and at least a minute (schedulers count in minutes); `None`
-/// without a limit. One rule for an agent's jobs and a login-node coordinator's.
-pub fn walltime_for(timeout_ms: Option<u64>) -> Option<u64> {
-    timeout_ms.map(|ms| ms.div_ceil(1000).max(60))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_time_limit_becomes_a_walltime_of_at_least_a_minute() {
-        assert_eq!(walltime_for(None), None);
-        assert_eq!(walltime_for(Some(1_500)), Some(60));
-        assert_eq!(walltime_for(Some(90_001)), Some(91));
-        assert_eq!(walltime_for(Some(3_600_000)), Some(3_600));
-    }
 
     #[test]
     fn memory_units_convert_to_each_scheduler() {

@@ -205,7 +205,8 @@ if [ -n "$packed" ] || [ -n "$limit" ]; then
       wait "$pause"
       pause=""
     done
-    kill -0 "$child" 2>/dev/null || exit 0
+    # Ended on its own meanwhile: not stopped, so not timed out.
+    kill -0 "$child" 2>/dev/null || { rm -f -- "$task_dir/.hsm_timed_out"; exit 0; }
     tree=$(hsm_tree "$child")
     kill -TERM $tree 2>/dev/null
     tenths=0

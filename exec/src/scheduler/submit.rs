@@ -41,21 +41,28 @@ impl SchedulerBackend {
             .map(|l| Pack::of(&l.hpc.resources).map_or(1, |p| p.tasks as usize))
             .min()
             .unwrap_or(1);
-        let room = {
+        let (room, cluster_binds) = {
             let mut state = self.lock();
             // Elements just decided that Slurm still holds count too, up to their deadline.
             let now = tokio::time::Instant::now();
             state.lingering.retain(|(.., until)| now < *until);
             let held = state.held_jobs();
             match state.hold_until {
-                Some(until) if tokio::time::Instant::now() < until => Some(0),
-                _ => caps::room(max_jobs, state.learned_cap, held),
+                Some(until) if tokio::time::Instant::now() < until => (Some(0), false),
+                _ => (
+                    caps::room(max_jobs, state.learned_cap, held),
+                    // The cluster's limit, not a cap learned from refusals, is what holds back.
+                    cluster_cap.is_some()
+                        && state
+                            .learned_cap
+                            .is_none_or(|l| max_jobs.is_some_and(|m| l >= m as usize)),
+                ),
             }
-        }
-        .map(|jobs| jobs.saturating_mul(per_job));
+        };
+        let room = room.map(|jobs| jobs.saturating_mul(per_job));
         if let Some(room) = room.filter(|&room| room < launches.len()) {
             let later = launches.split_off(room);
-            if let Some(cap) = cluster_cap {
+            if let Some(cap) = cluster_cap.filter(|_| cluster_binds) {
                 let mut state = self.lock();
                 if state.limits_said.insert("sacctmgr".into()) {
                     let notice = format!(
@@ -182,7 +189,7 @@ impl SchedulerBackend {
                 chunk_dir: chunk_dir.clone(),
                 count: pack.map_or(chunk.len(), |p| p.elements(chunk.len())) as u32,
                 throttle: resources.array_throttle,
-                resources: pack::with_task_limit(resources, task_limit(&chunk)),
+                resources: pack::with_task_limit(resources, task_limit(&chunk), grace(&chunk)),
                 scheduler_output: None,
             };
             let text = script::array_job_script(scheduler, &spec).map_err(|e| e.to_string())?;
@@ -386,6 +393,7 @@ impl SchedulerBackend {
                 resources: pack::with_task_limit(
                     resources,
                     task_limit(std::slice::from_ref(&launch)),
+                    grace(std::slice::from_ref(&launch)),
                 ),
                 scheduler_output: None,
             };
@@ -701,4 +709,13 @@ fn task_limit(chunk: &[HpcLaunch]) -> Option<u64> {
         .iter()
         .map(|l| l.launch.timeout.map(|t| t.as_secs_f64().ceil() as u64))
         .try_fold(0u64, |longest, t| Some(longest.max(t?)))
+}
+
+/// The longest kill grace of `chunk`'s tasks, in whole seconds (as `hsm_limits` has it).
+fn grace(chunk: &[HpcLaunch]) -> u64 {
+    chunk
+        .iter()
+        .map(|l| l.launch.kill_grace.as_secs().max(1))
+        .max()
+        .unwrap_or(10)
 }

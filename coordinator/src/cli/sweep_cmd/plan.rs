@@ -274,7 +274,11 @@ pub(super) fn hpc_sources(exec: &ExecPlan) -> Vec<(String, hsm_protocol::HpcMsg)
             SourceSpecKind::Agent { hpc: Some(h), .. }
             | SourceSpecKind::Scheduler { hpc: h, .. } => {
                 let mut h = h.clone();
-                h.resources = hsm_exec::hpc::pack::with_task_limit(&h.resources, limit);
+                h.resources = hsm_exec::hpc::pack::with_task_limit(
+                    &h.resources,
+                    limit,
+                    exec.kill_grace.as_secs().max(1),
+                );
                 Some((s.name.clone(), h))
             }
             _ => None,
