@@ -369,19 +369,8 @@ impl SchedulerBackend {
             {
                 Ok(out) if out.ok => Some(parse::parse_squeue(&out.stdout).rows),
                 Ok(out) if parse::is_invalid_job_id(&out.stderr) => Some(Vec::new()),
-                Ok(out) => {
-                    tracing::warn!(stderr = %out.stderr.trim(), "squeue failed; trying again at the next poll");
-                    failed.get_or_insert(format!(
-                        "`squeue` fails: {}",
-                        first_line(Some(&out.stderr))
-                    ));
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "squeue failed; trying again at the next poll");
-                    failed.get_or_insert(format!("`squeue` fails: {e}"));
-                    None
-                }
+                Ok(out) => call_failed("squeue", out.stderr.trim(), &mut failed),
+                Err(e) => call_failed("squeue", &e, &mut failed),
             }
         };
         let pbs_rows = if pbs_jobs.is_empty() {
@@ -393,17 +382,8 @@ impl SchedulerBackend {
                 }
                 // qstat exits non-zero when every job asked about is gone.
                 Ok(out) if parse::qstat_says_gone(&out.stderr) => Some(Vec::new()),
-                Ok(out) => {
-                    tracing::warn!(stderr = %out.stderr.trim(), "qstat failed; trying again at the next poll");
-                    failed
-                        .get_or_insert(format!("`qstat` fails: {}", first_line(Some(&out.stderr))));
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "qstat failed; trying again at the next poll");
-                    failed.get_or_insert(format!("`qstat` fails: {e}"));
-                    None
-                }
+                Ok(out) => call_failed("qstat", out.stderr.trim(), &mut failed),
+                Err(e) => call_failed("qstat", &e, &mut failed),
             }
         };
         // Grid Engine: `qstat -xml` lists every job of the user's, pending tasks together.
@@ -412,19 +392,8 @@ impl SchedulerBackend {
         } else {
             match run("qstat", &["-xml"], None).await {
                 Ok(out) if out.ok => Some(sge::parse_qstat_xml(&out.stdout)),
-                Ok(out) => {
-                    tracing::warn!(stderr = %out.stderr.trim(), "qstat -xml failed; trying again at the next poll");
-                    failed.get_or_insert(format!(
-                        "`qstat -xml` fails: {}",
-                        first_line(Some(&out.stderr))
-                    ));
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "qstat -xml failed; trying again at the next poll");
-                    failed.get_or_insert(format!("`qstat -xml` fails: {e}"));
-                    None
-                }
+                Ok(out) => call_failed("qstat -xml", out.stderr.trim(), &mut failed),
+                Err(e) => call_failed("qstat -xml", &e, &mut failed),
             }
         };
         let all_ok = slurm_rows.is_some() && pbs_rows.is_some() && sge_rows.is_some();
@@ -657,6 +626,14 @@ impl SchedulerBackend {
 pub(super) fn read_exit_record(task_dir: &Path) -> Option<ExitRecord> {
     let text = std::fs::read_to_string(task_dir.join(wrapper::EXIT_FILE)).ok()?;
     wrapper::parse_exit_record(&text).ok()
+}
+
+/// A poll's scheduler command (`command`) failed, saying `why`: logged, and the first failure
+/// of the poll kept for the user (`polled`). Nothing is concluded from the call.
+fn call_failed<T>(command: &str, why: &str, failed: &mut Option<String>) -> Option<T> {
+    tracing::warn!(error = %why, "{command} failed; trying again at the next poll");
+    failed.get_or_insert_with(|| format!("`{command}` fails: {}", first_line(Some(why))));
+    None
 }
 
 /// What the user reads when following the jobs has failed `polls` times in a row.
