@@ -543,6 +543,39 @@ fn sigterm_to_the_whole_group_still_records_the_status() {
     assert_eq!((exit.exit_code, exit.signal), (143, Some(15)));
 }
 
+/// Slurm's proctrack/linuxproc signals a job's processes one at a time, the task before the
+/// wrapper: the task dies of the job's TERM a moment before the wrapper gets its own. The record
+/// still says the job was signalled (a requeued packed job decides from it whether the task ran
+/// to its end); a task that dies of TERM when nothing signals the wrapper keeps its exit code.
+#[test]
+fn a_task_signalled_just_before_the_wrapper_is_recorded_as_signalled() {
+    for wrapper_too in [true, false] {
+        let chunk = chunk(1);
+        let dir = &chunk.task_dirs[0];
+        write_task(dir, &["bash", "-c", "echo $$; exec sleep 120"], &[], None);
+        let mut child = wrapper_command(&chunk, "0").spawn().unwrap();
+        // A hang guard: starting bash takes milliseconds, more on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let task_pid = loop {
+            let out = fs::read_to_string(dir.join("stdout.log")).unwrap_or_default();
+            if let Some(pid) = out.strip_suffix('\n').and_then(|p| p.parse::<i32>().ok()) {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "task never started");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        unsafe { libc::kill(task_pid, libc::SIGTERM) };
+        std::thread::sleep(Duration::from_millis(200));
+        if wrapper_too {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        assert_eq!(child.wait().unwrap().code(), Some(143));
+        let exit = parse_exit_record(&read(dir, "hsm_exit")).unwrap();
+        let signal = wrapper_too.then_some(15);
+        assert_eq!((exit.exit_code, exit.signal), (143, signal), "{exit:?}");
+    }
+}
+
 /// The wrapper measures the task it ran: wall time from its records' stamps and the task's CPU
 /// from bash's `times` (the children line), read back by `hpc::usage::wrapper_usage`.
 #[test]

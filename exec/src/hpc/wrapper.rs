@@ -238,7 +238,23 @@ while :; do
   [ "$nsig" != "$seen" ] || break
   prev=$rc
 done
+child=""
 if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
+# A scheduler signals a job's processes one by one (Slurm's proctrack/linuxproc walks the tree
+# from its leaves): the task can die of the job's TERM (`scontrol requeue`, `scancel`) just
+# before the wrapper gets its own. A task dead of a signal the wrapper passes on, with none
+# caught here and not stopped by the wrapper, waits a second for it, so that its record says
+# signal= (a requeued packed job runs the task again) and not an exit of its own.
+if [ -z "$caught" ] && [ ! -e "$task_dir/.hsm_timed_out" ] && [ ! -e "$task_dir/hsm_cancel" ]; then
+  case "$rc" in
+    129 | 130 | 138 | 140 | 143)
+      sleep 1 &
+      pause=$!
+      wait "$pause" 2>/dev/null
+      kill "$pause" 2>/dev/null
+      ;;
+  esac
+fi
 hsm_exit_record "$rc" "$caught" ""
 # Grid Engine reruns a job that exits 99 and holds one that exits 100 in error state: the
 # task's own code is in the exit record; the job ends 1.
