@@ -1,8 +1,10 @@
 //! Pre-flight checks a coordinator asks for in its `Hello`: does this host have what the run's
 //! tasks need — the project directory, the script, an interpreter that starts (after the run's
-//! setup lines and inside its conda env), free disk. Each missing thing is one problem stating
+//! setup lines and inside its conda env), free disk, and the batch scheduler the source's
+//! `backend:` names (Grid Engine's `qsub` is no PBS). Each missing thing is one problem stating
 //! what was found; the coordinator adds the fix, since it knows which config key set what.
 
+use hsm_exec::hpc::choose::{choose, Probe};
 use hsm_protocol::preflight::check;
 use hsm_protocol::{PreflightMsg, PreflightProblem};
 use std::io::Read as _;
@@ -12,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// How long the interpreter check may take (a cold conda env or a module system can be slow).
 pub const INTERPRETER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `sbatch --version` / `qstat --version` may take (a shared filesystem can be slow):
+/// as long as the scheduler backend waits for any scheduler command.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the checks (blocking: it starts the interpreter). `free_disk` reads the free bytes of a
 /// directory's file system.
@@ -61,6 +66,20 @@ pub fn run(
             problems.push(problem(check::INTERPRETER, why));
         }
     }
+    if let Some(choice) = msg.scheduler {
+        // What the scheduler backend asks before it submits, asked before any task comes.
+        let probe = Probe {
+            sbatch: match version_of("sbatch") {
+                Ok((true, stdout, _)) => Ok(stdout),
+                Ok((false, _, stderr)) => Err(stderr.trim().to_string()),
+                Err(why) => Err(why),
+            },
+            qstat: version_of("qstat").map(|(_, stdout, stderr)| format!("{stdout}{stderr}")),
+        };
+        if let Err(why) = choose(choice, &probe) {
+            problems.push(problem(check::SCHEDULER, why));
+        }
+    }
     if msg.min_free_disk > 0 {
         if let Some(free) = free_disk(work_dir) {
             if free < msg.min_free_disk {
@@ -77,6 +96,45 @@ pub fn run(
         }
     }
     problems
+}
+
+/// `program --version`: whether it exited 0, its stdout and its stderr; `Err` when it cannot be
+/// run or does not finish within [`VERSION_TIMEOUT`].
+fn version_of(program: &str) -> Result<(bool, String, String), String> {
+    let mut child = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    let deadline = Instant::now() + VERSION_TIMEOUT;
+    // A version text is small: read after the exit.
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`{program} --version` did not finish within {}s",
+                    VERSION_TIMEOUT.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("cannot wait for `{program}`: {e}")),
+        }
+    };
+    let read = |pipe: Option<Box<dyn std::io::Read>>| {
+        let mut text = String::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.take(64 * 1024).read_to_string(&mut text);
+        }
+        text
+    };
+    let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
+    Ok((status.success(), stdout, stderr))
 }
 
 fn gib(bytes: u64) -> String {
@@ -186,6 +244,7 @@ mod tests {
             interpreter: vec!["sh".into(), "-c".into(), "test -n \"$FROM_SETUP\"".into()],
             setup: vec!["FROM_SETUP=yes".into(), "export FROM_SETUP".into()],
             min_free_disk: 1,
+            scheduler: None,
         };
         assert_eq!(run(&msg, dir.path(), |_| Some(10)), vec![]);
     }
@@ -199,6 +258,7 @@ mod tests {
             interpreter: vec!["no-such-python-here".into(), "--version".into()],
             setup: Vec::new(),
             min_free_disk: 2 << 30,
+            scheduler: None,
         };
         let problems = run(&msg, dir.path(), |_| Some(1 << 30));
         // The script is not looked for in a directory that is not there.
@@ -226,6 +286,25 @@ mod tests {
         let problems = run(&msg, dir.path(), |_| None);
         assert_eq!(checks(&problems), vec![check::FILE]);
         assert!(problems[0].detail.ends_with("train.py does not exist"));
+    }
+
+    #[test]
+    fn version_commands_are_run_or_said_missing() {
+        // (Which scheduler the answers mean is `hsm_exec::hpc::choose`'s, tested there; a
+        // real Grid Engine host in coordinator/tests/cli_sge.rs.)
+        let dir = tempfile::tempdir().unwrap();
+        let qstat = dir.path().join("qstat");
+        std::fs::write(
+            &qstat,
+            "#!/bin/sh\necho 'SGE 8.1.9'\necho usage >&2\nexit 1\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&qstat, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let answer = version_of(qstat.to_str().unwrap()).unwrap();
+        assert_eq!(answer, (false, "SGE 8.1.9\n".into(), "usage\n".into()));
+        let why = version_of("no-such-sbatch-here").unwrap_err();
+        assert!(why.starts_with("cannot run `no-such-sbatch-here`"), "{why}");
     }
 
     #[test]

@@ -564,8 +564,10 @@ fn a_task_signalled_just_before_the_wrapper_is_recorded_as_signalled() {
             assert!(Instant::now() < deadline, "task never started");
             std::thread::sleep(Duration::from_millis(20));
         };
+        let killed = std::time::SystemTime::now();
         unsafe { libc::kill(task_pid, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(200));
+        // Well past the wrapper's own reaction (milliseconds), well inside its 1 s wait.
+        std::thread::sleep(Duration::from_millis(100));
         if wrapper_too {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         }
@@ -573,6 +575,17 @@ fn a_task_signalled_just_before_the_wrapper_is_recorded_as_signalled() {
         let exit = parse_exit_record(&read(dir, "hsm_exit")).unwrap();
         let signal = wrapper_too.then_some(15);
         assert_eq!((exit.exit_code, exit.signal), (143, signal), "{exit:?}");
+        // The end is when the task died, not after the wait for a signal.
+        let end_ms = hsm_agent::hpc::usage::end_stamp_ms(&read(dir, "hsm_exit")).unwrap();
+        let killed_ms = killed
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            end_ms < killed_ms + 500,
+            "ended {} ms after the kill",
+            end_ms.saturating_sub(killed_ms)
+        );
     }
 }
 

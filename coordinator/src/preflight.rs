@@ -60,6 +60,7 @@ pub fn request(
         interpreter,
         setup,
         min_free_disk,
+        scheduler: hpc.map(|h| h.scheduler),
     }
 }
 
@@ -96,6 +97,9 @@ pub fn explain(source: &str, address: &str, problems: &[PreflightProblem]) -> St
                 check::DISK => {
                     "free space in the agent's work directory, or lower defaults.min_free_disk".into()
                 }
+                check::SCHEDULER => format!(
+                    "set sources.{source}.backend to what that host has (slurm, pbs, sge, auto; process runs tasks without a scheduler), or start the agent where that scheduler's commands work"
+                ),
                 _ => String::new(),
             };
             let check = hsm_protocol::display_safe(&p.check);

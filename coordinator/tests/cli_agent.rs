@@ -142,7 +142,10 @@ fn agent_ping_over_mutual_tls_and_clear_refusals() {
     let (code, out, err) = coordinator(home.path(), &["agent", "ping", "a1"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(
-        out.contains("ok, round trip") && out.contains("3 slots") && out.contains("free disk"),
+        out.contains("ok, round trip")
+            && out.contains("backend process")
+            && out.contains("3 slots")
+            && out.contains("free disk"),
         "{out}"
     );
 

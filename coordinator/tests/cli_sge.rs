@@ -229,7 +229,7 @@ fn a_task_over_its_walltime_on_grid_engine_ends_timed_out() {
 }
 
 #[test]
-fn a_pbs_source_that_finds_grid_engine_s_qsub_says_so_and_submits_nothing() {
+fn a_pbs_source_that_finds_grid_engine_s_qsub_says_so_before_any_task_and_submits_nothing() {
     let (Some(env), Some(agent_bin)) = (test_sge(), agent_bin()) else {
         return;
     };
@@ -242,17 +242,30 @@ fn a_pbs_source_that_finds_grid_engine_s_qsub_says_so_and_submits_nothing() {
         "sweep:\n  grid:\n    x: [1, 2]\n",
         "",
     );
+    // The agent's pre-flight check finds it: `config validate --remote` and the run say so,
+    // and no task goes there (none failed: they wait for a source that can run them).
+    let said = |out: &str| {
+        out.contains("pre-flight checks failed on grid")
+            && out.contains("the `qsub`/`qstat` on this host are Grid Engine's")
+            && out.contains("use `backend: sge` for this source")
+            && out.contains("sources.grid.backend")
+    };
+    let check = c.run(&["config", "validate", "--remote"]);
+    check.expect_code(2);
+    assert!(said(&check.stdout), "{}", check.stdout);
     let run = c.run(&["sweep", "run", "--sources", "grid", "--sweep-id", "notpbs"]);
-    run.expect_code(1);
+    run.expect_code(2);
+    assert!(
+        said(&format!("{}{}", run.stdout, run.stderr)),
+        "{}",
+        run.stderr
+    );
     let status = c.project.status("notpbs");
-    assert_eq!(status["failed"], 2, "{status}");
-    for task in status["tasks"].as_array().unwrap() {
-        let reason = task["reason"].as_str().unwrap_or_default();
-        assert!(
-            reason.contains("Grid Engine's") && reason.contains("backend: sge"),
-            "{task}"
-        );
-    }
+    assert_eq!(
+        (&status["failed"], &status["pending"]),
+        (&0.into(), &2.into()),
+        "{status}"
+    );
     assert!(c.jobs("notpbs").is_empty(), "a job script was submitted");
     assert_eq!(queued(&env, "notpbs"), 0);
 }

@@ -163,6 +163,9 @@ fn a_sweep_runs_as_job_arrays_chunked_to_max_array_size() {
         "sweep:\n  grid:\n    x: {range: [1, 26]}\n",
         "",
     );
+    // `agent ping` names what the source's tasks run under.
+    let ping = c.run(&["agent", "ping", "hpc1"]);
+    assert!(ping.stdout.contains("backend slurm,"), "{}", ping.stdout);
     let run = c.run(&["sweep", "run", "--sources", "hpc1", "--sweep-id", "arr"]);
     run.expect_code(1);
     let status = c.project.status("arr");
@@ -416,6 +419,16 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
         assert!(job_id.contains('_'), "an array element: {task}");
         *per_element.entry(job_id).or_default() += 1;
         assert_eq!(task["attempt"], 1, "{task}");
+        // Its start and end are the wrapper's stamps, not when a poll noticed them (several
+        // tasks of a job run between two polls): its duration is what it ran, to the
+        // millisecond (a 0.1 s task seen start and end at one poll would show about 0).
+        let at = |key: &str| time_of_day_s(task[key].as_str().unwrap_or_default());
+        let duration = (at("finished") - at("started")).rem_euclid(86_400.0);
+        let wall = task["usage"]["wall_s"].as_f64().unwrap_or(-9.0);
+        assert!(
+            (duration - wall).abs() < 0.01,
+            "finished - started against wall_s: {task}"
+        );
         match x {
             13 => assert_eq!(task["status"], "failed", "{task}"),
             30 => {
@@ -441,6 +454,21 @@ fn packed_tasks_run_several_per_job_each_with_its_own_outcome_files_and_time_lim
     let mut counts: Vec<usize> = per_element.values().copied().collect();
     counts.sort_unstable();
     assert_eq!(counts, [3, 5, 5, 5, 5], "{per_element:?}");
+}
+
+/// Seconds into the day of a `2026-12-07T12:05:41.350Z` stamp (NaN when it is not one).
+fn time_of_day_s(stamp: &str) -> f64 {
+    let time = stamp
+        .split_once('T')
+        .map_or("", |(_, t)| t.trim_end_matches('Z'));
+    let parts: Vec<f64> = time
+        .split(':')
+        .map(|p| p.parse().unwrap_or(f64::NAN))
+        .collect();
+    match parts[..] {
+        [h, m, s] => h * 3600.0 + m * 60.0 + s,
+        _ => f64::NAN,
+    }
 }
 
 #[test]
@@ -1455,6 +1483,8 @@ fn a_dry_run_with_an_hpc_source_shows_the_job_script_it_would_submit() {
         "#SBATCH --gres=gpu:a100:1",
         "#SBATCH --partition=gpu",
         "module load cuda/12.1",
+        // The argv shown is this host's; the agent's differs.
+        "on source hpc1, tasks start `python3` (its `python:`) in /srv/proj",
     ] {
         assert!(
             run.stdout.contains(line),

@@ -20,10 +20,12 @@
 //! (taking up elements after an agent restart), `usage.rs` (what an element used).
 
 use crate::hpc::caps;
+use crate::hpc::choose;
 use crate::hpc::pack::{self, Pack};
 use crate::hpc::parse::{self, JobState};
 use crate::hpc::script::{self, ArrayJobSpec, Scheduler, SingleJobSpec};
 use crate::hpc::sge;
+use crate::hpc::usage::{end_stamp_ms, start_stamp_ms};
 use crate::hpc::wrapper::{self, ExitRecord};
 use crate::process::{Outcome, ProcessEvent, TaskKey, TaskLaunch};
 use hsm_protocol::{HpcMsg, HpcResources, SchedulerChoice};
@@ -400,29 +402,43 @@ impl SchedulerBackend {
         state.pending.len() + state.elements.len()
     }
 
+    /// A task that never ran (refused, cancelled while waiting) ended now.
     fn exited(&self, key: TaskKey, outcome: Outcome) {
-        self.exited_with(key, outcome, None);
+        self.exited_with(key, outcome, None, None);
     }
 
-    fn exited_with(&self, key: TaskKey, outcome: Outcome, usage: Option<hsm_protocol::UsageMsg>) {
+    /// A task ended: at the time its exit record in `task_dir` says, when there is one (a poll
+    /// notices an end seconds after it), else now.
+    fn exited_with(
+        &self,
+        key: TaskKey,
+        outcome: Outcome,
+        usage: Option<hsm_protocol::UsageMsg>,
+        task_dir: Option<&Path>,
+    ) {
         {
             let mut state = self.lock();
             state.early_cancels.remove(&key);
             state.reruns.remove(&key);
         }
+        let at = task_dir.map_or_else(SystemTime::now, |dir| {
+            record_time(dir, wrapper::EXIT_FILE, end_stamp_ms)
+        });
         let _ = self.inner.events.send(ProcessEvent::Exited {
             key,
             outcome,
-            at: SystemTime::now(),
+            at,
             usage,
         });
     }
 
-    fn started(&self, key: TaskKey) {
+    /// A task started: when the wrapper's start record in `task_dir` says, else now (the
+    /// scheduler shows it running before the record can be read).
+    fn started(&self, key: TaskKey, task_dir: &Path) {
         let _ = self.inner.events.send(ProcessEvent::Started {
             key,
             pid: 0,
-            at: SystemTime::now(),
+            at: record_time(task_dir, wrapper::START_FILE, start_stamp_ms),
         });
     }
 
@@ -486,91 +502,14 @@ impl SchedulerBackend {
         }
         let sbatch = run("sbatch", &["--version"], None).await;
         let qstat = run("qstat", &["--version"], None).await;
-        let sbatch_text = sbatch
-            .as_ref()
-            .ok()
-            .filter(|o| o.ok)
-            .map(|o| o.stdout.as_str());
-        let qstat_text = qstat
-            .as_ref()
-            .ok()
-            .map(|o| format!("{}{}", o.stdout, o.stderr));
-        let found = parse::detect(sbatch_text, qstat_text.as_deref());
-        // Whether the `qstat` here is Grid Engine's, whatever else the host has.
-        let grid_engine = qstat_text.as_deref().is_some_and(sge::is_grid_engine);
-        let qstat_present = qstat.is_ok();
-        let scheduler = match choice {
-            SchedulerChoice::Slurm => match sbatch_text {
-                Some(_) => Scheduler::Slurm,
-                None => {
-                    return Err(format!(
-                        "backend slurm: `sbatch --version` does not work on this host ({})",
-                        failure_text(&sbatch)
-                    ))
-                }
+        let probe = choose::Probe {
+            sbatch: match &sbatch {
+                Ok(out) if out.ok => Ok(out.stdout.clone()),
+                _ => Err(failure_text(&sbatch)),
             },
-            SchedulerChoice::Pbs => match found {
-                // Grid Engine's qsub takes other options: nothing is submitted through it (a
-                // host with Slurm too has its own `qsub` answering here: Slurm does not win).
-                _ if grid_engine => {
-                    return Err(format!(
-                        "backend pbs: the `qsub`/`qstat` on this host are Grid Engine's ({}), not \
-                         PBS's: use `backend: sge` for this source, or put PBS's commands first on \
-                         the agent's PATH",
-                        first_line(qstat_text.as_deref())
-                    ))
-                }
-                Some(s @ (Scheduler::PbsPro | Scheduler::Torque)) => s,
-                // Slurm's qsub wrappers (and some Torque builds) do not answer --version: their
-                // `qsub -t` arrays are Torque-style.
-                _ if qstat_present => Scheduler::Torque,
-                _ => {
-                    return Err(format!(
-                        "backend pbs: `qstat` is not available on this host ({})",
-                        failure_text(&qstat)
-                    ))
-                }
-            },
-            SchedulerChoice::Sge => match found {
-                _ if grid_engine => match qstat_text.as_deref().and_then(sge::unusable) {
-                    None => Scheduler::Sge,
-                    Some(why) => {
-                        return Err(format!(
-                            "backend sge: Grid Engine's `qstat` cannot reach its cluster ({why}): \
-                             start the agent in the environment Grid Engine needs (SGE_ROOT, \
-                             SGE_CELL; e.g. `. $SGE_ROOT/default/common/settings.sh`)"
-                        ))
-                    }
-                },
-                _ => {
-                    return Err(format!(
-                        "backend sge: `qstat --version` does not answer as Grid Engine's on this \
-                         host ({})",
-                        if qstat_present {
-                            first_line(qstat_text.as_deref())
-                        } else {
-                            failure_text(&qstat)
-                        }
-                    ))
-                }
-            },
-            SchedulerChoice::Auto => match found {
-                Some(Scheduler::Sge) if qstat_text.as_deref().and_then(sge::unusable).is_some() => {
-                    return Err(format!(
-                        "backend auto: only Grid Engine's `qstat` is here, and it cannot reach its \
-                         cluster ({})",
-                        qstat_text.as_deref().and_then(sge::unusable).unwrap_or_default()
-                    ))
-                }
-                Some(s) => s,
-                None if qstat_present => Scheduler::Torque,
-                None => {
-                    return Err(
-                        "backend auto: neither `sbatch` nor `qstat` works on this host".into(),
-                    )
-                }
-            },
+            qstat: qstat.map(|out| format!("{}{}", out.stdout, out.stderr)),
         };
+        let scheduler = choose::choose(choice, &probe)?;
         self.lock().detected.insert(key, scheduler);
         Ok(scheduler)
     }
@@ -754,6 +693,17 @@ pub struct StoredElement {
     /// The element runs several tasks (`hpc.tasks_per_job`). Absent in older ledgers: false.
     #[serde(default)]
     pub packed: bool,
+}
+
+/// The time a wrapper record (`file` in `task_dir`, read by `stamp`) gives, never later than now
+/// (a compute node's clock may run ahead of this host's); now when there is no usable record.
+fn record_time(task_dir: &Path, file: &str, stamp: fn(&str) -> Option<u64>) -> SystemTime {
+    let now = SystemTime::now();
+    std::fs::read_to_string(task_dir.join(file))
+        .ok()
+        .and_then(|text| stamp(&text))
+        .and_then(|ms| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+        .map_or(now, |at| at.min(now))
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ pub struct PreflightMsg {
     /// Free bytes wanted in the agent's work directory; 0: no check.
     #[serde(default)]
     pub min_free_disk: u64,
+    /// The batch scheduler the tasks go to (the source's `backend:`): its commands must be
+    /// the ones this host answers with. `None`: tasks run as processes (and older coordinators).
+    #[serde(default)]
+    pub scheduler: Option<crate::SchedulerChoice>,
 }
 
 /// One thing the tasks need that the agent's host does not have.
@@ -45,4 +49,5 @@ pub mod check {
     pub const FILE: &str = "file";
     pub const INTERPRETER: &str = "interpreter";
     pub const DISK: &str = "disk";
+    pub const SCHEDULER: &str = "scheduler";
 }

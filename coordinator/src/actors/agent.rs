@@ -14,7 +14,7 @@ pub use crate::core::link::{MIN_FREE_INODES, RESULT_STALL};
 use super::local::{CancelTask, LaunchTask};
 use super::{SourceEvent, SourceStatus, TaskReport};
 use crate::core::command::shell_display;
-use crate::core::link::{AgentLink, Level, LinkSetup, LinkStatus, Refusal, Report};
+use crate::core::link::{report_time, AgentLink, Level, LinkSetup, LinkStatus, Refusal, Report};
 use crate::layout::SweepPaths;
 use crate::transfer::{receive_file, Arrival};
 use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
@@ -187,13 +187,20 @@ impl AgentSource {
                 Report::Submitted { key, job_id } => {
                     Job::Event(TaskReport::Submitted { key, job_id })
                 }
-                Report::Started { key, pid, at_ms } => {
-                    Job::Event(TaskReport::Started { key, pid, at_ms })
-                }
-                Report::Finished { key, exit, usage } => Job::Event(TaskReport::Finished {
+                Report::Started { key, pid, at_ms } => Job::Event(TaskReport::Started {
+                    key,
+                    pid,
+                    at_ms: report_time(Some(at_ms), super::sweep::now_ms()),
+                }),
+                Report::Finished {
                     key,
                     exit,
-                    at_ms: super::sweep::now_ms(),
+                    usage,
+                    at_ms,
+                } => Job::Event(TaskReport::Finished {
+                    key,
+                    exit,
+                    at_ms: report_time(at_ms, super::sweep::now_ms()),
                     usage,
                 }),
                 Report::Acks(acks) => Job::Event(TaskReport::Acks(acks)),

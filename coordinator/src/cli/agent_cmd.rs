@@ -199,8 +199,10 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
     let timeout = config::parse_duration(timeout)
         .map_err(|e| user_error(format!("--timeout {timeout}: {e}")))?;
     let cfg = load_config(global)?;
-    let address = match cfg.sources.get(name).map(|s| &s.kind) {
-        Some(SourceKind::Agent { address, .. }) => address.clone(),
+    let (address, backend) = match cfg.sources.get(name).map(|s| &s.kind) {
+        Some(SourceKind::Agent {
+            address, backend, ..
+        }) => (address.clone(), *backend),
         Some(_) => return Err(user_error(format!("source `{name}` is not an agent"))),
         None => {
             return Err(user_error(format!(
@@ -218,7 +220,9 @@ pub fn ping(global: &Global, name: &str, timeout: &str) -> anyhow::Result<i32> {
                 display_safe(&welcome.agent_name),
                 display_safe(&welcome.agent_version),
                 welcome.protocol_version,
-                display_safe(&welcome.backend),
+                // What this source's tasks run under is the source's `backend:` (every agent
+                // runs processes and submits to a scheduler as the sweep asks).
+                backend,
                 welcome.slots,
                 if welcome.slots == 1 { "" } else { "s" }
             );
@@ -338,9 +342,9 @@ pub fn remote_checks(cfg: &config::ProjectConfig, script_override: Option<&str>)
             },
         };
         let command = base.for_source(Some(python), setup);
-        // Only the set-up lines matter to the checks.
-        let batch = (*backend != config::Backend::Process).then(|| hsm_protocol::HpcMsg {
-            scheduler: hsm_protocol::SchedulerChoice::Auto,
+        // Only the scheduler and the set-up lines matter to the checks.
+        let batch = backend.scheduler().map(|scheduler| hsm_protocol::HpcMsg {
+            scheduler,
             resources: hsm_protocol::HpcResources {
                 modules: hpc.modules.clone(),
                 pre_script: hpc.pre_script.clone(),

@@ -311,6 +311,18 @@ impl Backend {
             Backend::Auto => "auto",
         }
     }
+
+    /// The batch scheduler an agent is asked to submit to; `None`: tasks run as processes.
+    pub fn scheduler(self) -> Option<hsm_protocol::SchedulerChoice> {
+        use hsm_protocol::SchedulerChoice;
+        match self {
+            Backend::Process => None,
+            Backend::Slurm => Some(SchedulerChoice::Slurm),
+            Backend::Pbs => Some(SchedulerChoice::Pbs),
+            Backend::Sge => Some(SchedulerChoice::Sge),
+            Backend::Auto => Some(SchedulerChoice::Auto),
+        }
+    }
 }
 
 impl FromStr for Backend {

@@ -349,11 +349,25 @@ fn resolve_hpc(raw: &RawHpc, problems: &mut Vec<Problem>) -> HpcOptions {
             );
         }
     }
-    if let Some(p) = &raw.pack_parallel {
+    // A tasks_per_job below 1 is its own problem: no knock-on one about pack_parallel.
+    let bad_k = raw.tasks_per_job.as_ref().is_some_and(|k| k.value < 1);
+    if let Some(p) = raw.pack_parallel.as_ref().filter(|_| !bad_k) {
         if !packs {
             problems.push(
                 p.problem("pack_parallel applies to packed jobs only")
                     .with_hint("set tasks_per_job to 2 or more as well, or remove pack_parallel"),
+            );
+        } else if let Some(k) = raw.tasks_per_job.as_ref().filter(|k| p.value > k.value) {
+            // Not clamped quietly: the user may think the job runs P tasks at once.
+            problems.push(
+                p.problem(format!(
+                    "{} at once is more than the {} tasks a job runs (tasks_per_job)",
+                    p.value, k.value
+                ))
+                .with_hint(format!(
+                    "use pack_parallel: {} or less, or more tasks_per_job",
+                    k.value
+                )),
             );
         } else if p.value > 1 && (raw.gpus.is_some() || raw.gres.is_some()) {
             // Tasks running side by side in one job would all see all of its GPUs.

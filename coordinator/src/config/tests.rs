@@ -518,11 +518,20 @@ fn packing_needs_arrays_and_pack_parallel_needs_packing() {
         found[0].contains("would share every GPU of their job"),
         "{found:?}"
     );
-    let found = rendered("hpc:\n  tasks_per_job: 0\n");
+    let found = rendered("hpc:\n  tasks_per_job: 4\n  pack_parallel: 8\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(
+            "c.yaml:3:18: hpc.pack_parallel: 8 at once is more than the 4 tasks a job runs"
+        ) && found[0].contains("use pack_parallel: 4 or less"),
+        "{found:?}"
+    );
+    let found = rendered("hpc:\n  tasks_per_job: 0\n  pack_parallel: 2\n");
     assert!(
         found[0].contains("expected a positive integer, got 0"),
         "{found:?}"
     );
+    assert_eq!(found.len(), 1, "no knock-on problem: {found:?}");
 }
 
 #[test]

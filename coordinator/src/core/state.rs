@@ -434,7 +434,11 @@ impl SweepCore {
         if let Some(s) = source {
             self.sources[s].running = self.sources[s].running.saturating_sub(1);
         }
-        if let Some(started) = self.started_at.remove(&index) {
+        let started = self.started_at.remove(&index);
+        // No earlier than it started: an agent's times are its host's clock (a cluster task's,
+        // a compute node's), and its start may have been stamped when first noticed.
+        let now = started.map_or(now, |s| now.max(s));
+        if let Some(started) = started {
             if matches!(exit, ExitKind::Success | ExitKind::Failure { .. }) {
                 self.durations.observe(now.saturating_sub(started));
             }

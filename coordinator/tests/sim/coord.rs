@@ -7,7 +7,7 @@
 use crate::agent::{result_body, sha256_hex};
 use crate::world::{Down, Ev, World, SWEEP};
 use hsm_coordinator::core::drive::{self, Batch, Order, Route, WriteAhead};
-use hsm_coordinator::core::link::{AgentLink, LinkSetup, Report};
+use hsm_coordinator::core::link::{report_time, AgentLink, LinkSetup, Report};
 use hsm_coordinator::core::plan::{plan_completion, CompletionRequest, RecordedTask};
 use hsm_coordinator::core::state::{
     Change, Command, SourceClass, SourceState, Strategy, SweepCore, TaskState, TaskStatus,
@@ -541,20 +541,30 @@ impl World {
                     .core
                     .handle_submitted(key.index, key.attempt, job_id, now_ms)
             }
-            Report::Started { key, pid, at_ms } => {
-                coord
-                    .core
-                    .handle_started(key.index, key.attempt, pid, at_ms)
-            }
-            Report::Finished { key, exit, usage } => {
+            Report::Started { key, pid, at_ms } => coord.core.handle_started(
+                key.index,
+                key.attempt,
+                pid,
+                report_time(Some(at_ms), now_ms),
+            ),
+            Report::Finished {
+                key,
+                exit,
+                usage,
+                at_ms,
+            } => {
                 self.note(format!(
                     "coordinator: task {} attempt {} finished: {exit:?}",
                     key.index, key.attempt
                 ));
                 let coord = self.coord.as_mut().expect("coordinator");
-                coord
-                    .core
-                    .handle_exited_using(key.index, key.attempt, exit, usage, now_ms);
+                coord.core.handle_exited_using(
+                    key.index,
+                    key.attempt,
+                    exit,
+                    usage,
+                    report_time(at_ms, now_ms),
+                );
             }
             Report::Acks(acks) => coord.held.acks(agent, acks),
             Report::Status(status) => {

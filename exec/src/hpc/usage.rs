@@ -211,6 +211,27 @@ fn epoch_real_ms(text: &str) -> Option<u64> {
     seconds.checked_mul(1000)?.checked_add(millis)
 }
 
+/// When the wrapper started its task, from `hsm_start`: milliseconds since the epoch
+/// (`$EPOCHREALTIME` with bash 5, whole seconds otherwise).
+pub fn start_stamp_ms(start: &str) -> Option<u64> {
+    stamp_ms(start, "start_real", "start")
+}
+
+/// When the task ended, from `hsm_exit`, as [`start_stamp_ms`].
+pub fn end_stamp_ms(exit: &str) -> Option<u64> {
+    stamp_ms(exit, "end_real", "end")
+}
+
+fn stamp_ms(text: &str, real_key: &str, seconds_key: &str) -> Option<u64> {
+    field(text, real_key).and_then(epoch_real_ms).or_else(|| {
+        field(text, seconds_key)?
+            .trim()
+            .parse::<u64>()
+            .ok()?
+            .checked_mul(1000)
+    })
+}
+
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines()
         .filter_map(|line| line.split_once('='))
@@ -486,6 +507,23 @@ mod tests {
         let usage = wrapper_usage(Some(start4), exit4).unwrap();
         assert_eq!((usage.wall_ms, usage.cpu_user_ms), (Some(3_000), None));
         assert_eq!(wrapper_usage(None, "exit_code=1\nend=5\n"), None);
+    }
+
+    #[test]
+    fn the_records_say_when_the_task_started_and_ended() {
+        let start = "start=1733481600\nstart_real=1733481600.250000\nhost=n1\n";
+        let exit = "exit_code=0\nend=1733481602\nend_real=1733481602.000500\n";
+        assert_eq!(start_stamp_ms(start), Some(1_733_481_600_250));
+        assert_eq!(end_stamp_ms(exit), Some(1_733_481_602_000));
+        // Bash 4: whole seconds.
+        assert_eq!(start_stamp_ms("start=100\nstart_real=\n"), Some(100_000));
+        assert_eq!(
+            end_stamp_ms("exit_code=1\nend=103\nend_real=\n"),
+            Some(103_000)
+        );
+        // Nothing usable: none (the poll's time stands in).
+        assert_eq!(start_stamp_ms("host=n1\n"), None);
+        assert_eq!(end_stamp_ms("exit_code=1\nend=soon\n"), None);
     }
 
     #[test]

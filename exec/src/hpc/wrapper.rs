@@ -57,8 +57,8 @@ hsm_fail() { # message: record a failure to start the task, then stop
   hsm_exit_record 127 "" "$1"
   exit 127
 }
-hsm_exit_record() { # exit_code signal error
-  local tmp="$task_dir/.hsm_exit.$$" end_real=${EPOCHREALTIME:-} line
+hsm_exit_record() { # exit_code signal error (ended at hsm_end/hsm_end_real when set, else now)
+  local tmp="$task_dir/.hsm_exit.$$" end_real=${hsm_end_real-${EPOCHREALTIME:-}} line
   # `times` in this shell (not a subshell, which would not see the task's CPU): its second line
   # is the CPU of the children it waited for.
   times >"$tmp.times" 2>/dev/null || :
@@ -67,7 +67,7 @@ hsm_exit_record() { # exit_code signal error
     if [ -n "$2" ]; then printf 'signal=%s\n' "$2"; fi
     if [ -e "$task_dir/.hsm_timed_out" ]; then printf 'timed_out=1\n'; fi
     if [ -n "${hsm_skipped:-}" ]; then printf 'skipped=1\n'; fi
-    printf 'end=%s\nend_real=%s\n' "$(hsm_now)" "$end_real"
+    printf 'end=%s\nend_real=%s\n' "${hsm_end:-$(hsm_now)}" "$end_real"
     if [ -n "$3" ]; then printf 'error=%s\n' "${3//$'\n'/ }"; fi
     while IFS= read -r line; do printf 'times=%s\n' "$line"; done <"$tmp.times"
   } >"$tmp" && mv -f -- "$tmp" "$task_dir/hsm_exit"
@@ -239,6 +239,9 @@ while :; do
   prev=$rc
 done
 child=""
+# When the task ended, before any pause below.
+hsm_end_real=${EPOCHREALTIME:-}
+printf -v hsm_end '%(%s)T' -1
 if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
 # A scheduler signals a job's processes one by one (Slurm's proctrack/linuxproc walks the tree
 # from its leaves): the task can die of the job's TERM (`scontrol requeue`, `scancel`) just

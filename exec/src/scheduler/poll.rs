@@ -269,8 +269,12 @@ impl SchedulerBackend {
             return Some(decided);
         };
         if started && !element.start_reported {
-            self.started(key);
+            self.started(key, &element.task_dir);
         }
+        // The run it stopped ended there: its record is not the next run's (which a cancel
+        // while the new job waits would otherwise take its end time from).
+        let record = element.task_dir.join(wrapper::EXIT_FILE);
+        let _ = std::fs::rename(&record, element.task_dir.join("hsm_exit.preempted"));
         let reported = started || element.start_reported;
         if reported {
             // Said once, here: the resubmission may be held back and tried again.
@@ -567,7 +571,7 @@ impl SchedulerBackend {
                 }
             }
             if decision.start && !element.start_reported {
-                self.started(key);
+                self.started(key, &element.task_dir);
             }
             if let Some(outcome) = decision.exit {
                 // A Grid Engine job in error state (Eqw) stays queued until someone clears it,
@@ -614,8 +618,8 @@ impl SchedulerBackend {
         // (one call for all of them, bounded) where it keeps them.
         if !ended.is_empty() {
             let mut used = self.usages(&ended).await;
-            for (key, _, outcome) in ended {
-                self.exited_with(key, outcome, used.remove(&key));
+            for (key, element, outcome) in ended {
+                self.exited_with(key, outcome, used.remove(&key), Some(&element.task_dir));
             }
         }
         all_ok

@@ -72,9 +72,9 @@ impl SchedulerBackend {
             return false;
         };
         if decision.start {
-            self.started(key);
+            self.started(key, task_dir);
         }
-        self.exited_with(key, outcome, usage::from_records(task_dir));
+        self.exited_with(key, outcome, usage::from_records(task_dir), Some(task_dir));
         true
     }
 

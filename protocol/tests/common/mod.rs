@@ -259,6 +259,7 @@ pub fn hello_samples() -> Vec<Hello> {
             interpreter: vec!["python3".into(), "--version".into()],
             setup: vec!["module load cuda".into()],
             min_free_disk: 1 << 30,
+            scheduler: Some(hsm_protocol::SchedulerChoice::Pbs),
         }),
         Hello {
             protocol_version: u32::MAX,

@@ -160,7 +160,7 @@ pub fn complete(global: &Global, args: &CompleteArgs) -> anyhow::Result<i32> {
             runs,
             args.exec.json,
             Some(&reasons),
-            &hpc_sources(&exec),
+            &exec,
         );
     }
     println!("sweep_id: {sweep_id}");

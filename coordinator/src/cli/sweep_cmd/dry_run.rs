@@ -11,7 +11,7 @@ pub(super) fn print_dry_run(
     tasks: impl Iterator<Item = Result<(u64, Params), crate::store::StoreError>>,
     as_json: bool,
     reasons: Option<&std::collections::HashMap<u64, &str>>,
-    hpc: &[(String, hsm_protocol::HpcMsg)],
+    exec: &ExecPlan,
 ) -> anyhow::Result<i32> {
     // Streamed: a dry run of millions of tasks prints as it goes and holds one task at a time.
     use std::io::Write as _;
@@ -66,8 +66,27 @@ pub(super) fn print_dry_run(
         out.write_all(if n == 0 { b"]\n" } else { b"\n]\n" })?;
     }
     if !as_json {
-        for (name, request) in hpc {
-            write_job_script_preview(&mut out, name, request, sweep_id, n)?;
+        // The argv above is this host's: an agent's tasks start its own interpreter in its
+        // copy of the project.
+        for source in &exec.sources {
+            if let SourceSpecKind::Agent {
+                python,
+                project_dir,
+                ..
+            } = &source.kind
+            {
+                writeln!(
+                    out,
+                    "\non source {}, tasks start `{}` (its `python:`) in {} and write their \
+                     files on that host; the argv above is this host's",
+                    source.name,
+                    hsm_protocol::display_safe(python),
+                    project_dir.as_deref().unwrap_or("its project_dir"),
+                )?;
+            }
+        }
+        for (name, request) in hpc_sources(exec) {
+            write_job_script_preview(&mut out, &name, &request, sweep_id, n)?;
         }
     }
     out.flush()?;

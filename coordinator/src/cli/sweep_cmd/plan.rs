@@ -222,14 +222,7 @@ pub(super) fn hpc_request(
     args: &ExecArgs,
     walltime: Option<std::time::Duration>,
 ) -> Option<hsm_protocol::HpcMsg> {
-    use hsm_protocol::SchedulerChoice;
-    let scheduler = match backend {
-        config::Backend::Process => return None,
-        config::Backend::Slurm => SchedulerChoice::Slurm,
-        config::Backend::Pbs => SchedulerChoice::Pbs,
-        config::Backend::Sge => SchedulerChoice::Sge,
-        config::Backend::Auto => SchedulerChoice::Auto,
-    };
+    let scheduler = backend.scheduler()?;
     let walltime = walltime.or(hpc.walltime);
     Some(hsm_protocol::HpcMsg {
         scheduler,

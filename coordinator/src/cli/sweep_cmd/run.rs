@@ -78,7 +78,7 @@ pub fn run(global: &Global, args: &RunArgs) -> anyhow::Result<i32> {
             tasks,
             args.exec.json,
             None,
-            &hpc_sources(&exec),
+            &exec,
         );
     }
 

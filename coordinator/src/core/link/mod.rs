@@ -58,11 +58,15 @@ pub enum Report {
         pid: Option<u32>,
         at_ms: i64,
     },
-    /// The attempt ended (its result files arrived, or cannot); the shell stamps the time.
+    /// The attempt ended (its result files arrived, or cannot). `at_ms`: when its `Exited` says
+    /// it ended, by the agent's clock (a cluster task: the wrapper's stamp on the compute node),
+    /// so its duration is its run and not its run plus a poll and the result transfer; `None`
+    /// (no `Exited` applied) has the shell stamp the time.
     Finished {
         key: TaskKey,
         exit: ExitKind,
         usage: Option<Usage>,
+        at_ms: Option<i64>,
     },
     /// Events applied, to be acknowledged once their changes are written.
     Acks(Vec<EventRef>),
@@ -124,6 +128,8 @@ struct Attempting {
     exit: Option<ExitKind>,
     /// What the attempt used, as its `Exited` said.
     usage: Option<Usage>,
+    /// When the attempt ended, as its `Exited` said (agent clock, ms since the epoch).
+    exited_at_ms: Option<i64>,
     /// The first problem receiving result files (the files the attempt awaits are in `offers`).
     transfer_failure: Option<String>,
     /// Asked to stop (`Some(unstarted_only)`): asked again after a reconnect, since the
@@ -175,6 +181,12 @@ pub struct AgentLink {
     reports: VecDeque<Report>,
     writes: VecDeque<Write>,
     logs: VecDeque<Log>,
+}
+
+/// The time of a report by this host's clock: the agent's stamp `at_ms` (when the report has
+/// one), never later than `now_ms`, since an agent's clock may run ahead of this one's.
+pub fn report_time(at_ms: Option<i64>, now_ms: i64) -> i64 {
+    at_ms.map_or(now_ms, |at| at.min(now_ms))
 }
 
 fn task_ref(key: TaskKey) -> TaskRef {
@@ -812,9 +824,15 @@ impl AgentLink {
     }
 
     fn finish(&mut self, key: TaskKey, exit: ExitKind) {
-        let usage = self.drop_attempt(key).and_then(|a| a.usage);
-        self.reports
-            .push_back(Report::Finished { key, exit, usage });
+        let (usage, at_ms) = self
+            .drop_attempt(key)
+            .map_or((None, None), |a| (a.usage, a.exited_at_ms));
+        self.reports.push_back(Report::Finished {
+            key,
+            exit,
+            usage,
+            at_ms,
+        });
     }
 
     /// Reports the attempt once its exit is known and no result file is outstanding.
@@ -911,9 +929,14 @@ impl AgentLink {
                 stream,
                 data: data.0,
             }),
-            EventKind::Exited { outcome, usage, .. } => {
+            EventKind::Exited {
+                outcome,
+                usage,
+                at_ms,
+            } => {
                 attempt.exit = Some(exit_of(outcome));
                 attempt.usage = usage.map(usage_of);
+                attempt.exited_at_ms = Some(at_ms);
             }
             EventKind::ResultOffer { files } => {
                 if std::mem::replace(&mut attempt.offer_seen, true) {
