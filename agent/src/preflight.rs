@@ -108,23 +108,8 @@ fn version_of(program: &str) -> Result<(bool, String, String), String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    let deadline = Instant::now() + VERSION_TIMEOUT;
     // A version text is small: read after the exit.
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "`{program} --version` did not finish within {}s",
-                    VERSION_TIMEOUT.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("cannot wait for `{program}`: {e}")),
-        }
-    };
+    let status = wait_within(&mut child, VERSION_TIMEOUT, &format!("{program} --version"))?;
     let read = |pipe: Option<Box<dyn std::io::Read>>| {
         let mut text = String::new();
         if let Some(pipe) = pipe {
@@ -135,6 +120,30 @@ fn version_of(program: &str) -> Result<(bool, String, String), String> {
     let stdout = read(child.stdout.take().map(|p| Box::new(p) as _));
     let stderr = read(child.stderr.take().map(|p| Box::new(p) as _));
     Ok((status.success(), stdout, stderr))
+}
+
+/// Waits for `child` (`shown` in messages) at most `limit`, then kills it and says so.
+fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    shown: &str,
+) -> Result<std::process::ExitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "`{shown}` did not finish within {}s",
+                    limit.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("cannot wait for `{shown}`: {e}")),
+        }
+    }
 }
 
 fn gib(bytes: u64) -> String {
@@ -163,22 +172,7 @@ fn run_interpreter(setup: &[String], argv: &[String], cwd: Option<&Path>) -> Res
         .map_err(|e| format!("cannot run `{shown}`: cannot start sh: {e}"))?;
     // Output is tiny (a version line); read it after the exit. A chatty setup could fill the
     // pipe and block, which the timeout then ends.
-    let deadline = Instant::now() + INTERPRETER_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "`{shown}` did not finish within {}s",
-                    INTERPRETER_TIMEOUT.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("cannot wait for `{shown}`: {e}")),
-        }
-    };
+    let status = wait_within(&mut child, INTERPRETER_TIMEOUT, &shown)?;
     if status.success() {
         return Ok(());
     }
