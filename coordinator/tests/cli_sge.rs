@@ -260,6 +260,12 @@ fn a_pbs_source_that_finds_grid_engine_s_qsub_says_so_before_any_task_and_submit
         "{}",
         run.stderr
     );
+    assert!(
+        run.stderr
+            .contains("`hsm-coordinator sweep complete notpbs --sources grid` runs what is left"),
+        "{}",
+        run.stderr
+    );
     let status = c.project.status("notpbs");
     assert_eq!(
         (&status["failed"], &status["pending"]),

@@ -1546,8 +1546,34 @@ fn a_coordinator_on_the_login_node_submits_to_slurm_itself() {
             ("sweeps/sweep.yaml", "sweep:\n  grid:\n    x: {range: [1, 14]}\n"),
         ],
     );
+    // The dry run shows the job script with this host's paths (no agent is involved).
+    let dry = p.run(&[
+        "sweep",
+        "run",
+        "--sources",
+        "here",
+        "--sweep-id",
+        "inproc",
+        "--dry-run",
+    ]);
+    dry.expect_code(0);
+    let chunk = p
+        .sweep_dir("inproc")
+        .join("scripts/job_scripts/job_STAMP_0001");
+    assert!(
+        dry.stdout.contains(&chunk.display().to_string()) && !dry.stdout.contains("AGENT_WORK_DIR"),
+        "{}",
+        dry.stdout
+    );
     let run = p.run(&["sweep", "run", "--sources", "here", "--sweep-id", "inproc"]);
     run.expect_code(1);
+    // The way to finish is on the same source, not the default local one.
+    assert!(
+        run.stderr
+            .contains("`hsm-coordinator sweep complete inproc --sources here` re-runs failed"),
+        "{}",
+        run.stderr
+    );
     let status = p.status("inproc");
     assert_eq!(
         (status["completed"].as_u64(), status["failed"].as_u64()),

@@ -275,8 +275,8 @@ pub struct AgentAddArgs {
     /// Where the project lives on the agent's host (tasks run there). Required for a new agent.
     #[arg(long, value_name = "DIR")]
     pub project_dir: Option<String>,
-    /// How the agent runs tasks: as processes, or as Slurm/PBS job arrays (auto: Slurm if its
-    /// host has sbatch, else PBS if qsub, else processes).
+    /// How the agent runs tasks: as processes, or as Slurm/PBS/Grid Engine job arrays (auto:
+    /// Slurm if its host has sbatch, else PBS or Grid Engine by its qstat).
     #[arg(long, value_name = "BACKEND", value_parser = ["process", "slurm", "pbs", "sge", "auto"])]
     pub backend: Option<String>,
     /// The interpreter on the agent's host (default: python3 on its PATH).

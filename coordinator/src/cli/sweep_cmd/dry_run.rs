@@ -85,8 +85,14 @@ pub(super) fn print_dry_run(
                 )?;
             }
         }
-        for (name, request) in hpc_sources(exec) {
-            write_job_script_preview(&mut out, &name, &request, sweep_id, n)?;
+        for (name, request, here) in hpc_sources(exec) {
+            // The agent keeps its jobs under its own work directory; this host, in the sweep's.
+            let scripts = if here {
+                paths.root.join("scripts/job_scripts")
+            } else {
+                format!("/AGENT_WORK_DIR/{sweep_id}/scripts/job_scripts").into()
+            };
+            write_job_script_preview(&mut out, &name, &request, &scripts, sweep_id, n)?;
         }
     }
     out.flush()?;
@@ -99,12 +105,14 @@ pub(super) fn print_dry_run(
     Ok(EXIT_OK)
 }
 
-/// The job script an HPC agent would submit for the first array of this run (all of them
-/// differ only in their size and directory), as the dry run shows it.
+/// The job script a Slurm/PBS/Grid Engine source would submit for the first array of this run
+/// (all of them differ only in their size and directory; `scripts`: where their directories
+/// go), as the dry run shows it.
 pub(super) fn write_job_script_preview(
     out: &mut impl std::io::Write,
     name: &str,
     request: &hsm_protocol::HpcMsg,
+    scripts: &std::path::Path,
     sweep_id: &str,
     n_tasks: u64,
 ) -> anyhow::Result<()> {
@@ -119,7 +127,7 @@ pub(super) fn write_job_script_preview(
         SchedulerChoice::Sge => (Scheduler::Sge, "sge"),
         SchedulerChoice::Auto => (
             Scheduler::Slurm,
-            "auto (shown for Slurm; the agent uses PBS where there is no Slurm)",
+            "auto (shown for Slurm; where there is no Slurm the agent uses PBS or Grid Engine, by its qstat)",
         ),
     };
     // The agent also caps arrays at the cluster's MaxArraySize, which only it can read.
@@ -130,9 +138,9 @@ pub(super) fn write_job_script_preview(
     let first = jobs.min(max).max(1);
     let arrays = jobs.div_ceil(max).max(1);
     let spec = ArrayJobSpec {
-        // The agent names each submission after its directory (`job_<stamp>_<n>`).
+        // Each submission is named after its directory (`job_<stamp>_<n>`).
         job_name: format!("hsm_{sweep_id}_STAMP_0001"),
-        chunk_dir: format!("/AGENT_WORK_DIR/{sweep_id}/scripts/job_scripts/job_STAMP_0001").into(),
+        chunk_dir: scripts.join("job_STAMP_0001"),
         count: first as u32,
         throttle: request.resources.array_throttle,
         resources: request.resources.clone(),

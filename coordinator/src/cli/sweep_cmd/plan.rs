@@ -259,7 +259,10 @@ pub(super) fn hpc_request(
 
 /// The Slurm/PBS/Grid Engine sources of a run and what their jobs ask of the scheduler (the
 /// tasks' `--timeout` shortening the wall time as the submitting side does).
-pub(super) fn hpc_sources(exec: &ExecPlan) -> Vec<(String, hsm_protocol::HpcMsg)> {
+///
+/// Each with whether it submits from this host (a login-node `type: slurm/pbs/sge` source)
+/// rather than through an agent.
+pub(super) fn hpc_sources(exec: &ExecPlan) -> Vec<(String, hsm_protocol::HpcMsg, bool)> {
     let limit = exec.timeout.map(|t| t.as_secs_f64().ceil() as u64);
     exec.sources
         .iter()
@@ -272,7 +275,8 @@ pub(super) fn hpc_sources(exec: &ExecPlan) -> Vec<(String, hsm_protocol::HpcMsg)
                     limit,
                     exec.kill_grace.as_secs().max(1),
                 );
-                Some((s.name.clone(), h))
+                let here = matches!(s.kind, SourceSpecKind::Scheduler { .. });
+                Some((s.name.clone(), h, here))
             }
             _ => None,
         })

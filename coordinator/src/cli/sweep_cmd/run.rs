@@ -332,6 +332,7 @@ pub(super) fn finish(
     metadata: Option<&crate::core::value::Value>,
 ) -> anyhow::Result<i32> {
     let counts = Store::open(&paths.db())?.counts()?;
+    let complete = complete_command(sweep_id, exec);
     if let Err(e) = write_metadata(paths, sweep_id, cfg, exec, counts, created, metadata) {
         tracing::warn!(error = %e, "cannot update sweep_metadata.yaml");
     }
@@ -353,14 +354,12 @@ pub(super) fn finish(
     crate::cli::report_cmd::after_run(global, sweep_id, paths);
     if let Some(failure) = &summary.failure {
         eprintln!("hsm-coordinator: the sweep state could not be written: {failure}");
-        eprintln!("fix the cause, then run `hsm-coordinator sweep complete {sweep_id}`");
+        eprintln!("fix the cause, then run `{complete}`");
         return Ok(EXIT_FAILED);
     }
     if let Some(stopped) = &summary.stopped {
         eprintln!("hsm-coordinator: {}", stopped.message);
-        eprintln!(
-            "the sweep's state is kept; once fixed, `hsm-coordinator sweep complete {sweep_id}` runs what is left"
-        );
+        eprintln!("the sweep's state is kept; once fixed, `{complete}` runs what is left");
         return Ok(if stopped.user_fix {
             crate::cli::EXIT_USAGE
         } else {
@@ -368,12 +367,12 @@ pub(super) fn finish(
         });
     }
     if summary.interrupted {
-        eprintln!("interrupted; run `hsm-coordinator sweep complete {sweep_id}` to finish");
+        eprintln!("interrupted; run `{complete}` to finish");
         return Ok(EXIT_INTERRUPTED);
     }
     if c.pending + c.queued + c.running > 0 && c.failed + c.cancelled == 0 {
         eprintln!(
-            "{} task{} pending; `hsm-coordinator sweep complete {sweep_id}` runs them",
+            "{} task{} pending; `{complete}` runs them",
             c.pending + c.queued + c.running,
             if c.pending + c.queued + c.running == 1 {
                 ""
@@ -390,11 +389,30 @@ pub(super) fn finish(
     }
     if c.failed + c.cancelled > 0 {
         note(global, &format!(
-            "see `hsm-coordinator sweep status {sweep_id}`; `hsm-coordinator sweep complete {sweep_id}` re-runs failed and cancelled tasks"
+            "see `hsm-coordinator sweep status {sweep_id}`; `{complete}` re-runs failed and cancelled tasks"
         ));
         return Ok(EXIT_FAILED);
     }
     Ok(EXIT_OK)
+}
+
+/// `sweep complete` of this sweep on the sources this run used: with `--sources` unless that
+/// was `local` alone, its default (a cluster sweep completed without it would run locally).
+fn complete_command(sweep_id: &str, exec: &ExecPlan) -> String {
+    let names: Vec<&str> = exec
+        .sources
+        .iter()
+        .filter(|s| !s.attach_only)
+        .map(|s| s.name.as_str())
+        .collect();
+    if names.is_empty() || names == ["local"] {
+        format!("hsm-coordinator sweep complete {sweep_id}")
+    } else {
+        format!(
+            "hsm-coordinator sweep complete {sweep_id} --sources {}",
+            names.join(",")
+        )
+    }
 }
 
 pub(super) fn write_metadata(
