@@ -25,7 +25,7 @@ use crate::hpc::pack::{self, Pack};
 use crate::hpc::parse::{self, JobState};
 use crate::hpc::script::{self, ArrayJobSpec, Scheduler, SingleJobSpec};
 use crate::hpc::sge;
-use crate::hpc::usage::{end_stamp_ms, start_stamp_ms};
+use crate::hpc::usage::start_stamp_ms;
 use crate::hpc::wrapper::{self, ExitRecord};
 use crate::process::{Outcome, ProcessEvent, TaskKey, TaskLaunch};
 use hsm_protocol::{HpcMsg, HpcResources, SchedulerChoice};
@@ -407,23 +407,21 @@ impl SchedulerBackend {
         self.exited_with(key, outcome, None, None);
     }
 
-    /// A task ended: at the time its exit record in `task_dir` says, when there is one (a poll
-    /// notices an end seconds after it), else now.
+    /// A task ended: at `ended_ms`, the time the exit record it was decided from says, when
+    /// there is one (a poll notices an end seconds after it), else now.
     fn exited_with(
         &self,
         key: TaskKey,
         outcome: Outcome,
         usage: Option<hsm_protocol::UsageMsg>,
-        task_dir: Option<&Path>,
+        ended_ms: Option<u64>,
     ) {
         {
             let mut state = self.lock();
             state.early_cancels.remove(&key);
             state.reruns.remove(&key);
         }
-        let at = task_dir.map_or_else(SystemTime::now, |dir| {
-            record_time(dir, wrapper::EXIT_FILE, end_stamp_ms)
-        });
+        let at = stamped(ended_ms);
         let _ = self.inner.events.send(ProcessEvent::Exited {
             key,
             outcome,
@@ -438,7 +436,11 @@ impl SchedulerBackend {
         let _ = self.inner.events.send(ProcessEvent::Started {
             key,
             pid: 0,
-            at: record_time(task_dir, wrapper::START_FILE, start_stamp_ms),
+            at: stamped(
+                std::fs::read_to_string(task_dir.join(wrapper::START_FILE))
+                    .ok()
+                    .and_then(|text| start_stamp_ms(&text)),
+            ),
         });
     }
 
@@ -695,14 +697,11 @@ pub struct StoredElement {
     pub packed: bool,
 }
 
-/// The time a wrapper record (`file` in `task_dir`, read by `stamp`) gives, never later than now
-/// (a compute node's clock may run ahead of this host's); now when there is no usable record.
-fn record_time(task_dir: &Path, file: &str, stamp: fn(&str) -> Option<u64>) -> SystemTime {
+/// The time a wrapper record's stamp (`ms` since the epoch) says, never later than now (a
+/// compute node's clock may run ahead of this host's); now without one.
+fn stamped(ms: Option<u64>) -> SystemTime {
     let now = SystemTime::now();
-    std::fs::read_to_string(task_dir.join(file))
-        .ok()
-        .and_then(|text| stamp(&text))
-        .and_then(|ms| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+    ms.and_then(|ms| SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
         .map_or(now, |at| at.min(now))
 }
 

@@ -449,6 +449,7 @@ mod tests {
             exit_code: code,
             signal,
             end_time: 1,
+            end_ms: 1_000,
             error: None,
             timed_out: false,
             skipped: false,

@@ -369,6 +369,8 @@ pub struct ExitRecord {
     pub signal: Option<i32>,
     /// Unix time (seconds) when the task ended.
     pub end_time: u64,
+    /// The same in milliseconds (`end_real`, bash 5's `$EPOCHREALTIME`, where it was there).
+    pub end_ms: u64,
     /// Why the wrapper could not run the task, when it could not.
     pub error: Option<String>,
     /// The wrapper stopped the task at its own time limit (packed jobs).
@@ -440,10 +442,12 @@ pub fn parse_exit_record(text: &str) -> Result<ExitRecord, RecordError> {
             _ => {}
         }
     }
+    let end_time: u64 = end.ok_or(RecordError::Missing("end"))?;
     Ok(ExitRecord {
         exit_code: exit_code.ok_or(RecordError::Missing("exit_code"))?,
         signal,
-        end_time: end.ok_or(RecordError::Missing("end"))?,
+        end_time,
+        end_ms: super::usage::end_stamp_ms(text).unwrap_or(end_time.saturating_mul(1000)),
         error,
         timed_out,
         skipped,
@@ -500,6 +504,12 @@ mod tests {
         let exit = parse_exit_record("exit_code=143\nsignal=15\nend=1700000100\n").unwrap();
         assert_eq!(exit.exit_code, 143);
         assert_eq!(exit.signal, Some(15));
+        assert_eq!(
+            exit.end_ms, 1_700_000_100_000,
+            "whole seconds without end_real"
+        );
+        let fine = parse_exit_record("exit_code=0\nend=1700000100\nend_real=1700000100.250000\n");
+        assert_eq!(fine.unwrap().end_ms, 1_700_000_100_250);
         let failed = parse_exit_record("exit_code=127\nend=5\nerror=empty argv\n").unwrap();
         assert_eq!(failed.error.as_deref(), Some("empty argv"));
 

@@ -271,8 +271,8 @@ impl SchedulerBackend {
         if started && !element.start_reported {
             self.started(key, &element.task_dir);
         }
-        // The run it stopped ended there: its record is not the next run's (which a cancel
-        // while the new job waits would otherwise take its end time from).
+        // The run it stopped ended there: its record is not the next run's (a cancel while the
+        // new job waits would otherwise be decided from it, and take its end time).
         let record = element.task_dir.join(wrapper::EXIT_FILE);
         let _ = std::fs::rename(&record, element.task_dir.join("hsm_exit.preempted"));
         let reported = started || element.start_reported;
@@ -488,6 +488,8 @@ impl SchedulerBackend {
             self.accounts(&due).await
         };
         let mut ended = Vec::new();
+        // When the exit records an end was decided from say it happened.
+        let mut ended_ms: HashMap<TaskKey, u64> = HashMap::new();
         let mut errored = Vec::new();
         for (key, element, seen, started_record, exit_record) in observed {
             let decision = if element.packed {
@@ -581,6 +583,9 @@ impl SchedulerBackend {
                 {
                     errored.push((element.job.clone(), element.index));
                 }
+                if let Some(record) = &exit_record {
+                    ended_ms.insert(key, record.end_ms);
+                }
                 ended.push((key, element, outcome));
             }
         }
@@ -618,8 +623,9 @@ impl SchedulerBackend {
         // (one call for all of them, bounded) where it keeps them.
         if !ended.is_empty() {
             let mut used = self.usages(&ended).await;
-            for (key, element, outcome) in ended {
-                self.exited_with(key, outcome, used.remove(&key), Some(&element.task_dir));
+            for (key, _, outcome) in ended {
+                let at = ended_ms.get(&key).copied();
+                self.exited_with(key, outcome, used.remove(&key), at);
             }
         }
         all_ok

@@ -74,7 +74,12 @@ impl SchedulerBackend {
         if decision.start {
             self.started(key, task_dir);
         }
-        self.exited_with(key, outcome, usage::from_records(task_dir), Some(task_dir));
+        self.exited_with(
+            key,
+            outcome,
+            usage::from_records(task_dir),
+            Some(exit_record.end_ms),
+        );
         true
     }
 
